@@ -1,0 +1,115 @@
+// cpu_device.cpp: CpuDevice (aligned host buffers, synchronous stream, exhaustive op dispatch) and the CPU entry
+// of the backend registry.
+#include "backends/cpu/cpu_device.h"
+
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <type_traits>
+
+#include "backends/cpu/cpu_context.h"
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/error.h"
+
+namespace kosmos::cpu {
+namespace {
+
+class CpuStream final : public Stream {
+ public:
+  void synchronize() override {}  // every CPU op has finished when it returns
+};
+
+class CpuEvent final : public Event {};
+
+constexpr size_t kAlignment = 64;  // one cache line, one AVX-512 register
+
+std::string cpu_model_name() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown CPU";
+}
+
+std::string isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "sse4.1";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    default: return "isa #" + std::to_string(static_cast<int>(isa));  // oneDNN adds ISAs between releases
+  }
+}
+
+}  // namespace
+
+std::string cpu_machine_summary() {
+  const dnnl_version_t * version = dnnl_version();
+  std::ostringstream out;
+  out << cpu_model_name() << ", " << omp_get_max_threads() << " OpenMP threads, oneDNN " << version->major << '.'
+      << version->minor << '.' << version->patch << " (isa " << isa_name(dnnl::get_effective_cpu_isa()) << ")";
+  return out.str();
+}
+
+CpuDevice::CpuDevice() : context_(std::make_unique<CpuContext>()) {}
+CpuDevice::~CpuDevice() = default;
+
+std::string CpuDevice::description() const { return cpu_machine_summary(); }
+
+Buffer CpuDevice::allocate(size_t bytes, BufferUse) {
+  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  void * data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
+  KOSMOS_CHECK(data != nullptr, "cpu: could not allocate ", bytes, " bytes of host memory; reduce the batch or model");
+  return Buffer(this, data, bytes);
+}
+
+void CpuDevice::free_memory(void * data, size_t) { std::free(data); }
+
+void CpuDevice::copy(TensorView dst, TensorView src, Stream &) {
+  KOSMOS_CHECK(dst.dtype == src.dtype && same_dims(dst, src), "cpu copy: dst ", describe(dst), " and src ",
+               describe(src), " must have the same dtype and shape");
+  KOSMOS_CHECK(dst.is_contiguous() && src.is_contiguous(), "cpu copy: dst ", describe(dst), " and src ",
+               describe(src), " must both be dense");
+  std::memmove(dst.data, src.data, static_cast<size_t>(src.numel()) * dtype_size(src.dtype));
+}
+
+std::unique_ptr<Stream> CpuDevice::create_stream() { return std::make_unique<CpuStream>(); }
+std::unique_ptr<Event> CpuDevice::create_event() { return std::make_unique<CpuEvent>(); }
+void CpuDevice::record_event(Event &, Stream &) {}
+void CpuDevice::wait_event(Stream &, Event &) {}
+
+OpSupport CpuDevice::supports(const OpDesc & op) const {
+  if (const auto * matmul = std::get_if<Matmul>(&op)) {
+    if (matmul->a.dtype == DType::kBF16 && dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core)
+      return {false, "bf16 matmul needs AVX-512 on the CPU (oneDNN reports a lower ISA here)"};
+  }
+  return {};
+}
+
+void CpuDevice::run(const OpDesc & op, Stream &) {
+  std::visit([this](const auto & concrete) { cpu_op(*context_, concrete); }, op);
+}
+
+BackendEntry cpu_backend_entry() {
+  BackendEntry entry;
+  entry.name = "cpu";
+  entry.available = true;
+  entry.device_count = [] { return 1; };
+  entry.create = [](int ordinal) -> std::unique_ptr<Device> {
+    KOSMOS_CHECK(ordinal == 0, "--backend cpu has one device (ordinal 0); got --device ", ordinal);
+    return std::make_unique<CpuDevice>();
+  };
+  return entry;
+}
+
+}  // namespace kosmos::cpu

@@ -1,0 +1,48 @@
+// cpu_device.h: the CPU backend: oneDNN for matmul, layernorm and eltwise (primitives created once per shape and
+// kept), own OpenMP kernels for the rest. Its stream is in-order and synchronous: an op has finished when op_run
+// returns, so events are trivially complete.
+#pragma once
+
+#include <memory>
+
+#include "backends/device.h"
+#include "backends/registry.h"
+
+namespace kosmos::cpu {
+
+class CpuContext;
+
+class CpuDevice final : public Device {
+ public:
+  CpuDevice();
+  ~CpuDevice() override;
+
+  std::string backend() const override { return "cpu"; }
+  std::string name() const override { return "cpu"; }
+  std::string description() const override;
+  bool host_accessible() const override { return true; }
+
+  Buffer allocate(size_t bytes, BufferUse use) override;
+  void copy(TensorView dst, TensorView src, Stream & stream) override;
+
+  std::unique_ptr<Stream> create_stream() override;
+  std::unique_ptr<Event> create_event() override;
+  void record_event(Event & event, Stream & stream) override;
+  void wait_event(Stream & stream, Event & event) override;
+
+  OpSupport supports(const OpDesc & op) const override;
+  void run(const OpDesc & op, Stream & stream) override;
+
+ protected:
+  void free_memory(void * data, size_t bytes) override;
+
+ private:
+  std::unique_ptr<CpuContext> context_;
+};
+
+BackendEntry cpu_backend_entry();
+
+// What `kosmos info` and the benchmarks print about this machine: CPU model, threads, oneDNN version and ISA.
+std::string cpu_machine_summary();
+
+}  // namespace kosmos::cpu

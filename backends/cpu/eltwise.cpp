@@ -1,0 +1,139 @@
+// eltwise.cpp: activations (exact GELU = oneDNN gelu_erf, QuickGELU = oneDNN swish with alpha 1.702), add and
+// scale on oneDNN; cast (exact round-to-nearest-even conversions) and fill as plain loops. Dense tensors are
+// handed to oneDNN as flat vectors, so one primitive serves every shape with the same element count.
+#include <sstream>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/dnnl_compat.h"
+#include "backends/error.h"
+
+namespace kosmos::cpu {
+namespace {
+
+constexpr float kQuickGeluAlpha = 1.702f;
+
+struct EltwiseAlgorithm {
+  dnnl::algorithm algorithm;
+  float alpha;
+};
+
+EltwiseAlgorithm eltwise_algorithm(Activation kind) {
+  switch (kind) {
+    case Activation::kGelu: return {dnnl::algorithm::eltwise_gelu_erf, 0.0f};
+    case Activation::kQuickGelu: return {dnnl::algorithm::eltwise_swish, kQuickGeluAlpha};
+  }
+  KOSMOS_FAIL("cpu activation: unknown kind ", static_cast<int>(kind), " (known: gelu, quick_gelu)");
+}
+
+dnnl::memory::desc flat_desc(const TensorView & view) {
+  return dnnl::memory::desc({view.numel()}, dnnl_type(view.dtype), dnnl::memory::format_tag::a);
+}
+
+std::string flat_key(const char * kind, const TensorView & view, float alpha) {
+  std::ostringstream key;
+  key << kind << '|' << dtype_name(view.dtype) << '|' << view.numel() << '|' << alpha;
+  return key.str();
+}
+
+CachedPrimitive eltwise_forward_primitive(CpuContext & ctx, dnnl::algorithm algorithm, const TensorView & view,
+                                          float alpha, dnnl::prop_kind prop) {
+  const dnnl::memory::desc md = flat_desc(view);
+  const auto pd = dnnl_compat::eltwise_forward_pd(ctx.engine(), prop, algorithm, md, alpha, 0.0f);
+  CachedPrimitive made{dnnl::eltwise_forward(pd), {}};
+  for (int arg : {DNNL_ARG_SRC, DNNL_ARG_DST}) made.args.emplace(arg, dnnl::memory(md, ctx.engine(), DNNL_MEMORY_NONE));
+  return made;
+}
+
+}  // namespace
+
+void cpu_op(CpuContext & ctx, const ActivationForward & op) {
+  if (op.in.numel() == 0) return;
+  const EltwiseAlgorithm chosen = eltwise_algorithm(op.kind);
+  CachedPrimitive & cached = ctx.primitive(flat_key(activation_name(op.kind), op.in, chosen.alpha), [&] {
+    return eltwise_forward_primitive(ctx, chosen.algorithm, op.in, chosen.alpha, dnnl::prop_kind::forward_training);
+  });
+  ctx.execute(cached, {{DNNL_ARG_SRC, op.in.data}, {DNNL_ARG_DST, op.out.data}});
+}
+
+void cpu_op(CpuContext & ctx, const ActivationBackward & op) {
+  if (op.in.numel() == 0) return;
+  const EltwiseAlgorithm chosen = eltwise_algorithm(op.kind);
+  const std::string key = flat_key(activation_name(op.kind), op.in, chosen.alpha) + "|backward";
+  CachedPrimitive & cached = ctx.primitive(key, [&] {
+    const dnnl::memory::desc md = flat_desc(op.in);
+    const auto hint = dnnl_compat::eltwise_forward_pd(ctx.engine(), dnnl::prop_kind::forward_training,
+                                                      chosen.algorithm, md, chosen.alpha, 0.0f);
+    const auto pd = dnnl_compat::eltwise_backward_pd(ctx.engine(), chosen.algorithm, md, chosen.alpha, 0.0f, hint);
+    CachedPrimitive made{dnnl::eltwise_backward(pd), {}};
+    for (int arg : {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC})
+      made.args.emplace(arg, dnnl::memory(md, ctx.engine(), DNNL_MEMORY_NONE));
+    return made;
+  });
+  ctx.execute(cached, {{DNNL_ARG_SRC, op.in.data}, {DNNL_ARG_DIFF_DST, op.dout.data}, {DNNL_ARG_DIFF_SRC, op.din.data}});
+}
+
+void cpu_op(CpuContext & ctx, const Add & op) {
+  if (op.a.numel() == 0) return;
+  CachedPrimitive & cached = ctx.primitive(flat_key("add", op.a, 0.0f), [&] {
+    const dnnl::memory::desc md = flat_desc(op.a);
+    const auto pd = dnnl_compat::binary_pd(ctx.engine(), dnnl::algorithm::binary_add, md, md, md);
+    CachedPrimitive made{dnnl::binary(pd), {}};
+    for (int arg : {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST})
+      made.args.emplace(arg, dnnl::memory(md, ctx.engine(), DNNL_MEMORY_NONE));
+    return made;
+  });
+  ctx.execute(cached, {{DNNL_ARG_SRC_0, op.a.data}, {DNNL_ARG_SRC_1, op.b.data}, {DNNL_ARG_DST, op.out.data}});
+}
+
+void cpu_op(CpuContext & ctx, const Scale & op) {
+  if (op.in.numel() == 0) return;
+  CachedPrimitive & cached = ctx.primitive(flat_key("scale", op.in, op.alpha), [&] {
+    return eltwise_forward_primitive(ctx, dnnl::algorithm::eltwise_linear, op.in, op.alpha,
+                                     dnnl::prop_kind::forward_inference);
+  });
+  ctx.execute(cached, {{DNNL_ARG_SRC, op.in.data}, {DNNL_ARG_DST, op.out.data}});
+}
+
+namespace {
+
+float load_element(const TensorView & view, int64_t index) {
+  switch (view.dtype) {
+    case DType::kF32: return view.as<float>()[index];
+    case DType::kBF16: return bf16_to_float(view.as<uint16_t>()[index]);
+    case DType::kF16: return f16_to_float(view.as<uint16_t>()[index]);
+    case DType::kI32: return static_cast<float>(view.as<int32_t>()[index]);
+  }
+  KOSMOS_FAIL("cpu: unknown dtype ", static_cast<int>(view.dtype));
+}
+
+void store_element(const TensorView & view, int64_t index, float value) {
+  switch (view.dtype) {
+    case DType::kF32: view.as<float>()[index] = value; return;
+    case DType::kBF16: view.as<uint16_t>()[index] = float_to_bf16(value); return;
+    case DType::kF16: view.as<uint16_t>()[index] = float_to_f16(value); return;
+    case DType::kI32: view.as<int32_t>()[index] = static_cast<int32_t>(value); return;
+  }
+  KOSMOS_FAIL("cpu: unknown dtype ", static_cast<int>(view.dtype));
+}
+
+}  // namespace
+
+void cpu_op(CpuContext &, const Cast & op) {
+  const int64_t count = op.in.numel();
+#pragma omp parallel for
+  for (int64_t index = 0; index < count; ++index) store_element(op.out, index, load_element(op.in, index));
+}
+
+void cpu_op(CpuContext &, const Fill & op) {
+  const int64_t count = op.out.numel();
+  if (op.out.dtype == DType::kF32) {
+    float * out = op.out.as<float>();
+#pragma omp parallel for simd
+    for (int64_t index = 0; index < count; ++index) out[index] = op.value;
+    return;
+  }
+#pragma omp parallel for
+  for (int64_t index = 0; index < count; ++index) store_element(op.out, index, op.value);
+}
+
+}  // namespace kosmos::cpu

@@ -1,0 +1,93 @@
+// layernorm.cpp: LayerNorm forward/backward on oneDNN's layer_normalization primitive. oneDNN keeps the variance;
+// our interface saves rstd = 1/sqrt(var + eps), so the forward converts after the call and the backward converts
+// back (var = 1/rstd^2 - eps) into scratch. Weight and bias gradients come out of oneDNN and are added (+=).
+#include <cmath>
+#include <sstream>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/dnnl_compat.h"
+
+namespace kosmos::cpu {
+namespace {
+
+enum ScratchSlot { kVariance = 0, kWeightGrad = 1, kBiasGrad = 2 };
+
+struct LayerNormShape {
+  dnnl::memory::desc data;   // [rows, C] f32
+  dnnl::memory::desc stats;  // [rows] f32
+};
+
+LayerNormShape layernorm_shape(int64_t rows, int64_t cols) {
+  return {dnnl::memory::desc({rows, cols}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab),
+          dnnl::memory::desc({rows}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a)};
+}
+
+std::string layernorm_key(const char * kind, int64_t rows, int64_t cols, float eps) {
+  std::ostringstream key;
+  key << kind << '|' << rows << 'x' << cols << '|' << eps;
+  return key.str();
+}
+
+}  // namespace
+
+void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
+  const int64_t cols = op.in.dim(-1), rows = op.in.rows();
+  CachedPrimitive & cached = ctx.primitive(layernorm_key("layernorm_forward", rows, cols, op.eps), [&] {
+    const LayerNormShape shape = layernorm_shape(rows, cols);
+    const auto pd = dnnl_compat::layernorm_forward_pd(ctx.engine(), shape.data, shape.stats, op.eps);
+    const dnnl::memory::desc affine({cols}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
+    CachedPrimitive made{dnnl::layer_normalization_forward(pd), {}};
+    for (int arg : {DNNL_ARG_SRC, DNNL_ARG_DST})
+      made.args.emplace(arg, dnnl::memory(shape.data, ctx.engine(), DNNL_MEMORY_NONE));
+    for (int arg : {DNNL_ARG_MEAN, DNNL_ARG_VARIANCE})
+      made.args.emplace(arg, dnnl::memory(shape.stats, ctx.engine(), DNNL_MEMORY_NONE));
+    for (int arg : {DNNL_ARG_SCALE, DNNL_ARG_SHIFT})
+      made.args.emplace(arg, dnnl::memory(affine, ctx.engine(), DNNL_MEMORY_NONE));
+    return made;
+  });
+  float * variance = ctx.scratch(kVariance, rows);
+  ctx.execute(cached, {{DNNL_ARG_SRC, op.in.data}, {DNNL_ARG_DST, op.out.data}, {DNNL_ARG_MEAN, op.mean.data},
+                       {DNNL_ARG_VARIANCE, variance}, {DNNL_ARG_SCALE, op.weight.data},
+                       {DNNL_ARG_SHIFT, op.bias.data}});
+  float * rstd = op.rstd.as<float>();
+#pragma omp parallel for simd
+  for (int64_t row = 0; row < rows; ++row) rstd[row] = 1.0f / std::sqrt(variance[row] + op.eps);
+}
+
+void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
+  const int64_t cols = op.in.dim(-1), rows = op.in.rows();
+  CachedPrimitive & cached = ctx.primitive(layernorm_key("layernorm_backward", rows, cols, op.eps), [&] {
+    const LayerNormShape shape = layernorm_shape(rows, cols);
+    const auto hint = dnnl_compat::layernorm_forward_pd(ctx.engine(), shape.data, shape.stats, op.eps);
+    const auto pd = dnnl_compat::layernorm_backward_pd(ctx.engine(), shape.data, shape.stats, op.eps, hint);
+    const dnnl::memory::desc affine({cols}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
+    CachedPrimitive made{dnnl::layer_normalization_backward(pd), {}};
+    for (int arg : {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC})
+      made.args.emplace(arg, dnnl::memory(shape.data, ctx.engine(), DNNL_MEMORY_NONE));
+    for (int arg : {DNNL_ARG_MEAN, DNNL_ARG_VARIANCE})
+      made.args.emplace(arg, dnnl::memory(shape.stats, ctx.engine(), DNNL_MEMORY_NONE));
+    for (int arg : {DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT})
+      made.args.emplace(arg, dnnl::memory(affine, ctx.engine(), DNNL_MEMORY_NONE));
+    return made;
+  });
+  float * variance = ctx.scratch(kVariance, rows);
+  float * weight_grad = ctx.scratch(kWeightGrad, cols);
+  float * bias_grad = ctx.scratch(kBiasGrad, cols);
+  const float * rstd = op.rstd.as<float>();
+#pragma omp parallel for simd
+  for (int64_t row = 0; row < rows; ++row) variance[row] = 1.0f / (rstd[row] * rstd[row]) - op.eps;
+  // oneDNN reads the shift only to know its layout; the weight stands in for it (same shape, never used).
+  ctx.execute(cached, {{DNNL_ARG_SRC, op.in.data}, {DNNL_ARG_DIFF_DST, op.dout.data},
+                       {DNNL_ARG_DIFF_SRC, op.din.data}, {DNNL_ARG_MEAN, op.mean.data}, {DNNL_ARG_VARIANCE, variance},
+                       {DNNL_ARG_SCALE, op.weight.data}, {DNNL_ARG_SHIFT, op.weight.data},
+                       {DNNL_ARG_DIFF_SCALE, weight_grad}, {DNNL_ARG_DIFF_SHIFT, bias_grad}});
+  float * dweight = op.dweight.as<float>();
+  float * dbias = op.dbias.as<float>();
+#pragma omp parallel for simd
+  for (int64_t col = 0; col < cols; ++col) {
+    dweight[col] += weight_grad[col];
+    dbias[col] += bias_grad[col];
+  }
+}
+
+}  // namespace kosmos::cpu

@@ -1,0 +1,72 @@
+// gpu_probe.cu: asks the GPU runtime for its version and devices. Compiled by nvcc (kosmos::cuda::probe) and by
+// hipcc through vendor/hip.h (kosmos::rocm::probe). It never throws: a machine without a driver or device is
+// reported in GpuProbe::error, since `kosmos info` must work on every machine.
+#include "backends/cuda/gpu_probe.h"
+
+#if defined(KOSMOS_USE_ROCM)
+#include "backends/cuda/vendor/hip.h"
+#define KOSMOS_GPU_NAMESPACE rocm
+#else
+#include "backends/cuda/vendor/cuda.h"
+#define KOSMOS_GPU_NAMESPACE cuda
+#endif
+
+#include <string>
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+namespace {
+
+// 13000 -> "13.0" (CUDA) ; HIP encodes major*10^7 + minor*10^5 + patch.
+std::string version_text(int code) {
+#if defined(KOSMOS_USE_ROCM)
+  return std::to_string(code / 10000000) + "." + std::to_string((code / 100000) % 100);
+#else
+  return std::to_string(code / 1000) + "." + std::to_string((code % 1000) / 10);
+#endif
+}
+
+std::string library_versions() {
+#if defined(KOSMOS_USE_ROCM)
+  return "no rocBLAS/RCCL in Debian 12";
+#else
+  const size_t lt = cublasLtGetVersion();
+  int nccl = 0;
+  ncclGetVersion(&nccl);
+  return "cuBLASLt " + std::to_string(lt / 10000) + "." + std::to_string((lt / 100) % 100) + "." +
+         std::to_string(lt % 100) + ", NCCL " + std::to_string(nccl / 10000) + "." + std::to_string((nccl / 100) % 100) +
+         "." + std::to_string(nccl % 100);
+#endif
+}
+
+}  // namespace
+
+GpuProbe probe() {
+  GpuProbe result;
+  int runtime = 0, driver = 0;
+  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) result.runtime_version = version_text(runtime);
+  if (cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0) result.driver_version = version_text(driver);
+  result.libraries = library_versions();
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    result.error = cudaGetErrorString(status);
+    return result;
+  }
+  for (int ordinal = 0; ordinal < count; ++ordinal) {
+    cudaDeviceProp properties{};
+    if (cudaGetDeviceProperties(&properties, ordinal) != cudaSuccess) continue;
+    GpuDeviceInfo device;
+    device.name = properties.name;
+    device.memory_bytes = static_cast<int64_t>(properties.totalGlobalMem);
+#if defined(KOSMOS_USE_ROCM)
+    device.architecture = properties.gcnArchName;
+#else
+    device.architecture = "sm_" + std::to_string(properties.major) + std::to_string(properties.minor);
+#endif
+    device.multiprocessors = properties.multiProcessorCount;
+    result.devices.push_back(device);
+  }
+  return result;
+}
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -1,0 +1,91 @@
+// device.h: the device interface every backend implements: owning buffers, streams, events, and the op runner.
+// A Device is one (backend, ordinal); it is not copyable. Ops reach it only through op_run() (ops.h), which has
+// validated the descriptor, so a backend checks nothing but what it alone cannot do (then supports() says why).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "backends/ops.h"
+#include "backends/tensor.h"
+
+namespace kosmos {
+
+class Device;
+
+enum class BufferUse : uint8_t { kWeights, kActivations, kScratch };
+
+// Owns one allocation on a device; move-only; freed by its device when destroyed.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Device * device, void * data, size_t bytes) : device_(device), data_(data), bytes_(bytes) {}
+  ~Buffer() { release(); }
+  Buffer(Buffer && other) noexcept { *this = std::move(other); }
+  Buffer & operator=(Buffer && other) noexcept;
+  Buffer(const Buffer &) = delete;
+  Buffer & operator=(const Buffer &) = delete;
+
+  void * data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  // A dense view of the first elements of this buffer; fails when the buffer is too small.
+  TensorView view(DType dtype, std::initializer_list<int64_t> dims) const;
+
+ private:
+  void release();
+  Device * device_ = nullptr;
+  void * data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// An in-order queue of device work. The CPU stream runs each op before op_run returns.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual void synchronize() = 0;
+};
+
+// A marker recorded on one stream that another stream can wait for.
+class Event {
+ public:
+  virtual ~Event() = default;
+};
+
+// Whether a device implements an op case; the reason says what is missing when it does not.
+struct OpSupport {
+  bool supported = true;
+  std::string reason;
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+  Device() = default;
+  Device(const Device &) = delete;
+  Device & operator=(const Device &) = delete;
+
+  virtual std::string backend() const = 0;      // "cpu", "cuda", "rocm"
+  virtual std::string name() const = 0;         // "cpu", "cuda:0"
+  virtual std::string description() const = 0;  // model, threads or SMs, ISA, memory
+  virtual bool host_accessible() const = 0;     // may the host read and write its buffers directly?
+
+  virtual Buffer allocate(size_t bytes, BufferUse use) = 0;
+  // Copies between views of equal dtype and dims, each dense; either side may be host memory.
+  virtual void copy(TensorView dst, TensorView src, Stream & stream) = 0;
+
+  virtual std::unique_ptr<Stream> create_stream() = 0;
+  virtual std::unique_ptr<Event> create_event() = 0;
+  virtual void record_event(Event & event, Stream & stream) = 0;
+  virtual void wait_event(Stream & stream, Event & event) = 0;
+
+  virtual OpSupport supports(const OpDesc & op) const = 0;
+  // Runs a validated op; called by op_run() only.
+  virtual void run(const OpDesc & op, Stream & stream) = 0;
+
+ protected:
+  friend class Buffer;
+  virtual void free_memory(void * data, size_t bytes) = 0;
+};
+
+}  // namespace kosmos

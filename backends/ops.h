@@ -1,0 +1,295 @@
+// ops.h: the op set every backend implements, as plain descriptor structs (views + scalars) in one variant.
+// Forward/backward pairs mirror each other: outputs first, then inputs, then what the forward saved, then scalars.
+// Parameter gradients accumulate (+=); activation gradients overwrite. op_run() validates a descriptor once,
+// with an error naming the op, the shapes and what was expected, before any backend sees it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include "backends/tensor.h"
+
+namespace kosmos {
+
+class Device;
+class Stream;
+
+// C = alpha * op(A) op(B) + beta * C + bias.  op(X) is X or its transpose (the last two dims swap).
+// A: [M, K] or [batch, M, K] (trans_a: [.., K, M]); B: [K, N] or [batch, K, N] (trans_b: [.., N, K]); a 2-D B is
+// shared by every batch. C: [M, N] or [batch, M, N]. A 3-D A with a 2-D B and 2-D C is read as [batch*M, K].
+// A and B share a dtype (f32 or bf16); C is f32 or that dtype; bias [N] is f32 or C's dtype. Rows may be strided;
+// the last dim of every operand must be dense.
+struct Matmul {
+  TensorView c;     // [batch?, M, N] f32|bf16, output
+  TensorView a;     // [batch?, M, K] (or [.., K, M] when trans_a)
+  TensorView b;     // [batch?, K, N] (or [.., N, K] when trans_b)
+  TensorView bias;  // [N] or absent
+  bool trans_a = false;
+  bool trans_b = false;
+  float alpha = 1.0f;
+  float beta = 0.0f;
+};
+
+// dbias[n] += sum over all rows of dout[.., n]: the bias part of a linear layer's backward.
+struct BiasBackward {
+  TensorView dbias;  // [N] f32, accumulated
+  TensorView dout;   // [.., N] f32, contiguous
+};
+
+// y = (x - mean) * rstd * weight + bias over the last dim; mean and rstd = 1/sqrt(var + eps) are saved per row.
+struct LayerNormForward {
+  TensorView out;     // [.., C] f32
+  TensorView mean;    // [rows] f32, saved for backward
+  TensorView rstd;    // [rows] f32, saved for backward
+  TensorView in;      // [.., C] f32
+  TensorView weight;  // [C] f32
+  TensorView bias;    // [C] f32
+  float eps = 1e-5f;
+};
+struct LayerNormBackward {
+  TensorView din;      // [.., C] f32, overwritten
+  TensorView dweight;  // [C] f32, accumulated
+  TensorView dbias;    // [C] f32, accumulated
+  TensorView dout;     // [.., C] f32
+  TensorView in;       // [.., C] f32
+  TensorView weight;   // [C] f32
+  TensorView mean;     // [rows] f32 from the forward
+  TensorView rstd;     // [rows] f32 from the forward
+  float eps = 1e-5f;
+};
+
+enum class Activation : uint8_t {
+  kGelu,       // x * Phi(x) with the exact erf (PyTorch F.gelu default)
+  kQuickGelu,  // x * sigmoid(1.702 x) (OpenAI CLIP)
+};
+const char * activation_name(Activation kind);
+
+struct ActivationForward {
+  TensorView out;  // [...] f32
+  TensorView in;   // [...] f32, same shape
+  Activation kind = Activation::kGelu;
+};
+struct ActivationBackward {
+  TensorView din;   // [...] f32, overwritten
+  TensorView dout;  // [...] f32
+  TensorView in;    // [...] f32, the forward's input
+  Activation kind = Activation::kGelu;
+};
+
+// out = a + b elementwise (out may alias a or b: the residual add).
+struct Add {
+  TensorView out;  // [...] f32|bf16
+  TensorView a;    // [...] same dtype and shape
+  TensorView b;    // [...] same dtype and shape
+};
+// out = alpha * in (out may alias in).
+struct Scale {
+  TensorView out;  // [...] f32|bf16
+  TensorView in;   // [...] same dtype and shape
+  float alpha = 1.0f;
+};
+// out = in converted to out's dtype (f32, bf16, f16), round to nearest even.
+struct Cast {
+  TensorView out;  // [...] f32|bf16|f16
+  TensorView in;   // [...] f32|bf16|f16, same shape
+};
+// out = value everywhere.
+struct Fill {
+  TensorView out;  // [...] f32|bf16|f16|i32
+  float value = 0.0f;
+};
+
+// Scaled dot-product attention over [batch, heads, length, head_dim] views (strides free, head_dim dense), so
+// q, k, v and out may be strided windows onto [B, T, H*dh] activations. Causal masking aligns the last query with
+// the last key: query i sees keys j <= i + (Tk - Tq). Tiled: no Tq x Tk matrix is kept; the backward recomputes
+// it from the saved log-sum-exp. Dropout on the probabilities draws element (b, head_start + h, i, j) of a
+// [B, heads_total, Tq, Tk] tensor from Philox(seed, offset + linear index), so the mask does not depend on how
+// heads are split across ranks.
+struct AttentionParams {
+  float scale = 1.0f;
+  bool causal = false;
+  float dropout_p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+  int64_t head_start = 0;   // index of this view's first head among all heads
+  int64_t heads_total = 0;  // 0: this view holds all heads
+};
+struct AttentionForward {
+  TensorView out;  // [B, H, Tq, dh] f32
+  TensorView lse;  // [B, H, Tq] f32, log-sum-exp of the scaled scores, saved for backward
+  TensorView q;    // [B, H, Tq, dh] f32
+  TensorView k;    // [B, H, Tk, dh] f32
+  TensorView v;    // [B, H, Tk, dh] f32
+  AttentionParams params;
+};
+struct AttentionBackward {
+  TensorView dq;    // [B, H, Tq, dh] f32, overwritten
+  TensorView dk;    // [B, H, Tk, dh] f32, overwritten
+  TensorView dv;    // [B, H, Tk, dh] f32, overwritten
+  TensorView dout;  // [B, H, Tq, dh] f32
+  TensorView q;     // [B, H, Tq, dh] f32
+  TensorView k;     // [B, H, Tk, dh] f32
+  TensorView v;     // [B, H, Tk, dh] f32
+  TensorView out;   // [B, H, Tq, dh] f32 from the forward
+  TensorView lse;   // [B, H, Tq] f32 from the forward
+  AttentionParams params;
+};
+
+// xPos (torchscale XPOS, kosmos-spec section 4) on [B, H, T, dh] views, head_dim even: rotates interleaved pairs
+// (2i, 2i+1) by angle p*theta_i at absolute position p = offset + t and scales them by zeta_i^(c/scale_base) with
+// centred c = p + floor(-(T + offset) / 2); downscale (for keys) uses the reciprocal scale. out may alias in.
+struct XPosParams {
+  int64_t offset = 0;
+  bool downscale = false;
+  float scale_base = 512.0f;
+};
+struct XPosForward {
+  TensorView out;  // [B, H, T, dh] f32
+  TensorView in;   // [B, H, T, dh] f32
+  XPosParams params;
+};
+struct XPosBackward {
+  TensorView din;   // [B, H, T, dh] f32, overwritten
+  TensorView dout;  // [B, H, T, dh] f32
+  XPosParams params;
+};
+
+// out[n] = table[ids[n] - vocab_start] for ids inside this table's rows, zeros otherwise (the vocab-parallel
+// embedding sums the partial rows over ranks). The backward scatter-adds into the table, skipping padding_idx.
+struct EmbeddingForward {
+  TensorView out;    // [N, d] f32
+  TensorView ids;    // [N] i32
+  TensorView table;  // [V_local, d] f32
+  int64_t vocab_start = 0;
+  int64_t padding_idx = -1;  // -1: none
+};
+struct EmbeddingBackward {
+  TensorView dtable;  // [V_local, d] f32, accumulated
+  TensorView dout;    // [N, d] f32
+  TensorView ids;     // [N] i32
+  int64_t vocab_start = 0;
+  int64_t padding_idx = -1;
+};
+
+// fairseq sinusoidal positions: half = d/2, w_j = exp(-j ln(10000)/(half-1)),
+// out[n] = [sin(p w_0..), cos(p w_0..)] with p = positions[n]; the row is zero when p == padding_idx.
+struct SinusoidalPositions {
+  TensorView out;        // [N, d] f32, d even
+  TensorView positions;  // [N] i32
+  int64_t padding_idx = -1;
+};
+
+// Fused softmax + cross-entropy over the vocab dim: loss = loss_scale * sum_n w_n (lse_n - logits[n, t_n]).
+// Rows with weight 0 carry no loss. logits may be a vocab slice starting at vocab_start: targets outside it
+// contribute only through lse (the vocab-parallel version adds its all-reduces between the row passes).
+struct CrossEntropyForward {
+  TensorView loss;     // [1] f32
+  TensorView lse;      // [N] f32, saved for backward
+  TensorView logits;   // [N, V_local] f32
+  TensorView targets;  // [N] i32
+  TensorView weights;  // [N] f32 loss mask / weights
+  int64_t vocab_start = 0;
+  int64_t vocab_total = 0;  // 0: V_local (no vocab split)
+  float loss_scale = 1.0f;  // e.g. 1 / number of counted tokens
+};
+struct CrossEntropyBackward {
+  TensorView dlogits;  // [N, V_local] f32, overwritten: dloss * loss_scale * w_n * (softmax - onehot)
+  TensorView logits;   // [N, V_local] f32
+  TensorView targets;  // [N] i32
+  TensorView weights;  // [N] f32
+  TensorView lse;      // [N] f32 from the forward
+  int64_t vocab_start = 0;
+  int64_t vocab_total = 0;
+  float loss_scale = 1.0f;
+  float dloss = 1.0f;
+};
+
+// Inverted dropout: element n (linear index of the dense tensor) is kept when Philox(seed, offset + n) gives a
+// uniform >= p, and scaled by 1/(1-p). The backward regenerates the same mask.
+struct DropoutParams {
+  float p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+struct DropoutForward {
+  TensorView out;  // [...] f32
+  TensorView in;   // [...] f32
+  DropoutParams params;
+};
+struct DropoutBackward {
+  TensorView din;   // [...] f32, overwritten
+  TensorView dout;  // [...] f32
+  DropoutParams params;
+};
+
+// One AdamW step (PyTorch form, decoupled weight decay, bias correction with 1-based `step`):
+// g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr wd p;
+// p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps).
+struct AdamWStep {
+  TensorView param;  // [...] f32 (master weights)
+  TensorView m;      // [...] f32 first moment
+  TensorView v;      // [...] f32 second moment
+  TensorView grad;   // [...] f32
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  int64_t step = 1;
+  float grad_scale = 1.0f;  // global-norm clipping coefficient, or 1/loss_scale
+};
+
+// out[0] += sum(in^2), accumulated in double inside a call: one term of a global gradient norm.
+struct SquaredNorm {
+  TensorView out;  // [1] f32, accumulated
+  TensorView in;   // [...] f32
+};
+
+// y = x / max(||x||_2, eps) over the last dim (the Kosmos-2 image features); norm = ||x|| is saved.
+struct L2NormalizeForward {
+  TensorView out;   // [.., C] f32
+  TensorView norm;  // [rows] f32, saved for backward
+  TensorView in;    // [.., C] f32
+  float eps = 1e-12f;
+};
+struct L2NormalizeBackward {
+  TensorView din;   // [.., C] f32, overwritten: (dy - y (y . dy)) / ||x||  (dy / eps where clamped)
+  TensorView dout;  // [.., C] f32
+  TensorView out;   // [.., C] f32 from the forward
+  TensorView norm;  // [rows] f32 from the forward
+  float eps = 1e-12f;
+};
+
+using OpDesc = std::variant<Matmul, BiasBackward, LayerNormForward, LayerNormBackward, ActivationForward,
+                            ActivationBackward, Add, Scale, Cast, Fill, AttentionForward, AttentionBackward,
+                            XPosForward, XPosBackward, EmbeddingForward, EmbeddingBackward, SinusoidalPositions,
+                            CrossEntropyForward, CrossEntropyBackward, DropoutForward, DropoutBackward, AdamWStep,
+                            SquaredNorm, L2NormalizeForward, L2NormalizeBackward>;
+
+// "matmul", "layernorm_forward", ... : the name used in errors, tests and benchmarks.
+const char * op_name(const OpDesc & op);
+
+// Throws kosmos::Error naming the op, the offending shapes or dtypes and what was expected.
+void validate(const OpDesc & op);
+
+// Validates, asks the device whether it implements this case, and runs it on the stream.
+void op_run(Device & device, const OpDesc & op, Stream & stream);
+
+// The backward of Matmul as the two matmuls and the bias reduction it consists of, for any backend:
+// dA (=, or += when accumulate_da) = dC op(B)^T-ish, dB += ..., dbias += sum rows of dC. Absent outputs are skipped.
+struct MatmulBackward {
+  TensorView da;     // like a, overwritten unless accumulate_da
+  TensorView db;     // like b, accumulated
+  TensorView dbias;  // [N] f32, accumulated, or absent
+  TensorView dc;     // like c
+  TensorView a;
+  TensorView b;
+  bool trans_a = false;
+  bool trans_b = false;
+  float alpha = 1.0f;
+  bool accumulate_da = false;
+};
+void matmul_backward(Device & device, const MatmulBackward & op, Stream & stream);
+
+}  // namespace kosmos

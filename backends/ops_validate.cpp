@@ -1,0 +1,394 @@
+// ops_validate.cpp: validate(op) for every op in ops.h. Each failure names the op, the offending operand with
+// its dtype and shape, and what was expected, so a wrong call is fixed from the message alone.
+#include <initializer_list>
+#include <sstream>
+#include <tuple>
+#include <vector>
+
+#include "backends/error.h"
+#include "backends/ops.h"
+
+namespace kosmos {
+namespace {
+
+std::string dims_text(const std::vector<int64_t> & dims) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < dims.size(); ++i) out << (i ? ", " : "") << dims[i];
+  out << "]";
+  return out.str();
+}
+
+std::string dtypes_text(std::initializer_list<DType> allowed) {
+  std::string text;
+  for (DType dtype : allowed) text += (text.empty() ? "" : " or ") + std::string(dtype_name(dtype));
+  return text;
+}
+
+// The checks below all name the op, so one call site message reads "op: operand ... expected ...".
+struct Checker {
+  const char * op;
+
+  void present(const char * name, const TensorView & view) const {
+    KOSMOS_CHECK(view.present(), op, ": ", name, " is absent; this operand is required");
+  }
+  void dtype(const char * name, const TensorView & view, std::initializer_list<DType> allowed) const {
+    present(name, view);
+    for (DType dtype : allowed)
+      if (view.dtype == dtype) return;
+    KOSMOS_FAIL(op, ": ", name, " is ", describe(view), "; expected dtype ", dtypes_text(allowed));
+  }
+  void ndim(const char * name, const TensorView & view, int low, int high) const {
+    KOSMOS_CHECK(view.ndim >= low && view.ndim <= high, op, ": ", name, " is ", describe(view), "; expected ",
+                 low == high ? std::to_string(low) : std::to_string(low) + " to " + std::to_string(high),
+                 " dimensions");
+  }
+  void dims(const char * name, const TensorView & view, const std::vector<int64_t> & expected,
+            const std::string & why) const {
+    bool match = view.ndim == static_cast<int>(expected.size());
+    for (int axis = 0; match && axis < view.ndim; ++axis) match = view.dims[axis] == expected[axis];
+    KOSMOS_CHECK(match, op, ": ", name, " is ", describe(view), "; expected shape ", dims_text(expected), " (", why,
+                 ")");
+  }
+  void same_shape(const char * name, const TensorView & view, const char * ref_name, const TensorView & ref) const {
+    KOSMOS_CHECK(same_dims(view, ref), op, ": ", name, " is ", describe(view), " but ", ref_name, " is ",
+                 describe(ref), "; they must have the same shape");
+  }
+  void same_dtype(const char * name, const TensorView & view, const char * ref_name, const TensorView & ref) const {
+    KOSMOS_CHECK(view.dtype == ref.dtype, op, ": ", name, " is ", describe(view), " but ", ref_name, " is ",
+                 describe(ref), "; they must have the same dtype");
+  }
+  void dense(const char * name, const TensorView & view) const {
+    KOSMOS_CHECK(view.is_contiguous(), op, ": ", name, " is ", describe(view),
+                 "; this op needs a dense row-major tensor (copy it into one first)");
+  }
+  void inner_dense(const char * name, const TensorView & view) const {
+    KOSMOS_CHECK(view.ndim == 0 || view.dim(-1) <= 1 || view.stride(-1) == 1, op, ": ", name, " is ",
+                 describe(view), "; its last dimension must be dense (stride 1)");
+  }
+  void scalar_range(const char * name, double value, double low, double high, const char * meaning) const {
+    KOSMOS_CHECK(value >= low && value <= high, op, ": ", name, " = ", value, " is outside [", low, ", ", high,
+                 "] (", meaning, ")");
+  }
+  // The per-row statistics of a [.., C] tensor: a dense f32 vector with one entry per row.
+  void row_stats(const char * name, const TensorView & view, const TensorView & data) const {
+    dtype(name, view, {DType::kF32});
+    dense(name, view);
+    KOSMOS_CHECK(view.numel() == data.rows(), op, ": ", name, " is ", describe(view), "; expected ", data.rows(),
+                 " values, one per row of ", describe(data));
+  }
+};
+
+// The [rows, cols] of op(view): the last two dims, swapped when transposed.
+void matmul_operand_dims(const TensorView & view, bool transposed, int64_t * rows, int64_t * cols) {
+  const int64_t outer = view.dim(-2), inner = view.dim(-1);
+  *rows = transposed ? inner : outer;
+  *cols = transposed ? outer : inner;
+}
+
+void validate_op(const Matmul & op) {
+  const Checker check{"matmul"};
+  check.dtype("a", op.a, {DType::kF32, DType::kBF16});
+  check.dtype("b", op.b, {DType::kF32, DType::kBF16});
+  check.same_dtype("b", op.b, "a", op.a);
+  check.dtype("c", op.c, {DType::kF32, DType::kBF16});
+  if (op.c.dtype == DType::kBF16)
+    KOSMOS_CHECK(op.a.dtype == DType::kBF16, "matmul: c is ", describe(op.c), " but a is ", describe(op.a),
+                 "; a bf16 output needs bf16 inputs");
+  check.ndim("a", op.a, 2, 3);
+  check.ndim("b", op.b, 2, 3);
+  check.ndim("c", op.c, 2, 3);
+  for (const auto & [name, view] : {std::pair<const char *, TensorView>{"a", op.a}, {"b", op.b}, {"c", op.c}})
+    check.inner_dense(name, view);
+  int64_t m, k, k_b, n;
+  matmul_operand_dims(op.a, op.trans_a, &m, &k);
+  matmul_operand_dims(op.b, op.trans_b, &k_b, &n);
+  const std::string shapes = std::string("a ") + describe(op.a) + (op.trans_a ? " (transposed)" : "") + ", b " +
+                             describe(op.b) + (op.trans_b ? " (transposed)" : "") + ", c " + describe(op.c);
+  KOSMOS_CHECK(k == k_b, "matmul: inner dimensions differ: ", shapes, "; op(a) is [", m, ", ", k, "] and op(b) is [",
+               k_b, ", ", n, "]");
+  const int64_t batch_a = op.a.ndim == 3 ? op.a.dim(0) : 1;
+  const int64_t batch_b = op.b.ndim == 3 ? op.b.dim(0) : 1;
+  const int64_t batch = batch_a > batch_b ? batch_a : batch_b;
+  KOSMOS_CHECK((batch_a == 1 || batch_a == batch) && (batch_b == 1 || batch_b == batch),
+               "matmul: batch sizes differ: ", shapes, "; each batch must be ", batch, " or 1 (broadcast)");
+  if (op.c.ndim == 3) {
+    check.dims("c", op.c, {batch, m, n}, "batch, rows of op(a), columns of op(b): " + shapes);
+  } else if (batch > 1) {
+    KOSMOS_CHECK(op.a.ndim == 3 && batch_b == 1 && !op.trans_a && op.a.stride(0) == op.a.dim(1) * op.a.stride(1),
+                 "matmul: ", shapes, "; a 2-D c with a batched product needs an untransposed 3-D a with dense batch "
+                 "rows and a shared b; otherwise give c 3 dimensions");
+    check.dims("c", op.c, {batch * m, n}, "batch*rows of a, columns of op(b): " + shapes);
+  } else {
+    check.dims("c", op.c, {m, n}, "rows of op(a), columns of op(b): " + shapes);
+  }
+  if (op.bias.present()) {
+    check.dtype("bias", op.bias, {DType::kF32, op.c.dtype});
+    check.dims("bias", op.bias, {n}, "one value per column of c");
+  }
+}
+
+void validate_op(const BiasBackward & op) {
+  const Checker check{"bias_backward"};
+  check.dtype("dout", op.dout, {DType::kF32});
+  check.dense("dout", op.dout);
+  check.dtype("dbias", op.dbias, {DType::kF32});
+  check.dims("dbias", op.dbias, {op.dout.dim(-1)}, "one value per column of dout");
+}
+
+void validate_layernorm_operands(const Checker & check, const TensorView & in,
+                                 std::initializer_list<std::pair<const char *, TensorView>> per_feature,
+                                 const TensorView & mean, const TensorView & rstd, float eps) {
+  check.dtype("in", in, {DType::kF32});
+  check.ndim("in", in, 1, kMaxDims);
+  check.dense("in", in);
+  for (const auto & [name, view] : per_feature) {
+    check.dtype(name, view, {DType::kF32});
+    check.dims(name, view, {in.dim(-1)}, "one value per feature of in " + describe(in));
+  }
+  check.row_stats("mean", mean, in);
+  check.row_stats("rstd", rstd, in);
+  check.scalar_range("eps", eps, 0.0, 1.0, "the variance epsilon");
+}
+
+void validate_op(const LayerNormForward & op) {
+  const Checker check{"layernorm_forward"};
+  validate_layernorm_operands(check, op.in, {{"weight", op.weight}, {"bias", op.bias}}, op.mean, op.rstd, op.eps);
+  check.dtype("out", op.out, {DType::kF32});
+  check.same_shape("out", op.out, "in", op.in);
+  check.dense("out", op.out);
+}
+
+void validate_op(const LayerNormBackward & op) {
+  const Checker check{"layernorm_backward"};
+  validate_layernorm_operands(check, op.in, {{"weight", op.weight}, {"dweight", op.dweight}, {"dbias", op.dbias}},
+                              op.mean, op.rstd, op.eps);
+  for (const auto & [name, view] : {std::pair<const char *, TensorView>{"din", op.din}, {"dout", op.dout}}) {
+    check.dtype(name, view, {DType::kF32});
+    check.same_shape(name, view, "in", op.in);
+    check.dense(name, view);
+  }
+}
+
+// Elementwise ops: every operand dense, same shape; dtypes as given.
+void validate_elementwise(const Checker & check, std::initializer_list<std::pair<const char *, TensorView>> operands,
+                          std::initializer_list<DType> allowed) {
+  const auto & [first_name, first] = *operands.begin();
+  for (const auto & [name, view] : operands) {
+    check.dtype(name, view, allowed);
+    check.dense(name, view);
+    check.same_shape(name, view, first_name, first);
+  }
+}
+
+void validate_op(const ActivationForward & op) {
+  validate_elementwise(Checker{"activation_forward"}, {{"in", op.in}, {"out", op.out}}, {DType::kF32});
+}
+void validate_op(const ActivationBackward & op) {
+  validate_elementwise(Checker{"activation_backward"}, {{"in", op.in}, {"dout", op.dout}, {"din", op.din}},
+                       {DType::kF32});
+}
+void validate_op(const Add & op) {
+  const Checker check{"add"};
+  validate_elementwise(check, {{"a", op.a}, {"b", op.b}, {"out", op.out}}, {DType::kF32, DType::kBF16});
+  check.same_dtype("b", op.b, "a", op.a);
+  check.same_dtype("out", op.out, "a", op.a);
+}
+void validate_op(const Scale & op) {
+  const Checker check{"scale"};
+  validate_elementwise(check, {{"in", op.in}, {"out", op.out}}, {DType::kF32, DType::kBF16});
+  check.same_dtype("out", op.out, "in", op.in);
+}
+void validate_op(const Cast & op) {
+  validate_elementwise(Checker{"cast"}, {{"in", op.in}, {"out", op.out}}, {DType::kF32, DType::kBF16, DType::kF16});
+}
+void validate_op(const Fill & op) {
+  const Checker check{"fill"};
+  check.present("out", op.out);
+  check.dense("out", op.out);
+}
+
+void validate_attention_params(const Checker & check, const AttentionParams & params, int64_t heads) {
+  check.scalar_range("dropout_p", params.dropout_p, 0.0, 0.999, "the probability of dropping an attention weight");
+  KOSMOS_CHECK(params.scale > 0.0f, check.op, ": scale = ", params.scale, " must be > 0 (usually head_dim^-0.5)");
+  const int64_t total = params.heads_total == 0 ? heads : params.heads_total;
+  KOSMOS_CHECK(params.head_start >= 0 && params.head_start + heads <= total, check.op, ": heads [",
+               params.head_start, ", ", params.head_start + heads, ") do not fit in heads_total = ", total);
+}
+
+// q [B, H, Tq, dh], k and v [B, H, Tk, dh]; returns Tk.
+void validate_attention_operands(const Checker & check, const TensorView & q, const TensorView & k,
+                                 const TensorView & v, const TensorView & out, const TensorView & lse) {
+  for (const auto & [name, view] :
+       {std::pair<const char *, TensorView>{"q", q}, {"k", k}, {"v", v}, {"out", out}}) {
+    check.dtype(name, view, {DType::kF32});
+    check.ndim(name, view, 4, 4);
+    check.inner_dense(name, view);
+  }
+  const int64_t batch = q.dim(0), heads = q.dim(1), tq = q.dim(2), head_dim = q.dim(3), tk = k.dim(2);
+  const std::string why = "[batch, heads, length, head_dim] with q " + describe(q);
+  check.dims("k", k, {batch, heads, tk, head_dim}, why);
+  check.dims("v", v, {batch, heads, tk, head_dim}, why + " and k " + describe(k));
+  check.dims("out", out, {batch, heads, tq, head_dim}, why);
+  check.dtype("lse", lse, {DType::kF32});
+  check.dense("lse", lse);
+  check.dims("lse", lse, {batch, heads, tq}, "one log-sum-exp per query row of q " + describe(q));
+  KOSMOS_CHECK(tk > 0 || tq == 0, check.op, ": k ", describe(k), " has no keys for ", tq, " queries");
+}
+
+void validate_op(const AttentionForward & op) {
+  const Checker check{"attention_forward"};
+  validate_attention_operands(check, op.q, op.k, op.v, op.out, op.lse);
+  validate_attention_params(check, op.params, op.q.dim(1));
+}
+
+void validate_op(const AttentionBackward & op) {
+  const Checker check{"attention_backward"};
+  validate_attention_operands(check, op.q, op.k, op.v, op.out, op.lse);
+  validate_attention_params(check, op.params, op.q.dim(1));
+  for (const auto & [name, view, ref_name, ref] :
+       {std::tuple<const char *, TensorView, const char *, TensorView>{"dq", op.dq, "q", op.q},
+        {"dk", op.dk, "k", op.k}, {"dv", op.dv, "v", op.v}, {"dout", op.dout, "out", op.out}}) {
+    check.dtype(name, view, {DType::kF32});
+    check.same_shape(name, view, ref_name, ref);
+    check.inner_dense(name, view);
+  }
+}
+
+void validate_xpos(const Checker & check, const TensorView & out, const TensorView & in, const XPosParams & params) {
+  for (const auto & [name, view] : {std::pair<const char *, TensorView>{"in", in}, {"out", out}}) {
+    check.dtype(name, view, {DType::kF32});
+    check.ndim(name, view, 4, 4);
+    check.inner_dense(name, view);
+    check.same_shape(name, view, "in", in);
+  }
+  KOSMOS_CHECK(in.dim(-1) % 2 == 0, check.op, ": head_dim of ", describe(in),
+               " is odd; xPos rotates pairs of features and needs an even head_dim");
+  KOSMOS_CHECK(params.offset >= 0, check.op, ": offset = ", params.offset, " must be >= 0");
+  KOSMOS_CHECK(params.scale_base > 0.0f, check.op, ": scale_base = ", params.scale_base, " must be > 0 (512)");
+}
+
+void validate_op(const XPosForward & op) { validate_xpos(Checker{"xpos_forward"}, op.out, op.in, op.params); }
+void validate_op(const XPosBackward & op) { validate_xpos(Checker{"xpos_backward"}, op.din, op.dout, op.params); }
+
+void validate_embedding(const Checker & check, const TensorView & rows, const TensorView & ids,
+                        const TensorView & table, int64_t padding_idx) {
+  check.dtype("ids", ids, {DType::kI32});
+  check.ndim("ids", ids, 1, 1);
+  check.dense("ids", ids);
+  check.dtype("table", table, {DType::kF32});
+  check.ndim("table", table, 2, 2);
+  check.dense("table", table);
+  check.dtype("rows", rows, {DType::kF32});
+  check.dense("rows", rows);
+  check.dims("rows", rows, {ids.dim(0), table.dim(1)}, "one row of width " + std::to_string(table.dim(1)) +
+                                                           " per id of " + describe(ids));
+  KOSMOS_CHECK(padding_idx >= -1, check.op, ": padding_idx = ", padding_idx, " must be -1 (none) or an id");
+}
+
+void validate_op(const EmbeddingForward & op) {
+  validate_embedding(Checker{"embedding_forward"}, op.out, op.ids, op.table, op.padding_idx);
+}
+void validate_op(const EmbeddingBackward & op) {
+  validate_embedding(Checker{"embedding_backward"}, op.dout, op.ids, op.dtable, op.padding_idx);
+}
+
+void validate_op(const SinusoidalPositions & op) {
+  const Checker check{"sinusoidal_positions"};
+  check.dtype("positions", op.positions, {DType::kI32});
+  check.ndim("positions", op.positions, 1, 1);
+  check.dense("positions", op.positions);
+  check.dtype("out", op.out, {DType::kF32});
+  check.ndim("out", op.out, 2, 2);
+  check.dense("out", op.out);
+  check.dims("out", op.out, {op.positions.dim(0), op.out.dim(1)}, "one row per position");
+  KOSMOS_CHECK(op.out.dim(1) % 2 == 0 && op.out.dim(1) >= 4, "sinusoidal_positions: width of ", describe(op.out),
+               " must be even and >= 4 (sin and cos halves)");
+}
+
+void validate_cross_entropy(const Checker & check, const TensorView & logits, const TensorView & targets,
+                            const TensorView & weights, const TensorView & lse, int64_t vocab_start,
+                            int64_t vocab_total) {
+  check.dtype("logits", logits, {DType::kF32});
+  check.ndim("logits", logits, 2, 2);
+  check.dense("logits", logits);
+  const int64_t rows = logits.dim(0);
+  check.dtype("targets", targets, {DType::kI32});
+  check.dense("targets", targets);
+  check.dims("targets", targets, {rows}, "one target per row of logits " + describe(logits));
+  check.dtype("weights", weights, {DType::kF32});
+  check.dense("weights", weights);
+  check.dims("weights", weights, {rows}, "one loss weight per row of logits " + describe(logits));
+  check.row_stats("lse", lse, logits);
+  const int64_t total = vocab_total == 0 ? logits.dim(1) : vocab_total;
+  KOSMOS_CHECK(vocab_start >= 0 && vocab_start + logits.dim(1) <= total, check.op, ": the vocab slice [",
+               vocab_start, ", ", vocab_start + logits.dim(1), ") of logits ", describe(logits),
+               " does not fit in vocab_total = ", total);
+}
+
+void validate_op(const CrossEntropyForward & op) {
+  const Checker check{"cross_entropy_forward"};
+  validate_cross_entropy(check, op.logits, op.targets, op.weights, op.lse, op.vocab_start, op.vocab_total);
+  check.dtype("loss", op.loss, {DType::kF32});
+  check.dims("loss", op.loss, {1}, "a single summed loss");
+}
+
+void validate_op(const CrossEntropyBackward & op) {
+  const Checker check{"cross_entropy_backward"};
+  validate_cross_entropy(check, op.logits, op.targets, op.weights, op.lse, op.vocab_start, op.vocab_total);
+  check.dtype("dlogits", op.dlogits, {DType::kF32});
+  check.dense("dlogits", op.dlogits);
+  check.same_shape("dlogits", op.dlogits, "logits", op.logits);
+}
+
+void validate_dropout(const Checker & check, const TensorView & out, const TensorView & in,
+                      const DropoutParams & params) {
+  validate_elementwise(check, {{"in", in}, {"out", out}}, {DType::kF32});
+  check.scalar_range("p", params.p, 0.0, 0.999, "the probability of dropping an element");
+}
+void validate_op(const DropoutForward & op) { validate_dropout(Checker{"dropout_forward"}, op.out, op.in, op.params); }
+void validate_op(const DropoutBackward & op) {
+  validate_dropout(Checker{"dropout_backward"}, op.din, op.dout, op.params);
+}
+
+void validate_op(const AdamWStep & op) {
+  const Checker check{"adamw_step"};
+  validate_elementwise(check, {{"param", op.param}, {"m", op.m}, {"v", op.v}, {"grad", op.grad}}, {DType::kF32});
+  check.scalar_range("beta1", op.beta1, 0.0, 0.999999, "the first-moment decay");
+  check.scalar_range("beta2", op.beta2, 0.0, 0.999999999, "the second-moment decay");
+  KOSMOS_CHECK(op.eps > 0.0f, "adamw_step: eps = ", op.eps, " must be > 0 (1e-8, or 1e-6 as KOSMOS-1)");
+  KOSMOS_CHECK(op.lr >= 0.0f, "adamw_step: lr = ", op.lr, " must be >= 0");
+  KOSMOS_CHECK(op.weight_decay >= 0.0f, "adamw_step: weight_decay = ", op.weight_decay, " must be >= 0");
+  KOSMOS_CHECK(op.step >= 1, "adamw_step: step = ", op.step, " must be >= 1 (bias correction counts from 1)");
+}
+
+void validate_op(const SquaredNorm & op) {
+  const Checker check{"squared_norm"};
+  check.dtype("in", op.in, {DType::kF32});
+  check.dense("in", op.in);
+  check.dtype("out", op.out, {DType::kF32});
+  check.dims("out", op.out, {1}, "a single accumulated sum of squares");
+}
+
+void validate_l2_normalize(const Checker & check, std::initializer_list<std::pair<const char *, TensorView>> data,
+                           const TensorView & norm, float eps) {
+  validate_elementwise(check, data, {DType::kF32});
+  check.ndim(data.begin()->first, data.begin()->second, 1, kMaxDims);
+  check.row_stats("norm", norm, data.begin()->second);
+  KOSMOS_CHECK(eps > 0.0f, check.op, ": eps = ", eps, " must be > 0 (1e-12)");
+}
+void validate_op(const L2NormalizeForward & op) {
+  validate_l2_normalize(Checker{"l2_normalize_forward"}, {{"in", op.in}, {"out", op.out}}, op.norm, op.eps);
+}
+void validate_op(const L2NormalizeBackward & op) {
+  validate_l2_normalize(Checker{"l2_normalize_backward"}, {{"out", op.out}, {"dout", op.dout}, {"din", op.din}},
+                        op.norm, op.eps);
+}
+
+}  // namespace
+
+void validate(const OpDesc & op) {
+  std::visit([](const auto & concrete) { validate_op(concrete); }, op);
+}
+
+}  // namespace kosmos

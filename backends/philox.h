@@ -1,0 +1,49 @@
+// philox.h: the Philox4x32-10 counter-based generator (Salmon et al., SC'11), header-only so that CPU and GPU
+// kernels draw identical numbers. Element n of a stream keyed by `seed` is lane n % 4 of the block at counter n / 4,
+// so any thread, rank or layout that asks for element n gets the same value.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define KOSMOS_HOST_DEVICE __host__ __device__
+#else
+#define KOSMOS_HOST_DEVICE
+#endif
+
+namespace kosmos {
+
+struct PhiloxBlock {
+  uint32_t lane[4];
+};
+
+KOSMOS_HOST_DEVICE inline PhiloxBlock philox4x32_10(PhiloxBlock counter, uint32_t key0, uint32_t key1) {
+  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;     // round multipliers
+  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;   // key schedule increments
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t product0 = static_cast<uint64_t>(kMul0) * counter.lane[0];
+    const uint64_t product1 = static_cast<uint64_t>(kMul1) * counter.lane[2];
+    const uint32_t hi0 = static_cast<uint32_t>(product0 >> 32), lo0 = static_cast<uint32_t>(product0);
+    const uint32_t hi1 = static_cast<uint32_t>(product1 >> 32), lo1 = static_cast<uint32_t>(product1);
+    counter = PhiloxBlock{{hi1 ^ counter.lane[1] ^ key0, lo1, hi0 ^ counter.lane[3] ^ key1, lo0}};
+    key0 += kWeyl0;
+    key1 += kWeyl1;
+  }
+  return counter;
+}
+
+// The 32 random bits of element `index` of the stream keyed by `seed`.
+KOSMOS_HOST_DEVICE inline uint32_t philox_bits(uint64_t seed, uint64_t index) {
+  const uint64_t block = index >> 2;
+  const PhiloxBlock out = philox4x32_10(
+      PhiloxBlock{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), 0u, 0u}},
+      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return out.lane[index & 3u];
+}
+
+// A uniform float in [0, 1) with 24 random bits, from element `index`.
+KOSMOS_HOST_DEVICE inline float philox_uniform(uint64_t seed, uint64_t index) {
+  return static_cast<float>(philox_bits(seed, index) >> 8) * (1.0f / 16777216.0f);
+}
+
+}  // namespace kosmos

@@ -1,0 +1,72 @@
+// registry.cpp: the build's backend list. CUDA and ROCm appear here only once their op set is implemented; until
+// then they are listed as unavailable, with the reason, while their device probes still serve `kosmos info`.
+#include "backends/registry.h"
+
+#include "backends/cpu/cpu_device.h"
+#include "backends/error.h"
+
+namespace kosmos {
+namespace {
+
+BackendEntry absent_gpu_backend(const std::string & name, bool compiled, const std::string & option) {
+  BackendEntry entry;
+  entry.name = name;
+  entry.available = false;
+  entry.unavailable_reason =
+      compiled ? "this build probes " + name + " devices, but the " + name +
+                     " op kernels are not implemented yet; use --backend cpu"
+               : "built without " + name + "; reconfigure with -D" + option + "=ON where its compiler is installed";
+  entry.device_count = [] { return 0; };
+  return entry;
+}
+
+std::string join(const std::vector<std::string> & names) {
+  std::string text;
+  for (const std::string & name : names) text += (text.empty() ? "" : ", ") + name;
+  return text.empty() ? "none" : text;
+}
+
+}  // namespace
+
+BackendRegistry::BackendRegistry() {
+#ifdef KOSMOS_USE_CUDA
+  entries_.push_back(absent_gpu_backend("cuda", true, "KOSMOS_CUDA"));
+#else
+  entries_.push_back(absent_gpu_backend("cuda", false, "KOSMOS_CUDA"));
+#endif
+#ifdef KOSMOS_USE_ROCM
+  entries_.push_back(absent_gpu_backend("rocm", true, "KOSMOS_ROCM"));
+#else
+  entries_.push_back(absent_gpu_backend("rocm", false, "KOSMOS_ROCM"));
+#endif
+  entries_.push_back(cpu::cpu_backend_entry());
+}
+
+std::vector<std::string> BackendRegistry::available_names() const {
+  std::vector<std::string> names;
+  for (const BackendEntry & entry : entries_)
+    if (entry.available) names.push_back(entry.name);
+  return names;
+}
+
+std::unique_ptr<Device> BackendRegistry::create(const std::string & choice, int ordinal) const {
+  KOSMOS_CHECK(ordinal >= 0, "--device ", ordinal, " is negative; device ordinals count from 0");
+  if (choice == "auto") {
+    for (const BackendEntry & entry : entries_)
+      if (entry.available && entry.device_count() > 0) return entry.create(ordinal % entry.device_count());
+    KOSMOS_FAIL("--backend auto: no available backend sees a device (available: ", join(available_names()), ")");
+  }
+  for (const BackendEntry & entry : entries_) {
+    if (entry.name != choice) continue;
+    KOSMOS_CHECK(entry.available, "--backend ", choice, " is not available: ", entry.unavailable_reason,
+                 " (available: ", join(available_names()), ")");
+    const int count = entry.device_count();
+    KOSMOS_CHECK(ordinal < count, "--backend ", choice, " --device ", ordinal, ": only ", count,
+                 " device(s) are visible; choose an ordinal below ", count);
+    return entry.create(ordinal);
+  }
+  KOSMOS_FAIL("--backend ", choice, " is not a backend name; choose auto, cpu, cuda or rocm (available here: ",
+              join(available_names()), ")");
+}
+
+}  // namespace kosmos
