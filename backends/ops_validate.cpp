@@ -301,7 +301,7 @@ void validate_op(const SinusoidalPositions & op) {
   check.dtype("out", op.out, {DType::kF32});
   check.ndim("out", op.out, 2, 2);
   check.dense("out", op.out);
-  check.dims("out", op.out, {op.positions.dim(0), op.out.dim(1)}, "one row per position");
+  check.dims("out", op.out, {op.positions.dim(0), op.out.dim(1)}, "one row per position of " + describe(op.positions));
   KOSMOS_CHECK(op.out.dim(1) % 2 == 0 && op.out.dim(1) >= 4, "sinusoidal_positions: width of ", describe(op.out),
                " must be even and >= 4 (sin and cos halves)");
 }

@@ -89,15 +89,29 @@ void CpuDevice::record_event(Event &, Stream &) {}
 void CpuDevice::wait_event(Stream &, Event &) {}
 
 OpSupport CpuDevice::supports(const OpDesc & op) const {
-  if (const auto * matmul = std::get_if<Matmul>(&op)) {
-    if (matmul->a.dtype == DType::kBF16 && dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core)
-      return {false, "bf16 matmul needs AVX-512 on the CPU (oneDNN reports a lower ISA here)"};
-  }
+  // oneDNN 2.x computes bf16 only with AVX-512 (avx512_core or newer); below that it has no bf16 kernels at all.
+  const bool bf16_operand = std::visit(
+      [](const auto & concrete) {
+        using Op = std::decay_t<decltype(concrete)>;
+        if constexpr (std::is_same_v<Op, Matmul>) return concrete.a.dtype == DType::kBF16;
+        else if constexpr (std::is_same_v<Op, Add>) return concrete.a.dtype == DType::kBF16;
+        else if constexpr (std::is_same_v<Op, Scale>) return concrete.in.dtype == DType::kBF16;
+        else return false;  // the other ops are f32, or own kernels that convert exactly (cast, fill)
+      },
+      op);
+  if (bf16_operand && dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core)
+    return {false, std::string("bf16 ") + op_name(op) + " needs AVX-512 on the CPU; oneDNN reports ISA " +
+                       isa_name(dnnl::get_effective_cpu_isa()) + " here (use f32)"};
   return {};
 }
 
 void CpuDevice::run(const OpDesc & op, Stream &) {
-  std::visit([this](const auto & concrete) { cpu_op(*context_, concrete); }, op);
+  try {
+    std::visit([this](const auto & concrete) { cpu_op(*context_, concrete); }, op);
+  } catch (const dnnl::error & error) {
+    KOSMOS_FAIL(op_name(op), " on cpu: oneDNN refused it (", error.what(), ", status ", static_cast<int>(error.status),
+                "); supports() should have said so: please report this with `kosmos info`");
+  }
 }
 
 BackendEntry cpu_backend_entry() {

@@ -1,0 +1,136 @@
+// cases_attention.cpp: attention (full and causal, self and cross, decoding-style Tq < Tk, rows that see no key,
+// ragged tiles, Philox dropout on a head slice, strided [B, T, H, dh] operands) and xPos (up/down scale, offsets,
+// strided), forward and backward.
+#include <cmath>
+#include <sstream>
+
+#include "tests/ops/op_harness.h"
+
+namespace kosmos::testing {
+namespace {
+
+struct AttentionShape {
+  int64_t batch, heads, tq, tk, head_dim;
+  bool causal;
+  float dropout_p = 0.0f;
+  bool strided = false;  // operands laid out as [B, T, H, dh] (the layout of a [B, T, H*dh] activation)
+  int64_t head_start = 0, heads_total = 0;
+};
+
+OpCase attention_case(const AttentionShape & s) {
+  std::ostringstream name;
+  name << "attention_" << s.batch << "x" << s.heads << "_q" << s.tq << "_k" << s.tk << "_d" << s.head_dim
+       << (s.causal ? "_causal" : "_full") << (s.dropout_p > 0 ? "_dropout" : "") << (s.strided ? "_strided" : "");
+  std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
+  OpCase c;
+  c.name = name.str();
+  c.tolerance = 1e-10;
+  c.inputs["q"] = random_tensor(rng, {s.batch, s.heads, s.tq, s.head_dim});
+  c.inputs["k"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim});
+  c.inputs["v"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim});
+  c.differentiable = {"q", "k", "v"};
+  c.graded_outputs = {"out"};
+  reference::AttentionConfig config;
+  config.scale = 1.0 / std::sqrt(static_cast<double>(s.head_dim));
+  config.causal = s.causal;
+  config.dropout_p = s.dropout_p;
+  config.seed = 77;
+  config.offset = 12345;
+  config.head_start = s.head_start;
+  config.heads_total = s.heads_total;
+  c.reference_forward = [config](const Named & in) {
+    const reference::AttentionOut r = reference::attention(in.at("q"), in.at("k"), in.at("v"), config);
+    return Named{{"out", r.out}, {"lse", r.lse}};
+  };
+  c.reference_backward = [config](const Named & in, const Named & grads) {
+    const reference::AttentionGrads g =
+        reference::attention_backward(grads.at("dout"), in.at("q"), in.at("k"), in.at("v"), config);
+    return Named{{"dq", g.dq}, {"dk", g.dk}, {"dv", g.dv}};
+  };
+  c.device = [s, config](DeviceRun & run, const Named & in, const Named & grads) {
+    const std::vector<int> layout{0, 2, 1, 3};  // [B, H, T, dh] seen through [B, T, H, dh] memory
+    auto put = [&](const Tensor & host) { return s.strided ? run.upload_permuted(host, layout) : run.upload(host, DType::kF32); };
+    auto fresh = [&](const std::vector<int64_t> & dims) {
+      return s.strided ? run.upload_permuted(Tensor(dims, 7777.0), layout) : run.output(dims, DType::kF32);
+    };
+    AttentionParams params;
+    params.scale = static_cast<float>(config.scale);
+    params.causal = s.causal;
+    params.dropout_p = s.dropout_p;
+    params.seed = config.seed;
+    params.offset = config.offset;
+    params.head_start = s.head_start;
+    params.heads_total = s.heads_total;
+    const TensorView q = put(in.at("q")), k = put(in.at("k")), v = put(in.at("v"));
+    const TensorView out = fresh(in.at("q").dims);
+    const TensorView lse = run.output({s.batch, s.heads, s.tq}, DType::kF32);
+    run.op(AttentionForward{out, lse, q, k, v, params});
+    Named result{{"out", run.download(out)}, {"lse", run.download(lse)}};
+    if (grads.empty()) return result;
+    const TensorView dout = put(grads.at("dout"));
+    const TensorView dq = fresh(in.at("q").dims), dk = fresh(in.at("k").dims), dv = fresh(in.at("v").dims);
+    run.op(AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params});
+    result["dq"] = run.download(dq);
+    result["dk"] = run.download(dk);
+    result["dv"] = run.download(dv);
+    return result;
+  };
+  return c;
+}
+
+OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, bool strided) {
+  std::ostringstream name;
+  name << "xpos_" << dims[0] << "x" << dims[1] << "_t" << dims[2] << "_d" << dims[3] << "_offset" << offset
+       << (downscale ? "_down" : "_up") << (strided ? "_strided" : "");
+  std::mt19937_64 rng(dims[2] * 7 + offset);
+  OpCase c;
+  c.name = name.str();
+  c.tolerance = 1e-12;
+  c.inputs["in"] = random_tensor(rng, dims);
+  c.differentiable = {"in"};
+  c.graded_outputs = {"out"};
+  constexpr double kScaleBase = 512.0;
+  c.reference_forward = [offset, downscale](const Named & in) {
+    return Named{{"out", reference::xpos(in.at("in"), offset, downscale, kScaleBase)}};
+  };
+  c.reference_backward = [offset, downscale](const Named &, const Named & grads) {
+    return Named{{"din", reference::xpos_backward(grads.at("dout"), offset, downscale, kScaleBase)}};
+  };
+  c.device = [dims, offset, downscale, strided](DeviceRun & run, const Named & in, const Named & grads) {
+    const std::vector<int> layout{0, 2, 1, 3};
+    auto put = [&](const Tensor & host) { return strided ? run.upload_permuted(host, layout) : run.upload(host, DType::kF32); };
+    const XPosParams params{offset, downscale, static_cast<float>(kScaleBase)};
+    const TensorView x = put(in.at("in")), out = put(Tensor(dims, 7777.0));
+    run.op(XPosForward{out, x, params});
+    Named result{{"out", run.download(out)}};
+    if (grads.empty()) return result;
+    const TensorView dout = put(grads.at("dout"));
+    run.op(XPosBackward{dout, dout, params});  // in place, as the attention layer uses it
+    result["din"] = run.download(dout);
+    return result;
+  };
+  return c;
+}
+
+}  // namespace
+
+std::vector<OpCase> attention_cases() {
+  return {attention_case({1, 1, 1, 1, 8, false}),
+          attention_case({2, 3, 37, 37, 16, false}),
+          attention_case({2, 3, 37, 37, 16, true}),
+          attention_case({1, 2, 64, 64, 64, true}),
+          attention_case({1, 2, 130, 130, 64, true}),
+          attention_case({2, 2, 8, 70, 32, false}),   // resampler-style cross-attention: few queries, many keys
+          attention_case({1, 2, 5, 70, 24, true}),    // decoding: the last queries of a longer key sequence
+          attention_case({1, 1, 10, 6, 8, true}),     // more queries than keys: the first rows see no key
+          attention_case({2, 2, 33, 33, 16, true, 0.2f, false, 1, 5}),
+          attention_case({2, 3, 40, 40, 32, true, 0.0f, true}),
+          attention_case({1, 2, 21, 50, 16, false, 0.1f, true}),
+          xpos_case({1, 2, 9, 8}, 0, false, false),
+          xpos_case({1, 2, 9, 8}, 0, true, false),
+          xpos_case({2, 3, 7, 64}, 5, false, false),
+          xpos_case({2, 3, 70, 64}, 0, true, true),
+          xpos_case({1, 4, 1, 32}, 100, false, false)};
+}
+
+}  // namespace kosmos::testing

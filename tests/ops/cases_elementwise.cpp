@@ -1,0 +1,172 @@
+// cases_elementwise.cpp: GELU and QuickGELU (forward and backward), add (also in place, the residual), scale, cast
+// between f32/bf16/f16, fill, and Philox dropout (forward and backward, whole and at an offset).
+#include <sstream>
+
+#include "tests/ops/op_harness.h"
+
+namespace kosmos::testing {
+namespace {
+
+std::string dims_name(const std::vector<int64_t> & dims) {
+  std::ostringstream name;
+  for (int64_t size : dims) name << "_" << size;
+  return name.str();
+}
+
+OpCase activation_case(Activation kind, std::vector<int64_t> dims) {
+  std::mt19937_64 rng(dims.back() + static_cast<int>(kind));
+  OpCase c;
+  c.name = std::string(activation_name(kind)) + dims_name(dims);
+  c.inputs["in"] = random_tensor(rng, dims, 3.0);
+  c.differentiable = {"in"};
+  c.graded_outputs = {"out"};
+  c.reference_forward = [kind](const Named & in) {
+    return Named{{"out", kind == Activation::kGelu ? reference::gelu(in.at("in")) : reference::quick_gelu(in.at("in"))}};
+  };
+  c.reference_backward = [kind](const Named & in, const Named & grads) {
+    return Named{{"din", kind == Activation::kGelu ? reference::gelu_backward(grads.at("dout"), in.at("in"))
+                                                   : reference::quick_gelu_backward(grads.at("dout"), in.at("in"))}};
+  };
+  c.device = [kind, dims](DeviceRun & run, const Named & in, const Named & grads) {
+    const TensorView x = run.upload(in.at("in"), DType::kF32), out = run.output(dims, DType::kF32);
+    run.op(ActivationForward{out, x, kind});
+    Named result{{"out", run.download(out)}};
+    if (grads.empty()) return result;
+    const TensorView dout = run.upload(grads.at("dout"), DType::kF32), din = run.output(dims, DType::kF32);
+    run.op(ActivationBackward{din, dout, x, kind});
+    result["din"] = run.download(din);
+    return result;
+  };
+  return c;
+}
+
+OpCase add_case(std::vector<int64_t> dims, bool in_place, DType dtype, double tolerance) {
+  std::mt19937_64 rng(dims.back() * 3);
+  OpCase c;
+  c.name = std::string(in_place ? "residual_add" : "add") + dims_name(dims) + "_" + dtype_name(dtype);
+  c.tolerance = tolerance;
+  c.inputs["a"] = random_tensor(rng, dims, 1.0, dtype);
+  c.inputs["b"] = random_tensor(rng, dims, 1.0, dtype);
+  c.reference_forward = [](const Named & in) {
+    Tensor out = in.at("a");
+    for (int64_t i = 0; i < out.numel(); ++i) out.v[i] += in.at("b").v[i];
+    return Named{{"out", out}};
+  };
+  c.device = [dims, in_place, dtype](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView a = run.upload(in.at("a"), dtype), b = run.upload(in.at("b"), dtype);
+    const TensorView out = in_place ? a : run.output(dims, dtype);
+    run.op(Add{out, a, b});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
+OpCase scale_case(std::vector<int64_t> dims, float alpha) {
+  std::mt19937_64 rng(dims.back() * 11);
+  OpCase c;
+  c.name = "scale" + dims_name(dims);
+  c.inputs["in"] = random_tensor(rng, dims);
+  c.reference_forward = [alpha](const Named & in) {
+    Tensor out = in.at("in");
+    for (double & x : out.v) x *= alpha;
+    return Named{{"out", out}};
+  };
+  c.device = [dims, alpha](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView x = run.upload(in.at("in"), DType::kF32), out = run.output(dims, DType::kF32);
+    run.op(Scale{out, x, alpha});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
+// A cast is exact: the reference rounds through the same IEEE formats (round to nearest even).
+OpCase cast_case(std::vector<int64_t> dims, DType from, DType to) {
+  std::mt19937_64 rng(dims.back() * 13 + static_cast<int>(to));
+  OpCase c;
+  c.name = std::string("cast") + dims_name(dims) + "_" + dtype_name(from) + "to" + dtype_name(to);
+  c.tolerance = 0.0;
+  c.inputs["in"] = random_tensor(rng, dims, 100.0, from);
+  if (from == DType::kF16)
+    for (double & x : c.inputs["in"].v) x = f16_to_float(float_to_f16(static_cast<float>(x)));
+  c.reference_forward = [to](const Named & in) {
+    Tensor out = in.at("in");
+    for (double & x : out.v) {
+      const float value = static_cast<float>(x);
+      x = to == DType::kBF16 ? bf16_to_float(float_to_bf16(value))
+                             : to == DType::kF16 ? f16_to_float(float_to_f16(value)) : value;
+    }
+    return Named{{"out", out}};
+  };
+  c.device = [dims, from, to](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView x = run.upload(in.at("in"), from), out = run.output(dims, to);
+    run.op(Cast{out, x});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
+OpCase fill_case(std::vector<int64_t> dims, DType dtype, float value) {
+  OpCase c;
+  c.name = "fill" + dims_name(dims) + "_" + dtype_name(dtype);
+  c.tolerance = 0.0;
+  c.reference_forward = [dims, value](const Named &) { return Named{{"out", Tensor(dims, value)}}; };
+  c.device = [dims, dtype, value](DeviceRun & run, const Named &, const Named &) {
+    const TensorView out = run.output(dims, dtype, 5.0);
+    run.op(Fill{out, value});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
+OpCase dropout_case(std::vector<int64_t> dims, float p, uint64_t seed, uint64_t offset) {
+  std::mt19937_64 rng(dims.back() * 19 + offset);
+  OpCase c;
+  c.name = "dropout" + dims_name(dims) + "_p" + std::to_string(static_cast<int>(p * 100)) + "_offset" +
+           std::to_string(offset);
+  c.inputs["in"] = random_tensor(rng, dims);
+  c.differentiable = {"in"};
+  c.graded_outputs = {"out"};
+  c.reference_forward = [p, seed, offset](const Named & in) {
+    return Named{{"out", reference::dropout(in.at("in"), p, seed, offset)}};
+  };
+  c.reference_backward = [p, seed, offset](const Named &, const Named & grads) {
+    return Named{{"din", reference::dropout(grads.at("dout"), p, seed, offset)}};
+  };
+  c.device = [dims, p, seed, offset](DeviceRun & run, const Named & in, const Named & grads) {
+    const TensorView x = run.upload(in.at("in"), DType::kF32), out = run.output(dims, DType::kF32);
+    run.op(DropoutForward{out, x, {p, seed, offset}});
+    Named result{{"out", run.download(out)}};
+    if (grads.empty()) return result;
+    const TensorView dout = run.upload(grads.at("dout"), DType::kF32), din = run.output(dims, DType::kF32);
+    run.op(DropoutBackward{din, dout, {p, seed, offset}});
+    result["din"] = run.download(din);
+    return result;
+  };
+  return c;
+}
+
+}  // namespace
+
+std::vector<OpCase> elementwise_cases() {
+  std::vector<OpCase> cases;
+  for (Activation kind : {Activation::kGelu, Activation::kQuickGelu})
+    for (const auto & dims : {std::vector<int64_t>{1}, {7, 13}, {4, 1000}}) cases.push_back(activation_case(kind, dims));
+  cases.push_back(add_case({5, 7}, false, DType::kF32, 1e-13));
+  cases.push_back(add_case({3, 300}, true, DType::kF32, 1e-13));
+  cases.push_back(add_case({17, 33}, false, DType::kBF16, 1e-4));  // the sum rounds to bf16
+  cases.push_back(scale_case({1}, -3.0f));
+  cases.push_back(scale_case({9, 111}, 0.125f));
+  for (DType to : {DType::kBF16, DType::kF16}) {
+    cases.push_back(cast_case({7, 9}, DType::kF32, to));
+    cases.push_back(cast_case({7, 9}, to, DType::kF32));
+  }
+  cases.push_back(fill_case({3, 5}, DType::kF32, 0.0f));
+  cases.push_back(fill_case({11}, DType::kI32, 42.0f));
+  cases.push_back(fill_case({6, 2}, DType::kBF16, -1.5f));
+  cases.push_back(dropout_case({1000}, 0.1f, 5, 0));
+  cases.push_back(dropout_case({13, 7}, 0.5f, 5, 3));   // an offset that starts inside a Philox block
+  cases.push_back(dropout_case({64, 129}, 0.0f, 5, 0));
+  return cases;
+}
+
+}  // namespace kosmos::testing

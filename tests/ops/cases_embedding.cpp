@@ -1,0 +1,134 @@
+// cases_embedding.cpp: embedding gather and scatter-add backward (repeated ids, padding_idx, a vocab slice as the
+// vocab-parallel embedding uses), fairseq sinusoidal positions, and the fused softmax cross-entropy with loss
+// weights, ignored rows and a vocab slice.
+#include <sstream>
+
+#include "tests/ops/op_harness.h"
+
+namespace kosmos::testing {
+namespace {
+
+std::vector<int32_t> random_ids(std::mt19937_64 & rng, int64_t count, int32_t low, int32_t high) {
+  std::uniform_int_distribution<int32_t> pick(low, high - 1);
+  std::vector<int32_t> ids(count);
+  for (int32_t & id : ids) id = pick(rng);
+  return ids;
+}
+
+OpCase embedding_case(int64_t count, int64_t vocab, int64_t width, int64_t vocab_start, int64_t table_rows,
+                      int64_t padding_idx) {
+  std::ostringstream name;
+  name << "embedding_n" << count << "_v" << vocab << "_d" << width << "_slice" << vocab_start << "_" << table_rows
+       << "_pad" << (padding_idx < 0 ? std::string("none") : std::to_string(padding_idx));
+  std::mt19937_64 rng(count * 3 + vocab);
+  OpCase c;
+  c.name = name.str();
+  c.tolerance = 1e-13;
+  std::vector<int32_t> ids = random_ids(rng, count, 0, static_cast<int32_t>(vocab));
+  if (padding_idx >= 0) ids[0] = static_cast<int32_t>(padding_idx);
+  c.inputs["ids"] = from_ints(ids);
+  c.inputs["table"] = random_tensor(rng, {table_rows, width});
+  c.differentiable = {"table"};
+  c.graded_outputs = {"out"};
+  c.gradient_blocked = [=](const std::string &, int64_t index) {  // the padding row is frozen, as in PyTorch
+    return padding_idx >= 0 && index / width == padding_idx - vocab_start;
+  };
+  c.reference_forward = [vocab_start](const Named & in) {
+    return Named{{"out", reference::embedding(to_ints(in.at("ids")), in.at("table"), vocab_start)}};
+  };
+  c.reference_backward = [vocab_start, table_rows, padding_idx](const Named & in, const Named & grads) {
+    return Named{{"dtable", reference::embedding_backward(grads.at("dout"), to_ints(in.at("ids")), table_rows,
+                                                          vocab_start, padding_idx)}};
+  };
+  c.device = [count, width, vocab_start, table_rows, padding_idx](DeviceRun & run, const Named & in,
+                                                                  const Named & grads) {
+    const TensorView ids = run.upload(in.at("ids"), DType::kI32), table = run.upload(in.at("table"), DType::kF32);
+    const TensorView out = run.output({count, width}, DType::kF32);
+    run.op(EmbeddingForward{out, ids, table, vocab_start, padding_idx});
+    Named result{{"out", run.download(out)}};
+    if (grads.empty()) return result;
+    const TensorView dout = run.upload(grads.at("dout"), DType::kF32), dtable = run.accumulator({table_rows, width});
+    run.op(EmbeddingBackward{dtable, dout, ids, vocab_start, padding_idx});
+    result["dtable"] = run.download_accumulated(dtable);
+    return result;
+  };
+  return c;
+}
+
+OpCase sinusoidal_case(std::vector<int32_t> positions, int64_t width, int64_t padding_idx) {
+  OpCase c;
+  c.name = "sinusoidal_n" + std::to_string(positions.size()) + "_d" + std::to_string(width);
+  c.tolerance = 1e-13;
+  c.inputs["positions"] = from_ints(positions);
+  c.reference_forward = [width, padding_idx](const Named & in) {
+    return Named{{"out", reference::sinusoidal_positions(to_ints(in.at("positions")), width, padding_idx)}};
+  };
+  c.device = [width, padding_idx](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView positions = run.upload(in.at("positions"), DType::kI32);
+    const TensorView out = run.output({positions.dim(0), width}, DType::kF32);
+    run.op(SinusoidalPositions{out, positions, padding_idx});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
+OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int64_t vocab_total, double scale) {
+  std::ostringstream name;
+  name << "cross_entropy_n" << rows << "_v" << vocab << "_slice" << vocab_start << "_of" << vocab_total;
+  std::mt19937_64 rng(rows * 7 + vocab);
+  OpCase c;
+  c.name = name.str();
+  c.inputs["logits"] = random_tensor(rng, {rows, vocab}, scale);
+  c.inputs["targets"] = from_ints(random_ids(rng, rows, 0, static_cast<int32_t>(vocab_total)));
+  Tensor weights({rows}, 1.0);
+  for (int64_t n = 0; n < rows; n += 3) weights.v[n] = 0.0;  // masked rows: no loss, no gradient
+  if (rows > 1) weights.v[1] = 0.5;
+  c.inputs["weights"] = weights;
+  c.differentiable = {"logits"};
+  c.graded_outputs = {"loss"};
+  const double loss_scale = 1.0 / static_cast<double>(rows);
+  c.reference_forward = [vocab_start, loss_scale](const Named & in) {
+    const reference::CrossEntropyOut r = reference::cross_entropy(in.at("logits"), to_ints(in.at("targets")),
+                                                                  in.at("weights"), vocab_start, loss_scale);
+    return Named{{"loss", Tensor({1}, r.loss)}, {"lse", r.lse}};
+  };
+  c.reference_backward = [vocab_start, loss_scale](const Named & in, const Named & grads) {
+    return Named{{"dlogits", reference::cross_entropy_backward(in.at("logits"), to_ints(in.at("targets")),
+                                                               in.at("weights"), vocab_start, loss_scale,
+                                                               grads.at("dloss").v[0])}};
+  };
+  c.device = [rows, vocab, vocab_start, vocab_total, loss_scale](DeviceRun & run, const Named & in,
+                                                                 const Named & grads) {
+    const TensorView logits = run.upload(in.at("logits"), DType::kF32);
+    const TensorView targets = run.upload(in.at("targets"), DType::kI32);
+    const TensorView weights = run.upload(in.at("weights"), DType::kF32);
+    const TensorView loss = run.output({1}, DType::kF32), lse = run.output({rows}, DType::kF32);
+    const float scale = static_cast<float>(loss_scale);
+    run.op(CrossEntropyForward{loss, lse, logits, targets, weights, vocab_start, vocab_total, scale});
+    Named result{{"loss", run.download(loss)}, {"lse", run.download(lse)}};
+    if (grads.empty()) return result;
+    const TensorView dlogits = run.output({rows, vocab}, DType::kF32);
+    run.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse, vocab_start, vocab_total, scale,
+                                static_cast<float>(grads.at("dloss").v[0])});
+    result["dlogits"] = run.download(dlogits);
+    return result;
+  };
+  return c;
+}
+
+}  // namespace
+
+std::vector<OpCase> embedding_cases() {
+  return {embedding_case(1, 5, 3, 0, 5, -1),
+          embedding_case(40, 11, 17, 0, 11, 1),      // repeated ids; padding row 1 gets no gradient
+          embedding_case(64, 100, 70, 30, 40, -1),  // this rank's slice [30, 70) of a 100-token vocab
+          embedding_case(300, 1000, 128, 0, 1000, 0),
+          sinusoidal_case({2, 3, 4, 1, 100, 2047}, 16, 1),
+          sinusoidal_case({0, 5, 9}, 2048, -1),
+          cross_entropy_case(1, 2, 0, 2, 1.0),
+          cross_entropy_case(37, 101, 0, 101, 3.0),
+          cross_entropy_case(16, 5000, 0, 5000, 10.0),  // large logits: the max subtraction matters
+          cross_entropy_case(20, 64, 32, 128, 1.0)};    // a vocab slice: out-of-slice targets pick nothing here
+}
+
+}  // namespace kosmos::testing

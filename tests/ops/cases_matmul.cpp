@@ -1,0 +1,132 @@
+// cases_matmul.cpp: Matmul (with its backward, MatmulBackward) over shapes from 1x1x1 to odd and tile-sized ones,
+// every transpose combination, batched and broadcast operands, alpha/beta/bias, and bf16 inputs.
+#include <sstream>
+
+#include "tests/ops/op_harness.h"
+
+namespace kosmos::testing {
+namespace {
+
+struct MatmulShape {
+  int64_t batch;    // 0: 2-D operands
+  bool batched_b;   // b has the batch dim too (else it is shared)
+  bool flat_c;      // c is 2-D [batch*M, N] while a is 3-D (linear layers over [B, T, d])
+  int64_t m, n, k;
+  bool trans_a, trans_b, bias;
+  float alpha, beta;
+  DType dtype, out_dtype;
+};
+
+std::vector<int64_t> with_batch(int64_t batch, std::vector<int64_t> dims) {
+  if (batch > 0) dims.insert(dims.begin(), batch);
+  return dims;
+}
+
+OpCase matmul_case(const MatmulShape & s, double tolerance) {
+  std::ostringstream name;
+  name << "matmul_" << (s.batch ? std::to_string(s.batch) + "x" : "") << s.m << "x" << s.n << "x" << s.k
+       << (s.trans_a ? "_ta" : "") << (s.trans_b ? "_tb" : "") << (s.bias ? "_bias" : "")
+       << (s.batch && !s.batched_b ? "_sharedb" : "") << (s.flat_c ? "_flatc" : "")
+       << (s.alpha != 1.0f || s.beta != 0.0f ? "_alphabeta" : "") << "_" << dtype_name(s.dtype)
+       << (s.out_dtype != s.dtype ? std::string("to") + dtype_name(s.out_dtype) : "");
+  std::mt19937_64 rng(s.m * 131 + s.n * 7 + s.k);
+  OpCase c;
+  c.name = name.str();
+  c.tolerance = tolerance;
+  c.grad_dtype = s.out_dtype;
+  c.inputs["a"] = random_tensor(rng, with_batch(s.batch, s.trans_a ? std::vector<int64_t>{s.k, s.m}
+                                                                    : std::vector<int64_t>{s.m, s.k}), 1.0, s.dtype);
+  c.inputs["b"] = random_tensor(rng, with_batch(s.batched_b ? s.batch : 0, s.trans_b ? std::vector<int64_t>{s.n, s.k}
+                                                                                      : std::vector<int64_t>{s.k, s.n}),
+                                1.0, s.dtype);
+  const std::vector<int64_t> c_dims = s.flat_c ? std::vector<int64_t>{s.batch * s.m, s.n} : with_batch(s.batch, {s.m, s.n});
+  if (s.bias) c.inputs["bias"] = random_tensor(rng, {s.n});
+  if (s.beta != 0.0f) c.inputs["c_old"] = random_tensor(rng, c_dims, 1.0, s.out_dtype);
+  c.differentiable = {"a", "b"};
+  if (s.bias) c.differentiable.push_back("bias");
+  c.graded_outputs = {"c"};
+  c.reference_forward = [s, c_dims](const Named & in) {
+    const Tensor * bias = s.bias ? &in.at("bias") : nullptr;
+    const Tensor * c_old = s.beta != 0.0f ? &in.at("c_old") : nullptr;
+    Tensor out = reference::matmul(in.at("a"), in.at("b"), bias, s.trans_a, s.trans_b, s.alpha, s.beta, c_old);
+    out.dims = c_dims;
+    return Named{{"c", out}};
+  };
+  c.reference_backward = [s](const Named & in, const Named & grads) {
+    Tensor dc = grads.at("dc");
+    if (s.flat_c) dc.dims = {s.batch, s.m, s.n};
+    const reference::MatmulGrads g = reference::matmul_backward(dc, in.at("a"), in.at("b"), s.trans_a, s.trans_b,
+                                                                s.alpha);
+    Named out{{"da", g.da}, {"db", g.db}};
+    if (s.bias) out["dbias"] = g.dbias;
+    return out;
+  };
+  c.device = [s, c_dims](DeviceRun & run, const Named & in, const Named & grads) {
+    const TensorView a = run.upload(in.at("a"), s.dtype), b = run.upload(in.at("b"), s.dtype);
+    const TensorView bias = s.bias ? run.upload(in.at("bias"), DType::kF32) : TensorView{};
+    const TensorView out = s.beta != 0.0f ? run.upload(in.at("c_old"), s.out_dtype) : run.output(c_dims, s.out_dtype);
+    run.op(Matmul{out, a, b, bias, s.trans_a, s.trans_b, s.alpha, s.beta});
+    Named result{{"c", run.download(out)}};
+    if (grads.empty()) return result;
+    const TensorView dc = run.upload(grads.at("dc"), s.out_dtype);
+    const TensorView da = run.output(in.at("a").dims, DType::kF32);
+    const TensorView db = run.accumulator(in.at("b").dims);
+    const TensorView dbias = s.bias ? run.accumulator({s.n}) : TensorView{};
+    run.matmul_backward(MatmulBackward{da, db, dbias, dc, a, b, s.trans_a, s.trans_b, s.alpha});
+    result["da"] = run.download(da);
+    result["db"] = run.download_accumulated(db);
+    if (s.bias) result["dbias"] = run.download_accumulated(dbias);
+    return result;
+  };
+  return c;
+}
+
+// BiasBackward on its own (matmul_backward uses it for the bias): dbias += column sums of dout.
+OpCase bias_backward_case(int64_t rows, int64_t cols) {
+  std::mt19937_64 rng(rows * 3 + cols);
+  OpCase c;
+  c.name = "bias_backward_" + std::to_string(rows) + "x" + std::to_string(cols);
+  c.tolerance = 1e-13;
+  c.inputs["dout"] = random_tensor(rng, {rows, cols});
+  c.reference_forward = [](const Named & in) {
+    const Tensor & dout = in.at("dout");
+    Tensor sums({dout.dim(1)});
+    for (int64_t r = 0; r < dout.dim(0); ++r)
+      for (int64_t col = 0; col < dout.dim(1); ++col) sums.v[col] += dout.v[r * dout.dim(1) + col];
+    return Named{{"dbias", sums}};
+  };
+  c.device = [cols](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView dout = run.upload(in.at("dout"), DType::kF32), dbias = run.accumulator({cols});
+    run.op(BiasBackward{dbias, dout});
+    return Named{{"dbias", run.download_accumulated(dbias)}};
+  };
+  return c;
+}
+
+}  // namespace
+
+std::vector<OpCase> matmul_cases() {
+  std::vector<OpCase> cases{bias_backward_case(1, 1), bias_backward_case(1000, 300)};
+  const DType f32 = DType::kF32, bf16 = DType::kBF16;
+  // 2-D: every transpose combination over tiny, odd and tile-sized shapes.
+  for (const auto & [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 5, 3}, {33, 17, 65},
+                                 {64, 64, 64}, {130, 96, 80}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        cases.push_back(matmul_case({0, false, false, m, n, k, ta, tb, (m + ta) % 2 == 1, 1.0f, 0.0f, f32, f32}, 1e-11));
+  // alpha, beta and bias together (the linear backward accumulating into a gradient).
+  cases.push_back(matmul_case({0, false, false, 19, 23, 29, false, true, true, 0.5f, 0.75f, f32, f32}, 1e-11));
+  cases.push_back(matmul_case({0, false, false, 19, 23, 29, true, false, false, -2.0f, 1.0f, f32, f32}, 1e-11));
+  // Batched, with B per entry or shared (broadcast), and a 3-D A feeding a 2-D C.
+  cases.push_back(matmul_case({3, true, false, 9, 11, 13, false, false, false, 1.0f, 0.0f, f32, f32}, 1e-11));
+  cases.push_back(matmul_case({3, true, false, 9, 11, 13, true, true, true, 1.0f, 0.0f, f32, f32}, 1e-11));
+  cases.push_back(matmul_case({4, false, false, 5, 12, 7, false, true, true, 1.0f, 0.0f, f32, f32}, 1e-11));
+  cases.push_back(matmul_case({4, false, false, 5, 12, 7, true, false, false, 1.0f, 0.0f, f32, f32}, 1e-11));
+  cases.push_back(matmul_case({4, false, true, 6, 10, 8, false, true, true, 1.0f, 0.0f, f32, f32}, 1e-11));
+  // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.
+  cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, bf16, f32}, 1e-11));
+  cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, false, 1.0f, 0.0f, bf16, bf16}, 1e-4));
+  return cases;
+}
+
+}  // namespace kosmos::testing

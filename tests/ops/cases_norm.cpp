@@ -1,0 +1,97 @@
+// cases_norm.cpp: LayerNorm and L2-normalise, forward and backward, over odd and model-sized rows.
+#include <sstream>
+
+#include "tests/ops/op_harness.h"
+
+namespace kosmos::testing {
+namespace {
+
+OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift) {
+  std::ostringstream name;
+  name << "layernorm";
+  for (int64_t size : dims) name << "_" << size;
+  const int64_t cols = dims.back();
+  std::mt19937_64 rng(cols * 17 + dims.front());
+  OpCase c;
+  c.name = name.str();
+  c.inputs["in"] = random_tensor(rng, dims, scale);
+  for (double & x : c.inputs["in"].v) x = static_cast<float>(x + shift);  // a mean far from 0 tests the variance
+  c.inputs["weight"] = random_tensor(rng, {cols});
+  c.inputs["bias"] = random_tensor(rng, {cols});
+  c.differentiable = {"in", "weight", "bias"};
+  c.graded_outputs = {"out"};
+  constexpr double kEps = 1e-5;
+  c.reference_forward = [](const Named & in) {
+    const reference::LayerNormOut r = reference::layernorm(in.at("in"), in.at("weight"), in.at("bias"), kEps);
+    return Named{{"out", r.out}, {"mean", r.mean}, {"rstd", r.rstd}};
+  };
+  c.reference_backward = [](const Named & in, const Named & grads) {
+    const reference::LayerNormGrads g = reference::layernorm_backward(grads.at("dout"), in.at("in"), in.at("weight"),
+                                                                      kEps);
+    return Named{{"din", g.din}, {"dweight", g.dweight}, {"dbias", g.dbias}};
+  };
+  c.device = [dims, cols](DeviceRun & run, const Named & in, const Named & grads) {
+    int64_t rows = 1;
+    for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
+    const TensorView x = run.upload(in.at("in"), DType::kF32);
+    const TensorView weight = run.upload(in.at("weight"), DType::kF32), bias = run.upload(in.at("bias"), DType::kF32);
+    const TensorView out = run.output(dims, DType::kF32);
+    const TensorView mean = run.output({rows}, DType::kF32), rstd = run.output({rows}, DType::kF32);
+    run.op(LayerNormForward{out, mean, rstd, x, weight, bias, static_cast<float>(kEps)});
+    Named result{{"out", run.download(out)}, {"mean", run.download(mean)}, {"rstd", run.download(rstd)}};
+    if (grads.empty()) return result;
+    const TensorView dout = run.upload(grads.at("dout"), DType::kF32);
+    const TensorView din = run.output(dims, DType::kF32);
+    const TensorView dweight = run.accumulator({cols}), dbias = run.accumulator({cols});
+    run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps)});
+    result["din"] = run.download(din);
+    result["dweight"] = run.download_accumulated(dweight);
+    result["dbias"] = run.download_accumulated(dbias);
+    return result;
+  };
+  return c;
+}
+
+OpCase l2_normalize_case(std::vector<int64_t> dims) {
+  std::ostringstream name;
+  name << "l2normalize";
+  for (int64_t size : dims) name << "_" << size;
+  std::mt19937_64 rng(dims.back() * 5 + dims.front());
+  OpCase c;
+  c.name = name.str();
+  c.inputs["in"] = random_tensor(rng, dims);
+  c.differentiable = {"in"};
+  c.graded_outputs = {"out"};
+  constexpr double kEps = 1e-12;
+  c.reference_forward = [](const Named & in) {
+    const reference::L2NormalizeOut r = reference::l2_normalize(in.at("in"), kEps);
+    return Named{{"out", r.out}, {"norm", r.norm}};
+  };
+  c.reference_backward = [](const Named & in, const Named & grads) {
+    return Named{{"din", reference::l2_normalize_backward(grads.at("dout"), in.at("in"), kEps)}};
+  };
+  c.device = [dims](DeviceRun & run, const Named & in, const Named & grads) {
+    const int64_t rows = in.at("in").rows();
+    const TensorView x = run.upload(in.at("in"), DType::kF32);
+    const TensorView out = run.output(dims, DType::kF32), norm = run.output({rows}, DType::kF32);
+    run.op(L2NormalizeForward{out, norm, x, static_cast<float>(kEps)});
+    Named result{{"out", run.download(out)}, {"norm", run.download(norm)}};
+    if (grads.empty()) return result;
+    const TensorView dout = run.upload(grads.at("dout"), DType::kF32), din = run.output(dims, DType::kF32);
+    run.op(L2NormalizeBackward{din, dout, out, norm, static_cast<float>(kEps)});
+    result["din"] = run.download(din);
+    return result;
+  };
+  return c;
+}
+
+}  // namespace
+
+std::vector<OpCase> norm_cases() {
+  return {layernorm_case({1, 1}, 1.0, 0.0),    layernorm_case({7, 33}, 1.0, 0.0),
+          layernorm_case({3, 5, 64}, 2.0, 3.0), layernorm_case({16, 1024}, 1.0, 10.0),
+          layernorm_case({2, 513}, 0.01, 0.0), l2_normalize_case({1, 3}),
+          l2_normalize_case({257, 64}),         l2_normalize_case({2, 3, 1024})};
+}
+
+}  // namespace kosmos::testing

@@ -1,0 +1,201 @@
+// test_ops.cpp: the op test suites.
+//  OpOnBackend.MatchesReference: every op case on every registered backend, forward and backward, against fp64.
+//  ReferenceGradient.MatchesFiniteDifferences: each reference backward against central differences of its forward.
+//  OpValidation.*: a wrong shape or dtype in any operand of any op is refused with a message that names the op,
+//  the operand's dtype and shape, and what was expected.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <tuple>
+
+#include "backends/error.h"
+#include "backends/registry.h"
+#include "tests/ops/op_harness.h"
+#include "tests/ops/op_fields.h"
+
+namespace kosmos::testing {
+namespace {
+
+// Output gradients for a case: random, one per graded output, shaped like the reference output.
+Named output_gradients(const OpCase & c, const Named & outputs) {
+  Named grads;
+  if (!c.reference_backward) return grads;
+  std::mt19937_64 rng(std::hash<std::string>{}(c.name));
+  for (const std::string & name : c.graded_outputs) grads["d" + name] = random_tensor(rng, outputs.at(name).dims, 1.0, c.grad_dtype);
+  return grads;
+}
+
+std::vector<size_t> case_indices() {
+  std::vector<size_t> indices(all_op_cases().size());
+  for (size_t i = 0; i < indices.size(); ++i) indices[i] = i;
+  return indices;
+}
+
+class OpOnBackend : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
+
+TEST_P(OpOnBackend, MatchesReference) {
+  const auto & [backend, index] = GetParam();
+  const OpCase & c = all_op_cases()[index];
+  const BackendRegistry registry;
+  std::unique_ptr<Device> device = registry.create(backend, 0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  const Named expected_outputs = c.reference_forward(c.inputs);
+  const Named output_grads = output_gradients(c, expected_outputs);
+  const Named expected_grads = c.reference_backward ? c.reference_backward(c.inputs, output_grads) : Named{};
+  DeviceRun run(*device, *stream);
+  Named actual;
+  try {
+    actual = c.device(run, c.inputs, output_grads);
+  } catch (const Unsupported & unsupported) {
+    GTEST_SKIP() << backend << " lacks " << unsupported.reason;
+  }
+  for (const Named * expected : {&expected_outputs, &expected_grads}) {
+    for (const auto & [name, tensor] : *expected) {
+      ASSERT_TRUE(actual.count(name)) << c.name << ": the device run returned no " << name;
+      ASSERT_EQ(actual.at(name).dims, tensor.dims) << c.name << ": " << name;
+      const double error = normalised_mse(actual.at(name), tensor);
+      EXPECT_LE(error, c.tolerance) << c.name << " on " << backend << ": " << name << " differs from the fp64 "
+                                    << "reference (normalised MSE " << error << ")";
+    }
+  }
+}
+
+std::string backend_case_name(const ::testing::TestParamInfo<std::tuple<std::string, size_t>> & info) {
+  return std::get<0>(info.param) + "_" + all_op_cases()[std::get<1>(info.param)].name;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, OpOnBackend,
+                         ::testing::Combine(::testing::ValuesIn(BackendRegistry().available_names()),
+                                            ::testing::ValuesIn(case_indices())),
+                         backend_case_name);
+
+class ReferenceGradient : public ::testing::TestWithParam<size_t> {};
+
+// L(inputs) = sum over graded outputs of <dout, output>; its gradient is what the reference backward returns.
+double weighted_sum(const OpCase & c, const Named & inputs, const Named & output_grads) {
+  const Named outputs = c.reference_forward(inputs);
+  double sum = 0.0;
+  for (const std::string & name : c.graded_outputs) {
+    const Tensor & out = outputs.at(name);
+    const Tensor & weight = output_grads.at("d" + name);
+    for (int64_t i = 0; i < out.numel(); ++i) sum += out.v[i] * weight.v[i];
+  }
+  return sum;
+}
+
+TEST_P(ReferenceGradient, MatchesFiniteDifferences) {
+  const OpCase & c = all_op_cases()[GetParam()];
+  if (!c.reference_backward) GTEST_SKIP() << c.name << " has no backward";
+  const Named output_grads = output_gradients(c, c.reference_forward(c.inputs));
+  const Named analytic = c.reference_backward(c.inputs, output_grads);
+  for (const std::string & input : c.differentiable) {
+    const Tensor & gradient = analytic.at("d" + input);
+    ASSERT_EQ(gradient.dims, c.inputs.at(input).dims) << c.name << ": d" << input;
+    double largest = 1e-12;
+    for (double g : gradient.v) largest = std::max(largest, std::abs(g));
+    const int64_t count = gradient.numel();
+    const int64_t step = std::max<int64_t>(1, count / 40);  // about 40 probes per input, spread over it
+    for (int64_t i = 0; i < count; i += step) {
+      if (c.gradient_blocked && c.gradient_blocked(input, i)) {
+        EXPECT_EQ(gradient.v[i], 0.0) << c.name << ": d" << input << "[" << i << "] is blocked";
+        continue;
+      }
+      Named shifted = c.inputs;
+      const double x = shifted.at(input).v[i], h = 1e-6 * std::max(1.0, std::abs(x));
+      shifted.at(input).v[i] = x + h;
+      const double up = weighted_sum(c, shifted, output_grads);
+      shifted.at(input).v[i] = x - h;
+      const double down = weighted_sum(c, shifted, output_grads);
+      const double numeric = (up - down) / (2.0 * h);
+      EXPECT_NEAR(numeric, gradient.v[i], 1e-5 * largest)
+          << c.name << ": d" << input << "[" << i << "] (largest |gradient| " << largest << ")";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, ReferenceGradient, ::testing::ValuesIn(case_indices()),
+                         [](const ::testing::TestParamInfo<size_t> & info) { return all_op_cases()[info.param].name; });
+
+// The first recorded instance of every op, taken from running all cases on the CPU backend.
+std::vector<OpDesc> one_of_each_op(DeviceRun & run) {
+  for (const OpCase & c : all_op_cases()) {
+    const Named outputs = c.reference_forward(c.inputs);
+    try {
+      c.device(run, c.inputs, output_gradients(c, outputs));
+    } catch (const Unsupported &) {  // e.g. bf16 on a CPU without AVX-512: the f32 cases still record the op
+    }
+  }
+  std::vector<OpDesc> ops;
+  std::set<std::string> seen;
+  for (const OpDesc & op : run.recorded())
+    if (seen.insert(op_name(op)).second) ops.push_back(op);
+  return ops;
+}
+
+// What validation (the first step of op_run) says of an op; empty when it accepts it. The op is never run: a
+// wrongly shaped view would reach past its buffer.
+std::string message_of(const OpDesc & op) {
+  try {
+    validate(op);
+  } catch (const Error & error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(OpValidation, EveryOpIsCovered) {
+  const BackendRegistry registry;
+  std::unique_ptr<Device> device = registry.create("cpu", 0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  DeviceRun run(*device, *stream);
+  EXPECT_EQ(one_of_each_op(run).size(), std::variant_size_v<OpDesc>)
+      << "some op in OpDesc has no test case in tests/ops";
+}
+
+TEST(OpValidation, WrongDtypeOrShapeNamesTheOpTheOperandAndTheExpectation) {
+  const BackendRegistry registry;
+  std::unique_ptr<Device> device = registry.create("cpu", 0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  DeviceRun run(*device, *stream);
+  for (const OpDesc & valid : one_of_each_op(run)) {
+    const std::string name = op_name(valid);
+    bool some_shape_refused = false;
+    OpDesc counting = valid;
+    const size_t fields = operand_fields(counting).size();
+    for (size_t field = 0; field < fields; ++field) {
+      OpDesc wrong_dtype = valid;
+      auto [label, view] = operand_fields(wrong_dtype)[field];
+      if (!view->present()) continue;
+      // A dtype no operand of that role accepts: integers where floats go, floats where ids go.
+      if (!(name == "fill")) {
+        view->dtype = view->dtype == DType::kI32 ? DType::kF32 : DType::kI32;
+        const std::string message = message_of(wrong_dtype);
+        EXPECT_NE(message.find(name + ":"), std::string::npos) << name << "." << label << " as " << describe(*view)
+                                                               << " gave: '" << message << "'";
+        EXPECT_NE(message.find(describe(*view)), std::string::npos) << name << "." << label << ": " << message;
+        EXPECT_NE(message.find("expected"), std::string::npos) << name << "." << label << ": " << message;
+      }
+      OpDesc wrong_shape = valid;
+      auto [shape_label, shape_view] = operand_fields(wrong_shape)[field];
+      if (shape_view->ndim == 0) continue;
+      shape_view->dims[0] += 1;
+      const std::string message = message_of(wrong_shape);
+      if (message.empty()) continue;  // some dims are free (a vocab size, the rows of a bias gradient)
+      some_shape_refused = true;
+      EXPECT_NE(message.find(name + ":"), std::string::npos) << name << "." << shape_label << ": " << message;
+      EXPECT_NE(message.find(describe(*shape_view)), std::string::npos) << name << "." << shape_label << ": "
+                                                                       << message;
+      EXPECT_TRUE(message.find("expected") != std::string::npos || message.find("must") != std::string::npos ||
+                  message.find("differ") != std::string::npos)
+          << name << "." << shape_label << ": " << message;
+    }
+    if (name != "fill" && name != "squared_norm") {
+      EXPECT_TRUE(some_shape_refused) << name << ": no operand's shape is checked";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kosmos::testing

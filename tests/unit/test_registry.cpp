@@ -1,0 +1,50 @@
+// test_registry.cpp: choosing a backend at run time, and the errors for names that are wrong or not built.
+#include <gtest/gtest.h>
+
+#include "backends/error.h"
+#include "backends/registry.h"
+
+namespace kosmos {
+namespace {
+
+std::string error_of(const BackendRegistry & registry, const std::string & choice, int ordinal) {
+  try {
+    registry.create(choice, ordinal);
+  } catch (const Error & error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(Registry, CpuIsAlwaysAvailableAndLast) {
+  const BackendRegistry registry;
+  ASSERT_FALSE(registry.entries().empty());
+  EXPECT_EQ(registry.entries().back().name, "cpu");
+  EXPECT_TRUE(registry.entries().back().available);
+  EXPECT_EQ(registry.create("cpu", 0)->backend(), "cpu");
+  EXPECT_NE(registry.create("auto", 0), nullptr);
+}
+
+TEST(Registry, UnavailableBackendSaysWhyAndWhatIsAvailable) {
+  const BackendRegistry registry;
+  for (const BackendEntry & entry : registry.entries()) {
+    if (entry.available) continue;
+    const std::string message = error_of(registry, entry.name, 0);
+    EXPECT_NE(message.find("--backend " + entry.name + " is not available"), std::string::npos) << message;
+    EXPECT_NE(message.find(entry.unavailable_reason), std::string::npos) << message;
+    EXPECT_NE(message.find("available: cpu"), std::string::npos) << message;
+  }
+}
+
+TEST(Registry, UnknownNameAndBadOrdinalAreErrors) {
+  const BackendRegistry registry;
+  const std::string unknown = error_of(registry, "tpu", 0);
+  EXPECT_NE(unknown.find("--backend tpu is not a backend name; choose auto, cpu, cuda or rocm"), std::string::npos)
+      << unknown;
+  const std::string ordinal = error_of(registry, "cpu", 3);
+  EXPECT_NE(ordinal.find("--device 3"), std::string::npos) << ordinal;
+  EXPECT_NE(error_of(registry, "cpu", -1).find("negative"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kosmos
