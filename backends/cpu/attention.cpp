@@ -79,6 +79,21 @@ float * transpose_keys(CpuContext & ctx, const TensorView & k) {
   return transposed;
 }
 
+// One row of a transposed tile (one key, queries i): p = e^(score - lse_i), ds = p (dp - delta_i), in place.
+void softmax_backward_row(float * p, float * ds, const float * lse, const float * delta, int64_t count) {
+  int64_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    const Vec prob = exp_vec(vec_load(p + i) - vec_load(lse + i));
+    vec_store(ds + i, prob * (vec_load(ds + i) - vec_load(delta + i)));
+    vec_store(p + i, prob);
+  }
+  for (; i < count; ++i) {
+    const float prob = exp_fast(p[i] - lse[i]);
+    ds[i] = prob * (ds[i] - delta[i]);
+    p[i] = prob;
+  }
+}
+
 // target[d][i] = rows[i][d] for a dense [count, dh] block: a head's rows as columns.
 void transpose_rows(const float * rows, int64_t count, int64_t head_dim, float * target) {
   for (int64_t i = 0; i < count; ++i)
@@ -118,20 +133,14 @@ void cpu_op(CpuContext & ctx, const AttentionForward & op) {
           const int64_t query = first_query + r;
           const int64_t valid = std::clamp<int64_t>(visible.keys_for(query) - first_key, 0, cols);
           float * score = scores.data() + r * kTile;
-          float tile_max = kNegativeInfinity;
-          for (int64_t j = 0; j < valid; ++j) tile_max = std::max(tile_max, score[j]);
+          const float tile_max = valid > 0 ? max_of(score, valid) : kNegativeInfinity;
           const float new_max = std::max(row_max[r], tile_max);
           if (new_max == kNegativeInfinity) {  // nothing visible yet for this row
             std::fill(score, score + cols, 0.0f);
             continue;
           }
           const float rescale = row_max[r] == kNegativeInfinity ? 0.0f : exp_fast(row_max[r] - new_max);
-          float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t j = 0; j < valid; ++j) {
-            score[j] = exp_fast(score[j] - new_max);
-            sum += score[j];
-          }
+          const float sum = exp_shift(score, score, valid, new_max);
           std::fill(score + valid, score + cols, 0.0f);
           row_sum[r] = row_sum[r] * rescale + sum;
           row_max[r] = new_max;
@@ -234,14 +243,8 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
                 p[i] = prob * factor;
               }
             } else {
-              const float * row_lse = lse + first_row;
-              const float * row_delta = delta.data() + first_row;
-#pragma omp simd
-              for (int64_t i = start; i < rows; ++i) {
-                const float prob = exp_fast(p[i] - row_lse[i]);
-                ds[i] = prob * (ds[i] - row_delta[i]);
-                p[i] = prob;
-              }
+              softmax_backward_row(p + start, ds + start, lse + first_row + start, delta.data() + first_row + start,
+                                   rows - start);
             }
           }
           tile_gemm(cols, head_dim, rows, probs.data(), kTile, dout_rows.data() + first_row * head_dim, head_dim,

@@ -12,20 +12,6 @@
 namespace kosmos::cpu {
 namespace {
 
-float row_max(const float * row, int64_t count) {
-  float best = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : best)
-  for (int64_t v = 0; v < count; ++v) best = std::max(best, row[v]);
-  return best;
-}
-
-float row_sum_exp(const float * row, int64_t count, float max) {
-  float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t v = 0; v < count; ++v) sum += exp_fast(row[v] - max);
-  return sum;
-}
-
 // The target's logit when it lies in this slice, else 0 (the owner's rank contributes it).
 float target_logit(const float * row, int64_t target, int64_t vocab_start, int64_t count) {
   const int64_t local = target - vocab_start;
@@ -54,8 +40,8 @@ void cpu_op(CpuContext &, const CrossEntropyForward & op) {
 #pragma omp parallel for reduction(+ : total)
   for (int64_t n = 0; n < rows; ++n) {
     const float * row = logits + n * vocab;
-    const float max = row_max(row, vocab);
-    lse[n] = max + std::log(row_sum_exp(row, vocab, max));
+    const float max = max_of(row, vocab);
+    lse[n] = max + std::log(exp_shift(row, nullptr, vocab, max));
     if (weights[n] != 0.0f)
       total += static_cast<double>(weights[n]) * (lse[n] - target_logit(row, targets[n], op.vocab_start, vocab));
   }
@@ -75,9 +61,8 @@ void cpu_op(CpuContext &, const CrossEntropyBackward & op) {
     const float factor = op.dloss * op.loss_scale * weights[n];
     const float * row = logits + n * vocab;
     float * grad = dlogits + n * vocab;
-    const float row_lse = lse[n];
-#pragma omp simd
-    for (int64_t v = 0; v < vocab; ++v) grad[v] = factor == 0.0f ? 0.0f : factor * exp_fast(row[v] - row_lse);
+    if (factor == 0.0f) std::fill(grad, grad + vocab, 0.0f);
+    else exp_shift(row, grad, vocab, lse[n], factor);
     const int64_t local = targets[n] - op.vocab_start;
     if (factor != 0.0f && local >= 0 && local < vocab) grad[local] -= factor;
   }

@@ -21,25 +21,80 @@ typedef float VecUnaligned __attribute__((vector_size(kLanes * sizeof(float)), a
 inline Vec vec_load(const float * source) { return *reinterpret_cast<const VecUnaligned *>(source); }
 inline void vec_store(float * target, Vec value) { *reinterpret_cast<VecUnaligned *>(target) = value; }
 
-#pragma omp declare simd notinbranch
-inline float exp_fast(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float t = x * 1.44269504088896341f;
-  const int32_t n = static_cast<int32_t>(t >= 0.0f ? t + 0.5f : t - 0.5f);
-  const float nf = static_cast<float>(n);
-  float r = x - nf * 0.693359375f;  // x - n ln2, with ln2 split in two for accuracy
+typedef int32_t IntVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline Vec vec_broadcast(float value) { return Vec{} + value; }
+
+// A vector from the first `count` (< kLanes) floats at `source`, the other lanes set to `fill`; and the reverse.
+inline Vec vec_load_partial(const float * source, int64_t count, float fill) {
+  Vec result = vec_broadcast(fill);
+  for (int64_t lane = 0; lane < count; ++lane) result[lane] = source[lane];
+  return result;
+}
+inline void vec_store_partial(float * target, Vec value, int64_t count) {
+  for (int64_t lane = 0; lane < count; ++lane) target[lane] = value[lane];
+}
+
+// e^x, lane by lane: x = n ln2 + r with |r| <= ln2/2, e^r by Cephes' degree-6 polynomial, 2^n through the exponent
+// bits. Relative error about 2 ulp; inputs are clamped to [-87, 88] (no infinities, no subnormals).
+inline Vec exp_vec(Vec x) {
+  const Vec low = vec_broadcast(-87.0f), high = vec_broadcast(88.0f);
+  x = x < low ? low : x;
+  x = x > high ? high : x;
+  const Vec t = x * 1.44269504088896341f;
+  const Vec half = t >= vec_broadcast(0.0f) ? vec_broadcast(0.5f) : vec_broadcast(-0.5f);
+  const IntVec n = __builtin_convertvector(t + half, IntVec);  // round to nearest (truncation of t +- 0.5)
+  const Vec nf = __builtin_convertvector(n, Vec);
+  Vec r = x - nf * 0.693359375f;  // ln2 split in two parts for accuracy
   r = r + nf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  Vec p = vec_broadcast(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const int32_t bits = (n + 127) << 23;
-  float two_to_n;
-  std::memcpy(&two_to_n, &bits, sizeof two_to_n);
-  return y * two_to_n;
+  const Vec y = p * r * r + r + 1.0f;
+  const IntVec bits = (n + 127) << 23;
+  return y * __builtin_bit_cast(Vec, bits);
+}
+
+inline float exp_fast(float x) { return exp_vec(vec_broadcast(x))[0]; }
+
+// The largest of values[0 .. count).
+inline float max_of(const float * values, int64_t count) {
+  Vec best = vec_broadcast(-__builtin_inff());
+  int64_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    const Vec v = vec_load(values + i);
+    best = v > best ? v : best;
+  }
+  if (i < count) {
+    const Vec v = vec_load_partial(values + i, count - i, -__builtin_inff());
+    best = v > best ? v : best;
+  }
+  float result = best[0];
+  for (int lane = 1; lane < kLanes; ++lane) result = best[lane] > result ? best[lane] : result;
+  return result;
+}
+
+// out[i] = scale * e^(in[i] - shift) (out may be in, or null to only sum); returns the sum of e^(in[i] - shift).
+inline float exp_shift(const float * in, float * out, int64_t count, float shift, float scale = 1.0f) {
+  Vec sum{};
+  const Vec offset = vec_broadcast(shift);
+  int64_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    const Vec e = exp_vec(vec_load(in + i) - offset);
+    if (out) vec_store(out + i, e * scale);
+    sum += e;
+  }
+  float total = 0.0f;
+  for (int lane = 0; lane < kLanes; ++lane) total += sum[lane];
+  if (i < count) {
+    const Vec e = exp_vec(vec_load_partial(in + i, count - i, 0.0f) - offset);
+    if (out) vec_store_partial(out + i, e * scale, count - i);
+    for (int64_t lane = 0; lane < count - i; ++lane) total += e[lane];
+  }
+  return total;
 }
 
 // R rows x V vectors of C (+)= A[R x K] * B[K x kLanes*V]; the accumulators stay in registers.
