@@ -18,23 +18,30 @@ float target_logit(const float * row, int64_t target, int64_t vocab_start, int64
   return local >= 0 && local < count ? row[local] : 0.0f;
 }
 
-void check_targets(const char * op, const TensorView & targets, const TensorView & weights, int64_t vocab_total) {
-  const int32_t * values = targets.as<int32_t>();
-  const float * weight = weights.as<float>();
-  for (int64_t n = 0; n < targets.numel(); ++n)
-    KOSMOS_CHECK(weight[n] == 0.0f || (values[n] >= 0 && values[n] < vocab_total), op, ": target ", values[n],
-                 " of row ", n, " is outside the vocabulary [0, ", vocab_total,
+// The operands both passes read, after checking every counted target lies in the vocabulary.
+struct LossRows {
+  int64_t rows, vocab;
+  const float * logits;
+  const int32_t * targets;
+  const float * weights;
+};
+
+template <typename Op>
+LossRows loss_rows(const Op & op, const char * name) {
+  const LossRows rows{op.logits.dim(0), op.logits.dim(1), op.logits.template as<float>(),
+                      op.targets.template as<int32_t>(), op.weights.template as<float>()};
+  const int64_t vocab_total = op.vocab_total == 0 ? rows.vocab : op.vocab_total;
+  for (int64_t n = 0; n < rows.rows; ++n)
+    KOSMOS_CHECK(rows.weights[n] == 0.0f || (rows.targets[n] >= 0 && rows.targets[n] < vocab_total), name,
+                 ": target ", rows.targets[n], " of row ", n, " is outside the vocabulary [0, ", vocab_total,
                  "); give such rows weight 0 or fix the token ids");
+  return rows;
 }
 
 }  // namespace
 
 void cpu_op(CpuContext &, const CrossEntropyForward & op) {
-  const int64_t rows = op.logits.dim(0), vocab = op.logits.dim(1);
-  check_targets("cross_entropy_forward", op.targets, op.weights, op.vocab_total == 0 ? vocab : op.vocab_total);
-  const float * logits = op.logits.as<float>();
-  const int32_t * targets = op.targets.as<int32_t>();
-  const float * weights = op.weights.as<float>();
+  const auto [rows, vocab, logits, targets, weights] = loss_rows(op, "cross_entropy_forward");
   float * lse = op.lse.as<float>();
   double total = 0.0;
 #pragma omp parallel for reduction(+ : total)
@@ -49,11 +56,7 @@ void cpu_op(CpuContext &, const CrossEntropyForward & op) {
 }
 
 void cpu_op(CpuContext &, const CrossEntropyBackward & op) {
-  const int64_t rows = op.logits.dim(0), vocab = op.logits.dim(1);
-  check_targets("cross_entropy_backward", op.targets, op.weights, op.vocab_total == 0 ? vocab : op.vocab_total);
-  const float * logits = op.logits.as<float>();
-  const int32_t * targets = op.targets.as<int32_t>();
-  const float * weights = op.weights.as<float>();
+  const auto [rows, vocab, logits, targets, weights] = loss_rows(op, "cross_entropy_backward");
   const float * lse = op.lse.as<float>();
   float * dlogits = op.dlogits.as<float>();
 #pragma omp parallel for
