@@ -21,6 +21,8 @@ constexpr const char * op_name_of() {
   else if constexpr (std::is_same_v<Op, Add>) return "add";
   else if constexpr (std::is_same_v<Op, Scale>) return "scale";
   else if constexpr (std::is_same_v<Op, Cast>) return "cast";
+  else if constexpr (std::is_same_v<Op, Copy>) return "copy";
+  else if constexpr (std::is_same_v<Op, Patchify>) return "patchify";
   else if constexpr (std::is_same_v<Op, Fill>) return "fill";
   else if constexpr (std::is_same_v<Op, AttentionForward>) return "attention_forward";
   else if constexpr (std::is_same_v<Op, AttentionBackward>) return "attention_backward";

@@ -77,11 +77,12 @@ struct ActivationBackward {
   Activation kind = Activation::kGelu;
 };
 
-// out = a + b elementwise (out may alias a or b: the residual add).
+// out = a + b elementwise (out may alias a or b: the residual add). b may also be a's trailing dims only, and is
+// then added to every leading index (a position table added to each sequence of a batch).
 struct Add {
   TensorView out;  // [...] f32|bf16
   TensorView a;    // [...] same dtype and shape
-  TensorView b;    // [...] same dtype and shape
+  TensorView b;    // [...] same dtype; a's shape or its trailing dims
 };
 // out = alpha * in (out may alias in).
 struct Scale {
@@ -93,6 +94,19 @@ struct Scale {
 struct Cast {
   TensorView out;  // [...] f32|bf16|f16
   TensorView in;   // [...] f32|bf16|f16, same shape
+};
+// out = in, element by element, for any strides of either (views into a concatenation, a slice of rows, a
+// transposed copy). The views must not overlap.
+struct Copy {
+  TensorView out;  // [...] any dtype
+  TensorView in;   // [...] same dtype and shape
+};
+// Non-overlapping p x p patches of images as rows: out[n, i*(W/p) + j, (c*p + y)*p + x] = images[n, c, i*p+y, j*p+x],
+// the order in which a [D, C, p, p] conv weight flattens, so the patch embedding is a matmul with that weight.
+struct Patchify {
+  TensorView out;     // [N, (H/p)*(W/p), C*p*p] f32
+  TensorView images;  // [N, C, H, W] f32, H and W multiples of p
+  int64_t patch = 14;
 };
 // out = value everywhere.
 struct Fill {
@@ -262,8 +276,8 @@ struct L2NormalizeBackward {
 };
 
 using OpDesc = std::variant<Matmul, BiasBackward, LayerNormForward, LayerNormBackward, ActivationForward,
-                            ActivationBackward, Add, Scale, Cast, Fill, AttentionForward, AttentionBackward,
-                            XPosForward, XPosBackward, EmbeddingForward, EmbeddingBackward, SinusoidalPositions,
+                            ActivationBackward, Add, Scale, Cast, Copy, Patchify, Fill, AttentionForward,
+                            AttentionBackward, XPosForward, XPosBackward, EmbeddingForward, EmbeddingBackward, SinusoidalPositions,
                             CrossEntropyForward, CrossEntropyBackward, DropoutForward, DropoutBackward, AdamWStep,
                             SquaredNorm, L2NormalizeForward, L2NormalizeBackward>;
 

@@ -52,11 +52,11 @@ struct Checker {
   }
   void same_shape(const char * name, const TensorView & view, const char * ref_name, const TensorView & ref) const {
     KOSMOS_CHECK(same_dims(view, ref), op, ": ", name, " is ", describe(view), " but ", ref_name, " is ",
-                 describe(ref), "; they must have the same shape");
+                 describe(ref), "; expected the same shape");
   }
   void same_dtype(const char * name, const TensorView & view, const char * ref_name, const TensorView & ref) const {
     KOSMOS_CHECK(view.dtype == ref.dtype, op, ": ", name, " is ", describe(view), " but ", ref_name, " is ",
-                 describe(ref), "; they must have the same dtype");
+                 describe(ref), "; expected the same dtype");
   }
   void dense(const char * name, const TensorView & view) const {
     KOSMOS_CHECK(view.is_contiguous(), op, ": ", name, " is ", describe(view),
@@ -190,9 +190,15 @@ void validate_op(const ActivationBackward & op) {
 }
 void validate_op(const Add & op) {
   const Checker check{"add"};
-  validate_elementwise(check, {{"a", op.a}, {"b", op.b}, {"out", op.out}}, {DType::kF32, DType::kBF16});
+  validate_elementwise(check, {{"a", op.a}, {"out", op.out}}, {DType::kF32, DType::kBF16});
+  check.dtype("b", op.b, {DType::kF32, DType::kBF16});
+  check.dense("b", op.b);
   check.same_dtype("b", op.b, "a", op.a);
   check.same_dtype("out", op.out, "a", op.a);
+  bool trailing = op.b.ndim <= op.a.ndim;
+  for (int axis = 1; trailing && axis <= op.b.ndim; ++axis) trailing = op.b.dim(-axis) == op.a.dim(-axis);
+  KOSMOS_CHECK(trailing, "add: b is ", describe(op.b), " but a is ", describe(op.a),
+               "; expected b to have a's shape or its trailing dims (broadcast over the leading ones)");
 }
 void validate_op(const Scale & op) {
   const Checker check{"scale"};
@@ -202,6 +208,29 @@ void validate_op(const Scale & op) {
 void validate_op(const Cast & op) {
   validate_elementwise(Checker{"cast"}, {{"in", op.in}, {"out", op.out}}, {DType::kF32, DType::kBF16, DType::kF16});
 }
+void validate_op(const Copy & op) {
+  const Checker check{"copy"};
+  check.present("in", op.in);
+  check.present("out", op.out);
+  check.same_dtype("out", op.out, "in", op.in);
+  check.same_shape("out", op.out, "in", op.in);
+}
+
+void validate_op(const Patchify & op) {
+  const Checker check{"patchify"};
+  check.dtype("images", op.images, {DType::kF32});
+  check.ndim("images", op.images, 4, 4);
+  check.dense("images", op.images);
+  KOSMOS_CHECK(op.patch > 0 && op.images.dim(2) % op.patch == 0 && op.images.dim(3) % op.patch == 0,
+               "patchify: images ", describe(op.images), " must be [N, C, H, W] with H and W multiples of the patch "
+               "size ", op.patch, "; expected e.g. 224 x 224 for patch 14 (resize or crop the images)");
+  const int64_t patches = (op.images.dim(2) / op.patch) * (op.images.dim(3) / op.patch);
+  check.dtype("out", op.out, {DType::kF32});
+  check.dense("out", op.out);
+  check.dims("out", op.out, {op.images.dim(0), patches, op.images.dim(1) * op.patch * op.patch},
+             "[images, patches, channels*patch*patch] for images " + describe(op.images));
+}
+
 void validate_op(const Fill & op) {
   const Checker check{"fill"};
   check.present("out", op.out);

@@ -13,12 +13,14 @@ void cpu_op(CpuContext & ctx, const BiasBackward & op);
 // layernorm.cpp (oneDNN layer normalization)
 void cpu_op(CpuContext & ctx, const LayerNormForward & op);
 void cpu_op(CpuContext & ctx, const LayerNormBackward & op);
-// eltwise.cpp (oneDNN eltwise and binary; own cast and fill)
+// eltwise.cpp (oneDNN eltwise and binary; own cast, copy, patchify and fill)
 void cpu_op(CpuContext & ctx, const ActivationForward & op);
 void cpu_op(CpuContext & ctx, const ActivationBackward & op);
 void cpu_op(CpuContext & ctx, const Add & op);
 void cpu_op(CpuContext & ctx, const Scale & op);
 void cpu_op(CpuContext & ctx, const Cast & op);
+void cpu_op(CpuContext & ctx, const Copy & op);
+void cpu_op(CpuContext & ctx, const Patchify & op);
 void cpu_op(CpuContext & ctx, const Fill & op);
 // attention.cpp (own tiled kernel)
 void cpu_op(CpuContext & ctx, const AttentionForward & op);

@@ -1,6 +1,8 @@
 // eltwise.cpp: activations (exact GELU = oneDNN gelu_erf, QuickGELU = oneDNN swish with alpha 1.702), add and
 // scale on oneDNN; cast (exact round-to-nearest-even conversions) and fill as plain loops. Dense tensors are
 // handed to oneDNN as flat vectors, so one primitive serves every shape with the same element count.
+#include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -74,12 +76,18 @@ void cpu_op(CpuContext & ctx, const ActivationBackward & op) {
 
 void cpu_op(CpuContext & ctx, const Add & op) {
   if (op.a.numel() == 0) return;
-  CachedPrimitive & cached = ctx.primitive(flat_key("add", op.a, 0.0f), [&] {
-    const dnnl::memory::desc md = flat_desc(op.a);
-    const auto pd = dnnl_compat::binary_pd(ctx.engine(), dnnl::algorithm::binary_add, md, md, md);
+  // As [outer, inner] with b [1, inner] when b covers only a's trailing dims (oneDNN broadcasts size-1 dims).
+  const int64_t inner = op.b.numel(), outer = op.a.numel() / inner;
+  CachedPrimitive & cached = ctx.primitive(flat_key("add", op.a, static_cast<float>(inner)), [&] {
+    const auto type = dnnl_type(op.a.dtype);
+    const dnnl::memory::desc md({outer, inner}, type, dnnl::memory::format_tag::ab);
+    const dnnl::memory::desc b_md({op.b.numel() == op.a.numel() ? outer : 1, inner}, type,
+                                  dnnl::memory::format_tag::ab);
+    const auto pd = dnnl_compat::binary_pd(ctx.engine(), dnnl::algorithm::binary_add, md, b_md, md);
     CachedPrimitive made{dnnl::binary(pd), {}};
-    for (int arg : {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1, DNNL_ARG_DST})
-      made.args.emplace(arg, dnnl::memory(md, ctx.engine(), DNNL_MEMORY_NONE));
+    made.args.emplace(DNNL_ARG_SRC_0, dnnl::memory(md, ctx.engine(), DNNL_MEMORY_NONE));
+    made.args.emplace(DNNL_ARG_SRC_1, dnnl::memory(b_md, ctx.engine(), DNNL_MEMORY_NONE));
+    made.args.emplace(DNNL_ARG_DST, dnnl::memory(md, ctx.engine(), DNNL_MEMORY_NONE));
     return made;
   });
   ctx.execute(cached, {{DNNL_ARG_SRC_0, op.a.data}, {DNNL_ARG_SRC_1, op.b.data}, {DNNL_ARG_DST, op.out.data}});
@@ -122,6 +130,48 @@ void cpu_op(CpuContext &, const Cast & op) {
   const int64_t count = op.in.numel();
 #pragma omp parallel for
   for (int64_t index = 0; index < count; ++index) store_element(op.out, index, load_element(op.in, index));
+}
+
+void cpu_op(CpuContext &, const Copy & op) {
+  // Row by row over all but the last dim; a dense last dim is one memcpy per row.
+  const int64_t cols = op.in.ndim == 0 ? 1 : op.in.dim(-1), rows = op.in.numel() / std::max<int64_t>(cols, 1);
+  const size_t element = dtype_size(op.in.dtype);
+  const int ndim = op.in.ndim;
+  auto offset_of = [ndim](const TensorView & view, int64_t row) {
+    int64_t offset = 0;
+    for (int axis = ndim - 2; axis >= 0; --axis) {
+      offset += (row % view.dims[axis]) * view.strides[axis];
+      row /= view.dims[axis];
+    }
+    return offset;
+  };
+#pragma omp parallel for if (rows > 64)
+  for (int64_t row = 0; row < rows; ++row) {
+    const char * source = static_cast<const char *>(op.in.data) + offset_of(op.in, row) * element;
+    char * target = static_cast<char *>(op.out.data) + offset_of(op.out, row) * element;
+    if (ndim == 0 || (op.in.stride(-1) == 1 && op.out.stride(-1) == 1)) {
+      std::memcpy(target, source, static_cast<size_t>(cols) * element);
+    } else {
+      for (int64_t col = 0; col < cols; ++col)
+        std::memcpy(target + col * op.out.stride(-1) * element, source + col * op.in.stride(-1) * element, element);
+    }
+  }
+}
+
+void cpu_op(CpuContext &, const Patchify & op) {
+  const int64_t images = op.images.dim(0), channels = op.images.dim(1), height = op.images.dim(2);
+  const int64_t width = op.images.dim(3), p = op.patch, across = width / p, patches = (height / p) * across;
+  const float * source = op.images.as<float>();
+  float * target = op.out.as<float>();
+#pragma omp parallel for
+  for (int64_t row = 0; row < images * patches; ++row) {
+    const int64_t n = row / patches, patch = row % patches, top = (patch / across) * p, left = (patch % across) * p;
+    float * out = target + row * channels * p * p;
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t y = 0; y < p; ++y)
+        std::memcpy(out + (c * p + y) * p, source + ((n * channels + c) * height + top + y) * width + left,
+                    static_cast<size_t>(p) * sizeof(float));
+  }
 }
 
 void cpu_op(CpuContext &, const Fill & op) {

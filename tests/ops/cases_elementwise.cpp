@@ -61,6 +61,76 @@ OpCase add_case(std::vector<int64_t> dims, bool in_place, DType dtype, double to
   return c;
 }
 
+// b covers a's trailing dims only: added to every leading index.
+OpCase broadcast_add_case(std::vector<int64_t> a_dims, std::vector<int64_t> b_dims) {
+  std::mt19937_64 rng(a_dims.front() * 5 + b_dims.back());
+  OpCase c;
+  c.name = "add_broadcast" + dims_name(a_dims) + "_by" + dims_name(b_dims);
+  c.tolerance = 1e-13;
+  c.inputs["a"] = random_tensor(rng, a_dims);
+  c.inputs["b"] = random_tensor(rng, b_dims);
+  c.reference_forward = [](const Named & in) {
+    Tensor out = in.at("a");
+    const Tensor & b = in.at("b");
+    for (int64_t i = 0; i < out.numel(); ++i) out.v[i] += b.v[i % b.numel()];
+    return Named{{"out", out}};
+  };
+  c.device = [a_dims](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView a = run.upload(in.at("a"), DType::kF32), b = run.upload(in.at("b"), DType::kF32);
+    const TensorView out = run.output(a_dims, DType::kF32);
+    run.op(Add{out, a, b});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
+// Copy between a strided view and a dense one, in either direction (layouts as the attention views use them).
+OpCase copy_case(std::vector<int64_t> dims, bool strided_in, bool strided_out) {
+  std::mt19937_64 rng(dims.back() * 23 + strided_in);
+  OpCase c;
+  c.name = "copy" + dims_name(dims) + (strided_in ? "_stridedin" : "") + (strided_out ? "_stridedout" : "");
+  c.tolerance = 0.0;
+  c.inputs["in"] = random_tensor(rng, dims);
+  c.reference_forward = [](const Named & in) { return Named{{"out", in.at("in")}}; };
+  c.device = [dims, strided_in, strided_out](DeviceRun & run, const Named & in, const Named &) {
+    const std::vector<int> layout{0, 2, 1, 3};
+    const TensorView x = strided_in ? run.upload_permuted(in.at("in"), layout) : run.upload(in.at("in"), DType::kF32);
+    const TensorView out = strided_out ? run.upload_permuted(Tensor(dims, 7777.0), layout) : run.output(dims, DType::kF32);
+    run.op(Copy{out, x});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
+OpCase patchify_case(int64_t images, int64_t channels, int64_t height, int64_t width, int64_t patch) {
+  std::mt19937_64 rng(height * 3 + width);
+  OpCase c;
+  c.name = "patchify_" + std::to_string(images) + "x" + std::to_string(channels) + "x" + std::to_string(height) +
+           "x" + std::to_string(width) + "_p" + std::to_string(patch);
+  c.tolerance = 0.0;
+  c.inputs["images"] = random_tensor(rng, {images, channels, height, width});
+  const int64_t across = width / patch, patches = (height / patch) * across;
+  c.reference_forward = [=](const Named & in) {
+    const Tensor & pixels = in.at("images");
+    Tensor out({images, patches, channels * patch * patch});
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t i = 0; i < patches; ++i)
+        for (int64_t ch = 0; ch < channels; ++ch)
+          for (int64_t y = 0; y < patch; ++y)
+            for (int64_t x = 0; x < patch; ++x)
+              out.v[(n * patches + i) * channels * patch * patch + (ch * patch + y) * patch + x] =
+                  pixels.v[((n * channels + ch) * height + (i / across) * patch + y) * width + (i % across) * patch + x];
+    return Named{{"out", out}};
+  };
+  c.device = [=](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView pixels = run.upload(in.at("images"), DType::kF32);
+    const TensorView out = run.output({images, patches, channels * patch * patch}, DType::kF32);
+    run.op(Patchify{out, pixels, patch});
+    return Named{{"out", run.download(out)}};
+  };
+  return c;
+}
+
 OpCase scale_case(std::vector<int64_t> dims, float alpha) {
   std::mt19937_64 rng(dims.back() * 11);
   OpCase c;
@@ -154,6 +224,13 @@ std::vector<OpCase> elementwise_cases() {
   cases.push_back(add_case({5, 7}, false, DType::kF32, 1e-13));
   cases.push_back(add_case({3, 300}, true, DType::kF32, 1e-13));
   cases.push_back(add_case({17, 33}, false, DType::kBF16, 1e-4));  // the sum rounds to bf16
+  cases.push_back(broadcast_add_case({3, 5, 7}, {5, 7}));
+  cases.push_back(broadcast_add_case({4, 9}, {9}));
+  cases.push_back(copy_case({2, 3, 5, 7}, true, false));
+  cases.push_back(copy_case({2, 5, 3, 8}, false, true));
+  cases.push_back(copy_case({1, 4, 6, 16}, true, true));
+  cases.push_back(patchify_case(2, 3, 28, 42, 14));
+  cases.push_back(patchify_case(1, 1, 4, 4, 2));
   cases.push_back(scale_case({1}, -3.0f));
   cases.push_back(scale_case({9, 111}, 0.125f));
   for (DType to : {DType::kBF16, DType::kF16}) {

@@ -26,6 +26,8 @@ inline Operands fields_of(ActivationBackward & op) { return {{"din", &op.din}, {
 inline Operands fields_of(Add & op) { return {{"out", &op.out}, {"a", &op.a}, {"b", &op.b}}; }
 inline Operands fields_of(Scale & op) { return {{"out", &op.out}, {"in", &op.in}}; }
 inline Operands fields_of(Cast & op) { return {{"out", &op.out}, {"in", &op.in}}; }
+inline Operands fields_of(Copy & op) { return {{"out", &op.out}, {"in", &op.in}}; }
+inline Operands fields_of(Patchify & op) { return {{"out", &op.out}, {"images", &op.images}}; }
 inline Operands fields_of(Fill & op) { return {{"out", &op.out}}; }
 inline Operands fields_of(AttentionForward & op) {
   return {{"out", &op.out}, {"lse", &op.lse}, {"q", &op.q}, {"k", &op.k}, {"v", &op.v}};
