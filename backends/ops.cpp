@@ -88,42 +88,38 @@ void op_run(Device & device, const OpDesc & op, Stream & stream) {
 
 void matmul_backward(Device & device, const MatmulBackward & op, Stream & stream) {
   // Forward: C = alpha * op(A) op(B). With Ahat = op(A), Bhat = op(B):
-  //   dAhat = alpha * dC Bhat^T,   dBhat = alpha * Ahat^T dC.
-  // dA is dAhat (or its transpose when trans_a), dB likewise; each is one Matmul with the flags arranged below.
-  if (op.da.present()) {
-    Matmul da;
-    if (!op.trans_a) {  // dA = alpha * dC * Bhat^T (read as [batch*M, K] when the forward did)
-      const TensorView da_rows = op.dc.ndim == 2 ? merge_batch_rows(op.da) : op.da;
-      da = Matmul{da_rows, op.dc, op.b, TensorView{}, false, !op.trans_b, op.alpha, op.accumulate_da ? 1.0f : 0.0f};
-    } else {  // dA = dAhat^T = alpha * Bhat * dC^T
-      da = Matmul{op.da, op.b, op.dc, TensorView{}, op.trans_b, true, op.alpha, op.accumulate_da ? 1.0f : 0.0f};
-    }
-    op_run(device, da, stream);
+  //   dAhat = alpha * dC Bhat^T,   dBhat = alpha * Ahat^T dC,
+  // and dA is dAhat (or its transpose when trans_a), dB likewise: each one Matmul with the flags arranged below.
+  // An operand broadcast over the batch (2-D, or batch 1) gets the sum over the batch: one 2-D pass per entry.
+  TensorView a = op.a, da = op.da, dc = op.dc;
+  if (dc.ndim == 2 && a.ndim == 3) {  // the forward read A as [batch*M, K]
+    a = merge_batch_rows(a);
+    if (da.present()) da = merge_batch_rows(da);
   }
-  if (op.db.present()) {
-    // A B shared by a batched product (2-D, or batch 1) gets the sum over the batch: one 2-D matmul per entry,
-    // each accumulating, or a single one when the forward read A as [batch*M, K].
-    const int64_t batch = op.a.ndim == 3 ? op.a.dim(0) : 1;
-    const bool shared_b = batch > 1 && (op.b.ndim == 2 || op.b.dim(0) == 1);
-    const bool flattened = shared_b && op.dc.ndim == 2;
-    const int64_t passes = shared_b && !flattened ? batch : 1;
-    for (int64_t entry = 0; entry < passes; ++entry) {
-      TensorView a = op.a, dc = op.dc, db = op.db;
-      if (shared_b) {
-        db = squeeze_batch(op.db, 0);
-        a = flattened ? merge_batch_rows(op.a) : squeeze_batch(op.a, entry);
-        if (!flattened) dc = squeeze_batch(op.dc, entry);
-      }
+  const int64_t batch = dc.ndim == 3 ? dc.dim(0) : 1;
+  auto broadcast = [batch](const TensorView & x) { return batch > 1 && (x.ndim == 2 || x.dim(0) == 1); };
+  auto entry = [](const TensorView & x, int64_t e) { return x.ndim == 3 ? squeeze_batch(x, x.dim(0) == 1 ? 0 : e) : x; };
+  auto gradient = [&](const TensorView & grad, bool accumulate, bool of_a) {
+    const bool summed = broadcast(of_a ? a : op.b);
+    for (int64_t e = 0; e < (summed ? batch : 1); ++e) {
+      const TensorView g = summed ? entry(grad, 0) : grad;
+      const TensorView a_e = summed ? entry(a, e) : a, b_e = summed ? entry(op.b, e) : op.b;
+      const TensorView dc_e = summed ? entry(dc, e) : dc;
+      const float beta = accumulate || e > 0 ? 1.0f : 0.0f;
       Matmul step;
-      if (!op.trans_b) {  // dB = alpha * Ahat^T dC
-        step = Matmul{db, a, dc, TensorView{}, !op.trans_a, false, op.alpha, 1.0f};
-      } else {  // dB = dBhat^T = alpha * dC^T Ahat
-        step = Matmul{db, dc, a, TensorView{}, true, op.trans_a, op.alpha, 1.0f};
+      if (of_a) {
+        step = op.trans_a ? Matmul{g, b_e, dc_e, TensorView{}, op.trans_b, true, op.alpha, beta}  // dAhat^T
+                          : Matmul{g, dc_e, b_e, TensorView{}, false, !op.trans_b, op.alpha, beta};
+      } else {
+        step = op.trans_b ? Matmul{g, dc_e, a_e, TensorView{}, true, op.trans_a, op.alpha, beta}  // dBhat^T
+                          : Matmul{g, a_e, dc_e, TensorView{}, !op.trans_a, false, op.alpha, beta};
       }
       op_run(device, step, stream);
     }
-  }
-  if (op.dbias.present()) op_run(device, BiasBackward{op.dbias, op.dc}, stream);
+  };
+  if (da.present()) gradient(da, op.accumulate_da, true);
+  if (op.db.present()) gradient(op.db, true, false);
+  if (op.dbias.present()) op_run(device, BiasBackward{op.dbias, merge_batch_rows(dc)}, stream);
 }
 
 }  // namespace kosmos

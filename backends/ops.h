@@ -34,7 +34,7 @@ struct Matmul {
 // dbias[n] += sum over all rows of dout[.., n]: the bias part of a linear layer's backward.
 struct BiasBackward {
   TensorView dbias;  // [N] f32, accumulated
-  TensorView dout;   // [.., N] f32, contiguous
+  TensorView dout;   // [rows, N] f32, rows may be strided (a column slice of a wider gradient)
 };
 
 // y = (x - mean) * rstd * weight + bias over the last dim; mean and rstd = 1/sqrt(var + eps) are saved per row.
@@ -77,8 +77,8 @@ struct ActivationBackward {
   Activation kind = Activation::kGelu;
 };
 
-// out = a + b elementwise (out may alias a or b: the residual add). b may also be a's trailing dims only, and is
-// then added to every leading index (a position table added to each sequence of a batch).
+// out = a + b elementwise (out may alias a, or b when b has a's shape: the residual add). b may also be a's
+// trailing dims only, and is then added to every leading index (a position table added to each sequence).
 struct Add {
   TensorView out;  // [...] f32|bf16
   TensorView a;    // [...] same dtype and shape

@@ -86,6 +86,20 @@ void matmul_operand_dims(const TensorView & view, bool transposed, int64_t * row
   *cols = transposed ? outer : inner;
 }
 
+// The byte ranges [first, last element] of two views intersect (a conservative test for strided views).
+bool views_overlap(const TensorView & a, const TensorView & b) {
+  auto range = [](const TensorView & view) {
+    int64_t last = 0;
+    for (int axis = 0; axis < view.ndim; ++axis) last += (view.dims[axis] - 1) * view.strides[axis];
+    const char * start = static_cast<const char *>(view.data);
+    return std::pair<const char *, const char *>{start, start + (last + 1) * static_cast<int64_t>(dtype_size(view.dtype))};
+  };
+  if (a.numel() == 0 || b.numel() == 0) return false;
+  const auto [a_start, a_end] = range(a);
+  const auto [b_start, b_end] = range(b);
+  return a_start < b_end && b_start < a_end;
+}
+
 void validate_op(const Matmul & op) {
   const Checker check{"matmul"};
   check.dtype("a", op.a, {DType::kF32, DType::kBF16});
@@ -125,15 +139,18 @@ void validate_op(const Matmul & op) {
   if (op.bias.present()) {
     check.dtype("bias", op.bias, {DType::kF32, op.c.dtype});
     check.dims("bias", op.bias, {n}, "one value per column of c");
+    check.dense("bias", op.bias);
   }
 }
 
 void validate_op(const BiasBackward & op) {
   const Checker check{"bias_backward"};
-  check.dtype("dout", op.dout, {DType::kF32});
-  check.dense("dout", op.dout);
+  check.dtype("dout", op.dout, {DType::kF32, DType::kBF16});
+  check.ndim("dout", op.dout, 1, 2);
+  check.inner_dense("dout", op.dout);
   check.dtype("dbias", op.dbias, {DType::kF32});
   check.dims("dbias", op.dbias, {op.dout.dim(-1)}, "one value per column of dout");
+  check.dense("dbias", op.dbias);
 }
 
 void validate_layernorm_operands(const Checker & check, const TensorView & in,
@@ -145,6 +162,7 @@ void validate_layernorm_operands(const Checker & check, const TensorView & in,
   for (const auto & [name, view] : per_feature) {
     check.dtype(name, view, {DType::kF32});
     check.dims(name, view, {in.dim(-1)}, "one value per feature of in " + describe(in));
+    check.dense(name, view);
   }
   check.row_stats("mean", mean, in);
   check.row_stats("rstd", rstd, in);
@@ -199,6 +217,8 @@ void validate_op(const Add & op) {
   for (int axis = 1; trailing && axis <= op.b.ndim; ++axis) trailing = op.b.dim(-axis) == op.a.dim(-axis);
   KOSMOS_CHECK(trailing, "add: b is ", describe(op.b), " but a is ", describe(op.a),
                "; expected b to have a's shape or its trailing dims (broadcast over the leading ones)");
+  KOSMOS_CHECK(op.b.numel() == op.a.numel() || !views_overlap(op.out, op.b), "add: out ", describe(op.out),
+               " overlaps the broadcast b ", describe(op.b), "; expected out to alias a only");
 }
 void validate_op(const Scale & op) {
   const Checker check{"scale"};
@@ -214,6 +234,8 @@ void validate_op(const Copy & op) {
   check.present("out", op.out);
   check.same_dtype("out", op.out, "in", op.in);
   check.same_shape("out", op.out, "in", op.in);
+  KOSMOS_CHECK(!views_overlap(op.out, op.in), "copy: out ", describe(op.out), " and in ", describe(op.in),
+               " overlap in memory; expected separate views (copy through a temporary)");
 }
 
 void validate_op(const Patchify & op) {

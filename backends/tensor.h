@@ -27,7 +27,7 @@ struct TensorView {
   int64_t dim(int axis) const { return dims[axis < 0 ? ndim + axis : axis]; }
   int64_t stride(int axis) const { return strides[axis < 0 ? ndim + axis : axis]; }
   bool is_contiguous() const;  // row-major and dense
-  int64_t rows() const { return ndim == 0 ? 1 : numel() / dim(-1); }  // product of all but the last dim
+  int64_t rows() const;  // the product of all but the last dim (1 for a scalar)
   template <typename T>
   T * as() const { return static_cast<T *>(data); }
 };

@@ -3,6 +3,7 @@
 // handed to oneDNN as flat vectors, so one primitive serves every shape with the same element count.
 #include <algorithm>
 #include <cstring>
+#include <ios>
 #include <sstream>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -33,7 +34,7 @@ dnnl::memory::desc flat_desc(const TensorView & view) {
 
 std::string flat_key(const char * kind, const TensorView & view, float alpha) {
   std::ostringstream key;
-  key << kind << '|' << dtype_name(view.dtype) << '|' << view.numel() << '|' << alpha;
+  key << std::hexfloat << kind << '|' << dtype_name(view.dtype) << '|' << view.numel() << '|' << alpha;
   return key.str();
 }
 

@@ -2,6 +2,7 @@
 // our interface saves rstd = 1/sqrt(var + eps), so the forward converts after the call and the backward converts
 // back (var = 1/rstd^2 - eps) into scratch. Weight and bias gradients come out of oneDNN and are added (+=).
 #include <cmath>
+#include <ios>
 #include <sstream>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -24,7 +25,7 @@ LayerNormShape layernorm_shape(int64_t rows, int64_t cols) {
 
 std::string layernorm_key(const char * kind, int64_t rows, int64_t cols, float eps) {
   std::ostringstream key;
-  key << kind << '|' << rows << 'x' << cols << '|' << eps;
+  key << std::hexfloat << kind << '|' << rows << 'x' << cols << '|' << eps;
   return key.str();
 }
 

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <ios>
 #include <sstream>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -96,7 +97,7 @@ void cpu_op(CpuContext & ctx, const Matmul & op) {
                                       : std::array<int64_t, kMaxDims>{op.bias.dims[0], 1, 0, 0};
   }
   std::ostringstream key;
-  key << "matmul|" << key_of(src) << '|' << key_of(weights) << '|' << key_of(dst) << '|'
+  key << std::hexfloat << "matmul|" << key_of(src) << '|' << key_of(weights) << '|' << key_of(dst) << '|'
       << (fuse_bias ? key_of(bias_view) : "-") << '|' << op.alpha << '|' << op.beta;
   CachedPrimitive & cached = ctx.primitive(key.str(), [&] {
     dnnl::post_ops post_ops;
@@ -128,16 +129,21 @@ void cpu_op(CpuContext & ctx, const Matmul & op) {
 void cpu_op(CpuContext &, const BiasBackward & op) {
   constexpr int64_t kBlock = 256;  // columns per task: rows stream through cache, sums stay in registers
   const int64_t cols = op.dout.dim(-1), rows = op.dout.rows();
-  const float * dout = op.dout.as<float>();
+  const int64_t row_stride = op.dout.ndim == 2 ? op.dout.stride(0) : cols;
   float * dbias = op.dbias.as<float>();
 #pragma omp parallel for
   for (int64_t first = 0; first < cols; first += kBlock) {
     const int64_t width = std::min(kBlock, cols - first);
     double sums[kBlock] = {};
     for (int64_t row = 0; row < rows; ++row) {
-      const float * line = dout + row * cols + first;
+      if (op.dout.dtype == DType::kBF16) {
+        const uint16_t * line = op.dout.as<uint16_t>() + row * row_stride + first;
+        for (int64_t col = 0; col < width; ++col) sums[col] += bf16_to_float(line[col]);
+      } else {
+        const float * line = op.dout.as<float>() + row * row_stride + first;
 #pragma omp simd
-      for (int64_t col = 0; col < width; ++col) sums[col] += line[col];
+        for (int64_t col = 0; col < width; ++col) sums[col] += line[col];
+      }
     }
     for (int64_t col = 0; col < width; ++col) dbias[first + col] += static_cast<float>(sums[col]);
   }

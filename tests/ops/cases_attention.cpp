@@ -126,6 +126,8 @@ std::vector<OpCase> attention_cases() {
           attention_case({2, 2, 33, 33, 16, true, 0.2f, false, 1, 5}),
           attention_case({2, 3, 40, 40, 32, true, 0.0f, true}),
           attention_case({1, 2, 21, 50, 16, false, 0.1f, true}),
+          attention_case({1, 2, 100, 150, 16, true, 0.25f}),  // several key tiles, causal Tq < Tk, dropout
+          attention_case({1, 2, 150, 100, 16, true, 0.25f}),  // causal Tq > Tk over several query tiles
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),
           xpos_case({2, 3, 7, 64}, 5, false, false),

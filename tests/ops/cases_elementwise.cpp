@@ -243,6 +243,7 @@ std::vector<OpCase> elementwise_cases() {
   cases.push_back(dropout_case({1000}, 0.1f, 5, 0));
   cases.push_back(dropout_case({13, 7}, 0.5f, 5, 3));   // an offset that starts inside a Philox block
   cases.push_back(dropout_case({64, 129}, 0.0f, 5, 0));
+  cases.push_back(dropout_case({3, 5000}, 0.3f, 9, 7));  // several 4096-element chunks, each at its own offset
   return cases;
 }
 

@@ -8,13 +8,15 @@ namespace kosmos::testing {
 namespace {
 
 struct MatmulShape {
-  int64_t batch;    // 0: 2-D operands
+  int64_t batch;    // 0: 2-D operands (with batch > 0 and batched_a false: a is shared, broadcast over the batch)
   bool batched_b;   // b has the batch dim too (else it is shared)
   bool flat_c;      // c is 2-D [batch*M, N] while a is 3-D (linear layers over [B, T, d])
   int64_t m, n, k;
   bool trans_a, trans_b, bias;
   float alpha, beta;
   DType dtype, out_dtype;
+  bool batched_a = true;
+  int64_t row_pad = 0;  // 2-D a and c as column windows of wider matrices (rows row_pad elements further apart)
 };
 
 std::vector<int64_t> with_batch(int64_t batch, std::vector<int64_t> dims) {
@@ -27,14 +29,15 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
   name << "matmul_" << (s.batch ? std::to_string(s.batch) + "x" : "") << s.m << "x" << s.n << "x" << s.k
        << (s.trans_a ? "_ta" : "") << (s.trans_b ? "_tb" : "") << (s.bias ? "_bias" : "")
        << (s.batch && !s.batched_b ? "_sharedb" : "") << (s.flat_c ? "_flatc" : "")
-       << (s.alpha != 1.0f || s.beta != 0.0f ? "_alphabeta" : "") << "_" << dtype_name(s.dtype)
+       << (s.alpha != 1.0f || s.beta != 0.0f ? "_alphabeta" : "") << (s.batched_a ? "" : "_shareda")
+       << (s.row_pad ? "_windows" : "") << "_" << dtype_name(s.dtype)
        << (s.out_dtype != s.dtype ? std::string("to") + dtype_name(s.out_dtype) : "");
   std::mt19937_64 rng(s.m * 131 + s.n * 7 + s.k);
   OpCase c;
   c.name = name.str();
   c.tolerance = tolerance;
   c.grad_dtype = s.out_dtype;
-  c.inputs["a"] = random_tensor(rng, with_batch(s.batch, s.trans_a ? std::vector<int64_t>{s.k, s.m}
+  c.inputs["a"] = random_tensor(rng, with_batch(s.batched_a ? s.batch : 0, s.trans_a ? std::vector<int64_t>{s.k, s.m}
                                                                     : std::vector<int64_t>{s.m, s.k}), 1.0, s.dtype);
   c.inputs["b"] = random_tensor(rng, with_batch(s.batched_b ? s.batch : 0, s.trans_b ? std::vector<int64_t>{s.n, s.k}
                                                                                       : std::vector<int64_t>{s.k, s.n}),
@@ -62,13 +65,16 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
     return out;
   };
   c.device = [s, c_dims](DeviceRun & run, const Named & in, const Named & grads) {
-    const TensorView a = run.upload(in.at("a"), s.dtype), b = run.upload(in.at("b"), s.dtype);
+    const TensorView a = s.row_pad ? run.upload_window(in.at("a"), s.row_pad) : run.upload(in.at("a"), s.dtype);
+    const TensorView b = run.upload(in.at("b"), s.dtype);
     const TensorView bias = s.bias ? run.upload(in.at("bias"), DType::kF32) : TensorView{};
-    const TensorView out = s.beta != 0.0f ? run.upload(in.at("c_old"), s.out_dtype) : run.output(c_dims, s.out_dtype);
+    const TensorView out = s.row_pad ? run.upload_window(Tensor(c_dims, 7777.0), s.row_pad)
+                           : s.beta != 0.0f ? run.upload(in.at("c_old"), s.out_dtype)
+                                            : run.output(c_dims, s.out_dtype);
     run.op(Matmul{out, a, b, bias, s.trans_a, s.trans_b, s.alpha, s.beta});
     Named result{{"c", run.download(out)}};
     if (grads.empty()) return result;
-    const TensorView dc = run.upload(grads.at("dc"), s.out_dtype);
+    const TensorView dc = s.row_pad ? run.upload_window(grads.at("dc"), s.row_pad) : run.upload(grads.at("dc"), s.out_dtype);
     const TensorView da = run.output(in.at("a").dims, DType::kF32);
     const TensorView db = run.accumulator(in.at("b").dims);
     const TensorView dbias = s.bias ? run.accumulator({s.n}) : TensorView{};
@@ -123,6 +129,12 @@ std::vector<OpCase> matmul_cases() {
   cases.push_back(matmul_case({4, false, false, 5, 12, 7, false, true, true, 1.0f, 0.0f, f32, f32}, 1e-11));
   cases.push_back(matmul_case({4, false, false, 5, 12, 7, true, false, false, 1.0f, 0.0f, f32, f32}, 1e-11));
   cases.push_back(matmul_case({4, false, true, 6, 10, 8, false, true, true, 1.0f, 0.0f, f32, f32}, 1e-11));
+  // A shared (broadcast) A with a batched B, both transpose settings: its gradient sums over the batch.
+  cases.push_back(matmul_case({3, true, false, 7, 5, 6, false, false, false, 1.0f, 0.0f, f32, f32, false}, 1e-11));
+  cases.push_back(matmul_case({3, true, false, 7, 5, 6, true, true, false, 1.0f, 0.0f, f32, f32, false}, 1e-11));
+  // Column windows (strided rows) for a, c and dc, as q/k/v slices of a fused [N, 3d] buffer are; with a bias.
+  cases.push_back(matmul_case({0, false, false, 21, 24, 16, false, true, true, 1.0f, 0.0f, f32, f32, true, 40},
+                              1e-11));
   // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.
   cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, bf16, f32}, 1e-11));
   cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, false, 1.0f, 0.0f, bf16, bf16}, 1e-4));

@@ -112,6 +112,16 @@ TensorView DeviceRun::upload_permuted(const Tensor & host, const std::vector<int
   return view;
 }
 
+TensorView DeviceRun::upload_window(const Tensor & host, int64_t pad) {
+  const int64_t rows = host.dim(0), cols = host.dim(1);
+  Tensor wide({rows, cols + pad}, 5555.0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) wide.v[r * (cols + pad) + c] = host.v[r * cols + c];
+  TensorView view = upload(wide, DType::kF32);
+  view.dims[1] = cols;
+  return view;
+}
+
 TensorView DeviceRun::output(const std::vector<int64_t> & dims, DType dtype, double fill) {
   return upload(Tensor(dims, fill), dtype);
 }
@@ -124,6 +134,13 @@ TensorView DeviceRun::accumulator(const std::vector<int64_t> & dims) {
 }
 
 Tensor DeviceRun::download(const TensorView & view) {
+  if (view.ndim == 2 && view.strides[1] == 1 && view.strides[0] > view.dims[1]) {  // a window made by upload_window
+    const Tensor wide = download(make_view(view.data, view.dtype, {view.dims[0], view.strides[0]}));
+    Tensor result({view.dims[0], view.dims[1]});
+    for (int64_t r = 0; r < view.dims[0]; ++r)
+      for (int64_t c = 0; c < view.dims[1]; ++c) result.v[r * view.dims[1] + c] = wide.v[r * view.strides[0] + c];
+    return result;
+  }
   const std::vector<int64_t> dims(view.dims.begin(), view.dims.begin() + view.ndim);
   // The storage order: axes by decreasing stride (a permutation of a dense layout, as upload_permuted makes).
   std::vector<int> order(view.ndim);

@@ -1,0 +1,96 @@
+// layers.h: the building blocks every KOSMOS module is made of, as forward/backward pairs over the device
+// interface: the runtime a layer runs on, Linear, LayerNorm, and the pre-LN transformer block that serves both the
+// CLIP encoder layer and the Magneto (sub-LN) decoder layer (they differ only in options).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "backends/device.h"
+#include "model/arena.h"
+#include "model/parameters.h"
+
+namespace kosmos::model {
+
+// What a layer needs to run: the device, its stream and the step's activation memory.
+struct Runtime {
+  Device & device;
+  Stream & stream;
+  Arena & arena;
+  void run(const OpDesc & op) { op_run(device, op, stream); }
+  TensorView take(std::initializer_list<int64_t> dims) { return arena.take(DType::kF32, dims); }
+};
+
+// y = x W^T + b with W [out, in] (PyTorch's layout).
+struct Linear {
+  TensorView weight, bias;    // [out, in] f32, [out] f32 or absent
+  TensorView dweight, dbias;  // accumulated by backward when trainable
+  bool trainable = true;
+
+  int64_t in() const { return weight.dim(1); }
+  int64_t out() const { return weight.dim(0); }
+  void forward(Runtime & rt, TensorView y, TensorView x) const;
+  // dx = dy W (or += when accumulate_dx; skipped when dx is absent); dW += dy^T x; db += sum of dy rows.
+  void backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, bool accumulate_dx) const;
+};
+Linear make_linear(const ModelState & state, const std::string & prefix, bool bias);
+
+struct LayerNorm {
+  TensorView weight, bias, dweight, dbias;  // [C] f32
+  float eps = 1e-5f;
+  bool trainable = true;
+
+  struct Saved {
+    TensorView mean, rstd;  // [rows] f32
+  };
+  Saved forward(Runtime & rt, TensorView y, TensorView x) const;
+  // dx (overwritten) from dy; weight and bias gradients accumulate when trainable.
+  void backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved) const;
+};
+LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps);
+
+// Dropout randomness of one site: the Philox key and the global index of this micro-batch's first element.
+struct DropoutSite {
+  float p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
+// A pre-LN transformer block. CLIP: x += out(attn(LN1 x)); x += fc2(act(fc1(LN2 x))). Magneto adds the sub-LNs
+// (inner_attn_ln before out_proj, ffn_layernorm before fc2), xPos on q and k, causal masking and dropout.
+struct BlockWeights {
+  LayerNorm ln_attention, ln_ffn;
+  std::optional<LayerNorm> ln_inner_attention, ln_inner_ffn;  // Magneto's sub-LN
+  Linear q, k, v, out, fc1, fc2;
+};
+BlockWeights make_clip_block(const ModelState & state, const std::string & prefix, double eps);
+BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps);
+
+struct BlockOptions {
+  int64_t batch = 1, length = 1, heads = 1;
+  bool causal = false;
+  bool xpos = false;
+  float xpos_scale_base = 512.0f;
+  Activation activation = Activation::kGelu;
+  DropoutSite attention_dropout, output_dropout;  // attention probabilities; the attention and FFN outputs
+  uint64_t ffn_dropout_seed = 0;                  // the FFN output's key (same p and offset as output_dropout)
+};
+
+// What the backward needs, kept from the forward (all [rows, width] f32 in the arena).
+struct BlockSaved {
+  TensorView x, h_attention, qkv, attention, lse, attention_normed, x_mid, h_ffn, hidden, activated, activated_normed;
+  LayerNorm::Saved ln_attention, ln_inner_attention, ln_ffn, ln_inner_ffn;
+};
+
+// out = block(x); x and out are [batch*length, width]. Saves what the backward needs when `saved` is given.
+void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
+                   BlockSaved * saved);
+// dx (overwritten) from dout; parameter gradients accumulate.
+void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView dx, TensorView dout,
+                    const BlockSaved & saved);
+
+// [B*T, H*dh] activations (possibly a column window of a wider buffer) seen as [B, H, T, dh] for attention.
+TensorView heads_view(TensorView rows, int64_t batch, int64_t length, int64_t heads);
+
+}  // namespace kosmos::model

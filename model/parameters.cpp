@@ -1,0 +1,201 @@
+// parameters.cpp: the table of every KOSMOS parameter (names, shapes, initialisation, trainable or frozen) and its
+// device memory. Initialisation follows the peers: PyTorch defaults, torchscale's Magneto scaling of v_proj,
+// out_proj, fc1, fc2 (weights and biases) by sqrt(log 2N), fairseq's N(0, d^-1/2) token embedding with a zero
+// padding row, N(0, d^-1/2) output and image projections, N(0, 1) latents (flamingo-pytorch).
+#include "model/parameters.h"
+
+#include <cmath>
+#include <functional>
+
+#include "backends/error.h"
+#include "backends/philox.h"
+
+namespace kosmos::model {
+namespace {
+
+std::string layer_prefix(const std::string & base, int64_t index) { return base + std::to_string(index) + "."; }
+
+// A 64-bit key for a parameter name (FNV-1a), mixed with the seed.
+uint64_t name_key(uint64_t seed, const std::string & name) {
+  uint64_t hash = 1469598103934665603ull ^ seed;
+  for (unsigned char c : name) hash = (hash ^ c) * 1099511628211ull;
+  return hash;
+}
+
+}  // namespace
+
+void ParameterTable::add(const std::string & name, std::vector<int64_t> shape, Init init, double init_arg,
+                         bool trainable, double gain) {
+  ParameterSpec spec;
+  spec.name = name;
+  spec.shape = std::move(shape);
+  spec.init = init;
+  spec.init_arg = init_arg;
+  spec.gain = gain;
+  spec.trainable = trainable;
+  spec.offset = total_;
+  spec.numel = 1;
+  for (int64_t size : spec.shape) spec.numel *= size;
+  total_ += (spec.numel + 15) / 16 * 16;  // 64-byte alignment for every parameter
+  index_.emplace(name, specs_.size());
+  specs_.push_back(std::move(spec));
+}
+
+void ParameterTable::add_linear(const std::string & prefix, int64_t in, int64_t out, bool bias, bool trainable,
+                                double gain) {
+  add(prefix + "weight", {out, in}, Init::kUniformFanIn, static_cast<double>(in), trainable, gain);
+  if (bias) add(prefix + "bias", {out}, Init::kUniformFanIn, static_cast<double>(in), trainable, gain);
+}
+
+void ParameterTable::add_layernorm(const std::string & prefix, int64_t width, bool trainable) {
+  add(prefix + "weight", {width}, Init::kOnes, 0.0, trainable);
+  add(prefix + "bias", {width}, Init::kZeros, 0.0, trainable);
+}
+
+ParameterTable::ParameterTable(const KosmosConfig & config) {
+  validate(config);
+  const VisionConfig & v = config.vision;
+  const DecoderConfig & d = config.decoder;
+  const ConnectorConfig & c = config.connector;
+
+  // CLIP vision tower (HF CLIPVisionTransformer names): frozen but for its last `trainable_layers` layers.
+  const int64_t dv = v.hidden_size;
+  add("clip_model.embeddings.class_embedding", {dv}, Init::kNormal, std::pow(dv, -0.5), false);
+  add("clip_model.embeddings.patch_embedding.weight", {dv, v.channels, v.patch_size, v.patch_size},
+      Init::kUniformFanIn, static_cast<double>(v.channels * v.patch_size * v.patch_size), false);
+  add("clip_model.embeddings.position_embedding.weight", {v.tokens(), dv}, Init::kNormal, 0.02, false);
+  add_layernorm("clip_model.pre_layrnorm.", dv, false);  // "layrnorm" sic, as HF spells it
+  for (int64_t j = 0; j < v.layers; ++j) {
+    const std::string p = layer_prefix("clip_model.encoder.layers.", j);
+    const bool trains = j >= v.layers - v.trainable_layers;
+    for (const char * projection : {"q_proj.", "k_proj.", "v_proj.", "out_proj."})
+      add_linear(p + "self_attn." + projection, dv, dv, true, trains);
+    add_layernorm(p + "layer_norm1.", dv, trains);
+    add_linear(p + "mlp.fc1.", dv, v.intermediate_size, true, trains);
+    add_linear(p + "mlp.fc2.", v.intermediate_size, dv, true, trains);
+    add_layernorm(p + "layer_norm2.", dv, trains);
+  }
+  add_layernorm("clip_model.post_layernorm.", dv, false);
+
+  if (c.kind == ConnectorKind::kResampler) {  // flamingo-pytorch PerceiverResampler names, then image_proj
+    const int64_t inner = c.heads * c.dim_head;
+    add("perceive.latents", {c.num_latents, dv}, Init::kNormal, 1.0, true);
+    add("perceive.media_pos_emb", {c.num_media_embeds, 1, dv}, Init::kNormal, 1.0, true);
+    for (int64_t k = 0; k < c.depth; ++k) {
+      const std::string p = layer_prefix("perceive.layers.", k);
+      add_layernorm(p + "0.norm_media.", dv, true);
+      add_layernorm(p + "0.norm_latents.", dv, true);
+      add_linear(p + "0.to_q.", dv, inner, false, true);
+      add_linear(p + "0.to_kv.", dv, 2 * inner, false, true);
+      add_linear(p + "0.to_out.", inner, dv, false, true);
+      add_layernorm(p + "1.0.", dv, true);
+      add_linear(p + "1.1.", dv, c.ff_mult * dv, false, true);
+      add_linear(p + "1.3.", c.ff_mult * dv, dv, false, true);
+    }
+    add_layernorm("perceive.norm.", dv, true);
+    add("image_proj.weight", {d.embed_dim, dv}, Init::kNormal, std::pow(d.embed_dim, -0.5), true);
+  } else {  // HF Kosmos-2 Kosmos2ImageToTextProjection names
+    add_linear("image_to_text_projection.dense.", dv, d.embed_dim, true, true);
+    add("image_to_text_projection.latent_query", {c.num_latents, d.embed_dim}, Init::kNormal, 1.0, true);
+    for (const char * projection : {"q_proj.", "k_proj.", "v_proj.", "out_proj."})
+      add_linear(std::string("image_to_text_projection.x_attn.") + projection, d.embed_dim, d.embed_dim, true, true);
+  }
+
+  // Magneto (sub-LN) decoder, torchscale names. gamma = sqrt(log(2N)) on v_proj, out_proj, fc1, fc2.
+  const double gamma = std::sqrt(std::log(2.0 * static_cast<double>(d.layers)));
+  add("decoder.embed_tokens.weight", {d.vocab_size, d.embed_dim}, Init::kNormal, std::pow(d.embed_dim, -0.5), true);
+  specs_.back().zero_row = config.tokens.pad;
+  if (d.abs_pos == AbsolutePositions::kLearned)
+    add("decoder.embed_positions.weight", {d.max_positions, d.embed_dim}, Init::kNormal, 1.0, true);
+  for (int64_t i = 0; i < d.layers; ++i) {
+    const std::string p = layer_prefix("decoder.layers.", i);
+    add_layernorm(p + "self_attn_layer_norm.", d.embed_dim, true);
+    add_linear(p + "self_attn.q_proj.", d.embed_dim, d.embed_dim, true, true);
+    add_linear(p + "self_attn.k_proj.", d.embed_dim, d.embed_dim, true, true);
+    add_linear(p + "self_attn.v_proj.", d.embed_dim, d.embed_dim, true, true, gamma);
+    add_layernorm(p + "self_attn.inner_attn_ln.", d.embed_dim, true);
+    add_linear(p + "self_attn.out_proj.", d.embed_dim, d.embed_dim, true, true, gamma);
+    add_layernorm(p + "final_layer_norm.", d.embed_dim, true);
+    add_linear(p + "ffn.fc1.", d.embed_dim, d.ffn_dim, true, true, gamma);
+    add_layernorm(p + "ffn.ffn_layernorm.", d.ffn_dim, true);
+    add_linear(p + "ffn.fc2.", d.ffn_dim, d.embed_dim, true, true, gamma);
+  }
+  add_layernorm("decoder.layer_norm.", d.embed_dim, true);
+  if (!d.tied)
+    add("decoder.output_projection.weight", {d.vocab_size, d.embed_dim}, Init::kNormal, std::pow(d.embed_dim, -0.5),
+        true);
+}
+
+const ParameterSpec & ParameterTable::find(const std::string & name) const {
+  const auto found = index_.find(name);
+  if (found != index_.end()) return specs_[found->second];
+  const std::string stem = name.substr(0, name.rfind('.') == std::string::npos ? 0 : name.rfind('.'));
+  std::string near;
+  for (const ParameterSpec & spec : specs_)
+    if (!stem.empty() && spec.name.rfind(stem, 0) == 0 && near.size() < 300) near += " " + spec.name;
+  KOSMOS_FAIL("model has no parameter named '", name, "'", near.empty() ? "" : "; similar:" + near);
+}
+
+int64_t ParameterTable::trainable_total() const {
+  int64_t count = 0;
+  for (const ParameterSpec & spec : specs_)
+    if (spec.trainable) count += spec.numel;
+  return count;
+}
+
+ModelState::ModelState(Device & device, const ParameterTable & table) : device_(device), table_(table) {
+  const size_t bytes = static_cast<size_t>(table_.total()) * sizeof(float);
+  values_ = device.allocate(bytes, BufferUse::kWeights);
+  grads_ = device.allocate(bytes, BufferUse::kWeights);
+  moment1_ = device.allocate(bytes, BufferUse::kWeights);
+  moment2_ = device.allocate(bytes, BufferUse::kWeights);
+}
+
+TensorView ModelState::view(const Buffer & buffer, const ParameterSpec & spec) const {
+  return make_view(static_cast<float *>(buffer.data()) + spec.offset, DType::kF32, static_cast<int>(spec.shape.size()),
+                   spec.shape.data());
+}
+
+TensorView ModelState::all_grads() const { return make_view(grads_.data(), DType::kF32, {table_.total()}); }
+
+void ModelState::initialise(uint64_t seed, Stream & stream) {
+  std::vector<float> host;
+  for (const ParameterSpec & spec : table_.specs()) {
+    host.assign(static_cast<size_t>(spec.numel), 0.0f);
+    const uint64_t key = name_key(seed, spec.name);
+    for (int64_t i = 0; i < spec.numel; ++i) {
+      const double u1 = (philox_bits(key, 2 * static_cast<uint64_t>(i)) + 0.5) / 4294967296.0;
+      double value = 0.0;
+      switch (spec.init) {
+        case Init::kZeros: value = 0.0; break;
+        case Init::kOnes: value = 1.0; break;
+        case Init::kUniformFanIn: value = (2.0 * u1 - 1.0) / std::sqrt(spec.init_arg); break;
+        case Init::kNormal: {  // Box-Muller on two draws
+          const double u2 = (philox_bits(key, 2 * static_cast<uint64_t>(i) + 1) + 0.5) / 4294967296.0;
+          value = spec.init_arg * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+          break;
+        }
+      }
+      host[static_cast<size_t>(i)] = static_cast<float>(value * spec.gain);
+    }
+    if (spec.zero_row >= 0 && spec.zero_row < spec.shape[0]) {
+      const int64_t width = spec.numel / spec.shape[0];
+      std::fill(host.begin() + spec.zero_row * width, host.begin() + (spec.zero_row + 1) * width, 0.0f);
+    }
+    TensorView source = value(spec);
+    source.data = host.data();
+    device_.copy(value(spec), source, stream);
+    stream.synchronize();
+  }
+}
+
+void ModelState::zero_grads(Stream & stream) {
+  op_run(device_, Fill{make_view(grads_.data(), DType::kF32, {table_.total()}), 0.0f}, stream);
+}
+
+void ModelState::zero_moments(Stream & stream) {
+  for (const Buffer * buffer : {&moment1_, &moment2_})
+    op_run(device_, Fill{make_view(buffer->data(), DType::kF32, {table_.total()}), 0.0f}, stream);
+}
+
+}  // namespace kosmos::model

@@ -1,0 +1,83 @@
+// parameters.h: the parameter table of a KOSMOS model and the device memory that holds it.
+// Names and shapes are the PyTorch peers' own (the seed composition: clip_model.* = HF CLIPVisionTransformer,
+// perceive.* = flamingo-pytorch PerceiverResampler, image_proj.weight, decoder.* = torchscale Decoder; and HF
+// Kosmos-2's image_to_text_projection.* for the XConnector), so importing a checkpoint is a rename at most.
+// Values, gradients and the two AdamW moments live in four flat f32 buffers in table order.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/device.h"
+#include "model/config.h"
+
+namespace kosmos::model {
+
+enum class Init : uint8_t {
+  kZeros,
+  kOnes,
+  kUniformFanIn,  // U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default for nn.Linear weights and biases
+  kNormal,        // N(0, init_std^2)
+};
+
+struct ParameterSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  Init init = Init::kZeros;
+  double init_arg = 0.0;        // fan_in for kUniformFanIn, the standard deviation for kNormal
+  double gain = 1.0;            // Magneto's sqrt(log 2N) on v_proj, out_proj, fc1, fc2 (kosmos-spec 3.3)
+  int64_t zero_row = -1;        // a row set to zero after init (an embedding's padding_idx)
+  bool trainable = true;
+  int64_t offset = 0;           // elements into the flat buffers
+  int64_t numel = 0;
+};
+
+class ParameterTable {
+ public:
+  explicit ParameterTable(const KosmosConfig & config);
+  const std::vector<ParameterSpec> & specs() const { return specs_; }
+  // The spec named `name`; an unknown name is an error that suggests the names sharing its prefix.
+  const ParameterSpec & find(const std::string & name) const;
+  bool contains(const std::string & name) const { return index_.count(name) != 0; }
+  int64_t total() const { return total_; }
+  int64_t trainable_total() const;
+
+ private:
+  void add(const std::string & name, std::vector<int64_t> shape, Init init, double init_arg, bool trainable,
+           double gain = 1.0);
+  void add_linear(const std::string & prefix, int64_t in, int64_t out, bool bias, bool trainable, double gain = 1.0);
+  void add_layernorm(const std::string & prefix, int64_t width, bool trainable);
+  std::vector<ParameterSpec> specs_;
+  std::unordered_map<std::string, size_t> index_;
+  int64_t total_ = 0;
+};
+
+// Device memory for a table: values, gradients (accumulated by the backward), AdamW moments.
+class ModelState {
+ public:
+  ModelState(Device & device, const ParameterTable & table);
+  const ParameterTable & table() const { return table_; }
+  TensorView value(const std::string & name) const { return view(values_, table_.find(name)); }
+  TensorView grad(const std::string & name) const { return view(grads_, table_.find(name)); }
+  TensorView value(const ParameterSpec & spec) const { return view(values_, spec); }
+  TensorView grad(const ParameterSpec & spec) const { return view(grads_, spec); }
+  TensorView moment1(const ParameterSpec & spec) const { return view(moment1_, spec); }
+  TensorView moment2(const ParameterSpec & spec) const { return view(moment2_, spec); }
+  TensorView all_grads() const;  // the flat gradient buffer, [total]
+  // Every parameter from its spec, drawn from Philox keyed by (seed, name): the values do not depend on the
+  // order of the table or on how it is later split across ranks.
+  void initialise(uint64_t seed, Stream & stream);
+  void zero_grads(Stream & stream);
+  void zero_moments(Stream & stream);
+  Device & device() const { return device_; }
+
+ private:
+  TensorView view(const Buffer & buffer, const ParameterSpec & spec) const;
+  Device & device_;
+  ParameterTable table_;
+  Buffer values_, grads_, moment1_, moment2_;
+};
+
+}  // namespace kosmos::model
