@@ -31,6 +31,9 @@ kosmos_require(PKG_CONFIG_FOUND "pkg-config" "pkg-config")
 pkg_check_modules(SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
 kosmos_require(SENTENCEPIECE_FOUND "SentencePiece" "libsentencepiece-dev")
 
+find_package(nlohmann_json CONFIG QUIET)
+kosmos_require(nlohmann_json_FOUND "nlohmann JSON" "nlohmann-json3-dev")
+
 find_package(CLI11 CONFIG QUIET)
 kosmos_require(CLI11_FOUND "CLI11" "libcli11-dev")
 

@@ -24,4 +24,26 @@ struct DemoOptions {
 // dropout) on synthetic data and times one attention forward+backward at a decoder shape.
 int run_demo(std::ostream & out, const BackendRegistry & registry, const DemoOptions & options);
 
+struct TrainOptions {
+  std::string backend = "auto";
+  int device = 0;
+  std::string preset = "tiny";       // tiny, small, kosmos1, kosmos2
+  std::string model_config;          // JSON file applied over the preset (peer key names)
+  int64_t steps = 200;
+  uint64_t seed = 1;
+  int64_t batch = 8;                 // sequences per micro-batch
+  int64_t length = 0;                // positions per sequence; 0: the smallest that fits the synthetic samples
+  int64_t micro_batches = 1;         // gradient accumulation
+  double lr = 2e-3;                  // peak learning rate
+  int64_t warmup = 20;               // warm-up steps
+  double clip = 2.0;                 // global gradient-norm clip (0: off)
+  double weight_decay = 0.01;
+  std::string metrics;               // JSON lines file, one object per step
+  int64_t log_every = 10;            // print a step line every N steps
+};
+
+// `kosmos train`: trains on the built-in synthetic image-caption set on one rank, printing progress and writing
+// per-step metrics.
+int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options);
+
 }  // namespace kosmos

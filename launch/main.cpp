@@ -57,6 +57,39 @@ int main(int argc, char ** argv) {
   demo->add_option("--seed", demo_options.seed, "seed of the data, the initialisation and dropout")
       ->capture_default_str();
 
+  kosmos::TrainOptions train;
+  CLI::App * train_app = app.add_subcommand(
+      "train", "train KOSMOS on one rank on the built-in synthetic image-caption set, printing loss and throughput");
+  train_app->add_option("--backend", train.backend, "device backend: auto, cpu, cuda or rocm")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  train_app->add_option("--device", train.device, "device ordinal within the backend")->capture_default_str();
+  train_app->add_option("--preset", train.preset, "model size: tiny, small (the CPU benchmark config), kosmos1, kosmos2")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
+  train_app->add_option("--model-config", train.model_config,
+                        "JSON model config applied over the preset (torchscale/HF/flamingo key names)")
+      ->check(CLI::ExistingFile);
+  train_app->add_option("--steps", train.steps, "optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--seed", train.seed, "seed of initialisation, data and dropout")->capture_default_str();
+  train_app->add_option("--batch", train.batch, "sequences per micro-batch")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--length", train.length, "positions per sequence (0: the shortest that fits a sample)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train_app->add_option("--micro-batches", train.micro_batches, "micro-batches accumulated per optimizer step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  train_app->add_option("--lr", train.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--warmup", train.warmup, "linear warm-up steps, then linear decay to 0 at --steps")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train_app->add_option("--clip", train.clip, "global gradient-norm clip (0: off)")->capture_default_str();
+  train_app->add_option("--weight-decay", train.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  train_app->add_option("--metrics", train.metrics, "write one JSON object per step to this file");
+  train_app->add_option("--log-every", train.log_every, "print a step line every N steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
   int code = 0;
   try {
     try {
@@ -71,6 +104,8 @@ int main(int argc, char ** argv) {
       if (world_rank() == 0) kosmos::print_info(std::cout, registry);
     } else if (*demo) {
       code = kosmos::run_demo(std::cout, registry, demo_options);
+    } else if (*train_app) {
+      code = kosmos::run_train(std::cout, registry, train);
     }
   } catch (const kosmos::Error & error) {
     fail(error.what());

@@ -23,6 +23,7 @@ packages=(
   libdnnl-dev ocl-icd-opencl-dev                   # oneDNN 2.6; its CMake config needs the OpenCL dev files
   libsentencepiece-dev sentencepiece               # tokenizer library and spm_* tools
   libcli11-dev                                     # command line
+  nlohmann-json3-dev                               # JSON: model configs, safetensors headers, metrics
   libgtest-dev libgmock-dev libbenchmark-dev       # tests and op benchmarks
 )
 if [ "$with_rocm" = 1 ]; then

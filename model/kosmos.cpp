@@ -1,0 +1,201 @@
+// kosmos.cpp: the sequence side of KOSMOS (embeddings, image splice, positions, decoder, head, loss) and the
+// micro-batch forward/backward that ties it to the image path.
+#include "model/kosmos.h"
+
+#include <cmath>
+
+#include "backends/error.h"
+
+namespace kosmos::model {
+namespace {
+
+enum DropoutSiteId : uint64_t { kEmbedding = 1, kAttention = 2, kAttentionOutput = 3, kFfnOutput = 4, kConnector = 5 };
+
+// A Philox key for one dropout site of one step (splitmix64 of the parts): independent streams per site and step.
+uint64_t site_key(uint64_t seed, int64_t step, uint64_t site, int64_t layer) {
+  uint64_t x = seed ^ (static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ull) ^ (site << 56) ^
+               (static_cast<uint64_t>(layer) * 0xD1B54A32D192ED03ull);
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+template <typename T>
+TensorView upload(Runtime & rt, const std::vector<T> & host, DType dtype, std::initializer_list<int64_t> dims) {
+  const TensorView view = rt.arena.take(dtype, dims);
+  TensorView source = view;
+  source.data = const_cast<T *>(host.data());
+  rt.device.copy(view, source, rt.stream);
+  return view;
+}
+
+// fairseq / HF positions: padding-aware, counting from padding_idx + 1; pads get padding_idx (a zero row).
+std::vector<int32_t> position_ids(const Batch & batch, int64_t pad) {
+  std::vector<int32_t> ids(batch.tokens.size());
+  for (int64_t b = 0; b < batch.batch; ++b) {
+    int64_t count = 0;
+    for (int64_t t = 0; t < batch.length; ++t) {
+      const size_t i = static_cast<size_t>(b * batch.length + t);
+      const bool real = batch.tokens[i] != pad;
+      count += real ? 1 : 0;
+      ids[i] = static_cast<int32_t>(real ? count + pad : pad);
+    }
+  }
+  return ids;
+}
+
+}  // namespace
+
+std::vector<int64_t> find_image_slots(const std::vector<int32_t> & tokens, int64_t batch, int64_t length,
+                                      const KosmosConfig & config) {
+  std::vector<int64_t> slots;
+  const int64_t latents = config.image_slots();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < length; ++t)
+      if (tokens[static_cast<size_t>(b * length + t)] == config.tokens.image) {
+        KOSMOS_CHECK(t + latents < length, "sequence ", b, ": the <image> token (id ", config.tokens.image,
+                     ") at position ", t, " needs ", latents, " image slots after it but the sequence has ",
+                     length, " positions; move the image earlier or lengthen the sequence");
+        slots.push_back(b * length + t + 1);
+        t += latents;  // the slots may hold any placeholder id, even the image token
+      }
+  return slots;
+}
+
+KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state)
+    : config_(config), state_(state), image_path_(config, state) {}
+
+double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness,
+                        bool backward, std::vector<float> * logits_out) {
+  const DecoderConfig & dc = config_.decoder;
+  const int64_t rows = batch.batch * batch.length, d = dc.embed_dim, latents = config_.image_slots();
+  KOSMOS_CHECK(static_cast<int64_t>(batch.image_slots.size()) == batch.image_count, "micro-batch: ",
+               batch.image_slots.size(), " <image> tokens but ", batch.image_count,
+               " images; each image needs one <image> token followed by ", latents, " slots");
+  const uint64_t seed = randomness.seed;
+  const int64_t step = randomness.step;
+  const float p = randomness.training ? static_cast<float>(dc.dropout) : 0.0f;
+  const float p_attention = randomness.training ? static_cast<float>(dc.attention_dropout) : 0.0f;
+  const uint64_t row_offset = static_cast<uint64_t>(batch.first_sample * batch.length * d);
+
+  // Inputs on the device.
+  const TensorView ids = upload(rt, batch.tokens, DType::kI32, {rows});
+  const TensorView targets = upload(rt, batch.targets, DType::kI32, {rows});
+  const TensorView weights = upload(rt, batch.loss_weights, DType::kF32, {rows});
+  const std::vector<int32_t> positions_host = position_ids(batch, config_.tokens.pad);
+  const TensorView positions = upload(rt, positions_host, DType::kI32, {rows});
+
+  // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
+  const TensorView embed_table = state_.value("decoder.embed_tokens.weight");
+  const TensorView embedded = rt.take({rows, d});
+  rt.run(EmbeddingForward{embedded, ids, embed_table, 0, config_.tokens.pad});
+  VisionSaved vision_saved;
+  ConnectorSaved connector_saved;
+  TensorView image_embeddings;
+  const ImagePathKeys image_keys{{randomness.training ? static_cast<float>(dc.attention_dropout) : 0.0f,
+                                  site_key(seed, step, kConnector, batch.first_sample), 0}};
+  if (batch.image_count > 0) {
+    const VisionConfig & v = config_.vision;
+    const TensorView images = upload(rt, batch.images, DType::kF32, {batch.image_count, v.channels, v.image_size, v.image_size});
+    image_embeddings = rt.take({batch.image_count * latents, d});
+    image_path_.forward(rt, image_embeddings, images, image_keys, vision_saved, connector_saved, backward);
+    for (int64_t i = 0; i < batch.image_count; ++i)
+      rt.run(Copy{slice(embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents),
+                  slice(image_embeddings, 0, i * latents, latents)});
+  }
+  const float embed_scale = dc.scale_embedding ? std::sqrt(static_cast<float>(d)) : 1.0f;
+  TensorView x = rt.take({rows, d});
+  rt.run(Scale{x, embedded, embed_scale});
+  const TensorView position_table =
+      dc.abs_pos == AbsolutePositions::kLearned ? state_.value("decoder.embed_positions.weight") : TensorView{};
+  if (dc.abs_pos != AbsolutePositions::kNone) {
+    const TensorView position_rows = rt.take({rows, d});
+    if (dc.abs_pos == AbsolutePositions::kSinusoidal)
+      rt.run(SinusoidalPositions{position_rows, positions, config_.tokens.pad});
+    else
+      rt.run(EmbeddingForward{position_rows, positions, position_table, 0, config_.tokens.pad});
+    rt.run(Add{x, x, position_rows});
+  }
+  const DropoutSite embedding_dropout{p, site_key(seed, step, kEmbedding, 0), row_offset};
+  if (p > 0.0f) rt.run(DropoutForward{x, x, {p, embedding_dropout.seed, embedding_dropout.offset}});
+
+  // The decoder.
+  std::vector<BlockSaved> saved(static_cast<size_t>(dc.layers));
+  std::vector<BlockOptions> options(static_cast<size_t>(dc.layers));
+  std::vector<TensorView> layer_inputs;
+  for (int64_t l = 0; l < dc.layers; ++l) {
+    BlockOptions & o = options[static_cast<size_t>(l)];
+    o.batch = batch.batch, o.length = batch.length, o.heads = dc.heads, o.causal = true, o.xpos = dc.xpos;
+    o.xpos_scale_base = static_cast<float>(dc.xpos_scale_base);
+    o.activation = Activation::kGelu;
+    o.attention_dropout = {p_attention, site_key(seed, step, kAttention, l),
+                           static_cast<uint64_t>(batch.first_sample * dc.heads * batch.length * batch.length)};
+    o.output_dropout = {p, site_key(seed, step, kAttentionOutput, l), row_offset};
+    o.ffn_dropout_seed = site_key(seed, step, kFfnOutput, l);
+    const TensorView out = rt.take({rows, d});
+    block_forward(rt, make_magneto_block(state_, "decoder.layers." + std::to_string(l) + ".", dc.layernorm_eps), o, out,
+                  x, &saved[static_cast<size_t>(l)]);
+    x = out;
+  }
+  const LayerNorm final_norm = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps);
+  const TensorView normed = rt.take({rows, d});
+  const LayerNorm::Saved final_stats = final_norm.forward(rt, normed, x);
+  const std::string output_name = dc.tied ? "decoder.embed_tokens.weight" : "decoder.output_projection.weight";
+  const TensorView output_weight = state_.value(output_name);
+  const TensorView logits = rt.take({rows, dc.vocab_size});
+  rt.run(Matmul{logits, normed, output_weight, TensorView{}, false, true});
+  const TensorView loss = rt.take({1}), lse = rt.take({rows});
+  rt.run(CrossEntropyForward{loss, lse, logits, targets, weights, 0, 0, loss_scale});
+  std::vector<float> loss_host(1);
+  TensorView loss_target = loss;
+  loss_target.data = loss_host.data();
+  rt.device.copy(loss_target, loss, rt.stream);
+  if (logits_out) {
+    logits_out->resize(static_cast<size_t>(rows * dc.vocab_size));
+    TensorView target = logits;
+    target.data = logits_out->data();
+    rt.device.copy(target, logits, rt.stream);
+  }
+  rt.stream.synchronize();
+  if (!backward) return loss_host[0];
+
+  // Backward: head, decoder, embeddings, image path.
+  const TensorView d_logits = rt.take({rows, dc.vocab_size});
+  rt.run(CrossEntropyBackward{d_logits, logits, targets, weights, lse, 0, 0, loss_scale, 1.0f});
+  const TensorView d_normed = rt.take({rows, d});
+  matmul_backward(rt.device,
+                  MatmulBackward{d_normed, state_.grad(output_name), TensorView{}, d_logits, normed, output_weight, false,
+                                 true},
+                  rt.stream);
+  TensorView dx = rt.take({rows, d});
+  final_norm.backward(rt, dx, d_normed, x, final_stats);
+  for (int64_t l = dc.layers - 1; l >= 0; --l) {
+    const TensorView d_in = rt.take({rows, d});
+    block_backward(rt, make_magneto_block(state_, "decoder.layers." + std::to_string(l) + ".", dc.layernorm_eps),
+                   options[static_cast<size_t>(l)], d_in, dx, saved[static_cast<size_t>(l)]);
+    dx = d_in;
+  }
+  if (p > 0.0f) rt.run(DropoutBackward{dx, dx, {p, embedding_dropout.seed, embedding_dropout.offset}});
+  if (dc.abs_pos == AbsolutePositions::kLearned)
+    rt.run(EmbeddingBackward{state_.grad("decoder.embed_positions.weight"), dx, positions, 0, config_.tokens.pad});
+  const TensorView d_embedded = rt.take({rows, d});
+  rt.run(Scale{d_embedded, dx, embed_scale});
+  // Image slot rows send their gradient to the image path, not to the token table: their ids are masked out of
+  // range for the scatter-add.
+  std::vector<int32_t> token_ids = batch.tokens;
+  for (int64_t slot : batch.image_slots)
+    for (int64_t r = slot; r < slot + latents; ++r) token_ids[static_cast<size_t>(r)] = static_cast<int32_t>(dc.vocab_size);
+  const TensorView masked_ids = upload(rt, token_ids, DType::kI32, {rows});
+  rt.run(EmbeddingBackward{state_.grad("decoder.embed_tokens.weight"), d_embedded, masked_ids, 0, config_.tokens.pad});
+  if (batch.image_count > 0) {
+    const TensorView d_image_embeddings = rt.take({batch.image_count * latents, d});
+    for (int64_t i = 0; i < batch.image_count; ++i)
+      rt.run(Copy{slice(d_image_embeddings, 0, i * latents, latents),
+                  slice(d_embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents)});
+    image_path_.backward(rt, d_image_embeddings, image_keys, vision_saved, connector_saved);
+  }
+  rt.stream.synchronize();
+  return loss_host[0];
+}
+
+}  // namespace kosmos::model

@@ -1,0 +1,56 @@
+// kosmos.h: the whole KOSMOS model on one rank: token embedding with image slots filled from the image path,
+// absolute positions, the Magneto decoder, the final LayerNorm, the (tied or untied) output projection and the
+// masked next-token loss, as one forward/backward over a micro-batch.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/image_path.h"
+#include "model/layers.h"
+
+namespace kosmos::model {
+
+// One micro-batch on the host. Sequences are [batch, length]; image i fills the num_latents rows starting at flat
+// row image_slots[i] (the positions after its <image> token).
+struct Batch {
+  int64_t batch = 0, length = 0;
+  std::vector<int32_t> tokens;        // [B*T] input ids (image slots hold placeholders)
+  std::vector<int32_t> targets;       // [B*T] the token each position predicts
+  std::vector<float> loss_weights;    // [B*T] 1 where the prediction counts (kosmos-spec 8.3), else 0
+  std::vector<float> images;          // [Ni, C, H, W] preprocessed pixels
+  int64_t image_count = 0;
+  std::vector<int64_t> image_slots;   // [Ni] flat row of each image's first slot
+  int64_t first_sample = 0;           // global index of sequence 0, for layout-independent dropout
+};
+
+// The image slots of `tokens`: the num_latents positions after each <image> token, in order. An <image> token
+// without room for its slots is an error naming the sequence and position.
+std::vector<int64_t> find_image_slots(const std::vector<int32_t> & tokens, int64_t batch, int64_t length,
+                                      const KosmosConfig & config);
+
+// What makes one step's randomness: dropout is on only when training.
+struct StepRandomness {
+  uint64_t seed = 0;
+  int64_t step = 0;
+  bool training = false;
+};
+
+class KosmosModel {
+ public:
+  KosmosModel(const KosmosConfig & config, ModelState & state);
+
+  // Forward (and, when `backward`, backward, accumulating into the state's gradients) of one micro-batch.
+  // Returns loss_scale * sum of weighted token losses. When `logits` is given it receives [B*T, V] on the host.
+  double run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness, bool backward,
+             std::vector<float> * logits = nullptr);
+
+  const KosmosConfig & config() const { return config_; }
+
+ private:
+  const KosmosConfig config_;
+  ModelState & state_;
+  ImagePath image_path_;
+};
+
+}  // namespace kosmos::model

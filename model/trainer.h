@@ -1,0 +1,46 @@
+// trainer.h: one training step on one rank: gradient accumulation over micro-batches, the global gradient norm and
+// its clipping, the learning-rate schedule (linear warm-up, then linear decay to zero) and AdamW.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/kosmos.h"
+
+namespace kosmos::model {
+
+struct OptimizerConfig {
+  double peak_lr = 2e-4;        // the paper's peak learning rate
+  int64_t warmup_steps = 375;   // the paper's warm-up
+  int64_t total_steps = 300000; // linear decay reaches 0 here
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-6;
+  double weight_decay = 0.01;   // decoupled, on every trainable parameter (fairseq's adam)
+  double clip_norm = 2.0;       // global L2 norm; 0 turns clipping off
+};
+
+// The learning rate of 1-based step `step`: peak * step / warmup during warm-up, then linear decay to 0.
+double learning_rate(const OptimizerConfig & config, int64_t step);
+
+struct StepStats {
+  int64_t step = 0;
+  double loss = 0.0;       // mean loss per counted token over the step's micro-batches
+  double grad_norm = 0.0;  // before clipping
+  double lr = 0.0;
+  int64_t tokens = 0;      // positions processed (all B*T of every micro-batch)
+  int64_t counted = 0;     // positions with a loss
+  double seconds = 0.0;
+};
+
+class Trainer {
+ public:
+  Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config);
+  // A whole optimizer step over the micro-batches (gradients accumulate across them).
+  StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
+
+ private:
+  KosmosModel & model_;
+  ModelState & state_;
+  OptimizerConfig config_;
+};
+
+}  // namespace kosmos::model
