@@ -1,0 +1,111 @@
+// weights.cpp: name mapping from the peers' checkpoints onto the parameter table, with shape checks.
+#include "io/weights.h"
+
+#include <map>
+#include <set>
+
+#include "backends/error.h"
+
+namespace kosmos::io {
+namespace {
+
+bool starts_with(const std::string & text, const std::string & prefix) { return text.rfind(prefix, 0) == 0; }
+bool ends_with(const std::string & text, const std::string & suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string shape_text(const std::vector<int64_t> & shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+}  // namespace
+
+std::string parameter_name_for(const std::string & file_name, const model::ParameterTable & table) {
+  // Buffers some peers save with the weights: constants, recomputed here.
+  for (const char * buffer : {".xpos.scale", "position_ids", "._float_tensor", "embed_positions.weights",
+                              "self_attn_sope.scale"})
+    if (ends_with(file_name, buffer)) return "";
+  std::string name = file_name;
+  if (starts_with(name, "text_model.model.")) name = "decoder." + name.substr(17);           // HF Kosmos-2
+  else if (name == "text_model.lm_head.weight") name = "decoder.output_projection.weight";
+  else if (starts_with(name, "vision_model.model.")) name = "clip_model." + name.substr(19);
+  else if (starts_with(name, "vision_model.")) name = "clip_model." + name.substr(13);       // HF CLIP tower
+  else if (name == "embed.weight") name = "decoder.embed_tokens.weight";                     // seed duplicates
+  else if (name == "output_projection.weight") name = "decoder.output_projection.weight";
+  if (name == "decoder.output_projection.weight" && !table.contains(name)) return "decoder.embed_tokens.weight";
+  return table.contains(name) ? name : "?";
+}
+
+WeightsReport load_weights(model::ModelState & state, const SafetensorsFile & file, Stream & stream) {
+  const model::ParameterTable & table = state.table();
+  WeightsReport report;
+  std::map<std::string, std::string> source_of;  // our name -> the file name it came from
+  std::vector<std::string> unexpected;
+  for (const auto & [file_name, entry] : file.entries()) {
+    const std::string name = parameter_name_for(file_name, table);
+    if (name.empty()) {
+      ++report.skipped;
+      continue;
+    }
+    if (name == "?") {
+      unexpected.push_back(file_name);
+      continue;
+    }
+    const model::ParameterSpec & spec = table.find(name);
+    KOSMOS_CHECK(entry.shape == spec.shape, file.path(), ": tensor '", file_name, "' has shape ",
+                 shape_text(entry.shape), " but the model's ", name, " is ", shape_text(spec.shape),
+                 "; the model config does not match this checkpoint (compare its sizes with --model-config)");
+    std::vector<float> values = file.read_f32(file_name);
+    const auto previous = source_of.find(name);
+    if (previous != source_of.end()) {  // a tied or duplicated tensor: both copies must agree
+      const std::vector<float> first = file.read_f32(previous->second);
+      KOSMOS_CHECK(first == values, file.path(), ": '", previous->second, "' and '", file_name,
+                   "' are the same parameter (", name, ") but hold different values");
+      ++report.skipped;
+      continue;
+    }
+    source_of.emplace(name, file_name);
+    TensorView source = state.value(spec);
+    source.data = values.data();
+    state.device().copy(state.value(spec), source, stream);
+    stream.synchronize();
+    ++report.loaded;
+  }
+  // A file of only vision_model.* tensors is the CLIP tower alone: the rest keeps its initialisation.
+  report.vision_only = !source_of.empty();
+  for (const auto & [name, from] : source_of) report.vision_only = report.vision_only && starts_with(name, "clip_model.");
+  std::vector<std::string> missing;
+  for (const model::ParameterSpec & spec : table.specs())
+    if (!source_of.count(spec.name) && (!report.vision_only || starts_with(spec.name, "clip_model.")))
+      missing.push_back(spec.name);
+  if (!missing.empty() || !unexpected.empty()) {
+    std::string text;
+    for (size_t i = 0; i < missing.size() && i < 40; ++i) text += (i ? ", " : "") + missing[i];
+    std::string extra;
+    for (size_t i = 0; i < unexpected.size() && i < 40; ++i) extra += (i ? ", " : "") + unexpected[i];
+    KOSMOS_FAIL(file.path(), ": does not match the model: ", missing.size(), " parameters missing",
+                missing.empty() ? "" : " (" + text + (missing.size() > 40 ? ", ..." : "") + ")", " and ",
+                unexpected.size(), " unexpected tensors",
+                unexpected.empty() ? "" : " (" + extra + (unexpected.size() > 40 ? ", ..." : "") + ")",
+                "; check the model config (preset, connector type, layer counts) against the checkpoint");
+  }
+  return report;
+}
+
+void save_weights(const model::ModelState & state, const std::string & path, Stream & stream) {
+  std::map<std::string, SafetensorsTensor> tensors;
+  for (const model::ParameterSpec & spec : state.table().specs()) {
+    SafetensorsTensor & tensor = tensors[spec.name];
+    tensor.shape = spec.shape;
+    tensor.values.resize(static_cast<size_t>(spec.numel));
+    TensorView target = state.value(spec);
+    target.data = tensor.values.data();
+    state.device().copy(target, state.value(spec), stream);
+  }
+  stream.synchronize();
+  write_safetensors(path, tensors);
+}
+
+}  // namespace kosmos::io
