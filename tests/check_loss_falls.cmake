@@ -1,0 +1,28 @@
+# check_loss_falls.cmake: runs `kosmos train` and checks its --metrics file: one JSON object per step with `step`
+# and `loss`, and a last loss below FRACTION times the first.
+# cmake -DKOSMOS=<exe> -DMETRICS=<file> -DFRACTION=0.5 -DARGS="train;--preset;tiny;..." -P check_loss_falls.cmake
+execute_process(COMMAND ${KOSMOS} ${ARGS} --metrics ${METRICS} RESULT_VARIABLE status)
+if(NOT status EQUAL 0)
+  message(FATAL_ERROR "kosmos ${ARGS} exited with ${status}")
+endif()
+file(STRINGS ${METRICS} lines)
+list(LENGTH lines count)
+if(count EQUAL 0)
+  message(FATAL_ERROR "${METRICS} has no lines")
+endif()
+list(GET lines 0 first)
+list(GET lines -1 last)
+string(JSON first_step GET ${first} step)
+string(JSON first_loss GET ${first} loss)
+string(JSON last_step GET ${last} step)
+string(JSON last_loss GET ${last} loss)
+math(EXPR expected_last "${count}")
+if(NOT first_step EQUAL 1 OR NOT last_step EQUAL expected_last)
+  message(FATAL_ERROR "${METRICS}: steps run ${first_step}..${last_step} over ${count} lines")
+endif()
+# CMake has no floating point: compare in millionths.
+message(STATUS "loss ${first_loss} -> ${last_loss} over ${count} steps")
+execute_process(COMMAND awk "BEGIN { exit !(${last_loss} < ${FRACTION} * ${first_loss}) }" RESULT_VARIABLE fell)
+if(NOT fell EQUAL 0)
+  message(FATAL_ERROR "the loss did not fall below ${FRACTION} of its start: ${first_loss} -> ${last_loss}")
+endif()
