@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "backends/ops.h"
 #include "backends/tensor.h"
@@ -82,6 +84,14 @@ class Device {
   virtual OpSupport supports(const OpDesc & op) const = 0;
   // Runs a validated op; called by op_run() only.
   virtual void run(const OpDesc & op, Stream & stream) = 0;
+
+  // Per-op timing (count and seconds per op name), for --profile. Off by default; may synchronise each op.
+  struct OpTime {
+    int64_t calls = 0;
+    double seconds = 0.0;
+  };
+  virtual void set_profiling(bool enabled) = 0;
+  virtual std::vector<std::pair<std::string, OpTime>> profile() const = 0;
 
  protected:
   friend class Buffer;

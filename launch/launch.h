@@ -40,6 +40,7 @@ struct TrainOptions {
   double weight_decay = 0.01;
   std::string metrics;               // JSON lines file, one object per step
   int64_t log_every = 10;            // print a step line every N steps
+  bool profile = false;              // print time per op at the end
 };
 
 // `kosmos train`: trains on the built-in synthetic image-caption set on one rank, printing progress and writing

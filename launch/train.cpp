@@ -1,5 +1,6 @@
 // train.cpp: `kosmos train` on one rank: model from a preset (and an optional JSON config), the built-in synthetic
 // image-caption set, AdamW with warm-up and decay, a step line every --log-every steps and --metrics JSON lines.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -61,6 +62,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       << ")\n";
   out << "data: built-in synthetic image-caption set, " << options.micro_batches << " x " << options.batch
       << " sequences of " << length << " positions per step, seed " << options.seed << "\n";
+  device->set_profiling(options.profile);
   const auto start = std::chrono::steady_clock::now();
   double first_loss = 0.0, last_loss = 0.0;
   int64_t sample = 0, tokens = 0;
@@ -95,6 +97,18 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   out << "trained " << options.steps << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
+  if (options.profile) {
+    std::vector<std::pair<std::string, Device::OpTime>> times = device->profile();
+    std::sort(times.begin(), times.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
+    double total = 0.0;
+    for (const auto & entry : times) total += entry.second.seconds;
+    out << "time per op over " << options.steps << " steps (" << std::fixed << std::setprecision(3) << total
+        << " s in ops, " << seconds << " s in all):\n";
+    for (const auto & [name, time] : times)
+      out << "  " << std::left << std::setw(24) << name << std::right << std::setw(9) << std::setprecision(3)
+          << time.seconds << " s " << std::setw(6) << std::setprecision(1) << 100.0 * time.seconds / total << " %  "
+          << time.calls << " calls\n";
+  }
   return 0;
 }
 

@@ -149,6 +149,10 @@ ModelState::ModelState(Device & device, const ParameterTable & table) : device_(
   grads_ = device.allocate(bytes, BufferUse::kWeights);
   moment1_ = device.allocate(bytes, BufferUse::kWeights);
   moment2_ = device.allocate(bytes, BufferUse::kWeights);
+  std::unique_ptr<Stream> stream = device.create_stream();
+  for (const Buffer * buffer : {&values_, &grads_, &moment1_, &moment2_})  // the alignment gaps stay zero
+    op_run(device, Fill{make_view(buffer->data(), DType::kF32, {table_.total()}), 0.0f}, *stream);
+  stream->synchronize();
 }
 
 TensorView ModelState::view(const Buffer & buffer, const ParameterSpec & spec) const {

@@ -61,12 +61,26 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const double clip = config_.clip_norm > 0.0 && stats.grad_norm > config_.clip_norm ? config_.clip_norm / stats.grad_norm
                                                                                       : 1.0;
   stats.lr = learning_rate(config_, step);
-  for (const ParameterSpec & spec : state_.table().specs()) {
-    if (!spec.trainable) continue;
-    rt.run(AdamWStep{state_.value(spec), state_.moment1(spec), state_.moment2(spec), state_.grad(spec),
-                     static_cast<float>(stats.lr), static_cast<float>(config_.beta1), static_cast<float>(config_.beta2),
-                     static_cast<float>(config_.eps), static_cast<float>(config_.weight_decay), step,
-                     static_cast<float>(clip)});
+  // One AdamW op per run of consecutive trainable parameters in the flat buffers (the alignment gaps between them
+  // hold zeros and stay zero), instead of one per tensor.
+  const std::vector<ParameterSpec> & specs = state_.table().specs();
+  for (size_t first = 0; first < specs.size();) {
+    if (!specs[first].trainable) {
+      ++first;
+      continue;
+    }
+    size_t last = first;
+    while (last + 1 < specs.size() && specs[last + 1].trainable) ++last;
+    const int64_t begin = specs[first].offset, end = specs[last].offset + specs[last].numel;
+    auto run_of = [&](TensorView (ModelState::*view)(const ParameterSpec &) const) {
+      const TensorView whole = (state_.*view)(specs[first]);
+      return make_view(whole.data, DType::kF32, {end - begin});
+    };
+    rt.run(AdamWStep{run_of(&ModelState::value), run_of(&ModelState::moment1), run_of(&ModelState::moment2),
+                     run_of(&ModelState::grad), static_cast<float>(stats.lr), static_cast<float>(config_.beta1),
+                     static_cast<float>(config_.beta2), static_cast<float>(config_.eps),
+                     static_cast<float>(config_.weight_decay), step, static_cast<float>(clip)});
+    first = last + 1;
   }
   rt.stream.synchronize();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -107,11 +108,21 @@ OpSupport CpuDevice::supports(const OpDesc & op) const {
 
 void CpuDevice::run(const OpDesc & op, Stream &) {
   try {
+    const auto start = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     std::visit([this](const auto & concrete) { cpu_op(*context_, concrete); }, op);
+    if (profiling_) {
+      OpTime & time = op_times_[op_name(op)];
+      ++time.calls;
+      time.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
   } catch (const dnnl::error & error) {
     KOSMOS_FAIL(op_name(op), " on cpu: oneDNN refused it (", error.what(), ", status ", static_cast<int>(error.status),
                 "); supports() should have said so: please report this with `kosmos info`");
   }
+}
+
+std::vector<std::pair<std::string, Device::OpTime>> CpuDevice::profile() const {
+  return {op_times_.begin(), op_times_.end()};
 }
 
 BackendEntry cpu_backend_entry() {

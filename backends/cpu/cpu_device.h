@@ -3,6 +3,7 @@
 // returns, so events are trivially complete.
 #pragma once
 
+#include <map>
 #include <memory>
 
 #include "backends/device.h"
@@ -32,12 +33,16 @@ class CpuDevice final : public Device {
 
   OpSupport supports(const OpDesc & op) const override;
   void run(const OpDesc & op, Stream & stream) override;
+  void set_profiling(bool enabled) override { profiling_ = enabled; }
+  std::vector<std::pair<std::string, OpTime>> profile() const override;
 
  protected:
   void free_memory(void * data, size_t bytes) override;
 
  private:
   std::unique_ptr<CpuContext> context_;
+  bool profiling_ = false;
+  std::map<std::string, OpTime> op_times_;
 };
 
 BackendEntry cpu_backend_entry();
