@@ -47,4 +47,25 @@ struct TrainOptions {
 // per-step metrics.
 int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options);
 
+struct InferenceOptions {
+  std::string backend = "cpu";
+  int device = 0;
+  std::string model_config;          // kosmos JSON (peer key names) ...
+  std::string preset = "kosmos1";    // ... applied over this preset
+  std::string weights;               // safetensors in any peer's names
+  std::string hf_dir;                // or an HF Kosmos-2 folder: config.json + model.safetensors
+  std::string tokens;                // comma-separated ids
+  std::string image_tensor;          // .npy [N, C, H, W] float32, preprocessed
+  int64_t image_token_id = -1;       // overrides the config's <image> id
+  std::string out = "logits.npy";    // forward: where the logits [T, V] go
+  int64_t max_new_tokens = 8;        // generate
+  bool ignore_eos = false;           // generate: keep going past </s>
+  bool print_ids = false;            // generate: print the generated ids
+};
+
+// `kosmos forward`: one fp32 forward pass; writes the logits [T, V] as .npy.
+int run_forward(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options);
+// `kosmos generate`: greedy decoding from the given ids and images.
+int run_generate(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options);
+
 }  // namespace kosmos

@@ -91,6 +91,36 @@ int main(int argc, char ** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
 
+  kosmos::InferenceOptions inference;
+  CLI::App * forward_app = app.add_subcommand("forward", "one fp32 forward pass from token ids and pixels; logits to .npy");
+  CLI::App * generate_app = app.add_subcommand("generate", "greedy generation from token ids and pixels");
+  for (CLI::App * sub : {forward_app, generate_app}) {
+    sub->add_option("--backend", inference.backend, "device backend: auto, cpu, cuda or rocm")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+    sub->add_option("--device", inference.device, "device ordinal within the backend")->capture_default_str();
+    sub->add_option("--model-config", inference.model_config, "kosmos model config JSON (peer key names)")
+        ->check(CLI::ExistingFile);
+    sub->add_option("--preset", inference.preset, "preset the model config is applied over")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
+    sub->add_option("--weights", inference.weights, "safetensors weights (seed, HF CLIP or HF Kosmos-2 names)")
+        ->check(CLI::ExistingFile);
+    sub->add_option("--hf", inference.hf_dir, "an HF Kosmos-2 folder (config.json + model.safetensors)")
+        ->check(CLI::ExistingDirectory);
+    sub->add_option("--tokens", inference.tokens, "comma-separated token ids; the slots follow each <image> id")
+        ->required();
+    sub->add_option("--image-tensor", inference.image_tensor, ".npy of preprocessed pixels [N, C, H, W] float32")
+        ->check(CLI::ExistingFile);
+    sub->add_option("--image-token-id", inference.image_token_id, "the <image> id (default: from the config)");
+  }
+  forward_app->add_option("--out", inference.out, "where to write the logits [T, V] (.npy)")->capture_default_str();
+  generate_app->add_option("--max-new-tokens", inference.max_new_tokens, "tokens to generate")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  generate_app->add_flag("--ignore-eos", inference.ignore_eos, "do not stop at </s>");
+  generate_app->add_flag("--print-ids", inference.print_ids, "print the generated ids, comma-separated");
+
   int code = 0;
   try {
     try {
@@ -107,6 +137,10 @@ int main(int argc, char ** argv) {
       code = kosmos::run_demo(std::cout, registry, demo_options);
     } else if (*train_app) {
       code = kosmos::run_train(std::cout, registry, train);
+    } else if (*forward_app) {
+      code = kosmos::run_forward(std::cout, registry, inference);
+    } else if (*generate_app) {
+      code = kosmos::run_generate(std::cout, registry, inference);
     }
   } catch (const kosmos::Error & error) {
     fail(error.what());

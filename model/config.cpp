@@ -245,6 +245,58 @@ KosmosConfig config_from_json(const std::string & json_text, const KosmosConfig 
   return config;
 }
 
+KosmosConfig config_from_hf_kosmos2(const std::string & json_text, const std::string & source) {
+  Json document;
+  try {
+    document = Json::parse(json_text);
+  } catch (const Json::parse_error & error) {
+    KOSMOS_FAIL(source, ": not valid JSON: ", error.what());
+  }
+  KOSMOS_CHECK(document.is_object() && document.contains("text_config") && document.contains("vision_config"), source,
+               ": not an HF Kosmos-2 config (no text_config and vision_config); use --model-config for kosmos JSON");
+  KosmosConfig config = preset("kosmos2");
+  auto get = [&](const Json & object, const char * key, auto & field) {
+    if (object.contains(key) && !object.at(key).is_null()) field = object.at(key).get<std::decay_t<decltype(field)>>();
+  };
+  const Json & text = document.at("text_config");
+  DecoderConfig & d = config.decoder;
+  get(text, "vocab_size", d.vocab_size);
+  get(text, "embed_dim", d.embed_dim);
+  get(text, "layers", d.layers);
+  get(text, "ffn_dim", d.ffn_dim);
+  get(text, "attention_heads", d.heads);
+  get(text, "scale_embedding", d.scale_embedding);
+  get(text, "layer_norm_eps", d.layernorm_eps);
+  get(text, "dropout", d.dropout);
+  get(text, "attention_dropout", d.attention_dropout);
+  get(text, "max_position_embeddings", d.max_positions);
+  get(text, "pad_token_id", config.tokens.pad);
+  get(text, "bos_token_id", config.tokens.bos);
+  get(text, "eos_token_id", config.tokens.eos);
+  const Json & vision = document.at("vision_config");
+  VisionConfig & v = config.vision;
+  get(vision, "hidden_size", v.hidden_size);
+  get(vision, "intermediate_size", v.intermediate_size);
+  get(vision, "num_hidden_layers", v.layers);
+  get(vision, "num_attention_heads", v.heads);
+  get(vision, "image_size", v.image_size);
+  get(vision, "patch_size", v.patch_size);
+  get(vision, "num_channels", v.channels);
+  get(vision, "layer_norm_eps", v.layernorm_eps);
+  std::string act = "quick_gelu";
+  get(vision, "hidden_act", act);
+  KOSMOS_CHECK(act == "quick_gelu" || act == "gelu", source, ": vision_config.hidden_act \"", act,
+               "\" is not quick_gelu or gelu");
+  v.activation = act == "gelu" ? Activation::kGelu : Activation::kQuickGelu;
+  get(document, "latent_query_num", config.connector.num_latents);
+  config.connector.heads = d.heads;
+  const bool full_vocab = d.vocab_size > 64004;
+  config.tokens.image = full_vocab ? 64003 : d.vocab_size - 2;
+  config.tokens.image_end = full_vocab ? 64004 : d.vocab_size - 1;
+  validate(config);
+  return config;
+}
+
 std::string config_to_json(const KosmosConfig & config) {
   const DecoderConfig & d = config.decoder;
   const VisionConfig & v = config.vision;

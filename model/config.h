@@ -85,6 +85,10 @@ KosmosConfig preset(const std::string & name);
 // Applies the keys of a JSON document onto `base` (unknown keys are an error naming them), then validates.
 KosmosConfig config_from_json(const std::string & json_text, const KosmosConfig & base, const std::string & source);
 std::string config_to_json(const KosmosConfig & config);
+// The config.json of an HF Kosmos-2 folder (as save_pretrained writes it): text_config, vision_config and
+// latent_query_num mapped onto the kosmos2 preset. HF marks image slots by a mask, not a token: <image> and
+// </image> default to 64003/64004 (the Kosmos-2 tokenizer) when the vocabulary holds them, else to its last two ids.
+KosmosConfig config_from_hf_kosmos2(const std::string & json_text, const std::string & source);
 // Every constraint between hyper-parameters, each failure naming both numbers and a fix.
 void validate(const KosmosConfig & config);
 

@@ -8,7 +8,8 @@ kosmos2: transformers' Kosmos2ForConditionalGeneration (no xPos, sinusoidal posi
 
 Both are tiny random models whose every parameter (LayerNorms included) is perturbed, in fp32 on the CPU, in eval
 mode. Each fixture folder holds config.json (kosmos model config, peer key names), weights.safetensors (the
-peer's own parameter names), inputs.safetensors, and expected.safetensors: logits, the masked next-token loss,
+peer's own parameter names; kosmos2 also has hf_config.json, the HF config), inputs.safetensors, and
+expected.safetensors: logits, the masked next-token loss,
 every parameter gradient (as "grad:<peer name>"), the losses of 3 AdamW steps, and for kosmos2 8 greedy tokens.
 Rerun: see tests/golden/README.md.
 """
@@ -225,6 +226,8 @@ def kosmos2(generator):
     expected = {"logits": logits.reshape(-1, VOCAB), "loss": loss.reshape(1), "train_losses": losses,
                 "generated": generated.int(), **grads}
     write(os.path.join(HERE, "kosmos2"), config, state, inputs, expected)
+    with open(os.path.join(HERE, "kosmos2", "hf_config.json"), "w") as f:  # what save_pretrained writes
+        f.write(model.config.to_json_string())
 
 
 if __name__ == "__main__":
