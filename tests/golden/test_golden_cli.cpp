@@ -27,10 +27,12 @@ class GoldenCommand : public ::testing::Test {
     prompt = static_cast<int64_t>(inputs.read_f32("prompt_length")[0]);
     // Row 0 and its image.
     for (int64_t t = 0; t < length; ++t) row0.push_back(static_cast<int32_t>(tokens[t]));
-    image_path = ::testing::TempDir() + "/kosmos_image0.npy";
+    const std::string own = ::testing::TempDir() + "/kosmos_" +
+                            ::testing::UnitTest::GetInstance()->current_test_info()->name();  // per test: ctest -j
+    image_path = own + "_image0.npy";
     io::write_npy(image_path, {1, 3, 28, 28}, std::vector<float>(images.begin(), images.begin() + per_image));
     // An HF folder: the peer's config.json and weights, as save_pretrained leaves them.
-    hf_dir = ::testing::TempDir() + "/kosmos_hf_kosmos2";
+    hf_dir = own + "_hf_kosmos2";
     std::filesystem::create_directories(hf_dir);
     std::filesystem::copy_file(kFixture + "hf_config.json", hf_dir + "/config.json",
                                std::filesystem::copy_options::overwrite_existing);
@@ -63,7 +65,7 @@ TEST_F(GoldenCommand, ForwardWritesThePeersLogits) {
     }
     options.tokens = ids(row0, row0.size());
     options.image_tensor = image_path;
-    options.out = ::testing::TempDir() + "/kosmos_logits.npy";
+    options.out = hf_dir + "_logits.npy";
     std::ostringstream log;
     ASSERT_EQ(run_forward(log, BackendRegistry(), options), 0);
     const io::NpyArray written = io::read_npy(options.out);

@@ -16,7 +16,11 @@
 namespace kosmos {
 namespace {
 
-std::string temp_path(const std::string & name) { return ::testing::TempDir() + "/kosmos_" + name; }
+// A file name of this test's own, so that tests running in parallel processes never share one.
+std::string temp_path(const std::string & name) {
+  return ::testing::TempDir() + "/kosmos_" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
+         name;
+}
 
 // A file with a hand-written header and `data_bytes` bytes of data.
 void write_raw(const std::string & path, const std::string & header, size_t data_bytes, bool lie_length = false) {
