@@ -1,0 +1,81 @@
+// test_config.cpp: presets, the JSON config with the peers' key names (round trip, unknown keys, wrong types), and
+// the constraints between hyper-parameters, each error naming the numbers involved.
+#include <gtest/gtest.h>
+
+#include "backends/error.h"
+#include "model/config.h"
+#include "model/parameters.h"
+
+namespace kosmos::model {
+namespace {
+
+std::string error_of(const std::function<void()> & action) {
+  try {
+    action();
+  } catch (const Error & error) {
+    return error.what();
+  }
+  return "";
+}
+
+TEST(Config, PresetsAreValidAndRoundTripThroughJson) {
+  for (const char * name : {"tiny", "small", "kosmos1", "kosmos2"}) {
+    const KosmosConfig config = preset(name);
+    EXPECT_EQ(error_of([&] { validate(config); }), "") << name;
+    const KosmosConfig again = config_from_json(config_to_json(config), preset("tiny"), name);
+    EXPECT_EQ(config_to_json(again), config_to_json(config)) << name;
+  }
+  EXPECT_NE(error_of([] { preset("huge"); }).find("choose tiny, small, kosmos1 or kosmos2"), std::string::npos);
+}
+
+TEST(Config, PaperSizesGiveThePapersParameterCounts) {
+  // kosmos-spec section 12: LM layer 50,378,752; CLIP ViT-L/14 303,179,776; flamingo resampler 21,314,560.
+  const ParameterTable table(preset("kosmos1"));
+  int64_t layer = 0, clip = 0, resampler = 0;
+  for (const ParameterSpec & spec : table.specs()) {
+    if (spec.name.rfind("decoder.layers.0.", 0) == 0) layer += spec.numel;
+    if (spec.name.rfind("clip_model.", 0) == 0) clip += spec.numel;
+    if (spec.name.rfind("perceive.", 0) == 0) resampler += spec.numel;
+  }
+  EXPECT_EQ(layer, 50378752);
+  EXPECT_EQ(clip, 303179776);
+  EXPECT_EQ(resampler, 21314560);
+}
+
+TEST(Config, PeerKeyNamesOverrideThePreset) {
+  const KosmosConfig config = config_from_json(
+      R"({"decoder_layers": 3, "decoder_attention_heads": 8, "no_scale_embedding": true, "abs_pos": "learned",
+          "vision": {"hidden_act": "gelu", "num_hidden_layers": 4},
+          "connector": {"type": "xconnector", "heads": 8}})",
+      preset("tiny"), "test.json");
+  EXPECT_EQ(config.decoder.layers, 3);
+  EXPECT_EQ(config.decoder.heads, 8);
+  EXPECT_FALSE(config.decoder.scale_embedding);
+  EXPECT_EQ(config.decoder.abs_pos, AbsolutePositions::kLearned);
+  EXPECT_EQ(config.vision.activation, Activation::kGelu);
+  EXPECT_EQ(config.vision.layers, 4);
+  EXPECT_EQ(config.connector.kind, ConnectorKind::kXConnector);
+}
+
+TEST(Config, MistakesAreNamed) {
+  const KosmosConfig base = preset("tiny");
+  auto load = [&](const std::string & text) { return error_of([&] { config_from_json(text, base, "run.json"); }); };
+  EXPECT_NE(load(R"({"decoder_layerz": 2})").find("run.json has unknown keys: decoder_layerz"), std::string::npos);
+  EXPECT_NE(load(R"({"vision": {"hidden_sise": 2}})").find("vision has unknown keys: hidden_sise"), std::string::npos);
+  EXPECT_NE(load(R"({"decoder_layers": "two"})").find("decoder_layers = \"two\" has the wrong type"), std::string::npos);
+  EXPECT_NE(load(R"({"abs_pos": "rotary"})").find("abs_pos = \"rotary\" is not one of: none, sinusoidal, learned"),
+            std::string::npos);
+  EXPECT_NE(load("{not json").find("run.json: not valid JSON"), std::string::npos);
+  EXPECT_NE(load(R"({"decoder_embed_dim": 64, "decoder_attention_heads": 5})")
+                .find("decoder_embed_dim 64 is not divisible by decoder_attention_heads 5"),
+            std::string::npos);
+  EXPECT_NE(load(R"({"vision": {"image_size": 30}})").find("vision.image_size 30 is not a multiple of vision.patch_size 14"),
+            std::string::npos);
+  EXPECT_NE(load(R"({"image_token_id": 500})").find("image_token_id = 500 is outside the vocabulary [0, 128)"),
+            std::string::npos);
+  EXPECT_NE(load(R"({"vision": {"trainable_layers": 3}})").find("vision.trainable_layers 3 must be between 0 and"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace kosmos::model
