@@ -27,6 +27,8 @@ NpyArray read_npy(const std::string & path) {
     for (int i = 3; i >= 0; --i) header_length = (header_length << 8) | static_cast<unsigned char>(bytes[8 + i]);
     header_start = 12;
   }
+  KOSMOS_CHECK(header_length <= 10000, path, ": the .npy header claims ", header_length,
+               " bytes; numpy itself reads at most 10000 (is the file corrupt?)");
   KOSMOS_CHECK(header_start + header_length <= bytes.size(), path, ": the .npy header runs past the end of the file");
   const std::string header = bytes.substr(header_start, header_length);
   std::smatch match;
@@ -40,10 +42,18 @@ NpyArray read_npy(const std::string & path) {
   NpyArray array;
   std::stringstream dims(match[1].str());
   std::string dim;
-  while (std::getline(dims, dim, ','))
-    if (dim.find_first_not_of(" ") != std::string::npos) array.shape.push_back(std::stoll(dim));
+  while (std::getline(dims, dim, ',')) {
+    if (dim.find_first_not_of(" ") == std::string::npos) continue;
+    try {
+      array.shape.push_back(std::stoll(dim));
+    } catch (const std::exception &) {
+      KOSMOS_FAIL(path, ": the .npy shape entry '", dim, "' is not a number");
+    }
+  }
   int64_t count = 1;
-  for (int64_t size : array.shape) count *= size;
+  for (int64_t size : array.shape)
+    KOSMOS_CHECK(size >= 0 && !__builtin_mul_overflow(count, size, &count) && count <= (int64_t{1} << 40), path,
+                 ": the .npy shape is impossible (a negative dim, or too many elements)");
   const std::string type = descr[0] == '<' || descr[0] == '|' ? descr.substr(1) : descr;
   KOSMOS_CHECK(descr[0] != '>', path, ": big-endian arrays are not read; convert with .astype('<f4')");
   const size_t element = type == "f4" || type == "i4" ? 4 : type == "f8" || type == "i8" ? 8 : 0;

@@ -110,8 +110,13 @@ SafetensorsFile::SafetensorsFile(const std::string & path) : path_(path) {
       } catch (const Json::exception & error) {
         KOSMOS_FAIL(path, ": tensor '", name, "' has a malformed header entry ", value.dump(), " (", error.what(), ")");
       }
-      for (int64_t size : entry.shape)
+      uint64_t elements = 1;
+      for (int64_t size : entry.shape) {
         KOSMOS_CHECK(size >= 0 && size < (int64_t{1} << 40), path, ": tensor '", name, "' has an impossible dim ", size);
+        KOSMOS_CHECK(!__builtin_mul_overflow(elements, static_cast<uint64_t>(size), &elements) &&
+                         elements <= (uint64_t{1} << 48),
+                     path, ": tensor '", name, "' has a shape whose element count overflows; the header lies");
+      }
       KOSMOS_CHECK(entry.begin <= entry.end && entry.end <= data_bytes, path, ": tensor '", name, "' claims bytes [",
                    entry.begin, ", ", entry.end, ") but the data section has ", data_bytes,
                    " bytes; the file is truncated or its header lies");
@@ -127,7 +132,9 @@ SafetensorsFile::SafetensorsFile(const std::string & path) : path_(path) {
     std::vector<const SafetensorsEntry *> by_offset;
     for (const auto & [name, entry] : entries_) by_offset.push_back(&entry);
     std::sort(by_offset.begin(), by_offset.end(),
-              [](const SafetensorsEntry * a, const SafetensorsEntry * b) { return a->begin < b->begin; });
+              [](const SafetensorsEntry * a, const SafetensorsEntry * b) {
+                return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;  // empty ones first
+              });
     for (size_t i = 1; i < by_offset.size(); ++i)
       KOSMOS_CHECK(by_offset[i]->begin >= by_offset[i - 1]->end || by_offset[i - 1]->begin == by_offset[i - 1]->end,
                    path, ": tensors '", by_offset[i - 1]->name, "' and '", by_offset[i]->name,

@@ -35,14 +35,23 @@ model::Batch synthetic_batch(const model::KosmosConfig & config, int64_t batch, 
   const int64_t segment = 1 + slots + 1 + 5;  // <image> slots </image> caption
   KOSMOS_CHECK(length >= 2 + segment, "synthetic data: sequences of ", length, " positions cannot hold one image (",
                segment, " positions with its caption) plus <s> and </s>; use --length ", 2 + segment, " or more");
+  for (int64_t id : {t.bos, t.pad, t.eos, t.unk, t.image, t.image_end})
+    KOSMOS_CHECK(id < 4 || id >= 4 + 22, "synthetic data: its caption words use ids 4..25, but special token id ", id,
+                 " lies there; give the special tokens ids outside 4..25 (a vocabulary of at least 28)");
+  KOSMOS_CHECK(config.decoder.vocab_size >= 28, "synthetic data needs a vocabulary of at least 28 ids, the model has ",
+               config.decoder.vocab_size);
   model::Batch out;
   out.batch = batch, out.length = length, out.first_sample = first_sample;
+  // Samples s < first_sample with s % 3 == 2 carried two images (when the length allows): the global index of this
+  // batch's first image, for layout-independent dropout.
+  const bool two_image_samples = length >= 2 + 2 * segment;
+  out.first_image = first_sample + (two_image_samples ? first_sample / 3 : 0);
   out.tokens.assign(static_cast<size_t>(batch * length), static_cast<int32_t>(t.pad));
   out.targets.assign(out.tokens.size(), static_cast<int32_t>(t.pad));
   out.loss_weights.assign(out.tokens.size(), 0.0f);
   for (int64_t b = 0; b < batch; ++b) {
     const uint64_t sample = static_cast<uint64_t>(first_sample + b);
-    const int images = (sample % 3 == 2 && length >= 2 + 2 * segment) ? 2 : 1;  // every third sample interleaves two
+    const int images = (sample % 3 == 2 && two_image_samples) ? 2 : 1;  // every third sample interleaves two
     std::vector<int32_t> sequence{static_cast<int32_t>(t.bos)};
     std::vector<bool> counted{false};  // counted[i]: the prediction of sequence[i] carries a loss
     for (int image = 0; image < images; ++image) {

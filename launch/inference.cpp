@@ -71,7 +71,9 @@ Loaded load(const BackendRegistry & registry, const InferenceOptions & options) 
   loaded.stream = loaded.device->create_stream();
   loaded.table = std::make_unique<model::ParameterTable>(loaded.config);
   loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table);
-  io::load_weights(*loaded.state, io::SafetensorsFile(weights), *loaded.stream);
+  const io::WeightsReport report = io::load_weights(*loaded.state, io::SafetensorsFile(weights), *loaded.stream);
+  KOSMOS_CHECK(!report.vision_only, weights, " holds only a CLIP vision tower; forward and generate need a whole "
+               "checkpoint (seed composition or HF Kosmos-2)");
 
   model::Batch & batch = loaded.batch;
   batch.tokens = parse_ids(options.tokens);
@@ -93,14 +95,15 @@ Loaded load(const BackendRegistry & registry, const InferenceOptions & options) 
   return loaded;
 }
 
-// Runs one forward of `tokens` and returns the logits [T, V].
+// Runs one forward of `tokens` and returns the logits [T, V]. The image slots come from the prompt (--tokens)
+// only: a generated id that happens to be <image> is text, as in HF's generate.
 std::vector<float> forward_logits(Loaded & loaded, const std::vector<int32_t> & tokens, model::Arena & arena) {
   model::Batch batch = loaded.batch;
   batch.tokens = tokens;
   batch.length = static_cast<int64_t>(tokens.size());
   batch.targets.assign(tokens.size(), 0);
   batch.loss_weights.assign(tokens.size(), 0.0f);
-  batch.image_slots = model::find_image_slots(tokens, 1, batch.length, loaded.config);
+  batch.image_slots = model::find_image_slots(loaded.batch.tokens, 1, loaded.batch.length, loaded.config);
   KOSMOS_CHECK(static_cast<int64_t>(batch.image_slots.size()) == batch.image_count, "--tokens holds ",
                batch.image_slots.size(), " image token(s) (id ", loaded.config.tokens.image, ") but --image-tensor has ",
                batch.image_count, " image(s); each image needs its token followed by ", loaded.config.image_slots(),

@@ -83,7 +83,9 @@ int main(int argc, char ** argv) {
   train_app->add_option("--warmup", train.warmup, "linear warm-up steps, then linear decay to 0 at --steps")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  train_app->add_option("--clip", train.clip, "global gradient-norm clip (0: off)")->capture_default_str();
+  train_app->add_option("--clip", train.clip, "global gradient-norm clip (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   train_app->add_option("--weight-decay", train.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   train_app->add_option("--metrics", train.metrics, "write one JSON object per step to this file");
   train_app->add_flag("--profile", train.profile, "print the time spent in each op at the end");

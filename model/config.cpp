@@ -194,6 +194,12 @@ void validate(const KosmosConfig & config) {
                                   {"image_end_token_id", config.tokens.image_end}})
     KOSMOS_CHECK(id >= 0 && id < d.vocab_size, "model config: ", name, " = ", id, " is outside the vocabulary [0, ",
                  d.vocab_size, ")");
+  KOSMOS_CHECK(d.abs_pos != AbsolutePositions::kLearned || d.max_positions > config.tokens.pad + 1,
+               "model config: max_target_positions ", d.max_positions, " leaves no learned position: ids start at ",
+               "pad_token_id + 1 = ", config.tokens.pad + 1);
+  KOSMOS_CHECK(v.channels > 0 && d.xpos_scale_base > 0 && d.layernorm_eps > 0 && v.layernorm_eps > 0,
+               "model config: num_channels ", v.channels, ", xpos_scale_base ", d.xpos_scale_base, ", layernorm_eps ",
+               d.layernorm_eps, " and vision.layer_norm_eps ", v.layernorm_eps, " must all be positive");
   KOSMOS_CHECK(d.dropout >= 0 && d.dropout < 1 && d.attention_dropout >= 0 && d.attention_dropout < 1,
                "model config: dropout ", d.dropout, " and attention_dropout ", d.attention_dropout,
                " must be in [0, 1)");
@@ -256,7 +262,12 @@ KosmosConfig config_from_hf_kosmos2(const std::string & json_text, const std::st
                ": not an HF Kosmos-2 config (no text_config and vision_config); use --model-config for kosmos JSON");
   KosmosConfig config = preset("kosmos2");
   auto get = [&](const Json & object, const char * key, auto & field) {
-    if (object.contains(key) && !object.at(key).is_null()) field = object.at(key).get<std::decay_t<decltype(field)>>();
+    if (!object.contains(key) || object.at(key).is_null()) return;
+    try {
+      field = object.at(key).get<std::decay_t<decltype(field)>>();
+    } catch (const Json::exception & error) {
+      KOSMOS_FAIL(source, ": ", key, " = ", object.at(key).dump(), " has the wrong type (", error.what(), ")");
+    }
   };
   const Json & text = document.at("text_config");
   DecoderConfig & d = config.decoder;

@@ -2,6 +2,7 @@
 // micro-batch forward/backward that ties it to the image path.
 #include "model/kosmos.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "backends/error.h"
@@ -44,6 +45,20 @@ std::vector<int32_t> position_ids(const Batch & batch, int64_t pad) {
   return ids;
 }
 
+// Padding must be on the right: attention masks future keys but not pad keys, so a real token after a pad would
+// attend to it (torchscale and HF mask pads as keys; kosmos does not yet).
+void check_padding(const Batch & batch, int64_t pad) {
+  for (int64_t b = 0; b < batch.batch; ++b) {
+    bool padded = false;
+    for (int64_t t = 0; t < batch.length; ++t) {
+      const bool is_pad = batch.tokens[static_cast<size_t>(b * batch.length + t)] == pad;
+      KOSMOS_CHECK(!padded || is_pad, "sequence ", b, " has a real token at position ", t, " after padding (pad id ",
+                   pad, "); pad sequences on the right only");
+      padded = padded || is_pad;
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<int64_t> find_image_slots(const std::vector<int32_t> & tokens, int64_t batch, int64_t length,
@@ -83,6 +98,13 @@ double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, con
   const TensorView targets = upload(rt, batch.targets, DType::kI32, {rows});
   const TensorView weights = upload(rt, batch.loss_weights, DType::kF32, {rows});
   const std::vector<int32_t> positions_host = position_ids(batch, config_.tokens.pad);
+  check_padding(batch, config_.tokens.pad);
+  if (dc.abs_pos == AbsolutePositions::kLearned) {
+    const int32_t highest = *std::max_element(positions_host.begin(), positions_host.end());
+    KOSMOS_CHECK(highest < dc.max_positions, "sequences of ", batch.length, " positions need learned position id ",
+                 highest, " but max_target_positions is ", dc.max_positions, " (ids start at pad + 1 = ",
+                 config_.tokens.pad + 1, "); shorten the sequences or enlarge the table");
+  }
   const TensorView positions = upload(rt, positions_host, DType::kI32, {rows});
 
   // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
@@ -92,8 +114,12 @@ double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, con
   VisionSaved vision_saved;
   ConnectorSaved connector_saved;
   TensorView image_embeddings;
+  // XConnector attention probabilities: [images, heads, latents, span] per image, indexed globally.
+  const uint64_t per_image_probabilities = static_cast<uint64_t>(
+      config_.connector.heads * latents * (config_.vision.tokens() + latents));
   const ImagePathKeys image_keys{{randomness.training ? static_cast<float>(dc.attention_dropout) : 0.0f,
-                                  site_key(seed, step, kConnector, batch.first_sample), 0}};
+                                  site_key(seed, step, kConnector, 0),
+                                  static_cast<uint64_t>(batch.first_image) * per_image_probabilities}};
   if (batch.image_count > 0) {
     const VisionConfig & v = config_.vision;
     const TensorView images = upload(rt, batch.images, DType::kF32, {batch.image_count, v.channels, v.image_size, v.image_size});

@@ -22,6 +22,7 @@ struct Batch {
   int64_t image_count = 0;
   std::vector<int64_t> image_slots;   // [Ni] flat row of each image's first slot
   int64_t first_sample = 0;           // global index of sequence 0, for layout-independent dropout
+  int64_t first_image = 0;            // global index of image 0, likewise
 };
 
 // The image slots of `tokens`: the num_latents positions after each <image> token, in order. An <image> token

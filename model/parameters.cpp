@@ -105,8 +105,10 @@ ParameterTable::ParameterTable(const KosmosConfig & config) {
   const double gamma = std::sqrt(std::log(2.0 * static_cast<double>(d.layers)));
   add("decoder.embed_tokens.weight", {d.vocab_size, d.embed_dim}, Init::kNormal, std::pow(d.embed_dim, -0.5), true);
   specs_.back().zero_row = config.tokens.pad;
-  if (d.abs_pos == AbsolutePositions::kLearned)
+  if (d.abs_pos == AbsolutePositions::kLearned) {
     add("decoder.embed_positions.weight", {d.max_positions, d.embed_dim}, Init::kNormal, 1.0, true);
+    specs_.back().zero_row = config.tokens.pad;  // pads' position, as nn.Embedding(padding_idx) leaves it
+  }
   for (int64_t i = 0; i < d.layers; ++i) {
     const std::string p = layer_prefix("decoder.layers.", i);
     add_layernorm(p + "self_attn_layer_norm.", d.embed_dim, true);

@@ -41,7 +41,9 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   state_.zero_grads(rt.stream);
   for (size_t m = 0; m < micro_batches.size(); ++m) {
     rt.arena.reset();
-    const StepRandomness randomness{seed, step * 1000 + static_cast<int64_t>(m), true};
+    // Keys depend on the step only; the micro-batch's global sample and image indices set the offsets, so the masks
+    // do not depend on how the step's samples are split into micro-batches.
+    const StepRandomness randomness{seed, step, true};
     stats.loss += model_.run(rt, micro_batches[m], loss_scale, randomness, true);
   }
   rt.arena.reset();

@@ -4,6 +4,8 @@
 
 #include "backends/error.h"
 #include "model/config.h"
+#include "backends/registry.h"
+#include "model/kosmos.h"
 #include "model/parameters.h"
 
 namespace kosmos::model {
@@ -74,6 +76,50 @@ TEST(Config, MistakesAreNamed) {
   EXPECT_NE(load(R"({"image_token_id": 500})").find("image_token_id = 500 is outside the vocabulary [0, 128)"),
             std::string::npos);
   EXPECT_NE(load(R"({"vision": {"trainable_layers": 3}})").find("vision.trainable_layers 3 must be between 0 and"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace kosmos::model
+
+namespace kosmos::model {
+namespace {
+
+// Runs the tiny model on one hand-made sequence and returns the error, if any.
+std::string run_error(KosmosConfig config, std::vector<int32_t> tokens, int64_t images) {
+  auto device = BackendRegistry().create("cpu", 0);
+  auto stream = device->create_stream();
+  const ParameterTable table(config);
+  ModelState state(*device, table);
+  state.initialise(1, *stream);
+  KosmosModel kosmos_model(config, state);
+  Arena arena(*device);
+  Runtime rt{*device, *stream, arena};
+  Batch batch;
+  batch.batch = 1;
+  batch.length = static_cast<int64_t>(tokens.size());
+  batch.tokens = tokens;
+  batch.targets.assign(tokens.size(), 0);
+  batch.loss_weights.assign(tokens.size(), 1.0f);
+  batch.image_count = images;
+  batch.images.assign(static_cast<size_t>(images * 3 * 28 * 28), 0.1f);
+  return error_of([&] {
+    batch.image_slots = find_image_slots(batch.tokens, 1, batch.length, config);
+    kosmos_model.run(rt, batch, 1.0f, {0, 0, false}, false);
+  });
+}
+
+TEST(ModelInput, BadSequencesAreNamed) {
+  const KosmosConfig tiny = preset("tiny");
+  EXPECT_EQ(run_error(tiny, {0, 5, 6, 2, 1, 1}, 0), "");
+  EXPECT_NE(run_error(tiny, {1, 1, 0, 5, 6, 2}, 0).find("sequence 0 has a real token at position 2 after padding"),
+            std::string::npos);
+  EXPECT_NE(run_error(tiny, {0, 126, 126, 126}, 1).find("needs 8 image slots after it"), std::string::npos);
+  EXPECT_NE(run_error(tiny, {0, 5, 6, 2}, 1).find("0 <image> tokens but 1 images"), std::string::npos);
+  KosmosConfig learned = tiny;
+  learned.decoder.abs_pos = AbsolutePositions::kLearned;
+  learned.decoder.max_positions = 6;
+  EXPECT_NE(run_error(learned, {0, 5, 6, 7, 8, 2}, 0).find("need learned position id 7 but max_target_positions is 6"),
             std::string::npos);
 }
 
