@@ -1,0 +1,58 @@
+// comm.h: one collective interface for every transport (MPI now; NCCL/RCCL with the GPU backends), and the
+// process grid's communicators. Buffers are device views (host memory on the CPU backend); every call takes the
+// stream it is ordered on. A group of one rank returns at once.
+#pragma once
+
+#include <memory>
+
+#include "backends/device.h"
+#include "parallel/grid.h"
+
+namespace kosmos::parallel {
+
+enum class ReduceOp : uint8_t { kSum, kMax };
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual int size() const = 0;
+  virtual int rank() const = 0;
+  // data = op over ranks of data (in place); f32 or i32.
+  virtual void all_reduce(TensorView data, ReduceOp op, Stream & stream) = 0;
+  // out [size * n] = concatenation of every rank's in [n], in rank order.
+  virtual void all_gather(TensorView out, TensorView in, Stream & stream) = 0;
+  // out [n] = op over ranks of this rank's n-slice of in [size * n].
+  virtual void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) = 0;
+  virtual void broadcast(TensorView data, int root, Stream & stream) = 0;
+  // Point to point. Between group_begin() and group_end() they are posted together and completed together, so
+  // any pattern of sends and receives (a ring, a pipeline exchange) cannot deadlock.
+  virtual void send(TensorView data, int peer, Stream & stream) = 0;
+  virtual void recv(TensorView data, int peer, Stream & stream) = 0;
+  virtual void group_begin() = 0;
+  virtual void group_end() = 0;
+  // Waits until every rank of the group arrives.
+  virtual void barrier() = 0;
+  // A sub-communicator of the ranks passing the same color, ordered by key (collective over this group).
+  virtual std::unique_ptr<Comm> split(int color, int key) = 0;
+};
+
+// The world and its tp, dp and pp sub-communicators, made once (MPI_Comm_split) and passed by reference.
+class ProcessGrid {
+ public:
+  ProcessGrid(const GridShape & shape, std::unique_ptr<Comm> world);
+  ~ProcessGrid();
+  const GridShape & shape() const { return shape_; }
+  const GridCoord & coord() const { return coord_; }
+  Comm & world() { return *world_; }
+  Comm & group(Axis axis);
+
+ private:
+  GridShape shape_;
+  GridCoord coord_;
+  std::unique_ptr<Comm> world_, tp_, dp_, pp_;
+};
+
+// MPI_COMM_WORLD as a Comm (MPI must be initialised; it is not finalised here).
+std::unique_ptr<Comm> mpi_world();
+
+}  // namespace kosmos::parallel

@@ -1,0 +1,194 @@
+// comm_mpi.cpp: Comm over MPI (host buffers). Errors come back as kosmos::Error with the MPI error string
+// (MPI_ERRORS_RETURN on every communicator), never as an abort inside MPI.
+#include <mpi.h>
+
+#include <cstring>
+#include <vector>
+
+#include "backends/error.h"
+#include "parallel/comm.h"
+
+#define KOSMOS_MPI_CHECK(call)                                                                       \
+  do {                                                                                               \
+    const int kosmos_mpi_status = (call);                                                            \
+    if (kosmos_mpi_status != MPI_SUCCESS) {                                                          \
+      char kosmos_mpi_text[MPI_MAX_ERROR_STRING];                                                    \
+      int kosmos_mpi_length = 0;                                                                     \
+      MPI_Error_string(kosmos_mpi_status, kosmos_mpi_text, &kosmos_mpi_length);                      \
+      KOSMOS_FAIL("MPI call ", #call, " failed: ", std::string(kosmos_mpi_text, kosmos_mpi_length)); \
+    }                                                                                                \
+  } while (0)
+
+namespace kosmos::parallel {
+namespace {
+
+MPI_Datatype mpi_type(const TensorView & view, const char * what) {
+  switch (view.dtype) {
+    case DType::kF32: return MPI_FLOAT;
+    case DType::kI32: return MPI_INT32_T;
+    case DType::kBF16:
+    case DType::kF16: break;
+  }
+  KOSMOS_FAIL(what, ": MPI reductions take f32 or i32, got ", describe(view), "; reduce in f32");
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+  }
+  KOSMOS_FAIL("MPI: unknown reduce op ", static_cast<int>(op), " (known: sum, max)");
+}
+
+void check_dense(const TensorView & view, const char * what) {
+  KOSMOS_CHECK(view.is_contiguous(), what, ": ", describe(view), " must be dense for a collective");
+}
+
+int byte_count(const TensorView & view) {
+  const size_t bytes = static_cast<size_t>(view.numel()) * dtype_size(view.dtype);
+  KOSMOS_CHECK(bytes < (size_t{1} << 31), "MPI: ", describe(view), " is ", bytes,
+               " bytes, more than one MPI message carries (2 GiB); split it");
+  return static_cast<int>(bytes);
+}
+
+class MpiComm final : public Comm {
+ public:
+  MpiComm(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+    KOSMOS_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    KOSMOS_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    KOSMOS_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  }
+  ~MpiComm() override {
+    if (owned_) MPI_Comm_free(&comm_);
+  }
+  int size() const override { return size_; }
+  int rank() const override { return rank_; }
+
+  void all_reduce(TensorView data, ReduceOp op, Stream &) override {
+    check_dense(data, "all_reduce");
+    if (size_ == 1) return;
+    KOSMOS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data, static_cast<int>(data.numel()),
+                                   mpi_type(data, "all_reduce"), mpi_op(op), comm_));
+  }
+
+  void all_gather(TensorView out, TensorView in, Stream &) override {
+    check_dense(out, "all_gather out");
+    check_dense(in, "all_gather in");
+    KOSMOS_CHECK(out.dtype == in.dtype && out.numel() == in.numel() * size_, "all_gather: out ", describe(out),
+                 " must hold ", size_, " x in ", describe(in));
+    if (size_ == 1) {
+      std::memcpy(out.data, in.data, static_cast<size_t>(byte_count(in)));
+      return;
+    }
+    KOSMOS_MPI_CHECK(MPI_Allgather(in.data, byte_count(in), MPI_BYTE, out.data, byte_count(in), MPI_BYTE, comm_));
+  }
+
+  void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream &) override {
+    check_dense(out, "reduce_scatter out");
+    check_dense(in, "reduce_scatter in");
+    KOSMOS_CHECK(out.dtype == in.dtype && in.numel() == out.numel() * size_, "reduce_scatter: in ", describe(in),
+                 " must hold ", size_, " x out ", describe(out));
+    if (size_ == 1) {
+      std::memcpy(out.data, in.data, static_cast<size_t>(byte_count(out)));
+      return;
+    }
+    KOSMOS_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel()),
+                                              mpi_type(in, "reduce_scatter"), mpi_op(op), comm_));
+  }
+
+  void broadcast(TensorView data, int root, Stream &) override {
+    check_dense(data, "broadcast");
+    KOSMOS_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not one of the ", size_, " ranks");
+    if (size_ == 1) return;
+    KOSMOS_MPI_CHECK(MPI_Bcast(data.data, byte_count(data), MPI_BYTE, root, comm_));
+  }
+
+  void send(TensorView data, int peer, Stream &) override {
+    check_dense(data, "send");
+    check_peer(peer, "send");
+    MPI_Request request;
+    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, kTag, comm_, &request));
+    finish_or_queue(request);
+  }
+
+  void recv(TensorView data, int peer, Stream &) override {
+    check_dense(data, "recv");
+    check_peer(peer, "recv");
+    MPI_Request request;
+    KOSMOS_MPI_CHECK(MPI_Irecv(data.data, byte_count(data), MPI_BYTE, peer, kTag, comm_, &request));
+    finish_or_queue(request);
+  }
+
+  void group_begin() override {
+    KOSMOS_CHECK(!grouped_, "group_begin: a group is already open; close it with group_end first");
+    grouped_ = true;
+  }
+
+  void group_end() override {
+    KOSMOS_CHECK(grouped_, "group_end without group_begin");
+    grouped_ = false;
+    if (pending_.empty()) return;
+    KOSMOS_MPI_CHECK(MPI_Waitall(static_cast<int>(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE));
+    pending_.clear();
+  }
+
+  void barrier() override { KOSMOS_MPI_CHECK(MPI_Barrier(comm_)); }
+
+  std::unique_ptr<Comm> split(int color, int key) override {
+    MPI_Comm part;
+    KOSMOS_MPI_CHECK(MPI_Comm_split(comm_, color, key, &part));
+    return std::make_unique<MpiComm>(part, true);
+  }
+
+ private:
+  static constexpr int kTag = 7;
+  void check_peer(int peer, const char * what) const {
+    KOSMOS_CHECK(peer >= 0 && peer < size_ && peer != rank_, what, ": peer ", peer, " is not another of the ", size_,
+                 " ranks (this is rank ", rank_, ")");
+  }
+  void finish_or_queue(MPI_Request request) {
+    if (grouped_) {
+      pending_.push_back(request);
+    } else {
+      KOSMOS_MPI_CHECK(MPI_Wait(&request, MPI_STATUS_IGNORE));
+    }
+  }
+
+  MPI_Comm comm_;
+  bool owned_;
+  int size_ = 1, rank_ = 0;
+  bool grouped_ = false;
+  std::vector<MPI_Request> pending_;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> mpi_world() {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  KOSMOS_CHECK(initialised, "mpi_world: MPI is not initialised (internal: launch/ starts MPI first)");
+  return std::make_unique<MpiComm>(MPI_COMM_WORLD, false);
+}
+
+ProcessGrid::ProcessGrid(const GridShape & shape, std::unique_ptr<Comm> world) : shape_(shape), world_(std::move(world)) {
+  KOSMOS_CHECK(shape.world() == world_->size(), "process grid: ", describe(shape), " needs ", shape.world(),
+               " ranks but ", world_->size(), " were launched; match --dp x --pp x --tp to the rank count");
+  coord_ = coord_of(shape, world_->rank());
+  // Each split groups the ranks that agree on the other two coordinates, ordered along its own axis.
+  tp_ = world_->split(coord_.dp + shape.dp * coord_.pp, coord_.tp);
+  dp_ = world_->split(coord_.tp + shape.tp * coord_.pp, coord_.dp);
+  pp_ = world_->split(coord_.tp + shape.tp * coord_.dp, coord_.pp);
+}
+
+ProcessGrid::~ProcessGrid() = default;
+
+Comm & ProcessGrid::group(Axis axis) {
+  switch (axis) {
+    case Axis::kTensor: return *tp_;
+    case Axis::kData: return *dp_;
+    case Axis::kPipeline: return *pp_;
+  }
+  KOSMOS_FAIL("ProcessGrid::group: unknown axis ", static_cast<int>(axis));
+}
+
+}  // namespace kosmos::parallel
