@@ -89,6 +89,17 @@ int main(int argc, char ** argv) {
   train_app->add_option("--weight-decay", train.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   train_app->add_option("--metrics", train.metrics, "write one JSON object per step to this file");
   train_app->add_flag("--profile", train.profile, "print the time spent in each op at the end");
+  train_app->add_option("--dp", train.dp, "data-parallel ranks (0: every rank pp x tp leaves)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train_app->add_option("--pp", train.pp, "pipeline stages")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--tp", train.tp, "tensor-parallel ranks")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--global-batch", train.global_batch,
+                        "sequences per step over all data-parallel ranks (0: batch x micro-batches x dp)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train_app->add_flag("--zero1", train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");
+  train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file");
   train_app->add_option("--log-every", train.log_every, "print a step line every N steps")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

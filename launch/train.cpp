@@ -10,8 +10,10 @@
 
 #include "backends/error.h"
 #include "io/synthetic.h"
+#include "io/weights.h"
 #include "launch/launch.h"
 #include "model/trainer.h"
+#include "parallel/comm.h"
 
 namespace kosmos {
 namespace {
@@ -35,6 +37,23 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const int64_t minimum_length = 2 + images_per_sample * (config.image_slots() + 7);
   const int64_t length = options.length > 0 ? options.length : minimum_length;
 
+  // The process grid: data parallelism for now (pipeline and tensor parallelism come with the parallel engine).
+  std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
+  const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
+  KOSMOS_CHECK(shape.pp == 1 && shape.tp == 1, "--pp ", shape.pp, " --tp ", shape.tp,
+               ": pipeline and tensor parallelism are not implemented yet; run with --dp only");
+  parallel::ProcessGrid grid(shape, std::move(world));
+  const int dp_rank = grid.coord().dp;
+  const bool leader = grid.world().rank() == 0;
+  const int64_t global_batch =
+      options.global_batch > 0 ? options.global_batch : options.batch * options.micro_batches * shape.dp;
+  KOSMOS_CHECK(global_batch % (shape.dp * options.micro_batches) == 0, "--global-batch ", global_batch,
+               " does not split into --dp ", shape.dp, " x --micro-batches ", options.micro_batches,
+               " equal micro-batches; make it a multiple of ", shape.dp * options.micro_batches);
+  const int64_t micro_batch = global_batch / (shape.dp * options.micro_batches);
+  std::ostringstream silent;
+  std::ostream & log = leader ? out : silent;  // only world rank 0 reports
+
   std::unique_ptr<Device> device = registry.create(options.backend, options.device);
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
@@ -48,28 +67,34 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   optimizer.total_steps = options.steps;
   optimizer.clip_norm = options.clip;
   optimizer.weight_decay = options.weight_decay;
-  model::Trainer trainer(kosmos_model, state, optimizer);
+  model::Trainer trainer(kosmos_model, state, optimizer,
+                         model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
+                                             options.zero1 && shape.dp > 1});
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 
   std::ofstream metrics;
-  if (!options.metrics.empty()) {
+  if (!options.metrics.empty() && leader) {
     metrics.open(options.metrics, std::ios::trunc);
     KOSMOS_CHECK(metrics, "--metrics ", options.metrics, ": cannot open for writing; check the folder exists");
   }
-  out << "kosmos train: preset " << options.preset << ", " << table.total() << " parameters ("
+  log << "kosmos train: preset " << options.preset << ", " << table.total() << " parameters ("
       << table.trainable_total() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
-  out << "data: built-in synthetic image-caption set, " << options.micro_batches << " x " << options.batch
-      << " sequences of " << length << " positions per step, seed " << options.seed << "\n";
+  log << "grid: " << parallel::describe(shape) << (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "") << "\n";
+  log << "data: built-in synthetic image-caption set, " << global_batch << " sequences of " << length
+      << " positions per step (" << options.micro_batches << " micro-batches of " << micro_batch << " per dp rank), seed "
+      << options.seed << "\n";
   device->set_profiling(options.profile);
   const auto start = std::chrono::steady_clock::now();
   double first_loss = 0.0, last_loss = 0.0;
-  int64_t sample = 0, tokens = 0;
+  int64_t tokens = 0;
   for (int64_t step = 1; step <= options.steps; ++step) {
+    // This dp rank's share of the step's global batch, in micro-batches, by global sample index.
     std::vector<model::Batch> micro;
-    for (int64_t m = 0; m < options.micro_batches; ++m, sample += options.batch)
-      micro.push_back(io::synthetic_batch(config, options.batch, length, sample, options.seed));
+    const int64_t share_start = (step - 1) * global_batch + dp_rank * (global_batch / shape.dp);
+    for (int64_t m = 0; m < options.micro_batches; ++m)
+      micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, options.seed));
     const model::StepStats stats = trainer.step(rt, micro, step, options.seed);
     tokens += stats.tokens;
     if (step == 1) first_loss = stats.loss;
@@ -86,26 +111,27 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     }
     if (step == 1 || step % options.log_every == 0 || step == options.steps) {
       const double eta = elapsed / static_cast<double>(step) * static_cast<double>(options.steps - step);
-      out << "step " << std::setw(6) << step << "/" << options.steps << "  loss " << std::fixed << std::setprecision(4)
+      log << "step " << std::setw(6) << step << "/" << options.steps << "  loss " << std::fixed << std::setprecision(4)
           << stats.loss << "  lr " << std::scientific << std::setprecision(2) << stats.lr << "  grad norm "
           << std::fixed << std::setprecision(3) << stats.grad_norm << "  " << std::setprecision(0)
           << stats.tokens / stats.seconds << " tokens/s  eta " << std::setprecision(1) << eta << " s\n";
-      out.flush();
+      log.flush();
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  out << "trained " << options.steps << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
+  log << "trained " << options.steps << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
-  if (options.profile) {
+  if (!options.save_weights.empty() && leader) io::save_weights(state, options.save_weights, *stream);
+  if (options.profile && leader) {
     std::vector<std::pair<std::string, Device::OpTime>> times = device->profile();
     std::sort(times.begin(), times.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
     double total = 0.0;
     for (const auto & entry : times) total += entry.second.seconds;
-    out << "time per op over " << options.steps << " steps (" << std::fixed << std::setprecision(3) << total
+    log << "time per op over " << options.steps << " steps (" << std::fixed << std::setprecision(3) << total
         << " s in ops, " << seconds << " s in all):\n";
     for (const auto & [name, time] : times)
-      out << "  " << std::left << std::setw(24) << name << std::right << std::setw(9) << std::setprecision(3)
+      log << "  " << std::left << std::setw(24) << name << std::right << std::setw(9) << std::setprecision(3)
           << time.seconds << " s " << std::setw(6) << std::setprecision(1) << 100.0 * time.seconds / total << " %  "
           << time.calls << " calls\n";
   }

@@ -146,20 +146,26 @@ int64_t ParameterTable::trainable_total() const {
 }
 
 ModelState::ModelState(Device & device, const ParameterTable & table) : device_(device), table_(table) {
-  const size_t bytes = static_cast<size_t>(table_.total()) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(table_.total() + kShardSlack) * sizeof(float);
   values_ = device.allocate(bytes, BufferUse::kWeights);
   grads_ = device.allocate(bytes, BufferUse::kWeights);
   moment1_ = device.allocate(bytes, BufferUse::kWeights);
   moment2_ = device.allocate(bytes, BufferUse::kWeights);
   std::unique_ptr<Stream> stream = device.create_stream();
-  for (const Buffer * buffer : {&values_, &grads_, &moment1_, &moment2_})  // the alignment gaps stay zero
-    op_run(device, Fill{make_view(buffer->data(), DType::kF32, {table_.total()}), 0.0f}, *stream);
+  for (const Buffer * buffer : {&values_, &grads_, &moment1_, &moment2_})  // gaps and slack stay zero
+    op_run(device, Fill{make_view(buffer->data(), DType::kF32, {table_.total() + kShardSlack}), 0.0f}, *stream);
   stream->synchronize();
 }
 
 TensorView ModelState::view(const Buffer & buffer, const ParameterSpec & spec) const {
   return make_view(static_cast<float *>(buffer.data()) + spec.offset, DType::kF32, static_cast<int>(spec.shape.size()),
                    spec.shape.data());
+}
+
+TensorView ModelState::flat(Slot slot) const {
+  const Buffer & buffer = slot == Slot::kValues ? values_ : slot == Slot::kGrads ? grads_
+                          : slot == Slot::kMoment1 ? moment1_ : moment2_;
+  return make_view(buffer.data(), DType::kF32, {table_.total() + kShardSlack});
 }
 
 TensorView ModelState::all_grads() const { return make_view(grads_.data(), DType::kF32, {table_.total()}); }

@@ -66,6 +66,11 @@ class ModelState {
   TensorView moment1(const ParameterSpec & spec) const { return view(moment1_, spec); }
   TensorView moment2(const ParameterSpec & spec) const { return view(moment2_, spec); }
   TensorView all_grads() const;  // the flat gradient buffer, [total]
+  // A whole flat buffer, [total + slack]: the slack (zeros) lets ZeRO-1 cut it into equal slices for up to
+  // kShardSlack ranks.
+  enum class Slot : uint8_t { kValues, kGrads, kMoment1, kMoment2 };
+  static constexpr int64_t kShardSlack = 4096;
+  TensorView flat(Slot slot) const;
   // Every parameter from its spec, drawn from Philox keyed by (seed, name): the values do not depend on the
   // order of the table or on how it is later split across ranks.
   void initialise(uint64_t seed, Stream & stream);

@@ -1,6 +1,7 @@
 // trainer.cpp: gradient accumulation, clipping, schedule and AdamW for one optimizer step.
 #include "model/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -16,12 +17,44 @@ double learning_rate(const OptimizerConfig & config, int64_t step) {
   return config.peak_lr * std::max(0.0, remaining);
 }
 
-Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config)
-    : model_(model), state_(state), config_(config) {
+Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel)
+    : model_(model), state_(state), config_(config), dp_(data_parallel) {
   KOSMOS_CHECK(config.peak_lr > 0 && config.total_steps >= 1 && config.warmup_steps >= 0 &&
                    config.warmup_steps <= config.total_steps,
                "optimizer: lr ", config.peak_lr, ", warm-up ", config.warmup_steps, " and total steps ",
                config.total_steps, " must satisfy lr > 0 and 0 <= warm-up <= total");
+}
+
+double Trainer::sum_over_ranks(Runtime & rt, double value) {
+  if (!dp_.comm) return value;
+  float host = static_cast<float>(value);
+  dp_.comm->all_reduce(make_view(&host, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
+  return host;
+}
+
+void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double clip, int64_t step) {
+  // One AdamW op per run of consecutive trainable parameters (the alignment gaps between them hold zeros and
+  // stay zero), clipped to [begin, end).
+  const std::vector<ParameterSpec> & specs = state_.table().specs();
+  for (size_t first = 0; first < specs.size();) {
+    if (!specs[first].trainable) {
+      ++first;
+      continue;
+    }
+    size_t last = first;
+    while (last + 1 < specs.size() && specs[last + 1].trainable) ++last;
+    const int64_t from = std::max(begin, specs[first].offset), to = std::min(end, specs[last].offset + specs[last].numel);
+    first = last + 1;
+    if (from >= to) continue;
+    auto window = [&](const TensorView & flat) {
+      return make_view(flat.as<float>() + from, DType::kF32, {to - from});
+    };
+    rt.run(AdamWStep{window(state_.flat(ModelState::Slot::kValues)), window(state_.flat(ModelState::Slot::kMoment1)),
+                     window(state_.flat(ModelState::Slot::kMoment2)), window(state_.flat(ModelState::Slot::kGrads)),
+                     static_cast<float>(lr), static_cast<float>(config_.beta1), static_cast<float>(config_.beta2),
+                     static_cast<float>(config_.eps), static_cast<float>(config_.weight_decay), step,
+                     static_cast<float>(clip)});
+  }
 }
 
 StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed) {
@@ -33,56 +66,62 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     for (float w : batch.loss_weights) weight_sum += w;
     stats.tokens += batch.batch * batch.length;
   }
-  KOSMOS_CHECK(weight_sum > 0.0, "step ", step, ": no position of its ", micro_batches.size(),
-               " micro-batches carries a loss (all loss weights are 0)");
+  // The loss is a mean over every counted token of the step, on every rank, so each micro-batch is scaled by the
+  // same 1/count.
+  weight_sum = sum_over_ranks(rt, weight_sum);
+  stats.tokens = static_cast<int64_t>(sum_over_ranks(rt, static_cast<double>(stats.tokens)));
+  KOSMOS_CHECK(weight_sum > 0.0, "step ", step, ": no position of its micro-batches carries a loss (all loss weights "
+               "are 0)");
   stats.counted = static_cast<int64_t>(weight_sum);
-  // The loss is a mean over every counted token of the step, so each micro-batch is scaled by the same 1/count.
   const float loss_scale = static_cast<float>(1.0 / weight_sum);
   state_.zero_grads(rt.stream);
-  for (size_t m = 0; m < micro_batches.size(); ++m) {
+  double loss = 0.0;
+  for (const Batch & batch : micro_batches) {
     rt.arena.reset();
     // Keys depend on the step only; the micro-batch's global sample and image indices set the offsets, so the masks
-    // do not depend on how the step's samples are split into micro-batches.
-    const StepRandomness randomness{seed, step, true};
-    stats.loss += model_.run(rt, micro_batches[m], loss_scale, randomness, true);
+    // do not depend on how the step's samples are split into micro-batches or ranks.
+    loss += model_.run(rt, batch, loss_scale, {seed, step, true}, true);
   }
   rt.arena.reset();
-  // Global gradient norm (frozen parameters have zero gradients), clipping, AdamW.
+  stats.loss = sum_over_ranks(rt, loss);
+
+  // Gradients summed over the data-parallel ranks: whole (buckets) or, with ZeRO-1, each rank's slice.
+  const int ranks = dp_.comm ? dp_.comm->size() : 1;
+  const int64_t total = state_.table().total();
+  const int64_t shard = dp_.zero1 ? (total + ranks - 1) / ranks : total;
+  const int64_t begin = dp_.zero1 ? shard * dp_.comm->rank() : 0, end = std::min(total, begin + shard);
+  const TensorView grads = state_.flat(ModelState::Slot::kGrads);
+  if (dp_.comm && !dp_.zero1) {
+    for (int64_t first = 0; first < total; first += dp_.bucket_elements)
+      dp_.comm->all_reduce(make_view(grads.as<float>() + first, DType::kF32, {std::min(dp_.bucket_elements, total - first)}),
+                           parallel::ReduceOp::kSum, rt.stream);
+  } else if (dp_.comm) {
+    const TensorView mine = rt.take({shard});
+    dp_.comm->reduce_scatter(mine, make_view(grads.data, DType::kF32, {shard * ranks}), parallel::ReduceOp::kSum,
+                             rt.stream);
+    rt.run(Copy{make_view(grads.as<float>() + begin, DType::kF32, {shard}), mine});
+  }
+  // The global gradient norm (frozen parameters have zero gradients), then clipping and AdamW.
   const TensorView norm = rt.take({1});
   rt.run(Fill{norm, 0.0f});
-  rt.run(SquaredNorm{norm, state_.all_grads()});
+  rt.run(SquaredNorm{norm, make_view(grads.as<float>() + begin, DType::kF32, {end - begin})});
   float norm_host = 0.0f;
   TensorView target = norm;
   target.data = &norm_host;
   rt.device.copy(target, norm, rt.stream);
   rt.stream.synchronize();
-  stats.grad_norm = std::sqrt(static_cast<double>(norm_host));
+  stats.grad_norm = std::sqrt(dp_.zero1 ? sum_over_ranks(rt, norm_host) : static_cast<double>(norm_host));
   KOSMOS_CHECK(std::isfinite(stats.grad_norm) && std::isfinite(stats.loss), "step ", step, ": the loss (",
                stats.loss, ") or gradient norm (", stats.grad_norm,
                ") is not finite; lower the learning rate or check the inputs");
   const double clip = config_.clip_norm > 0.0 && stats.grad_norm > config_.clip_norm ? config_.clip_norm / stats.grad_norm
                                                                                       : 1.0;
   stats.lr = learning_rate(config_, step);
-  // One AdamW op per run of consecutive trainable parameters in the flat buffers (the alignment gaps between them
-  // hold zeros and stay zero), instead of one per tensor.
-  const std::vector<ParameterSpec> & specs = state_.table().specs();
-  for (size_t first = 0; first < specs.size();) {
-    if (!specs[first].trainable) {
-      ++first;
-      continue;
-    }
-    size_t last = first;
-    while (last + 1 < specs.size() && specs[last + 1].trainable) ++last;
-    const int64_t begin = specs[first].offset, end = specs[last].offset + specs[last].numel;
-    auto run_of = [&](TensorView (ModelState::*view)(const ParameterSpec &) const) {
-      const TensorView whole = (state_.*view)(specs[first]);
-      return make_view(whole.data, DType::kF32, {end - begin});
-    };
-    rt.run(AdamWStep{run_of(&ModelState::value), run_of(&ModelState::moment1), run_of(&ModelState::moment2),
-                     run_of(&ModelState::grad), static_cast<float>(stats.lr), static_cast<float>(config_.beta1),
-                     static_cast<float>(config_.beta2), static_cast<float>(config_.eps),
-                     static_cast<float>(config_.weight_decay), step, static_cast<float>(clip)});
-    first = last + 1;
+  adamw(rt, begin, end, stats.lr, clip, step);
+  if (dp_.zero1) {  // every rank's updated slice to every rank
+    const TensorView values = state_.flat(ModelState::Slot::kValues);
+    dp_.comm->all_gather(make_view(values.data, DType::kF32, {shard * ranks}),
+                         make_view(values.as<float>() + begin, DType::kF32, {shard}), rt.stream);
   }
   rt.stream.synchronize();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

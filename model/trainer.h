@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/kosmos.h"
+#include "parallel/comm.h"
 
 namespace kosmos::model {
 
@@ -31,16 +32,31 @@ struct StepStats {
   double seconds = 0.0;
 };
 
+// Data parallelism: the ranks of `comm` each hold a full replica and a share of the step's samples. Gradients are
+// summed over them in buckets (all-reduce), or with ZeRO-1 reduce-scattered so that each rank updates only its
+// 1/dp slice of the flat parameter buffer with AdamW and all-gathers the result.
+struct DataParallel {
+  parallel::Comm * comm = nullptr;       // null: one rank
+  bool zero1 = false;
+  int64_t bucket_elements = int64_t{1} << 22;  // all-reduce granularity (16 MiB of f32)
+};
+
 class Trainer {
  public:
-  Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config);
+  Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel = {});
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
 
  private:
+  // Sums a host value over the data-parallel ranks.
+  double sum_over_ranks(Runtime & rt, double value);
+  // AdamW over the trainable parameters inside [begin, end) of the flat buffers.
+  void adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double clip, int64_t step);
+
   KosmosModel & model_;
   ModelState & state_;
   OptimizerConfig config_;
+  DataParallel dp_;
 };
 
 }  // namespace kosmos::model

@@ -19,7 +19,7 @@ class Comm {
   virtual int rank() const = 0;
   // data = op over ranks of data (in place); f32 or i32.
   virtual void all_reduce(TensorView data, ReduceOp op, Stream & stream) = 0;
-  // out [size * n] = concatenation of every rank's in [n], in rank order.
+  // out [size * n] = concatenation of every rank's in [n], in rank order; in may be this rank's slot of out.
   virtual void all_gather(TensorView out, TensorView in, Stream & stream) = 0;
   // out [n] = op over ranks of this rank's n-slice of in [size * n].
   virtual void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) = 0;

@@ -76,11 +76,14 @@ class MpiComm final : public Comm {
     check_dense(in, "all_gather in");
     KOSMOS_CHECK(out.dtype == in.dtype && out.numel() == in.numel() * size_, "all_gather: out ", describe(out),
                  " must hold ", size_, " x in ", describe(in));
+    const int bytes = byte_count(in);
+    // In place when `in` is this rank's own slot of `out` (ZeRO-1 gathers updated slices that way).
+    const bool in_place = in.data == static_cast<char *>(out.data) + static_cast<size_t>(rank_) * bytes;
     if (size_ == 1) {
-      std::memcpy(out.data, in.data, static_cast<size_t>(byte_count(in)));
+      if (!in_place) std::memmove(out.data, in.data, static_cast<size_t>(bytes));
       return;
     }
-    KOSMOS_MPI_CHECK(MPI_Allgather(in.data, byte_count(in), MPI_BYTE, out.data, byte_count(in), MPI_BYTE, comm_));
+    KOSMOS_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : in.data, bytes, MPI_BYTE, out.data, bytes, MPI_BYTE, comm_));
   }
 
   void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream &) override {
