@@ -82,75 +82,75 @@ KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state)
 
 double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness,
                         bool backward, std::vector<float> * logits_out) {
+  MicroState state;
+  const StageRange whole;
+  const double loss =
+      stage_forward(rt, whole, batch, TensorView{}, TensorView{}, loss_scale, randomness, backward, state, logits_out);
+  if (backward) stage_backward(rt, whole, batch, TensorView{}, TensorView{}, state);
+  return loss;
+}
+
+double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView input,
+                                  TensorView output, float loss_scale, const StepRandomness & randomness, bool keep,
+                                  MicroState & s, std::vector<float> * logits_out) {
   const DecoderConfig & dc = config_.decoder;
   const int64_t rows = batch.batch * batch.length, d = dc.embed_dim, latents = config_.image_slots();
-  KOSMOS_CHECK(static_cast<int64_t>(batch.image_slots.size()) == batch.image_count, "micro-batch: ",
-               batch.image_slots.size(), " <image> tokens but ", batch.image_count,
-               " images; each image needs one <image> token followed by ", latents, " slots");
   const uint64_t seed = randomness.seed;
   const int64_t step = randomness.step;
   const float p = randomness.training ? static_cast<float>(dc.dropout) : 0.0f;
   const float p_attention = randomness.training ? static_cast<float>(dc.attention_dropout) : 0.0f;
   const uint64_t row_offset = static_cast<uint64_t>(batch.first_sample * batch.length * d);
+  s.randomness = randomness;
+  s.loss_scale = loss_scale;
 
-  // Inputs on the device.
-  const TensorView ids = upload(rt, batch.tokens, DType::kI32, {rows});
-  const TensorView targets = upload(rt, batch.targets, DType::kI32, {rows});
-  const TensorView weights = upload(rt, batch.loss_weights, DType::kF32, {rows});
-  const std::vector<int32_t> positions_host = position_ids(batch, config_.tokens.pad);
-  check_padding(batch, config_.tokens.pad);
-  if (dc.abs_pos == AbsolutePositions::kLearned) {
-    const int32_t highest = *std::max_element(positions_host.begin(), positions_host.end());
-    KOSMOS_CHECK(highest < dc.max_positions, "sequences of ", batch.length, " positions need learned position id ",
-                 highest, " but max_target_positions is ", dc.max_positions, " (ids start at pad + 1 = ",
-                 config_.tokens.pad + 1, "); shorten the sequences or enlarge the table");
+  TensorView x = input;
+  if (range.first) {
+    KOSMOS_CHECK(static_cast<int64_t>(batch.image_slots.size()) == batch.image_count, "micro-batch: ",
+                 batch.image_slots.size(), " <image> tokens but ", batch.image_count,
+                 " images; each image needs one <image> token followed by ", latents, " slots");
+    s.ids = upload(rt, batch.tokens, DType::kI32, {rows});
+    const std::vector<int32_t> positions_host = position_ids(batch, config_.tokens.pad);
+    check_padding(batch, config_.tokens.pad);
+    if (dc.abs_pos == AbsolutePositions::kLearned) {
+      const int32_t highest = *std::max_element(positions_host.begin(), positions_host.end());
+      KOSMOS_CHECK(highest < dc.max_positions, "sequences of ", batch.length, " positions need learned position id ",
+                   highest, " but max_target_positions is ", dc.max_positions, " (ids start at pad + 1 = ",
+                   config_.tokens.pad + 1, "); shorten the sequences or enlarge the table");
+    }
+    s.positions = upload(rt, positions_host, DType::kI32, {rows});
+    // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
+    const TensorView embedded = rt.take({rows, d});
+    rt.run(EmbeddingForward{embedded, s.ids, state_.value("decoder.embed_tokens.weight"), 0, config_.tokens.pad});
+    if (batch.image_count > 0) {
+      const VisionConfig & v = config_.vision;
+      const TensorView images =
+          upload(rt, batch.images, DType::kF32, {batch.image_count, v.channels, v.image_size, v.image_size});
+      const TensorView image_embeddings = rt.take({batch.image_count * latents, d});
+      image_path_.forward(rt, image_embeddings, images, image_keys(batch, randomness), s.vision, s.connector, keep);
+      for (int64_t i = 0; i < batch.image_count; ++i)
+        rt.run(Copy{slice(embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents),
+                    slice(image_embeddings, 0, i * latents, latents)});
+    }
+    x = rt.take({rows, d});
+    rt.run(Scale{x, embedded, embed_scale()});
+    if (dc.abs_pos != AbsolutePositions::kNone) {
+      const TensorView position_rows = rt.take({rows, d});
+      if (dc.abs_pos == AbsolutePositions::kSinusoidal)
+        rt.run(SinusoidalPositions{position_rows, s.positions, config_.tokens.pad});
+      else
+        rt.run(EmbeddingForward{position_rows, s.positions, state_.value("decoder.embed_positions.weight"), 0,
+                                config_.tokens.pad});
+      rt.run(Add{x, x, position_rows});
+    }
+    if (p > 0.0f) rt.run(DropoutForward{x, x, {p, site_key(seed, step, kEmbedding, 0), row_offset}});
   }
-  const TensorView positions = upload(rt, positions_host, DType::kI32, {rows});
 
-  // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
-  const TensorView embed_table = state_.value("decoder.embed_tokens.weight");
-  const TensorView embedded = rt.take({rows, d});
-  rt.run(EmbeddingForward{embedded, ids, embed_table, 0, config_.tokens.pad});
-  VisionSaved vision_saved;
-  ConnectorSaved connector_saved;
-  TensorView image_embeddings;
-  // XConnector attention probabilities: [images, heads, latents, span] per image, indexed globally.
-  const uint64_t per_image_probabilities = static_cast<uint64_t>(
-      config_.connector.heads * latents * (config_.vision.tokens() + latents));
-  const ImagePathKeys image_keys{{randomness.training ? static_cast<float>(dc.attention_dropout) : 0.0f,
-                                  site_key(seed, step, kConnector, 0),
-                                  static_cast<uint64_t>(batch.first_image) * per_image_probabilities}};
-  if (batch.image_count > 0) {
-    const VisionConfig & v = config_.vision;
-    const TensorView images = upload(rt, batch.images, DType::kF32, {batch.image_count, v.channels, v.image_size, v.image_size});
-    image_embeddings = rt.take({batch.image_count * latents, d});
-    image_path_.forward(rt, image_embeddings, images, image_keys, vision_saved, connector_saved, backward);
-    for (int64_t i = 0; i < batch.image_count; ++i)
-      rt.run(Copy{slice(embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents),
-                  slice(image_embeddings, 0, i * latents, latents)});
-  }
-  const float embed_scale = dc.scale_embedding ? std::sqrt(static_cast<float>(d)) : 1.0f;
-  TensorView x = rt.take({rows, d});
-  rt.run(Scale{x, embedded, embed_scale});
-  const TensorView position_table =
-      dc.abs_pos == AbsolutePositions::kLearned ? state_.value("decoder.embed_positions.weight") : TensorView{};
-  if (dc.abs_pos != AbsolutePositions::kNone) {
-    const TensorView position_rows = rt.take({rows, d});
-    if (dc.abs_pos == AbsolutePositions::kSinusoidal)
-      rt.run(SinusoidalPositions{position_rows, positions, config_.tokens.pad});
-    else
-      rt.run(EmbeddingForward{position_rows, positions, position_table, 0, config_.tokens.pad});
-    rt.run(Add{x, x, position_rows});
-  }
-  const DropoutSite embedding_dropout{p, site_key(seed, step, kEmbedding, 0), row_offset};
-  if (p > 0.0f) rt.run(DropoutForward{x, x, {p, embedding_dropout.seed, embedding_dropout.offset}});
-
-  // The decoder.
-  std::vector<BlockSaved> saved(static_cast<size_t>(dc.layers));
-  std::vector<BlockOptions> options(static_cast<size_t>(dc.layers));
-  std::vector<TensorView> layer_inputs;
-  for (int64_t l = 0; l < dc.layers; ++l) {
-    BlockOptions & o = options[static_cast<size_t>(l)];
+  // This stage's decoder layers.
+  const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
+  s.blocks.assign(static_cast<size_t>(last_layer - first_layer), {});
+  s.options.assign(static_cast<size_t>(last_layer - first_layer), {});
+  for (int64_t l = first_layer; l < last_layer; ++l) {
+    BlockOptions & o = s.options[static_cast<size_t>(l - first_layer)];
     o.batch = batch.batch, o.length = batch.length, o.heads = dc.heads, o.causal = true, o.xpos = dc.xpos;
     o.xpos_scale_base = static_cast<float>(dc.xpos_scale_base);
     o.activation = Activation::kGelu;
@@ -158,54 +158,78 @@ double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, con
                            static_cast<uint64_t>(batch.first_sample * dc.heads * batch.length * batch.length)};
     o.output_dropout = {p, site_key(seed, step, kAttentionOutput, l), row_offset};
     o.ffn_dropout_seed = site_key(seed, step, kFfnOutput, l);
-    const TensorView out = rt.take({rows, d});
+    const TensorView out = !range.last && l + 1 == last_layer ? output : rt.take({rows, d});
     block_forward(rt, make_magneto_block(state_, "decoder.layers." + std::to_string(l) + ".", dc.layernorm_eps), o, out,
-                  x, &saved[static_cast<size_t>(l)]);
+                  x, &s.blocks[static_cast<size_t>(l - first_layer)]);
     x = out;
   }
-  const LayerNorm final_norm = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps);
-  const TensorView normed = rt.take({rows, d});
-  const LayerNorm::Saved final_stats = final_norm.forward(rt, normed, x);
-  const std::string output_name = dc.tied ? "decoder.embed_tokens.weight" : "decoder.output_projection.weight";
-  const TensorView output_weight = state_.value(output_name);
-  const TensorView logits = rt.take({rows, dc.vocab_size});
-  rt.run(Matmul{logits, normed, output_weight, TensorView{}, false, true});
-  const TensorView loss = rt.take({1}), lse = rt.take({rows});
-  rt.run(CrossEntropyForward{loss, lse, logits, targets, weights, 0, 0, loss_scale});
+  if (!range.last) {
+    if (first_layer == last_layer) rt.run(Copy{output, x});  // a stage without decoder layers passes x on
+    return 0.0;
+  }
+
+  // The head and the loss.
+  s.targets = upload(rt, batch.targets, DType::kI32, {rows});
+  s.weights = upload(rt, batch.loss_weights, DType::kF32, {rows});
+  s.last_hidden = x;
+  s.normed = rt.take({rows, d});
+  s.final_stats = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, s.normed, x);
+  s.logits = rt.take({rows, dc.vocab_size});
+  rt.run(Matmul{s.logits, s.normed, state_.value(output_name()), TensorView{}, false, true});
+  const TensorView loss = rt.take({1});
+  s.lse = rt.take({rows});
+  rt.run(CrossEntropyForward{loss, s.lse, s.logits, s.targets, s.weights, 0, 0, loss_scale});
   std::vector<float> loss_host(1);
   TensorView loss_target = loss;
   loss_target.data = loss_host.data();
   rt.device.copy(loss_target, loss, rt.stream);
   if (logits_out) {
     logits_out->resize(static_cast<size_t>(rows * dc.vocab_size));
-    TensorView target = logits;
+    TensorView target = s.logits;
     target.data = logits_out->data();
-    rt.device.copy(target, logits, rt.stream);
+    rt.device.copy(target, s.logits, rt.stream);
   }
   rt.stream.synchronize();
-  if (!backward) return loss_host[0];
+  return loss_host[0];
+}
 
-  // Backward: head, decoder, embeddings, image path.
-  const TensorView d_logits = rt.take({rows, dc.vocab_size});
-  rt.run(CrossEntropyBackward{d_logits, logits, targets, weights, lse, 0, 0, loss_scale, 1.0f});
-  const TensorView d_normed = rt.take({rows, d});
-  matmul_backward(rt.device,
-                  MatmulBackward{d_normed, state_.grad(output_name), TensorView{}, d_logits, normed, output_weight, false,
-                                 true},
-                  rt.stream);
-  TensorView dx = rt.take({rows, d});
-  final_norm.backward(rt, dx, d_normed, x, final_stats);
-  for (int64_t l = dc.layers - 1; l >= 0; --l) {
-    const TensorView d_in = rt.take({rows, d});
+void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,
+                                 TensorView d_input, MicroState & s) {
+  const DecoderConfig & dc = config_.decoder;
+  const int64_t rows = batch.batch * batch.length, d = dc.embed_dim, latents = config_.image_slots();
+  TensorView dx = d_output;
+  if (range.last) {  // head and loss
+    const TensorView d_logits = rt.take({rows, dc.vocab_size});
+    rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, 0, 0, s.loss_scale, 1.0f});
+    const TensorView d_normed = rt.take({rows, d});
+    matmul_backward(rt.device,
+                    MatmulBackward{d_normed, state_.grad(output_name()), TensorView{}, d_logits, s.normed,
+                                   state_.value(output_name()), false, true},
+                    rt.stream);
+    dx = rt.take({rows, d});
+    make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).backward(rt, dx, d_normed, s.last_hidden, s.final_stats);
+  }
+  const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
+  for (int64_t l = last_layer - 1; l >= first_layer; --l) {
+    const TensorView d_in = !range.first && l == first_layer ? d_input : rt.take({rows, d});
     block_backward(rt, make_magneto_block(state_, "decoder.layers." + std::to_string(l) + ".", dc.layernorm_eps),
-                   options[static_cast<size_t>(l)], d_in, dx, saved[static_cast<size_t>(l)]);
+                   s.options[static_cast<size_t>(l - first_layer)], d_in, dx, s.blocks[static_cast<size_t>(l - first_layer)]);
     dx = d_in;
   }
-  if (p > 0.0f) rt.run(DropoutBackward{dx, dx, {p, embedding_dropout.seed, embedding_dropout.offset}});
+  if (!range.first) {
+    if (first_layer == last_layer) rt.run(Copy{d_input, dx});
+    rt.stream.synchronize();
+    return;
+  }
+  // Embeddings and the image path.
+  const float p = s.randomness.training ? static_cast<float>(dc.dropout) : 0.0f;
+  if (p > 0.0f)
+    rt.run(DropoutBackward{dx, dx, {p, site_key(s.randomness.seed, s.randomness.step, kEmbedding, 0),
+                                    static_cast<uint64_t>(batch.first_sample * batch.length * d)}});
   if (dc.abs_pos == AbsolutePositions::kLearned)
-    rt.run(EmbeddingBackward{state_.grad("decoder.embed_positions.weight"), dx, positions, 0, config_.tokens.pad});
+    rt.run(EmbeddingBackward{state_.grad("decoder.embed_positions.weight"), dx, s.positions, 0, config_.tokens.pad});
   const TensorView d_embedded = rt.take({rows, d});
-  rt.run(Scale{d_embedded, dx, embed_scale});
+  rt.run(Scale{d_embedded, dx, embed_scale()});
   // Image slot rows send their gradient to the image path, not to the token table: their ids are masked out of
   // range for the scatter-add.
   std::vector<int32_t> token_ids = batch.tokens;
@@ -218,10 +242,26 @@ double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, con
     for (int64_t i = 0; i < batch.image_count; ++i)
       rt.run(Copy{slice(d_image_embeddings, 0, i * latents, latents),
                   slice(d_embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents)});
-    image_path_.backward(rt, d_image_embeddings, image_keys, vision_saved, connector_saved);
+    image_path_.backward(rt, d_image_embeddings, image_keys(batch, s.randomness), s.vision, s.connector);
   }
   rt.stream.synchronize();
-  return loss_host[0];
+}
+
+float KosmosModel::embed_scale() const {
+  return config_.decoder.scale_embedding ? std::sqrt(static_cast<float>(config_.decoder.embed_dim)) : 1.0f;
+}
+
+std::string KosmosModel::output_name() const {
+  return config_.decoder.tied ? "decoder.embed_tokens.weight" : "decoder.output_projection.weight";
+}
+
+ImagePathKeys KosmosModel::image_keys(const Batch & batch, const StepRandomness & randomness) const {
+  // XConnector attention probabilities: [images, heads, latents, span] per image, indexed globally.
+  const int64_t latents = config_.image_slots();
+  const uint64_t per_image = static_cast<uint64_t>(config_.connector.heads * latents * (config_.vision.tokens() + latents));
+  return ImagePathKeys{{randomness.training ? static_cast<float>(config_.decoder.attention_dropout) : 0.0f,
+                        site_key(randomness.seed, randomness.step, kConnector, 0),
+                        static_cast<uint64_t>(batch.first_image) * per_image}};
 }
 
 }  // namespace kosmos::model

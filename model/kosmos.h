@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "model/image_path.h"
@@ -37,6 +38,26 @@ struct StepRandomness {
   bool training = false;
 };
 
+// The part of the model one pipeline stage runs: the first holds the image path and the embeddings, the last the
+// final LayerNorm, the head and the loss; each holds decoder layers [layer_begin, layer_end).
+struct StageRange {
+  bool first = true, last = true;
+  int64_t layer_begin = 0, layer_end = -1;  // -1: to the last layer
+};
+
+// What one micro-batch's forward on a stage keeps for its backward (views into the step's arena).
+struct MicroState {
+  StepRandomness randomness;
+  float loss_scale = 1.0f;
+  TensorView ids, targets, weights, positions;   // [B*T]
+  VisionSaved vision;
+  ConnectorSaved connector;
+  std::vector<BlockSaved> blocks;                // this stage's layers, in order
+  std::vector<BlockOptions> options;
+  TensorView last_hidden, normed, logits, lse;   // last stage: the final LayerNorm's input and output, the head
+  LayerNorm::Saved final_stats;
+};
+
 class KosmosModel {
  public:
   KosmosModel(const KosmosConfig & config, ModelState & state);
@@ -46,9 +67,26 @@ class KosmosModel {
   double run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness, bool backward,
              std::vector<float> * logits = nullptr);
 
+  // One pipeline stage's share of a micro-batch. The first stage embeds `batch`; the others read `input`
+  // [B*T, d] from the previous stage; all but the last write `output` [B*T, d]. The last returns the loss.
+  double stage_forward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView input,
+                       TensorView output, float loss_scale, const StepRandomness & randomness, bool keep,
+                       MicroState & state, std::vector<float> * logits = nullptr);
+  // The backward of stage_forward: d_output [B*T, d] from the next stage (absent on the last), d_input written for
+  // the previous stage (absent on the first); parameter gradients accumulate.
+  void stage_backward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,
+                      TensorView d_input, MicroState & state);
+
   const KosmosConfig & config() const { return config_; }
 
  private:
+  int64_t layer_end(const StageRange & range) const {
+    return range.layer_end < 0 ? config_.decoder.layers : range.layer_end;
+  }
+  float embed_scale() const;
+  std::string output_name() const;
+  ImagePathKeys image_keys(const Batch & batch, const StepRandomness & randomness) const;
+
   const KosmosConfig config_;
   ModelState & state_;
   ImagePath image_path_;
