@@ -98,6 +98,9 @@ int main(int argc, char ** argv) {
                         "sequences per step over all data-parallel ranks (0: batch x micro-batches x dp)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  train_app->add_option("--schedule", train.schedule, "pipeline schedule: gpipe or 1f1b")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
   train_app->add_flag("--zero1", train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");
   train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file");
   train_app->add_option("--log-every", train.log_every, "print a step line every N steps")

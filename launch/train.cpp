@@ -37,11 +37,14 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const int64_t minimum_length = 2 + images_per_sample * (config.image_slots() + 7);
   const int64_t length = options.length > 0 ? options.length : minimum_length;
 
-  // The process grid: data parallelism for now (pipeline and tensor parallelism come with the parallel engine).
+  // The process grid: data and pipeline parallelism (tensor parallelism comes with the rest of the engine).
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
-  KOSMOS_CHECK(shape.pp == 1 && shape.tp == 1, "--pp ", shape.pp, " --tp ", shape.tp,
-               ": pipeline and tensor parallelism are not implemented yet; run with --dp only");
+  KOSMOS_CHECK(shape.tp == 1, "--tp ", shape.tp, ": tensor parallelism is not implemented yet; use --dp and --pp");
+  const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
+  KOSMOS_CHECK(schedule == parallel::ScheduleKind::kGPipe || schedule == parallel::ScheduleKind::kOneFOneB,
+               "--schedule ", options.schedule, " is planned but not executed yet; use gpipe or 1f1b");
+  if (shape.pp > 1) model::stage_range(config, 0, shape.pp);  // enough layers for the stages
   parallel::ProcessGrid grid(shape, std::move(world));
   const int dp_rank = grid.coord().dp;
   const bool leader = grid.world().rank() == 0;
@@ -69,7 +72,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   optimizer.weight_decay = options.weight_decay;
   model::Trainer trainer(kosmos_model, state, optimizer,
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
-                                             options.zero1 && shape.dp > 1});
+                                             options.zero1 && shape.dp > 1},
+                         model::PipelineParallel{shape.pp > 1 ? &grid.group(parallel::Axis::kPipeline) : nullptr,
+                                                 schedule});
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 
@@ -81,7 +86,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   log << "kosmos train: preset " << options.preset << ", " << table.total() << " parameters ("
       << table.trainable_total() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
-  log << "grid: " << parallel::describe(shape) << (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "") << "\n";
+  log << "grid: " << parallel::describe(shape) << (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "")
+      << (shape.pp > 1 ? std::string(", schedule ") + options.schedule : std::string()) << "\n";
   log << "data: built-in synthetic image-caption set, " << global_batch << " sequences of " << length
       << " positions per step (" << options.micro_batches << " micro-batches of " << micro_batch << " per dp rank), seed "
       << options.seed << "\n";
@@ -104,7 +110,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       metrics << nlohmann::json{{"step", step},         {"loss", stats.loss},
                                 {"lr", stats.lr},       {"grad_norm", stats.grad_norm},
                                 {"tokens", stats.tokens}, {"tokens_per_s", stats.tokens / stats.seconds},
-                                {"step_seconds", stats.seconds}, {"elapsed_seconds", elapsed}}
+                                {"step_seconds", stats.seconds}, {"elapsed_seconds", elapsed},
+                                {"bubble", stats.bubble}}
                      .dump()
               << "\n";
       metrics.flush();

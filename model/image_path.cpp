@@ -297,6 +297,7 @@ TensorView ImagePath::xconnector_backward(Runtime & rt, TensorView d_out, const 
 void ImagePath::forward(Runtime & rt, TensorView image_embeddings, TensorView images, const ImagePathKeys & keys,
                         VisionSaved & vision, ConnectorSaved & connector, bool keep_for_backward) {
   images_ = images.dim(0);
+  connector.images = images_;
   vision_forward(rt, images, vision, keep_for_backward && config_.vision.trainable_layers > 0);
   connector.feature = vision.feature;
   if (config_.connector.kind == ConnectorKind::kResampler) resampler_forward(rt, image_embeddings, vision.feature, connector);
@@ -305,6 +306,7 @@ void ImagePath::forward(Runtime & rt, TensorView image_embeddings, TensorView im
 
 void ImagePath::backward(Runtime & rt, TensorView d_image_embeddings, const ImagePathKeys & keys,
                          const VisionSaved & vision, const ConnectorSaved & connector) {
+  images_ = connector.images;
   const TensorView d_feature = config_.connector.kind == ConnectorKind::kResampler
                                    ? resampler_backward(rt, d_image_embeddings, connector)
                                    : xconnector_backward(rt, d_image_embeddings, keys, connector);

@@ -24,6 +24,7 @@ struct VisionSaved {
 };
 
 struct ConnectorSaved {
+  int64_t images = 0;           // of this micro-batch (several micro-batches' states can be alive in a pipeline)
   // Resampler (per layer) and XConnector share these names where they can.
   struct Layer {
     TensorView x_normed, latents_in, latents_normed, q, kv_in, kv, attention, lse, latents_mid, ff_in, ff_hidden,
@@ -62,7 +63,7 @@ class ImagePath {
 
   const KosmosConfig config_;
   const ModelState & state_;
-  int64_t images_ = 0;  // of the current micro-batch
+  int64_t images_ = 0;  // of the micro-batch being run (set by forward and backward from the saved state)
 };
 
 }  // namespace kosmos::model

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backends/error.h"
+#include "parallel/pipeline.h"
 
 namespace kosmos::model {
 
@@ -17,13 +18,69 @@ double learning_rate(const OptimizerConfig & config, int64_t step) {
   return config.peak_lr * std::max(0.0, remaining);
 }
 
-Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel)
-    : model_(model), state_(state), config_(config), dp_(data_parallel) {
+Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel,
+                 PipelineParallel pipeline)
+    : model_(model), state_(state), config_(config), dp_(data_parallel), pp_(pipeline) {
   KOSMOS_CHECK(config.peak_lr > 0 && config.total_steps >= 1 && config.warmup_steps >= 0 &&
                    config.warmup_steps <= config.total_steps,
                "optimizer: lr ", config.peak_lr, ", warm-up ", config.warmup_steps, " and total steps ",
                config.total_steps, " must satisfy lr > 0 and 0 <= warm-up <= total");
 }
+
+StageRange stage_range(const KosmosConfig & config, int stage, int stages) {
+  const int64_t layers = config.decoder.layers;
+  KOSMOS_CHECK(layers >= stages, "--pp ", stages, " stages but the decoder has ", layers,
+               " layers; every stage needs at least one layer (lower --pp)");
+  return StageRange{stage == 0, stage == stages - 1, layers * stage / stages, layers * (stage + 1) / stages};
+}
+
+namespace {
+
+// One stage of the model as the pipeline engine sees it: the step's micro-batches, their forward states.
+class ModelStage final : public parallel::PipelineStage {
+ public:
+  ModelStage(KosmosModel & model, Runtime & rt, const StageRange & range, const std::vector<Batch> & micro_batches,
+             float loss_scale, const StepRandomness & randomness)
+      : model_(model), rt_(rt), range_(range), micro_(micro_batches), loss_scale_(loss_scale),
+        randomness_(randomness), states_(micro_batches.size()) {}
+
+  int64_t boundary_elements(int micro) const override {
+    const Batch & b = micro_[static_cast<size_t>(micro)];
+    return b.batch * b.length * model_.config().decoder.embed_dim;
+  }
+  void forward(int micro, TensorView input, TensorView output) override {
+    loss_ += model_.stage_forward(rt_, range_, micro_[static_cast<size_t>(micro)], rows(input), rows(output),
+                                  loss_scale_, randomness_, true, states_[static_cast<size_t>(micro)]);
+  }
+  void backward(int micro, TensorView d_output, TensorView d_input) override {
+    model_.stage_backward(rt_, range_, micro_[static_cast<size_t>(micro)], rows(d_output), rows(d_input),
+                          states_[static_cast<size_t>(micro)]);
+  }
+  double loss() const { return loss_; }
+
+ private:
+  TensorView rows(TensorView flat) const {  // [B*T*d] as [B*T, d]
+    if (!flat.present()) return flat;
+    const int64_t d = model_.config().decoder.embed_dim;
+    return make_view(flat.data, DType::kF32, {flat.numel() / d, d});
+  }
+  KosmosModel & model_;
+  Runtime & rt_;
+  StageRange range_;
+  const std::vector<Batch> & micro_;
+  float loss_scale_;
+  StepRandomness randomness_;
+  std::vector<MicroState> states_;
+  double loss_ = 0.0;
+};
+
+void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t count, int64_t bucket, Stream & stream) {
+  for (int64_t first = 0; first < count; first += bucket)
+    comm.all_reduce(make_view(flat.as<float>() + first, DType::kF32, {std::min(bucket, count - first)}),
+                    parallel::ReduceOp::kSum, stream);
+}
+
+}  // namespace
 
 double Trainer::sum_over_ranks(Runtime & rt, double value) {
   if (!dp_.comm) return value;
@@ -76,11 +133,28 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const float loss_scale = static_cast<float>(1.0 / weight_sum);
   state_.zero_grads(rt.stream);
   double loss = 0.0;
-  for (const Batch & batch : micro_batches) {
+  // Keys depend on the step only; the micro-batch's global sample and image indices set the offsets, so the masks
+  // do not depend on how the step's samples are split into micro-batches, ranks or stages.
+  const StepRandomness randomness{seed, step, true};
+  const bool pipelined = pp_.comm && pp_.comm->size() > 1;
+  if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
     rt.arena.reset();
-    // Keys depend on the step only; the micro-batch's global sample and image indices set the offsets, so the masks
-    // do not depend on how the step's samples are split into micro-batches or ranks.
-    loss += model_.run(rt, batch, loss_scale, {seed, step, true}, true);
+    const int stages = pp_.comm->size(), stage = pp_.comm->rank();
+    ModelStage model_stage(model_, rt, stage_range(model_.config(), stage, stages), micro_batches, loss_scale,
+                           randomness);
+    const parallel::PipelineTiming timing = parallel::run_pipeline(
+        model_stage, *pp_.comm, rt.device, rt.stream,
+        parallel::make_schedule(pp_.schedule, stages, stage, static_cast<int>(micro_batches.size()), 1));
+    loss = model_stage.loss();  // only the last stage computes one
+    stats.bubble = timing.idle_seconds / std::max(1e-12, timing.idle_seconds + timing.busy_seconds);
+    float host = static_cast<float>(loss);
+    pp_.comm->all_reduce(make_view(&host, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
+    loss = host;
+  } else {
+    for (const Batch & batch : micro_batches) {
+      rt.arena.reset();
+      loss += model_.run(rt, batch, loss_scale, randomness, true);
+    }
   }
   rt.arena.reset();
   stats.loss = sum_over_ranks(rt, loss);
@@ -91,10 +165,9 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const int64_t shard = dp_.zero1 ? (total + ranks - 1) / ranks : total;
   const int64_t begin = dp_.zero1 ? shard * dp_.comm->rank() : 0, end = std::min(total, begin + shard);
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
+  if (pipelined) all_reduce_buckets(*pp_.comm, grads, total, dp_.bucket_elements, rt.stream);  // each stage's own part
   if (dp_.comm && !dp_.zero1) {
-    for (int64_t first = 0; first < total; first += dp_.bucket_elements)
-      dp_.comm->all_reduce(make_view(grads.as<float>() + first, DType::kF32, {std::min(dp_.bucket_elements, total - first)}),
-                           parallel::ReduceOp::kSum, rt.stream);
+    all_reduce_buckets(*dp_.comm, grads, total, dp_.bucket_elements, rt.stream);
   } else if (dp_.comm) {
     const TensorView mine = rt.take({shard});
     dp_.comm->reduce_scatter(mine, make_view(grads.data, DType::kF32, {shard * ranks}), parallel::ReduceOp::kSum,

@@ -7,6 +7,7 @@
 
 #include "model/kosmos.h"
 #include "parallel/comm.h"
+#include "parallel/schedule.h"
 
 namespace kosmos::model {
 
@@ -30,6 +31,7 @@ struct StepStats {
   int64_t tokens = 0;      // positions processed (all B*T of every micro-batch)
   int64_t counted = 0;     // positions with a loss
   double seconds = 0.0;
+  double bubble = 0.0;     // pipeline: the fraction of the step this stage waited for other stages
 };
 
 // Data parallelism: the ranks of `comm` each hold a full replica and a share of the step's samples. Gradients are
@@ -41,9 +43,23 @@ struct DataParallel {
   int64_t bucket_elements = int64_t{1} << 22;  // all-reduce granularity (16 MiB of f32)
 };
 
+// Pipeline parallelism: the ranks of `comm` each run a contiguous range of decoder layers (the first also the
+// image path and embeddings, the last the head), micro-batches flowing between them in `schedule` order. Every
+// stage keeps the whole parameter table; gradients are summed over the stages, so all stages apply the same update
+// (a first version: it spends memory and an all-reduce on parameters a stage does not use).
+struct PipelineParallel {
+  parallel::Comm * comm = nullptr;  // null: one stage
+  parallel::ScheduleKind schedule = parallel::ScheduleKind::kOneFOneB;
+};
+
+// The layers of stage `stage` of `stages`: an even split of the decoder (the first stage also runs the image path,
+// the last the head). Fewer layers than stages is an error naming both.
+StageRange stage_range(const KosmosConfig & config, int stage, int stages);
+
 class Trainer {
  public:
-  Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel = {});
+  Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel = {},
+          PipelineParallel pipeline = {});
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
 
@@ -57,6 +73,7 @@ class Trainer {
   ModelState & state_;
   OptimizerConfig config_;
   DataParallel dp_;
+  PipelineParallel pp_;
 };
 
 }  // namespace kosmos::model

@@ -30,6 +30,10 @@ class Comm {
   virtual void recv(TensorView data, int peer, Stream & stream) = 0;
   virtual void group_begin() = 0;
   virtual void group_end() = 0;
+  // A send that returns at once; the buffer must stay untouched until wait_sends(). A pipeline posts its
+  // activations and gradients this way, so no pair of stages can block each other sending.
+  virtual void send_async(TensorView data, int peer, Stream & stream) = 0;
+  virtual void wait_sends() = 0;
   // Waits until every rank of the group arrives.
   virtual void barrier() = 0;
   // A sub-communicator of the ranks passing the same color, ordered by key (collective over this group).

@@ -122,6 +122,20 @@ class MpiComm final : public Comm {
     finish_or_queue(request);
   }
 
+  void send_async(TensorView data, int peer, Stream &) override {
+    check_dense(data, "send_async");
+    check_peer(peer, "send_async");
+    MPI_Request request;
+    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, kTag, comm_, &request));
+    outstanding_.push_back(request);
+  }
+
+  void wait_sends() override {
+    if (outstanding_.empty()) return;
+    KOSMOS_MPI_CHECK(MPI_Waitall(static_cast<int>(outstanding_.size()), outstanding_.data(), MPI_STATUSES_IGNORE));
+    outstanding_.clear();
+  }
+
   void group_begin() override {
     KOSMOS_CHECK(!grouped_, "group_begin: a group is already open; close it with group_end first");
     grouped_ = true;
@@ -161,7 +175,7 @@ class MpiComm final : public Comm {
   bool owned_;
   int size_ = 1, rank_ = 0;
   bool grouped_ = false;
-  std::vector<MPI_Request> pending_;
+  std::vector<MPI_Request> pending_, outstanding_;
 };
 
 }  // namespace

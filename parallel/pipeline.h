@@ -1,0 +1,34 @@
+// pipeline.h: the engine that runs one pipeline stage's schedule (schedule.h) for a step: it receives a
+// micro-batch's activation from the previous stage before its forward and sends the result on, receives the
+// gradient from the next stage before its backward and sends the input gradient back. Sends never block (posted
+// asynchronously, completed at the end), so consistent schedules cannot deadlock. model/ implements the stage.
+#pragma once
+
+#include <vector>
+
+#include "backends/device.h"
+#include "parallel/comm.h"
+#include "parallel/schedule.h"
+
+namespace kosmos::parallel {
+
+class PipelineStage {
+ public:
+  virtual ~PipelineStage() = default;
+  // f32 elements of the activation this stage hands to the next (and of the gradient coming back) for a micro-batch.
+  virtual int64_t boundary_elements(int micro) const = 0;
+  // input is absent on the first stage, output on the last.
+  virtual void forward(int micro, TensorView input, TensorView output) = 0;
+  // d_output is absent on the last stage, d_input on the first.
+  virtual void backward(int micro, TensorView d_output, TensorView d_input) = 0;
+};
+
+struct PipelineTiming {
+  double busy_seconds = 0.0;  // in forward and backward passes
+  double idle_seconds = 0.0;  // waiting for activations or gradients from the other stages
+};
+
+PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & device, Stream & stream,
+                            const std::vector<PipeAction> & actions);
+
+}  // namespace kosmos::parallel
