@@ -98,7 +98,10 @@ int main(int argc, char ** argv) {
                         "sequences per step over all data-parallel ranks (0: batch x micro-batches x dp)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  train_app->add_option("--schedule", train.schedule, "pipeline schedule: gpipe or 1f1b")
+  train_app->add_option("--chunks", train.chunks, "model chunks (virtual stages) per stage with --schedule interleaved")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  train_app->add_option("--schedule", train.schedule, "pipeline schedule: gpipe, 1f1b or interleaved")
       ->capture_default_str()
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
   train_app->add_flag("--zero1", train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");

@@ -42,9 +42,13 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
   KOSMOS_CHECK(shape.tp == 1, "--tp ", shape.tp, ": tensor parallelism is not implemented yet; use --dp and --pp");
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
-  KOSMOS_CHECK(schedule == parallel::ScheduleKind::kGPipe || schedule == parallel::ScheduleKind::kOneFOneB,
-               "--schedule ", options.schedule, " is planned but not executed yet; use gpipe or 1f1b");
-  if (shape.pp > 1) model::stage_range(config, 0, shape.pp);  // enough layers for the stages
+  KOSMOS_CHECK(schedule != parallel::ScheduleKind::kZeroBubbleH1, "--schedule zb-h1 is planned but not executed yet "
+               "(it needs the backward split into input and weight gradients); use gpipe, 1f1b or interleaved");
+  const int chunks = schedule == parallel::ScheduleKind::kInterleaved ? options.chunks : 1;
+  if (shape.pp > 1) model::stage_range(config, 0, shape.pp * chunks);  // enough layers for the (virtual) stages
+  if (shape.pp > 1 && schedule == parallel::ScheduleKind::kInterleaved)
+    KOSMOS_CHECK(options.micro_batches % shape.pp == 0, "--schedule interleaved needs --micro-batches a multiple of ",
+                 "--pp ", shape.pp, "; got ", options.micro_batches);
   parallel::ProcessGrid grid(shape, std::move(world));
   const int dp_rank = grid.coord().dp;
   const bool leader = grid.world().rank() == 0;
@@ -74,7 +78,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
                                              options.zero1 && shape.dp > 1},
                          model::PipelineParallel{shape.pp > 1 ? &grid.group(parallel::Axis::kPipeline) : nullptr,
-                                                 schedule});
+                                                 schedule, chunks});
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 

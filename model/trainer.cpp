@@ -29,8 +29,8 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
 
 StageRange stage_range(const KosmosConfig & config, int stage, int stages) {
   const int64_t layers = config.decoder.layers;
-  KOSMOS_CHECK(layers >= stages, "--pp ", stages, " stages but the decoder has ", layers,
-               " layers; every stage needs at least one layer (lower --pp)");
+  KOSMOS_CHECK(layers >= stages, stages, " pipeline (virtual) stages but the decoder has ", layers,
+               " layers; every stage needs at least one layer (lower --pp or --chunks)");
   return StageRange{stage == 0, stage == stages - 1, layers * stage / stages, layers * (stage + 1) / stages};
 }
 
@@ -39,26 +39,31 @@ namespace {
 // One stage of the model as the pipeline engine sees it: the step's micro-batches, their forward states.
 class ModelStage final : public parallel::PipelineStage {
  public:
-  ModelStage(KosmosModel & model, Runtime & rt, const StageRange & range, const std::vector<Batch> & micro_batches,
-             float loss_scale, const StepRandomness & randomness)
-      : model_(model), rt_(rt), range_(range), micro_(micro_batches), loss_scale_(loss_scale),
-        randomness_(randomness), states_(micro_batches.size()) {}
+  ModelStage(KosmosModel & model, Runtime & rt, int stage, int stages, int chunks,
+             const std::vector<Batch> & micro_batches, float loss_scale, const StepRandomness & randomness)
+      : model_(model), rt_(rt), micro_(micro_batches), loss_scale_(loss_scale), randomness_(randomness),
+        states_(micro_batches.size() * static_cast<size_t>(chunks)) {
+    for (int c = 0; c < chunks; ++c) ranges_.push_back(stage_range(model.config(), c * stages + stage, stages * chunks));
+  }
+
+  int chunks() const override { return static_cast<int>(ranges_.size()); }
 
   int64_t boundary_elements(int micro) const override {
     const Batch & b = micro_[static_cast<size_t>(micro)];
     return b.batch * b.length * model_.config().decoder.embed_dim;
   }
-  void forward(int micro, TensorView input, TensorView output) override {
-    loss_ += model_.stage_forward(rt_, range_, micro_[static_cast<size_t>(micro)], rows(input), rows(output),
-                                  loss_scale_, randomness_, true, states_[static_cast<size_t>(micro)]);
+  void forward(int micro, int chunk, TensorView input, TensorView output) override {
+    loss_ += model_.stage_forward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
+                                  rows(input), rows(output), loss_scale_, randomness_, true, state(micro, chunk));
   }
-  void backward(int micro, TensorView d_output, TensorView d_input) override {
-    model_.stage_backward(rt_, range_, micro_[static_cast<size_t>(micro)], rows(d_output), rows(d_input),
-                          states_[static_cast<size_t>(micro)]);
+  void backward(int micro, int chunk, TensorView d_output, TensorView d_input) override {
+    model_.stage_backward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
+                          rows(d_input), state(micro, chunk));
   }
   double loss() const { return loss_; }
 
  private:
+  MicroState & state(int micro, int chunk) { return states_[static_cast<size_t>(micro * chunks() + chunk)]; }
   TensorView rows(TensorView flat) const {  // [B*T*d] as [B*T, d]
     if (!flat.present()) return flat;
     const int64_t d = model_.config().decoder.embed_dim;
@@ -66,7 +71,7 @@ class ModelStage final : public parallel::PipelineStage {
   }
   KosmosModel & model_;
   Runtime & rt_;
-  StageRange range_;
+  std::vector<StageRange> ranges_;  // one per chunk
   const std::vector<Batch> & micro_;
   float loss_scale_;
   StepRandomness randomness_;
@@ -140,11 +145,11 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
     rt.arena.reset();
     const int stages = pp_.comm->size(), stage = pp_.comm->rank();
-    ModelStage model_stage(model_, rt, stage_range(model_.config(), stage, stages), micro_batches, loss_scale,
-                           randomness);
+    const int chunks = pp_.schedule == parallel::ScheduleKind::kInterleaved ? pp_.chunks : 1;
+    ModelStage model_stage(model_, rt, stage, stages, chunks, micro_batches, loss_scale, randomness);
     const parallel::PipelineTiming timing = parallel::run_pipeline(
         model_stage, *pp_.comm, rt.device, rt.stream,
-        parallel::make_schedule(pp_.schedule, stages, stage, static_cast<int>(micro_batches.size()), 1));
+        parallel::make_schedule(pp_.schedule, stages, stage, static_cast<int>(micro_batches.size()), chunks));
     loss = model_stage.loss();  // only the last stage computes one
     stats.bubble = timing.idle_seconds / std::max(1e-12, timing.idle_seconds + timing.busy_seconds);
     float host = static_cast<float>(loss);

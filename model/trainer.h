@@ -50,10 +50,11 @@ struct DataParallel {
 struct PipelineParallel {
   parallel::Comm * comm = nullptr;  // null: one stage
   parallel::ScheduleKind schedule = parallel::ScheduleKind::kOneFOneB;
+  int chunks = 1;                   // model chunks per stage (interleaving)
 };
 
-// The layers of stage `stage` of `stages`: an even split of the decoder (the first stage also runs the image path,
-// the last the head). Fewer layers than stages is an error naming both.
+// The layers of virtual stage `stage` of `stages`: an even split of the decoder (the first also runs the image
+// path, the last the head). Fewer layers than virtual stages is an error naming both.
 StageRange stage_range(const KosmosConfig & config, int stage, int stages);
 
 class Trainer {

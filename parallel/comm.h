@@ -26,13 +26,14 @@ class Comm {
   virtual void broadcast(TensorView data, int root, Stream & stream) = 0;
   // Point to point. Between group_begin() and group_end() they are posted together and completed together, so
   // any pattern of sends and receives (a ring, a pipeline exchange) cannot deadlock.
-  virtual void send(TensorView data, int peer, Stream & stream) = 0;
-  virtual void recv(TensorView data, int peer, Stream & stream) = 0;
+  // `tag` tells messages between the same two ranks apart (0 to 32767), so they may arrive in any order.
+  virtual void send(TensorView data, int peer, Stream & stream, int tag = 0) = 0;
+  virtual void recv(TensorView data, int peer, Stream & stream, int tag = 0) = 0;
   virtual void group_begin() = 0;
   virtual void group_end() = 0;
   // A send that returns at once; the buffer must stay untouched until wait_sends(). A pipeline posts its
   // activations and gradients this way, so no pair of stages can block each other sending.
-  virtual void send_async(TensorView data, int peer, Stream & stream) = 0;
+  virtual void send_async(TensorView data, int peer, Stream & stream, int tag = 0) = 0;
   virtual void wait_sends() = 0;
   // Waits until every rank of the group arrives.
   virtual void barrier() = 0;

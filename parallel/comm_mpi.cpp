@@ -106,27 +106,30 @@ class MpiComm final : public Comm {
     KOSMOS_MPI_CHECK(MPI_Bcast(data.data, byte_count(data), MPI_BYTE, root, comm_));
   }
 
-  void send(TensorView data, int peer, Stream &) override {
+  void send(TensorView data, int peer, Stream &, int tag) override {
     check_dense(data, "send");
     check_peer(peer, "send");
+    check_tag(tag);
     MPI_Request request;
-    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, kTag, comm_, &request));
+    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, tag, comm_, &request));
     finish_or_queue(request);
   }
 
-  void recv(TensorView data, int peer, Stream &) override {
+  void recv(TensorView data, int peer, Stream &, int tag) override {
     check_dense(data, "recv");
     check_peer(peer, "recv");
+    check_tag(tag);
     MPI_Request request;
-    KOSMOS_MPI_CHECK(MPI_Irecv(data.data, byte_count(data), MPI_BYTE, peer, kTag, comm_, &request));
+    KOSMOS_MPI_CHECK(MPI_Irecv(data.data, byte_count(data), MPI_BYTE, peer, tag, comm_, &request));
     finish_or_queue(request);
   }
 
-  void send_async(TensorView data, int peer, Stream &) override {
+  void send_async(TensorView data, int peer, Stream &, int tag) override {
     check_dense(data, "send_async");
     check_peer(peer, "send_async");
+    check_tag(tag);
     MPI_Request request;
-    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, kTag, comm_, &request));
+    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, tag, comm_, &request));
     outstanding_.push_back(request);
   }
 
@@ -158,7 +161,9 @@ class MpiComm final : public Comm {
   }
 
  private:
-  static constexpr int kTag = 7;
+  static void check_tag(int tag) {
+    KOSMOS_CHECK(tag >= 0 && tag <= 32767, "p2p: tag ", tag, " is outside [0, 32767], what every MPI allows");
+  }
   void check_peer(int peer, const char * what) const {
     KOSMOS_CHECK(peer >= 0 && peer < size_ && peer != rank_, what, ": peer ", peer, " is not another of the ", size_,
                  " ranks (this is rank ", rank_, ")");

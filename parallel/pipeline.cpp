@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <map>
+#include <tuple>
 
 #include "backends/error.h"
 
@@ -17,49 +18,54 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & device, Stream & stream,
                             const std::vector<PipeAction> & actions) {
-  const int index = pipeline.rank(), stages = pipeline.size();
-  const bool first = index == 0, last = index == stages - 1;
+  const int index = pipeline.rank(), stages = pipeline.size(), chunks = stage.chunks();
+  const int prev = (index + stages - 1) % stages, next = (index + 1) % stages;  // chunk c of the last stage feeds
+                                                                                // chunk c + 1 of the first
   // Every boundary tensor of the step lives until its send has completed (wait_sends below).
-  std::map<std::pair<int, int>, Buffer> buffers;  // (micro, 0 input | 1 output | 2 d_output | 3 d_input)
-  auto buffer = [&](int micro, int role) {
+  std::map<std::tuple<int, int, int>, Buffer> buffers;  // (micro, chunk, 0 input | 1 output | 2 d_output | 3 d_input)
+  auto buffer = [&](int micro, int chunk, int role) {
     const int64_t elements = stage.boundary_elements(micro);
-    Buffer & slot = buffers[{micro, role}];
+    Buffer & slot = buffers[{micro, chunk, role}];
     if (slot.data() == nullptr) slot = device.allocate(static_cast<size_t>(elements) * sizeof(float), BufferUse::kActivations);
     return make_view(slot.data(), DType::kF32, {elements});
   };
+  // A message names the micro-batch, the virtual stage it leaves and its direction, so messages between the same
+  // two ranks may arrive in any order.
+  auto tag = [&](int micro, int virtual_stage, int direction) {
+    return (micro * stages * chunks + virtual_stage) * 2 + direction;
+  };
   PipelineTiming timing;
   for (const PipeAction & action : actions) {
-    KOSMOS_CHECK(action.chunk == 0, "pipeline: interleaved chunks are not executed yet (schedule ",
-                 describe({action}), "); use gpipe or 1f1b");
-    const int m = action.micro;
+    const int m = action.micro, c = action.chunk, virtual_stage = c * stages + index;
+    const bool first = virtual_stage == 0, last = virtual_stage == stages * chunks - 1;
     if (action.kind == PassKind::kForward) {
       TensorView input, output;
       if (!first) {
-        input = buffer(m, 0);
+        input = buffer(m, c, 0);
         const auto wait = std::chrono::steady_clock::now();
-        pipeline.recv(input, index - 1, stream);
+        pipeline.recv(input, prev, stream, tag(m, virtual_stage - 1, 0));
         timing.idle_seconds += seconds_since(wait);
       }
-      if (!last) output = buffer(m, 1);
+      if (!last) output = buffer(m, c, 1);
       const auto start = std::chrono::steady_clock::now();
-      stage.forward(m, input, output);
+      stage.forward(m, c, input, output);
       timing.busy_seconds += seconds_since(start);
-      if (!last) pipeline.send_async(output, index + 1, stream);
+      if (!last) pipeline.send_async(output, next, stream, tag(m, virtual_stage, 0));
     } else {
       KOSMOS_CHECK(action.kind == PassKind::kBackward, "pipeline: ", describe({action}),
-                   " needs a split backward, which the stage does not offer yet; use gpipe or 1f1b");
+                   " needs a split backward, which the stage does not offer yet; use gpipe, 1f1b or interleaved");
       TensorView d_output, d_input;
       if (!last) {
-        d_output = buffer(m, 2);
+        d_output = buffer(m, c, 2);
         const auto wait = std::chrono::steady_clock::now();
-        pipeline.recv(d_output, index + 1, stream);
+        pipeline.recv(d_output, next, stream, tag(m, virtual_stage + 1, 1));
         timing.idle_seconds += seconds_since(wait);
       }
-      if (!first) d_input = buffer(m, 3);
+      if (!first) d_input = buffer(m, c, 3);
       const auto start = std::chrono::steady_clock::now();
-      stage.backward(m, d_output, d_input);
+      stage.backward(m, c, d_output, d_input);
       timing.busy_seconds += seconds_since(start);
-      if (!first) pipeline.send_async(d_input, index - 1, stream);
+      if (!first) pipeline.send_async(d_input, prev, stream, tag(m, virtual_stage, 1));
     }
   }
   const auto wait = std::chrono::steady_clock::now();

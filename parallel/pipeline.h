@@ -15,12 +15,14 @@ namespace kosmos::parallel {
 class PipelineStage {
  public:
   virtual ~PipelineStage() = default;
+  // Model chunks on this stage: with interleaving, chunk c of stage s is virtual stage c * stages + s.
+  virtual int chunks() const { return 1; }
   // f32 elements of the activation this stage hands to the next (and of the gradient coming back) for a micro-batch.
   virtual int64_t boundary_elements(int micro) const = 0;
-  // input is absent on the first stage, output on the last.
-  virtual void forward(int micro, TensorView input, TensorView output) = 0;
-  // d_output is absent on the last stage, d_input on the first.
-  virtual void backward(int micro, TensorView d_output, TensorView d_input) = 0;
+  // input is absent on the first virtual stage, output on the last.
+  virtual void forward(int micro, int chunk, TensorView input, TensorView output) = 0;
+  // d_output is absent on the last virtual stage, d_input on the first.
+  virtual void backward(int micro, int chunk, TensorView d_output, TensorView d_input) = 0;
 };
 
 struct PipelineTiming {

@@ -1,8 +1,11 @@
 # check_layout_invariance.cmake: a layout under mpirun computes the same training function as one rank: 5 AdamW
 # steps with dropout on, the same global batch and seed; the losses, gradient norms and final parameters agree
 # within 1e-5 relative. cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DRANKS=2 -DOUT=<prefix>
-#   "-DLAYOUT=--dp;2" -P check_layout_invariance.cmake
-set(common train --preset tiny --steps 5 --seed 9 --global-batch 8 --micro-batches 2 --length 40 --log-every 100)
+#   "-DLAYOUT=--dp;2" ["-DBOTH=--micro-batches;4"] -P check_layout_invariance.cmake   (BOTH: for both runs)
+if(NOT DEFINED BOTH OR BOTH STREQUAL "")
+  set(BOTH --micro-batches 2)
+endif()
+set(common train --preset tiny --steps 5 --seed 9 --global-batch 8 --length 40 --log-every 100 ${BOTH})
 execute_process(COMMAND ${KOSMOS} ${common} --metrics ${OUT}_single.jsonl --save-weights ${OUT}_single.safetensors
                 RESULT_VARIABLE status OUTPUT_QUIET)
 if(NOT status EQUAL 0)
