@@ -45,7 +45,7 @@ struct TrainOptions {
   int64_t global_batch = 0;          // sequences per step over all dp ranks; 0: batch x micro_batches x dp
   bool zero1 = false;                // shard the optimizer over dp (ZeRO-1)
   std::string save_weights;          // write the final parameters (safetensors) here
-  std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved (zb-h1: not executed yet)
+  std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
 };
 

@@ -101,7 +101,7 @@ int main(int argc, char ** argv) {
   train_app->add_option("--chunks", train.chunks, "model chunks (virtual stages) per stage with --schedule interleaved")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  train_app->add_option("--schedule", train.schedule, "pipeline schedule: gpipe, 1f1b or interleaved")
+  train_app->add_option("--schedule", train.schedule, "pipeline schedule: gpipe, 1f1b, interleaved or zb-h1")
       ->capture_default_str()
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
   train_app->add_flag("--zero1", train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");

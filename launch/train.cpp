@@ -42,8 +42,6 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
   KOSMOS_CHECK(shape.tp == 1, "--tp ", shape.tp, ": tensor parallelism is not implemented yet; use --dp and --pp");
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
-  KOSMOS_CHECK(schedule != parallel::ScheduleKind::kZeroBubbleH1, "--schedule zb-h1 is planned but not executed yet "
-               "(it needs the backward split into input and weight gradients); use gpipe, 1f1b or interleaved");
   const int chunks = schedule == parallel::ScheduleKind::kInterleaved ? options.chunks : 1;
   if (shape.pp > 1) model::stage_range(config, 0, shape.pp * chunks);  // enough layers for the (virtual) stages
   if (shape.pp > 1 && schedule == parallel::ScheduleKind::kInterleaved)

@@ -247,6 +247,18 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   rt.stream.synchronize();
 }
 
+void KosmosModel::stage_backward_input(Runtime & rt, const StageRange & range, const Batch & batch,
+                                       TensorView d_output, TensorView d_input, MicroState & state) {
+  Runtime deferring = rt;
+  deferring.deferred_weight_gradients = &state.weight_gradients;
+  stage_backward(deferring, range, batch, d_output, d_input, state);
+}
+
+void KosmosModel::stage_backward_weights(MicroState & state) {
+  for (const std::function<void()> & work : state.weight_gradients) work();
+  state.weight_gradients.clear();
+}
+
 float KosmosModel::embed_scale() const {
   return config_.decoder.scale_embedding ? std::sqrt(static_cast<float>(config_.decoder.embed_dim)) : 1.0f;
 }

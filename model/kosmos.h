@@ -56,6 +56,7 @@ struct MicroState {
   std::vector<BlockOptions> options;
   TensorView last_hidden, normed, logits, lse;   // last stage: the final LayerNorm's input and output, the head
   LayerNorm::Saved final_stats;
+  std::vector<std::function<void()>> weight_gradients;  // left by a split backward for its W pass
 };
 
 class KosmosModel {
@@ -76,6 +77,12 @@ class KosmosModel {
   // the previous stage (absent on the first); parameter gradients accumulate.
   void stage_backward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,
                       TensorView d_input, MicroState & state);
+  // The same backward split for zero-bubble schedules: the input gradients (and the cheap parameter gradients of
+  // LayerNorms and embeddings) now, the linear layers' weight gradients left in the state for
+  // stage_backward_weights.
+  void stage_backward_input(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,
+                            TensorView d_input, MicroState & state);
+  void stage_backward_weights(MicroState & state);
 
   const KosmosConfig & config() const { return config_; }
 

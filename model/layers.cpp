@@ -20,10 +20,20 @@ void Linear::forward(Runtime & rt, TensorView y, TensorView x) const {
 }
 
 void Linear::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, bool accumulate_dx) const {
-  matmul_backward(rt.device,
-                  MatmulBackward{dx, trainable ? dweight : TensorView{}, trainable && bias.present() ? dbias : TensorView{},
-                                 dy, x, weight, false, true, 1.0f, accumulate_dx},
+  const TensorView dw = trainable ? dweight : TensorView{}, db = trainable && bias.present() ? dbias : TensorView{};
+  if (rt.deferred_weight_gradients == nullptr || !trainable) {
+    matmul_backward(rt.device, MatmulBackward{dx, dw, db, dy, x, weight, false, true, 1.0f, accumulate_dx}, rt.stream);
+    return;
+  }
+  // Input gradient now; the weight and bias gradients when the W pass asks for them.
+  matmul_backward(rt.device, MatmulBackward{dx, TensorView{}, TensorView{}, dy, x, weight, false, true, 1.0f, accumulate_dx},
                   rt.stream);
+  Device & device = rt.device;
+  Stream & stream = rt.stream;
+  const TensorView w = weight;
+  rt.deferred_weight_gradients->push_back([&device, &stream, dw, db, dy, x, w] {
+    matmul_backward(device, MatmulBackward{TensorView{}, dw, db, dy, x, w, false, true}, stream);
+  });
 }
 
 Linear make_linear(const ModelState & state, const std::string & prefix, bool bias) {

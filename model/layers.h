@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 #include <optional>
 #include <string>
 
@@ -18,6 +20,9 @@ struct Runtime {
   Device & device;
   Stream & stream;
   Arena & arena;
+  // When set, Linear::backward leaves its weight-gradient matmuls here instead of running them (the W pass of a
+  // zero-bubble pipeline schedule runs them later); the views they read stay valid until the arena is reset.
+  std::vector<std::function<void()>> * deferred_weight_gradients = nullptr;
   void run(const OpDesc & op) { op_run(device, op, stream); }
   TensorView take(std::initializer_list<int64_t> dims) { return arena.take(DType::kF32, dims); }
 };

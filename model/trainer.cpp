@@ -60,6 +60,11 @@ class ModelStage final : public parallel::PipelineStage {
     model_.stage_backward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
                           rows(d_input), state(micro, chunk));
   }
+  void backward_input(int micro, int chunk, TensorView d_output, TensorView d_input) override {
+    model_.stage_backward_input(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
+                                rows(d_output), rows(d_input), state(micro, chunk));
+  }
+  void backward_weight(int micro, int chunk) override { model_.stage_backward_weights(state(micro, chunk)); }
   double loss() const { return loss_; }
 
  private:

@@ -51,9 +51,11 @@ PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & dev
       stage.forward(m, c, input, output);
       timing.busy_seconds += seconds_since(start);
       if (!last) pipeline.send_async(output, next, stream, tag(m, virtual_stage, 0));
+    } else if (action.kind == PassKind::kBackwardWeight) {
+      const auto start = std::chrono::steady_clock::now();
+      stage.backward_weight(m, c);
+      timing.busy_seconds += seconds_since(start);
     } else {
-      KOSMOS_CHECK(action.kind == PassKind::kBackward, "pipeline: ", describe({action}),
-                   " needs a split backward, which the stage does not offer yet; use gpipe, 1f1b or interleaved");
       TensorView d_output, d_input;
       if (!last) {
         d_output = buffer(m, c, 2);
@@ -63,7 +65,8 @@ PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & dev
       }
       if (!first) d_input = buffer(m, c, 3);
       const auto start = std::chrono::steady_clock::now();
-      stage.backward(m, c, d_output, d_input);
+      if (action.kind == PassKind::kBackward) stage.backward(m, c, d_output, d_input);
+      else stage.backward_input(m, c, d_output, d_input);
       timing.busy_seconds += seconds_since(start);
       if (!first) pipeline.send_async(d_input, prev, stream, tag(m, virtual_stage, 1));
     }

@@ -23,6 +23,9 @@ class PipelineStage {
   virtual void forward(int micro, int chunk, TensorView input, TensorView output) = 0;
   // d_output is absent on the last virtual stage, d_input on the first.
   virtual void backward(int micro, int chunk, TensorView d_output, TensorView d_input) = 0;
+  // The backward split in two for zero-bubble schedules: the input gradient now, the weight gradient later.
+  virtual void backward_input(int micro, int chunk, TensorView d_output, TensorView d_input) = 0;
+  virtual void backward_weight(int micro, int chunk) = 0;
 };
 
 struct PipelineTiming {
