@@ -49,9 +49,14 @@ struct TrainOptions {
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
 };
 
-// `kosmos train`: trains on the built-in synthetic image-caption set on one rank, printing progress and writing
-// per-step metrics.
-int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options);
+// Where this rank sits in the process grid, once known: errors print it ("pp 1 tp 0 dp 1").
+struct RankLabel {
+  std::string coordinates;
+};
+
+// `kosmos train`: trains on the built-in synthetic image-caption set, on one rank or a dp x pp grid under mpirun,
+// printing progress and writing per-step metrics. Sets `label` once the grid is made.
+int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label);
 
 struct InferenceOptions {
   std::string backend = "cpu";

@@ -25,8 +25,10 @@ int world_size() {
   return size;
 }
 
-[[noreturn]] void fail(const std::string & message) {
-  std::cerr << "[rank " << world_rank() << "] error: " << message << std::endl;
+// Prints the error on this rank, prefixed with its place in the grid when known, and ends the job on every rank.
+[[noreturn]] void fail(const std::string & message, const kosmos::RankLabel & label) {
+  std::cerr << "[rank " << world_rank() << (label.coordinates.empty() ? "" : " | " + label.coordinates) << "] error: "
+            << message << std::endl;
   if (world_size() > 1) MPI_Abort(MPI_COMM_WORLD, 1);
   MPI_Finalize();
   std::exit(1);
@@ -141,11 +143,14 @@ int main(int argc, char ** argv) {
   generate_app->add_flag("--print-ids", inference.print_ids, "print the generated ids, comma-separated");
 
   int code = 0;
+  kosmos::RankLabel label;
   try {
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError & error) {
       code = app.exit(error);
+      // A bad command line on some ranks only (a file that exists on one node) must not leave the others waiting.
+      if (code != 0 && world_size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
       MPI_Finalize();
       return code;
     }
@@ -155,16 +160,16 @@ int main(int argc, char ** argv) {
     } else if (*demo) {
       code = kosmos::run_demo(std::cout, registry, demo_options);
     } else if (*train_app) {
-      code = kosmos::run_train(std::cout, registry, train);
+      code = kosmos::run_train(std::cout, registry, train, label);
     } else if (*forward_app) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {
       code = kosmos::run_generate(std::cout, registry, inference);
     }
   } catch (const kosmos::Error & error) {
-    fail(error.what());
+    fail(error.what(), label);
   } catch (const std::exception & error) {
-    fail(std::string("unexpected failure: ") + error.what());
+    fail(std::string("unexpected failure: ") + error.what(), label);
   }
   MPI_Finalize();
   return code;

@@ -28,7 +28,7 @@ std::string read_file(const std::string & path) {
 
 }  // namespace
 
-int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options) {
+int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label) {
   model::KosmosConfig config = model::preset(options.preset);
   if (!options.model_config.empty())
     config = model::config_from_json(read_file(options.model_config), config, options.model_config);
@@ -48,6 +48,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     KOSMOS_CHECK(options.micro_batches % shape.pp == 0, "--schedule interleaved needs --micro-batches a multiple of ",
                  "--pp ", shape.pp, "; got ", options.micro_batches);
   parallel::ProcessGrid grid(shape, std::move(world));
+  label.coordinates = "pp " + std::to_string(grid.coord().pp) + " tp " + std::to_string(grid.coord().tp) + " dp " +
+                      std::to_string(grid.coord().dp);
   const int dp_rank = grid.coord().dp;
   const bool leader = grid.world().rank() == 0;
   const int64_t global_batch =

@@ -21,6 +21,10 @@ double learning_rate(const OptimizerConfig & config, int64_t step) {
 Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel,
                  PipelineParallel pipeline)
     : model_(model), state_(state), config_(config), dp_(data_parallel), pp_(pipeline) {
+  KOSMOS_CHECK(!dp_.zero1 || dp_.comm, "ZeRO-1 needs a data-parallel communicator (internal error)");
+  KOSMOS_CHECK(!dp_.comm || dp_.comm->size() - 1 <= ModelState::kShardSlack, "ZeRO-1 over ",
+               dp_.comm ? dp_.comm->size() : 0, " ranks needs more than the ", ModelState::kShardSlack,
+               " spare elements of the parameter buffers; use fewer data-parallel ranks per group");
   KOSMOS_CHECK(config.peak_lr > 0 && config.total_steps >= 1 && config.warmup_steps >= 0 &&
                    config.warmup_steps <= config.total_steps,
                "optimizer: lr ", config.peak_lr, ", warm-up ", config.warmup_steps, " and total steps ",

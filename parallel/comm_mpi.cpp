@@ -44,11 +44,22 @@ void check_dense(const TensorView & view, const char * what) {
   KOSMOS_CHECK(view.is_contiguous(), what, ": ", describe(view), " must be dense for a collective");
 }
 
-int byte_count(const TensorView & view) {
-  const size_t bytes = static_cast<size_t>(view.numel()) * dtype_size(view.dtype);
-  KOSMOS_CHECK(bytes < (size_t{1} << 31), "MPI: ", describe(view), " is ", bytes,
-               " bytes, more than one MPI message carries (2 GiB); split it");
-  return static_cast<int>(bytes);
+// A view as an MPI element type and count (elements, not bytes, so a 3 GB f32 shard is still one message).
+struct Transfer {
+  MPI_Datatype type;
+  int count;
+};
+Transfer transfer_of(const TensorView & view) {
+  KOSMOS_CHECK(view.numel() < (int64_t{1} << 31), "MPI: ", describe(view), " has ", view.numel(),
+               " elements, more than one MPI call carries (2^31); split it");
+  const int count = static_cast<int>(view.numel());
+  switch (view.dtype) {
+    case DType::kF32: return {MPI_FLOAT, count};
+    case DType::kI32: return {MPI_INT32_T, count};
+    case DType::kBF16:
+    case DType::kF16: return {MPI_UINT16_T, count};
+  }
+  KOSMOS_FAIL("MPI: unknown dtype ", static_cast<int>(view.dtype));
 }
 
 class MpiComm final : public Comm {
@@ -64,72 +75,84 @@ class MpiComm final : public Comm {
   int size() const override { return size_; }
   int rank() const override { return rank_; }
 
-  void all_reduce(TensorView data, ReduceOp op, Stream &) override {
+  void all_reduce(TensorView data, ReduceOp op, Stream & stream) override {
+    stream.synchronize();  // MPI reads host memory: the stream's work on it must be done
     check_dense(data, "all_reduce");
     if (size_ == 1) return;
     KOSMOS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data, static_cast<int>(data.numel()),
                                    mpi_type(data, "all_reduce"), mpi_op(op), comm_));
   }
 
-  void all_gather(TensorView out, TensorView in, Stream &) override {
+  void all_gather(TensorView out, TensorView in, Stream & stream) override {
+    stream.synchronize();
     check_dense(out, "all_gather out");
     check_dense(in, "all_gather in");
     KOSMOS_CHECK(out.dtype == in.dtype && out.numel() == in.numel() * size_, "all_gather: out ", describe(out),
                  " must hold ", size_, " x in ", describe(in));
-    const int bytes = byte_count(in);
+    const Transfer t = transfer_of(in);
+    const size_t bytes = static_cast<size_t>(in.numel()) * dtype_size(in.dtype);
     // In place when `in` is this rank's own slot of `out` (ZeRO-1 gathers updated slices that way).
     const bool in_place = in.data == static_cast<char *>(out.data) + static_cast<size_t>(rank_) * bytes;
     if (size_ == 1) {
-      if (!in_place) std::memmove(out.data, in.data, static_cast<size_t>(bytes));
+      if (!in_place) std::memmove(out.data, in.data, bytes);
       return;
     }
-    KOSMOS_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : in.data, bytes, MPI_BYTE, out.data, bytes, MPI_BYTE, comm_));
+    KOSMOS_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : in.data, t.count, t.type, out.data, t.count, t.type, comm_));
   }
 
-  void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream &) override {
+  void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) override {
+    stream.synchronize();
     check_dense(out, "reduce_scatter out");
     check_dense(in, "reduce_scatter in");
     KOSMOS_CHECK(out.dtype == in.dtype && in.numel() == out.numel() * size_, "reduce_scatter: in ", describe(in),
                  " must hold ", size_, " x out ", describe(out));
     if (size_ == 1) {
-      std::memcpy(out.data, in.data, static_cast<size_t>(byte_count(out)));
+      std::memcpy(out.data, in.data, static_cast<size_t>(out.numel()) * dtype_size(out.dtype));
       return;
     }
     KOSMOS_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel()),
                                               mpi_type(in, "reduce_scatter"), mpi_op(op), comm_));
   }
 
-  void broadcast(TensorView data, int root, Stream &) override {
+  void broadcast(TensorView data, int root, Stream & stream) override {
+    stream.synchronize();
     check_dense(data, "broadcast");
     KOSMOS_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not one of the ", size_, " ranks");
     if (size_ == 1) return;
-    KOSMOS_MPI_CHECK(MPI_Bcast(data.data, byte_count(data), MPI_BYTE, root, comm_));
+    const Transfer t = transfer_of(data);
+    KOSMOS_MPI_CHECK(MPI_Bcast(data.data, t.count, t.type, root, comm_));
   }
 
-  void send(TensorView data, int peer, Stream &, int tag) override {
+  void send(TensorView data, int peer, Stream & stream, int tag) override {
+    stream.synchronize();
     check_dense(data, "send");
     check_peer(peer, "send");
     check_tag(tag);
     MPI_Request request;
-    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, tag, comm_, &request));
+    const Transfer t = transfer_of(data);
+    KOSMOS_MPI_CHECK(MPI_Isend(data.data, t.count, t.type, peer, tag, comm_, &request));
     finish_or_queue(request);
   }
 
-  void recv(TensorView data, int peer, Stream &, int tag) override {
+  void recv(TensorView data, int peer, Stream & stream, int tag) override {
+    stream.synchronize();
     check_dense(data, "recv");
     check_peer(peer, "recv");
     check_tag(tag);
     MPI_Request request;
-    KOSMOS_MPI_CHECK(MPI_Irecv(data.data, byte_count(data), MPI_BYTE, peer, tag, comm_, &request));
+    const Transfer t = transfer_of(data);
+    KOSMOS_MPI_CHECK(MPI_Irecv(data.data, t.count, t.type, peer, tag, comm_, &request));
     finish_or_queue(request);
   }
 
-  void send_async(TensorView data, int peer, Stream &, int tag) override {
+  void send_async(TensorView data, int peer, Stream & stream, int tag) override {
+    stream.synchronize();
     check_dense(data, "send_async");
     check_peer(peer, "send_async");
     check_tag(tag);
     MPI_Request request;
-    KOSMOS_MPI_CHECK(MPI_Isend(data.data, byte_count(data), MPI_BYTE, peer, tag, comm_, &request));
+    const Transfer t = transfer_of(data);
+    KOSMOS_MPI_CHECK(MPI_Isend(data.data, t.count, t.type, peer, tag, comm_, &request));
     outstanding_.push_back(request);
   }
 

@@ -1,6 +1,7 @@
 // pipeline.cpp: executing a schedule on one stage with the p2p exchanges around each pass.
 #include "parallel/pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <tuple>
@@ -29,11 +30,15 @@ PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & dev
     if (slot.data() == nullptr) slot = device.allocate(static_cast<size_t>(elements) * sizeof(float), BufferUse::kActivations);
     return make_view(slot.data(), DType::kF32, {elements});
   };
-  // A message names the micro-batch, the virtual stage it leaves and its direction, so messages between the same
-  // two ranks may arrive in any order.
+  // A message names its micro-batch, the sender's chunk and its direction (the sender's rank is the source), so
+  // messages between the same two ranks may arrive in any order.
   auto tag = [&](int micro, int virtual_stage, int direction) {
-    return (micro * stages * chunks + virtual_stage) * 2 + direction;
+    return (micro * chunks + virtual_stage / stages) * 2 + direction;
   };
+  int micros = 0;
+  for (const PipeAction & action : actions) micros = std::max(micros, action.micro + 1);
+  KOSMOS_CHECK(micros * chunks * 2 <= 32768, "pipeline: ", micros, " micro-batches x ", chunks,
+               " chunks need more message tags than MPI guarantees (32768); use fewer micro-batches per step");
   PipelineTiming timing;
   for (const PipeAction & action : actions) {
     const int m = action.micro, c = action.chunk, virtual_stage = c * stages + index;

@@ -100,7 +100,10 @@ std::vector<PipeAction> schedule_zb_h1(int stages, int stage, int micros) {
   std::vector<std::vector<double>> backward_done(p, std::vector<double>(micros, -1.0));
   int remaining = 3 * p * micros;
   double now = 0.0;
+  const double horizon = 4.0 * remaining + 16.0;  // a serial run of every pass takes `remaining` time steps
   while (remaining > 0) {
+    KOSMOS_CHECK(now <= horizon, "zb-h1: list scheduling made no progress for p = ", p, ", m = ", micros,
+                 " (internal error; use 1f1b)");
     bool ran = false;
     for (int s = 0; s < p; ++s) {
       if (free_at[s] > now) continue;

@@ -4,6 +4,7 @@
 // simulator checks their dependencies and measures their idle time under given pass costs.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,7 @@ enum class ScheduleKind : uint8_t { kGPipe, kOneFOneB, kInterleaved, kZeroBubble
 const char * schedule_name(ScheduleKind kind);
 ScheduleKind schedule_from_name(const std::string & name);  // gpipe, 1f1b, interleaved, zb-h1
 
-// GPipe: all forwards, then all backwards (in reverse).
+// GPipe: all forwards, then all backwards (in micro-batch order).
 std::vector<PipeAction> schedule_gpipe(int stages, int stage, int micros);
 // 1F1B (PipeDream-flush): stages - stage - 1 warm-up forwards, then one forward / one backward, then cool-down.
 std::vector<PipeAction> schedule_1f1b(int stages, int stage, int micros);
