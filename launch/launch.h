@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "backends/registry.h"
 
@@ -47,6 +48,7 @@ struct TrainOptions {
   std::string save_weights;          // write the final parameters (safetensors) here
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
+  std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model
 };
 
 // Where this rank sits in the process grid, once known: errors print it ("pp 1 tp 0 dp 1").

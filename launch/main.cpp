@@ -103,6 +103,9 @@ int main(int argc, char ** argv) {
   train_app->add_option("--chunks", train.chunks, "model chunks (virtual stages) per stage with --schedule interleaved")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  train_app->add_option("--stage-layers", train.stage_layers,
+                        "decoder layers per pipeline (virtual) stage, e.g. 2,4,4,2 (default: the cost model's split)")
+      ->delimiter(',');
   train_app->add_option("--schedule", train.schedule, "pipeline schedule: gpipe, 1f1b, interleaved or zb-h1")
       ->capture_default_str()
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));

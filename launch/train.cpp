@@ -12,6 +12,7 @@
 #include "io/synthetic.h"
 #include "io/weights.h"
 #include "launch/launch.h"
+#include "model/partition.h"
 #include "model/trainer.h"
 #include "parallel/comm.h"
 
@@ -43,7 +44,6 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   KOSMOS_CHECK(shape.tp == 1, "--tp ", shape.tp, ": tensor parallelism is not implemented yet; use --dp and --pp");
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
   const int chunks = schedule == parallel::ScheduleKind::kInterleaved ? options.chunks : 1;
-  if (shape.pp > 1) model::stage_range(config, 0, shape.pp * chunks);  // enough layers for the (virtual) stages
   if (shape.pp > 1 && schedule == parallel::ScheduleKind::kInterleaved)
     KOSMOS_CHECK(options.micro_batches % shape.pp == 0, "--schedule interleaved needs --micro-batches a multiple of ",
                  "--pp ", shape.pp, "; got ", options.micro_batches);
@@ -58,6 +58,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                " does not split into --dp ", shape.dp, " x --micro-batches ", options.micro_batches,
                " equal micro-batches; make it a multiple of ", shape.dp * options.micro_batches);
   const int64_t micro_batch = global_batch / (shape.dp * options.micro_batches);
+  // Pipeline cuts from the cost model (about one image per sequence), unless --stage-layers gives them.
+  const std::vector<model::StageRange> stages = model::partition_stages(
+      config, shape.pp * chunks, model::stage_costs(config, micro_batch, length, micro_batch), options.stage_layers);
   std::ostringstream silent;
   std::ostream & log = leader ? out : silent;  // only world rank 0 reports
 
@@ -78,7 +81,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
                                              options.zero1 && shape.dp > 1},
                          model::PipelineParallel{shape.pp > 1 ? &grid.group(parallel::Axis::kPipeline) : nullptr,
-                                                 schedule, chunks});
+                                                 schedule, chunks, stages});
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 
@@ -92,6 +95,11 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       << ")\n";
   log << "grid: " << parallel::describe(shape) << (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "")
       << (shape.pp > 1 ? std::string(", schedule ") + options.schedule : std::string()) << "\n";
+  if (shape.pp > 1) {
+    log << "stages (decoder layers):";
+    for (const model::StageRange & range : stages) log << " [" << range.layer_begin << ", " << range.layer_end << ")";
+    log << "\n";
+  }
   log << "data: built-in synthetic image-caption set, " << global_batch << " sequences of " << length
       << " positions per step (" << options.micro_batches << " micro-batches of " << micro_batch << " per dp rank), seed "
       << options.seed << "\n";

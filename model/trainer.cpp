@@ -31,23 +31,19 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
                config.total_steps, " must satisfy lr > 0 and 0 <= warm-up <= total");
 }
 
-StageRange stage_range(const KosmosConfig & config, int stage, int stages) {
-  const int64_t layers = config.decoder.layers;
-  KOSMOS_CHECK(layers >= stages, stages, " pipeline (virtual) stages but the decoder has ", layers,
-               " layers; every stage needs at least one layer (lower --pp or --chunks)");
-  return StageRange{stage == 0, stage == stages - 1, layers * stage / stages, layers * (stage + 1) / stages};
-}
-
 namespace {
 
 // One stage of the model as the pipeline engine sees it: the step's micro-batches, their forward states.
 class ModelStage final : public parallel::PipelineStage {
  public:
   ModelStage(KosmosModel & model, Runtime & rt, int stage, int stages, int chunks,
-             const std::vector<Batch> & micro_batches, float loss_scale, const StepRandomness & randomness)
+             const std::vector<StageRange> & virtual_stages, const std::vector<Batch> & micro_batches,
+             float loss_scale, const StepRandomness & randomness)
       : model_(model), rt_(rt), micro_(micro_batches), loss_scale_(loss_scale), randomness_(randomness),
         states_(micro_batches.size() * static_cast<size_t>(chunks)) {
-    for (int c = 0; c < chunks; ++c) ranges_.push_back(stage_range(model.config(), c * stages + stage, stages * chunks));
+    KOSMOS_CHECK(static_cast<int>(virtual_stages.size()) == stages * chunks, "pipeline: ", virtual_stages.size(),
+                 " stage ranges for ", stages, " stages x ", chunks, " chunks (internal error)");
+    for (int c = 0; c < chunks; ++c) ranges_.push_back(virtual_stages[static_cast<size_t>(c * stages + stage)]);
   }
 
   int chunks() const override { return static_cast<int>(ranges_.size()); }
@@ -155,7 +151,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     rt.arena.reset();
     const int stages = pp_.comm->size(), stage = pp_.comm->rank();
     const int chunks = pp_.schedule == parallel::ScheduleKind::kInterleaved ? pp_.chunks : 1;
-    ModelStage model_stage(model_, rt, stage, stages, chunks, micro_batches, loss_scale, randomness);
+    ModelStage model_stage(model_, rt, stage, stages, chunks, pp_.ranges, micro_batches, loss_scale, randomness);
     const parallel::PipelineTiming timing = parallel::run_pipeline(
         model_stage, *pp_.comm, rt.device, rt.stream,
         parallel::make_schedule(pp_.schedule, stages, stage, static_cast<int>(micro_batches.size()), chunks));

@@ -51,11 +51,8 @@ struct PipelineParallel {
   parallel::Comm * comm = nullptr;  // null: one stage
   parallel::ScheduleKind schedule = parallel::ScheduleKind::kOneFOneB;
   int chunks = 1;                   // model chunks per stage (interleaving)
+  std::vector<StageRange> ranges;   // every virtual stage's layers (partition.h); chunk c of stage s is c*stages+s
 };
-
-// The layers of virtual stage `stage` of `stages`: an even split of the decoder (the first also runs the image
-// path, the last the head). Fewer layers than virtual stages is an error naming both.
-StageRange stage_range(const KosmosConfig & config, int stage, int stages);
 
 class Trainer {
  public:

@@ -125,3 +125,50 @@ TEST(ModelInput, BadSequencesAreNamed) {
 
 }  // namespace
 }  // namespace kosmos::model
+
+#include "model/partition.h"
+
+namespace kosmos::model {
+namespace {
+
+TEST(Partition, CutsMinimiseTheMostExpensiveStage) {
+  KosmosConfig config = preset("tiny");
+  config.decoder.layers = 8;
+  auto counts = [](const std::vector<StageRange> & ranges) {
+    std::vector<int64_t> layers;
+    for (const StageRange & r : ranges) layers.push_back(r.layer_end - r.layer_begin);
+    return layers;
+  };
+  // Layers alone: an even split.
+  EXPECT_EQ(counts(partition_stages(config, 4, StageCosts{1.0, 0.0, 0.0})), (std::vector<int64_t>{2, 2, 2, 2}));
+  // A head worth three layers: the last stage keeps fewer layers, the others take them.
+  // (8 layers + 3 over 4 stages: no stage can cost less than 4, which needs the last to hold one layer.)
+  const std::vector<StageRange> heavy_head = partition_stages(config, 4, StageCosts{1.0, 0.0, 3.0});
+  EXPECT_EQ(counts(heavy_head).back(), 1);
+  EXPECT_TRUE(heavy_head.front().first && heavy_head.back().last && !heavy_head[1].first && !heavy_head[1].last);
+  const std::vector<double> costs = partition_costs(heavy_head, StageCosts{1.0, 0.0, 3.0});
+  EXPECT_EQ(*std::max_element(costs.begin(), costs.end()), 4.0);
+  // An image path worth two layers: the first stage gives way.
+  EXPECT_EQ(counts(partition_stages(config, 2, StageCosts{1.0, 2.0, 0.0})), (std::vector<int64_t>{3, 5}));
+  // The cost model's real numbers for the paper's model put the 64007-token head on the last stage.
+  const StageCosts paper = stage_costs(preset("kosmos1"), 8, 2048, 8);
+  EXPECT_GT(paper.head, paper.layer);  // 6 d V > 6 (4d^2 + 2dF) per token at d 2048, V 64007
+}
+
+TEST(Partition, UserCountsAreCheckedAndUsed) {
+  KosmosConfig config = preset("tiny");
+  config.decoder.layers = 6;
+  const std::vector<StageRange> ranges = partition_stages(config, 3, StageCosts{1.0, 0.0, 0.0}, {1, 2, 3});
+  EXPECT_EQ(ranges[2].layer_begin, 3);
+  EXPECT_EQ(ranges[2].layer_end, 6);
+  EXPECT_NE(error_of([&] { partition_stages(config, 3, StageCosts{}, {1, 2}); }).find("--stage-layers gives 2 stages"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { partition_stages(config, 3, StageCosts{}, {0, 3, 3}); }).find("each stage at least one"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { partition_stages(config, 8, StageCosts{}); }).find("8 pipeline (virtual) stages but the "
+                                                                             "decoder has 6 layers"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace kosmos::model

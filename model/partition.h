@@ -1,0 +1,31 @@
+// partition.h: where the pipeline cuts the model. A cost model counts each virtual stage's FLOPs per micro-batch:
+// decoder layers (forward + backward), the image path on the first (the frozen CLIP layers run forward only, the
+// trainable ones forward and backward, plus the connector), the head and loss on the last; the cuts minimise the
+// most expensive stage. The user may give the layer counts instead (--stage-layers).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/kosmos.h"
+
+namespace kosmos::model {
+
+struct StageCosts {
+  double layer = 0.0;       // one decoder layer, forward + backward
+  double image_path = 0.0;  // vision tower + connector (first stage)
+  double head = 0.0;        // final LayerNorm, output projection, loss (last stage)
+};
+// FLOPs per micro-batch of `sequences` x `length` tokens holding `images` images.
+StageCosts stage_costs(const KosmosConfig & config, int64_t sequences, int64_t length, int64_t images);
+
+// The layer range of each of `stages` virtual stages, in order. `layers_per_stage` (from --stage-layers) overrides
+// the cost model; it must have one positive entry per stage summing to the decoder's layers.
+std::vector<StageRange> partition_stages(const KosmosConfig & config, int stages, const StageCosts & costs,
+                                         const std::vector<int64_t> & layers_per_stage = {});
+
+// The cost of each stage under a partition (for logs and tests).
+std::vector<double> partition_costs(const std::vector<StageRange> & stages, const StageCosts & costs);
+
+}  // namespace kosmos::model
