@@ -8,19 +8,13 @@
 #include "backends/error.h"
 #include "io/npy.h"
 #include "io/weights.h"
+#include "launch/files.h"
 #include "launch/launch.h"
 #include "model/kosmos.h"
 
 namespace kosmos {
 namespace {
 
-std::string read_text(const std::string & path) {
-  std::ifstream in(path, std::ios::binary);
-  KOSMOS_CHECK(in, "cannot open ", path, "; check the path");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::vector<int32_t> parse_ids(const std::string & text) {
   std::vector<int32_t> ids;
@@ -56,13 +50,13 @@ Loaded load(const BackendRegistry & registry, const InferenceOptions & options) 
   Loaded loaded;
   std::string weights = options.weights;
   if (!options.hf_dir.empty()) {
-    loaded.config = model::config_from_hf_kosmos2(read_text(options.hf_dir + "/config.json"),
+    loaded.config = model::config_from_hf_kosmos2(read_text_file(options.hf_dir + "/config.json"),
                                                   options.hf_dir + "/config.json");
     weights = options.hf_dir + "/model.safetensors";
   } else {
     KOSMOS_CHECK(!options.model_config.empty() && !weights.empty(),
                  "--model-config and --weights go together (or use --hf DIR)");
-    loaded.config = model::config_from_json(read_text(options.model_config), model::preset(options.preset),
+    loaded.config = model::config_from_json(read_text_file(options.model_config), model::preset(options.preset),
                                             options.model_config);
   }
   if (options.image_token_id >= 0) loaded.config.tokens.image = options.image_token_id;

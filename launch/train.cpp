@@ -11,6 +11,7 @@
 #include "backends/error.h"
 #include "io/synthetic.h"
 #include "io/weights.h"
+#include "launch/files.h"
 #include "launch/launch.h"
 #include "model/partition.h"
 #include "model/trainer.h"
@@ -19,20 +20,13 @@
 namespace kosmos {
 namespace {
 
-std::string read_file(const std::string & path) {
-  std::ifstream in(path, std::ios::binary);
-  KOSMOS_CHECK(in, "cannot open ", path, " for reading; check the path and its permissions");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 }  // namespace
 
 int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label) {
   model::KosmosConfig config = model::preset(options.preset);
   if (!options.model_config.empty())
-    config = model::config_from_json(read_file(options.model_config), config, options.model_config);
+    config = model::config_from_json(read_text_file(options.model_config), config, options.model_config);
   model::validate(config);
   const int64_t images_per_sample = 1;
   const int64_t minimum_length = 2 + images_per_sample * (config.image_slots() + 7);

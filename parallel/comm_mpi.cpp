@@ -124,36 +124,15 @@ class MpiComm final : public Comm {
   }
 
   void send(TensorView data, int peer, Stream & stream, int tag) override {
-    stream.synchronize();
-    check_dense(data, "send");
-    check_peer(peer, "send");
-    check_tag(tag);
-    MPI_Request request;
-    const Transfer t = transfer_of(data);
-    KOSMOS_MPI_CHECK(MPI_Isend(data.data, t.count, t.type, peer, tag, comm_, &request));
-    finish_or_queue(request);
+    finish_or_queue(post(data, peer, stream, tag, "send", false));
   }
 
   void recv(TensorView data, int peer, Stream & stream, int tag) override {
-    stream.synchronize();
-    check_dense(data, "recv");
-    check_peer(peer, "recv");
-    check_tag(tag);
-    MPI_Request request;
-    const Transfer t = transfer_of(data);
-    KOSMOS_MPI_CHECK(MPI_Irecv(data.data, t.count, t.type, peer, tag, comm_, &request));
-    finish_or_queue(request);
+    finish_or_queue(post(data, peer, stream, tag, "recv", true));
   }
 
   void send_async(TensorView data, int peer, Stream & stream, int tag) override {
-    stream.synchronize();
-    check_dense(data, "send_async");
-    check_peer(peer, "send_async");
-    check_tag(tag);
-    MPI_Request request;
-    const Transfer t = transfer_of(data);
-    KOSMOS_MPI_CHECK(MPI_Isend(data.data, t.count, t.type, peer, tag, comm_, &request));
-    outstanding_.push_back(request);
+    outstanding_.push_back(post(data, peer, stream, tag, "send_async", false));
   }
 
   void wait_sends() override {
@@ -190,6 +169,20 @@ class MpiComm final : public Comm {
   void check_peer(int peer, const char * what) const {
     KOSMOS_CHECK(peer >= 0 && peer < size_ && peer != rank_, what, ": peer ", peer, " is not another of the ", size_,
                  " ranks (this is rank ", rank_, ")");
+  }
+  // Posts a non-blocking send or receive after checking its arguments.
+  MPI_Request post(TensorView data, int peer, Stream & stream, int tag, const char * what, bool receive) {
+    stream.synchronize();  // MPI reads host memory: the stream's work on it must be done
+    check_dense(data, what);
+    check_peer(peer, what);
+    check_tag(tag);
+    const Transfer t = transfer_of(data);
+    MPI_Request request;
+    if (receive)
+      KOSMOS_MPI_CHECK(MPI_Irecv(data.data, t.count, t.type, peer, tag, comm_, &request));
+    else
+      KOSMOS_MPI_CHECK(MPI_Isend(data.data, t.count, t.type, peer, tag, comm_, &request));
+    return request;
   }
   void finish_or_queue(MPI_Request request) {
     if (grouped_) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "backends/error.h"
+#include "tests/test_errors.h"
 #include "model/config.h"
 #include "backends/registry.h"
 #include "model/kosmos.h"
@@ -11,14 +12,7 @@
 namespace kosmos::model {
 namespace {
 
-std::string error_of(const std::function<void()> & action) {
-  try {
-    action();
-  } catch (const Error & error) {
-    return error.what();
-  }
-  return "";
-}
+using kosmos::testing::error_of;
 
 TEST(Config, PresetsAreValidAndRoundTripThroughJson) {
   for (const char * name : {"tiny", "small", "kosmos1", "kosmos2"}) {

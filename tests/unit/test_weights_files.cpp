@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/error.h"
+#include "tests/test_errors.h"
 #include "backends/registry.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
@@ -31,14 +32,7 @@ void write_raw(const std::string & path, const std::string & header, size_t data
   out << std::string(data_bytes, '\0');
 }
 
-std::string error_of(const std::function<void()> & action) {
-  try {
-    action();
-  } catch (const Error & error) {
-    return error.what();
-  }
-  return "";
-}
+using kosmos::testing::error_of;
 
 TEST(SafetensorsFile, RejectsHostileHeadersWithTheTensorNamed) {
   const std::string path = temp_path("hostile.safetensors");
