@@ -32,10 +32,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const int64_t minimum_length = 2 + images_per_sample * (config.image_slots() + 7);
   const int64_t length = options.length > 0 ? options.length : minimum_length;
 
-  // The process grid: data and pipeline parallelism (tensor parallelism comes with the rest of the engine).
+  // The process grid: data, pipeline and tensor parallelism.
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
-  KOSMOS_CHECK(shape.tp == 1, "--tp ", shape.tp, ": tensor parallelism is not implemented yet; use --dp and --pp");
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
   const int chunks = schedule == parallel::ScheduleKind::kInterleaved ? options.chunks : 1;
   if (shape.pp > 1 && schedule == parallel::ScheduleKind::kInterleaved)
@@ -64,7 +63,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   model::ModelState state(*device, table);
   state.initialise(options.seed, *stream);
   state.zero_moments(*stream);
-  model::KosmosModel kosmos_model(config, state);
+  parallel::Comm * tensor_parallel = shape.tp > 1 ? &grid.group(parallel::Axis::kTensor) : nullptr;
+  model::KosmosModel kosmos_model(config, state, tensor_parallel);
   model::OptimizerConfig optimizer;
   optimizer.peak_lr = options.lr;
   optimizer.warmup_steps = std::min(options.warmup, options.steps);
@@ -75,7 +75,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
                                              options.zero1 && shape.dp > 1},
                          model::PipelineParallel{shape.pp > 1 ? &grid.group(parallel::Axis::kPipeline) : nullptr,
-                                                 schedule, chunks, stages});
+                                                 schedule, chunks, stages},
+                         model::TensorParallel{tensor_parallel});
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 

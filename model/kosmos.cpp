@@ -77,8 +77,20 @@ std::vector<int64_t> find_image_slots(const std::vector<int32_t> & tokens, int64
   return slots;
 }
 
-KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state)
-    : config_(config), state_(state), image_path_(config, state) {}
+KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parallel::Comm * tensor_parallel)
+    : config_(config), state_(state), image_path_(config, state), tensor_parallel_(tensor_parallel) {
+  const int ranks = tensor_parallel ? tensor_parallel->size() : 1;
+  const DecoderConfig & dc = config.decoder;
+  KOSMOS_CHECK(dc.heads % ranks == 0 && dc.ffn_dim % ranks == 0, "tensor parallelism over ", ranks,
+               " ranks splits the decoder's ", dc.heads, " heads and FFN width ", dc.ffn_dim,
+               " evenly, but they do not divide; choose a --tp that divides both");
+}
+
+BlockWeights KosmosModel::decoder_block(int64_t layer) const {
+  const bool split = tensor_parallel_ && tensor_parallel_->size() > 1;
+  return make_magneto_block(state_, "decoder.layers." + std::to_string(layer) + ".", config_.decoder.layernorm_eps,
+                            split ? tensor_parallel_->rank() : 0, split ? tensor_parallel_->size() : 1);
+}
 
 double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness,
                         bool backward, std::vector<float> * logits_out) {
@@ -158,9 +170,9 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
                            static_cast<uint64_t>(batch.first_sample * dc.heads * batch.length * batch.length)};
     o.output_dropout = {p, site_key(seed, step, kAttentionOutput, l), row_offset};
     o.ffn_dropout_seed = site_key(seed, step, kFfnOutput, l);
+    o.tp = tensor_parallel_;
     const TensorView out = !range.last && l + 1 == last_layer ? output : rt.take({rows, d});
-    block_forward(rt, make_magneto_block(state_, "decoder.layers." + std::to_string(l) + ".", dc.layernorm_eps), o, out,
-                  x, &s.blocks[static_cast<size_t>(l - first_layer)]);
+    block_forward(rt, decoder_block(l), o, out, x, &s.blocks[static_cast<size_t>(l - first_layer)]);
     x = out;
   }
   if (!range.last) {
@@ -212,8 +224,8 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
   for (int64_t l = last_layer - 1; l >= first_layer; --l) {
     const TensorView d_in = !range.first && l == first_layer ? d_input : rt.take({rows, d});
-    block_backward(rt, make_magneto_block(state_, "decoder.layers." + std::to_string(l) + ".", dc.layernorm_eps),
-                   s.options[static_cast<size_t>(l - first_layer)], d_in, dx, s.blocks[static_cast<size_t>(l - first_layer)]);
+    const size_t index = static_cast<size_t>(l - first_layer);
+    block_backward(rt, decoder_block(l), s.options[index], d_in, dx, s.blocks[index]);
     dx = d_in;
   }
   if (!range.first) {

@@ -61,7 +61,9 @@ struct MicroState {
 
 class KosmosModel {
  public:
-  KosmosModel(const KosmosConfig & config, ModelState & state);
+  // `tensor_parallel` (null or one rank: the whole model here) splits every decoder layer's heads and FFN over its
+  // ranks, Megatron-style; the heads and the FFN width must divide by its size.
+  KosmosModel(const KosmosConfig & config, ModelState & state, parallel::Comm * tensor_parallel = nullptr);
 
   // Forward (and, when `backward`, backward, accumulating into the state's gradients) of one micro-batch.
   // Returns loss_scale * sum of weighted token losses. When `logits` is given it receives [B*T, V] on the host.
@@ -93,10 +95,12 @@ class KosmosModel {
   float embed_scale() const;
   std::string output_name() const;
   ImagePathKeys image_keys(const Batch & batch, const StepRandomness & randomness) const;
+  BlockWeights decoder_block(int64_t layer) const;  // this rank's shard of decoder layer `layer`
 
   const KosmosConfig config_;
   ModelState & state_;
   ImagePath image_path_;
+  parallel::Comm * tensor_parallel_;
 };
 
 }  // namespace kosmos::model

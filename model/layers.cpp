@@ -1,6 +1,7 @@
 // layers.cpp: Linear, LayerNorm and the pre-LN transformer block (CLIP encoder layer, Magneto decoder layer).
 #include "model/layers.h"
 
+#include "backends/error.h"
 #include <cmath>
 
 namespace kosmos::model {
@@ -81,17 +82,54 @@ BlockWeights make_clip_block(const ModelState & state, const std::string & prefi
                       make_linear(state, prefix + "mlp.fc2.", true)};
 }
 
-BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps) {
-  return BlockWeights{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
-                      make_layernorm(state, prefix + "final_layer_norm.", eps),
-                      make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
-                      make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
-                      make_linear(state, prefix + "self_attn.q_proj.", true),
-                      make_linear(state, prefix + "self_attn.k_proj.", true),
-                      make_linear(state, prefix + "self_attn.v_proj.", true),
-                      make_linear(state, prefix + "self_attn.out_proj.", true),
-                      make_linear(state, prefix + "ffn.fc1.", true),
-                      make_linear(state, prefix + "ffn.fc2.", true)};
+namespace {
+
+// Rows [rank*n/size, (rank+1)*n/size) of a linear layer's weight and bias: its column-parallel shard.
+Linear output_shard(Linear whole, int rank, int size) {
+  const int64_t part = whole.out() / size;
+  whole.weight = slice(whole.weight, 0, rank * part, part);
+  whole.dweight = slice(whole.dweight, 0, rank * part, part);
+  whole.bias = slice(whole.bias, 0, rank * part, part);
+  whole.dbias = slice(whole.dbias, 0, rank * part, part);
+  return whole;
+}
+
+// Columns of a linear layer's weight: its row-parallel shard (the bias stays whole, for the caller to add once).
+Linear input_shard(Linear whole, int rank, int size) {
+  const int64_t part = whole.in() / size;
+  whole.weight = slice(whole.weight, 1, rank * part, part);
+  whole.dweight = slice(whole.dweight, 1, rank * part, part);
+  return whole;
+}
+
+}  // namespace
+
+BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps, int tp_rank,
+                                int tp_size) {
+  BlockWeights w{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
+                 make_layernorm(state, prefix + "final_layer_norm.", eps),
+                 make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
+                 make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
+                 make_linear(state, prefix + "self_attn.q_proj.", true),
+                 make_linear(state, prefix + "self_attn.k_proj.", true),
+                 make_linear(state, prefix + "self_attn.v_proj.", true),
+                 make_linear(state, prefix + "self_attn.out_proj.", true),
+                 make_linear(state, prefix + "ffn.fc1.", true),
+                 make_linear(state, prefix + "ffn.fc2.", true)};
+  if (tp_size > 1) {
+    for (Linear * column : {&w.q, &w.k, &w.v, &w.fc1}) *column = output_shard(*column, tp_rank, tp_size);
+    for (Linear * row : {&w.out, &w.fc2}) *row = input_shard(*row, tp_rank, tp_size);
+  }
+  return w;
+}
+
+bool tensor_parallel_sharded(const std::string & name) {
+  if (name.rfind("decoder.layers.", 0) != 0) return false;
+  for (const char * column : {"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.", "ffn.fc1."})
+    if (name.find(column) != std::string::npos) return true;
+  for (const char * row : {"self_attn.out_proj.weight", "ffn.fc2.weight"})
+    if (name.find(row) != std::string::npos) return true;
+  return false;
 }
 
 TensorView heads_view(TensorView rows, int64_t batch, int64_t length, int64_t heads) {
@@ -105,63 +143,137 @@ TensorView heads_view(TensorView rows, int64_t batch, int64_t length, int64_t he
 
 namespace {
 
-AttentionParams attention_params(const BlockOptions & o, int64_t head_dim) {
+// This rank's `heads` of head_dim each; with tensor parallelism they start at rank * heads among o.heads, which
+// keys the dropout mask by global head.
+AttentionParams attention_params(const BlockOptions & o, int64_t head_dim, int64_t heads, const parallel::Comm * tp) {
   AttentionParams params;
   params.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   params.causal = o.causal;
   params.dropout_p = o.attention_dropout.p;
   params.seed = o.attention_dropout.seed;
   params.offset = o.attention_dropout.offset;
+  if (tp) params.head_start = tp->rank() * heads, params.heads_total = o.heads;
   return params;
+}
+
+// Every tensor-parallel rank's [rows, w] columns, side by side: whole [rows, w * tp].
+void gather_columns(Runtime & rt, parallel::Comm & tp, TensorView local, TensorView whole) {
+  const int64_t rows = local.dim(0), width = local.dim(1), ranks = tp.size();
+  const TensorView mine = rt.take({rows, width});
+  rt.run(Copy{mine, local});
+  const TensorView packed = rt.take({ranks, rows, width});
+  tp.all_gather(make_view(packed.data, DType::kF32, {ranks * rows * width}),
+                make_view(mine.data, DType::kF32, {rows * width}), rt.stream);
+  TensorView target = whole;  // [rows, tp * w] seen as [tp, rows, w]
+  target.ndim = 3;
+  target.dims = {ranks, rows, width, 0};
+  target.strides = {width, whole.stride(0), 1, 0};
+  rt.run(Copy{target, packed});
+}
+
+// This rank's columns of a [rows, w * tp] tensor (a strided view).
+TensorView my_columns(TensorView whole, parallel::Comm & tp) {
+  const int64_t width = whole.dim(1) / tp.size();
+  return slice(whole, 1, tp.rank() * width, width);
+}
+
+// Row-parallel linear: y = sum over ranks of x_local W_local^T, then the whole bias once.
+void row_parallel_forward(Runtime & rt, parallel::Comm & tp, const Linear & shard, TensorView y, TensorView x_local) {
+  rt.run(Matmul{y, x_local, shard.weight, TensorView{}, false, true});
+  tp.all_reduce(y, parallel::ReduceOp::kSum, rt.stream);
+  if (shard.bias.present()) rt.run(Add{y, y, shard.bias});
+}
+
+// Its backward: dy is whole on every rank; dx_local and dW_local are this rank's, the bias gradient whole.
+void row_parallel_backward(Runtime & rt, const Linear & shard, TensorView dx_local, TensorView dy, TensorView x_local) {
+  Linear without_bias = shard;
+  without_bias.bias = without_bias.dbias = TensorView{};
+  without_bias.backward(rt, dx_local, dy, x_local, false);
+  if (shard.trainable && shard.bias.present()) rt.run(BiasBackward{shard.dbias, dy});
+}
+
+// y [rows, width] = projection(sub_ln(local)): the end of the attention (out_proj) and of the FFN (fc2). `local` is
+// this rank's columns; with `tp` the sub-LN normalises all ranks' columns gathered and the projection is
+// row-parallel. Without a sub-LN (CLIP), normed = whole = local.
+ProjectionSaved projection_forward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
+                                   const Linear & projection, TensorView y, TensorView local) {
+  const int64_t rows = local.dim(0), ranks = tp ? tp->size() : 1;
+  ProjectionSaved saved{local, local, {}};
+  if (tp) {
+    saved.whole = rt.take({rows, local.dim(1) * ranks});
+    gather_columns(rt, *tp, local, saved.whole);
+  }
+  saved.normed = saved.whole;
+  if (sub_ln) {
+    saved.normed = rt.take({rows, saved.whole.dim(1)});
+    saved.stats = sub_ln->forward(rt, saved.normed, saved.whole);
+  }
+  if (tp)
+    row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
+  else
+    projection.forward(rt, y, saved.normed);
+  return saved;
+}
+
+// Its backward: d_local [rows, local width], the gradient at this rank's columns, from dy [rows, width].
+void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
+                         const Linear & projection, TensorView d_local, TensorView dy, const ProjectionSaved & saved) {
+  const int64_t rows = dy.dim(0);
+  const TensorView d_normed = !tp && !sub_ln ? d_local : rt.take({rows, saved.whole.dim(1)});
+  if (tp) {  // each rank's columns of the gradient from its shard, then gathered for the sub-LN
+    const TensorView d_mine = rt.take({rows, d_local.dim(1)});
+    row_parallel_backward(rt, projection, d_mine, dy, my_columns(saved.normed, *tp));
+    gather_columns(rt, *tp, d_mine, d_normed);
+  } else {
+    projection.backward(rt, d_normed, dy, saved.normed, false);
+  }
+  if (!sub_ln) return;
+  const TensorView d_whole = tp ? rt.take({rows, saved.whole.dim(1)}) : d_local;
+  sub_ln->backward(rt, d_whole, d_normed, saved.whole, saved.stats);
+  if (tp) rt.run(Copy{d_local, my_columns(d_whole, *tp)});
 }
 
 }  // namespace
 
 void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
                    BlockSaved * saved) {
-  const int64_t rows = x.dim(0), width = w.q.in(), hidden_width = w.fc1.out();
+  const int64_t rows = x.dim(0), width = w.q.out(), hidden_width = w.fc1.out(), model_width = w.q.in();
+  parallel::Comm * tp = o.tp && o.tp->size() > 1 ? o.tp : nullptr;
+  KOSMOS_CHECK(!tp || (w.ln_inner_attention && w.ln_inner_ffn), "tensor parallelism splits only Magneto blocks");
+  const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
   BlockSaved s;
   s.x = x;
-  s.h_attention = rt.take({rows, width});
+  s.h_attention = rt.take({rows, model_width});
   s.ln_attention = w.ln_attention.forward(rt, s.h_attention, x);
-  s.qkv = rt.take({rows, 3 * width});  // q | k | v side by side; q and k after xPos
+  s.qkv = rt.take({rows, 3 * width});  // q | k | v side by side (this rank's heads); q and k after xPos
   const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
   w.q.forward(rt, q, s.h_attention);
   w.k.forward(rt, k, s.h_attention);
   w.v.forward(rt, v, s.h_attention);
-  const TensorView q_heads = heads_view(q, o.batch, o.length, o.heads), k_heads = heads_view(k, o.batch, o.length, o.heads);
+  const TensorView q_heads = heads_view(q, o.batch, o.length, heads), k_heads = heads_view(k, o.batch, o.length, heads);
   if (o.xpos) {
     rt.run(XPosForward{q_heads, q_heads, {0, false, o.xpos_scale_base}});
     rt.run(XPosForward{k_heads, k_heads, {0, true, o.xpos_scale_base}});
   }
   s.attention = rt.take({rows, width});
-  s.lse = rt.take({o.batch, o.heads, o.length});
-  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, o.heads), s.lse, q_heads, k_heads,
-                          heads_view(v, o.batch, o.length, o.heads), attention_params(o, width / o.heads)});
-  s.attention_normed = s.attention;
-  if (w.ln_inner_attention) {
-    s.attention_normed = rt.take({rows, width});
-    s.ln_inner_attention = w.ln_inner_attention->forward(rt, s.attention_normed, s.attention);
-  }
-  const TensorView projected = rt.take({rows, width});
-  w.out.forward(rt, projected, s.attention_normed);
+  s.lse = rt.take({o.batch, heads, o.length});
+  const AttentionParams params = attention_params(o, width / heads, heads, tp);
+  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, k_heads,
+                          heads_view(v, o.batch, o.length, heads), params});
+  const TensorView projected = rt.take({rows, model_width});
+  s.attention_end = projection_forward(rt, tp, w.ln_inner_attention, w.out, projected, s.attention);
   dropout_forward(rt, projected, o.output_dropout);
-  s.x_mid = rt.take({rows, width});
+  s.x_mid = rt.take({rows, model_width});
   rt.run(Add{s.x_mid, x, projected});
 
-  s.h_ffn = rt.take({rows, width});
+  s.h_ffn = rt.take({rows, model_width});
   s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
   s.hidden = rt.take({rows, hidden_width});
   w.fc1.forward(rt, s.hidden, s.h_ffn);
   s.activated = rt.take({rows, hidden_width});
   rt.run(ActivationForward{s.activated, s.hidden, o.activation});
-  s.activated_normed = s.activated;
-  if (w.ln_inner_ffn) {
-    s.activated_normed = rt.take({rows, hidden_width});
-    s.ln_inner_ffn = w.ln_inner_ffn->forward(rt, s.activated_normed, s.activated);
-  }
-  const TensorView ffn_out = rt.take({rows, width});
-  w.fc2.forward(rt, ffn_out, s.activated_normed);
+  const TensorView ffn_out = rt.take({rows, model_width});
+  s.ffn_end = projection_forward(rt, tp, w.ln_inner_ffn, w.fc2, ffn_out, s.activated);
   dropout_forward(rt, ffn_out, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset});
   rt.run(Add{out, s.x_mid, ffn_out});
   if (saved) *saved = s;
@@ -169,55 +281,50 @@ void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o,
 
 void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView dx, TensorView dout,
                     const BlockSaved & s) {
-  const int64_t rows = dout.dim(0), width = w.q.in(), hidden_width = w.fc1.out();
+  const int64_t rows = dout.dim(0), width = w.q.out(), hidden_width = w.fc1.out(), model_width = w.q.in();
+  parallel::Comm * tp = o.tp && o.tp->size() > 1 ? o.tp : nullptr;
+  const int64_t heads = tp ? o.heads / tp->size() : o.heads;
   // out = x_mid + dropout(fc2(LN_inner_ffn(act(fc1(LN_ffn(x_mid))))))
   TensorView d_ffn_out = dout;
   if (o.output_dropout.p > 0.0f) {
-    d_ffn_out = rt.take({rows, width});
+    d_ffn_out = rt.take({rows, model_width});
     rt.run(DropoutBackward{d_ffn_out, dout, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}});
   }
-  const TensorView d_activated_normed = rt.take({rows, hidden_width});
-  w.fc2.backward(rt, d_activated_normed, d_ffn_out, s.activated_normed, false);
-  TensorView d_activated = d_activated_normed;
-  if (w.ln_inner_ffn) {
-    d_activated = rt.take({rows, hidden_width});
-    w.ln_inner_ffn->backward(rt, d_activated, d_activated_normed, s.activated, s.ln_inner_ffn);
-  }
+  const TensorView d_activated = rt.take({rows, hidden_width});
+  projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_activated, d_ffn_out, s.ffn_end);
   const TensorView d_hidden = rt.take({rows, hidden_width});
   rt.run(ActivationBackward{d_hidden, d_activated, s.hidden, o.activation});
-  const TensorView d_h_ffn = rt.take({rows, width});
+  const TensorView d_h_ffn = rt.take({rows, model_width});
   w.fc1.backward(rt, d_h_ffn, d_hidden, s.h_ffn, false);
-  const TensorView d_x_mid = rt.take({rows, width});
+  if (tp) tp->all_reduce(d_h_ffn, parallel::ReduceOp::kSum, rt.stream);  // column-parallel: sum the input gradient
+  const TensorView d_x_mid = rt.take({rows, model_width});
   w.ln_ffn.backward(rt, d_x_mid, d_h_ffn, s.x_mid, s.ln_ffn);
   rt.run(Add{d_x_mid, d_x_mid, dout});  // the residual path
 
   // x_mid = x + dropout(out_proj(LN_inner_attn(attention(xpos(q), xpos(k), v))))
   TensorView d_projected = d_x_mid;
   if (o.output_dropout.p > 0.0f) {
-    d_projected = rt.take({rows, width});
+    d_projected = rt.take({rows, model_width});
     rt.run(DropoutBackward{d_projected, d_x_mid, {o.output_dropout.p, o.output_dropout.seed, o.output_dropout.offset}});
   }
-  const TensorView d_attention_normed = rt.take({rows, width});
-  w.out.backward(rt, d_attention_normed, d_projected, s.attention_normed, false);
-  TensorView d_attention = d_attention_normed;
-  if (w.ln_inner_attention) {
-    d_attention = rt.take({rows, width});
-    w.ln_inner_attention->backward(rt, d_attention, d_attention_normed, s.attention, s.ln_inner_attention);
-  }
+  const TensorView d_attention = rt.take({rows, width});
+  projection_backward(rt, tp, w.ln_inner_attention, w.out, d_attention, d_projected, s.attention_end);
   const TensorView dqkv = rt.take({rows, 3 * width});
   const TensorView dq = columns(dqkv, 0, width), dk = columns(dqkv, width, width), dv = columns(dqkv, 2 * width, width);
-  auto heads = [&](TensorView view) { return heads_view(view, o.batch, o.length, o.heads); };
+  auto as_heads = [&](TensorView view) { return heads_view(view, o.batch, o.length, heads); };
   const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
-  rt.run(AttentionBackward{heads(dq), heads(dk), heads(dv), heads(d_attention), heads(q), heads(k), heads(v),
-                           heads(s.attention), s.lse, attention_params(o, width / o.heads)});
+  const AttentionParams params = attention_params(o, width / heads, heads, tp);
+  rt.run(AttentionBackward{as_heads(dq), as_heads(dk), as_heads(dv), as_heads(d_attention), as_heads(q), as_heads(k),
+                           as_heads(v), as_heads(s.attention), s.lse, params});
   if (o.xpos) {
-    rt.run(XPosBackward{heads(dq), heads(dq), {0, false, o.xpos_scale_base}});
-    rt.run(XPosBackward{heads(dk), heads(dk), {0, true, o.xpos_scale_base}});
+    rt.run(XPosBackward{as_heads(dq), as_heads(dq), {0, false, o.xpos_scale_base}});
+    rt.run(XPosBackward{as_heads(dk), as_heads(dk), {0, true, o.xpos_scale_base}});
   }
-  const TensorView d_h_attention = rt.take({rows, width});
+  const TensorView d_h_attention = rt.take({rows, model_width});
   w.q.backward(rt, d_h_attention, dq, s.h_attention, false);
   w.k.backward(rt, d_h_attention, dk, s.h_attention, true);
   w.v.backward(rt, d_h_attention, dv, s.h_attention, true);
+  if (tp) tp->all_reduce(d_h_attention, parallel::ReduceOp::kSum, rt.stream);
   w.ln_attention.backward(rt, dx, d_h_attention, s.x, s.ln_attention);
   rt.run(Add{dx, dx, d_x_mid});
 }

@@ -12,6 +12,7 @@
 #include "backends/device.h"
 #include "model/arena.h"
 #include "model/parameters.h"
+#include "parallel/comm.h"
 
 namespace kosmos::model {
 
@@ -70,7 +71,12 @@ struct BlockWeights {
   Linear q, k, v, out, fc1, fc2;
 };
 BlockWeights make_clip_block(const ModelState & state, const std::string & prefix, double eps);
-BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps);
+// With tensor parallelism (tp_size > 1) this rank's shards: q, k, v and fc1 split on their output rows (column-
+// parallel), out_proj and fc2 on their input columns (row-parallel; their biases stay whole and are added once).
+BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps, int tp_rank = 0,
+                                int tp_size = 1);
+// Whether a parameter is split over the tensor-parallel ranks (the rest is replicated and computed identically).
+bool tensor_parallel_sharded(const std::string & name);
 
 struct BlockOptions {
   int64_t batch = 1, length = 1, heads = 1;
@@ -80,12 +86,23 @@ struct BlockOptions {
   Activation activation = Activation::kGelu;
   DropoutSite attention_dropout, output_dropout;  // attention probabilities; the attention and FFN outputs
   uint64_t ffn_dropout_seed = 0;                  // the FFN output's key (same p and offset as output_dropout)
+  // Tensor parallelism: this rank runs heads [rank*H/tp, (rank+1)*H/tp) and a 1/tp slice of the FFN; the sub-LNs
+  // (over the whole width) see the slices gathered. Null: the whole block here.
+  parallel::Comm * tp = nullptr;
 };
 
-// What the backward needs, kept from the forward (all [rows, width] f32 in the arena).
+// What the (optional) sub-LN and projection at the end of a sub-layer keep: `whole`, the sub-LN's input (with tensor
+// parallelism every rank's columns gathered, else this rank's input itself), `normed`, its output.
+struct ProjectionSaved {
+  TensorView whole, normed;
+  LayerNorm::Saved stats;
+};
+
+// What the backward needs, kept from the forward (f32 in the arena; [rows, width] but for this rank's columns).
 struct BlockSaved {
-  TensorView x, h_attention, qkv, attention, lse, attention_normed, x_mid, h_ffn, hidden, activated, activated_normed;
-  LayerNorm::Saved ln_attention, ln_inner_attention, ln_ffn, ln_inner_ffn;
+  TensorView x, h_attention, qkv, attention, lse, x_mid, h_ffn, hidden, activated;
+  ProjectionSaved attention_end, ffn_end;  // sub-LN and out_proj; sub-LN and fc2
+  LayerNorm::Saved ln_attention, ln_ffn;
 };
 
 // out = block(x); x and out are [batch*length, width]. Saves what the backward needs when `saved` is given.

@@ -19,8 +19,8 @@ double learning_rate(const OptimizerConfig & config, int64_t step) {
 }
 
 Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel,
-                 PipelineParallel pipeline)
-    : model_(model), state_(state), config_(config), dp_(data_parallel), pp_(pipeline) {
+                 PipelineParallel pipeline, TensorParallel tensor_parallel)
+    : model_(model), state_(state), config_(config), dp_(data_parallel), pp_(pipeline), tp_(tensor_parallel) {
   KOSMOS_CHECK(!dp_.zero1 || dp_.comm, "ZeRO-1 needs a data-parallel communicator (internal error)");
   KOSMOS_CHECK(!dp_.comm || dp_.comm->size() - 1 <= ModelState::kShardSlack, "ZeRO-1 over ",
                dp_.comm ? dp_.comm->size() : 0, " ranks needs more than the ", ModelState::kShardSlack,
@@ -175,6 +175,12 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const int64_t shard = dp_.zero1 ? (total + ranks - 1) / ranks : total;
   const int64_t begin = dp_.zero1 ? shard * dp_.comm->rank() : 0, end = std::min(total, begin + shard);
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
+  if (tp_.comm && tp_.comm->size() > 1) {  // each shard's gradient from its rank, the replicated ones from rank 0
+    if (tp_.comm->rank() != 0)
+      for (const ParameterSpec & spec : state_.table().specs())
+        if (!tensor_parallel_sharded(spec.name)) rt.run(Fill{state_.grad(spec), 0.0f});
+    all_reduce_buckets(*tp_.comm, grads, total, dp_.bucket_elements, rt.stream);
+  }
   if (pipelined) all_reduce_buckets(*pp_.comm, grads, total, dp_.bucket_elements, rt.stream);  // each stage's own part
   if (dp_.comm && !dp_.zero1) {
     all_reduce_buckets(*dp_.comm, grads, total, dp_.bucket_elements, rt.stream);

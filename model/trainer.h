@@ -54,10 +54,18 @@ struct PipelineParallel {
   std::vector<StageRange> ranges;   // every virtual stage's layers (partition.h); chunk c of stage s is c*stages+s
 };
 
+// Tensor parallelism: the ranks of `comm` split every decoder layer's heads and FFN (the model holds the comm for
+// its forward and backward). Every rank keeps the whole table; after the backward each rank's shard gradients and
+// (once, from tp rank 0) the replicated ones are summed over `comm`, so all ranks apply the same update (a first
+// version, like the pipeline's: memory and an all-reduce spent on shards a rank does not run).
+struct TensorParallel {
+  parallel::Comm * comm = nullptr;  // null: one rank
+};
+
 class Trainer {
  public:
   Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel = {},
-          PipelineParallel pipeline = {});
+          PipelineParallel pipeline = {}, TensorParallel tensor_parallel = {});
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
 
@@ -72,6 +80,7 @@ class Trainer {
   OptimizerConfig config_;
   DataParallel dp_;
   PipelineParallel pp_;
+  TensorParallel tp_;
 };
 
 }  // namespace kosmos::model
