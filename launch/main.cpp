@@ -4,7 +4,11 @@
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
 #include <iostream>
+#include <string>
+#include <thread>
 
 #include "backends/error.h"
 #include "launch/launch.h"
@@ -25,11 +29,21 @@ int world_size() {
   return size;
 }
 
+// How long a failing rank waits before tearing the job down, so that the other ranks that fail at the same point
+// (a bad flag or config fails everywhere at once) print their own report first.
+constexpr std::chrono::milliseconds kReportGrace{1000};
+
 // Prints the error on this rank, prefixed with its place in the grid when known, and ends the job on every rank.
+// The report goes out in one write, so the ranks' lines do not interleave.
 [[noreturn]] void fail(const std::string & message, const kosmos::RankLabel & label) {
-  std::cerr << "[rank " << world_rank() << (label.coordinates.empty() ? "" : " | " + label.coordinates) << "] error: "
-            << message << std::endl;
-  if (world_size() > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+  const std::string report = "[rank " + std::to_string(world_rank()) +
+                             (label.coordinates.empty() ? "" : " | " + label.coordinates) + "] error: " + message + "\n";
+  std::fwrite(report.data(), 1, report.size(), stderr);
+  std::fflush(stderr);
+  if (world_size() > 1) {
+    std::this_thread::sleep_for(kReportGrace);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
   MPI_Finalize();
   std::exit(1);
 }

@@ -78,18 +78,58 @@ std::vector<int64_t> find_image_slots(const std::vector<int32_t> & tokens, int64
 }
 
 KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parallel::Comm * tensor_parallel)
-    : config_(config), state_(state), image_path_(config, state), tensor_parallel_(tensor_parallel) {
+    : config_(config),
+      state_(state),
+      image_path_(config, state),
+      tensor_parallel_(tensor_parallel && tensor_parallel->size() > 1 ? tensor_parallel : nullptr) {
   const int ranks = tensor_parallel ? tensor_parallel->size() : 1;
   const DecoderConfig & dc = config.decoder;
-  KOSMOS_CHECK(dc.heads % ranks == 0 && dc.ffn_dim % ranks == 0, "tensor parallelism over ", ranks,
-               " ranks splits the decoder's ", dc.heads, " heads and FFN width ", dc.ffn_dim,
-               " evenly, but they do not divide; choose a --tp that divides both");
+  KOSMOS_CHECK(dc.heads % ranks == 0 && dc.ffn_dim % ranks == 0 && dc.vocab_size % ranks == 0,
+               "tensor parallelism over ", ranks, " ranks splits the decoder's ", dc.heads, " heads, FFN width ",
+               dc.ffn_dim, " and vocabulary of ", dc.vocab_size,
+               " evenly, but they do not divide; choose a --tp that divides all three (or pad vocab_size)");
 }
 
 BlockWeights KosmosModel::decoder_block(int64_t layer) const {
-  const bool split = tensor_parallel_ && tensor_parallel_->size() > 1;
   return make_magneto_block(state_, "decoder.layers." + std::to_string(layer) + ".", config_.decoder.layernorm_eps,
-                            split ? tensor_parallel_->rank() : 0, split ? tensor_parallel_->size() : 1);
+                            split() ? tensor_parallel_->rank() : 0, split() ? tensor_parallel_->size() : 1);
+}
+
+int64_t KosmosModel::vocab_start() const {
+  return split() ? tensor_parallel_->rank() * vocab_local() : 0;
+}
+
+int64_t KosmosModel::vocab_local() const {
+  return config_.decoder.vocab_size / (split() ? tensor_parallel_->size() : 1);
+}
+
+TensorView KosmosModel::vocab_rows(TensorView table) const { return slice(table, 0, vocab_start(), vocab_local()); }
+
+double KosmosModel::vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const {
+  // Rank r computed lse_r over its slice and loss_r = scale * sum_n w_n (lse_r,n - its share of the target logit).
+  // The whole vocabulary's lse_n = max_n + log sum_r exp(lse_r,n - max_n); the loss swaps every rank's lse_r,n
+  // for it (added once, by rank 0), and the sum over ranks is the same on all of them.
+  const int64_t rows = s.lse.dim(0);
+  std::vector<float> local(static_cast<size_t>(rows)), high, sum(static_cast<size_t>(rows));
+  TensorView host = make_view(local.data(), DType::kF32, {rows});
+  rt.device.copy(host, s.lse, rt.stream);
+  rt.stream.synchronize();
+  high = local;
+  tensor_parallel_->all_reduce(make_view(high.data(), DType::kF32, {rows}), parallel::ReduceOp::kMax, rt.stream);
+  for (size_t n = 0; n < sum.size(); ++n) sum[n] = std::exp(local[n] - high[n]);
+  tensor_parallel_->all_reduce(make_view(sum.data(), DType::kF32, {rows}), parallel::ReduceOp::kSum, rt.stream);
+  std::vector<float> whole(static_cast<size_t>(rows));
+  double loss = local_loss;
+  for (size_t n = 0; n < whole.size(); ++n) {
+    whole[n] = high[n] + std::log(sum[n]);
+    const double weight = static_cast<double>(batch.loss_weights[n]) * s.loss_scale;
+    loss -= weight * local[n];
+    if (tensor_parallel_->rank() == 0) loss += weight * whole[n];
+  }
+  s.lse = upload(rt, whole, DType::kF32, {rows});
+  float total = static_cast<float>(loss);
+  tensor_parallel_->all_reduce(make_view(&total, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
+  return total;
 }
 
 double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness,
@@ -132,7 +172,10 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
     s.positions = upload(rt, positions_host, DType::kI32, {rows});
     // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
     const TensorView embedded = rt.take({rows, d});
-    rt.run(EmbeddingForward{embedded, s.ids, state_.value("decoder.embed_tokens.weight"), 0, config_.tokens.pad});
+    // Vocab-parallel: each rank's rows of the table, the others' ids read as zeros, summed over the ranks.
+    rt.run(EmbeddingForward{embedded, s.ids, vocab_rows(state_.value("decoder.embed_tokens.weight")), vocab_start(),
+                            config_.tokens.pad});
+    if (split()) tensor_parallel_->all_reduce(embedded, parallel::ReduceOp::kSum, rt.stream);
     if (batch.image_count > 0) {
       const VisionConfig & v = config_.vision;
       const TensorView images =
@@ -186,15 +229,23 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   s.last_hidden = x;
   s.normed = rt.take({rows, d});
   s.final_stats = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, s.normed, x);
-  s.logits = rt.take({rows, dc.vocab_size});
-  rt.run(Matmul{s.logits, s.normed, state_.value(output_name()), TensorView{}, false, true});
+  // Vocab-parallel head: this rank's slice of the logits only (the whole logits are never gathered).
+  s.logits = rt.take({rows, vocab_local()});
+  rt.run(Matmul{s.logits, s.normed, vocab_rows(state_.value(output_name())), TensorView{}, false, true});
   const TensorView loss = rt.take({1});
   s.lse = rt.take({rows});
-  rt.run(CrossEntropyForward{loss, s.lse, s.logits, s.targets, s.weights, 0, 0, loss_scale});
+  rt.run(CrossEntropyForward{loss, s.lse, s.logits, s.targets, s.weights, vocab_start(),
+                             split() ? dc.vocab_size : 0, loss_scale});
   std::vector<float> loss_host(1);
   TensorView loss_target = loss;
   loss_target.data = loss_host.data();
   rt.device.copy(loss_target, loss, rt.stream);
+  rt.stream.synchronize();
+  if (split()) {
+    KOSMOS_CHECK(!logits_out, "the logits of a vocab-parallel head stay split over the tensor-parallel ranks; run "
+                 "forward without --tp (internal error)");
+    return vocab_parallel_loss(rt, batch, loss_host[0], s);
+  }
   if (logits_out) {
     logits_out->resize(static_cast<size_t>(rows * dc.vocab_size));
     TensorView target = s.logits;
@@ -211,13 +262,15 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   const int64_t rows = batch.batch * batch.length, d = dc.embed_dim, latents = config_.image_slots();
   TensorView dx = d_output;
   if (range.last) {  // head and loss
-    const TensorView d_logits = rt.take({rows, dc.vocab_size});
-    rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, 0, 0, s.loss_scale, 1.0f});
+    const TensorView d_logits = rt.take({rows, vocab_local()});
+    rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, vocab_start(),
+                                split() ? dc.vocab_size : 0, s.loss_scale, 1.0f});
     const TensorView d_normed = rt.take({rows, d});
     matmul_backward(rt.device,
-                    MatmulBackward{d_normed, state_.grad(output_name()), TensorView{}, d_logits, s.normed,
-                                   state_.value(output_name()), false, true},
+                    MatmulBackward{d_normed, vocab_rows(state_.grad(output_name())), TensorView{}, d_logits, s.normed,
+                                   vocab_rows(state_.value(output_name())), false, true},
                     rt.stream);
+    if (split()) tensor_parallel_->all_reduce(d_normed, parallel::ReduceOp::kSum, rt.stream);
     dx = rt.take({rows, d});
     make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).backward(rt, dx, d_normed, s.last_hidden, s.final_stats);
   }
@@ -248,7 +301,8 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   for (int64_t slot : batch.image_slots)
     for (int64_t r = slot; r < slot + latents; ++r) token_ids[static_cast<size_t>(r)] = static_cast<int32_t>(dc.vocab_size);
   const TensorView masked_ids = upload(rt, token_ids, DType::kI32, {rows});
-  rt.run(EmbeddingBackward{state_.grad("decoder.embed_tokens.weight"), d_embedded, masked_ids, 0, config_.tokens.pad});
+  rt.run(EmbeddingBackward{vocab_rows(state_.grad("decoder.embed_tokens.weight")), d_embedded, masked_ids,
+                           vocab_start(), config_.tokens.pad});
   if (batch.image_count > 0) {
     const TensorView d_image_embeddings = rt.take({batch.image_count * latents, d});
     for (int64_t i = 0; i < batch.image_count; ++i)

@@ -61,8 +61,10 @@ struct MicroState {
 
 class KosmosModel {
  public:
-  // `tensor_parallel` (null or one rank: the whole model here) splits every decoder layer's heads and FFN over its
-  // ranks, Megatron-style; the heads and the FFN width must divide by its size.
+  // `tensor_parallel` (null or one rank: the whole model here) splits every decoder layer's heads and FFN, and the
+  // embedding, head and loss by vocabulary rows, over its ranks, Megatron-style; heads, FFN width and vocabulary
+  // must divide by its size. The image path stays replicated over those ranks: all its layers but the last run
+  // forward only, and a replica needs no communication where a split would add two all-reduces per layer.
   KosmosModel(const KosmosConfig & config, ModelState & state, parallel::Comm * tensor_parallel = nullptr);
 
   // Forward (and, when `backward`, backward, accumulating into the state's gradients) of one micro-batch.
@@ -95,12 +97,20 @@ class KosmosModel {
   float embed_scale() const;
   std::string output_name() const;
   ImagePathKeys image_keys(const Batch & batch, const StepRandomness & randomness) const;
-  BlockWeights decoder_block(int64_t layer) const;  // this rank's shard of decoder layer `layer`
+  // Tensor parallelism: whether it is on, this rank's shard of a decoder layer, and its vocabulary rows
+  // [vocab_start, vocab_start + vocab_local) of the embedding and the head.
+  bool split() const { return tensor_parallel_ != nullptr; }
+  BlockWeights decoder_block(int64_t layer) const;
+  int64_t vocab_start() const;
+  int64_t vocab_local() const;
+  TensorView vocab_rows(TensorView table) const;
+  // The loss of the whole vocabulary from every rank's slice: fixes s.lse to the whole one (for the backward).
+  double vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const;
 
   const KosmosConfig config_;
   ModelState & state_;
   ImagePath image_path_;
-  parallel::Comm * tensor_parallel_;
+  parallel::Comm * tensor_parallel_;  // null unless split over two or more ranks
 };
 
 }  // namespace kosmos::model

@@ -124,6 +124,7 @@ BlockWeights make_magneto_block(const ModelState & state, const std::string & pr
 }
 
 bool tensor_parallel_sharded(const std::string & name) {
+  if (name == "decoder.embed_tokens.weight" || name == "decoder.output_projection.weight") return true;  // vocab rows
   if (name.rfind("decoder.layers.", 0) != 0) return false;
   for (const char * column : {"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.", "ffn.fc1."})
     if (name.find(column) != std::string::npos) return true;

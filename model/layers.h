@@ -75,7 +75,8 @@ BlockWeights make_clip_block(const ModelState & state, const std::string & prefi
 // parallel), out_proj and fc2 on their input columns (row-parallel; their biases stay whole and are added once).
 BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps, int tp_rank = 0,
                                 int tp_size = 1);
-// Whether a parameter is split over the tensor-parallel ranks (the rest is replicated and computed identically).
+// Whether a parameter is split over the tensor-parallel ranks: the decoder layers' shards above and the vocab-parallel
+// embedding and head rows (the rest is replicated and computed identically on every rank).
 bool tensor_parallel_sharded(const std::string & name);
 
 struct BlockOptions {
