@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pipeline_bubble.sh: the measured idle fraction of a 4-stage pipeline (kosmos train --pp 4 on the tiny preset
 # with 8 decoder layers, one rank per stage) for each schedule and 4, 8, 16 micro-batches: the median over steps
-# 3..8 of the metrics' `bubble` (stage 0's time waiting for other stages over its step). Compare with
+# 4..20 of the metrics' `bubble` (stage 0's time waiting for other stages over its step). Compare with
 # build/bench/kosmos_bench_pipeline (the simulator). Four ranks on a 2-core machine share cores, which inflates
 # waiting; read the numbers on a machine with a core per rank.
 set -euo pipefail
@@ -14,9 +14,9 @@ for m in 4 8 16; do
   for schedule in gpipe 1f1b zb-h1 interleaved; do
     mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -np 4 env OMP_NUM_THREADS=1 \
       "$kosmos" train --preset tiny --model-config "$root/tests/data/tiny_8_layers.json" --pp 4 --schedule $schedule \
-      --chunks 2 --global-batch $((2 * m)) --micro-batches $m --length 40 --steps 8 --log-every 100 \
+      --chunks 2 --global-batch $((2 * m)) --micro-batches $m --length 40 --steps 20 --log-every 100 \
       --metrics "$metrics" > /dev/null
-    row="$row $(tail -n 6 "$metrics" | sed 's/.*"bubble":\([0-9.e+-]*\).*/\1/' | sort -g | sed -n 3p | awk '{printf "%10.4f", $1}')"
+    row="$row $(tail -n 17 "$metrics" | sed 's/.*"bubble":\([0-9.e+-]*\).*/\1/' | sort -g | sed -n 9p | awk '{printf "%10.4f", $1}')"
   done
   echo "$row"
 done
