@@ -109,7 +109,7 @@ int main(int argc, char ** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   train_app->add_option("--pp", train.pp, "pipeline stages")->capture_default_str()->check(CLI::PositiveNumber);
-  train_app->add_option("--tp", train.tp, "tensor-parallel ranks")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--tp", train.tp, "tensor-parallel ranks: split decoder heads, FFN and vocabulary")->capture_default_str()->check(CLI::PositiveNumber);
   train_app->add_option("--global-batch", train.global_batch,
                         "sequences per step over all data-parallel ranks (0: batch x micro-batches x dp)")
       ->capture_default_str()
