@@ -1,8 +1,10 @@
 // layers.cpp: Linear, LayerNorm and the pre-LN transformer block (CLIP encoder layer, Magneto decoder layer).
 #include "model/layers.h"
 
-#include "backends/error.h"
 #include <cmath>
+
+#include "backends/error.h"
+#include "parallel/tensor_parallel.h"
 
 namespace kosmos::model {
 namespace {
@@ -178,14 +180,8 @@ TensorView my_columns(TensorView whole, parallel::Comm & tp) {
   return slice(whole, 1, tp.rank() * width, width);
 }
 
-// Row-parallel linear: y = sum over ranks of x_local W_local^T, then the whole bias once.
-void row_parallel_forward(Runtime & rt, parallel::Comm & tp, const Linear & shard, TensorView y, TensorView x_local) {
-  rt.run(Matmul{y, x_local, shard.weight, TensorView{}, false, true});
-  tp.all_reduce(y, parallel::ReduceOp::kSum, rt.stream);
-  if (shard.bias.present()) rt.run(Add{y, y, shard.bias});
-}
-
-// Its backward: dy is whole on every rank; dx_local and dW_local are this rank's, the bias gradient whole.
+// The backward of parallel::row_parallel_forward through Linear, so that a zero-bubble schedule can defer the
+// weight gradient: dy is whole on every rank; dx_local and dW_local are this rank's, the bias gradient whole.
 void row_parallel_backward(Runtime & rt, const Linear & shard, TensorView dx_local, TensorView dy, TensorView x_local) {
   Linear without_bias = shard;
   without_bias.bias = without_bias.dbias = TensorView{};
@@ -210,7 +206,8 @@ ProjectionSaved projection_forward(Runtime & rt, parallel::Comm * tp, const std:
     saved.stats = sub_ln->forward(rt, saved.normed, saved.whole);
   }
   if (tp)
-    row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
+    parallel::row_parallel_forward(rt.device, rt.stream, *tp, y, my_columns(saved.normed, *tp), projection.weight,
+                                   projection.bias);
   else
     projection.forward(rt, y, saved.normed);
   return saved;
