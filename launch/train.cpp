@@ -136,7 +136,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   log << "trained " << options.steps << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
-  if (!options.save_weights.empty() && leader) io::save_weights(state, options.save_weights, *stream);
+  if (!options.save_weights.empty()) {
+    trainer.gather_tensor_parallel(rt);  // every tp rank's shards into the table first
+    if (leader) io::save_weights(state, options.save_weights, *stream);
+  }
   if (options.profile && leader) {
     std::vector<std::pair<std::string, Device::OpTime>> times = device->profile();
     std::sort(times.begin(), times.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });

@@ -103,7 +103,9 @@ int64_t KosmosModel::vocab_local() const {
   return config_.decoder.vocab_size / (split() ? tensor_parallel_->size() : 1);
 }
 
-TensorView KosmosModel::vocab_rows(TensorView table) const { return slice(table, 0, vocab_start(), vocab_local()); }
+TensorView KosmosModel::vocab_rows(const std::string & name, TensorView table) const {
+  return split() ? tensor_parallel_part(name, table, tensor_parallel_->rank(), tensor_parallel_->size()) : table;
+}
 
 double KosmosModel::vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const {
   // Rank r computed lse_r over its slice and loss_r = scale * sum_n w_n (lse_r,n - its share of the target logit).
@@ -173,7 +175,8 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
     // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
     const TensorView embedded = rt.take({rows, d});
     // Vocab-parallel: each rank's rows of the table, the others' ids read as zeros, summed over the ranks.
-    rt.run(EmbeddingForward{embedded, s.ids, vocab_rows(state_.value("decoder.embed_tokens.weight")), vocab_start(),
+    const std::string table = "decoder.embed_tokens.weight";
+    rt.run(EmbeddingForward{embedded, s.ids, vocab_rows(table, state_.value(table)), vocab_start(),
                             config_.tokens.pad});
     if (split()) tensor_parallel_->all_reduce(embedded, parallel::ReduceOp::kSum, rt.stream);
     if (batch.image_count > 0) {
@@ -231,7 +234,8 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   s.final_stats = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, s.normed, x);
   // Vocab-parallel head: this rank's slice of the logits only (the whole logits are never gathered).
   s.logits = rt.take({rows, vocab_local()});
-  rt.run(Matmul{s.logits, s.normed, vocab_rows(state_.value(output_name())), TensorView{}, false, true});
+  const std::string head = output_name();
+  rt.run(Matmul{s.logits, s.normed, vocab_rows(head, state_.value(head)), TensorView{}, false, true});
   const TensorView loss = rt.take({1});
   s.lse = rt.take({rows});
   rt.run(CrossEntropyForward{loss, s.lse, s.logits, s.targets, s.weights, vocab_start(),
@@ -266,9 +270,10 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
     rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, vocab_start(),
                                 split() ? dc.vocab_size : 0, s.loss_scale, 1.0f});
     const TensorView d_normed = rt.take({rows, d});
+    const std::string head = output_name();
     matmul_backward(rt.device,
-                    MatmulBackward{d_normed, vocab_rows(state_.grad(output_name())), TensorView{}, d_logits, s.normed,
-                                   vocab_rows(state_.value(output_name())), false, true},
+                    MatmulBackward{d_normed, vocab_rows(head, state_.grad(head)), TensorView{}, d_logits, s.normed,
+                                   vocab_rows(head, state_.value(head)), false, true},
                     rt.stream);
     if (split()) tensor_parallel_->all_reduce(d_normed, parallel::ReduceOp::kSum, rt.stream);
     dx = rt.take({rows, d});
@@ -301,8 +306,9 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   for (int64_t slot : batch.image_slots)
     for (int64_t r = slot; r < slot + latents; ++r) token_ids[static_cast<size_t>(r)] = static_cast<int32_t>(dc.vocab_size);
   const TensorView masked_ids = upload(rt, token_ids, DType::kI32, {rows});
-  rt.run(EmbeddingBackward{vocab_rows(state_.grad("decoder.embed_tokens.weight")), d_embedded, masked_ids,
-                           vocab_start(), config_.tokens.pad});
+  const std::string table = "decoder.embed_tokens.weight";
+  rt.run(EmbeddingBackward{vocab_rows(table, state_.grad(table)), d_embedded, masked_ids, vocab_start(),
+                           config_.tokens.pad});
   if (batch.image_count > 0) {
     const TensorView d_image_embeddings = rt.take({batch.image_count * latents, d});
     for (int64_t i = 0; i < batch.image_count; ++i)

@@ -103,7 +103,7 @@ class KosmosModel {
   BlockWeights decoder_block(int64_t layer) const;
   int64_t vocab_start() const;
   int64_t vocab_local() const;
-  TensorView vocab_rows(TensorView table) const;
+  TensorView vocab_rows(const std::string & name, TensorView table) const;
   // The loss of the whole vocabulary from every rank's slice: fixes s.lse to the whole one (for the backward).
   double vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const;
 

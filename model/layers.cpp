@@ -84,55 +84,46 @@ BlockWeights make_clip_block(const ModelState & state, const std::string & prefi
                       make_linear(state, prefix + "mlp.fc2.", true)};
 }
 
-namespace {
-
-// Rows [rank*n/size, (rank+1)*n/size) of a linear layer's weight and bias: its column-parallel shard.
-Linear output_shard(Linear whole, int rank, int size) {
-  const int64_t part = whole.out() / size;
-  whole.weight = slice(whole.weight, 0, rank * part, part);
-  whole.dweight = slice(whole.dweight, 0, rank * part, part);
-  whole.bias = slice(whole.bias, 0, rank * part, part);
-  whole.dbias = slice(whole.dbias, 0, rank * part, part);
-  return whole;
+TensorParallelSplit tensor_parallel_split(const std::string & name) {
+  if (name == "decoder.embed_tokens.weight" || name == "decoder.output_projection.weight")
+    return TensorParallelSplit::kRows;  // vocabulary rows
+  if (name.rfind("decoder.layers.", 0) != 0) return TensorParallelSplit::kReplicated;
+  for (const char * column_parallel : {"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.", "ffn.fc1."})
+    if (name.find(column_parallel) != std::string::npos) return TensorParallelSplit::kRows;  // weight and bias
+  for (const char * row_parallel : {"self_attn.out_proj.weight", "ffn.fc2.weight"})
+    if (name.find(row_parallel) != std::string::npos) return TensorParallelSplit::kColumns;
+  return TensorParallelSplit::kReplicated;
 }
 
-// Columns of a linear layer's weight: its row-parallel shard (the bias stays whole, for the caller to add once).
-Linear input_shard(Linear whole, int rank, int size) {
-  const int64_t part = whole.in() / size;
-  whole.weight = slice(whole.weight, 1, rank * part, part);
-  whole.dweight = slice(whole.dweight, 1, rank * part, part);
-  return whole;
+TensorView tensor_parallel_part(const std::string & name, TensorView whole, int rank, int size) {
+  const TensorParallelSplit split = tensor_parallel_split(name);
+  if (split == TensorParallelSplit::kReplicated || size == 1) return whole;
+  const int dim = split == TensorParallelSplit::kRows ? 0 : 1;
+  const int64_t part = whole.dim(dim) / size;
+  return slice(whole, dim, rank * part, part);
 }
-
-}  // namespace
 
 BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps, int tp_rank,
                                 int tp_size) {
-  BlockWeights w{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
-                 make_layernorm(state, prefix + "final_layer_norm.", eps),
-                 make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
-                 make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
-                 make_linear(state, prefix + "self_attn.q_proj.", true),
-                 make_linear(state, prefix + "self_attn.k_proj.", true),
-                 make_linear(state, prefix + "self_attn.v_proj.", true),
-                 make_linear(state, prefix + "self_attn.out_proj.", true),
-                 make_linear(state, prefix + "ffn.fc1.", true),
-                 make_linear(state, prefix + "ffn.fc2.", true)};
-  if (tp_size > 1) {
-    for (Linear * column : {&w.q, &w.k, &w.v, &w.fc1}) *column = output_shard(*column, tp_rank, tp_size);
-    for (Linear * row : {&w.out, &w.fc2}) *row = input_shard(*row, tp_rank, tp_size);
-  }
-  return w;
-}
-
-bool tensor_parallel_sharded(const std::string & name) {
-  if (name == "decoder.embed_tokens.weight" || name == "decoder.output_projection.weight") return true;  // vocab rows
-  if (name.rfind("decoder.layers.", 0) != 0) return false;
-  for (const char * column : {"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.", "ffn.fc1."})
-    if (name.find(column) != std::string::npos) return true;
-  for (const char * row : {"self_attn.out_proj.weight", "ffn.fc2.weight"})
-    if (name.find(row) != std::string::npos) return true;
-  return false;
+  const auto linear = [&](const std::string & name) {  // this rank's part of the weight, the bias and their grads
+    Linear whole = make_linear(state, prefix + name, true);
+    const std::string weight = prefix + name + "weight", bias = prefix + name + "bias";
+    whole.weight = tensor_parallel_part(weight, whole.weight, tp_rank, tp_size);
+    whole.dweight = tensor_parallel_part(weight, whole.dweight, tp_rank, tp_size);
+    whole.bias = tensor_parallel_part(bias, whole.bias, tp_rank, tp_size);
+    whole.dbias = tensor_parallel_part(bias, whole.dbias, tp_rank, tp_size);
+    return whole;
+  };
+  return BlockWeights{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
+                      make_layernorm(state, prefix + "final_layer_norm.", eps),
+                      make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
+                      make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
+                      linear("self_attn.q_proj."),
+                      linear("self_attn.k_proj."),
+                      linear("self_attn.v_proj."),
+                      linear("self_attn.out_proj."),
+                      linear("ffn.fc1."),
+                      linear("ffn.fc2.")};
 }
 
 TensorView heads_view(TensorView rows, int64_t batch, int64_t length, int64_t heads) {

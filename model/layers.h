@@ -75,9 +75,14 @@ BlockWeights make_clip_block(const ModelState & state, const std::string & prefi
 // parallel), out_proj and fc2 on their input columns (row-parallel; their biases stay whole and are added once).
 BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps, int tp_rank = 0,
                                 int tp_size = 1);
-// Whether a parameter is split over the tensor-parallel ranks: the decoder layers' shards above and the vocab-parallel
-// embedding and head rows (the rest is replicated and computed identically on every rank).
-bool tensor_parallel_sharded(const std::string & name);
+
+// How tensor parallelism splits a parameter, the one rule every user of a shard follows: the decoder layers' q, k,
+// v and fc1 (weight and bias) and the vocab-parallel embedding and head by rows, out_proj and fc2 weights by
+// columns; the rest is replicated and computed identically on every rank.
+enum class TensorParallelSplit : uint8_t { kReplicated, kRows, kColumns };
+TensorParallelSplit tensor_parallel_split(const std::string & name);
+// Rank `rank`'s part of parameter `name` (a view of `whole`, its value or gradient); `whole` when replicated.
+TensorView tensor_parallel_part(const std::string & name, TensorView whole, int rank, int size);
 
 struct BlockOptions {
   int64_t batch = 1, length = 1, heads = 1;

@@ -92,6 +92,52 @@ void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t 
 
 }  // namespace
 
+void Trainer::gather_tensor_parallel(Runtime & rt) {
+  if (!tp_.comm || tp_.comm->size() <= 1) return;
+  const Arena::Mark mark = rt.arena.mark();
+  for (const ParameterSpec & spec : state_.table().specs()) {
+    if (tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated) continue;
+    // Keep this rank's part, zero the rest, and sum over the ranks: each part comes from its owner.
+    const TensorView whole = state_.value(spec);
+    const TensorView mine = tensor_parallel_part(spec.name, whole, tp_.comm->rank(), tp_.comm->size());
+    std::vector<int64_t> part_shape{mine.dim(0)};
+    if (mine.ndim == 2) part_shape.push_back(mine.dim(1));
+    const TensorView kept = rt.arena.take(DType::kF32, part_shape);
+    rt.run(Copy{kept, mine});
+    rt.run(Fill{whole, 0.0f});
+    rt.run(Copy{mine, kept});
+    tp_.comm->all_reduce(whole, parallel::ReduceOp::kSum, rt.stream);
+  }
+  rt.stream.synchronize();
+  rt.arena.rewind(mark);
+}
+
+double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) {
+  // [0]: the replicated parameters (counted once), [1]: the tensor-parallel shards (summed over the tp ranks).
+  const TensorView norms = rt.take({2});
+  rt.run(Fill{norms, 0.0f});
+  float * grads = state_.flat(ModelState::Slot::kGrads).as<float>();
+  const bool sharded = tp_.comm && tp_.comm->size() > 1;
+  if (!sharded) {
+    rt.run(SquaredNorm{slice(norms, 0, 0, 1), make_view(grads + begin, DType::kF32, {end - begin})});
+  } else {
+    for (const ParameterSpec & spec : state_.table().specs()) {  // the part of each parameter inside [begin, end)
+      const int64_t first = std::max(begin, spec.offset), last = std::min(end, spec.offset + spec.numel);
+      if (first >= last) continue;
+      const int64_t which = tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated ? 0 : 1;
+      rt.run(SquaredNorm{slice(norms, 0, which, 1), make_view(grads + first, DType::kF32, {last - first})});
+    }
+  }
+  float host[2] = {0.0f, 0.0f};
+  TensorView target = norms;
+  target.data = host;
+  rt.device.copy(target, norms, rt.stream);
+  rt.stream.synchronize();
+  if (sharded) tp_.comm->all_reduce(make_view(&host[1], DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
+  const double local = static_cast<double>(host[0]) + static_cast<double>(host[1]);
+  return dp_.zero1 ? sum_over_ranks(rt, local) : local;  // with ZeRO-1 each dp rank holds a slice
+}
+
 double Trainer::sum_over_ranks(Runtime & rt, double value) {
   if (!dp_.comm) return value;
   float host = static_cast<float>(value);
@@ -175,12 +221,8 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const int64_t shard = dp_.zero1 ? (total + ranks - 1) / ranks : total;
   const int64_t begin = dp_.zero1 ? shard * dp_.comm->rank() : 0, end = std::min(total, begin + shard);
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
-  if (tp_.comm && tp_.comm->size() > 1) {  // each shard's gradient from its rank, the replicated ones from rank 0
-    if (tp_.comm->rank() != 0)
-      for (const ParameterSpec & spec : state_.table().specs())
-        if (!tensor_parallel_sharded(spec.name)) rt.run(Fill{state_.grad(spec), 0.0f});
-    all_reduce_buckets(*tp_.comm, grads, total, dp_.bucket_elements, rt.stream);
-  }
+  // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
+  // same gradient of every replicated parameter as the other ranks (computed from the same inputs).
   if (pipelined) all_reduce_buckets(*pp_.comm, grads, total, dp_.bucket_elements, rt.stream);  // each stage's own part
   if (dp_.comm && !dp_.zero1) {
     all_reduce_buckets(*dp_.comm, grads, total, dp_.bucket_elements, rt.stream);
@@ -191,15 +233,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     rt.run(Copy{make_view(grads.as<float>() + begin, DType::kF32, {shard}), mine});
   }
   // The global gradient norm (frozen parameters have zero gradients), then clipping and AdamW.
-  const TensorView norm = rt.take({1});
-  rt.run(Fill{norm, 0.0f});
-  rt.run(SquaredNorm{norm, make_view(grads.as<float>() + begin, DType::kF32, {end - begin})});
-  float norm_host = 0.0f;
-  TensorView target = norm;
-  target.data = &norm_host;
-  rt.device.copy(target, norm, rt.stream);
-  rt.stream.synchronize();
-  stats.grad_norm = std::sqrt(dp_.zero1 ? sum_over_ranks(rt, norm_host) : static_cast<double>(norm_host));
+  stats.grad_norm = std::sqrt(squared_gradient_norm(rt, begin, end));
   KOSMOS_CHECK(std::isfinite(stats.grad_norm) && std::isfinite(stats.loss), "step ", step, ": the loss (",
                stats.loss, ") or gradient norm (", stats.grad_norm,
                ") is not finite; lower the learning rate or check the inputs");

@@ -54,10 +54,10 @@ struct PipelineParallel {
   std::vector<StageRange> ranges;   // every virtual stage's layers (partition.h); chunk c of stage s is c*stages+s
 };
 
-// Tensor parallelism: the ranks of `comm` split every decoder layer's heads and FFN (the model holds the comm for
-// its forward and backward). Every rank keeps the whole table; after the backward each rank's shard gradients and
-// (once, from tp rank 0) the replicated ones are summed over `comm`, so all ranks apply the same update (a first
-// version, like the pipeline's: memory and an all-reduce spent on shards a rank does not run).
+// Tensor parallelism: the ranks of `comm` split every decoder layer's heads and FFN and the vocabulary (the model
+// holds the comm for its forward and backward). Every rank keeps the whole table but computes gradients only for
+// its shards and the replicated parameters; no gradient crosses the tp group, the norm adds the shards' parts, and
+// gather_tensor_parallel() makes the table whole (before saving it). The other ranks' shards here go stale.
 struct TensorParallel {
   parallel::Comm * comm = nullptr;  // null: one rank
 };
@@ -68,8 +68,13 @@ class Trainer {
           PipelineParallel pipeline = {}, TensorParallel tensor_parallel = {});
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
+  // With tensor parallelism, every rank's shards to every rank, so that the values are whole everywhere
+  // (collective over the tp group; nothing to do without one).
+  void gather_tensor_parallel(Runtime & rt);
 
  private:
+  // The squared global gradient norm over [begin, end) of the flat buffers and the ranks holding other parts.
+  double squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end);
   // Sums a host value over the data-parallel ranks.
   double sum_over_ranks(Runtime & rt, double value);
   // AdamW over the trainable parameters inside [begin, end) of the flat buffers.
