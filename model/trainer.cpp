@@ -92,9 +92,26 @@ void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t 
 
 }  // namespace
 
-void Trainer::gather_tensor_parallel(Runtime & rt) {
-  if (!tp_.comm || tp_.comm->size() <= 1) return;
+double Trainer::gather_tensor_parallel(Runtime & rt) {
+  if (!tp_.comm || tp_.comm->size() <= 1) return 0.0;
   const Arena::Mark mark = rt.arena.mark();
+  // The replicated parameters should have stayed identical over the ranks (the same updates from the same
+  // gradients): the spread of a fingerprint, their sum of squares, tells the caller whether rank 0's copy speaks
+  // for all.
+  const TensorView fingerprint = rt.take({1});
+  rt.run(Fill{fingerprint, 0.0f});
+  for (const ParameterSpec & spec : state_.table().specs())
+    if (tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated)
+      rt.run(SquaredNorm{fingerprint, state_.value(spec)});
+  float extremes[2] = {0.0f, 0.0f};  // max and -min over the ranks
+  TensorView target = fingerprint;
+  target.data = extremes;
+  rt.device.copy(target, fingerprint, rt.stream);
+  rt.stream.synchronize();
+  extremes[1] = -extremes[0];
+  tp_.comm->all_reduce(make_view(extremes, DType::kF32, {2}), parallel::ReduceOp::kMax, rt.stream);
+  const double highest = extremes[0], lowest = -static_cast<double>(extremes[1]);
+  const double spread = (highest - lowest) / std::max(1e-30, std::fabs(highest));
   for (const ParameterSpec & spec : state_.table().specs()) {
     if (tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated) continue;
     // Keep this rank's part, zero the rest, and sum over the ranks: each part comes from its owner.
@@ -110,6 +127,7 @@ void Trainer::gather_tensor_parallel(Runtime & rt) {
   }
   rt.stream.synchronize();
   rt.arena.rewind(mark);
+  return spread;
 }
 
 double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) {

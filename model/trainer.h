@@ -69,8 +69,9 @@ class Trainer {
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
   // With tensor parallelism, every rank's shards to every rank, so that the values are whole everywhere
-  // (collective over the tp group; nothing to do without one).
-  void gather_tensor_parallel(Runtime & rt);
+  // (collective over the tp group; nothing to do without one). Returns the relative spread over the ranks of the
+  // replicated parameters' sum of squares: 0 when the replicas agree, as they should.
+  double gather_tensor_parallel(Runtime & rt);
 
  private:
   // The squared global gradient norm over [begin, end) of the flat buffers and the ranks holding other parts.
