@@ -137,7 +137,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
   if (!options.save_weights.empty()) {
-    const double spread = trainer.gather_tensor_parallel(rt);  // every tp rank's shards into the table first
+    const double spread = trainer.gather_parameters(rt);  // every tp shard and pp stage into the table first
     if (spread > 1e-6)
       log << "warning: the replicated parameters differ over the tensor-parallel ranks (relative spread " << spread
           << " of their sum of squares); saving tp rank 0's copy\n";

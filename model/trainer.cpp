@@ -92,8 +92,37 @@ void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t 
 
 }  // namespace
 
+int Trainer::owning_stage(const std::string & name) const {
+  const int stages = pp_.comm ? pp_.comm->size() : 1;
+  if (stages == 1) return 0;
+  const std::string layers = "decoder.layers.";
+  if (name.rfind(layers, 0) == 0) {
+    const int64_t layer = std::stoll(name.substr(layers.size()));
+    for (size_t virtual_stage = 0; virtual_stage < pp_.ranges.size(); ++virtual_stage) {
+      const StageRange & range = pp_.ranges[virtual_stage];
+      const int64_t end = range.layer_end < 0 ? model_.config().decoder.layers : range.layer_end;
+      if (layer >= range.layer_begin && layer < end) return static_cast<int>(virtual_stage) % stages;
+    }
+    KOSMOS_CHECK(false, "decoder layer ", layer, " is in no pipeline stage (internal error)");
+  }
+  if (name.rfind("decoder.layer_norm.", 0) == 0 || name == "decoder.output_projection.weight") return stages - 1;
+  return 0;
+}
+
+double Trainer::gather_parameters(Runtime & rt) {
+  double spread = 0.0;
+  if (tp_.comm && tp_.comm->size() > 1) spread = gather_tensor_parallel(rt);
+  if (pp_.comm && pp_.comm->size() > 1) {  // each parameter from its stage: zeros elsewhere, summed over the stages
+    for (const ParameterSpec & spec : state_.table().specs())
+      if (owning_stage(spec.name) != pp_.comm->rank()) rt.run(Fill{state_.value(spec), 0.0f});
+    all_reduce_buckets(*pp_.comm, state_.flat(ModelState::Slot::kValues), state_.table().total(),
+                       dp_.bucket_elements, rt.stream);
+    rt.stream.synchronize();
+  }
+  return spread;
+}
+
 double Trainer::gather_tensor_parallel(Runtime & rt) {
-  if (!tp_.comm || tp_.comm->size() <= 1) return 0.0;
   const Arena::Mark mark = rt.arena.mark();
   // The replicated parameters should have stayed identical over the ranks (the same updates from the same
   // gradients): the spread of a fingerprint, their sum of squares, tells the caller whether rank 0's copy speaks
@@ -131,17 +160,18 @@ double Trainer::gather_tensor_parallel(Runtime & rt) {
 }
 
 double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) {
-  // [0]: the replicated parameters (counted once), [1]: the tensor-parallel shards (summed over the tp ranks).
+  // [0]: the parameters replicated over tp (counted once), [1]: the tensor-parallel shards (summed over the tp
+  // ranks); each stage counts the parameters it owns, summed over the stages.
   const TensorView norms = rt.take({2});
   rt.run(Fill{norms, 0.0f});
   float * grads = state_.flat(ModelState::Slot::kGrads).as<float>();
-  const bool sharded = tp_.comm && tp_.comm->size() > 1;
-  if (!sharded) {
+  const bool sharded = tp_.comm && tp_.comm->size() > 1, pipelined = pp_.comm && pp_.comm->size() > 1;
+  if (!sharded && !pipelined) {
     rt.run(SquaredNorm{slice(norms, 0, 0, 1), make_view(grads + begin, DType::kF32, {end - begin})});
   } else {
     for (const ParameterSpec & spec : state_.table().specs()) {  // the part of each parameter inside [begin, end)
       const int64_t first = std::max(begin, spec.offset), last = std::min(end, spec.offset + spec.numel);
-      if (first >= last) continue;
+      if (first >= last || (pipelined && owning_stage(spec.name) != pp_.comm->rank())) continue;
       const int64_t which = tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated ? 0 : 1;
       rt.run(SquaredNorm{slice(norms, 0, which, 1), make_view(grads + first, DType::kF32, {last - first})});
     }
@@ -152,7 +182,8 @@ double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) 
   rt.device.copy(target, norms, rt.stream);
   rt.stream.synchronize();
   if (sharded) tp_.comm->all_reduce(make_view(&host[1], DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
-  const double local = static_cast<double>(host[0]) + static_cast<double>(host[1]);
+  float local = host[0] + host[1];
+  if (pipelined) pp_.comm->all_reduce(make_view(&local, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
   return dp_.zero1 ? sum_over_ranks(rt, local) : local;  // with ZeRO-1 each dp rank holds a slice
 }
 
@@ -241,7 +272,10 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
   // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
   // same gradient of every replicated parameter as the other ranks (computed from the same inputs).
-  if (pipelined) all_reduce_buckets(*pp_.comm, grads, total, dp_.bucket_elements, rt.stream);  // each stage's own part
+  // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
+  // the head, and both need the sum (the stages between add zeros).
+  if (pipelined && model_.config().decoder.tied)
+    pp_.comm->all_reduce(state_.grad("decoder.embed_tokens.weight"), parallel::ReduceOp::kSum, rt.stream);
   if (dp_.comm && !dp_.zero1) {
     all_reduce_buckets(*dp_.comm, grads, total, dp_.bucket_elements, rt.stream);
   } else if (dp_.comm) {

@@ -45,8 +45,9 @@ struct DataParallel {
 
 // Pipeline parallelism: the ranks of `comm` each run a contiguous range of decoder layers (the first also the
 // image path and embeddings, the last the head), micro-batches flowing between them in `schedule` order. Every
-// stage keeps the whole parameter table; gradients are summed over the stages, so all stages apply the same update
-// (a first version: it spends memory and an all-reduce on parameters a stage does not use).
+// stage keeps the whole parameter table (a first version: memory spent on parameters it does not use) but only
+// its own parameters are current: no gradient crosses the stages but a tied embedding's, the norm sums the
+// stages' parts, and gather_parameters() makes the table whole.
 struct PipelineParallel {
   parallel::Comm * comm = nullptr;  // null: one stage
   parallel::ScheduleKind schedule = parallel::ScheduleKind::kOneFOneB;
@@ -57,7 +58,7 @@ struct PipelineParallel {
 // Tensor parallelism: the ranks of `comm` split every decoder layer's heads and FFN and the vocabulary (the model
 // holds the comm for its forward and backward). Every rank keeps the whole table but computes gradients only for
 // its shards and the replicated parameters; no gradient crosses the tp group, the norm adds the shards' parts, and
-// gather_tensor_parallel() makes the table whole (before saving it). The other ranks' shards here go stale.
+// gather_parameters() makes the table whole (before saving it). The other ranks' shards here go stale.
 struct TensorParallel {
   parallel::Comm * comm = nullptr;  // null: one rank
 };
@@ -68,12 +69,17 @@ class Trainer {
           PipelineParallel pipeline = {}, TensorParallel tensor_parallel = {});
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
-  // With tensor parallelism, every rank's shards to every rank, so that the values are whole everywhere
-  // (collective over the tp group; nothing to do without one). Returns the relative spread over the ranks of the
-  // replicated parameters' sum of squares: 0 when the replicas agree, as they should.
-  double gather_tensor_parallel(Runtime & rt);
+  // Every tp rank's shards and every stage's parameters to every rank, so that the values are whole everywhere
+  // (collective over the tp and pp groups; nothing to do without them). Returns the relative spread over the tp
+  // ranks of the replicated parameters' sum of squares: 0 when the replicas agree, as they should.
+  double gather_parameters(Runtime & rt);
 
  private:
+  // The part of gather_parameters over the tp group.
+  double gather_tensor_parallel(Runtime & rt);
+  // The pipeline stage whose parameters include `name` (its gradient is current there; a tied embedding's
+  // belongs to the first stage).
+  int owning_stage(const std::string & name) const;
   // The squared global gradient norm over [begin, end) of the flat buffers and the ranks holding other parts.
   double squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end);
   // Sums a host value over the data-parallel ranks.
