@@ -195,16 +195,22 @@ double Trainer::sum_over_ranks(Runtime & rt, double value) {
 }
 
 void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double clip, int64_t step) {
-  // One AdamW op per run of consecutive trainable parameters (the alignment gaps between them hold zeros and
-  // stay zero), clipped to [begin, end).
+  // One AdamW op per run of consecutive parameters this rank trains (the alignment gaps between them hold zeros
+  // and stay zero), clipped to [begin, end). A pipeline stage updates only the parameters it uses.
   const std::vector<ParameterSpec> & specs = state_.table().specs();
+  const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
+  const auto updated_here = [&](const ParameterSpec & spec) {
+    if (!spec.trainable) return false;
+    if (stages == 1 || owning_stage(spec.name) == stage) return true;
+    return stage == stages - 1 && model_.config().decoder.tied && spec.name == "decoder.embed_tokens.weight";
+  };
   for (size_t first = 0; first < specs.size();) {
-    if (!specs[first].trainable) {
+    if (!updated_here(specs[first])) {
       ++first;
       continue;
     }
     size_t last = first;
-    while (last + 1 < specs.size() && specs[last + 1].trainable) ++last;
+    while (last + 1 < specs.size() && updated_here(specs[last + 1])) ++last;
     const int64_t from = std::max(begin, specs[first].offset), to = std::min(end, specs[last].offset + specs[last].numel);
     first = last + 1;
     if (from >= to) continue;
