@@ -27,6 +27,26 @@ TensorView repeated(TensorView table, int64_t images) {
   view.strides = {0, table.dim(1), 1, 0};
   return view;
 }
+// Latent queries attending over a span per image, both connectors' cross-attention: q and out [count*latents, w],
+// kv [count*span, 2w] holding k | v side by side, lse [count, heads, latents], all f32.
+struct LatentAttention {
+  int64_t count, latents, span, heads;
+  TensorView queries(TensorView rows) const { return heads_view(rows, count, latents, heads); }
+  TensorView keys(TensorView kv) const { return heads_view(slice(kv, 1, 0, kv.dim(1) / 2), count, span, heads); }
+  TensorView values(TensorView kv) const {
+    return heads_view(slice(kv, 1, kv.dim(1) / 2, kv.dim(1) / 2), count, span, heads);
+  }
+  void forward(Runtime & rt, TensorView out, TensorView lse, TensorView q, TensorView kv,
+               const AttentionParams & params) const {
+    rt.run(AttentionForward{queries(out), lse, queries(q), keys(kv), values(kv), params});
+  }
+  void backward(Runtime & rt, TensorView dq, TensorView dkv, TensorView dout, TensorView q, TensorView kv,
+                TensorView out, TensorView lse, const AttentionParams & params) const {
+    rt.run(AttentionBackward{queries(dq), keys(dkv), values(dkv), queries(dout), queries(q), keys(kv), values(kv),
+                             queries(out), lse, params});
+  }
+};
+
 TensorView flat_rows(TensorView view) {  // [images, n, width] dense -> [images*n, width]
   return make_view(view.data, view.dtype, {view.dim(0) * view.dim(1), view.dim(2)});
 }
@@ -140,10 +160,7 @@ void ImagePath::resampler_forward(Runtime & rt, TensorView out, TensorView featu
     l.lse = rt.take({count, c.heads, latents});
     AttentionParams params;
     params.scale = 1.0f / std::sqrt(static_cast<float>(c.dim_head));
-    rt.run(AttentionForward{heads_view(l.attention, count, latents, c.heads), l.lse,
-                            heads_view(l.q, count, latents, c.heads),
-                            heads_view(slice(l.kv, 1, 0, inner), count, span, c.heads),
-                            heads_view(slice(l.kv, 1, inner, inner), count, span, c.heads), params});
+    LatentAttention{count, latents, span, c.heads}.forward(rt, l.attention, l.lse, l.q, l.kv, params);
     l.latents_mid = rt.take({count * latents, dv});
     make_linear(state_, p + "0.to_out.", false).forward(rt, l.latents_mid, l.attention);
     rt.run(Add{l.latents_mid, l.latents_mid, latents_rows});
@@ -194,13 +211,8 @@ TensorView ImagePath::resampler_backward(Runtime & rt, TensorView d_out, const C
     const TensorView d_q = rt.take({count * latents, inner}), d_kv = rt.take({count * span, 2 * inner});
     AttentionParams params;
     params.scale = 1.0f / std::sqrt(static_cast<float>(c.dim_head));
-    rt.run(AttentionBackward{heads_view(d_q, count, latents, c.heads),
-                             heads_view(slice(d_kv, 1, 0, inner), count, span, c.heads),
-                             heads_view(slice(d_kv, 1, inner, inner), count, span, c.heads),
-                             heads_view(d_attention, count, latents, c.heads), heads_view(l.q, count, latents, c.heads),
-                             heads_view(slice(l.kv, 1, 0, inner), count, span, c.heads),
-                             heads_view(slice(l.kv, 1, inner, inner), count, span, c.heads),
-                             heads_view(l.attention, count, latents, c.heads), l.lse, params});
+    LatentAttention{count, latents, span, c.heads}.backward(rt, d_q, d_kv, d_attention, l.q, l.kv, l.attention, l.lse,
+                                                            params);
     const TensorView d_kv_in = rt.take({count * span, dv});
     make_linear(state_, p + "0.to_kv.", false).backward(rt, d_kv_in, d_kv, l.kv_in, false);
     const TensorView d_latents_normed = rt.take({count * latents, dv});
@@ -251,9 +263,7 @@ void ImagePath::xconnector_forward(Runtime & rt, TensorView out, TensorView feat
   params.scale = 1.0f / std::sqrt(static_cast<float>(d / c.heads));
   params.dropout_p = keys.connector_attention.p, params.seed = keys.connector_attention.seed;
   params.offset = keys.connector_attention.offset;
-  rt.run(AttentionForward{heads_view(l.attention, count, latents, c.heads), l.lse, heads_view(l.q, count, latents, c.heads),
-                          heads_view(slice(l.kv, 1, 0, d), count, span, c.heads),
-                          heads_view(slice(l.kv, 1, d, d), count, span, c.heads), params});
+  LatentAttention{count, latents, span, c.heads}.forward(rt, l.attention, l.lse, l.q, l.kv, params);
   make_linear(state_, p + "x_attn.out_proj.", true).forward(rt, out, l.attention);
 }
 
@@ -271,12 +281,8 @@ TensorView ImagePath::xconnector_backward(Runtime & rt, TensorView d_out, const 
   params.scale = 1.0f / std::sqrt(static_cast<float>(d / c.heads));
   params.dropout_p = keys.connector_attention.p, params.seed = keys.connector_attention.seed;
   params.offset = keys.connector_attention.offset;
-  rt.run(AttentionBackward{heads_view(d_q, count, latents, c.heads), heads_view(slice(d_kv, 1, 0, d), count, span, c.heads),
-                           heads_view(slice(d_kv, 1, d, d), count, span, c.heads),
-                           heads_view(d_attention, count, latents, c.heads), heads_view(l.q, count, latents, c.heads),
-                           heads_view(slice(l.kv, 1, 0, d), count, span, c.heads),
-                           heads_view(slice(l.kv, 1, d, d), count, span, c.heads),
-                           heads_view(l.attention, count, latents, c.heads), l.lse, params});
+  LatentAttention{count, latents, span, c.heads}.backward(rt, d_q, d_kv, d_attention, l.q, l.kv, l.attention, l.lse,
+                                                          params);
   const TensorView d_kv_in = rt.take({count * span, d});
   make_linear(state_, p + "x_attn.k_proj.", true).backward(rt, d_kv_in, slice(d_kv, 1, 0, d), l.kv_in, false);
   make_linear(state_, p + "x_attn.v_proj.", true).backward(rt, d_kv_in, slice(d_kv, 1, d, d), l.kv_in, true);
