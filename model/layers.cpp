@@ -153,8 +153,11 @@ AttentionParams attention_params(const BlockOptions & o, int64_t head_dim, int64
 // Every tensor-parallel rank's [rows, w] columns, side by side: whole [rows, w * tp].
 void gather_columns(Runtime & rt, parallel::Comm & tp, TensorView local, TensorView whole) {
   const int64_t rows = local.dim(0), width = local.dim(1), ranks = tp.size();
-  const TensorView mine = rt.take({rows, width});
-  rt.run(Copy{mine, local});
+  TensorView mine = local;
+  if (!local.is_contiguous()) {  // the transfer needs dense rows
+    mine = rt.take({rows, width});
+    rt.run(Copy{mine, local});
+  }
   const TensorView packed = rt.take({ranks, rows, width});
   tp.all_gather(make_view(packed.data, DType::kF32, {ranks * rows * width}),
                 make_view(mine.data, DType::kF32, {rows * width}), rt.stream);
