@@ -48,9 +48,9 @@ class ModelStage final : public parallel::PipelineStage {
 
   int chunks() const override { return static_cast<int>(ranges_.size()); }
 
-  int64_t boundary_elements(int micro) const override {
+  TensorView boundary(int micro) override {  // from the step's arena, reset only when the step ends
     const Batch & b = micro_[static_cast<size_t>(micro)];
-    return b.batch * b.length * model_.config().decoder.embed_dim;
+    return rt_.take({b.batch * b.length * model_.config().decoder.embed_dim});
   }
   void forward(int micro, int chunk, TensorView input, TensorView output) override {
     loss_ += model_.stage_forward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
@@ -254,7 +254,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     const int chunks = pp_.schedule == parallel::ScheduleKind::kInterleaved ? pp_.chunks : 1;
     ModelStage model_stage(model_, rt, stage, stages, chunks, pp_.ranges, micro_batches, loss_scale, randomness);
     const parallel::PipelineTiming timing = parallel::run_pipeline(
-        model_stage, *pp_.comm, rt.device, rt.stream,
+        model_stage, *pp_.comm, rt.stream,
         parallel::make_schedule(pp_.schedule, stages, stage, static_cast<int>(micro_batches.size()), chunks));
     loss = model_stage.loss();  // only the last stage computes one
     stats.bubble = timing.idle_seconds / std::max(1e-12, timing.idle_seconds + timing.busy_seconds);

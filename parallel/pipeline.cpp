@@ -3,8 +3,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
-#include <tuple>
 
 #include "backends/error.h"
 
@@ -17,19 +15,11 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & device, Stream & stream,
+PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Stream & stream,
                             const std::vector<PipeAction> & actions) {
   const int index = pipeline.rank(), stages = pipeline.size(), chunks = stage.chunks();
   const int prev = (index + stages - 1) % stages, next = (index + 1) % stages;  // chunk c of the last stage feeds
                                                                                 // chunk c + 1 of the first
-  // Every boundary tensor of the step lives until its send has completed (wait_sends below).
-  std::map<std::tuple<int, int, int>, Buffer> buffers;  // (micro, chunk, 0 input | 1 output | 2 d_output | 3 d_input)
-  auto buffer = [&](int micro, int chunk, int role) {
-    const int64_t elements = stage.boundary_elements(micro);
-    Buffer & slot = buffers[{micro, chunk, role}];
-    if (slot.data() == nullptr) slot = device.allocate(static_cast<size_t>(elements) * sizeof(float), BufferUse::kActivations);
-    return make_view(slot.data(), DType::kF32, {elements});
-  };
   // A message names its micro-batch, the sender's chunk and its direction (the sender's rank is the source), so
   // messages between the same two ranks may arrive in any order.
   auto tag = [&](int micro, int virtual_stage, int direction) {
@@ -46,12 +36,12 @@ PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & dev
     if (action.kind == PassKind::kForward) {
       TensorView input, output;
       if (!first) {
-        input = buffer(m, c, 0);
+        input = stage.boundary(m);
         const auto wait = std::chrono::steady_clock::now();
         pipeline.recv(input, prev, stream, tag(m, virtual_stage - 1, 0));
         timing.idle_seconds += seconds_since(wait);
       }
-      if (!last) output = buffer(m, c, 1);
+      if (!last) output = stage.boundary(m);
       const auto start = std::chrono::steady_clock::now();
       stage.forward(m, c, input, output);
       timing.busy_seconds += seconds_since(start);
@@ -63,12 +53,12 @@ PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & dev
     } else {
       TensorView d_output, d_input;
       if (!last) {
-        d_output = buffer(m, c, 2);
+        d_output = stage.boundary(m);
         const auto wait = std::chrono::steady_clock::now();
         pipeline.recv(d_output, next, stream, tag(m, virtual_stage + 1, 1));
         timing.idle_seconds += seconds_since(wait);
       }
-      if (!first) d_input = buffer(m, c, 3);
+      if (!first) d_input = stage.boundary(m);
       const auto start = std::chrono::steady_clock::now();
       if (action.kind == PassKind::kBackward) stage.backward(m, c, d_output, d_input);
       else stage.backward_input(m, c, d_output, d_input);

@@ -17,8 +17,9 @@ class PipelineStage {
   virtual ~PipelineStage() = default;
   // Model chunks on this stage: with interleaving, chunk c of stage s is virtual stage c * stages + s.
   virtual int chunks() const { return 1; }
-  // f32 elements of the activation this stage hands to the next (and of the gradient coming back) for a micro-batch.
-  virtual int64_t boundary_elements(int micro) const = 0;
+  // A buffer for one activation this stage exchanges with a neighbour (or the gradient coming back) for a
+  // micro-batch: [elements] f32, living until the step ends (the stage takes it from its per-step memory).
+  virtual TensorView boundary(int micro) = 0;
   // input is absent on the first virtual stage, output on the last.
   virtual void forward(int micro, int chunk, TensorView input, TensorView output) = 0;
   // d_output is absent on the last virtual stage, d_input on the first.
@@ -33,7 +34,7 @@ struct PipelineTiming {
   double idle_seconds = 0.0;  // waiting for activations or gradients from the other stages
 };
 
-PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Device & device, Stream & stream,
+PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Stream & stream,
                             const std::vector<PipeAction> & actions);
 
 }  // namespace kosmos::parallel
