@@ -88,11 +88,10 @@ KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parall
                "tensor parallelism over ", ranks, " ranks splits the decoder's ", dc.heads, " heads, FFN width ",
                dc.ffn_dim, " and vocabulary of ", dc.vocab_size,
                " evenly, but they do not divide; choose a --tp that divides all three (or pad vocab_size)");
-}
-
-BlockWeights KosmosModel::decoder_block(int64_t layer) const {
-  return make_magneto_block(state_, "decoder.layers." + std::to_string(layer) + ".", config_.decoder.layernorm_eps,
-                            split() ? tensor_parallel_->rank() : 0, split() ? tensor_parallel_->size() : 1);
+  for (int64_t layer = 0; layer < dc.layers; ++layer)  // views of the state's buffers, which never move
+    decoder_blocks_.push_back(make_magneto_block(state_, "decoder.layers." + std::to_string(layer) + ".",
+                                                 dc.layernorm_eps, split() ? tensor_parallel_->rank() : 0,
+                                                 split() ? tensor_parallel_->size() : 1));
 }
 
 int64_t KosmosModel::vocab_start() const {
@@ -218,7 +217,8 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
     o.ffn_dropout_seed = site_key(seed, step, kFfnOutput, l);
     o.tp = tensor_parallel_;
     const TensorView out = !range.last && l + 1 == last_layer ? output : rt.take({rows, d});
-    block_forward(rt, decoder_block(l), o, out, x, &s.blocks[static_cast<size_t>(l - first_layer)]);
+    block_forward(rt, decoder_blocks_[static_cast<size_t>(l)], o, out, x,
+                  &s.blocks[static_cast<size_t>(l - first_layer)]);
     x = out;
   }
   if (!range.last) {
@@ -283,7 +283,7 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   for (int64_t l = last_layer - 1; l >= first_layer; --l) {
     const TensorView d_in = !range.first && l == first_layer ? d_input : rt.take({rows, d});
     const size_t index = static_cast<size_t>(l - first_layer);
-    block_backward(rt, decoder_block(l), s.options[index], d_in, dx, s.blocks[index]);
+    block_backward(rt, decoder_blocks_[static_cast<size_t>(l)], s.options[index], d_in, dx, s.blocks[index]);
     dx = d_in;
   }
   if (!range.first) {

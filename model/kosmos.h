@@ -97,10 +97,9 @@ class KosmosModel {
   float embed_scale() const;
   std::string output_name() const;
   ImagePathKeys image_keys(const Batch & batch, const StepRandomness & randomness) const;
-  // Tensor parallelism: whether it is on, this rank's shard of a decoder layer, and its vocabulary rows
-  // [vocab_start, vocab_start + vocab_local) of the embedding and the head.
+  // Tensor parallelism: whether it is on, and this rank's vocabulary rows [vocab_start, vocab_start + vocab_local)
+  // of the embedding and the head.
   bool split() const { return tensor_parallel_ != nullptr; }
-  BlockWeights decoder_block(int64_t layer) const;
   int64_t vocab_start() const;
   int64_t vocab_local() const;
   TensorView vocab_rows(const std::string & name, TensorView table) const;
@@ -111,6 +110,7 @@ class KosmosModel {
   ModelState & state_;
   ImagePath image_path_;
   parallel::Comm * tensor_parallel_;  // null unless split over two or more ranks
+  std::vector<BlockWeights> decoder_blocks_;  // every decoder layer's weights (this rank's shards), made once
 };
 
 }  // namespace kosmos::model
