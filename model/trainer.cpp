@@ -29,6 +29,15 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
                    config.warmup_steps <= config.total_steps,
                "optimizer: lr ", config.peak_lr, ", warm-up ", config.warmup_steps, " and total steps ",
                config.total_steps, " must satisfy lr > 0 and 0 <= warm-up <= total");
+  // Each parameter's place in the layout, worked out once: the steps only look it up.
+  const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
+  for (const ParameterSpec & spec : state_.table().specs()) {
+    const bool owned = owning_stage(spec.name) == stage;
+    const bool tied_head = stage == stages - 1 && model_.config().decoder.tied &&
+                           spec.name == "decoder.embed_tokens.weight";  // the last stage's head
+    layout_.push_back({owned, spec.trainable && (owned || tied_head),
+                       tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
+  }
 }
 
 namespace {
@@ -113,8 +122,8 @@ double Trainer::gather_parameters(Runtime & rt) {
   double spread = 0.0;
   if (tp_.comm && tp_.comm->size() > 1) spread = gather_tensor_parallel(rt);
   if (pp_.comm && pp_.comm->size() > 1) {  // each parameter from its stage: zeros elsewhere, summed over the stages
-    for (const ParameterSpec & spec : state_.table().specs())
-      if (owning_stage(spec.name) != pp_.comm->rank()) rt.run(Fill{state_.value(spec), 0.0f});
+    for (size_t i = 0; i < layout_.size(); ++i)
+      if (!layout_[i].owned) rt.run(Fill{state_.value(state_.table().specs()[i]), 0.0f});
     all_reduce_buckets(*pp_.comm, state_.flat(ModelState::Slot::kValues), state_.table().total(),
                        dp_.bucket_elements, rt.stream);
     rt.stream.synchronize();
@@ -169,10 +178,11 @@ double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) 
   if (!sharded && !pipelined) {
     rt.run(SquaredNorm{slice(norms, 0, 0, 1), make_view(grads + begin, DType::kF32, {end - begin})});
   } else {
-    for (const ParameterSpec & spec : state_.table().specs()) {  // the part of each parameter inside [begin, end)
-      const int64_t first = std::max(begin, spec.offset), last = std::min(end, spec.offset + spec.numel);
-      if (first >= last || (pipelined && owning_stage(spec.name) != pp_.comm->rank())) continue;
-      const int64_t which = tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated ? 0 : 1;
+    const std::vector<ParameterSpec> & specs = state_.table().specs();
+    for (size_t i = 0; i < specs.size(); ++i) {  // the part of each parameter inside [begin, end)
+      const int64_t first = std::max(begin, specs[i].offset), last = std::min(end, specs[i].offset + specs[i].numel);
+      if (first >= last || !layout_[i].owned) continue;
+      const int64_t which = layout_[i].tensor_parallel_shard ? 1 : 0;
       rt.run(SquaredNorm{slice(norms, 0, which, 1), make_view(grads + first, DType::kF32, {last - first})});
     }
   }
@@ -198,19 +208,13 @@ void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double 
   // One AdamW op per run of consecutive parameters this rank trains (the alignment gaps between them hold zeros
   // and stay zero), clipped to [begin, end). A pipeline stage updates only the parameters it uses.
   const std::vector<ParameterSpec> & specs = state_.table().specs();
-  const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
-  const auto updated_here = [&](const ParameterSpec & spec) {
-    if (!spec.trainable) return false;
-    if (stages == 1 || owning_stage(spec.name) == stage) return true;
-    return stage == stages - 1 && model_.config().decoder.tied && spec.name == "decoder.embed_tokens.weight";
-  };
   for (size_t first = 0; first < specs.size();) {
-    if (!updated_here(specs[first])) {
+    if (!layout_[first].updated) {
       ++first;
       continue;
     }
     size_t last = first;
-    while (last + 1 < specs.size() && updated_here(specs[last + 1])) ++last;
+    while (last + 1 < specs.size() && layout_[last + 1].updated) ++last;
     const int64_t from = std::max(begin, specs[first].offset), to = std::min(end, specs[last].offset + specs[last].numel);
     first = last + 1;
     if (from >= to) continue;

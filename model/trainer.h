@@ -93,6 +93,12 @@ class Trainer {
   DataParallel dp_;
   PipelineParallel pp_;
   TensorParallel tp_;
+  struct ParameterPlace {
+    bool owned;                  // by this pipeline stage (each parameter by exactly one): its gradient is current here
+    bool updated;                // trainable and used here: AdamW runs on it (a tied embedding on both ends)
+    bool tensor_parallel_shard;  // split over the tp ranks (its gradient norm adds over them)
+  };
+  std::vector<ParameterPlace> layout_;  // by index in the parameter table
 };
 
 }  // namespace kosmos::model
