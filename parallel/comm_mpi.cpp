@@ -22,16 +22,6 @@
 namespace kosmos::parallel {
 namespace {
 
-MPI_Datatype mpi_type(const TensorView & view, const char * what) {
-  switch (view.dtype) {
-    case DType::kF32: return MPI_FLOAT;
-    case DType::kI32: return MPI_INT32_T;
-    case DType::kBF16:
-    case DType::kF16: break;
-  }
-  KOSMOS_FAIL(what, ": MPI reductions take f32 or i32, got ", describe(view), "; reduce in f32");
-}
-
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum: return MPI_SUM;
@@ -61,6 +51,12 @@ Transfer transfer_of(const TensorView & view) {
   }
   KOSMOS_FAIL("MPI: unknown dtype ", static_cast<int>(view.dtype));
 }
+// The same for a reduction, which needs arithmetic on the elements: f32 or i32 only.
+Transfer reduction_of(const TensorView & view, const char * what) {
+  KOSMOS_CHECK(view.dtype == DType::kF32 || view.dtype == DType::kI32, what,
+               ": MPI reductions take f32 or i32, got ", describe(view), "; reduce in f32");
+  return transfer_of(view);
+}
 
 class MpiComm final : public Comm {
  public:
@@ -79,8 +75,8 @@ class MpiComm final : public Comm {
     stream.synchronize();  // MPI reads host memory: the stream's work on it must be done
     check_dense(data, "all_reduce");
     if (size_ == 1) return;
-    KOSMOS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data, static_cast<int>(data.numel()),
-                                   mpi_type(data, "all_reduce"), mpi_op(op), comm_));
+    const Transfer t = reduction_of(data, "all_reduce");
+    KOSMOS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data, t.count, t.type, mpi_op(op), comm_));
   }
 
   void all_gather(TensorView out, TensorView in, Stream & stream) override {
@@ -110,8 +106,8 @@ class MpiComm final : public Comm {
       std::memcpy(out.data, in.data, static_cast<size_t>(out.numel()) * dtype_size(out.dtype));
       return;
     }
-    KOSMOS_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, static_cast<int>(out.numel()),
-                                              mpi_type(in, "reduce_scatter"), mpi_op(op), comm_));
+    const Transfer t = reduction_of(out, "reduce_scatter");
+    KOSMOS_MPI_CHECK(MPI_Reduce_scatter_block(in.data, out.data, t.count, t.type, mpi_op(op), comm_));
   }
 
   void broadcast(TensorView data, int root, Stream & stream) override {
