@@ -32,10 +32,4 @@ void Arena::rewind(const Mark & mark) {
   current_ = mark.chunk;
 }
 
-size_t Arena::bytes_reserved() const {
-  size_t total = 0;
-  for (const Chunk & chunk : chunks_) total += chunk.buffer.bytes();
-  return total;
-}
-
 }  // namespace kosmos::model

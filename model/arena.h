@@ -24,7 +24,6 @@ class Arena {
   };
   Mark mark() const { return {current_, current_ < chunks_.size() ? chunks_[current_].used : 0}; }
   void rewind(const Mark & mark);
-  size_t bytes_reserved() const;
 
  private:
   struct Chunk {

@@ -83,7 +83,6 @@ void ImagePath::vision_forward(Runtime & rt, TensorView images, VisionSaved & sa
                                                  v.layernorm_eps);
     const TensorView out = rt.take({count * tokens, dv});
     if (keep && j >= first_trainable) {
-      if (j == first_trainable) saved.last_frozen = x;
       saved.trainable_layers.emplace_back();
       block_forward(rt, weights, options, out, x, &saved.trainable_layers.back());
     } else {  // forward only: the layer's temporaries are released at once

@@ -16,7 +16,6 @@ struct ImagePathKeys {
 
 struct VisionSaved {
   std::vector<BlockSaved> trainable_layers;  // the last trainable_layers encoder layers, in order
-  TensorView last_frozen;                     // [Ni*P, dv] input of the first trainable layer
   TensorView encoded;                         // [Ni*P, dv] output of the last layer
   TensorView post_ln, feature;                // [Ni*P, dv] post LayerNorm, L2-normalised feature
   LayerNorm::Saved post_ln_stats;

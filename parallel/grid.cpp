@@ -5,15 +5,6 @@
 
 namespace kosmos::parallel {
 
-const char * axis_name(Axis axis) {
-  switch (axis) {
-    case Axis::kTensor: return "tp";
-    case Axis::kData: return "dp";
-    case Axis::kPipeline: return "pp";
-  }
-  KOSMOS_FAIL("axis_name: unknown axis ", static_cast<int>(axis), " (known: tp, dp, pp)");
-}
-
 int GridShape::size(Axis axis) const {
   switch (axis) {
     case Axis::kTensor: return tp;
@@ -23,7 +14,7 @@ int GridShape::size(Axis axis) const {
   KOSMOS_FAIL("GridShape::size: unknown axis ", static_cast<int>(axis));
 }
 
-int GridCoord::along(Axis axis) const {
+int & GridCoord::along(Axis axis) {
   switch (axis) {
     case Axis::kTensor: return tp;
     case Axis::kData: return dp;
@@ -51,7 +42,7 @@ std::vector<int> group_of(const GridShape & shape, int rank, Axis axis) {
   std::vector<int> ranks;
   for (int i = 0; i < shape.size(axis); ++i) {
     GridCoord coord = home;
-    (axis == Axis::kTensor ? coord.tp : axis == Axis::kData ? coord.dp : coord.pp) = i;
+    coord.along(axis) = i;
     ranks.push_back(rank_of(shape, coord));
   }
   return ranks;

@@ -9,7 +9,6 @@
 namespace kosmos::parallel {
 
 enum class Axis : uint8_t { kTensor, kData, kPipeline };
-const char * axis_name(Axis axis);  // "tp", "dp", "pp"
 
 struct GridShape {
   int dp = 1, pp = 1, tp = 1;
@@ -19,7 +18,7 @@ struct GridShape {
 
 struct GridCoord {
   int dp = 0, pp = 0, tp = 0;
-  int along(Axis axis) const;
+  int & along(Axis axis);  // the coordinate on `axis`
 };
 
 int rank_of(const GridShape & shape, const GridCoord & coord);
