@@ -15,7 +15,6 @@
 namespace kosmos {
 namespace {
 
-
 std::vector<int32_t> parse_ids(const std::string & text) {
   std::vector<int32_t> ids;
   std::stringstream items(text);
@@ -86,24 +85,25 @@ Loaded load(const BackendRegistry & registry, const InferenceOptions & options) 
     batch.image_count = images.shape[0];
     batch.images = std::move(images.values);
   }
-  return loaded;
-}
-
-// Runs one forward of `tokens` and returns the logits [T, V]. The image slots come from the prompt (--tokens)
-// only: a generated id that happens to be <image> is text, as in HF's generate.
-std::vector<float> forward_logits(Loaded & loaded, const std::vector<int32_t> & tokens, model::Arena & arena) {
-  model::Batch batch = loaded.batch;
-  batch.tokens = tokens;
-  batch.length = static_cast<int64_t>(tokens.size());
-  batch.targets.assign(tokens.size(), 0);
-  batch.loss_weights.assign(tokens.size(), 0.0f);
-  batch.image_slots = model::find_image_slots(loaded.batch.tokens, 1, loaded.batch.length, loaded.config);
+  // The image slots come from the prompt only: a generated id that happens to be <image> is text, as in HF's
+  // generate.
+  batch.image_slots = model::find_image_slots(batch.tokens, 1, batch.length, loaded.config);
   KOSMOS_CHECK(static_cast<int64_t>(batch.image_slots.size()) == batch.image_count, "--tokens holds ",
                batch.image_slots.size(), " image token(s) (id ", loaded.config.tokens.image, ") but --image-tensor has ",
                batch.image_count, " image(s); each image needs its token followed by ", loaded.config.image_slots(),
                " slot ids");
+  return loaded;
+}
+
+// Runs one forward of `batch` with its tokens set to `tokens` (the prompt and what was generated so far) and
+// returns the logits [T, V].
+std::vector<float> forward_logits(Loaded & loaded, model::KosmosModel & kosmos_model, model::Batch & batch,
+                                  const std::vector<int32_t> & tokens, model::Arena & arena) {
+  batch.tokens = tokens;
+  batch.length = static_cast<int64_t>(tokens.size());
+  batch.targets.assign(tokens.size(), 0);
+  batch.loss_weights.assign(tokens.size(), 0.0f);
   arena.reset();
-  model::KosmosModel kosmos_model(loaded.config, *loaded.state);
   model::Runtime rt{*loaded.device, *loaded.stream, arena};
   std::vector<float> logits;
   kosmos_model.run(rt, batch, 1.0f, {0, 0, false}, false, &logits);
@@ -115,7 +115,9 @@ std::vector<float> forward_logits(Loaded & loaded, const std::vector<int32_t> & 
 int run_forward(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options) {
   Loaded loaded = load(registry, options);
   model::Arena arena(*loaded.device);
-  const std::vector<float> logits = forward_logits(loaded, loaded.batch.tokens, arena);
+  model::KosmosModel kosmos_model(loaded.config, *loaded.state);
+  const std::vector<int32_t> prompt = loaded.batch.tokens;
+  const std::vector<float> logits = forward_logits(loaded, kosmos_model, loaded.batch, prompt, arena);
   io::write_npy(options.out, {loaded.batch.length, loaded.config.decoder.vocab_size}, logits);
   out << "wrote logits [" << loaded.batch.length << ", " << loaded.config.decoder.vocab_size << "] to " << options.out
       << "\n";
@@ -125,11 +127,12 @@ int run_forward(std::ostream & out, const BackendRegistry & registry, const Infe
 int run_generate(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options) {
   Loaded loaded = load(registry, options);
   model::Arena arena(*loaded.device);
+  model::KosmosModel kosmos_model(loaded.config, *loaded.state);
   std::vector<int32_t> tokens = loaded.batch.tokens;
   const int64_t vocab = loaded.config.decoder.vocab_size;
   std::vector<int32_t> generated;
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {  // greedy, a full forward per token
-    const std::vector<float> logits = forward_logits(loaded, tokens, arena);
+    const std::vector<float> logits = forward_logits(loaded, kosmos_model, loaded.batch, tokens, arena);
     const float * last = logits.data() + (static_cast<int64_t>(tokens.size()) - 1) * vocab;
     const int32_t next = static_cast<int32_t>(std::max_element(last, last + vocab) - last);
     tokens.push_back(next);

@@ -18,10 +18,6 @@
 #include "parallel/comm.h"
 
 namespace kosmos {
-namespace {
-
-
-}  // namespace
 
 int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label) {
   model::KosmosConfig config = model::preset(options.preset);
