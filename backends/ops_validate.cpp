@@ -11,14 +11,6 @@
 namespace kosmos {
 namespace {
 
-std::string dims_text(const std::vector<int64_t> & dims) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < dims.size(); ++i) out << (i ? ", " : "") << dims[i];
-  out << "]";
-  return out.str();
-}
-
 std::string dtypes_text(std::initializer_list<DType> allowed) {
   std::string text;
   for (DType dtype : allowed) text += (text.empty() ? "" : " or ") + std::string(dtype_name(dtype));
@@ -47,7 +39,7 @@ struct Checker {
             const std::string & why) const {
     bool match = view.ndim == static_cast<int>(expected.size());
     for (int axis = 0; match && axis < view.ndim; ++axis) match = view.dims[axis] == expected[axis];
-    KOSMOS_CHECK(match, op, ": ", name, " is ", describe(view), "; expected shape ", dims_text(expected), " (", why,
+    KOSMOS_CHECK(match, op, ": ", name, " is ", describe(view), "; expected shape ", describe_dims(expected), " (", why,
                  ")");
   }
   void same_shape(const char * name, const TensorView & view, const char * ref_name, const TensorView & ref) const {

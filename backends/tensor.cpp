@@ -68,9 +68,13 @@ TensorView slice(const TensorView & view, int axis, int64_t start, int64_t lengt
 }
 
 std::string describe_dims(const TensorView & view) {
+  return describe_dims(std::vector<int64_t>(view.dims.begin(), view.dims.begin() + view.ndim));
+}
+
+std::string describe_dims(const std::vector<int64_t> & dims) {
   std::ostringstream out;
   out << "[";
-  for (int axis = 0; axis < view.ndim; ++axis) out << (axis ? ", " : "") << view.dims[axis];
+  for (size_t i = 0; i < dims.size(); ++i) out << (i ? ", " : "") << dims[i];
   out << "]";
   return out.str();
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "backends/dtype.h"
 
@@ -42,6 +43,7 @@ TensorView slice(const TensorView & view, int axis, int64_t start, int64_t lengt
 // "f32[4, 7]" or "f32[4, 7] strides [14, 1]" when not contiguous; "absent" when data is null.
 std::string describe(const TensorView & view);
 std::string describe_dims(const TensorView & view);  // "[4, 7]"
+std::string describe_dims(const std::vector<int64_t> & dims);  // the same for a shape
 bool same_dims(const TensorView & a, const TensorView & b);
 
 }  // namespace kosmos

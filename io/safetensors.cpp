@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/error.h"
+#include "backends/tensor.h"
 
 namespace kosmos::io {
 namespace {
@@ -122,11 +123,7 @@ SafetensorsFile::SafetensorsFile(const std::string & path) : path_(path) {
                    " bytes; the file is truncated or its header lies");
       const uint64_t expected = static_cast<uint64_t>(entry.numel()) * stored_size(entry.dtype);
       KOSMOS_CHECK(entry.end - entry.begin == expected, path, ": tensor '", name, "' is ", dtype_text(entry.dtype),
-                   " shape [", [&] {
-                     std::string text;
-                     for (int64_t size : entry.shape) text += (text.empty() ? "" : ", ") + std::to_string(size);
-                     return text;
-                   }(), "] = ", expected, " bytes but its data_offsets span ", entry.end - entry.begin);
+                   " shape ", describe_dims(entry.shape), " = ", expected, " bytes but its data_offsets span ", entry.end - entry.begin);
       entries_.emplace(name, entry);
     }
     std::vector<const SafetensorsEntry *> by_offset;

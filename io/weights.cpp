@@ -5,6 +5,7 @@
 #include <set>
 
 #include "backends/error.h"
+#include "backends/tensor.h"
 
 namespace kosmos::io {
 namespace {
@@ -12,12 +13,6 @@ namespace {
 bool starts_with(const std::string & text, const std::string & prefix) { return text.rfind(prefix, 0) == 0; }
 bool ends_with(const std::string & text, const std::string & suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string shape_text(const std::vector<int64_t> & shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
 }
 
 }  // namespace
@@ -55,7 +50,7 @@ WeightsReport load_weights(model::ModelState & state, const SafetensorsFile & fi
     }
     const model::ParameterSpec & spec = table.find(name);
     KOSMOS_CHECK(entry.shape == spec.shape, file.path(), ": tensor '", file_name, "' has shape ",
-                 shape_text(entry.shape), " but the model's ", name, " is ", shape_text(spec.shape),
+                 describe_dims(entry.shape), " but the model's ", name, " is ", describe_dims(spec.shape),
                  "; the model config does not match this checkpoint (compare its sizes with --model-config)");
     std::vector<float> values = file.read_f32(file_name);
     const auto previous = source_of.find(name);
