@@ -46,6 +46,11 @@ struct TrainOptions {
   int64_t global_batch = 0;          // sequences per step over all dp ranks; 0: batch x micro_batches x dp
   bool zero1 = false;                // shard the optimizer over dp (ZeRO-1)
   std::string save_weights;          // write the final parameters (safetensors) here
+  std::string save_dir;              // HDF5 checkpoints go here (step_<N>.h5 and `latest`)
+  int64_t save_every = 0;            // a checkpoint every N steps (0: only after the last step)
+  int64_t keep = 3;                  // complete checkpoints kept in save_dir (0: all)
+  std::string resume;                // "", "auto" (newest in save_dir, if any), or a checkpoint file or folder
+  int64_t stop_at = 0;               // stop after this step (checkpointing it); the schedule still runs to `steps`
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model

@@ -125,6 +125,19 @@ int main(int argc, char ** argv) {
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
   train_app->add_flag("--zero1", train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");
   train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file");
+  train_app->add_option("--save-dir", train.save_dir,
+                        "write HDF5 checkpoints (step_<N>.h5, `latest`) of the whole training state to this folder");
+  train_app->add_option("--save-every", train.save_every, "a checkpoint every N steps (0: only after the last step)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  train_app->add_option("--keep", train.keep, "complete checkpoints kept in --save-dir, the newest (0: all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  train_app->add_option("--resume", train.resume,
+                        "continue from a checkpoint: auto (the newest in --save-dir, else start fresh), a step_<N>.h5 "
+                        "file or a folder of them; works under any --dp/--pp/--tp");
+  train_app->add_option("--stop-at", train.stop_at,
+                        "stop after this step, checkpointing it, though the schedule runs to --steps (a job's share "
+                        "of a long run; 0: run to --steps)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   train_app->add_option("--log-every", train.log_every, "print a step line every N steps")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

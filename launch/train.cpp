@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "backends/error.h"
+#include "io/checkpoint.h"
+#include "io/checkpoint_dir.h"
 #include "io/synthetic.h"
 #include "io/weights.h"
 #include "launch/files.h"
@@ -18,6 +21,24 @@
 #include "parallel/comm.h"
 
 namespace kosmos {
+namespace {
+
+nlohmann::json optimizer_json(const model::OptimizerConfig & optimizer) {
+  return {{"peak_lr", optimizer.peak_lr},       {"warmup_steps", optimizer.warmup_steps},
+          {"total_steps", optimizer.total_steps}, {"beta1", optimizer.beta1},
+          {"beta2", optimizer.beta2},           {"eps", optimizer.eps},
+          {"weight_decay", optimizer.weight_decay}, {"clip_norm", optimizer.clip_norm}};
+}
+
+// The keys where two JSON objects differ ("decoder.dropout"), for a warning on resume.
+std::string differing_keys(const std::string & stored, const nlohmann::json & current) {
+  std::string keys;
+  for (const nlohmann::json & change : nlohmann::json::diff(nlohmann::json::parse(stored), current))
+    keys += (keys.empty() ? "" : ", ") + change.at("path").get<std::string>().substr(1);
+  return keys;
+}
+
+}  // namespace
 
 int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label) {
   model::KosmosConfig config = model::preset(options.preset);
@@ -76,6 +97,53 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 
+  if (!options.save_dir.empty()) {
+    std::error_code error;
+    if (leader) std::filesystem::create_directories(options.save_dir, error);
+    KOSMOS_CHECK(!error, "--save-dir ", options.save_dir, ": cannot create it (", error.message(),
+                 "); choose a writable folder");
+    grid.world().barrier();
+  }
+  // Resume: values, AdamW moments, step, seed and data position from a checkpoint of any layout.
+  int64_t first_step = 1;
+  int64_t next_sample = 0;  // the synthetic set's next global sample index
+  uint64_t seed = options.seed;
+  std::ostringstream resumed;  // reported after the run's description
+  const std::string resume_from = io::resolve_resume(options.resume, options.save_dir);
+  if (!resume_from.empty()) {
+    const io::CheckpointInfo info = io::read_checkpoint(resume_from, state, true, grid.world(), *stream);
+    first_step = info.step + 1;
+    seed = info.seed;
+    next_sample = nlohmann::json::parse(info.data_position).at("synthetic").at("next_sample").get<int64_t>();
+    resumed << "resumed from " << resume_from << ": step " << info.step << ", seed " << seed << ", written by kosmos "
+        << info.version << " on " << info.layout << "\n";
+    const std::string model_changes = differing_keys(info.model_config, nlohmann::json::parse(model::config_to_json(config)));
+    if (!model_changes.empty()) resumed << "warning: the model config differs from the checkpoint's in: " << model_changes << "\n";
+    const std::string optimizer_changes = differing_keys(info.optimizer, optimizer_json(optimizer));
+    if (!optimizer_changes.empty())
+      resumed << "warning: the optimizer settings differ from the checkpoint's in: " << optimizer_changes << "\n";
+  }
+  const std::string layout = parallel::describe(shape) + (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "");
+  // Every rank writes its own part of one file; rank 0 publishes it once all have closed it.
+  const auto save_checkpoint = [&](int64_t step) {
+    const auto begin = std::chrono::steady_clock::now();
+    const std::string final_path = io::checkpoint_path(options.save_dir, step);
+    const io::CheckpointInfo info{step,
+                                  seed,
+                                  1.0,
+                                  nlohmann::json{{"synthetic", {{"next_sample", next_sample}}}}.dump(),
+                                  model::config_to_json(config),
+                                  layout,
+                                  optimizer_json(optimizer).dump(),
+                                  KOSMOS_VERSION};
+    io::write_checkpoint(io::partial_path(final_path), state, trainer.checkpoint_parts(), info, grid.world(), *stream);
+    grid.world().barrier();
+    if (leader) io::publish_checkpoint(options.save_dir, final_path, options.keep);
+    grid.world().barrier();
+    log << "saved " << final_path << " in " << std::fixed << std::setprecision(2)
+        << std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() << " s\n";
+  };
+
   std::ofstream metrics;
   if (!options.metrics.empty() && leader) {
     metrics.open(options.metrics, std::ios::trunc);
@@ -84,8 +152,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   log << "kosmos train: preset " << options.preset << ", " << table.total() << " parameters ("
       << table.trainable_total() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
-  log << "grid: " << parallel::describe(shape) << (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "")
-      << (shape.pp > 1 ? std::string(", schedule ") + options.schedule : std::string()) << "\n";
+  log << "grid: " << layout << (shape.pp > 1 ? std::string(", schedule ") + options.schedule : std::string()) << "\n";
   if (shape.pp > 1) {
     log << "stages (decoder layers):";
     for (const model::StageRange & range : stages) log << " [" << range.layer_begin << ", " << range.layer_end << ")";
@@ -93,20 +160,25 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   }
   log << "data: built-in synthetic image-caption set, " << global_batch << " sequences of " << length
       << " positions per step (" << options.micro_batches << " micro-batches of " << micro_batch << " per dp rank), seed "
-      << options.seed << "\n";
+      << seed << "\n";
+  log << resumed.str();
+  if (first_step > options.steps) log << "nothing to train: the checkpoint is at step " << first_step - 1
+                                      << " and --steps is " << options.steps << "\n";
   device->set_profiling(options.profile);
   const auto start = std::chrono::steady_clock::now();
   double first_loss = 0.0, last_loss = 0.0;
   int64_t tokens = 0;
-  for (int64_t step = 1; step <= options.steps; ++step) {
+  const int64_t last_step = options.stop_at > 0 ? std::min(options.stop_at, options.steps) : options.steps;
+  for (int64_t step = first_step; step <= last_step; ++step) {
     // This dp rank's share of the step's global batch, in micro-batches, by global sample index.
     std::vector<model::Batch> micro;
-    const int64_t share_start = (step - 1) * global_batch + dp_rank * (global_batch / shape.dp);
+    const int64_t share_start = next_sample + dp_rank * (global_batch / shape.dp);
     for (int64_t m = 0; m < options.micro_batches; ++m)
-      micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, options.seed));
-    const model::StepStats stats = trainer.step(rt, micro, step, options.seed);
+      micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed));
+    const model::StepStats stats = trainer.step(rt, micro, step, seed);
+    next_sample += global_batch;
     tokens += stats.tokens;
-    if (step == 1) first_loss = stats.loss;
+    if (step == first_step) first_loss = stats.loss;
     last_loss = stats.loss;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (metrics.is_open()) {
@@ -119,17 +191,21 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
               << "\n";
       metrics.flush();
     }
-    if (step == 1 || step % options.log_every == 0 || step == options.steps) {
-      const double eta = elapsed / static_cast<double>(step) * static_cast<double>(options.steps - step);
+    if (step == first_step || step % options.log_every == 0 || step == last_step) {
+      const double eta =
+          elapsed / static_cast<double>(step - first_step + 1) * static_cast<double>(last_step - step);
       log << "step " << std::setw(6) << step << "/" << options.steps << "  loss " << std::fixed << std::setprecision(4)
           << stats.loss << "  lr " << std::scientific << std::setprecision(2) << stats.lr << "  grad norm "
           << std::fixed << std::setprecision(3) << stats.grad_norm << "  " << std::setprecision(0)
           << stats.tokens / stats.seconds << " tokens/s  eta " << std::setprecision(1) << eta << " s\n";
       log.flush();
     }
+    if (!options.save_dir.empty() &&
+        ((options.save_every > 0 && step % options.save_every == 0) || step == last_step))
+      save_checkpoint(step);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log << "trained " << options.steps << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
+  log << "trained " << std::max<int64_t>(0, last_step - first_step + 1) << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
   if (!options.save_weights.empty()) {
@@ -144,7 +220,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     std::sort(times.begin(), times.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
     double total = 0.0;
     for (const auto & entry : times) total += entry.second.seconds;
-    log << "time per op over " << options.steps << " steps (" << std::fixed << std::setprecision(3) << total
+    log << "time per op over " << std::max<int64_t>(0, last_step - first_step + 1) << " steps (" << std::fixed << std::setprecision(3) << total
         << " s in ops, " << seconds << " s in all):\n";
     for (const auto & [name, time] : times)
       log << "  " << std::left << std::setw(24) << name << std::right << std::setw(9) << std::setprecision(3)

@@ -24,6 +24,11 @@ uint64_t name_key(uint64_t seed, const std::string & name) {
 
 }  // namespace
 
+ParameterPart ParameterPart::whole(const ParameterSpec & spec) {
+  const int64_t rows = spec.shape.empty() ? 1 : spec.shape[0];
+  return {0, rows, 0, rows > 0 ? spec.numel / rows : 0, 0, spec.numel};
+}
+
 void ParameterTable::add(const std::string & name, std::vector<int64_t> shape, Init init, double init_arg,
                          bool trainable, double gain) {
   ParameterSpec spec;

@@ -34,6 +34,17 @@ struct ParameterSpec {
   int64_t numel = 0;
 };
 
+// The elements of one parameter that a rank holds current (and writes to a checkpoint): rows [row_begin, row_end)
+// and columns [column_begin, column_end) of the parameter seen as a matrix [shape[0], numel / shape[0]], and of
+// those only the ones inside [flat_begin, flat_end) of its row-major order. Empty when flat_begin == flat_end.
+struct ParameterPart {
+  int64_t row_begin = 0, row_end = 0, column_begin = 0, column_end = 0;
+  int64_t flat_begin = 0, flat_end = 0;
+  bool empty() const { return flat_begin >= flat_end || row_begin >= row_end || column_begin >= column_end; }
+  static ParameterPart whole(const ParameterSpec & spec);
+  static ParameterPart none() { return {}; }
+};
+
 class ParameterTable {
  public:
   explicit ParameterTable(const KosmosConfig & config);

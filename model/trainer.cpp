@@ -118,6 +118,45 @@ int Trainer::owning_stage(const std::string & name) const {
   return 0;
 }
 
+std::pair<int64_t, int64_t> Trainer::updated_range() const {
+  const int64_t total = state_.table().total();
+  if (!dp_.zero1) return {0, total};
+  const int64_t shard = (total + dp_.comm->size() - 1) / dp_.comm->size();
+  const int64_t begin = shard * dp_.comm->rank();
+  return {begin, std::min(total, begin + shard)};
+}
+
+std::vector<ParameterPart> Trainer::checkpoint_parts() const {
+  const int tp_rank = tp_.comm ? tp_.comm->rank() : 0, tp_size = tp_.comm ? tp_.comm->size() : 1;
+  const int dp_rank = dp_.comm ? dp_.comm->rank() : 0;
+  const auto [begin, end] = updated_range();
+  std::vector<ParameterPart> parts;
+  const std::vector<ParameterSpec> & specs = state_.table().specs();
+  for (size_t i = 0; i < specs.size(); ++i) {
+    ParameterPart part = ParameterPart::whole(specs[i]);
+    const TensorParallelSplit split = tensor_parallel_split(specs[i].name);
+    const bool replica_elsewhere = (split == TensorParallelSplit::kReplicated && tp_rank != 0) ||
+                                   (!dp_.zero1 && dp_rank != 0);
+    if (!layout_[i].owned || replica_elsewhere) {
+      parts.push_back(ParameterPart::none());
+      continue;
+    }
+    if (split == TensorParallelSplit::kRows) {
+      const int64_t rows = part.row_end / tp_size;
+      part.row_begin = rows * tp_rank;
+      part.row_end = part.row_begin + rows;
+    } else if (split == TensorParallelSplit::kColumns) {
+      const int64_t columns = part.column_end / tp_size;
+      part.column_begin = columns * tp_rank;
+      part.column_end = part.column_begin + columns;
+    }
+    part.flat_begin = std::clamp(begin - specs[i].offset, int64_t{0}, specs[i].numel);
+    part.flat_end = std::clamp(end - specs[i].offset, int64_t{0}, specs[i].numel);
+    parts.push_back(part);
+  }
+  return parts;
+}
+
 double Trainer::gather_parameters(Runtime & rt) {
   double spread = 0.0;
   if (tp_.comm && tp_.comm->size() > 1) spread = gather_tensor_parallel(rt);
@@ -277,8 +316,8 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // Gradients summed over the data-parallel ranks: whole (buckets) or, with ZeRO-1, each rank's slice.
   const int ranks = dp_.comm ? dp_.comm->size() : 1;
   const int64_t total = state_.table().total();
-  const int64_t shard = dp_.zero1 ? (total + ranks - 1) / ranks : total;
-  const int64_t begin = dp_.zero1 ? shard * dp_.comm->rank() : 0, end = std::min(total, begin + shard);
+  const auto [begin, end] = updated_range();
+  const int64_t shard = dp_.zero1 ? (total + ranks - 1) / ranks : total;  // the last rank's slice ends in the slack
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
   // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
   // same gradient of every replicated parameter as the other ranks (computed from the same inputs).

@@ -73,8 +73,15 @@ class Trainer {
   // (collective over the tp and pp groups; nothing to do without them). Returns the relative spread over the tp
   // ranks of the replicated parameters' sum of squares: 0 when the replicas agree, as they should.
   double gather_parameters(Runtime & rt);
+  // The part of each parameter (in table order) whose value and AdamW moments are current on this rank and which
+  // no other rank claims: the owning pipeline stage, this tp rank's shard (tp rank 0 for replicated parameters),
+  // and dp rank 0, or with ZeRO-1 this rank's slice of the flat buffers. Together the ranks cover every element
+  // once: what each writes to a checkpoint.
+  std::vector<ParameterPart> checkpoint_parts() const;
 
  private:
+  // The flat-buffer range [begin, end) this data-parallel rank updates: all of it, or its ZeRO-1 slice.
+  std::pair<int64_t, int64_t> updated_range() const;
   // The part of gather_parameters over the tp group.
   double gather_tensor_parallel(Runtime & rt);
   // The pipeline stage whose parameters include `name` (its gradient is current there; a tied embedding's

@@ -7,6 +7,7 @@
 
 #include "backends/error.h"
 #include "parallel/comm.h"
+#include "parallel/mpi_handle.h"
 
 #define KOSMOS_MPI_CHECK(call)                                                                       \
   do {                                                                                               \
@@ -152,6 +153,8 @@ class MpiComm final : public Comm {
 
   void barrier() override { KOSMOS_MPI_CHECK(MPI_Barrier(comm_)); }
 
+  MPI_Comm handle() const { return comm_; }
+
   std::unique_ptr<Comm> split(int color, int key) override {
     MPI_Comm part;
     KOSMOS_MPI_CHECK(MPI_Comm_split(comm_, color, key, &part));
@@ -196,6 +199,12 @@ class MpiComm final : public Comm {
 };
 
 }  // namespace
+
+MPI_Comm mpi_handle(Comm & comm) {
+  const MpiComm * mpi = dynamic_cast<const MpiComm *>(&comm);
+  KOSMOS_CHECK(mpi, "mpi_handle: this communicator is not an MPI one (internal error: parallel HDF5 needs MPI)");
+  return mpi->handle();
+}
 
 std::unique_ptr<Comm> mpi_world() {
   int initialised = 0;

@@ -1,9 +1,11 @@
 // compare_runs.cpp: checks that two training runs computed the same function: the loss and gradient norm of every
-// step (--metrics files) and every final parameter (--save-weights files) agree within a relative tolerance.
+// step (--metrics files) and every final parameter (--save-weights files) agree within a relative tolerance
+// (0: bit for bit). Run B may have started later (a resumed run): its steps must be the last steps of run A.
 // Usage: kosmos_compare_runs METRICS_A METRICS_B WEIGHTS_A WEIGHTS_B TOLERANCE   (exit 0 when they agree)
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -18,23 +20,42 @@ int main(int argc, char ** argv) {
   const double tolerance = std::stod(argv[5]);
   int failures = 0;
   try {
-    std::ifstream a(argv[1]), b(argv[2]);
-    std::string line_a, line_b;
+    // Every step of A from B's first step on, matched by its step number.
+    const auto read_steps = [](const char * path) {
+      std::ifstream in(path);
+      if (!in) throw std::runtime_error(std::string("cannot read ") + path);
+      std::map<int64_t, nlohmann::json> steps;
+      for (std::string line; std::getline(in, line);) {
+        nlohmann::json step = nlohmann::json::parse(line);
+        const int64_t number = step.at("step").get<int64_t>();
+        steps[number] = std::move(step);
+      }
+      return steps;
+    };
+    const std::map<int64_t, nlohmann::json> a = read_steps(argv[1]), b = read_steps(argv[2]);
+    if (b.empty()) {
+      std::printf("%s has no steps\n", argv[2]);
+      return 1;
+    }
     int steps = 0;
-    while (std::getline(a, line_a)) {
-      if (!std::getline(b, line_b)) {
-        std::printf("%s has more steps than %s\n", argv[1], argv[2]);
+    for (auto it = a.lower_bound(b.begin()->first); it != a.end(); ++it) {
+      const auto other = b.find(it->first);
+      if (other == b.end()) {
+        std::printf("step %ld of %s is missing from %s\n", static_cast<long>(it->first), argv[1], argv[2]);
         return 1;
       }
-      const auto x = nlohmann::json::parse(line_a), y = nlohmann::json::parse(line_b);
       ++steps;
       for (const char * key : {"loss", "grad_norm"}) {
-        const double u = x.at(key).get<double>(), v = y.at(key).get<double>();
+        const double u = it->second.at(key).get<double>(), v = other->second.at(key).get<double>();
         if (std::abs(u - v) > tolerance * std::abs(u)) {
-          std::printf("step %d: %s %.9g vs %.9g\n", x.at("step").get<int>(), key, u, v);
+          std::printf("step %ld: %s %.17g vs %.17g\n", static_cast<long>(it->first), key, u, v);
           ++failures;
         }
       }
+    }
+    if (steps != static_cast<int>(b.size())) {
+      std::printf("%s has steps that %s has not\n", argv[2], argv[1]);
+      return 1;
     }
     const kosmos::io::SafetensorsFile wa(argv[3]), wb(argv[4]);
     double worst = 0.0;

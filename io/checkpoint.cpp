@@ -1,0 +1,413 @@
+// checkpoint.cpp: parallel HDF5 reading and writing of the training state (layout in checkpoint.h). Each rank's
+// part of a tensor is a few hyperslabs of the logical tensor; memory and file share the shape and the selection,
+// because every rank keeps the whole table in its flat buffers.
+#include "io/checkpoint.h"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "backends/error.h"
+#include "backends/tensor.h"
+#include "parallel/mpi_handle.h"
+
+#ifndef H5_HAVE_PARALLEL
+#error "kosmos needs parallel HDF5: install libhdf5-openmpi-dev"
+#endif
+
+namespace kosmos::io {
+namespace {
+
+// HDF5's error stack, innermost causes last, as one line (and the stack cleared).
+std::string hdf5_cause() {
+  std::vector<std::string> messages;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_DOWNWARD,
+      [](unsigned, const H5E_error2_t * entry, void * data) -> herr_t {
+        if (entry->desc && *entry->desc) static_cast<std::vector<std::string> *>(data)->push_back(entry->desc);
+        return 0;
+      },
+      &messages);
+  H5Eclear2(H5E_DEFAULT);
+  std::string text;  // the two innermost messages say what and why
+  for (size_t i = messages.size() > 2 ? messages.size() - 2 : 0; i < messages.size(); ++i)
+    text += (text.empty() ? "" : ": ") + messages[i];
+  return text.empty() ? "no HDF5 error message" : text;
+}
+
+#define KOSMOS_H5_CHECK(call, ...)                                           \
+  do {                                                                       \
+    if ((call) < 0) KOSMOS_FAIL(__VA_ARGS__, " (HDF5: ", hdf5_cause(), ")"); \
+  } while (0)
+
+// An HDF5 identifier closed with its own close function.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~Handle() {
+    if (id_ >= 0) close_(id_);
+  }
+  Handle(Handle && other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
+  Handle(const Handle &) = delete;
+  Handle & operator=(const Handle &) = delete;
+  Handle & operator=(Handle &&) = delete;
+  operator hid_t() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+// HDF5 prints its error stack to stderr by default; we report the cause in our own error instead.
+void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+using Dims = std::vector<hsize_t>;
+
+Dims dims_of(const std::vector<int64_t> & shape) {
+  Dims dims;
+  for (int64_t size : shape) dims.push_back(static_cast<hsize_t>(size));
+  if (dims.empty()) dims.push_back(1);
+  return dims;
+}
+
+struct Hyperslab {
+  Dims start, count;
+};
+
+// The flat range [lo, hi) of the sub-tensor shape[dim..] under the fixed leading indices `prefix`, as hyperslabs:
+// a partial first row, the whole rows between, a partial last row (each partial row recursively).
+void flat_range_hyperslabs(const Dims & shape, size_t dim, Dims prefix, hsize_t lo, hsize_t hi,
+                           std::vector<Hyperslab> & out) {
+  if (lo >= hi) return;
+  if (dim + 1 == shape.size()) {
+    Hyperslab slab{prefix, Dims(prefix.size(), 1)};
+    slab.start.push_back(lo);
+    slab.count.push_back(hi - lo);
+    out.push_back(slab);
+    return;
+  }
+  hsize_t row = 1;
+  for (size_t d = dim + 1; d < shape.size(); ++d) row *= shape[d];
+  const hsize_t first_whole = (lo + row - 1) / row, end_whole = hi / row;
+  if (first_whole > end_whole) {  // inside one row
+    Dims inner = prefix;
+    inner.push_back(lo / row);
+    flat_range_hyperslabs(shape, dim + 1, inner, lo % row, lo % row + (hi - lo), out);
+    return;
+  }
+  if (lo % row != 0) {
+    Dims inner = prefix;
+    inner.push_back(lo / row);
+    flat_range_hyperslabs(shape, dim + 1, inner, lo % row, row, out);
+  }
+  if (end_whole > first_whole) {
+    Hyperslab slab{prefix, Dims(prefix.size(), 1)};
+    slab.start.push_back(first_whole);
+    slab.count.push_back(end_whole - first_whole);
+    for (size_t d = dim + 1; d < shape.size(); ++d) {
+      slab.start.push_back(0);
+      slab.count.push_back(shape[d]);
+    }
+    out.push_back(slab);
+  }
+  if (hi % row != 0) {
+    Dims inner = prefix;
+    inner.push_back(end_whole);
+    flat_range_hyperslabs(shape, dim + 1, inner, 0, hi % row, out);
+  }
+}
+
+// A part (rows x columns of the [shape[0], rest] matrix, within a flat range) as hyperslabs of the N-d tensor.
+std::vector<Hyperslab> part_hyperslabs(const model::ParameterPart & part, const Dims & shape) {
+  std::vector<Hyperslab> slabs;
+  if (part.empty()) return slabs;
+  const int64_t columns = static_cast<int64_t>(shape.size() == 1 ? 1 : [&] {
+    hsize_t rest = 1;
+    for (size_t d = 1; d < shape.size(); ++d) rest *= shape[d];
+    return rest;
+  }());
+  // Rows whose selected columns lie wholly inside the flat range, then the (at most two) rows it cuts.
+  const auto floor_div = [](int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  const int64_t whole_begin = std::max(part.row_begin, -floor_div(-(part.flat_begin - part.column_begin), columns));
+  const int64_t whole_end = std::min(part.row_end, floor_div(part.flat_end - part.column_end, columns) + 1);
+  const auto add_block = [&](int64_t row_begin, int64_t row_end, int64_t column_begin, int64_t column_end) {
+    if (row_begin >= row_end || column_begin >= column_end) return;
+    if (shape.size() == 1) {
+      slabs.push_back({{static_cast<hsize_t>(row_begin)}, {static_cast<hsize_t>(row_end - row_begin)}});
+    } else if (shape.size() == 2 || (column_begin == 0 && column_end == columns)) {
+      Hyperslab slab{{static_cast<hsize_t>(row_begin)}, {static_cast<hsize_t>(row_end - row_begin)}};
+      if (shape.size() == 2) {
+        slab.start.push_back(static_cast<hsize_t>(column_begin));
+        slab.count.push_back(static_cast<hsize_t>(column_end - column_begin));
+      } else {
+        for (size_t d = 1; d < shape.size(); ++d) {
+          slab.start.push_back(0);
+          slab.count.push_back(shape[d]);
+        }
+      }
+      slabs.push_back(slab);
+    } else {  // one row's partial range of an N-d (N > 2) tensor
+      flat_range_hyperslabs(shape, 1, {static_cast<hsize_t>(row_begin)}, static_cast<hsize_t>(column_begin),
+                            static_cast<hsize_t>(column_end), slabs);
+    }
+  };
+  if (whole_begin < whole_end) add_block(whole_begin, whole_end, part.column_begin, part.column_end);
+  std::set<int64_t> cut_rows{part.flat_begin / columns, (part.flat_end - 1) / columns};
+  for (int64_t row : cut_rows) {
+    if (row < part.row_begin || row >= part.row_end || (row >= whole_begin && row < whole_end)) continue;
+    add_block(row, row + 1, std::max(part.column_begin, part.flat_begin - row * columns),
+              std::min(part.column_end, part.flat_end - row * columns));
+  }
+  return slabs;
+}
+
+void select(hid_t space, const std::vector<Hyperslab> & slabs, const std::string & what) {
+  if (slabs.empty()) {
+    KOSMOS_H5_CHECK(H5Sselect_none(space), what, ": selecting nothing");
+    return;
+  }
+  for (size_t i = 0; i < slabs.size(); ++i)
+    KOSMOS_H5_CHECK(H5Sselect_hyperslab(space, i == 0 ? H5S_SELECT_SET : H5S_SELECT_OR, slabs[i].start.data(),
+                                        nullptr, slabs[i].count.data(), nullptr),
+                    what, ": selecting this rank's part");
+}
+
+// One slot of the flat buffers as host memory: the buffer itself where the host may touch it, else a copy.
+class HostSlot {
+ public:
+  HostSlot(const model::ModelState & state, model::ModelState::Slot slot, Stream & stream, bool fetch)
+      : state_(state), slot_(slot), device_view_(state.flat(slot)) {
+    if (state.device().host_accessible()) {
+      data_ = device_view_.as<float>();
+      return;
+    }
+    staged_.resize(static_cast<size_t>(device_view_.numel()));
+    data_ = staged_.data();
+    if (fetch) {
+      TensorView target = device_view_;
+      target.data = data_;
+      state.device().copy(target, device_view_, stream);
+      stream.synchronize();
+    }
+  }
+  float * data() const { return data_; }
+  // Sends a staged copy back to the device (nothing to do where the host wrote the buffer itself).
+  void store(Stream & stream) {
+    if (staged_.empty()) return;
+    TensorView source = device_view_;
+    source.data = data_;
+    state_.device().copy(device_view_, source, stream);
+    stream.synchronize();
+  }
+
+ private:
+  const model::ModelState & state_;
+  model::ModelState::Slot slot_;
+  TensorView device_view_;
+  std::vector<float> staged_;
+  float * data_ = nullptr;
+};
+
+struct SlotPlace {
+  model::ModelState::Slot slot;
+  const char * group;
+};
+constexpr SlotPlace kSlots[] = {{model::ModelState::Slot::kValues, "/params"},
+                                {model::ModelState::Slot::kMoment1, "/optim/m"},
+                                {model::ModelState::Slot::kMoment2, "/optim/v"}};
+
+void write_string_attribute(hid_t object, const char * name, const std::string & value, const std::string & path) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  KOSMOS_H5_CHECK(H5Tset_size(type, std::max<size_t>(1, value.size())), path, ": string type for /meta ", name);
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attribute(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": creating /meta attribute ", name);
+  const std::string padded = value.empty() ? std::string(1, '\0') : value;
+  KOSMOS_H5_CHECK(H5Awrite(attribute, type, padded.data()), path, ": writing /meta attribute ", name);
+}
+
+template <typename Number>
+void write_number_attribute(hid_t object, const char * name, hid_t type, Number value, const std::string & path) {
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  Handle attribute(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": creating /meta attribute ", name);
+  KOSMOS_H5_CHECK(H5Awrite(attribute, type, &value), path, ": writing /meta attribute ", name);
+}
+
+std::string read_string_attribute(hid_t object, const char * name, const std::string & path) {
+  Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
+  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": /meta has no attribute '", name,
+                  "'; this is not a kosmos checkpoint, or it is damaged");
+  Handle type(H5Aget_type(attribute), H5Tclose);
+  KOSMOS_CHECK(H5Tget_class(type) == H5T_STRING && !H5Tis_variable_str(type), path, ": /meta attribute '", name,
+               "' is not a fixed-length string; this is not a kosmos checkpoint");
+  std::string value(H5Tget_size(type), '\0');
+  KOSMOS_H5_CHECK(H5Aread(attribute, type, value.data()), path, ": reading /meta attribute ", name);
+  value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
+  return value;
+}
+
+template <typename Number>
+Number read_number_attribute(hid_t object, const char * name, hid_t type, const std::string & path) {
+  Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
+  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": /meta has no attribute '", name,
+                  "'; this is not a kosmos checkpoint, or it is damaged");
+  Number value{};
+  KOSMOS_H5_CHECK(H5Aread(attribute, type, &value), path, ": reading /meta attribute ", name);
+  return value;
+}
+
+// The stored model config on one line, shortened, for errors about a checkpoint of another model.
+std::string config_summary(const std::string & config) {
+  const nlohmann::json parsed = nlohmann::json::parse(config, nullptr, false);
+  const std::string line = parsed.is_discarded() ? config : parsed.dump();
+  return line.size() > 240 ? line.substr(0, 240) + "..." : line;
+}
+
+CheckpointInfo read_meta(hid_t file, const std::string & path) {
+  Handle meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
+  KOSMOS_H5_CHECK(meta.valid() ? 0 : -1, path, ": no /meta group; this is not a kosmos checkpoint");
+  CheckpointInfo info;
+  info.step = read_number_attribute<int64_t>(meta, "step", H5T_NATIVE_INT64, path);
+  info.seed = read_number_attribute<uint64_t>(meta, "seed", H5T_NATIVE_UINT64, path);
+  info.loss_scale = read_number_attribute<double>(meta, "loss_scale", H5T_NATIVE_DOUBLE, path);
+  info.data_position = read_string_attribute(meta, "data_position", path);
+  info.model_config = read_string_attribute(meta, "model_config", path);
+  info.layout = read_string_attribute(meta, "layout", path);
+  info.optimizer = read_string_attribute(meta, "optimizer", path);
+  info.version = read_string_attribute(meta, "version", path);
+  return info;
+}
+
+Handle open_parallel(const std::string & path, parallel::Comm & world, bool create) {
+  Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  KOSMOS_H5_CHECK(H5Pset_fapl_mpio(access, parallel::mpi_handle(world), MPI_INFO_NULL), path,
+                  ": setting up MPI-IO");
+  if (create) {
+    Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access), H5Fclose);
+    KOSMOS_H5_CHECK(file.valid() ? 0 : -1, "checkpoint ", path,
+                    ": cannot create it; check that the folder exists, is writable and has space");
+    return file;
+  }
+  KOSMOS_CHECK(std::filesystem::is_regular_file(path), "checkpoint ", path,
+               ": no such file; check the path (or use --resume auto with --save-dir)");
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, access), H5Fclose);
+  KOSMOS_H5_CHECK(file.valid() ? 0 : -1, "checkpoint ", path,
+                  ": cannot open it as HDF5; it is truncated or not a checkpoint (use an earlier one)");
+  return file;
+}
+
+}  // namespace
+
+void write_checkpoint(const std::string & path, const model::ModelState & state,
+                      const std::vector<model::ParameterPart> & parts, const CheckpointInfo & info,
+                      parallel::Comm & world, Stream & stream) {
+  const std::vector<model::ParameterSpec> & specs = state.table().specs();
+  KOSMOS_CHECK(parts.size() == specs.size(), "write_checkpoint: ", parts.size(), " parts for ", specs.size(),
+               " parameters (internal error)");
+  silence_hdf5();
+  Handle file = open_parallel(path, world, true);
+  for (const char * group : {"/params", "/optim", "/optim/m", "/optim/v", "/meta"}) {
+    Handle made(H5Gcreate2(file, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    KOSMOS_H5_CHECK(made.valid() ? 0 : -1, path, ": creating group ", group);
+  }
+  Handle transfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+  KOSMOS_H5_CHECK(H5Pset_dxpl_mpio(transfer, H5FD_MPIO_COLLECTIVE), path, ": collective transfer");
+  for (const SlotPlace & place : kSlots) {
+    const HostSlot host(state, place.slot, stream, true);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const model::ParameterSpec & spec = specs[i];
+      const std::string dataset = std::string(place.group) + "/" + spec.name;
+      const Dims dims = dims_of(spec.shape);
+      Handle file_space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+      // Chunks of whole rows, about 1 MiB each, each with a Fletcher32 checksum.
+      Dims chunk = dims;
+      const hsize_t row = static_cast<hsize_t>(spec.numel) / dims[0];
+      chunk[0] = std::clamp<hsize_t>((hsize_t{1} << 18) / std::max<hsize_t>(1, row), 1, dims[0]);
+      Handle creation(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+      KOSMOS_H5_CHECK(H5Pset_chunk(creation, static_cast<int>(chunk.size()), chunk.data()), path, ": chunking ",
+                      dataset);
+      KOSMOS_H5_CHECK(H5Pset_fletcher32(creation), path, ": checksum filter on ", dataset);
+      KOSMOS_H5_CHECK(H5Pset_fill_time(creation, H5D_FILL_TIME_NEVER), path, ": fill time of ", dataset);
+      Handle data(H5Dcreate2(file, dataset.c_str(), H5T_IEEE_F32LE, file_space, H5P_DEFAULT, creation, H5P_DEFAULT),
+                  H5Dclose);
+      KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": creating dataset ", dataset);
+      const std::vector<Hyperslab> slabs = part_hyperslabs(parts[i], dims);
+      Handle memory_space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+      select(file_space, slabs, dataset);
+      select(memory_space, slabs, dataset);
+      KOSMOS_H5_CHECK(H5Dwrite(data, H5T_NATIVE_FLOAT, memory_space, file_space, transfer, host.data() + spec.offset),
+                      path, ": writing dataset ", dataset);
+    }
+  }
+  Handle meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
+  write_number_attribute(meta, "step", H5T_NATIVE_INT64, info.step, path);
+  write_number_attribute(meta, "seed", H5T_NATIVE_UINT64, info.seed, path);
+  write_number_attribute(meta, "loss_scale", H5T_NATIVE_DOUBLE, info.loss_scale, path);
+  write_string_attribute(meta, "data_position", info.data_position, path);
+  write_string_attribute(meta, "model_config", info.model_config, path);
+  write_string_attribute(meta, "layout", info.layout, path);
+  write_string_attribute(meta, "optimizer", info.optimizer, path);
+  write_string_attribute(meta, "version", info.version, path);
+  KOSMOS_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), path, ": flushing the checkpoint");
+}
+
+CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & state, bool with_moments,
+                               parallel::Comm & world, Stream & stream) {
+  silence_hdf5();
+  Handle file = open_parallel(path, world, false);
+  CheckpointInfo info = read_meta(file, path);
+  const std::vector<model::ParameterSpec> & specs = state.table().specs();
+  for (const SlotPlace & place : kSlots) {
+    if (!with_moments && place.slot != model::ModelState::Slot::kValues) continue;
+    HostSlot host(state, place.slot, stream, false);
+    hsize_t stored = 0;
+    {
+      Handle group(H5Gopen2(file, place.group, H5P_DEFAULT), H5Gclose);
+      KOSMOS_H5_CHECK(group.valid() ? 0 : -1, path, ": no group ", place.group, "; this is not a kosmos checkpoint");
+      H5G_info_t group_info;
+      KOSMOS_H5_CHECK(H5Gget_info(group, &group_info), path, ": listing ", place.group);
+      stored = group_info.nlinks;
+    }
+    KOSMOS_CHECK(stored == specs.size(), "checkpoint ", path, " holds ", stored, " tensors in ", place.group,
+                 " but the model has ", specs.size(), " parameters; it was written for another model (its config: ",
+                 config_summary(info.model_config), "); train with the same preset and --model-config");
+    for (const model::ParameterSpec & spec : specs) {
+      const std::string dataset = std::string(place.group) + "/" + spec.name;
+      KOSMOS_CHECK(H5Lexists(file, dataset.c_str(), H5P_DEFAULT) > 0, "checkpoint ", path, " has no ", dataset,
+                   "; it was written for another model (its layout: ", info.layout,
+                   "); train with the same preset and --model-config");
+      Handle data(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
+      KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": opening ", dataset);
+      Handle space(H5Dget_space(data), H5Sclose);
+      Dims stored_dims(static_cast<size_t>(std::max(0, H5Sget_simple_extent_ndims(space))));
+      H5Sget_simple_extent_dims(space, stored_dims.data(), nullptr);
+      KOSMOS_CHECK(stored_dims == dims_of(spec.shape), "checkpoint ", path, ": ", dataset, " has shape ",
+                   describe_dims(std::vector<int64_t>(stored_dims.begin(), stored_dims.end())), " but the model's ",
+                   spec.name, " is ", describe_dims(spec.shape),
+                   "; it was written for another model (its config: ", config_summary(info.model_config),
+                   "); train with the same preset and --model-config");
+      KOSMOS_H5_CHECK(H5Dread(data, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host.data() + spec.offset),
+                      "checkpoint ", path, ": reading ", dataset,
+                      " failed; the file is damaged (a checksum mismatch means flipped bits): resume from an earlier "
+                      "checkpoint");
+    }
+    host.store(stream);
+  }
+  return info;
+}
+
+CheckpointInfo read_checkpoint_info(const std::string & path) {
+  silence_hdf5();
+  KOSMOS_CHECK(std::filesystem::is_regular_file(path), "checkpoint ", path, ": no such file; check the path");
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  KOSMOS_H5_CHECK(file.valid() ? 0 : -1, "checkpoint ", path,
+                  ": cannot open it as HDF5; it is truncated or not a checkpoint (use an earlier one)");
+  return read_meta(file, path);
+}
+
+}  // namespace kosmos::io

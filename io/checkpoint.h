@@ -1,0 +1,44 @@
+// checkpoint.h: the whole training state in one HDF5 file, written by every rank at once with parallel HDF5 (each
+// rank its own hyperslabs, no gather) and read back under any layout. Tensors keep their full logical shapes, so
+// the file does not depend on the (dp, pp, tp) that wrote it:
+//   /params/<name>, /optim/m/<name>, /optim/v/<name>   f32, chunked, Fletcher32 checksums
+//   /meta (attributes)                                 step, seed, loss scale, data position, model config, layout,
+//                                                      optimizer, tool version
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/parameters.h"
+#include "parallel/comm.h"
+
+namespace kosmos::io {
+
+struct CheckpointInfo {
+  int64_t step = 0;            // optimizer steps done; the learning-rate schedule resumes from here
+  uint64_t seed = 0;           // with the step, the whole random state (Philox keys: dropout, data order)
+  double loss_scale = 1.0;     // mixed-precision loss scale (1 in fp32)
+  std::string data_position;   // JSON: where each data stream continues
+  std::string model_config;    // JSON (config_to_json)
+  std::string layout;          // the grid that wrote it, e.g. "dp 1 x pp 2 x tp 2, ZeRO-1 off" (for the reader)
+  std::string optimizer;       // JSON: lr, warm-up, total steps, betas, eps, weight decay, clip
+  std::string version;         // kosmos version that wrote it
+};
+
+// Writes `path` collectively over `world`: every rank calls this with its own `parts` (Trainer::checkpoint_parts,
+// one per parameter in table order), which together must cover every element once. Values and both moments.
+void write_checkpoint(const std::string & path, const model::ModelState & state,
+                      const std::vector<model::ParameterPart> & parts, const CheckpointInfo & info,
+                      parallel::Comm & world, Stream & stream);
+
+// Reads `path` collectively over `world` into every rank's whole table (values and, with `with_moments`, the
+// AdamW moments), whatever layout wrote it. A missing, truncated or corrupt file (a checksum mismatch), or one whose
+// parameters do not match the model, is an error naming the file and the dataset.
+CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & state, bool with_moments,
+                               parallel::Comm & world, Stream & stream);
+
+// The /meta attributes alone (one rank, no MPI-IO): for `kosmos convert` and for checking a file before a run.
+CheckpointInfo read_checkpoint_info(const std::string & path);
+
+}  // namespace kosmos::io

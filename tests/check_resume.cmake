@@ -1,0 +1,36 @@
+# check_resume.cmake: a run stopped and resumed from its HDF5 checkpoint continues the uninterrupted run: 10 AdamW
+# steps in one go under SAVE_LAYOUT; the same run stopped after step 5 (--stop-at) with a checkpoint; then steps
+# 6-10 resumed from it under RESUME_LAYOUT. Steps 6-10 (loss, gradient norm) and the final parameters must agree
+# within TOLERANCE (0: bit for bit, for the same layout).
+# cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DOUT=<prefix> -DSAVE_RANKS=4 "-DSAVE_LAYOUT=--pp;2;--tp;2"
+#       -DRESUME_RANKS=4 "-DRESUME_LAYOUT=--tp;4" -DTOLERANCE=1e-5 -P check_resume.cmake
+set(common train --preset tiny --steps 10 --seed 9 --global-batch 8 --micro-batches 2 --length 40 --log-every 100)
+function(run_kosmos ranks)
+  if(ranks EQUAL 1)
+    set(launcher "")
+  else()
+    set(launcher ${MPIEXEC} --allow-run-as-root --oversubscribe -np ${ranks} env OMP_NUM_THREADS=1)
+  endif()
+  execute_process(COMMAND ${launcher} ${KOSMOS} ${common} ${ARGN} RESULT_VARIABLE status OUTPUT_VARIABLE output
+                  ERROR_VARIABLE output)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "kosmos ${ARGN} on ${ranks} ranks exited with ${status}:\n${output}")
+  endif()
+endfunction()
+
+file(REMOVE_RECURSE ${OUT}_checkpoints)
+run_kosmos(${SAVE_RANKS} ${SAVE_LAYOUT} --metrics ${OUT}_whole.jsonl --save-weights ${OUT}_whole.safetensors)
+run_kosmos(${SAVE_RANKS} ${SAVE_LAYOUT} --stop-at 5 --save-dir ${OUT}_checkpoints --save-every 2 --keep 2)
+if(NOT EXISTS ${OUT}_checkpoints/step_00000005.h5 OR NOT EXISTS ${OUT}_checkpoints/step_00000004.h5 OR
+   EXISTS ${OUT}_checkpoints/step_00000002.h5)
+  message(FATAL_ERROR "expected the checkpoints of steps 4 and 5 (--keep 2) in ${OUT}_checkpoints")
+endif()
+run_kosmos(${RESUME_RANKS} ${RESUME_LAYOUT} --save-dir ${OUT}_checkpoints --resume auto
+           --metrics ${OUT}_resumed.jsonl --save-weights ${OUT}_resumed.safetensors)
+execute_process(COMMAND ${COMPARE} ${OUT}_whole.jsonl ${OUT}_resumed.jsonl ${OUT}_whole.safetensors
+                        ${OUT}_resumed.safetensors ${TOLERANCE}
+                RESULT_VARIABLE same)
+if(NOT same EQUAL 0)
+  message(FATAL_ERROR "resumed under '${RESUME_LAYOUT}' from a checkpoint of '${SAVE_LAYOUT}': steps 6-10 differ "
+                      "from the uninterrupted run beyond ${TOLERANCE}")
+endif()

@@ -1,0 +1,160 @@
+// test_checkpoint.cpp: HDF5 checkpoints on one rank: values, moments and /meta come back bit for bit; a truncated
+// file, a flipped byte inside a parameter's data (caught by the Fletcher32 checksum) and a checkpoint of another
+// model are errors naming the file and the dataset; the run folder's publishing, pruning and `latest` logic.
+// Layouts and resharding are tested end to end under mpirun (check_resume.cmake).
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "backends/registry.h"
+#include "io/checkpoint.h"
+#include "io/checkpoint_dir.h"
+#include "model/config.h"
+#include "parallel/comm.h"
+#include "tests/test_errors.h"
+
+namespace kosmos {
+namespace {
+
+namespace fs = std::filesystem;
+using kosmos::testing::error_of;
+using Slot = model::ModelState::Slot;
+
+std::string temp_path(const std::string & name) {
+  return ::testing::TempDir() + "/kosmos_" + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
+         name;
+}
+
+std::vector<float> slot_values(const model::ModelState & state, Slot slot) {
+  const TensorView flat = state.flat(slot);
+  return std::vector<float>(flat.as<float>(), flat.as<float>() + state.table().total());
+}
+
+struct Fixture {
+  std::unique_ptr<Device> device = BackendRegistry().create("cpu", 0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
+  model::KosmosConfig config;
+  model::ParameterTable table;
+  model::ModelState state;
+
+  explicit Fixture(const model::KosmosConfig & model_config, uint64_t seed = 7)
+      : config(model_config), table(config), state(*device, table) {
+    state.initialise(seed, *stream);
+    // Moments that differ from the values and from each other: the values of other seeds.
+    model::ModelState other(*device, table);
+    for (const auto & [slot, other_seed] : {std::pair{Slot::kMoment1, seed + 1}, std::pair{Slot::kMoment2, seed + 2}}) {
+      other.initialise(other_seed, *stream);
+      std::memcpy(state.flat(slot).data, other.flat(Slot::kValues).data, sizeof(float) * table.total());
+    }
+  }
+  std::vector<model::ParameterPart> whole_parts() const {
+    std::vector<model::ParameterPart> parts;
+    for (const model::ParameterSpec & spec : table.specs()) parts.push_back(model::ParameterPart::whole(spec));
+    return parts;
+  }
+  void write(const std::string & path, int64_t step = 12) {
+    io::CheckpointInfo info{step, 99, 1.0, R"({"synthetic":{"next_sample":48}})", model::config_to_json(config),
+                            "dp 1 x pp 1 x tp 1", R"({"peak_lr":0.002})", "test"};
+    io::write_checkpoint(path, state, whole_parts(), info, *world, *stream);
+  }
+};
+
+TEST(Checkpoint, ValuesMomentsAndMetaComeBackBitForBit) {
+  Fixture written(model::preset("tiny"));
+  const std::string path = temp_path("round.h5");
+  written.write(path);
+  Fixture read(model::preset("tiny"), 1234);  // other values and moments, to be overwritten
+  const io::CheckpointInfo info = io::read_checkpoint(path, read.state, true, *read.world, *read.stream);
+  for (Slot slot : {Slot::kValues, Slot::kMoment1, Slot::kMoment2})
+    EXPECT_EQ(slot_values(written.state, slot), slot_values(read.state, slot)) << static_cast<int>(slot);
+  EXPECT_EQ(info.step, 12);
+  EXPECT_EQ(info.seed, 99u);
+  EXPECT_EQ(info.data_position, R"({"synthetic":{"next_sample":48}})");
+  EXPECT_EQ(info.layout, "dp 1 x pp 1 x tp 1");
+  EXPECT_EQ(io::read_checkpoint_info(path).model_config, model::config_to_json(model::preset("tiny")));
+}
+
+TEST(Checkpoint, ATruncatedFileIsAnErrorNamingIt) {
+  Fixture fixture(model::preset("tiny"));
+  const std::string path = temp_path("whole.h5"), truncated = temp_path("truncated.h5");
+  fixture.write(path);
+  fs::copy_file(path, truncated, fs::copy_options::overwrite_existing);
+  fs::resize_file(truncated, fs::file_size(path) / 2);
+  const std::string message =
+      error_of([&] { io::read_checkpoint(truncated, fixture.state, true, *fixture.world, *fixture.stream); });
+  EXPECT_NE(message.find(truncated), std::string::npos) << message;
+  EXPECT_NE(message.find("truncated"), std::string::npos) << message;
+}
+
+TEST(Checkpoint, AFlippedByteInAParameterFailsItsChecksum) {
+  Fixture fixture(model::preset("tiny"));
+  const std::string path = temp_path("flipped.h5");
+  fixture.write(path);
+  const std::string dataset = "/params/decoder.layers.1.ffn.fc1.weight";
+  haddr_t address = HADDR_UNDEF;
+  {  // where the dataset's first chunk lies in the file
+    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    const hid_t data = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
+    hsize_t offset[2] = {0, 0}, size = 0;
+    unsigned filter_mask = 0;
+    ASSERT_GE(H5Dget_chunk_info_by_coord(data, offset, &filter_mask, &address, &size), 0);
+    ASSERT_GT(size, 100u);
+    H5Dclose(data);
+    H5Fclose(file);
+  }
+  {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekg(static_cast<std::streamoff>(address + 37));
+    char byte = 0;
+    file.read(&byte, 1);
+    byte = static_cast<char>(byte ^ 0x10);
+    file.seekp(static_cast<std::streamoff>(address + 37));
+    file.write(&byte, 1);
+  }
+  const std::string message =
+      error_of([&] { io::read_checkpoint(path, fixture.state, true, *fixture.world, *fixture.stream); });
+  EXPECT_NE(message.find(dataset), std::string::npos) << message;
+  EXPECT_NE(message.find("Fletcher32"), std::string::npos) << message;
+}
+
+TEST(Checkpoint, AnotherModelsCheckpointIsAnErrorNamingTheDifference) {
+  Fixture tiny(model::preset("tiny"));
+  const std::string path = temp_path("tiny.h5");
+  tiny.write(path);
+  model::KosmosConfig wider = model::preset("tiny");
+  wider.decoder.ffn_dim *= 2;
+  Fixture other(wider);
+  const std::string message =
+      error_of([&] { io::read_checkpoint(path, other.state, true, *other.world, *other.stream); });
+  EXPECT_NE(message.find("decoder.layers.0.ffn.fc1.weight"), std::string::npos) << message;
+  EXPECT_NE(message.find("another model"), std::string::npos) << message;
+}
+
+TEST(CheckpointDir, PublishesKeepsTheNewestAndResumesFromLatest) {
+  const std::string dir = temp_path("run");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  EXPECT_EQ(io::resolve_resume("auto", dir), "");  // nothing yet: a fresh start
+  for (int64_t step : {10, 20, 30}) {
+    const std::string path = io::checkpoint_path(dir, step);
+    std::ofstream(io::partial_path(path)) << "data";
+    EXPECT_EQ(io::resolve_resume("auto", dir), step == 10 ? "" : io::checkpoint_path(dir, step - 10))
+        << "a partial file is never resumed from";
+    io::publish_checkpoint(dir, path, 2);
+  }
+  EXPECT_FALSE(fs::exists(io::checkpoint_path(dir, 10)));
+  EXPECT_TRUE(fs::exists(io::checkpoint_path(dir, 20)));
+  EXPECT_EQ(io::resolve_resume("auto", dir), io::checkpoint_path(dir, 30));
+  EXPECT_EQ(io::resolve_resume(dir, ""), io::checkpoint_path(dir, 30));
+  std::ofstream(dir + "/latest") << "step_00000099.h5\n";  // stale: the newest complete file is used
+  EXPECT_EQ(io::resolve_resume("auto", dir), io::checkpoint_path(dir, 30));
+  EXPECT_NE(error_of([&] { io::resolve_resume("auto", ""); }).find("--save-dir"), std::string::npos);
+  EXPECT_NE(error_of([&] { io::resolve_resume(dir + "/nothing", ""); }).find("no such file"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kosmos
