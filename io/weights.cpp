@@ -89,17 +89,41 @@ WeightsReport load_weights(model::ModelState & state, const SafetensorsFile & fi
   return report;
 }
 
-void save_weights(const model::ModelState & state, const std::string & path, Stream & stream) {
+WeightNames weight_names_from(const std::string & text) {
+  if (text == "seed") return WeightNames::kSeed;
+  if (text == "hf-kosmos2") return WeightNames::kHfKosmos2;
+  KOSMOS_FAIL("weight names '", text, "' are not known; use seed (torchscale decoder, HF CLIP, flamingo-pytorch) or "
+              "hf-kosmos2");
+}
+
+std::vector<std::string> peer_names_for(const std::string & name, const model::ParameterTable & table,
+                                        WeightNames names) {
+  const bool tied_embedding = name == "decoder.embed_tokens.weight" && !table.contains("decoder.output_projection.weight");
+  switch (names) {
+    case WeightNames::kSeed:
+      if (tied_embedding) return {name, "decoder.output_projection.weight"};
+      return {name};
+    case WeightNames::kHfKosmos2:
+      if (starts_with(name, "decoder.output_projection.")) return {"text_model.lm_head.weight"};
+      if (starts_with(name, "decoder.")) return {"text_model.model." + name.substr(8)};
+      if (starts_with(name, "clip_model.")) return {"vision_model.model." + name.substr(11)};
+      return {name};
+  }
+  KOSMOS_FAIL("peer_names_for: unknown weight names ", static_cast<int>(names), " (known: seed, hf-kosmos2)");
+}
+
+void save_weights(const model::ModelState & state, const std::string & path, Stream & stream, WeightNames names) {
   std::map<std::string, SafetensorsTensor> tensors;
   for (const model::ParameterSpec & spec : state.table().specs()) {
-    SafetensorsTensor & tensor = tensors[spec.name];
+    SafetensorsTensor tensor;
     tensor.shape = spec.shape;
     tensor.values.resize(static_cast<size_t>(spec.numel));
     TensorView target = state.value(spec);
     target.data = tensor.values.data();
     state.device().copy(target, state.value(spec), stream);
+    stream.synchronize();
+    for (const std::string & peer_name : peer_names_for(spec.name, state.table(), names)) tensors[peer_name] = tensor;
   }
-  stream.synchronize();
   write_safetensors(path, tensors);
 }
 

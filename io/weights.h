@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "backends/device.h"
 #include "io/safetensors.h"
@@ -24,7 +25,19 @@ std::string parameter_name_for(const std::string & file_name, const model::Param
 
 WeightsReport load_weights(model::ModelState & state, const SafetensorsFile & file, Stream & stream);
 
-// Writes every parameter of the model under its (seed-composition) name, f32.
-void save_weights(const model::ModelState & state, const std::string & path, Stream & stream);
+// The names a weights file is written with, each a peer's own so that PyTorch loads it: the seed composition's
+// (the torchscale decoder, with the tied output_projection beside embed_tokens as its state_dict has it; the HF
+// CLIP tower as clip_model.*; the flamingo-pytorch resampler as perceive.*), or HF Kosmos-2's (text_model.model.*,
+// vision_model.model.*, image_to_text_projection.*; a tied lm_head is left out, as save_pretrained does).
+enum class WeightNames : uint8_t { kSeed, kHfKosmos2 };
+// "seed" or "hf-kosmos2"; anything else is an error listing both.
+WeightNames weight_names_from(const std::string & text);
+// The names parameter `name` is written under (two for a tied seed embedding; none for a tied HF head).
+std::vector<std::string> peer_names_for(const std::string & name, const model::ParameterTable & table,
+                                        WeightNames names);
+
+// Writes every parameter of the model, f32, under the peer's names.
+void save_weights(const model::ModelState & state, const std::string & path, Stream & stream,
+                  WeightNames names = WeightNames::kSeed);
 
 }  // namespace kosmos::io

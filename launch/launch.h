@@ -86,4 +86,15 @@ int run_forward(std::ostream & out, const BackendRegistry & registry, const Infe
 // `kosmos generate`: greedy decoding from the given ids and images.
 int run_generate(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options);
 
+struct ConvertOptions {
+  std::string input, output;         // FILE.safetensors -> FILE.h5, or FILE.h5 -> FILE.safetensors
+  std::string preset = "kosmos1";    // safetensors -> h5: the model the weights belong to ...
+  std::string model_config;          // ... with this JSON over it (peer key names)
+  std::string names = "seed";        // h5 -> safetensors: seed (torchscale, HF CLIP, flamingo) or hf-kosmos2
+  uint64_t seed = 1;                 // safetensors -> h5: the seed stored for the run that resumes from it
+};
+
+// `kosmos convert`: peer weights into a checkpoint, or a checkpoint into peer weights.
+int run_convert(std::ostream & out, const BackendRegistry & registry, const ConvertOptions & options);
+
 }  // namespace kosmos

@@ -172,6 +172,22 @@ int main(int argc, char ** argv) {
   generate_app->add_flag("--ignore-eos", inference.ignore_eos, "do not stop at </s>");
   generate_app->add_flag("--print-ids", inference.print_ids, "print the generated ids, comma-separated");
 
+  kosmos::ConvertOptions convert;
+  CLI::App * convert_app = app.add_subcommand(
+      "convert", "convert FILE.safetensors (peer names) to an HDF5 checkpoint FILE.h5, or FILE.h5 to FILE.safetensors");
+  convert_app->add_option("input", convert.input, "the file to read (.safetensors or .h5)")
+      ->required()->check(CLI::ExistingFile);
+  convert_app->add_option("output", convert.output, "the file to write (.h5 or .safetensors)")->required();
+  convert_app->add_option("--preset", convert.preset, "safetensors -> h5: the model the weights belong to")
+      ->capture_default_str();
+  convert_app->add_option("--model-config", convert.model_config, "safetensors -> h5: kosmos JSON over the preset")
+      ->check(CLI::ExistingFile);
+  convert_app->add_option("--names", convert.names,
+                          "h5 -> safetensors: seed (torchscale decoder, HF CLIP, flamingo-pytorch) or hf-kosmos2")
+      ->capture_default_str()->check(CLI::IsMember({"seed", "hf-kosmos2"}));
+  convert_app->add_option("--seed", convert.seed, "safetensors -> h5: the seed a run resuming from it continues with")
+      ->capture_default_str();
+
   int code = 0;
   kosmos::RankLabel label;
   try {
@@ -195,6 +211,8 @@ int main(int argc, char ** argv) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {
       code = kosmos::run_generate(std::cout, registry, inference);
+    } else if (*convert_app) {
+      code = kosmos::run_convert(std::cout, registry, convert);
     }
   } catch (const kosmos::Error & error) {
     fail(error.what(), label);

@@ -89,7 +89,8 @@ def train_losses(parameters, loss_fn, steps=3):
     return torch.tensor(losses)
 
 
-def kosmos1(generator):
+def kosmos1_modules():
+    """The seed composition's modules at the fixture's sizes, freshly initialised: {prefix: module}."""
     from flamingo_pytorch.flamingo_pytorch import PerceiverResampler
     from torchscale.architecture.config import DecoderConfig
     from torchscale.architecture.decoder import Decoder
@@ -108,7 +109,15 @@ def kosmos1(generator):
                                     decoder_attention_heads=heads, decoder_ffn_embed_dim=ffn, subln=True,
                                     xpos_rel_pos=True, no_scale_embedding=False),
                       embed_tokens=embed, output_projection=output_projection)
-    modules = {"clip_model": clip_model, "perceive": perceive, "image_proj": image_proj, "decoder": decoder}
+    return {"clip_model": clip_model, "perceive": perceive, "image_proj": image_proj, "decoder": decoder}
+
+
+def kosmos1(generator):
+    d, layers, heads, ffn = 32, 2, 4, 64
+    dv, latents = 24, 4
+    modules = kosmos1_modules()
+    clip_model, perceive, image_proj, decoder = (modules[k] for k in ("clip_model", "perceive", "image_proj", "decoder"))
+    embed = decoder.embed_tokens
     for m in modules.values():
         perturb(m, generator)
         m.eval()
@@ -168,7 +177,8 @@ def kosmos1(generator):
     write(os.path.join(HERE, "kosmos1"), config, weights_dict, inputs, expected)
 
 
-def kosmos2(generator):
+def kosmos2_model():
+    """HF Kosmos-2 at the fixture's sizes, freshly initialised."""
     from transformers import Kosmos2Config, Kosmos2ForConditionalGeneration
 
     d, latents = 32, 4
@@ -179,7 +189,12 @@ def kosmos2(generator):
         vision_config=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
                            image_size=28, patch_size=14, hidden_act="quick_gelu"),
         latent_query_num=latents)
-    model = Kosmos2ForConditionalGeneration(cfg)
+    return Kosmos2ForConditionalGeneration(cfg)
+
+
+def kosmos2(generator):
+    d, latents = 32, 4
+    model = kosmos2_model()
     perturb(model, generator)
     model.eval()
     for p in model.vision_model.parameters():
@@ -230,7 +245,37 @@ def kosmos2(generator):
         f.write(model.config.to_json_string())
 
 
+def check_export(kind, path):
+    """Loads a safetensors file `kosmos convert` exported into the peer's own modules by their own names: nothing
+    unexpected, nothing missing but buffers (and HF's tied lm_head), every loaded tensor equal to the file's."""
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    if kind == "kosmos1":
+        parts = {prefix: (m, {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+                 for prefix, m in kosmos1_modules().items()}
+        allowed_missing = set()
+    else:
+        parts = {"": (kosmos2_model(), state)}
+        allowed_missing = {"text_model.lm_head.weight"}
+    loaded = 0
+    for prefix, (module, tensors) in parts.items():
+        missing, unexpected = module.load_state_dict(tensors, strict=False)
+        buffers = {name for name, _ in module.named_buffers()}
+        assert not unexpected, f"{path}: {prefix} does not know {unexpected}"
+        assert set(missing) <= buffers | allowed_missing, f"{path}: {prefix} misses {set(missing) - buffers}"
+        own = module.state_dict()
+        for name, value in tensors.items():
+            assert torch.equal(own[name], value), f"{path}: {prefix}.{name} did not load as written"
+        loaded += len(tensors)
+    assert loaded == len(state), f"{path}: {len(state) - loaded} tensors belong to no module"
+    print(f"{path}: all {loaded} tensors load into the {kind} peer modules by their own names")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--check-export":  # --check-export kosmos1|kosmos2 FILE.safetensors
+        check_export(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     torch.manual_seed(0)
     kosmos1(torch.Generator().manual_seed(1))
     kosmos2(torch.Generator().manual_seed(2))

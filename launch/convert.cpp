@@ -1,0 +1,71 @@
+// convert.cpp: `kosmos convert`: a peer's safetensors weights into an HDF5 checkpoint (step 0, zero AdamW moments:
+// a run resumes from it as from pretrained weights), and an HDF5 checkpoint back into safetensors in a peer's
+// names, so a model trained here loads in PyTorch. The direction follows the file names' extensions.
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "backends/error.h"
+#include "io/checkpoint.h"
+#include "io/weights.h"
+#include "launch/files.h"
+#include "launch/launch.h"
+
+namespace kosmos {
+namespace {
+
+bool has_extension(const std::string & path, const std::string & extension) {
+  return std::filesystem::path(path).extension() == extension;
+}
+
+}  // namespace
+
+int run_convert(std::ostream & out, const BackendRegistry & registry, const ConvertOptions & options) {
+  const bool to_checkpoint = has_extension(options.input, ".safetensors") && has_extension(options.output, ".h5");
+  const bool to_weights = has_extension(options.input, ".h5") && has_extension(options.output, ".safetensors");
+  KOSMOS_CHECK(to_checkpoint || to_weights, "kosmos convert ", options.input, " ", options.output,
+               ": converts FILE.safetensors to FILE.h5 (a checkpoint) or FILE.h5 to FILE.safetensors; name the files "
+               "with those extensions");
+  std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
+  KOSMOS_CHECK(world->size() == 1, "kosmos convert runs on one rank; launch it without mpirun (got ", world->size(),
+               " ranks)");
+  // The model: from the checkpoint's own record, or from the preset and config the weights were made with.
+  model::KosmosConfig config = model::preset(options.preset);
+  if (to_weights) {
+    config = model::config_from_json(io::read_checkpoint_info(options.input).model_config, config,
+                                     options.input + " (/meta model_config)");
+  } else if (!options.model_config.empty()) {
+    config = model::config_from_json(read_text_file(options.model_config), config, options.model_config);
+  }
+  model::validate(config);
+  std::unique_ptr<Device> device = registry.create("cpu", 0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  const model::ParameterTable table(config);
+  model::ModelState state(*device, table);
+  if (to_checkpoint) {
+    const io::WeightsReport report = io::load_weights(state, io::SafetensorsFile(options.input), *stream);
+    KOSMOS_CHECK(!report.vision_only, options.input, " holds only a CLIP vision tower; a checkpoint needs the whole "
+                 "model (seed composition or HF Kosmos-2 names)");
+    state.zero_moments(*stream);
+    std::vector<model::ParameterPart> parts;
+    for (const model::ParameterSpec & spec : table.specs()) parts.push_back(model::ParameterPart::whole(spec));
+    const io::CheckpointInfo info{0,
+                                  options.seed,
+                                  1.0,
+                                  R"({"synthetic":{"next_sample":0}})",
+                                  model::config_to_json(config),
+                                  "converted from " + std::filesystem::path(options.input).filename().string(),
+                                  "{}",
+                                  KOSMOS_VERSION};
+    io::write_checkpoint(options.output, state, parts, info, *world, *stream);
+    out << "wrote " << options.output << ": " << report.loaded << " parameters from " << options.input << " ("
+        << report.skipped << " buffers and tied duplicates skipped), step 0, zero AdamW moments\n";
+  } else {
+    const io::CheckpointInfo info = io::read_checkpoint(options.input, state, false, *world, *stream);
+    io::save_weights(state, options.output, *stream, io::weight_names_from(options.names));
+    out << "wrote " << options.output << ": " << table.specs().size() << " parameters of step " << info.step
+        << " in " << options.names << " names\n";
+  }
+  return 0;
+}
+
+}  // namespace kosmos
