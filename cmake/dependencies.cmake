@@ -31,6 +31,11 @@ kosmos_require(PKG_CONFIG_FOUND "pkg-config" "pkg-config")
 pkg_check_modules(SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
 kosmos_require(SENTENCEPIECE_FOUND "SentencePiece" "libsentencepiece-dev")
 
+find_package(PNG QUIET)
+kosmos_require(PNG_FOUND "libpng" "libpng-dev")
+find_package(JPEG QUIET)
+kosmos_require(JPEG_FOUND "libjpeg-turbo" "libjpeg62-turbo-dev")
+
 find_package(nlohmann_json CONFIG QUIET)
 kosmos_require(nlohmann_json_FOUND "nlohmann JSON" "nlohmann-json3-dev")
 
