@@ -3,8 +3,6 @@
 // because every rank keeps the whole table in its flat buffers.
 #include "io/checkpoint.h"
 
-#include <hdf5.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -12,6 +10,7 @@
 
 #include "backends/error.h"
 #include "backends/tensor.h"
+#include "io/hdf5.h"
 #include "parallel/mpi_handle.h"
 
 #ifndef H5_HAVE_PARALLEL
@@ -21,50 +20,7 @@
 namespace kosmos::io {
 namespace {
 
-// HDF5's error stack, innermost causes last, as one line (and the stack cleared).
-std::string hdf5_cause() {
-  std::vector<std::string> messages;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_DOWNWARD,
-      [](unsigned, const H5E_error2_t * entry, void * data) -> herr_t {
-        if (entry->desc && *entry->desc) static_cast<std::vector<std::string> *>(data)->push_back(entry->desc);
-        return 0;
-      },
-      &messages);
-  H5Eclear2(H5E_DEFAULT);
-  std::string text;  // the two innermost messages say what and why
-  for (size_t i = messages.size() > 2 ? messages.size() - 2 : 0; i < messages.size(); ++i)
-    text += (text.empty() ? "" : ": ") + messages[i];
-  return text.empty() ? "no HDF5 error message" : text;
-}
-
-#define KOSMOS_H5_CHECK(call, ...)                                           \
-  do {                                                                       \
-    if ((call) < 0) KOSMOS_FAIL(__VA_ARGS__, " (HDF5: ", hdf5_cause(), ")"); \
-  } while (0)
-
-// An HDF5 identifier closed with its own close function.
-class Handle {
- public:
-  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  ~Handle() {
-    if (id_ >= 0) close_(id_);
-  }
-  Handle(Handle && other) noexcept : id_(other.id_), close_(other.close_) { other.id_ = -1; }
-  Handle(const Handle &) = delete;
-  Handle & operator=(const Handle &) = delete;
-  Handle & operator=(Handle &&) = delete;
-  operator hid_t() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
-
-// HDF5 prints its error stack to stderr by default; we report the cause in our own error instead.
-void silence_hdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
-
+using hdf5::Handle;
 using Dims = std::vector<hsize_t>;
 
 Dims dims_of(const std::vector<int64_t> & shape) {
@@ -220,47 +176,6 @@ constexpr SlotPlace kSlots[] = {{model::ModelState::Slot::kValues, "/params"},
                                 {model::ModelState::Slot::kMoment1, "/optim/m"},
                                 {model::ModelState::Slot::kMoment2, "/optim/v"}};
 
-void write_string_attribute(hid_t object, const char * name, const std::string & value, const std::string & path) {
-  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  KOSMOS_H5_CHECK(H5Tset_size(type, std::max<size_t>(1, value.size())), path, ": string type for /meta ", name);
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attribute(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": creating /meta attribute ", name);
-  const std::string padded = value.empty() ? std::string(1, '\0') : value;
-  KOSMOS_H5_CHECK(H5Awrite(attribute, type, padded.data()), path, ": writing /meta attribute ", name);
-}
-
-template <typename Number>
-void write_number_attribute(hid_t object, const char * name, hid_t type, Number value, const std::string & path) {
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  Handle attribute(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": creating /meta attribute ", name);
-  KOSMOS_H5_CHECK(H5Awrite(attribute, type, &value), path, ": writing /meta attribute ", name);
-}
-
-std::string read_string_attribute(hid_t object, const char * name, const std::string & path) {
-  Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
-  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": /meta has no attribute '", name,
-                  "'; this is not a kosmos checkpoint, or it is damaged");
-  Handle type(H5Aget_type(attribute), H5Tclose);
-  KOSMOS_CHECK(H5Tget_class(type) == H5T_STRING && !H5Tis_variable_str(type), path, ": /meta attribute '", name,
-               "' is not a fixed-length string; this is not a kosmos checkpoint");
-  std::string value(H5Tget_size(type), '\0');
-  KOSMOS_H5_CHECK(H5Aread(attribute, type, value.data()), path, ": reading /meta attribute ", name);
-  value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
-  return value;
-}
-
-template <typename Number>
-Number read_number_attribute(hid_t object, const char * name, hid_t type, const std::string & path) {
-  Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
-  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": /meta has no attribute '", name,
-                  "'; this is not a kosmos checkpoint, or it is damaged");
-  Number value{};
-  KOSMOS_H5_CHECK(H5Aread(attribute, type, &value), path, ": reading /meta attribute ", name);
-  return value;
-}
-
 // The stored model config on one line, shortened, for errors about a checkpoint of another model.
 std::string config_summary(const std::string & config) {
   const nlohmann::json parsed = nlohmann::json::parse(config, nullptr, false);
@@ -272,14 +187,14 @@ CheckpointInfo read_meta(hid_t file, const std::string & path) {
   Handle meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
   KOSMOS_H5_CHECK(meta.valid() ? 0 : -1, path, ": no /meta group; this is not a kosmos checkpoint");
   CheckpointInfo info;
-  info.step = read_number_attribute<int64_t>(meta, "step", H5T_NATIVE_INT64, path);
-  info.seed = read_number_attribute<uint64_t>(meta, "seed", H5T_NATIVE_UINT64, path);
-  info.loss_scale = read_number_attribute<double>(meta, "loss_scale", H5T_NATIVE_DOUBLE, path);
-  info.data_position = read_string_attribute(meta, "data_position", path);
-  info.model_config = read_string_attribute(meta, "model_config", path);
-  info.layout = read_string_attribute(meta, "layout", path);
-  info.optimizer = read_string_attribute(meta, "optimizer", path);
-  info.version = read_string_attribute(meta, "version", path);
+  info.step = hdf5::read_int_attribute(meta, "step", path);
+  info.seed = static_cast<uint64_t>(hdf5::read_int_attribute(meta, "seed", path));  // stored as its int64 bits
+  info.loss_scale = hdf5::read_double_attribute(meta, "loss_scale", path);
+  info.data_position = hdf5::read_string_attribute(meta, "data_position", path);
+  info.model_config = hdf5::read_string_attribute(meta, "model_config", path);
+  info.layout = hdf5::read_string_attribute(meta, "layout", path);
+  info.optimizer = hdf5::read_string_attribute(meta, "optimizer", path);
+  info.version = hdf5::read_string_attribute(meta, "version", path);
   return info;
 }
 
@@ -309,7 +224,8 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
   const std::vector<model::ParameterSpec> & specs = state.table().specs();
   KOSMOS_CHECK(parts.size() == specs.size(), "write_checkpoint: ", parts.size(), " parts for ", specs.size(),
                " parameters (internal error)");
-  silence_hdf5();
+  const std::lock_guard<std::mutex> hold(hdf5::library_lock());
+  hdf5::silence();
   Handle file = open_parallel(path, world, true);
   for (const char * group : {"/params", "/optim", "/optim/m", "/optim/v", "/meta"}) {
     Handle made(H5Gcreate2(file, group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
@@ -345,20 +261,21 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
     }
   }
   Handle meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
-  write_number_attribute(meta, "step", H5T_NATIVE_INT64, info.step, path);
-  write_number_attribute(meta, "seed", H5T_NATIVE_UINT64, info.seed, path);
-  write_number_attribute(meta, "loss_scale", H5T_NATIVE_DOUBLE, info.loss_scale, path);
-  write_string_attribute(meta, "data_position", info.data_position, path);
-  write_string_attribute(meta, "model_config", info.model_config, path);
-  write_string_attribute(meta, "layout", info.layout, path);
-  write_string_attribute(meta, "optimizer", info.optimizer, path);
-  write_string_attribute(meta, "version", info.version, path);
+  hdf5::write_int_attribute(meta, "step", info.step, path);
+  hdf5::write_int_attribute(meta, "seed", static_cast<int64_t>(info.seed), path);
+  hdf5::write_double_attribute(meta, "loss_scale", info.loss_scale, path);
+  hdf5::write_string_attribute(meta, "data_position", info.data_position, path);
+  hdf5::write_string_attribute(meta, "model_config", info.model_config, path);
+  hdf5::write_string_attribute(meta, "layout", info.layout, path);
+  hdf5::write_string_attribute(meta, "optimizer", info.optimizer, path);
+  hdf5::write_string_attribute(meta, "version", info.version, path);
   KOSMOS_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), path, ": flushing the checkpoint");
 }
 
 CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & state, bool with_moments,
                                parallel::Comm & world, Stream & stream) {
-  silence_hdf5();
+  const std::lock_guard<std::mutex> hold(hdf5::library_lock());
+  hdf5::silence();
   Handle file = open_parallel(path, world, false);
   CheckpointInfo info = read_meta(file, path);
   const std::vector<model::ParameterSpec> & specs = state.table().specs();
@@ -402,7 +319,8 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
 }
 
 CheckpointInfo read_checkpoint_info(const std::string & path) {
-  silence_hdf5();
+  const std::lock_guard<std::mutex> hold(hdf5::library_lock());
+  hdf5::silence();
   KOSMOS_CHECK(std::filesystem::is_regular_file(path), "checkpoint ", path, ": no such file; check the path");
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   KOSMOS_H5_CHECK(file.valid() ? 0 : -1, "checkpoint ", path,

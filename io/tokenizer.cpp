@@ -86,7 +86,8 @@ void train_tokenizer(const std::string & corpus, const std::string & prefix, int
   const std::string arguments = "--input=" + corpus + " --model_prefix=" + prefix + " --vocab_size=" +
                                 std::to_string(pieces) +
                                 " --model_type=unigram --character_coverage=1.0 --minloglevel=2"
-                                " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1";
+                                " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1"
+                                " --num_threads=1";  // one thread: the same corpus gives the same bytes
   const sentencepiece::util::Status status = sentencepiece::SentencePieceTrainer::Train(arguments);
   KOSMOS_CHECK(status.ok(), "tokenizer train on ", corpus, " with --vocab ", pieces, " failed: ", status.ToString(),
                "; a small corpus supports only a small vocabulary (lower --vocab)");

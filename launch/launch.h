@@ -39,6 +39,7 @@ struct TrainOptions {
   int64_t warmup = 20;               // warm-up steps
   double clip = 2.0;                 // global gradient-norm clip (0: off)
   double weight_decay = 0.01;
+  std::string data;                  // a prepared dataset folder (kosmos data prepare); "": built-in synthetic batches
   std::string metrics;               // JSON lines file, one object per step
   int64_t log_every = 10;            // print a step line every N steps
   bool profile = false;              // print time per op at the end
@@ -96,5 +97,36 @@ struct ConvertOptions {
 
 // `kosmos convert`: peer weights into a checkpoint, or a checkpoint into peer weights.
 int run_convert(std::ostream & out, const BackendRegistry & registry, const ConvertOptions & options);
+
+struct DataOptions {
+  std::string out;                   // synth: the corpus folder; prepare: the dataset folder
+  int64_t documents = 1000;          // synth: documents in all
+  uint64_t seed = 1;                 // synth
+  int64_t image_size = 224;          // synth: PNG side; prepare: preprocessed side (the model's image size)
+  std::vector<std::string> streams;  // prepare: NAME=FILE.jsonl[:WEIGHT]
+  std::string tokenizer;             // prepare: SentencePiece .model
+  int64_t length = 256;              // prepare: positions per sequence
+  int64_t image_slots = 64;          // prepare: slots after each <image> (the model's latents)
+  int64_t shard_sequences = 4096;    // prepare: sequences per shard
+  bool skip_bad = false;             // prepare: count and skip bad documents
+  bool progress = true;              // prepare: progress bar on stderr
+};
+
+// `kosmos data synth`: the synthetic multimodal corpus (JSONL, PNGs, corpus.txt).
+int run_data_synth(std::ostream & out, const DataOptions & options);
+// `kosmos data prepare`: JSONL streams into a packed, tokenised HDF5 dataset.
+int run_data_prepare(std::ostream & out, const DataOptions & options);
+
+struct TokenizerOptions {
+  std::string action;                // train, encode, decode
+  std::string model;                 // encode, decode: the .model
+  std::string text;                  // encode: the text; decode: comma-separated ids
+  std::string input;                 // train: corpus, one sentence per line
+  std::string out;                   // train: the model prefix (writes PREFIX.model and PREFIX.vocab)
+  int64_t vocab = 1000;              // train: SentencePiece pieces
+};
+
+// `kosmos tokenizer train | encode | decode`.
+int run_tokenizer(std::ostream & out, const TokenizerOptions & options);
 
 }  // namespace kosmos

@@ -103,6 +103,10 @@ int main(int argc, char ** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   train_app->add_option("--weight-decay", train.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  train_app->add_option("--data", train.data,
+                        "a prepared dataset folder (kosmos data prepare); its vocabulary and sequence length replace "
+                        "the preset's (default: built-in synthetic image-caption batches)")
+      ->check(CLI::ExistingDirectory);
   train_app->add_option("--metrics", train.metrics, "write one JSON object per step to this file");
   train_app->add_flag("--profile", train.profile, "print the time spent in each op at the end");
   train_app->add_option("--dp", train.dp, "data-parallel ranks (0: every rank pp x tp leaves)")
@@ -188,6 +192,59 @@ int main(int argc, char ** argv) {
   convert_app->add_option("--seed", convert.seed, "safetensors -> h5: the seed a run resuming from it continues with")
       ->capture_default_str();
 
+  // `kosmos data synth | prepare`.
+  const std::string demo_tokenizer = std::string(KOSMOS_DATA_DIR) + "/tokenizer/kosmos-demo.model";
+  kosmos::DataOptions data;
+  data.tokenizer = demo_tokenizer;
+  CLI::App * data_app = app.add_subcommand("data", "make and prepare training data");
+  data_app->require_subcommand(1);
+  CLI::App * synth_app = data_app->add_subcommand(
+      "synth", "write the synthetic multimodal corpus: coloured shapes with captions, interleaved documents with "
+               "questions and answers, text-only documents (JSONL + PNG + corpus.txt)");
+  synth_app->add_option("--out", data.out, "the folder to write")->required();
+  synth_app->add_option("--n", data.documents, "documents in all (1/2 captions, 1/4 interleaved, 1/4 text)")
+      ->capture_default_str()->check(CLI::Range(int64_t{4}, int64_t{100000000}));
+  synth_app->add_option("--seed", data.seed, "seed of every choice")->capture_default_str();
+  synth_app->add_option("--image-size", data.image_size, "pixels per side of the pictures")
+      ->capture_default_str()->check(CLI::Range(int64_t{8}, int64_t{4096}));
+  CLI::App * prepare_app = data_app->add_subcommand(
+      "prepare", "tokenise and pack JSONL streams into HDF5 shards of sequences with preprocessed images");
+  prepare_app->add_option("--stream", data.streams,
+                          "NAME=FILE.jsonl[:WEIGHT], repeated: one per stream (text, caption, interleaved), "
+                          "mixed by WEIGHT when training")->required();
+  prepare_app->add_option("--out", data.out, "the dataset folder to write")->required();
+  prepare_app->add_option("--tokenizer", data.tokenizer, "SentencePiece .model")->capture_default_str();
+  prepare_app->add_option("--length", data.length, "positions per packed sequence")
+      ->capture_default_str()->check(CLI::Range(int64_t{8}, int64_t{1} << 20));
+  prepare_app->add_option("--image-size", data.image_size, "preprocessed image side: the model's vision.image_size")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  prepare_app->add_option("--image-slots", data.image_slots, "slots after each <image>: the connector's latents")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  prepare_app->add_option("--shard-sequences", data.shard_sequences, "sequences per shard file")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  prepare_app->add_flag("--skip-bad", data.skip_bad,
+                        "count, report and skip bad documents (malformed lines, unreadable images, too long) instead "
+                        "of stopping at the first");
+  prepare_app->add_flag("!--no-progress", data.progress, "no progress bar");
+
+  // `kosmos tokenizer train | encode | decode`.
+  kosmos::TokenizerOptions tokenizer;
+  tokenizer.model = demo_tokenizer;
+  CLI::App * tokenizer_app = app.add_subcommand("tokenizer", "train a SentencePiece model, encode and decode text");
+  tokenizer_app->require_subcommand(1);
+  CLI::App * tokenizer_train = tokenizer_app->add_subcommand("train", "train a unigram SentencePiece model");
+  tokenizer_train->add_option("--input", tokenizer.input, "the corpus: text, one sentence per line")
+      ->required()->check(CLI::ExistingFile);
+  tokenizer_train->add_option("--vocab", tokenizer.vocab, "SentencePiece pieces (kosmos adds <pad>, <mask> and 5 tags)")
+      ->capture_default_str()->check(CLI::Range(int64_t{8}, int64_t{1} << 20));
+  tokenizer_train->add_option("--out", tokenizer.out, "model prefix: writes PREFIX.model and PREFIX.vocab")->required();
+  CLI::App * tokenizer_encode = tokenizer_app->add_subcommand("encode", "print the ids of a text");
+  tokenizer_encode->add_option("text", tokenizer.text, "the text")->required();
+  CLI::App * tokenizer_decode = tokenizer_app->add_subcommand("decode", "print the text of ids");
+  tokenizer_decode->add_option("ids", tokenizer.text, "comma-separated ids")->required();
+  for (CLI::App * sub : {tokenizer_encode, tokenizer_decode})
+    sub->add_option("--model", tokenizer.model, "SentencePiece .model")->capture_default_str();
+
   int code = 0;
   kosmos::RankLabel label;
   try {
@@ -213,6 +270,13 @@ int main(int argc, char ** argv) {
       code = kosmos::run_generate(std::cout, registry, inference);
     } else if (*convert_app) {
       code = kosmos::run_convert(std::cout, registry, convert);
+    } else if (*synth_app) {
+      code = kosmos::run_data_synth(std::cout, data);
+    } else if (*prepare_app) {
+      code = kosmos::run_data_prepare(std::cout, data);
+    } else if (*tokenizer_app) {
+      tokenizer.action = *tokenizer_train ? "train" : *tokenizer_encode ? "encode" : "decode";
+      code = kosmos::run_tokenizer(std::cout, tokenizer);
     }
   } catch (const kosmos::Error & error) {
     fail(error.what(), label);

@@ -12,6 +12,7 @@
 #include "backends/error.h"
 #include "io/checkpoint.h"
 #include "io/checkpoint_dir.h"
+#include "io/loader.h"
 #include "io/synthetic.h"
 #include "io/weights.h"
 #include "launch/files.h"
@@ -44,10 +45,19 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   model::KosmosConfig config = model::preset(options.preset);
   if (!options.model_config.empty())
     config = model::config_from_json(read_text_file(options.model_config), config, options.model_config);
+  // A prepared dataset brings its vocabulary, special ids and sequence length; else the built-in synthetic batches.
+  std::unique_ptr<io::DatasetManifest> dataset;
+  if (!options.data.empty()) {
+    dataset = std::make_unique<io::DatasetManifest>(io::DatasetManifest::read(options.data));
+    config = io::DataLoader::adapt_config(config, *dataset);
+    KOSMOS_CHECK(options.length == 0 || options.length == dataset->length, "--length ", options.length,
+                 " differs from the sequences of ", options.data, " (", dataset->length,
+                 "); leave --length out or prepare the data with --length ", options.length);
+  }
   model::validate(config);
   const int64_t images_per_sample = 1;
   const int64_t minimum_length = 2 + images_per_sample * (config.image_slots() + 7);
-  const int64_t length = options.length > 0 ? options.length : minimum_length;
+  const int64_t length = dataset ? dataset->length : options.length > 0 ? options.length : minimum_length;
 
   // The process grid: data, pipeline and tensor parallelism.
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
@@ -107,6 +117,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   // Resume: values, AdamW moments, step, seed and data position from a checkpoint of any layout.
   int64_t first_step = 1;
   int64_t next_sample = 0;  // the synthetic set's next global sample index
+  std::string data_position;  // the checkpoint's, for the dataset loader
   uint64_t seed = options.seed;
   std::ostringstream resumed;  // reported after the run's description
   const std::string resume_from = io::resolve_resume(options.resume, options.save_dir);
@@ -114,7 +125,14 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     const io::CheckpointInfo info = io::read_checkpoint(resume_from, state, true, grid.world(), *stream);
     first_step = info.step + 1;
     seed = info.seed;
-    next_sample = nlohmann::json::parse(info.data_position).at("synthetic").at("next_sample").get<int64_t>();
+    if (dataset) {
+      data_position = info.data_position;
+    } else {
+      const nlohmann::json position = nlohmann::json::parse(info.data_position);
+      KOSMOS_CHECK(position.contains("synthetic"), "checkpoint ", resume_from, " was trained on a dataset (",
+                   info.data_position.substr(0, 120), "); resume it with the same --data");
+      next_sample = position.at("synthetic").at("next_sample").get<int64_t>();
+    }
     resumed << "resumed from " << resume_from << ": step " << info.step << ", seed " << seed << ", written by kosmos "
         << info.version << " on " << info.layout << "\n";
     const std::string model_changes = differing_keys(info.model_config, nlohmann::json::parse(model::config_to_json(config)));
@@ -122,6 +140,11 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     const std::string optimizer_changes = differing_keys(info.optimizer, optimizer_json(optimizer));
     if (!optimizer_changes.empty())
       resumed << "warning: the optimizer settings differ from the checkpoint's in: " << optimizer_changes << "\n";
+  }
+  std::unique_ptr<io::DataLoader> loader;  // keyed by the run's seed (the checkpoint's on resume)
+  if (dataset) {
+    loader = std::make_unique<io::DataLoader>(options.data, config, seed);
+    if (!data_position.empty()) loader->restore(data_position);
   }
   const std::string layout = parallel::describe(shape) + (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "");
   // Every rank writes its own part of one file; rank 0 publishes it once all have closed it.
@@ -131,7 +154,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     const io::CheckpointInfo info{step,
                                   seed,
                                   1.0,
-                                  nlohmann::json{{"synthetic", {{"next_sample", next_sample}}}}.dump(),
+                                  loader ? loader->position_json()
+                                         : nlohmann::json{{"synthetic", {{"next_sample", next_sample}}}}.dump(),
                                   model::config_to_json(config),
                                   layout,
                                   optimizer_json(optimizer).dump(),
@@ -158,7 +182,13 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     for (const model::StageRange & range : stages) log << " [" << range.layer_begin << ", " << range.layer_end << ")";
     log << "\n";
   }
-  log << "data: built-in synthetic image-caption set, " << global_batch << " sequences of " << length
+  if (dataset) {
+    log << "data: " << options.data << ", streams";
+    for (const io::StreamInfo & stream : dataset->streams)
+      log << " " << stream.name << " (" << stream.sequences << " sequences, weight " << stream.weight << ")";
+    log << "; vocabulary " << dataset->vocab_size << " from " << dataset->tokenizer << "\n";
+  }
+  log << "data: " << (dataset ? "the dataset's" : "built-in synthetic image-caption set,") << " " << global_batch << " sequences of " << length
       << " positions per step (" << options.micro_batches << " micro-batches of " << micro_batch << " per dp rank), seed "
       << seed << "\n";
   log << resumed.str();
@@ -173,8 +203,12 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     // This dp rank's share of the step's global batch, in micro-batches, by global sample index.
     std::vector<model::Batch> micro;
     const int64_t share_start = next_sample + dp_rank * (global_batch / shape.dp);
-    for (int64_t m = 0; m < options.micro_batches; ++m)
-      micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed));
+    if (loader) {
+      micro = loader->next_step(global_batch, dp_rank, shape.dp, options.micro_batches);
+    } else {
+      for (int64_t m = 0; m < options.micro_batches; ++m)
+        micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed));
+    }
     const model::StepStats stats = trainer.step(rt, micro, step, seed);
     next_sample += global_batch;
     tokens += stats.tokens;

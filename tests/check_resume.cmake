@@ -3,8 +3,11 @@
 # 6-10 resumed from it under RESUME_LAYOUT. Steps 6-10 (loss, gradient norm) and the final parameters must agree
 # within TOLERANCE (0: bit for bit, for the same layout).
 # cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DOUT=<prefix> -DSAVE_RANKS=4 "-DSAVE_LAYOUT=--pp;2;--tp;2"
-#       -DRESUME_RANKS=4 "-DRESUME_LAYOUT=--tp;4" -DTOLERANCE=1e-5 -P check_resume.cmake
-set(common train --preset tiny --steps 10 --seed 9 --global-batch 8 --micro-batches 2 --length 40 --log-every 100)
+#       -DRESUME_RANKS=4 "-DRESUME_LAYOUT=--tp;4" -DTOLERANCE=1e-5 ["-DDATA=--data;DIR"] -P check_resume.cmake
+if(NOT DEFINED DATA OR DATA STREQUAL "")
+  set(DATA --length 40)
+endif()
+set(common train --preset tiny --steps 10 --seed 9 --global-batch 8 --micro-batches 2 --log-every 100 ${DATA})
 function(run_kosmos ranks)
   if(ranks EQUAL 1)
     set(launcher "")
