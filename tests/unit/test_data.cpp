@@ -4,6 +4,7 @@
 // the streams by weight; bad input stops with the file and line, or is counted with skip_bad; a damaged shard is
 // an error naming it.
 #include <gtest/gtest.h>
+#include <sentencepiece_trainer.h>
 
 #include <filesystem>
 #include <fstream>
@@ -85,6 +86,22 @@ TEST(Tokenizer, TrainsOnACorpusAndLoadsTheResult) {
   const io::Tokenizer trained(corpus + "/trained.model");
   EXPECT_EQ(trained.vocab_size(), 40 - 3 + 4 + 6);  // its 3 control pieces become ours, plus <pad> and the tags
   EXPECT_EQ(trained.decode(trained.encode("a green square on the left.")), "a green square on the left.");
+}
+
+TEST(Tokenizer, AT5LayoutModelMapsItsControlPiecesOntoOurs) {
+  // T5's spiece.model: <pad> 0, </s> 1, <unk> 2 and no <s>; ours stay <s> 0, <pad> 1, </s> 2, <unk> 3.
+  const std::string corpus = own_dir("corpus");
+  io::write_synthetic_corpus({corpus, 40, 5, 16});
+  ASSERT_TRUE(sentencepiece::SentencePieceTrainer::Train(
+                  "--input=" + corpus + "/corpus.txt --model_prefix=" + corpus + "/t5 --vocab_size=40 "
+                  "--model_type=unigram --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1 --minloglevel=2 --num_threads=1")
+                  .ok());
+  const io::Tokenizer t5(corpus + "/t5.model");
+  EXPECT_EQ(t5.piece(io::Tokenizer::kPad), "<pad>");
+  EXPECT_EQ(t5.vocab_size(), 40 - 3 + 4 + 6);
+  const std::vector<int32_t> ids = t5.encode("a blue circle.");
+  for (int32_t id : ids) EXPECT_GE(id, io::Tokenizer::kFirstPiece);
+  EXPECT_EQ(t5.decode(ids), "a blue circle.");
 }
 
 TEST(DataPrepare, KeepsEveryDocumentWithTheSpecLossMasks) {
