@@ -133,10 +133,12 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                    info.data_position.substr(0, 120), "); resume it with the same --data");
       next_sample = position.at("synthetic").at("next_sample").get<int64_t>();
     }
-    resumed << "resumed from " << resume_from << ": step " << info.step << ", seed " << seed << ", written by kosmos "
-        << info.version << " on " << info.layout << "\n";
-    const std::string model_changes = differing_keys(info.model_config, nlohmann::json::parse(model::config_to_json(config)));
-    if (!model_changes.empty()) resumed << "warning: the model config differs from the checkpoint's in: " << model_changes << "\n";
+    resumed << "resumed from " << resume_from << ": step " << info.step << ", seed " << seed
+            << ", written by kosmos " << info.version << " on " << info.layout << "\n";
+    const std::string model_changes =
+        differing_keys(info.model_config, nlohmann::json::parse(model::config_to_json(config)));
+    if (!model_changes.empty())
+      resumed << "warning: the model config differs from the checkpoint's in: " << model_changes << "\n";
     const std::string optimizer_changes = differing_keys(info.optimizer, optimizer_json(optimizer));
     if (!optimizer_changes.empty())
       resumed << "warning: the optimizer settings differ from the checkpoint's in: " << optimizer_changes << "\n";
@@ -188,9 +190,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       log << " " << stream.name << " (" << stream.sequences << " sequences, weight " << stream.weight << ")";
     log << "; vocabulary " << dataset->vocab_size << " from " << dataset->tokenizer << "\n";
   }
-  log << "data: " << (dataset ? "the dataset's" : "built-in synthetic image-caption set,") << " " << global_batch << " sequences of " << length
-      << " positions per step (" << options.micro_batches << " micro-batches of " << micro_batch << " per dp rank), seed "
-      << seed << "\n";
+  log << "data: " << (dataset ? "the dataset's" : "built-in synthetic image-caption set,") << " " << global_batch
+      << " sequences of " << length << " positions per step (" << options.micro_batches << " micro-batches of "
+      << micro_batch << " per dp rank), seed " << seed << "\n";
   log << resumed.str();
   if (first_step > options.steps) log << "nothing to train: the checkpoint is at step " << first_step - 1
                                       << " and --steps is " << options.steps << "\n";
@@ -239,7 +241,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       save_checkpoint(step);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  log << "trained " << std::max<int64_t>(0, last_step - first_step + 1) << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
+  const int64_t steps_run = std::max<int64_t>(0, last_step - first_step + 1);
+  log << "trained " << steps_run << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
   if (!options.save_weights.empty()) {
@@ -254,7 +257,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     std::sort(times.begin(), times.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
     double total = 0.0;
     for (const auto & entry : times) total += entry.second.seconds;
-    log << "time per op over " << std::max<int64_t>(0, last_step - first_step + 1) << " steps (" << std::fixed << std::setprecision(3) << total
+    log << "time per op over " << steps_run << " steps (" << std::fixed << std::setprecision(3) << total
         << " s in ops, " << seconds << " s in all):\n";
     for (const auto & [name, time] : times)
       log << "  " << std::left << std::setw(24) << name << std::right << std::setw(9) << std::setprecision(3)

@@ -118,12 +118,16 @@ int Trainer::owning_stage(const std::string & name) const {
   return 0;
 }
 
+int64_t Trainer::zero1_slice() const {
+  const int64_t total = state_.table().total();
+  return dp_.zero1 ? (total + dp_.comm->size() - 1) / dp_.comm->size() : total;
+}
+
 std::pair<int64_t, int64_t> Trainer::updated_range() const {
   const int64_t total = state_.table().total();
   if (!dp_.zero1) return {0, total};
-  const int64_t shard = (total + dp_.comm->size() - 1) / dp_.comm->size();
-  const int64_t begin = shard * dp_.comm->rank();
-  return {begin, std::min(total, begin + shard)};
+  const int64_t begin = zero1_slice() * dp_.comm->rank();
+  return {begin, std::min(total, begin + zero1_slice())};
 }
 
 std::vector<ParameterPart> Trainer::checkpoint_parts() const {
@@ -317,7 +321,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const int ranks = dp_.comm ? dp_.comm->size() : 1;
   const int64_t total = state_.table().total();
   const auto [begin, end] = updated_range();
-  const int64_t shard = dp_.zero1 ? (total + ranks - 1) / ranks : total;  // the last rank's slice ends in the slack
+  const int64_t shard = zero1_slice();  // the last rank's slice ends in the slack
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
   // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
   // same gradient of every replicated parameter as the other ranks (computed from the same inputs).

@@ -80,7 +80,9 @@ class Trainer {
   std::vector<ParameterPart> checkpoint_parts() const;
 
  private:
-  // The flat-buffer range [begin, end) this data-parallel rank updates: all of it, or its ZeRO-1 slice.
+  // The elements of each ZeRO-1 slice of the flat buffers (the whole table without ZeRO-1), and the range
+  // [begin, end) this data-parallel rank updates: all of it, or its slice.
+  int64_t zero1_slice() const;
   std::pair<int64_t, int64_t> updated_range() const;
   // The part of gather_parameters over the tp group.
   double gather_tensor_parallel(Runtime & rt);
