@@ -55,6 +55,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                  "); leave --length out or prepare the data with --length ", options.length);
   }
   model::validate(config);
+  KOSMOS_CHECK(options.stop_at == 0 || !options.save_dir.empty(), "--stop-at ", options.stop_at,
+               " stops the run early, and without --save-dir its state would be lost; add --save-dir DIR");
   const int64_t images_per_sample = 1;
   const int64_t minimum_length = 2 + images_per_sample * (config.image_slots() + 7);
   const int64_t length = dataset ? dataset->length : options.length > 0 ? options.length : minimum_length;
