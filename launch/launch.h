@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backends/registry.h"
+#include "launch/decoding.h"
 
 namespace kosmos {
 
@@ -67,25 +68,41 @@ struct RankLabel {
 int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label);
 
 struct InferenceOptions {
-  std::string backend = "cpu";
-  int device = 0;
-  std::string model_config;          // kosmos JSON (peer key names) ...
-  std::string preset = "kosmos1";    // ... applied over this preset
-  std::string weights;               // safetensors in any peer's names
-  std::string hf_dir;                // or an HF Kosmos-2 folder: config.json + model.safetensors
-  std::string tokens;                // comma-separated ids
-  std::string image_tensor;          // .npy [N, C, H, W] float32, preprocessed
+  ModelSource model;                 // a checkpoint, weights with a config, or an HF folder
+  std::string tokens;                // the prompt as comma-separated ids ...
+  std::string image_tensor;          // ... with preprocessed pixels, .npy [N, C, H, W] float32
+  std::vector<std::string> images;   // or image files (PNG, JPEG), each <image> [slots] </image> after <s> ...
+  std::string prompt;                // ... then this text
+  std::string tokenizer;             // SentencePiece .model for --prompt and the printed text
   int64_t image_token_id = -1;       // overrides the config's <image> id
   std::string out = "logits.npy";    // forward: where the logits [T, V] go
   int64_t max_new_tokens = 8;        // generate
   bool ignore_eos = false;           // generate: keep going past </s>
   bool print_ids = false;            // generate: print the generated ids
+  Sampling sampling;                 // generate: greedy unless a temperature is given
 };
 
 // `kosmos forward`: one fp32 forward pass; writes the logits [T, V] as .npy.
 int run_forward(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options);
-// `kosmos generate`: greedy decoding from the given ids and images.
+// `kosmos generate`: greedy or sampled decoding from the given ids or images and text.
 int run_generate(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options);
+
+struct EvalOptions {
+  ModelSource model;                 // usually --checkpoint
+  std::string tokenizer;             // SentencePiece .model the model was trained with
+  std::string captions;              // JSONL of [image, caption] documents: captioning accuracy
+  std::string vqa;                   // JSONL of documents whose last text holds "answer:": VQA accuracy
+  std::string data;                  // a prepared dataset: perplexity
+  int64_t batches = 8;               // perplexity: batches of `batch` sequences
+  int64_t batch = 32;                // prompts or sequences per forward
+  int64_t limit = 200;               // documents read from each JSONL
+  int64_t max_new_tokens = 24;
+  uint64_t seed = 1;                 // perplexity: the data order
+  std::string out;                   // results as JSON
+};
+
+// `kosmos eval`: captioning and VQA accuracy, perplexity.
+int run_eval(std::ostream & out, const BackendRegistry & registry, const EvalOptions & options);
 
 struct ConvertOptions {
   std::string input, output;         // FILE.safetensors -> FILE.h5, or FILE.h5 -> FILE.safetensors

@@ -146,35 +146,80 @@ int main(int argc, char ** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
 
+  const std::string demo_tokenizer = std::string(KOSMOS_DATA_DIR) + "/tokenizer/kosmos-demo.model";
   kosmos::InferenceOptions inference;
-  CLI::App * forward_app = app.add_subcommand("forward", "one fp32 forward pass from token ids and pixels; logits to .npy");
-  CLI::App * generate_app = app.add_subcommand("generate", "greedy generation from token ids and pixels");
+  inference.tokenizer = demo_tokenizer;
+  CLI::App * forward_app = app.add_subcommand("forward", "one fp32 forward pass of a prompt; logits to .npy");
+  CLI::App * generate_app =
+      app.add_subcommand("generate", "continue a prompt of images and text, greedy or sampled, and print it");
   for (CLI::App * sub : {forward_app, generate_app}) {
-    sub->add_option("--backend", inference.backend, "device backend: auto, cpu, cuda or rocm")
+    sub->add_option("--backend", inference.model.backend, "device backend: auto, cpu, cuda or rocm")
         ->capture_default_str()
         ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
-    sub->add_option("--device", inference.device, "device ordinal within the backend")->capture_default_str();
-    sub->add_option("--model-config", inference.model_config, "kosmos model config JSON (peer key names)")
+    sub->add_option("--device", inference.model.device, "device ordinal within the backend")->capture_default_str();
+    sub->add_option("--checkpoint", inference.model.checkpoint,
+                    "a kosmos checkpoint (step_N.h5) or a run folder (its newest); the model config comes with it");
+    sub->add_option("--model-config", inference.model.model_config, "kosmos model config JSON (peer key names)")
         ->check(CLI::ExistingFile);
-    sub->add_option("--preset", inference.preset, "preset the model config is applied over")
+    sub->add_option("--preset", inference.model.preset, "preset the model config is applied over")
         ->capture_default_str()
         ->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
-    sub->add_option("--weights", inference.weights, "safetensors weights (seed, HF CLIP or HF Kosmos-2 names)")
+    sub->add_option("--weights", inference.model.weights, "safetensors weights (seed, HF CLIP or HF Kosmos-2 names)")
         ->check(CLI::ExistingFile);
-    sub->add_option("--hf", inference.hf_dir, "an HF Kosmos-2 folder (config.json + model.safetensors)")
+    sub->add_option("--hf", inference.model.hf_dir, "an HF Kosmos-2 folder (config.json + model.safetensors)")
         ->check(CLI::ExistingDirectory);
-    sub->add_option("--tokens", inference.tokens, "comma-separated token ids; the slots follow each <image> id")
-        ->required();
+    sub->add_option("--tokens", inference.tokens, "the prompt as comma-separated token ids; the slots follow each "
+                    "<image> id");
     sub->add_option("--image-tensor", inference.image_tensor, ".npy of preprocessed pixels [N, C, H, W] float32")
         ->check(CLI::ExistingFile);
+    sub->add_option("--image", inference.images, "an image file (PNG, JPEG), repeated for several; each becomes "
+                    "<image> [slots] </image> after <s>, before --prompt")->check(CLI::ExistingFile);
+    sub->add_option("--prompt", inference.prompt, "text after the images, e.g. \"a\" or \"question: ... answer:\"");
+    sub->add_option("--tokenizer", inference.tokenizer, "SentencePiece .model for --prompt and the printed text")
+        ->capture_default_str();
     sub->add_option("--image-token-id", inference.image_token_id, "the <image> id (default: from the config)");
   }
+  generate_app->add_option("--temperature", inference.sampling.temperature, "sampling temperature (0: greedy)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  generate_app->add_option("--top-k", inference.sampling.top_k, "sample among the k likeliest (0: all)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  generate_app->add_option("--top-p", inference.sampling.top_p, "sample within this probability mass (nucleus)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  generate_app->add_option("--seed", inference.sampling.seed, "seed of the sampling")->capture_default_str();
   forward_app->add_option("--out", inference.out, "where to write the logits [T, V] (.npy)")->capture_default_str();
   generate_app->add_option("--max-new-tokens", inference.max_new_tokens, "tokens to generate")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   generate_app->add_flag("--ignore-eos", inference.ignore_eos, "do not stop at </s>");
   generate_app->add_flag("--print-ids", inference.print_ids, "print the generated ids, comma-separated");
+
+  kosmos::EvalOptions evaluation;
+  evaluation.tokenizer = demo_tokenizer;
+  CLI::App * eval_app = app.add_subcommand(
+      "eval", "zero-shot captioning and VQA accuracy on JSONL documents, perplexity on a prepared dataset; JSON out");
+  eval_app->add_option("--checkpoint", evaluation.model.checkpoint, "a checkpoint (step_N.h5) or a run folder")
+      ->required();
+  eval_app->add_option("--backend", evaluation.model.backend, "device backend: auto, cpu, cuda or rocm")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  eval_app->add_option("--tokenizer", evaluation.tokenizer, "SentencePiece .model the model was trained with")
+      ->capture_default_str();
+  eval_app->add_option("--captions", evaluation.captions,
+                       "JSONL of [image, caption] documents (e.g. a synthetic caption.jsonl): prompts with the image, "
+                       "scores the caption and its first three words (colour and shape)")->check(CLI::ExistingFile);
+  eval_app->add_option("--vqa", evaluation.vqa,
+                       "JSONL of documents ending in \"question: ... answer: X.\" (e.g. interleaved.jsonl): prompts "
+                       "up to \"answer:\", scores X")->check(CLI::ExistingFile);
+  eval_app->add_option("--data", evaluation.data, "a prepared dataset: perplexity over --batches batches")
+      ->check(CLI::ExistingDirectory);
+  eval_app->add_option("--batches", evaluation.batches, "perplexity: batches")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  eval_app->add_option("--batch", evaluation.batch, "prompts or sequences per forward")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  eval_app->add_option("--limit", evaluation.limit, "documents read from each JSONL")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  eval_app->add_option("--max-new-tokens", evaluation.max_new_tokens, "tokens generated per prompt at most")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  eval_app->add_option("--out", evaluation.out, "write the results (and a few examples) as JSON here");
 
   kosmos::ConvertOptions convert;
   CLI::App * convert_app = app.add_subcommand(
@@ -193,7 +238,6 @@ int main(int argc, char ** argv) {
       ->capture_default_str();
 
   // `kosmos data synth | prepare`.
-  const std::string demo_tokenizer = std::string(KOSMOS_DATA_DIR) + "/tokenizer/kosmos-demo.model";
   kosmos::DataOptions data;
   data.tokenizer = demo_tokenizer;
   CLI::App * data_app = app.add_subcommand("data", "make and prepare training data");
@@ -268,6 +312,8 @@ int main(int argc, char ** argv) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {
       code = kosmos::run_generate(std::cout, registry, inference);
+    } else if (*eval_app) {
+      code = kosmos::run_eval(std::cout, registry, evaluation);
     } else if (*convert_app) {
       code = kosmos::run_convert(std::cout, registry, convert);
     } else if (*synth_app) {

@@ -58,10 +58,10 @@ TEST_F(GoldenCommand, ForwardWritesThePeersLogits) {
   for (bool from_hf : {false, true}) {
     InferenceOptions options;
     if (from_hf) {
-      options.hf_dir = hf_dir;
+      options.model.hf_dir = hf_dir;
     } else {
-      options.model_config = kFixture + "config.json";
-      options.weights = kFixture + "weights.safetensors";
+      options.model.model_config = kFixture + "config.json";
+      options.model.weights = kFixture + "weights.safetensors";
     }
     options.tokens = ids(row0, row0.size());
     options.image_tensor = image_path;
@@ -84,7 +84,7 @@ TEST_F(GoldenCommand, GenerateGivesTransformersGreedyIds) {
   const std::vector<float> generated = expected.read_f32("generated");
   const int64_t total = expected.entry("generated").shape[1];
   InferenceOptions options;
-  options.hf_dir = hf_dir;
+  options.model.hf_dir = hf_dir;
   options.tokens = ids(row0, static_cast<size_t>(prompt));
   options.image_tensor = image_path;
   options.max_new_tokens = total - prompt;

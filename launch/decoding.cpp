@@ -1,0 +1,142 @@
+// decoding.cpp: model loading for inference and batched decoding (decoding.h).
+#include "launch/decoding.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "backends/error.h"
+#include "backends/philox.h"
+#include "io/checkpoint.h"
+#include "io/checkpoint_dir.h"
+#include "io/weights.h"
+#include "launch/files.h"
+#include "parallel/comm.h"
+
+namespace kosmos {
+
+LoadedModel load_model(const BackendRegistry & registry, const ModelSource & source, int64_t image_token_id) {
+  const int given = !source.checkpoint.empty() + !source.weights.empty() + !source.hf_dir.empty();
+  KOSMOS_CHECK(given == 1, "give one model: --checkpoint FILE.h5 (or a run folder), --model-config FILE with "
+               "--weights FILE.safetensors, or --hf DIR");
+  LoadedModel loaded;
+  std::string checkpoint;
+  if (!source.checkpoint.empty()) {
+    checkpoint = io::resolve_resume(source.checkpoint, "");
+    loaded.config = model::config_from_json(io::read_checkpoint_info(checkpoint).model_config,
+                                            model::preset(source.preset), checkpoint + " (/meta model_config)");
+    loaded.description = checkpoint;
+  } else if (!source.hf_dir.empty()) {
+    loaded.config = model::config_from_hf_kosmos2(read_text_file(source.hf_dir + "/config.json"),
+                                                  source.hf_dir + "/config.json");
+    loaded.description = source.hf_dir;
+  } else {
+    KOSMOS_CHECK(!source.model_config.empty(), "--weights needs --model-config (the model the weights belong to)");
+    loaded.config = model::config_from_json(read_text_file(source.model_config), model::preset(source.preset),
+                                            source.model_config);
+    loaded.description = source.weights;
+  }
+  if (image_token_id >= 0) loaded.config.tokens.image = image_token_id;
+  model::validate(loaded.config);
+  loaded.device = registry.create(source.backend, source.device);
+  loaded.stream = loaded.device->create_stream();
+  loaded.table = std::make_unique<model::ParameterTable>(loaded.config);
+  loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table);
+  if (!checkpoint.empty()) {
+    std::unique_ptr<parallel::Comm> self = parallel::mpi_world()->split(parallel::mpi_world()->rank(), 0);
+    io::read_checkpoint(checkpoint, *loaded.state, false, *self, *loaded.stream);
+    return loaded;
+  }
+  const std::string weights = source.hf_dir.empty() ? source.weights : source.hf_dir + "/model.safetensors";
+  const io::WeightsReport report = io::load_weights(*loaded.state, io::SafetensorsFile(weights), *loaded.stream);
+  KOSMOS_CHECK(!report.vision_only, weights, " holds only a CLIP vision tower; inference needs a whole checkpoint "
+               "(seed composition or HF Kosmos-2)");
+  return loaded;
+}
+
+std::vector<int32_t> prompt_tokens(const model::KosmosConfig & config, int64_t images,
+                                   const std::vector<int32_t> & text) {
+  std::vector<int32_t> tokens{static_cast<int32_t>(config.tokens.bos)};
+  for (int64_t i = 0; i < images; ++i) {
+    tokens.insert(tokens.end(), static_cast<size_t>(config.image_slots() + 1), static_cast<int32_t>(config.tokens.image));
+    tokens.push_back(static_cast<int32_t>(config.tokens.image_end));
+  }
+  tokens.insert(tokens.end(), text.begin(), text.end());
+  return tokens;
+}
+
+std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch) {
+  model::Arena arena(*loaded.device);
+  model::Runtime rt{*loaded.device, *loaded.stream, arena};
+  model::KosmosModel kosmos_model(loaded.config, *loaded.state);
+  model::Batch input = batch;
+  input.targets.assign(input.tokens.size(), 0);
+  input.loss_weights.assign(input.tokens.size(), 0.0f);
+  std::vector<float> logits;
+  kosmos_model.run(rt, input, 1.0f, {0, 0, false}, false, &logits);
+  return logits;
+}
+
+namespace {
+
+// The next token from one row's logits: the largest, or a draw from the tempered, top-k and top-p cut softmax.
+int32_t pick(const float * logits, int64_t vocab, const Sampling & sampling, uint64_t draw_index) {
+  if (sampling.temperature <= 0.0) return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const int64_t keep = sampling.top_k > 0 ? std::min(sampling.top_k, vocab) : vocab;
+  std::vector<double> weights;
+  double total = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    weights.push_back(std::exp((logits[order[static_cast<size_t>(i)]] - logits[order[0]]) / sampling.temperature));
+    total += weights.back();
+  }
+  double mass = 0.0;  // the smallest prefix holding top_p of the mass
+  size_t kept = 0;
+  while (kept < weights.size() && (kept == 0 || mass < sampling.top_p * total)) mass += weights[kept++];
+  const double u = philox_uniform(sampling.seed, draw_index) * mass;
+  double running = 0.0;
+  for (size_t i = 0; i < kept; ++i)
+    if ((running += weights[i]) > u) return order[i];
+  return order[kept - 1];
+}
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batch & prompts, int64_t max_new,
+                                         const Sampling & sampling, bool ignore_eos) {
+  const int64_t rows = prompts.batch, vocab = loaded.config.decoder.vocab_size;
+  // The slots stay where the prompt put them: a generated <image> id is text, as in HF's generate.
+  std::vector<std::pair<int64_t, int64_t>> slots;  // (row, position)
+  for (int64_t flat : prompts.image_slots) slots.emplace_back(flat / prompts.length, flat % prompts.length);
+  std::vector<std::vector<int32_t>> sequences(static_cast<size_t>(rows)), generated(static_cast<size_t>(rows));
+  for (int64_t b = 0; b < rows; ++b)
+    sequences[static_cast<size_t>(b)].assign(prompts.tokens.begin() + b * prompts.length,
+                                             prompts.tokens.begin() + (b + 1) * prompts.length);
+  std::vector<bool> done(static_cast<size_t>(rows), false);
+  model::Batch batch = prompts;
+  for (int64_t step = 0; step < max_new; ++step) {
+    batch.length = prompts.length + step;
+    batch.tokens.clear();
+    for (const std::vector<int32_t> & row : sequences) batch.tokens.insert(batch.tokens.end(), row.begin(), row.end());
+    batch.image_slots.clear();
+    for (const auto & [row, position] : slots) batch.image_slots.push_back(row * batch.length + position);
+    const std::vector<float> logits = forward_logits(loaded, batch);
+    bool all_done = true;
+    for (int64_t b = 0; b < rows; ++b) {
+      const float * last = logits.data() + ((b + 1) * batch.length - 1) * vocab;
+      const int32_t next = done[static_cast<size_t>(b)]
+                               ? static_cast<int32_t>(loaded.config.tokens.pad)
+                               : pick(last, vocab, sampling, static_cast<uint64_t>(step * rows + b));
+      sequences[static_cast<size_t>(b)].push_back(next);
+      if (!done[static_cast<size_t>(b)]) generated[static_cast<size_t>(b)].push_back(next);
+      if (!ignore_eos && next == loaded.config.tokens.eos) done[static_cast<size_t>(b)] = true;
+      all_done = all_done && done[static_cast<size_t>(b)];
+    }
+    if (all_done) break;
+  }
+  return generated;
+}
+
+}  // namespace kosmos

@@ -1,0 +1,60 @@
+// decoding.h: what `forward`, `generate` and `eval` share: a model loaded from a checkpoint, safetensors weights or
+// an HF folder; prompts made of images and text; and batched decoding (greedy, or sampled with temperature, top-k
+// and top-p), a full forward per new token.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backends/registry.h"
+#include "model/kosmos.h"
+
+namespace kosmos {
+
+// Where a model comes from: a checkpoint (its config inside), or a config with safetensors weights, or an HF
+// Kosmos-2 folder.
+struct ModelSource {
+  std::string backend = "cpu";
+  int device = 0;
+  std::string checkpoint;            // step_N.h5, or a run folder (its newest checkpoint)
+  std::string model_config;          // kosmos JSON (peer key names) ...
+  std::string preset = "kosmos1";    // ... applied over this preset
+  std::string weights;               // safetensors in any peer's names
+  std::string hf_dir;                // config.json + model.safetensors
+};
+
+struct LoadedModel {
+  model::KosmosConfig config;
+  std::unique_ptr<Device> device;
+  std::unique_ptr<Stream> stream;
+  std::unique_ptr<model::ParameterTable> table;
+  std::unique_ptr<model::ModelState> state;
+  std::string description;  // where it came from, for the log
+};
+
+// Exactly one of checkpoint, weights (with model_config) or hf_dir; each missing or mismatched file is an error
+// naming it. `image_token_id` >= 0 overrides the config's <image> id.
+LoadedModel load_model(const BackendRegistry & registry, const ModelSource & source, int64_t image_token_id = -1);
+
+// One prompt as the model sees it: <s>, then for each image <image> [slots] </image>, then the text's pieces.
+std::vector<int32_t> prompt_tokens(const model::KosmosConfig & config, int64_t images,
+                                   const std::vector<int32_t> & text);
+
+struct Sampling {
+  double temperature = 0.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: all
+  double top_p = 1.0;        // nucleus mass
+  uint64_t seed = 1;
+};
+
+// Continues every row of `prompts` (B rows of one length, with their images and slots) by up to `max_new` tokens,
+// stopping a row at </s> unless `ignore_eos`. Returns each row's new tokens (its </s> included).
+std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batch & prompts, int64_t max_new,
+                                         const Sampling & sampling, bool ignore_eos);
+
+// The logits [B*T, V] of one forward of `batch`.
+std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch);
+
+}  // namespace kosmos

@@ -1,0 +1,183 @@
+// eval.cpp: `kosmos eval`: zero-shot captioning and VQA accuracy from JSONL documents (the synthetic corpus's
+// caption.jsonl and interleaved.jsonl, or any in that form) and perplexity on a prepared dataset; results as JSON.
+// Captioning prompts with the image alone and scores the first three words ("a red circle": the object's colour
+// and shape) and the whole caption; VQA prompts with the document up to its last "answer:" and scores the answer.
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "backends/error.h"
+#include "io/image.h"
+#include "io/loader.h"
+#include "io/tokenizer.h"
+#include "launch/decoding.h"
+#include "launch/launch.h"
+
+namespace kosmos {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string trim(const std::string & text) {
+  const size_t first = text.find_first_not_of(" \t\n"), last = text.find_last_not_of(" \t\n.");
+  return first == std::string::npos || last < first ? "" : text.substr(first, last - first + 1);
+}
+
+std::string first_words(const std::string & text, int count) {
+  std::istringstream in(text);
+  std::string word, out;
+  for (int i = 0; i < count && in >> word; ++i) out += (i ? " " : "") + word;
+  return out;
+}
+
+// One prompt to continue and the answer it should give.
+struct Question {
+  std::vector<std::string> images;
+  std::string text;       // after the images
+  std::string reference;  // the expected continuation
+};
+
+// Reads the questions of a JSONL file: captioning (image, then the caption) or VQA (the document up to the last
+// "answer:" of its last text segment). Lines of another shape are errors naming the line.
+std::vector<Question> read_questions(const std::string & path, bool vqa, int64_t limit) {
+  std::ifstream in(path);
+  KOSMOS_CHECK(in, "kosmos eval: cannot read ", path, "; check the path");
+  const fs::path folder = fs::path(path).parent_path();
+  std::vector<Question> questions;
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line) && static_cast<int64_t>(questions.size()) < limit; ++number) {
+    const nlohmann::json document = nlohmann::json::parse(line, nullptr, false);
+    const std::string where = path + ":" + std::to_string(number);
+    KOSMOS_CHECK(document.is_array() && !document.empty(), where, ": not a JSON list of segments");
+    Question question;
+    std::string text;
+    for (size_t i = 0; i < document.size(); ++i) {
+      const nlohmann::json & segment = document[i];
+      if (segment.contains("image")) {
+        KOSMOS_CHECK(text.empty(), where, ": text between images; eval prompts are images, then one text");
+        question.images.push_back((folder / segment["image"].get<std::string>()).string());
+      } else {
+        KOSMOS_CHECK(segment.contains("text"), where, ": segment ", i, " is neither text nor image");
+        text += segment["text"].get<std::string>();
+        if (i + 1 < document.size() && document[i + 1].contains("image")) {
+          if (!vqa) KOSMOS_FAIL(where, ": a caption document is an image, then its caption");
+          text.clear();  // interleaved text before another image is not part of this prompt
+        }
+      }
+    }
+    if (vqa) {
+      const size_t answer = text.rfind("answer:");
+      KOSMOS_CHECK(answer != std::string::npos, where, ": no \"answer:\" in the last text segment for VQA");
+      question.text = text.substr(0, answer + 7);
+      question.reference = trim(text.substr(answer + 7));
+    } else {
+      KOSMOS_CHECK(question.images.size() == 1, where, ": a caption document has one image, this one ",
+                   question.images.size());
+      question.reference = trim(text);
+    }
+    questions.push_back(question);
+  }
+  KOSMOS_CHECK(!questions.empty(), "kosmos eval: ", path, " holds no documents");
+  return questions;
+}
+
+// The generated text of every question, in batches of prompts of equal length.
+std::vector<std::string> answer_all(LoadedModel & loaded, const io::Tokenizer & tokenizer,
+                                    const std::vector<Question> & questions, int64_t batch_size, int64_t max_new) {
+  const model::VisionConfig & v = loaded.config.vision;
+  std::vector<std::vector<int32_t>> prompts;
+  for (const Question & q : questions)
+    prompts.push_back(prompt_tokens(loaded.config, static_cast<int64_t>(q.images.size()), tokenizer.encode(q.text)));
+  std::map<size_t, std::vector<size_t>> by_length;
+  for (size_t i = 0; i < prompts.size(); ++i) by_length[prompts[i].size()].push_back(i);
+  std::vector<std::string> answers(questions.size());
+  for (const auto & [length, members] : by_length)
+    for (size_t first = 0; first < members.size(); first += static_cast<size_t>(batch_size)) {
+      const size_t last = std::min(members.size(), first + static_cast<size_t>(batch_size));
+      model::Batch batch;
+      batch.batch = static_cast<int64_t>(last - first);
+      batch.length = static_cast<int64_t>(length);
+      for (size_t m = first; m < last; ++m) {
+        const std::vector<int32_t> & prompt = prompts[members[m]];
+        batch.tokens.insert(batch.tokens.end(), prompt.begin(), prompt.end());
+        for (const std::string & image : questions[members[m]].images) {
+          const std::vector<float> pixels = io::clip_preprocess(io::read_image(image), v.image_size);
+          batch.images.insert(batch.images.end(), pixels.begin(), pixels.end());
+          ++batch.image_count;
+        }
+      }
+      batch.image_slots = model::find_image_slots(batch.tokens, batch.batch, batch.length, loaded.config);
+      const std::vector<std::vector<int32_t>> generated = decode(loaded, batch, max_new, Sampling{}, false);
+      for (size_t m = first; m < last; ++m) answers[members[m]] = tokenizer.decode(generated[m - first]);
+    }
+  return answers;
+}
+
+}  // namespace
+
+int run_eval(std::ostream & out, const BackendRegistry & registry, const EvalOptions & options) {
+  KOSMOS_CHECK(!options.captions.empty() || !options.vqa.empty() || !options.data.empty(),
+               "kosmos eval: nothing to evaluate; give --captions FILE.jsonl, --vqa FILE.jsonl or --data DIR");
+  LoadedModel loaded = load_model(registry, options.model);
+  const io::Tokenizer tokenizer(options.tokenizer);
+  nlohmann::json results = {{"checkpoint", loaded.description}};
+  const auto start = std::chrono::steady_clock::now();
+  for (const bool vqa : {false, true}) {
+    const std::string & path = vqa ? options.vqa : options.captions;
+    if (path.empty()) continue;
+    const std::vector<Question> questions = read_questions(path, vqa, options.limit);
+    const std::vector<std::string> answers =
+        answer_all(loaded, tokenizer, questions, options.batch, options.max_new_tokens);
+    int64_t exact = 0, object = 0;
+    nlohmann::json examples = nlohmann::json::array();
+    for (size_t i = 0; i < questions.size(); ++i) {
+      const std::string answer = trim(vqa ? answers[i].substr(0, answers[i].find('.')) : answers[i]);
+      exact += answer == questions[i].reference;
+      object += first_words(answer, 3) == first_words(questions[i].reference, 3);
+      if (examples.size() < 5) examples.push_back({{"expected", questions[i].reference}, {"generated", answer}});
+    }
+    const double n = static_cast<double>(questions.size());
+    nlohmann::json & entry = results[vqa ? "vqa" : "captioning"];
+    entry = {{"file", path}, {"samples", questions.size()}, {"exact_match", exact / n}, {"examples", examples}};
+    if (!vqa) entry["colour_shape_match"] = object / n;  // "a red circle": the first three words
+    out << (vqa ? "VQA" : "captioning") << " on " << questions.size() << " documents of " << path << ": exact match "
+        << std::fixed << std::setprecision(1) << 100.0 * exact / n << "%"
+        << (vqa ? std::string() : ", colour and shape " + std::to_string(100.0 * object / n).substr(0, 5) + "%")
+        << "\n";
+  }
+  if (!options.data.empty()) {
+    const io::DatasetManifest manifest = io::DatasetManifest::read(options.data);
+    io::DataLoader loader(options.data, loaded.config, options.seed);
+    model::Arena arena(*loaded.device);
+    model::Runtime rt{*loaded.device, *loaded.stream, arena};
+    model::KosmosModel kosmos_model(loaded.config, *loaded.state);
+    double loss = 0.0, counted = 0.0;
+    for (int64_t b = 0; b < options.batches; ++b) {
+      const model::Batch batch = loader.next_step(options.batch, 0, 1, 1)[0];
+      double weight = 0.0;
+      for (float w : batch.loss_weights) weight += w;
+      arena.reset();
+      loss += kosmos_model.run(rt, batch, 1.0f, {0, 0, false}, false);  // summed over counted positions
+      counted += weight;
+    }
+    results["perplexity"] = {{"data", options.data}, {"sequences", options.batches * options.batch},
+                             {"tokens", counted}, {"loss", loss / counted}, {"perplexity", std::exp(loss / counted)}};
+    out << "perplexity on " << options.batches * options.batch << " sequences of " << options.data << ": "
+        << std::setprecision(3) << std::exp(loss / counted) << " (loss " << loss / counted << " per token)\n";
+  }
+  results["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!options.out.empty()) {
+    std::ofstream file(options.out, std::ios::trunc);
+    file << results.dump(2) << "\n";
+    KOSMOS_CHECK(file, "kosmos eval: cannot write --out ", options.out);
+    out << "wrote " << options.out << "\n";
+  }
+  return 0;
+}
+
+}  // namespace kosmos
