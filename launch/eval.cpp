@@ -171,13 +171,23 @@ int run_eval(std::ostream & out, const BackendRegistry & registry, const EvalOpt
         << std::setprecision(3) << std::exp(loss / counted) << " (loss " << loss / counted << " per token)\n";
   }
   results["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  int code = 0;
+  if (options.min_colour_shape > 0.0) {
+    KOSMOS_CHECK(results.contains("captioning"), "--min-colour-shape needs --captions");
+    const double accuracy = results["captioning"]["colour_shape_match"].get<double>();
+    if (accuracy < options.min_colour_shape) {
+      out << "colour and shape accuracy " << accuracy << " is below --min-colour-shape " << options.min_colour_shape
+          << "\n";
+      code = 1;
+    }
+  }
   if (!options.out.empty()) {
     std::ofstream file(options.out, std::ios::trunc);
     file << results.dump(2) << "\n";
     KOSMOS_CHECK(file, "kosmos eval: cannot write --out ", options.out);
     out << "wrote " << options.out << "\n";
   }
-  return 0;
+  return code;
 }
 
 }  // namespace kosmos

@@ -2,6 +2,7 @@
 // errors are thrown as kosmos::Error and reported by main.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -63,9 +64,17 @@ struct RankLabel {
   std::string coordinates;
 };
 
-// `kosmos train`: trains on the built-in synthetic image-caption set, on one rank or a dp x pp grid under mpirun,
-// printing progress and writing per-step metrics. Sets `label` once the grid is made.
-int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label);
+// A stop asked for from outside (main.cpp's SIGTERM / SIGUSR1 handler sets the flag to the signal's number).
+struct StopRequest {
+  const volatile std::sig_atomic_t * signal = nullptr;
+  int requested() const { return signal ? static_cast<int>(*signal) : 0; }
+};
+
+// `kosmos train`: trains on the built-in synthetic batches or a prepared dataset, on one rank or a dp x pp x tp grid
+// under mpirun, printing progress and writing per-step metrics and checkpoints. Sets `label` once the grid is made.
+// A stop request on any rank ends the run on every rank after the current step, with a checkpoint (exit 0).
+int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label,
+              const StopRequest & stop = {});
 
 struct InferenceOptions {
   ModelSource model;                 // a checkpoint, weights with a config, or an HF folder
@@ -99,6 +108,7 @@ struct EvalOptions {
   int64_t max_new_tokens = 24;
   uint64_t seed = 1;                 // perplexity: the data order
   std::string out;                   // results as JSON
+  double min_colour_shape = 0.0;     // captioning: fail (exit 1) below this colour-and-shape accuracy
 };
 
 // `kosmos eval`: captioning and VQA accuracy, perplexity.

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -46,6 +47,19 @@ constexpr std::chrono::milliseconds kReportGrace{1000};
   }
   MPI_Finalize();
   std::exit(1);
+}
+
+// The signal that asked the run to stop (SIGTERM or SIGUSR1: what Slurm sends before preemption or the time limit,
+// and what mpirun forwards); 0 while none came. The training loop reads it between steps.
+volatile std::sig_atomic_t stop_signal = 0;
+
+void on_stop_signal(int signal) { stop_signal = signal; }
+
+void catch_stop_signals() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGTERM, SIGUSR1}) sigaction(signal, &action, nullptr);
 }
 
 }  // namespace
@@ -220,6 +234,9 @@ int main(int argc, char ** argv) {
   eval_app->add_option("--max-new-tokens", evaluation.max_new_tokens, "tokens generated per prompt at most")
       ->capture_default_str()->check(CLI::PositiveNumber);
   eval_app->add_option("--out", evaluation.out, "write the results (and a few examples) as JSON here");
+  eval_app->add_option("--min-colour-shape", evaluation.min_colour_shape,
+                       "exit 1 when the captions' colour-and-shape accuracy is below this (0 to 1)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
 
   kosmos::ConvertOptions convert;
   CLI::App * convert_app = app.add_subcommand(
@@ -307,7 +324,8 @@ int main(int argc, char ** argv) {
     } else if (*demo) {
       code = kosmos::run_demo(std::cout, registry, demo_options);
     } else if (*train_app) {
-      code = kosmos::run_train(std::cout, registry, train, label);
+      catch_stop_signals();
+      code = kosmos::run_train(std::cout, registry, train, label, kosmos::StopRequest{&stop_signal});
     } else if (*forward_app) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {

@@ -41,7 +41,8 @@ std::string differing_keys(const std::string & stored, const nlohmann::json & cu
 
 }  // namespace
 
-int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label) {
+int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label,
+              const StopRequest & stop) {
   model::KosmosConfig config = model::preset(options.preset);
   if (!options.model_config.empty())
     config = model::config_from_json(read_text_file(options.model_config), config, options.model_config);
@@ -202,7 +203,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const auto start = std::chrono::steady_clock::now();
   double first_loss = 0.0, last_loss = 0.0;
   int64_t tokens = 0;
-  const int64_t last_step = options.stop_at > 0 ? std::min(options.stop_at, options.steps) : options.steps;
+  int64_t last_step = options.stop_at > 0 ? std::min(options.stop_at, options.steps) : options.steps;
   for (int64_t step = first_step; step <= last_step; ++step) {
     // This dp rank's share of the step's global batch, in micro-batches, by global sample index.
     std::vector<model::Batch> micro;
@@ -238,9 +239,22 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
           << stats.tokens / stats.seconds << " tokens/s  eta " << std::setprecision(1) << eta << " s\n";
       log.flush();
     }
-    if (!options.save_dir.empty() &&
-        ((options.save_every > 0 && step % options.save_every == 0) || step == last_step))
-      save_checkpoint(step);
+    const bool saved = !options.save_dir.empty() &&
+                       ((options.save_every > 0 && step % options.save_every == 0) || step == last_step);
+    if (saved) save_checkpoint(step);
+    // A stop signal on any rank (Slurm's SIGTERM before preemption or the time limit) ends the run on every rank
+    // after this step, with a checkpoint.
+    int32_t stop_code = stop.requested();
+    grid.world().all_reduce(make_view(&stop_code, DType::kI32, {1}), parallel::ReduceOp::kMax, *stream);
+    if (stop_code != 0 && step < last_step) {
+      if (!options.save_dir.empty() && !saved) save_checkpoint(step);
+      log << "stopped by signal " << stop_code << " after step " << step
+          << (options.save_dir.empty() ? "; no --save-dir, so the state is not kept"
+                                       : "; continue with --resume auto")
+          << "\n";
+      last_step = step;
+      break;
+    }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t steps_run = std::max<int64_t>(0, last_step - first_step + 1);
