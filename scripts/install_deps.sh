@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install_deps.sh: installs what kosmos needs from Debian 12's packages, skipping what is already there.
 #   scripts/install_deps.sh            everything: build tools, MPI, HDF5, oneDNN, SentencePiece, CLI11, GoogleTest,
-#                                      Google Benchmark, libpng, libjpeg-turbo, and hipcc for the ROCm build
+#                                      Google Benchmark, libpng, libjpeg-turbo, Slurm (for its test), and hipcc for
+#                                      the ROCm build
 #                                      (about 0.7 GiB of the 1 GiB)
 #   scripts/install_deps.sh --no-rocm  the same without hipcc
 # CUDA, cuBLAS(Lt) and NCCL are not Debian packages: they come from the CUDA toolkit at /usr/local/cuda, and the
@@ -26,6 +27,7 @@ packages=(
   libcli11-dev                                     # command line
   nlohmann-json3-dev                               # JSON: model configs, safetensors headers, metrics
   libpng-dev libjpeg62-turbo-dev                   # image decoding
+  slurmctld slurmd munge                           # a single-node Slurm for the srun/sbatch test
   libgtest-dev libgmock-dev libbenchmark-dev       # tests and op benchmarks
 )
 if [ "$with_rocm" = 1 ]; then

@@ -56,8 +56,8 @@ stop_daemons() {
 trap stop_daemons EXIT
 if ! munge -n 2> /dev/null | unmunge > /dev/null 2>&1; then  # no munged running: start one for this test
   mkdir -p /run/munge && chown munge:munge /run/munge
-  su -s /bin/sh munge -c "/usr/sbin/munged --pid-file=$work/munged.pid" 
-  started_munge=$(cat "$work/munged.pid")
+  su -s /bin/sh munge -c /usr/sbin/munged  # it writes /run/munge/munged.pid
+  started_munge=$(cat /run/munge/munged.pid)
 fi
 slurmctld -c
 slurmd
