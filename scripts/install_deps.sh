@@ -2,8 +2,7 @@
 # install_deps.sh: installs what kosmos needs from Debian 12's packages, skipping what is already there.
 #   scripts/install_deps.sh            everything: build tools, MPI, HDF5, oneDNN, SentencePiece, CLI11, GoogleTest,
 #                                      Google Benchmark, libpng, libjpeg-turbo, Slurm (for its test), and hipcc for
-#                                      the ROCm build
-#                                      (about 0.7 GiB of the 1 GiB)
+#                                      the ROCm build (about 0.7 GiB of the 1 GiB)
 #   scripts/install_deps.sh --no-rocm  the same without hipcc
 # CUDA, cuBLAS(Lt) and NCCL are not Debian packages: they come from the CUDA toolkit at /usr/local/cuda, and the
 # build turns CUDA off (with a message) where that is missing.
