@@ -62,15 +62,15 @@ void publish_checkpoint(const std::string & dir, const std::string & final_path,
   for (auto it = found.begin(); keep > 0 && surplus > 0; ++it, --surplus) fs::remove(it->second, error);
 }
 
-std::string resolve_resume(const std::string & resume, const std::string & save_dir) {
+std::string resolve_resume(const std::string & resume, const std::string & save_dir, const std::string & option) {
   if (resume.empty()) return "";
   const bool automatic = resume == "auto";
-  KOSMOS_CHECK(!automatic || !save_dir.empty(), "--resume auto looks in --save-dir, which is not given; add "
+  KOSMOS_CHECK(!automatic || !save_dir.empty(), option, " auto looks in --save-dir, which is not given; add "
                "--save-dir DIR or name a checkpoint file");
   const fs::path where = automatic ? fs::path(save_dir) : fs::path(resume);
   if (fs::is_regular_file(where)) return where.string();
   if (!fs::is_directory(where)) {
-    KOSMOS_CHECK(automatic, "--resume ", resume, ": no such file or folder; name a checkpoint (step_*.h5), a folder "
+    KOSMOS_CHECK(automatic, option, " ", resume, ": no such file or folder; name a checkpoint (step_*.h5), a folder "
                  "of them, or use auto");
     return "";  // auto, and the folder does not exist yet: a fresh start
   }
@@ -82,7 +82,7 @@ std::string resolve_resume(const std::string & resume, const std::string & save_
     if (!name.empty() && fs::is_regular_file(where / name)) return (where / name).string();
   }
   const std::map<int64_t, fs::path> found = complete_checkpoints(where);  // `latest` missing or stale
-  KOSMOS_CHECK(automatic || !found.empty(), "--resume ", resume, ": the folder holds no complete checkpoint "
+  KOSMOS_CHECK(automatic || !found.empty(), option, " ", resume, ": the folder holds no complete checkpoint "
                "(step_*.h5); name another folder or file");
   return found.empty() ? "" : found.rbegin()->second.string();
 }

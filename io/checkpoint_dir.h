@@ -19,7 +19,9 @@ std::string partial_path(const std::string & final_path);
 void publish_checkpoint(const std::string & dir, const std::string & final_path, int64_t keep);
 
 // What --resume asks for: "" (start fresh), "auto" (the newest complete checkpoint in `save_dir`, or a fresh start
-// when it has none), or a checkpoint file or a folder of them. Returns the file, or "" for a fresh start.
-std::string resolve_resume(const std::string & resume, const std::string & save_dir);
+// when it has none), or a checkpoint file or a folder of them. Returns the file, or "" for a fresh start. `option`
+// names the command-line option in errors.
+std::string resolve_resume(const std::string & resume, const std::string & save_dir,
+                           const std::string & option = "--resume");
 
 }  // namespace kosmos::io

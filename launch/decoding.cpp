@@ -11,7 +11,7 @@
 #include "io/checkpoint_dir.h"
 #include "io/weights.h"
 #include "launch/files.h"
-#include "parallel/comm.h"
+#include "model/partition.h"
 
 namespace kosmos {
 
@@ -22,7 +22,7 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   LoadedModel loaded;
   std::string checkpoint;
   if (!source.checkpoint.empty()) {
-    checkpoint = io::resolve_resume(source.checkpoint, "");
+    checkpoint = io::resolve_resume(source.checkpoint, "", "--checkpoint");
     loaded.config = model::config_from_json(io::read_checkpoint_info(checkpoint).model_config,
                                             model::preset(source.preset), checkpoint + " (/meta model_config)");
     loaded.description = checkpoint;
@@ -42,15 +42,21 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   loaded.stream = loaded.device->create_stream();
   loaded.table = std::make_unique<model::ParameterTable>(loaded.config);
   loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table);
+  std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
+  const parallel::GridShape shape = parallel::grid_for(world->size(), 0, source.pp, source.tp);
+  loaded.grid = std::make_unique<parallel::ProcessGrid>(shape, std::move(world));
+  // Every rank holds the whole table and uses its stage's layers and its tp shards.
   if (!checkpoint.empty()) {
-    std::unique_ptr<parallel::Comm> self = parallel::mpi_world()->split(parallel::mpi_world()->rank(), 0);
-    io::read_checkpoint(checkpoint, *loaded.state, false, *self, *loaded.stream);
-    return loaded;
+    io::read_checkpoint(checkpoint, *loaded.state, false, loaded.grid->world(), *loaded.stream);
+  } else {
+    const std::string weights = source.hf_dir.empty() ? source.weights : source.hf_dir + "/model.safetensors";
+    const io::WeightsReport report = io::load_weights(*loaded.state, io::SafetensorsFile(weights), *loaded.stream);
+    KOSMOS_CHECK(!report.vision_only, weights, " holds only a CLIP vision tower; inference needs a whole "
+                 "checkpoint (seed composition or HF Kosmos-2)");
   }
-  const std::string weights = source.hf_dir.empty() ? source.weights : source.hf_dir + "/model.safetensors";
-  const io::WeightsReport report = io::load_weights(*loaded.state, io::SafetensorsFile(weights), *loaded.stream);
-  KOSMOS_CHECK(!report.vision_only, weights, " holds only a CLIP vision tower; inference needs a whole checkpoint "
-               "(seed composition or HF Kosmos-2)");
+  loaded.model = std::make_unique<model::KosmosModel>(
+      loaded.config, *loaded.state, shape.tp > 1 ? &loaded.grid->group(parallel::Axis::kTensor) : nullptr);
+  loaded.stages = model::partition_stages(loaded.config, shape.pp, model::stage_costs(loaded.config, 1, 64, 1), {});
   return loaded;
 }
 
@@ -65,15 +71,60 @@ std::vector<int32_t> prompt_tokens(const model::KosmosConfig & config, int64_t i
   return tokens;
 }
 
-std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch) {
-  model::Arena arena(*loaded.device);
-  model::Runtime rt{*loaded.device, *loaded.stream, arena};
-  model::KosmosModel kosmos_model(loaded.config, *loaded.state);
+namespace {
+
+// The batch with no targets: inference computes no loss worth keeping.
+model::Batch without_targets(const model::Batch & batch) {
   model::Batch input = batch;
   input.targets.assign(input.tokens.size(), 0);
   input.loss_weights.assign(input.tokens.size(), 0.0f);
+  return input;
+}
+
+}  // namespace
+
+std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch) {
+  KOSMOS_CHECK(loaded.grid->shape().world() == 1, "kosmos forward writes the whole logits from one rank; run it "
+               "without mpirun (generate and eval split the model with --pp and --tp)");
+  model::Arena arena(*loaded.device);
+  model::Runtime rt{*loaded.device, *loaded.stream, arena};
   std::vector<float> logits;
-  kosmos_model.run(rt, input, 1.0f, {0, 0, false}, false, &logits);
+  loaded.model->run(rt, without_targets(batch), 1.0f, {0, 0, false}, false, &logits);
+  return logits;
+}
+
+std::vector<float> last_logits(LoadedModel & loaded, const model::Batch & batch) {
+  const parallel::GridShape & shape = loaded.grid->shape();
+  const int stage = loaded.grid->coord().pp, vocab = static_cast<int>(loaded.config.decoder.vocab_size);
+  const int64_t rows = batch.batch, local = vocab / shape.tp, d = loaded.config.decoder.embed_dim;
+  model::Arena arena(*loaded.device);
+  model::Runtime rt{*loaded.device, *loaded.stream, arena};
+  const model::Batch input = without_targets(batch);
+  // The pipeline, one micro-batch: each stage takes the previous one's activations and passes its own on.
+  parallel::Comm & pipeline = loaded.grid->group(parallel::Axis::kPipeline);
+  const bool first = stage == 0, last = stage == shape.pp - 1;
+  const TensorView received = first ? TensorView{} : rt.take({rows * batch.length, d});
+  const TensorView sent = last ? TensorView{} : rt.take({rows * batch.length, d});
+  if (!first) pipeline.recv(received, stage - 1, rt.stream);
+  model::MicroState state;
+  std::vector<float> slice;  // [B*T, V/tp] on the last stage
+  loaded.model->stage_forward(rt, loaded.stages[static_cast<size_t>(stage)], input, received, sent, 1.0f,
+                              {0, 0, false}, false, state, last ? &slice : nullptr);
+  if (!last) pipeline.send(sent, stage + 1, rt.stream);
+  // The last positions' rows of this rank's vocabulary slice, gathered over tp, sent from the last stage to all.
+  std::vector<float> mine(static_cast<size_t>(rows * local)), gathered(static_cast<size_t>(shape.tp * rows * local));
+  if (last)
+    for (int64_t b = 0; b < rows; ++b)
+      std::copy_n(slice.begin() + ((b + 1) * batch.length - 1) * local, local, mine.begin() + b * local);
+  loaded.grid->group(parallel::Axis::kTensor)
+      .all_gather(make_view(gathered.data(), DType::kF32, {static_cast<int64_t>(gathered.size())}),
+                  make_view(mine.data(), DType::kF32, {static_cast<int64_t>(mine.size())}), rt.stream);
+  std::vector<float> logits(static_cast<size_t>(rows * vocab));  // [B, V] from [tp, B, V/tp]
+  for (int r = 0; r < shape.tp; ++r)
+    for (int64_t b = 0; b < rows; ++b)
+      std::copy_n(gathered.begin() + (r * rows + b) * local, local, logits.begin() + b * vocab + r * local);
+  pipeline.broadcast(make_view(logits.data(), DType::kF32, {static_cast<int64_t>(logits.size())}), shape.pp - 1,
+                     rt.stream);
   return logits;
 }
 
@@ -122,10 +173,10 @@ std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batc
     for (const std::vector<int32_t> & row : sequences) batch.tokens.insert(batch.tokens.end(), row.begin(), row.end());
     batch.image_slots.clear();
     for (const auto & [row, position] : slots) batch.image_slots.push_back(row * batch.length + position);
-    const std::vector<float> logits = forward_logits(loaded, batch);
+    const std::vector<float> logits = last_logits(loaded, batch);  // [B, V], the same on every rank
     bool all_done = true;
     for (int64_t b = 0; b < rows; ++b) {
-      const float * last = logits.data() + ((b + 1) * batch.length - 1) * vocab;
+      const float * last = logits.data() + b * vocab;
       const int32_t next = done[static_cast<size_t>(b)]
                                ? static_cast<int32_t>(loaded.config.tokens.pad)
                                : pick(last, vocab, sampling, static_cast<uint64_t>(step * rows + b));

@@ -1,6 +1,7 @@
 // decoding.h: what `forward`, `generate` and `eval` share: a model loaded from a checkpoint, safetensors weights or
 // an HF folder; prompts made of images and text; and batched decoding (greedy, or sampled with temperature, top-k
-// and top-p), a full forward per new token.
+// and top-p), a full forward per new token. Under mpirun the model may be split over pp stages and tp ranks (any
+// rank count pp x tp x dp; dp replicas decode the same): every rank takes the same tokens.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 
 #include "backends/registry.h"
 #include "model/kosmos.h"
+#include "parallel/comm.h"
 
 namespace kosmos {
 
@@ -23,6 +25,7 @@ struct ModelSource {
   std::string preset = "kosmos1";    // ... applied over this preset
   std::string weights;               // safetensors in any peer's names
   std::string hf_dir;                // config.json + model.safetensors
+  int pp = 1, tp = 1;                // split over pipeline stages and tensor-parallel ranks (under mpirun)
 };
 
 struct LoadedModel {
@@ -32,6 +35,9 @@ struct LoadedModel {
   std::unique_ptr<model::ParameterTable> table;
   std::unique_ptr<model::ModelState> state;
   std::string description;  // where it came from, for the log
+  std::unique_ptr<parallel::ProcessGrid> grid;   // the world as dp x pp x tp
+  std::vector<model::StageRange> stages;         // each pipeline stage's decoder layers
+  std::unique_ptr<model::KosmosModel> model;     // this rank's part (its tp shards)
 };
 
 // Exactly one of checkpoint, weights (with model_config) or hf_dir; each missing or mismatched file is an error
@@ -54,7 +60,9 @@ struct Sampling {
 std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batch & prompts, int64_t max_new,
                                          const Sampling & sampling, bool ignore_eos);
 
-// The logits [B*T, V] of one forward of `batch`.
+// The logits [B*T, V] of one forward of `batch` (one rank, no split).
 std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch);
+// The logits [B, V] of each row's last position, on every rank of the grid.
+std::vector<float> last_logits(LoadedModel & loaded, const model::Batch & batch);
 
 }  // namespace kosmos

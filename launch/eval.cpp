@@ -120,10 +120,13 @@ std::vector<std::string> answer_all(LoadedModel & loaded, const io::Tokenizer & 
 
 }  // namespace
 
-int run_eval(std::ostream & out, const BackendRegistry & registry, const EvalOptions & options) {
+int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const EvalOptions & options) {
   KOSMOS_CHECK(!options.captions.empty() || !options.vqa.empty() || !options.data.empty(),
                "kosmos eval: nothing to evaluate; give --captions FILE.jsonl, --vqa FILE.jsonl or --data DIR");
   LoadedModel loaded = load_model(registry, options.model);
+  const bool leader = loaded.grid->world().rank() == 0;  // every rank decodes the same tokens
+  std::ostringstream silent;
+  std::ostream & out = leader ? all_ranks : silent;
   const io::Tokenizer tokenizer(options.tokenizer);
   nlohmann::json results = {{"checkpoint", loaded.description}};
   const auto start = std::chrono::steady_clock::now();
@@ -155,14 +158,15 @@ int run_eval(std::ostream & out, const BackendRegistry & registry, const EvalOpt
     io::DataLoader loader(options.data, loaded.config, options.seed);
     model::Arena arena(*loaded.device);
     model::Runtime rt{*loaded.device, *loaded.stream, arena};
-    model::KosmosModel kosmos_model(loaded.config, *loaded.state);
+    KOSMOS_CHECK(loaded.grid->shape().world() == 1, "kosmos eval --data (perplexity) runs on one rank for now; run it "
+                 "without mpirun");
     double loss = 0.0, counted = 0.0;
     for (int64_t b = 0; b < options.batches; ++b) {
       const model::Batch batch = loader.next_step(options.batch, 0, 1, 1)[0];
       double weight = 0.0;
       for (float w : batch.loss_weights) weight += w;
       arena.reset();
-      loss += kosmos_model.run(rt, batch, 1.0f, {0, 0, false}, false);  // summed over counted positions
+      loss += loaded.model->run(rt, batch, 1.0f, {0, 0, false}, false);  // summed over counted positions
       counted += weight;
     }
     results["perplexity"] = {{"data", options.data}, {"sequences", options.batches * options.batch},
@@ -181,7 +185,7 @@ int run_eval(std::ostream & out, const BackendRegistry & registry, const EvalOpt
       code = 1;
     }
   }
-  if (!options.out.empty()) {
+  if (!options.out.empty() && leader) {
     std::ofstream file(options.out, std::ios::trunc);
     file << results.dump(2) << "\n";
     KOSMOS_CHECK(file, "kosmos eval: cannot write --out ", options.out);

@@ -52,16 +52,16 @@ model::Batch prompt_batch(const LoadedModel & loaded, const InferenceOptions & o
       batch.images = std::move(images.values);
     }
   } else {
-    const io::Tokenizer tokenizer(options.tokenizer);
-    KOSMOS_CHECK(tokenizer.vocab_size() <= config.decoder.vocab_size && tokenizer.image() == config.tokens.image,
-                 "--tokenizer ", options.tokenizer, " has ", tokenizer.vocab_size(), " ids (<image> ", tokenizer.image(),
-                 ") but the model ", config.decoder.vocab_size, " (<image> ", config.tokens.image,
-                 "); give the tokenizer the model was trained with");
     for (const std::string & path : options.images) {
       const std::vector<float> pixels = io::clip_preprocess(io::read_image(path), v.image_size);
       batch.images.insert(batch.images.end(), pixels.begin(), pixels.end());
       ++batch.image_count;
     }
+    const io::Tokenizer tokenizer(options.tokenizer);
+    KOSMOS_CHECK(tokenizer.vocab_size() <= config.decoder.vocab_size && tokenizer.image() == config.tokens.image,
+                 "--tokenizer ", options.tokenizer, " has ", tokenizer.vocab_size(), " ids (<image> ", tokenizer.image(),
+                 ") but the model ", config.decoder.vocab_size, " (<image> ", config.tokens.image,
+                 "); give the tokenizer the model was trained with");
     batch.tokens = prompt_tokens(config, batch.image_count, tokenizer.encode(options.prompt));
   }
   for (int32_t id : batch.tokens)
@@ -86,8 +86,10 @@ int run_forward(std::ostream & out, const BackendRegistry & registry, const Infe
   return 0;
 }
 
-int run_generate(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options) {
+int run_generate(std::ostream & all_ranks, const BackendRegistry & registry, const InferenceOptions & options) {
   LoadedModel loaded = load_model(registry, options.model, options.image_token_id);
+  std::ostringstream silent;
+  std::ostream & out = loaded.grid->world().rank() == 0 ? all_ranks : silent;  // every rank has the same tokens
   const model::Batch batch = prompt_batch(loaded, options);
   const std::vector<int32_t> generated =
       decode(loaded, batch, options.max_new_tokens, options.sampling, options.ignore_eos)[0];

@@ -193,6 +193,10 @@ int main(int argc, char ** argv) {
         ->capture_default_str();
     sub->add_option("--image-token-id", inference.image_token_id, "the <image> id (default: from the config)");
   }
+  generate_app->add_option("--pp", inference.model.pp, "pipeline stages the model is split over (under mpirun)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  generate_app->add_option("--tp", inference.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   generate_app->add_option("--temperature", inference.sampling.temperature, "sampling temperature (0: greedy)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   generate_app->add_option("--top-k", inference.sampling.top_k, "sample among the k likeliest (0: all)")
@@ -215,6 +219,10 @@ int main(int argc, char ** argv) {
       ->required();
   eval_app->add_option("--backend", evaluation.model.backend, "device backend: auto, cpu, cuda or rocm")
       ->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  eval_app->add_option("--pp", evaluation.model.pp, "pipeline stages the model is split over (under mpirun)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  eval_app->add_option("--tp", evaluation.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   eval_app->add_option("--tokenizer", evaluation.tokenizer, "SentencePiece .model the model was trained with")
       ->capture_default_str();
   eval_app->add_option("--captions", evaluation.captions,
@@ -306,6 +314,17 @@ int main(int argc, char ** argv) {
   for (CLI::App * sub : {tokenizer_encode, tokenizer_decode})
     sub->add_option("--model", tokenizer.model, "SentencePiece .model")->capture_default_str();
 
+  // A bad command line is one line, like every other error: "[rank r] error: ... (kosmos SUB --help lists ...)".
+  app.failure_message([](const CLI::App * failed, const CLI::Error & error) {
+    std::string command = "kosmos";
+    for (const CLI::App * sub = failed; sub && !sub->get_subcommands().empty();) {
+      sub = sub->get_subcommands().front();
+      command += " " + sub->get_name();
+    }
+    return "[rank " + std::to_string(world_rank()) + "] error: " + error.what() + " (`" + command +
+           " --help` lists the options)\n";
+  });
+
   int code = 0;
   kosmos::RankLabel label;
   try {
@@ -314,7 +333,10 @@ int main(int argc, char ** argv) {
     } catch (const CLI::ParseError & error) {
       code = app.exit(error);
       // A bad command line on some ranks only (a file that exists on one node) must not leave the others waiting.
-      if (code != 0 && world_size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
+      if (code != 0 && world_size() > 1) {
+        std::this_thread::sleep_for(kReportGrace);  // the other ranks print the same line first
+        MPI_Abort(MPI_COMM_WORLD, code);
+      }
       MPI_Finalize();
       return code;
     }

@@ -245,19 +245,14 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   loss_target.data = loss_host.data();
   rt.device.copy(loss_target, loss, rt.stream);
   rt.stream.synchronize();
-  if (split()) {
-    KOSMOS_CHECK(!logits_out, "the logits of a vocab-parallel head stay split over the tensor-parallel ranks; run "
-                 "forward without --tp (internal error)");
-    return vocab_parallel_loss(rt, batch, loss_host[0], s);
-  }
-  if (logits_out) {
-    logits_out->resize(static_cast<size_t>(rows * dc.vocab_size));
+  if (logits_out) {  // with a vocab-parallel head, this rank's rows of the vocabulary only
+    logits_out->resize(static_cast<size_t>(rows * vocab_local()));
     TensorView target = s.logits;
     target.data = logits_out->data();
     rt.device.copy(target, s.logits, rt.stream);
   }
   rt.stream.synchronize();
-  return loss_host[0];
+  return split() ? vocab_parallel_loss(rt, batch, loss_host[0], s) : loss_host[0];
 }
 
 void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,

@@ -68,7 +68,8 @@ class KosmosModel {
   KosmosModel(const KosmosConfig & config, ModelState & state, parallel::Comm * tensor_parallel = nullptr);
 
   // Forward (and, when `backward`, backward, accumulating into the state's gradients) of one micro-batch.
-  // Returns loss_scale * sum of weighted token losses. When `logits` is given it receives [B*T, V] on the host.
+  // Returns loss_scale * sum of weighted token losses. When `logits` is given it receives [B*T, V] on the host
+  // ([B*T, V/tp], this rank's vocabulary rows, under tensor parallelism).
   double run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness, bool backward,
              std::vector<float> * logits = nullptr);
 

@@ -1,8 +1,12 @@
-# check_misconfiguration.cmake: a bad layout under mpirun exits non-zero within the timeout, and every rank prints
-# the one error naming the problem. cmake -DKOSMOS=<exe> -DMPIEXEC=<mpirun> -DRANKS=6 "-DARGS=--pp;4"
-#   "-DEXPECT=does not divide the 6 ranks" -P check_misconfiguration.cmake
+# check_misconfiguration.cmake: a bad layout or command line under mpirun exits non-zero within the timeout, and
+# every rank prints the one error naming the problem. cmake -DKOSMOS=<exe> -DMPIEXEC=<mpirun> -DRANKS=6
+#   "-DARGS=--pp;4" "-DEXPECT=does not divide the 6 ranks" ["-DSUBCOMMAND=generate"] -P check_misconfiguration.cmake
+# (SUBCOMMAND defaults to `train --preset tiny --steps 1`; ARGS follow it.)
+if(NOT DEFINED SUBCOMMAND OR SUBCOMMAND STREQUAL "")
+  set(SUBCOMMAND train --preset tiny --steps 1)
+endif()
 execute_process(COMMAND ${MPIEXEC} --allow-run-as-root --oversubscribe -np ${RANKS} env OMP_NUM_THREADS=1
-                        ${KOSMOS} train --preset tiny --steps 1 ${ARGS}
+                        ${KOSMOS} ${SUBCOMMAND} ${ARGS}
                 RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 120)
 if(status EQUAL 0)
   message(FATAL_ERROR "${ARGS} on ${RANKS} ranks exited with 0; expected an error:\n${out}${err}")
