@@ -195,6 +195,7 @@ CheckpointInfo read_meta(hid_t file, const std::string & path) {
   info.layout = hdf5::read_string_attribute(meta, "layout", path);
   info.optimizer = hdf5::read_string_attribute(meta, "optimizer", path);
   info.version = hdf5::read_string_attribute(meta, "version", path);
+  if (H5Aexists(meta, "run_config") > 0) info.run_config = hdf5::read_string_attribute(meta, "run_config", path);
   return info;
 }
 
@@ -269,6 +270,7 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
   hdf5::write_string_attribute(meta, "layout", info.layout, path);
   hdf5::write_string_attribute(meta, "optimizer", info.optimizer, path);
   hdf5::write_string_attribute(meta, "version", info.version, path);
+  hdf5::write_string_attribute(meta, "run_config", info.run_config, path);
   KOSMOS_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL), path, ": flushing the checkpoint");
 }
 

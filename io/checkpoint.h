@@ -3,7 +3,7 @@
 // the file does not depend on the (dp, pp, tp) that wrote it:
 //   /params/<name>, /optim/m/<name>, /optim/v/<name>   f32, chunked, Fletcher32 checksums
 //   /meta (attributes)                                 step, seed, loss scale, data position, model config, layout,
-//                                                      optimizer, tool version
+//                                                      optimizer, tool version, the run's options (TOML)
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,7 @@ struct CheckpointInfo {
   std::string layout;          // the grid that wrote it, e.g. "dp 1 x pp 2 x tp 2, ZeRO-1 off" (for the reader)
   std::string optimizer;       // JSON: lr, warm-up, total steps, betas, eps, weight decay, clip
   std::string version;         // kosmos version that wrote it
+  std::string run_config;      // the command's effective options as TOML (kosmos --print-config), if known
 };
 
 // Writes `path` collectively over `world`: every rank calls this with its own `parts` (Trainer::checkpoint_parts,

@@ -55,7 +55,8 @@ int run_convert(std::ostream & out, const BackendRegistry & registry, const Conv
                                   model::config_to_json(config),
                                   "converted from " + std::filesystem::path(options.input).filename().string(),
                                   "{}",
-                                  KOSMOS_VERSION};
+                                  KOSMOS_VERSION,
+                                  ""};
     io::write_checkpoint(options.output, state, parts, info, *world, *stream);
     out << "wrote " << options.output << ": " << report.loaded << " parameters from " << options.input << " ("
         << report.skipped << " buffers and tied duplicates skipped), step 0, zero AdamW moments\n";

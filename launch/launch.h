@@ -54,6 +54,7 @@ struct TrainOptions {
   int64_t keep = 3;                  // complete checkpoints kept in save_dir (0: all)
   std::string resume;                // "", "auto" (newest in save_dir, if any), or a checkpoint file or folder
   int64_t stop_at = 0;               // stop after this step (checkpointing it); the schedule still runs to `steps`
+  std::string run_config;            // the effective options as TOML (--print-config), kept in each checkpoint
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -70,7 +71,15 @@ int main(int argc, char ** argv) {
 
   CLI::App app{"kosmos: trains and runs the KOSMOS-1 multimodal language model across MPI ranks"};
   app.require_subcommand(1);
+  app.fallthrough();  // --config and --print-config may follow the subcommand too (subcommands inherit this)
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key in a --config file is an error
   app.set_version_flag("--version", std::string("kosmos ") + KOSMOS_VERSION);
+  app.set_config("--config", "",
+                 "TOML file of options: a [train], [generate], [eval], [data.prepare], ... section per subcommand, "
+                 "keys named as the long options (steps = 500); the command line overrides it");
+  bool print_config = false;
+  app.add_flag("--print-config", print_config,
+               "print the effective options of the subcommand (config file and command line) as TOML and exit");
 
   CLI::App * info = app.add_subcommand("info", "print the build options, backends, devices and library versions");
 
@@ -340,6 +349,24 @@ int main(int argc, char ** argv) {
       MPI_Finalize();
       return code;
     }
+    // The effective options of the chosen subcommand, as a TOML file that --config reads back.
+    std::string section;
+    const CLI::App * chosen = &app;
+    while (!chosen->get_subcommands().empty()) {
+      chosen = chosen->get_subcommands().front();
+      section += (section.empty() ? "" : ".") + chosen->get_name();
+    }
+    std::string effective = "[" + section + "]\n";
+    std::istringstream lines(chosen->config_to_str(true, false));
+    for (std::string line; std::getline(lines, line);)  // an option left empty is not set: leave it out
+      if (line.size() < 3 || (line.compare(line.size() - 3, 3, "=\"\"") != 0 && line.compare(line.size() - 3, 3, "=''") != 0))
+        effective += line + "\n";
+    if (print_config) {
+      if (world_rank() == 0) std::cout << effective;
+      MPI_Finalize();
+      return 0;
+    }
+    train.run_config = effective;
     const kosmos::BackendRegistry registry;
     if (*info) {
       if (world_rank() == 0) kosmos::print_info(std::cout, registry);

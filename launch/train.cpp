@@ -164,7 +164,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                   model::config_to_json(config),
                                   layout,
                                   optimizer_json(optimizer).dump(),
-                                  KOSMOS_VERSION};
+                                  KOSMOS_VERSION,
+                                  options.run_config};
     io::write_checkpoint(io::partial_path(final_path), state, trainer.checkpoint_parts(), info, grid.world(), *stream);
     grid.world().barrier();
     if (leader) io::publish_checkpoint(options.save_dir, final_path, options.keep);

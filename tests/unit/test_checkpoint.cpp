@@ -58,7 +58,7 @@ struct Fixture {
   }
   void write(const std::string & path, int64_t step = 12) {
     io::CheckpointInfo info{step, 99, 1.0, R"({"synthetic":{"next_sample":48}})", model::config_to_json(config),
-                            "dp 1 x pp 1 x tp 1", R"({"peak_lr":0.002})", "test"};
+                            "dp 1 x pp 1 x tp 1", R"({"peak_lr":0.002})", "test", "[train]\nsteps=12\n"};
     io::write_checkpoint(path, state, whole_parts(), info, *world, *stream);
   }
 };
@@ -75,6 +75,7 @@ TEST(Checkpoint, ValuesMomentsAndMetaComeBackBitForBit) {
   EXPECT_EQ(info.seed, 99u);
   EXPECT_EQ(info.data_position, R"({"synthetic":{"next_sample":48}})");
   EXPECT_EQ(info.layout, "dp 1 x pp 1 x tp 1");
+  EXPECT_EQ(info.run_config, "[train]\nsteps=12\n");
   EXPECT_EQ(io::read_checkpoint_info(path).model_config, model::config_to_json(model::preset("tiny")));
 }
 
