@@ -49,24 +49,36 @@ std::vector<std::string> BackendRegistry::available_names() const {
   return names;
 }
 
-std::unique_ptr<Device> BackendRegistry::create(const std::string & choice, int ordinal) const {
-  KOSMOS_CHECK(ordinal >= 0, "--device ", ordinal, " is negative; device ordinals count from 0");
+const BackendEntry & BackendRegistry::resolve(const std::string & choice) const {
   if (choice == "auto") {
     for (const BackendEntry & entry : entries_)
-      if (entry.available && entry.device_count() > 0) return entry.create(ordinal % entry.device_count());
+      if (entry.available && entry.device_count() > 0) return entry;
     KOSMOS_FAIL("--backend auto: no available backend sees a device (available: ", join(available_names()), ")");
   }
   for (const BackendEntry & entry : entries_) {
     if (entry.name != choice) continue;
     KOSMOS_CHECK(entry.available, "--backend ", choice, " is not available: ", entry.unavailable_reason,
                  " (available: ", join(available_names()), ")");
-    const int count = entry.device_count();
-    KOSMOS_CHECK(ordinal < count, "--backend ", choice, " --device ", ordinal, ": only ", count,
-                 " device(s) are visible; choose an ordinal below ", count);
-    return entry.create(ordinal);
+    return entry;
   }
   KOSMOS_FAIL("--backend ", choice, " is not a backend name; choose auto, cpu, cuda or rocm (available here: ",
               join(available_names()), ")");
+}
+
+std::unique_ptr<Device> BackendRegistry::create(const std::string & choice, int ordinal) const {
+  KOSMOS_CHECK(ordinal >= 0, "--device ", ordinal, " is negative; device ordinals count from 0");
+  const BackendEntry & entry = resolve(choice);
+  const int count = entry.device_count();
+  if (choice == "auto") return entry.create(ordinal % count);
+  KOSMOS_CHECK(ordinal < count, "--backend ", choice, " --device ", ordinal, ": only ", count,
+               " device(s) are visible; choose an ordinal below ", count);
+  return entry.create(ordinal);
+}
+
+std::unique_ptr<Device> BackendRegistry::create_for_local_rank(const std::string & choice, int local_rank) const {
+  const BackendEntry & entry = resolve(choice);
+  KOSMOS_CHECK(entry.device_count() > 0, "--backend ", entry.name, " sees no device on this node");
+  return entry.create(local_rank % entry.device_count());
 }
 
 }  // namespace kosmos

@@ -27,8 +27,13 @@ class BackendRegistry {
   std::vector<std::string> available_names() const;
   // choice: "auto" (the first available backend that sees a device) or a backend name.
   std::unique_ptr<Device> create(const std::string & choice, int ordinal) const;
+  // The device of the rank with `local_rank` on its node: that ordinal modulo the devices the backend sees (one GPU
+  // per rank when a node runs as many ranks as it has GPUs; every rank shares the one CPU device).
+  std::unique_ptr<Device> create_for_local_rank(const std::string & choice, int local_rank) const;
 
  private:
+  // The entry `choice` names ("auto": the first available one that sees a device), or an error naming the choices.
+  const BackendEntry & resolve(const std::string & choice) const;
   std::vector<BackendEntry> entries_;
 };
 

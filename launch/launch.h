@@ -13,6 +13,13 @@
 
 namespace kosmos {
 
+// This rank's place on its node (ranks sharing memory), after checking the launcher's task count against MPI's world
+// (an error naming the launcher and the fix when they differ). Needs MPI.
+struct LaunchPlace {
+  int local_rank = 0, local_size = 1;
+};
+LaunchPlace check_launch();
+
 // `kosmos info`: build options, backends (with why a backend is unavailable), devices, library versions.
 void print_info(std::ostream & out, const BackendRegistry & registry);
 
@@ -29,7 +36,8 @@ int run_demo(std::ostream & out, const BackendRegistry & registry, const DemoOpt
 
 struct TrainOptions {
   std::string backend = "auto";
-  int device = 0;
+  int device = -1;                   // -1: this rank's local rank on its node, modulo the devices it sees
+  int local_rank = 0;                // set by main (check_launch), not an option
   std::string preset = "tiny";       // tiny, small, kosmos1, kosmos2
   std::string model_config;          // JSON file applied over the preset (peer key names)
   int64_t steps = 200;
@@ -55,6 +63,7 @@ struct TrainOptions {
   std::string resume;                // "", "auto" (newest in save_dir, if any), or a checkpoint file or folder
   int64_t stop_at = 0;               // stop after this step (checkpointing it); the schedule still runs to `steps`
   std::string run_config;            // the effective options as TOML (--print-config), kept in each checkpoint
+  double peak_tflops = 0.0;          // one device's peak, for MFU in the step lines (0: MFU not shown)
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model

@@ -102,7 +102,9 @@ int main(int argc, char ** argv) {
   train_app->add_option("--backend", train.backend, "device backend: auto, cpu, cuda or rocm")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
-  train_app->add_option("--device", train.device, "device ordinal within the backend")->capture_default_str();
+  train_app->add_option("--device", train.device,
+                        "device ordinal within the backend (-1: the rank's local rank on its node, modulo the devices)")
+      ->capture_default_str();
   train_app->add_option("--preset", train.preset, "model size: tiny, small (the CPU benchmark config), kosmos1, kosmos2")
       ->capture_default_str()
       ->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
@@ -164,6 +166,10 @@ int main(int argc, char ** argv) {
   train_app->add_option("--stop-at", train.stop_at,
                         "stop after this step, checkpointing it, though the schedule runs to --steps (a job's share "
                         "of a long run; 0: run to --steps)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  train_app->add_option("--peak-tflops", train.peak_tflops,
+                        "one device's peak TFLOP/s (e.g. 989 for an H100's dense bf16): the step lines then show MFU "
+                        "= model FLOPs / (time x ranks x peak), causal and full attention")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   train_app->add_option("--log-every", train.log_every, "print a step line every N steps")
       ->capture_default_str()
@@ -367,6 +373,7 @@ int main(int argc, char ** argv) {
       return 0;
     }
     train.run_config = effective;
+    train.local_rank = kosmos::check_launch().local_rank;
     const kosmos::BackendRegistry registry;
     if (*info) {
       if (world_rank() == 0) kosmos::print_info(std::cout, registry);

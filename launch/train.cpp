@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <sys/resource.h>
 
 #include "backends/error.h"
 #include "io/checkpoint.h"
@@ -29,6 +30,13 @@ nlohmann::json optimizer_json(const model::OptimizerConfig & optimizer) {
           {"total_steps", optimizer.total_steps}, {"beta1", optimizer.beta1},
           {"beta2", optimizer.beta2},           {"eps", optimizer.eps},
           {"weight_decay", optimizer.weight_decay}, {"clip_norm", optimizer.clip_norm}};
+}
+
+// This process's peak resident memory in GiB (Linux reports kilobytes).
+double peak_memory_gib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);
 }
 
 // The keys where two JSON objects differ ("decoder.dropout"), for a warning on resume.
@@ -87,7 +95,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   std::ostringstream silent;
   std::ostream & log = leader ? out : silent;  // only world rank 0 reports
 
-  std::unique_ptr<Device> device = registry.create(options.backend, options.device);
+  std::unique_ptr<Device> device = options.device >= 0 ? registry.create(options.backend, options.device)
+                                                       : registry.create_for_local_rank(options.backend, options.local_rank);
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
   model::ModelState state(*device, table);
@@ -217,6 +226,17 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     }
     const model::StepStats stats = trainer.step(rt, micro, step, seed);
     next_sample += global_batch;
+    // Model FLOPs of the whole step (every dp rank's images counted), per second, and of the ranks' peak.
+    int32_t images = 0;
+    for (const model::Batch & batch : micro) images += static_cast<int32_t>(batch.image_count);
+    if (shape.dp > 1)
+      grid.group(parallel::Axis::kData).all_reduce(make_view(&images, DType::kI32, {1}), parallel::ReduceOp::kSum,
+                                                   *stream);
+    double tflops[2];  // causal, full attention
+    for (int full = 0; full < 2; ++full)
+      tflops[full] = model::step_flops(config, global_batch, length, images, full == 1) / stats.seconds / 1e12;
+    const double peak = options.peak_tflops * grid.world().size();
+    const double memory = peak_memory_gib();
     tokens += stats.tokens;
     if (step == first_step) first_loss = stats.loss;
     last_loss = stats.loss;
@@ -226,7 +246,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                 {"lr", stats.lr},       {"grad_norm", stats.grad_norm},
                                 {"tokens", stats.tokens}, {"tokens_per_s", stats.tokens / stats.seconds},
                                 {"step_seconds", stats.seconds}, {"elapsed_seconds", elapsed},
-                                {"bubble", stats.bubble}}
+                                {"bubble", stats.bubble}, {"tflops_causal", tflops[0]},
+                                {"tflops_full", tflops[1]}, {"mfu_causal", peak > 0 ? tflops[0] / peak : 0.0},
+                                {"mfu_full", peak > 0 ? tflops[1] / peak : 0.0}, {"peak_memory_gib", memory}}
                      .dump()
               << "\n";
       metrics.flush();
@@ -237,7 +259,13 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       log << "step " << std::setw(6) << step << "/" << options.steps << "  loss " << std::fixed << std::setprecision(4)
           << stats.loss << "  lr " << std::scientific << std::setprecision(2) << stats.lr << "  grad norm "
           << std::fixed << std::setprecision(3) << stats.grad_norm << "  " << std::setprecision(0)
-          << stats.tokens / stats.seconds << " tokens/s  eta " << std::setprecision(1) << eta << " s\n";
+          << stats.tokens / stats.seconds << " tokens/s  " << std::setprecision(3) << tflops[0] << " TFLOP/s";
+      if (peak > 0)
+        log << "  MFU " << std::setprecision(1) << 100.0 * tflops[0] / peak << "% causal, " << 100.0 * tflops[1] / peak
+            << "% full";
+      log << "  mem " << std::setprecision(2) << memory << " GiB";
+      if (shape.pp > 1) log << "  bubble " << std::setprecision(2) << stats.bubble;
+      log << "  eta " << std::setprecision(1) << eta << " s\n";
       log.flush();
     }
     const bool saved = !options.save_dir.empty() &&

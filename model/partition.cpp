@@ -31,6 +31,13 @@ StageCosts stage_costs(const KosmosConfig & config, int64_t sequences, int64_t l
   return costs;
 }
 
+double step_flops(const KosmosConfig & config, int64_t sequences, int64_t length, int64_t images, bool full_attention) {
+  const StageCosts costs = stage_costs(config, sequences, length, images);
+  const double tokens = static_cast<double>(sequences * length);
+  const double other_half = full_attention ? 6.0 * config.decoder.embed_dim * static_cast<double>(length) * tokens : 0.0;
+  return static_cast<double>(config.decoder.layers) * (costs.layer + other_half) + costs.image_path + costs.head;
+}
+
 std::vector<double> partition_costs(const std::vector<StageRange> & stages, const StageCosts & costs) {
   std::vector<double> result;
   for (const StageRange & s : stages)

@@ -20,6 +20,11 @@ struct StageCosts {
 // FLOPs per micro-batch of `sequences` x `length` tokens holding `images` images.
 StageCosts stage_costs(const KosmosConfig & config, int64_t sequences, int64_t length, int64_t images);
 
+// The model FLOPs of one training step over `sequences` x `length` tokens holding `images` images (forward and
+// backward, frozen CLIP layers forward only), counting attention over the causal half of T x T or, with
+// `full_attention`, over all of it (the usual MFU convention; report both).
+double step_flops(const KosmosConfig & config, int64_t sequences, int64_t length, int64_t images, bool full_attention);
+
 // The layer range of each of `stages` virtual stages, in order. `layers_per_stage` (from --stage-layers) overrides
 // the cost model; it must have one positive entry per stage summing to the decoder's layers.
 std::vector<StageRange> partition_stages(const KosmosConfig & config, int stages, const StageCosts & costs,

@@ -1,0 +1,55 @@
+// launcher.cpp: the launcher's view of the job (Open MPI's mpirun, Slurm's srun, MPICH's hydra) checked against
+// MPI's, and this rank's place on its node. The launcher variables are read only to diagnose a mismatch: srun
+// without --mpi=pmix, say, starts N singleton processes that would each train alone and overwrite each other.
+#include <mpi.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "backends/error.h"
+#include "launch/launch.h"
+
+namespace kosmos {
+namespace {
+
+int environment_int(const char * name) {
+  const char * value = std::getenv(name);
+  return value ? std::atoi(value) : 0;
+}
+
+}  // namespace
+
+LaunchPlace check_launch() {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  // Who started us, and how many tasks it started (0: not that launcher).
+  struct Launcher {
+    const char * variable;
+    const char * name;
+    const char * fix;
+  };
+  const Launcher launchers[] = {
+      {"OMPI_COMM_WORLD_SIZE", "mpirun (Open MPI)", "check that kosmos was built against the same Open MPI"},
+      {"PMI_SIZE", "the PMI launcher (MPICH hydra)", "run kosmos with the mpirun of the MPI it was built with"},
+      {"SLURM_STEP_NUM_TASKS", "srun",
+       "use `srun --mpi=pmix` (Debian's Open MPI speaks PMIx only), or set MpiDefault=pmix in slurm.conf"},
+  };
+  for (const Launcher & launcher : launchers) {
+    const int tasks = environment_int(launcher.variable);
+    if (tasks == 0) continue;
+    KOSMOS_CHECK(tasks == world, launcher.name, " started ", tasks, " tasks (", launcher.variable, "=", tasks,
+                 ") but MPI sees ", world, " rank(s) in its world; ",
+                 world == 1 ? "each task would run alone: " : "", launcher.fix);
+    break;  // the innermost launcher speaks for the job (mpirun inside an sbatch allocation, say)
+  }
+  // The ranks that share this node (shared memory), and this one's index among them.
+  MPI_Comm node;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  LaunchPlace place;
+  MPI_Comm_rank(node, &place.local_rank);
+  MPI_Comm_size(node, &place.local_size);
+  MPI_Comm_free(&node);
+  return place;
+}
+
+}  // namespace kosmos
