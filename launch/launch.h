@@ -86,6 +86,16 @@ struct StopRequest {
 int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label,
               const StopRequest & stop = {});
 
+struct BenchOptions {
+  TrainOptions train;                // what to time (preset, batch, length, layout, ...)
+  int64_t steps = 20;                // steps run
+  int64_t warmup = 3;                // of which the first are not timed
+  std::string out;                   // results as JSON
+};
+
+// `kosmos bench`: median step time, tokens/s, TFLOP/s and MFU of a short training run.
+int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchOptions & options, RankLabel & label);
+
 struct InferenceOptions {
   ModelSource model;                 // a checkpoint, weights with a config, or an HF folder
   std::string tokens;                // the prompt as comma-separated ids ...

@@ -98,7 +98,8 @@ int main(int argc, char ** argv) {
 
   kosmos::TrainOptions train;
   CLI::App * train_app = app.add_subcommand(
-      "train", "train KOSMOS on one rank on the built-in synthetic image-caption set, printing loss and throughput");
+      "train", "train KOSMOS (any dp x pp x tp under mpirun or srun) on a prepared dataset or the built-in synthetic "
+               "batches, with checkpoints, step lines and metrics");
   train_app->add_option("--backend", train.backend, "device backend: auto, cpu, cuda or rocm")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
@@ -277,6 +278,39 @@ int main(int argc, char ** argv) {
   convert_app->add_option("--seed", convert.seed, "safetensors -> h5: the seed a run resuming from it continues with")
       ->capture_default_str();
 
+  // `kosmos bench`: a short training run, timed.
+  kosmos::BenchOptions bench;
+  bench.train.preset = "small";
+  bench.train.batch = 4;
+  bench.train.length = 256;
+  CLI::App * bench_app = app.add_subcommand(
+      "bench", "time a short training run of a preset: median step time, tokens/s, TFLOP/s and MFU (JSON with --out)");
+  bench_app->add_option("--preset", bench.train.preset, "model size: tiny, small, kosmos1, kosmos2")
+      ->capture_default_str()->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
+  bench_app->add_option("--model-config", bench.train.model_config, "JSON applied over the preset")
+      ->check(CLI::ExistingFile);
+  bench_app->add_option("--backend", bench.train.backend, "device backend: auto, cpu, cuda or rocm")
+      ->capture_default_str();
+  bench_app->add_option("--batch", bench.train.batch, "sequences per micro-batch")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_app->add_option("--length", bench.train.length, "positions per sequence")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_app->add_option("--micro-batches", bench.train.micro_batches, "micro-batches per step")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_app->add_option("--dp", bench.train.dp, "data-parallel ranks (0: what pp x tp leave)")->capture_default_str();
+  bench_app->add_option("--pp", bench.train.pp, "pipeline stages")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_app->add_option("--tp", bench.train.tp, "tensor-parallel ranks")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_app->add_option("--schedule", bench.train.schedule, "pipeline schedule")->capture_default_str();
+  bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")
+      ->check(CLI::ExistingDirectory);
+  bench_app->add_option("--steps", bench.steps, "steps run")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_app->add_option("--warmup", bench.warmup, "first steps left out of the timing")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  bench_app->add_option("--peak-tflops", bench.train.peak_tflops, "one device's peak TFLOP/s, for MFU")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  bench_app->add_option("--out", bench.out, "write the medians as JSON here");
+
   // `kosmos data synth | prepare`.
   kosmos::DataOptions data;
   data.tokenizer = demo_tokenizer;
@@ -386,6 +420,9 @@ int main(int argc, char ** argv) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {
       code = kosmos::run_generate(std::cout, registry, inference);
+    } else if (*bench_app) {
+      bench.train.local_rank = train.local_rank;
+      code = kosmos::run_bench(std::cout, registry, bench, label);
     } else if (*eval_app) {
       code = kosmos::run_eval(std::cout, registry, evaluation);
     } else if (*convert_app) {

@@ -1,0 +1,71 @@
+// bench.cpp: `kosmos bench`: the training throughput of a preset on this machine: a short `train` run (the same
+// code path, any layout under mpirun), its warm-up steps dropped, summarised as medians: step time, tokens/s,
+// model TFLOP/s and, with --peak-tflops, MFU. JSON with --out. The op-level benchmarks are build/bench/.
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "backends/error.h"
+#include "launch/launch.h"
+
+namespace kosmos {
+namespace {
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n == 0 ? 0.0 : n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+}  // namespace
+
+int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchOptions & options, RankLabel & label) {
+  KOSMOS_CHECK(options.steps > options.warmup, "kosmos bench: --steps ", options.steps, " must exceed --warmup ",
+               options.warmup, " (the warm-up steps are not timed)");
+  TrainOptions train = options.train;
+  train.steps = options.steps;
+  train.warmup = std::min<int64_t>(train.warmup, options.steps);
+  train.log_every = options.steps;
+  train.metrics = (std::filesystem::temp_directory_path() /
+                   ("kosmos_bench_" + std::to_string(::getpid()) + ".jsonl")).string();
+  std::ostringstream log;
+  run_train(log, registry, train, label);
+  std::ifstream metrics(train.metrics);
+  std::vector<double> seconds, tokens_per_s, tflops_causal, tflops_full, mfu;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json step = nlohmann::json::parse(line);
+    if (step.at("step").get<int64_t>() <= options.warmup) continue;
+    seconds.push_back(step.at("step_seconds"));
+    tokens_per_s.push_back(step.at("tokens_per_s"));
+    tflops_causal.push_back(step.at("tflops_causal"));
+    tflops_full.push_back(step.at("tflops_full"));
+    mfu.push_back(step.at("mfu_causal"));
+  }
+  std::filesystem::remove(train.metrics);
+  if (seconds.empty()) return 0;  // ranks but the first write no metrics
+  const nlohmann::json result = {{"preset", train.preset},
+                                 {"timed_steps", seconds.size()},
+                                 {"step_seconds_median", median(seconds)},
+                                 {"tokens_per_s_median", median(tokens_per_s)},
+                                 {"tflops_causal_median", median(tflops_causal)},
+                                 {"tflops_full_median", median(tflops_full)},
+                                 {"mfu_causal_median", median(mfu)}};
+  const std::string header = log.str();  // the run's description, up to its first step line
+  out << header.substr(0, header.find("\nstep ") + 1) << "bench: " << seconds.size() << " timed steps (after "
+      << options.warmup << " warm-up): median " << std::fixed << std::setprecision(4) << median(seconds) << " s/step, "
+      << std::setprecision(0) << median(tokens_per_s) << " tokens/s, " << std::setprecision(3)
+      << median(tflops_causal) << " TFLOP/s causal (" << median(tflops_full) << " full)";
+  if (train.peak_tflops > 0) out << ", MFU " << std::setprecision(1) << 100.0 * median(mfu) << "% causal";
+  out << "\n";
+  if (!options.out.empty()) {
+    std::ofstream file(options.out, std::ios::trunc);
+    file << result.dump(2) << "\n";
+    KOSMOS_CHECK(file, "kosmos bench: cannot write --out ", options.out);
+  }
+  return 0;
+}
+
+}  // namespace kosmos
