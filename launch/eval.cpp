@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -86,9 +87,13 @@ std::vector<Question> read_questions(const std::string & path, bool vqa, int64_t
   return questions;
 }
 
-// The generated text of every question, in batches of prompts of equal length.
+// The generated text of every question, in batches of prompts of equal length; `progress` gets a line after each
+// batch (answered so far, of how many, ETA).
 std::vector<std::string> answer_all(LoadedModel & loaded, const io::Tokenizer & tokenizer,
-                                    const std::vector<Question> & questions, int64_t batch_size, int64_t max_new) {
+                                    const std::vector<Question> & questions, int64_t batch_size, int64_t max_new,
+                                    std::ostream & progress) {
+  const auto start = std::chrono::steady_clock::now();
+  size_t answered = 0;
   const model::VisionConfig & v = loaded.config.vision;
   std::vector<std::vector<int32_t>> prompts;
   for (const Question & q : questions)
@@ -114,7 +119,12 @@ std::vector<std::string> answer_all(LoadedModel & loaded, const io::Tokenizer & 
       batch.image_slots = model::find_image_slots(batch.tokens, batch.batch, batch.length, loaded.config);
       const std::vector<std::vector<int32_t>> generated = decode(loaded, batch, max_new, Sampling{}, false);
       for (size_t m = first; m < last; ++m) answers[members[m]] = tokenizer.decode(generated[m - first]);
+      answered += last - first;
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      progress << "\r  " << answered << "/" << questions.size() << " prompts answered, ETA " << std::fixed
+               << std::setprecision(1) << elapsed / answered * (questions.size() - answered) << " s   " << std::flush;
     }
+  progress << "\n";
   return answers;
 }
 
@@ -135,7 +145,7 @@ int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const E
     if (path.empty()) continue;
     const std::vector<Question> questions = read_questions(path, vqa, options.limit);
     const std::vector<std::string> answers =
-        answer_all(loaded, tokenizer, questions, options.batch, options.max_new_tokens);
+        answer_all(loaded, tokenizer, questions, options.batch, options.max_new_tokens, leader ? std::cerr : silent);
     int64_t exact = 0, object = 0;
     nlohmann::json examples = nlohmann::json::array();
     for (size_t i = 0; i < questions.size(); ++i) {
