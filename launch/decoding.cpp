@@ -56,6 +56,7 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   }
   loaded.model = std::make_unique<model::KosmosModel>(
       loaded.config, *loaded.state, shape.tp > 1 ? &loaded.grid->group(parallel::Axis::kTensor) : nullptr);
+  // Stage cuts for a prompt of one sequence, about 64 positions and one image: they only balance the stages.
   loaded.stages = model::partition_stages(loaded.config, shape.pp, model::stage_costs(loaded.config, 1, 64, 1), {});
   return loaded;
 }
