@@ -94,23 +94,21 @@ std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & bat
   return logits;
 }
 
-std::vector<float> last_logits(LoadedModel & loaded, const model::Batch & batch) {
+std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batch, model::DecodeCache & cache) {
   const parallel::GridShape & shape = loaded.grid->shape();
   const int stage = loaded.grid->coord().pp, vocab = static_cast<int>(loaded.config.decoder.vocab_size);
   const int64_t rows = batch.batch, local = vocab / shape.tp, d = loaded.config.decoder.embed_dim;
   model::Arena arena(*loaded.device);
   model::Runtime rt{*loaded.device, *loaded.stream, arena};
-  const model::Batch input = without_targets(batch);
   // The pipeline, one micro-batch: each stage takes the previous one's activations and passes its own on.
   parallel::Comm & pipeline = loaded.grid->group(parallel::Axis::kPipeline);
   const bool first = stage == 0, last = stage == shape.pp - 1;
   const TensorView received = first ? TensorView{} : rt.take({rows * batch.length, d});
   const TensorView sent = last ? TensorView{} : rt.take({rows * batch.length, d});
   if (!first) pipeline.recv(received, stage - 1, rt.stream);
-  model::MicroState state;
-  std::vector<float> slice;  // [B*T, V/tp] on the last stage
-  loaded.model->stage_forward(rt, loaded.stages[static_cast<size_t>(stage)], input, received, sent, 1.0f,
-                              {0, 0, false}, false, state, last ? &slice : nullptr);
+  std::vector<float> slice;  // [B*n, V/tp] on the last stage
+  loaded.model->stage_decode(rt, loaded.stages[static_cast<size_t>(stage)], batch, received, sent, cache,
+                             last ? &slice : nullptr);
   if (!last) pipeline.send(sent, stage + 1, rt.stream);
   // The last positions' rows of this rank's vocabulary slice, gathered over tp, sent from the last stage to all.
   std::vector<float> mine(static_cast<size_t>(rows * local)), gathered(static_cast<size_t>(shape.tp * rows * local));
@@ -157,36 +155,32 @@ int32_t pick(const float * logits, int64_t vocab, const Sampling & sampling, uin
 }  // namespace
 
 std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batch & prompts, int64_t max_new,
-                                         const Sampling & sampling, bool ignore_eos) {
+                                         const Sampling & sampling, bool ignore_eos,
+                                         std::vector<std::vector<float>> * step_logits) {
   const int64_t rows = prompts.batch, vocab = loaded.config.decoder.vocab_size;
-  // The slots stay where the prompt put them: a generated <image> id is text, as in HF's generate.
-  std::vector<std::pair<int64_t, int64_t>> slots;  // (row, position)
-  for (int64_t flat : prompts.image_slots) slots.emplace_back(flat / prompts.length, flat % prompts.length);
-  std::vector<std::vector<int32_t>> sequences(static_cast<size_t>(rows)), generated(static_cast<size_t>(rows));
-  for (int64_t b = 0; b < rows; ++b)
-    sequences[static_cast<size_t>(b)].assign(prompts.tokens.begin() + b * prompts.length,
-                                             prompts.tokens.begin() + (b + 1) * prompts.length);
+  std::vector<std::vector<int32_t>> generated(static_cast<size_t>(rows));
   std::vector<bool> done(static_cast<size_t>(rows), false);
+  // The prompt once (its images through the image path), then one token per row per step against the cache.
+  model::DecodeCache cache;
+  cache.capacity = prompts.length + max_new;
   model::Batch batch = prompts;
   for (int64_t step = 0; step < max_new; ++step) {
-    batch.length = prompts.length + step;
-    batch.tokens.clear();
-    for (const std::vector<int32_t> & row : sequences) batch.tokens.insert(batch.tokens.end(), row.begin(), row.end());
-    batch.image_slots.clear();
-    for (const auto & [row, position] : slots) batch.image_slots.push_back(row * batch.length + position);
-    const std::vector<float> logits = last_logits(loaded, batch);  // [B, V], the same on every rank
+    const std::vector<float> logits = decode_logits(loaded, batch, cache);  // [B, V], the same on every rank
+    if (step_logits) step_logits->push_back(logits);
     bool all_done = true;
+    model::Batch next;
+    next.batch = rows, next.length = 1;
     for (int64_t b = 0; b < rows; ++b) {
-      const float * last = logits.data() + b * vocab;
-      const int32_t next = done[static_cast<size_t>(b)]
-                               ? static_cast<int32_t>(loaded.config.tokens.pad)
-                               : pick(last, vocab, sampling, static_cast<uint64_t>(step * rows + b));
-      sequences[static_cast<size_t>(b)].push_back(next);
-      if (!done[static_cast<size_t>(b)]) generated[static_cast<size_t>(b)].push_back(next);
-      if (!ignore_eos && next == loaded.config.tokens.eos) done[static_cast<size_t>(b)] = true;
+      const int32_t token = done[static_cast<size_t>(b)]
+                                ? static_cast<int32_t>(loaded.config.tokens.pad)
+                                : pick(logits.data() + b * vocab, vocab, sampling, static_cast<uint64_t>(step * rows + b));
+      next.tokens.push_back(token);
+      if (!done[static_cast<size_t>(b)]) generated[static_cast<size_t>(b)].push_back(token);
+      if (!ignore_eos && token == loaded.config.tokens.eos) done[static_cast<size_t>(b)] = true;
       all_done = all_done && done[static_cast<size_t>(b)];
     }
     if (all_done) break;
+    batch = std::move(next);
   }
   return generated;
 }

@@ -1,6 +1,6 @@
 // decoding.h: what `forward`, `generate` and `eval` share: a model loaded from a checkpoint, safetensors weights or
 // an HF folder; prompts made of images and text; and batched decoding (greedy, or sampled with temperature, top-k
-// and top-p), a full forward per new token. Under mpirun the model may be split over pp stages and tp ranks (any
+// and top-p) with a KV cache. Under mpirun the model may be split over pp stages and tp ranks (any
 // rank count pp x tp x dp; dp replicas decode the same): every rank takes the same tokens.
 #pragma once
 
@@ -56,13 +56,16 @@ struct Sampling {
 };
 
 // Continues every row of `prompts` (B rows of one length, with their images and slots) by up to `max_new` tokens,
-// stopping a row at </s> unless `ignore_eos`. Returns each row's new tokens (its </s> included).
+// stopping a row at </s> unless `ignore_eos`, with a KV cache: the prompt runs once, then one token per row per
+// step. Returns each row's new tokens (its </s> included); `step_logits` gets each step's [B, V] logits.
 std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batch & prompts, int64_t max_new,
-                                         const Sampling & sampling, bool ignore_eos);
+                                         const Sampling & sampling, bool ignore_eos,
+                                         std::vector<std::vector<float>> * step_logits = nullptr);
 
 // The logits [B*T, V] of one forward of `batch` (one rank, no split).
 std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch);
-// The logits [B, V] of each row's last position, on every rank of the grid.
-std::vector<float> last_logits(LoadedModel & loaded, const model::Batch & batch);
+// One step of incremental decoding over the grid: `batch` is the prompt (the cache empty) or one new token per row;
+// returns the logits [B, V] of each row's last position, on every rank.
+std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batch, model::DecodeCache & cache);
 
 }  // namespace kosmos

@@ -31,10 +31,11 @@ TensorView upload(Runtime & rt, const std::vector<T> & host, DType dtype, std::i
 }
 
 // fairseq / HF positions: padding-aware, counting from padding_idx + 1; pads get padding_idx (a zero row).
-std::vector<int32_t> position_ids(const Batch & batch, int64_t pad) {
+// fairseq's position ids: pad + the count of real tokens so far (each row's `preceding` ones first), pad for pads.
+std::vector<int32_t> position_ids(const Batch & batch, int64_t pad, const std::vector<int64_t> * preceding = nullptr) {
   std::vector<int32_t> ids(batch.tokens.size());
   for (int64_t b = 0; b < batch.batch; ++b) {
-    int64_t count = 0;
+    int64_t count = preceding ? (*preceding)[static_cast<size_t>(b)] : 0;
     for (int64_t t = 0; t < batch.length; ++t) {
       const size_t i = static_cast<size_t>(b * batch.length + t);
       const bool real = batch.tokens[i] != pad;
@@ -143,11 +144,64 @@ double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, con
   return loss;
 }
 
+TensorView KosmosModel::embed(Runtime & rt, const Batch & batch, const StepRandomness & randomness, bool keep,
+                              MicroState & s, const std::vector<int64_t> * preceding) {
+  const DecoderConfig & dc = config_.decoder;
+  const int64_t rows = batch.batch * batch.length, d = dc.embed_dim, latents = config_.image_slots();
+  const float p = randomness.training ? static_cast<float>(dc.dropout) : 0.0f;
+  const uint64_t row_offset = static_cast<uint64_t>(batch.first_sample * batch.length * d);
+  const uint64_t seed = randomness.seed;
+  const int64_t step = randomness.step;
+  KOSMOS_CHECK(static_cast<int64_t>(batch.image_slots.size()) == batch.image_count, "micro-batch: ",
+               batch.image_slots.size(), " <image> tokens but ", batch.image_count,
+               " images; each image needs one <image> token followed by ", latents, " slots");
+  s.ids = upload(rt, batch.tokens, DType::kI32, {rows});
+  const std::vector<int32_t> positions_host = position_ids(batch, config_.tokens.pad, preceding);
+  check_padding(batch, config_.tokens.pad);
+  if (dc.abs_pos == AbsolutePositions::kLearned) {
+    const int32_t highest = *std::max_element(positions_host.begin(), positions_host.end());
+    KOSMOS_CHECK(highest < dc.max_positions, "sequences of ", batch.length, " positions need learned position id ",
+                 highest, " but max_target_positions is ", dc.max_positions, " (ids start at pad + 1 = ",
+                 config_.tokens.pad + 1, "); shorten the sequences or enlarge the table");
+  }
+  s.positions = upload(rt, positions_host, DType::kI32, {rows});
+  // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
+  const TensorView embedded = rt.take({rows, d});
+  // Vocab-parallel: each rank's rows of the table, the others' ids read as zeros, summed over the ranks.
+  const std::string table = "decoder.embed_tokens.weight";
+  rt.run(EmbeddingForward{embedded, s.ids, vocab_rows(table, state_.value(table)), vocab_start(),
+                          config_.tokens.pad});
+  if (split()) tensor_parallel_->all_reduce(embedded, parallel::ReduceOp::kSum, rt.stream);
+  if (batch.image_count > 0) {
+    const VisionConfig & v = config_.vision;
+    const TensorView images =
+        upload(rt, batch.images, DType::kF32, {batch.image_count, v.channels, v.image_size, v.image_size});
+    const TensorView image_embeddings = rt.take({batch.image_count * latents, d});
+    image_path_.forward(rt, image_embeddings, images, image_keys(batch, randomness), s.vision, s.connector, keep);
+    for (int64_t i = 0; i < batch.image_count; ++i)
+      rt.run(Copy{slice(embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents),
+                  slice(image_embeddings, 0, i * latents, latents)});
+  }
+  const TensorView x = rt.take({rows, d});
+  rt.run(Scale{x, embedded, embed_scale()});
+  if (dc.abs_pos != AbsolutePositions::kNone) {
+    const TensorView position_rows = rt.take({rows, d});
+    if (dc.abs_pos == AbsolutePositions::kSinusoidal)
+      rt.run(SinusoidalPositions{position_rows, s.positions, config_.tokens.pad});
+    else
+      rt.run(EmbeddingForward{position_rows, s.positions, state_.value("decoder.embed_positions.weight"), 0,
+                              config_.tokens.pad});
+    rt.run(Add{x, x, position_rows});
+  }
+  if (p > 0.0f) rt.run(DropoutForward{x, x, {p, site_key(seed, step, kEmbedding, 0), row_offset}});
+  return x;
+}
+
 double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView input,
                                   TensorView output, float loss_scale, const StepRandomness & randomness, bool keep,
                                   MicroState & s, std::vector<float> * logits_out) {
   const DecoderConfig & dc = config_.decoder;
-  const int64_t rows = batch.batch * batch.length, d = dc.embed_dim, latents = config_.image_slots();
+  const int64_t rows = batch.batch * batch.length, d = dc.embed_dim;
   const uint64_t seed = randomness.seed;
   const int64_t step = randomness.step;
   const float p = randomness.training ? static_cast<float>(dc.dropout) : 0.0f;
@@ -156,51 +210,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   s.randomness = randomness;
   s.loss_scale = loss_scale;
 
-  TensorView x = input;
-  if (range.first) {
-    KOSMOS_CHECK(static_cast<int64_t>(batch.image_slots.size()) == batch.image_count, "micro-batch: ",
-                 batch.image_slots.size(), " <image> tokens but ", batch.image_count,
-                 " images; each image needs one <image> token followed by ", latents, " slots");
-    s.ids = upload(rt, batch.tokens, DType::kI32, {rows});
-    const std::vector<int32_t> positions_host = position_ids(batch, config_.tokens.pad);
-    check_padding(batch, config_.tokens.pad);
-    if (dc.abs_pos == AbsolutePositions::kLearned) {
-      const int32_t highest = *std::max_element(positions_host.begin(), positions_host.end());
-      KOSMOS_CHECK(highest < dc.max_positions, "sequences of ", batch.length, " positions need learned position id ",
-                   highest, " but max_target_positions is ", dc.max_positions, " (ids start at pad + 1 = ",
-                   config_.tokens.pad + 1, "); shorten the sequences or enlarge the table");
-    }
-    s.positions = upload(rt, positions_host, DType::kI32, {rows});
-    // Token embeddings, image slots overwritten by the image path, times the embedding scale, plus positions.
-    const TensorView embedded = rt.take({rows, d});
-    // Vocab-parallel: each rank's rows of the table, the others' ids read as zeros, summed over the ranks.
-    const std::string table = "decoder.embed_tokens.weight";
-    rt.run(EmbeddingForward{embedded, s.ids, vocab_rows(table, state_.value(table)), vocab_start(),
-                            config_.tokens.pad});
-    if (split()) tensor_parallel_->all_reduce(embedded, parallel::ReduceOp::kSum, rt.stream);
-    if (batch.image_count > 0) {
-      const VisionConfig & v = config_.vision;
-      const TensorView images =
-          upload(rt, batch.images, DType::kF32, {batch.image_count, v.channels, v.image_size, v.image_size});
-      const TensorView image_embeddings = rt.take({batch.image_count * latents, d});
-      image_path_.forward(rt, image_embeddings, images, image_keys(batch, randomness), s.vision, s.connector, keep);
-      for (int64_t i = 0; i < batch.image_count; ++i)
-        rt.run(Copy{slice(embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents),
-                    slice(image_embeddings, 0, i * latents, latents)});
-    }
-    x = rt.take({rows, d});
-    rt.run(Scale{x, embedded, embed_scale()});
-    if (dc.abs_pos != AbsolutePositions::kNone) {
-      const TensorView position_rows = rt.take({rows, d});
-      if (dc.abs_pos == AbsolutePositions::kSinusoidal)
-        rt.run(SinusoidalPositions{position_rows, s.positions, config_.tokens.pad});
-      else
-        rt.run(EmbeddingForward{position_rows, s.positions, state_.value("decoder.embed_positions.weight"), 0,
-                                config_.tokens.pad});
-      rt.run(Add{x, x, position_rows});
-    }
-    if (p > 0.0f) rt.run(DropoutForward{x, x, {p, site_key(seed, step, kEmbedding, 0), row_offset}});
-  }
+  TensorView x = range.first ? embed(rt, batch, randomness, keep, s, nullptr) : input;
 
   // This stage's decoder layers.
   const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
@@ -253,6 +263,50 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   }
   rt.stream.synchronize();
   return split() ? vocab_parallel_loss(rt, batch, loss_host[0], s) : loss_host[0];
+}
+
+void KosmosModel::stage_decode(Runtime & rt, const StageRange & range, const Batch & batch, TensorView input,
+                               TensorView output, DecodeCache & cache, std::vector<float> * logits_out) {
+  const DecoderConfig & dc = config_.decoder;
+  const int64_t rows = batch.batch * batch.length, d = dc.embed_dim;
+  const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
+  if (cache.length == 0) {
+    cache.layers.clear();
+    cache.layers.resize(static_cast<size_t>(last_layer - first_layer));
+    for (LayerCache & layer : cache.layers) layer.capacity = cache.capacity;
+    cache.real_tokens.assign(static_cast<size_t>(batch.batch), 0);
+  }
+  MicroState s;
+  TensorView x = range.first ? embed(rt, batch, {0, 0, false}, false, s, &cache.real_tokens) : input;
+  for (int64_t l = first_layer; l < last_layer; ++l) {
+    BlockOptions o;
+    o.batch = batch.batch, o.length = batch.length, o.heads = dc.heads, o.causal = true, o.xpos = dc.xpos;
+    o.xpos_scale_base = static_cast<float>(dc.xpos_scale_base);
+    o.activation = Activation::kGelu;
+    o.tp = tensor_parallel_;
+    const TensorView out = !range.last && l + 1 == last_layer ? output : rt.take({rows, d});
+    block_decode(rt, decoder_blocks_[static_cast<size_t>(l)], o, out, x,
+                 cache.layers[static_cast<size_t>(l - first_layer)], cache.length);
+    x = out;
+  }
+  cache.length += batch.length;
+  for (int64_t b = 0; b < batch.batch; ++b)
+    for (int64_t t = 0; t < batch.length; ++t)
+      cache.real_tokens[static_cast<size_t>(b)] += batch.tokens[static_cast<size_t>(b * batch.length + t)] != config_.tokens.pad;
+  if (!range.last) {
+    if (first_layer == last_layer) rt.run(Copy{output, x});  // a stage without decoder layers passes x on
+    return;
+  }
+  const TensorView normed = rt.take({rows, d});
+  make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, normed, x);
+  const TensorView logits = rt.take({rows, vocab_local()});
+  const std::string head = output_name();
+  rt.run(Matmul{logits, normed, vocab_rows(head, state_.value(head)), TensorView{}, false, true});
+  logits_out->resize(static_cast<size_t>(rows * vocab_local()));
+  TensorView target = logits;
+  target.data = logits_out->data();
+  rt.device.copy(target, logits, rt.stream);
+  rt.stream.synchronize();
 }
 
 void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,

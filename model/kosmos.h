@@ -59,6 +59,15 @@ struct MicroState {
   std::vector<std::function<void()>> weight_gradients;  // left by a split backward for its W pass
 };
 
+// Incremental decoding's state on one pipeline stage: each of its decoder layers' cache, the positions cached, and
+// each row's real (non-pad) tokens so far, from which the position ids continue.
+struct DecodeCache {
+  int64_t capacity = 0;  // positions per row at most: prompt and new tokens
+  int64_t length = 0;    // positions cached
+  std::vector<LayerCache> layers;
+  std::vector<int64_t> real_tokens;
+};
+
 class KosmosModel {
  public:
   // `tensor_parallel` (null or one rank: the whole model here) splits every decoder layer's heads and FFN, and the
@@ -89,9 +98,20 @@ class KosmosModel {
                             TensorView d_input, MicroState & state);
   void stage_backward_weights(MicroState & state);
 
+  // Incremental decoding on one pipeline stage (kosmos-spec 3.5): the first call runs the prompt (`batch`, its
+  // images included) and fills `cache`; each later call runs one new token per row. Like stage_forward it takes
+  // `input` from the previous stage and writes `output` for the next; the last stage writes the logits of every
+  // new position, [B*n, V] ([B*n, V/tp] under tensor parallelism), to `logits`.
+  void stage_decode(Runtime & rt, const StageRange & range, const Batch & batch, TensorView input, TensorView output,
+                    DecodeCache & cache, std::vector<float> * logits);
+
   const KosmosConfig & config() const { return config_; }
 
  private:
+  // The first stage's input: token embeddings with the image slots filled by the image path, scaled, plus absolute
+  // positions (continuing after each row's `preceding` real tokens when given), dropout when training.
+  TensorView embed(Runtime & rt, const Batch & batch, const StepRandomness & randomness, bool keep, MicroState & s,
+                   const std::vector<int64_t> * preceding);
   int64_t layer_end(const StageRange & range) const {
     return range.layer_end < 0 ? config_.decoder.layers : range.layer_end;
   }

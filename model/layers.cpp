@@ -227,36 +227,30 @@ void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<
 
 }  // namespace
 
-void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
-                   BlockSaved * saved) {
-  const int64_t rows = x.dim(0), width = w.q.out(), hidden_width = w.fc1.out(), model_width = w.q.in();
-  parallel::Comm * tp = o.tp && o.tp->size() > 1 ? o.tp : nullptr;
-  KOSMOS_CHECK(!tp || (w.ln_inner_attention && w.ln_inner_ffn), "tensor parallelism splits only Magneto blocks");
-  const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
-  BlockSaved s;
+namespace {
+
+// The first half of a block up to the attention core: LayerNorm, then this rank's q | k | v side by side.
+void block_attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, BlockSaved & s) {
+  const int64_t rows = x.dim(0), width = w.q.out(), model_width = w.q.in();
   s.x = x;
   s.h_attention = rt.take({rows, model_width});
   s.ln_attention = w.ln_attention.forward(rt, s.h_attention, x);
   s.qkv = rt.take({rows, 3 * width});  // q | k | v side by side (this rank's heads); q and k after xPos
-  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
-  w.q.forward(rt, q, s.h_attention);
-  w.k.forward(rt, k, s.h_attention);
-  w.v.forward(rt, v, s.h_attention);
-  const TensorView q_heads = heads_view(q, o.batch, o.length, heads), k_heads = heads_view(k, o.batch, o.length, heads);
-  if (o.xpos) {
-    rt.run(XPosForward{q_heads, q_heads, {0, false, o.xpos_scale_base}});
-    rt.run(XPosForward{k_heads, k_heads, {0, true, o.xpos_scale_base}});
-  }
-  s.attention = rt.take({rows, width});
-  s.lse = rt.take({o.batch, heads, o.length});
-  const AttentionParams params = attention_params(o, width / heads, heads, tp);
-  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, k_heads,
-                          heads_view(v, o.batch, o.length, heads), params});
+  w.q.forward(rt, columns(s.qkv, 0, width), s.h_attention);
+  w.k.forward(rt, columns(s.qkv, width, width), s.h_attention);
+  w.v.forward(rt, columns(s.qkv, 2 * width, width), s.h_attention);
+}
+
+// The second half after the attention core (s.attention): sub-LN and out_proj, the residual, the FFN with its sub-LN
+// and fc2, the residual into `out`.
+void block_finish(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
+                  BlockSaved & s) {
+  const int64_t rows = s.x.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
   const TensorView projected = rt.take({rows, model_width});
   s.attention_end = projection_forward(rt, tp, w.ln_inner_attention, w.out, projected, s.attention);
   dropout_forward(rt, projected, o.output_dropout);
   s.x_mid = rt.take({rows, model_width});
-  rt.run(Add{s.x_mid, x, projected});
+  rt.run(Add{s.x_mid, s.x, projected});
 
   s.h_ffn = rt.take({rows, model_width});
   s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
@@ -268,7 +262,81 @@ void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o,
   s.ffn_end = projection_forward(rt, tp, w.ln_inner_ffn, w.fc2, ffn_out, s.activated);
   dropout_forward(rt, ffn_out, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset});
   rt.run(Add{out, s.x_mid, ffn_out});
+}
+
+parallel::Comm * split_over(const BlockOptions & o, const BlockWeights & w) {
+  parallel::Comm * tp = o.tp && o.tp->size() > 1 ? o.tp : nullptr;
+  KOSMOS_CHECK(!tp || (w.ln_inner_attention && w.ln_inner_ffn), "tensor parallelism splits only Magneto blocks");
+  return tp;
+}
+
+}  // namespace
+
+void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
+                   BlockSaved * saved) {
+  parallel::Comm * tp = split_over(o, w);
+  const int64_t rows = x.dim(0), width = w.q.out();
+  const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
+  BlockSaved s;
+  block_attention_inputs(rt, w, x, s);
+  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
+  const TensorView q_heads = heads_view(q, o.batch, o.length, heads), k_heads = heads_view(k, o.batch, o.length, heads);
+  if (o.xpos) {
+    rt.run(XPosForward{q_heads, q_heads, {0, false, o.xpos_scale_base}});
+    rt.run(XPosForward{k_heads, k_heads, {0, true, o.xpos_scale_base}});
+  }
+  s.attention = rt.take({rows, width});
+  s.lse = rt.take({o.batch, heads, o.length});
+  const AttentionParams params = attention_params(o, width / heads, heads, tp);
+  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, k_heads,
+                          heads_view(v, o.batch, o.length, heads), params});
+  block_finish(rt, w, o, tp, out, s);
   if (saved) *saved = s;
+}
+
+TensorView LayerCache::keys_view(int64_t length) const { return slice(keys, 2, 0, length); }
+TensorView LayerCache::values_view(int64_t length) const { return slice(values, 2, 0, length); }
+
+void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
+                  LayerCache & cache, int64_t cached) {
+  parallel::Comm * tp = split_over(o, w);
+  const int64_t rows = x.dim(0), width = w.q.out(), heads = tp ? o.heads / tp->size() : o.heads;
+  const int64_t head_dim = width / heads, total = cached + o.length;
+  KOSMOS_CHECK(cached == 0 || o.length == 1, "incremental decoding takes the prompt first, then one position per "
+               "row at a time (got ", o.length, " after ", cached, ") (internal error)");
+  if (cached == 0) {  // the prompt: a cache for it and the positions to come
+    KOSMOS_CHECK(cache.capacity >= total, "decode cache of ", cache.capacity, " positions for a prompt of ", total,
+                 " (internal error)");
+    for (Buffer * buffer : {&cache.key_buffer, &cache.value_buffer})
+      *buffer = rt.device.allocate(sizeof(float) * static_cast<size_t>(o.batch * heads * cache.capacity * head_dim),
+                                   BufferUse::kActivations);
+    cache.keys = make_view(cache.key_buffer.data(), DType::kF32, {o.batch, heads, cache.capacity, head_dim});
+    cache.values = make_view(cache.value_buffer.data(), DType::kF32, {o.batch, heads, cache.capacity, head_dim});
+  }
+  KOSMOS_CHECK(total <= cache.capacity, "decoding past the cache's ", cache.capacity, " positions; raise "
+               "--max-new-tokens' allowance (internal error)");
+  BlockSaved s;
+  block_attention_inputs(rt, w, x, s);
+  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
+  // The new raw keys and values join the cache; xPos goes on the whole key sequence again (its centre moves with
+  // the length) and on the queries at their place, the last `o.length` of `total` (kosmos-spec 3.5, 4.3).
+  rt.run(Copy{slice(cache.keys, 2, cached, o.length), heads_view(k, o.batch, o.length, heads)});
+  rt.run(Copy{slice(cache.values, 2, cached, o.length), heads_view(v, o.batch, o.length, heads)});
+  TensorView keys = cache.keys_view(total);
+  const TensorView q_heads = heads_view(q, o.batch, o.length, heads);
+  if (o.xpos) {
+    const TensorView rotated = rt.take({o.batch, heads, total, head_dim});
+    rt.run(XPosForward{rotated, keys, {0, true, o.xpos_scale_base}});
+    keys = rotated;
+    rt.run(XPosForward{q_heads, q_heads, {cached, false, o.xpos_scale_base}});
+  }
+  s.attention = rt.take({rows, width});
+  s.lse = rt.take({o.batch, heads, o.length});
+  AttentionParams params = attention_params(o, head_dim, heads, tp);
+  params.causal = cached == 0;  // one new position sees every cached one
+  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, keys,
+                          cache.values_view(total), params});
+  block_finish(rt, w, o, tp, out, s);
 }
 
 void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView dx, TensorView dout,

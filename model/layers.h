@@ -118,6 +118,23 @@ void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o,
 void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView dx, TensorView dout,
                     const BlockSaved & saved);
 
+// One decoder layer's raw keys and values for incremental decoding, this rank's heads: torchscale's prev_key and
+// prev_value, kept before xPos, which is applied to the whole key sequence again at each step (its centre moves
+// with the length; kosmos-spec 3.5 and 4.3).
+struct LayerCache {
+  int64_t capacity = 0;          // positions it holds at most (set before the first block_decode)
+  Buffer key_buffer, value_buffer;
+  TensorView keys, values;       // [B, H/tp, capacity, dh] f32 over the buffers
+  TensorView keys_view(int64_t length) const;    // the first `length` positions
+  TensorView values_view(int64_t length) const;
+};
+
+// block_forward for `o.length` new positions of each row after the `cached` ones in `cache`: the first call (cached
+// 0) runs a whole prompt, causally, and allocates the cache; each later one runs one position per row, which sees
+// everything cached. Nothing is saved for a backward.
+void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
+                  LayerCache & cache, int64_t cached);
+
 // [B*T, H*dh] activations (possibly a column window of a wider buffer) seen as [B, H, T, dh] for attention.
 TensorView heads_view(TensorView rows, int64_t batch, int64_t length, int64_t heads);
 
