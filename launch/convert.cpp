@@ -1,8 +1,11 @@
 // convert.cpp: `kosmos convert`: a peer's safetensors weights into an HDF5 checkpoint (step 0, zero AdamW moments:
 // a run resumes from it as from pretrained weights), and an HDF5 checkpoint back into safetensors in a peer's
 // names, so a model trained here loads in PyTorch. The direction follows the file names' extensions.
+#include <chrono>
 #include <filesystem>
+#include <iomanip>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "backends/error.h"
 #include "io/checkpoint.h"
@@ -41,8 +44,19 @@ int run_convert(std::ostream & out, const BackendRegistry & registry, const Conv
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
   model::ModelState state(*device, table);
+  // Progress: each of the two halves (read, write) reported with its time as it ends.
+  auto started = std::chrono::steady_clock::now();
+  const auto lap = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    const double seconds = std::chrono::duration<double>(now - started).count();
+    started = now;
+    std::ostringstream text;
+    text << std::fixed << std::setprecision(2) << seconds << " s";
+    return text.str();
+  };
   if (to_checkpoint) {
     const io::WeightsReport report = io::load_weights(state, io::SafetensorsFile(options.input), *stream);
+    out << "[1/2] read " << report.loaded << " parameters from " << options.input << " in " << lap() << "\n";
     KOSMOS_CHECK(!report.vision_only, options.input, " holds only a CLIP vision tower; a checkpoint needs the whole "
                  "model (seed composition or HF Kosmos-2 names)");
     state.zero_moments(*stream);
@@ -58,13 +72,14 @@ int run_convert(std::ostream & out, const BackendRegistry & registry, const Conv
                                   KOSMOS_VERSION,
                                   ""};
     io::write_checkpoint(options.output, state, parts, info, *world, *stream);
-    out << "wrote " << options.output << ": " << report.loaded << " parameters from " << options.input << " ("
-        << report.skipped << " buffers and tied duplicates skipped), step 0, zero AdamW moments\n";
+    out << "[2/2] wrote " << options.output << " in " << lap() << ": step 0, zero AdamW moments ("
+        << report.skipped << " buffers and tied duplicates of the input skipped)\n";
   } else {
     const io::CheckpointInfo info = io::read_checkpoint(options.input, state, false, *world, *stream);
+    out << "[1/2] read " << table.specs().size() << " parameters of step " << info.step << " from " << options.input
+        << " in " << lap() << "\n";
     io::save_weights(state, options.output, *stream, io::weight_names_from(options.names));
-    out << "wrote " << options.output << ": " << table.specs().size() << " parameters of step " << info.step
-        << " in " << options.names << " names\n";
+    out << "[2/2] wrote " << options.output << " in " << options.names << " names in " << lap() << "\n";
   }
   return 0;
 }
