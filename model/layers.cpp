@@ -313,8 +313,8 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
     cache.keys = make_view(cache.key_buffer.data(), DType::kF32, {o.batch, heads, cache.capacity, head_dim});
     cache.values = make_view(cache.value_buffer.data(), DType::kF32, {o.batch, heads, cache.capacity, head_dim});
   }
-  KOSMOS_CHECK(total <= cache.capacity, "decoding past the cache's ", cache.capacity, " positions; raise "
-               "--max-new-tokens' allowance (internal error)");
+  KOSMOS_CHECK(total <= cache.capacity, "decoding past the cache's ", cache.capacity, " positions (internal error: "
+               "the capacity counts the prompt and the new tokens)");
   BlockSaved s;
   block_attention_inputs(rt, w, x, s);
   const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
@@ -342,7 +342,7 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
 void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView dx, TensorView dout,
                     const BlockSaved & s) {
   const int64_t rows = dout.dim(0), width = w.q.out(), hidden_width = w.fc1.out(), model_width = w.q.in();
-  parallel::Comm * tp = o.tp && o.tp->size() > 1 ? o.tp : nullptr;
+  parallel::Comm * tp = split_over(o, w);
   const int64_t heads = tp ? o.heads / tp->size() : o.heads;
   // out = x_mid + dropout(fc2(LN_inner_ffn(act(fc1(LN_ffn(x_mid))))))
   TensorView d_ffn_out = dout;
