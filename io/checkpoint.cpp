@@ -320,6 +320,23 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
   return info;
 }
 
+std::pair<std::string, CheckpointInfo> read_newest_checkpoint(const std::vector<std::string> & candidates,
+                                                              model::ModelState & state, bool with_moments,
+                                                              parallel::Comm & world, Stream & stream,
+                                                              std::vector<std::string> & warnings) {
+  KOSMOS_CHECK(!candidates.empty(), "read_newest_checkpoint: no candidates (internal error)");
+  std::string newest_error;
+  for (const std::string & path : candidates) {
+    try {  // every rank reads the same bytes, so every rank fails, or not, alike
+      return {path, read_checkpoint(path, state, with_moments, world, stream)};
+    } catch (const Error & error) {
+      if (newest_error.empty()) newest_error = error.what();
+      warnings.push_back("checkpoint " + path + " is damaged, trying the one before it: " + error.what());
+    }
+  }
+  KOSMOS_FAIL(newest_error, candidates.size() > 1 ? " (and every older checkpoint is damaged too)" : "");
+}
+
 CheckpointInfo read_checkpoint_info(const std::string & path) {
   const std::lock_guard<std::mutex> hold(hdf5::library_lock());
   hdf5::silence();

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/parameters.h"
@@ -38,6 +39,14 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
 // parameters do not match the model, is an error naming the file and the dataset.
 CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & state, bool with_moments,
                                parallel::Comm & world, Stream & stream);
+
+// Reads the first of `candidates` (newest first) that reads cleanly into `state`; each damaged one before it is
+// skipped with a warning in `warnings` naming the file and the cause (the dataset whose checksum failed, say).
+// When every one is damaged, the newest one's error. Returns the file read and its metadata.
+std::pair<std::string, CheckpointInfo> read_newest_checkpoint(const std::vector<std::string> & candidates,
+                                                              model::ModelState & state, bool with_moments,
+                                                              parallel::Comm & world, Stream & stream,
+                                                              std::vector<std::string> & warnings);
 
 // The /meta attributes alone (one rank, no MPI-IO): for `kosmos convert` and for checking a file before a run.
 CheckpointInfo read_checkpoint_info(const std::string & path);

@@ -62,29 +62,39 @@ void publish_checkpoint(const std::string & dir, const std::string & final_path,
   for (auto it = found.begin(); keep > 0 && surplus > 0; ++it, --surplus) fs::remove(it->second, error);
 }
 
-std::string resolve_resume(const std::string & resume, const std::string & save_dir, const std::string & option) {
-  if (resume.empty()) return "";
+std::vector<std::string> resume_candidates(const std::string & resume, const std::string & save_dir,
+                                           const std::string & option) {
+  if (resume.empty()) return {};
   const bool automatic = resume == "auto";
   KOSMOS_CHECK(!automatic || !save_dir.empty(), option, " auto looks in --save-dir, which is not given; add "
                "--save-dir DIR or name a checkpoint file");
   const fs::path where = automatic ? fs::path(save_dir) : fs::path(resume);
-  if (fs::is_regular_file(where)) return where.string();
+  if (fs::is_regular_file(where)) return {where.string()};  // the one file asked for
   if (!fs::is_directory(where)) {
     KOSMOS_CHECK(automatic, option, " ", resume, ": no such file or folder; name a checkpoint (step_*.h5), a folder "
                  "of them, or use auto");
-    return "";  // auto, and the folder does not exist yet: a fresh start
+    return {};  // auto, and the folder does not exist yet: a fresh start
   }
+  const std::map<int64_t, fs::path> found = complete_checkpoints(where);
+  KOSMOS_CHECK(automatic || !found.empty(), option, " ", resume, ": the folder holds no complete checkpoint "
+               "(step_*.h5); name another folder or file");
+  // `latest` first (it may name a file outside the step order), then the complete ones, newest first.
+  std::vector<std::string> candidates;
   const fs::path latest = where / "latest";
   if (fs::is_regular_file(latest)) {
     std::ifstream pointer(latest);
     std::string name;
     std::getline(pointer, name);
-    if (!name.empty() && fs::is_regular_file(where / name)) return (where / name).string();
+    if (!name.empty() && fs::is_regular_file(where / name)) candidates.push_back((where / name).string());
   }
-  const std::map<int64_t, fs::path> found = complete_checkpoints(where);  // `latest` missing or stale
-  KOSMOS_CHECK(automatic || !found.empty(), option, " ", resume, ": the folder holds no complete checkpoint "
-               "(step_*.h5); name another folder or file");
-  return found.empty() ? "" : found.rbegin()->second.string();
+  for (auto it = found.rbegin(); it != found.rend(); ++it)
+    if (candidates.empty() || candidates.front() != it->second.string()) candidates.push_back(it->second.string());
+  return candidates;
+}
+
+std::string resolve_resume(const std::string & resume, const std::string & save_dir, const std::string & option) {
+  const std::vector<std::string> candidates = resume_candidates(resume, save_dir, option);
+  return candidates.empty() ? "" : candidates.front();
 }
 
 }  // namespace kosmos::io

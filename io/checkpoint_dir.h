@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kosmos::io {
 
@@ -23,5 +24,9 @@ void publish_checkpoint(const std::string & dir, const std::string & final_path,
 // names the command-line option in errors.
 std::string resolve_resume(const std::string & resume, const std::string & save_dir,
                            const std::string & option = "--resume");
+// The same as the files to try in order: a named file alone; for a folder or auto, the one `latest` names, then
+// every complete checkpoint, newest first (a damaged newest one falls back to the one before).
+std::vector<std::string> resume_candidates(const std::string & resume, const std::string & save_dir,
+                                           const std::string & option = "--resume");
 
 }  // namespace kosmos::io

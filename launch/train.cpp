@@ -132,9 +132,12 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   std::string data_position;  // the checkpoint's, for the dataset loader
   uint64_t seed = options.seed;
   std::ostringstream resumed;  // reported after the run's description
-  const std::string resume_from = io::resolve_resume(options.resume, options.save_dir);
-  if (!resume_from.empty()) {
-    const io::CheckpointInfo info = io::read_checkpoint(resume_from, state, true, grid.world(), *stream);
+  const std::vector<std::string> candidates = io::resume_candidates(options.resume, options.save_dir);
+  if (!candidates.empty()) {
+    std::vector<std::string> warnings;
+    const auto [resume_from, info] =
+        io::read_newest_checkpoint(candidates, state, true, grid.world(), *stream, warnings);
+    for (const std::string & warning : warnings) resumed << "warning: " << warning << "\n";
     first_step = info.step + 1;
     seed = info.seed;
     if (dataset) {

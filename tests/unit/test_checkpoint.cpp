@@ -1,6 +1,7 @@
 // test_checkpoint.cpp: HDF5 checkpoints on one rank: values, moments and /meta come back bit for bit; a truncated
 // file, a flipped byte inside a parameter's data (caught by the Fletcher32 checksum) and a checkpoint of another
-// model are errors naming the file and the dataset; the run folder's publishing, pruning and `latest` logic.
+// model are errors naming the file and the dataset; a damaged newest checkpoint falls back to the one before, with
+// a warning; the run folder's publishing, pruning and `latest` logic.
 // Layouts and resharding are tested end to end under mpirun (check_resume.cmake).
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -91,13 +92,10 @@ TEST(Checkpoint, ATruncatedFileIsAnErrorNamingIt) {
   EXPECT_NE(message.find("truncated"), std::string::npos) << message;
 }
 
-TEST(Checkpoint, AFlippedByteInAParameterFailsItsChecksum) {
-  Fixture fixture(model::preset("tiny"));
-  const std::string path = temp_path("flipped.h5");
-  fixture.write(path);
-  const std::string dataset = "/params/decoder.layers.1.ffn.fc1.weight";
+// Flips one bit of a byte inside the first chunk of `dataset` (found with HDF5's chunk index).
+void flip_a_byte(const std::string & path, const std::string & dataset) {
   haddr_t address = HADDR_UNDEF;
-  {  // where the dataset's first chunk lies in the file
+  {
     const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     const hid_t data = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
     hsize_t offset[2] = {0, 0}, size = 0;
@@ -107,19 +105,53 @@ TEST(Checkpoint, AFlippedByteInAParameterFailsItsChecksum) {
     H5Dclose(data);
     H5Fclose(file);
   }
-  {
-    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-    file.seekg(static_cast<std::streamoff>(address + 37));
-    char byte = 0;
-    file.read(&byte, 1);
-    byte = static_cast<char>(byte ^ 0x10);
-    file.seekp(static_cast<std::streamoff>(address + 37));
-    file.write(&byte, 1);
-  }
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekg(static_cast<std::streamoff>(address + 37));
+  char byte = 0;
+  file.read(&byte, 1);
+  byte = static_cast<char>(byte ^ 0x10);
+  file.seekp(static_cast<std::streamoff>(address + 37));
+  file.write(&byte, 1);
+}
+
+const std::string kFlipped = "/params/decoder.layers.1.ffn.fc1.weight";
+
+TEST(Checkpoint, AFlippedByteInAParameterFailsItsChecksum) {
+  Fixture fixture(model::preset("tiny"));
+  const std::string path = temp_path("flipped.h5");
+  fixture.write(path);
+  flip_a_byte(path, kFlipped);
   const std::string message =
       error_of([&] { io::read_checkpoint(path, fixture.state, true, *fixture.world, *fixture.stream); });
-  EXPECT_NE(message.find(dataset), std::string::npos) << message;
+  EXPECT_NE(message.find(kFlipped), std::string::npos) << message;
   EXPECT_NE(message.find("Fletcher32"), std::string::npos) << message;
+}
+
+TEST(Checkpoint, ADamagedNewestCheckpointFallsBackToTheOneBefore) {
+  Fixture fixture(model::preset("tiny"));
+  const std::string dir = temp_path("run");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (int64_t step : {10, 20}) {
+    fixture.write(io::partial_path(io::checkpoint_path(dir, step)), step);
+    io::publish_checkpoint(dir, io::checkpoint_path(dir, step), 0);
+  }
+  flip_a_byte(io::checkpoint_path(dir, 20), kFlipped);
+  const std::vector<std::string> candidates = io::resume_candidates("auto", dir);
+  ASSERT_EQ(candidates, (std::vector<std::string>{io::checkpoint_path(dir, 20), io::checkpoint_path(dir, 10)}));
+  std::vector<std::string> warnings;
+  const auto [path, info] =
+      io::read_newest_checkpoint(candidates, fixture.state, true, *fixture.world, *fixture.stream, warnings);
+  EXPECT_EQ(path, io::checkpoint_path(dir, 10));
+  EXPECT_EQ(info.step, 10);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("step_00000020.h5"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find(kFlipped), std::string::npos) << warnings[0];
+  flip_a_byte(io::checkpoint_path(dir, 10), kFlipped);  // every one damaged: an error, not a fresh start
+  warnings.clear();
+  const std::string message = error_of(
+      [&] { io::read_newest_checkpoint(candidates, fixture.state, true, *fixture.world, *fixture.stream, warnings); });
+  EXPECT_NE(message.find("every older checkpoint is damaged too"), std::string::npos) << message;
 }
 
 TEST(Checkpoint, AnotherModelsCheckpointIsAnErrorNamingTheDifference) {
