@@ -53,7 +53,13 @@ class DataLoader::Shards {
     return {shard, sequence - (shard == 0 ? 0 : ends[shard - 1])};
   }
 
-  // Row `row` of a table of shard (s, shard) into `out` (L values), or one value for 1-d tables.
+  // The images of sequence `row` of shard (s, shard): the index of its first in /images, and their count.
+  std::pair<int64_t, int32_t> images_of(size_t s, size_t shard, int64_t row) {
+    const File & file = open(s, shard);
+    return {file.image_first[static_cast<size_t>(row)], file.image_count[static_cast<size_t>(row)]};
+  }
+
+  // Rows [row, row + count) of a table of shard (s, shard) into `out` (L values per row, or one for 1-d tables).
   template <typename Value>
   void read_row(size_t s, size_t shard, const char * table, hid_t type, int64_t row, int64_t count, Value * out) {
     File & file = open(s, shard);
@@ -82,6 +88,8 @@ class DataLoader::Shards {
   struct File {
     std::string path;
     hdf5::Handle handle{-1, H5Fclose};
+    std::vector<int64_t> image_first;  // [sequences], read whole at open: every rank places every sample per step
+    std::vector<int32_t> image_count;  // [sequences]
   };
   File & open(size_t s, size_t shard) {
     std::vector<std::unique_ptr<File>> & stream_files = files_[s];
@@ -98,6 +106,11 @@ class DataLoader::Shards {
                       ": cannot open it as HDF5; it is truncated or damaged: prepare the dataset again");
       opened->handle = std::move(handle);
       file = std::move(opened);
+      const int64_t sequences = manifest_.streams[s].shards[shard].sequences;
+      file->image_first.resize(static_cast<size_t>(sequences));
+      file->image_count.resize(static_cast<size_t>(sequences));
+      read_row(s, shard, "/image_first", H5T_NATIVE_INT64, 0, sequences, file->image_first.data());
+      read_row(s, shard, "/image_count", H5T_NATIVE_INT32, 0, sequences, file->image_count.data());
     }
     return *file;
   }
@@ -195,7 +208,7 @@ DataLoader::Step DataLoader::assemble(const Request & request, const LoaderPosit
   // Every rank places every sample of the step (stream, sequence, images), so positions and image indices agree.
   struct Place {
     size_t stream, shard;
-    int64_t row, images;
+    int64_t row, first_image, images;
   };
   std::vector<Place> places;
   for (int64_t k = 0; k < request.global_batch; ++k) {
@@ -203,9 +216,8 @@ DataLoader::Step DataLoader::assemble(const Request & request, const LoaderPosit
     size_t s = 0;
     while (s + 1 < cumulative_weight_.size() && u >= cumulative_weight_[s]) ++s;
     const auto [shard, row] = shards_->locate(s, step.next.taken[s]++);
-    int32_t images = 0;
-    shards_->read_row(s, shard, "/image_count", H5T_NATIVE_INT32, row, 1, &images);
-    places.push_back({s, shard, row, images});
+    const auto [first_image, images] = shards_->images_of(s, shard, row);
+    places.push_back({s, shard, row, first_image, images});
   }
   const int64_t share = request.global_batch / request.dp_size, micro = share / request.micro_batches;
   const int64_t length = manifest_.length, pixels = 3 * manifest_.image_size * manifest_.image_size;
@@ -228,11 +240,9 @@ DataLoader::Step DataLoader::assemble(const Request & request, const LoaderPosit
       shards_->read_row(place.stream, place.shard, "/loss", H5T_NATIVE_UINT8, place.row, 1, loss.data());
       for (int64_t t = 0; t < length; ++t) batch.loss_weights[row + static_cast<size_t>(t)] = loss[static_cast<size_t>(t)];
       if (place.images > 0) {
-        int64_t first = 0;
-        shards_->read_row(place.stream, place.shard, "/image_first", H5T_NATIVE_INT64, place.row, 1, &first);
         const size_t offset = batch.images.size();
         batch.images.resize(offset + static_cast<size_t>(place.images * pixels));
-        shards_->read_row(place.stream, place.shard, "/images", H5T_NATIVE_FLOAT, first, place.images,
+        shards_->read_row(place.stream, place.shard, "/images", H5T_NATIVE_FLOAT, place.first_image, place.images,
                           &batch.images[offset]);
         batch.image_count += place.images;
       }
