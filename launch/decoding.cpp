@@ -82,6 +82,29 @@ model::Batch without_targets(const model::Batch & batch) {
   return input;
 }
 
+// The next token from one row's logits: the largest, or a draw from the tempered, top-k and top-p cut softmax.
+int32_t pick(const float * logits, int64_t vocab, const Sampling & sampling, uint64_t draw_index) {
+  if (sampling.temperature <= 0.0) return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const int64_t keep = sampling.top_k > 0 ? std::min(sampling.top_k, vocab) : vocab;
+  std::vector<double> weights;
+  double total = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    weights.push_back(std::exp((logits[order[static_cast<size_t>(i)]] - logits[order[0]]) / sampling.temperature));
+    total += weights.back();
+  }
+  double mass = 0.0;  // the smallest prefix holding top_p of the mass
+  size_t kept = 0;
+  while (kept < weights.size() && (kept == 0 || mass < sampling.top_p * total)) mass += weights[kept++];
+  const double u = philox_uniform(sampling.seed, draw_index) * mass;
+  double running = 0.0;
+  for (size_t i = 0; i < kept; ++i)
+    if ((running += weights[i]) > u) return order[i];
+  return order[kept - 1];
+}
+
 }  // namespace
 
 std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch) {
@@ -126,33 +149,6 @@ std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batc
                      rt.stream);
   return logits;
 }
-
-namespace {
-
-// The next token from one row's logits: the largest, or a draw from the tempered, top-k and top-p cut softmax.
-int32_t pick(const float * logits, int64_t vocab, const Sampling & sampling, uint64_t draw_index) {
-  if (sampling.temperature <= 0.0) return static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
-  std::vector<int32_t> order(static_cast<size_t>(vocab));
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
-  const int64_t keep = sampling.top_k > 0 ? std::min(sampling.top_k, vocab) : vocab;
-  std::vector<double> weights;
-  double total = 0.0;
-  for (int64_t i = 0; i < keep; ++i) {
-    weights.push_back(std::exp((logits[order[static_cast<size_t>(i)]] - logits[order[0]]) / sampling.temperature));
-    total += weights.back();
-  }
-  double mass = 0.0;  // the smallest prefix holding top_p of the mass
-  size_t kept = 0;
-  while (kept < weights.size() && (kept == 0 || mass < sampling.top_p * total)) mass += weights[kept++];
-  const double u = philox_uniform(sampling.seed, draw_index) * mass;
-  double running = 0.0;
-  for (size_t i = 0; i < kept; ++i)
-    if ((running += weights[i]) > u) return order[i];
-  return order[kept - 1];
-}
-
-}  // namespace
 
 std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batch & prompts, int64_t max_new,
                                          const Sampling & sampling, bool ignore_eos,
