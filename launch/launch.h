@@ -2,7 +2,7 @@
 // errors are thrown as kosmos::Error and reported by main.
 #pragma once
 
-#include <csignal>
+#include <atomic>
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -74,10 +74,10 @@ struct RankLabel {
   std::string coordinates;
 };
 
-// A stop asked for from outside (main.cpp's SIGTERM / SIGUSR1 handler sets the flag to the signal's number).
+// A stop asked for from outside (StopSignals' watcher sets the flag to SIGTERM's or SIGUSR1's number).
 struct StopRequest {
-  const volatile std::sig_atomic_t * signal = nullptr;
-  int requested() const { return signal ? static_cast<int>(*signal) : 0; }
+  const std::atomic<int> * signal = nullptr;
+  int requested() const { return signal ? signal->load() : 0; }
 };
 
 // `kosmos train`: trains on the built-in synthetic batches or a prepared dataset, on one rank or a dp x pp x tp grid

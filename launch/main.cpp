@@ -5,7 +5,6 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -14,6 +13,7 @@
 
 #include "backends/error.h"
 #include "launch/launch.h"
+#include "launch/stop_signals.h"
 
 namespace {
 
@@ -50,22 +50,10 @@ constexpr std::chrono::milliseconds kReportGrace{1000};
   std::exit(1);
 }
 
-// The signal that asked the run to stop (SIGTERM or SIGUSR1: what Slurm sends before preemption or the time limit,
-// and what mpirun forwards); 0 while none came. The training loop reads it between steps.
-volatile std::sig_atomic_t stop_signal = 0;
-
-void on_stop_signal(int signal) { stop_signal = signal; }
-
-void catch_stop_signals() {
-  struct sigaction action {};
-  action.sa_handler = on_stop_signal;
-  sigemptyset(&action.sa_mask);
-  for (int signal : {SIGTERM, SIGUSR1}) sigaction(signal, &action, nullptr);
-}
-
 }  // namespace
 
 int main(int argc, char ** argv) {
+  kosmos::StopSignals stop_signals;  // before MPI_Init: its threads and OpenMP's never see SIGTERM/SIGUSR1
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
 
@@ -414,8 +402,8 @@ int main(int argc, char ** argv) {
     } else if (*demo) {
       code = kosmos::run_demo(std::cout, registry, demo_options);
     } else if (*train_app) {
-      catch_stop_signals();
-      code = kosmos::run_train(std::cout, registry, train, label, kosmos::StopRequest{&stop_signal});
+      stop_signals.catch_stops();
+      code = kosmos::run_train(std::cout, registry, train, label, kosmos::StopRequest{&stop_signals.requested()});
     } else if (*forward_app) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {
