@@ -1,8 +1,9 @@
-// registry.cpp: the build's backend list. CUDA and ROCm appear here only once their op set is implemented; until
-// then they are listed as unavailable, with the reason, while their device probes still serve `kosmos info`.
+// registry.cpp: the build's backend list. CUDA is available when it was built; ROCm is listed as unavailable, with
+// the reason, until hipcc compiles the op kernels too, while its device probe still serves `kosmos info`.
 #include "backends/registry.h"
 
 #include "backends/cpu/cpu_device.h"
+#include "backends/cuda/gpu_device.h"
 #include "backends/error.h"
 
 namespace kosmos {
@@ -30,7 +31,7 @@ std::string join(const std::vector<std::string> & names) {
 
 BackendRegistry::BackendRegistry() {
 #ifdef KOSMOS_USE_CUDA
-  entries_.push_back(absent_gpu_backend("cuda", true, "KOSMOS_CUDA"));
+  entries_.push_back(cuda::backend_entry());
 #else
   entries_.push_back(absent_gpu_backend("cuda", false, "KOSMOS_CUDA"));
 #endif

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "backends/cuda/gpu_device.h"
 #include "backends/error.h"
+#include "backends/registry.h"
 
 namespace kosmos::testing {
 namespace {
@@ -191,6 +193,25 @@ void DeviceRun::op(const OpDesc & desc) {
 void DeviceRun::matmul_backward(const MatmulBackward & desc) {
   kosmos::matmul_backward(device_, desc, stream_);
   stream_.synchronize();
+}
+
+std::vector<std::string> testable_backends() {
+  const BackendRegistry registry;
+  std::vector<std::string> names;
+  for (const BackendEntry & entry : registry.entries())
+    if (entry.available && entry.device_count() > 0) names.push_back(entry.name);
+#ifdef KOSMOS_USE_CUDA
+  if (cuda::backend_entry(true).device_count() > 0) names.push_back(cuda::backend_entry(true).name);
+#endif
+  return names;
+}
+
+std::unique_ptr<Device> create_test_device(const std::string & backend) {
+#ifdef KOSMOS_USE_CUDA
+  const BackendEntry own_gemm = cuda::backend_entry(true);
+  if (backend == own_gemm.name) return own_gemm.create(0);
+#endif
+  return BackendRegistry().create(backend, 0);
 }
 
 Tensor random_tensor(std::mt19937_64 & rng, const std::vector<int64_t> & dims, double scale, DType representable) {

@@ -39,8 +39,7 @@ class OpOnBackend : public ::testing::TestWithParam<std::tuple<std::string, size
 TEST_P(OpOnBackend, MatchesReference) {
   const auto & [backend, index] = GetParam();
   const OpCase & c = all_op_cases()[index];
-  const BackendRegistry registry;
-  std::unique_ptr<Device> device = registry.create(backend, 0);
+  std::unique_ptr<Device> device = create_test_device(backend);
   std::unique_ptr<Stream> stream = device->create_stream();
   const Named expected_outputs = c.reference_forward(c.inputs);
   const Named output_grads = output_gradients(c, expected_outputs);
@@ -68,7 +67,7 @@ std::string backend_case_name(const ::testing::TestParamInfo<std::tuple<std::str
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, OpOnBackend,
-                         ::testing::Combine(::testing::ValuesIn(BackendRegistry().available_names()),
+                         ::testing::Combine(::testing::ValuesIn(testable_backends()),
                                             ::testing::ValuesIn(case_indices())),
                          backend_case_name);
 

@@ -5,7 +5,6 @@
 
 #include <vector>
 
-#include "backends/registry.h"
 #include "tests/ops/op_harness.h"
 
 namespace kosmos::testing {
@@ -43,9 +42,8 @@ TEST(XPosVector, ReferenceMatchesTheSpec) {
 }
 
 TEST(XPosVector, EveryBackendMatchesTheSpec) {
-  const BackendRegistry registry;
-  for (const std::string & backend : registry.available_names()) {
-    std::unique_ptr<Device> device = registry.create(backend, 0);
+  for (const std::string & backend : testable_backends()) {
+    std::unique_ptr<Device> device = create_test_device(backend);
     std::unique_ptr<Stream> stream = device->create_stream();
     DeviceRun run(*device, *stream);
     const TensorView x = run.upload(spec_input(), DType::kF32);

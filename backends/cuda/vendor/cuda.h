@@ -1,8 +1,12 @@
-// vendor/cuda.h: the NVIDIA side of the shared CUDA/HIP sources: the CUDA runtime, cuBLASLt and NCCL headers.
+// vendor/cuda.h: the NVIDIA side of the shared CUDA/HIP sources: the CUDA runtime, 16-bit float, cuBLASLt and NCCL
+// headers, and the few spellings that differ from HIP (the warp size, warp shuffles).
 #pragma once
 
 #include <cublasLt.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #define KOSMOS_GPU_VENDOR "CUDA"
+#define KOSMOS_WARP_SIZE 32
+#define KOSMOS_SHFL_XOR(value, mask) __shfl_xor_sync(0xffffffffu, (value), (mask))

@@ -1,0 +1,237 @@
+// gpu_device.cu: GpuDevice, one GPU (CUDA, or ROCm through hipcc): device memory, streams and events, copies to
+// and from the host, exhaustive op dispatch to gpu_op(), optional per-op timing; its GpuContext; and the backend's
+// registry entry. Device memory comes from cudaMalloc only when a Buffer is made: the model's arenas make those
+// once per shape, so no allocation happens inside a training step.
+#include <chrono>
+#include <map>
+#include <sstream>
+#include <type_traits>
+
+#include "backends/cuda/gpu_device.h"
+#include "backends/cuda/gpu_kernels.h"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+
+GpuContext::GpuContext(int ordinal, GemmPath gemm_path)
+    : ordinal_(ordinal), gemm_path_(gemm_path), gemm_plans_(make_gemm_plans()) {}
+
+GpuContext::~GpuContext() {
+  for (Scratch & scratch : scratch_)
+    if (scratch.data != nullptr) cudaFree(scratch.data);
+}
+
+void * GpuContext::scratch(int slot, size_t bytes, cudaStream_t stream) {
+  Scratch & scratch = scratch_[slot];
+  if (scratch.bytes >= bytes) return scratch.data;
+  KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));  // kernels may still read the old block
+  if (scratch.data != nullptr) KOSMOS_GPU_CHECK(cudaFree(scratch.data));
+  scratch.data = nullptr;
+  scratch.bytes = 0;
+  const size_t rounded = (bytes + 255) / 256 * 256 * 2;  // room to grow
+  KOSMOS_GPU_CHECK(cudaMalloc(&scratch.data, rounded));
+  scratch.bytes = rounded;
+  return scratch.data;
+}
+
+namespace {
+
+class GpuStream final : public Stream {
+ public:
+  explicit GpuStream(int ordinal) : ordinal_(ordinal) {
+    KOSMOS_GPU_CHECK(cudaSetDevice(ordinal_));
+    KOSMOS_GPU_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  }
+  ~GpuStream() override {
+    cudaSetDevice(ordinal_);
+    cudaStreamDestroy(stream_);
+  }
+  void synchronize() override { KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream_)); }
+  cudaStream_t native() const { return stream_; }
+
+ private:
+  int ordinal_;
+  cudaStream_t stream_ = nullptr;
+};
+
+class GpuEvent final : public Event {
+ public:
+  explicit GpuEvent(int ordinal) : ordinal_(ordinal) {
+    KOSMOS_GPU_CHECK(cudaSetDevice(ordinal_));
+    KOSMOS_GPU_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+  }
+  ~GpuEvent() override {
+    cudaSetDevice(ordinal_);
+    cudaEventDestroy(event_);
+  }
+  cudaEvent_t native() const { return event_; }
+
+ private:
+  int ordinal_;
+  cudaEvent_t event_ = nullptr;
+};
+
+cudaStream_t native_of(Stream & stream) {
+  auto * gpu = dynamic_cast<GpuStream *>(&stream);
+  KOSMOS_CHECK(gpu != nullptr, KOSMOS_GPU_VENDOR " device: the stream was not made by a " KOSMOS_GPU_VENDOR
+               " device; create streams with the device that runs the op");
+  return gpu->native();
+}
+
+std::string device_summary(int ordinal) {
+  cudaDeviceProp properties{};
+  KOSMOS_GPU_CHECK(cudaGetDeviceProperties(&properties, ordinal));
+  std::ostringstream out;
+  out << properties.name << ", " << properties.multiProcessorCount << " SMs, "
+      << properties.totalGlobalMem / (1024.0 * 1024.0 * 1024.0) << " GiB, "
+#if defined(KOSMOS_USE_ROCM)
+      << properties.gcnArchName
+#else
+      << "sm_" << properties.major << properties.minor
+#endif
+      << ", GEMM " << gemm_library_name();
+  return out.str();
+}
+
+class GpuDevice final : public Device {
+ public:
+  GpuDevice(int ordinal, GemmPath gemm_path, std::string backend_name)
+      : ordinal_(ordinal), backend_name_(std::move(backend_name)), context_((select(ordinal), ordinal), gemm_path) {}
+
+  std::string backend() const override { return backend_name_; }
+  std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
+  std::string description() const override { return device_summary(ordinal_); }
+  bool host_accessible() const override { return false; }
+
+  Buffer allocate(size_t bytes, BufferUse) override {
+    select(ordinal_);
+    void * data = nullptr;
+    const cudaError_t status = cudaMalloc(&data, bytes == 0 ? 256 : bytes);
+    if (status != cudaSuccess) {
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      KOSMOS_FAIL(name(), ": could not allocate ", bytes, " bytes (", cudaGetErrorString(status), "; ",
+                  free_bytes >> 20, " MiB free of ", total_bytes >> 20,
+                  " MiB); use smaller micro-batches, more pipeline or tensor-parallel ranks, or recomputation");
+    }
+    return Buffer(this, data, bytes);
+  }
+
+  void copy(TensorView dst, TensorView src, Stream & stream) override {
+    KOSMOS_CHECK(dst.dtype == src.dtype && same_dims(dst, src), name(), " copy: dst ", describe(dst), " and src ",
+                 describe(src), " must have the same dtype and shape");
+    KOSMOS_CHECK(dst.is_contiguous() && src.is_contiguous(), name(), " copy: dst ", describe(dst), " and src ",
+                 describe(src), " must both be dense");
+    select(ordinal_);
+    const cudaStream_t native = native_of(stream);
+    const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype);
+    if (bytes == 0) return;
+    KOSMOS_GPU_CHECK(cudaMemcpyAsync(dst.data, src.data, bytes, cudaMemcpyDefault, native));
+    // The host side may be pageable memory the caller reuses or reads at once: finish host copies here.
+    cudaPointerAttributes attributes{};
+    KOSMOS_GPU_CHECK(cudaPointerGetAttributes(&attributes, dst.data));
+    const bool to_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+    KOSMOS_GPU_CHECK(cudaPointerGetAttributes(&attributes, src.data));
+    const bool from_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+    if (!to_device || !from_device) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
+  }
+
+  std::unique_ptr<Stream> create_stream() override { return std::make_unique<GpuStream>(ordinal_); }
+  std::unique_ptr<Event> create_event() override { return std::make_unique<GpuEvent>(ordinal_); }
+  void record_event(Event & event, Stream & stream) override {
+    select(ordinal_);
+    KOSMOS_GPU_CHECK(cudaEventRecord(event_of(event), native_of(stream)));
+  }
+  void wait_event(Stream & stream, Event & event) override {
+    select(ordinal_);
+    KOSMOS_GPU_CHECK(cudaStreamWaitEvent(native_of(stream), event_of(event), 0));
+  }
+
+  OpSupport supports(const OpDesc & op) const override {
+    const int64_t head_dim = std::visit(
+        [](const auto & concrete) -> int64_t {
+          using Op = std::decay_t<decltype(concrete)>;
+          if constexpr (std::is_same_v<Op, AttentionForward> || std::is_same_v<Op, AttentionBackward>)
+            return concrete.q.dim(3);
+          else return 0;
+        },
+        op);
+    if (head_dim > kMaxHeadDim)
+      return {false, std::string(op_name(op)) + " with head_dim " + std::to_string(head_dim) + " (the " +
+                         KOSMOS_GPU_VENDOR + " kernels hold at most " + std::to_string(kMaxHeadDim) + ")"};
+    return {};
+  }
+
+  void run(const OpDesc & op, Stream & stream) override {
+    select(ordinal_);
+    const cudaStream_t native = native_of(stream);
+    const auto start = profiling_ ? synchronized_now(native) : std::chrono::steady_clock::time_point{};
+    std::visit([&](const auto & concrete) { gpu_op(context_, concrete, native); }, op);
+    if (profiling_) {
+      OpTime & time = op_times_[op_name(op)];
+      ++time.calls;
+      time.seconds += std::chrono::duration<double>(synchronized_now(native) - start).count();
+    }
+  }
+
+  void set_profiling(bool enabled) override { profiling_ = enabled; }
+  std::vector<std::pair<std::string, OpTime>> profile() const override { return {op_times_.begin(), op_times_.end()}; }
+
+ protected:
+  void free_memory(void * data, size_t) override {
+    select(ordinal_);
+    cudaFree(data);
+  }
+
+ private:
+  static void select(int ordinal) { KOSMOS_GPU_CHECK(cudaSetDevice(ordinal)); }
+  static std::chrono::steady_clock::time_point synchronized_now(cudaStream_t stream) {
+    KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));
+    return std::chrono::steady_clock::now();
+  }
+  static cudaEvent_t event_of(Event & event) {
+    auto * gpu = dynamic_cast<GpuEvent *>(&event);
+    KOSMOS_CHECK(gpu != nullptr, KOSMOS_GPU_VENDOR " device: the event was not made by a " KOSMOS_GPU_VENDOR " device");
+    return gpu->native();
+  }
+
+  int ordinal_;
+  std::string backend_name_;
+  GpuContext context_;
+  bool profiling_ = false;
+  std::map<std::string, OpTime> op_times_;
+};
+
+int visible_devices() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return count;
+}
+
+}  // namespace
+
+BackendEntry backend_entry(bool own_gemm_only) {
+#if defined(KOSMOS_USE_ROCM)
+  const std::string base = "rocm";
+#else
+  const std::string base = "cuda";
+#endif
+  BackendEntry entry;
+  entry.name = own_gemm_only && base == "cuda" ? "cuda-owngemm" : base;
+  entry.available = true;
+  entry.device_count = visible_devices;
+  const GemmPath path = own_gemm_only ? GemmPath::kOwnKernels : GemmPath::kLibrary;
+  entry.create = [path, name = entry.name](int ordinal) -> std::unique_ptr<Device> {
+    const int count = visible_devices();
+    KOSMOS_CHECK(ordinal >= 0 && ordinal < count, "--backend ", name, " --device ", ordinal, ": ", count,
+                 " device(s) visible; choose an ordinal below ", count);
+    return std::make_unique<GpuDevice>(ordinal, path, name);
+  };
+  return entry;
+}
+
+void * native_stream(Stream & stream) { return native_of(stream); }
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -1,0 +1,90 @@
+// gpu_kernels.h: the GPU backend's per-device context and one gpu_op() per op family, each enqueueing its kernels
+// on the given stream. Included by the .cu files only (after gpu_common.cuh); gpu_device.cu dispatches to these.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "backends/cuda/gpu_common.cuh"
+#include "backends/ops.h"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+
+struct GemmPlans;  // matmul.cu: the cuBLASLt handle, workspace and the algorithm chosen per shape
+void delete_gemm_plans(GemmPlans * plans);
+using GemmPlansOwner = std::unique_ptr<GemmPlans, void (*)(GemmPlans *)>;
+GemmPlansOwner make_gemm_plans();  // on the current device
+const char * gemm_library_name();  // "cuBLASLt", or the own kernels' name
+
+// Which GEMM runs a Matmul: the vendor library where it takes the case, else the own tiled kernel; or the own
+// kernel always (the ROCm build without hipBLASLt, and the test that checks that kernel on an NVIDIA card).
+enum class GemmPath : uint8_t { kLibrary, kOwnKernels };
+
+// What the kernels of one device share: its ordinal, the GEMM plans, and scratch memory that grows but is never
+// freed inside a step.
+class GpuContext {
+ public:
+  GpuContext(int ordinal, GemmPath gemm_path);
+  ~GpuContext();
+  GpuContext(const GpuContext &) = delete;
+  GpuContext & operator=(const GpuContext &) = delete;
+
+  int ordinal() const { return ordinal_; }
+  GemmPath gemm_path() const { return gemm_path_; }
+  GemmPlans & gemm_plans() { return *gemm_plans_; }
+  // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. Growing it waits for
+  // the stream first, so kernels still reading the old block are done.
+  void * scratch(int slot, size_t bytes, cudaStream_t stream);
+
+ private:
+  int ordinal_;
+  GemmPath gemm_path_;
+  GemmPlansOwner gemm_plans_;
+  struct Scratch {
+    void * data = nullptr;
+    size_t bytes = 0;
+  };
+  Scratch scratch_[4];
+};
+
+// Scratch slots, one per user that may hold it across kernels of one op.
+enum ScratchSlot : int { kScratchReduce = 0, kScratchRows = 1, kScratchAttention = 2, kScratchGemm = 3 };
+
+void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const BiasBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const ActivationForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const ActivationBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const Add & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const Scale & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const Cast & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const Copy & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const Patchify & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const Fill & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const XPosForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const XPosBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const EmbeddingForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const EmbeddingBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const SinusoidalPositions & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const CrossEntropyBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const DropoutForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const DropoutBackward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const AdamWStep & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const SquaredNorm & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const L2NormalizeForward & op, cudaStream_t stream);
+void gpu_op(GpuContext & ctx, const L2NormalizeBackward & op, cudaStream_t stream);
+
+// The largest head dimension the attention kernels hold per warp (8 values per lane on a 32-wide warp).
+constexpr int64_t kMaxHeadDim = 8 * 32;
+
+// Column sums of a [rows, cols] f32|bf16 matrix with rows `row_stride` apart, added into sums[cols] (f32), in a
+// fixed order (deterministic): the bias and LayerNorm parameter gradients.
+void add_column_sums(float * sums, const void * matrix, DType dtype, int64_t rows, int64_t cols, int64_t row_stride,
+                     cudaStream_t stream);
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -1,0 +1,126 @@
+// kernels_loss.cu: the fused softmax cross-entropy (one block per row: max, sum of exponentials, the weighted loss
+// per row, then one block adds the rows in order), the AdamW step, and the squared norm for global clipping
+// (per-block partial sums in double, added in order by one block), all deterministic.
+#include <cmath>
+
+#include "backends/cuda/gpu_kernels.h"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+namespace {
+
+__global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const float * logits, const int32_t * targets,
+                                          const float * weights, int64_t vocab, int64_t vocab_start) {
+  __shared__ float shared[kThreads / kWarp];
+  const int64_t n = blockIdx.x;
+  const float * row = logits + n * vocab;
+  float max_value = -INFINITY;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) max_value = fmaxf(max_value, row[v]);
+  max_value = block_max(max_value, shared);
+  float sum = 0.0f;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) sum += expf(row[v] - max_value);
+  sum = block_sum(sum, shared);
+  if (threadIdx.x == 0) {
+    const float row_lse = max_value + logf(sum);
+    lse[n] = row_lse;
+    const int64_t local = static_cast<int64_t>(targets[n]) - vocab_start;
+    const float target_logit = local >= 0 && local < vocab ? row[local] : 0.0f;
+    row_loss[n] = weights[n] != 0.0f ? static_cast<double>(weights[n]) * (row_lse - target_logit) : 0.0;
+  }
+}
+
+// out[0] = scale * sum of values[0 .. count), summed in a fixed order by one block.
+__global__ void ordered_sum_kernel(float * out, const double * values, int64_t count, double scale, bool accumulate) {
+  __shared__ double shared[kThreads / kWarp];
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) sum += values[i];
+  sum = block_sum(sum, shared);
+  if (threadIdx.x == 0) out[0] = static_cast<float>(sum * scale) + (accumulate ? out[0] : 0.0f);
+}
+
+__global__ void cross_entropy_backward_kernel(float * dlogits, const float * logits, const int32_t * targets,
+                                              const float * weights, const float * lse, int64_t vocab,
+                                              int64_t vocab_start, float scale) {
+  const int64_t n = blockIdx.x;
+  const float factor = scale * weights[n];
+  const float * row = logits + n * vocab;
+  float * grad = dlogits + n * vocab;
+  const int64_t local = static_cast<int64_t>(targets[n]) - vocab_start;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
+    float value = factor == 0.0f ? 0.0f : factor * expf(row[v] - lse[n]);
+    if (factor != 0.0f && v == local) value -= factor;
+    grad[v] = value;
+  }
+}
+
+__global__ void adamw_kernel(float * param, float * m, float * v, const float * grad, int64_t count, float beta1,
+                             float beta2, float eps, float grad_scale, float step_size, float inverse_sqrt_correction2,
+                             float decay) {
+  KOSMOS_GRID_LOOP(i, count) {
+    const float g = grad[i] * grad_scale;
+    const float m_new = beta1 * m[i] + (1.0f - beta1) * g;
+    const float v_new = beta2 * v[i] + (1.0f - beta2) * g * g;
+    m[i] = m_new;
+    v[i] = v_new;
+    param[i] = param[i] * decay - step_size * m_new / (sqrtf(v_new) * inverse_sqrt_correction2 + eps);
+  }
+}
+
+constexpr unsigned kNormBlocks = 512;  // partial sums of the squared norm
+
+__global__ void squared_partials_kernel(double * partials, const float * in, int64_t count) {
+  __shared__ double shared[kThreads / kWarp];
+  double sum = 0.0;
+  KOSMOS_GRID_LOOP(i, count) sum += static_cast<double>(in[i]) * in[i];
+  sum = block_sum(sum, shared);
+  if (threadIdx.x == 0) partials[blockIdx.x] = sum;
+}
+
+}  // namespace
+
+void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t stream) {
+  const int64_t rows = op.logits.dim(0), vocab = op.logits.dim(1);
+  if (rows == 0) {
+    KOSMOS_GPU_CHECK(cudaMemsetAsync(op.loss.data, 0, sizeof(float), stream));
+    return;
+  }
+  auto * row_loss = static_cast<double *>(ctx.scratch(kScratchRows, sizeof(double) * rows, stream));
+  cross_entropy_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      op.lse.as<float>(), row_loss, op.logits.as<float>(), op.targets.as<int32_t>(), op.weights.as<float>(), vocab,
+      op.vocab_start);
+  KOSMOS_GPU_LAUNCHED("cross_entropy_rows");
+  ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.loss.as<float>(), row_loss, rows, op.loss_scale, false);
+  KOSMOS_GPU_LAUNCHED("cross_entropy_sum");
+}
+
+void gpu_op(GpuContext &, const CrossEntropyBackward & op, cudaStream_t stream) {
+  const int64_t rows = op.logits.dim(0), vocab = op.logits.dim(1);
+  if (rows == 0) return;
+  cross_entropy_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      op.dlogits.as<float>(), op.logits.as<float>(), op.targets.as<int32_t>(), op.weights.as<float>(),
+      op.lse.as<float>(), vocab, op.vocab_start, op.dloss * op.loss_scale);
+  KOSMOS_GPU_LAUNCHED("cross_entropy_backward");
+}
+
+void gpu_op(GpuContext &, const AdamWStep & op, cudaStream_t stream) {
+  const int64_t count = op.param.numel();
+  if (count == 0) return;
+  const double correction1 = 1.0 - std::pow(static_cast<double>(op.beta1), static_cast<double>(op.step));
+  const double correction2 = 1.0 - std::pow(static_cast<double>(op.beta2), static_cast<double>(op.step));
+  adamw_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
+      op.param.as<float>(), op.m.as<float>(), op.v.as<float>(), op.grad.as<float>(), count, op.beta1, op.beta2, op.eps,
+      op.grad_scale, static_cast<float>(op.lr / correction1), static_cast<float>(1.0 / std::sqrt(correction2)),
+      1.0f - op.lr * op.weight_decay);
+  KOSMOS_GPU_LAUNCHED("adamw_step");
+}
+
+void gpu_op(GpuContext & ctx, const SquaredNorm & op, cudaStream_t stream) {
+  const int64_t count = op.in.numel();
+  if (count == 0) return;
+  auto * partials = static_cast<double *>(ctx.scratch(kScratchReduce, sizeof(double) * kNormBlocks, stream));
+  squared_partials_kernel<<<kNormBlocks, kThreads, 0, stream>>>(partials, op.in.as<float>(), count);
+  KOSMOS_GPU_LAUNCHED("squared_norm_partials");
+  ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.out.as<float>(), partials, kNormBlocks, 1.0, true);
+  KOSMOS_GPU_LAUNCHED("squared_norm_sum");
+}
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE

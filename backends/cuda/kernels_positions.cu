@@ -1,0 +1,120 @@
+// kernels_positions.cu: what turns ids and positions into vectors on the GPU: the token embedding (vocab-slice
+// aware gather; a scatter-add backward with one thread per column, walking the ids in order so the sums are
+// deterministic), fairseq's sinusoidal positions, and xPos (kosmos-spec section 4) with its factors computed in
+// double as the CPU's table is.
+#include "backends/cuda/gpu_kernels.h"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+namespace {
+
+__global__ void embedding_forward_kernel(float * out, const int32_t * ids, const float * table, int64_t count,
+                                         int64_t width, int64_t rows, int64_t vocab_start) {
+  KOSMOS_GRID_LOOP(index, count * width) {
+    const int64_t n = index / width, d = index % width;
+    const int64_t row = ids[n] - vocab_start;
+    out[index] = row >= 0 && row < rows ? table[row * width + d] : 0.0f;
+  }
+}
+
+__global__ void embedding_backward_kernel(float * dtable, const float * dout, const int32_t * ids, int64_t count,
+                                          int64_t width, int64_t rows, int64_t vocab_start, int64_t padding_idx) {
+  KOSMOS_GRID_LOOP(d, width) {
+    for (int64_t n = 0; n < count; ++n) {
+      const int64_t row = ids[n] - vocab_start;
+      if (row < 0 || row >= rows || ids[n] == padding_idx) continue;
+      dtable[row * width + d] += dout[n * width + d];
+    }
+  }
+}
+
+__global__ void sinusoidal_kernel(float * out, const int32_t * positions, int64_t count, int64_t width,
+                                  int64_t padding_idx, double step) {
+  const int64_t half = width / 2;
+  KOSMOS_GRID_LOOP(index, count * half) {
+    const int64_t n = index / half, j = index % half;
+    const bool padding = positions[n] == padding_idx;
+    const double angle = static_cast<double>(positions[n]) * exp(-static_cast<double>(j) * step);
+    out[n * width + j] = padding ? 0.0f : static_cast<float>(sin(angle));
+    out[n * width + half + j] = padding ? 0.0f : static_cast<float>(cos(angle));
+  }
+}
+
+// For each pair (a, b) at row t: forward (sign +1) (a c - b s, b c + a s), backward (sign -1) the transpose, with
+// c = scale cos(p theta_i), s = scale sin(p theta_i), scale = zeta_i^(centred p / scale_base) (reciprocal when
+// downscaling).
+__global__ void xpos_kernel(float * out, Layout out_layout, const float * in, Layout in_layout, int64_t pairs_total,
+                            XPosParams params, float sign) {
+  const int64_t heads = in_layout.dims[1], length = in_layout.dims[2], head_dim = in_layout.dims[3];
+  const int64_t pairs = head_dim / 2;
+  const double min_position = floor(-static_cast<double>(length + params.offset) / 2.0);
+  KOSMOS_GRID_LOOP(index, pairs_total) {
+    const int64_t i = index % pairs, t = (index / pairs) % length, h = (index / (pairs * length)) % heads;
+    const int64_t b = index / (pairs * length * heads);
+    const double position = static_cast<double>(params.offset + t);
+    const double zeta = (2.0 * i + 0.4 * head_dim) / (1.4 * head_dim);
+    const double theta = pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    double scale = pow(zeta, (min_position + position) / params.scale_base);
+    if (params.downscale) scale = 1.0 / scale;
+    const float c = static_cast<float>(scale * cos(position * theta));
+    const float s = sign * static_cast<float>(scale * sin(position * theta));
+    const float * source = in + b * in_layout.strides[0] + h * in_layout.strides[1] + t * in_layout.strides[2];
+    float * target = out + b * out_layout.strides[0] + h * out_layout.strides[1] + t * out_layout.strides[2];
+    const float first = source[2 * i], second = source[2 * i + 1];
+    target[2 * i] = first * c - second * s;
+    target[2 * i + 1] = second * c + first * s;
+  }
+}
+
+Layout layout_of(const TensorView & view) {
+  Layout layout{};
+  layout.ndim = view.ndim;
+  for (int axis = 0; axis < view.ndim; ++axis) {
+    layout.dims[axis] = view.dims[axis];
+    layout.strides[axis] = view.strides[axis];
+  }
+  return layout;
+}
+
+void xpos_apply(const TensorView & out, const TensorView & in, const XPosParams & params, float sign,
+                cudaStream_t stream) {
+  const int64_t pairs_total = in.numel() / 2;
+  if (pairs_total == 0) return;
+  xpos_kernel<<<blocks_for(pairs_total), kThreads, 0, stream>>>(out.as<float>(), layout_of(out), in.as<float>(),
+                                                                 layout_of(in), pairs_total, params, sign);
+  KOSMOS_GPU_LAUNCHED("xpos");
+}
+
+}  // namespace
+
+void gpu_op(GpuContext &, const EmbeddingForward & op, cudaStream_t stream) {
+  const int64_t count = op.ids.dim(0), width = op.table.dim(1);
+  if (count == 0) return;
+  embedding_forward_kernel<<<blocks_for(count * width), kThreads, 0, stream>>>(
+      op.out.as<float>(), op.ids.as<int32_t>(), op.table.as<float>(), count, width, op.table.dim(0), op.vocab_start);
+  KOSMOS_GPU_LAUNCHED("embedding_forward");
+}
+
+void gpu_op(GpuContext &, const EmbeddingBackward & op, cudaStream_t stream) {
+  const int64_t count = op.ids.dim(0), width = op.dtable.dim(1);
+  if (count == 0) return;
+  embedding_backward_kernel<<<blocks_for(width), kThreads, 0, stream>>>(
+      op.dtable.as<float>(), op.dout.as<float>(), op.ids.as<int32_t>(), count, width, op.dtable.dim(0),
+      op.vocab_start, op.padding_idx);
+  KOSMOS_GPU_LAUNCHED("embedding_backward");
+}
+
+void gpu_op(GpuContext &, const SinusoidalPositions & op, cudaStream_t stream) {
+  const int64_t count = op.positions.dim(0), width = op.out.dim(1), half = width / 2;
+  if (count * half == 0) return;
+  const double step = std::log(10000.0) / static_cast<double>(half - 1);
+  sinusoidal_kernel<<<blocks_for(count * half), kThreads, 0, stream>>>(op.out.as<float>(), op.positions.as<int32_t>(),
+                                                                        count, width, op.padding_idx, step);
+  KOSMOS_GPU_LAUNCHED("sinusoidal_positions");
+}
+
+void gpu_op(GpuContext &, const XPosForward & op, cudaStream_t stream) { xpos_apply(op.out, op.in, op.params, 1.0f, stream); }
+void gpu_op(GpuContext &, const XPosBackward & op, cudaStream_t stream) {
+  xpos_apply(op.din, op.dout, op.params, -1.0f, stream);
+}
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -1,0 +1,323 @@
+// matmul.cu: Matmul on the GPU. The vendor path is cuBLASLt (fp32 compute; f32 operands in full fp32, bf16 operands
+// with fp32 accumulation; the bias as an epilogue), with the algorithm chosen once per shape and alignment. The own
+// path is a tiled kernel for any strides, batch, transposes, alpha, beta and bias, in the same source for CUDA and
+// HIP: it runs where cuBLASLt declines a case, on ROCm without hipBLASLt, and in the test that checks it on NVIDIA.
+// Row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T, so B goes first to cuBLASLt.
+#include <sstream>
+
+#include "backends/cuda/gpu_kernels.h"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+
+// One operand as the kernels see it: stored row-major with leading dimension `ld` (its stride(-2)), read
+// transposed or not; logical element (row, col) of batch t is at data + t * batch_stride + row * row_stride() +
+// col * col_stride().
+struct GemmOperand {
+  const void * data;
+  DType dtype;
+  int64_t batch_stride, ld;
+  bool transposed;
+  __host__ __device__ int64_t row_stride() const { return transposed ? 1 : ld; }
+  __host__ __device__ int64_t col_stride() const { return transposed ? ld : 1; }
+};
+
+// The product in the logical (row-major, transposes applied) frame.
+struct GemmProblem {
+  int64_t batch, m, n, k;
+  GemmOperand a, b;  // op(A) [m, k], op(B) [k, n]
+  void * c;
+  DType c_dtype;
+  int64_t c_batch_stride, c_row_stride;
+  const void * bias;  // [n] or null
+  DType bias_dtype;
+  float alpha, beta;
+};
+
+namespace {
+
+GemmProblem problem_of(const Matmul & op) {
+  GemmProblem p{};
+  const bool batched_c = op.c.ndim == 3;
+  const bool flattened = !batched_c && op.a.ndim == 3;  // [batch, M, K] x [K, N] -> [batch*M, N]
+  p.batch = batched_c ? op.c.dim(0) : 1;
+  p.m = op.c.dim(-2);
+  p.n = op.c.dim(-1);
+  p.k = op.trans_a ? op.a.dim(-2) : op.a.dim(-1);
+  const auto operand = [&](const TensorView & view, bool transposed) {
+    return GemmOperand{view.data, view.dtype, view.ndim == 3 && batched_c ? view.stride(0) : 0, view.stride(-2),
+                       transposed};
+  };
+  p.a = operand(op.a, op.trans_a);
+  p.b = operand(op.b, op.trans_b);
+  if (flattened) p.a.ld = op.a.stride(1);  // validated: dense batch rows
+  p.c = op.c.data;
+  p.c_dtype = op.c.dtype;
+  p.c_batch_stride = batched_c ? op.c.stride(0) : 0;
+  p.c_row_stride = op.c.stride(-2);
+  p.bias = op.bias.present() ? op.bias.data : nullptr;
+  p.bias_dtype = op.bias.dtype;
+  p.alpha = op.alpha;
+  p.beta = op.beta;
+  return p;
+}
+
+// The own kernel: 64 x 64 tiles of C per block, 16-deep slices of K through shared memory, 4 x 4 per thread.
+constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kGemmThreads = 256;
+
+__global__ void gemm_kernel(GemmProblem p) {
+  __shared__ float a_tile[kTileK][kTileM];
+  __shared__ float b_tile[kTileK][kTileN];
+  const int64_t t = blockIdx.z;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTileM, col0 = static_cast<int64_t>(blockIdx.x) * kTileN;
+  const int thread_row = threadIdx.x / 16, thread_col = threadIdx.x % 16;  // 16 x 16 threads, 4 x 4 each
+  float acc[4][4] = {};
+  for (int64_t k0 = 0; k0 < p.k; k0 += kTileK) {
+    for (int e = threadIdx.x; e < kTileK * kTileM; e += kGemmThreads) {
+      const int kk = e / kTileM, mm = e % kTileM;
+      const int64_t row = row0 + mm, depth = k0 + kk;
+      a_tile[kk][mm] = row < p.m && depth < p.k
+                           ? load_float(p.a.data, p.a.dtype, t * p.a.batch_stride + row * p.a.row_stride() + depth * p.a.col_stride())
+                           : 0.0f;
+      const int nn = e % kTileN;
+      const int64_t col = col0 + nn;
+      b_tile[kk][nn] = col < p.n && depth < p.k
+                           ? load_float(p.b.data, p.b.dtype, t * p.b.batch_stride + depth * p.b.row_stride() + col * p.b.col_stride())
+                           : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTileK; ++kk) {
+      float a_values[4], b_values[4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r) a_values[r] = a_tile[kk][thread_row + 16 * r];
+#pragma unroll
+      for (int c = 0; c < 4; ++c) b_values[c] = b_tile[kk][thread_col + 16 * c];
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[r][c] += a_values[r] * b_values[c];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int64_t row = row0 + thread_row + 16 * r;
+    if (row >= p.m) continue;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int64_t col = col0 + thread_col + 16 * c;
+      if (col >= p.n) continue;
+      const int64_t index = t * p.c_batch_stride + row * p.c_row_stride + col;
+      float value = p.alpha * acc[r][c];
+      if (p.beta != 0.0f) value += p.beta * load_float(p.c, p.c_dtype, index);
+      if (p.bias != nullptr) value += load_float(p.bias, p.bias_dtype, col);
+      store_float(p.c, p.c_dtype, index, value);
+    }
+  }
+}
+
+void own_gemm(const GemmProblem & p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.n + kTileN - 1) / kTileN), static_cast<unsigned>((p.m + kTileM - 1) / kTileM),
+                  static_cast<unsigned>(p.batch));
+  gemm_kernel<<<grid, kGemmThreads, 0, stream>>>(p);
+  KOSMOS_GPU_LAUNCHED("gemm (own kernel)");
+}
+
+}  // namespace
+
+#if defined(KOSMOS_USE_ROCM)
+
+// Debian 12 has no hipBLASLt or rocBLAS: every product runs on the own kernel.
+struct GemmPlans {};
+void delete_gemm_plans(GemmPlans * plans) { std::default_delete<GemmPlans>()(plans); }
+GemmPlansOwner make_gemm_plans() { return GemmPlansOwner(std::make_unique<GemmPlans>().release(), delete_gemm_plans); }
+const char * gemm_library_name() { return "own tiled kernels (no hipBLASLt in this build)"; }
+
+void gpu_op(GpuContext &, const Matmul & op, cudaStream_t stream) {
+  const GemmProblem p = problem_of(op);
+  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
+  own_gemm(p, stream);
+}
+
+#else
+
+// The name of a cuBLAS status (cublasGetStatusString lives in libcublas, which this backend does not link).
+const char * blas_status_name(cublasStatus_t status) {
+  switch (status) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    default: return "an unnamed status (see cublas_api.h)";
+  }
+}
+
+#define KOSMOS_CUBLAS_CHECK(call)                                                                           \
+  do {                                                                                                      \
+    const cublasStatus_t kosmos_blas_status = (call);                                                       \
+    if (kosmos_blas_status != CUBLAS_STATUS_SUCCESS)                                                        \
+      KOSMOS_FAIL("cuBLASLt call ", #call, " failed with status ", static_cast<int>(kosmos_blas_status),    \
+                  " (", blas_status_name(kosmos_blas_status), ")");                                        \
+  } while (0)
+
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what Hopper's best kernels ask for
+
+struct GemmPlans {
+  cublasLtHandle_t handle = nullptr;
+  void * workspace = nullptr;
+  // The heuristic's choice per (shape, strides, dtypes, alignments); `found` false: cuBLASLt declined the case.
+  struct Plan {
+    bool found = false;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  std::unordered_map<std::string, Plan> plans;
+};
+
+void delete_gemm_plans(GemmPlans * plans) {
+  if (plans == nullptr) return;
+  if (plans->workspace != nullptr) cudaFree(plans->workspace);
+  if (plans->handle != nullptr) cublasLtDestroy(plans->handle);
+  std::default_delete<GemmPlans>()(plans);
+}
+GemmPlansOwner make_gemm_plans() {
+  GemmPlansOwner plans(std::make_unique<GemmPlans>().release(), delete_gemm_plans);
+  KOSMOS_CUBLAS_CHECK(cublasLtCreate(&plans->handle));
+  KOSMOS_GPU_CHECK(cudaMalloc(&plans->workspace, kWorkspaceBytes));
+  return plans;
+}
+const char * gemm_library_name() { return "cuBLASLt"; }
+
+namespace {
+
+cudaDataType_t library_type(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return CUDA_R_32F;
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kI32: break;
+  }
+  KOSMOS_FAIL("matmul on cuda: dtype ", dtype_name(dtype), " has no cuBLASLt type (f32, bf16, f16)");
+}
+
+// The largest power of two (up to 256) that divides the address: what cuBLASLt's kernels may assume.
+uint32_t alignment_of(const void * pointer) {
+  const auto address = reinterpret_cast<uintptr_t>(pointer);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
+// RAII for the cuBLASLt descriptors of one call.
+struct LtDescriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t preference = nullptr;
+  ~LtDescriptors() {
+    if (preference) cublasLtMatmulPreferenceDestroy(preference);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// A column-major layout of `rows` x `cols` with leading dimension `ld`, repeated `batch` times `stride` apart.
+cublasLtMatrixLayout_t lt_layout(DType dtype, int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  KOSMOS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, library_type(dtype), static_cast<uint64_t>(rows),
+                                                 static_cast<uint64_t>(cols), ld < 1 ? 1 : ld));
+  if (batch > 1) {
+    const int32_t count = static_cast<int32_t>(batch);
+    KOSMOS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+    KOSMOS_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+  }
+  return layout;
+}
+
+// Whether cuBLASLt can take the case as laid out: a product to compute (k > 0, alpha != 0), and every leading
+// dimension at least the stored rows of its column-major matrix (a view of one row may carry any stride).
+bool runs_on_library(const GemmProblem & p) {
+  const bool a_fits = p.a.ld >= (p.a.transposed ? p.m : p.k);
+  const bool b_fits = p.b.ld >= (p.b.transposed ? p.k : p.n);
+  return p.k > 0 && p.alpha != 0.0f && a_fits && b_fits && p.c_row_stride >= p.n;
+}
+
+}  // namespace
+
+void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
+  const GemmProblem p = problem_of(op);
+  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
+  if (ctx.gemm_path() == GemmPath::kOwnKernels || !runs_on_library(p)) {
+    own_gemm(p, stream);
+    return;
+  }
+  GemmPlans & plans = ctx.gemm_plans();
+  // Column-major view: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m]; a row-major operand read as column-major is
+  // its own transpose, so each keeps its transpose flag and its leading dimension.
+  const bool b_transposed = p.b.transposed, a_transposed = p.a.transposed;
+  LtDescriptors d;
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_first = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t trans_second = a_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_first, sizeof trans_first));
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_second, sizeof trans_second));
+  if (p.bias != nullptr) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_type = library_type(p.bias_dtype);
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof p.bias));
+    KOSMOS_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+  }
+  // Stored shapes (column-major rows x cols): B is [n, k] untransposed or [k, n] transposed; A likewise [k, m] / [m, k].
+  d.a = lt_layout(p.b.dtype, b_transposed ? p.k : p.n, b_transposed ? p.n : p.k, p.b.ld, p.batch, p.b.batch_stride);
+  d.b = lt_layout(p.a.dtype, a_transposed ? p.m : p.k, a_transposed ? p.k : p.m, p.a.ld, p.batch, p.a.batch_stride);
+  d.c = lt_layout(p.c_dtype, p.n, p.m, p.c_row_stride, p.batch, p.c_batch_stride);
+
+  std::ostringstream key;
+  key << p.batch << ',' << p.m << ',' << p.n << ',' << p.k << '|' << p.a.batch_stride << ',' << p.a.ld << ',' << p.a.transposed
+      << ',' << p.b.batch_stride << ',' << p.b.ld << ',' << p.b.transposed << ',' << p.c_batch_stride << ',' << p.c_row_stride << '|' << static_cast<int>(p.a.dtype) << static_cast<int>(p.c_dtype)
+      << (p.bias ? static_cast<int>(p.bias_dtype) : 9) << (p.beta != 0.0f) << '|' << alignment_of(p.a.data) << ','
+      << alignment_of(p.b.data) << ',' << alignment_of(p.c) << ',' << (p.bias ? alignment_of(p.bias) : 0);
+  auto found = plans.plans.find(key.str());
+  if (found == plans.plans.end()) {
+    GemmPlans::Plan plan;
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.preference));
+    const uint64_t workspace = kWorkspaceBytes;
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                             &workspace, sizeof workspace));
+    const uint32_t align_first = alignment_of(p.b.data), align_second = alignment_of(p.a.data),
+                   align_c = alignment_of(p.c);
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                             &align_first, sizeof align_first));
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                             &align_second, sizeof align_second));
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                             &align_c, sizeof align_c));
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                             &align_c, sizeof align_c));
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference,
+                                                                 1, &result, &returned);
+    plan.found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
+    if (plan.found) plan.algo = result.algo;
+    found = plans.plans.emplace(key.str(), plan).first;
+  }
+  if (!found->second.found) {
+    own_gemm(p, stream);
+    return;
+  }
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmul(plans.handle, d.op, &p.alpha, p.b.data, d.a, p.a.data, d.b, &p.beta, p.c, d.c, p.c,
+                                     d.c, &found->second.algo, plans.workspace, kWorkspaceBytes, stream));
+}
+
+#endif
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE
