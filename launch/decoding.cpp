@@ -11,6 +11,7 @@
 #include "io/checkpoint_dir.h"
 #include "io/weights.h"
 #include "launch/files.h"
+#include "launch/launch.h"
 #include "model/partition.h"
 
 namespace kosmos {
@@ -45,6 +46,7 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
   const parallel::GridShape shape = parallel::grid_for(world->size(), 0, source.pp, source.tp);
   loaded.grid = std::make_unique<parallel::ProcessGrid>(shape, std::move(world));
+  check_device_collectives(*loaded.device, loaded.grid->world().size(), "generate/eval/forward");
   // Every rank holds the whole table and uses its stage's layers and its tp shards.
   if (!checkpoint.empty()) {
     io::read_checkpoint(checkpoint, *loaded.state, false, loaded.grid->world(), *loaded.stream);

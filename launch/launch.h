@@ -20,6 +20,10 @@ struct LaunchPlace {
 };
 LaunchPlace check_launch();
 
+// The collectives run over MPI on host memory, so a device whose memory the host cannot touch (CUDA) runs on one
+// rank only until the NCCL communicator comes: an error naming the command and the fix for more ranks.
+void check_device_collectives(const Device & device, int world_size, const char * command);
+
 // `kosmos info`: build options, backends (with why a backend is unavailable), devices, library versions.
 void print_info(std::ostream & out, const BackendRegistry & registry);
 

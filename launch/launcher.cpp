@@ -52,4 +52,11 @@ LaunchPlace check_launch() {
   return place;
 }
 
+void check_device_collectives(const Device & device, int world_size, const char * command) {
+  KOSMOS_CHECK(device.host_accessible() || world_size == 1, "kosmos ", command, " on ", world_size,
+               " ranks with --backend ", device.backend(), ": the collectives of this build run over MPI on host "
+               "memory, and ", device.backend(), " memory is on the device; run one rank per job on ",
+               device.backend(), ", or several ranks with --backend cpu");
+}
+
 }  // namespace kosmos

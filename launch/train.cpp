@@ -97,6 +97,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
 
   std::unique_ptr<Device> device = options.device >= 0 ? registry.create(options.backend, options.device)
                                                        : registry.create_for_local_rank(options.backend, options.local_rank);
+  check_device_collectives(*device, grid.world().size(), "train");
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
   model::ModelState state(*device, table);

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# device_check.sh: everything the CUDA backend must show on a GPU, in one run of a few minutes, from the bundle that
+# bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
+#   1. the machine: nvidia-smi and `kosmos info`;
+#   2. every op case on the CUDA backend and on cuda-owngemm (the own GEMM kernel) against the fp64 reference;
+#   3. the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative;
+#   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
+#   5. the paper-size step (kosmos1, micro-batch 8 x 2048) with `kosmos bench`, and the PyTorch peer
+#      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
+# then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others.
+# Usage (on the GPU machine, in the repository root): bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
+set -uo pipefail
+logs="${1:?usage: device_check.sh LOGDIR}"
+skip_compile="${2:-}"
+bundle="$(cd "$(dirname "$0")" && pwd)"
+if [ -f "$bundle/bundle.tar.xz" ]; then  # packed by device_bundle.sh: unpack it outside the working tree
+  mkdir -p /tmp/kosmos-bundle && tar -C /tmp/kosmos-bundle -xJf "$bundle/bundle.tar.xz" && bundle=/tmp/kosmos-bundle
+fi
+mkdir -p "$logs"
+summary="$logs/summary.txt"
+: > "$summary"
+
+# CUDA's libraries from the toolkit, or from PyTorch's wheels where the toolkit lacks one.
+cuda_libs="/usr/local/cuda/lib64:/usr/local/cuda/lib"
+wheel_libs="$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib")))))' 2> /dev/null || true)"
+export LD_LIBRARY_PATH="$bundle/lib:$cuda_libs:$wheel_libs:${LD_LIBRARY_PATH:-}"
+export OMPI_MCA_mca_base_component_path="$bundle/lib/openmpi3" PMIX_MCA_mca_base_component_path="$bundle/lib/pmix"
+export OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_mca_base_component_show_load_errors=0
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=8
+kosmos="$bundle/bin/kosmos"
+
+# stage NAME SECONDS COMMAND...: runs it with a limit, logs to LOGDIR/NAME.log, records status and time.
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS status=0
+  echo "== $name (limit ${limit} s)"
+  timeout "$limit" "$@" > "$logs/$name.log" 2>&1 || status=$?
+  tail -n 15 "$logs/$name.log"
+  printf '%-14s exit %-4s %5d s\n' "$name" "$status" $((SECONDS - start)) | tee -a "$summary"
+}
+
+losses() { python3 -c 'import json, sys; print(" ".join("%.6f" % json.loads(l)["loss"] for l in open(sys.argv[1])))' "$1"; }
+# compare A B TOLERANCE: every loss of B within TOLERANCE (relative) of A's.
+compare() {
+  python3 - "$@" << 'PY'
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+tolerance = float(sys.argv[3])
+worst = max(abs(x - y) / abs(x) for x, y in zip(a, b)) if a and len(a) == len(b) else float("inf")
+print("losses", " ".join("%.5f" % x for x in a), "|", " ".join("%.5f" % y for y in b), "| worst relative", worst)
+sys.exit(0 if worst <= tolerance else 1)
+PY
+}
+
+stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
+stage ops_cuda 240 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
+
+tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
+stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"
+stage tiny_cuda 120 "$kosmos" "${tiny[@]}" --backend cuda --metrics "$logs/tiny_cuda.jsonl"
+stage tiny_compare 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda.jsonl" 1e-2
+
+resume=(train --preset tiny --steps 6 --seed 2 --log-every 1)
+cross() {  # cross FIRST SECOND: 3 steps on FIRST with a checkpoint, then resumed on SECOND to step 6
+  local dir="$logs/resume_$1_$2"
+  rm -rf "$dir" && mkdir -p "$dir"
+  "$kosmos" "${resume[@]}" --backend "$1" --stop-at 3 --save-dir "$dir/run" &&
+    "$kosmos" "${resume[@]}" --backend "$2" --save-dir "$dir/run" --resume auto --metrics "$dir/resumed.jsonl" &&
+    "$kosmos" "${resume[@]}" --backend cpu --metrics "$dir/whole.jsonl" &&
+    python3 -c 'import sys; l = open(sys.argv[1]).readlines(); open(sys.argv[2], "w").writelines(l[3:])' \
+      "$dir/whole.jsonl" "$dir/whole_tail.jsonl" &&
+    compare "$dir/whole_tail.jsonl" "$dir/resumed.jsonl" 1e-2
+}
+stage resume_cpu_cuda 180 cross cpu cuda
+stage resume_cuda_cpu 180 cross cuda cpu
+
+stage step_kosmos1 300 "$kosmos" bench --preset kosmos1 --backend cuda --batch 8 --length 2048 --steps 4 --warmup 1 \
+  --peak-tflops 790 --out "$logs/step_kosmos1.json"
+peer_modes=(eager)
+[ -z "$skip_compile" ] && peer_modes+=(compile)
+stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
+
+echo "== table (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1))"
+python3 - "$logs" << 'PY'
+import json, os, sys
+logs = sys.argv[1]
+rows = []
+ours = os.path.join(logs, "step_kosmos1.json")
+if os.path.exists(ours):
+    r = json.load(open(ours))
+    rows.append(("kosmos (cuda)", r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"]))
+anchor = os.path.join(logs, "anchor.jsonl")
+if os.path.exists(anchor):
+    for line in open(anchor):
+        r = json.loads(line)
+        if "step_s_median" in r:
+            rows.append(("pytorch " + r["label"], r["step_s_median"], r.get("tokens_per_s", float("nan")),
+                         r.get("tflops", float("nan"))))
+print("%-18s %10s %12s %10s" % ("what", "step s", "tokens/s", "TFLOP/s"))
+for name, step, tokens, tflops in rows:
+    print("%-18s %10.3f %12.0f %10.1f" % (name, step, tokens, tflops))
+PY
+cat "$summary"
