@@ -71,6 +71,11 @@ class Device {
   virtual std::string name() const = 0;         // "cpu", "cuda:0"
   virtual std::string description() const = 0;  // model, threads or SMs, ISA, memory
   virtual bool host_accessible() const = 0;     // may the host read and write its buffers directly?
+  // Whether `pointer` is ordinary host memory rather than this device's (a communicator stages only the latter).
+  virtual bool is_host_memory(const void * pointer) const {
+    (void)pointer;
+    return host_accessible();
+  }
 
   virtual Buffer allocate(size_t bytes, BufferUse use) = 0;
   // Copies between views of equal dtype and dims, each dense; either side may be host memory.

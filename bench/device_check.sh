@@ -35,12 +35,11 @@ stage() {
   shift 2
   local start=$SECONDS status=0
   echo "== $name (limit ${limit} s)"
-  timeout "$limit" "$@" > "$logs/$name.log" 2>&1 || status=$?
+  timeout "$limit" bash -c '"$@"' "$name" "$@" > "$logs/$name.log" 2>&1 || status=$?  # bash: runs functions too
   tail -n 15 "$logs/$name.log"
   printf '%-14s exit %-4s %5d s\n' "$name" "$status" $((SECONDS - start)) | tee -a "$summary"
 }
 
-losses() { python3 -c 'import json, sys; print(" ".join("%.6f" % json.loads(l)["loss"] for l in open(sys.argv[1])))' "$1"; }
 # compare A B TOLERANCE: every loss of B within TOLERANCE (relative) of A's.
 compare() {
   python3 - "$@" << 'PY'
@@ -54,17 +53,9 @@ sys.exit(0 if worst <= tolerance else 1)
 PY
 }
 
-stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
-stage ops_cuda 240 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
-
-tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
-stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"
-stage tiny_cuda 120 "$kosmos" "${tiny[@]}" --backend cuda --metrics "$logs/tiny_cuda.jsonl"
-stage tiny_compare 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda.jsonl" 1e-2
-
-resume=(train --preset tiny --steps 6 --seed 2 --log-every 1)
 cross() {  # cross FIRST SECOND: 3 steps on FIRST with a checkpoint, then resumed on SECOND to step 6
   local dir="$logs/resume_$1_$2"
+  local resume=(train --preset tiny --steps 6 --seed 2 --log-every 1)
   rm -rf "$dir" && mkdir -p "$dir"
   "$kosmos" "${resume[@]}" --backend "$1" --stop-at 3 --save-dir "$dir/run" &&
     "$kosmos" "${resume[@]}" --backend "$2" --save-dir "$dir/run" --resume auto --metrics "$dir/resumed.jsonl" &&
@@ -73,6 +64,17 @@ cross() {  # cross FIRST SECOND: 3 steps on FIRST with a checkpoint, then resume
       "$dir/whole.jsonl" "$dir/whole_tail.jsonl" &&
     compare "$dir/whole_tail.jsonl" "$dir/resumed.jsonl" 1e-2
 }
+export -f compare cross
+export kosmos logs
+
+stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
+stage ops_cuda 240 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
+
+tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
+stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"
+stage tiny_cuda 120 "$kosmos" "${tiny[@]}" --backend cuda --metrics "$logs/tiny_cuda.jsonl"
+stage tiny_compare 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda.jsonl" 1e-2
+
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
 

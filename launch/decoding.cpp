@@ -43,10 +43,9 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   loaded.stream = loaded.device->create_stream();
   loaded.table = std::make_unique<model::ParameterTable>(loaded.config);
   loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table);
-  std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
+  std::unique_ptr<parallel::Comm> world = world_for(*loaded.device);
   const parallel::GridShape shape = parallel::grid_for(world->size(), 0, source.pp, source.tp);
   loaded.grid = std::make_unique<parallel::ProcessGrid>(shape, std::move(world));
-  check_device_collectives(*loaded.device, loaded.grid->world().size(), "generate/eval/forward");
   // Every rank holds the whole table and uses its stage's layers and its tp shards.
   if (!checkpoint.empty()) {
     io::read_checkpoint(checkpoint, *loaded.state, false, loaded.grid->world(), *loaded.stream);

@@ -10,6 +10,7 @@
 
 #include "backends/registry.h"
 #include "launch/decoding.h"
+#include "parallel/comm.h"
 
 namespace kosmos {
 
@@ -20,9 +21,9 @@ struct LaunchPlace {
 };
 LaunchPlace check_launch();
 
-// The collectives run over MPI on host memory, so a device whose memory the host cannot touch (CUDA) runs on one
-// rank only until the NCCL communicator comes: an error naming the command and the fix for more ranks.
-void check_device_collectives(const Device & device, int world_size, const char * command);
+// MPI_COMM_WORLD as the communicator for `device`'s buffers: MPI itself where the host can touch them (the CPU),
+// else staged through host memory (GPUs, until NCCL/RCCL communicators replace it).
+std::unique_ptr<parallel::Comm> world_for(Device & device);
 
 // `kosmos info`: build options, backends (with why a backend is unavailable), devices, library versions.
 void print_info(std::ostream & out, const BackendRegistry & registry);

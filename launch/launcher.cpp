@@ -8,6 +8,7 @@
 
 #include "backends/error.h"
 #include "launch/launch.h"
+#include "parallel/comm_staged.h"
 
 namespace kosmos {
 namespace {
@@ -52,11 +53,10 @@ LaunchPlace check_launch() {
   return place;
 }
 
-void check_device_collectives(const Device & device, int world_size, const char * command) {
-  KOSMOS_CHECK(device.host_accessible() || world_size == 1, "kosmos ", command, " on ", world_size,
-               " ranks with --backend ", device.backend(), ": the collectives of this build run over MPI on host "
-               "memory, and ", device.backend(), " memory is on the device; run one rank per job on ",
-               device.backend(), ", or several ranks with --backend cpu");
+std::unique_ptr<parallel::Comm> world_for(Device & device) {
+  std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
+  if (device.host_accessible()) return world;
+  return parallel::staged_comm(std::move(world), device);
 }
 
 }  // namespace kosmos

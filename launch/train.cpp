@@ -70,8 +70,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const int64_t minimum_length = 2 + images_per_sample * (config.image_slots() + 7);
   const int64_t length = dataset ? dataset->length : options.length > 0 ? options.length : minimum_length;
 
+  std::unique_ptr<Device> device = options.device >= 0 ? registry.create(options.backend, options.device)
+                                                       : registry.create_for_local_rank(options.backend, options.local_rank);
   // The process grid: data, pipeline and tensor parallelism.
-  std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
+  std::unique_ptr<parallel::Comm> world = world_for(*device);
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
   const int chunks = schedule == parallel::ScheduleKind::kInterleaved ? options.chunks : 1;
@@ -95,9 +97,6 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   std::ostringstream silent;
   std::ostream & log = leader ? out : silent;  // only world rank 0 reports
 
-  std::unique_ptr<Device> device = options.device >= 0 ? registry.create(options.backend, options.device)
-                                                       : registry.create_for_local_rank(options.backend, options.local_rank);
-  check_device_collectives(*device, grid.world().size(), "train");
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
   model::ModelState state(*device, table);

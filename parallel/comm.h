@@ -39,6 +39,8 @@ class Comm {
   virtual void barrier() = 0;
   // A sub-communicator of the ranks passing the same color, ordered by key (collective over this group).
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
+  // The communicator this one wraps (a staged one wraps MPI), or null: how mpi_handle() finds MPI underneath.
+  virtual Comm * wrapped() { return nullptr; }
 };
 
 // The world and its tp, dp and pp sub-communicators, made once (MPI_Comm_split) and passed by reference.

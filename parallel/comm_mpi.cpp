@@ -201,7 +201,9 @@ class MpiComm final : public Comm {
 }  // namespace
 
 MPI_Comm mpi_handle(Comm & comm) {
-  const MpiComm * mpi = dynamic_cast<const MpiComm *>(&comm);
+  Comm * innermost = &comm;
+  while (innermost->wrapped() != nullptr) innermost = innermost->wrapped();
+  const MpiComm * mpi = dynamic_cast<const MpiComm *>(innermost);
   KOSMOS_CHECK(mpi, "mpi_handle: this communicator is not an MPI one (internal error: parallel HDF5 needs MPI)");
   return mpi->handle();
 }

@@ -101,6 +101,7 @@ class GpuDevice final : public Device {
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
   std::string description() const override { return device_summary(ordinal_); }
   bool host_accessible() const override { return false; }
+  bool is_host_memory(const void * pointer) const override { return !is_device_pointer(pointer); }
 
   Buffer allocate(size_t bytes, BufferUse) override {
     select(ordinal_);
@@ -127,12 +128,7 @@ class GpuDevice final : public Device {
     if (bytes == 0) return;
     KOSMOS_GPU_CHECK(cudaMemcpyAsync(dst.data, src.data, bytes, cudaMemcpyDefault, native));
     // The host side may be pageable memory the caller reuses or reads at once: finish host copies here.
-    cudaPointerAttributes attributes{};
-    KOSMOS_GPU_CHECK(cudaPointerGetAttributes(&attributes, dst.data));
-    const bool to_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
-    KOSMOS_GPU_CHECK(cudaPointerGetAttributes(&attributes, src.data));
-    const bool from_device = attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
-    if (!to_device || !from_device) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
+    if (!is_device_pointer(dst.data) || !is_device_pointer(src.data)) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
   }
 
   std::unique_ptr<Stream> create_stream() override { return std::make_unique<GpuStream>(ordinal_); }
@@ -184,6 +180,11 @@ class GpuDevice final : public Device {
 
  private:
   static void select(int ordinal) { KOSMOS_GPU_CHECK(cudaSetDevice(ordinal)); }
+  static bool is_device_pointer(const void * pointer) {
+    cudaPointerAttributes attributes{};
+    KOSMOS_GPU_CHECK(cudaPointerGetAttributes(&attributes, pointer));
+    return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+  }
   static std::chrono::steady_clock::time_point synchronized_now(cudaStream_t stream) {
     KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));
     return std::chrono::steady_clock::now();
