@@ -1,5 +1,5 @@
-// registry.cpp: the build's backend list. CUDA is available when it was built; ROCm is listed as unavailable, with
-// the reason, until hipcc compiles the op kernels too, while its device probe still serves `kosmos info`.
+// registry.cpp: the build's backend list: CUDA and ROCm where they were built (the same kernel sources, through nvcc
+// and hipcc), the CPU always; a backend that was not built is listed with the reason and the fix.
 #include "backends/registry.h"
 
 #include "backends/cpu/cpu_device.h"
@@ -9,17 +9,17 @@
 namespace kosmos {
 namespace {
 
-BackendEntry absent_gpu_backend(const std::string & name, bool compiled, const std::string & option) {
+#if !defined(KOSMOS_USE_CUDA) || !defined(KOSMOS_USE_ROCM)
+BackendEntry absent_gpu_backend(const std::string & name, const std::string & option) {
   BackendEntry entry;
   entry.name = name;
   entry.available = false;
   entry.unavailable_reason =
-      compiled ? "this build probes " + name + " devices, but the " + name +
-                     " op kernels are not implemented yet; use --backend cpu"
-               : "built without " + name + "; reconfigure with -D" + option + "=ON where its compiler is installed";
+      "built without " + name + "; reconfigure with -D" + option + "=ON where its compiler is installed";
   entry.device_count = [] { return 0; };
   return entry;
 }
+#endif
 
 std::string join(const std::vector<std::string> & names) {
   std::string text;
@@ -33,12 +33,12 @@ BackendRegistry::BackendRegistry() {
 #ifdef KOSMOS_USE_CUDA
   entries_.push_back(cuda::backend_entry());
 #else
-  entries_.push_back(absent_gpu_backend("cuda", false, "KOSMOS_CUDA"));
+  entries_.push_back(absent_gpu_backend("cuda", "KOSMOS_CUDA"));
 #endif
 #ifdef KOSMOS_USE_ROCM
-  entries_.push_back(absent_gpu_backend("rocm", true, "KOSMOS_ROCM"));
+  entries_.push_back(rocm::backend_entry());
 #else
-  entries_.push_back(absent_gpu_backend("rocm", false, "KOSMOS_ROCM"));
+  entries_.push_back(absent_gpu_backend("rocm", "KOSMOS_ROCM"));
 #endif
   entries_.push_back(cpu::cpu_backend_entry());
 }
@@ -70,6 +70,8 @@ std::unique_ptr<Device> BackendRegistry::create(const std::string & choice, int 
   KOSMOS_CHECK(ordinal >= 0, "--device ", ordinal, " is negative; device ordinals count from 0");
   const BackendEntry & entry = resolve(choice);
   const int count = entry.device_count();
+  KOSMOS_CHECK(count > 0, "--backend ", choice, " sees no device on this machine; run where it sees one, or choose "
+               "another backend (available here: ", join(available_names()), ")");
   if (choice == "auto") return entry.create(ordinal % count);
   KOSMOS_CHECK(ordinal < count, "--backend ", choice, " --device ", ordinal, ": only ", count,
                " device(s) are visible; choose an ordinal below ", count);

@@ -28,6 +28,9 @@
       KOSMOS_FAIL(KOSMOS_GPU_VENDOR " call ", #call, " failed: ", cudaGetErrorString(kosmos_status),            \
                   " (a kernel fault earlier in the stream also shows here; rerun with compute-sanitizer)");      \
   } while (0)
+// A runtime call on a cleanup or probing path, whose status nothing can act on (a destructor's free, clearing a
+// sticky error): its status is dropped on purpose.
+#define KOSMOS_GPU_IGNORE(call) static_cast<void>(call)
 // After a kernel launch: a bad launch configuration surfaces here, with the kernel's name.
 #define KOSMOS_GPU_LAUNCHED(kernel_name) KOSMOS_GPU_CHECK_LAUNCH(cudaGetLastError(), kernel_name)
 #define KOSMOS_GPU_CHECK_LAUNCH(status_expr, kernel_name)                                                        \
@@ -42,9 +45,11 @@ namespace kosmos::KOSMOS_GPU_NAMESPACE {
 constexpr int kWarp = KOSMOS_WARP_SIZE;
 constexpr int kThreads = 256;  // threads per block of the elementwise and row kernels
 
+constexpr int64_t kMaxBlocks = int64_t{1} << 21;  // grid-stride loops cover the rest
+
 inline unsigned blocks_for(int64_t count, int threads = kThreads) {
   const int64_t blocks = (count + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 32 ? 65535 * 32 : blocks));
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMaxBlocks ? kMaxBlocks : blocks));
 }
 
 // Grid-stride loop over [0, count).

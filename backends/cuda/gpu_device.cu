@@ -17,7 +17,7 @@ GpuContext::GpuContext(int ordinal, GemmPath gemm_path)
 
 GpuContext::~GpuContext() {
   for (Scratch & scratch : scratch_)
-    if (scratch.data != nullptr) cudaFree(scratch.data);
+    if (scratch.data != nullptr) KOSMOS_GPU_IGNORE(cudaFree(scratch.data));
 }
 
 void * GpuContext::scratch(int slot, size_t bytes, cudaStream_t stream) {
@@ -42,8 +42,8 @@ class GpuStream final : public Stream {
     KOSMOS_GPU_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   }
   ~GpuStream() override {
-    cudaSetDevice(ordinal_);
-    cudaStreamDestroy(stream_);
+    KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));
+    KOSMOS_GPU_IGNORE(cudaStreamDestroy(stream_));
   }
   void synchronize() override { KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream_)); }
   cudaStream_t native() const { return stream_; }
@@ -60,8 +60,8 @@ class GpuEvent final : public Event {
     KOSMOS_GPU_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
   }
   ~GpuEvent() override {
-    cudaSetDevice(ordinal_);
-    cudaEventDestroy(event_);
+    KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));
+    KOSMOS_GPU_IGNORE(cudaEventDestroy(event_));
   }
   cudaEvent_t native() const { return event_; }
 
@@ -109,7 +109,7 @@ class GpuDevice final : public Device {
     const cudaError_t status = cudaMalloc(&data, bytes == 0 ? 256 : bytes);
     if (status != cudaSuccess) {
       size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
+      KOSMOS_GPU_IGNORE(cudaMemGetInfo(&free_bytes, &total_bytes));
       KOSMOS_FAIL(name(), ": could not allocate ", bytes, " bytes (", cudaGetErrorString(status), "; ",
                   free_bytes >> 20, " MiB free of ", total_bytes >> 20,
                   " MiB); use smaller micro-batches, more pipeline or tensor-parallel ranks, or recomputation");
@@ -174,16 +174,20 @@ class GpuDevice final : public Device {
 
  protected:
   void free_memory(void * data, size_t) override {
-    select(ordinal_);
-    cudaFree(data);
+    KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));  // a destructor's path: no throwing
+    KOSMOS_GPU_IGNORE(cudaFree(data));
   }
 
  private:
   static void select(int ordinal) { KOSMOS_GPU_CHECK(cudaSetDevice(ordinal)); }
+  // Device (or managed) memory of the runtime; pageable host memory is not (HIP 5.2 answers it with an error).
   static bool is_device_pointer(const void * pointer) {
     cudaPointerAttributes attributes{};
-    KOSMOS_GPU_CHECK(cudaPointerGetAttributes(&attributes, pointer));
-    return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged;
+    if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
+      KOSMOS_GPU_IGNORE(cudaGetLastError());  // clear it: the pointer is simply not the runtime's
+      return false;
+    }
+    return KOSMOS_ATTRIBUTES_NAME_DEVICE(attributes);
   }
   static std::chrono::steady_clock::time_point synchronized_now(cudaStream_t stream) {
     KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));
@@ -205,7 +209,7 @@ class GpuDevice final : public Device {
 int visible_devices() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error
+    KOSMOS_GPU_IGNORE(cudaGetLastError());  // clear the sticky "no driver" error
     return 0;
   }
   return count;

@@ -79,8 +79,9 @@ void gpu_op(GpuContext & ctx, const SquaredNorm & op, cudaStream_t stream);
 void gpu_op(GpuContext & ctx, const L2NormalizeForward & op, cudaStream_t stream);
 void gpu_op(GpuContext & ctx, const L2NormalizeBackward & op, cudaStream_t stream);
 
-// The largest head dimension the attention kernels hold per warp (8 values per lane on a 32-wide warp).
-constexpr int64_t kMaxHeadDim = 8 * 32;
+// The largest head dimension the attention kernels hold per warp: 8 values per lane on NVIDIA's 32-wide warps,
+// 4 on CDNA's 64-wide waves.
+constexpr int64_t kMaxHeadDim = 256;
 
 // Column sums of a [rows, cols] f32|bf16 matrix with rows `row_stride` apart, added into sums[cols] (f32), in a
 // fixed order (deterministic): the bias and LayerNorm parameter gradients.

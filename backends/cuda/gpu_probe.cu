@@ -27,14 +27,16 @@ std::string version_text(int code) {
 
 std::string library_versions() {
 #if defined(KOSMOS_USE_ROCM)
-  return "no rocBLAS/RCCL in Debian 12";
+  return "GEMMs on the own tiled kernels (no hipBLASLt or rocBLAS in this build), collectives over MPI through host "
+         "memory (no RCCL)";
 #else
   const size_t lt = cublasLtGetVersion();
   int nccl = 0;
   ncclGetVersion(&nccl);
-  return "cuBLASLt " + std::to_string(lt / 10000) + "." + std::to_string((lt / 100) % 100) + "." +
-         std::to_string(lt % 100) + ", NCCL " + std::to_string(nccl / 10000) + "." + std::to_string((nccl / 100) % 100) +
-         "." + std::to_string(nccl % 100);
+  return "GEMMs on cuBLASLt " + std::to_string(lt / 10000) + "." + std::to_string((lt / 100) % 100) + "." +
+         std::to_string(lt % 100) + " (the own tiled kernels where it declines), NCCL " + std::to_string(nccl / 10000) +
+         "." + std::to_string((nccl / 100) % 100) + "." + std::to_string(nccl % 100) +
+         " (not used yet: collectives over MPI through host memory)";
 #endif
 }
 

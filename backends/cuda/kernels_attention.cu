@@ -9,7 +9,7 @@
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
-constexpr int kPerLane = static_cast<int>(kMaxHeadDim / 32);  // register slots per lane (fewer used on 64-wide waves)
+constexpr int kPerLane = static_cast<int>((kMaxHeadDim + kWarp - 1) / kWarp);  // register slots per lane
 constexpr int kRowsPerBlock = kThreads / kWarp;
 
 // One [B, H, T, dh] operand: base pointer and the strides of its first three dims (dh is dense).

@@ -180,8 +180,8 @@ struct GemmPlans {
 
 void delete_gemm_plans(GemmPlans * plans) {
   if (plans == nullptr) return;
-  if (plans->workspace != nullptr) cudaFree(plans->workspace);
-  if (plans->handle != nullptr) cublasLtDestroy(plans->handle);
+  if (plans->workspace != nullptr) KOSMOS_GPU_IGNORE(cudaFree(plans->workspace));
+  if (plans->handle != nullptr) static_cast<void>(cublasLtDestroy(plans->handle));
   std::default_delete<GemmPlans>()(plans);
 }
 GemmPlansOwner make_gemm_plans() {

@@ -10,3 +10,6 @@
 #define KOSMOS_GPU_VENDOR "CUDA"
 #define KOSMOS_WARP_SIZE 32
 #define KOSMOS_SHFL_XOR(value, mask) __shfl_xor_sync(0xffffffffu, (value), (mask))
+// Whether cudaPointerGetAttributes' answer names device (or managed) memory.
+#define KOSMOS_ATTRIBUTES_NAME_DEVICE(attributes) \
+  ((attributes).type == cudaMemoryTypeDevice || (attributes).type == cudaMemoryTypeManaged)

@@ -9,8 +9,30 @@
 #define KOSMOS_GPU_VENDOR "ROCm"
 #define KOSMOS_WARP_SIZE 64
 #define KOSMOS_SHFL_XOR(value, mask) __shfl_xor((value), (mask))
+// HIP 5.2's pointer attributes name the memory type in another field.
+#define KOSMOS_ATTRIBUTES_NAME_DEVICE(attributes) ((attributes).memoryType == hipMemoryTypeDevice || (attributes).isManaged)
 
 #define cudaDeviceProp hipDeviceProp_t
+#define cudaEventCreateWithFlags hipEventCreateWithFlags
+#define cudaEventDestroy hipEventDestroy
+#define cudaEventDisableTiming hipEventDisableTiming
+#define cudaEventRecord hipEventRecord
+#define cudaEvent_t hipEvent_t
+#define cudaFree hipFree
+#define cudaMalloc hipMalloc
+#define cudaMemGetInfo hipMemGetInfo
+#define cudaMemcpyAsync hipMemcpyAsync
+#define cudaMemcpyDefault hipMemcpyDefault
+#define cudaMemcpyDeviceToDevice hipMemcpyDeviceToDevice
+#define cudaMemsetAsync hipMemsetAsync
+#define cudaPointerAttributes hipPointerAttribute_t
+#define cudaPointerGetAttributes hipPointerGetAttributes
+#define cudaSetDevice hipSetDevice
+#define cudaStreamCreateWithFlags hipStreamCreateWithFlags
+#define cudaStreamDestroy hipStreamDestroy
+#define cudaStreamNonBlocking hipStreamNonBlocking
+#define cudaStreamSynchronize hipStreamSynchronize
+#define cudaStreamWaitEvent hipStreamWaitEvent
 #define cudaDriverGetVersion hipDriverGetVersion
 #define cudaError_t hipError_t
 #define cudaGetDeviceCount hipGetDeviceCount
