@@ -37,6 +37,7 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
   run_train(log, registry, train, label);
   std::ifstream metrics(train.metrics);
   std::vector<double> seconds, tokens_per_s, tflops_causal, tflops_full, mfu;
+  int64_t sequences = 0, images = 0, length = 0, dp = 1;
   for (std::string line; std::getline(metrics, line);) {
     const nlohmann::json step = nlohmann::json::parse(line);
     if (step.at("step").get<int64_t>() <= options.warmup) continue;
@@ -45,6 +46,10 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
     tflops_causal.push_back(step.at("tflops_causal"));
     tflops_full.push_back(step.at("tflops_full"));
     mfu.push_back(step.at("mfu_causal"));
+    sequences += step.at("sequences").get<int64_t>();
+    images += step.at("images").get<int64_t>();
+    length = step.at("tokens").get<int64_t>() / std::max<int64_t>(1, step.at("sequences").get<int64_t>());
+    dp = step.at("dp").get<int64_t>();
   }
   std::filesystem::remove(train.metrics);
   if (seconds.empty()) return 0;  // ranks but the first write no metrics
@@ -54,7 +59,14 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
                                  {"tokens_per_s_median", median(tokens_per_s)},
                                  {"tflops_causal_median", median(tflops_causal)},
                                  {"tflops_full_median", median(tflops_full)},
-                                 {"mfu_causal_median", median(mfu)}};
+                                 {"mfu_causal_median", median(mfu)},
+                                 // the workload and layout, so that `kosmos plan --measured` can calibrate from it
+                                 {"sequences_per_step", sequences / static_cast<int64_t>(seconds.size())},
+                                 {"length", length},
+                                 {"images_per_sequence", static_cast<double>(images) / std::max<int64_t>(1, sequences)},
+                                 {"dp", dp}, {"pp", train.pp}, {"tp", train.tp},
+                                 {"micro_batches", train.micro_batches}, {"schedule", train.schedule},
+                                 {"chunks", train.chunks}, {"zero1", train.zero1}};
   const std::string header = log.str();  // the run's description, up to its first step line
   out << header.substr(0, header.find("\nstep ") + 1) << "bench: " << seconds.size() << " timed steps (after "
       << options.warmup << " warm-up): median " << std::fixed << std::setprecision(4) << median(seconds) << " s/step, "

@@ -101,6 +101,27 @@ struct BenchOptions {
 // `kosmos bench`: median step time, tokens/s, TFLOP/s and MFU of a short training run.
 int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchOptions & options, RankLabel & label);
 
+struct PlanOptions {
+  int gpus = 8;                      // devices of the job
+  std::string gpu = "h100";          // h100, h200, mi250, mi300x or cpu
+  int nodes = 0;                     // 0: gpus / devices per node, rounded up
+  std::string preset = "kosmos1";
+  std::string model_config;          // JSON over the preset
+  int64_t global_batch_tokens = 0;   // tokens per step (0: --global-batch sequences)
+  int64_t global_batch = 0;          // sequences per step
+  int64_t length = 2048;             // positions per sequence
+  double images_per_sequence = 1.0;
+  std::string calibration;           // JSON of measured machine rates (matmul_tflops, memory_gbs, intra_gbs, ...)
+  std::string measured;              // a `kosmos bench --out` JSON from this machine: calibrates the matmul rate
+  std::string layout;                // "dp=2,pp=2,tp=1,m=4,schedule=1f1b[,chunks=2][,zero1][,recompute]"
+  int top = 5;                       // layouts printed
+  std::string out;                   // the predictions as JSON
+};
+
+// `kosmos plan`: the planner's predicted step time, memory and MFU of the best layouts of N devices (or of one
+// layout), from datasheet or measured machine rates (bench/planner.h).
+int run_plan(std::ostream & out, const PlanOptions & options);
+
 struct InferenceOptions {
   ModelSource model;                 // a checkpoint, weights with a config, or an HF folder
   std::string tokens;                // the prompt as comma-separated ids ...

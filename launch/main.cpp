@@ -290,6 +290,9 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--tp", bench.train.tp, "tensor-parallel ranks")->capture_default_str()
       ->check(CLI::PositiveNumber);
   bench_app->add_option("--schedule", bench.train.schedule, "pipeline schedule")->capture_default_str();
+  bench_app->add_option("--chunks", bench.train.chunks, "model chunks per stage (--schedule interleaved)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  bench_app->add_flag("--zero1", bench.train.zero1, "shard the AdamW update over the data-parallel ranks");
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")
       ->check(CLI::ExistingDirectory);
   bench_app->add_option("--steps", bench.steps, "steps run")->capture_default_str()->check(CLI::PositiveNumber);
@@ -298,6 +301,37 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--peak-tflops", bench.train.peak_tflops, "one device's peak TFLOP/s, for MFU")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--out", bench.out, "write the medians as JSON here");
+
+  // `kosmos plan`: the layout planner.
+  kosmos::PlanOptions plan;
+  CLI::App * plan_app = app.add_subcommand(
+      "plan", "predict step time, memory and MFU of the layouts of N devices (or of one --layout) and rank them");
+  plan_app->add_option("--gpus", plan.gpus, "devices of the job")->capture_default_str()->check(CLI::PositiveNumber);
+  plan_app->add_option("--gpu", plan.gpu, "machine: h100, h200, mi250, mi300x, or cpu (this project's VM)")
+      ->capture_default_str()->check(CLI::IsMember({"h100", "h200", "mi250", "mi300x", "cpu"}));
+  plan_app->add_option("--nodes", plan.nodes, "nodes (0: devices / devices per node, rounded up)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  plan_app->add_option("--preset", plan.preset, "model: tiny, small, kosmos1, kosmos2")->capture_default_str()
+      ->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
+  plan_app->add_option("--model-config", plan.model_config, "JSON applied over the preset")->check(CLI::ExistingFile);
+  plan_app->add_option("--global-batch-tokens", plan.global_batch_tokens, "tokens per step (or --global-batch)")
+      ->check(CLI::NonNegativeNumber);
+  plan_app->add_option("--global-batch", plan.global_batch, "sequences per step")->check(CLI::NonNegativeNumber);
+  plan_app->add_option("--length", plan.length, "positions per sequence")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  plan_app->add_option("--images-per-sequence", plan.images_per_sequence, "images per sequence on average")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  plan_app->add_option("--calibration", plan.calibration,
+                       "JSON of measured machine rates (matmul_tflops, memory_gbs, intra_alpha_us, intra_gbs, ...; "
+                       "`kosmos bench comm --out` writes the link rates)")
+      ->check(CLI::ExistingFile);
+  plan_app->add_option("--measured", plan.measured,
+                       "a `kosmos bench --out` JSON measured on this machine: calibrates the matmul rate")
+      ->check(CLI::ExistingFile);
+  plan_app->add_option("--layout", plan.layout,
+                       "predict one layout: dp=2,pp=2,tp=1,m=4,schedule=1f1b[,chunks=2][,zero1][,recompute]");
+  plan_app->add_option("--top", plan.top, "layouts printed")->capture_default_str()->check(CLI::PositiveNumber);
+  plan_app->add_option("--out", plan.out, "write every prediction as JSON here");
 
   // `kosmos data synth | prepare`.
   kosmos::DataOptions data;
@@ -411,6 +445,8 @@ int main(int argc, char ** argv) {
     } else if (*bench_app) {
       bench.train.local_rank = train.local_rank;
       code = kosmos::run_bench(std::cout, registry, bench, label);
+    } else if (*plan_app) {
+      if (world_rank() == 0) code = kosmos::run_plan(std::cout, plan);
     } else if (*eval_app) {
       code = kosmos::run_eval(std::cout, registry, evaluation);
     } else if (*convert_app) {

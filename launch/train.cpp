@@ -251,7 +251,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                 {"step_seconds", stats.seconds}, {"elapsed_seconds", elapsed},
                                 {"bubble", stats.bubble}, {"tflops_causal", tflops[0]},
                                 {"tflops_full", tflops[1]}, {"mfu_causal", peak > 0 ? tflops[0] / peak : 0.0},
-                                {"mfu_full", peak > 0 ? tflops[1] / peak : 0.0}, {"peak_memory_gib", memory}}
+                                {"mfu_full", peak > 0 ? tflops[1] / peak : 0.0}, {"peak_memory_gib", memory},
+                                {"sequences", global_batch}, {"images", images}, {"dp", shape.dp}}
                      .dump()
               << "\n";
       metrics.flush();

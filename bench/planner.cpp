@@ -1,0 +1,269 @@
+// planner.cpp: the step-time and memory model behind `kosmos plan`, and the machines it knows. It models what this
+// system does: the decoder split Megatron-style over tp (four activation all-reduces per layer and micro-batch), the
+// image path replicated over tp on the first stage, pipeline cuts from the same cost model as `kosmos train`, the
+// schedule's idle time from the dependency simulator, one gradient all-reduce (or ZeRO-1 reduce-scatter and
+// all-gather) of the whole parameter table after the backward, AdamW over the table (or the rank's ZeRO-1 slice),
+// and every rank holding the whole table with its AdamW state (sharded parameter storage is not built yet).
+#include "bench/planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "backends/error.h"
+#include "model/parameters.h"
+#include "model/partition.h"
+
+namespace kosmos::bench {
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+// Bytes AdamW moves per parameter: reads value, gradient and both moments, writes value and moments, plus the
+// gradient norm's read and the gradient's zeroing.
+constexpr double kOptimizerBytesPerParameter = 36.0;
+
+// A ring collective moving `bytes` from each of `ranks` ranks: latency per step plus the bus traffic.
+double ring_seconds(double bytes, int ranks, double alpha_us, double bus_gbs, double traffic_factor) {
+  if (ranks <= 1) return 0.0;
+  return (ranks - 1) * alpha_us * 1e-6 * traffic_factor + bytes * traffic_factor * (ranks - 1) / ranks / (bus_gbs * 1e9);
+}
+double all_reduce_seconds(double bytes, int ranks, double alpha_us, double bus_gbs) {
+  return ring_seconds(bytes, ranks, alpha_us, bus_gbs, 2.0);
+}
+
+}  // namespace
+
+Hardware hardware_preset(const std::string & name) {
+  Hardware h;
+  h.name = name;
+  if (name == "h100") {
+    h = {name, 989.0, 0.75 * 989.0, 3350.0, 80.0, 8, 5.0, 370.0, 10.0, 45.0, 2,
+         "H100 SXM datasheet (989 TFLOP/s bf16 dense, 3.35 TB/s, 80 GB); sustained matmul 75% of peak; NVLink busbw "
+         "370 GB/s and 8x400 Gb/s InfiniBand (45 GB/s per GPU), typical nccl-tests figures"};
+  } else if (name == "h200") {
+    h = {name, 989.0, 0.80 * 989.0, 4800.0, 139.0, 8, 5.0, 370.0, 10.0, 45.0, 2,
+         "H200 datasheet (989 TFLOP/s bf16 dense, 4.8 TB/s, 141 GB); 804 TFLOP/s bf16 GEMM measured here "
+         "(performance-anchors); links as h100"};
+  } else if (name == "mi250") {
+    h = {name, 181.0, 0.65 * 181.0, 1600.0, 64.0, 8, 10.0, 100.0, 15.0, 12.5, 2,
+         "MI250 per GCD (181 TFLOP/s bf16 dense, 1.6 TB/s, 64 GB); Infinity Fabric busbw 100 GB/s; 4x200 Gb/s "
+         "Slingshot per 8 GCDs (12.5 GB/s each)"};
+  } else if (name == "mi300x") {
+    h = {name, 1307.0, 0.6 * 1307.0, 5300.0, 192.0, 8, 8.0, 300.0, 10.0, 45.0, 2,
+         "MI300X datasheet (1307 TFLOP/s bf16 dense, 5.3 TB/s, 192 GB); xGMI busbw 300 GB/s; 8x400 Gb/s per node"};
+  } else if (name == "cpu") {
+    // One rank per core of this project's 2-core VM (AMD EPYC, AVX2), fp32: the rates `kosmos bench` measured here.
+    h = {name, 0.05, 0.02, 10.0, 12.0, 2, 1.0, 5.0, 1.0, 5.0, 4,
+         "this project's 2-core development VM, one rank per core, fp32 (calibrate with --calibration)"};
+  } else {
+    KOSMOS_FAIL("--gpu ", name, " is not a machine the planner knows; choose h100, h200, mi250, mi300x or cpu");
+  }
+  return h;
+}
+
+Hardware calibrated(Hardware base, const std::string & json_text, const std::string & source) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(json_text);
+  } catch (const nlohmann::json::exception & error) {
+    KOSMOS_FAIL(source, ": not JSON (", error.what(), "); give the file `kosmos bench ... --out` wrote");
+  }
+  KOSMOS_CHECK(json.is_object(), source, ": expected a JSON object of machine rates");
+  for (const auto & [key, value] : json.items()) {
+    KOSMOS_CHECK(value.is_number(), source, ": ", key, " must be a number");
+    const double number = value.get<double>();
+    if (key == "matmul_tflops") base.matmul_tflops = number;
+    else if (key == "memory_gbs") base.memory_gbs = number;
+    else if (key == "intra_alpha_us") base.intra_alpha_us = number;
+    else if (key == "intra_gbs") base.intra_gbs = number;
+    else if (key == "inter_alpha_us") base.inter_alpha_us = number;
+    else if (key == "inter_gbs") base.inter_gbs = number;
+    else if (key == "peak_tflops") base.peak_tflops = number;
+    else KOSMOS_FAIL(source, ": unknown key ", key, " (known: matmul_tflops, memory_gbs, intra_alpha_us, intra_gbs, "
+                     "inter_alpha_us, inter_gbs, peak_tflops)");
+  }
+  base.source += "; calibrated from " + source;
+  return base;
+}
+
+std::string describe(const Layout & layout) {
+  std::ostringstream out;
+  out << "dp " << layout.dp << " pp " << layout.pp << " tp " << layout.tp << " m " << layout.micro_batches << " "
+      << parallel::schedule_name(layout.schedule);
+  if (layout.schedule == parallel::ScheduleKind::kInterleaved) out << " v" << layout.chunks;
+  if (layout.zero1) out << " zero1";
+  if (layout.recompute) out << " recompute";
+  return out.str();
+}
+
+Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw, const Workload & work,
+                   const Layout & layout, int nodes) {
+  Prediction p;
+  p.layout = layout;
+  p.sequences = work.sequences;
+  model::KosmosConfig config = base_config;
+  config.decoder.vocab_size = (config.decoder.vocab_size + 63) / 64 * 64;  // padded as `data prepare` pads it
+  const auto & d = config.decoder;
+  const int devices = layout.dp * layout.pp * layout.tp;
+  const int virtual_stages = layout.pp * layout.chunks;
+  const int64_t per_step = static_cast<int64_t>(layout.dp) * layout.micro_batches;
+  auto impossible = [&](const std::string & why) {
+    p.why_not = why;
+    return p;
+  };
+  if (d.heads % layout.tp != 0 || d.ffn_dim % layout.tp != 0) return impossible("tp does not divide heads or FFN");
+  if (layout.tp > hw.devices_per_node) return impossible("tp spans nodes");
+  if (d.layers < virtual_stages) return impossible("fewer layers than pipeline stages");
+  if (work.sequences % per_step != 0) return impossible("the global batch does not split into dp x micro-batches");
+  if (layout.schedule == parallel::ScheduleKind::kInterleaved && (layout.pp == 1 || layout.micro_batches % layout.pp != 0))
+    return impossible("interleaving needs pp > 1 and micro-batches a multiple of pp");
+  if (devices % std::max(1, nodes) != 0) return impossible("devices do not split evenly over the nodes");
+
+  const int64_t micro = work.sequences / per_step;  // sequences per micro-batch
+  const double tokens = static_cast<double>(micro * work.length);
+  const double act = hw.activation_bytes;
+  const double rate = hw.matmul_tflops * 1e12, bandwidth = hw.memory_gbs * 1e9;
+
+  // FLOPs per micro-batch (forward + backward) as the pipeline cuts see them, with tp's share of the decoder.
+  const auto images_in = [&](int64_t sequences) {
+    return static_cast<int64_t>(std::llround(static_cast<double>(sequences) * work.images_per_sequence));
+  };
+  model::StageCosts costs = model::stage_costs(config, micro, work.length, images_in(micro));
+  costs.layer /= layout.tp;
+  costs.head /= layout.tp;
+  const std::vector<model::StageRange> stages = model::partition_stages(config, virtual_stages, costs);
+  double heaviest = 0.0, heaviest_layers = 0.0;
+  for (int stage = 0; stage < layout.pp; ++stage) {
+    double flops = 0.0, layers = 0.0;
+    for (int chunk = 0; chunk < layout.chunks; ++chunk) {
+      const model::StageRange & range = stages[static_cast<size_t>(chunk * layout.pp + stage)];
+      const double count = static_cast<double>(range.layer_end - range.layer_begin);
+      flops += count * costs.layer * (layout.recompute ? 4.0 / 3.0 : 1.0) + (range.first ? costs.image_path : 0.0) +
+               (range.last ? costs.head : 0.0);
+      layers += count;
+    }
+    if (flops > heaviest) {
+      heaviest = flops;
+      heaviest_layers = layers;
+    }
+  }
+  // Elementwise traffic per token and layer (LayerNorms, GELU, residuals, dropout, xPos, forward and backward).
+  const double elementwise_bytes = tokens * heaviest_layers * (20.0 * d.embed_dim + 10.0 * d.ffn_dim / layout.tp) * act;
+  const double work_seconds = heaviest / rate + elementwise_bytes / bandwidth;
+
+  // Tensor parallelism: four all-reduces of the micro-batch's activations per layer, two forward, two backward.
+  const double activation_bytes = tokens * d.embed_dim * act;
+  const double tp_per_micro = 4.0 * heaviest_layers *
+                              all_reduce_seconds(activation_bytes, layout.tp, hw.intra_alpha_us, hw.intra_gbs);
+  // Pipeline: each pass receives (or sends) one activation or gradient of the micro-batch.
+  const bool stages_cross_nodes = nodes > 1 && layout.pp > 1;
+  const double p2p = layout.pp > 1 ? (stages_cross_nodes ? hw.inter_alpha_us : hw.intra_alpha_us) * 1e-6 +
+                                         activation_bytes / ((stages_cross_nodes ? hw.inter_gbs : hw.intra_gbs) * 1e9)
+                                   : 0.0;
+  // Passes: forward a third of the work, input- and weight-gradient a third each (the cost model's 2 + 4 FLOPs).
+  const double pass = (work_seconds + tp_per_micro) / 3.0;
+  parallel::PassCosts pass_costs{pass + p2p, pass + p2p, pass};
+  double makespan = 0.0;
+  if (layout.pp == 1) {
+    makespan = layout.micro_batches * 3.0 * pass;
+  } else {
+    std::vector<std::vector<parallel::PipeAction>> schedules;
+    for (int stage = 0; stage < layout.pp; ++stage)
+      schedules.push_back(parallel::make_schedule(layout.schedule, layout.pp, stage, layout.micro_batches, layout.chunks));
+    makespan = parallel::simulate(schedules, layout.micro_batches, layout.chunks, pass_costs).makespan;
+  }
+  const double busy = layout.micro_batches * (3.0 * pass + (layout.pp > 1 ? 2.0 * p2p : 0.0));
+  p.compute_seconds = layout.micro_batches * work_seconds;
+  p.tp_seconds = layout.micro_batches * tp_per_micro;
+  p.pp_seconds = layout.pp > 1 ? layout.micro_batches * 2.0 * p2p : 0.0;
+  p.bubble_seconds = std::max(0.0, makespan - busy);
+
+  // After the backward: the gradients of the whole table over dp (fp32), a tied embedding's over the pipeline.
+  const model::ParameterTable table(config);
+  const double parameters = static_cast<double>(table.total());
+  const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
+  const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
+  const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
+  p.dp_seconds = all_reduce_seconds(parameters * 4.0, layout.dp, dp_alpha, dp_gbs);  // ZeRO-1 moves the same
+  const double tied_seconds =
+      layout.pp > 1 && d.tied ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0, 2,
+                                                   hw.intra_alpha_us, hw.intra_gbs)
+                              : 0.0;
+  p.pp_seconds += tied_seconds;
+  p.optimizer_seconds = parameters / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
+  p.step_seconds = makespan + tied_seconds + p.dp_seconds + p.optimizer_seconds;
+
+  // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.
+  const double state_bytes = parameters * (16.0 + (act < 4.0 ? act : 0.0));  // fp32 values, grads, m, v (+ bf16 copy)
+  const double per_layer = tokens * (layout.recompute ? d.embed_dim
+                                                      : 8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp +
+                                                            4.0 * d.ffn_dim / layout.tp) * act;
+  const double one_layer = tokens * (8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp + 4.0 * d.ffn_dim / layout.tp) * act;
+  const int in_flight = layout.schedule == parallel::ScheduleKind::kGPipe || layout.pp == 1
+                            ? (layout.pp == 1 ? 1 : layout.micro_batches)
+                            : std::min(layout.micro_batches, layout.pp);
+  const double first_stage_layers = static_cast<double>(d.layers) / layout.pp;
+  const double activations = in_flight * first_stage_layers * per_layer + (layout.recompute ? one_layer : 0.0);
+  const double logits = tokens * static_cast<double>(d.vocab_size) / layout.tp * 4.0 * 2.0;  // logits and their gradient
+  p.memory_gib = (state_bytes + std::max(activations, layout.pp == 1 ? activations + logits : logits)) / kGiB;
+  p.fits = p.memory_gib <= hw.memory_gib;
+  if (!p.fits) p.why_not = "needs " + std::to_string(static_cast<int>(p.memory_gib)) + " GiB per device";
+
+  const double model_flops = model::step_flops(config, work.sequences, work.length, images_in(work.sequences), true);
+  p.tokens_per_second = static_cast<double>(work.sequences * work.length) / p.step_seconds;
+  p.mfu = model_flops / p.step_seconds / (devices * hw.peak_tflops * 1e12);
+  return p;
+}
+
+double matmul_rate_for(const model::KosmosConfig & config, Hardware hardware, const Workload & workload,
+                       const Layout & layout, double measured_seconds) {
+  // The step is a / rate + c (compute scales with the rate, the rest does not): two predictions give a and c.
+  hardware.matmul_tflops = 1.0;
+  const Prediction slow = predict(config, hardware, workload, layout, 1);
+  KOSMOS_CHECK(slow.why_not.empty() || slow.step_seconds > 0.0, "calibration layout ", describe(layout),
+               " cannot run: ", slow.why_not);
+  hardware.matmul_tflops = 2.0;
+  const Prediction fast = predict(config, hardware, workload, layout, 1);
+  const double a = 2.0 * (slow.step_seconds - fast.step_seconds), c = slow.step_seconds - a;
+  KOSMOS_CHECK(measured_seconds > c && a > 0.0, "calibration: the measured step (", measured_seconds,
+               " s) is shorter than the planner's non-matmul terms alone (", c, " s); check the memory and link rates");
+  return a / (measured_seconds - c);
+}
+
+std::vector<Prediction> rank_layouts(const model::KosmosConfig & config, const Hardware & hardware,
+                                     const Workload & workload, int devices, int nodes) {
+  std::vector<Prediction> runnable;
+  for (int tp = 1; tp <= devices; tp *= 2) {
+    for (int pp = 1; pp * tp <= devices; ++pp) {
+      if (devices % (tp * pp) != 0) continue;
+      const int dp = devices / (tp * pp);
+      for (int64_t micro_size = 1; micro_size <= 16; micro_size *= 2) {
+        const int64_t micro_batches = (workload.sequences + dp * micro_size - 1) / (dp * micro_size);
+        if (micro_batches > 256) continue;
+        Workload rounded = workload;
+        rounded.sequences = micro_batches * dp * micro_size;
+        for (parallel::ScheduleKind schedule : {parallel::ScheduleKind::kOneFOneB, parallel::ScheduleKind::kInterleaved,
+                                                parallel::ScheduleKind::kZeroBubbleH1}) {
+          if (pp == 1 && schedule != parallel::ScheduleKind::kOneFOneB) continue;
+          for (bool recompute : {false, true}) {
+            for (bool zero1 : {false, true}) {
+              if (zero1 && dp == 1) continue;
+              Layout layout{dp, pp, tp, static_cast<int>(micro_batches), schedule,
+                            schedule == parallel::ScheduleKind::kInterleaved ? 2 : 1, zero1, recompute};
+              Prediction p = predict(config, hardware, rounded, layout, nodes);
+              if (p.step_seconds > 0.0) runnable.push_back(p);
+            }
+          }
+        }
+      }
+    }
+  }
+  std::stable_sort(runnable.begin(), runnable.end(), [](const Prediction & a, const Prediction & b) {
+    if (a.fits != b.fits) return a.fits;
+    return a.step_seconds < b.step_seconds;
+  });
+  return runnable;
+}
+
+}  // namespace kosmos::bench
