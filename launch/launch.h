@@ -101,6 +101,20 @@ struct BenchOptions {
 // `kosmos bench`: median step time, tokens/s, TFLOP/s and MFU of a short training run.
 int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchOptions & options, RankLabel & label);
 
+struct CommBenchOptions {
+  std::string backend = "cpu";       // whose buffers: cpu (MPI on host memory), cuda or rocm (staged)
+  int local_rank = 0;                // set by main
+  int64_t min_bytes = 8;
+  int64_t max_bytes = int64_t{64} << 20;
+  double seconds_per_size = 0.05;    // time spent on each size and operation, both paths together
+  std::string out;                   // every result as JSON
+  std::string csv;                   // the same as CSV
+  std::string calibration_out;       // the link's alpha and beta for `kosmos plan --calibration`
+};
+
+// `kosmos bench comm`: collective and p2p bandwidth through the Comm and through plain MPI, interleaved.
+int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const CommBenchOptions & options);
+
 struct PlanOptions {
   int gpus = 8;                      // devices of the job
   std::string gpu = "h100";          // h100, h200, mi250, mi300x or cpu

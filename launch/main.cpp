@@ -301,6 +301,25 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--peak-tflops", bench.train.peak_tflops, "one device's peak TFLOP/s, for MFU")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--out", bench.out, "write the medians as JSON here");
+  bench_app->require_subcommand(0, 1);
+  // `kosmos bench step` is `kosmos bench`: its options fall through to the parent's.
+  CLI::App * bench_step = bench_app->add_subcommand("step", "the training step (the default of `kosmos bench`)");
+  kosmos::CommBenchOptions comm_bench;
+  CLI::App * bench_comm = bench_app->add_subcommand(
+      "comm", "all-reduce, all-gather, reduce-scatter, broadcast and pairwise exchange over message sizes, through "
+              "the Comm and through plain MPI (nccl-tests' bus bandwidth), under mpirun with 2+ ranks");
+  bench_comm->add_option("--backend", comm_bench.backend, "whose buffers: cpu, cuda or rocm")->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda", "rocm"}));
+  bench_comm->add_option("--min-bytes", comm_bench.min_bytes, "smallest message")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_comm->add_option("--max-bytes", comm_bench.max_bytes, "largest message (sizes double from the smallest)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  bench_comm->add_option("--seconds-per-size", comm_bench.seconds_per_size, "time spent per operation and size")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  bench_comm->add_option("--out", comm_bench.out, "every result as JSON");
+  bench_comm->add_option("--csv", comm_bench.csv, "every result as CSV");
+  bench_comm->add_option("--calibration-out", comm_bench.calibration_out,
+                         "the link's alpha and bus bandwidth as JSON, for kosmos plan --calibration");
 
   // `kosmos plan`: the layout planner.
   kosmos::PlanOptions plan;
@@ -442,7 +461,11 @@ int main(int argc, char ** argv) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {
       code = kosmos::run_generate(std::cout, registry, inference);
+    } else if (*bench_comm) {
+      comm_bench.local_rank = train.local_rank;
+      code = kosmos::run_bench_comm(std::cout, registry, comm_bench);
     } else if (*bench_app) {
+      (void)bench_step;
       bench.train.local_rank = train.local_rank;
       code = kosmos::run_bench(std::cout, registry, bench, label);
     } else if (*plan_app) {
