@@ -36,7 +36,7 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
   std::ostringstream log;
   run_train(log, registry, train, label);
   std::ifstream metrics(train.metrics);
-  std::vector<double> seconds, tokens_per_s, tflops_causal, tflops_full, mfu;
+  std::vector<double> seconds, tokens_per_s, tflops_causal, tflops_full, mfu, bubble;
   int64_t sequences = 0, images = 0, length = 0, dp = 1;
   for (std::string line; std::getline(metrics, line);) {
     const nlohmann::json step = nlohmann::json::parse(line);
@@ -46,6 +46,7 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
     tflops_causal.push_back(step.at("tflops_causal"));
     tflops_full.push_back(step.at("tflops_full"));
     mfu.push_back(step.at("mfu_causal"));
+    bubble.push_back(step.at("bubble"));
     sequences += step.at("sequences").get<int64_t>();
     images += step.at("images").get<int64_t>();
     length = step.at("tokens").get<int64_t>() / std::max<int64_t>(1, step.at("sequences").get<int64_t>());
@@ -60,6 +61,7 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
                                  {"tflops_causal_median", median(tflops_causal)},
                                  {"tflops_full_median", median(tflops_full)},
                                  {"mfu_causal_median", median(mfu)},
+                                 {"bubble_median", median(bubble)},
                                  // the workload and layout, so that `kosmos plan --measured` can calibrate from it
                                  {"sequences_per_step", sequences / static_cast<int64_t>(seconds.size())},
                                  {"length", length},

@@ -69,7 +69,8 @@ int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const C
   std::ostringstream csv;
   csv << "op,bytes,ranks,time_us,algbw_gbs,busbw_gbs,mpi_time_us,mpi_busbw_gbs,ratio\n";
   nlohmann::json results = nlohmann::json::array();
-  double small_all_reduce_us = 0.0, large_all_reduce_busbw = 0.0;
+  double small_all_reduce_us = 0.0;
+  std::vector<std::pair<size_t, double>> all_reduce_busbw;  // (bytes, bus bandwidth) of every all-reduce
   if (rank == 0)
     out << "kosmos bench comm: " << ranks << " ranks, " << device->name() << " buffers, "
         << (device->host_accessible() ? "MPI" : "MPI through host memory (staged)") << "\n"
@@ -157,7 +158,7 @@ int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const C
       const double mpi_busbw = static_cast<double>(actual_bytes) / medians[1] / 1e9 * info.bus_factor(ranks);
       if (info.op == CommOp::kAllReduce) {
         if (small_all_reduce_us == 0.0) small_all_reduce_us = medians[0] * 1e6;
-        large_all_reduce_busbw = busbw;
+        all_reduce_busbw.emplace_back(actual_bytes, busbw);
       }
       if (rank == 0) {
         out << std::left << std::setw(16) << info.name << std::right << std::setw(12) << actual_bytes << std::fixed
@@ -173,9 +174,14 @@ int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const C
     }
   }
   if (rank != 0) return 0;
-  // The link for `kosmos plan`: latency per ring step from the smallest all-reduce, bandwidth from the largest.
+  // The link for `kosmos plan`: latency per ring step from the smallest all-reduce, bandwidth the median over the
+  // all-reduces of 1 MiB and more (what activations and gradients are; caches make larger ones slower here).
+  std::vector<double> large;
+  for (const auto & [bytes, busbw] : all_reduce_busbw)
+    if (bytes >= (size_t{1} << 20)) large.push_back(busbw);
+  if (large.empty()) large.push_back(all_reduce_busbw.back().second);  // --max-bytes below 1 MiB: the largest
   const nlohmann::json calibration = {{"intra_alpha_us", small_all_reduce_us / (2.0 * (ranks - 1))},
-                                      {"intra_gbs", large_all_reduce_busbw}};
+                                      {"intra_gbs", median_of(large)}};
   out << "link for kosmos plan --calibration: " << calibration.dump() << "\n";
   const auto write = [](const std::string & path, const std::string & text) {
     if (path.empty()) return;

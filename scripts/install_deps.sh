@@ -28,6 +28,7 @@ packages=(
   libpng-dev libjpeg62-turbo-dev                   # image decoding
   slurmctld slurmd munge                           # a single-node Slurm for the srun/sbatch test
   libgtest-dev libgmock-dev libbenchmark-dev       # tests and op benchmarks
+  gnuplot-nox                                      # the PNG charts of bench/scaling.sh
 )
 if [ "$with_rocm" = 1 ]; then
   packages+=(hipcc libamdhip64-dev rocm-device-libs)  # HIP compiler and runtime for the ROCm build

@@ -1,0 +1,95 @@
+// test_planner.cpp: the layout planner's model (bench/planner.h) on cases with known answers: a pipeline without
+// communication idles (p-1)/(m+p-1) of the time under 1F1B, recomputation trades memory for a third more layer
+// work, impossible layouts say why, calibration inverts a prediction, and the ranking puts fitting layouts first.
+#include <gtest/gtest.h>
+
+#include "backends/error.h"
+#include "bench/planner.h"
+#include "model/config.h"
+
+namespace kosmos::bench {
+namespace {
+
+Hardware without_links(Hardware h) {  // communication free, so that only compute and the schedule remain
+  h.intra_alpha_us = h.inter_alpha_us = 0.0;
+  h.intra_gbs = h.inter_gbs = 1e12;
+  h.memory_gbs = 1e12;
+  return h;
+}
+
+TEST(Planner, OneFOneBIdlesByTheTextbookFraction) {
+  const model::KosmosConfig config = model::preset("kosmos1");
+  const Hardware h100 = without_links(hardware_preset("h100"));
+  Workload work;
+  work.sequences = 64;
+  for (int micro_batches : {4, 8, 16}) {
+    const Layout layout{1, 4, 1, micro_batches, parallel::ScheduleKind::kOneFOneB, 1, false, false};
+    const Prediction p = predict(config, h100, work, layout, 1);
+    ASSERT_GT(p.step_seconds, 0.0) << p.why_not;  // it need not fit in memory here
+    // The image path makes stage 0 heaviest; the bubble is measured against the heaviest stage's work.
+    const double busy = p.compute_seconds, idle = p.bubble_seconds;
+    EXPECT_NEAR(idle / (idle + busy), 3.0 / (micro_batches + 3.0), 1e-6) << "m " << micro_batches;
+  }
+}
+
+TEST(Planner, RecomputationTradesMemoryForAThirdMoreLayerWork) {
+  const model::KosmosConfig config = model::preset("kosmos1");
+  const Hardware h100 = without_links(hardware_preset("h100"));
+  Workload work;
+  work.sequences = 16;
+  Layout plain{1, 1, 8, 2, parallel::ScheduleKind::kOneFOneB, 1, false, false};
+  Layout recomputed = plain;
+  recomputed.recompute = true;
+  const Prediction a = predict(config, h100, work, plain, 1), b = predict(config, h100, work, recomputed, 1);
+  EXPECT_LT(b.memory_gib, a.memory_gib);
+  EXPECT_GT(b.compute_seconds, a.compute_seconds);
+  EXPECT_LT(b.compute_seconds, a.compute_seconds * 4.0 / 3.0 + 1e-9);  // the image path and head are not redone
+}
+
+TEST(Planner, ImpossibleLayoutsSayWhy) {
+  const model::KosmosConfig config = model::preset("kosmos1");
+  const Hardware h100 = hardware_preset("h100");
+  Workload work;
+  work.sequences = 16;
+  const Prediction odd_tp = predict(config, h100, work, Layout{1, 1, 3, 1}, 1);
+  EXPECT_EQ(odd_tp.step_seconds, 0.0);
+  EXPECT_NE(odd_tp.why_not.find("tp does not divide"), std::string::npos);
+  const Prediction batch = predict(config, h100, work, Layout{3, 1, 1, 1}, 1);
+  EXPECT_NE(batch.why_not.find("global batch"), std::string::npos);
+  EXPECT_THROW(hardware_preset("tpu"), Error);
+  EXPECT_THROW(calibrated(h100, R"({"matmul_tflop": 1})", "rates.json"), Error);
+}
+
+TEST(Planner, CalibrationInvertsAPrediction) {
+  const model::KosmosConfig config = model::preset("small");
+  Hardware cpu = hardware_preset("cpu");
+  Workload work;
+  work.sequences = 8;
+  work.length = 256;
+  const Layout layout{2, 1, 1, 1};
+  cpu.matmul_tflops = 0.037;
+  const double measured = predict(config, cpu, work, layout, 1).step_seconds;
+  EXPECT_NEAR(matmul_rate_for(config, cpu, work, layout, measured), 0.037, 1e-9);
+  EXPECT_THROW(matmul_rate_for(config, cpu, work, layout, 1e-9), Error);  // faster than the non-matmul terms
+}
+
+TEST(Planner, RankingPutsFittingLayoutsFirstAndFasterAbove) {
+  const model::KosmosConfig config = model::preset("kosmos1");
+  Workload work;
+  work.sequences = 512;
+  const std::vector<Prediction> ranked = rank_layouts(config, hardware_preset("h100"), work, 64, 8);
+  ASSERT_FALSE(ranked.empty());
+  EXPECT_TRUE(ranked.front().fits);
+  for (size_t i = 1; i < ranked.size(); ++i) {
+    if (ranked[i].fits == ranked[i - 1].fits) {
+      EXPECT_LE(ranked[i - 1].step_seconds, ranked[i].step_seconds);
+    }
+    EXPECT_EQ(ranked[i].layout.dp * ranked[i].layout.pp * ranked[i].layout.tp, 64);
+    EXPECT_GE(ranked[i].sequences, work.sequences);
+  }
+  EXPECT_GT(ranked.front().mfu, 0.0);
+  EXPECT_LT(ranked.front().mfu, 1.0);
+}
+
+}  // namespace
+}  // namespace kosmos::bench
