@@ -161,9 +161,9 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
   const double p2p = layout.pp > 1 ? (stages_cross_nodes ? hw.inter_alpha_us : hw.intra_alpha_us) * 1e-6 +
                                          activation_bytes / ((stages_cross_nodes ? hw.inter_gbs : hw.intra_gbs) * 1e9)
                                    : 0.0;
-  // Passes of one virtual stage (a chunk): forward a third of its work, input- and weight-gradient a third each
-  // (the cost model's 2 + 4 FLOPs per parameter and token).
-  const double pass = (work_seconds + tp_per_micro) / (3.0 * layout.chunks);
+  // Passes of a stage (all its chunks; the simulator runs each chunk's pass at 1/chunks of it): forward a third of
+  // the work, input- and weight-gradient a third each (the cost model's 2 + 4 FLOPs per parameter and token).
+  const double pass = (work_seconds + tp_per_micro) / 3.0;
   parallel::PassCosts pass_costs{pass + p2p, pass + p2p, pass};
   double makespan = 0.0;
   if (layout.pp == 1) {
@@ -174,10 +174,10 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
       schedules.push_back(parallel::make_schedule(layout.schedule, layout.pp, stage, layout.micro_batches, layout.chunks));
     makespan = parallel::simulate(schedules, layout.micro_batches, layout.chunks, pass_costs).makespan;
   }
-  const double busy = layout.micro_batches * layout.chunks * (3.0 * pass + (layout.pp > 1 ? 2.0 * p2p : 0.0));
+  const double busy = layout.micro_batches * (3.0 * pass + (layout.pp > 1 ? 2.0 * p2p : 0.0));
   p.compute_seconds = layout.micro_batches * work_seconds;
   p.tp_seconds = layout.micro_batches * tp_per_micro;
-  p.pp_seconds = layout.pp > 1 ? layout.micro_batches * layout.chunks * 2.0 * p2p : 0.0;
+  p.pp_seconds = layout.pp > 1 ? layout.micro_batches * 2.0 * p2p : 0.0;
   p.bubble_seconds = std::max(0.0, makespan - busy);
 
   // After the backward: the gradients of the whole table over dp (fp32), a tied embedding's over the pipeline.

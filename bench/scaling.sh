@@ -20,7 +20,7 @@ small=(bench --preset small --length 256 --steps 8 --warmup 3)
 
 echo "== collectives"
 for ranks in 2 4; do
-  launch "$ranks" "$kosmos" bench comm --max-bytes $((64 << 20)) --csv "$out/comm_$ranks.csv" --out "$out/comm_$ranks.json" \
+  launch "$ranks" "$kosmos" bench comm --max-bytes $((64 << 20)) --seconds-per-size 0.25 --csv "$out/comm_$ranks.csv" --out "$out/comm_$ranks.json" \
     --calibration-out "$out/link_$ranks.json" | tee "$out/comm_$ranks.log" | grep -E "^(all_reduce|exchange) +(8|4096|1048576|67108864) "
 done
 
@@ -78,57 +78,4 @@ done
 column -s, -t < "$out/bubble.csv"
 
 echo "== charts"
-gnuplot << GNUPLOT
-set terminal pngcairo size 900,560 font "sans,11" noenhanced
-set datafile separator ","
-set key top left
-set grid
-
-set output "$out/comm_busbw.png"
-set title "Bus bandwidth on this 2-core machine (shared memory), kosmos Comm against plain MPI"
-set logscale x 2
-set xlabel "message bytes"
-set ylabel "bus bandwidth, GB/s"
-set format x "%.0s%cB"
-plot "< grep ^all_reduce $out/comm_2.csv" using 2:6 with linespoints title "all-reduce, 2 ranks", \
-     "< grep ^all_reduce $out/comm_2.csv" using 2:8 with lines dashtype 2 title "MPI_Allreduce, 2 ranks", \
-     "< grep ^all_reduce $out/comm_4.csv" using 2:6 with linespoints title "all-reduce, 4 ranks", \
-     "< grep ^all_gather $out/comm_2.csv" using 2:6 with linespoints title "all-gather, 2 ranks", \
-     "< grep ^exchange $out/comm_2.csv" using 2:6 with linespoints title "pairwise exchange, 2 ranks"
-unset logscale x
-set format x "%g"
-
-set output "$out/planner.png"
-set title "kosmos plan against measured steps: small preset, 8 x 256 tokens per step, 2 CPU ranks (calibrated on dp 2)"
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set xtics rotate by -30
-set xlabel ""
-set ylabel "step, seconds"
-set yrange [0:*]
-set xrange [-0.6:*]
-plot "$out/planner.csv" using 2:xtic(1) title "measured", "" using 3 title "predicted"
-unset style
-set style data linespoints
-set xtics norotate
-
-set output "$out/scaling.png"
-set title "Data-parallel scaling of the small preset on this 2-core machine (4 ranks oversubscribe)"
-set xlabel "ranks"
-set ylabel "tokens per second"
-set xtics (1, 2, 4)
-plot "$out/scaling.csv" using 1:3 with linespoints title "strong (8 sequences per step)", \
-     "$out/scaling.csv" using 1:5 with linespoints title "weak (4 sequences per rank)"
-
-set output "$out/bubble.png"
-set title "Pipeline bubble with 2 stages against the 1F1B formula (p-1)/(m+p-1)"
-set xlabel "micro-batches"
-set ylabel "idle fraction of stage 0"
-set xtics (2, 4, 8, 16)
-set logscale x 2
-plot "$out/bubble.csv" using 1:2 with lines dashtype 2 title "(p-1)/(m+p-1)", \
-     "$out/bubble.csv" using 1:3 with linespoints title "1F1B measured", \
-     "$out/bubble.csv" using 1:4 with linespoints title "zero-bubble measured"
-GNUPLOT
-ls "$out"/*.png
+"$root/bench/scaling_charts.sh" "$out"

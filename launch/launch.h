@@ -115,6 +115,19 @@ struct CommBenchOptions {
 // `kosmos bench comm`: collective and p2p bandwidth through the Comm and through plain MPI, interleaved.
 int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const CommBenchOptions & options);
 
+struct OpsBenchOptions {
+  std::string backend = "auto";
+  int local_rank = 0;                // set by main
+  std::string preset = "small";      // whose shapes
+  int64_t batch = 4, length = 256;   // tokens of a micro-batch
+  int64_t optimizer_elements = int64_t{1} << 22;
+  double seconds_per_op = 0.3;
+  std::string out, csv, calibration_out;
+};
+
+// `kosmos bench ops`: GFLOP/s and GB/s of every op family at a preset's shapes on one backend.
+int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const OpsBenchOptions & options);
+
 struct PlanOptions {
   int gpus = 8;                      // devices of the job
   std::string gpu = "h100";          // h100, h200, mi250, mi300x or cpu

@@ -320,6 +320,25 @@ int main(int argc, char ** argv) {
   bench_comm->add_option("--csv", comm_bench.csv, "every result as CSV");
   bench_comm->add_option("--calibration-out", comm_bench.calibration_out,
                          "the link's alpha and bus bandwidth as JSON, for kosmos plan --calibration");
+  kosmos::OpsBenchOptions ops_bench;
+  CLI::App * bench_ops = bench_app->add_subcommand(
+      "ops", "GFLOP/s of the matmuls and attention and GB/s of the other ops at a preset's shapes, on one backend");
+  bench_ops->add_option("--backend", ops_bench.backend, "device backend: auto, cpu, cuda or rocm")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  bench_ops->add_option("--preset", ops_bench.preset, "whose shapes: tiny, small, kosmos1, kosmos2")
+      ->capture_default_str()->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
+  bench_ops->add_option("--batch", ops_bench.batch, "sequences of the micro-batch")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_ops->add_option("--length", ops_bench.length, "positions per sequence")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_ops->add_option("--optimizer-elements", ops_bench.optimizer_elements, "parameters of the AdamW step timed")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  bench_ops->add_option("--seconds-per-op", ops_bench.seconds_per_op, "time spent on each op")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  bench_ops->add_option("--out", ops_bench.out, "every result as JSON");
+  bench_ops->add_option("--csv", ops_bench.csv, "every result as CSV");
+  bench_ops->add_option("--calibration-out", ops_bench.calibration_out,
+                        "the best matmul rate and memory bandwidth as JSON, for kosmos plan --calibration");
 
   // `kosmos plan`: the layout planner.
   kosmos::PlanOptions plan;
@@ -461,6 +480,9 @@ int main(int argc, char ** argv) {
       code = kosmos::run_forward(std::cout, registry, inference);
     } else if (*generate_app) {
       code = kosmos::run_generate(std::cout, registry, inference);
+    } else if (*bench_ops) {
+      ops_bench.local_rank = train.local_rank;
+      if (world_rank() == 0) code = kosmos::run_bench_ops(std::cout, registry, ops_bench);
     } else if (*bench_comm) {
       comm_bench.local_rank = train.local_rank;
       code = kosmos::run_bench_comm(std::cout, registry, comm_bench);
