@@ -26,7 +26,8 @@ constexpr double kOptimizerBytesPerParameter = 36.0;
 // A ring collective moving `bytes` from each of `ranks` ranks: latency per step plus the bus traffic.
 double ring_seconds(double bytes, int ranks, double alpha_us, double bus_gbs, double traffic_factor) {
   if (ranks <= 1) return 0.0;
-  return (ranks - 1) * alpha_us * 1e-6 * traffic_factor + bytes * traffic_factor * (ranks - 1) / ranks / (bus_gbs * 1e9);
+  return (ranks - 1) * alpha_us * 1e-6 * traffic_factor +
+         bytes * traffic_factor * (ranks - 1) / ranks / (bus_gbs * 1e9);
 }
 double all_reduce_seconds(double bytes, int ranks, double alpha_us, double bus_gbs) {
   return ring_seconds(bytes, ranks, alpha_us, bus_gbs, 2.0);
@@ -38,24 +39,66 @@ Hardware hardware_preset(const std::string & name) {
   Hardware h;
   h.name = name;
   if (name == "h100") {
-    h = {name, 989.0, 0.75 * 989.0, 3350.0, 80.0, 8, 5.0, 370.0, 10.0, 45.0, 2,
+    h = {name,
+         989.0,
+         0.75 * 989.0,
+         3350.0,
+         80.0,
+         8,
+         5.0,
+         370.0,
+         10.0,
+         45.0,
+         2,
          "H100 SXM datasheet (989 TFLOP/s bf16 dense, 3.35 TB/s, 80 GB); sustained matmul 75% of peak; NVLink busbw "
          "370 GB/s and 8x400 Gb/s InfiniBand (45 GB/s per GPU), typical nccl-tests figures"};
   } else if (name == "h200") {
-    h = {name, 989.0, 0.80 * 989.0, 4800.0, 139.0, 8, 5.0, 370.0, 10.0, 45.0, 2,
+    h = {name,
+         989.0,
+         0.80 * 989.0,
+         4800.0,
+         139.0,
+         8,
+         5.0,
+         370.0,
+         10.0,
+         45.0,
+         2,
          "H200 datasheet (989 TFLOP/s bf16 dense, 4.8 TB/s, 141 GB); 804 TFLOP/s bf16 GEMM measured here "
          "(performance-anchors); links as h100"};
   } else if (name == "mi250") {
-    h = {name, 181.0, 0.65 * 181.0, 1600.0, 64.0, 8, 10.0, 100.0, 15.0, 12.5, 2,
+    h = {name,
+         181.0,
+         0.65 * 181.0,
+         1600.0,
+         64.0,
+         8,
+         10.0,
+         100.0,
+         15.0,
+         12.5,
+         2,
          "MI250 per GCD (181 TFLOP/s bf16 dense, 1.6 TB/s, 64 GB); Infinity Fabric busbw 100 GB/s; 4x200 Gb/s "
          "Slingshot per 8 GCDs (12.5 GB/s each)"};
   } else if (name == "mi300x") {
-    h = {name, 1307.0, 0.6 * 1307.0, 5300.0, 192.0, 8, 8.0, 300.0, 10.0, 45.0, 2,
+    h = {name,
+         1307.0,
+         0.6 * 1307.0,
+         5300.0,
+         192.0,
+         8,
+         8.0,
+         300.0,
+         10.0,
+         45.0,
+         2,
          "MI300X datasheet (1307 TFLOP/s bf16 dense, 5.3 TB/s, 192 GB); xGMI busbw 300 GB/s; 8x400 Gb/s per node"};
   } else if (name == "cpu") {
     // One rank per core of this project's 2-core VM (AMD EPYC, AVX2), fp32: the rates `kosmos bench` measured here.
-    h = {name, 0.05, 0.02, 10.0, 12.0, 2, 1.0, 5.0, 1.0, 5.0, 4,
-         "this project's 2-core development VM, one rank per core, fp32 (calibrate with --calibration)"};
+    h = {name, 0.05, 0.02,
+         10.0, 12.0, 2,
+         1.0,  5.0,  1.0,
+         5.0,  4,    "this project's 2-core development VM, one rank per core, fp32 (calibrate with --calibration)"};
   } else {
     KOSMOS_FAIL("--gpu ", name, " is not a machine the planner knows; choose h100, h200, mi250, mi300x or cpu");
   }
@@ -73,15 +116,24 @@ Hardware calibrated(Hardware base, const std::string & json_text, const std::str
   for (const auto & [key, value] : json.items()) {
     KOSMOS_CHECK(value.is_number(), source, ": ", key, " must be a number");
     const double number = value.get<double>();
-    if (key == "matmul_tflops") base.matmul_tflops = number;
-    else if (key == "memory_gbs") base.memory_gbs = number;
-    else if (key == "intra_alpha_us") base.intra_alpha_us = number;
-    else if (key == "intra_gbs") base.intra_gbs = number;
-    else if (key == "inter_alpha_us") base.inter_alpha_us = number;
-    else if (key == "inter_gbs") base.inter_gbs = number;
-    else if (key == "peak_tflops") base.peak_tflops = number;
-    else KOSMOS_FAIL(source, ": unknown key ", key, " (known: matmul_tflops, memory_gbs, intra_alpha_us, intra_gbs, "
-                     "inter_alpha_us, inter_gbs, peak_tflops)");
+    if (key == "matmul_tflops")
+      base.matmul_tflops = number;
+    else if (key == "memory_gbs")
+      base.memory_gbs = number;
+    else if (key == "intra_alpha_us")
+      base.intra_alpha_us = number;
+    else if (key == "intra_gbs")
+      base.intra_gbs = number;
+    else if (key == "inter_alpha_us")
+      base.inter_alpha_us = number;
+    else if (key == "inter_gbs")
+      base.inter_gbs = number;
+    else if (key == "peak_tflops")
+      base.peak_tflops = number;
+    else
+      KOSMOS_FAIL(source, ": unknown key ", key,
+                  " (known: matmul_tflops, memory_gbs, intra_alpha_us, intra_gbs, "
+                  "inter_alpha_us, inter_gbs, peak_tflops)");
   }
   base.source += "; calibrated from " + source;
   return base;
@@ -116,7 +168,8 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
   if (layout.tp > hw.devices_per_node) return impossible("tp spans nodes");
   if (d.layers < virtual_stages) return impossible("fewer layers than pipeline stages");
   if (work.sequences % per_step != 0) return impossible("the global batch does not split into dp x micro-batches");
-  if (layout.schedule == parallel::ScheduleKind::kInterleaved && (layout.pp == 1 || layout.micro_batches % layout.pp != 0))
+  if (layout.schedule == parallel::ScheduleKind::kInterleaved &&
+      (layout.pp == 1 || layout.micro_batches % layout.pp != 0))
     return impossible("interleaving needs pp > 1 and micro-batches a multiple of pp");
   if (devices % std::max(1, nodes) != 0) return impossible("devices do not split evenly over the nodes");
 
@@ -154,8 +207,8 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
 
   // Tensor parallelism: four all-reduces of the micro-batch's activations per layer, two forward, two backward.
   const double activation_bytes = tokens * d.embed_dim * act;
-  const double tp_per_micro = 4.0 * heaviest_layers *
-                              all_reduce_seconds(activation_bytes, layout.tp, hw.intra_alpha_us, hw.intra_gbs);
+  const double tp_per_micro =
+      4.0 * heaviest_layers * all_reduce_seconds(activation_bytes, layout.tp, hw.intra_alpha_us, hw.intra_gbs);
   // Pipeline: each pass receives (or sends) one activation or gradient of the micro-batch.
   const bool stages_cross_nodes = nodes > 1 && layout.pp > 1;
   const double p2p = layout.pp > 1 ? (stages_cross_nodes ? hw.inter_alpha_us : hw.intra_alpha_us) * 1e-6 +
@@ -171,7 +224,8 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
   } else {
     std::vector<std::vector<parallel::PipeAction>> schedules;
     for (int stage = 0; stage < layout.pp; ++stage)
-      schedules.push_back(parallel::make_schedule(layout.schedule, layout.pp, stage, layout.micro_batches, layout.chunks));
+      schedules.push_back(
+          parallel::make_schedule(layout.schedule, layout.pp, stage, layout.micro_batches, layout.chunks));
     makespan = parallel::simulate(schedules, layout.micro_batches, layout.chunks, pass_costs).makespan;
   }
   const double busy = layout.micro_batches * (3.0 * pass + (layout.pp > 1 ? 2.0 * p2p : 0.0));
@@ -187,26 +241,30 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
   p.dp_seconds = all_reduce_seconds(parameters * 4.0, layout.dp, dp_alpha, dp_gbs);  // ZeRO-1 moves the same
-  const double tied_seconds =
-      layout.pp > 1 && d.tied ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0, 2,
-                                                   hw.intra_alpha_us, hw.intra_gbs)
-                              : 0.0;
+  const double tied_seconds = layout.pp > 1 && d.tied
+                                  ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0, 2,
+                                                       hw.intra_alpha_us, hw.intra_gbs)
+                                  : 0.0;
   p.pp_seconds += tied_seconds;
   p.optimizer_seconds = parameters / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
   p.step_seconds = makespan + tied_seconds + p.dp_seconds + p.optimizer_seconds;
 
   // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.
   const double state_bytes = parameters * (16.0 + (act < 4.0 ? act : 0.0));  // fp32 values, grads, m, v (+ bf16 copy)
-  const double per_layer = tokens * (layout.recompute ? d.embed_dim
-                                                      : 8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp +
-                                                            4.0 * d.ffn_dim / layout.tp) * act;
-  const double one_layer = tokens * (8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp + 4.0 * d.ffn_dim / layout.tp) * act;
+  const double per_layer =
+      tokens *
+      (layout.recompute ? d.embed_dim
+                        : 8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp + 4.0 * d.ffn_dim / layout.tp) *
+      act;
+  const double one_layer =
+      tokens * (8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp + 4.0 * d.ffn_dim / layout.tp) * act;
   const int in_flight = layout.schedule == parallel::ScheduleKind::kGPipe || layout.pp == 1
                             ? (layout.pp == 1 ? 1 : layout.micro_batches)
                             : std::min(layout.micro_batches, layout.pp);
   const double first_stage_layers = static_cast<double>(d.layers) / layout.pp;
   const double activations = in_flight * first_stage_layers * per_layer + (layout.recompute ? one_layer : 0.0);
-  const double logits = tokens * static_cast<double>(d.vocab_size) / layout.tp * 4.0 * 2.0;  // logits and their gradient
+  const double logits =
+      tokens * static_cast<double>(d.vocab_size) / layout.tp * 4.0 * 2.0;  // logits and their gradient
   p.memory_gib = (state_bytes + std::max(activations, layout.pp == 1 ? activations + logits : logits)) / kGiB;
   p.fits = p.memory_gib <= hw.memory_gib;
   if (!p.fits) p.why_not = "needs " + std::to_string(static_cast<int>(p.memory_gib)) + " GiB per device";
@@ -250,8 +308,10 @@ std::vector<Prediction> rank_layouts(const model::KosmosConfig & config, const H
           for (bool recompute : {false, true}) {
             for (bool zero1 : {false, true}) {
               if (zero1 && dp == 1) continue;
-              Layout layout{dp, pp, tp, static_cast<int>(micro_batches), schedule,
-                            schedule == parallel::ScheduleKind::kInterleaved ? 2 : 1, zero1, recompute};
+              Layout layout{dp,       pp,
+                            tp,       static_cast<int>(micro_batches),
+                            schedule, schedule == parallel::ScheduleKind::kInterleaved ? 2 : 1,
+                            zero1,    recompute};
               Prediction p = predict(config, hardware, rounded, layout, nodes);
               if (p.step_seconds > 0.0) runnable.push_back(p);
             }

@@ -16,18 +16,18 @@ namespace kosmos::bench {
 
 // A machine: one device's rates and memory, and the links between devices.
 struct Hardware {
-  std::string name;               // h100, h200, mi250, mi300x, cpu
-  double peak_tflops = 0.0;       // datasheet dense peak at the compute precision (MFU's denominator)
-  double matmul_tflops = 0.0;     // sustained rate of the model's matmuls, attention included
-  double memory_gbs = 0.0;        // memory bandwidth (elementwise ops, the optimizer)
-  double memory_gib = 0.0;        // memory per device
+  std::string name;            // h100, h200, mi250, mi300x, cpu
+  double peak_tflops = 0.0;    // datasheet dense peak at the compute precision (MFU's denominator)
+  double matmul_tflops = 0.0;  // sustained rate of the model's matmuls, attention included
+  double memory_gbs = 0.0;     // memory bandwidth (elementwise ops, the optimizer)
+  double memory_gib = 0.0;     // memory per device
   int devices_per_node = 1;
-  double intra_alpha_us = 0.0;    // link latency within a node
-  double intra_gbs = 0.0;         // bus bandwidth of a collective within a node (nccl-tests' busbw)
-  double inter_alpha_us = 0.0;    // between nodes
-  double inter_gbs = 0.0;         // per device, between nodes
-  int activation_bytes = 2;       // bf16 activations on GPUs, fp32 (4) on the CPU
-  std::string source;             // where the numbers come from
+  double intra_alpha_us = 0.0;  // link latency within a node
+  double intra_gbs = 0.0;       // bus bandwidth of a collective within a node (nccl-tests' busbw)
+  double inter_alpha_us = 0.0;  // between nodes
+  double inter_gbs = 0.0;       // per device, between nodes
+  int activation_bytes = 2;     // bf16 activations on GPUs, fp32 (4) on the CPU
+  std::string source;           // where the numbers come from
 };
 
 // The built-in machines (datasheet numbers, said in `source`); "cpu" holds this project's 2-core VM as measured.
@@ -49,24 +49,24 @@ std::string describe(const Layout & layout);  // "dp 2 pp 2 tp 1 m 4 1f1b"
 
 // The work of one step: global batch and sequence shape.
 struct Workload {
-  int64_t sequences = 8;        // global batch, in sequences
-  int64_t length = 2048;        // positions per sequence
+  int64_t sequences = 8;             // global batch, in sequences
+  int64_t length = 2048;             // positions per sequence
   double images_per_sequence = 1.0;  // on average
 };
 
 struct Prediction {
   Layout layout;
-  int64_t sequences = 0;           // the global batch it ran (rank_layouts rounds the asked batch up to dp x m x b)
+  int64_t sequences = 0;  // the global batch it ran (rank_layouts rounds the asked batch up to dp x m x b)
   double step_seconds = 0.0;
-  double compute_seconds = 0.0;    // the busiest rank's forward + backward work
-  double bubble_seconds = 0.0;     // pipeline idle time
+  double compute_seconds = 0.0;                                 // the busiest rank's forward + backward work
+  double bubble_seconds = 0.0;                                  // pipeline idle time
   double tp_seconds = 0.0, pp_seconds = 0.0, dp_seconds = 0.0;  // communication on the critical path
   double optimizer_seconds = 0.0;
-  double memory_gib = 0.0;         // the fullest rank: parameters, optimizer state, activations, logits
+  double memory_gib = 0.0;  // the fullest rank: parameters, optimizer state, activations, logits
   double tokens_per_second = 0.0;
-  double mfu = 0.0;                // model FLOPs (full attention) / (devices * peak)
-  bool fits = true;                // memory within the device
-  std::string why_not;             // when the layout is impossible (divisibility), or does not fit
+  double mfu = 0.0;     // model FLOPs (full attention) / (devices * peak)
+  bool fits = true;     // memory within the device
+  std::string why_not;  // when the layout is impossible (divisibility), or does not fit
 };
 
 // The sustained matmul rate (TFLOP/s) at which predict() gives `measured_seconds` for `layout`: a measured step

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "backends/error.h"
+#include "launch/files.h"
 #include "launch/launch.h"
 
 namespace kosmos {
@@ -75,8 +76,9 @@ int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const C
     out << "kosmos bench comm: " << ranks << " ranks, " << device->name() << " buffers, "
         << (device->host_accessible() ? "MPI" : "MPI through host memory (staged)") << "\n"
         << std::left << std::setw(16) << "op" << std::right << std::setw(12) << "bytes" << std::setw(12) << "time us"
-        << std::setw(12) << "algbw GB/s" << std::setw(12) << "busbw GB/s" << std::setw(14) << "MPI busbw" << std::setw(9)
-        << "ratio" << "\n";
+        << std::setw(12) << "algbw GB/s" << std::setw(12) << "busbw GB/s" << std::setw(14) << "MPI busbw"
+        << std::setw(9) << "ratio"
+        << "\n";
   for (const CommOpInfo & info : kCommOps) {
     for (int64_t bytes = options.min_bytes; bytes <= options.max_bytes; bytes *= 2) {
       const int64_t count = std::max<int64_t>(ranks, (bytes / 4 + ranks - 1) / ranks * ranks);  // divisible by ranks
@@ -124,13 +126,13 @@ int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const C
           case CommOp::kBroadcast: MPI_Bcast(b.host_whole.data(), whole, MPI_FLOAT, 0, MPI_COMM_WORLD); break;
           case CommOp::kExchange:
             if (!paired) break;
-          {  // what Comm's grouped send and receive post
-            MPI_Request requests[2];
-            MPI_Isend(b.host_whole.data(), whole, MPI_FLOAT, partner, 1, MPI_COMM_WORLD, &requests[0]);
-            MPI_Irecv(b.host_receive.data(), whole, MPI_FLOAT, partner, 1, MPI_COMM_WORLD, &requests[1]);
-            MPI_Waitall(2, requests, MPI_STATUSES_IGNORE);
-            break;
-          }
+            {  // what Comm's grouped send and receive post
+              MPI_Request requests[2];
+              MPI_Isend(b.host_whole.data(), whole, MPI_FLOAT, partner, 1, MPI_COMM_WORLD, &requests[0]);
+              MPI_Irecv(b.host_receive.data(), whole, MPI_FLOAT, partner, 1, MPI_COMM_WORLD, &requests[1]);
+              MPI_Waitall(2, requests, MPI_STATUSES_IGNORE);
+              break;
+            }
         }
       };
       // Interleaved repetitions, each after a barrier; the slowest rank's median is the operation's time.
@@ -167,9 +169,15 @@ int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const C
             << busbw / mpi_busbw << "\n";
         csv << info.name << ',' << actual_bytes << ',' << ranks << ',' << medians[0] * 1e6 << ',' << algbw << ','
             << busbw << ',' << medians[1] * 1e6 << ',' << mpi_busbw << ',' << busbw / mpi_busbw << "\n";
-        results.push_back({{"op", info.name}, {"bytes", actual_bytes}, {"ranks", ranks}, {"time_us", medians[0] * 1e6},
-                           {"algbw_gbs", algbw}, {"busbw_gbs", busbw}, {"mpi_time_us", medians[1] * 1e6},
-                           {"mpi_busbw_gbs", mpi_busbw}, {"ratio", busbw / mpi_busbw}});
+        results.push_back({{"op", info.name},
+                           {"bytes", actual_bytes},
+                           {"ranks", ranks},
+                           {"time_us", medians[0] * 1e6},
+                           {"algbw_gbs", algbw},
+                           {"busbw_gbs", busbw},
+                           {"mpi_time_us", medians[1] * 1e6},
+                           {"mpi_busbw_gbs", mpi_busbw},
+                           {"ratio", busbw / mpi_busbw}});
       }
     }
   }
@@ -183,15 +191,10 @@ int run_bench_comm(std::ostream & out, const BackendRegistry & registry, const C
   const nlohmann::json calibration = {{"intra_alpha_us", small_all_reduce_us / (2.0 * (ranks - 1))},
                                       {"intra_gbs", median_of(large)}};
   out << "link for kosmos plan --calibration: " << calibration.dump() << "\n";
-  const auto write = [](const std::string & path, const std::string & text) {
-    if (path.empty()) return;
-    std::ofstream file(path, std::ios::trunc);
-    file << text;
-    KOSMOS_CHECK(file, "kosmos bench comm: cannot write ", path);
-  };
-  write(options.out, nlohmann::json{{"ranks", ranks}, {"buffers", device->name()}, {"results", results}}.dump(2) + "\n");
-  write(options.csv, csv.str());
-  write(options.calibration_out, calibration.dump(2) + "\n");
+  write_text_file(options.out,
+                  nlohmann::json{{"ranks", ranks}, {"buffers", device->name()}, {"results", results}}.dump(2) + "\n");
+  write_text_file(options.csv, csv.str());
+  write_text_file(options.calibration_out, calibration.dump(2) + "\n");
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "backends/error.h"
+#include "launch/files.h"
 #include "launch/launch.h"
 #include "model/config.h"
 
@@ -50,8 +51,9 @@ double median_seconds(OpBench & bench, const std::function<void()> & run, double
   bench.stream().synchronize();
   std::vector<double> times;
   const auto begin = std::chrono::steady_clock::now();
-  while (times.size() < 3 || (times.size() < 50 && std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                                                  begin).count() < budget)) {
+  while (
+      times.size() < 3 ||
+      (times.size() < 50 && std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() < budget)) {
     const auto start = std::chrono::steady_clock::now();
     run();
     bench.stream().synchronize();
@@ -85,44 +87,56 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   const auto linear = [&](const std::string & name, int64_t in, int64_t width) {
     const TensorView x = bench.tensor(DType::kF32, {tokens, in}), w = bench.tensor(DType::kF32, {width, in});
     const TensorView y = bench.tensor(DType::kF32, {tokens, width});
-    timings.push_back({name, dims_text({tokens, in}) + " x " + dims_text({width, in}) + "^T",
-                       2.0 * tokens * in * width, 0.0,
-                       [&bench, y, x, w] { bench.op(Matmul{y, x, w, TensorView{}, false, true}); }});
+    timings.push_back({name, dims_text({tokens, in}) + " x " + dims_text({width, in}) + "^T", 2.0 * tokens * in * width,
+                       0.0, [&bench, y, x, w] {
+                         bench.op(Matmul{y, x, w, TensorView{}, false, true});
+                       }});
   };
   linear("matmul qkv", d, 3 * d);
   linear("matmul fc1", d, ffn);
   linear("matmul fc2", ffn, d);
   linear("matmul head", d, vocab);
   {
-    const TensorView q = bench.tensor(DType::kF32, {batch, heads, length, dh}), k = bench.tensor(DType::kF32, {batch, heads, length, dh});
-    const TensorView v = bench.tensor(DType::kF32, {batch, heads, length, dh}), o = bench.tensor(DType::kF32, {batch, heads, length, dh});
+    const TensorView q = bench.tensor(DType::kF32, {batch, heads, length, dh}),
+                     k = bench.tensor(DType::kF32, {batch, heads, length, dh});
+    const TensorView v = bench.tensor(DType::kF32, {batch, heads, length, dh}),
+                     o = bench.tensor(DType::kF32, {batch, heads, length, dh});
     const TensorView lse = bench.tensor(DType::kF32, {batch, heads, length});
-    const TensorView dq = bench.tensor(DType::kF32, {batch, heads, length, dh}), dk = bench.tensor(DType::kF32, {batch, heads, length, dh});
-    const TensorView dv = bench.tensor(DType::kF32, {batch, heads, length, dh}), dout = bench.tensor(DType::kF32, {batch, heads, length, dh});
+    const TensorView dq = bench.tensor(DType::kF32, {batch, heads, length, dh}),
+                     dk = bench.tensor(DType::kF32, {batch, heads, length, dh});
+    const TensorView dv = bench.tensor(DType::kF32, {batch, heads, length, dh}),
+                     dout = bench.tensor(DType::kF32, {batch, heads, length, dh});
     AttentionParams params;
     params.scale = 1.0f / std::sqrt(static_cast<float>(dh));
     params.causal = true;
     const double causal_flops = 4.0 * batch * heads * length * length * dh / 2.0;
     const std::string shape = dims_text({batch, heads, length, dh}) + " causal";
-    timings.push_back({"attention forward", shape, causal_flops, 0.0,
-                       [&bench, o, lse, q, k, v, params] { bench.op(AttentionForward{o, lse, q, k, v, params}); }});
-    timings.push_back({"attention backward", shape, 2.5 * causal_flops, 0.0, [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
-                         bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
+    timings.push_back({"attention forward", shape, causal_flops, 0.0, [&bench, o, lse, q, k, v, params] {
+                         bench.op(AttentionForward{o, lse, q, k, v, params});
                        }});
-    timings.push_back({"xpos forward", dims_text({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(),
-                       [&bench, q, params] { bench.op(XPosForward{q, q, XPosParams{}}); }});
+    timings.push_back(
+        {"attention backward", shape, 2.5 * causal_flops, 0.0, [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
+           bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
+         }});
+    timings.push_back(
+        {"xpos forward", dims_text({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q, params] {
+           bench.op(XPosForward{q, q, XPosParams{}});
+         }});
   }
   {
     const TensorView x = bench.tensor(DType::kF32, {tokens, d}), y = bench.tensor(DType::kF32, {tokens, d});
     const TensorView dx = bench.tensor(DType::kF32, {tokens, d}), w = bench.tensor(DType::kF32, {d}, 1.0f);
-    const TensorView b = bench.tensor(DType::kF32, {d}), dw = bench.tensor(DType::kF32, {d}), db = bench.tensor(DType::kF32, {d});
+    const TensorView b = bench.tensor(DType::kF32, {d}), dw = bench.tensor(DType::kF32, {d}),
+                     db = bench.tensor(DType::kF32, {d});
     const TensorView mean = bench.tensor(DType::kF32, {tokens}), rstd = bench.tensor(DType::kF32, {tokens}, 1.0f);
     const double bytes = f * tokens * d;
-    timings.push_back({"layernorm forward", dims_text({tokens, d}), 0.0, 2.0 * bytes,
-                       [&bench, y, mean, rstd, x, w, b] { bench.op(LayerNormForward{y, mean, rstd, x, w, b}); }});
-    timings.push_back({"layernorm backward", dims_text({tokens, d}), 0.0, 3.0 * bytes, [&bench, dx, dw, db, y, x, w, mean, rstd] {
-                         bench.op(LayerNormBackward{dx, dw, db, y, x, w, mean, rstd});
+    timings.push_back({"layernorm forward", dims_text({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, mean, rstd, x, w, b] {
+                         bench.op(LayerNormForward{y, mean, rstd, x, w, b});
                        }});
+    timings.push_back(
+        {"layernorm backward", dims_text({tokens, d}), 0.0, 3.0 * bytes, [&bench, dx, dw, db, y, x, w, mean, rstd] {
+           bench.op(LayerNormBackward{dx, dw, db, y, x, w, mean, rstd});
+         }});
     timings.push_back({"add", dims_text({tokens, d}), 0.0, 3.0 * bytes, [&bench, y, x] { bench.op(Add{y, y, x}); }});
     timings.push_back({"dropout forward", dims_text({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, x] {
                          bench.op(DropoutForward{y, x, DropoutParams{0.1f, 7, 0}});
@@ -132,14 +146,18 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     const TensorView h = bench.tensor(DType::kF32, {tokens, ffn}), g = bench.tensor(DType::kF32, {tokens, ffn});
     const TensorView dh_ = bench.tensor(DType::kF32, {tokens, ffn});
     const double bytes = f * tokens * ffn;
-    timings.push_back({"gelu forward", dims_text({tokens, ffn}), 0.0, 2.0 * bytes,
-                       [&bench, g, h] { bench.op(ActivationForward{g, h, Activation::kGelu}); }});
-    timings.push_back({"gelu backward", dims_text({tokens, ffn}), 0.0, 3.0 * bytes,
-                       [&bench, dh_, g, h] { bench.op(ActivationBackward{dh_, g, h, Activation::kGelu}); }});
+    timings.push_back({"gelu forward", dims_text({tokens, ffn}), 0.0, 2.0 * bytes, [&bench, g, h] {
+                         bench.op(ActivationForward{g, h, Activation::kGelu});
+                       }});
+    timings.push_back({"gelu backward", dims_text({tokens, ffn}), 0.0, 3.0 * bytes, [&bench, dh_, g, h] {
+                         bench.op(ActivationBackward{dh_, g, h, Activation::kGelu});
+                       }});
   }
   {
-    const TensorView logits = bench.tensor(DType::kF32, {tokens, vocab}), dlogits = bench.tensor(DType::kF32, {tokens, vocab});
-    const TensorView targets = bench.tensor(DType::kI32, {tokens}, 1.0f), weights = bench.tensor(DType::kF32, {tokens}, 1.0f);
+    const TensorView logits = bench.tensor(DType::kF32, {tokens, vocab}),
+                     dlogits = bench.tensor(DType::kF32, {tokens, vocab});
+    const TensorView targets = bench.tensor(DType::kI32, {tokens}, 1.0f),
+                     weights = bench.tensor(DType::kF32, {tokens}, 1.0f);
     const TensorView loss = bench.tensor(DType::kF32, {1}), lse = bench.tensor(DType::kF32, {tokens});
     const double bytes = f * tokens * vocab;
     timings.push_back({"cross_entropy forward", dims_text({tokens, vocab}), 0.0, bytes,
@@ -151,10 +169,14 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                          bench.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse});
                        }});
     const TensorView table = bench.tensor(DType::kF32, {vocab, d}), embedded = bench.tensor(DType::kF32, {tokens, d});
-    timings.push_back({"embedding forward", dims_text({tokens, d}), 0.0, 2.0 * f * tokens * d,
-                       [&bench, embedded, targets, table] { bench.op(EmbeddingForward{embedded, targets, table}); }});
-    timings.push_back({"embedding backward", dims_text({tokens, d}), 0.0, 3.0 * f * tokens * d,
-                       [&bench, table, embedded, targets] { bench.op(EmbeddingBackward{table, embedded, targets}); }});
+    timings.push_back(
+        {"embedding forward", dims_text({tokens, d}), 0.0, 2.0 * f * tokens * d, [&bench, embedded, targets, table] {
+           bench.op(EmbeddingForward{embedded, targets, table});
+         }});
+    timings.push_back(
+        {"embedding backward", dims_text({tokens, d}), 0.0, 3.0 * f * tokens * d, [&bench, table, embedded, targets] {
+           bench.op(EmbeddingBackward{table, embedded, targets});
+         }});
   }
   {
     const int64_t count = options.optimizer_elements;
@@ -169,7 +191,8 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   out << "kosmos bench ops: " << options.preset << " shapes (" << batch << " x " << length << " tokens) on "
       << device->name() << " (" << device->description() << ")\n"
       << std::left << std::setw(24) << "op" << std::setw(36) << "shape" << std::right << std::setw(11) << "ms"
-      << std::setw(12) << "GFLOP/s" << std::setw(10) << "GB/s" << "\n";
+      << std::setw(12) << "GFLOP/s" << std::setw(10) << "GB/s"
+      << "\n";
   std::ostringstream csv;
   csv << "op,shape,ms,gflops,gbs\n";
   nlohmann::json results = nlohmann::json::array();
@@ -183,21 +206,18 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
         << std::setprecision(3) << std::setw(11) << seconds * 1e3 << std::setprecision(1) << std::setw(12)
         << (timing.flops > 0 ? gflops : 0.0) << std::setw(10) << (timing.bytes > 0 ? gbs : 0.0) << "\n";
     csv << timing.name << ",\"" << timing.shape << "\"," << seconds * 1e3 << ',' << gflops << ',' << gbs << "\n";
-    results.push_back({{"op", timing.name}, {"shape", timing.shape}, {"ms", seconds * 1e3}, {"gflops", gflops},
-                       {"gbs", gbs}});
+    results.push_back(
+        {{"op", timing.name}, {"shape", timing.shape}, {"ms", seconds * 1e3}, {"gflops", gflops}, {"gbs", gbs}});
   }
   const nlohmann::json rates = {{"matmul_tflops", best_matmul / 1e3}, {"memory_gbs", best_bandwidth}};
   out << "rates for kosmos plan --calibration: " << rates.dump() << "\n";
-  const auto write = [](const std::string & path, const std::string & text) {
-    if (path.empty()) return;
-    std::ofstream file(path, std::ios::trunc);
-    file << text;
-    KOSMOS_CHECK(file, "kosmos bench ops: cannot write ", path);
-  };
-  write(options.out, nlohmann::json{{"backend", device->name()}, {"preset", options.preset}, {"results", results},
-                                    {"rates", rates}}.dump(2) + "\n");
-  write(options.csv, csv.str());
-  write(options.calibration_out, rates.dump(2) + "\n");
+  write_text_file(
+      options.out,
+      nlohmann::json{{"backend", device->name()}, {"preset", options.preset}, {"results", results}, {"rates", rates}}
+              .dump(2) +
+          "\n");
+  write_text_file(options.csv, csv.str());
+  write_text_file(options.calibration_out, rates.dump(2) + "\n");
   return 0;
 }
 

@@ -1,4 +1,4 @@
-// files.h: reading a small text file (a config) whole, with an error that names it.
+// files.h: reading a small text file (a config) whole, and writing one (results), with errors that name it.
 #pragma once
 
 #include <fstream>
@@ -15,6 +15,14 @@ inline std::string read_text_file(const std::string & path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// Writes `text` to `path` (nothing when the path is empty: an output the user did not ask for).
+inline void write_text_file(const std::string & path, const std::string & text) {
+  if (path.empty()) return;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  KOSMOS_CHECK(out, "cannot write ", path, "; check the folder exists and is writable");
 }
 
 }  // namespace kosmos

@@ -12,8 +12,8 @@ namespace {
 
 // A host image of one buffer: the buffer itself when it is host memory, else a dense host copy.
 struct Staged {
-  TensorView device_view;  // what the caller passed
-  TensorView host_view;    // what the host communicator sees
+  TensorView device_view;            // what the caller passed
+  TensorView host_view;              // what the host communicator sees
   std::vector<unsigned char> bytes;  // the host copy's storage, when staged
   bool staged = false;
 };

@@ -17,26 +17,27 @@
 
 #include "backends/dtype.h"
 #include "backends/philox.h"
+#include "backends/tensor.h"
 #include "backends/error.h"
 
 // KOSMOS_GPU_CHECK(cudaMemcpyAsync(...)): a failing runtime call throws kosmos::Error with file, line, the call and
 // the runtime's message.
-#define KOSMOS_GPU_CHECK(call)                                                                                   \
-  do {                                                                                                           \
-    const cudaError_t kosmos_status = (call);                                                                    \
-    if (kosmos_status != cudaSuccess)                                                                            \
-      KOSMOS_FAIL(KOSMOS_GPU_VENDOR " call ", #call, " failed: ", cudaGetErrorString(kosmos_status),            \
-                  " (a kernel fault earlier in the stream also shows here; rerun with compute-sanitizer)");      \
+#define KOSMOS_GPU_CHECK(call)                                                                              \
+  do {                                                                                                      \
+    const cudaError_t kosmos_status = (call);                                                               \
+    if (kosmos_status != cudaSuccess)                                                                       \
+      KOSMOS_FAIL(KOSMOS_GPU_VENDOR " call ", #call, " failed: ", cudaGetErrorString(kosmos_status),        \
+                  " (a kernel fault earlier in the stream also shows here; rerun with compute-sanitizer)"); \
   } while (0)
 // A runtime call on a cleanup or probing path, whose status nothing can act on (a destructor's free, clearing a
 // sticky error): its status is dropped on purpose.
 #define KOSMOS_GPU_IGNORE(call) static_cast<void>(call)
 // After a kernel launch: a bad launch configuration surfaces here, with the kernel's name.
 #define KOSMOS_GPU_LAUNCHED(kernel_name) KOSMOS_GPU_CHECK_LAUNCH(cudaGetLastError(), kernel_name)
-#define KOSMOS_GPU_CHECK_LAUNCH(status_expr, kernel_name)                                                        \
-  do {                                                                                                           \
-    const cudaError_t kosmos_status = (status_expr);                                                             \
-    if (kosmos_status != cudaSuccess)                                                                            \
+#define KOSMOS_GPU_CHECK_LAUNCH(status_expr, kernel_name)                                                             \
+  do {                                                                                                                \
+    const cudaError_t kosmos_status = (status_expr);                                                                  \
+    if (kosmos_status != cudaSuccess)                                                                                 \
       KOSMOS_FAIL(KOSMOS_GPU_VENDOR " kernel ", kernel_name, " did not launch: ", cudaGetErrorString(kosmos_status)); \
   } while (0)
 
@@ -53,8 +54,8 @@ inline unsigned blocks_for(int64_t count, int threads = kThreads) {
 }
 
 // Grid-stride loop over [0, count).
-#define KOSMOS_GRID_LOOP(index, count)                                                                     \
-  for (int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < (count);      \
+#define KOSMOS_GRID_LOOP(index, count)                                                               \
+  for (int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < (count); \
        index += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 __device__ inline float bf16_bits_to_float(uint16_t bits) { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
@@ -84,40 +85,52 @@ __device__ inline void store_float(void * data, DType dtype, int64_t index, floa
   }
 }
 
+// Sum and maximum as the reductions below take them.
+struct SumOp {
+  template <typename T>
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
+};
+struct MaxOp {
+  template <typename T>
+  __device__ T operator()(T a, T b) const {
+    return max(a, b);
+  }
+};
+
+// The reduction over a warp's lanes, returned to every lane (butterfly shuffles: the same order on every lane).
+template <typename T, typename Op>
+__device__ inline T warp_reduce(T value, Op op) {
+  for (int mask = kWarp / 2; mask > 0; mask /= 2) value = op(value, KOSMOS_SHFL_XOR(value, mask));
+  return value;
+}
 template <typename T>
 __device__ inline T warp_sum(T value) {
-  for (int mask = kWarp / 2; mask > 0; mask /= 2) value += KOSMOS_SHFL_XOR(value, mask);
-  return value;
-}
-template <typename T>
-__device__ inline T warp_max(T value) {
-  for (int mask = kWarp / 2; mask > 0; mask /= 2) value = max(value, KOSMOS_SHFL_XOR(value, mask));
-  return value;
+  return warp_reduce(value, SumOp{});
 }
 
-// The sum over a block's threads, returned to every thread. `shared` holds one T per warp; the block size is a
-// multiple of the warp size. Calls from one kernel must be separated by the __syncthreads() at its end.
-template <typename T>
-__device__ inline T block_sum(T value, T * shared) {
+// The reduction over a block's threads, returned to every thread, in a fixed order (deterministic). `shared`
+// holds one T per warp; the block size is a multiple of the warp size. Successive calls in one kernel are
+// separated by the __syncthreads() at its end.
+template <typename T, typename Op>
+__device__ inline T block_reduce(T value, T * shared, Op op) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  value = warp_sum(value);
-  if (lane == 0) shared[warp] = value;
-  __syncthreads();
-  T total = 0;
-  for (int w = 0; w < warps; ++w) total += shared[w];
-  __syncthreads();
-  return total;
-}
-template <typename T>
-__device__ inline T block_max(T value, T * shared) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  value = warp_max(value);
+  value = warp_reduce(value, op);
   if (lane == 0) shared[warp] = value;
   __syncthreads();
   T total = shared[0];
-  for (int w = 1; w < warps; ++w) total = max(total, shared[w]);
+  for (int w = 1; w < warps; ++w) total = op(total, shared[w]);
   __syncthreads();
   return total;
+}
+template <typename T>
+__device__ inline T block_sum(T value, T * shared) {
+  return block_reduce(value, shared, SumOp{});
+}
+template <typename T>
+__device__ inline T block_max(T value, T * shared) {
+  return block_reduce(value, shared, MaxOp{});
 }
 
 // Inverted dropout as the CPU draws it (backends/cpu/dropout_mask.h): element n is kept when the top 24 bits of
@@ -140,5 +153,14 @@ struct Layout {
   int64_t strides[4];
   int ndim;
 };
+inline Layout layout_of(const TensorView & view) {
+  Layout layout{};
+  layout.ndim = view.ndim;
+  for (int axis = 0; axis < view.ndim; ++axis) {
+    layout.dims[axis] = view.dims[axis];
+    layout.strides[axis] = view.strides[axis];
+  }
+  return layout;
+}
 
 }  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -73,7 +73,7 @@ class GpuEvent final : public Event {
 cudaStream_t native_of(Stream & stream) {
   auto * gpu = dynamic_cast<GpuStream *>(&stream);
   KOSMOS_CHECK(gpu != nullptr, KOSMOS_GPU_VENDOR " device: the stream was not made by a " KOSMOS_GPU_VENDOR
-               " device; create streams with the device that runs the op");
+                                                 " device; create streams with the device that runs the op");
   return gpu->native();
 }
 
@@ -148,7 +148,8 @@ class GpuDevice final : public Device {
           using Op = std::decay_t<decltype(concrete)>;
           if constexpr (std::is_same_v<Op, AttentionForward> || std::is_same_v<Op, AttentionBackward>)
             return concrete.q.dim(3);
-          else return 0;
+          else
+            return 0;
         },
         op);
     if (head_dim > kMaxHeadDim)

@@ -204,9 +204,8 @@ void gpu_op(GpuContext &, const AttentionForward & op, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   const int64_t rows = s.batch * s.heads * s.tq;
   if (rows == 0) return;
-  attention_forward_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(head_rows(op.out), op.lse.as<float>(),
-                                                                       head_rows(op.q), head_rows(op.k),
-                                                                       head_rows(op.v), s);
+  attention_forward_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(
+      head_rows(op.out), op.lse.as<float>(), head_rows(op.q), head_rows(op.k), head_rows(op.v), s);
   KOSMOS_GPU_LAUNCHED("attention_forward");
 }
 
@@ -215,11 +214,12 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
   const int64_t query_rows = s.batch * s.heads * s.tq, key_rows = s.batch * s.heads * s.tk;
   if (query_rows == 0 || key_rows == 0) return;
   auto * delta = static_cast<float *>(ctx.scratch(kScratchAttention, sizeof(float) * query_rows, stream));
-  attention_delta_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(delta, head_rows(op.dout), head_rows(op.out), s);
+  attention_delta_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(delta, head_rows(op.dout), head_rows(op.out),
+                                                                          s);
   KOSMOS_GPU_LAUNCHED("attention_delta");
   attention_dq_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(head_rows(op.dq), head_rows(op.dout),
-                                                                        head_rows(op.q), head_rows(op.k),
-                                                                        head_rows(op.v), op.lse.as<float>(), delta, s);
+                                                                       head_rows(op.q), head_rows(op.k),
+                                                                       head_rows(op.v), op.lse.as<float>(), delta, s);
   KOSMOS_GPU_LAUNCHED("attention_dq");
   attention_dkdv_kernel<<<row_blocks(key_rows), kThreads, 0, stream>>>(
       head_rows(op.dk), head_rows(op.dv), head_rows(op.dout), head_rows(op.q), head_rows(op.k), head_rows(op.v),

@@ -121,21 +121,21 @@ void gpu_op(GpuContext &, const BiasBackward & op, cudaStream_t stream) {
 void gpu_op(GpuContext &, const ActivationForward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
   activation_forward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.as<float>(), op.in.as<float>(), count,
-                                                                         op.kind);
+                                                                        op.kind);
   KOSMOS_GPU_LAUNCHED("activation_forward");
 }
 
 void gpu_op(GpuContext &, const ActivationBackward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
-  activation_backward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
-      op.din.as<float>(), op.dout.as<float>(), op.in.as<float>(), count, op.kind);
+  activation_backward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.din.as<float>(), op.dout.as<float>(),
+                                                                         op.in.as<float>(), count, op.kind);
   KOSMOS_GPU_LAUNCHED("activation_backward");
 }
 
 void gpu_op(GpuContext &, const Add & op, cudaStream_t stream) {
   const int64_t count = count_of(op.a);
   add_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.a.data, op.b.data, count, count_of(op.b),
-                                                          op.a.dtype);
+                                                         op.a.dtype);
   KOSMOS_GPU_LAUNCHED("add");
 }
 
@@ -154,15 +154,6 @@ void gpu_op(GpuContext &, const Cast & op, cudaStream_t stream) {
 void gpu_op(GpuContext &, const Copy & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
   if (count == 0) return;
-  const auto layout = [](const TensorView & view) {
-    Layout result{};
-    result.ndim = view.ndim;
-    for (int axis = 0; axis < view.ndim; ++axis) {
-      result.dims[axis] = view.dims[axis];
-      result.strides[axis] = view.strides[axis];
-    }
-    return result;
-  };
   if (op.in.is_contiguous() && op.out.is_contiguous()) {
     KOSMOS_GPU_CHECK(cudaMemcpyAsync(op.out.data, op.in.data, static_cast<size_t>(count) * dtype_size(op.in.dtype),
                                      cudaMemcpyDeviceToDevice, stream));
@@ -170,19 +161,18 @@ void gpu_op(GpuContext &, const Copy & op, cudaStream_t stream) {
   }
   const unsigned blocks = blocks_for(count);
   if (dtype_size(op.in.dtype) == 4)
-    copy_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint32_t *>(op.out.data), layout(op.out),
-                                                 static_cast<const uint32_t *>(op.in.data), layout(op.in), count);
+    copy_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint32_t *>(op.out.data), layout_of(op.out),
+                                                 static_cast<const uint32_t *>(op.in.data), layout_of(op.in), count);
   else
-    copy_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint16_t *>(op.out.data), layout(op.out),
-                                                 static_cast<const uint16_t *>(op.in.data), layout(op.in), count);
+    copy_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint16_t *>(op.out.data), layout_of(op.out),
+                                                 static_cast<const uint16_t *>(op.in.data), layout_of(op.in), count);
   KOSMOS_GPU_LAUNCHED("copy");
 }
 
 void gpu_op(GpuContext &, const Patchify & op, cudaStream_t stream) {
   const int64_t count = count_of(op.out);
-  patchify_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.as<float>(), op.images.as<float>(), count,
-                                                               op.images.dim(1), op.images.dim(2), op.images.dim(3),
-                                                               op.patch);
+  patchify_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
+      op.out.as<float>(), op.images.as<float>(), count, op.images.dim(1), op.images.dim(2), op.images.dim(3), op.patch);
   KOSMOS_GPU_LAUNCHED("patchify");
 }
 
@@ -194,15 +184,15 @@ void gpu_op(GpuContext &, const Fill & op, cudaStream_t stream) {
 
 void gpu_op(GpuContext &, const DropoutForward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
-  dropout_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.as<float>(), op.in.as<float>(), count,
-                                                              dropout_draw(op.params.seed, op.params.p), op.params.offset);
+  dropout_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
+      op.out.as<float>(), op.in.as<float>(), count, dropout_draw(op.params.seed, op.params.p), op.params.offset);
   KOSMOS_GPU_LAUNCHED("dropout_forward");
 }
 
 void gpu_op(GpuContext &, const DropoutBackward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.dout);
-  dropout_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.din.as<float>(), op.dout.as<float>(), count,
-                                                              dropout_draw(op.params.seed, op.params.p), op.params.offset);
+  dropout_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
+      op.din.as<float>(), op.dout.as<float>(), count, dropout_draw(op.params.seed, op.params.p), op.params.offset);
   KOSMOS_GPU_LAUNCHED("dropout_backward");
 }
 

@@ -122,9 +122,9 @@ void gpu_op(GpuContext &, const LayerNormForward & op, cudaStream_t stream) {
 void gpu_op(GpuContext &, const LayerNormBackward & op, cudaStream_t stream) {
   const int64_t rows = op.in.rows(), cols = op.in.dim(-1);
   if (rows == 0) return;
-  layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(
-      op.din.as<float>(), op.dout.as<float>(), op.in.as<float>(), op.weight.as<float>(), op.mean.as<float>(),
-      op.rstd.as<float>(), cols);
+  layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(op.din.as<float>(), op.dout.as<float>(),
+                                                                        op.in.as<float>(), op.weight.as<float>(),
+                                                                        op.mean.as<float>(), op.rstd.as<float>(), cols);
   KOSMOS_GPU_LAUNCHED("layernorm_backward");
   const unsigned blocks = static_cast<unsigned>((cols + kWarp - 1) / kWarp);
   layernorm_parameter_grads_kernel<<<blocks, kThreads, 0, stream>>>(
@@ -136,7 +136,7 @@ void gpu_op(GpuContext &, const LayerNormBackward & op, cudaStream_t stream) {
 void gpu_op(GpuContext &, const L2NormalizeForward & op, cudaStream_t stream) {
   if (op.in.rows() == 0) return;
   l2_normalize_forward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(op.out.as<float>(), op.norm.as<float>(),
-                                                                           op.in.as<float>(), op.in.dim(-1), op.eps);
+                                                                          op.in.as<float>(), op.in.dim(-1), op.eps);
   KOSMOS_GPU_LAUNCHED("l2_normalize_forward");
 }
 

@@ -65,22 +65,12 @@ __global__ void xpos_kernel(float * out, Layout out_layout, const float * in, La
   }
 }
 
-Layout layout_of(const TensorView & view) {
-  Layout layout{};
-  layout.ndim = view.ndim;
-  for (int axis = 0; axis < view.ndim; ++axis) {
-    layout.dims[axis] = view.dims[axis];
-    layout.strides[axis] = view.strides[axis];
-  }
-  return layout;
-}
-
 void xpos_apply(const TensorView & out, const TensorView & in, const XPosParams & params, float sign,
                 cudaStream_t stream) {
   const int64_t pairs_total = in.numel() / 2;
   if (pairs_total == 0) return;
   xpos_kernel<<<blocks_for(pairs_total), kThreads, 0, stream>>>(out.as<float>(), layout_of(out), in.as<float>(),
-                                                                 layout_of(in), pairs_total, params, sign);
+                                                                layout_of(in), pairs_total, params, sign);
   KOSMOS_GPU_LAUNCHED("xpos");
 }
 
@@ -98,8 +88,8 @@ void gpu_op(GpuContext &, const EmbeddingBackward & op, cudaStream_t stream) {
   const int64_t count = op.ids.dim(0), width = op.dtable.dim(1);
   if (count == 0) return;
   embedding_backward_kernel<<<blocks_for(width), kThreads, 0, stream>>>(
-      op.dtable.as<float>(), op.dout.as<float>(), op.ids.as<int32_t>(), count, width, op.dtable.dim(0),
-      op.vocab_start, op.padding_idx);
+      op.dtable.as<float>(), op.dout.as<float>(), op.ids.as<int32_t>(), count, width, op.dtable.dim(0), op.vocab_start,
+      op.padding_idx);
   KOSMOS_GPU_LAUNCHED("embedding_backward");
 }
 
@@ -108,11 +98,13 @@ void gpu_op(GpuContext &, const SinusoidalPositions & op, cudaStream_t stream) {
   if (count * half == 0) return;
   const double step = std::log(10000.0) / static_cast<double>(half - 1);
   sinusoidal_kernel<<<blocks_for(count * half), kThreads, 0, stream>>>(op.out.as<float>(), op.positions.as<int32_t>(),
-                                                                        count, width, op.padding_idx, step);
+                                                                       count, width, op.padding_idx, step);
   KOSMOS_GPU_LAUNCHED("sinusoidal_positions");
 }
 
-void gpu_op(GpuContext &, const XPosForward & op, cudaStream_t stream) { xpos_apply(op.out, op.in, op.params, 1.0f, stream); }
+void gpu_op(GpuContext &, const XPosForward & op, cudaStream_t stream) {
+  xpos_apply(op.out, op.in, op.params, 1.0f, stream);
+}
 void gpu_op(GpuContext &, const XPosBackward & op, cudaStream_t stream) {
   xpos_apply(op.din, op.dout, op.params, -1.0f, stream);
 }

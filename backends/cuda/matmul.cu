@@ -76,12 +76,14 @@ __global__ void gemm_kernel(GemmProblem p) {
       const int kk = e / kTileM, mm = e % kTileM;
       const int64_t row = row0 + mm, depth = k0 + kk;
       a_tile[kk][mm] = row < p.m && depth < p.k
-                           ? load_float(p.a.data, p.a.dtype, t * p.a.batch_stride + row * p.a.row_stride() + depth * p.a.col_stride())
+                           ? load_float(p.a.data, p.a.dtype,
+                                        t * p.a.batch_stride + row * p.a.row_stride() + depth * p.a.col_stride())
                            : 0.0f;
       const int nn = e % kTileN;
       const int64_t col = col0 + nn;
       b_tile[kk][nn] = col < p.n && depth < p.k
-                           ? load_float(p.b.data, p.b.dtype, t * p.b.batch_stride + depth * p.b.row_stride() + col * p.b.col_stride())
+                           ? load_float(p.b.data, p.b.dtype,
+                                        t * p.b.batch_stride + depth * p.b.row_stride() + col * p.b.col_stride())
                            : 0.0f;
     }
     __syncthreads();
@@ -117,8 +119,8 @@ __global__ void gemm_kernel(GemmProblem p) {
 }
 
 void own_gemm(const GemmProblem & p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((p.n + kTileN - 1) / kTileN), static_cast<unsigned>((p.m + kTileM - 1) / kTileM),
-                  static_cast<unsigned>(p.batch));
+  const dim3 grid(static_cast<unsigned>((p.n + kTileN - 1) / kTileN),
+                  static_cast<unsigned>((p.m + kTileM - 1) / kTileM), static_cast<unsigned>(p.batch));
   gemm_kernel<<<grid, kGemmThreads, 0, stream>>>(p);
   KOSMOS_GPU_LAUNCHED("gemm (own kernel)");
 }
@@ -157,12 +159,12 @@ const char * blas_status_name(cublasStatus_t status) {
   }
 }
 
-#define KOSMOS_CUBLAS_CHECK(call)                                                                           \
-  do {                                                                                                      \
-    const cublasStatus_t kosmos_blas_status = (call);                                                       \
-    if (kosmos_blas_status != CUBLAS_STATUS_SUCCESS)                                                        \
-      KOSMOS_FAIL("cuBLASLt call ", #call, " failed with status ", static_cast<int>(kosmos_blas_status),    \
-                  " (", blas_status_name(kosmos_blas_status), ")");                                        \
+#define KOSMOS_CUBLAS_CHECK(call)                                                                              \
+  do {                                                                                                         \
+    const cublasStatus_t kosmos_blas_status = (call);                                                          \
+    if (kosmos_blas_status != CUBLAS_STATUS_SUCCESS)                                                           \
+      KOSMOS_FAIL("cuBLASLt call ", #call, " failed with status ", static_cast<int>(kosmos_blas_status), " (", \
+                  blas_status_name(kosmos_blas_status), ")");                                                  \
   } while (0)
 
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what Hopper's best kernels ask for
@@ -233,7 +235,8 @@ cublasLtMatrixLayout_t lt_layout(DType dtype, int64_t rows, int64_t cols, int64_
                                                  static_cast<uint64_t>(cols), ld < 1 ? 1 : ld));
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
-    KOSMOS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
+    KOSMOS_CUBLAS_CHECK(
+        cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count));
     KOSMOS_CUBLAS_CHECK(
         cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
   }
@@ -265,24 +268,30 @@ void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
   KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans_first = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t trans_second = a_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-  KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_first, sizeof trans_first));
-  KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_second, sizeof trans_second));
+  KOSMOS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_first, sizeof trans_first));
+  KOSMOS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_second, sizeof trans_second));
   if (p.bias != nullptr) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     const cudaDataType_t bias_type = library_type(p.bias_dtype);
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof p.bias));
+    KOSMOS_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    KOSMOS_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias, sizeof p.bias));
     KOSMOS_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
   }
-  // Stored shapes (column-major rows x cols): B is [n, k] untransposed or [k, n] transposed; A likewise [k, m] / [m, k].
+  // Stored shapes (column-major rows x cols): B is [n, k] untransposed or [k, n] transposed; A likewise [k, m] or
+  // [m, k].
   d.a = lt_layout(p.b.dtype, b_transposed ? p.k : p.n, b_transposed ? p.n : p.k, p.b.ld, p.batch, p.b.batch_stride);
   d.b = lt_layout(p.a.dtype, a_transposed ? p.m : p.k, a_transposed ? p.k : p.m, p.a.ld, p.batch, p.a.batch_stride);
   d.c = lt_layout(p.c_dtype, p.n, p.m, p.c_row_stride, p.batch, p.c_batch_stride);
 
   std::ostringstream key;
-  key << p.batch << ',' << p.m << ',' << p.n << ',' << p.k << '|' << p.a.batch_stride << ',' << p.a.ld << ',' << p.a.transposed
-      << ',' << p.b.batch_stride << ',' << p.b.ld << ',' << p.b.transposed << ',' << p.c_batch_stride << ',' << p.c_row_stride << '|' << static_cast<int>(p.a.dtype) << static_cast<int>(p.c_dtype)
+  key << p.batch << ',' << p.m << ',' << p.n << ',' << p.k << '|' << p.a.batch_stride << ',' << p.a.ld << ','
+      << p.a.transposed << ',' << p.b.batch_stride << ',' << p.b.ld << ',' << p.b.transposed << ',' << p.c_batch_stride
+      << ',' << p.c_row_stride << '|' << static_cast<int>(p.a.dtype) << static_cast<int>(p.c_dtype)
       << (p.bias ? static_cast<int>(p.bias_dtype) : 9) << (p.beta != 0.0f) << '|' << alignment_of(p.a.data) << ','
       << alignment_of(p.b.data) << ',' << alignment_of(p.c) << ',' << (p.bias ? alignment_of(p.bias) : 0);
   auto found = plans.plans.find(key.str());
@@ -304,8 +313,8 @@ void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
                                                              &align_c, sizeof align_c));
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
-    const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference,
-                                                                 1, &result, &returned);
+    const cublasStatus_t status =
+        cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference, 1, &result, &returned);
     plan.found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
     if (plan.found) plan.algo = result.algo;
     found = plans.plans.emplace(key.str(), plan).first;
