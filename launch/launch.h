@@ -72,6 +72,8 @@ struct TrainOptions {
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model
+  std::string non_finite = "skip";   // a NaN or infinite loss or gradient norm: skip the update, or stop
+  int64_t poison_step = 0;           // test hook: world rank 0 writes a NaN into its gradients at this step
 };
 
 // Where this rank sits in the process grid, once known: errors print it ("pp 1 tp 0 dp 1").

@@ -100,6 +100,13 @@ int main(int argc, char ** argv) {
   train_app->add_option("--model-config", train.model_config,
                         "JSON model config applied over the preset (torchscale/HF/flamingo key names)")
       ->check(CLI::ExistingFile);
+  train_app->add_option("--non-finite", train.non_finite,
+                        "a NaN or infinite loss or gradient norm (seen by every rank at the same step): skip that "
+                        "step's update and count it in the metrics, or stop the run with an error")
+      ->capture_default_str()->check(CLI::IsMember({"skip", "stop"}));
+  train_app->add_option("--debug-poison-step", train.poison_step,
+                        "test hook: world rank 0 writes a NaN into its gradients at this step")
+      ->group("");  // hidden: for the tests
   train_app->add_option("--steps", train.steps, "optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
   train_app->add_option("--seed", train.seed, "seed of initialisation, data and dropout")->capture_default_str();
   train_app->add_option("--batch", train.batch, "sequences per micro-batch")->capture_default_str()->check(CLI::PositiveNumber);

@@ -110,6 +110,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   optimizer.total_steps = options.steps;
   optimizer.clip_norm = options.clip;
   optimizer.weight_decay = options.weight_decay;
+  optimizer.non_finite = options.non_finite == "stop" ? model::OptimizerConfig::NonFinite::kStop
+                                                      : model::OptimizerConfig::NonFinite::kSkip;
+  optimizer.poison_gradients_at_step = grid.world().rank() == 0 ? options.poison_step : 0;
   model::Trainer trainer(kosmos_model, state, optimizer,
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
                                              options.zero1 && shape.dp > 1},
@@ -216,6 +219,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const auto start = std::chrono::steady_clock::now();
   double first_loss = 0.0, last_loss = 0.0;
   int64_t tokens = 0;
+  int64_t skipped_steps = 0;  // updates skipped for a NaN or infinite loss or gradient norm
   int64_t last_step = options.stop_at > 0 ? std::min(options.stop_at, options.steps) : options.steps;
   for (int64_t step = first_step; step <= last_step; ++step) {
     // This dp rank's share of the step's global batch, in micro-batches, by global sample index.
@@ -229,6 +233,13 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     }
     const model::StepStats stats = trainer.step(rt, micro, step, seed);
     next_sample += global_batch;
+    if (stats.skipped) {  // every rank decided alike (the loss and norm are global); say it whatever --log-every
+      ++skipped_steps;
+      log << "step " << step << ": the loss (" << std::defaultfloat << std::setprecision(6) << stats.loss
+          << ") or gradient norm (" << stats.grad_norm
+          << ") is not finite: the update was skipped (" << skipped_steps
+          << " so far; --non-finite stop ends the run instead)\n";
+    }
     // Model FLOPs of the whole step (every dp rank's images counted), per second, and of the ranks' peak.
     int32_t images = 0;
     for (const model::Batch & batch : micro) images += static_cast<int32_t>(batch.image_count);
@@ -252,7 +263,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                 {"bubble", stats.bubble}, {"tflops_causal", tflops[0]},
                                 {"tflops_full", tflops[1]}, {"mfu_causal", peak > 0 ? tflops[0] / peak : 0.0},
                                 {"mfu_full", peak > 0 ? tflops[1] / peak : 0.0}, {"peak_memory_gib", memory},
-                                {"sequences", global_batch}, {"images", images}, {"dp", shape.dp}}
+                                {"sequences", global_batch}, {"images", images}, {"dp", shape.dp},
+                                {"skipped", stats.skipped}, {"skipped_steps", skipped_steps}}
                      .dump()
               << "\n";
       metrics.flush();

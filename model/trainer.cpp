@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 #include "backends/error.h"
 #include "parallel/pipeline.h"
@@ -323,6 +324,8 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const auto [begin, end] = updated_range();
   const int64_t shard = zero1_slice();  // the last rank's slice ends in the slack
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
+  if (config_.poison_gradients_at_step == step)  // the test hook: this rank's backward produced a NaN
+    rt.run(Fill{make_view(grads.data, DType::kF32, {1}), std::numeric_limits<float>::quiet_NaN()});
   // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
   // same gradient of every replicated parameter as the other ranks (computed from the same inputs).
   // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
@@ -337,11 +340,19 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
                              rt.stream);
     rt.run(Copy{make_view(grads.as<float>() + begin, DType::kF32, {shard}), mine});
   }
-  // The global gradient norm (frozen parameters have zero gradients), then clipping and AdamW.
+  // The global gradient norm (frozen parameters have zero gradients), then clipping and AdamW. The norm and the loss
+  // are sums over every rank, so every rank sees a NaN or infinity at the same step and decides alike.
   stats.grad_norm = std::sqrt(squared_gradient_norm(rt, begin, end));
-  KOSMOS_CHECK(std::isfinite(stats.grad_norm) && std::isfinite(stats.loss), "step ", step, ": the loss (",
-               stats.loss, ") or gradient norm (", stats.grad_norm,
-               ") is not finite; lower the learning rate or check the inputs");
+  if (!std::isfinite(stats.grad_norm) || !std::isfinite(stats.loss)) {
+    KOSMOS_CHECK(config_.non_finite == OptimizerConfig::NonFinite::kSkip, "step ", step, ": the loss (", stats.loss,
+                 ") or gradient norm (", stats.grad_norm, ") is not finite (--non-finite stop); lower the learning "
+                 "rate, check the inputs, or resume from the last checkpoint");
+    stats.skipped = true;  // no update: the parameters and AdamW moments stay as they were
+    stats.lr = learning_rate(config_, step);
+    rt.stream.synchronize();
+    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return stats;
+  }
   const double clip = config_.clip_norm > 0.0 && stats.grad_norm > config_.clip_norm ? config_.clip_norm / stats.grad_norm
                                                                                       : 1.0;
   stats.lr = learning_rate(config_, step);

@@ -18,6 +18,11 @@ struct OptimizerConfig {
   double beta1 = 0.9, beta2 = 0.98, eps = 1e-6;
   double weight_decay = 0.01;   // decoupled, on every trainable parameter (fairseq's adam)
   double clip_norm = 2.0;       // global L2 norm; 0 turns clipping off
+  // A loss or gradient norm that is NaN or infinite: skip the step's update (counted; the default) or stop the run.
+  enum class NonFinite : uint8_t { kSkip, kStop };
+  NonFinite non_finite = NonFinite::kSkip;
+  // A test hook: at this step this rank writes a NaN into its gradients (0: never), as a fault would.
+  int64_t poison_gradients_at_step = 0;
 };
 
 // The learning rate of 1-based step `step`: peak * step / warmup during warm-up, then linear decay to 0.
@@ -32,6 +37,7 @@ struct StepStats {
   int64_t counted = 0;     // positions with a loss
   double seconds = 0.0;
   double bubble = 0.0;     // pipeline: the fraction of the step this stage waited for other stages
+  bool skipped = false;    // the loss or gradient norm was not finite: no update was applied
 };
 
 // Data parallelism: the ranks of `comm` each hold a full replica and a share of the step's samples. Gradients are
