@@ -24,6 +24,9 @@ LaunchPlace check_launch();
 // MPI_COMM_WORLD as the communicator for `device`'s buffers: MPI itself where the host can touch them (the CPU),
 // else staged through host memory (GPUs, until NCCL/RCCL communicators replace it).
 std::unique_ptr<parallel::Comm> world_for(Device & device);
+// The watchdog's status folder of this job when --watchdog-dir is not given: one per launch (PMIx namespace, Slurm
+// job and step, or the launcher's process), under the temp dir, so that the ranks of one node share it.
+std::string default_watchdog_dir();
 
 // `kosmos info`: build options, backends (with why a backend is unavailable), devices, library versions.
 void print_info(std::ostream & out, const BackendRegistry & registry);
@@ -74,6 +77,11 @@ struct TrainOptions {
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model
   std::string non_finite = "skip";   // a NaN or infinite loss or gradient norm: skip the update, or stop
   int64_t poison_step = 0;           // test hook: world rank 0 writes a NaN into its gradients at this step
+  double watchdog_timeout = 600.0;   // a collective or p2p call longer than this ends the job (0: off)
+  std::string watchdog_dir;          // the ranks' status files ("": a folder per job under the temp dir)
+  int stall_rank = -1;               // test hook: this world rank sleeps inside its first call of stall_step
+  int64_t stall_step = 0;
+  double stall_seconds = 120.0;
 };
 
 // Where this rank sits in the process grid, once known: errors print it ("pp 1 tp 0 dp 1").

@@ -3,8 +3,12 @@
 // without --mpi=pmix, say, starts N singleton processes that would each train alone and overwrite each other.
 #include <mpi.h>
 
+#include <cctype>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
+
+#include <unistd.h>
 
 #include "backends/error.h"
 #include "launch/launch.h"
@@ -57,6 +61,17 @@ std::unique_ptr<parallel::Comm> world_for(Device & device) {
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
   if (device.host_accessible()) return world;
   return parallel::staged_comm(std::move(world), device);
+}
+
+std::string default_watchdog_dir() {
+  std::string job;
+  if (const char * pmix = std::getenv("PMIX_NAMESPACE")) job = pmix;
+  else if (const char * slurm = std::getenv("SLURM_JOB_ID"))
+    job = std::string(slurm) + "." + (std::getenv("SLURM_STEP_ID") ? std::getenv("SLURM_STEP_ID") : "0");
+  else job = "launcher" + std::to_string(::getppid());
+  for (char & c : job)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') c = '_';
+  return (std::filesystem::temp_directory_path() / ("kosmos-watchdog-" + job)).string();
 }
 
 }  // namespace kosmos

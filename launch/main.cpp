@@ -104,6 +104,16 @@ int main(int argc, char ** argv) {
                         "a NaN or infinite loss or gradient norm (seen by every rank at the same step): skip that "
                         "step's update and count it in the metrics, or stop the run with an error")
       ->capture_default_str()->check(CLI::IsMember({"skip", "stop"}));
+  train_app->add_option("--watchdog-timeout", train.watchdog_timeout,
+                        "seconds a collective or point-to-point call may take before every rank reports who waits "
+                        "for whom and the job ends (0: no watchdog)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  train_app->add_option("--watchdog-dir", train.watchdog_dir,
+                        "folder for the ranks' status files (default: one per job under the temp folder)");
+  train_app->add_option("--debug-stall-rank", train.stall_rank, "test hook: this world rank stalls ...")->group("");
+  train_app->add_option("--debug-stall-step", train.stall_step, "... inside its first call of this step ...")
+      ->group("");
+  train_app->add_option("--debug-stall-seconds", train.stall_seconds, "... for this long")->group("");
   train_app->add_option("--debug-poison-step", train.poison_step,
                         "test hook: world rank 0 writes a NaN into its gradients at this step")
       ->group("");  // hidden: for the tests

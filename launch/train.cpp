@@ -20,6 +20,7 @@
 #include "launch/launch.h"
 #include "model/partition.h"
 #include "model/trainer.h"
+#include "parallel/watchdog.h"
 #include "parallel/comm.h"
 
 namespace kosmos {
@@ -73,7 +74,11 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   std::unique_ptr<Device> device = options.device >= 0 ? registry.create(options.backend, options.device)
                                                        : registry.create_for_local_rank(options.backend, options.local_rank);
   // The process grid: data, pipeline and tensor parallelism.
-  std::unique_ptr<parallel::Comm> world = world_for(*device);
+  std::unique_ptr<parallel::Comm> transport = world_for(*device);
+  parallel::Watchdog watchdog(parallel::WatchdogOptions{
+      options.watchdog_timeout, options.watchdog_dir.empty() ? default_watchdog_dir() : options.watchdog_dir,
+      transport->rank(), transport->size()});
+  std::unique_ptr<parallel::Comm> world = parallel::watched_comm(std::move(transport), watchdog);
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
   const int chunks = schedule == parallel::ScheduleKind::kInterleaved ? options.chunks : 1;
@@ -231,6 +236,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       for (int64_t m = 0; m < options.micro_batches; ++m)
         micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed));
     }
+    if (step == options.stall_step && grid.world().rank() == options.stall_rank)  // the test hook
+      watchdog.stall_next_call(options.stall_seconds);
     const model::StepStats stats = trainer.step(rt, micro, step, seed);
     next_sample += global_batch;
     if (stats.skipped) {  // every rank decided alike (the loss and norm are global); say it whatever --log-every

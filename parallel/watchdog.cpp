@@ -1,0 +1,243 @@
+// watchdog.cpp: the Watchdog's ring of calls, its monitor thread (status file every second, the time limit), the
+// report that names who waits for whom, and WatchedComm, the decorator that records every call of a Comm.
+#include "parallel/watchdog.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+
+#include "backends/error.h"
+
+namespace kosmos::parallel {
+namespace {
+
+constexpr size_t kRecent = 16;                     // calls kept per rank
+constexpr std::chrono::seconds kPublishEvery{1};   // status file and time-limit check
+constexpr std::chrono::seconds kReportGrace{3};    // after a report: time for the other ranks to print theirs
+
+double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+Watchdog::Watchdog(WatchdogOptions options) : options_(std::move(options)) {
+  if (options_.timeout_seconds <= 0.0) return;
+  std::error_code error;
+  std::filesystem::create_directories(options_.status_dir, error);
+  KOSMOS_CHECK(!error, "--watchdog-dir ", options_.status_dir, ": cannot create it (", error.message(),
+               "); choose a writable folder");
+  thread_ = std::thread([this] { monitor(); });
+}
+
+Watchdog::~Watchdog() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(wake_mutex_);
+    stopping_.store(true);
+  }
+  wake_.notify_all();
+  thread_.join();
+  std::error_code ignored;
+  std::filesystem::remove(status_path(options_.world_rank), ignored);
+}
+
+int64_t Watchdog::begin(const char * op, const std::string & group, int peer, int64_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Record record;
+  record.sequence = next_sequence_++;
+  record.call_in_group = ++calls_per_group_[group];
+  record.op = op;
+  record.group = group;
+  record.peer = peer;
+  record.bytes = bytes;
+  record.start = std::chrono::steady_clock::now();
+  records_.push_back(record);
+  if (records_.size() > kRecent) records_.pop_front();
+  return record.sequence;
+}
+
+void Watchdog::end(int64_t sequence) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (Record & record : records_)
+    if (record.sequence == sequence) {
+      record.done = true;
+      record.end = std::chrono::steady_clock::now();
+    }
+}
+
+std::string Watchdog::describe(const Record & r, std::chrono::steady_clock::time_point now) const {
+  std::ostringstream out;
+  out << r.op << " #" << r.call_in_group << " on " << r.group;
+  if (r.peer >= 0) out << " with peer " << r.peer;
+  out << " (" << r.bytes << " bytes), " << std::fixed << std::setprecision(3);
+  if (r.done) out << "took " << seconds_between(r.start, r.end) << " s";
+  else out << "in it for " << seconds_between(r.start, now) << " s";
+  return out.str();
+}
+
+std::string Watchdog::recent_calls() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto now = std::chrono::steady_clock::now();
+  std::string text;
+  for (const Record & record : records_) text += "  " + describe(record, now) + "\n";
+  return text;
+}
+
+std::string Watchdog::status_path(int rank) const {
+  return (std::filesystem::path(options_.status_dir) / ("rank_" + std::to_string(rank) + ".status")).string();
+}
+
+// One line: "in <op> #<n> on <group> ..." or "between calls; the last: ...". Written whole, then renamed.
+void Watchdog::publish_status() const {
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    const auto open = std::find_if(records_.rbegin(), records_.rend(), [](const Record & r) { return !r.done; });
+    if (open != records_.rend())
+      line = "inside " + describe(*open, now) + (stalling_.load() ? " [stalled by the test hook]" : "");
+    else if (!records_.empty()) line = "between calls; the last: " + describe(records_.back(), now);
+    else line = "before its first call";
+  }
+  const std::string path = status_path(options_.world_rank), temporary = path + ".partial";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << line << "\n";
+  }
+  std::error_code ignored;
+  std::filesystem::rename(temporary, path, ignored);
+}
+
+void Watchdog::monitor() {
+  std::unique_lock<std::mutex> lock(wake_mutex_);
+  while (!stopping_.load()) {
+    wake_.wait_for(lock, kPublishEvery, [this] { return stopping_.load(); });
+    if (stopping_.load()) break;
+    publish_status();
+    Record stuck;
+    bool found = false;
+    {
+      std::lock_guard<std::mutex> records_lock(mutex_);
+      const auto now = std::chrono::steady_clock::now();
+      for (const Record & record : records_)
+        if (!record.done && seconds_between(record.start, now) > options_.timeout_seconds) {
+          stuck = record;
+          found = true;
+          break;
+        }
+    }
+    if (found) report_and_exit(stuck);
+  }
+}
+
+void Watchdog::report_and_exit(const Record & stuck) {
+  const auto now = std::chrono::steady_clock::now();
+  std::ostringstream out;
+  const std::string prefix = "[rank " + std::to_string(options_.world_rank) + "] watchdog: ";
+  out << prefix << describe(stuck, now) << ", over the limit of " << options_.timeout_seconds
+      << " s (--watchdog-timeout); this rank's last calls:\n"
+      << recent_calls();
+  // What every rank said last (their status files): which are inside a call, which are behind.
+  out << prefix << "what every rank is doing (" << options_.status_dir << "):\n";
+  std::vector<int> holding_up;  // ranks between calls (or stalled by the test hook) while others wait in one
+  for (int rank = 0; rank < options_.world_size; ++rank) {
+    std::ifstream in(status_path(rank));
+    std::string line;
+    if (!std::getline(in, line)) line = "no status (not started, or on another node)";
+    out << "  rank " << rank << ": " << line << "\n";
+    if (line.rfind("inside ", 0) != 0 || line.find("[stalled") != std::string::npos) holding_up.push_back(rank);
+  }
+  if (stalling_.load()) {
+    out << prefix << "this rank is stalled inside the call by the test hook; ending the job\n";
+  } else if (!holding_up.empty()) {
+    out << prefix << "rank " << options_.world_rank << " waits for rank" << (holding_up.size() > 1 ? "s" : "");
+    for (size_t i = 0; i < holding_up.size(); ++i) out << (i ? ", " : " ") << holding_up[i];
+    out << " (not inside a call, or stalled); ending the job\n";
+  } else {
+    out << prefix << "every rank is inside a call: mismatched calls or a hung transport (compare the calls above); "
+                     "ending the job\n";
+  }
+  const std::string text = out.str();
+  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::fflush(stderr);
+  std::this_thread::sleep_for(kReportGrace);
+  std::_Exit(options_.exit_code);
+}
+
+namespace {
+
+// Records each call of `inner` with the watchdog; the test hook's stall happens inside the call, after it is recorded.
+class WatchedComm final : public Comm {
+ public:
+  WatchedComm(std::unique_ptr<Comm> inner, Watchdog & watchdog, std::string group)
+      : inner_(std::move(inner)), watchdog_(watchdog), group_(std::move(group)) {}
+
+  int size() const override { return inner_->size(); }
+  int rank() const override { return inner_->rank(); }
+  void all_reduce(TensorView data, ReduceOp op, Stream & stream) override {
+    watched("all_reduce", -1, bytes(data), [&] { inner_->all_reduce(data, op, stream); });
+  }
+  void all_gather(TensorView out, TensorView in, Stream & stream) override {
+    watched("all_gather", -1, bytes(out), [&] { inner_->all_gather(out, in, stream); });
+  }
+  void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) override {
+    watched("reduce_scatter", -1, bytes(in), [&] { inner_->reduce_scatter(out, in, op, stream); });
+  }
+  void broadcast(TensorView data, int root, Stream & stream) override {
+    watched("broadcast", root, bytes(data), [&] { inner_->broadcast(data, root, stream); });
+  }
+  void send(TensorView data, int peer, Stream & stream, int tag) override {
+    watched("send", peer, bytes(data), [&] { inner_->send(data, peer, stream, tag); });
+  }
+  void recv(TensorView data, int peer, Stream & stream, int tag) override {
+    watched("recv", peer, bytes(data), [&] { inner_->recv(data, peer, stream, tag); });
+  }
+  void group_begin() override { inner_->group_begin(); }
+  void group_end() override { watched("group_end", -1, 0, [&] { inner_->group_end(); }); }
+  void send_async(TensorView data, int peer, Stream & stream, int tag) override {
+    watched("send_async", peer, bytes(data), [&] { inner_->send_async(data, peer, stream, tag); });
+  }
+  void wait_sends() override { watched("wait_sends", -1, 0, [&] { inner_->wait_sends(); }); }
+  void barrier() override { watched("barrier", -1, 0, [&] { inner_->barrier(); }); }
+  std::unique_ptr<Comm> split(int color, int key) override {
+    std::unique_ptr<Comm> part = inner_->split(color, key);
+    const std::string name = "group " + std::to_string(color) + " of " + std::to_string(part->size()) + " ranks";
+    return std::make_unique<WatchedComm>(std::move(part), watchdog_, name);
+  }
+  Comm * wrapped() override { return inner_.get(); }
+
+ private:
+  static int64_t bytes(const TensorView & view) {
+    return view.present() ? view.numel() * static_cast<int64_t>(dtype_size(view.dtype)) : 0;
+  }
+  template <typename Call>
+  void watched(const char * op, int peer, int64_t size, Call && call) {
+    const int64_t sequence = watchdog_.begin(op, group_, peer, size);
+    const double stall = watchdog_.take_stall();
+    if (stall > 0.0) {
+      watchdog_.mark_stalling(true);
+      std::this_thread::sleep_for(std::chrono::duration<double>(stall));
+      watchdog_.mark_stalling(false);
+    }
+    call();
+    watchdog_.end(sequence);
+  }
+
+  std::unique_ptr<Comm> inner_;
+  Watchdog & watchdog_;
+  std::string group_;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> watched_comm(std::unique_ptr<Comm> inner, Watchdog & watchdog, std::string group) {
+  return std::make_unique<WatchedComm>(std::move(inner), watchdog, std::move(group));
+}
+
+}  // namespace kosmos::parallel

@@ -1,0 +1,82 @@
+// watchdog.h: no silent hangs. Every collective and point-to-point call through a watched communicator is recorded
+// (sequence number, operation, the group's world ranks, peer, bytes, start and end) in a per-rank ring; a monitor
+// thread publishes this rank's state to a status file in a shared folder every second and, when a call has not
+// completed within the time limit, prints this rank's recent calls and what every rank is doing (from their status
+// files: who is inside which call, who is behind), then ends the process so the launcher tears the job down.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "parallel/comm.h"
+
+namespace kosmos::parallel {
+
+struct WatchdogOptions {
+  double timeout_seconds = 600.0;  // a call longer than this ends the job (0: no watchdog)
+  std::string status_dir;          // a folder every rank can write (shared by the job's ranks on one node at least)
+  int world_rank = 0;
+  int world_size = 1;
+  int exit_code = 3;               // the process's exit status after a report
+};
+
+class Watchdog {
+ public:
+  explicit Watchdog(WatchdogOptions options);
+  ~Watchdog();
+  Watchdog(const Watchdog &) = delete;
+  Watchdog & operator=(const Watchdog &) = delete;
+
+  // Bookkeeping of one call: begin() returns its sequence number, end() marks it complete.
+  int64_t begin(const char * op, const std::string & group, int peer, int64_t bytes);
+  void end(int64_t sequence);
+  // A test hook: the next call begun sleeps this long inside it, as a stalled rank would.
+  void stall_next_call(double seconds) { stall_seconds_.store(seconds); }
+  double take_stall() { return stall_seconds_.exchange(0.0); }
+  void mark_stalling(bool stalling) { stalling_.store(stalling); }
+
+  // This rank's recent calls, newest last, one per line.
+  std::string recent_calls() const;
+
+ private:
+  struct Record {
+    int64_t sequence = 0;           // over all of this rank's calls
+    int64_t call_in_group = 0;      // the n-th call on its group: equal on the ranks of a group in the same call
+    std::string op, group;
+    int peer = -1;
+    int64_t bytes = 0;
+    std::chrono::steady_clock::time_point start, end;
+    bool done = false;
+  };
+  void monitor();
+  void publish_status() const;
+  std::string status_path(int rank) const;
+  std::string describe(const Record & record, std::chrono::steady_clock::time_point now) const;
+  [[noreturn]] void report_and_exit(const Record & stuck);
+
+  WatchdogOptions options_;
+  mutable std::mutex mutex_;
+  std::deque<Record> records_;  // the last kRecent calls
+  int64_t next_sequence_ = 1;
+  std::map<std::string, int64_t> calls_per_group_;
+  std::atomic<double> stall_seconds_{0.0};
+  std::atomic<bool> stalling_{false};
+  std::atomic<bool> stopping_{false};
+  std::condition_variable wake_;
+  std::mutex wake_mutex_;
+  std::thread thread_;
+};
+
+// `inner` with every call recorded by `watchdog` (which must outlive it and its splits); `group` names its ranks
+// in the reports ("world", or the world ranks of a split).
+std::unique_ptr<Comm> watched_comm(std::unique_ptr<Comm> inner, Watchdog & watchdog, std::string group = "world");
+
+}  // namespace kosmos::parallel
