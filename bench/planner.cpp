@@ -94,7 +94,9 @@ Hardware hardware_preset(const std::string & name) {
          2,
          "MI300X datasheet (1307 TFLOP/s bf16 dense, 5.3 TB/s, 192 GB); xGMI busbw 300 GB/s; 8x400 Gb/s per node"};
   } else if (name == "cpu") {
-    // One rank per core of this project's 2-core VM (AMD EPYC, AVX2), fp32: the rates `kosmos bench` measured here.
+    // One rank per core of this project's 2-core VM (AMD EPYC, AVX2), fp32: rough defaults (a core's AVX2 peak is
+    // about 0.1 TFLOP/s; `kosmos bench ops` measured 0.09-0.18 on the matmuls with 2 threads, 17.6 GB/s streaming);
+    // calibrate with --measured and --calibration, as bench/scaling.sh does.
     h = {name, 0.05, 0.02,
          10.0, 12.0, 2,
          1.0,  5.0,  1.0,
