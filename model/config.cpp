@@ -209,7 +209,7 @@ KosmosConfig config_from_json(const std::string & json_text, const KosmosConfig 
   Json document;
   try {
     document = Json::parse(json_text);
-  } catch (const Json::parse_error & error) {
+  } catch (const Json::exception & error) {  // a syntax error, or a number out of range (1e999)
     KOSMOS_FAIL(source, ": not valid JSON: ", error.what());
   }
   KosmosConfig config = base;
@@ -255,7 +255,7 @@ KosmosConfig config_from_hf_kosmos2(const std::string & json_text, const std::st
   Json document;
   try {
     document = Json::parse(json_text);
-  } catch (const Json::parse_error & error) {
+  } catch (const Json::exception & error) {  // a syntax error, or a number out of range (1e999)
     KOSMOS_FAIL(source, ": not valid JSON: ", error.what());
   }
   KOSMOS_CHECK(document.is_object() && document.contains("text_config") && document.contains("vision_config"), source,

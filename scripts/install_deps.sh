@@ -29,6 +29,7 @@ packages=(
   slurmctld slurmd munge                           # a single-node Slurm for the srun/sbatch test
   libgtest-dev libgmock-dev libbenchmark-dev       # tests and op benchmarks
   gnuplot-nox                                      # the PNG charts of bench/scaling.sh
+  clang-15 libclang-common-15-dev                  # libFuzzer and the sanitizers for tests/fuzz
 )
 if [ "$with_rocm" = 1 ]; then
   packages+=(hipcc libamdhip64-dev rocm-device-libs)  # HIP compiler and runtime for the ROCm build

@@ -62,6 +62,8 @@ TEST(Config, MistakesAreNamed) {
   EXPECT_NE(load(R"({"abs_pos": "rotary"})").find("abs_pos = \"rotary\" is not one of: none, sinusoidal, learned"),
             std::string::npos);
   EXPECT_NE(load("{not json").find("run.json: not valid JSON"), std::string::npos);
+  // Found by tests/fuzz (fuzz_model_config): a number beyond double's range was an uncaught out_of_range.
+  EXPECT_NE(load(R"({"dec777777777t":80.0777e7777})").find("run.json: not valid JSON"), std::string::npos);
   EXPECT_NE(load(R"({"decoder_embed_dim": 64, "decoder_attention_heads": 5})")
                 .find("decoder_embed_dim 64 is not divisible by decoder_attention_heads 5"),
             std::string::npos);

@@ -1,0 +1,32 @@
+// fuzz_run_config.cpp: libFuzzer target for the TOML run config (`--config run.toml`, read by CLI11's TOML parser into
+// the `train` subcommand's options as launch/main.cpp sets them up): any text gives options or a CLI11 error.
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t * data, size_t size) {
+  CLI::App app{"fuzz"};
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  app.set_config("--config");
+  CLI::App * train = app.add_subcommand("train");
+  int64_t steps = 200;
+  double lr = 2e-3;
+  std::string preset = "tiny";
+  std::vector<int64_t> stage_layers;
+  bool zero1 = false;
+  train->add_option("--steps", steps);
+  train->add_option("--lr", lr);
+  train->add_option("--preset", preset)->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
+  train->add_option("--stage-layers", stage_layers)->delimiter(',');
+  train->add_flag("--zero1", zero1);
+  std::istringstream text(std::string(reinterpret_cast<const char *>(data), size));
+  try {
+    const std::vector<CLI::ConfigItem> items = CLI::ConfigTOML().from_config(text);
+    (void)items;
+    app.parse(std::vector<std::string>{"train"});
+  } catch (const CLI::Error &) {
+  } catch (const std::exception &) {  // CLI11 2.1 reports a few malformed values as std::invalid_argument
+  }
+  return 0;
+}
