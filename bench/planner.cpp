@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "backends/error.h"
@@ -22,6 +23,8 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 // Bytes AdamW moves per parameter: reads value, gradient and both moments, writes value and moments, plus the
 // gradient norm's read and the gradient's zeroing.
 constexpr double kOptimizerBytesPerParameter = 36.0;
+// How far rank_layouts may move the asked global batch to a multiple of dp x micro-batch size (either way).
+constexpr double kBatchTolerance = 0.15;
 
 // A ring collective moving `bytes` from each of `ranks` ranks: latency per step plus the bus traffic.
 double ring_seconds(double bytes, int ranks, double alpha_us, double bus_gbs, double traffic_factor) {
@@ -151,13 +154,28 @@ std::string describe(const Layout & layout) {
   return out.str();
 }
 
-Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw, const Workload & work,
-                   const Layout & layout, int nodes) {
+namespace {
+
+// What every prediction of one model needs, made once: the config with its vocabulary padded (as `data prepare`
+// pads it, so that tp divides it) and the parameter count of its table.
+struct PlannedModel {
+  model::KosmosConfig config;
+  double parameters = 0.0;
+};
+
+PlannedModel planned(const model::KosmosConfig & base) {
+  PlannedModel planned_model{base, 0.0};
+  planned_model.config.decoder.vocab_size = (base.decoder.vocab_size + 63) / 64 * 64;
+  planned_model.parameters = static_cast<double>(model::ParameterTable(planned_model.config).total());
+  return planned_model;
+}
+
+Prediction predict_planned(const PlannedModel & planned_model, const Hardware & hw, const Workload & work,
+                           const Layout & layout, int nodes) {
   Prediction p;
   p.layout = layout;
   p.sequences = work.sequences;
-  model::KosmosConfig config = base_config;
-  config.decoder.vocab_size = (config.decoder.vocab_size + 63) / 64 * 64;  // padded as `data prepare` pads it
+  const model::KosmosConfig & config = planned_model.config;
   const auto & d = config.decoder;
   const int devices = layout.dp * layout.pp * layout.tp;
   const int virtual_stages = layout.pp * layout.chunks;
@@ -237,8 +255,7 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
   p.bubble_seconds = std::max(0.0, makespan - busy);
 
   // After the backward: the gradients of the whole table over dp (fp32), a tied embedding's over the pipeline.
-  const model::ParameterTable table(config);
-  const double parameters = static_cast<double>(table.total());
+  const double parameters = planned_model.parameters;
   const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
@@ -253,16 +270,13 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
 
   // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.
   const double state_bytes = parameters * (16.0 + (act < 4.0 ? act : 0.0));  // fp32 values, grads, m, v (+ bf16 copy)
-  const double per_layer =
-      tokens *
-      (layout.recompute ? d.embed_dim
-                        : 8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp + 4.0 * d.ffn_dim / layout.tp) *
-      act;
+  // A layer's saved activations; with recomputation only its input is kept, and one layer's whole set is live.
   const double one_layer =
       tokens * (8.0 * d.embed_dim + 6.0 * d.embed_dim / layout.tp + 4.0 * d.ffn_dim / layout.tp) * act;
-  const int in_flight = layout.schedule == parallel::ScheduleKind::kGPipe || layout.pp == 1
-                            ? (layout.pp == 1 ? 1 : layout.micro_batches)
-                            : std::min(layout.micro_batches, layout.pp);
+  const double per_layer = layout.recompute ? tokens * d.embed_dim * act : one_layer;
+  const int in_flight = layout.pp == 1                                      ? 1
+                        : layout.schedule == parallel::ScheduleKind::kGPipe ? layout.micro_batches
+                                                                            : std::min(layout.micro_batches, layout.pp);
   const double first_stage_layers = static_cast<double>(d.layers) / layout.pp;
   const double activations = in_flight * first_stage_layers * per_layer + (layout.recompute ? one_layer : 0.0);
   const double logits =
@@ -277,15 +291,23 @@ Prediction predict(const model::KosmosConfig & base_config, const Hardware & hw,
   return p;
 }
 
+}  // namespace
+
+Prediction predict(const model::KosmosConfig & config, const Hardware & hardware, const Workload & workload,
+                   const Layout & layout, int nodes) {
+  return predict_planned(planned(config), hardware, workload, layout, nodes);
+}
+
 double matmul_rate_for(const model::KosmosConfig & config, Hardware hardware, const Workload & workload,
                        const Layout & layout, double measured_seconds) {
   // The step is a / rate + c (compute scales with the rate, the rest does not): two predictions give a and c.
+  const PlannedModel planned_model = planned(config);
   hardware.matmul_tflops = 1.0;
-  const Prediction slow = predict(config, hardware, workload, layout, 1);
+  const Prediction slow = predict_planned(planned_model, hardware, workload, layout, 1);
   KOSMOS_CHECK(slow.why_not.empty() || slow.step_seconds > 0.0, "calibration layout ", describe(layout),
                " cannot run: ", slow.why_not);
   hardware.matmul_tflops = 2.0;
-  const Prediction fast = predict(config, hardware, workload, layout, 1);
+  const Prediction fast = predict_planned(planned_model, hardware, workload, layout, 1);
   const double a = 2.0 * (slow.step_seconds - fast.step_seconds), c = slow.step_seconds - a;
   KOSMOS_CHECK(measured_seconds > c && a > 0.0, "calibration: the measured step (", measured_seconds,
                " s) is shorter than the planner's non-matmul terms alone (", c, " s); check the memory and link rates");
@@ -294,28 +316,36 @@ double matmul_rate_for(const model::KosmosConfig & config, Hardware hardware, co
 
 std::vector<Prediction> rank_layouts(const model::KosmosConfig & config, const Hardware & hardware,
                                      const Workload & workload, int devices, int nodes) {
+  const PlannedModel planned_model = planned(config);
   std::vector<Prediction> runnable;
   for (int tp = 1; tp <= devices; tp *= 2) {
     for (int pp = 1; pp * tp <= devices; ++pp) {
       if (devices % (tp * pp) != 0) continue;
       const int dp = devices / (tp * pp);
       for (int64_t micro_size = 1; micro_size <= 16; micro_size *= 2) {
-        const int64_t micro_batches = (workload.sequences + dp * micro_size - 1) / (dp * micro_size);
-        if (micro_batches > 256) continue;
-        Workload rounded = workload;
-        rounded.sequences = micro_batches * dp * micro_size;
-        for (parallel::ScheduleKind schedule : {parallel::ScheduleKind::kOneFOneB, parallel::ScheduleKind::kInterleaved,
-                                                parallel::ScheduleKind::kZeroBubbleH1}) {
-          if (pp == 1 && schedule != parallel::ScheduleKind::kOneFOneB) continue;
-          for (bool recompute : {false, true}) {
-            for (bool zero1 : {false, true}) {
-              if (zero1 && dp == 1) continue;
-              Layout layout{dp,       pp,
-                            tp,       static_cast<int>(micro_batches),
-                            schedule, schedule == parallel::ScheduleKind::kInterleaved ? 2 : 1,
-                            zero1,    recompute};
-              Prediction p = predict(config, hardware, rounded, layout, nodes);
-              if (p.step_seconds > 0.0) runnable.push_back(p);
+        // The multiples of dp x micro-batch size on either side of the asked batch, within kBatchTolerance of it.
+        const int64_t unit = dp * micro_size, below = workload.sequences / unit;
+        const std::set<int64_t> counts{below, below * unit == workload.sequences ? below : below + 1};
+        for (int64_t micro_batches : counts) {
+          const double off = std::abs(static_cast<double>(micro_batches * unit - workload.sequences)) /
+                             static_cast<double>(workload.sequences);
+          if (micro_batches < 1 || micro_batches > 256 || off > kBatchTolerance) continue;
+          Workload rounded = workload;
+          rounded.sequences = micro_batches * unit;
+          for (parallel::ScheduleKind schedule :
+               {parallel::ScheduleKind::kOneFOneB, parallel::ScheduleKind::kInterleaved,
+                parallel::ScheduleKind::kZeroBubbleH1}) {
+            if (pp == 1 && schedule != parallel::ScheduleKind::kOneFOneB) continue;
+            for (bool recompute : {false, true}) {
+              for (bool zero1 : {false, true}) {
+                if (zero1 && dp == 1) continue;
+                const Layout layout{dp,       pp,
+                                    tp,       static_cast<int>(micro_batches),
+                                    schedule, schedule == parallel::ScheduleKind::kInterleaved ? 2 : 1,
+                                    zero1,    recompute};
+                Prediction p = predict_planned(planned_model, hardware, rounded, layout, nodes);
+                if (p.step_seconds > 0.0) runnable.push_back(p);
+              }
             }
           }
         }
@@ -324,7 +354,7 @@ std::vector<Prediction> rank_layouts(const model::KosmosConfig & config, const H
   }
   std::stable_sort(runnable.begin(), runnable.end(), [](const Prediction & a, const Prediction & b) {
     if (a.fits != b.fits) return a.fits;
-    return a.step_seconds < b.step_seconds;
+    return a.tokens_per_second > b.tokens_per_second;  // the batches differ by their rounding: compare throughput
   });
   return runnable;
 }

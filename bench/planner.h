@@ -79,8 +79,8 @@ Prediction predict(const model::KosmosConfig & config, const Hardware & hardware
                    const Layout & layout, int nodes);
 
 // Every runnable layout of `devices` devices (dp x pp x tp, micro-batch sizes of 1 to 16 sequences, schedules,
-// ZeRO-1, recomputation), predicted and sorted by step time, those that fit first. Each layout's global batch is
-// the asked one rounded up to a multiple of dp x micro-batch size.
+// ZeRO-1, recomputation), predicted and sorted by tokens per second, those that fit first. Each layout's global
+// batch is a multiple of dp x micro-batch size within 15% of the asked one (so step times alone do not compare).
 std::vector<Prediction> rank_layouts(const model::KosmosConfig & config, const Hardware & hardware,
                                      const Workload & workload, int devices, int nodes);
 

@@ -63,14 +63,6 @@ double median_seconds(OpBench & bench, const std::function<void()> & run, double
   return times[times.size() / 2];
 }
 
-std::string dims_text(std::initializer_list<int64_t> dims) {
-  std::ostringstream out;
-  out << '[';
-  for (auto it = dims.begin(); it != dims.end(); ++it) out << (it == dims.begin() ? "" : ", ") << *it;
-  out << ']';
-  return out.str();
-}
-
 }  // namespace
 
 int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const OpsBenchOptions & options) {
@@ -83,12 +75,13 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   const int64_t batch = options.batch, length = options.length, tokens = batch * length;
   const double f = 4.0;  // bytes of an f32 element
 
+  const auto dims = [](const std::vector<int64_t> & shape) { return describe_dims(shape); };  // "[4, 7]"
   std::vector<OpTiming> timings;
   const auto linear = [&](const std::string & name, int64_t in, int64_t width) {
     const TensorView x = bench.tensor(DType::kF32, {tokens, in}), w = bench.tensor(DType::kF32, {width, in});
     const TensorView y = bench.tensor(DType::kF32, {tokens, width});
-    timings.push_back({name, dims_text({tokens, in}) + " x " + dims_text({width, in}) + "^T", 2.0 * tokens * in * width,
-                       0.0, [&bench, y, x, w] {
+    timings.push_back({name, dims({tokens, in}) + " x " + dims({width, in}) + "^T", 2.0 * tokens * in * width, 0.0,
+                       [&bench, y, x, w] {
                          bench.op(Matmul{y, x, w, TensorView{}, false, true});
                        }});
   };
@@ -110,7 +103,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     params.scale = 1.0f / std::sqrt(static_cast<float>(dh));
     params.causal = true;
     const double causal_flops = 4.0 * batch * heads * length * length * dh / 2.0;
-    const std::string shape = dims_text({batch, heads, length, dh}) + " causal";
+    const std::string shape = dims({batch, heads, length, dh}) + " causal";
     timings.push_back({"attention forward", shape, causal_flops, 0.0, [&bench, o, lse, q, k, v, params] {
                          bench.op(AttentionForward{o, lse, q, k, v, params});
                        }});
@@ -118,10 +111,9 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
         {"attention backward", shape, 2.5 * causal_flops, 0.0, [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
            bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
          }});
-    timings.push_back(
-        {"xpos forward", dims_text({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q, params] {
-           bench.op(XPosForward{q, q, XPosParams{}});
-         }});
+    timings.push_back({"xpos forward", dims({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q, params] {
+                         bench.op(XPosForward{q, q, XPosParams{}});
+                       }});
   }
   {
     const TensorView x = bench.tensor(DType::kF32, {tokens, d}), y = bench.tensor(DType::kF32, {tokens, d});
@@ -130,15 +122,15 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                      db = bench.tensor(DType::kF32, {d});
     const TensorView mean = bench.tensor(DType::kF32, {tokens}), rstd = bench.tensor(DType::kF32, {tokens}, 1.0f);
     const double bytes = f * tokens * d;
-    timings.push_back({"layernorm forward", dims_text({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, mean, rstd, x, w, b] {
+    timings.push_back({"layernorm forward", dims({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, mean, rstd, x, w, b] {
                          bench.op(LayerNormForward{y, mean, rstd, x, w, b});
                        }});
     timings.push_back(
-        {"layernorm backward", dims_text({tokens, d}), 0.0, 3.0 * bytes, [&bench, dx, dw, db, y, x, w, mean, rstd] {
+        {"layernorm backward", dims({tokens, d}), 0.0, 3.0 * bytes, [&bench, dx, dw, db, y, x, w, mean, rstd] {
            bench.op(LayerNormBackward{dx, dw, db, y, x, w, mean, rstd});
          }});
-    timings.push_back({"add", dims_text({tokens, d}), 0.0, 3.0 * bytes, [&bench, y, x] { bench.op(Add{y, y, x}); }});
-    timings.push_back({"dropout forward", dims_text({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, x] {
+    timings.push_back({"add", dims({tokens, d}), 0.0, 3.0 * bytes, [&bench, y, x] { bench.op(Add{y, y, x}); }});
+    timings.push_back({"dropout forward", dims({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, x] {
                          bench.op(DropoutForward{y, x, DropoutParams{0.1f, 7, 0}});
                        }});
   }
@@ -146,10 +138,10 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     const TensorView h = bench.tensor(DType::kF32, {tokens, ffn}), g = bench.tensor(DType::kF32, {tokens, ffn});
     const TensorView dh_ = bench.tensor(DType::kF32, {tokens, ffn});
     const double bytes = f * tokens * ffn;
-    timings.push_back({"gelu forward", dims_text({tokens, ffn}), 0.0, 2.0 * bytes, [&bench, g, h] {
+    timings.push_back({"gelu forward", dims({tokens, ffn}), 0.0, 2.0 * bytes, [&bench, g, h] {
                          bench.op(ActivationForward{g, h, Activation::kGelu});
                        }});
-    timings.push_back({"gelu backward", dims_text({tokens, ffn}), 0.0, 3.0 * bytes, [&bench, dh_, g, h] {
+    timings.push_back({"gelu backward", dims({tokens, ffn}), 0.0, 3.0 * bytes, [&bench, dh_, g, h] {
                          bench.op(ActivationBackward{dh_, g, h, Activation::kGelu});
                        }});
   }
@@ -160,21 +152,21 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                      weights = bench.tensor(DType::kF32, {tokens}, 1.0f);
     const TensorView loss = bench.tensor(DType::kF32, {1}), lse = bench.tensor(DType::kF32, {tokens});
     const double bytes = f * tokens * vocab;
-    timings.push_back({"cross_entropy forward", dims_text({tokens, vocab}), 0.0, bytes,
-                       [&bench, loss, lse, logits, targets, weights] {
-                         bench.op(CrossEntropyForward{loss, lse, logits, targets, weights});
-                       }});
-    timings.push_back({"cross_entropy backward", dims_text({tokens, vocab}), 0.0, 2.0 * bytes,
+    timings.push_back(
+        {"cross_entropy forward", dims({tokens, vocab}), 0.0, bytes, [&bench, loss, lse, logits, targets, weights] {
+           bench.op(CrossEntropyForward{loss, lse, logits, targets, weights});
+         }});
+    timings.push_back({"cross_entropy backward", dims({tokens, vocab}), 0.0, 2.0 * bytes,
                        [&bench, dlogits, logits, targets, weights, lse] {
                          bench.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse});
                        }});
     const TensorView table = bench.tensor(DType::kF32, {vocab, d}), embedded = bench.tensor(DType::kF32, {tokens, d});
     timings.push_back(
-        {"embedding forward", dims_text({tokens, d}), 0.0, 2.0 * f * tokens * d, [&bench, embedded, targets, table] {
+        {"embedding forward", dims({tokens, d}), 0.0, 2.0 * f * tokens * d, [&bench, embedded, targets, table] {
            bench.op(EmbeddingForward{embedded, targets, table});
          }});
     timings.push_back(
-        {"embedding backward", dims_text({tokens, d}), 0.0, 3.0 * f * tokens * d, [&bench, table, embedded, targets] {
+        {"embedding backward", dims({tokens, d}), 0.0, 3.0 * f * tokens * d, [&bench, table, embedded, targets] {
            bench.op(EmbeddingBackward{table, embedded, targets});
          }});
   }
@@ -182,7 +174,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     const int64_t count = options.optimizer_elements;
     const TensorView p = bench.tensor(DType::kF32, {count}), m = bench.tensor(DType::kF32, {count});
     const TensorView v = bench.tensor(DType::kF32, {count}), g = bench.tensor(DType::kF32, {count});
-    timings.push_back({"adamw step", dims_text({count}), 0.0, 7.0 * f * count, [&bench, p, m, v, g] {
+    timings.push_back({"adamw step", dims({count}), 0.0, 7.0 * f * count, [&bench, p, m, v, g] {
                          AdamWStep step{p, m, v, g};
                          bench.op(step);
                        }});

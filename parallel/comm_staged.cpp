@@ -14,7 +14,7 @@ namespace {
 struct Staged {
   TensorView device_view;            // what the caller passed
   TensorView host_view;              // what the host communicator sees
-  std::vector<unsigned char> bytes;  // the host copy's storage, when staged
+  std::vector<unsigned char> bytes;  // the host copy's own storage, when it cannot share the reused ones
   bool staged = false;
 };
 
@@ -26,24 +26,24 @@ class StagedComm final : public Comm {
   int rank() const override { return host_->rank(); }
 
   void all_reduce(TensorView data, ReduceOp op, Stream & stream) override {
-    Staged staged = stage(data, true, stream, "all_reduce");
+    Staged staged = stage(data, true, stream, "all_reduce", &reused_[0]);
     host_->all_reduce(staged.host_view, op, stream);
     publish(staged, stream);
   }
   void all_gather(TensorView out, TensorView in, Stream & stream) override {
-    Staged staged_in = stage(in, true, stream, "all_gather in");
-    Staged staged_out = stage(out, false, stream, "all_gather out");
+    Staged staged_in = stage(in, true, stream, "all_gather in", &reused_[0]);
+    Staged staged_out = stage(out, false, stream, "all_gather out", &reused_[1]);
     host_->all_gather(staged_out.host_view, staged_in.host_view, stream);
     publish(staged_out, stream);
   }
   void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) override {
-    Staged staged_in = stage(in, true, stream, "reduce_scatter in");
-    Staged staged_out = stage(out, false, stream, "reduce_scatter out");
+    Staged staged_in = stage(in, true, stream, "reduce_scatter in", &reused_[0]);
+    Staged staged_out = stage(out, false, stream, "reduce_scatter out", &reused_[1]);
     host_->reduce_scatter(staged_out.host_view, staged_in.host_view, op, stream);
     publish(staged_out, stream);
   }
   void broadcast(TensorView data, int root, Stream & stream) override {
-    Staged staged = stage(data, true, stream, "broadcast");
+    Staged staged = stage(data, true, stream, "broadcast", &reused_[0]);
     host_->broadcast(staged.host_view, root, stream);
     publish(staged, stream);
   }
@@ -53,11 +53,12 @@ class StagedComm final : public Comm {
       host_->send(group_buffers_.back().host_view, peer, stream, tag);
       return;
     }
-    Staged staged = stage(data, true, stream, "send");
+    Staged staged = stage(data, true, stream, "send", &reused_[0]);
     host_->send(staged.host_view, peer, stream, tag);
   }
   void recv(TensorView data, int peer, Stream & stream, int tag) override {
-    Staged staged = stage(data, false, stream, "recv");
+    // Inside a group the receive lands when the group ends, so it keeps a buffer of its own.
+    Staged staged = stage(data, false, stream, "recv", grouped_ ? nullptr : &reused_[0]);
     host_->recv(staged.host_view, peer, stream, tag);
     if (grouped_) {
       group_receives_.push_back(std::move(staged));
@@ -92,15 +93,20 @@ class StagedComm final : public Comm {
   Comm * wrapped() override { return host_.get(); }
 
  private:
-  Staged stage(const TensorView & view, bool fetch, Stream & stream, const char * what) {
+  // The host image of `view`: in `reused` (grown, never shrunk: calls that finish before returning share these) or,
+  // without it, in the Staged's own buffer (calls whose transfer outlives them: async sends, grouped p2p).
+  Staged stage(const TensorView & view, bool fetch, Stream & stream, const char * what,
+               std::vector<unsigned char> * reused = nullptr) {
     Staged staged;
     staged.device_view = view;
     staged.host_view = view;
     if (!view.present() || device_.is_host_memory(view.data)) return staged;
     KOSMOS_CHECK(view.is_contiguous(), what, ": ", describe(view), " on ", device_.name(),
                  " must be dense to pass through host memory");
-    staged.bytes.resize(static_cast<size_t>(view.numel()) * dtype_size(view.dtype));
-    staged.host_view = make_view(staged.bytes.data(), view.dtype, view.ndim, view.dims.data());
+    const size_t bytes = static_cast<size_t>(view.numel()) * dtype_size(view.dtype);
+    std::vector<unsigned char> & storage = reused != nullptr ? *reused : staged.bytes;
+    if (storage.size() < bytes) storage.resize(bytes);
+    staged.host_view = make_view(storage.data(), view.dtype, view.ndim, view.dims.data());
     staged.staged = true;
     if (fetch) device_.copy(staged.host_view, view, stream);  // a copy to host memory has finished on return
     return staged;
@@ -115,6 +121,7 @@ class StagedComm final : public Comm {
   Stream * stream_of_group_ = nullptr;
   std::vector<Staged> group_receives_, group_buffers_;
   std::vector<Staged> pending_sends_;
+  std::vector<unsigned char> reused_[2];  // host images of the calls that complete before returning
 };
 
 }  // namespace

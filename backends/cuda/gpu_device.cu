@@ -12,8 +12,7 @@
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 
-GpuContext::GpuContext(int ordinal, GemmPath gemm_path)
-    : ordinal_(ordinal), gemm_path_(gemm_path), gemm_plans_(make_gemm_plans()) {}
+GpuContext::GpuContext(int ordinal, GemmPath gemm_path) : gemm_path_(gemm_path), gemm_plans_(make_gemm_plans(ordinal)) {}
 
 GpuContext::~GpuContext() {
   for (Scratch & scratch : scratch_)
@@ -95,7 +94,7 @@ std::string device_summary(int ordinal) {
 class GpuDevice final : public Device {
  public:
   GpuDevice(int ordinal, GemmPath gemm_path, std::string backend_name)
-      : ordinal_(ordinal), backend_name_(std::move(backend_name)), context_((select(ordinal), ordinal), gemm_path) {}
+      : ordinal_(ordinal), backend_name_(std::move(backend_name)), context_(ordinal, gemm_path) {}
 
   std::string backend() const override { return backend_name_; }
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }

@@ -14,14 +14,17 @@ namespace kosmos::KOSMOS_GPU_NAMESPACE {
 struct GemmPlans;  // matmul.cu: the cuBLASLt handle, workspace and the algorithm chosen per shape
 void delete_gemm_plans(GemmPlans * plans);
 using GemmPlansOwner = std::unique_ptr<GemmPlans, void (*)(GemmPlans *)>;
-GemmPlansOwner make_gemm_plans();  // on the current device
+GemmPlansOwner make_gemm_plans(int ordinal);  // on that device
 const char * gemm_library_name();  // "cuBLASLt", or the own kernels' name
 
 // Which GEMM runs a Matmul: the vendor library where it takes the case, else the own tiled kernel; or the own
 // kernel always (the ROCm build without hipBLASLt, and the test that checks that kernel on an NVIDIA card).
 enum class GemmPath : uint8_t { kLibrary, kOwnKernels };
 
-// What the kernels of one device share: its ordinal, the GEMM plans, and scratch memory that grows but is never
+// Scratch slots, one per user that may hold it across kernels of one op.
+enum ScratchSlot : int { kScratchReduce = 0, kScratchRows = 1, kScratchAttention = 2, kScratchSlots = 3 };
+
+// What the kernels of one device share: the GEMM plans and scratch memory that grows but is never
 // freed inside a step.
 class GpuContext {
  public:
@@ -30,7 +33,6 @@ class GpuContext {
   GpuContext(const GpuContext &) = delete;
   GpuContext & operator=(const GpuContext &) = delete;
 
-  int ordinal() const { return ordinal_; }
   GemmPath gemm_path() const { return gemm_path_; }
   GemmPlans & gemm_plans() { return *gemm_plans_; }
   // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. Growing it waits for
@@ -38,18 +40,14 @@ class GpuContext {
   void * scratch(int slot, size_t bytes, cudaStream_t stream);
 
  private:
-  int ordinal_;
   GemmPath gemm_path_;
   GemmPlansOwner gemm_plans_;
   struct Scratch {
     void * data = nullptr;
     size_t bytes = 0;
   };
-  Scratch scratch_[4];
+  Scratch scratch_[kScratchSlots];
 };
-
-// Scratch slots, one per user that may hold it across kernels of one op.
-enum ScratchSlot : int { kScratchReduce = 0, kScratchRows = 1, kScratchAttention = 2, kScratchGemm = 3 };
 
 void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream);
 void gpu_op(GpuContext & ctx, const BiasBackward & op, cudaStream_t stream);

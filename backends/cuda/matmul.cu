@@ -132,7 +132,7 @@ void own_gemm(const GemmProblem & p, cudaStream_t stream) {
 // Debian 12 has no hipBLASLt or rocBLAS: every product runs on the own kernel.
 struct GemmPlans {};
 void delete_gemm_plans(GemmPlans * plans) { std::default_delete<GemmPlans>()(plans); }
-GemmPlansOwner make_gemm_plans() { return GemmPlansOwner(std::make_unique<GemmPlans>().release(), delete_gemm_plans); }
+GemmPlansOwner make_gemm_plans(int) { return GemmPlansOwner(std::make_unique<GemmPlans>().release(), delete_gemm_plans); }
 const char * gemm_library_name() { return "own tiled kernels (no hipBLASLt in this build)"; }
 
 void gpu_op(GpuContext &, const Matmul & op, cudaStream_t stream) {
@@ -186,7 +186,8 @@ void delete_gemm_plans(GemmPlans * plans) {
   if (plans->handle != nullptr) static_cast<void>(cublasLtDestroy(plans->handle));
   std::default_delete<GemmPlans>()(plans);
 }
-GemmPlansOwner make_gemm_plans() {
+GemmPlansOwner make_gemm_plans(int ordinal) {
+  KOSMOS_GPU_CHECK(cudaSetDevice(ordinal));  // the handle and workspace belong to that device
   GemmPlansOwner plans(std::make_unique<GemmPlans>().release(), delete_gemm_plans);
   KOSMOS_CUBLAS_CHECK(cublasLtCreate(&plans->handle));
   KOSMOS_GPU_CHECK(cudaMalloc(&plans->workspace, kWorkspaceBytes));

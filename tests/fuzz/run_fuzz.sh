@@ -12,7 +12,7 @@ clang=$(command -v clang++-15 || true)
 [ -n "$clang" ] || { echo "run_fuzz.sh: clang++-15 is missing: apt-get install clang-15 libclang-common-15-dev"; exit 77; }
 mkdir -p "$out"
 flags=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$root")
-build() {  # build NAME SOURCES... [-- LIBS...]
+build() {  # build NAME SOURCES-AND-LIBRARIES...
   local name=$1
   shift
   "$clang" "${flags[@]}" "$@" -o "$out/$name"

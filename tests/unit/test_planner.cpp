@@ -82,7 +82,7 @@ TEST(Planner, RankingPutsFittingLayoutsFirstAndFasterAbove) {
   EXPECT_TRUE(ranked.front().fits);
   for (size_t i = 1; i < ranked.size(); ++i) {
     if (ranked[i].fits == ranked[i - 1].fits) {
-      EXPECT_LE(ranked[i - 1].step_seconds, ranked[i].step_seconds);
+      EXPECT_GE(ranked[i - 1].tokens_per_second, ranked[i].tokens_per_second);
     }
     EXPECT_EQ(ranked[i].layout.dp * ranked[i].layout.pp * ranked[i].layout.tp, 64);
     EXPECT_GE(ranked[i].sequences, work.sequences);
