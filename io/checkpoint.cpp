@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "backends/error.h"
@@ -176,29 +175,6 @@ constexpr SlotPlace kSlots[] = {{model::ModelState::Slot::kValues, "/params"},
                                 {model::ModelState::Slot::kMoment1, "/optim/m"},
                                 {model::ModelState::Slot::kMoment2, "/optim/v"}};
 
-// The stored model config on one line, shortened, for errors about a checkpoint of another model.
-std::string config_summary(const std::string & config) {
-  const nlohmann::json parsed = nlohmann::json::parse(config, nullptr, false);
-  const std::string line = parsed.is_discarded() ? config : parsed.dump();
-  return line.size() > 240 ? line.substr(0, 240) + "..." : line;
-}
-
-CheckpointInfo read_meta(hid_t file, const std::string & path) {
-  Handle meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
-  KOSMOS_H5_CHECK(meta.valid() ? 0 : -1, path, ": no /meta group; this is not a kosmos checkpoint");
-  CheckpointInfo info;
-  info.step = hdf5::read_int_attribute(meta, "step", path);
-  info.seed = static_cast<uint64_t>(hdf5::read_int_attribute(meta, "seed", path));  // stored as its int64 bits
-  info.loss_scale = hdf5::read_double_attribute(meta, "loss_scale", path);
-  info.data_position = hdf5::read_string_attribute(meta, "data_position", path);
-  info.model_config = hdf5::read_string_attribute(meta, "model_config", path);
-  info.layout = hdf5::read_string_attribute(meta, "layout", path);
-  info.optimizer = hdf5::read_string_attribute(meta, "optimizer", path);
-  info.version = hdf5::read_string_attribute(meta, "version", path);
-  if (H5Aexists(meta, "run_config") > 0) info.run_config = hdf5::read_string_attribute(meta, "run_config", path);
-  return info;
-}
-
 Handle open_parallel(const std::string & path, parallel::Comm & world, bool create) {
   Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   KOSMOS_H5_CHECK(H5Pset_fapl_mpio(access, parallel::mpi_handle(world), MPI_INFO_NULL), path,
@@ -279,37 +255,16 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
   const std::lock_guard<std::mutex> hold(hdf5::library_lock());
   hdf5::silence();
   Handle file = open_parallel(path, world, false);
-  CheckpointInfo info = read_meta(file, path);
+  const CheckpointInfo info = read_checkpoint_meta(file, path);
   const std::vector<model::ParameterSpec> & specs = state.table().specs();
   for (const SlotPlace & place : kSlots) {
     if (!with_moments && place.slot != model::ModelState::Slot::kValues) continue;
+    check_checkpoint_tensors(file, path, place.group, specs, info);
     HostSlot host(state, place.slot, stream, false);
-    hsize_t stored = 0;
-    {
-      Handle group(H5Gopen2(file, place.group, H5P_DEFAULT), H5Gclose);
-      KOSMOS_H5_CHECK(group.valid() ? 0 : -1, path, ": no group ", place.group, "; this is not a kosmos checkpoint");
-      H5G_info_t group_info;
-      KOSMOS_H5_CHECK(H5Gget_info(group, &group_info), path, ": listing ", place.group);
-      stored = group_info.nlinks;
-    }
-    KOSMOS_CHECK(stored == specs.size(), "checkpoint ", path, " holds ", stored, " tensors in ", place.group,
-                 " but the model has ", specs.size(), " parameters; it was written for another model (its config: ",
-                 config_summary(info.model_config), "); train with the same preset and --model-config");
     for (const model::ParameterSpec & spec : specs) {
       const std::string dataset = std::string(place.group) + "/" + spec.name;
-      KOSMOS_CHECK(H5Lexists(file, dataset.c_str(), H5P_DEFAULT) > 0, "checkpoint ", path, " has no ", dataset,
-                   "; it was written for another model (its layout: ", info.layout,
-                   "); train with the same preset and --model-config");
       Handle data(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
       KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": opening ", dataset);
-      Handle space(H5Dget_space(data), H5Sclose);
-      Dims stored_dims(static_cast<size_t>(std::max(0, H5Sget_simple_extent_ndims(space))));
-      H5Sget_simple_extent_dims(space, stored_dims.data(), nullptr);
-      KOSMOS_CHECK(stored_dims == dims_of(spec.shape), "checkpoint ", path, ": ", dataset, " has shape ",
-                   describe_dims(std::vector<int64_t>(stored_dims.begin(), stored_dims.end())), " but the model's ",
-                   spec.name, " is ", describe_dims(spec.shape),
-                   "; it was written for another model (its config: ", config_summary(info.model_config),
-                   "); train with the same preset and --model-config");
       KOSMOS_H5_CHECK(H5Dread(data, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host.data() + spec.offset),
                       "checkpoint ", path, ": reading ", dataset,
                       " failed; the file is damaged (a checksum mismatch means flipped bits): resume from an earlier "
@@ -344,7 +299,7 @@ CheckpointInfo read_checkpoint_info(const std::string & path) {
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   KOSMOS_H5_CHECK(file.valid() ? 0 : -1, "checkpoint ", path,
                   ": cannot open it as HDF5; it is truncated or not a checkpoint (use an earlier one)");
-  return read_meta(file, path);
+  return read_checkpoint_meta(file, path);
 }
 
 }  // namespace kosmos::io

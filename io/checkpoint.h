@@ -11,22 +11,11 @@
 #include <utility>
 #include <vector>
 
+#include "io/checkpoint_meta.h"
 #include "model/parameters.h"
 #include "parallel/comm.h"
 
 namespace kosmos::io {
-
-struct CheckpointInfo {
-  int64_t step = 0;            // optimizer steps done; the learning-rate schedule resumes from here
-  uint64_t seed = 0;           // with the step, the whole random state (Philox keys: dropout, data order)
-  double loss_scale = 1.0;     // mixed-precision loss scale (1 in fp32)
-  std::string data_position;   // JSON: where each data stream continues
-  std::string model_config;    // JSON (config_to_json)
-  std::string layout;          // the grid that wrote it, e.g. "dp 1 x pp 2 x tp 2, ZeRO-1 off" (for the reader)
-  std::string optimizer;       // JSON: lr, warm-up, total steps, betas, eps, weight decay, clip
-  std::string version;         // kosmos version that wrote it
-  std::string run_config;      // the command's effective options as TOML (kosmos --print-config), if known
-};
 
 // Writes `path` collectively over `world`: every rank calls this with its own `parts` (Trainer::checkpoint_parts,
 // one per parameter in table order), which together must cover every element once. Values and both moments.

@@ -2,6 +2,7 @@
 #include "io/hdf5.h"
 
 #include <algorithm>
+#include <initializer_list>
 
 namespace kosmos::io::hdf5 {
 
@@ -37,20 +38,34 @@ void write_attribute(hid_t object, const char * name, hid_t type, const void * v
   KOSMOS_H5_CHECK(H5Awrite(attribute, type, value), path, ": writing attribute ", name);
 }
 
-Handle open_attribute(hid_t object, const char * name, const std::string & path) {
+// An attribute that must hold one value of a type class in `classes` ("an integer", say, in `what`).
+Handle open_attribute(hid_t object, const char * name, std::initializer_list<H5T_class_t> classes, const char * what,
+                      const std::string & path) {
+  KOSMOS_CHECK(H5Aexists(object, name) > 0, path, ": no attribute '", name,
+               "'; the file was not written by kosmos, or it is damaged");
   Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
-  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": no attribute '", name,
-                  "'; the file was not written by kosmos, or it is damaged");
+  KOSMOS_H5_CHECK(attribute.valid() ? 0 : -1, path, ": opening attribute '", name, "'");
+  Handle space(H5Aget_space(attribute), H5Sclose);
+  Handle type(H5Aget_type(attribute), H5Tclose);
+  const H5T_class_t type_class = H5Tget_class(type);
+  KOSMOS_CHECK(H5Sget_simple_extent_npoints(space) == 1 &&
+                   std::find(classes.begin(), classes.end(), type_class) != classes.end(),
+               path, ": attribute '", name, "' is not ", what,
+               "; the file was not written by kosmos, or it is damaged");
   return attribute;
 }
 
 template <typename Number>
-Number read_number(hid_t object, const char * name, hid_t type, const std::string & path) {
-  Handle attribute = open_attribute(object, name, path);
+Number read_number(hid_t object, const char * name, hid_t type, std::initializer_list<H5T_class_t> classes,
+                   const char * what, const std::string & path) {
+  Handle attribute = open_attribute(object, name, classes, what, path);
   Number value{};
-  KOSMOS_H5_CHECK(H5Aread(attribute, type, &value), path, ": reading attribute ", name);
+  KOSMOS_H5_CHECK(H5Aread(attribute, type, &value), path, ": reading attribute ", name, " as ", what);
   return value;
 }
+
+// The longest string attribute read (a run's options as TOML are a few KiB).
+constexpr size_t kMaxStringAttribute = size_t{64} << 20;
 
 }  // namespace
 
@@ -70,22 +85,24 @@ void write_double_attribute(hid_t object, const char * name, double value, const
 }
 
 std::string read_string_attribute(hid_t object, const char * name, const std::string & path) {
-  Handle attribute = open_attribute(object, name, path);
+  Handle attribute = open_attribute(object, name, {H5T_STRING}, "one string", path);
   Handle type(H5Aget_type(attribute), H5Tclose);
-  KOSMOS_CHECK(H5Tget_class(type) == H5T_STRING && !H5Tis_variable_str(type), path, ": attribute '", name,
-               "' is not a fixed-length string; the file was not written by kosmos");
-  std::string value(H5Tget_size(type), '\0');
+  const size_t size = H5Tget_size(type);
+  KOSMOS_CHECK(H5Tis_variable_str(type) == 0 && size > 0 && size <= kMaxStringAttribute, path, ": attribute '", name,
+               "' is not a fixed-length string of at most ", kMaxStringAttribute,
+               " bytes; the file was not written by kosmos, or it is damaged");
+  std::string value(size, '\0');
   KOSMOS_H5_CHECK(H5Aread(attribute, type, value.data()), path, ": reading attribute ", name);
   value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
   return value;
 }
 
 int64_t read_int_attribute(hid_t object, const char * name, const std::string & path) {
-  return read_number<int64_t>(object, name, H5T_NATIVE_INT64, path);
+  return read_number<int64_t>(object, name, H5T_NATIVE_INT64, {H5T_INTEGER}, "one integer", path);
 }
 
 double read_double_attribute(hid_t object, const char * name, const std::string & path) {
-  return read_number<double>(object, name, H5T_NATIVE_DOUBLE, path);
+  return read_number<double>(object, name, H5T_NATIVE_DOUBLE, {H5T_FLOAT, H5T_INTEGER}, "one number", path);
 }
 
 }  // namespace kosmos::io::hdf5

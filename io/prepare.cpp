@@ -7,6 +7,7 @@
 
 #include "backends/error.h"
 #include "io/dataset.h"
+#include "io/document.h"
 #include "io/hdf5.h"
 #include "io/image.h"
 #include "io/tokenizer.h"
@@ -29,34 +30,20 @@ struct Document {
 // text and </s> only. Errors name `where` (file:line).
 Document document_of(const std::string & line, const std::string & where, const fs::path & folder,
                      const Tokenizer & tokenizer, const PrepareOptions & options) {
-  const nlohmann::json parsed = nlohmann::json::parse(line, nullptr, false);
-  KOSMOS_CHECK(!parsed.is_discarded(), where, ": not valid JSON; each line is one document, a list of segments like ",
-               R"([{"text": "..."}, {"image": "relative/path.jpg"}])");
-  const nlohmann::json & segments = parsed.is_object() && parsed.contains("segments") ? parsed.at("segments") : parsed;
-  KOSMOS_CHECK(segments.is_array() && !segments.empty(), where,
-               ": a document is a non-empty list of segments (or {\"segments\": [...]}), got ",
-               parsed.dump().substr(0, 80));
   Document document;
   const auto add = [&](int32_t id, bool counted) {
     document.ids.push_back(id);
     document.counted.push_back(counted ? 1 : 0);
   };
   add(Tokenizer::kBos, false);
-  for (size_t i = 0; i < segments.size(); ++i) {
-    const nlohmann::json & segment = segments[i];
-    const bool text = segment.is_object() && segment.size() == 1 && segment.contains("text") && segment["text"].is_string();
-    const bool image = segment.is_object() && segment.size() == 1 && segment.contains("image") &&
-                       segment["image"].is_string();
-    KOSMOS_CHECK(text || image, where, ": segment ", i, " is ", segment.dump().substr(0, 80),
-                 "; a segment is {\"text\": \"...\"} or {\"image\": \"path\"}");
-    if (text) {
-      for (int32_t id : tokenizer.encode(segment["text"].get<std::string>())) add(id, true);
+  for (const DocumentSegment & segment : parse_document_line(line, where)) {
+    if (segment.kind == DocumentSegment::Kind::kText) {
+      for (int32_t id : tokenizer.encode(segment.value)) add(id, true);
       continue;
     }
-    const fs::path path = folder / segment["image"].get<std::string>();
     RgbImage picture;
     try {
-      picture = read_image(path.string());
+      picture = read_image((folder / segment.value).string());
     } catch (const Error & error) {
       KOSMOS_FAIL(where, ": ", error.what());
     }

@@ -22,20 +22,27 @@ build fuzz_safetensors "$root/tests/fuzz/fuzz_safetensors.cpp" "$root/io/safeten
 build fuzz_image "$root/tests/fuzz/fuzz_image.cpp" "$root/io/image.cpp" "${core[@]}" -lpng -ljpeg
 build fuzz_model_config "$root/tests/fuzz/fuzz_model_config.cpp" "$root/model/config.cpp" "${core[@]}"
 build fuzz_run_config "$root/tests/fuzz/fuzz_run_config.cpp"
+build fuzz_document "$root/tests/fuzz/fuzz_document.cpp" "$root/io/document.cpp" "${core[@]}"
+read -r -a hdf5_flags <<< "$(pkg-config --cflags --libs hdf5-openmpi)"
+build fuzz_checkpoint_meta "$root/tests/fuzz/fuzz_checkpoint_meta.cpp" "$root/io/checkpoint_meta.cpp" \
+  "$root/io/hdf5.cpp" "${core[@]}" "${hdf5_flags[@]}"
 
 # Seeds: what the project itself reads.
-mkdir -p "$out"/corpus_{safetensors,image,model_config,run_config}
+targets=(safetensors image model_config run_config document checkpoint_meta)
+for target in "${targets[@]}"; do mkdir -p "$out/corpus_$target"; done
 find "$root/tests/golden" -name '*.safetensors' -size -2M -exec cp {} "$out/corpus_safetensors/" \;
 find "$root/tests/images" \( -name '*.png' -o -name '*.jpg' \) -size -1M -exec cp {} "$out/corpus_image/" \;
 cp "$root"/configs/*.json "$root"/tests/data/*.json "$out/corpus_model_config/"
 cp "$root"/tests/data/*.toml "$out/corpus_run_config/"
+printf '%s' '[{"text": "A cat"}, {"image": "images/cat.png"}, {"text": "sits."}]' > "$out/corpus_document/interleaved"
+printf '%s' '{"segments": [{"image": "a.jpg"}, {"text": "caption"}], "id": 7}' > "$out/corpus_document/object"
 # Inputs that once failed (tests/fuzz/regressions/<target>_*) are replayed first, as part of the corpus.
-for target in safetensors image model_config run_config; do
+for target in "${targets[@]}"; do
   find "$root/tests/fuzz/regressions" -name "${target}_*" -exec cp {} "$out/corpus_$target/" \;
 done
 
 status=0
-for target in safetensors image model_config run_config; do
+for target in "${targets[@]}"; do
   log="$out/fuzz_$target.log"
   if (cd "$out" && ASAN_OPTIONS=detect_leaks=1 "./fuzz_$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 "corpus_$target" > "$log" 2>&1); then

@@ -1,7 +1,8 @@
 // test_checkpoint.cpp: HDF5 checkpoints on one rank: values, moments and /meta come back bit for bit; a truncated
 // file, a flipped byte inside a parameter's data (caught by the Fletcher32 checksum) and a checkpoint of another
 // model are errors naming the file and the dataset; a damaged newest checkpoint falls back to the one before, with
-// a warning; the run folder's publishing, pruning and `latest` logic.
+// a warning; damaged metadata (an array for a number, a JSON text of another form) is an error naming the
+// attribute; the run folder's publishing, pruning and `latest` logic.
 // Layouts and resharding are tested end to end under mpirun (check_resume.cmake).
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -165,6 +166,42 @@ TEST(Checkpoint, AnotherModelsCheckpointIsAnErrorNamingTheDifference) {
       error_of([&] { io::read_checkpoint(path, other.state, true, *other.world, *other.stream); });
   EXPECT_NE(message.find("decoder.layers.0.ffn.fc1.weight"), std::string::npos) << message;
   EXPECT_NE(message.find("another model"), std::string::npos) << message;
+}
+
+// Replaces /meta/<name> of a written checkpoint by `elements` copies of `value` (a fixed-length string, or an
+// int64 when `value` is empty).
+void replace_meta_attribute(const std::string & path, const char * name, hsize_t elements, const std::string & value) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  const hid_t meta = H5Gopen2(file, "/meta", H5P_DEFAULT);
+  ASSERT_GE(H5Adelete(meta, name), 0);
+  const hid_t space = H5Screate_simple(1, &elements, nullptr);
+  const hid_t type = value.empty() ? H5Tcopy(H5T_NATIVE_INT64) : H5Tcopy(H5T_C_S1);
+  if (!value.empty()) H5Tset_size(type, value.size());
+  std::string bytes;
+  for (hsize_t i = 0; i < elements; ++i) bytes += value.empty() ? std::string(sizeof(int64_t), '\1') : value;
+  const hid_t attribute = H5Acreate2(meta, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+  ASSERT_GE(H5Awrite(attribute, type, bytes.data()), 0);
+  H5Aclose(attribute), H5Tclose(type), H5Sclose(space), H5Gclose(meta), H5Fclose(file);
+}
+
+// What the fuzz target fuzz_checkpoint_meta found: an array where one integer belongs overflowed the reader's
+// variable (tests/fuzz/regressions/checkpoint_meta_array_attribute). And a JSON attribute that is not the expected
+// object is caught while the file is read, so that resume falls back to an earlier checkpoint.
+TEST(Checkpoint, DamagedMetadataIsAnErrorNamingTheAttribute) {
+  Fixture fixture(model::preset("tiny"));
+  const std::string path = temp_path("meta.h5");
+  fixture.write(path);
+  replace_meta_attribute(path, "step", 1000, "");
+  std::string message = error_of([&] { io::read_checkpoint_info(path); });
+  EXPECT_NE(message.find("attribute 'step' is not one integer"), std::string::npos) << message;
+  fixture.write(path);
+  replace_meta_attribute(path, "data_position", 1, R"({"synthetic": {"next_sample": -4}})");
+  message = error_of([&] { io::read_checkpoint(path, fixture.state, true, *fixture.world, *fixture.stream); });
+  EXPECT_NE(message.find("/meta/data_position has no count 'next_sample'"), std::string::npos) << message;
+  fixture.write(path);
+  replace_meta_attribute(path, "model_config", 1, "[1, 2]");
+  message = error_of([&] { io::read_checkpoint_info(path); });
+  EXPECT_NE(message.find("/meta/model_config is not a JSON object"), std::string::npos) << message;
 }
 
 TEST(CheckpointDir, PublishesKeepsTheNewestAndResumesFromLatest) {
