@@ -73,6 +73,14 @@ TEST(Config, MistakesAreNamed) {
             std::string::npos);
   EXPECT_NE(load(R"({"vision": {"trainable_layers": 3}})").find("vision.trainable_layers 3 must be between 0 and"),
             std::string::npos);
+  // Found by fuzz_model_config: an integer field given a number beyond its range was cast with undefined behaviour
+  // (tests/fuzz/regressions/model_config_integer_beyond_range.json); and 2.5 was silently 2.
+  const std::string beyond = load(R"({"vision": {"trainable_layers": 33333333333333333333332}})");
+  EXPECT_NE(beyond.find("vision.trainable_layers = 3.33333333333333"), std::string::npos) << beyond;
+  EXPECT_NE(beyond.find("is not an integer between"), std::string::npos) << beyond;
+  EXPECT_NE(load(R"({"decoder_layers": 2.5})").find("decoder_layers = 2.5 is not an integer between"),
+            std::string::npos);
+  EXPECT_NE(load(R"({"decoder_layers": 18446744073709551615})").find("is not an integer between"), std::string::npos);
 }
 
 }  // namespace
