@@ -241,6 +241,7 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
   hdf5::write_int_attribute(meta, "step", info.step, path);
   hdf5::write_int_attribute(meta, "seed", static_cast<int64_t>(info.seed), path);
   hdf5::write_double_attribute(meta, "loss_scale", info.loss_scale, path);
+  hdf5::write_int_attribute(meta, "loss_scale_finite_steps", info.loss_scale_finite_steps, path);
   hdf5::write_string_attribute(meta, "data_position", info.data_position, path);
   hdf5::write_string_attribute(meta, "model_config", info.model_config, path);
   hdf5::write_string_attribute(meta, "layout", info.layout, path);

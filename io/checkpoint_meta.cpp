@@ -7,6 +7,7 @@
 #include "backends/error.h"
 #include "backends/tensor.h"
 #include "io/hdf5.h"
+#include "model/trainer.h"
 
 namespace kosmos::io {
 namespace {
@@ -68,6 +69,8 @@ CheckpointInfo read_checkpoint_meta(hid_t file, const std::string & path) {
   info.step = hdf5::read_int_attribute(meta, "step", path);
   info.seed = static_cast<uint64_t>(hdf5::read_int_attribute(meta, "seed", path));  // stored as its int64 bits
   info.loss_scale = hdf5::read_double_attribute(meta, "loss_scale", path);
+  if (H5Aexists(meta, "loss_scale_finite_steps") > 0)
+    info.loss_scale_finite_steps = hdf5::read_int_attribute(meta, "loss_scale_finite_steps", path);
   info.data_position = hdf5::read_string_attribute(meta, "data_position", path);
   info.model_config = hdf5::read_string_attribute(meta, "model_config", path);
   info.layout = hdf5::read_string_attribute(meta, "layout", path);
@@ -76,8 +79,10 @@ CheckpointInfo read_checkpoint_meta(hid_t file, const std::string & path) {
   if (H5Aexists(meta, "run_config") > 0) info.run_config = hdf5::read_string_attribute(meta, "run_config", path);
   KOSMOS_CHECK(info.step >= 0, "checkpoint ", path, ": /meta/step is ", info.step,
                "; the file is damaged: use an earlier checkpoint");
-  KOSMOS_CHECK(std::isfinite(info.loss_scale) && info.loss_scale > 0, "checkpoint ", path, ": /meta/loss_scale is ",
-               info.loss_scale, " (a loss scale is finite and > 0); the file is damaged: use an earlier checkpoint");
+  KOSMOS_CHECK(model::is_power_of_two(info.loss_scale) && info.loss_scale_finite_steps >= 0,
+               "checkpoint ", path, ": /meta/loss_scale is ", info.loss_scale, " after ", info.loss_scale_finite_steps,
+               " finite steps (a loss scale is a power of two, the steps >= 0); the file is damaged: use an earlier "
+               "checkpoint");
   check_data_position(info.data_position, path);
   json_object(info.model_config, "model_config", path);
   json_object(info.optimizer, "optimizer", path);

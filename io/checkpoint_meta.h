@@ -18,7 +18,8 @@ namespace kosmos::io {
 struct CheckpointInfo {
   int64_t step = 0;            // optimizer steps done; the learning-rate schedule resumes from here
   uint64_t seed = 0;           // with the step, the whole random state (Philox keys: dropout, data order)
-  double loss_scale = 1.0;     // mixed-precision loss scale (1 in fp32)
+  double loss_scale = 1.0;     // the loss scale the next step uses (model::LossScale)
+  int64_t loss_scale_finite_steps = 0;  // finite steps since it last changed (0 in files without the attribute)
   std::string data_position;   // JSON: where each data stream continues
   std::string model_config;    // JSON (config_to_json)
   std::string layout;          // the grid that wrote it, e.g. "dp 1 x pp 2 x tp 2, ZeRO-1 off" (for the reader)

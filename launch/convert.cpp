@@ -65,6 +65,7 @@ int run_convert(std::ostream & out, const BackendRegistry & registry, const Conv
     const io::CheckpointInfo info{0,
                                   options.seed,
                                   1.0,
+                                  0,
                                   R"({"synthetic":{"next_sample":0}})",
                                   model::config_to_json(config),
                                   "converted from " + std::filesystem::path(options.input).filename().string(),

@@ -22,7 +22,8 @@ struct LaunchPlace {
 LaunchPlace check_launch();
 
 // MPI_COMM_WORLD as the communicator for `device`'s buffers: MPI itself where the host can touch them (the CPU),
-// else staged through host memory (GPUs, until NCCL/RCCL communicators replace it).
+// NCCL on CUDA (point-to-point and host buffers staged through host memory), else staged through host memory
+// (ROCm: Debian has no RCCL).
 std::unique_ptr<parallel::Comm> world_for(Device & device);
 // The watchdog's status folder of this job when --watchdog-dir is not given: one per launch (PMIx namespace, Slurm
 // job and step, or the launcher's process), under the temp dir, so that the ranks of one node share it.
@@ -75,7 +76,10 @@ struct TrainOptions {
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model
-  std::string non_finite = "skip";   // a NaN or infinite loss or gradient norm: skip the update, or stop
+  std::string non_finite = "skip";   // a NaN or infinite loss or gradient norm: skip the update, stop, or
+                                     // reduce-scale (skip and halve the loss scale)
+  double loss_scale = 0.0;           // a power of two (0: 1, or 65536 with reduce-scale; on resume the checkpoint's)
+  int64_t loss_scale_window = 2000;  // reduce-scale: finite steps in a row before the scale doubles
   int64_t poison_step = 0;           // test hook: world rank 0 writes a NaN into its gradients at this step
   double watchdog_timeout = 600.0;   // a collective or p2p call longer than this ends the job (0: off)
   std::string watchdog_dir;          // the ranks' status files ("": a folder per job under the temp dir)

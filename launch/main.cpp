@@ -102,8 +102,17 @@ int main(int argc, char ** argv) {
       ->check(CLI::ExistingFile);
   train_app->add_option("--non-finite", train.non_finite,
                         "a NaN or infinite loss or gradient norm (seen by every rank at the same step): skip that "
-                        "step's update and count it in the metrics, or stop the run with an error")
-      ->capture_default_str()->check(CLI::IsMember({"skip", "stop"}));
+                        "step's update and count it in the metrics, stop the run with an error, or reduce-scale: "
+                        "skip it and halve the loss scale (dynamic loss scaling)")
+      ->capture_default_str()->check(CLI::IsMember({"skip", "stop", "reduce-scale"}));
+  train_app->add_option("--loss-scale", train.loss_scale,
+                        "the backward computes the gradients of the loss times this power of two, divided by it "
+                        "before clipping (exact: the update does not depend on it); 0: 1, or 65536 with "
+                        "--non-finite reduce-scale, which on resume continues from the checkpoint's scale")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  train_app->add_option("--loss-scale-window", train.loss_scale_window,
+                        "with --non-finite reduce-scale: finite steps in a row after which the loss scale doubles")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   train_app->add_option("--watchdog-timeout", train.watchdog_timeout,
                         "seconds a collective or point-to-point call may take before every rank reports who waits "
                         "for whom and the job ends (0: no watchdog)")

@@ -115,8 +115,15 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   optimizer.total_steps = options.steps;
   optimizer.clip_norm = options.clip;
   optimizer.weight_decay = options.weight_decay;
-  optimizer.non_finite = options.non_finite == "stop" ? model::OptimizerConfig::NonFinite::kStop
-                                                      : model::OptimizerConfig::NonFinite::kSkip;
+  using NonFinite = model::OptimizerConfig::NonFinite;
+  optimizer.non_finite = options.non_finite == "stop"           ? NonFinite::kStop
+                         : options.non_finite == "reduce-scale" ? NonFinite::kReduceScale
+                                                                : NonFinite::kSkip;
+  const bool dynamic_scale = optimizer.non_finite == NonFinite::kReduceScale;
+  optimizer.loss_scale = options.loss_scale > 0 ? options.loss_scale : dynamic_scale ? 65536.0 : 1.0;
+  optimizer.loss_scale_window = options.loss_scale_window;
+  KOSMOS_CHECK(model::is_power_of_two(optimizer.loss_scale), "--loss-scale ", options.loss_scale,
+               " is not a power of two; use 1, 2, 4, ... (65536 is the usual start for fp16)");
   optimizer.poison_gradients_at_step = grid.world().rank() == 0 ? options.poison_step : 0;
   model::Trainer trainer(kosmos_model, state, optimizer,
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
@@ -148,6 +155,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     for (const std::string & warning : warnings) resumed << "warning: " << warning << "\n";
     first_step = info.step + 1;
     seed = info.seed;
+    if (dynamic_scale && options.loss_scale == 0)  // the dynamic scale goes on where it was
+      trainer.set_loss_scale({info.loss_scale, info.loss_scale_finite_steps});
     if (dataset) {
       data_position = info.data_position;
     } else {
@@ -178,7 +187,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     const std::string final_path = io::checkpoint_path(options.save_dir, step);
     const io::CheckpointInfo info{step,
                                   seed,
-                                  1.0,
+                                  trainer.loss_scale().scale,
+                                  trainer.loss_scale().finite_steps,
                                   loader ? loader->position_json()
                                          : nlohmann::json{{"synthetic", {{"next_sample", next_sample}}}}.dump(),
                                   model::config_to_json(config),
@@ -244,8 +254,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       ++skipped_steps;
       log << "step " << step << ": the loss (" << std::defaultfloat << std::setprecision(6) << stats.loss
           << ") or gradient norm (" << stats.grad_norm
-          << ") is not finite: the update was skipped (" << skipped_steps
-          << " so far; --non-finite stop ends the run instead)\n";
+          << ") is not finite: the update was skipped (" << skipped_steps << " so far; "
+          << (dynamic_scale ? "the loss scale is now " + std::to_string(trainer.loss_scale().scale)
+                            : std::string("--non-finite stop ends the run instead"))
+          << ")\n";
     }
     // Model FLOPs of the whole step (every dp rank's images counted), per second, and of the ranks' peak.
     int32_t images = 0;
@@ -271,7 +283,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                 {"tflops_full", tflops[1]}, {"mfu_causal", peak > 0 ? tflops[0] / peak : 0.0},
                                 {"mfu_full", peak > 0 ? tflops[1] / peak : 0.0}, {"peak_memory_gib", memory},
                                 {"sequences", global_batch}, {"images", images}, {"dp", shape.dp},
-                                {"skipped", stats.skipped}, {"skipped_steps", skipped_steps}}
+                                {"skipped", stats.skipped}, {"skipped_steps", skipped_steps},
+                                {"loss_scale", stats.loss_scale}}
                      .dump()
               << "\n";
       metrics.flush();

@@ -30,6 +30,9 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
                    config.warmup_steps <= config.total_steps,
                "optimizer: lr ", config.peak_lr, ", warm-up ", config.warmup_steps, " and total steps ",
                config.total_steps, " must satisfy lr > 0 and 0 <= warm-up <= total");
+  KOSMOS_CHECK(config.loss_scale_window >= 1, "optimizer: the loss scale window is ", config.loss_scale_window,
+               " steps; it must be at least 1");
+  set_loss_scale({config.loss_scale, 0});
   // Each parameter's place in the layout, worked out once: the steps only look it up.
   const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
   for (const ParameterSpec & spec : state_.table().specs()) {
@@ -39,6 +42,13 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
     layout_.push_back({owned, spec.trainable && (owned || tied_head),
                        tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
   }
+}
+
+void Trainer::set_loss_scale(const LossScale & loss_scale) {
+  KOSMOS_CHECK(is_power_of_two(loss_scale.scale) && loss_scale.finite_steps >= 0, "the loss scale ",
+               loss_scale.scale, " is not a power of two (1, 2, 4, ..., 65536, ...); multiplying by a power of two "
+               "is exact, so the gradients do not depend on it");
+  loss_scale_ = loss_scale;
 }
 
 namespace {
@@ -289,7 +299,10 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   KOSMOS_CHECK(weight_sum > 0.0, "step ", step, ": no position of its micro-batches carries a loss (all loss weights "
                "are 0)");
   stats.counted = static_cast<int64_t>(weight_sum);
-  const float loss_scale = static_cast<float>(1.0 / weight_sum);
+  // The backward's seed: the mean's 1/count times the loss scale (a power of two, so the product is exact).
+  const double scale = loss_scale_.scale;
+  stats.loss_scale = scale;
+  const float loss_scale = static_cast<float>(scale / weight_sum);
   state_.zero_grads(rt.stream);
   double loss = 0.0;
   // Keys depend on the step only; the micro-batch's global sample and image indices set the offsets, so the masks
@@ -316,7 +329,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     }
   }
   rt.arena.reset();
-  stats.loss = sum_over_ranks(rt, loss);
+  stats.loss = sum_over_ranks(rt, loss) / scale;
 
   // Gradients summed over the data-parallel ranks: whole (buckets) or, with ZeRO-1, each rank's slice.
   const int ranks = dp_.comm ? dp_.comm->size() : 1;
@@ -342,21 +355,35 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   }
   // The global gradient norm (frozen parameters have zero gradients), then clipping and AdamW. The norm and the loss
   // are sums over every rank, so every rank sees a NaN or infinity at the same step and decides alike.
-  stats.grad_norm = std::sqrt(squared_gradient_norm(rt, begin, end));
+  stats.grad_norm = std::sqrt(squared_gradient_norm(rt, begin, end)) / scale;
+  stats.lr = learning_rate(config_, step);
   if (!std::isfinite(stats.grad_norm) || !std::isfinite(stats.loss)) {
-    KOSMOS_CHECK(config_.non_finite == OptimizerConfig::NonFinite::kSkip, "step ", step, ": the loss (", stats.loss,
-                 ") or gradient norm (", stats.grad_norm, ") is not finite (--non-finite stop); lower the learning "
-                 "rate, check the inputs, or resume from the last checkpoint");
     stats.skipped = true;  // no update: the parameters and AdamW moments stay as they were
-    stats.lr = learning_rate(config_, step);
+    switch (config_.non_finite) {
+      case OptimizerConfig::NonFinite::kStop:
+        KOSMOS_FAIL("step ", step, ": the loss (", stats.loss, ") or gradient norm (", stats.grad_norm,
+                    ") is not finite (--non-finite stop); lower the learning rate, check the inputs, or resume from "
+                    "the last checkpoint");
+      case OptimizerConfig::NonFinite::kSkip: break;
+      case OptimizerConfig::NonFinite::kReduceScale:
+        KOSMOS_CHECK(scale > 1.0, "step ", step, ": the loss (", stats.loss, ") or gradient norm (", stats.grad_norm,
+                     ") is not finite with a loss scale of ", scale,
+                     " (--non-finite reduce-scale): this is no overflow of the scaled gradients; lower the learning "
+                     "rate, check the inputs, or resume from the last checkpoint");
+        loss_scale_ = {scale / 2, 0};
+        break;
+    }
     rt.stream.synchronize();
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return stats;
   }
+  if (config_.non_finite == OptimizerConfig::NonFinite::kReduceScale &&
+      ++loss_scale_.finite_steps == config_.loss_scale_window)
+    loss_scale_ = {scale * 2, 0};
+  // Clipping's factor and the loss scale's inverse in one multiplier of the (scaled) gradients.
   const double clip = config_.clip_norm > 0.0 && stats.grad_norm > config_.clip_norm ? config_.clip_norm / stats.grad_norm
                                                                                       : 1.0;
-  stats.lr = learning_rate(config_, step);
-  adamw(rt, begin, end, stats.lr, clip, step);
+  adamw(rt, begin, end, stats.lr, clip / scale, step);
   if (dp_.zero1) {  // every rank's updated slice to every rank
     const TensorView values = state_.flat(ModelState::Slot::kValues);
     dp_.comm->all_gather(make_view(values.data, DType::kF32, {shard * ranks}),

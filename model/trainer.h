@@ -2,6 +2,7 @@
 // its clipping, the learning-rate schedule (linear warm-up, then linear decay to zero) and AdamW.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -18,12 +19,31 @@ struct OptimizerConfig {
   double beta1 = 0.9, beta2 = 0.98, eps = 1e-6;
   double weight_decay = 0.01;   // decoupled, on every trainable parameter (fairseq's adam)
   double clip_norm = 2.0;       // global L2 norm; 0 turns clipping off
-  // A loss or gradient norm that is NaN or infinite: skip the step's update (counted; the default) or stop the run.
-  enum class NonFinite : uint8_t { kSkip, kStop };
+  // A loss or gradient norm that is NaN or infinite: skip the step's update (counted; the default), stop the run,
+  // or skip it and halve the loss scale (dynamic loss scaling, as fp16 training needs; the scale doubles again after
+  // loss_scale_window finite steps in a row).
+  enum class NonFinite : uint8_t { kSkip, kStop, kReduceScale };
   NonFinite non_finite = NonFinite::kSkip;
+  // The backward computes the gradients of loss * loss_scale, which are divided by it before the norm, clipping and
+  // AdamW. A power of two, so that both multiplications are exact: the update does not depend on it (only which
+  // gradients overflow does). With kReduceScale it is the starting scale.
+  double loss_scale = 1.0;
+  int64_t loss_scale_window = 2000;
   // A test hook: at this step this rank writes a NaN into its gradients (0: never), as a fault would.
   int64_t poison_gradients_at_step = 0;
 };
+
+// Dynamic loss scaling's state (checkpointed): the scale, and the finite steps since it last changed.
+struct LossScale {
+  double scale = 1.0;
+  int64_t finite_steps = 0;
+};
+
+// Whether `value` is a power of two (1/4, 1, 2, 65536, ...): what a loss scale must be, so that scaling is exact.
+inline bool is_power_of_two(double value) {
+  int exponent = 0;
+  return std::isfinite(value) && std::frexp(value, &exponent) == 0.5;
+}
 
 // The learning rate of 1-based step `step`: peak * step / warmup during warm-up, then linear decay to 0.
 double learning_rate(const OptimizerConfig & config, int64_t step);
@@ -38,6 +58,7 @@ struct StepStats {
   double seconds = 0.0;
   double bubble = 0.0;     // pipeline: the fraction of the step this stage waited for other stages
   bool skipped = false;    // the loss or gradient norm was not finite: no update was applied
+  double loss_scale = 1.0; // the scale this step's gradients were computed with (OptimizerConfig::loss_scale)
 };
 
 // Data parallelism: the ranks of `comm` each hold a full replica and a share of the step's samples. Gradients are
@@ -84,6 +105,9 @@ class Trainer {
   // and dp rank 0, or with ZeRO-1 this rank's slice of the flat buffers. Together the ranks cover every element
   // once: what each writes to a checkpoint.
   std::vector<ParameterPart> checkpoint_parts() const;
+  // The loss scale the next step uses, and where its growth window stands; restored from a checkpoint on resume.
+  const LossScale & loss_scale() const { return loss_scale_; }
+  void set_loss_scale(const LossScale & loss_scale);
 
  private:
   // The elements of each ZeRO-1 slice of the flat buffers (the whole table without ZeRO-1), and the range
@@ -114,6 +138,7 @@ class Trainer {
     bool tensor_parallel_shard;  // split over the tp ranks (its gradient norm adds over them)
   };
   std::vector<ParameterPlace> layout_;  // by index in the parameter table
+  LossScale loss_scale_;
 };
 
 }  // namespace kosmos::model

@@ -1,6 +1,7 @@
 // compare_runs.cpp: checks that two training runs computed the same function: the loss and gradient norm of every
 // step (--metrics files) and every final parameter (--save-weights files) agree within a relative tolerance
-// (0: bit for bit). Run B may have started later (a resumed run): its steps must be the last steps of run A.
+// (0: bit for bit; a step not finite in both runs agrees, in one it does not). Run B may have started later (a
+// resumed run): its steps must be the last steps of run A.
 // Usage: kosmos_compare_runs METRICS_A METRICS_B WEIGHTS_A WEIGHTS_B TOLERANCE   (exit 0 when they agree)
 #include <cmath>
 #include <cstdio>
@@ -46,8 +47,13 @@ int main(int argc, char ** argv) {
       }
       ++steps;
       for (const char * key : {"loss", "grad_norm"}) {
-        const double u = it->second.at(key).get<double>(), v = other->second.at(key).get<double>();
-        if (std::abs(u - v) > tolerance * std::abs(u)) {
+        // A skipped step's NaN or infinity is written as null: both runs must have it there.
+        const auto value = [&](const nlohmann::json & step) {
+          return step.at(key).is_null() ? std::nan("") : step.at(key).get<double>();
+        };
+        const double u = value(it->second), v = value(other->second);
+        if (std::isnan(u) && std::isnan(v)) continue;
+        if (!(std::abs(u - v) <= tolerance * std::abs(u))) {
           std::printf("step %ld: %s %.17g vs %.17g\n", static_cast<long>(it->first), key, u, v);
           ++failures;
         }

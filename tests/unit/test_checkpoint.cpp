@@ -59,7 +59,7 @@ struct Fixture {
     return parts;
   }
   void write(const std::string & path, int64_t step = 12) {
-    io::CheckpointInfo info{step, 99, 1.0, R"({"synthetic":{"next_sample":48}})", model::config_to_json(config),
+    io::CheckpointInfo info{step, 99, 1.0, 0, R"({"synthetic":{"next_sample":48}})", model::config_to_json(config),
                             "dp 1 x pp 1 x tp 1", R"({"peak_lr":0.002})", "test", "[train]\nsteps=12\n"};
     io::write_checkpoint(path, state, whole_parts(), info, *world, *stream);
   }
