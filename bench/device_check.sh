@@ -3,7 +3,9 @@
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
 #   2. every op case on the CUDA backend and on cuda-owngemm (the own GEMM kernel) against the fp64 reference;
-#   3. the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative;
+#   3. the NCCL communicator on this GPU (one rank: NCCL's setup, host and point-to-point paths; the collectives
+#      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
+#      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative;
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   5. the paper-size step (kosmos1, micro-batch 8 x 2048) with `kosmos bench`, and the PyTorch peer
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
@@ -69,6 +71,7 @@ export kosmos logs
 
 stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
 stage ops_cuda 240 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
+stage nccl 60 "$bundle/bin/kosmos_mpi_tests" --gtest_filter='NcclComm.*'
 
 tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
 stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"

@@ -12,6 +12,7 @@
 
 #include "backends/error.h"
 #include "launch/launch.h"
+#include "parallel/comm_nccl.h"
 #include "parallel/comm_staged.h"
 
 namespace kosmos {
@@ -60,7 +61,11 @@ LaunchPlace check_launch() {
 std::unique_ptr<parallel::Comm> world_for(Device & device) {
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
   if (device.host_accessible()) return world;
-  return parallel::staged_comm(std::move(world), device);
+  std::unique_ptr<parallel::Comm> staged = parallel::staged_comm(std::move(world), device);
+#ifdef KOSMOS_USE_NCCL
+  if (device.backend() == "cuda") return parallel::nccl_comm(std::move(staged), device);
+#endif
+  return staged;
 }
 
 std::string default_watchdog_dir() {

@@ -1,0 +1,173 @@
+// comm_nccl.cpp: NcclComm (comm_nccl.h): NCCL collectives on a stream of their own, ordered by events; host memory,
+// point-to-point, barriers and splits through the host communicator.
+#include "parallel/comm_nccl.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <functional>
+#include <initializer_list>
+
+#include "backends/cuda/gpu_device.h"
+#include "backends/error.h"
+
+// A failing NCCL or CUDA runtime call: the call, where, the library's reason and `...` (what was being done).
+#define KOSMOS_NCCL_CHECK(call, ...)                                                                              \
+  do {                                                                                                            \
+    const ncclResult_t nccl_result = (call);                                                                      \
+    if (nccl_result != ncclSuccess)                                                                               \
+      KOSMOS_FAIL(#call, " failed (", __FILE__, ":", __LINE__, "): ", ncclGetErrorString(nccl_result), "; ",   \
+                  __VA_ARGS__);                                                                                   \
+  } while (0)
+#define KOSMOS_CUDA_RUNTIME_CHECK(call)                                                                           \
+  do {                                                                                                            \
+    const cudaError_t cuda_result = (call);                                                                       \
+    if (cuda_result != cudaSuccess)                                                                               \
+      KOSMOS_FAIL(#call, " failed (", __FILE__, ":", __LINE__, "): ", cudaGetErrorString(cuda_result));         \
+  } while (0)
+
+namespace kosmos::parallel {
+namespace {
+
+ncclDataType_t nccl_type(DType dtype, const char * what) {
+  switch (dtype) {
+    case DType::kF32: return ncclFloat32;
+    case DType::kBF16: return ncclBfloat16;
+    case DType::kF16: return ncclFloat16;
+    case DType::kI32: return ncclInt32;
+  }
+  KOSMOS_FAIL(what, ": dtype ", static_cast<int>(dtype), " has no NCCL type; NCCL reduces f32, bf16, f16 and i32");
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kMax: return ncclMax;
+  }
+  KOSMOS_FAIL("NCCL: reduction ", static_cast<int>(op), " is not one of sum, max");
+}
+
+class NcclComm final : public Comm {
+ public:
+  NcclComm(std::unique_ptr<Comm> host, Device & device)
+      : host_(std::move(host)), device_(device), stream_(device.create_stream()) {
+    comm_stream_ = static_cast<cudaStream_t>(cuda::native_stream(*stream_));
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&caller_ready_, cudaEventDisableTiming));
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&collective_done_, cudaEventDisableTiming));
+    // A group of one makes its communicator too (its calls return at once): NCCL's setup is checked on one GPU.
+    ncclUniqueId id{};
+    if (host_->rank() == 0) KOSMOS_NCCL_CHECK(ncclGetUniqueId(&id), "making the communicator's id on rank 0");
+    static_assert(sizeof id % sizeof(int32_t) == 0, "ncclUniqueId is sent as i32 words");
+    host_->broadcast(make_view(&id, DType::kI32, {static_cast<int64_t>(sizeof id / sizeof(int32_t))}), 0, *stream_);
+    KOSMOS_NCCL_CHECK(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()), "joining the communicator of ",
+                      host_->size(), " ranks as rank ", host_->rank(),
+                      " (each rank needs a GPU of its own: check that ranks per node <= GPUs per node)");
+  }
+  ~NcclComm() override {
+    if (comm_ != nullptr) ncclCommDestroy(comm_);
+    cudaEventDestroy(caller_ready_);
+    cudaEventDestroy(collective_done_);
+  }
+  NcclComm(const NcclComm &) = delete;
+  NcclComm & operator=(const NcclComm &) = delete;
+
+  int size() const override { return host_->size(); }
+  int rank() const override { return host_->rank(); }
+
+  void all_reduce(TensorView data, ReduceOp op, Stream & stream) override {
+    if (size() == 1) return;
+    if (in_host_memory({data}, "all_reduce")) return host_->all_reduce(data, op, stream);
+    enqueue(stream, "all_reduce", [&](cudaStream_t s) {
+      return ncclAllReduce(data.data, data.data, count(data), nccl_type(data.dtype, "all_reduce"), nccl_op(op), comm_,
+                           s);
+    });
+  }
+  void all_gather(TensorView out, TensorView in, Stream & stream) override {
+    if (in_host_memory({out, in}, "all_gather")) return host_->all_gather(out, in, stream);
+    KOSMOS_CHECK(out.numel() == in.numel() * size(), "all_gather: out ", describe(out), " is not ", size(),
+                 " times in ", describe(in));
+    if (size() == 1) return in.data == out.data ? void() : device_.copy(out, in, stream);
+    enqueue(stream, "all_gather", [&](cudaStream_t s) {
+      return ncclAllGather(in.data, out.data, count(in), nccl_type(in.dtype, "all_gather"), comm_, s);
+    });
+  }
+  void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) override {
+    if (in_host_memory({out, in}, "reduce_scatter")) return host_->reduce_scatter(out, in, op, stream);
+    KOSMOS_CHECK(in.numel() == out.numel() * size(), "reduce_scatter: in ", describe(in), " is not ", size(),
+                 " times out ", describe(out));
+    if (size() == 1) return device_.copy(out, in, stream);
+    enqueue(stream, "reduce_scatter", [&](cudaStream_t s) {
+      return ncclReduceScatter(in.data, out.data, count(out), nccl_type(in.dtype, "reduce_scatter"), nccl_op(op),
+                               comm_, s);
+    });
+  }
+  void broadcast(TensorView data, int root, Stream & stream) override {
+    if (size() == 1) return;
+    if (in_host_memory({data}, "broadcast")) return host_->broadcast(data, root, stream);
+    enqueue(stream, "broadcast", [&](cudaStream_t s) {
+      return ncclBroadcast(data.data, data.data, count(data), nccl_type(data.dtype, "broadcast"), root, comm_, s);
+    });
+  }
+  // Point to point: tagged, possibly out of order, so through the host communicator.
+  void send(TensorView data, int peer, Stream & stream, int tag) override { host_->send(data, peer, stream, tag); }
+  void recv(TensorView data, int peer, Stream & stream, int tag) override { host_->recv(data, peer, stream, tag); }
+  void group_begin() override { host_->group_begin(); }
+  void group_end() override { host_->group_end(); }
+  void send_async(TensorView data, int peer, Stream & stream, int tag) override {
+    host_->send_async(data, peer, stream, tag);
+  }
+  void wait_sends() override { host_->wait_sends(); }
+  void barrier() override {
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamSynchronize(comm_stream_));  // this rank's collectives have finished
+    host_->barrier();
+  }
+  std::unique_ptr<Comm> split(int color, int key) override {
+    return std::make_unique<NcclComm>(host_->split(color, key), device_);
+  }
+  Comm * wrapped() override { return host_.get(); }
+
+ private:
+  static size_t count(const TensorView & view) { return static_cast<size_t>(view.numel()); }
+
+  // Whether the call's buffers are host memory (then the host communicator takes it); device buffers must be dense,
+  // and a call may not mix the two.
+  bool in_host_memory(std::initializer_list<TensorView> views, const char * what) const {
+    int host = 0;
+    for (const TensorView & view : views) {
+      host += device_.is_host_memory(view.data) ? 1 : 0;
+      KOSMOS_CHECK(view.is_contiguous(), what, ": ", describe(view), " must be dense for NCCL");
+    }
+    KOSMOS_CHECK(host == 0 || host == static_cast<int>(views.size()), what,
+                 ": some buffers are in host memory and some on ", device_.name(), "; give both in the same memory");
+    return host > 0;
+  }
+
+  // Runs `call` on the communicator's stream after the caller's queued work; the caller's later work waits for it.
+  void enqueue(Stream & stream, const char * what, const std::function<ncclResult_t(cudaStream_t)> & call) {
+    const cudaStream_t caller = static_cast<cudaStream_t>(cuda::native_stream(stream));
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(caller_ready_, caller));
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(comm_stream_, caller_ready_, 0));
+    const ncclResult_t result = call(comm_stream_);
+    KOSMOS_CHECK(result == ncclSuccess, "NCCL ", what, " over ", size(), " ranks on ", device_.name(), " failed: ",
+                 ncclGetErrorString(result), " (", ncclGetLastError(comm_), ")");
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(collective_done_, comm_stream_));
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(caller, collective_done_, 0));
+  }
+
+  std::unique_ptr<Comm> host_;
+  Device & device_;
+  std::unique_ptr<Stream> stream_;   // the communicator's own stream (a Stream of `device_`)
+  cudaStream_t comm_stream_ = nullptr;  // its native handle
+  ncclComm_t comm_ = nullptr;        // null in a group of one
+  cudaEvent_t caller_ready_ = nullptr, collective_done_ = nullptr;  // reused: a wait takes the latest record
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> nccl_comm(std::unique_ptr<Comm> host, Device & device) {
+  KOSMOS_CHECK(device.backend() == "cuda", "an NCCL communicator needs a CUDA device, not ", device.name(),
+               "; use MPI (the CPU) or the staged communicator (ROCm)");
+  return std::make_unique<NcclComm>(std::move(host), device);
+}
+
+}  // namespace kosmos::parallel

@@ -1,0 +1,22 @@
+// comm_nccl.h: collectives between NVIDIA GPUs with NCCL: the Comm interface on device buffers without host copies.
+// NCCL's unique id travels over the host communicator, which also carries what NCCL does not: buffers in host
+// memory (the trainer's scalars), point-to-point (tagged messages, which NCCL cannot match out of order; through
+// host memory as StagedComm does), barriers and the bookkeeping of split(). Each collective runs on the
+// communicator's own CUDA stream: it starts after the work the caller queued on its stream (an event) and the
+// caller's later work waits for it (another event), so the host never blocks and work on other streams overlaps.
+// Built only with CUDA (KOSMOS_CUDA, which requires NCCL; KOSMOS_USE_NCCL is defined for those who link it);
+// `kosmos info` prints the NCCL version.
+#pragma once
+
+#include <memory>
+
+#include "parallel/comm.h"
+
+namespace kosmos::parallel {
+
+// An NCCL communicator over the ranks of `host` (collective over them: every rank calls it), for buffers of
+// `device` (a CUDA device, the same one each call's stream belongs to; it must outlive the result). `host` is a
+// communicator that accepts `device`'s buffers, e.g. staged_comm(mpi_world(), device).
+std::unique_ptr<Comm> nccl_comm(std::unique_ptr<Comm> host, Device & device);
+
+}  // namespace kosmos::parallel
