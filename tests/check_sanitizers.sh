@@ -27,7 +27,7 @@ status=0
 for program in kosmos_unit_tests kosmos_op_tests kosmos_io_tests; do
   ASAN_OPTIONS="$checks:detect_leaks=1" "$build_dir/tests/$program" --gtest_brief=1 > "$build_dir/$program.log" 2>&1 ||
     { status=$?; tail -n 40 "$build_dir/$program.log"; }
-  echo "check_sanitizers.sh: $program with leak detection: $(tail -n 1 "$build_dir/$program.log")"
+  echo "check_sanitizers.sh: $program with leak detection: $(grep -E 'PASSED|FAILED' "$build_dir/$program.log" | head -n 1)"
 done
 ASAN_OPTIONS="$checks:detect_leaks=0" ctest --test-dir "$build_dir" -j "$(nproc)" --timeout 1800 \
   --output-on-failure -E '^fuzz_targets$' "$@" || status=$?
