@@ -17,6 +17,7 @@
 #include "model/config.h"
 #include "parallel/comm.h"
 #include "tests/test_errors.h"
+#include "tests/tools/flip_chunk_byte.h"
 
 namespace kosmos {
 namespace {
@@ -93,26 +94,8 @@ TEST(Checkpoint, ATruncatedFileIsAnErrorNamingIt) {
   EXPECT_NE(message.find("truncated"), std::string::npos) << message;
 }
 
-// Flips one bit of a byte inside the first chunk of `dataset` (found with HDF5's chunk index).
 void flip_a_byte(const std::string & path, const std::string & dataset) {
-  haddr_t address = HADDR_UNDEF;
-  {
-    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    const hid_t data = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
-    hsize_t offset[2] = {0, 0}, size = 0;
-    unsigned filter_mask = 0;
-    ASSERT_GE(H5Dget_chunk_info_by_coord(data, offset, &filter_mask, &address, &size), 0);
-    ASSERT_GT(size, 100u);
-    H5Dclose(data);
-    H5Fclose(file);
-  }
-  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
-  file.seekg(static_cast<std::streamoff>(address + 37));
-  char byte = 0;
-  file.read(&byte, 1);
-  byte = static_cast<char>(byte ^ 0x10);
-  file.seekp(static_cast<std::streamoff>(address + 37));
-  file.write(&byte, 1);
+  ASSERT_EQ(kosmos::testing::flip_chunk_byte(path, dataset), "");
 }
 
 const std::string kFlipped = "/params/decoder.layers.1.ffn.fc1.weight";
