@@ -254,10 +254,11 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       ++skipped_steps;
       log << "step " << step << ": the loss (" << std::defaultfloat << std::setprecision(6) << stats.loss
           << ") or gradient norm (" << stats.grad_norm
-          << ") is not finite: the update was skipped (" << skipped_steps << " so far; "
-          << (dynamic_scale ? "the loss scale is now " + std::to_string(trainer.loss_scale().scale)
-                            : std::string("--non-finite stop ends the run instead"))
-          << ")\n";
+          << ") is not finite: the update was skipped (" << skipped_steps << " so far; ";
+      if (dynamic_scale)
+        log << "the loss scale is now " << std::setprecision(17) << trainer.loss_scale().scale << ")\n";
+      else
+        log << "--non-finite stop ends the run instead)\n";
     }
     // Model FLOPs of the whole step (every dp rank's images counted), per second, and of the ranks' peak.
     int32_t images = 0;
