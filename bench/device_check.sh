@@ -3,7 +3,7 @@
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
 #   2. every op case on the CUDA backend and on cuda-owngemm (the own GEMM kernel) against the fp64 reference;
-#   3. the NCCL communicator on this GPU (one rank: NCCL's setup, host and point-to-point paths; the collectives
+#   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative;
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;

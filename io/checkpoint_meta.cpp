@@ -110,12 +110,10 @@ void check_checkpoint_tensors(hid_t file, const std::string & path, const std::s
     const std::string dataset = group + "/" + spec.name;
     KOSMOS_CHECK(H5Lexists(file, dataset.c_str(), H5P_DEFAULT) > 0, "checkpoint ", path, " has no ", dataset,
                  another_model);
-    Handle object(H5Oopen(file, dataset.c_str(), H5P_DEFAULT), H5Oclose);
-    KOSMOS_H5_CHECK(object.valid() ? 0 : -1, path, ": opening ", dataset);
-    KOSMOS_CHECK(H5Iget_type(object) == H5I_DATASET, "checkpoint ", path, ": ", dataset,
-                 " is not a dataset; the file is damaged or was not written by kosmos: use an earlier checkpoint");
-    Handle data(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
+    Handle data(H5Oopen(file, dataset.c_str(), H5P_DEFAULT), H5Oclose);  // a group or a datatype in its place?
     KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": opening ", dataset);
+    KOSMOS_CHECK(H5Iget_type(data) == H5I_DATASET, "checkpoint ", path, ": ", dataset,
+                 " is not a dataset; the file is damaged or was not written by kosmos: use an earlier checkpoint");
     Handle type(H5Dget_type(data), H5Tclose);
     KOSMOS_CHECK(H5Tget_class(type) == H5T_FLOAT, "checkpoint ", path, ": ", dataset,
                  " does not hold floating-point numbers; the file is damaged or was not written by kosmos: use an "

@@ -54,7 +54,7 @@ class NcclComm final : public Comm {
     comm_stream_ = static_cast<cudaStream_t>(cuda::native_stream(*stream_));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&caller_ready_, cudaEventDisableTiming));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&collective_done_, cudaEventDisableTiming));
-    // A group of one makes its communicator too (its calls return at once): NCCL's setup is checked on one GPU.
+    if (host_->size() == 1) return;  // a group of one calls no collective: no NCCL communicator, no NCCL buffers
     ncclUniqueId id{};
     if (host_->rank() == 0) KOSMOS_NCCL_CHECK(ncclGetUniqueId(&id), "making the communicator's id on rank 0");
     static_assert(sizeof id % sizeof(int32_t) == 0, "ncclUniqueId is sent as i32 words");

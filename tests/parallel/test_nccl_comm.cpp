@@ -1,7 +1,7 @@
 // test_nccl_comm.cpp: the NCCL communicator (parallel/comm_nccl.h) under mpirun on CUDA devices, one GPU per rank,
 // with rank-dependent inputs and closed-form answers: collectives on device buffers, host buffers through MPI,
 // point-to-point through host memory, a split. Built with CUDA only; skipped where a node has fewer GPUs than ranks
-// (NCCL refuses two ranks on one GPU), so one GPU checks NCCL's setup and the one-rank paths, two or more the
+// (NCCL refuses two ranks on one GPU), so one GPU checks the one-rank paths (no NCCL communicator), two or more the
 // collectives themselves (bench/device_check.sh runs it).
 #include <gtest/gtest.h>
 #include <mpi.h>
