@@ -90,10 +90,11 @@ struct Scale {
   TensorView in;   // [...] same dtype and shape
   float alpha = 1.0f;
 };
-// out = in converted to out's dtype (f32, bf16, f16), round to nearest even.
+// out = in converted to out's dtype (f32, bf16, f16), round to nearest even, for any strides of either (a column
+// window of activations cast into a dense bf16 matmul operand). The views must not overlap.
 struct Cast {
-  TensorView out;  // [...] f32|bf16|f16
-  TensorView in;   // [...] f32|bf16|f16, same shape
+  TensorView out;  // [...] f32|bf16|f16, any strides
+  TensorView in;   // [...] f32|bf16|f16, same shape, any strides
 };
 // out = in, element by element, for any strides of either (views into a concatenation, a slice of rows, a
 // transposed copy). The views must not overlap.

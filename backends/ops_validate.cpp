@@ -218,7 +218,14 @@ void validate_op(const Scale & op) {
   check.same_dtype("out", op.out, "in", op.in);
 }
 void validate_op(const Cast & op) {
-  validate_elementwise(Checker{"cast"}, {{"in", op.in}, {"out", op.out}}, {DType::kF32, DType::kBF16, DType::kF16});
+  const Checker check{"cast"};
+  for (const auto & [name, view] : {std::pair<const char *, TensorView>{"in", op.in}, {"out", op.out}}) {
+    check.present(name, view);
+    check.dtype(name, view, {DType::kF32, DType::kBF16, DType::kF16});
+  }
+  check.same_shape("out", op.out, "in", op.in);
+  KOSMOS_CHECK(!views_overlap(op.out, op.in), "cast: out ", describe(op.out), " and in ", describe(op.in),
+               " overlap in memory; expected separate views (cast into a new buffer)");
 }
 void validate_op(const Copy & op) {
   const Checker check{"copy"};

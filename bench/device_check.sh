@@ -5,9 +5,10 @@
 #   2. every op case on the CUDA backend and on cuda-owngemm (the own GEMM kernel) against the fp64 reference;
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
-#      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative;
+#      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
+#      --precision bf16 run within 2e-2 of the CPU's fp32 one;
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
-#   5. the paper-size step (kosmos1, micro-batch 8 x 2048) with `kosmos bench`, and the PyTorch peer
+#   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16) with `kosmos bench`, and the PyTorch peer
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others.
 # Usage (on the GPU machine, in the repository root): bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -77,12 +78,14 @@ tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
 stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"
 stage tiny_cuda 120 "$kosmos" "${tiny[@]}" --backend cuda --metrics "$logs/tiny_cuda.jsonl"
 stage tiny_compare 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda.jsonl" 1e-2
+stage tiny_cuda_bf16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision bf16 --metrics "$logs/tiny_cuda_bf16.jsonl"
+stage tiny_compare_bf16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_bf16.jsonl" 2e-2
 
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
 
-stage step_kosmos1 300 "$kosmos" bench --preset kosmos1 --backend cuda --batch 8 --length 2048 --steps 4 --warmup 1 \
-  --peak-tflops 790 --out "$logs/step_kosmos1.json"
+stage step_kosmos1 300 "$kosmos" bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length 2048 \
+  --steps 4 --warmup 1 --peak-tflops 790 --out "$logs/step_kosmos1.json"
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
 stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
@@ -95,7 +98,7 @@ rows = []
 ours = os.path.join(logs, "step_kosmos1.json")
 if os.path.exists(ours):
     r = json.load(open(ours))
-    rows.append(("kosmos (cuda)", r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"]))
+    rows.append(("kosmos (cuda bf16)", r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"]))
 anchor = os.path.join(logs, "anchor.jsonl")
 if os.path.exists(anchor):
     for line in open(anchor):

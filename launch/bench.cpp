@@ -68,7 +68,7 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
                                  {"images_per_sequence", static_cast<double>(images) / std::max<int64_t>(1, sequences)},
                                  {"dp", dp}, {"pp", train.pp}, {"tp", train.tp},
                                  {"micro_batches", train.micro_batches}, {"schedule", train.schedule},
-                                 {"chunks", train.chunks}, {"zero1", train.zero1}};
+                                 {"chunks", train.chunks}, {"zero1", train.zero1}, {"precision", train.precision}};
   const std::string header = log.str();  // the run's description, up to its first step line
   out << header.substr(0, header.find("\nstep ") + 1) << "bench: " << seconds.size() << " timed steps (after "
       << options.warmup << " warm-up): median " << std::fixed << std::setprecision(4) << median(seconds) << " s/step, "

@@ -65,6 +65,8 @@ struct TrainOptions {
   int dp = 0, pp = 1, tp = 1;        // process grid (dp 0: all ranks not used by pp x tp)
   int64_t global_batch = 0;          // sequences per step over all dp ranks; 0: batch x micro_batches x dp
   bool zero1 = false;                // shard the optimizer over dp (ZeRO-1)
+  bool overlap_reduce = true;        // all-reduce gradient buckets during the backward (dp without ZeRO-1 or pp)
+  double reduce_bucket_mib = 16.0;   // data-parallel gradient all-reduce granularity
   std::string save_weights;          // write the final parameters (safetensors) here
   std::string save_dir;              // HDF5 checkpoints go here (step_<N>.h5 and `latest`)
   int64_t save_every = 0;            // a checkpoint every N steps (0: only after the last step)
@@ -76,6 +78,8 @@ struct TrainOptions {
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model
+  std::string precision = "fp32";    // fp32, or bf16: matmuls on bf16 copies of the weights and activations with f32
+                                     // accumulation; master weights, gradients, AdamW moments and other ops in f32
   std::string non_finite = "skip";   // a NaN or infinite loss or gradient norm: skip the update, stop, or
                                      // reduce-scale (skip and halve the loss scale)
   double loss_scale = 0.0;           // a power of two (0: 1, or 65536 with reduce-scale; on resume the checkpoint's)

@@ -100,6 +100,12 @@ int main(int argc, char ** argv) {
   train_app->add_option("--model-config", train.model_config,
                         "JSON model config applied over the preset (torchscale/HF/flamingo key names)")
       ->check(CLI::ExistingFile);
+  const std::string precision_help =
+      "fp32, or bf16 (mixed precision): every matmul reads bf16 copies of the weights (remade after each update) and "
+      "of its activation operands and accumulates in f32; master weights, gradients, AdamW moments, LayerNorm, "
+      "softmax, attention and the loss stay f32. Checkpoints hold the f32 values either way";
+  train_app->add_option("--precision", train.precision, precision_help)
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   train_app->add_option("--non-finite", train.non_finite,
                         "a NaN or infinite loss or gradient norm (seen by every rank at the same step): skip that "
                         "step's update and count it in the metrics, stop the run with an error, or reduce-scale: "
@@ -168,6 +174,16 @@ int main(int argc, char ** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
   train_app->add_flag("--zero1", train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");
+  const std::string overlap_help =
+      "data parallelism without ZeRO-1 or pipelining: all-reduce each gradient bucket during the last micro-batch's "
+      "backward as soon as its gradients are final (--no-overlap-reduce: all buckets after the backward)";
+  train_app->add_flag("--overlap-reduce,!--no-overlap-reduce", train.overlap_reduce, overlap_help)
+      ->capture_default_str();
+  const std::string bucket_help =
+      "MiB of f32 gradients per data-parallel all-reduce: smaller buckets start sooner during the backward, larger "
+      "ones pay the per-call latency less often";
+  train_app->add_option("--reduce-bucket-mib", train.reduce_bucket_mib, bucket_help)
+      ->capture_default_str()->check(CLI::Range(0.001, 4096.0));
   train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file");
   train_app->add_option("--save-dir", train.save_dir,
                         "write HDF5 checkpoints (step_<N>.h5, `latest`) of the whole training state to this folder");
@@ -319,6 +335,12 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--chunks", bench.train.chunks, "model chunks per stage (--schedule interleaved)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   bench_app->add_flag("--zero1", bench.train.zero1, "shard the AdamW update over the data-parallel ranks");
+  bench_app->add_flag("--overlap-reduce,!--no-overlap-reduce", bench.train.overlap_reduce, overlap_help)
+      ->capture_default_str();
+  bench_app->add_option("--reduce-bucket-mib", bench.train.reduce_bucket_mib, bucket_help)
+      ->capture_default_str()->check(CLI::Range(0.001, 4096.0));
+  bench_app->add_option("--precision", bench.train.precision, precision_help)
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")
       ->check(CLI::ExistingDirectory);
   bench_app->add_option("--steps", bench.steps, "steps run")->capture_default_str()->check(CLI::PositiveNumber);

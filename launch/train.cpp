@@ -104,7 +104,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
 
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
-  model::ModelState state(*device, table);
+  model::ModelState state(*device, table, options.precision == "bf16" ? DType::kBF16 : DType::kF32);
   state.initialise(options.seed, *stream);
   state.zero_moments(*stream);
   parallel::Comm * tensor_parallel = shape.tp > 1 ? &grid.group(parallel::Axis::kTensor) : nullptr;
@@ -127,7 +127,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   optimizer.poison_gradients_at_step = grid.world().rank() == 0 ? options.poison_step : 0;
   model::Trainer trainer(kosmos_model, state, optimizer,
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
-                                             options.zero1 && shape.dp > 1},
+                                             options.zero1 && shape.dp > 1,
+                                             std::max<int64_t>(1, static_cast<int64_t>(options.reduce_bucket_mib *
+                                                                                       (1 << 20) / sizeof(float))),
+                                             options.overlap_reduce},
                          model::PipelineParallel{shape.pp > 1 ? &grid.group(parallel::Axis::kPipeline) : nullptr,
                                                  schedule, chunks, stages},
                          model::TensorParallel{tensor_parallel});
@@ -212,6 +215,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   log << "kosmos train: preset " << options.preset << ", " << table.total() << " parameters ("
       << table.trainable_total() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
+  if (options.precision == "bf16")
+    log << "precision: bf16 matmuls (f32 accumulation), f32 master weights, gradients and optimizer\n";
   log << "grid: " << layout << (shape.pp > 1 ? std::string(", schedule ") + options.schedule : std::string()) << "\n";
   if (shape.pp > 1) {
     log << "stages (decoder layers):";
@@ -285,7 +290,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                 {"mfu_full", peak > 0 ? tflops[1] / peak : 0.0}, {"peak_memory_gib", memory},
                                 {"sequences", global_batch}, {"images", images}, {"dp", shape.dp},
                                 {"skipped", stats.skipped}, {"skipped_steps", skipped_steps},
-                                {"loss_scale", stats.loss_scale}}
+                                {"loss_scale", stats.loss_scale}, {"reduce_overlap", stats.reduce_overlap}}
                      .dump()
               << "\n";
       metrics.flush();

@@ -62,8 +62,11 @@ void ImagePath::vision_forward(Runtime & rt, TensorView images, VisionSaved & sa
   const TensorView patch_rows = rt.take({count, patches, patch_width});
   rt.run(Patchify{patch_rows, images, v.patch_size});
   const TensorView embedded = rt.take({count * patches, dv});
-  const TensorView patch_weight = reshape(state_.value("clip_model.embeddings.patch_embedding.weight"), {dv, patch_width});
-  rt.run(Matmul{embedded, flat_rows(patch_rows), patch_weight, TensorView{}, false, true});
+  Linear patch_embedding;  // the frozen [dv, C, p, p] convolution as a [dv, C*p*p] matmul
+  patch_embedding.weight =
+      reshape(state_.compute_value("clip_model.embeddings.patch_embedding.weight"), {dv, patch_width});
+  patch_embedding.trainable = false;
+  patch_embedding.forward(rt, embedded, flat_rows(patch_rows));
   // [class token; patch embeddings] + positions, then the pre-LayerNorm.
   const TensorView sequence = rt.take({count * tokens, dv});
   const TensorView class_embedding = reshape(state_.value("clip_model.embeddings.class_embedding"), {1, dv});

@@ -93,6 +93,27 @@ KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parall
     decoder_blocks_.push_back(make_magneto_block(state_, "decoder.layers." + std::to_string(layer) + ".",
                                                  dc.layernorm_eps, split() ? tensor_parallel_->rank() : 0,
                                                  split() ? tensor_parallel_->size() : 1));
+  // The backward finishes the gradients from the end of the table down: the head and final LayerNorm, the layers
+  // last to first, then the embeddings and the image path, which must all lie below the first layer.
+  const auto starts_with = [](const std::string & name, const std::string & prefix) { return name.rfind(prefix, 0) == 0; };
+  const std::vector<ParameterSpec> & specs = state_.table().specs();
+  decoder_layer_offsets_.assign(static_cast<size_t>(dc.layers), state_.table().total());
+  final_norm_offset_ = state_.table().total();
+  for (const ParameterSpec & spec : specs) {
+    for (int64_t layer = 0; layer < dc.layers; ++layer)
+      if (starts_with(spec.name, "decoder.layers." + std::to_string(layer) + "."))
+        decoder_layer_offsets_[static_cast<size_t>(layer)] =
+            std::min(decoder_layer_offsets_[static_cast<size_t>(layer)], spec.offset);
+    if (starts_with(spec.name, "decoder.layer_norm.")) final_norm_offset_ = std::min(final_norm_offset_, spec.offset);
+  }
+  const int64_t decoder_start = dc.layers > 0 ? decoder_layer_offsets_[0] : final_norm_offset_;
+  for (const ParameterSpec & spec : specs) {
+    const bool after = starts_with(spec.name, "decoder.layers.") || starts_with(spec.name, "decoder.layer_norm.") ||
+                       starts_with(spec.name, "decoder.output_projection.");
+    KOSMOS_CHECK((spec.offset >= decoder_start) == after, "parameter table: ", spec.name, " at offset ", spec.offset,
+                 " breaks the order the backward finishes gradients in (embeddings and image path, then the decoder "
+                 "layers from ", decoder_start, ", the final LayerNorm, the head); keep that order in parameters.cpp");
+  }
 }
 
 int64_t KosmosModel::vocab_start() const {
@@ -105,6 +126,15 @@ int64_t KosmosModel::vocab_local() const {
 
 TensorView KosmosModel::vocab_rows(const std::string & name, TensorView table) const {
   return split() ? tensor_parallel_part(name, table, tensor_parallel_->rank(), tensor_parallel_->size()) : table;
+}
+
+Linear KosmosModel::head() const {
+  const ParameterSpec & spec = state_.table().find(output_name());
+  Linear projection;
+  projection.weight = vocab_rows(spec.name, state_.compute_value(spec));
+  projection.dweight = vocab_rows(spec.name, state_.grad(spec));
+  projection.trainable = spec.trainable;
+  return projection;
 }
 
 double KosmosModel::vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const {
@@ -244,8 +274,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   s.final_stats = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, s.normed, x);
   // Vocab-parallel head: this rank's slice of the logits only (the whole logits are never gathered).
   s.logits = rt.take({rows, vocab_local()});
-  const std::string head = output_name();
-  rt.run(Matmul{s.logits, s.normed, vocab_rows(head, state_.value(head)), TensorView{}, false, true});
+  head().forward(rt, s.logits, s.normed);
   const TensorView loss = rt.take({1});
   s.lse = rt.take({rows});
   rt.run(CrossEntropyForward{loss, s.lse, s.logits, s.targets, s.weights, vocab_start(),
@@ -300,8 +329,7 @@ void KosmosModel::stage_decode(Runtime & rt, const StageRange & range, const Bat
   const TensorView normed = rt.take({rows, d});
   make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, normed, x);
   const TensorView logits = rt.take({rows, vocab_local()});
-  const std::string head = output_name();
-  rt.run(Matmul{logits, normed, vocab_rows(head, state_.value(head)), TensorView{}, false, true});
+  head().forward(rt, logits, normed);
   logits_out->resize(static_cast<size_t>(rows * vocab_local()));
   TensorView target = logits;
   target.data = logits_out->data();
@@ -319,20 +347,20 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
     rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, vocab_start(),
                                 split() ? dc.vocab_size : 0, s.loss_scale, 1.0f});
     const TensorView d_normed = rt.take({rows, d});
-    const std::string head = output_name();
-    matmul_backward(rt.device,
-                    MatmulBackward{d_normed, vocab_rows(head, state_.grad(head)), TensorView{}, d_logits, s.normed,
-                                   vocab_rows(head, state_.value(head)), false, true},
-                    rt.stream);
+    Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
+    now.deferred_weight_gradients = nullptr;
+    head().backward(now, d_normed, d_logits, s.normed, false);
     if (split()) tensor_parallel_->all_reduce(d_normed, parallel::ReduceOp::kSum, rt.stream);
     dx = rt.take({rows, d});
     make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).backward(rt, dx, d_normed, s.last_hidden, s.final_stats);
+    rt.report_gradients_final_from(final_norm_offset_);
   }
   const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
   for (int64_t l = last_layer - 1; l >= first_layer; --l) {
     const TensorView d_in = !range.first && l == first_layer ? d_input : rt.take({rows, d});
     const size_t index = static_cast<size_t>(l - first_layer);
     block_backward(rt, decoder_blocks_[static_cast<size_t>(l)], s.options[index], d_in, dx, s.blocks[index]);
+    rt.report_gradients_final_from(decoder_layer_offsets_[static_cast<size_t>(l)]);
     dx = d_in;
   }
   if (!range.first) {
@@ -365,6 +393,7 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
                   slice(d_embedded, 0, batch.image_slots[static_cast<size_t>(i)], latents)});
     image_path_.backward(rt, d_image_embeddings, image_keys(batch, s.randomness), s.vision, s.connector);
   }
+  rt.report_gradients_final_from(0);
   rt.stream.synchronize();
 }
 

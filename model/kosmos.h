@@ -124,6 +124,8 @@ class KosmosModel {
   int64_t vocab_start() const;
   int64_t vocab_local() const;
   TensorView vocab_rows(const std::string & name, TensorView table) const;
+  // The output projection (tied or not; this rank's vocabulary rows) as a Linear without bias.
+  Linear head() const;
   // The loss of the whole vocabulary from every rank's slice: fixes s.lse to the whole one (for the backward).
   double vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const;
 
@@ -132,6 +134,10 @@ class KosmosModel {
   ImagePath image_path_;
   parallel::Comm * tensor_parallel_;  // null unless split over two or more ranks
   std::vector<BlockWeights> decoder_blocks_;  // every decoder layer's weights (this rank's shards), made once
+  // Where in the flat parameter buffers decoder layer l's parameters begin, and the final LayerNorm's: above each,
+  // only later layers, the final LayerNorm and an untied head (what a backward has finished by then).
+  std::vector<int64_t> decoder_layer_offsets_;
+  int64_t final_norm_offset_ = 0;
 };
 
 }  // namespace kosmos::model

@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "backends/error.h"
-#include "parallel/tensor_parallel.h"
 
 namespace kosmos::model {
 namespace {
@@ -18,31 +17,50 @@ void dropout_forward(Runtime & rt, TensorView x, const DropoutSite & site) {
 
 }  // namespace
 
+TensorView matmul_operand(Runtime & rt, const TensorView & x, DType dtype) {
+  if (x.dtype == dtype) return x;
+  const TensorView cast = rt.arena.take(dtype, std::vector<int64_t>(x.dims.begin(), x.dims.begin() + x.ndim));
+  rt.run(Cast{cast, x});
+  return cast;
+}
+
+// A cast operand is needed only by the matmuls that read it: the arena takes it back after them (later work on the
+// stream is ordered after theirs), so mixed precision keeps no extra activation memory.
 void Linear::forward(Runtime & rt, TensorView y, TensorView x) const {
-  rt.run(Matmul{y, x, weight, bias, false, true});
+  const Arena::Mark temporaries = rt.arena.mark();
+  rt.run(Matmul{y, matmul_operand(rt, x, weight.dtype), weight, bias, false, true});
+  rt.arena.rewind(temporaries);
 }
 
 void Linear::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, bool accumulate_dx) const {
   const TensorView dw = trainable ? dweight : TensorView{}, db = trainable && bias.present() ? dbias : TensorView{};
+  const Arena::Mark temporaries = rt.arena.mark();
+  const TensorView dy_operand = matmul_operand(rt, dy, weight.dtype);
+  const TensorView x_operand = dw.present() ? matmul_operand(rt, x, weight.dtype) : x;
   if (rt.deferred_weight_gradients == nullptr || !trainable) {
-    matmul_backward(rt.device, MatmulBackward{dx, dw, db, dy, x, weight, false, true, 1.0f, accumulate_dx}, rt.stream);
+    matmul_backward(rt.device, MatmulBackward{dx, dw, db, dy_operand, x_operand, weight, false, true, 1.0f, accumulate_dx},
+                    rt.stream);
+    rt.arena.rewind(temporaries);
     return;
   }
-  // Input gradient now; the weight and bias gradients when the W pass asks for them.
-  matmul_backward(rt.device, MatmulBackward{dx, TensorView{}, TensorView{}, dy, x, weight, false, true, 1.0f, accumulate_dx},
+  // Input gradient now; the weight and bias gradients when the W pass asks for them (which keeps the cast operands
+  // until the arena is reset).
+  matmul_backward(rt.device,
+                  MatmulBackward{dx, TensorView{}, TensorView{}, dy_operand, x_operand, weight, false, true, 1.0f,
+                                 accumulate_dx},
                   rt.stream);
   Device & device = rt.device;
   Stream & stream = rt.stream;
   const TensorView w = weight;
-  rt.deferred_weight_gradients->push_back([&device, &stream, dw, db, dy, x, w] {
-    matmul_backward(device, MatmulBackward{TensorView{}, dw, db, dy, x, w, false, true}, stream);
+  rt.deferred_weight_gradients->push_back([&device, &stream, dw, db, dy_operand, x_operand, w] {
+    matmul_backward(device, MatmulBackward{TensorView{}, dw, db, dy_operand, x_operand, w, false, true}, stream);
   });
 }
 
 Linear make_linear(const ModelState & state, const std::string & prefix, bool bias) {
   const ParameterSpec & weight = state.table().find(prefix + "weight");
   Linear linear;
-  linear.weight = state.value(weight);
+  linear.weight = state.compute_value(weight);
   linear.dweight = state.grad(weight);
   linear.trainable = weight.trainable;
   if (bias) {
@@ -174,8 +192,18 @@ TensorView my_columns(TensorView whole, parallel::Comm & tp) {
   return slice(whole, 1, tp.rank() * width, width);
 }
 
-// The backward of parallel::row_parallel_forward through Linear, so that a zero-bubble schedule can defer the
-// weight gradient: dy is whole on every rank; dx_local and dW_local are this rank's, the bias gradient whole.
+// Megatron's row-parallel linear (parallel/tensor_parallel.h) through Linear, so that it computes in the weight's
+// dtype: y [rows, out] = all-reduce over tp of x_local [rows, in/tp] W_local^T, then the whole bias once.
+void row_parallel_forward(Runtime & rt, parallel::Comm & tp, const Linear & shard, TensorView y, TensorView x_local) {
+  Linear without_bias = shard;
+  without_bias.bias = without_bias.dbias = TensorView{};
+  without_bias.forward(rt, y, x_local);
+  tp.all_reduce(y, parallel::ReduceOp::kSum, rt.stream);
+  if (shard.bias.present()) rt.run(Add{y, y, shard.bias});
+}
+
+// Its backward through Linear, so that a zero-bubble schedule can defer the weight gradient: dy is whole on every
+// rank; dx_local and dW_local are this rank's, the bias gradient whole.
 void row_parallel_backward(Runtime & rt, const Linear & shard, TensorView dx_local, TensorView dy, TensorView x_local) {
   Linear without_bias = shard;
   without_bias.bias = without_bias.dbias = TensorView{};
@@ -200,8 +228,7 @@ ProjectionSaved projection_forward(Runtime & rt, parallel::Comm * tp, const std:
     saved.stats = sub_ln->forward(rt, saved.normed, saved.whole);
   }
   if (tp)
-    parallel::row_parallel_forward(rt.device, rt.stream, *tp, y, my_columns(saved.normed, *tp), projection.weight,
-                                   projection.bias);
+    row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
   else
     projection.forward(rt, y, saved.normed);
   return saved;

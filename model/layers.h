@@ -24,14 +24,27 @@ struct Runtime {
   // When set, Linear::backward leaves its weight-gradient matmuls here instead of running them (the W pass of a
   // zero-bubble pipeline schedule runs them later); the views they read stay valid until the arena is reset.
   std::vector<std::function<void()>> * deferred_weight_gradients = nullptr;
+  // When set (by the trainer, for a data-parallel step's last micro-batch), the backward calls it with a flat offset
+  // into the parameter buffers each time every gradient at or above that offset is final, so that those buckets can
+  // be reduced while the backward goes on; the offsets fall to 0 at the end.
+  std::function<void(int64_t)> * gradients_final_from = nullptr;
   void run(const OpDesc & op) { op_run(device, op, stream); }
+  void report_gradients_final_from(int64_t offset) const {
+    if (gradients_final_from) (*gradients_final_from)(offset);
+  }
   TensorView take(std::initializer_list<int64_t> dims) { return arena.take(DType::kF32, dims); }
 };
 
-// y = x W^T + b with W [out, in] (PyTorch's layout).
+// `x` as a matmul operand of `dtype`: itself when it has that dtype, else a dense copy cast into the arena (mixed
+// precision: f32 activations meet bf16 weights).
+TensorView matmul_operand(Runtime & rt, const TensorView & x, DType dtype);
+
+// y = x W^T + b with W [out, in] (PyTorch's layout). The matmuls read W in its dtype: the f32 parameter, or with mixed
+// precision its bf16 compute copy (ModelState::compute_value), when x and dy are cast to bf16 for them and the
+// products accumulate in f32; y, dx, dW and db stay f32.
 struct Linear {
-  TensorView weight, bias;    // [out, in] f32, [out] f32 or absent
-  TensorView dweight, dbias;  // accumulated by backward when trainable
+  TensorView weight, bias;    // [out, in] f32|bf16 (what the matmuls read), [out] f32 or absent
+  TensorView dweight, dbias;  // [out, in] f32, [out] f32: accumulated by backward when trainable
   bool trainable = true;
 
   int64_t in() const { return weight.dim(1); }

@@ -150,7 +150,10 @@ int64_t ParameterTable::trainable_total() const {
   return count;
 }
 
-ModelState::ModelState(Device & device, const ParameterTable & table) : device_(device), table_(table) {
+ModelState::ModelState(Device & device, const ParameterTable & table, DType compute_dtype)
+    : device_(device), table_(table), compute_dtype_(compute_dtype) {
+  KOSMOS_CHECK(compute_dtype == DType::kF32 || compute_dtype == DType::kBF16, "model state: compute dtype ",
+               dtype_name(compute_dtype), " is not supported; use f32 or bf16");
   const size_t bytes = static_cast<size_t>(table_.total() + kShardSlack) * sizeof(float);
   values_ = device.allocate(bytes, BufferUse::kWeights);
   grads_ = device.allocate(bytes, BufferUse::kWeights);
@@ -159,12 +162,26 @@ ModelState::ModelState(Device & device, const ParameterTable & table) : device_(
   std::unique_ptr<Stream> stream = device.create_stream();
   for (const Buffer * buffer : {&values_, &grads_, &moment1_, &moment2_})  // gaps and slack stay zero
     op_run(device, Fill{make_view(buffer->data(), DType::kF32, {table_.total() + kShardSlack}), 0.0f}, *stream);
+  if (compute_dtype != DType::kF32)
+    compute_values_ = device.allocate(static_cast<size_t>(table_.total()) * dtype_size(compute_dtype), BufferUse::kWeights);
   stream->synchronize();
 }
 
-TensorView ModelState::view(const Buffer & buffer, const ParameterSpec & spec) const {
-  return make_view(static_cast<float *>(buffer.data()) + spec.offset, DType::kF32, static_cast<int>(spec.shape.size()),
-                   spec.shape.data());
+TensorView ModelState::view(const Buffer & buffer, const ParameterSpec & spec, DType dtype) const {
+  return make_view(static_cast<char *>(buffer.data()) + static_cast<size_t>(spec.offset) * dtype_size(dtype), dtype,
+                   static_cast<int>(spec.shape.size()), spec.shape.data());
+}
+
+TensorView ModelState::compute_value(const ParameterSpec & spec) const {
+  return compute_dtype_ == DType::kF32 ? value(spec) : view(compute_values_, spec, compute_dtype_);
+}
+
+void ModelState::refresh_compute_values(Stream & stream) {
+  if (compute_dtype_ == DType::kF32) return;
+  op_run(device_,
+         Cast{make_view(compute_values_.data(), compute_dtype_, {table_.total()}),
+              make_view(values_.data(), DType::kF32, {table_.total()})},
+         stream);
 }
 
 TensorView ModelState::flat(Slot slot) const {
@@ -204,6 +221,7 @@ void ModelState::initialise(uint64_t seed, Stream & stream) {
     device_.copy(value(spec), source, stream);
     stream.synchronize();
   }
+  refresh_compute_values(stream);
 }
 
 void ModelState::zero_grads(Stream & stream) {

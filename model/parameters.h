@@ -2,7 +2,8 @@
 // Names and shapes are the PyTorch peers' own (the seed composition: clip_model.* = HF CLIPVisionTransformer,
 // perceive.* = flamingo-pytorch PerceiverResampler, image_proj.weight, decoder.* = torchscale Decoder; and HF
 // Kosmos-2's image_to_text_projection.* for the XConnector), so importing a checkpoint is a rename at most.
-// Values, gradients and the two AdamW moments live in four flat f32 buffers in table order.
+// Values, gradients and the two AdamW moments live in four flat f32 buffers in table order; with mixed precision a
+// fifth, bf16, holds the values the matmuls read.
 #pragma once
 
 #include <cstdint>
@@ -65,11 +66,21 @@ class ParameterTable {
   int64_t total_ = 0;
 };
 
-// Device memory for a table: values, gradients (accumulated by the backward), AdamW moments.
+// Device memory for a table: values, gradients (accumulated by the backward), AdamW moments, and with mixed
+// precision the compute copy of the values.
 class ModelState {
  public:
-  ModelState(Device & device, const ParameterTable & table);
+  // compute_dtype f32: the matmuls read the values themselves. bf16 (mixed precision): they read a bf16 copy of the
+  // values, which stay the f32 master weights that AdamW updates (gradients and moments are f32 either way).
+  ModelState(Device & device, const ParameterTable & table, DType compute_dtype = DType::kF32);
   const ParameterTable & table() const { return table_; }
+  DType compute_dtype() const { return compute_dtype_; }
+  // The parameter as the matmuls read it: its value (f32), or a view of the compute copy (bf16).
+  TensorView compute_value(const ParameterSpec & spec) const;
+  TensorView compute_value(const std::string & name) const { return compute_value(table_.find(name)); }
+  // Remakes the compute copy from the values (round to nearest even); nothing to do in f32. Whoever changes the
+  // values (initialise, a checkpoint load, an optimizer step) calls it before the next forward.
+  void refresh_compute_values(Stream & stream);
   TensorView value(const std::string & name) const { return view(values_, table_.find(name)); }
   TensorView grad(const std::string & name) const { return view(grads_, table_.find(name)); }
   TensorView value(const ParameterSpec & spec) const { return view(values_, spec); }
@@ -90,10 +101,12 @@ class ModelState {
   Device & device() const { return device_; }
 
  private:
-  TensorView view(const Buffer & buffer, const ParameterSpec & spec) const;
+  TensorView view(const Buffer & buffer, const ParameterSpec & spec, DType dtype = DType::kF32) const;
   Device & device_;
   ParameterTable table_;
+  DType compute_dtype_;
   Buffer values_, grads_, moment1_, moment2_;
+  Buffer compute_values_;  // [total] compute_dtype_, allocated only when it is not f32
 };
 
 }  // namespace kosmos::model

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <optional>
 
 #include "backends/error.h"
 #include "parallel/pipeline.h"
@@ -109,6 +111,56 @@ void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t 
     comm.all_reduce(make_view(flat.as<float>() + first, DType::kF32, {std::min(bucket, count - first)}),
                     parallel::ReduceOp::kSum, stream);
 }
+
+// The data-parallel gradient all-reduce, overlapped with the backward: buckets are cut from the top of the flat
+// gradient buffer down (the order the backward finishes gradients in) and each starts its all-reduce once the
+// backward reports every gradient in it final. finish() starts the rest and waits for all of them.
+class BucketedReduction {
+ public:
+  BucketedReduction(parallel::Comm & comm, const TensorView & grads, int64_t count, int64_t bucket, Stream & stream)
+      : comm_(comm), grads_(grads), bucket_(bucket), stream_(stream), unstarted_end_(count), count_(count) {}
+
+  void gradients_final_from(int64_t offset) {
+    while (unstarted_end_ > 0 && std::max<int64_t>(0, unstarted_end_ - bucket_) >= offset) {
+      const int64_t begin = std::max<int64_t>(0, unstarted_end_ - bucket_);
+      comm_.all_reduce_async(make_view(grads_.as<float>() + begin, DType::kF32, {unstarted_end_ - begin}),
+                             parallel::ReduceOp::kSum, stream_);
+      if (offset > 0) started_early_ += unstarted_end_ - begin;  // more backward follows
+      unstarted_end_ = begin;
+    }
+    comm_.progress();
+  }
+  // Starts what is left and waits for every bucket. Returns the fraction of the elements whose reduction started
+  // while more backward work followed.
+  double finish() {
+    gradients_final_from(0);
+    comm_.wait_all_reduces(stream_);
+    return count_ > 0 ? static_cast<double>(started_early_) / static_cast<double>(count_) : 0.0;
+  }
+
+ private:
+  parallel::Comm & comm_;
+  TensorView grads_;
+  int64_t bucket_;
+  Stream & stream_;
+  int64_t unstarted_end_;  // buckets at [unstarted_end_, count) have started
+  int64_t count_;
+  int64_t started_early_ = 0;
+};
+
+// Points a runtime's gradients_final_from at a listener for one scope.
+class GradientListener {
+ public:
+  GradientListener(Runtime & rt, std::function<void(int64_t)> * listener) : rt_(rt) {
+    rt_.gradients_final_from = listener;
+  }
+  ~GradientListener() { rt_.gradients_final_from = nullptr; }
+  GradientListener(const GradientListener &) = delete;
+  GradientListener & operator=(const GradientListener &) = delete;
+
+ private:
+  Runtime & rt_;
+};
 
 }  // namespace
 
@@ -304,11 +356,20 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   stats.loss_scale = scale;
   const float loss_scale = static_cast<float>(scale / weight_sum);
   state_.zero_grads(rt.stream);
+  if (config_.poison_gradients_at_step == step)  // the test hook: this rank's backward produces a NaN (accumulated)
+    rt.run(Fill{make_view(state_.all_grads().data, DType::kF32, {1}), std::numeric_limits<float>::quiet_NaN()});
+  state_.refresh_compute_values(rt.stream);  // the values changed since the last forward (update, load, gather)
   double loss = 0.0;
   // Keys depend on the step only; the micro-batch's global sample and image indices set the offsets, so the masks
   // do not depend on how the step's samples are split into micro-batches, ranks or stages.
   const StepRandomness randomness{seed, step, true};
   const bool pipelined = pp_.comm && pp_.comm->size() > 1;
+  // Data parallelism without ZeRO-1 all-reduces the gradients in buckets (started by the last backward when not
+  // pipelined and dp_.overlap is on, else after it).
+  std::optional<BucketedReduction> reduction;
+  if (dp_.comm && !dp_.zero1)
+    reduction.emplace(*dp_.comm, state_.flat(ModelState::Slot::kGrads), state_.table().total(), dp_.bucket_elements,
+                      rt.stream);
   if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
     rt.arena.reset();
     const int stages = pp_.comm->size(), stage = pp_.comm->rank();
@@ -323,9 +384,13 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     pp_.comm->all_reduce(make_view(&host, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
     loss = host;
   } else {
-    for (const Batch & batch : micro_batches) {
+    for (size_t i = 0; i < micro_batches.size(); ++i) {
       rt.arena.reset();
-      loss += model_.run(rt, batch, loss_scale, randomness, true);
+      // The last micro-batch's backward starts the data-parallel reduction of each bucket it has finished.
+      std::function<void(int64_t)> listener = [&](int64_t offset) { reduction->gradients_final_from(offset); };
+      const GradientListener listening(rt, reduction && dp_.overlap && i + 1 == micro_batches.size() ? &listener
+                                                                                                    : nullptr);
+      loss += model_.run(rt, micro_batches[i], loss_scale, randomness, true);
     }
   }
   rt.arena.reset();
@@ -333,20 +398,17 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
 
   // Gradients summed over the data-parallel ranks: whole (buckets) or, with ZeRO-1, each rank's slice.
   const int ranks = dp_.comm ? dp_.comm->size() : 1;
-  const int64_t total = state_.table().total();
   const auto [begin, end] = updated_range();
   const int64_t shard = zero1_slice();  // the last rank's slice ends in the slack
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
-  if (config_.poison_gradients_at_step == step)  // the test hook: this rank's backward produced a NaN
-    rt.run(Fill{make_view(grads.data, DType::kF32, {1}), std::numeric_limits<float>::quiet_NaN()});
   // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
   // same gradient of every replicated parameter as the other ranks (computed from the same inputs).
   // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
   // the head, and both need the sum (the stages between add zeros).
   if (pipelined && model_.config().decoder.tied)
     pp_.comm->all_reduce(state_.grad("decoder.embed_tokens.weight"), parallel::ReduceOp::kSum, rt.stream);
-  if (dp_.comm && !dp_.zero1) {
-    all_reduce_buckets(*dp_.comm, grads, total, dp_.bucket_elements, rt.stream);
+  if (reduction) {
+    stats.reduce_overlap = reduction->finish();
   } else if (dp_.comm) {
     const TensorView mine = rt.take({shard});
     dp_.comm->reduce_scatter(mine, make_view(grads.data, DType::kF32, {shard * ranks}), parallel::ReduceOp::kSum,

@@ -59,6 +59,8 @@ struct StepStats {
   double bubble = 0.0;     // pipeline: the fraction of the step this stage waited for other stages
   bool skipped = false;    // the loss or gradient norm was not finite: no update was applied
   double loss_scale = 1.0; // the scale this step's gradients were computed with (OptimizerConfig::loss_scale)
+  double reduce_overlap = 0.0;  // data parallelism: the fraction of gradient elements whose all-reduce started while
+                                // the backward still ran
 };
 
 // Data parallelism: the ranks of `comm` each hold a full replica and a share of the step's samples. Gradients are
@@ -68,6 +70,9 @@ struct DataParallel {
   parallel::Comm * comm = nullptr;       // null: one rank
   bool zero1 = false;
   int64_t bucket_elements = int64_t{1} << 22;  // all-reduce granularity (16 MiB of f32)
+  // Without ZeRO-1 or pipelining: start each bucket's all-reduce during the last micro-batch's backward, as soon as
+  // its gradients are final, instead of all of them after it.
+  bool overlap = true;
 };
 
 // Pipeline parallelism: the ranks of `comm` each run a contiguous range of decoder layers (the first also the

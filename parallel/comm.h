@@ -35,6 +35,13 @@ class Comm {
   // activations and gradients this way, so no pair of stages can block each other sending.
   virtual void send_async(TensorView data, int peer, Stream & stream, int tag = 0) = 0;
   virtual void wait_sends() = 0;
+  // An all-reduce that may run behind this rank's later work (a data-parallel gradient bucket during the rest of the
+  // backward): `data` must stay untouched until wait_all_reduces(), which completes every one started and orders
+  // `stream`'s later work after them. progress() lets a transport that moves data only inside its own calls (MPI)
+  // advance them between two pieces of work. By default all_reduce_async is the blocking all_reduce.
+  virtual void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) { all_reduce(data, op, stream); }
+  virtual void progress() {}
+  virtual void wait_all_reduces(Stream & stream) { (void)stream; }
   // Waits until every rank of the group arrives.
   virtual void barrier() = 0;
   // A sub-communicator of the ranks passing the same color, ordered by key (collective over this group).

@@ -80,6 +80,26 @@ class MpiComm final : public Comm {
     KOSMOS_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data, t.count, t.type, mpi_op(op), comm_));
   }
 
+  void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) override {
+    stream.synchronize();
+    check_dense(data, "all_reduce_async");
+    if (size_ == 1) return;
+    const Transfer t = reduction_of(data, "all_reduce_async");
+    reductions_.emplace_back();
+    KOSMOS_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data.data, t.count, t.type, mpi_op(op), comm_, &reductions_.back()));
+  }
+  void progress() override {
+    if (reductions_.empty()) return;
+    int done = 0;
+    KOSMOS_MPI_CHECK(MPI_Testall(static_cast<int>(reductions_.size()), reductions_.data(), &done, MPI_STATUSES_IGNORE));
+    if (done) reductions_.clear();
+  }
+  void wait_all_reduces(Stream &) override {
+    if (reductions_.empty()) return;
+    KOSMOS_MPI_CHECK(MPI_Waitall(static_cast<int>(reductions_.size()), reductions_.data(), MPI_STATUSES_IGNORE));
+    reductions_.clear();
+  }
+
   void all_gather(TensorView out, TensorView in, Stream & stream) override {
     stream.synchronize();
     check_dense(out, "all_gather out");
@@ -196,6 +216,7 @@ class MpiComm final : public Comm {
   int size_ = 1, rank_ = 0;
   bool grouped_ = false;
   std::vector<MPI_Request> pending_, outstanding_;
+  std::vector<MPI_Request> reductions_;  // all_reduce_async's, until wait_all_reduces
 };
 
 }  // namespace

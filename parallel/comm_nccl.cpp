@@ -82,6 +82,21 @@ class NcclComm final : public Comm {
                            s);
     });
   }
+  // Queued on the communicator's stream behind the caller's work so far; the caller's stream does not wait for it
+  // until wait_all_reduces (the stream is in order, so its last collective's event covers all before it).
+  void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) override {
+    if (size() == 1) return;
+    if (in_host_memory({data}, "all_reduce_async")) return host_->all_reduce(data, op, stream);
+    enqueue(stream, "all_reduce_async", [&](cudaStream_t s) {
+      return ncclAllReduce(data.data, data.data, count(data), nccl_type(data.dtype, "all_reduce_async"), nccl_op(op),
+                           comm_, s);
+    }, false);
+  }
+  void wait_all_reduces(Stream & stream) override {
+    if (size() == 1) return;
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(cuda::native_stream(stream)),
+                                                  collective_done_, 0));
+  }
   void all_gather(TensorView out, TensorView in, Stream & stream) override {
     if (in_host_memory({out, in}, "all_gather")) return host_->all_gather(out, in, stream);
     KOSMOS_CHECK(out.numel() == in.numel() * size(), "all_gather: out ", describe(out), " is not ", size(),
@@ -142,8 +157,10 @@ class NcclComm final : public Comm {
     return host > 0;
   }
 
-  // Runs `call` on the communicator's stream after the caller's queued work; the caller's later work waits for it.
-  void enqueue(Stream & stream, const char * what, const std::function<ncclResult_t(cudaStream_t)> & call) {
+  // Runs `call` on the communicator's stream after the caller's queued work; the caller's later work waits for it
+  // unless `caller_waits` is false (an async all-reduce, waited for by wait_all_reduces).
+  void enqueue(Stream & stream, const char * what, const std::function<ncclResult_t(cudaStream_t)> & call,
+               bool caller_waits = true) {
     const cudaStream_t caller = static_cast<cudaStream_t>(cuda::native_stream(stream));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(caller_ready_, caller));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(comm_stream_, caller_ready_, 0));
@@ -151,7 +168,7 @@ class NcclComm final : public Comm {
     KOSMOS_CHECK(result == ncclSuccess, "NCCL ", what, " over ", size(), " ranks on ", device_.name(), " failed: ",
                  ncclGetErrorString(result), " (", ncclGetLastError(comm_), ")");
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(collective_done_, comm_stream_));
-    KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(caller, collective_done_, 0));
+    if (caller_waits) KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(caller, collective_done_, 0));
   }
 
   std::unique_ptr<Comm> host_;

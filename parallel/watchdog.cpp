@@ -204,6 +204,13 @@ class WatchedComm final : public Comm {
     watched("send_async", peer, bytes(data), [&] { inner_->send_async(data, peer, stream, tag); });
   }
   void wait_sends() override { watched("wait_sends", -1, 0, [&] { inner_->wait_sends(); }); }
+  void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) override {
+    watched("all_reduce_async", -1, bytes(data), [&] { inner_->all_reduce_async(data, op, stream); });
+  }
+  void progress() override { inner_->progress(); }
+  void wait_all_reduces(Stream & stream) override {
+    watched("wait_all_reduces", -1, 0, [&] { inner_->wait_all_reduces(stream); });
+  }
   void barrier() override { watched("barrier", -1, 0, [&] { inner_->barrier(); }); }
   std::unique_ptr<Comm> split(int color, int key) override {
     std::unique_ptr<Comm> part = inner_->split(color, key);

@@ -1,9 +1,14 @@
 # check_layout_invariance.cmake: a layout under mpirun computes the same training function as one rank: 5 AdamW
 # steps with dropout on, the same global batch and seed; the losses, gradient norms and final parameters agree
-# within 1e-5 relative. cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DRANKS=2 -DOUT=<prefix>
-#   "-DLAYOUT=--dp;2" ["-DBOTH=--micro-batches;4"] -P check_layout_invariance.cmake   (BOTH: for both runs)
+# within 1e-5 relative (or -DTOLERANCE). cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DRANKS=2
+#   -DOUT=<prefix> "-DLAYOUT=--dp;2" ["-DBOTH=--micro-batches;4"] -P check_layout_invariance.cmake (BOTH: both runs)
+# -DEXPECT_OVERLAP=1 also asks every step of the layout's metrics for a data-parallel reduction that started while
+# the backward still ran (reduce_overlap > 0).
 if(NOT DEFINED BOTH OR BOTH STREQUAL "")
   set(BOTH --micro-batches 2)
+endif()
+if(NOT DEFINED TOLERANCE)
+  set(TOLERANCE 1e-5)
 endif()
 set(common train --preset tiny --steps 5 --seed 9 --global-batch 8 --length 40 --log-every 100 ${BOTH})
 execute_process(COMMAND ${KOSMOS} ${common} --metrics ${OUT}_single.jsonl --save-weights ${OUT}_single.safetensors
@@ -19,8 +24,17 @@ if(NOT status EQUAL 0)
   message(FATAL_ERROR "the run with ${LAYOUT} on ${RANKS} ranks exited with ${status}")
 endif()
 execute_process(COMMAND ${COMPARE} ${OUT}_single.jsonl ${OUT}_layout.jsonl ${OUT}_single.safetensors
-                        ${OUT}_layout.safetensors 1e-5
+                        ${OUT}_layout.safetensors ${TOLERANCE}
                 RESULT_VARIABLE same)
 if(NOT same EQUAL 0)
   message(FATAL_ERROR "${LAYOUT} on ${RANKS} ranks does not match the single-rank run")
+endif()
+if(EXPECT_OVERLAP)
+  file(STRINGS ${OUT}_layout.jsonl steps)
+  foreach(step IN LISTS steps)
+    string(REGEX MATCH "\"reduce_overlap\":([0-9.eE+-]+)" found "${step}")
+    if(NOT found OR CMAKE_MATCH_1 LESS_EQUAL 0)
+      message(FATAL_ERROR "a step's gradient reduction did not overlap the backward (${found}): ${step}")
+    endif()
+  endforeach()
 endif()

@@ -90,12 +90,12 @@ void CpuDevice::record_event(Event &, Stream &) {}
 void CpuDevice::wait_event(Stream &, Event &) {}
 
 OpSupport CpuDevice::supports(const OpDesc & op) const {
-  // oneDNN 2.x computes bf16 only with AVX-512 (avx512_core or newer); below that it has no bf16 kernels at all.
+  // oneDNN 2.x computes bf16 only with AVX-512 (avx512_core or newer); below that it has no bf16 kernels at all, and
+  // only the matmul widens its operands to f32 itself (mixed-precision training needs it).
   const bool bf16_operand = std::visit(
       [](const auto & concrete) {
         using Op = std::decay_t<decltype(concrete)>;
-        if constexpr (std::is_same_v<Op, Matmul>) return concrete.a.dtype == DType::kBF16;
-        else if constexpr (std::is_same_v<Op, Add>) return concrete.a.dtype == DType::kBF16;
+        if constexpr (std::is_same_v<Op, Add>) return concrete.a.dtype == DType::kBF16;
         else if constexpr (std::is_same_v<Op, Scale>) return concrete.in.dtype == DType::kBF16;
         else return false;  // the other ops are f32, or own kernels that convert exactly (cast, fill)
       },

@@ -127,34 +127,59 @@ void store_element(const TensorView & view, int64_t index, float value) {
 
 }  // namespace
 
+namespace {
+
+// A view walked row by row over all but its last dim, the way Copy and Cast read and write any strides.
+struct Rows {
+  int64_t count, width;  // rows, and elements per row
+  explicit Rows(const TensorView & view)
+      : count(view.numel() / std::max<int64_t>(view.ndim == 0 ? 1 : view.dim(-1), 1)),
+        width(view.ndim == 0 ? 1 : view.dim(-1)) {}
+};
+// The offset in elements of row `row` of `view`, and the step between its elements.
+int64_t row_offset(const TensorView & view, int64_t row) {
+  int64_t offset = 0;
+  for (int axis = view.ndim - 2; axis >= 0; --axis) {
+    offset += (row % view.dims[axis]) * view.strides[axis];
+    row /= view.dims[axis];
+  }
+  return offset;
+}
+int64_t element_step(const TensorView & view) { return view.ndim == 0 ? 1 : view.stride(-1); }
+
+}  // namespace
+
 void cpu_op(CpuContext &, const Cast & op) {
-  const int64_t count = op.in.numel();
+  if (op.in.is_contiguous() && op.out.is_contiguous()) {  // one flat loop (a whole parameter buffer is one row)
+    const int64_t count = op.in.numel();
 #pragma omp parallel for
-  for (int64_t index = 0; index < count; ++index) store_element(op.out, index, load_element(op.in, index));
+    for (int64_t index = 0; index < count; ++index) store_element(op.out, index, load_element(op.in, index));
+    return;
+  }
+  const Rows rows(op.in);
+  const int64_t in_step = element_step(op.in), out_step = element_step(op.out);
+#pragma omp parallel for if (rows.count > 64)
+  for (int64_t row = 0; row < rows.count; ++row) {
+    const int64_t in_base = row_offset(op.in, row), out_base = row_offset(op.out, row);
+    for (int64_t col = 0; col < rows.width; ++col)
+      store_element(op.out, out_base + col * out_step, load_element(op.in, in_base + col * in_step));
+  }
 }
 
 void cpu_op(CpuContext &, const Copy & op) {
   // Row by row over all but the last dim; a dense last dim is one memcpy per row.
-  const int64_t cols = op.in.ndim == 0 ? 1 : op.in.dim(-1), rows = op.in.numel() / std::max<int64_t>(cols, 1);
+  const Rows rows(op.in);
   const size_t element = dtype_size(op.in.dtype);
-  const int ndim = op.in.ndim;
-  auto offset_of = [ndim](const TensorView & view, int64_t row) {
-    int64_t offset = 0;
-    for (int axis = ndim - 2; axis >= 0; --axis) {
-      offset += (row % view.dims[axis]) * view.strides[axis];
-      row /= view.dims[axis];
-    }
-    return offset;
-  };
-#pragma omp parallel for if (rows > 64)
-  for (int64_t row = 0; row < rows; ++row) {
-    const char * source = static_cast<const char *>(op.in.data) + offset_of(op.in, row) * element;
-    char * target = static_cast<char *>(op.out.data) + offset_of(op.out, row) * element;
-    if (ndim == 0 || (op.in.stride(-1) == 1 && op.out.stride(-1) == 1)) {
-      std::memcpy(target, source, static_cast<size_t>(cols) * element);
+  const int64_t in_step = element_step(op.in), out_step = element_step(op.out);
+#pragma omp parallel for if (rows.count > 64)
+  for (int64_t row = 0; row < rows.count; ++row) {
+    const char * source = static_cast<const char *>(op.in.data) + row_offset(op.in, row) * element;
+    char * target = static_cast<char *>(op.out.data) + row_offset(op.out, row) * element;
+    if (in_step == 1 && out_step == 1) {
+      std::memcpy(target, source, static_cast<size_t>(rows.width) * element);
     } else {
-      for (int64_t col = 0; col < cols; ++col)
-        std::memcpy(target + col * op.out.stride(-1) * element, source + col * op.in.stride(-1) * element, element);
+      for (int64_t col = 0; col < rows.width; ++col)
+        std::memcpy(target + col * out_step * element, source + col * in_step * element, element);
     }
   }
 }

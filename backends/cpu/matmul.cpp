@@ -71,11 +71,30 @@ void scale_rows_add_bias(const TensorView & c, float beta, const TensorView & bi
   }
 }
 
+// A dense f32 copy of `view` (exact from bf16) in scratch slot `slot`; absent stays absent.
+TensorView widened(CpuContext & ctx, const TensorView & view, int slot) {
+  if (!view.present()) return view;
+  TensorView wide = make_view(ctx.scratch(slot, static_cast<size_t>(view.numel())), DType::kF32, view.ndim,
+                              view.dims.data());
+  cpu_op(ctx, Cast{wide, view});
+  return wide;
+}
+
 }  // namespace
 
 void cpu_op(CpuContext & ctx, const Matmul & op) {
   if (op.alpha == 0.0f) {  // no product at all: c = beta * c + bias
     scale_rows_add_bias(op.c, op.beta, op.bias, true);
+    return;
+  }
+  if (op.a.dtype == DType::kBF16 && dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core) {
+    // oneDNN 2.x has no bf16 kernels below AVX-512: the operands widen exactly to f32 and the f32 primitive
+    // multiplies them (a bf16 matmul with f32 accumulation); a bf16 C is computed in f32 and rounded once.
+    const TensorView c = op.c.dtype == DType::kF32 ? op.c : widened(ctx, op.c, 3);
+    cpu_op(ctx, Matmul{c, widened(ctx, op.a, 0), widened(ctx, op.b, 1),
+                       op.bias.dtype == DType::kF32 ? op.bias : widened(ctx, op.bias, 2), op.trans_a, op.trans_b,
+                       op.alpha, op.beta});
+    if (c.data != op.c.data) cpu_op(ctx, Cast{op.c, c});
     return;
   }
   TensorView src = logical(op.a, op.trans_a), weights = logical(op.b, op.trans_b), dst = op.c;

@@ -42,10 +42,6 @@ __global__ void scale_kernel(void * out, const void * in, int64_t count, float a
   KOSMOS_GRID_LOOP(i, count) store_float(out, dtype, i, alpha * load_float(in, dtype, i));
 }
 
-__global__ void cast_kernel(void * out, DType out_dtype, const void * in, DType in_dtype, int64_t count) {
-  KOSMOS_GRID_LOOP(i, count) store_float(out, out_dtype, i, load_float(in, in_dtype, i));
-}
-
 // Element i of the logical (row-major) order of `layout`, as an offset in elements.
 __device__ inline int64_t strided_offset(const Layout & layout, int64_t i) {
   int64_t offset = 0;
@@ -54,6 +50,15 @@ __device__ inline int64_t strided_offset(const Layout & layout, int64_t i) {
     i /= layout.dims[axis];
   }
   return offset;
+}
+
+__global__ void cast_kernel(void * out, DType out_dtype, const void * in, DType in_dtype, int64_t count) {
+  KOSMOS_GRID_LOOP(i, count) store_float(out, out_dtype, i, load_float(in, in_dtype, i));
+}
+__global__ void strided_cast_kernel(void * out, DType out_dtype, Layout out_layout, const void * in, DType in_dtype,
+                                    Layout in_layout, int64_t count) {
+  KOSMOS_GRID_LOOP(i, count)
+  store_float(out, out_dtype, strided_offset(out_layout, i), load_float(in, in_dtype, strided_offset(in_layout, i)));
 }
 
 template <typename Element>
@@ -147,7 +152,12 @@ void gpu_op(GpuContext &, const Scale & op, cudaStream_t stream) {
 
 void gpu_op(GpuContext &, const Cast & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
-  cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, op.in.data, op.in.dtype, count);
+  if (count == 0) return;
+  if (op.in.is_contiguous() && op.out.is_contiguous())
+    cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, op.in.data, op.in.dtype, count);
+  else
+    strided_cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, layout_of(op.out),
+                                                                    op.in.data, op.in.dtype, layout_of(op.in), count);
   KOSMOS_GPU_LAUNCHED("cast");
 }
 

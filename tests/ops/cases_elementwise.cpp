@@ -149,11 +149,13 @@ OpCase scale_case(std::vector<int64_t> dims, float alpha) {
   return c;
 }
 
-// A cast is exact: the reference rounds through the same IEEE formats (round to nearest even).
-OpCase cast_case(std::vector<int64_t> dims, DType from, DType to) {
+// A cast is exact: the reference rounds through the same IEEE formats (round to nearest even). window_pad > 0
+// reads a 2-D f32 input as a column window of a wider matrix (rows window_pad elements apart beyond their width).
+OpCase cast_case(std::vector<int64_t> dims, DType from, DType to, int64_t window_pad = 0) {
   std::mt19937_64 rng(dims.back() * 13 + static_cast<int>(to));
   OpCase c;
-  c.name = std::string("cast") + dims_name(dims) + "_" + dtype_name(from) + "to" + dtype_name(to);
+  c.name = std::string("cast") + dims_name(dims) + "_" + dtype_name(from) + "to" + dtype_name(to) +
+           (window_pad > 0 ? "_window" : "");
   c.tolerance = 0.0;
   c.inputs["in"] = random_tensor(rng, dims, 100.0, from);
   if (from == DType::kF16)
@@ -167,8 +169,9 @@ OpCase cast_case(std::vector<int64_t> dims, DType from, DType to) {
     }
     return Named{{"out", out}};
   };
-  c.device = [dims, from, to](DeviceRun & run, const Named & in, const Named &) {
-    const TensorView x = run.upload(in.at("in"), from), out = run.output(dims, to);
+  c.device = [dims, from, to, window_pad](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView x = window_pad > 0 ? run.upload_window(in.at("in"), window_pad) : run.upload(in.at("in"), from);
+    const TensorView out = run.output(dims, to);
     run.op(Cast{out, x});
     return Named{{"out", run.download(out)}};
   };
@@ -237,6 +240,7 @@ std::vector<OpCase> elementwise_cases() {
     cases.push_back(cast_case({7, 9}, DType::kF32, to));
     cases.push_back(cast_case({7, 9}, to, DType::kF32));
   }
+  cases.push_back(cast_case({33, 65}, DType::kF32, DType::kBF16, 31));  // a q/k/v column window into a bf16 operand
   cases.push_back(fill_case({3, 5}, DType::kF32, 0.0f));
   cases.push_back(fill_case({11}, DType::kI32, 42.0f));
   cases.push_back(fill_case({6, 2}, DType::kBF16, -1.5f));

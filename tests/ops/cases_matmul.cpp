@@ -36,7 +36,7 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
   OpCase c;
   c.name = name.str();
   c.tolerance = tolerance;
-  c.grad_dtype = s.out_dtype;
+  c.grad_dtype = s.dtype;  // dC reaches the backward in the operands' dtype (Linear casts it so with bf16 weights)
   c.inputs["a"] = random_tensor(rng, with_batch(s.batched_a ? s.batch : 0, s.trans_a ? std::vector<int64_t>{s.k, s.m}
                                                                     : std::vector<int64_t>{s.m, s.k}), 1.0, s.dtype);
   c.inputs["b"] = random_tensor(rng, with_batch(s.batched_b ? s.batch : 0, s.trans_b ? std::vector<int64_t>{s.n, s.k}
@@ -74,7 +74,7 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
     run.op(Matmul{out, a, b, bias, s.trans_a, s.trans_b, s.alpha, s.beta});
     Named result{{"c", run.download(out)}};
     if (grads.empty()) return result;
-    const TensorView dc = s.row_pad ? run.upload_window(grads.at("dc"), s.row_pad) : run.upload(grads.at("dc"), s.out_dtype);
+    const TensorView dc = s.row_pad ? run.upload_window(grads.at("dc"), s.row_pad) : run.upload(grads.at("dc"), s.dtype);
     const TensorView da = run.output(in.at("a").dims, DType::kF32);
     const TensorView db = run.accumulator(in.at("b").dims);
     const TensorView dbias = s.bias ? run.accumulator({s.n}) : TensorView{};
