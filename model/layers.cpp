@@ -263,9 +263,12 @@ void block_attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, 
   s.h_attention = rt.take({rows, model_width});
   s.ln_attention = w.ln_attention.forward(rt, s.h_attention, x);
   s.qkv = rt.take({rows, 3 * width});  // q | k | v side by side (this rank's heads); q and k after xPos
-  w.q.forward(rt, columns(s.qkv, 0, width), s.h_attention);
-  w.k.forward(rt, columns(s.qkv, width, width), s.h_attention);
-  w.v.forward(rt, columns(s.qkv, 2 * width, width), s.h_attention);
+  const Arena::Mark temporaries = rt.arena.mark();
+  const TensorView h = matmul_operand(rt, s.h_attention, w.q.weight.dtype);  // cast once for all three
+  w.q.forward(rt, columns(s.qkv, 0, width), h);
+  w.k.forward(rt, columns(s.qkv, width, width), h);
+  w.v.forward(rt, columns(s.qkv, 2 * width, width), h);
+  rt.arena.rewind(temporaries);
 }
 
 // The second half after the attention core (s.attention): sub-LN and out_proj, the residual, the FFN with its sub-LN
@@ -408,9 +411,12 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     rt.run(XPosBackward{as_heads(dk), as_heads(dk), {0, true, o.xpos_scale_base}});
   }
   const TensorView d_h_attention = rt.take({rows, model_width});
-  w.q.backward(rt, d_h_attention, dq, s.h_attention, false);
-  w.k.backward(rt, d_h_attention, dk, s.h_attention, true);
-  w.v.backward(rt, d_h_attention, dv, s.h_attention, true);
+  const Arena::Mark temporaries = rt.arena.mark();
+  const TensorView h = matmul_operand(rt, s.h_attention, w.q.weight.dtype);  // cast once for all three
+  w.q.backward(rt, d_h_attention, dq, h, false);
+  w.k.backward(rt, d_h_attention, dk, h, true);
+  w.v.backward(rt, d_h_attention, dv, h, true);
+  if (rt.deferred_weight_gradients == nullptr) rt.arena.rewind(temporaries);  // a W pass still reads h
   if (tp) tp->all_reduce(d_h_attention, parallel::ReduceOp::kSum, rt.stream);
   w.ln_attention.backward(rt, dx, d_h_attention, s.x, s.ln_attention);
   rt.run(Add{dx, dx, d_x_mid});
