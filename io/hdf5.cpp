@@ -38,8 +38,11 @@ void write_attribute(hid_t object, const char * name, hid_t type, const void * v
   KOSMOS_H5_CHECK(H5Awrite(attribute, type, value), path, ": writing attribute ", name);
 }
 
-// An attribute that must hold one value of a type class in `classes` ("an integer", say, in `what`).
-Handle open_attribute(hid_t object, const char * name, std::initializer_list<H5T_class_t> classes, const char * what,
+// An attribute that must hold one value of a type class in `classes` ("an integer", say, in `what`), and its type.
+struct OpenedAttribute {
+  Handle attribute, type;
+};
+OpenedAttribute open_attribute(hid_t object, const char * name, std::initializer_list<H5T_class_t> classes, const char * what,
                       const std::string & path) {
   KOSMOS_CHECK(H5Aexists(object, name) > 0, path, ": no attribute '", name,
                "'; the file was not written by kosmos, or it is damaged");
@@ -52,15 +55,15 @@ Handle open_attribute(hid_t object, const char * name, std::initializer_list<H5T
                    std::find(classes.begin(), classes.end(), type_class) != classes.end(),
                path, ": attribute '", name, "' is not ", what,
                "; the file was not written by kosmos, or it is damaged");
-  return attribute;
+  return {std::move(attribute), std::move(type)};
 }
 
 template <typename Number>
 Number read_number(hid_t object, const char * name, hid_t type, std::initializer_list<H5T_class_t> classes,
                    const char * what, const std::string & path) {
-  Handle attribute = open_attribute(object, name, classes, what, path);
+  const OpenedAttribute opened = open_attribute(object, name, classes, what, path);
   Number value{};
-  KOSMOS_H5_CHECK(H5Aread(attribute, type, &value), path, ": reading attribute ", name, " as ", what);
+  KOSMOS_H5_CHECK(H5Aread(opened.attribute, type, &value), path, ": reading attribute ", name, " as ", what);
   return value;
 }
 
@@ -85,14 +88,13 @@ void write_double_attribute(hid_t object, const char * name, double value, const
 }
 
 std::string read_string_attribute(hid_t object, const char * name, const std::string & path) {
-  Handle attribute = open_attribute(object, name, {H5T_STRING}, "one string", path);
-  Handle type(H5Aget_type(attribute), H5Tclose);
-  const size_t size = H5Tget_size(type);
-  KOSMOS_CHECK(H5Tis_variable_str(type) == 0 && size > 0 && size <= kMaxStringAttribute, path, ": attribute '", name,
+  const OpenedAttribute opened = open_attribute(object, name, {H5T_STRING}, "one string", path);
+  const size_t size = H5Tget_size(opened.type);
+  KOSMOS_CHECK(H5Tis_variable_str(opened.type) == 0 && size > 0 && size <= kMaxStringAttribute, path, ": attribute '", name,
                "' is not a fixed-length string of at most ", kMaxStringAttribute,
                " bytes; the file was not written by kosmos, or it is damaged");
   std::string value(size, '\0');
-  KOSMOS_H5_CHECK(H5Aread(attribute, type, value.data()), path, ": reading attribute ", name);
+  KOSMOS_H5_CHECK(H5Aread(opened.attribute, opened.type, value.data()), path, ": reading attribute ", name);
   value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
   return value;
 }
