@@ -42,7 +42,8 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   loaded.device = registry.create(source.backend, source.device);
   loaded.stream = loaded.device->create_stream();
   loaded.table = std::make_unique<model::ParameterTable>(loaded.config);
-  loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table);
+  loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table,
+                                                     source.precision == "bf16" ? DType::kBF16 : DType::kF32);
   std::unique_ptr<parallel::Comm> world = world_for(*loaded.device);
   const parallel::GridShape shape = parallel::grid_for(world->size(), 0, source.pp, source.tp);
   loaded.grid = std::make_unique<parallel::ProcessGrid>(shape, std::move(world));
@@ -55,6 +56,7 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
     KOSMOS_CHECK(!report.vision_only, weights, " holds only a CLIP vision tower; inference needs a whole "
                  "checkpoint (seed composition or HF Kosmos-2)");
   }
+  loaded.state->refresh_compute_values(*loaded.stream);  // the loaded values, in the matmuls' dtype
   loaded.model = std::make_unique<model::KosmosModel>(
       loaded.config, *loaded.state, shape.tp > 1 ? &loaded.grid->group(parallel::Axis::kTensor) : nullptr);
   // Stage cuts for a prompt of one sequence, about 64 positions and one image: they only balance the stages.

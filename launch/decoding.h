@@ -26,6 +26,7 @@ struct ModelSource {
   std::string weights;               // safetensors in any peer's names
   std::string hf_dir;                // config.json + model.safetensors
   int pp = 1, tp = 1;                // split over pipeline stages and tensor-parallel ranks (under mpirun)
+  std::string precision = "fp32";    // or bf16: the matmuls read a bf16 copy of the weights (model::ModelState)
 };
 
 struct LoadedModel {

@@ -243,6 +243,11 @@ int main(int argc, char ** argv) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   generate_app->add_option("--tp", inference.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  const std::string inference_precision_help =
+      "fp32, or bf16: the matmuls read a bf16 copy of the weights and bf16 copies of their inputs and accumulate in "
+      "f32 (LayerNorm, softmax and attention stay f32)";
+  generate_app->add_option("--precision", inference.model.precision, inference_precision_help)
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   generate_app->add_option("--temperature", inference.sampling.temperature, "sampling temperature (0: greedy)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   generate_app->add_option("--top-k", inference.sampling.top_k, "sample among the k likeliest (0: all)")
@@ -269,6 +274,8 @@ int main(int argc, char ** argv) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   eval_app->add_option("--tp", evaluation.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  eval_app->add_option("--precision", evaluation.model.precision, inference_precision_help)
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
   eval_app->add_option("--tokenizer", evaluation.tokenizer, "SentencePiece .model the model was trained with")
       ->capture_default_str();
   eval_app->add_option("--captions", evaluation.captions,

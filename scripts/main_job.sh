@@ -2,8 +2,8 @@
 # main_job.sh: KOSMOS learning to caption, end to end on the CPU backend: writes the synthetic corpus and a held-out
 # one, prepares it with the shipped tokenizer, trains the tiny preset (56-pixel images, configs/main-job.json) on
 # 4 ranks as pp 2 x tp 2 with checkpoints, captions the held-out pictures and checks the accuracy of the colour and
-# shape words (chance: 1 in 24). scripts/run.sh installs and builds first; the `main_job_short` test runs this with
-# a shorter schedule.
+# shape words (chance: 1 in 24), in fp32 and again with bf16 matmuls. scripts/run.sh installs and builds first;
+# the `main_job_short` test runs this with a shorter schedule.
 # Environment: KOSMOS (the executable; default build/launch/kosmos), KOSMOS_WORK (default build/main-job),
 # KOSMOS_STEPS (2500), KOSMOS_MIN_ACCURACY (0.9: a lower colour-and-shape accuracy fails the job).
 set -euo pipefail
@@ -38,4 +38,7 @@ for image in 000000 000004 000008; do
 done
 "$kosmos" eval --checkpoint "$work/run" --captions "$work/held-out/caption.jsonl" --out "$work/eval.json" \
   --min-colour-shape "$minimum"
+echo "== the same in mixed precision (bf16 matmuls)"
+"$kosmos" eval --checkpoint "$work/run" --captions "$work/held-out/caption.jsonl" --out "$work/eval_bf16.json" \
+  --precision bf16 --min-colour-shape "$minimum"
 echo "== done in $((SECONDS - start)) s; results in $work/eval.json"
