@@ -1,4 +1,4 @@
-// device.cpp: Buffer's ownership rules (move-only, freed by the device that made it).
+// device.cpp: Buffer's ownership rules (move-only, freed by the device that made it) and the device's count of them.
 #include "backends/device.h"
 
 #include <utility>
@@ -6,6 +6,10 @@
 #include "backends/error.h"
 
 namespace kosmos {
+
+Buffer::Buffer(Device * device, void * data, size_t bytes) : device_(device), data_(data), bytes_(bytes) {
+  if (device_ != nullptr && data_ != nullptr) device_->count_allocated(bytes_);
+}
 
 Buffer & Buffer::operator=(Buffer && other) noexcept {
   if (this != &other) {
@@ -18,10 +22,20 @@ Buffer & Buffer::operator=(Buffer && other) noexcept {
 }
 
 void Buffer::release() {
-  if (device_ != nullptr && data_ != nullptr) device_->free_memory(data_, bytes_);
+  if (device_ != nullptr && data_ != nullptr) {
+    device_->count_freed(bytes_);
+    device_->free_memory(data_, bytes_);
+  }
   device_ = nullptr;
   data_ = nullptr;
   bytes_ = 0;
+}
+
+void Device::count_allocated(size_t bytes) {
+  const size_t now = bytes_in_use_.fetch_add(bytes) + bytes;
+  size_t peak = peak_bytes_.load();
+  while (now > peak && !peak_bytes_.compare_exchange_weak(peak, now)) {
+  }
 }
 
 TensorView Buffer::view(DType dtype, std::initializer_list<int64_t> dims) const {

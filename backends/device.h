@@ -3,6 +3,7 @@
 // validated the descriptor, so a backend checks nothing but what it alone cannot do (then supports() says why).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -22,7 +23,8 @@ enum class BufferUse : uint8_t { kWeights, kActivations, kScratch };
 class Buffer {
  public:
   Buffer() = default;
-  Buffer(Device * device, void * data, size_t bytes) : device_(device), data_(data), bytes_(bytes) {}
+  // Counts `bytes` as in use on `device` until released (Device::memory).
+  Buffer(Device * device, void * data, size_t bytes);
   ~Buffer() { release(); }
   Buffer(Buffer && other) noexcept { *this = std::move(other); }
   Buffer & operator=(Buffer && other) noexcept;
@@ -78,6 +80,13 @@ class Device {
   }
 
   virtual Buffer allocate(size_t bytes, BufferUse use) = 0;
+  // The bytes of the buffers this device has handed out: now, and the most at once since the last reset_peak()
+  // (what the model allocates; a backend library's own workspaces are not counted).
+  struct MemoryUse {
+    size_t in_use = 0, peak = 0;
+  };
+  MemoryUse memory() const { return {bytes_in_use_.load(), peak_bytes_.load()}; }
+  void reset_peak() { peak_bytes_.store(bytes_in_use_.load()); }
   // Copies between views of equal dtype and dims, each dense; either side may be host memory.
   virtual void copy(TensorView dst, TensorView src, Stream & stream) = 0;
 
@@ -101,6 +110,11 @@ class Device {
  protected:
   friend class Buffer;
   virtual void free_memory(void * data, size_t bytes) = 0;
+
+ private:
+  void count_allocated(size_t bytes);
+  void count_freed(size_t bytes) { bytes_in_use_.fetch_sub(bytes); }
+  std::atomic<size_t> bytes_in_use_{0}, peak_bytes_{0};
 };
 
 }  // namespace kosmos

@@ -6,9 +6,10 @@
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
-#      --precision bf16 run within 2e-2 of the CPU's fp32 one;
+#      --precision bf16 run within 2e-2 of the CPU's fp32 one; CUDA with --recompute layer: the losses without it;
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
-#   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16) with `kosmos bench`, and the PyTorch peer
+#   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16) with `kosmos bench`, without and with
+#      --recompute layer (device memory peaks in the table), and the PyTorch peer
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others.
 # Usage (on the GPU machine, in the repository root): bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -80,12 +81,17 @@ stage tiny_cuda 120 "$kosmos" "${tiny[@]}" --backend cuda --metrics "$logs/tiny_
 stage tiny_compare 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda.jsonl" 1e-2
 stage tiny_cuda_bf16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision bf16 --metrics "$logs/tiny_cuda_bf16.jsonl"
 stage tiny_compare_bf16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_bf16.jsonl" 2e-2
+stage tiny_cuda_recompute 120 "$kosmos" "${tiny[@]}" --backend cuda --recompute layer \
+  --metrics "$logs/tiny_cuda_recompute.jsonl"
+stage tiny_compare_recompute 30 compare "$logs/tiny_cuda.jsonl" "$logs/tiny_cuda_recompute.jsonl" 1e-6
 
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
 
-stage step_kosmos1 300 "$kosmos" bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length 2048 \
-  --steps 4 --warmup 1 --peak-tflops 790 --out "$logs/step_kosmos1.json"
+paper=(bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length 2048 --peak-tflops 790)
+stage step_kosmos1 300 "$kosmos" "${paper[@]}" --steps 4 --warmup 1 --out "$logs/step_kosmos1.json"
+stage step_kosmos1_recompute 240 "$kosmos" "${paper[@]}" --recompute layer --steps 3 --warmup 1 \
+  --out "$logs/step_kosmos1_recompute.json"
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
 stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
@@ -95,19 +101,21 @@ python3 - "$logs" << 'PY'
 import json, os, sys
 logs = sys.argv[1]
 rows = []
-ours = os.path.join(logs, "step_kosmos1.json")
-if os.path.exists(ours):
-    r = json.load(open(ours))
-    rows.append(("kosmos (cuda bf16)", r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"]))
+for name, label in (("step_kosmos1", "kosmos bf16"), ("step_kosmos1_recompute", "kosmos bf16 recomp")):
+    ours = os.path.join(logs, name + ".json")
+    if os.path.exists(ours):
+        r = json.load(open(ours))
+        rows.append((label, r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"],
+                     r.get("device_peak_gib", float("nan"))))
 anchor = os.path.join(logs, "anchor.jsonl")
 if os.path.exists(anchor):
     for line in open(anchor):
         r = json.loads(line)
         if "step_s_median" in r:
             rows.append(("pytorch " + r["label"], r["step_s_median"], r.get("tokens_per_s", float("nan")),
-                         r.get("tflops", float("nan"))))
-print("%-18s %10s %12s %10s" % ("what", "step s", "tokens/s", "TFLOP/s"))
-for name, step, tokens, tflops in rows:
-    print("%-18s %10.3f %12.0f %10.1f" % (name, step, tokens, tflops))
+                         r.get("tflops", float("nan")), r.get("peak_gib", float("nan"))))
+print("%-18s %10s %12s %10s %10s" % ("what", "step s", "tokens/s", "TFLOP/s", "peak GiB"))
+for name, step, tokens, tflops, peak in rows:
+    print("%-18s %10.3f %12.0f %10.1f %10.1f" % (name, step, tokens, tflops, peak))
 PY
 cat "$summary"

@@ -1,6 +1,7 @@
 // bench.cpp: `kosmos bench`: the training throughput of a preset on this machine: a short `train` run (the same
 // code path, any layout under mpirun), its warm-up steps dropped, summarised as medians: step time, tokens/s,
-// model TFLOP/s and, with --peak-tflops, MFU. JSON with --out. The op-level benchmarks are build/bench/.
+// model TFLOP/s, with --peak-tflops MFU, and the device memory peak. JSON with --out. The op-level benchmarks are
+// build/bench/.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -38,8 +39,10 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
   std::ifstream metrics(train.metrics);
   std::vector<double> seconds, tokens_per_s, tflops_causal, tflops_full, mfu, bubble;
   int64_t sequences = 0, images = 0, length = 0, dp = 1;
+  double device_peak_gib = 0.0;  // the most any rank's device buffers held at once, warm-up steps included
   for (std::string line; std::getline(metrics, line);) {
     const nlohmann::json step = nlohmann::json::parse(line);
+    device_peak_gib = std::max(device_peak_gib, step.at("device_peak_gib").get<double>());
     if (step.at("step").get<int64_t>() <= options.warmup) continue;
     seconds.push_back(step.at("step_seconds"));
     tokens_per_s.push_back(step.at("tokens_per_s"));
@@ -62,20 +65,22 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
                                  {"tflops_full_median", median(tflops_full)},
                                  {"mfu_causal_median", median(mfu)},
                                  {"bubble_median", median(bubble)},
+                                 {"device_peak_gib", device_peak_gib},
                                  // the workload and layout, so that `kosmos plan --measured` can calibrate from it
                                  {"sequences_per_step", sequences / static_cast<int64_t>(seconds.size())},
                                  {"length", length},
                                  {"images_per_sequence", static_cast<double>(images) / std::max<int64_t>(1, sequences)},
                                  {"dp", dp}, {"pp", train.pp}, {"tp", train.tp},
                                  {"micro_batches", train.micro_batches}, {"schedule", train.schedule},
-                                 {"chunks", train.chunks}, {"zero1", train.zero1}, {"precision", train.precision}};
+                                 {"chunks", train.chunks}, {"zero1", train.zero1}, {"precision", train.precision},
+                                 {"recompute", train.recompute}};
   const std::string header = log.str();  // the run's description, up to its first step line
   out << header.substr(0, header.find("\nstep ") + 1) << "bench: " << seconds.size() << " timed steps (after "
       << options.warmup << " warm-up): median " << std::fixed << std::setprecision(4) << median(seconds) << " s/step, "
       << std::setprecision(0) << median(tokens_per_s) << " tokens/s, " << std::setprecision(3)
       << median(tflops_causal) << " TFLOP/s causal (" << median(tflops_full) << " full)";
   if (train.peak_tflops > 0) out << ", MFU " << std::setprecision(1) << 100.0 * median(mfu) << "% causal";
-  out << "\n";
+  out << ", device memory peak " << std::setprecision(2) << device_peak_gib << " GiB\n";
   if (!options.out.empty()) {
     std::ofstream file(options.out, std::ios::trunc);
     file << result.dump(2) << "\n";

@@ -80,6 +80,7 @@ struct TrainOptions {
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model
   std::string precision = "fp32";    // fp32, or bf16: matmuls on bf16 copies of the weights and activations with f32
                                      // accumulation; master weights, gradients, AdamW moments and other ops in f32
+  std::string recompute = "none";    // activations run again in the backward: none, attention, layer (model/layers.h)
   std::string non_finite = "skip";   // a NaN or infinite loss or gradient norm: skip the update, stop, or
                                      // reduce-scale (skip and halve the loss scale)
   double loss_scale = 0.0;           // a power of two (0: 1, or 65536 with reduce-scale; on resume the checkpoint's)

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <sys/resource.h>
 
@@ -109,6 +110,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   state.zero_moments(*stream);
   parallel::Comm * tensor_parallel = shape.tp > 1 ? &grid.group(parallel::Axis::kTensor) : nullptr;
   model::KosmosModel kosmos_model(config, state, tensor_parallel);
+  const std::optional<model::Recompute> recompute = model::parse_recompute(options.recompute);
+  KOSMOS_CHECK(recompute.has_value(), "--recompute ", options.recompute, ": use none, attention or layer");
+  kosmos_model.set_recompute(*recompute);
   model::OptimizerConfig optimizer;
   optimizer.peak_lr = options.lr;
   optimizer.warmup_steps = std::min(options.warmup, options.steps);
@@ -217,6 +221,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       << ")\n";
   if (options.precision == "bf16")
     log << "precision: bf16 matmuls (f32 accumulation), f32 master weights, gradients and optimizer\n";
+  if (*recompute != model::Recompute::kNone)
+    log << "recompute: " << options.recompute << " (the decoder layers' "
+        << (*recompute == model::Recompute::kLayer ? "whole forward" : "attention sub-layers")
+        << " run again in the backward)\n";
   log << "grid: " << layout << (shape.pp > 1 ? std::string(", schedule ") + options.schedule : std::string()) << "\n";
   if (shape.pp > 1) {
     log << "stages (decoder layers):";
@@ -253,6 +261,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     }
     if (step == options.stall_step && grid.world().rank() == options.stall_rank)  // the test hook
       watchdog.stall_next_call(options.stall_seconds);
+    device->reset_peak();  // each step's own peak (the first includes sizing the arena)
     const model::StepStats stats = trainer.step(rt, micro, step, seed);
     next_sample += global_batch;
     if (stats.skipped) {  // every rank decided alike (the loss and norm are global); say it whatever --log-every
@@ -276,6 +285,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       tflops[full] = model::step_flops(config, global_batch, length, images, full == 1) / stats.seconds / 1e12;
     const double peak = options.peak_tflops * grid.world().size();
     const double memory = peak_memory_gib();
+    // The most device memory any rank's buffers held at once during this step (parameters, optimizer, activations).
+    float device_memory = static_cast<float>(static_cast<double>(device->memory().peak) / (1 << 30));
+    grid.world().all_reduce(make_view(&device_memory, DType::kF32, {1}), parallel::ReduceOp::kMax, *stream);
     tokens += stats.tokens;
     if (step == first_step) first_loss = stats.loss;
     last_loss = stats.loss;
@@ -288,6 +300,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                 {"bubble", stats.bubble}, {"tflops_causal", tflops[0]},
                                 {"tflops_full", tflops[1]}, {"mfu_causal", peak > 0 ? tflops[0] / peak : 0.0},
                                 {"mfu_full", peak > 0 ? tflops[1] / peak : 0.0}, {"peak_memory_gib", memory},
+                                {"device_peak_gib", device_memory},
                                 {"sequences", global_batch}, {"images", images}, {"dp", shape.dp},
                                 {"skipped", stats.skipped}, {"skipped_steps", skipped_steps},
                                 {"loss_scale", stats.loss_scale}, {"reduce_overlap", stats.reduce_overlap}}
@@ -305,7 +318,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       if (peak > 0)
         log << "  MFU " << std::setprecision(1) << 100.0 * tflops[0] / peak << "% causal, " << 100.0 * tflops[1] / peak
             << "% full";
-      log << "  mem " << std::setprecision(2) << memory << " GiB";
+      log << "  mem " << std::setprecision(2) << memory << " GiB (device " << device_memory << ")";
       if (shape.pp > 1) log << "  bubble " << std::setprecision(2) << stats.bubble;
       log << "  eta " << std::setprecision(1) << eta << " s\n";
       log.flush();

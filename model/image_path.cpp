@@ -89,9 +89,7 @@ void ImagePath::vision_forward(Runtime & rt, TensorView images, VisionSaved & sa
       saved.trainable_layers.emplace_back();
       block_forward(rt, weights, options, out, x, &saved.trainable_layers.back());
     } else {  // forward only: the layer's temporaries are released at once
-      const Arena::Mark mark = rt.arena.mark();
       block_forward(rt, weights, options, out, x, nullptr);
-      rt.arena.rewind(mark);
     }
     x = out;
   }

@@ -256,6 +256,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
     o.output_dropout = {p, site_key(seed, step, kAttentionOutput, l), row_offset};
     o.ffn_dropout_seed = site_key(seed, step, kFfnOutput, l);
     o.tp = tensor_parallel_;
+    o.recompute = recompute_;
     const TensorView out = !range.last && l + 1 == last_layer ? output : rt.take({rows, d});
     block_forward(rt, decoder_blocks_[static_cast<size_t>(l)], o, out, x,
                   &s.blocks[static_cast<size_t>(l - first_layer)]);
@@ -272,6 +273,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   s.last_hidden = x;
   s.normed = rt.take({rows, d});
   s.final_stats = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, s.normed, x);
+  if (!split() && logits_out == nullptr) return head_loss_in_chunks(rt, keep, s);
   // Vocab-parallel head: this rank's slice of the logits only (the whole logits are never gathered).
   s.logits = rt.take({rows, vocab_local()});
   head().forward(rt, s.logits, s.normed);
@@ -341,23 +343,38 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
                                  TensorView d_input, MicroState & s) {
   const DecoderConfig & dc = config_.decoder;
   const int64_t rows = batch.batch * batch.length, d = dc.embed_dim, latents = config_.image_slots();
+  // Everything this backward takes from the arena is taken back at its end, unless a zero-bubble W pass still
+  // reads some of it (the weight gradients' operands, which include the layers' output gradients).
+  const bool deferring = rt.deferred_weight_gradients != nullptr;
+  const Arena::Mark backward_start = rt.arena.mark();
   TensorView dx = d_output;
   if (range.last) {  // head and loss
-    const TensorView d_logits = rt.take({rows, vocab_local()});
-    rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, vocab_start(),
-                                split() ? dc.vocab_size : 0, s.loss_scale, 1.0f});
-    const TensorView d_normed = rt.take({rows, d});
-    Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
-    now.deferred_weight_gradients = nullptr;
-    head().backward(now, d_normed, d_logits, s.normed, false);
-    if (split()) tensor_parallel_->all_reduce(d_normed, parallel::ReduceOp::kSum, rt.stream);
     dx = rt.take({rows, d});
+    const Arena::Mark head_temporaries = rt.arena.mark();
+    TensorView d_normed = s.d_normed;  // present when the forward ran the loss's backward through the head
+    if (!d_normed.present()) {
+      const TensorView d_logits = rt.take({rows, vocab_local()});
+      rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, vocab_start(),
+                                  split() ? dc.vocab_size : 0, s.loss_scale, 1.0f});
+      d_normed = rt.take({rows, d});
+      Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
+      now.deferred_weight_gradients = nullptr;
+      head().backward(now, d_normed, d_logits, s.normed, false);
+      if (split()) tensor_parallel_->all_reduce(d_normed, parallel::ReduceOp::kSum, rt.stream);
+    }
     make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).backward(rt, dx, d_normed, s.last_hidden, s.final_stats);
+    rt.arena.rewind(head_temporaries);  // nothing deferred reads them
     rt.report_gradients_final_from(final_norm_offset_);
   }
   const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
+  TensorView alternate[2];  // [B*T, d] f32 x 2: the layers' input gradients take turns in them (when not deferring)
   for (int64_t l = last_layer - 1; l >= first_layer; --l) {
-    const TensorView d_in = !range.first && l == first_layer ? d_input : rt.take({rows, d});
+    TensorView d_in = d_input;  // the previous stage's, for this stage's first layer
+    if (range.first || l != first_layer) {
+      TensorView & turn = alternate[l % 2];
+      if (!turn.present() || deferring) turn = rt.take({rows, d});
+      d_in = turn;
+    }
     const size_t index = static_cast<size_t>(l - first_layer);
     block_backward(rt, decoder_blocks_[static_cast<size_t>(l)], s.options[index], d_in, dx, s.blocks[index]);
     rt.report_gradients_final_from(decoder_layer_offsets_[static_cast<size_t>(l)]);
@@ -365,6 +382,7 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   }
   if (!range.first) {
     if (first_layer == last_layer) rt.run(Copy{d_input, dx});
+    if (!deferring) rt.arena.rewind(backward_start);
     rt.stream.synchronize();
     return;
   }
@@ -394,7 +412,44 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
     image_path_.backward(rt, d_image_embeddings, image_keys(batch, s.randomness), s.vision, s.connector);
   }
   rt.report_gradients_final_from(0);
+  if (!deferring) rt.arena.rewind(backward_start);
   rt.stream.synchronize();
+}
+
+double KosmosModel::head_loss_in_chunks(Runtime & rt, bool backward, MicroState & s) const {
+  const int64_t rows = s.normed.dim(0), width = s.normed.dim(1), vocab = vocab_local();
+  const int64_t chunk = std::min(rows, head_chunk_rows_ > 0 ? head_chunk_rows_
+                                                           : std::max<int64_t>(1, kHeadChunkElements / vocab));
+  const int64_t chunks = (rows + chunk - 1) / chunk;
+  if (backward) s.d_normed = rt.take({rows, width});
+  const Arena::Mark temporaries = rt.arena.mark();
+  const TensorView logits = rt.take({chunk, vocab}), lse = rt.take({chunk}), losses = rt.take({chunks});
+  const TensorView d_logits = backward ? rt.take({chunk, vocab}) : TensorView{};
+  Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
+  now.deferred_weight_gradients = nullptr;
+  const Linear projection = head();
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t first = c * chunk, n = std::min(chunk, rows - first);
+    const TensorView logits_n = slice(logits, 0, 0, n), lse_n = slice(lse, 0, 0, n);
+    const TensorView normed_n = slice(s.normed, 0, first, n);
+    const TensorView targets_n = slice(s.targets, 0, first, n), weights_n = slice(s.weights, 0, first, n);
+    projection.forward(rt, logits_n, normed_n);
+    rt.run(CrossEntropyForward{slice(losses, 0, c, 1), lse_n, logits_n, targets_n, weights_n, vocab_start(), 0,
+                               s.loss_scale});
+    if (!backward) continue;
+    const TensorView d_logits_n = slice(d_logits, 0, 0, n);
+    rt.run(CrossEntropyBackward{d_logits_n, logits_n, targets_n, weights_n, lse_n, vocab_start(), 0, s.loss_scale,
+                                1.0f});
+    projection.backward(now, slice(s.d_normed, 0, first, n), d_logits_n, normed_n, false);
+  }
+  std::vector<float> host(static_cast<size_t>(chunks));
+  TensorView target = losses;
+  target.data = host.data();
+  rt.device.copy(target, losses, rt.stream);  // waits for the copy: the host reads it next
+  rt.arena.rewind(temporaries);
+  double loss = 0.0;
+  for (float part : host) loss += part;
+  return loss;
 }
 
 void KosmosModel::stage_backward_input(Runtime & rt, const StageRange & range, const Batch & batch,

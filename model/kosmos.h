@@ -55,6 +55,7 @@ struct MicroState {
   std::vector<BlockSaved> blocks;                // this stage's layers, in order
   std::vector<BlockOptions> options;
   TensorView last_hidden, normed, logits, lse;   // last stage: the final LayerNorm's input and output, the head
+  TensorView d_normed;                           // [B*T, d]: the head's input gradient, when the forward made it
   LayerNorm::Saved final_stats;
   std::vector<std::function<void()>> weight_gradients;  // left by a split backward for its W pass
 };
@@ -106,6 +107,13 @@ class KosmosModel {
                     DecodeCache & cache, std::vector<float> * logits);
 
   const KosmosConfig & config() const { return config_; }
+  // What the training forward of each decoder layer keeps for its backward (layers.h); kNone unless set.
+  void set_recompute(Recompute recompute) { recompute_ = recompute; }
+  Recompute recompute() const { return recompute_; }
+  // Rows of logits the head and loss compute at once when the logits are not asked for (0: as many as fit
+  // kHeadChunkElements, 256 MiB of f32).
+  void set_head_chunk_rows(int64_t rows) { head_chunk_rows_ = rows; }
+  static constexpr int64_t kHeadChunkElements = int64_t{1} << 26;
 
  private:
   // The first stage's input: token embeddings with the image slots filled by the image path, scaled, plus absolute
@@ -126,6 +134,11 @@ class KosmosModel {
   TensorView vocab_rows(const std::string & name, TensorView table) const;
   // The output projection (tied or not; this rank's vocabulary rows) as a Linear without bias.
   Linear head() const;
+  // The head and the loss (scaled by s.loss_scale) over chunks of rows, each chunk's logits [rows, V] f32 living
+  // only while it is processed, so that the whole batch's logits never exist; with `backward` the loss's gradient
+  // goes through the head at once: its weight gradient accumulates and its input gradient is kept in s.d_normed.
+  // Needs the whole vocabulary on this rank (no tensor parallelism).
+  double head_loss_in_chunks(Runtime & rt, bool backward, MicroState & s) const;
   // The loss of the whole vocabulary from every rank's slice: fixes s.lse to the whole one (for the backward).
   double vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const;
 
@@ -138,6 +151,8 @@ class KosmosModel {
   // only later layers, the final LayerNorm and an untied head (what a backward has finished by then).
   std::vector<int64_t> decoder_layer_offsets_;
   int64_t final_norm_offset_ = 0;
+  Recompute recompute_ = Recompute::kNone;
+  int64_t head_chunk_rows_ = 0;
 };
 
 }  // namespace kosmos::model

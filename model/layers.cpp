@@ -256,8 +256,8 @@ void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<
 
 namespace {
 
-// The first half of a block up to the attention core: LayerNorm, then this rank's q | k | v side by side.
-void block_attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, BlockSaved & s) {
+// The attention sub-layer up to the attention core: LayerNorm, then this rank's q | k | v side by side.
+void attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, BlockSaved & s) {
   const int64_t rows = x.dim(0), width = w.q.out(), model_width = w.q.in();
   s.x = x;
   s.h_attention = rt.take({rows, model_width});
@@ -271,17 +271,42 @@ void block_attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, 
   rt.arena.rewind(temporaries);
 }
 
-// The second half after the attention core (s.attention): sub-LN and out_proj, the residual, the FFN with its sub-LN
-// and fc2, the residual into `out`.
-void block_finish(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
-                  BlockSaved & s) {
-  const int64_t rows = s.x.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
-  const TensorView projected = rt.take({rows, model_width});
+// The attention sub-layer after the attention core (s.attention): sub-LN and out_proj, dropout, and the residual
+// into x_mid [rows, width].
+void attention_finish(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp,
+                      TensorView x_mid, BlockSaved & s) {
+  const TensorView projected = rt.take({s.x.dim(0), w.q.in()});
   s.attention_end = projection_forward(rt, tp, w.ln_inner_attention, w.out, projected, s.attention);
   dropout_forward(rt, projected, o.output_dropout);
-  s.x_mid = rt.take({rows, model_width});
+  s.x_mid = x_mid;
   rt.run(Add{s.x_mid, s.x, projected});
+}
 
+// The whole attention sub-layer of a training or prompt forward: x_mid = x + dropout(out_proj(sub_LN(attention(
+// xPos(q), xPos(k), v)))) with q, k, v from LN(x).
+void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp,
+                       TensorView x_mid, TensorView x, BlockSaved & s) {
+  const int64_t rows = x.dim(0), width = w.q.out();
+  const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
+  attention_inputs(rt, w, x, s);
+  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
+  const TensorView q_heads = heads_view(q, o.batch, o.length, heads), k_heads = heads_view(k, o.batch, o.length, heads);
+  if (o.xpos) {
+    rt.run(XPosForward{q_heads, q_heads, {0, false, o.xpos_scale_base}});
+    rt.run(XPosForward{k_heads, k_heads, {0, true, o.xpos_scale_base}});
+  }
+  s.attention = rt.take({rows, width});
+  s.lse = rt.take({o.batch, heads, o.length});
+  const AttentionParams params = attention_params(o, width / heads, heads, tp);
+  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, k_heads,
+                          heads_view(v, o.batch, o.length, heads), params});
+  attention_finish(rt, w, o, tp, x_mid, s);
+}
+
+// The FFN sub-layer: out = x_mid + dropout(fc2(sub_LN(act(fc1(LN(x_mid)))))), x_mid from s.
+void ffn_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
+                 BlockSaved & s) {
+  const int64_t rows = s.x_mid.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
   s.h_ffn = rt.take({rows, model_width});
   s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
   s.hidden = rt.take({rows, hidden_width});
@@ -302,26 +327,45 @@ parallel::Comm * split_over(const BlockOptions & o, const BlockWeights & w) {
 
 }  // namespace
 
+const char * recompute_name(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::kNone: return "none";
+    case Recompute::kAttention: return "attention";
+    case Recompute::kLayer: return "layer";
+  }
+  return "?";
+}
+
+std::optional<Recompute> parse_recompute(const std::string & name) {
+  for (Recompute recompute : {Recompute::kNone, Recompute::kAttention, Recompute::kLayer})
+    if (name == recompute_name(recompute)) return recompute;
+  return std::nullopt;
+}
+
+// What is kept decides what is taken where: everything taken after a mark that nothing kept needs is taken back
+// at once, so that the arena holds only what the backward reads (and the block's output, taken by the caller).
 void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
                    BlockSaved * saved) {
   parallel::Comm * tp = split_over(o, w);
-  const int64_t rows = x.dim(0), width = w.q.out();
-  const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
+  const int64_t rows = x.dim(0), model_width = w.q.in();
   BlockSaved s;
-  block_attention_inputs(rt, w, x, s);
-  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
-  const TensorView q_heads = heads_view(q, o.batch, o.length, heads), k_heads = heads_view(k, o.batch, o.length, heads);
-  if (o.xpos) {
-    rt.run(XPosForward{q_heads, q_heads, {0, false, o.xpos_scale_base}});
-    rt.run(XPosForward{k_heads, k_heads, {0, true, o.xpos_scale_base}});
+  const Arena::Mark layer = rt.arena.mark();
+  if (saved == nullptr || o.recompute == Recompute::kLayer) {  // nothing but the input is kept
+    attention_forward(rt, w, o, tp, rt.take({rows, model_width}), x, s);
+    ffn_forward(rt, w, o, tp, out, s);
+    rt.arena.rewind(layer);
+    if (saved) *saved = BlockSaved{}, saved->x = x;
+    return;
   }
-  s.attention = rt.take({rows, width});
-  s.lse = rt.take({o.batch, heads, o.length});
-  const AttentionParams params = attention_params(o, width / heads, heads, tp);
-  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, k_heads,
-                          heads_view(v, o.batch, o.length, heads), params});
-  block_finish(rt, w, o, tp, out, s);
-  if (saved) *saved = s;
+  const TensorView x_mid = rt.take({rows, model_width});
+  const Arena::Mark attention = rt.arena.mark();
+  attention_forward(rt, w, o, tp, x_mid, x, s);
+  if (o.recompute == Recompute::kAttention) {  // the FFN's activations and x_mid are kept, the attention's not
+    rt.arena.rewind(attention);
+    s = BlockSaved{}, s.x = x, s.x_mid = x_mid;
+  }
+  ffn_forward(rt, w, o, tp, out, s);
+  *saved = s;
 }
 
 TensorView LayerCache::keys_view(int64_t length) const { return slice(keys, 2, 0, length); }
@@ -345,8 +389,9 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
   }
   KOSMOS_CHECK(total <= cache.capacity, "decoding past the cache's ", cache.capacity, " positions (internal error: "
                "the capacity counts the prompt and the new tokens)");
+  const Arena::Mark layer = rt.arena.mark();  // everything but the output and the cache is taken back at the end
   BlockSaved s;
-  block_attention_inputs(rt, w, x, s);
+  attention_inputs(rt, w, x, s);
   const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
   // The new raw keys and values join the cache; xPos goes on the whole key sequence again (its centre moves with
   // the length) and on the queries at their place, the last `o.length` of `total` (kosmos-spec 3.5, 4.3).
@@ -366,14 +411,28 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
   params.causal = cached == 0;  // one new position sees every cached one
   rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, keys,
                           cache.values_view(total), params});
-  block_finish(rt, w, o, tp, out, s);
+  attention_finish(rt, w, o, tp, rt.take({rows, w.q.in()}), s);
+  ffn_forward(rt, w, o, tp, out, s);
+  rt.arena.rewind(layer);
 }
 
 void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView dx, TensorView dout,
-                    const BlockSaved & s) {
+                    const BlockSaved & saved) {
   const int64_t rows = dout.dim(0), width = w.q.out(), hidden_width = w.fc1.out(), model_width = w.q.in();
   parallel::Comm * tp = split_over(o, w);
   const int64_t heads = tp ? o.heads / tp->size() : o.heads;
+  const Arena::Mark layer = rt.arena.mark();  // the block's temporaries, recomputed activations included
+  // What the forward did not keep, run again from the kept input: the same ops on the same values with the same
+  // dropout keys give the same activations.
+  BlockSaved s = saved;
+  if (o.recompute == Recompute::kLayer) {
+    BlockOptions keep_all = o;
+    keep_all.recompute = Recompute::kNone;
+    block_forward(rt, w, keep_all, rt.take({rows, model_width}), saved.x, &s);
+  } else if (o.recompute == Recompute::kAttention) {
+    attention_forward(rt, w, o, tp, rt.take({rows, model_width}), saved.x, s);
+    s.x_mid = saved.x_mid;
+  }
   // out = x_mid + dropout(fc2(LN_inner_ffn(act(fc1(LN_ffn(x_mid))))))
   TensorView d_ffn_out = dout;
   if (o.output_dropout.p > 0.0f) {
@@ -420,6 +479,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   if (tp) tp->all_reduce(d_h_attention, parallel::ReduceOp::kSum, rt.stream);
   w.ln_attention.backward(rt, dx, d_h_attention, s.x, s.ln_attention);
   rt.run(Add{dx, dx, d_x_mid});
+  if (rt.deferred_weight_gradients == nullptr) rt.arena.rewind(layer);  // else a W pass still reads them
 }
 
 }  // namespace kosmos::model

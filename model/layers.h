@@ -97,6 +97,18 @@ TensorParallelSplit tensor_parallel_split(const std::string & name);
 // Rank `rank`'s part of parameter `name` (a view of `whole`, its value or gradient); `whole` when replicated.
 TensorView tensor_parallel_part(const std::string & name, TensorView whole, int rank, int size);
 
+// Activation recomputation: what a block's training forward keeps for its backward, which runs the rest again
+// from the kept input (the same ops, values and dropout keys, so the same gradients) at the cost of that forward.
+//   kNone: every activation the backward reads;
+//   kAttention: the FFN sub-layer's activations and its input; the attention sub-layer (LayerNorm, q, k, v, xPos,
+//     attention, sub-LN, out_proj) runs again. A Magneto layer keeps 16 of its 23 [rows, d] activations for about
+//     1/8 more of its FLOPs (kosmos1 at 2048 positions);
+//   kLayer: the block's input only; the whole forward runs again. A layer keeps 1/23 of what it would (kosmos1:
+//     one [rows, d] of 23) for one more forward (a third more FLOPs).
+enum class Recompute : uint8_t { kNone, kAttention, kLayer };
+const char * recompute_name(Recompute recompute);  // "none", "attention", "layer"
+std::optional<Recompute> parse_recompute(const std::string & name);
+
 struct BlockOptions {
   int64_t batch = 1, length = 1, heads = 1;
   bool causal = false;
@@ -108,6 +120,7 @@ struct BlockOptions {
   // Tensor parallelism: this rank runs heads [rank*H/tp, (rank+1)*H/tp) and a 1/tp slice of the FFN; the sub-LNs
   // (over the whole width) see the slices gathered. Null: the whole block here.
   parallel::Comm * tp = nullptr;
+  Recompute recompute = Recompute::kNone;  // the same in a block's forward and backward
 };
 
 // What the (optional) sub-LN and projection at the end of a sub-layer keep: `whole`, the sub-LN's input (with tensor
@@ -118,16 +131,19 @@ struct ProjectionSaved {
 };
 
 // What the backward needs, kept from the forward (f32 in the arena; [rows, width] but for this rank's columns).
+// With recomputation only x (kLayer), or x and the FFN's part from x_mid on (kAttention), are present.
 struct BlockSaved {
   TensorView x, h_attention, qkv, attention, lse, x_mid, h_ffn, hidden, activated;
   ProjectionSaved attention_end, ffn_end;  // sub-LN and out_proj; sub-LN and fc2
   LayerNorm::Saved ln_attention, ln_ffn;
 };
 
-// out = block(x); x and out are [batch*length, width]. Saves what the backward needs when `saved` is given.
+// out = block(x); x and out are [batch*length, width]. Saves what the backward needs (as o.recompute says) when
+// `saved` is given; the arena takes back every other temporary before it returns.
 void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
                    BlockSaved * saved);
-// dx (overwritten) from dout; parameter gradients accumulate.
+// dx (overwritten) from dout; parameter gradients accumulate. Its temporaries (recomputed activations too) are
+// taken back before it returns, unless a zero-bubble W pass still needs them (Runtime::deferred_weight_gradients).
 void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView dx, TensorView dout,
                     const BlockSaved & saved);
 
