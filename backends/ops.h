@@ -18,10 +18,10 @@ class Stream;
 // C = alpha * op(A) op(B) + beta * C + bias.  op(X) is X or its transpose (the last two dims swap).
 // A: [M, K] or [batch, M, K] (trans_a: [.., K, M]); B: [K, N] or [batch, K, N] (trans_b: [.., N, K]); a 2-D B is
 // shared by every batch. C: [M, N] or [batch, M, N]. A 3-D A with a 2-D B and 2-D C is read as [batch*M, K].
-// A and B share a dtype (f32 or bf16); C is f32 or that dtype; bias [N] is f32 or C's dtype. Rows may be strided;
+// A and B share a dtype (f32, bf16 or f16); C is f32 or that dtype; bias [N] is f32 or C's dtype. Rows may be strided;
 // the last dim of every operand must be dense.
 struct Matmul {
-  TensorView c;     // [batch?, M, N] f32|bf16, output
+  TensorView c;     // [batch?, M, N] f32|bf16|f16, output
   TensorView a;     // [batch?, M, K] (or [.., K, M] when trans_a)
   TensorView b;     // [batch?, K, N] (or [.., N, K] when trans_b)
   TensorView bias;  // [N] or absent

@@ -94,13 +94,13 @@ bool views_overlap(const TensorView & a, const TensorView & b) {
 
 void validate_op(const Matmul & op) {
   const Checker check{"matmul"};
-  check.dtype("a", op.a, {DType::kF32, DType::kBF16});
-  check.dtype("b", op.b, {DType::kF32, DType::kBF16});
+  check.dtype("a", op.a, {DType::kF32, DType::kBF16, DType::kF16});
+  check.dtype("b", op.b, {DType::kF32, DType::kBF16, DType::kF16});
   check.same_dtype("b", op.b, "a", op.a);
-  check.dtype("c", op.c, {DType::kF32, DType::kBF16});
-  if (op.c.dtype == DType::kBF16)
-    KOSMOS_CHECK(op.a.dtype == DType::kBF16, "matmul: c is ", describe(op.c), " but a is ", describe(op.a),
-                 "; a bf16 output needs bf16 inputs");
+  check.dtype("c", op.c, {DType::kF32, DType::kBF16, DType::kF16});
+  if (op.c.dtype != DType::kF32)
+    KOSMOS_CHECK(op.a.dtype == op.c.dtype, "matmul: c is ", describe(op.c), " but a is ", describe(op.a),
+                 "; a ", dtype_name(op.c.dtype), " output needs ", dtype_name(op.c.dtype), " inputs");
   check.ndim("a", op.a, 2, 3);
   check.ndim("b", op.b, 2, 3);
   check.ndim("c", op.c, 2, 3);
@@ -137,7 +137,7 @@ void validate_op(const Matmul & op) {
 
 void validate_op(const BiasBackward & op) {
   const Checker check{"bias_backward"};
-  check.dtype("dout", op.dout, {DType::kF32, DType::kBF16});
+  check.dtype("dout", op.dout, {DType::kF32, DType::kBF16, DType::kF16});
   check.ndim("dout", op.dout, 1, 2);
   check.inner_dense("dout", op.dout);
   check.dtype("dbias", op.dbias, {DType::kF32});

@@ -6,7 +6,8 @@
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
-#      --precision bf16 run within 2e-2 of the CPU's fp32 one; CUDA with --recompute layer: the losses without it;
+#      --precision bf16 run within 2e-2 of the CPU's fp32 one, its fp16 run (dynamic loss scaling) within 1e-2;
+#      CUDA with --recompute layer: the losses without it;
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16) with `kosmos bench`, without and with
 #      --recompute layer (device memory peaks in the table), and the PyTorch peer
@@ -81,6 +82,8 @@ stage tiny_cuda 120 "$kosmos" "${tiny[@]}" --backend cuda --metrics "$logs/tiny_
 stage tiny_compare 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda.jsonl" 1e-2
 stage tiny_cuda_bf16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision bf16 --metrics "$logs/tiny_cuda_bf16.jsonl"
 stage tiny_compare_bf16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_bf16.jsonl" 2e-2
+stage tiny_cuda_fp16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision fp16 --metrics "$logs/tiny_cuda_fp16.jsonl"
+stage tiny_compare_fp16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_fp16.jsonl" 1e-2
 stage tiny_cuda_recompute 120 "$kosmos" "${tiny[@]}" --backend cuda --recompute layer \
   --metrics "$logs/tiny_cuda_recompute.jsonl"
 stage tiny_compare_recompute 30 compare "$logs/tiny_cuda.jsonl" "$logs/tiny_cuda_recompute.jsonl" 1e-6

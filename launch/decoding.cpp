@@ -43,7 +43,7 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   loaded.stream = loaded.device->create_stream();
   loaded.table = std::make_unique<model::ParameterTable>(loaded.config);
   loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table,
-                                                     source.precision == "bf16" ? DType::kBF16 : DType::kF32);
+                                                     precision_dtype(source.precision));
   std::unique_ptr<parallel::Comm> world = world_for(*loaded.device);
   const parallel::GridShape shape = parallel::grid_for(world->size(), 0, source.pp, source.tp);
   loaded.grid = std::make_unique<parallel::ProcessGrid>(shape, std::move(world));

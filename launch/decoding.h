@@ -26,7 +26,7 @@ struct ModelSource {
   std::string weights;               // safetensors in any peer's names
   std::string hf_dir;                // config.json + model.safetensors
   int pp = 1, tp = 1;                // split over pipeline stages and tensor-parallel ranks (under mpirun)
-  std::string precision = "fp32";    // or bf16: the matmuls read a bf16 copy of the weights (model::ModelState)
+  std::string precision = "fp32";    // or bf16 or fp16: the matmuls read a 16-bit copy of the weights (ModelState)
 };
 
 struct LoadedModel {

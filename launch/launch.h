@@ -78,11 +78,12 @@ struct TrainOptions {
   std::string schedule = "1f1b";     // pipeline schedule: gpipe, 1f1b, interleaved, zb-h1
   int chunks = 2;                    // model chunks per stage for --schedule interleaved
   std::vector<int64_t> stage_layers; // decoder layers per (virtual) stage, overriding the cost model
-  std::string precision = "fp32";    // fp32, or bf16: matmuls on bf16 copies of the weights and activations with f32
+  std::string precision = "fp32";    // fp32, or bf16 or fp16: matmuls on 16-bit copies of the weights and activations with f32
                                      // accumulation; master weights, gradients, AdamW moments and other ops in f32
   std::string recompute = "none";    // activations run again in the backward: none, attention, layer (model/layers.h)
-  std::string non_finite = "skip";   // a NaN or infinite loss or gradient norm: skip the update, stop, or
-                                     // reduce-scale (skip and halve the loss scale)
+  std::string non_finite = "auto";   // a NaN or infinite loss or gradient norm: skip the update, stop, or
+                                     // reduce-scale (skip and halve the loss scale); auto: reduce-scale with
+                                     // fp16, else skip
   double loss_scale = 0.0;           // a power of two (0: 1, or 65536 with reduce-scale; on resume the checkpoint's)
   int64_t loss_scale_window = 2000;  // reduce-scale: finite steps in a row before the scale doubles
   int64_t poison_step = 0;           // test hook: world rank 0 writes a NaN into its gradients at this step
@@ -103,6 +104,9 @@ struct StopRequest {
   const std::atomic<int> * signal = nullptr;
   int requested() const { return signal ? signal->load() : 0; }
 };
+
+// The dtype the matmuls compute in for a --precision of fp32, bf16 or fp16 (an error names any other).
+DType precision_dtype(const std::string & precision);
 
 // `kosmos train`: trains on the built-in synthetic batches or a prepared dataset, on one rank or a dp x pp x tp grid
 // under mpirun, printing progress and writing per-step metrics and checkpoints. Sets `label` once the grid is made.

@@ -101,11 +101,12 @@ int main(int argc, char ** argv) {
                         "JSON model config applied over the preset (torchscale/HF/flamingo key names)")
       ->check(CLI::ExistingFile);
   const std::string precision_help =
-      "fp32, or bf16 (mixed precision): every matmul reads bf16 copies of the weights (remade after each update) and "
-      "of its activation operands and accumulates in f32; master weights, gradients, AdamW moments, LayerNorm, "
-      "softmax, attention and the loss stay f32. Checkpoints hold the f32 values either way";
-  train_app->add_option("--precision", train.precision, precision_help)
-      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+      "fp32, or bf16 or fp16 (mixed precision): every matmul reads 16-bit copies of the weights (remade after each "
+      "update) and of its activation operands and accumulates in f32; master weights, gradients, AdamW moments, "
+      "LayerNorm, softmax, attention and the loss stay f32. fp16 needs loss scaling: --non-finite auto is "
+      "reduce-scale with it. Checkpoints hold the f32 values either way";
+  const auto precisions = CLI::IsMember({"fp32", "bf16", "fp16"});
+  train_app->add_option("--precision", train.precision, precision_help)->capture_default_str()->check(precisions);
   const std::string recompute_help =
       "activation recomputation in the decoder layers: none keeps every activation the backward reads; attention "
       "keeps the FFN's and runs each layer's attention sub-layer again in the backward (about 30% less activation "
@@ -116,8 +117,9 @@ int main(int argc, char ** argv) {
   train_app->add_option("--non-finite", train.non_finite,
                         "a NaN or infinite loss or gradient norm (seen by every rank at the same step): skip that "
                         "step's update and count it in the metrics, stop the run with an error, or reduce-scale: "
-                        "skip it and halve the loss scale (dynamic loss scaling)")
-      ->capture_default_str()->check(CLI::IsMember({"skip", "stop", "reduce-scale"}));
+                        "skip it and halve the loss scale (dynamic loss scaling); auto: reduce-scale with "
+                        "--precision fp16, else skip")
+      ->capture_default_str()->check(CLI::IsMember({"auto", "skip", "stop", "reduce-scale"}));
   train_app->add_option("--loss-scale", train.loss_scale,
                         "the backward computes the gradients of the loss times this power of two, divided by it "
                         "before clipping (exact: the update does not depend on it); 0: 1, or 65536 with "
@@ -251,10 +253,10 @@ int main(int argc, char ** argv) {
   generate_app->add_option("--tp", inference.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   const std::string inference_precision_help =
-      "fp32, or bf16: the matmuls read a bf16 copy of the weights and bf16 copies of their inputs and accumulate in "
-      "f32 (LayerNorm, softmax and attention stay f32)";
+      "fp32, or bf16 or fp16: the matmuls read a 16-bit copy of the weights and 16-bit copies of their inputs and "
+      "accumulate in f32 (LayerNorm, softmax and attention stay f32)";
   generate_app->add_option("--precision", inference.model.precision, inference_precision_help)
-      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+      ->capture_default_str()->check(precisions);
   generate_app->add_option("--temperature", inference.sampling.temperature, "sampling temperature (0: greedy)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   generate_app->add_option("--top-k", inference.sampling.top_k, "sample among the k likeliest (0: all)")
@@ -282,7 +284,7 @@ int main(int argc, char ** argv) {
   eval_app->add_option("--tp", evaluation.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   eval_app->add_option("--precision", evaluation.model.precision, inference_precision_help)
-      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+      ->capture_default_str()->check(precisions);
   eval_app->add_option("--tokenizer", evaluation.tokenizer, "SentencePiece .model the model was trained with")
       ->capture_default_str();
   eval_app->add_option("--captions", evaluation.captions,
@@ -353,8 +355,7 @@ int main(int argc, char ** argv) {
       ->capture_default_str();
   bench_app->add_option("--reduce-bucket-mib", bench.train.reduce_bucket_mib, bucket_help)
       ->capture_default_str()->check(CLI::Range(0.001, 4096.0));
-  bench_app->add_option("--precision", bench.train.precision, precision_help)
-      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16"}));
+  bench_app->add_option("--precision", bench.train.precision, precision_help)->capture_default_str()->check(precisions);
   bench_app->add_option("--recompute", bench.train.recompute, recompute_help)
       ->capture_default_str()->check(CLI::IsMember({"none", "attention", "layer"}));
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")

@@ -51,6 +51,13 @@ std::string differing_keys(const std::string & stored, const nlohmann::json & cu
 
 }  // namespace
 
+DType precision_dtype(const std::string & precision) {
+  if (precision == "fp32") return DType::kF32;
+  if (precision == "bf16") return DType::kBF16;
+  KOSMOS_CHECK(precision == "fp16", "--precision ", precision, ": use fp32, bf16 or fp16");
+  return DType::kF16;
+}
+
 int run_train(std::ostream & out, const BackendRegistry & registry, const TrainOptions & options, RankLabel & label,
               const StopRequest & stop) {
   model::KosmosConfig config = model::preset(options.preset);
@@ -105,7 +112,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
 
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
-  model::ModelState state(*device, table, options.precision == "bf16" ? DType::kBF16 : DType::kF32);
+  const DType compute_dtype = precision_dtype(options.precision);
+  model::ModelState state(*device, table, compute_dtype);
   state.initialise(options.seed, *stream);
   state.zero_moments(*stream);
   parallel::Comm * tensor_parallel = shape.tp > 1 ? &grid.group(parallel::Axis::kTensor) : nullptr;
@@ -120,9 +128,12 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   optimizer.clip_norm = options.clip;
   optimizer.weight_decay = options.weight_decay;
   using NonFinite = model::OptimizerConfig::NonFinite;
-  optimizer.non_finite = options.non_finite == "stop"           ? NonFinite::kStop
-                         : options.non_finite == "reduce-scale" ? NonFinite::kReduceScale
-                                                                : NonFinite::kSkip;
+  // fp16's products overflow where bf16's and f32's do not: it needs dynamic loss scaling unless told otherwise.
+  const std::string non_finite =
+      options.non_finite != "auto" ? options.non_finite : compute_dtype == DType::kF16 ? "reduce-scale" : "skip";
+  optimizer.non_finite = non_finite == "stop"           ? NonFinite::kStop
+                         : non_finite == "reduce-scale" ? NonFinite::kReduceScale
+                                                        : NonFinite::kSkip;
   const bool dynamic_scale = optimizer.non_finite == NonFinite::kReduceScale;
   optimizer.loss_scale = options.loss_scale > 0 ? options.loss_scale : dynamic_scale ? 65536.0 : 1.0;
   optimizer.loss_scale_window = options.loss_scale_window;
@@ -219,8 +230,12 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   log << "kosmos train: preset " << options.preset << ", " << table.total() << " parameters ("
       << table.trainable_total() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
-  if (options.precision == "bf16")
-    log << "precision: bf16 matmuls (f32 accumulation), f32 master weights, gradients and optimizer\n";
+  if (compute_dtype != DType::kF32) {
+    log << "precision: " << options.precision
+        << " matmuls (f32 accumulation), f32 master weights, gradients and optimizer";
+    if (dynamic_scale) log << ", dynamic loss scaling from " << trainer.loss_scale().scale;
+    log << "\n";
+  }
   if (*recompute != model::Recompute::kNone)
     log << "recompute: " << options.recompute << " (the decoder layers' "
         << (*recompute == model::Recompute::kLayer ? "whole forward" : "attention sub-layers")

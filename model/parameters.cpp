@@ -152,8 +152,8 @@ int64_t ParameterTable::trainable_total() const {
 
 ModelState::ModelState(Device & device, const ParameterTable & table, DType compute_dtype)
     : device_(device), table_(table), compute_dtype_(compute_dtype) {
-  KOSMOS_CHECK(compute_dtype == DType::kF32 || compute_dtype == DType::kBF16, "model state: compute dtype ",
-               dtype_name(compute_dtype), " is not supported; use f32 or bf16");
+  KOSMOS_CHECK(dtype_is_float(compute_dtype), "model state: compute dtype ", dtype_name(compute_dtype),
+               " is not supported; use f32, bf16 or f16");
   const size_t bytes = static_cast<size_t>(table_.total() + kShardSlack) * sizeof(float);
   values_ = device.allocate(bytes, BufferUse::kWeights);
   grads_ = device.allocate(bytes, BufferUse::kWeights);

@@ -3,7 +3,7 @@
 // perceive.* = flamingo-pytorch PerceiverResampler, image_proj.weight, decoder.* = torchscale Decoder; and HF
 // Kosmos-2's image_to_text_projection.* for the XConnector), so importing a checkpoint is a rename at most.
 // Values, gradients and the two AdamW moments live in four flat f32 buffers in table order; with mixed precision a
-// fifth, bf16, holds the values the matmuls read.
+// fifth, bf16 or f16, holds the values the matmuls read.
 #pragma once
 
 #include <cstdint>
@@ -70,12 +70,13 @@ class ParameterTable {
 // precision the compute copy of the values.
 class ModelState {
  public:
-  // compute_dtype f32: the matmuls read the values themselves. bf16 (mixed precision): they read a bf16 copy of the
-  // values, which stay the f32 master weights that AdamW updates (gradients and moments are f32 either way).
+  // compute_dtype f32: the matmuls read the values themselves. bf16 or f16 (mixed precision): they read a copy of
+  // the values in that dtype, which stay the f32 master weights that AdamW updates (gradients and moments are f32
+  // either way).
   ModelState(Device & device, const ParameterTable & table, DType compute_dtype = DType::kF32);
   const ParameterTable & table() const { return table_; }
   DType compute_dtype() const { return compute_dtype_; }
-  // The parameter as the matmuls read it: its value (f32), or a view of the compute copy (bf16).
+  // The parameter as the matmuls read it: its value (f32), or a view of the compute copy (bf16 or f16).
   TensorView compute_value(const ParameterSpec & spec) const;
   TensorView compute_value(const std::string & name) const { return compute_value(table_.find(name)); }
   // Remakes the compute copy from the values (round to nearest even); nothing to do in f32. Whoever changes the

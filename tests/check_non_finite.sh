@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # check_non_finite.sh: a NaN in one rank's gradients (the --debug-poison-step hook, on world rank 0 of 2) is seen
-# by both ranks at the same step. With --non-finite skip (the default) the run goes on, the step is marked skipped
-# and counted in the metrics, and its update is not applied: the parameters after the poisoned step 4 equal those
-# after step 3 bit for bit. With --non-finite stop every rank prints the error naming the step, and the job exits
+# by both ranks at the same step. With --non-finite skip (what auto, the default, means in fp32) the run goes on, the
+# step is marked skipped and counted in the metrics, and its update is not applied: the parameters after the
+# poisoned step 4 equal those after step 3 bit for bit. With --non-finite stop every rank prints the error naming the step, and the job exits
 # non-zero. With --non-finite reduce-scale (dynamic loss scaling) the step is skipped and the loss scale halves, and
 # it doubles after --loss-scale-window finite steps: the metrics' scales follow that rule step by step; the final
 # parameters equal bit for bit those of the plain skip run at scale 1 (scaling by a power of two is exact); a run

@@ -43,14 +43,25 @@ TensorView rows_merged(const TensorView & view) {
   return result;
 }
 
+// Element `index` of a float buffer of `dtype` (f32, bf16 or f16: what a matmul operand may be), and back.
 float load_as_float(const void * data, DType dtype, int64_t index) {
-  return dtype == DType::kBF16 ? bf16_to_float(static_cast<const uint16_t *>(data)[index])
-                               : static_cast<const float *>(data)[index];
+  switch (dtype) {
+    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t *>(data)[index]);
+    case DType::kF16: return f16_to_float(static_cast<const uint16_t *>(data)[index]);
+    case DType::kF32: return static_cast<const float *>(data)[index];
+    case DType::kI32: break;
+  }
+  KOSMOS_FAIL("cpu matmul: ", dtype_name(dtype), " is not a float dtype (internal error)");
 }
 
 void store_float(void * data, DType dtype, int64_t index, float value) {
-  if (dtype == DType::kBF16) static_cast<uint16_t *>(data)[index] = float_to_bf16(value);
-  else static_cast<float *>(data)[index] = value;
+  switch (dtype) {
+    case DType::kBF16: static_cast<uint16_t *>(data)[index] = float_to_bf16(value); return;
+    case DType::kF16: static_cast<uint16_t *>(data)[index] = float_to_f16(value); return;
+    case DType::kF32: static_cast<float *>(data)[index] = value; return;
+    case DType::kI32: break;
+  }
+  KOSMOS_FAIL("cpu matmul: ", dtype_name(dtype), " is not a float dtype (internal error)");
 }
 
 // c = beta * c (+ bias): the whole op when alpha == 0, and the bias pass when alpha != 1 with a bias.
@@ -87,9 +98,11 @@ void cpu_op(CpuContext & ctx, const Matmul & op) {
     scale_rows_add_bias(op.c, op.beta, op.bias, true);
     return;
   }
-  if (op.a.dtype == DType::kBF16 && dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core) {
-    // oneDNN 2.x has no bf16 kernels below AVX-512: the operands widen exactly to f32 and the f32 primitive
-    // multiplies them (a bf16 matmul with f32 accumulation); a bf16 C is computed in f32 and rounded once.
+  if ((op.a.dtype == DType::kBF16 && dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core) ||
+      op.a.dtype == DType::kF16) {
+    // oneDNN 2.x has no bf16 kernels below AVX-512, and f16 ones only on CPUs with AVX-512 FP16: the operands widen
+    // exactly to f32 and the f32 primitive multiplies them (a 16-bit matmul with f32 accumulation); a 16-bit C is
+    // computed in f32 and rounded once.
     const TensorView c = op.c.dtype == DType::kF32 ? op.c : widened(ctx, op.c, 3);
     cpu_op(ctx, Matmul{c, widened(ctx, op.a, 0), widened(ctx, op.b, 1),
                        op.bias.dtype == DType::kF32 ? op.bias : widened(ctx, op.bias, 2), op.trans_a, op.trans_b,
@@ -155,9 +168,9 @@ void cpu_op(CpuContext &, const BiasBackward & op) {
     const int64_t width = std::min(kBlock, cols - first);
     double sums[kBlock] = {};
     for (int64_t row = 0; row < rows; ++row) {
-      if (op.dout.dtype == DType::kBF16) {
-        const uint16_t * line = op.dout.as<uint16_t>() + row * row_stride + first;
-        for (int64_t col = 0; col < width; ++col) sums[col] += bf16_to_float(line[col]);
+      if (op.dout.dtype != DType::kF32) {  // bf16 or f16
+        const int64_t line = row * row_stride + first;
+        for (int64_t col = 0; col < width; ++col) sums[col] += load_as_float(op.dout.data, op.dout.dtype, line + col);
       } else {
         const float * line = op.dout.as<float>() + row * row_stride + first;
 #pragma omp simd

@@ -1,5 +1,5 @@
-// matmul.cu: Matmul on the GPU. The vendor path is cuBLASLt (fp32 compute; f32 operands in full fp32, bf16 operands
-// with fp32 accumulation; the bias as an epilogue), with the algorithm chosen once per shape and alignment. The own
+// matmul.cu: Matmul on the GPU. The vendor path is cuBLASLt (fp32 compute; f32 operands in full fp32, bf16 and f16
+// operands with fp32 accumulation; the bias as an epilogue), with the algorithm chosen once per shape and alignment. The own
 // path is a tiled kernel for any strides, batch, transposes, alpha, beta and bias, in the same source for CUDA and
 // HIP: it runs where cuBLASLt declines a case, on ROCm without hipBLASLt, and in the test that checks it on NVIDIA.
 // Row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T, so B goes first to cuBLASLt.

@@ -1,5 +1,5 @@
 // cases_matmul.cpp: Matmul (with its backward, MatmulBackward) over shapes from 1x1x1 to odd and tile-sized ones,
-// every transpose combination, batched and broadcast operands, alpha/beta/bias, and bf16 inputs.
+// every transpose combination, batched and broadcast operands, alpha/beta/bias, and bf16 and f16 inputs.
 #include <sstream>
 
 #include "tests/ops/op_harness.h"
@@ -113,7 +113,7 @@ OpCase bias_backward_case(int64_t rows, int64_t cols) {
 
 std::vector<OpCase> matmul_cases() {
   std::vector<OpCase> cases{bias_backward_case(1, 1), bias_backward_case(1000, 300)};
-  const DType f32 = DType::kF32, bf16 = DType::kBF16;
+  const DType f32 = DType::kF32, bf16 = DType::kBF16, f16 = DType::kF16;
   // 2-D: every transpose combination over tiny, odd and tile-sized shapes.
   for (const auto & [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 5, 3}, {33, 17, 65},
                                  {64, 64, 64}, {130, 96, 80}})
@@ -138,6 +138,9 @@ std::vector<OpCase> matmul_cases() {
   // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.
   cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, bf16, f32}, 1e-11));
   cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, false, 1.0f, 0.0f, bf16, bf16}, 1e-4));
+  // f16 likewise (11 bits of mantissa), with a bias in the f16 output's case.
+  cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, f16, f32}, 1e-11));
+  cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, true, 1.0f, 0.0f, f16, f16}, 1e-4));
   return cases;
 }
 

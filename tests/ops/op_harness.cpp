@@ -219,7 +219,9 @@ Tensor random_tensor(std::mt19937_64 & rng, const std::vector<int64_t> & dims, d
   Tensor tensor(dims);
   for (double & x : tensor.v) {
     const float value = static_cast<float>(normal(rng));
-    x = representable == DType::kBF16 ? bf16_to_float(float_to_bf16(value)) : value;
+    x = representable == DType::kBF16  ? bf16_to_float(float_to_bf16(value))
+        : representable == DType::kF16 ? f16_to_float(float_to_f16(value))
+                                       : value;
   }
   return tensor;
 }
