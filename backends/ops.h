@@ -130,12 +130,15 @@ struct AttentionParams {
   int64_t head_start = 0;   // index of this view's first head among all heads
   int64_t heads_total = 0;  // 0: this view holds all heads
 };
+// q, k and v share a dtype: f32, or bf16 (mixed precision), where a GPU multiplies on tensor cores with f32
+// accumulation and rounds the probabilities (and in the backward the score gradients) to bf16 for the second
+// product; the CPU widens the operands exactly and computes in f32. Everything else is f32.
 struct AttentionForward {
   TensorView out;  // [B, H, Tq, dh] f32
   TensorView lse;  // [B, H, Tq] f32, log-sum-exp of the scaled scores, saved for backward
-  TensorView q;    // [B, H, Tq, dh] f32
-  TensorView k;    // [B, H, Tk, dh] f32
-  TensorView v;    // [B, H, Tk, dh] f32
+  TensorView q;    // [B, H, Tq, dh] f32|bf16
+  TensorView k;    // [B, H, Tk, dh] like q
+  TensorView v;    // [B, H, Tk, dh] like q
   AttentionParams params;
 };
 struct AttentionBackward {
@@ -143,9 +146,9 @@ struct AttentionBackward {
   TensorView dk;    // [B, H, Tk, dh] f32, overwritten
   TensorView dv;    // [B, H, Tk, dh] f32, overwritten
   TensorView dout;  // [B, H, Tq, dh] f32
-  TensorView q;     // [B, H, Tq, dh] f32
-  TensorView k;     // [B, H, Tk, dh] f32
-  TensorView v;     // [B, H, Tk, dh] f32
+  TensorView q;     // [B, H, Tq, dh] f32|bf16
+  TensorView k;     // [B, H, Tk, dh] like q
+  TensorView v;     // [B, H, Tk, dh] like q
   TensorView out;   // [B, H, Tq, dh] f32 from the forward
   TensorView lse;   // [B, H, Tq] f32 from the forward
   AttentionParams params;

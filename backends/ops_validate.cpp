@@ -271,10 +271,14 @@ void validate_attention_operands(const Checker & check, const TensorView & q, co
                                  const TensorView & v, const TensorView & out, const TensorView & lse) {
   for (const auto & [name, view] :
        {std::pair<const char *, TensorView>{"q", q}, {"k", k}, {"v", v}, {"out", out}}) {
-    check.dtype(name, view, {DType::kF32});
+    check.present(name, view);
     check.ndim(name, view, 4, 4);
     check.inner_dense(name, view);
   }
+  check.dtype("q", q, {DType::kF32, DType::kBF16});  // bf16 operands: their values' attention, with f32 softmax
+  check.same_dtype("k", k, "q", q);
+  check.same_dtype("v", v, "q", q);
+  check.dtype("out", out, {DType::kF32});
   const int64_t batch = q.dim(0), heads = q.dim(1), tq = q.dim(2), head_dim = q.dim(3), tk = k.dim(2);
   const std::string why = "[batch, heads, length, head_dim] with q " + describe(q);
   check.dims("k", k, {batch, heads, tk, head_dim}, why);

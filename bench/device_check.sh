@@ -3,6 +3,7 @@
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
 #   2. every op case on the CUDA backend and on cuda-owngemm (the own GEMM kernel) against the fp64 reference;
+#      and `kosmos bench ops` at the kosmos1 shapes (the f32 and the bf16 tensor-core attention side by side);
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
@@ -75,6 +76,9 @@ export kosmos logs
 stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
 stage ops_cuda 240 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
 stage nccl 60 "$bundle/bin/kosmos_mpi_tests" --gtest_filter='NcclComm.*'
+# Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
+# tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
+stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
 
 tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
 stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"

@@ -89,10 +89,11 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   linear("matmul fc1", d, ffn);
   linear("matmul fc2", ffn, d);
   linear("matmul head", d, vocab);
-  {
-    const TensorView q = bench.tensor(DType::kF32, {batch, heads, length, dh}),
-                     k = bench.tensor(DType::kF32, {batch, heads, length, dh});
-    const TensorView v = bench.tensor(DType::kF32, {batch, heads, length, dh}),
+  // Attention with f32 operands, and with the bf16 ones mixed precision hands it (tensor cores on a GPU).
+  for (const DType operands : {DType::kF32, DType::kBF16}) {
+    const TensorView q = bench.tensor(operands, {batch, heads, length, dh}),
+                     k = bench.tensor(operands, {batch, heads, length, dh});
+    const TensorView v = bench.tensor(operands, {batch, heads, length, dh}),
                      o = bench.tensor(DType::kF32, {batch, heads, length, dh});
     const TensorView lse = bench.tensor(DType::kF32, {batch, heads, length});
     const TensorView dq = bench.tensor(DType::kF32, {batch, heads, length, dh}),
@@ -103,17 +104,19 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     params.scale = 1.0f / std::sqrt(static_cast<float>(dh));
     params.causal = true;
     const double causal_flops = 4.0 * batch * heads * length * length * dh / 2.0;
+    const std::string suffix = operands == DType::kF32 ? "" : " bf16";
     const std::string shape = dims({batch, heads, length, dh}) + " causal";
-    timings.push_back({"attention forward", shape, causal_flops, 0.0, [&bench, o, lse, q, k, v, params] {
+    timings.push_back({"attention forward" + suffix, shape, causal_flops, 0.0, [&bench, o, lse, q, k, v, params] {
                          bench.op(AttentionForward{o, lse, q, k, v, params});
                        }});
-    timings.push_back(
-        {"attention backward", shape, 2.5 * causal_flops, 0.0, [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
-           bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
-         }});
-    timings.push_back({"xpos forward", dims({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q, params] {
-                         bench.op(XPosForward{q, q, XPosParams{}});
+    timings.push_back({"attention backward" + suffix, shape, 2.5 * causal_flops, 0.0,
+                       [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
+                         bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
                        }});
+    if (operands == DType::kF32)
+      timings.push_back({"xpos forward", dims({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q] {
+                           bench.op(XPosForward{q, q, XPosParams{}});
+                         }});
   }
   {
     const TensorView x = bench.tensor(DType::kF32, {tokens, d}), y = bench.tensor(DType::kF32, {tokens, d});

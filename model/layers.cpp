@@ -256,6 +256,12 @@ void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<
 
 namespace {
 
+// q | k | v [rows, 3 w] as the attention reads them: themselves (f32), or with 16-bit weights a bf16 copy in the
+// arena, which a GPU multiplies on tensor cores (bf16 for fp16 too: the attention's operands need its range).
+TensorView attention_operands(Runtime & rt, const BlockWeights & w, const TensorView & qkv) {
+  return matmul_operand(rt, qkv, w.q.weight.dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
+}
+
 // The attention sub-layer up to the attention core: LayerNorm, then this rank's q | k | v side by side.
 void attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, BlockSaved & s) {
   const int64_t rows = x.dim(0), width = w.q.out(), model_width = w.q.in();
@@ -289,7 +295,7 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
   const int64_t rows = x.dim(0), width = w.q.out();
   const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
   attention_inputs(rt, w, x, s);
-  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
+  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width);
   const TensorView q_heads = heads_view(q, o.batch, o.length, heads), k_heads = heads_view(k, o.batch, o.length, heads);
   if (o.xpos) {
     rt.run(XPosForward{q_heads, q_heads, {0, false, o.xpos_scale_base}});
@@ -298,8 +304,12 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
   s.attention = rt.take({rows, width});
   s.lse = rt.take({o.batch, heads, o.length});
   const AttentionParams params = attention_params(o, width / heads, heads, tp);
-  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, k_heads,
-                          heads_view(v, o.batch, o.length, heads), params});
+  const Arena::Mark operands = rt.arena.mark();
+  const TensorView qkv = attention_operands(rt, w, s.qkv);
+  auto as_heads = [&](int part) { return heads_view(columns(qkv, part * width, width), o.batch, o.length, heads); };
+  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, as_heads(0), as_heads(1),
+                          as_heads(2), params});
+  rt.arena.rewind(operands);
   attention_finish(rt, w, o, tp, x_mid, s);
 }
 
@@ -461,10 +471,13 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   const TensorView dqkv = rt.take({rows, 3 * width});
   const TensorView dq = columns(dqkv, 0, width), dk = columns(dqkv, width, width), dv = columns(dqkv, 2 * width, width);
   auto as_heads = [&](TensorView view) { return heads_view(view, o.batch, o.length, heads); };
-  const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
+  const Arena::Mark operands = rt.arena.mark();
+  const TensorView qkv = attention_operands(rt, w, s.qkv);
+  const TensorView q = columns(qkv, 0, width), k = columns(qkv, width, width), v = columns(qkv, 2 * width, width);
   const AttentionParams params = attention_params(o, width / heads, heads, tp);
   rt.run(AttentionBackward{as_heads(dq), as_heads(dk), as_heads(dv), as_heads(d_attention), as_heads(q), as_heads(k),
                            as_heads(v), as_heads(s.attention), s.lse, params});
+  rt.arena.rewind(operands);
   if (o.xpos) {
     rt.run(XPosBackward{as_heads(dq), as_heads(dq), {0, false, o.xpos_scale_base}});
     rt.run(XPosBackward{as_heads(dk), as_heads(dk), {0, true, o.xpos_scale_base}});

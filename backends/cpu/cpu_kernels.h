@@ -22,6 +22,9 @@ void cpu_op(CpuContext & ctx, const Cast & op);
 void cpu_op(CpuContext & ctx, const Copy & op);
 void cpu_op(CpuContext & ctx, const Patchify & op);
 void cpu_op(CpuContext & ctx, const Fill & op);
+// A dense f32 copy of `view` (exact from bf16 or f16) in scratch slot `slot`, for a kernel that computes in f32;
+// an absent view stays absent.
+TensorView widened(CpuContext & ctx, const TensorView & view, int slot);
 // attention.cpp (own tiled kernel)
 void cpu_op(CpuContext & ctx, const AttentionForward & op);
 void cpu_op(CpuContext & ctx, const AttentionBackward & op);

@@ -149,6 +149,14 @@ int64_t element_step(const TensorView & view) { return view.ndim == 0 ? 1 : view
 
 }  // namespace
 
+TensorView widened(CpuContext & ctx, const TensorView & view, int slot) {
+  if (!view.present()) return view;
+  TensorView wide = make_view(ctx.scratch(slot, static_cast<size_t>(view.numel())), DType::kF32, view.ndim,
+                              view.dims.data());
+  cpu_op(ctx, Cast{wide, view});
+  return wide;
+}
+
 void cpu_op(CpuContext &, const Cast & op) {
   if (op.in.is_contiguous() && op.out.is_contiguous()) {  // one flat loop (a whole parameter buffer is one row)
     const int64_t count = op.in.numel();

@@ -82,15 +82,6 @@ void scale_rows_add_bias(const TensorView & c, float beta, const TensorView & bi
   }
 }
 
-// A dense f32 copy of `view` (exact from bf16) in scratch slot `slot`; absent stays absent.
-TensorView widened(CpuContext & ctx, const TensorView & view, int slot) {
-  if (!view.present()) return view;
-  TensorView wide = make_view(ctx.scratch(slot, static_cast<size_t>(view.numel())), DType::kF32, view.ndim,
-                              view.dims.data());
-  cpu_op(ctx, Cast{wide, view});
-  return wide;
-}
-
 }  // namespace
 
 void cpu_op(CpuContext & ctx, const Matmul & op) {

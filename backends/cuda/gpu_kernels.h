@@ -22,7 +22,15 @@ const char * gemm_library_name();  // "cuBLASLt", or the own kernels' name
 enum class GemmPath : uint8_t { kLibrary, kOwnKernels };
 
 // Scratch slots, one per user that may hold it across kernels of one op.
-enum ScratchSlot : int { kScratchReduce = 0, kScratchRows = 1, kScratchAttention = 2, kScratchSlots = 3 };
+enum ScratchSlot : int {
+  kScratchReduce = 0,
+  kScratchRows = 1,
+  kScratchAttention = 2,
+  kScratchWideQ = 3,  // bf16 attention operands widened to f32
+  kScratchWideK = 4,
+  kScratchWideV = 5,
+  kScratchSlots = 6
+};
 
 // What the kernels of one device share: the GEMM plans and scratch memory that grows but is never
 // freed inside a step.
@@ -76,6 +84,15 @@ void gpu_op(GpuContext & ctx, const AdamWStep & op, cudaStream_t stream);
 void gpu_op(GpuContext & ctx, const SquaredNorm & op, cudaStream_t stream);
 void gpu_op(GpuContext & ctx, const L2NormalizeForward & op, cudaStream_t stream);
 void gpu_op(GpuContext & ctx, const L2NormalizeBackward & op, cudaStream_t stream);
+
+#ifndef KOSMOS_USE_ROCM
+// kernels_attention_tc.cu: attention with bf16 q, k, v on tensor cores (NVIDIA, compute capability 8.0 or newer):
+// whether it takes a head size on this device, and the forward and backward (the backward given delta_i =
+// dout_i . out_i, [B*H*Tq] f32, computed by kernels_attention.cu).
+bool tensor_core_attention_takes(int64_t head_dim);
+void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t stream);
+void tensor_core_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream);
+#endif
 
 // The largest head dimension the attention kernels hold per warp: 8 values per lane on NVIDIA's 32-wide warps,
 // 4 on CDNA's 64-wide waves.

@@ -3,7 +3,9 @@
 // row: a query row forward and for dq, a key row for dk and dv, so no two warps write the same gradient row and
 // nothing needs atomics. Each lane holds head_dim / warp-size elements of its row; a dot product is a warp sum.
 // Causal masking, dropout (Philox, the CPU's element indices) and strided [B, H, T, dh] views as in ops.h.
-// This is the correctness path; a tensor-core kernel (or cuDNN's fused attention) replaces it for speed.
+// This is the f32 path; bf16 operands go to the tensor-core kernels (kernels_attention_tc.cu) where those take the
+// head size on an NVIDIA card, else they are widened to f32 here.
+#include "backends/cuda/attention_shape.cuh"
 #include "backends/cuda/gpu_kernels.h"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
@@ -11,63 +13,6 @@ namespace {
 
 constexpr int kPerLane = static_cast<int>((kMaxHeadDim + kWarp - 1) / kWarp);  // register slots per lane
 constexpr int kRowsPerBlock = kThreads / kWarp;
-
-// One [B, H, T, dh] operand: base pointer and the strides of its first three dims (dh is dense).
-struct HeadRows {
-  float * base;
-  int64_t batch_stride, head_stride, row_stride;
-  __device__ float * row(int64_t b, int64_t h, int64_t t) const {
-    return base + b * batch_stride + h * head_stride + t * row_stride;
-  }
-};
-
-HeadRows head_rows(const TensorView & view) {
-  return {view.as<float>(), view.stride(0), view.stride(1), view.stride(2)};
-}
-
-struct AttentionShape {
-  int64_t batch, heads, tq, tk, head_dim;
-  float scale;
-  bool causal;
-  bool dropout;
-  DropoutDraw draw;
-  uint64_t offset;
-  int64_t head_start, heads_total;
-
-  // Keys visible to query i: [0, keys_for(i)); causal attention aligns the last query with the last key.
-  __device__ int64_t keys_for(int64_t query) const {
-    if (!causal) return tk;
-    const int64_t keys = query + 1 + (tk - tq);
-    return keys < 0 ? 0 : (keys > tk ? tk : keys);
-  }
-  // Queries that see key j: [queries_from(j), tq).
-  __device__ int64_t queries_from(int64_t key) const {
-    if (!causal) return 0;
-    const int64_t first = key - (tk - tq);
-    return first < 0 ? 0 : first;
-  }
-  // The dropout element index of (b, h, query, key 0), heads counted among all heads.
-  __device__ uint64_t dropout_row(int64_t b, int64_t h, int64_t query) const {
-    return offset + static_cast<uint64_t>(((b * heads_total + head_start + h) * tq + query) * tk);
-  }
-};
-
-AttentionShape shape_of(const TensorView & q, const TensorView & k, const AttentionParams & params) {
-  AttentionShape shape{};
-  shape.batch = q.dim(0);
-  shape.heads = q.dim(1);
-  shape.tq = q.dim(2);
-  shape.tk = k.dim(2);
-  shape.head_dim = q.dim(3);
-  shape.scale = params.scale;
-  shape.causal = params.causal;
-  shape.dropout = params.dropout_p > 0.0f;
-  shape.draw = dropout_draw(params.seed, params.dropout_p);
-  shape.offset = params.offset;
-  shape.head_start = params.head_start;
-  shape.heads_total = params.heads_total == 0 ? shape.heads : params.heads_total;
-  return shape;
-}
 
 // The lane's slice of a row (elements lane, lane + kWarp, ...) into registers, times `factor`.
 __device__ inline void load_row(float (&target)[kPerLane], const float * row, int64_t head_dim, float factor) {
@@ -198,9 +143,36 @@ __global__ void attention_dkdv_kernel(HeadRows dk, HeadRows dv, HeadRows dout, H
 
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
+// A dense f32 copy of a bf16 operand in scratch slot `slot` (exact), for the f32 kernels.
+TensorView widened(GpuContext & ctx, const TensorView & view, int slot, cudaStream_t stream) {
+  const TensorView wide = make_view(ctx.scratch(slot, sizeof(float) * static_cast<size_t>(view.numel()), stream),
+                                    DType::kF32, view.ndim, view.dims.data());
+  gpu_op(ctx, Cast{wide, view}, stream);
+  return wide;
+}
+
+// Whether bf16 operands of this head size run on tensor cores here (else they are widened to f32).
+bool on_tensor_cores(const TensorView & q) {
+#ifdef KOSMOS_USE_ROCM
+  (void)q;
+  return false;
+#else
+  return tensor_core_attention_takes(q.dim(3));
+#endif
+}
+
 }  // namespace
 
-void gpu_op(GpuContext &, const AttentionForward & op, cudaStream_t stream) {
+void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
+  if (op.q.dtype != DType::kF32) {
+#ifndef KOSMOS_USE_ROCM
+    if (on_tensor_cores(op.q)) return tensor_core_attention_forward(op, stream);
+#endif
+    return gpu_op(ctx, AttentionForward{op.out, op.lse, widened(ctx, op.q, kScratchWideQ, stream),
+                                        widened(ctx, op.k, kScratchWideK, stream),
+                                        widened(ctx, op.v, kScratchWideV, stream), op.params},
+                  stream);
+  }
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   const int64_t rows = s.batch * s.heads * s.tq;
   if (rows == 0) return;
@@ -210,6 +182,12 @@ void gpu_op(GpuContext &, const AttentionForward & op, cudaStream_t stream) {
 }
 
 void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream) {
+  const bool tensor_cores = op.q.dtype != DType::kF32 && on_tensor_cores(op.q);
+  if (op.q.dtype != DType::kF32 && !tensor_cores)
+    return gpu_op(ctx, AttentionBackward{op.dq, op.dk, op.dv, op.dout, widened(ctx, op.q, kScratchWideQ, stream),
+                                         widened(ctx, op.k, kScratchWideK, stream),
+                                         widened(ctx, op.v, kScratchWideV, stream), op.out, op.lse, op.params},
+                  stream);
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   const int64_t query_rows = s.batch * s.heads * s.tq, key_rows = s.batch * s.heads * s.tk;
   if (query_rows == 0 || key_rows == 0) return;
@@ -217,6 +195,9 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
   attention_delta_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(delta, head_rows(op.dout), head_rows(op.out),
                                                                           s);
   KOSMOS_GPU_LAUNCHED("attention_delta");
+#ifndef KOSMOS_USE_ROCM
+  if (tensor_cores) return tensor_core_attention_backward(op, delta, stream);
+#endif
   attention_dq_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(head_rows(op.dq), head_rows(op.dout),
                                                                        head_rows(op.q), head_rows(op.k),
                                                                        head_rows(op.v), op.lse.as<float>(), delta, s);

@@ -15,19 +15,22 @@ struct AttentionShape {
   float dropout_p = 0.0f;
   bool strided = false;  // operands laid out as [B, T, H, dh] (the layout of a [B, T, H*dh] activation)
   int64_t head_start = 0, heads_total = 0;
+  DType dtype = DType::kF32;  // of q, k and v; bf16: values drawn exactly representable
 };
 
 OpCase attention_case(const AttentionShape & s) {
   std::ostringstream name;
   name << "attention_" << s.batch << "x" << s.heads << "_q" << s.tq << "_k" << s.tk << "_d" << s.head_dim
-       << (s.causal ? "_causal" : "_full") << (s.dropout_p > 0 ? "_dropout" : "") << (s.strided ? "_strided" : "");
+       << (s.causal ? "_causal" : "_full") << (s.dropout_p > 0 ? "_dropout" : "") << (s.strided ? "_strided" : "")
+       << (s.dtype != DType::kF32 ? std::string("_") + dtype_name(s.dtype) : "");
   std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
   OpCase c;
   c.name = name.str();
-  c.tolerance = 1e-10;
-  c.inputs["q"] = random_tensor(rng, {s.batch, s.heads, s.tq, s.head_dim});
-  c.inputs["k"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim});
-  c.inputs["v"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim});
+  // bf16 operands: a GPU's tensor-core kernel rounds the probabilities and score gradients to bf16 (2^-9).
+  c.tolerance = s.dtype == DType::kF32 ? 1e-10 : 1e-4;
+  c.inputs["q"] = random_tensor(rng, {s.batch, s.heads, s.tq, s.head_dim}, 1.0, s.dtype);
+  c.inputs["k"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
+  c.inputs["v"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
   c.differentiable = {"q", "k", "v"};
   c.graded_outputs = {"out"};
   reference::AttentionConfig config;
@@ -49,7 +52,9 @@ OpCase attention_case(const AttentionShape & s) {
   };
   c.device = [s, config](DeviceRun & run, const Named & in, const Named & grads) {
     const std::vector<int> layout{0, 2, 1, 3};  // [B, H, T, dh] seen through [B, T, H, dh] memory
-    auto put = [&](const Tensor & host) { return s.strided ? run.upload_permuted(host, layout) : run.upload(host, DType::kF32); };
+    auto put = [&](const Tensor & host, DType dtype) {
+      return s.strided ? run.upload_permuted(host, layout, dtype) : run.upload(host, dtype);
+    };
     auto fresh = [&](const std::vector<int64_t> & dims) {
       return s.strided ? run.upload_permuted(Tensor(dims, 7777.0), layout) : run.output(dims, DType::kF32);
     };
@@ -61,13 +66,13 @@ OpCase attention_case(const AttentionShape & s) {
     params.offset = config.offset;
     params.head_start = s.head_start;
     params.heads_total = s.heads_total;
-    const TensorView q = put(in.at("q")), k = put(in.at("k")), v = put(in.at("v"));
+    const TensorView q = put(in.at("q"), s.dtype), k = put(in.at("k"), s.dtype), v = put(in.at("v"), s.dtype);
     const TensorView out = fresh(in.at("q").dims);
     const TensorView lse = run.output({s.batch, s.heads, s.tq}, DType::kF32);
     run.op(AttentionForward{out, lse, q, k, v, params});
     Named result{{"out", run.download(out)}, {"lse", run.download(lse)}};
     if (grads.empty()) return result;
-    const TensorView dout = put(grads.at("dout"));
+    const TensorView dout = put(grads.at("dout"), DType::kF32);
     const TensorView dq = fresh(in.at("q").dims), dk = fresh(in.at("k").dims), dv = fresh(in.at("v").dims);
     run.op(AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params});
     result["dq"] = run.download(dq);
@@ -128,6 +133,14 @@ std::vector<OpCase> attention_cases() {
           attention_case({1, 2, 21, 50, 16, false, 0.1f, true}),
           attention_case({1, 2, 100, 150, 16, true, 0.25f}),  // several key tiles, causal Tq < Tk, dropout
           attention_case({1, 2, 150, 100, 16, true, 0.25f}),  // causal Tq > Tk over several query tiles
+          // bf16 operands at the head sizes of the GPU's tensor-core kernels (32, 64, 128), ragged tiles, causal
+          // and full, dropout, strided [B, T, H, dh] windows; and one the kernels do not take (24: widened to f32)
+          attention_case({2, 2, 130, 130, 64, true, 0.0f, true, 0, 0, DType::kBF16}),
+          attention_case({1, 3, 77, 77, 64, false, 0.0f, false, 0, 0, DType::kBF16}),
+          attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16}),
+          attention_case({1, 1, 70, 70, 128, true, 0.1f, false, 0, 0, DType::kBF16}),
+          attention_case({1, 2, 9, 40, 64, true, 0.0f, false, 0, 0, DType::kBF16}),  // decoding-style Tq < Tk
+          attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16}),
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),
           xpos_case({2, 3, 7, 64}, 5, false, false),

@@ -91,7 +91,7 @@ TensorView DeviceRun::upload(const Tensor & host, DType dtype) {
   return view;
 }
 
-TensorView DeviceRun::upload_permuted(const Tensor & host, const std::vector<int> & order) {
+TensorView DeviceRun::upload_permuted(const Tensor & host, const std::vector<int> & order, DType dtype) {
   const int ndim = static_cast<int>(host.dims.size());
   std::vector<int64_t> stored_dims(ndim);
   for (int i = 0; i < ndim; ++i) stored_dims[i] = host.dims[order[i]];
@@ -106,7 +106,7 @@ TensorView DeviceRun::upload_permuted(const Tensor & host, const std::vector<int
     for (int i = 0; i < ndim; ++i) logical += (s / stored_strides[i]) % stored_dims[i] * logical_strides[order[i]];
     stored.v[s] = host.v[logical];
   }
-  TensorView view = upload(stored, DType::kF32);
+  TensorView view = upload(stored, dtype);
   for (int i = 0; i < ndim; ++i) {
     view.dims[order[i]] = stored_dims[i];
     view.strides[order[i]] = stored_strides[i];

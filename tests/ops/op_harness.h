@@ -32,7 +32,7 @@ class DeviceRun {
   TensorView upload(const Tensor & host, DType dtype);
   // An upload whose device layout is `host` with its axes permuted by `order` (device dim i = host dim order[i]),
   // returned as a strided view with the host's logical dims: exercises ops on non-contiguous inputs.
-  TensorView upload_permuted(const Tensor & host, const std::vector<int> & order);
+  TensorView upload_permuted(const Tensor & host, const std::vector<int> & order, DType dtype = DType::kF32);
   // A 2-D upload whose rows sit `pad` elements apart beyond their width: a column window of a wider matrix.
   TensorView upload_window(const Tensor & host, int64_t pad);
   TensorView output(const std::vector<int64_t> & dims, DType dtype, double fill = 7777.0);

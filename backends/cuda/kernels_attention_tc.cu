@@ -1,0 +1,448 @@
+// kernels_attention_tc.cu: attention with bf16 q, k, v on NVIDIA tensor cores (compute capability 8.0 or newer;
+// WMMA 16x16x16 bf16 products accumulating in f32), in FlashAttention-2's manner: a block owns 64 rows of one
+// (batch, head), queries for the forward and dq, keys for dk and dv, four warps of 16 rows each, and streams the
+// other side through shared memory in tiles of 64; no two blocks write the same gradient row, so nothing needs
+// atomics. The scores, softmax statistics, and every sum stay f32; the probabilities (and in the backward the score
+// gradients and dout) are rounded to bf16 for the second product. Causal masking and Philox dropout as in
+// attention_shape.cuh (the CPU's element indices). Head sizes 32, 64 and 128; kernels_attention.cu widens the others
+// to f32. CUDA only: the ROCm build does not compile this file.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+#include "backends/cuda/attention_shape.cuh"
+#include "backends/cuda/gpu_kernels.h"
+
+namespace kosmos::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, bf16, nvcuda::wmma::row_major>;
+using FragBRows = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, bf16, nvcuda::wmma::row_major>;
+using FragBColumns = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, bf16, nvcuda::wmma::col_major>;
+using FragAcc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
+
+constexpr int kBlockRows = 64;   // rows a block owns
+constexpr int kStepRows = 64;    // rows of the other side per step
+constexpr int kWarps = 4;        // 16 of the block's rows each
+constexpr int kBlockThreads = kWarps * 32;
+constexpr int kLanes = 32;
+
+// Shared-memory row lengths (elements): 16 bytes of padding per bf16 row and 16 per f32 row keep WMMA's ldm
+// rules (a multiple of 8 bf16 or 4 f32) and move consecutive rows to other banks.
+template <int D>
+struct Layout {
+  static constexpr int half_row = D + 8;                                      // a [64, D] bf16 tile
+  static constexpr int score_row = (D > kStepRows ? D : kStepRows) + 4;       // [64, 64] scores or [64, D] f32
+  static constexpr int step_row = kStepRows + 8;                              // [64, 64] bf16 probabilities
+  static constexpr size_t half_tile = sizeof(bf16) * kBlockRows * half_row;
+  static constexpr size_t score_tile = sizeof(float) * kBlockRows * score_row;
+  static constexpr size_t step_tile = sizeof(bf16) * kBlockRows * step_row;
+};
+
+__device__ inline bf16 as_bf16(bf16 value) { return value; }
+__device__ inline bf16 as_bf16(float value) { return __float2bfloat16(value); }
+
+// Rows [first, first + 64) of (b, h) into a [64, D] bf16 tile, zeros past `limit`.
+template <int D, typename T>
+__device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t b, int64_t h, int64_t first,
+                          int64_t limit) {
+  for (int index = threadIdx.x; index < kBlockRows * D; index += kBlockThreads) {
+    const int r = index / D, c = index % D;
+    tile[r * Layout<D>::half_row + c] = first + r < limit ? as_bf16(rows.row(b, h, first + r)[c]) : as_bf16(0.0f);
+  }
+}
+
+// values[64, 64] of (b, h) at rows [first, first + 64) into `target`, `fill` past `limit` (lse and delta).
+__device__ void load_row_values(float * target, const float * values, int64_t first, int64_t limit, float fill) {
+  for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads) target[r] = first + r < limit ? values[first + r] : fill;
+}
+
+__device__ inline float warp_max_of(float value) { return warp_reduce(value, MaxOp{}); }
+
+// out[16, 16 n] (f32, row length `ldc`) = a[16, K] (bf16 rows of length lda) times b[K, 16 n] given as `columns`
+// (b's column j is row j of the tile: a product with a transposed tile) or as rows.
+template <int K, int N, bool kColumns>
+__device__ void warp_product(float * out, int ldc, const bf16 * a, int lda, const bf16 * b, int ldb) {
+#pragma unroll
+  for (int n = 0; n < N / 16; ++n) {
+    FragAcc acc;
+    nvcuda::wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+    for (int k = 0; k < K / 16; ++k) {
+      FragA left;
+      nvcuda::wmma::load_matrix_sync(left, a + k * 16, lda);
+      if constexpr (kColumns) {
+        FragBColumns right;
+        nvcuda::wmma::load_matrix_sync(right, b + n * 16 * ldb + k * 16, ldb);
+        nvcuda::wmma::mma_sync(acc, left, right, acc);
+      } else {
+        FragBRows right;
+        nvcuda::wmma::load_matrix_sync(right, b + k * 16 * ldb + n * 16, ldb);
+        nvcuda::wmma::mma_sync(acc, left, right, acc);
+      }
+    }
+    nvcuda::wmma::store_matrix_sync(out + n * 16, acc, ldc, nvcuda::wmma::mem_row_major);
+  }
+}
+
+// acc[D/16] += a[16, 64] (bf16) times b[64, D] (bf16 rows): the gradient sums that persist over the steps.
+template <int D>
+__device__ void warp_accumulate(FragAcc (&acc)[D / 16], const bf16 * a, int lda, const bf16 * b) {
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n)
+#pragma unroll
+    for (int k = 0; k < kStepRows / 16; ++k) {
+      FragA left;
+      FragBRows right;
+      nvcuda::wmma::load_matrix_sync(left, a + k * 16, lda);
+      nvcuda::wmma::load_matrix_sync(right, b + k * 16 * Layout<D>::half_row + n * 16, Layout<D>::half_row);
+      nvcuda::wmma::mma_sync(acc[n], left, right, acc[n]);
+    }
+}
+
+// A warp's [16, D] gradient rows (row0 + r of (b, h), up to `limit`) times `factor` into f32 `target`, through its
+// rows of the f32 `staging` tile.
+template <int D>
+__device__ void warp_store_rows(const HeadRows & target, int64_t b, int64_t h, int64_t row0, int64_t limit,
+                                FragAcc (&acc)[D / 16], float * staging, float factor) {
+  constexpr int ld = Layout<D>::score_row;
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n)
+    nvcuda::wmma::store_matrix_sync(staging + n * 16, acc[n], ld, nvcuda::wmma::mem_row_major);
+  __syncwarp();
+  const int lane = threadIdx.x % kLanes;
+  for (int index = lane; index < 16 * D; index += kLanes) {
+    const int r = index / D, c = index % D;
+    if (row0 + r < limit) target.row(b, h, row0 + r)[c] = staging[r * ld + c] * factor;
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kBlockThreads)
+    tc_attention_forward_kernel(HeadRows out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
+                                HeadRowsOf<const bf16> v, AttentionShape s) {
+#if __CUDA_ARCH__ >= 800
+  using L = Layout<D>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
+  bf16 * k_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
+  bf16 * v_tile = reinterpret_cast<bf16 *>(shared + 2 * L::half_tile);
+  float * scores = reinterpret_cast<float *>(shared + 3 * L::half_tile);  // S, then P V, per warp rows
+  bf16 * probs = reinterpret_cast<bf16 *>(shared + 3 * L::half_tile + L::score_tile);
+  float * rescales = reinterpret_cast<float *>(shared + 3 * L::half_tile + L::score_tile + L::step_tile);
+
+  const int warp = threadIdx.x / kLanes, lane = threadIdx.x % kLanes;
+  const int64_t b = blockIdx.y / s.heads, h = blockIdx.y % s.heads;
+  const int64_t first_query = static_cast<int64_t>(blockIdx.x) * kBlockRows;
+  const int64_t warp_query = first_query + warp * 16;
+  float * warp_scores = scores + warp * 16 * L::score_row;
+  bf16 * warp_probs = probs + warp * 16 * L::step_row;
+  load_tile<D>(q_tile, q, b, h, first_query, s.tq);
+
+  constexpr int kPerLane = 16 * D / kLanes;  // the lane's share of the warp's [16, D] output
+  float acc[kPerLane];
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) acc[e] = 0.0f;
+  float row_max[16], row_sum[16];  // every lane holds its warp's 16 rows' statistics
+#pragma unroll
+  for (int r = 0; r < 16; ++r) row_max[r] = -INFINITY, row_sum[r] = 0.0f;
+
+  const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
+  const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
+  for (int64_t first_key = 0; first_key < key_end; first_key += kStepRows) {
+    __syncthreads();  // every warp is done with the previous tiles
+    load_tile<D>(k_tile, k, b, h, first_key, s.tk);
+    load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+    __syncthreads();
+    warp_product<D, kStepRows, true>(warp_scores, L::score_row, q_tile + warp * 16 * L::half_row, L::half_row,
+                                     k_tile, L::half_row);
+    __syncwarp();
+    // The online softmax of the warp's rows; the lanes take columns lane and lane + 32.
+#pragma unroll
+    for (int r = 0; r < 16; ++r) {
+      const int64_t query = warp_query + r;
+      const int64_t visible = query < s.tq ? s.keys_for(query) - first_key : 0;
+      float value[2], tile_max = -INFINITY;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int column = lane + e * kLanes;
+        value[e] = column < visible ? warp_scores[r * L::score_row + column] * s.scale : -INFINITY;
+        tile_max = fmaxf(tile_max, value[e]);
+      }
+      tile_max = warp_max_of(tile_max);
+      const float new_max = fmaxf(row_max[r], tile_max);
+      float rescale = 1.0f, p[2] = {0.0f, 0.0f};
+      if (new_max != -INFINITY) {
+        rescale = row_max[r] == -INFINITY ? 0.0f : __expf(row_max[r] - new_max);
+#pragma unroll
+        for (int e = 0; e < 2; ++e) p[e] = value[e] == -INFINITY ? 0.0f : __expf(value[e] - new_max);
+        row_sum[r] = row_sum[r] * rescale + warp_sum(p[0] + p[1]);
+        row_max[r] = new_max;
+      }
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int column = lane + e * kLanes;
+        const float kept = s.dropout && column < visible
+                               ? p[e] * dropout_factor(s.draw, s.dropout_row(b, h, query) + first_key + column)
+                               : p[e];
+        warp_probs[r * L::step_row + column] = as_bf16(kept);
+      }
+      if (lane == 0) rescales[warp * 16 + r] = rescale;
+    }
+    __syncwarp();
+    warp_product<kStepRows, D, false>(warp_scores, L::score_row, warp_probs, L::step_row, v_tile, L::half_row);
+    __syncwarp();
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      const int index = lane + e * kLanes, r = index / D, c = index % D;
+      acc[e] = acc[e] * rescales[warp * 16 + r] + warp_scores[r * L::score_row + c];
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    const int index = lane + e * kLanes, r = index / D, c = index % D;
+    if (warp_query + r < s.tq) out.row(b, h, warp_query + r)[c] = row_sum[r] > 0.0f ? acc[e] / row_sum[r] : 0.0f;
+  }
+  if (lane < 16 && warp_query + lane < s.tq) {
+    float mine_max = row_max[0], mine_sum = row_sum[0];  // row `lane`'s statistics (registers need fixed indices)
+#pragma unroll
+    for (int r = 1; r < 16; ++r)
+      if (r == lane) mine_max = row_max[r], mine_sum = row_sum[r];
+    lse[(blockIdx.y * s.tq) + warp_query + lane] = mine_sum > 0.0f ? mine_max + logf(mine_sum) : -INFINITY;
+  }
+#endif
+}
+
+// One step of the backward over a warp's [16, 64] f32 scores and dout . v products (`dps`, row length ld), whose
+// element (r, c) is (query, key) = at(r, c): p = exp(scale s - lse) where the key is visible (else 0) and f its
+// dropout factor; writes the score gradients ds = p (dp f - delta) and, when `kept` is given, the probabilities as
+// kept, p f, in bf16 (row length ld_out). The step's lse and delta values are indexed by the query's place in the
+// step: the row r when rows are queries (dq), the column c when they are keys (dk, dv).
+template <typename At>
+__device__ void score_gradients(const float * scores, const float * dps, int ld, const float * lse_values,
+                                const float * delta_values, bool rows_are_queries, bf16 * kept, bf16 * ds,
+                                int ld_out, const AttentionShape & s, int64_t b, int64_t h, At at) {
+  const int lane = threadIdx.x % kLanes;
+  for (int r = 0; r < 16; ++r)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int c = lane + e * kLanes, slot = rows_are_queries ? r : c;
+      int64_t query = 0, key = 0;
+      at(r, c, query, key);
+      const bool visible = query < s.tq && key < s.keys_for(query) && lse_values[slot] != -INFINITY;
+      const float p = visible ? __expf(scores[r * ld + c] * s.scale - lse_values[slot]) : 0.0f;
+      const float f = s.dropout && visible ? dropout_factor(s.draw, s.dropout_row(b, h, query) + key) : 1.0f;
+      if (kept != nullptr) kept[r * ld_out + c] = as_bf16(p * f);
+      ds[r * ld_out + c] = as_bf16(p * (dps[r * ld + c] * f - delta_values[slot]));
+    }
+}
+
+// What a backward block works in: shared memory laid out as the block's own two [64, D] bf16 tiles (q and dout for
+// dq; k and v for dk and dv), the two streamed through it, two f32 [64, 64] products (the scores and dout . v), two
+// bf16 [64, 64] steps (the kept probabilities and the score gradients), and the step's 64 lse and delta values;
+// this warp's rows of the products and steps; and the block's (batch, head) with its lse and delta rows.
+template <int D>
+struct BackwardBlock {
+  bf16 * own[2];
+  bf16 * streamed[2];
+  float *lse_values, *delta_values;
+  float *warp_scores, *warp_dps;
+  bf16 *warp_kept, *warp_ds;
+  int warp;
+  int64_t b, h;
+  const float *head_lse, *head_delta;
+
+  __device__ BackwardBlock(unsigned char * shared, const AttentionShape & s, const float * lse, const float * delta) {
+    using L = Layout<D>;
+    for (int t = 0; t < 2; ++t) {
+      own[t] = reinterpret_cast<bf16 *>(shared + t * L::half_tile);
+      streamed[t] = reinterpret_cast<bf16 *>(shared + (2 + t) * L::half_tile);
+    }
+    unsigned char * products = shared + 4 * L::half_tile;
+    unsigned char * steps = products + 2 * L::score_tile;
+    warp = threadIdx.x / kLanes;
+    warp_scores = reinterpret_cast<float *>(products) + warp * 16 * L::score_row;
+    warp_dps = reinterpret_cast<float *>(products + L::score_tile) + warp * 16 * L::score_row;
+    warp_kept = reinterpret_cast<bf16 *>(steps) + warp * 16 * L::step_row;
+    warp_ds = reinterpret_cast<bf16 *>(steps + L::step_tile) + warp * 16 * L::step_row;
+    lse_values = reinterpret_cast<float *>(steps + 2 * L::step_tile);
+    delta_values = lse_values + kStepRows;
+    b = blockIdx.y / s.heads;
+    h = blockIdx.y % s.heads;
+    head_lse = lse + blockIdx.y * s.tq;
+    head_delta = delta + blockIdx.y * s.tq;
+  }
+};
+
+template <int D>
+__global__ void __launch_bounds__(kBlockThreads)
+    tc_attention_dq_kernel(HeadRows dq, HeadRowsOf<const float> dout, HeadRowsOf<const bf16> q,
+                           HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse, const float * delta,
+                           AttentionShape s) {
+#if __CUDA_ARCH__ >= 800
+  using L = Layout<D>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  const BackwardBlock<D> m(shared, s, lse, delta);
+  bf16 *q_tile = m.own[0], *dout_tile = m.own[1], *k_tile = m.streamed[0], *v_tile = m.streamed[1];
+  const int64_t first_query = static_cast<int64_t>(blockIdx.x) * kBlockRows, warp_query = first_query + m.warp * 16;
+  load_tile<D>(q_tile, q, m.b, m.h, first_query, s.tq);
+  load_tile<D>(dout_tile, dout, m.b, m.h, first_query, s.tq);
+  load_row_values(m.lse_values, m.head_lse, first_query, s.tq, -INFINITY);
+  load_row_values(m.delta_values, m.head_delta, first_query, s.tq, 0.0f);
+  FragAcc acc[D / 16];
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) nvcuda::wmma::fill_fragment(acc[n], 0.0f);
+  const int64_t b = m.b, h = m.h;
+
+  const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
+  const int64_t key_end = s.keys_for(last_query);
+  for (int64_t first_key = 0; first_key < key_end; first_key += kStepRows) {
+    __syncthreads();
+    load_tile<D>(k_tile, k, b, h, first_key, s.tk);
+    load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+    __syncthreads();
+    warp_product<D, kStepRows, true>(m.warp_scores, L::score_row, q_tile + m.warp * 16 * L::half_row, L::half_row,
+                                     k_tile, L::half_row);  // S = Q K^T
+    warp_product<D, kStepRows, true>(m.warp_dps, L::score_row, dout_tile + m.warp * 16 * L::half_row, L::half_row,
+                                     v_tile, L::half_row);  // dP = dO V^T
+    __syncwarp();
+    score_gradients(m.warp_scores, m.warp_dps, L::score_row, m.lse_values + m.warp * 16,
+                    m.delta_values + m.warp * 16, true, nullptr, m.warp_ds, L::step_row, s, b, h,
+                    [&](int r, int c, int64_t & query, int64_t & key) {
+                      query = warp_query + r;
+                      key = first_key + c;
+                    });
+    __syncwarp();
+    warp_accumulate<D>(acc, m.warp_ds, L::step_row, k_tile);  // dQ += dS K
+  }
+  warp_store_rows<D>(dq, b, h, warp_query, s.tq, acc, m.warp_scores, s.scale);
+#endif
+}
+
+template <int D>
+__global__ void __launch_bounds__(kBlockThreads)
+    tc_attention_dkdv_kernel(HeadRows dk, HeadRows dv, HeadRowsOf<const float> dout, HeadRowsOf<const bf16> q,
+                             HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse,
+                             const float * delta, AttentionShape s) {
+#if __CUDA_ARCH__ >= 800
+  using L = Layout<D>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  const BackwardBlock<D> m(shared, s, lse, delta);  // its f32 products are S^T and dP^T: keys x queries
+  bf16 *k_tile = m.own[0], *v_tile = m.own[1], *q_tile = m.streamed[0], *dout_tile = m.streamed[1];
+  const int64_t first_key = static_cast<int64_t>(blockIdx.x) * kBlockRows, warp_key = first_key + m.warp * 16;
+  const int64_t b = m.b, h = m.h;
+  load_tile<D>(k_tile, k, b, h, first_key, s.tk);
+  load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+  FragAcc dk_acc[D / 16], dv_acc[D / 16];
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) {
+    nvcuda::wmma::fill_fragment(dk_acc[n], 0.0f);
+    nvcuda::wmma::fill_fragment(dv_acc[n], 0.0f);
+  }
+
+  for (int64_t first_query = s.queries_from(first_key); first_query < s.tq; first_query += kStepRows) {
+    __syncthreads();
+    load_tile<D>(q_tile, q, b, h, first_query, s.tq);
+    load_tile<D>(dout_tile, dout, b, h, first_query, s.tq);
+    load_row_values(m.lse_values, m.head_lse, first_query, s.tq, -INFINITY);
+    load_row_values(m.delta_values, m.head_delta, first_query, s.tq, 0.0f);
+    __syncthreads();
+    warp_product<D, kStepRows, true>(m.warp_scores, L::score_row, k_tile + m.warp * 16 * L::half_row, L::half_row,
+                                     q_tile, L::half_row);  // S^T = K Q^T
+    warp_product<D, kStepRows, true>(m.warp_dps, L::score_row, v_tile + m.warp * 16 * L::half_row, L::half_row,
+                                     dout_tile, L::half_row);  // dP^T = V dO^T
+    __syncwarp();
+    score_gradients(m.warp_scores, m.warp_dps, L::score_row, m.lse_values, m.delta_values, false, m.warp_kept,
+                    m.warp_ds, L::step_row, s, b, h, [&](int r, int c, int64_t & query, int64_t & key) {
+                      query = first_query + c;
+                      key = warp_key + r;
+                    });
+    __syncwarp();
+    warp_accumulate<D>(dv_acc, m.warp_kept, L::step_row, dout_tile);  // dV += (P f)^T dO
+    warp_accumulate<D>(dk_acc, m.warp_ds, L::step_row, q_tile);       // dK += dS^T Q
+  }
+  warp_store_rows<D>(dk, b, h, warp_key, s.tk, dk_acc, m.warp_scores, s.scale);
+  __syncwarp();
+  warp_store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, m.warp_scores, 1.0f);
+#endif
+}
+
+// Dynamic shared memory per block: the forward's q, k, v tiles, scores, probabilities and rescales; the backward's
+// four tiles, two f32 products, two bf16 steps, lse and delta (dq uses one bf16 step of the two).
+template <int D>
+constexpr size_t forward_shared() {
+  return 3 * Layout<D>::half_tile + Layout<D>::score_tile + Layout<D>::step_tile + sizeof(float) * kBlockRows;
+}
+template <int D>
+constexpr size_t backward_shared() {
+  return 4 * Layout<D>::half_tile + 2 * Layout<D>::score_tile + 2 * Layout<D>::step_tile +
+         2 * sizeof(float) * kBlockRows;
+}
+
+// Launches `kernel` with `shared` bytes of dynamic shared memory (above the 48 KiB default, which needs the opt-in).
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, dim3 grid, size_t shared, cudaStream_t stream, const char * name, Args... args) {
+  KOSMOS_GPU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+  kernel<<<grid, kBlockThreads, shared, stream>>>(args...);
+  KOSMOS_GPU_LAUNCHED(name);
+}
+
+dim3 grid_of(int64_t rows, const AttentionShape & s) {
+  return dim3(static_cast<unsigned>((rows + kBlockRows - 1) / kBlockRows), static_cast<unsigned>(s.batch * s.heads));
+}
+
+template <int D>
+void forward(const AttentionForward & op, const AttentionShape & s, cudaStream_t stream) {
+  launch(tc_attention_forward_kernel<D>, grid_of(s.tq, s), forward_shared<D>(), stream, "tc_attention_forward", head_rows(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q),
+         head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), s);
+}
+
+template <int D>
+void backward(const AttentionBackward & op, const float * delta, const AttentionShape & s, cudaStream_t stream) {
+  const size_t shared = backward_shared<D>();
+  launch(tc_attention_dq_kernel<D>, grid_of(s.tq, s), shared, stream, "tc_attention_dq", head_rows(op.dq),
+         head_rows_of<const float>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
+         head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
+  launch(tc_attention_dkdv_kernel<D>, grid_of(s.tk, s), shared, stream, "tc_attention_dkdv", head_rows(op.dk),
+         head_rows(op.dv), head_rows_of<const float>(op.dout), head_rows_of<const bf16>(op.q),
+         head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
+}
+
+}  // namespace
+
+bool tensor_core_attention_takes(int64_t head_dim) {
+  if (head_dim != 32 && head_dim != 64 && head_dim != 128) return false;
+  int device = 0, major = 0, shared = 0;
+  KOSMOS_GPU_CHECK(cudaGetDevice(&device));
+  KOSMOS_GPU_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  KOSMOS_GPU_CHECK(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const size_t needed = head_dim == 128 ? backward_shared<128>() : head_dim == 64 ? backward_shared<64>()
+                                                                                  : backward_shared<32>();
+  return major >= 8 && static_cast<size_t>(shared) >= needed;
+}
+
+void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t stream) {
+  const AttentionShape s = shape_of(op.q, op.k, op.params);
+  if (s.batch * s.heads * s.tq == 0) return;
+  switch (s.head_dim) {
+    case 32: return forward<32>(op, s, stream);
+    case 64: return forward<64>(op, s, stream);
+    case 128: return forward<128>(op, s, stream);
+  }
+  KOSMOS_FAIL("tensor-core attention: head_dim ", s.head_dim, " (internal error: tensor_core_attention_takes "
+              "admits 32, 64 and 128)");
+}
+
+void tensor_core_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream) {
+  const AttentionShape s = shape_of(op.q, op.k, op.params);
+  if (s.batch * s.heads * s.tq == 0 || s.tk == 0) return;
+  switch (s.head_dim) {
+    case 32: return backward<32>(op, delta, s, stream);
+    case 64: return backward<64>(op, delta, s, stream);
+    case 128: return backward<128>(op, delta, s, stream);
+  }
+  KOSMOS_FAIL("tensor-core attention: head_dim ", s.head_dim, " (internal error: tensor_core_attention_takes "
+              "admits 32, 64 and 128)");
+}
+
+}  // namespace kosmos::cuda
