@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   float * rescales = reinterpret_cast<float *>(shared + 3 * L::half_tile + L::score_tile + L::step_tile);
 
   const int warp = threadIdx.x / kLanes, lane = threadIdx.x % kLanes;
-  const int64_t b = blockIdx.y / s.heads, h = blockIdx.y % s.heads;
-  const int64_t first_query = static_cast<int64_t>(blockIdx.x) * kBlockRows;
+  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
+  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows;
   const int64_t warp_query = first_query + warp * 16;
   float * warp_scores = scores + warp * 16 * L::score_row;
   bf16 * warp_probs = probs + warp * 16 * L::step_row;
@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
     for (int r = 1; r < 16; ++r)
       if (r == lane) mine_max = row_max[r], mine_sum = row_sum[r];
-    lse[(blockIdx.y * s.tq) + warp_query + lane] = mine_sum > 0.0f ? mine_max + logf(mine_sum) : -INFINITY;
+    lse[head_index * s.tq + warp_query + lane] = mine_sum > 0.0f ? mine_max + logf(mine_sum) : -INFINITY;
   }
 #endif
 }
@@ -233,7 +233,7 @@ __device__ void score_gradients(const float * scores, const float * dps, int ld,
       const float p = visible ? __expf(scores[r * ld + c] * s.scale - lse_values[slot]) : 0.0f;
       const float f = s.dropout && visible ? dropout_factor(s.draw, s.dropout_row(b, h, query) + key) : 1.0f;
       if (kept != nullptr) kept[r * ld_out + c] = as_bf16(p * f);
-      ds[r * ld_out + c] = as_bf16(p * (dps[r * ld + c] * f - delta_values[slot]));
+      ds[r * ld_out + c] = as_bf16(visible ? p * (dps[r * ld + c] * f - delta_values[slot]) : 0.0f);
     }
 }
 
@@ -267,10 +267,11 @@ struct BackwardBlock {
     warp_ds = reinterpret_cast<bf16 *>(steps + L::step_tile) + warp * 16 * L::step_row;
     lse_values = reinterpret_cast<float *>(steps + 2 * L::step_tile);
     delta_values = lse_values + kStepRows;
-    b = blockIdx.y / s.heads;
-    h = blockIdx.y % s.heads;
-    head_lse = lse + blockIdx.y * s.tq;
-    head_delta = delta + blockIdx.y * s.tq;
+    const int64_t head_index = blockIdx.x;  // b * heads + h
+    b = head_index / s.heads;
+    h = head_index % s.heads;
+    head_lse = lse + head_index * s.tq;
+    head_delta = delta + head_index * s.tq;
   }
 };
 
@@ -284,7 +285,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   extern __shared__ __align__(128) unsigned char shared[];
   const BackwardBlock<D> m(shared, s, lse, delta);
   bf16 *q_tile = m.own[0], *dout_tile = m.own[1], *k_tile = m.streamed[0], *v_tile = m.streamed[1];
-  const int64_t first_query = static_cast<int64_t>(blockIdx.x) * kBlockRows, warp_query = first_query + m.warp * 16;
+  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + m.warp * 16;
   load_tile<D>(q_tile, q, m.b, m.h, first_query, s.tq);
   load_tile<D>(dout_tile, dout, m.b, m.h, first_query, s.tq);
   load_row_values(m.lse_values, m.head_lse, first_query, s.tq, -INFINITY);
@@ -329,7 +330,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   extern __shared__ __align__(128) unsigned char shared[];
   const BackwardBlock<D> m(shared, s, lse, delta);  // its f32 products are S^T and dP^T: keys x queries
   bf16 *k_tile = m.own[0], *v_tile = m.own[1], *q_tile = m.streamed[0], *dout_tile = m.streamed[1];
-  const int64_t first_key = static_cast<int64_t>(blockIdx.x) * kBlockRows, warp_key = first_key + m.warp * 16;
+  const int64_t first_key = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_key = first_key + m.warp * 16;
   const int64_t b = m.b, h = m.h;
   load_tile<D>(k_tile, k, b, h, first_key, s.tk);
   load_tile<D>(v_tile, v, b, h, first_key, s.tk);
@@ -387,14 +388,19 @@ void launch(Kernel kernel, dim3 grid, size_t shared, cudaStream_t stream, const 
   KOSMOS_GPU_LAUNCHED(name);
 }
 
+// One block per (batch, head) in x (up to 2^31 - 1 of them) and per 64 rows in y (up to 65535: 4M positions).
 dim3 grid_of(int64_t rows, const AttentionShape & s) {
-  return dim3(static_cast<unsigned>((rows + kBlockRows - 1) / kBlockRows), static_cast<unsigned>(s.batch * s.heads));
+  const int64_t tiles = (rows + kBlockRows - 1) / kBlockRows;
+  KOSMOS_CHECK(tiles <= 65535, "tensor-core attention: ", rows, " rows need ", tiles, " blocks of 64, more than a "
+               "grid's 65535; use shorter sequences");
+  return dim3(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(tiles));
 }
 
 template <int D>
 void forward(const AttentionForward & op, const AttentionShape & s, cudaStream_t stream) {
-  launch(tc_attention_forward_kernel<D>, grid_of(s.tq, s), forward_shared<D>(), stream, "tc_attention_forward", head_rows(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q),
-         head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), s);
+  launch(tc_attention_forward_kernel<D>, grid_of(s.tq, s), forward_shared<D>(), stream, "tc_attention_forward",
+         head_rows(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
+         head_rows_of<const bf16>(op.v), s);
 }
 
 template <int D>
