@@ -3,7 +3,8 @@
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
 #   2. every op case on the CUDA backend and on cuda-owngemm (the own GEMM kernel) against the fp64 reference;
-#      and `kosmos bench ops` at the kosmos1 shapes (the f32 and the bf16 tensor-core attention side by side);
+#      and (late in the run) `kosmos bench ops` at the kosmos1 shapes (the f32 and the bf16 tensor-core attention
+#      side by side);
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
@@ -73,12 +74,10 @@ cross() {  # cross FIRST SECOND: 3 steps on FIRST with a checkpoint, then resume
 export -f compare cross
 export kosmos logs
 
+# The stages run in the order of what matters most, so that a run cut short still has it.
 stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
 stage ops_cuda 240 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
 stage nccl 60 "$bundle/bin/kosmos_mpi_tests" --gtest_filter='NcclComm.*'
-# Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
-# tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
-stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
 
 tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
 stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"
@@ -86,22 +85,25 @@ stage tiny_cuda 120 "$kosmos" "${tiny[@]}" --backend cuda --metrics "$logs/tiny_
 stage tiny_compare 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda.jsonl" 1e-2
 stage tiny_cuda_bf16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision bf16 --metrics "$logs/tiny_cuda_bf16.jsonl"
 stage tiny_compare_bf16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_bf16.jsonl" 2e-2
+
+paper=(bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length 2048 --peak-tflops 790)
+stage step_kosmos1 300 "$kosmos" "${paper[@]}" --steps 4 --warmup 1 --out "$logs/step_kosmos1.json"
+peer_modes=(eager)
+[ -z "$skip_compile" ] && peer_modes+=(compile)
+stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
+
 stage tiny_cuda_fp16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision fp16 --metrics "$logs/tiny_cuda_fp16.jsonl"
 stage tiny_compare_fp16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_fp16.jsonl" 1e-2
 stage tiny_cuda_recompute 120 "$kosmos" "${tiny[@]}" --backend cuda --recompute layer \
   --metrics "$logs/tiny_cuda_recompute.jsonl"
 stage tiny_compare_recompute 30 compare "$logs/tiny_cuda.jsonl" "$logs/tiny_cuda_recompute.jsonl" 1e-6
-
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
-
-paper=(bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length 2048 --peak-tflops 790)
-stage step_kosmos1 300 "$kosmos" "${paper[@]}" --steps 4 --warmup 1 --out "$logs/step_kosmos1.json"
+# Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
+# tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
+stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
 stage step_kosmos1_recompute 240 "$kosmos" "${paper[@]}" --recompute layer --steps 3 --warmup 1 \
   --out "$logs/step_kosmos1_recompute.json"
-peer_modes=(eager)
-[ -z "$skip_compile" ] && peer_modes+=(compile)
-stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
 
 echo "== table (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1))"
 python3 - "$logs" << 'PY'
