@@ -114,6 +114,11 @@ int main(int argc, char ** argv) {
       "(about 1/23 of the activations for a third more FLOPs). The gradients are the same";
   train_app->add_option("--recompute", train.recompute, recompute_help)
       ->capture_default_str()->check(CLI::IsMember({"none", "attention", "layer"}));
+  const std::string head_chunk_help =
+      "rows of logits the head and the loss compute at once (the whole micro-batch's logits never exist); 0: as many "
+      "as fit 256 MiB of f32";
+  train_app->add_option("--head-chunk-rows", train.head_chunk_rows, head_chunk_help)
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   train_app->add_option("--non-finite", train.non_finite,
                         "a NaN or infinite loss or gradient norm (seen by every rank at the same step): skip that "
                         "step's update and count it in the metrics, stop the run with an error, or reduce-scale: "
@@ -358,6 +363,8 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--precision", bench.train.precision, precision_help)->capture_default_str()->check(precisions);
   bench_app->add_option("--recompute", bench.train.recompute, recompute_help)
       ->capture_default_str()->check(CLI::IsMember({"none", "attention", "layer"}));
+  bench_app->add_option("--head-chunk-rows", bench.train.head_chunk_rows, head_chunk_help)
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")
       ->check(CLI::ExistingDirectory);
   bench_app->add_option("--steps", bench.steps, "steps run")->capture_default_str()->check(CLI::PositiveNumber);

@@ -121,6 +121,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   const std::optional<model::Recompute> recompute = model::parse_recompute(options.recompute);
   KOSMOS_CHECK(recompute.has_value(), "--recompute ", options.recompute, ": use none, attention or layer");
   kosmos_model.set_recompute(*recompute);
+  kosmos_model.set_head_chunk_rows(options.head_chunk_rows);
   model::OptimizerConfig optimizer;
   optimizer.peak_lr = options.lr;
   optimizer.warmup_steps = std::min(options.warmup, options.steps);

@@ -137,14 +137,15 @@ Linear KosmosModel::head() const {
   return projection;
 }
 
-double KosmosModel::vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const {
+double KosmosModel::vocab_parallel_loss(Runtime & rt, const float * weights, float loss_scale, double local_loss,
+                                        TensorView lse) const {
   // Rank r computed lse_r over its slice and loss_r = scale * sum_n w_n (lse_r,n - its share of the target logit).
   // The whole vocabulary's lse_n = max_n + log sum_r exp(lse_r,n - max_n); the loss swaps every rank's lse_r,n
-  // for it (added once, by rank 0), and the sum over ranks is the same on all of them.
-  const int64_t rows = s.lse.dim(0);
+  // for it (added once, by rank 0).
+  const int64_t rows = lse.dim(0);
   std::vector<float> local(static_cast<size_t>(rows)), high, sum(static_cast<size_t>(rows));
   TensorView host = make_view(local.data(), DType::kF32, {rows});
-  rt.device.copy(host, s.lse, rt.stream);
+  rt.device.copy(host, lse, rt.stream);
   rt.stream.synchronize();
   high = local;
   tensor_parallel_->all_reduce(make_view(high.data(), DType::kF32, {rows}), parallel::ReduceOp::kMax, rt.stream);
@@ -154,11 +155,17 @@ double KosmosModel::vocab_parallel_loss(Runtime & rt, const Batch & batch, doubl
   double loss = local_loss;
   for (size_t n = 0; n < whole.size(); ++n) {
     whole[n] = high[n] + std::log(sum[n]);
-    const double weight = static_cast<double>(batch.loss_weights[n]) * s.loss_scale;
+    const double weight = static_cast<double>(weights[n]) * loss_scale;
     loss -= weight * local[n];
     if (tensor_parallel_->rank() == 0) loss += weight * whole[n];
   }
-  s.lse = upload(rt, whole, DType::kF32, {rows});
+  host.data = whole.data();
+  rt.device.copy(lse, host, rt.stream);  // waits: `whole` goes out of scope
+  return loss;
+}
+
+double KosmosModel::sum_over_tensor_parallel(Runtime & rt, double loss) const {
+  if (!split()) return loss;
   float total = static_cast<float>(loss);
   tensor_parallel_->all_reduce(make_view(&total, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
   return total;
@@ -273,7 +280,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   s.last_hidden = x;
   s.normed = rt.take({rows, d});
   s.final_stats = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, s.normed, x);
-  if (!split() && logits_out == nullptr) return head_loss_in_chunks(rt, keep, s);
+  if (logits_out == nullptr) return head_loss_in_chunks(rt, batch, keep, s);
   // Vocab-parallel head: this rank's slice of the logits only (the whole logits are never gathered).
   s.logits = rt.take({rows, vocab_local()});
   head().forward(rt, s.logits, s.normed);
@@ -293,7 +300,9 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
     rt.device.copy(target, s.logits, rt.stream);
   }
   rt.stream.synchronize();
-  return split() ? vocab_parallel_loss(rt, batch, loss_host[0], s) : loss_host[0];
+  if (!split()) return loss_host[0];
+  return sum_over_tensor_parallel(
+      rt, vocab_parallel_loss(rt, batch.loss_weights.data(), s.loss_scale, loss_host[0], s.lse));
 }
 
 void KosmosModel::stage_decode(Runtime & rt, const StageRange & range, const Batch & batch, TensorView input,
@@ -416,7 +425,7 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   rt.stream.synchronize();
 }
 
-double KosmosModel::head_loss_in_chunks(Runtime & rt, bool backward, MicroState & s) const {
+double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s) const {
   const int64_t rows = s.normed.dim(0), width = s.normed.dim(1), vocab = vocab_local();
   const int64_t chunk = std::min(rows, head_chunk_rows_ > 0 ? head_chunk_rows_
                                                            : std::max<int64_t>(1, kHeadChunkElements / vocab));
@@ -425,31 +434,37 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, bool backward, MicroState 
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView logits = rt.take({chunk, vocab}), lse = rt.take({chunk}), losses = rt.take({chunks});
   const TensorView d_logits = backward ? rt.take({chunk, vocab}) : TensorView{};
+  const int64_t vocab_total = split() ? config_.decoder.vocab_size : 0;
   Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
   now.deferred_weight_gradients = nullptr;
   const Linear projection = head();
+  double corrections = 0.0;  // vocabulary-parallel: the chunks' loss corrections to the whole vocabulary's lse
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t first = c * chunk, n = std::min(chunk, rows - first);
-    const TensorView logits_n = slice(logits, 0, 0, n), lse_n = slice(lse, 0, 0, n);
+    const TensorView logits_n = slice(logits, 0, 0, n), lse_n = slice(lse, 0, 0, n), loss_n = slice(losses, 0, c, 1);
     const TensorView normed_n = slice(s.normed, 0, first, n);
     const TensorView targets_n = slice(s.targets, 0, first, n), weights_n = slice(s.weights, 0, first, n);
     projection.forward(rt, logits_n, normed_n);
-    rt.run(CrossEntropyForward{slice(losses, 0, c, 1), lse_n, logits_n, targets_n, weights_n, vocab_start(), 0,
+    rt.run(CrossEntropyForward{loss_n, lse_n, logits_n, targets_n, weights_n, vocab_start(), vocab_total,
                                s.loss_scale});
+    if (split())  // this rank's slice's lse becomes the whole vocabulary's, which the backward needs
+      corrections += vocab_parallel_loss(rt, batch.loss_weights.data() + first, s.loss_scale, 0.0, lse_n);
     if (!backward) continue;
     const TensorView d_logits_n = slice(d_logits, 0, 0, n);
-    rt.run(CrossEntropyBackward{d_logits_n, logits_n, targets_n, weights_n, lse_n, vocab_start(), 0, s.loss_scale,
-                                1.0f});
+    rt.run(CrossEntropyBackward{d_logits_n, logits_n, targets_n, weights_n, lse_n, vocab_start(), vocab_total,
+                                s.loss_scale, 1.0f});
     projection.backward(now, slice(s.d_normed, 0, first, n), d_logits_n, normed_n, false);
   }
+  // Vocabulary-parallel: each rank's rows of the head give part of the input gradient.
+  if (backward && split()) tensor_parallel_->all_reduce(s.d_normed, parallel::ReduceOp::kSum, rt.stream);
   std::vector<float> host(static_cast<size_t>(chunks));
   TensorView target = losses;
   target.data = host.data();
   rt.device.copy(target, losses, rt.stream);  // waits for the copy: the host reads it next
   rt.arena.rewind(temporaries);
-  double loss = 0.0;
+  double loss = corrections;
   for (float part : host) loss += part;
-  return loss;
+  return sum_over_tensor_parallel(rt, loss);
 }
 
 void KosmosModel::stage_backward_input(Runtime & rt, const StageRange & range, const Batch & batch,

@@ -134,13 +134,18 @@ class KosmosModel {
   TensorView vocab_rows(const std::string & name, TensorView table) const;
   // The output projection (tied or not; this rank's vocabulary rows) as a Linear without bias.
   Linear head() const;
-  // The head and the loss (scaled by s.loss_scale) over chunks of rows, each chunk's logits [rows, V] f32 living
-  // only while it is processed, so that the whole batch's logits never exist; with `backward` the loss's gradient
-  // goes through the head at once: its weight gradient accumulates and its input gradient is kept in s.d_normed.
-  // Needs the whole vocabulary on this rank (no tensor parallelism).
-  double head_loss_in_chunks(Runtime & rt, bool backward, MicroState & s) const;
-  // The loss of the whole vocabulary from every rank's slice: fixes s.lse to the whole one (for the backward).
-  double vocab_parallel_loss(Runtime & rt, const Batch & batch, double local_loss, MicroState & s) const;
+  // The head and the loss (scaled by s.loss_scale) over chunks of rows, each chunk's logits [rows, V] f32 (this
+  // rank's [rows, V/tp] under tensor parallelism) living only while it is processed, so that the whole batch's
+  // logits never exist; with `backward` the loss's gradient goes through the head at once: its weight gradient
+  // accumulates and its input gradient (summed over the tp ranks) is kept in s.d_normed.
+  double head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s) const;
+  // Vocabulary-parallel loss of `lse.dim(0)` rows with host loss weights `weights`: every rank's slice's log-sum-exp
+  // `lse` becomes the whole vocabulary's (in place, for the backward), and `local_loss`, this rank's loss over its
+  // slice, is returned corrected for it (summed over the tp ranks it is the whole vocabulary's loss).
+  double vocab_parallel_loss(Runtime & rt, const float * weights, float loss_scale, double local_loss,
+                             TensorView lse) const;
+  // `loss` summed over the tensor-parallel ranks (itself without them).
+  double sum_over_tensor_parallel(Runtime & rt, double loss) const;
 
   const KosmosConfig config_;
   ModelState & state_;
