@@ -38,4 +38,24 @@ inline float bf16_to_float(uint16_t value) { return bits_float(static_cast<uint3
 uint16_t float_to_f16(float value);
 float f16_to_float(uint16_t value);
 
+// Element `index` of a host buffer of `dtype` as a float (i32 converts), and a float stored as one (the 16-bit
+// formats round to nearest even): what the CPU's dtype-generic loops (cast, fill, the widened matmul) read and write.
+inline float load_as_float(const void * data, DType dtype, int64_t index) {
+  switch (dtype) {
+    case DType::kF32: return static_cast<const float *>(data)[index];
+    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t *>(data)[index]);
+    case DType::kF16: return f16_to_float(static_cast<const uint16_t *>(data)[index]);
+    case DType::kI32: return static_cast<float>(static_cast<const int32_t *>(data)[index]);
+  }
+  return 0.0f;  // not reached: the switch names every dtype
+}
+inline void store_from_float(void * data, DType dtype, int64_t index, float value) {
+  switch (dtype) {
+    case DType::kF32: static_cast<float *>(data)[index] = value; return;
+    case DType::kBF16: static_cast<uint16_t *>(data)[index] = float_to_bf16(value); return;
+    case DType::kF16: static_cast<uint16_t *>(data)[index] = float_to_f16(value); return;
+    case DType::kI32: static_cast<int32_t *>(data)[index] = static_cast<int32_t>(value); return;
+  }
+}
+
 }  // namespace kosmos

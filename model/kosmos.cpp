@@ -137,8 +137,8 @@ Linear KosmosModel::head() const {
   return projection;
 }
 
-double KosmosModel::vocab_parallel_loss(Runtime & rt, const float * weights, float loss_scale, double local_loss,
-                                        TensorView lse) const {
+double KosmosModel::vocab_parallel_correction(Runtime & rt, const float * weights, float loss_scale,
+                                              TensorView lse) const {
   // Rank r computed lse_r over its slice and loss_r = scale * sum_n w_n (lse_r,n - its share of the target logit).
   // The whole vocabulary's lse_n = max_n + log sum_r exp(lse_r,n - max_n); the loss swaps every rank's lse_r,n
   // for it (added once, by rank 0).
@@ -152,23 +152,16 @@ double KosmosModel::vocab_parallel_loss(Runtime & rt, const float * weights, flo
   for (size_t n = 0; n < sum.size(); ++n) sum[n] = std::exp(local[n] - high[n]);
   tensor_parallel_->all_reduce(make_view(sum.data(), DType::kF32, {rows}), parallel::ReduceOp::kSum, rt.stream);
   std::vector<float> whole(static_cast<size_t>(rows));
-  double loss = local_loss;
+  double correction = 0.0;
   for (size_t n = 0; n < whole.size(); ++n) {
     whole[n] = high[n] + std::log(sum[n]);
     const double weight = static_cast<double>(weights[n]) * loss_scale;
-    loss -= weight * local[n];
-    if (tensor_parallel_->rank() == 0) loss += weight * whole[n];
+    correction -= weight * local[n];
+    if (tensor_parallel_->rank() == 0) correction += weight * whole[n];
   }
   host.data = whole.data();
   rt.device.copy(lse, host, rt.stream);  // waits: `whole` goes out of scope
-  return loss;
-}
-
-double KosmosModel::sum_over_tensor_parallel(Runtime & rt, double loss) const {
-  if (!split()) return loss;
-  float total = static_cast<float>(loss);
-  tensor_parallel_->all_reduce(make_view(&total, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
-  return total;
+  return correction;
 }
 
 double KosmosModel::run(Runtime & rt, const Batch & batch, float loss_scale, const StepRandomness & randomness,
@@ -280,29 +273,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
   s.last_hidden = x;
   s.normed = rt.take({rows, d});
   s.final_stats = make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, s.normed, x);
-  if (logits_out == nullptr) return head_loss_in_chunks(rt, batch, keep, s);
-  // Vocab-parallel head: this rank's slice of the logits only (the whole logits are never gathered).
-  s.logits = rt.take({rows, vocab_local()});
-  head().forward(rt, s.logits, s.normed);
-  const TensorView loss = rt.take({1});
-  s.lse = rt.take({rows});
-  rt.run(CrossEntropyForward{loss, s.lse, s.logits, s.targets, s.weights, vocab_start(),
-                             split() ? dc.vocab_size : 0, loss_scale});
-  std::vector<float> loss_host(1);
-  TensorView loss_target = loss;
-  loss_target.data = loss_host.data();
-  rt.device.copy(loss_target, loss, rt.stream);
-  rt.stream.synchronize();
-  if (logits_out) {  // with a vocab-parallel head, this rank's rows of the vocabulary only
-    logits_out->resize(static_cast<size_t>(rows * vocab_local()));
-    TensorView target = s.logits;
-    target.data = logits_out->data();
-    rt.device.copy(target, s.logits, rt.stream);
-  }
-  rt.stream.synchronize();
-  if (!split()) return loss_host[0];
-  return sum_over_tensor_parallel(
-      rt, vocab_parallel_loss(rt, batch.loss_weights.data(), s.loss_scale, loss_host[0], s.lse));
+  return head_loss_in_chunks(rt, batch, keep, s, logits_out);
 }
 
 void KosmosModel::stage_decode(Runtime & rt, const StageRange & range, const Batch & batch, TensorView input,
@@ -357,22 +328,11 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   const bool deferring = rt.deferred_weight_gradients != nullptr;
   const Arena::Mark backward_start = rt.arena.mark();
   TensorView dx = d_output;
-  if (range.last) {  // head and loss
+  if (range.last) {  // the head's own backward ran with the loss in the forward; the final LayerNorm's runs here
+    KOSMOS_CHECK(s.d_normed.present(), "stage_backward of a forward that did not keep its state (internal error)");
     dx = rt.take({rows, d});
-    const Arena::Mark head_temporaries = rt.arena.mark();
-    TensorView d_normed = s.d_normed;  // present when the forward ran the loss's backward through the head
-    if (!d_normed.present()) {
-      const TensorView d_logits = rt.take({rows, vocab_local()});
-      rt.run(CrossEntropyBackward{d_logits, s.logits, s.targets, s.weights, s.lse, vocab_start(),
-                                  split() ? dc.vocab_size : 0, s.loss_scale, 1.0f});
-      d_normed = rt.take({rows, d});
-      Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
-      now.deferred_weight_gradients = nullptr;
-      head().backward(now, d_normed, d_logits, s.normed, false);
-      if (split()) tensor_parallel_->all_reduce(d_normed, parallel::ReduceOp::kSum, rt.stream);
-    }
-    make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).backward(rt, dx, d_normed, s.last_hidden, s.final_stats);
-    rt.arena.rewind(head_temporaries);  // nothing deferred reads them
+    make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps)
+        .backward(rt, dx, s.d_normed, s.last_hidden, s.final_stats);
     rt.report_gradients_final_from(final_norm_offset_);
   }
   const int64_t first_layer = range.layer_begin, last_layer = layer_end(range);
@@ -425,7 +385,8 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   rt.stream.synchronize();
 }
 
-double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s) const {
+double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s,
+                                        std::vector<float> * logits_out) const {
   const int64_t rows = s.normed.dim(0), width = s.normed.dim(1), vocab = vocab_local();
   const int64_t chunk = std::min(rows, head_chunk_rows_ > 0 ? head_chunk_rows_
                                                            : std::max<int64_t>(1, kHeadChunkElements / vocab));
@@ -439,16 +400,22 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
   now.deferred_weight_gradients = nullptr;
   const Linear projection = head();
   double corrections = 0.0;  // vocabulary-parallel: the chunks' loss corrections to the whole vocabulary's lse
+  if (logits_out) logits_out->resize(static_cast<size_t>(rows * vocab));
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t first = c * chunk, n = std::min(chunk, rows - first);
     const TensorView logits_n = slice(logits, 0, 0, n), lse_n = slice(lse, 0, 0, n), loss_n = slice(losses, 0, c, 1);
     const TensorView normed_n = slice(s.normed, 0, first, n);
     const TensorView targets_n = slice(s.targets, 0, first, n), weights_n = slice(s.weights, 0, first, n);
     projection.forward(rt, logits_n, normed_n);
+    if (logits_out) {  // with a vocabulary-parallel head, this rank's columns of the vocabulary only
+      TensorView target = logits_n;
+      target.data = logits_out->data() + first * vocab;
+      rt.device.copy(target, logits_n, rt.stream);
+    }
     rt.run(CrossEntropyForward{loss_n, lse_n, logits_n, targets_n, weights_n, vocab_start(), vocab_total,
                                s.loss_scale});
     if (split())  // this rank's slice's lse becomes the whole vocabulary's, which the backward needs
-      corrections += vocab_parallel_loss(rt, batch.loss_weights.data() + first, s.loss_scale, 0.0, lse_n);
+      corrections += vocab_parallel_correction(rt, batch.loss_weights.data() + first, s.loss_scale, lse_n);
     if (!backward) continue;
     const TensorView d_logits_n = slice(d_logits, 0, 0, n);
     rt.run(CrossEntropyBackward{d_logits_n, logits_n, targets_n, weights_n, lse_n, vocab_start(), vocab_total,
@@ -464,7 +431,10 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
   rt.arena.rewind(temporaries);
   double loss = corrections;
   for (float part : host) loss += part;
-  return sum_over_tensor_parallel(rt, loss);
+  if (!split()) return loss;
+  float total = static_cast<float>(loss);  // every rank's slice of the vocabulary: the whole loss
+  tensor_parallel_->all_reduce(make_view(&total, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
+  return total;
 }
 
 void KosmosModel::stage_backward_input(Runtime & rt, const StageRange & range, const Batch & batch,

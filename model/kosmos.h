@@ -54,8 +54,8 @@ struct MicroState {
   ConnectorSaved connector;
   std::vector<BlockSaved> blocks;                // this stage's layers, in order
   std::vector<BlockOptions> options;
-  TensorView last_hidden, normed, logits, lse;   // last stage: the final LayerNorm's input and output, the head
-  TensorView d_normed;                           // [B*T, d]: the head's input gradient, when the forward made it
+  TensorView last_hidden, normed;                // last stage: the final LayerNorm's input and output [B*T, d]
+  TensorView d_normed;                           // [B*T, d]: the head's input gradient, made with the loss
   LayerNorm::Saved final_stats;
   std::vector<std::function<void()>> weight_gradients;  // left by a split backward for its W pass
 };
@@ -110,8 +110,7 @@ class KosmosModel {
   // What the training forward of each decoder layer keeps for its backward (layers.h); kNone unless set.
   void set_recompute(Recompute recompute) { recompute_ = recompute; }
   Recompute recompute() const { return recompute_; }
-  // Rows of logits the head and loss compute at once when the logits are not asked for (0: as many as fit
-  // kHeadChunkElements, 256 MiB of f32).
+  // Rows of logits the head and loss compute at once (0: as many as fit kHeadChunkElements, 256 MiB of f32).
   void set_head_chunk_rows(int64_t rows) { head_chunk_rows_ = rows; }
   static constexpr int64_t kHeadChunkElements = int64_t{1} << 26;
 
@@ -136,16 +135,15 @@ class KosmosModel {
   Linear head() const;
   // The head and the loss (scaled by s.loss_scale) over chunks of rows, each chunk's logits [rows, V] f32 (this
   // rank's [rows, V/tp] under tensor parallelism) living only while it is processed, so that the whole batch's
-  // logits never exist; with `backward` the loss's gradient goes through the head at once: its weight gradient
-  // accumulates and its input gradient (summed over the tp ranks) is kept in s.d_normed.
-  double head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s) const;
-  // Vocabulary-parallel loss of `lse.dim(0)` rows with host loss weights `weights`: every rank's slice's log-sum-exp
-  // `lse` becomes the whole vocabulary's (in place, for the backward), and `local_loss`, this rank's loss over its
-  // slice, is returned corrected for it (summed over the tp ranks it is the whole vocabulary's loss).
-  double vocab_parallel_loss(Runtime & rt, const float * weights, float loss_scale, double local_loss,
-                             TensorView lse) const;
-  // `loss` summed over the tensor-parallel ranks (itself without them).
-  double sum_over_tensor_parallel(Runtime & rt, double loss) const;
+  // logits never exist on the device (`logits_out`, when given, receives them on the host); with `backward` the
+  // loss's gradient goes through the head at once: its weight gradient accumulates and its input gradient (summed
+  // over the tp ranks) is kept in s.d_normed.
+  double head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s,
+                             std::vector<float> * logits_out) const;
+  // Vocabulary parallelism over `lse.dim(0)` rows with host loss weights `weights`: every rank's slice's log-sum-exp
+  // `lse` becomes the whole vocabulary's (in place, for the backward), and the returned correction, added to this
+  // rank's loss over its slice and summed over the tp ranks, gives the whole vocabulary's loss.
+  double vocab_parallel_correction(Runtime & rt, const float * weights, float loss_scale, TensorView lse) const;
 
   const KosmosConfig config_;
   ModelState & state_;

@@ -105,29 +105,10 @@ void cpu_op(CpuContext & ctx, const Scale & op) {
 
 namespace {
 
-float load_element(const TensorView & view, int64_t index) {
-  switch (view.dtype) {
-    case DType::kF32: return view.as<float>()[index];
-    case DType::kBF16: return bf16_to_float(view.as<uint16_t>()[index]);
-    case DType::kF16: return f16_to_float(view.as<uint16_t>()[index]);
-    case DType::kI32: return static_cast<float>(view.as<int32_t>()[index]);
-  }
-  KOSMOS_FAIL("cpu: unknown dtype ", static_cast<int>(view.dtype));
-}
-
+float load_element(const TensorView & view, int64_t index) { return load_as_float(view.data, view.dtype, index); }
 void store_element(const TensorView & view, int64_t index, float value) {
-  switch (view.dtype) {
-    case DType::kF32: view.as<float>()[index] = value; return;
-    case DType::kBF16: view.as<uint16_t>()[index] = float_to_bf16(value); return;
-    case DType::kF16: view.as<uint16_t>()[index] = float_to_f16(value); return;
-    case DType::kI32: view.as<int32_t>()[index] = static_cast<int32_t>(value); return;
-  }
-  KOSMOS_FAIL("cpu: unknown dtype ", static_cast<int>(view.dtype));
+  store_from_float(view.data, view.dtype, index, value);
 }
-
-}  // namespace
-
-namespace {
 
 // A view walked row by row over all but its last dim, the way Copy and Cast read and write any strides.
 struct Rows {

@@ -43,27 +43,6 @@ TensorView rows_merged(const TensorView & view) {
   return result;
 }
 
-// Element `index` of a float buffer of `dtype` (f32, bf16 or f16: what a matmul operand may be), and back.
-float load_as_float(const void * data, DType dtype, int64_t index) {
-  switch (dtype) {
-    case DType::kBF16: return bf16_to_float(static_cast<const uint16_t *>(data)[index]);
-    case DType::kF16: return f16_to_float(static_cast<const uint16_t *>(data)[index]);
-    case DType::kF32: return static_cast<const float *>(data)[index];
-    case DType::kI32: break;
-  }
-  KOSMOS_FAIL("cpu matmul: ", dtype_name(dtype), " is not a float dtype (internal error)");
-}
-
-void store_float(void * data, DType dtype, int64_t index, float value) {
-  switch (dtype) {
-    case DType::kBF16: static_cast<uint16_t *>(data)[index] = float_to_bf16(value); return;
-    case DType::kF16: static_cast<uint16_t *>(data)[index] = float_to_f16(value); return;
-    case DType::kF32: static_cast<float *>(data)[index] = value; return;
-    case DType::kI32: break;
-  }
-  KOSMOS_FAIL("cpu matmul: ", dtype_name(dtype), " is not a float dtype (internal error)");
-}
-
 // c = beta * c (+ bias): the whole op when alpha == 0, and the bias pass when alpha != 1 with a bias.
 void scale_rows_add_bias(const TensorView & c, float beta, const TensorView & bias, bool apply_beta) {
   const int64_t cols = c.dim(-1), rows = c.rows();
@@ -77,7 +56,7 @@ void scale_rows_add_bias(const TensorView & c, float beta, const TensorView & bi
       float value = apply_beta ? (beta == 0.0f ? 0.0f : beta * load_as_float(c.data, c.dtype, base + col))
                                : load_as_float(c.data, c.dtype, base + col);
       if (bias.present()) value += load_as_float(bias.data, bias.dtype, col);
-      store_float(c.data, c.dtype, base + col, value);
+      store_from_float(c.data, c.dtype, base + col, value);
     }
   }
 }

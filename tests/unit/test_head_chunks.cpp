@@ -1,6 +1,6 @@
-// test_head_chunks.cpp: the head and loss computed over chunks of rows (the training path, whose logits never exist
-// for the whole batch) give the loss and every gradient of the whole-batch head (the path that returns the logits),
-// for one chunk, several, and a last chunk that is short.
+// test_head_chunks.cpp: the head and loss computed over chunks of rows give the loss and every gradient of the
+// whole batch in one chunk (the default at this size, also while the logits are returned to the host), for several
+// chunks and a last chunk that is short.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,7 +19,8 @@ struct Result {
   std::vector<float> gradients;
 };
 
-// One micro-batch's forward and backward of the tiny model; `chunk_rows` < 0: the whole-batch path.
+// One micro-batch's forward and backward of the tiny model; `chunk_rows` < 0: the default chunks (one here), with
+// the logits returned to the host.
 Result run_tiny(int64_t chunk_rows) {
   const KosmosConfig config = preset("tiny");
   auto device = BackendRegistry().create("cpu", 0);
