@@ -34,25 +34,27 @@ struct Matmul {
 // dbias[n] += sum over all rows of dout[.., n]: the bias part of a linear layer's backward.
 struct BiasBackward {
   TensorView dbias;  // [N] f32, accumulated
-  TensorView dout;   // [rows, N] f32, rows may be strided (a column slice of a wider gradient)
+  TensorView dout;   // [rows, N] f32|bf16|f16, rows may be strided (a column slice of a wider gradient)
 };
 
 // y = (x - mean) * rstd * weight + bias over the last dim; mean and rstd = 1/sqrt(var + eps) are saved per row.
+// The activations (in, out, din, dout) are f32 or bf16, each on its own (an f32 residual stream normalised into a
+// bf16 matmul operand); the statistics, the parameters and the arithmetic are f32.
 struct LayerNormForward {
-  TensorView out;     // [.., C] f32
+  TensorView out;     // [.., C] f32|bf16
   TensorView mean;    // [rows] f32, saved for backward
   TensorView rstd;    // [rows] f32, saved for backward
-  TensorView in;      // [.., C] f32
+  TensorView in;      // [.., C] f32|bf16
   TensorView weight;  // [C] f32
   TensorView bias;    // [C] f32
   float eps = 1e-5f;
 };
 struct LayerNormBackward {
-  TensorView din;      // [.., C] f32, overwritten
+  TensorView din;      // [.., C] f32|bf16, overwritten
   TensorView dweight;  // [C] f32, accumulated
   TensorView dbias;    // [C] f32, accumulated
-  TensorView dout;     // [.., C] f32
-  TensorView in;       // [.., C] f32
+  TensorView dout;     // [.., C] f32|bf16
+  TensorView in;       // [.., C] f32|bf16
   TensorView weight;   // [C] f32
   TensorView mean;     // [rows] f32 from the forward
   TensorView rstd;     // [rows] f32 from the forward
@@ -65,15 +67,16 @@ enum class Activation : uint8_t {
 };
 const char * activation_name(Activation kind);
 
+// Computed in f32 on f32 or bf16 tensors (all of one op's tensors in one dtype).
 struct ActivationForward {
-  TensorView out;  // [...] f32
-  TensorView in;   // [...] f32, same shape
+  TensorView out;  // [...] f32|bf16
+  TensorView in;   // [...] like out, same shape
   Activation kind = Activation::kGelu;
 };
 struct ActivationBackward {
-  TensorView din;   // [...] f32, overwritten
-  TensorView dout;  // [...] f32
-  TensorView in;    // [...] f32, the forward's input
+  TensorView din;   // [...] f32|bf16, overwritten
+  TensorView dout;  // [...] like din
+  TensorView in;    // [...] like din, the forward's input
   Activation kind = Activation::kGelu;
 };
 
@@ -132,9 +135,10 @@ struct AttentionParams {
 };
 // q, k and v share a dtype: f32, or bf16 (mixed precision), where a GPU multiplies on tensor cores with f32
 // accumulation and rounds the probabilities (and in the backward the score gradients) to bf16 for the second
-// product; the CPU widens the operands exactly and computes in f32. Everything else is f32.
+// product; the CPU widens the operands exactly and computes in f32. out is f32 or bf16, and so are the gradients
+// dout, dq, dk and dv (one dtype for the four); rounded once from f32. lse is f32.
 struct AttentionForward {
-  TensorView out;  // [B, H, Tq, dh] f32
+  TensorView out;  // [B, H, Tq, dh] f32|bf16
   TensorView lse;  // [B, H, Tq] f32, log-sum-exp of the scaled scores, saved for backward
   TensorView q;    // [B, H, Tq, dh] f32|bf16
   TensorView k;    // [B, H, Tk, dh] like q
@@ -142,14 +146,14 @@ struct AttentionForward {
   AttentionParams params;
 };
 struct AttentionBackward {
-  TensorView dq;    // [B, H, Tq, dh] f32, overwritten
-  TensorView dk;    // [B, H, Tk, dh] f32, overwritten
-  TensorView dv;    // [B, H, Tk, dh] f32, overwritten
-  TensorView dout;  // [B, H, Tq, dh] f32
+  TensorView dq;    // [B, H, Tq, dh] f32|bf16, overwritten
+  TensorView dk;    // [B, H, Tk, dh] like dq, overwritten
+  TensorView dv;    // [B, H, Tk, dh] like dq, overwritten
+  TensorView dout;  // [B, H, Tq, dh] f32|bf16
   TensorView q;     // [B, H, Tq, dh] f32|bf16
   TensorView k;     // [B, H, Tk, dh] like q
   TensorView v;     // [B, H, Tk, dh] like q
-  TensorView out;   // [B, H, Tq, dh] f32 from the forward
+  TensorView out;   // [B, H, Tq, dh] f32|bf16 from the forward
   TensorView lse;   // [B, H, Tq] f32 from the forward
   AttentionParams params;
 };
@@ -157,19 +161,20 @@ struct AttentionBackward {
 // xPos (torchscale XPOS, kosmos-spec section 4) on [B, H, T, dh] views, head_dim even: rotates interleaved pairs
 // (2i, 2i+1) by angle p*theta_i at absolute position p = offset + t and scales them by zeta_i^(c/scale_base) with
 // centred c = p + floor(-(T + offset) / 2); downscale (for keys) uses the reciprocal scale. out may alias in.
+// f32 or bf16 (in and out alike), computed in f32.
 struct XPosParams {
   int64_t offset = 0;
   bool downscale = false;
   float scale_base = 512.0f;
 };
 struct XPosForward {
-  TensorView out;  // [B, H, T, dh] f32
-  TensorView in;   // [B, H, T, dh] f32
+  TensorView out;  // [B, H, T, dh] f32|bf16
+  TensorView in;   // [B, H, T, dh] like out
   XPosParams params;
 };
 struct XPosBackward {
-  TensorView din;   // [B, H, T, dh] f32, overwritten
-  TensorView dout;  // [B, H, T, dh] f32
+  TensorView din;   // [B, H, T, dh] f32|bf16, overwritten
+  TensorView dout;  // [B, H, T, dh] like din
   XPosParams params;
 };
 

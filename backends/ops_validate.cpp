@@ -148,7 +148,7 @@ void validate_op(const BiasBackward & op) {
 void validate_layernorm_operands(const Checker & check, const TensorView & in,
                                  std::initializer_list<std::pair<const char *, TensorView>> per_feature,
                                  const TensorView & mean, const TensorView & rstd, float eps) {
-  check.dtype("in", in, {DType::kF32});
+  check.dtype("in", in, {DType::kF32, DType::kBF16});
   check.ndim("in", in, 1, kMaxDims);
   check.dense("in", in);
   for (const auto & [name, view] : per_feature) {
@@ -164,7 +164,7 @@ void validate_layernorm_operands(const Checker & check, const TensorView & in,
 void validate_op(const LayerNormForward & op) {
   const Checker check{"layernorm_forward"};
   validate_layernorm_operands(check, op.in, {{"weight", op.weight}, {"bias", op.bias}}, op.mean, op.rstd, op.eps);
-  check.dtype("out", op.out, {DType::kF32});
+  check.dtype("out", op.out, {DType::kF32, DType::kBF16});
   check.same_shape("out", op.out, "in", op.in);
   check.dense("out", op.out);
 }
@@ -174,7 +174,7 @@ void validate_op(const LayerNormBackward & op) {
   validate_layernorm_operands(check, op.in, {{"weight", op.weight}, {"dweight", op.dweight}, {"dbias", op.dbias}},
                               op.mean, op.rstd, op.eps);
   for (const auto & [name, view] : {std::pair<const char *, TensorView>{"din", op.din}, {"dout", op.dout}}) {
-    check.dtype(name, view, {DType::kF32});
+    check.dtype(name, view, {DType::kF32, DType::kBF16});
     check.same_shape(name, view, "in", op.in);
     check.dense(name, view);
   }
@@ -192,11 +192,15 @@ void validate_elementwise(const Checker & check, std::initializer_list<std::pair
 }
 
 void validate_op(const ActivationForward & op) {
-  validate_elementwise(Checker{"activation_forward"}, {{"in", op.in}, {"out", op.out}}, {DType::kF32});
+  const Checker check{"activation_forward"};
+  validate_elementwise(check, {{"in", op.in}, {"out", op.out}}, {DType::kF32, DType::kBF16});
+  check.same_dtype("out", op.out, "in", op.in);
 }
 void validate_op(const ActivationBackward & op) {
-  validate_elementwise(Checker{"activation_backward"}, {{"in", op.in}, {"dout", op.dout}, {"din", op.din}},
-                       {DType::kF32});
+  const Checker check{"activation_backward"};
+  validate_elementwise(check, {{"in", op.in}, {"dout", op.dout}, {"din", op.din}}, {DType::kF32, DType::kBF16});
+  check.same_dtype("dout", op.dout, "in", op.in);
+  check.same_dtype("din", op.din, "in", op.in);
 }
 void validate_op(const Add & op) {
   const Checker check{"add"};
@@ -278,7 +282,7 @@ void validate_attention_operands(const Checker & check, const TensorView & q, co
   check.dtype("q", q, {DType::kF32, DType::kBF16});  // bf16 operands: their values' attention, with f32 softmax
   check.same_dtype("k", k, "q", q);
   check.same_dtype("v", v, "q", q);
-  check.dtype("out", out, {DType::kF32});
+  check.dtype("out", out, {DType::kF32, DType::kBF16});
   const int64_t batch = q.dim(0), heads = q.dim(1), tq = q.dim(2), head_dim = q.dim(3), tk = k.dim(2);
   const std::string why = "[batch, heads, length, head_dim] with q " + describe(q);
   check.dims("k", k, {batch, heads, tk, head_dim}, why);
@@ -303,19 +307,23 @@ void validate_op(const AttentionBackward & op) {
   for (const auto & [name, view, ref_name, ref] :
        {std::tuple<const char *, TensorView, const char *, TensorView>{"dq", op.dq, "q", op.q},
         {"dk", op.dk, "k", op.k}, {"dv", op.dv, "v", op.v}, {"dout", op.dout, "out", op.out}}) {
-    check.dtype(name, view, {DType::kF32});
+    check.dtype(name, view, {DType::kF32, DType::kBF16});
     check.same_shape(name, view, ref_name, ref);
     check.inner_dense(name, view);
   }
+  check.same_dtype("dk", op.dk, "dq", op.dq);
+  check.same_dtype("dv", op.dv, "dq", op.dq);
+  check.same_dtype("dout", op.dout, "dq", op.dq);
 }
 
 void validate_xpos(const Checker & check, const TensorView & out, const TensorView & in, const XPosParams & params) {
   for (const auto & [name, view] : {std::pair<const char *, TensorView>{"in", in}, {"out", out}}) {
-    check.dtype(name, view, {DType::kF32});
+    check.dtype(name, view, {DType::kF32, DType::kBF16});
     check.ndim(name, view, 4, 4);
     check.inner_dense(name, view);
     check.same_shape(name, view, "in", in);
   }
+  check.same_dtype("out", out, "in", in);
   KOSMOS_CHECK(in.dim(-1) % 2 == 0, check.op, ": head_dim of ", describe(in),
                " is odd; xPos rotates pairs of features and needs an even head_dim");
   KOSMOS_CHECK(params.offset >= 0, check.op, ": offset = ", params.offset, " must be >= 0");

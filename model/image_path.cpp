@@ -79,6 +79,7 @@ void ImagePath::vision_forward(Runtime & rt, TensorView images, VisionSaved & sa
 
   BlockOptions options;
   options.batch = count, options.length = tokens, options.heads = v.heads, options.activation = v.activation;
+  options.activations = activation_dtype(state_.compute_dtype());
   const int64_t first_trainable = v.layers - v.trainable_layers;
   saved.trainable_layers.clear();
   for (int64_t j = 0; j < v.layers; ++j) {
@@ -119,6 +120,7 @@ void ImagePath::vision_backward(Runtime & rt, TensorView d_feature, const Vision
   }
   BlockOptions options;
   options.batch = images_, options.length = v.tokens(), options.heads = v.heads, options.activation = v.activation;
+  options.activations = activation_dtype(state_.compute_dtype());
   const int64_t first_trainable = v.layers - v.trainable_layers;
   for (int64_t j = v.layers - 1; j >= first_trainable; --j) {
     const BlockWeights weights = make_clip_block(state_, "clip_model.encoder.layers." + std::to_string(j) + ".",

@@ -168,22 +168,25 @@ AttentionParams attention_params(const BlockOptions & o, int64_t head_dim, int64
   return params;
 }
 
-// Every tensor-parallel rank's [rows, w] columns, side by side: whole [rows, w * tp].
+// Every tensor-parallel rank's [rows, w] columns, side by side: whole [rows, w * tp]. Its staging buffers are
+// given back at the end.
 void gather_columns(Runtime & rt, parallel::Comm & tp, TensorView local, TensorView whole) {
   const int64_t rows = local.dim(0), width = local.dim(1), ranks = tp.size();
+  const Arena::Mark staging = rt.arena.mark();
   TensorView mine = local;
   if (!local.is_contiguous()) {  // the transfer needs dense rows
-    mine = rt.take({rows, width});
+    mine = rt.arena.take(local.dtype, {rows, width});
     rt.run(Copy{mine, local});
   }
-  const TensorView packed = rt.take({ranks, rows, width});
-  tp.all_gather(make_view(packed.data, DType::kF32, {ranks * rows * width}),
-                make_view(mine.data, DType::kF32, {rows * width}), rt.stream);
+  const TensorView packed = rt.arena.take(local.dtype, {ranks, rows, width});
+  tp.all_gather(make_view(packed.data, local.dtype, {ranks * rows * width}),
+                make_view(mine.data, local.dtype, {rows * width}), rt.stream);
   TensorView target = whole;  // [rows, tp * w] seen as [tp, rows, w]
   target.ndim = 3;
   target.dims = {ranks, rows, width, 0};
   target.strides = {width, whole.stride(0), 1, 0};
   rt.run(Copy{target, packed});
+  rt.arena.rewind(staging);
 }
 
 // This rank's columns of a [rows, w * tp] tensor (a strided view).
@@ -211,43 +214,52 @@ void row_parallel_backward(Runtime & rt, const Linear & shard, TensorView dx_loc
   if (shard.trainable && shard.bias.present()) rt.run(BiasBackward{shard.dbias, dy});
 }
 
-// y [rows, width] = projection(sub_ln(local)): the end of the attention (out_proj) and of the FFN (fc2). `local` is
-// this rank's columns; with `tp` the sub-LN normalises all ranks' columns gathered and the projection is
-// row-parallel. Without a sub-LN (CLIP), normed = whole = local.
-ProjectionSaved projection_forward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
-                                   const Linear & projection, TensorView y, TensorView local) {
+// out [rows, width] = residual + dropout(projection(sub_ln(local))): the end of the attention (out_proj) and of the
+// FFN (fc2). `local` is this rank's columns; with `tp` the sub-LN normalises all ranks' columns gathered and the
+// projection is row-parallel. Without a sub-LN (CLIP), normed = whole = local. whole and normed (kept) have local's
+// dtype; the projection's f32 output is a temporary, given back after the residual add.
+ProjectionSaved sublayer_end(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
+                             const Linear & projection, const DropoutSite & dropout, TensorView out,
+                             TensorView residual, TensorView local) {
   const int64_t rows = local.dim(0), ranks = tp ? tp->size() : 1;
   ProjectionSaved saved{local, local, {}};
   if (tp) {
-    saved.whole = rt.take({rows, local.dim(1) * ranks});
+    saved.whole = rt.arena.take(local.dtype, {rows, local.dim(1) * ranks});
     gather_columns(rt, *tp, local, saved.whole);
   }
   saved.normed = saved.whole;
   if (sub_ln) {
-    saved.normed = rt.take({rows, saved.whole.dim(1)});
+    saved.normed = rt.arena.take(local.dtype, {rows, saved.whole.dim(1)});
     saved.stats = sub_ln->forward(rt, saved.normed, saved.whole);
   }
+  const Arena::Mark temporaries = rt.arena.mark();
+  const TensorView y = rt.take({rows, out.dim(1)});
   if (tp)
     row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
   else
     projection.forward(rt, y, saved.normed);
+  dropout_forward(rt, y, dropout);
+  rt.run(Add{out, residual, y});
+  rt.arena.rewind(temporaries);
   return saved;
 }
 
-// Its backward: d_local [rows, local width], the gradient at this rank's columns, from dy [rows, width].
+// Its backward: d_local [rows, local width] (local's dtype), the gradient at this rank's columns, from dy [rows,
+// width] f32.
 void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
                          const Linear & projection, TensorView d_local, TensorView dy, const ProjectionSaved & saved) {
   const int64_t rows = dy.dim(0);
-  const TensorView d_normed = !tp && !sub_ln ? d_local : rt.take({rows, saved.whole.dim(1)});
+  const DType dtype = d_local.dtype;
+  const TensorView d_normed = !tp && !sub_ln ? d_local : rt.arena.take(dtype, {rows, saved.whole.dim(1)});
   if (tp) {  // each rank's columns of the gradient from its shard, then gathered for the sub-LN
-    const TensorView d_mine = rt.take({rows, d_local.dim(1)});
+    const TensorView d_mine = rt.arena.take(dtype, {rows, d_local.dim(1)});
     row_parallel_backward(rt, projection, d_mine, dy, my_columns(saved.normed, *tp));
     gather_columns(rt, *tp, d_mine, d_normed);
   } else {
     projection.backward(rt, d_normed, dy, saved.normed, false);
   }
   if (!sub_ln) return;
-  const TensorView d_whole = tp ? rt.take({rows, saved.whole.dim(1)}) : d_local;
+  const TensorView d_whole = tp ? rt.arena.take(dtype, {rows, saved.whole.dim(1)}) : d_local;
   sub_ln->backward(rt, d_whole, d_normed, saved.whole, saved.stats);
   if (tp) rt.run(Copy{d_local, my_columns(d_whole, *tp)});
 }
@@ -256,19 +268,25 @@ void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<
 
 namespace {
 
-// q | k | v [rows, 3 w] as the attention reads them: themselves (f32), or with 16-bit weights a bf16 copy in the
-// arena, which a GPU multiplies on tensor cores (bf16 for fp16 too: the attention's operands need its range).
+// q | k | v [rows, 3 w] as the attention reads them: themselves (f32 with f32 weights, or bf16 activations), or with
+// fp16 weights a bf16 copy in the arena, which a GPU multiplies on tensor cores (bf16, not f16: the attention's
+// operands need its range).
 TensorView attention_operands(Runtime & rt, const BlockWeights & w, const TensorView & qkv) {
   return matmul_operand(rt, qkv, w.q.weight.dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
 }
 
+// A [rows, cols] activation inside a sub-layer, in the block's activation dtype.
+TensorView take_activation(Runtime & rt, const BlockOptions & o, int64_t rows, int64_t cols) {
+  return rt.arena.take(o.activations, {rows, cols});
+}
+
 // The attention sub-layer up to the attention core: LayerNorm, then this rank's q | k | v side by side.
-void attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, BlockSaved & s) {
+void attention_inputs(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView x, BlockSaved & s) {
   const int64_t rows = x.dim(0), width = w.q.out(), model_width = w.q.in();
   s.x = x;
-  s.h_attention = rt.take({rows, model_width});
+  s.h_attention = take_activation(rt, o, rows, model_width);
   s.ln_attention = w.ln_attention.forward(rt, s.h_attention, x);
-  s.qkv = rt.take({rows, 3 * width});  // q | k | v side by side (this rank's heads); q and k after xPos
+  s.qkv = take_activation(rt, o, rows, 3 * width);  // q | k | v side by side (this rank's heads); q, k after xPos
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView h = matmul_operand(rt, s.h_attention, w.q.weight.dtype);  // cast once for all three
   w.q.forward(rt, columns(s.qkv, 0, width), h);
@@ -281,11 +299,8 @@ void attention_inputs(Runtime & rt, const BlockWeights & w, TensorView x, BlockS
 // into x_mid [rows, width].
 void attention_finish(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp,
                       TensorView x_mid, BlockSaved & s) {
-  const TensorView projected = rt.take({s.x.dim(0), w.q.in()});
-  s.attention_end = projection_forward(rt, tp, w.ln_inner_attention, w.out, projected, s.attention);
-  dropout_forward(rt, projected, o.output_dropout);
+  s.attention_end = sublayer_end(rt, tp, w.ln_inner_attention, w.out, o.output_dropout, x_mid, s.x, s.attention);
   s.x_mid = x_mid;
-  rt.run(Add{s.x_mid, s.x, projected});
 }
 
 // The whole attention sub-layer of a training or prompt forward: x_mid = x + dropout(out_proj(sub_LN(attention(
@@ -294,14 +309,14 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
                        TensorView x_mid, TensorView x, BlockSaved & s) {
   const int64_t rows = x.dim(0), width = w.q.out();
   const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
-  attention_inputs(rt, w, x, s);
+  attention_inputs(rt, w, o, x, s);
   const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width);
   const TensorView q_heads = heads_view(q, o.batch, o.length, heads), k_heads = heads_view(k, o.batch, o.length, heads);
   if (o.xpos) {
     rt.run(XPosForward{q_heads, q_heads, {0, false, o.xpos_scale_base}});
     rt.run(XPosForward{k_heads, k_heads, {0, true, o.xpos_scale_base}});
   }
-  s.attention = rt.take({rows, width});
+  s.attention = take_activation(rt, o, rows, width);
   s.lse = rt.take({o.batch, heads, o.length});
   const AttentionParams params = attention_params(o, width / heads, heads, tp);
   const Arena::Mark operands = rt.arena.mark();
@@ -317,16 +332,14 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
 void ffn_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
                  BlockSaved & s) {
   const int64_t rows = s.x_mid.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
-  s.h_ffn = rt.take({rows, model_width});
+  s.h_ffn = take_activation(rt, o, rows, model_width);
   s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
-  s.hidden = rt.take({rows, hidden_width});
+  s.hidden = take_activation(rt, o, rows, hidden_width);
   w.fc1.forward(rt, s.hidden, s.h_ffn);
-  s.activated = rt.take({rows, hidden_width});
+  s.activated = take_activation(rt, o, rows, hidden_width);
   rt.run(ActivationForward{s.activated, s.hidden, o.activation});
-  const TensorView ffn_out = rt.take({rows, model_width});
-  s.ffn_end = projection_forward(rt, tp, w.ln_inner_ffn, w.fc2, ffn_out, s.activated);
-  dropout_forward(rt, ffn_out, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset});
-  rt.run(Add{out, s.x_mid, ffn_out});
+  s.ffn_end = sublayer_end(rt, tp, w.ln_inner_ffn, w.fc2, {o.output_dropout.p, o.ffn_dropout_seed,
+                           o.output_dropout.offset}, out, s.x_mid, s.activated);
 }
 
 parallel::Comm * split_over(const BlockOptions & o, const BlockWeights & w) {
@@ -336,6 +349,8 @@ parallel::Comm * split_over(const BlockOptions & o, const BlockWeights & w) {
 }
 
 }  // namespace
+
+DType activation_dtype(DType compute_dtype) { return compute_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32; }
 
 const char * recompute_name(Recompute recompute) {
   switch (recompute) {
@@ -386,6 +401,8 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
   parallel::Comm * tp = split_over(o, w);
   const int64_t rows = x.dim(0), width = w.q.out(), heads = tp ? o.heads / tp->size() : o.heads;
   const int64_t head_dim = width / heads, total = cached + o.length;
+  KOSMOS_CHECK(o.activations == DType::kF32, "incremental decoding keeps f32 activations (its cache is f32), got ",
+               dtype_name(o.activations), " (internal error)");
   KOSMOS_CHECK(cached == 0 || o.length == 1, "incremental decoding takes the prompt first, then one position per "
                "row at a time (got ", o.length, " after ", cached, ") (internal error)");
   if (cached == 0) {  // the prompt: a cache for it and the positions to come
@@ -401,7 +418,7 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
                "the capacity counts the prompt and the new tokens)");
   const Arena::Mark layer = rt.arena.mark();  // everything but the output and the cache is taken back at the end
   BlockSaved s;
-  attention_inputs(rt, w, x, s);
+  attention_inputs(rt, w, o, x, s);
   const TensorView q = columns(s.qkv, 0, width), k = columns(s.qkv, width, width), v = columns(s.qkv, 2 * width, width);
   // The new raw keys and values join the cache; xPos goes on the whole key sequence again (its centre moves with
   // the length) and on the queries at their place, the last `o.length` of `total` (kosmos-spec 3.5, 4.3).
@@ -415,7 +432,7 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
     keys = rotated;
     rt.run(XPosForward{q_heads, q_heads, {cached, false, o.xpos_scale_base}});
   }
-  s.attention = rt.take({rows, width});
+  s.attention = take_activation(rt, o, rows, width);
   s.lse = rt.take({o.batch, heads, o.length});
   AttentionParams params = attention_params(o, head_dim, heads, tp);
   params.causal = cached == 0;  // one new position sees every cached one
@@ -449,9 +466,9 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     d_ffn_out = rt.take({rows, model_width});
     rt.run(DropoutBackward{d_ffn_out, dout, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}});
   }
-  const TensorView d_activated = rt.take({rows, hidden_width});
+  const TensorView d_activated = take_activation(rt, o, rows, hidden_width);
   projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_activated, d_ffn_out, s.ffn_end);
-  const TensorView d_hidden = rt.take({rows, hidden_width});
+  const TensorView d_hidden = take_activation(rt, o, rows, hidden_width);
   rt.run(ActivationBackward{d_hidden, d_activated, s.hidden, o.activation});
   const TensorView d_h_ffn = rt.take({rows, model_width});
   w.fc1.backward(rt, d_h_ffn, d_hidden, s.h_ffn, false);
@@ -466,9 +483,9 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     d_projected = rt.take({rows, model_width});
     rt.run(DropoutBackward{d_projected, d_x_mid, {o.output_dropout.p, o.output_dropout.seed, o.output_dropout.offset}});
   }
-  const TensorView d_attention = rt.take({rows, width});
+  const TensorView d_attention = take_activation(rt, o, rows, width);
   projection_backward(rt, tp, w.ln_inner_attention, w.out, d_attention, d_projected, s.attention_end);
-  const TensorView dqkv = rt.take({rows, 3 * width});
+  const TensorView dqkv = take_activation(rt, o, rows, 3 * width);
   const TensorView dq = columns(dqkv, 0, width), dk = columns(dqkv, width, width), dv = columns(dqkv, 2 * width, width);
   auto as_heads = [&](TensorView view) { return heads_view(view, o.batch, o.length, heads); };
   const Arena::Mark operands = rt.arena.mark();

@@ -41,7 +41,7 @@ TensorView matmul_operand(Runtime & rt, const TensorView & x, DType dtype);
 
 // y = x W^T + b with W [out, in] (PyTorch's layout). The matmuls read W in its dtype: the f32 parameter, or with mixed
 // precision its bf16 compute copy (ModelState::compute_value), when x and dy are cast to bf16 for them and the
-// products accumulate in f32; y, dx, dW and db stay f32.
+// products accumulate in f32; y and dx are f32 or the weight's dtype (bf16 activations, BlockOptions), dW and db f32.
 struct Linear {
   TensorView weight, bias;    // [out, in] f32|bf16 (what the matmuls read), [out] f32 or absent
   TensorView dweight, dbias;  // [out, in] f32, [out] f32: accumulated by backward when trainable
@@ -101,10 +101,10 @@ TensorView tensor_parallel_part(const std::string & name, TensorView whole, int 
 // from the kept input (the same ops, values and dropout keys, so the same gradients) at the cost of that forward.
 //   kNone: every activation the backward reads;
 //   kAttention: the FFN sub-layer's activations and its input; the attention sub-layer (LayerNorm, q, k, v, xPos,
-//     attention, sub-LN, out_proj) runs again. A Magneto layer keeps 16 of its 23 [rows, d] activations for about
-//     1/8 more of its FLOPs (kosmos1 at 2048 positions);
-//   kLayer: the block's input only; the whole forward runs again. A layer keeps 1/23 of what it would (kosmos1:
-//     one [rows, d] of 23) for one more forward (a third more FLOPs).
+//     attention, sub-LN, out_proj) runs again. A Magneto layer keeps 15 of its 21 [rows, d] f32 activations (with
+//     bf16 activations 34 of 46 bytes per row and d) for about 1/8 more of its FLOPs (kosmos1 at 2048 positions);
+//   kLayer: the block's input only; the whole forward runs again. A layer keeps one [rows, d] f32 of the 21 (of the
+//     46 bytes, 4) for one more forward (a third more FLOPs).
 enum class Recompute : uint8_t { kNone, kAttention, kLayer };
 const char * recompute_name(Recompute recompute);  // "none", "attention", "layer"
 std::optional<Recompute> parse_recompute(const std::string & name);
@@ -121,7 +121,16 @@ struct BlockOptions {
   // (over the whole width) see the slices gathered. Null: the whole block here.
   parallel::Comm * tp = nullptr;
   Recompute recompute = Recompute::kNone;  // the same in a block's forward and backward
+  // The dtype of the activations inside the sub-layers and of their gradients (activation_dtype). The residual
+  // stream (x, x_mid, out), the sub-layers' outputs and the gradients at their LayerNorms' inputs are f32 always.
+  DType activations = DType::kF32;
 };
+
+// The sub-layers' activation dtype for weights computed in `compute_dtype`: bf16 with bf16 weights (mixed
+// precision as PyTorch's autocast keeps it: LayerNorm outputs, q | k | v, the attention, the FFN's hidden layer and
+// their gradients in bf16, every sum in f32), which halves their memory and traffic and spares the matmuls a cast;
+// f32 otherwise (fp16 keeps f32 activations: the attention's operands need bf16's range).
+DType activation_dtype(DType compute_dtype);
 
 // What the (optional) sub-LN and projection at the end of a sub-layer keep: `whole`, the sub-LN's input (with tensor
 // parallelism every rank's columns gathered, else this rank's input itself), `normed`, its output.
@@ -130,7 +139,8 @@ struct ProjectionSaved {
   LayerNorm::Saved stats;
 };
 
-// What the backward needs, kept from the forward (f32 in the arena; [rows, width] but for this rank's columns).
+// What the backward needs, kept from the forward (in the arena, x and x_mid f32, the rest in BlockOptions'
+// activations dtype; [rows, width] but for this rank's columns).
 // With recomputation only x (kLayer), or x and the FFN's part from x_mid on (kAttention), are present.
 struct BlockSaved {
   TensorView x, h_attention, qkv, attention, lse, x_mid, h_ffn, hidden, activated;

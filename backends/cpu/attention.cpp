@@ -63,7 +63,7 @@ void gather_rows(const HeadView & source, int64_t first, int64_t count, int64_t 
   }
 }
 
-enum ScratchSlot { kKeysTransposed = 0, kWideQ = 1, kWideK = 2, kWideV = 3 };
+enum ScratchSlot { kKeysTransposed = 0 };
 
 // k as [B*H, dh, Tk]: the right-hand side of every score tile, made once per call.
 float * transpose_keys(CpuContext & ctx, const TensorView & k) {
@@ -103,9 +103,11 @@ void transpose_rows(const float * rows, int64_t count, int64_t head_dim, float *
 }  // namespace
 
 void cpu_op(CpuContext & ctx, const AttentionForward & op) {
-  if (op.q.dtype != DType::kF32) {  // bf16 operands: widened exactly, the same f32 attention of their values
-    cpu_op(ctx, AttentionForward{op.out, op.lse, widened(ctx, op.q, kWideQ), widened(ctx, op.k, kWideK),
-                                 widened(ctx, op.v, kWideV), op.params});
+  if (any_narrow({op.out, op.q, op.k, op.v})) {  // bf16: widened exactly, the same f32 attention, rounded once
+    WidenedOperands wide(ctx);
+    cpu_op(ctx, AttentionForward{wide.output(op.out), op.lse, wide.input(op.q), wide.input(op.k), wide.input(op.v),
+                                 op.params});
+    wide.finish();
     return;
   }
   const int64_t batch = op.q.dim(0), heads = op.q.dim(1), tq = op.q.dim(2), head_dim = op.q.dim(3);
@@ -178,9 +180,12 @@ void cpu_op(CpuContext & ctx, const AttentionForward & op) {
 }
 
 void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
-  if (op.q.dtype != DType::kF32) {  // as the forward
-    cpu_op(ctx, AttentionBackward{op.dq, op.dk, op.dv, op.dout, widened(ctx, op.q, kWideQ), widened(ctx, op.k, kWideK),
-                                  widened(ctx, op.v, kWideV), op.out, op.lse, op.params});
+  if (any_narrow({op.dq, op.dk, op.dv, op.dout, op.q, op.k, op.v, op.out})) {  // as the forward
+    WidenedOperands wide(ctx);
+    cpu_op(ctx, AttentionBackward{wide.output(op.dq), wide.output(op.dk), wide.output(op.dv), wide.input(op.dout),
+                                  wide.input(op.q), wide.input(op.k), wide.input(op.v), wide.input(op.out), op.lse,
+                                  op.params});
+    wide.finish();
     return;
   }
   const int64_t batch = op.q.dim(0), heads = op.q.dim(1), tq = op.q.dim(2), head_dim = op.q.dim(3);

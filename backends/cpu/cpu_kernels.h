@@ -2,6 +2,10 @@
 // missing overload is a compile error (exhaustive dispatch). Each op family lives in its own .cpp file.
 #pragma once
 
+#include <initializer_list>
+#include <utility>
+#include <vector>
+
 #include "backends/cpu/cpu_context.h"
 #include "backends/ops.h"
 
@@ -25,6 +29,25 @@ void cpu_op(CpuContext & ctx, const Fill & op);
 // A dense f32 copy of `view` (exact from bf16 or f16) in scratch slot `slot`, for a kernel that computes in f32;
 // an absent view stays absent.
 TensorView widened(CpuContext & ctx, const TensorView & view, int slot);
+// A 16-bit op run as its f32 self: input() widens a 16-bit view exactly into scratch, output() gives an f32 scratch
+// view that finish() rounds once into the 16-bit view; f32 and absent views pass through. An in-place op hands
+// the widened input as its output too (output_over). The slots start above those the f32 kernels use.
+class WidenedOperands {
+ public:
+  explicit WidenedOperands(CpuContext & ctx) : ctx_(ctx) {}
+  TensorView input(const TensorView & view);
+  TensorView output(const TensorView & view);
+  TensorView output_over(const TensorView & view, const TensorView & widened_input);
+  void finish();
+
+ private:
+  static constexpr int kFirstSlot = 16;
+  CpuContext & ctx_;
+  int next_slot_ = kFirstSlot;
+  std::vector<std::pair<TensorView, TensorView>> outputs_;  // (16-bit target, its f32 scratch)
+};
+// Whether any of the views is 16-bit (the op then runs through WidenedOperands).
+bool any_narrow(std::initializer_list<TensorView> views);
 // attention.cpp (own tiled kernel)
 void cpu_op(CpuContext & ctx, const AttentionForward & op);
 void cpu_op(CpuContext & ctx, const AttentionBackward & op);

@@ -51,6 +51,12 @@ CachedPrimitive eltwise_forward_primitive(CpuContext & ctx, dnnl::algorithm algo
 
 void cpu_op(CpuContext & ctx, const ActivationForward & op) {
   if (op.in.numel() == 0) return;
+  if (any_narrow({op.out, op.in})) {  // bf16: computed in f32 (oneDNN 2.x has bf16 eltwise only with AVX-512)
+    WidenedOperands wide(ctx);
+    cpu_op(ctx, ActivationForward{wide.output(op.out), wide.input(op.in), op.kind});
+    wide.finish();
+    return;
+  }
   const EltwiseAlgorithm chosen = eltwise_algorithm(op.kind);
   CachedPrimitive & cached = ctx.primitive(flat_key(activation_name(op.kind), op.in, chosen.alpha), [&] {
     return eltwise_forward_primitive(ctx, chosen.algorithm, op.in, chosen.alpha, dnnl::prop_kind::forward_training);
@@ -60,6 +66,12 @@ void cpu_op(CpuContext & ctx, const ActivationForward & op) {
 
 void cpu_op(CpuContext & ctx, const ActivationBackward & op) {
   if (op.in.numel() == 0) return;
+  if (any_narrow({op.din, op.dout, op.in})) {  // as the forward
+    WidenedOperands wide(ctx);
+    cpu_op(ctx, ActivationBackward{wide.output(op.din), wide.input(op.dout), wide.input(op.in), op.kind});
+    wide.finish();
+    return;
+  }
   const EltwiseAlgorithm chosen = eltwise_algorithm(op.kind);
   const std::string key = flat_key(activation_name(op.kind), op.in, chosen.alpha) + "|backward";
   CachedPrimitive & cached = ctx.primitive(key, [&] {
@@ -136,6 +148,36 @@ TensorView widened(CpuContext & ctx, const TensorView & view, int slot) {
                               view.dims.data());
   cpu_op(ctx, Cast{wide, view});
   return wide;
+}
+
+TensorView WidenedOperands::input(const TensorView & view) {
+  if (!view.present() || view.dtype == DType::kF32) return view;
+  return widened(ctx_, view, next_slot_++);
+}
+
+TensorView WidenedOperands::output(const TensorView & view) {
+  if (!view.present() || view.dtype == DType::kF32) return view;
+  const TensorView wide = make_view(ctx_.scratch(next_slot_++, static_cast<size_t>(view.numel())), DType::kF32,
+                                    view.ndim, view.dims.data());
+  outputs_.emplace_back(view, wide);
+  return wide;
+}
+
+TensorView WidenedOperands::output_over(const TensorView & view, const TensorView & widened_input) {
+  if (!view.present() || view.dtype == DType::kF32) return view;
+  outputs_.emplace_back(view, widened_input);
+  return widened_input;
+}
+
+void WidenedOperands::finish() {
+  for (const auto & [target, wide] : outputs_) cpu_op(ctx_, Cast{target, wide});
+  outputs_.clear();
+}
+
+bool any_narrow(std::initializer_list<TensorView> views) {
+  for (const TensorView & view : views)
+    if (view.present() && view.dtype != DType::kF32) return true;
+  return false;
 }
 
 void cpu_op(CpuContext &, const Cast & op) {

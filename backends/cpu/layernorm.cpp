@@ -32,6 +32,12 @@ std::string layernorm_key(const char * kind, int64_t rows, int64_t cols, float e
 }  // namespace
 
 void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
+  if (any_narrow({op.out, op.in})) {  // bf16 activations: normalised in f32, rounded once
+    WidenedOperands wide(ctx);
+    cpu_op(ctx, LayerNormForward{wide.output(op.out), op.mean, op.rstd, wide.input(op.in), op.weight, op.bias, op.eps});
+    wide.finish();
+    return;
+  }
   const int64_t cols = op.in.dim(-1), rows = op.in.rows();
   CachedPrimitive & cached = ctx.primitive(layernorm_key("layernorm_forward", rows, cols, op.eps), [&] {
     const LayerNormShape shape = layernorm_shape(rows, cols);
@@ -56,6 +62,13 @@ void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
 }
 
 void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
+  if (any_narrow({op.din, op.dout, op.in})) {  // as the forward
+    WidenedOperands wide(ctx);
+    cpu_op(ctx, LayerNormBackward{wide.output(op.din), op.dweight, op.dbias, wide.input(op.dout), wide.input(op.in),
+                                  op.weight, op.mean, op.rstd, op.eps});
+    wide.finish();
+    return;
+  }
   const int64_t cols = op.in.dim(-1), rows = op.in.rows();
   CachedPrimitive & cached = ctx.primitive(layernorm_key("layernorm_backward", rows, cols, op.eps), [&] {
     const LayerNormShape shape = layernorm_shape(rows, cols);

@@ -55,9 +55,23 @@ void xpos_apply(CpuContext & ctx, const TensorView & out, const TensorView & in,
   }
 }
 
+// bf16 in and out: rotated in f32 and rounded once (in place when out aliases in).
+void xpos_widened(CpuContext & ctx, const TensorView & out, const TensorView & in, const XPosParams & params,
+                  float sign) {
+  if (!any_narrow({out, in})) {
+    xpos_apply(ctx, out, in, params, sign);
+    return;
+  }
+  WidenedOperands wide(ctx);
+  const TensorView wide_in = wide.input(in);
+  const TensorView wide_out = out.data == in.data ? wide.output_over(out, wide_in) : wide.output(out);
+  xpos_apply(ctx, wide_out, wide_in, params, sign);
+  wide.finish();
+}
+
 }  // namespace
 
-void cpu_op(CpuContext & ctx, const XPosForward & op) { xpos_apply(ctx, op.out, op.in, op.params, 1.0f); }
-void cpu_op(CpuContext & ctx, const XPosBackward & op) { xpos_apply(ctx, op.din, op.dout, op.params, -1.0f); }
+void cpu_op(CpuContext & ctx, const XPosForward & op) { xpos_widened(ctx, op.out, op.in, op.params, 1.0f); }
+void cpu_op(CpuContext & ctx, const XPosBackward & op) { xpos_widened(ctx, op.din, op.dout, op.params, -1.0f); }
 
 }  // namespace kosmos::cpu

@@ -85,6 +85,16 @@ __device__ inline void store_float(void * data, DType dtype, int64_t index, floa
   }
 }
 
+// A bf16 element by its bits: the storage type of kernels templated over f32 or bf16 tensors, read with
+// to_float() and written with put(), rounding as store_float does.
+struct Bf16Bits {
+  uint16_t bits;
+};
+__device__ inline float to_float(float value) { return value; }
+__device__ inline float to_float(Bf16Bits value) { return bf16_bits_to_float(value.bits); }
+__device__ inline void put(float & slot, float value) { slot = value; }
+__device__ inline void put(Bf16Bits & slot, float value) { slot.bits = float_to_bf16_bits(value); }
+
 // Sum and maximum as the reductions below take them.
 struct SumOp {
   template <typename T>

@@ -26,10 +26,8 @@ enum ScratchSlot : int {
   kScratchReduce = 0,
   kScratchRows = 1,
   kScratchAttention = 2,
-  kScratchWideQ = 3,  // bf16 attention operands widened to f32
-  kScratchWideK = 4,
-  kScratchWideV = 5,
-  kScratchSlots = 6
+  kScratchWidened = 3,  // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchSlots = kScratchWidened + 8
 };
 
 // What the kernels of one device share: the GEMM plans and scratch memory that grows but is never

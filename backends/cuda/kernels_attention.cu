@@ -4,7 +4,7 @@
 // nothing needs atomics. Each lane holds head_dim / warp-size elements of its row; a dot product is a warp sum.
 // Causal masking, dropout (Philox, the CPU's element indices) and strided [B, H, T, dh] views as in ops.h.
 // This is the f32 path; bf16 operands go to the tensor-core kernels (kernels_attention_tc.cu) where those take the
-// head size on an NVIDIA card, else they are widened to f32 here.
+// head size on an NVIDIA card, else every bf16 tensor of the op is widened to f32 here and the results rounded back.
 #include "backends/cuda/attention_shape.cuh"
 #include "backends/cuda/gpu_kernels.h"
 
@@ -14,22 +14,24 @@ namespace {
 constexpr int kPerLane = static_cast<int>((kMaxHeadDim + kWarp - 1) / kWarp);  // register slots per lane
 constexpr int kRowsPerBlock = kThreads / kWarp;
 
-// The lane's slice of a row (elements lane, lane + kWarp, ...) into registers, times `factor`.
-__device__ inline void load_row(float (&target)[kPerLane], const float * row, int64_t head_dim, float factor) {
+// The lane's slice of a row (elements lane, lane + kWarp, ...) of f32 or bf16 into registers, times `factor`.
+template <typename T>
+__device__ inline void load_row(float (&target)[kPerLane], const T * row, int64_t head_dim, float factor) {
   const int lane = threadIdx.x % kWarp;
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t d = lane + static_cast<int64_t>(e) * kWarp;
-    target[e] = d < head_dim ? row[d] * factor : 0.0f;
+    target[e] = d < head_dim ? to_float(row[d]) * factor : 0.0f;
   }
 }
-__device__ inline float row_dot(const float (&held)[kPerLane], const float * row, int64_t head_dim) {
+template <typename T>
+__device__ inline float row_dot(const float (&held)[kPerLane], const T * row, int64_t head_dim) {
   const int lane = threadIdx.x % kWarp;
   float sum = 0.0f;
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const int64_t d = lane + static_cast<int64_t>(e) * kWarp;
-    if (d < head_dim) sum += held[e] * row[d];
+    if (d < head_dim) sum += held[e] * to_float(row[d]);
   }
   return warp_sum(sum);
 }
@@ -85,8 +87,10 @@ __global__ void attention_forward_kernel(HeadRows out, float * lse, HeadRows q, 
   if (threadIdx.x % kWarp == 0) lse[row] = any ? max_score + logf(sum) : -INFINITY;
 }
 
-// delta_i = dout_i . out_i
-__global__ void attention_delta_kernel(float * delta, HeadRows dout, HeadRows out, AttentionShape s) {
+// delta_i = dout_i . out_i, each f32 or bf16 (the tensor-core backward reads them as they are).
+template <typename Gradient, typename Output>
+__global__ void attention_delta_kernel(float * delta, HeadRowsOf<const Gradient> dout, HeadRowsOf<const Output> out,
+                                       AttentionShape s) {
   int64_t row;
   if (!warp_row(s.batch * s.heads * s.tq, row)) return;
   const int64_t i = row % s.tq, h = (row / s.tq) % s.heads, b = row / (s.tq * s.heads);
@@ -143,12 +147,66 @@ __global__ void attention_dkdv_kernel(HeadRows dk, HeadRows dv, HeadRows dout, H
 
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
-// A dense f32 copy of a bf16 operand in scratch slot `slot` (exact), for the f32 kernels.
-TensorView widened(GpuContext & ctx, const TensorView & view, int slot, cudaStream_t stream) {
-  const TensorView wide = make_view(ctx.scratch(slot, sizeof(float) * static_cast<size_t>(view.numel()), stream),
-                                    DType::kF32, view.ndim, view.dims.data());
-  gpu_op(ctx, Cast{wide, view}, stream);
-  return wide;
+// An attention op with bf16 tensors as the f32 kernels take it: each bf16 input widened exactly into a dense f32
+// copy in scratch, each bf16 output computed into one and rounded back by finish(); f32 views pass through.
+class Widened {
+ public:
+  Widened(GpuContext & ctx, cudaStream_t stream) : ctx_(ctx), stream_(stream) {}
+  TensorView input(const TensorView & view) {
+    if (view.dtype == DType::kF32) return view;
+    const TensorView wide = scratch_like(view);
+    gpu_op(ctx_, Cast{wide, view}, stream_);
+    return wide;
+  }
+  TensorView output(const TensorView & view) {
+    if (view.dtype == DType::kF32) return view;
+    outputs_[outputs_count_++] = {view, scratch_like(view)};
+    return outputs_[outputs_count_ - 1].wide;
+  }
+  void finish() {
+    for (int i = 0; i < outputs_count_; ++i) gpu_op(ctx_, Cast{outputs_[i].target, outputs_[i].wide}, stream_);
+  }
+
+ private:
+  TensorView scratch_like(const TensorView & view) {
+    KOSMOS_CHECK(next_slot_ < kScratchSlots, "attention: more than 8 widened tensors (internal error)");
+    void * data = ctx_.scratch(next_slot_++, sizeof(float) * static_cast<size_t>(view.numel()), stream_);
+    return make_view(data, DType::kF32, view.ndim, view.dims.data());
+  }
+  struct Output {
+    TensorView target, wide;
+  };
+  GpuContext & ctx_;
+  cudaStream_t stream_;
+  int next_slot_ = kScratchWidened;
+  Output outputs_[3];
+  int outputs_count_ = 0;
+};
+
+bool all_f32(std::initializer_list<TensorView> views) {
+  for (const TensorView & view : views)
+    if (view.dtype != DType::kF32) return false;
+  return true;
+}
+
+// delta = rowsum(dout * out) for each pairing of f32 and bf16.
+void launch_delta(float * delta, const TensorView & dout, const TensorView & out, const AttentionShape & s,
+                  cudaStream_t stream) {
+  const unsigned blocks = row_blocks(s.batch * s.heads * s.tq);
+  const bool dout_f32 = dout.dtype == DType::kF32, out_f32 = out.dtype == DType::kF32;
+  if (dout_f32 && out_f32)
+    attention_delta_kernel<<<blocks, kThreads, 0, stream>>>(delta, head_rows_of<const float>(dout),
+                                                            head_rows_of<const float>(out), s);
+  else if (dout_f32)
+    attention_delta_kernel<<<blocks, kThreads, 0, stream>>>(delta, head_rows_of<const float>(dout),
+                                                            head_rows_of<const Bf16Bits>(out), s);
+  else if (out_f32)
+    attention_delta_kernel<<<blocks, kThreads, 0, stream>>>(delta, head_rows_of<const Bf16Bits>(dout),
+                                                            head_rows_of<const float>(out), s);
+  else
+    attention_delta_kernel<<<blocks, kThreads, 0, stream>>>(delta, head_rows_of<const Bf16Bits>(dout),
+                                                            head_rows_of<const Bf16Bits>(out), s);
+  KOSMOS_GPU_LAUNCHED("attention_delta");
 }
 
 // Whether bf16 operands of this head size run on tensor cores here (else they are widened to f32).
@@ -164,14 +222,15 @@ bool on_tensor_cores(const TensorView & q) {
 }  // namespace
 
 void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
-  if (op.q.dtype != DType::kF32) {
 #ifndef KOSMOS_USE_ROCM
-    if (on_tensor_cores(op.q)) return tensor_core_attention_forward(op, stream);
+  if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q)) return tensor_core_attention_forward(op, stream);
 #endif
-    return gpu_op(ctx, AttentionForward{op.out, op.lse, widened(ctx, op.q, kScratchWideQ, stream),
-                                        widened(ctx, op.k, kScratchWideK, stream),
-                                        widened(ctx, op.v, kScratchWideV, stream), op.params},
-                  stream);
+  if (!all_f32({op.out, op.q})) {
+    Widened wide(ctx, stream);
+    gpu_op(ctx, AttentionForward{wide.output(op.out), op.lse, wide.input(op.q), wide.input(op.k), wide.input(op.v),
+                                 op.params},
+           stream);
+    return wide.finish();
   }
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   const int64_t rows = s.batch * s.heads * s.tq;
@@ -183,18 +242,19 @@ void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) 
 
 void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream) {
   const bool tensor_cores = op.q.dtype != DType::kF32 && on_tensor_cores(op.q);
-  if (op.q.dtype != DType::kF32 && !tensor_cores)
-    return gpu_op(ctx, AttentionBackward{op.dq, op.dk, op.dv, op.dout, widened(ctx, op.q, kScratchWideQ, stream),
-                                         widened(ctx, op.k, kScratchWideK, stream),
-                                         widened(ctx, op.v, kScratchWideV, stream), op.out, op.lse, op.params},
-                  stream);
+  if (!tensor_cores && !all_f32({op.dq, op.dout, op.q, op.out})) {
+    Widened wide(ctx, stream);
+    gpu_op(ctx, AttentionBackward{wide.output(op.dq), wide.output(op.dk), wide.output(op.dv), wide.input(op.dout),
+                                  wide.input(op.q), wide.input(op.k), wide.input(op.v), wide.input(op.out), op.lse,
+                                  op.params},
+           stream);
+    return wide.finish();
+  }
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   const int64_t query_rows = s.batch * s.heads * s.tq, key_rows = s.batch * s.heads * s.tk;
   if (query_rows == 0 || key_rows == 0) return;
   auto * delta = static_cast<float *>(ctx.scratch(kScratchAttention, sizeof(float) * query_rows, stream));
-  attention_delta_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(delta, head_rows(op.dout), head_rows(op.out),
-                                                                          s);
-  KOSMOS_GPU_LAUNCHED("attention_delta");
+  launch_delta(delta, op.dout, op.out, s, stream);
 #ifndef KOSMOS_USE_ROCM
   if (tensor_cores) return tensor_core_attention_backward(op, delta, stream);
 #endif

@@ -4,10 +4,14 @@
 // other side through shared memory in tiles of 64; no two blocks write the same gradient row, so nothing needs
 // atomics. The scores, softmax statistics, and every sum stay f32; the probabilities (and in the backward the score
 // gradients and dout) are rounded to bf16 for the second product. Causal masking and Philox dropout as in
-// attention_shape.cuh (the CPU's element indices). Head sizes 32, 64 and 128; kernels_attention.cu widens the others
-// to f32. CUDA only: the ROCm build does not compile this file.
+// attention_shape.cuh (the CPU's element indices). The output, and the gradients dout, dq, dk and dv, are f32 or
+// bf16 (kernels templated over them; written rounded once). Head sizes 32, 64 and 128; kernels_attention.cu widens
+// the others to f32. CUDA only: the ROCm build does not compile this file.
 #include <cuda_bf16.h>
 #include <mma.h>
+
+#include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/attention_shape.cuh"
 #include "backends/cuda/gpu_kernels.h"
@@ -41,11 +45,34 @@ struct Layout {
 
 __device__ inline bf16 as_bf16(bf16 value) { return value; }
 __device__ inline bf16 as_bf16(float value) { return __float2bfloat16(value); }
+__device__ inline void store_as(float & slot, float value) { slot = value; }
+__device__ inline void store_as(bf16 & slot, float value) { slot = __float2bfloat16(value); }
 
-// Rows [first, first + 64) of (b, h) into a [64, D] bf16 tile, zeros past `limit`.
+// Whether every row of a bf16 operand starts on 16 bytes (its base and strides), so that a tile loads in 16-byte
+// vectors of 8 elements.
+__device__ inline bool vector_aligned(const HeadRowsOf<const bf16> & rows) {
+  return reinterpret_cast<uintptr_t>(rows.base) % 16 == 0 && rows.batch_stride % 8 == 0 && rows.head_stride % 8 == 0 &&
+         rows.row_stride % 8 == 0;
+}
+
+// Rows [first, first + 64) of (b, h) into a [64, D] bf16 tile, zeros past `limit`. A bf16 operand whose rows are
+// 16-byte aligned moves in 16-byte vectors (the tile's rows are: their length in bytes is a multiple of 16, as is
+// every tile's place in shared memory); any other is read and rounded element by element.
 template <int D, typename T>
 __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t b, int64_t h, int64_t first,
                           int64_t limit) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (vector_aligned(rows)) {
+      constexpr int kVector = 8, kVectorsPerRow = D / kVector;
+      for (int index = threadIdx.x; index < kBlockRows * kVectorsPerRow; index += kBlockThreads) {
+        const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVector;
+        uint4 value = make_uint4(0u, 0u, 0u, 0u);
+        if (first + r < limit) value = *reinterpret_cast<const uint4 *>(rows.row(b, h, first + r) + c);
+        *reinterpret_cast<uint4 *>(tile + r * Layout<D>::half_row + c) = value;
+      }
+      return;
+    }
+  }
   for (int index = threadIdx.x; index < kBlockRows * D; index += kBlockThreads) {
     const int r = index / D, c = index % D;
     tile[r * Layout<D>::half_row + c] = first + r < limit ? as_bf16(rows.row(b, h, first + r)[c]) : as_bf16(0.0f);
@@ -100,10 +127,10 @@ __device__ void warp_accumulate(FragAcc (&acc)[D / 16], const bf16 * a, int lda,
     }
 }
 
-// A warp's [16, D] gradient rows (row0 + r of (b, h), up to `limit`) times `factor` into f32 `target`, through its
-// rows of the f32 `staging` tile.
-template <int D>
-__device__ void warp_store_rows(const HeadRows & target, int64_t b, int64_t h, int64_t row0, int64_t limit,
+// A warp's [16, D] gradient rows (row0 + r of (b, h), up to `limit`) times `factor` into `target` (f32 or bf16),
+// through its rows of the f32 `staging` tile.
+template <int D, typename G>
+__device__ void warp_store_rows(const HeadRowsOf<G> & target, int64_t b, int64_t h, int64_t row0, int64_t limit,
                                 FragAcc (&acc)[D / 16], float * staging, float factor) {
   constexpr int ld = Layout<D>::score_row;
 #pragma unroll
@@ -113,13 +140,13 @@ __device__ void warp_store_rows(const HeadRows & target, int64_t b, int64_t h, i
   const int lane = threadIdx.x % kLanes;
   for (int index = lane; index < 16 * D; index += kLanes) {
     const int r = index / D, c = index % D;
-    if (row0 + r < limit) target.row(b, h, row0 + r)[c] = staging[r * ld + c] * factor;
+    if (row0 + r < limit) store_as(target.row(b, h, row0 + r)[c], staging[r * ld + c] * factor);
   }
 }
 
-template <int D>
+template <int D, typename O>
 __global__ void __launch_bounds__(kBlockThreads)
-    tc_attention_forward_kernel(HeadRows out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
+    tc_attention_forward_kernel(HeadRowsOf<O> out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
                                 HeadRowsOf<const bf16> v, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
   using L = Layout<D>;
@@ -201,7 +228,8 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const int index = lane + e * kLanes, r = index / D, c = index % D;
-    if (warp_query + r < s.tq) out.row(b, h, warp_query + r)[c] = row_sum[r] > 0.0f ? acc[e] / row_sum[r] : 0.0f;
+    if (warp_query + r < s.tq)
+      store_as(out.row(b, h, warp_query + r)[c], row_sum[r] > 0.0f ? acc[e] / row_sum[r] : 0.0f);
   }
   if (lane < 16 && warp_query + lane < s.tq) {
     float mine_max = row_max[0], mine_sum = row_sum[0];  // row `lane`'s statistics (registers need fixed indices)
@@ -275,9 +303,9 @@ struct BackwardBlock {
   }
 };
 
-template <int D>
+template <int D, typename G>
 __global__ void __launch_bounds__(kBlockThreads)
-    tc_attention_dq_kernel(HeadRows dq, HeadRowsOf<const float> dout, HeadRowsOf<const bf16> q,
+    tc_attention_dq_kernel(HeadRowsOf<G> dq, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
                            HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse, const float * delta,
                            AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
@@ -320,9 +348,9 @@ __global__ void __launch_bounds__(kBlockThreads)
 #endif
 }
 
-template <int D>
+template <int D, typename G>
 __global__ void __launch_bounds__(kBlockThreads)
-    tc_attention_dkdv_kernel(HeadRows dk, HeadRows dv, HeadRowsOf<const float> dout, HeadRowsOf<const bf16> q,
+    tc_attention_dkdv_kernel(HeadRowsOf<G> dk, HeadRowsOf<G> dv, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
                              HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse,
                              const float * delta, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
@@ -396,21 +424,21 @@ dim3 grid_of(int64_t rows, const AttentionShape & s) {
   return dim3(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(tiles));
 }
 
-template <int D>
+template <int D, typename O>
 void forward(const AttentionForward & op, const AttentionShape & s, cudaStream_t stream) {
-  launch(tc_attention_forward_kernel<D>, grid_of(s.tq, s), forward_shared<D>(), stream, "tc_attention_forward",
-         head_rows(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
+  launch(tc_attention_forward_kernel<D, O>, grid_of(s.tq, s), forward_shared<D>(), stream, "tc_attention_forward",
+         head_rows_of<O>(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
          head_rows_of<const bf16>(op.v), s);
 }
 
-template <int D>
+template <int D, typename G>
 void backward(const AttentionBackward & op, const float * delta, const AttentionShape & s, cudaStream_t stream) {
   const size_t shared = backward_shared<D>();
-  launch(tc_attention_dq_kernel<D>, grid_of(s.tq, s), shared, stream, "tc_attention_dq", head_rows(op.dq),
-         head_rows_of<const float>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
+  launch(tc_attention_dq_kernel<D, G>, grid_of(s.tq, s), shared, stream, "tc_attention_dq", head_rows_of<G>(op.dq),
+         head_rows_of<const G>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
          head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
-  launch(tc_attention_dkdv_kernel<D>, grid_of(s.tk, s), shared, stream, "tc_attention_dkdv", head_rows(op.dk),
-         head_rows(op.dv), head_rows_of<const float>(op.dout), head_rows_of<const bf16>(op.q),
+  launch(tc_attention_dkdv_kernel<D, G>, grid_of(s.tk, s), shared, stream, "tc_attention_dkdv",
+         head_rows_of<G>(op.dk), head_rows_of<G>(op.dv), head_rows_of<const G>(op.dout), head_rows_of<const bf16>(op.q),
          head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
 }
 
@@ -430,10 +458,11 @@ bool tensor_core_attention_takes(int64_t head_dim) {
 void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   if (s.batch * s.heads * s.tq == 0) return;
+  const bool f32 = op.out.dtype == DType::kF32;
   switch (s.head_dim) {
-    case 32: return forward<32>(op, s, stream);
-    case 64: return forward<64>(op, s, stream);
-    case 128: return forward<128>(op, s, stream);
+    case 32: return f32 ? forward<32, float>(op, s, stream) : forward<32, bf16>(op, s, stream);
+    case 64: return f32 ? forward<64, float>(op, s, stream) : forward<64, bf16>(op, s, stream);
+    case 128: return f32 ? forward<128, float>(op, s, stream) : forward<128, bf16>(op, s, stream);
   }
   KOSMOS_FAIL("tensor-core attention: head_dim ", s.head_dim, " (internal error: tensor_core_attention_takes "
               "admits 32, 64 and 128)");
@@ -442,10 +471,11 @@ void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t str
 void tensor_core_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   if (s.batch * s.heads * s.tq == 0 || s.tk == 0) return;
+  const bool f32 = op.dq.dtype == DType::kF32;  // dout's dtype too (validated)
   switch (s.head_dim) {
-    case 32: return backward<32>(op, delta, s, stream);
-    case 64: return backward<64>(op, delta, s, stream);
-    case 128: return backward<128>(op, delta, s, stream);
+    case 32: return f32 ? backward<32, float>(op, delta, s, stream) : backward<32, bf16>(op, delta, s, stream);
+    case 64: return f32 ? backward<64, float>(op, delta, s, stream) : backward<64, bf16>(op, delta, s, stream);
+    case 128: return f32 ? backward<128, float>(op, delta, s, stream) : backward<128, bf16>(op, delta, s, stream);
   }
   KOSMOS_FAIL("tensor-core attention: head_dim ", s.head_dim, " (internal error: tensor_core_attention_takes "
               "admits 32, 64 and 128)");

@@ -10,18 +10,20 @@ constexpr float kInverseSqrt2 = 0.70710678118654752f;
 constexpr float kInverseSqrt2Pi = 0.39894228040143268f;
 constexpr float kQuickGeluSlope = 1.702f;
 
-__global__ void activation_forward_kernel(float * out, const float * in, int64_t count, Activation kind) {
+// The activations' tensors share one dtype, f32 or bf16; the arithmetic is f32.
+__global__ void activation_forward_kernel(void * out, const void * in, DType dtype, int64_t count, Activation kind) {
   KOSMOS_GRID_LOOP(i, count) {
-    const float x = in[i];
-    out[i] = kind == Activation::kGelu ? 0.5f * x * (1.0f + erff(x * kInverseSqrt2))
-                                       : x / (1.0f + expf(-kQuickGeluSlope * x));
+    const float x = load_float(in, dtype, i);
+    store_float(out, dtype, i,
+                kind == Activation::kGelu ? 0.5f * x * (1.0f + erff(x * kInverseSqrt2))
+                                          : x / (1.0f + expf(-kQuickGeluSlope * x)));
   }
 }
 
-__global__ void activation_backward_kernel(float * din, const float * dout, const float * in, int64_t count,
+__global__ void activation_backward_kernel(void * din, const void * dout, const void * in, DType dtype, int64_t count,
                                            Activation kind) {
   KOSMOS_GRID_LOOP(i, count) {
-    const float x = in[i];
+    const float x = load_float(in, dtype, i);
     float slope;
     if (kind == Activation::kGelu) {
       slope = 0.5f * (1.0f + erff(x * kInverseSqrt2)) + x * kInverseSqrt2Pi * expf(-0.5f * x * x);
@@ -29,7 +31,7 @@ __global__ void activation_backward_kernel(float * din, const float * dout, cons
       const float sigmoid = 1.0f / (1.0f + expf(-kQuickGeluSlope * x));
       slope = sigmoid + kQuickGeluSlope * x * sigmoid * (1.0f - sigmoid);
     }
-    din[i] = dout[i] * slope;
+    store_float(din, dtype, i, load_float(dout, dtype, i) * slope);
   }
 }
 
@@ -125,15 +127,15 @@ void gpu_op(GpuContext &, const BiasBackward & op, cudaStream_t stream) {
 
 void gpu_op(GpuContext &, const ActivationForward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
-  activation_forward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.as<float>(), op.in.as<float>(), count,
+  activation_forward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.in.data, op.in.dtype, count,
                                                                         op.kind);
   KOSMOS_GPU_LAUNCHED("activation_forward");
 }
 
 void gpu_op(GpuContext &, const ActivationBackward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
-  activation_backward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.din.as<float>(), op.dout.as<float>(),
-                                                                         op.in.as<float>(), count, op.kind);
+  activation_backward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.din.data, op.dout.data, op.in.data,
+                                                                         op.in.dtype, count, op.kind);
   KOSMOS_GPU_LAUNCHED("activation_backward");
 }
 

@@ -6,50 +6,61 @@
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
-__global__ void layernorm_forward_kernel(float * out, float * mean_out, float * rstd_out, const float * in,
-                                         const float * weight, const float * bias, int64_t cols, float eps) {
+// The activations are f32 or bf16 (each its own dtype, read and written through load_float / store_float); the
+// statistics, parameters and sums are f32.
+__global__ void layernorm_forward_kernel(void * out, DType out_dtype, float * mean_out, float * rstd_out,
+                                         const void * in, DType in_dtype, const float * weight, const float * bias,
+                                         int64_t cols, float eps) {
   __shared__ float shared[kThreads / kWarp];
-  const int64_t row = blockIdx.x;
-  const float * x = in + row * cols;
+  const int64_t row = blockIdx.x, base = row * cols;
   float sum = 0.0f;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += x[c];
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) sum += load_float(in, in_dtype, base + c);
   const float mean = block_sum(sum, shared) / static_cast<float>(cols);
   float squares = 0.0f;
-  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) squares += (x[c] - mean) * (x[c] - mean);
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float centred = load_float(in, in_dtype, base + c) - mean;
+    squares += centred * centred;
+  }
   const float rstd = rsqrtf(block_sum(squares, shared) / static_cast<float>(cols) + eps);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-    out[row * cols + c] = (x[c] - mean) * rstd * weight[c] + bias[c];
+    store_float(out, out_dtype, base + c, (load_float(in, in_dtype, base + c) - mean) * rstd * weight[c] + bias[c]);
   if (threadIdx.x == 0) {
     mean_out[row] = mean;
     rstd_out[row] = rstd;
   }
 }
 
+// The backward's activations, each f32 or bf16.
+struct NormGradOperands {
+  void * din;
+  const void *dout, *in;
+  DType din_dtype, dout_dtype, in_dtype;
+};
+
 // din = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dout * weight and xhat = (x - mean) * rstd.
-__global__ void layernorm_backward_kernel(float * din, const float * dout, const float * in, const float * weight,
-                                          const float * mean, const float * rstd, int64_t cols) {
+__global__ void layernorm_backward_kernel(NormGradOperands t, const float * weight, const float * mean,
+                                          const float * rstd, int64_t cols) {
   __shared__ float shared[kThreads / kWarp];
-  const int64_t row = blockIdx.x;
-  const float * x = in + row * cols;
-  const float * dy = dout + row * cols;
+  const int64_t row = blockIdx.x, base = row * cols;
   const float mu = mean[row], r = rstd[row];
   float sum_g = 0.0f, sum_g_xhat = 0.0f;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float g = dy[c] * weight[c];
+    const float g = load_float(t.dout, t.dout_dtype, base + c) * weight[c];
     sum_g += g;
-    sum_g_xhat += g * (x[c] - mu) * r;
+    sum_g_xhat += g * (load_float(t.in, t.in_dtype, base + c) - mu) * r;
   }
   const float mean_g = block_sum(sum_g, shared) / static_cast<float>(cols);
   const float mean_g_xhat = block_sum(sum_g_xhat, shared) / static_cast<float>(cols);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float xhat = (x[c] - mu) * r;
-    din[row * cols + c] = r * (dy[c] * weight[c] - mean_g - xhat * mean_g_xhat);
+    const float xhat = (load_float(t.in, t.in_dtype, base + c) - mu) * r;
+    const float g = load_float(t.dout, t.dout_dtype, base + c) * weight[c];
+    store_float(t.din, t.din_dtype, base + c, r * (g - mean_g - xhat * mean_g_xhat));
   }
 }
 
 // dweight[c] += sum over rows of dout * xhat, dbias[c] += sum of dout: column sums in a fixed order (see
 // column_sums_kernel), xhat recomputed from the saved statistics.
-__global__ void layernorm_parameter_grads_kernel(float * dweight, float * dbias, const float * dout, const float * in,
+__global__ void layernorm_parameter_grads_kernel(float * dweight, float * dbias, NormGradOperands t,
                                                  const float * mean, const float * rstd, int64_t rows, int64_t cols) {
   __shared__ float partial_weight[kThreads], partial_bias[kThreads];
   const int lanes = blockDim.x / kWarp;
@@ -58,8 +69,8 @@ __global__ void layernorm_parameter_grads_kernel(float * dweight, float * dbias,
   float sum_weight = 0.0f, sum_bias = 0.0f;
   if (column < cols) {
     for (int64_t row = lane; row < rows; row += lanes) {
-      const float dy = dout[row * cols + column];
-      sum_weight += dy * (in[row * cols + column] - mean[row]) * rstd[row];
+      const float dy = load_float(t.dout, t.dout_dtype, row * cols + column);
+      sum_weight += dy * (load_float(t.in, t.in_dtype, row * cols + column) - mean[row]) * rstd[row];
       sum_bias += dy;
     }
   }
@@ -114,22 +125,22 @@ unsigned row_blocks(const TensorView & view) { return static_cast<unsigned>(view
 void gpu_op(GpuContext &, const LayerNormForward & op, cudaStream_t stream) {
   if (op.in.rows() == 0) return;
   layernorm_forward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(
-      op.out.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), op.in.as<float>(), op.weight.as<float>(),
-      op.bias.as<float>(), op.in.dim(-1), op.eps);
+      op.out.data, op.out.dtype, op.mean.as<float>(), op.rstd.as<float>(), op.in.data, op.in.dtype,
+      op.weight.as<float>(), op.bias.as<float>(), op.in.dim(-1), op.eps);
   KOSMOS_GPU_LAUNCHED("layernorm_forward");
 }
 
 void gpu_op(GpuContext &, const LayerNormBackward & op, cudaStream_t stream) {
   const int64_t rows = op.in.rows(), cols = op.in.dim(-1);
   if (rows == 0) return;
-  layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(op.din.as<float>(), op.dout.as<float>(),
-                                                                        op.in.as<float>(), op.weight.as<float>(),
+  const NormGradOperands operands{op.din.data, op.dout.data, op.in.data, op.din.dtype, op.dout.dtype, op.in.dtype};
+  layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(operands, op.weight.as<float>(),
                                                                         op.mean.as<float>(), op.rstd.as<float>(), cols);
   KOSMOS_GPU_LAUNCHED("layernorm_backward");
   const unsigned blocks = static_cast<unsigned>((cols + kWarp - 1) / kWarp);
-  layernorm_parameter_grads_kernel<<<blocks, kThreads, 0, stream>>>(
-      op.dweight.as<float>(), op.dbias.as<float>(), op.dout.as<float>(), op.in.as<float>(), op.mean.as<float>(),
-      op.rstd.as<float>(), rows, cols);
+  layernorm_parameter_grads_kernel<<<blocks, kThreads, 0, stream>>>(op.dweight.as<float>(), op.dbias.as<float>(),
+                                                                    operands, op.mean.as<float>(), op.rstd.as<float>(),
+                                                                    rows, cols);
   KOSMOS_GPU_LAUNCHED("layernorm_parameter_grads");
 }
 

@@ -42,8 +42,8 @@ __global__ void sinusoidal_kernel(float * out, const int32_t * positions, int64_
 // For each pair (a, b) at row t: forward (sign +1) (a c - b s, b c + a s), backward (sign -1) the transpose, with
 // c = scale cos(p theta_i), s = scale sin(p theta_i), scale = zeta_i^(centred p / scale_base) (reciprocal when
 // downscaling).
-__global__ void xpos_kernel(float * out, Layout out_layout, const float * in, Layout in_layout, int64_t pairs_total,
-                            XPosParams params, float sign) {
+__global__ void xpos_kernel(void * out, Layout out_layout, const void * in, Layout in_layout, DType dtype,
+                            int64_t pairs_total, XPosParams params, float sign) {
   const int64_t heads = in_layout.dims[1], length = in_layout.dims[2], head_dim = in_layout.dims[3];
   const int64_t pairs = head_dim / 2;
   const double min_position = floor(-static_cast<double>(length + params.offset) / 2.0);
@@ -57,11 +57,11 @@ __global__ void xpos_kernel(float * out, Layout out_layout, const float * in, La
     if (params.downscale) scale = 1.0 / scale;
     const float c = static_cast<float>(scale * cos(position * theta));
     const float s = sign * static_cast<float>(scale * sin(position * theta));
-    const float * source = in + b * in_layout.strides[0] + h * in_layout.strides[1] + t * in_layout.strides[2];
-    float * target = out + b * out_layout.strides[0] + h * out_layout.strides[1] + t * out_layout.strides[2];
-    const float first = source[2 * i], second = source[2 * i + 1];
-    target[2 * i] = first * c - second * s;
-    target[2 * i + 1] = second * c + first * s;
+    const int64_t source = b * in_layout.strides[0] + h * in_layout.strides[1] + t * in_layout.strides[2] + 2 * i;
+    const int64_t target = b * out_layout.strides[0] + h * out_layout.strides[1] + t * out_layout.strides[2] + 2 * i;
+    const float first = load_float(in, dtype, source), second = load_float(in, dtype, source + 1);
+    store_float(out, dtype, target, first * c - second * s);
+    store_float(out, dtype, target + 1, second * c + first * s);
   }
 }
 
@@ -69,8 +69,8 @@ void xpos_apply(const TensorView & out, const TensorView & in, const XPosParams 
                 cudaStream_t stream) {
   const int64_t pairs_total = in.numel() / 2;
   if (pairs_total == 0) return;
-  xpos_kernel<<<blocks_for(pairs_total), kThreads, 0, stream>>>(out.as<float>(), layout_of(out), in.as<float>(),
-                                                                layout_of(in), pairs_total, params, sign);
+  xpos_kernel<<<blocks_for(pairs_total), kThreads, 0, stream>>>(out.data, layout_of(out), in.data, layout_of(in),
+                                                                in.dtype, pairs_total, params, sign);
   KOSMOS_GPU_LAUNCHED("xpos");
 }
 

@@ -16,18 +16,21 @@ struct AttentionShape {
   bool strided = false;  // operands laid out as [B, T, H, dh] (the layout of a [B, T, H*dh] activation)
   int64_t head_start = 0, heads_total = 0;
   DType dtype = DType::kF32;  // of q, k and v; bf16: values drawn exactly representable
+  DType activations = DType::kF32;  // of out, dout, dq, dk and dv (bf16 activations: rounded once)
 };
 
 OpCase attention_case(const AttentionShape & s) {
   std::ostringstream name;
   name << "attention_" << s.batch << "x" << s.heads << "_q" << s.tq << "_k" << s.tk << "_d" << s.head_dim
        << (s.causal ? "_causal" : "_full") << (s.dropout_p > 0 ? "_dropout" : "") << (s.strided ? "_strided" : "")
-       << (s.dtype != DType::kF32 ? std::string("_") + dtype_name(s.dtype) : "");
+       << (s.dtype != DType::kF32 ? std::string("_") + dtype_name(s.dtype) : "")
+       << (s.activations != DType::kF32 ? std::string("_out_grads_") + dtype_name(s.activations) : "");
   std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
   OpCase c;
   c.name = name.str();
   // bf16 operands: a GPU's tensor-core kernel rounds the probabilities and score gradients to bf16 (2^-9).
-  c.tolerance = s.dtype == DType::kF32 ? 1e-10 : 1e-4;
+  c.tolerance = s.dtype == DType::kF32 && s.activations == DType::kF32 ? 1e-10 : 1e-4;
+  c.grad_dtype = s.activations;
   c.inputs["q"] = random_tensor(rng, {s.batch, s.heads, s.tq, s.head_dim}, 1.0, s.dtype);
   c.inputs["k"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
   c.inputs["v"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
@@ -56,7 +59,8 @@ OpCase attention_case(const AttentionShape & s) {
       return s.strided ? run.upload_permuted(host, layout, dtype) : run.upload(host, dtype);
     };
     auto fresh = [&](const std::vector<int64_t> & dims) {
-      return s.strided ? run.upload_permuted(Tensor(dims, 7777.0), layout) : run.output(dims, DType::kF32);
+      return s.strided ? run.upload_permuted(Tensor(dims, 7777.0), layout, s.activations)
+                       : run.output(dims, s.activations);
     };
     AttentionParams params;
     params.scale = static_cast<float>(config.scale);
@@ -72,7 +76,7 @@ OpCase attention_case(const AttentionShape & s) {
     run.op(AttentionForward{out, lse, q, k, v, params});
     Named result{{"out", run.download(out)}, {"lse", run.download(lse)}};
     if (grads.empty()) return result;
-    const TensorView dout = put(grads.at("dout"), DType::kF32);
+    const TensorView dout = put(grads.at("dout"), s.activations);
     const TensorView dq = fresh(in.at("q").dims), dk = fresh(in.at("k").dims), dv = fresh(in.at("v").dims);
     run.op(AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params});
     result["dq"] = run.download(dq);
@@ -83,15 +87,17 @@ OpCase attention_case(const AttentionShape & s) {
   return c;
 }
 
-OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, bool strided) {
+// dtype: of in, out and the gradients; bf16 rounds the rotated values once (2^-9 relative).
+OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, bool strided, DType dtype = DType::kF32) {
   std::ostringstream name;
   name << "xpos_" << dims[0] << "x" << dims[1] << "_t" << dims[2] << "_d" << dims[3] << "_offset" << offset
-       << (downscale ? "_down" : "_up") << (strided ? "_strided" : "");
+       << (downscale ? "_down" : "_up") << (strided ? "_strided" : "") << (dtype == DType::kF32 ? "" : "_bf16");
   std::mt19937_64 rng(dims[2] * 7 + offset);
   OpCase c;
   c.name = name.str();
-  c.tolerance = 1e-12;
-  c.inputs["in"] = random_tensor(rng, dims);
+  c.tolerance = dtype == DType::kF32 ? 1e-12 : 1e-5;
+  c.grad_dtype = dtype;
+  c.inputs["in"] = random_tensor(rng, dims, 1.0, dtype);
   c.differentiable = {"in"};
   c.graded_outputs = {"out"};
   constexpr double kScaleBase = 512.0;
@@ -101,9 +107,11 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, bool
   c.reference_backward = [offset, downscale](const Named &, const Named & grads) {
     return Named{{"din", reference::xpos_backward(grads.at("dout"), offset, downscale, kScaleBase)}};
   };
-  c.device = [dims, offset, downscale, strided](DeviceRun & run, const Named & in, const Named & grads) {
+  c.device = [dims, offset, downscale, strided, dtype](DeviceRun & run, const Named & in, const Named & grads) {
     const std::vector<int> layout{0, 2, 1, 3};
-    auto put = [&](const Tensor & host) { return strided ? run.upload_permuted(host, layout) : run.upload(host, DType::kF32); };
+    auto put = [&](const Tensor & host) {
+      return strided ? run.upload_permuted(host, layout, dtype) : run.upload(host, dtype);
+    };
     const XPosParams params{offset, downscale, static_cast<float>(kScaleBase)};
     const TensorView x = put(in.at("in")), out = put(Tensor(dims, 7777.0));
     run.op(XPosForward{out, x, params});
@@ -141,11 +149,18 @@ std::vector<OpCase> attention_cases() {
           attention_case({1, 1, 70, 70, 128, true, 0.1f, false, 0, 0, DType::kBF16}),
           attention_case({1, 2, 9, 40, 64, true, 0.0f, false, 0, 0, DType::kBF16}),  // decoding-style Tq < Tk
           attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16}),
+          // bf16 activations: the output and the gradients in bf16 too, as the model keeps them under --precision
+          // bf16 (on tensor cores at 64 and 32, widened at 24)
+          attention_case({2, 2, 130, 130, 64, true, 0.0f, true, 0, 0, DType::kBF16, DType::kBF16}),
+          attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16}),
+          attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16}),
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),
           xpos_case({2, 3, 7, 64}, 5, false, false),
           xpos_case({2, 3, 70, 64}, 0, true, true),
-          xpos_case({1, 4, 1, 32}, 100, false, false)};
+          xpos_case({1, 4, 1, 32}, 100, false, false),
+          xpos_case({2, 3, 70, 64}, 0, false, true, DType::kBF16),
+          xpos_case({1, 2, 9, 8}, 3, true, false, DType::kBF16)};
 }
 
 }  // namespace kosmos::testing

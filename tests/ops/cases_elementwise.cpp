@@ -13,11 +13,14 @@ std::string dims_name(const std::vector<int64_t> & dims) {
   return name.str();
 }
 
-OpCase activation_case(Activation kind, std::vector<int64_t> dims) {
+// dtype: of in, out, dout and din; bf16 rounds the output and the gradient once (2^-9 relative).
+OpCase activation_case(Activation kind, std::vector<int64_t> dims, DType dtype = DType::kF32) {
   std::mt19937_64 rng(dims.back() + static_cast<int>(kind));
   OpCase c;
-  c.name = std::string(activation_name(kind)) + dims_name(dims);
-  c.inputs["in"] = random_tensor(rng, dims, 3.0);
+  c.name = std::string(activation_name(kind)) + dims_name(dims) + (dtype == DType::kF32 ? "" : "_bf16");
+  c.inputs["in"] = random_tensor(rng, dims, 3.0, dtype);
+  c.grad_dtype = dtype;
+  if (dtype != DType::kF32) c.tolerance = 1e-5;
   c.differentiable = {"in"};
   c.graded_outputs = {"out"};
   c.reference_forward = [kind](const Named & in) {
@@ -27,12 +30,12 @@ OpCase activation_case(Activation kind, std::vector<int64_t> dims) {
     return Named{{"din", kind == Activation::kGelu ? reference::gelu_backward(grads.at("dout"), in.at("in"))
                                                    : reference::quick_gelu_backward(grads.at("dout"), in.at("in"))}};
   };
-  c.device = [kind, dims](DeviceRun & run, const Named & in, const Named & grads) {
-    const TensorView x = run.upload(in.at("in"), DType::kF32), out = run.output(dims, DType::kF32);
+  c.device = [kind, dims, dtype](DeviceRun & run, const Named & in, const Named & grads) {
+    const TensorView x = run.upload(in.at("in"), dtype), out = run.output(dims, dtype);
     run.op(ActivationForward{out, x, kind});
     Named result{{"out", run.download(out)}};
     if (grads.empty()) return result;
-    const TensorView dout = run.upload(grads.at("dout"), DType::kF32), din = run.output(dims, DType::kF32);
+    const TensorView dout = run.upload(grads.at("dout"), dtype), din = run.output(dims, dtype);
     run.op(ActivationBackward{din, dout, x, kind});
     result["din"] = run.download(din);
     return result;
@@ -222,8 +225,10 @@ OpCase dropout_case(std::vector<int64_t> dims, float p, uint64_t seed, uint64_t 
 
 std::vector<OpCase> elementwise_cases() {
   std::vector<OpCase> cases;
-  for (Activation kind : {Activation::kGelu, Activation::kQuickGelu})
+  for (Activation kind : {Activation::kGelu, Activation::kQuickGelu}) {
     for (const auto & dims : {std::vector<int64_t>{1}, {7, 13}, {4, 1000}}) cases.push_back(activation_case(kind, dims));
+    cases.push_back(activation_case(kind, {5, 300}, DType::kBF16));
+  }
   cases.push_back(add_case({5, 7}, false, DType::kF32, 1e-13));
   cases.push_back(add_case({3, 300}, true, DType::kF32, 1e-13));
   cases.push_back(add_case({17, 33}, false, DType::kBF16, 1e-4));  // the sum rounds to bf16

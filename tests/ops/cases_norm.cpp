@@ -6,16 +6,26 @@
 namespace kosmos::testing {
 namespace {
 
-OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift) {
+// in_dtype and out_dtype: the forward's; grad_dtype: dout's and din's (the model's pairings: f32 -> bf16 with f32
+// gradients at the pre-LNs, bf16 throughout at the sub-LNs). A bf16 output or din rounds once (2^-9 relative).
+OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DType in_dtype = DType::kF32,
+                      DType out_dtype = DType::kF32, DType grad_dtype = DType::kF32) {
   std::ostringstream name;
   name << "layernorm";
   for (int64_t size : dims) name << "_" << size;
+  if (in_dtype != DType::kF32 || out_dtype != DType::kF32 || grad_dtype != DType::kF32)
+    name << "_" << dtype_name(in_dtype) << "_" << dtype_name(out_dtype) << "_grads_" << dtype_name(grad_dtype);
   const int64_t cols = dims.back();
   std::mt19937_64 rng(cols * 17 + dims.front());
   OpCase c;
   c.name = name.str();
   c.inputs["in"] = random_tensor(rng, dims, scale);
   for (double & x : c.inputs["in"].v) x = static_cast<float>(x + shift);  // a mean far from 0 tests the variance
+  if (in_dtype == DType::kBF16)
+    for (double & x : c.inputs["in"].v) x = bf16_to_float(float_to_bf16(static_cast<float>(x)));
+  const bool rounded = out_dtype != DType::kF32 || grad_dtype != DType::kF32;
+  if (rounded) c.tolerance = 1e-5;
+  c.grad_dtype = grad_dtype;
   c.inputs["weight"] = random_tensor(rng, {cols});
   c.inputs["bias"] = random_tensor(rng, {cols});
   c.differentiable = {"in", "weight", "bias"};
@@ -30,18 +40,18 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift) {
                                                                       kEps);
     return Named{{"din", g.din}, {"dweight", g.dweight}, {"dbias", g.dbias}};
   };
-  c.device = [dims, cols](DeviceRun & run, const Named & in, const Named & grads) {
+  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype](DeviceRun & run, const Named & in, const Named & grads) {
     int64_t rows = 1;
     for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
-    const TensorView x = run.upload(in.at("in"), DType::kF32);
+    const TensorView x = run.upload(in.at("in"), in_dtype);
     const TensorView weight = run.upload(in.at("weight"), DType::kF32), bias = run.upload(in.at("bias"), DType::kF32);
-    const TensorView out = run.output(dims, DType::kF32);
+    const TensorView out = run.output(dims, out_dtype);
     const TensorView mean = run.output({rows}, DType::kF32), rstd = run.output({rows}, DType::kF32);
     run.op(LayerNormForward{out, mean, rstd, x, weight, bias, static_cast<float>(kEps)});
     Named result{{"out", run.download(out)}, {"mean", run.download(mean)}, {"rstd", run.download(rstd)}};
     if (grads.empty()) return result;
-    const TensorView dout = run.upload(grads.at("dout"), DType::kF32);
-    const TensorView din = run.output(dims, DType::kF32);
+    const TensorView dout = run.upload(grads.at("dout"), grad_dtype);
+    const TensorView din = run.output(dims, grad_dtype);
     const TensorView dweight = run.accumulator({cols}), dbias = run.accumulator({cols});
     run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps)});
     result["din"] = run.download(din);
@@ -90,7 +100,10 @@ OpCase l2_normalize_case(std::vector<int64_t> dims) {
 std::vector<OpCase> norm_cases() {
   return {layernorm_case({1, 1}, 1.0, 0.0),    layernorm_case({7, 33}, 1.0, 0.0),
           layernorm_case({3, 5, 64}, 2.0, 3.0), layernorm_case({16, 1024}, 1.0, 10.0),
-          layernorm_case({2, 513}, 0.01, 0.0), l2_normalize_case({1, 3}),
+          layernorm_case({2, 513}, 0.01, 0.0),
+          layernorm_case({9, 256}, 1.0, 2.0, DType::kF32, DType::kBF16, DType::kF32),   // a pre-LN, bf16 out
+          layernorm_case({9, 1024}, 1.0, 0.5, DType::kBF16, DType::kBF16, DType::kBF16),  // a sub-LN, bf16 throughout
+          l2_normalize_case({1, 3}),
           l2_normalize_case({257, 64}),         l2_normalize_case({2, 3, 1024})};
 }
 
