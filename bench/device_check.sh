@@ -9,12 +9,12 @@
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
 #      --precision bf16 run within 2e-2 of the CPU's fp32 one, its fp16 run (dynamic loss scaling) within 1e-2;
-#      CUDA with --recompute layer: the losses without it;
+#      CUDA with --recompute attention (the attention sub-layers and FFN tails again): the losses without it;
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
-#   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`,
-#      without recomputation, with --recompute attention (about 57 GiB by estimate, under the goal's 60) and, last,
-#      with --recompute layer (device memory peaks in the table), and the PyTorch peer
-#      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
+#   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
+#      and --recompute ffn (about 56 GiB by estimate, under the goal's 60), and the PyTorch peer
+#      (.device/peer/torch_kosmos.py eager, then compile) on the same card; late in the run the same step without
+#      recomputation (about 68 GiB), with attention (47) and with layer (36) (device memory peaks in the table);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -99,14 +99,14 @@ stage tiny_cuda_bf16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision bf16 
 stage tiny_compare_bf16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_bf16.jsonl" 2e-2
 
 paper=(bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length 2048 --peak-tflops 790)
-stage step_kosmos1 300 "$kosmos" "${paper[@]}" --steps 4 --warmup 1 --out "$logs/step_kosmos1.json"
+stage step_kosmos1 300 "$kosmos" "${paper[@]}" --recompute ffn --steps 4 --warmup 1 --out "$logs/step_kosmos1.json"
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
 stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
 
 stage tiny_cuda_fp16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision fp16 --metrics "$logs/tiny_cuda_fp16.jsonl"
 stage tiny_compare_fp16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_fp16.jsonl" 1e-2
-stage tiny_cuda_recompute 120 "$kosmos" "${tiny[@]}" --backend cuda --recompute layer \
+stage tiny_cuda_recompute 120 "$kosmos" "${tiny[@]}" --backend cuda --recompute attention \
   --metrics "$logs/tiny_cuda_recompute.jsonl"
 stage tiny_compare_recompute 30 compare "$logs/tiny_cuda.jsonl" "$logs/tiny_cuda_recompute.jsonl" 1e-6
 stage resume_cpu_cuda 180 cross cpu cuda
@@ -114,18 +114,18 @@ stage resume_cuda_cpu 180 cross cuda cpu
 # Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
 # tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
 stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
-stage step_kosmos1_recompute 240 "$kosmos" "${paper[@]}" --recompute attention --steps 3 --warmup 1 \
-  --out "$logs/step_kosmos1_recompute.json"
-stage step_kosmos1_layer 240 "$kosmos" "${paper[@]}" --recompute layer --steps 3 --warmup 1 \
-  --out "$logs/step_kosmos1_layer.json"
+for recompute in none attention layer; do
+  stage "step_kosmos1_$recompute" 240 "$kosmos" "${paper[@]}" --recompute "$recompute" --steps 3 --warmup 1 \
+    --out "$logs/step_kosmos1_$recompute.json"
+done
 
 echo "== table (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1))"
 python3 - "$logs" << 'PY'
 import json, os, sys
 logs = sys.argv[1]
 rows = []
-for name, label in (("step_kosmos1", "kosmos bf16"), ("step_kosmos1_recompute", "kosmos bf16 rc attn"),
-                    ("step_kosmos1_layer", "kosmos bf16 rc layer")):
+for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_none", "kosmos bf16"),
+                    ("step_kosmos1_attention", "kosmos bf16 rc attn"), ("step_kosmos1_layer", "kosmos bf16 rc layer")):
     ours = os.path.join(logs, name + ".json")
     if os.path.exists(ours):
         r = json.load(open(ours))

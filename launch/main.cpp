@@ -102,18 +102,20 @@ int main(int argc, char ** argv) {
       ->check(CLI::ExistingFile);
   const std::string precision_help =
       "fp32, or bf16 or fp16 (mixed precision): every matmul reads 16-bit copies of the weights (remade after each "
-      "update) and of its activation operands and accumulates in f32; master weights, gradients, AdamW moments, "
-      "LayerNorm, softmax, attention and the loss stay f32. fp16 needs loss scaling: --non-finite auto is "
-      "reduce-scale with it. Checkpoints hold the f32 values either way";
+      "update) and accumulates in f32; master weights, parameter gradients and AdamW moments stay f32. bf16 keeps "
+      "the activations inside each layer (and their gradients) in bf16, the residual stream in f32; fp16 keeps "
+      "them in f32 and casts each matmul operand. LayerNorm statistics, softmax and the loss are f32 in all. fp16 "
+      "needs loss scaling: --non-finite auto is reduce-scale with it. Checkpoints hold the f32 values either way";
   const auto precisions = CLI::IsMember({"fp32", "bf16", "fp16"});
   train_app->add_option("--precision", train.precision, precision_help)->capture_default_str()->check(precisions);
   const std::string recompute_help =
-      "activation recomputation in the decoder layers: none keeps every activation the backward reads; attention "
-      "keeps the FFN's and runs each layer's attention sub-layer again in the backward (about 30% less activation "
-      "memory for about 1/8 more layer FLOPs); layer keeps only each layer's input and runs the whole layer again "
-      "(about 1/23 of the activations for a third more FLOPs). The gradients are the same";
-  train_app->add_option("--recompute", train.recompute, recompute_help)
-      ->capture_default_str()->check(CLI::IsMember({"none", "attention", "layer"}));
+      "activation recomputation in the transformer layers: none keeps every activation the backward reads; ffn makes "
+      "the FFN's GELU and sub-LN outputs again from its hidden layer (a third less activation memory, two "
+      "elementwise passes); attention also runs each layer's attention sub-layer again (about 60% less, for about "
+      "1/8 more layer FLOPs); layer keeps only each layer's input and runs the whole layer again (about 1/20 of "
+      "the activations for a third more FLOPs). The gradients are the same";
+  const auto recomputations = CLI::IsMember({"none", "ffn", "attention", "layer"});
+  train_app->add_option("--recompute", train.recompute, recompute_help)->capture_default_str()->check(recomputations);
   const std::string head_chunk_help =
       "rows of logits the head and the loss compute at once (the whole micro-batch's logits never exist); 0: as many "
       "as fit 256 MiB of f32";
@@ -362,7 +364,7 @@ int main(int argc, char ** argv) {
       ->capture_default_str()->check(CLI::Range(0.001, 4096.0));
   bench_app->add_option("--precision", bench.train.precision, precision_help)->capture_default_str()->check(precisions);
   bench_app->add_option("--recompute", bench.train.recompute, recompute_help)
-      ->capture_default_str()->check(CLI::IsMember({"none", "attention", "layer"}));
+      ->capture_default_str()->check(recomputations);
   bench_app->add_option("--head-chunk-rows", bench.train.head_chunk_rows, head_chunk_help)
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")

@@ -27,6 +27,17 @@
 namespace kosmos {
 namespace {
 
+// What a --recompute setting runs again in the backward, for the run's header.
+const char * recompute_what(model::Recompute recompute) {
+  switch (recompute) {
+    case model::Recompute::kNone: return "nothing";
+    case model::Recompute::kFfn: return "the layers' FFN tails (GELU and sub-LN)";
+    case model::Recompute::kAttention: return "the layers' attention sub-layers and FFN tails";
+    case model::Recompute::kLayer: return "the layers' whole forwards";
+  }
+  return "?";
+}
+
 nlohmann::json optimizer_json(const model::OptimizerConfig & optimizer) {
   return {{"peak_lr", optimizer.peak_lr},       {"warmup_steps", optimizer.warmup_steps},
           {"total_steps", optimizer.total_steps}, {"beta1", optimizer.beta1},
@@ -119,7 +130,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   parallel::Comm * tensor_parallel = shape.tp > 1 ? &grid.group(parallel::Axis::kTensor) : nullptr;
   model::KosmosModel kosmos_model(config, state, tensor_parallel);
   const std::optional<model::Recompute> recompute = model::parse_recompute(options.recompute);
-  KOSMOS_CHECK(recompute.has_value(), "--recompute ", options.recompute, ": use none, attention or layer");
+  KOSMOS_CHECK(recompute.has_value(), "--recompute ", options.recompute, ": use none, ffn, attention or layer");
   kosmos_model.set_recompute(*recompute);
   kosmos_model.set_head_chunk_rows(options.head_chunk_rows);
   model::OptimizerConfig optimizer;
@@ -238,9 +249,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     log << "\n";
   }
   if (*recompute != model::Recompute::kNone)
-    log << "recompute: " << options.recompute << " (the decoder layers' "
-        << (*recompute == model::Recompute::kLayer ? "whole forward" : "attention sub-layers")
-        << " run again in the backward)\n";
+    log << "recompute: " << options.recompute << " (" << recompute_what(*recompute) << " run again in the backward)\n";
   log << "grid: " << layout << (shape.pp > 1 ? std::string(", schedule ") + options.schedule : std::string()) << "\n";
   if (shape.pp > 1) {
     log << "stages (decoder layers):";

@@ -29,13 +29,14 @@ void Arena::reset() {
   for (Chunk & chunk : chunks_) chunk.used = 0;
   current_ = 0;
   depth_ = 0;
-  if (chunks_.size() > 1) {
-    // One buffer for the deepest stack, so that no take skips a chunk's tail, and 1/16 more so that a step a little
-    // deeper (another image count) still fits; whole 2 MiB granules. The old buffers go first (a device's free waits
-    // for the work that may still read them).
+  // One buffer for the deepest stack, so that no take skips a chunk's tail, and 1/16 more so that a step a little
+  // deeper (another image count) still fits; whole 2 MiB granules. It replaces several chunks, or one larger
+  // than that (the first chunk's minimum size). The old buffers go first (a device's free waits for the work that
+  // may still read them).
+  constexpr size_t kGranule = size_t{2} << 20;
+  const size_t bytes = (deepest_ + deepest_ / 16 + kGranule - 1) / kGranule * kGranule;
+  if (chunks_.size() > 1 || (chunks_.size() == 1 && chunks_[0].buffer.bytes() > bytes)) {
     chunks_.clear();
-    constexpr size_t kGranule = size_t{2} << 20;
-    const size_t bytes = (deepest_ + deepest_ / 16 + kGranule - 1) / kGranule * kGranule;
     chunks_.push_back(Chunk{device_.allocate(bytes, BufferUse::kActivations), 0});
   }
 }

@@ -18,7 +18,8 @@ class Arena {
   TensorView take(DType dtype, std::initializer_list<int64_t> dims);
   TensorView take(DType dtype, const std::vector<int64_t> & dims);
   // Everything taken so far is free again (no view taken before may be used after). When the takes since the last
-  // reset needed more than one buffer, the buffers are replaced by one that holds the deepest stack seen so far.
+  // reset needed more than one buffer, or one larger than the deepest stack seen so far needs (plus 1/16, in 2 MiB
+  // granules), the buffers are replaced by one of that size.
   void reset();
   // A point to come back to: rewind(mark()) frees what was taken after it (a frozen layer's temporaries).
   struct Mark {

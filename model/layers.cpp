@@ -214,13 +214,12 @@ void row_parallel_backward(Runtime & rt, const Linear & shard, TensorView dx_loc
   if (shard.trainable && shard.bias.present()) rt.run(BiasBackward{shard.dbias, dy});
 }
 
-// out [rows, width] = residual + dropout(projection(sub_ln(local))): the end of the attention (out_proj) and of the
-// FFN (fc2). `local` is this rank's columns; with `tp` the sub-LN normalises all ranks' columns gathered and the
-// projection is row-parallel. Without a sub-LN (CLIP), normed = whole = local. whole and normed (kept) have local's
-// dtype; the projection's f32 output is a temporary, given back after the residual add.
-ProjectionSaved sublayer_end(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
-                             const Linear & projection, const DropoutSite & dropout, TensorView out,
-                             TensorView residual, TensorView local) {
+// The end of the attention (out_proj) and of the FFN (fc2) is out [rows, width] = residual +
+// dropout(projection(sub_ln(local))), in two parts: sublayer_norm, then sublayer_project. `local` is this rank's
+// columns; with `tp` the sub-LN normalises all ranks' columns gathered and the projection is row-parallel. Without a
+// sub-LN (CLIP), normed = whole = local. whole and normed have local's dtype.
+ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
+                              TensorView local) {
   const int64_t rows = local.dim(0), ranks = tp ? tp->size() : 1;
   ProjectionSaved saved{local, local, {}};
   if (tp) {
@@ -232,8 +231,14 @@ ProjectionSaved sublayer_end(Runtime & rt, parallel::Comm * tp, const std::optio
     saved.normed = rt.arena.take(local.dtype, {rows, saved.whole.dim(1)});
     saved.stats = sub_ln->forward(rt, saved.normed, saved.whole);
   }
+  return saved;
+}
+
+// The projection's f32 output is a temporary, given back after the residual add.
+void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projection, const DropoutSite & dropout,
+                      TensorView out, TensorView residual, const ProjectionSaved & saved) {
   const Arena::Mark temporaries = rt.arena.mark();
-  const TensorView y = rt.take({rows, out.dim(1)});
+  const TensorView y = rt.take({out.dim(0), out.dim(1)});
   if (tp)
     row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
   else
@@ -241,7 +246,6 @@ ProjectionSaved sublayer_end(Runtime & rt, parallel::Comm * tp, const std::optio
   dropout_forward(rt, y, dropout);
   rt.run(Add{out, residual, y});
   rt.arena.rewind(temporaries);
-  return saved;
 }
 
 // Its backward: d_local [rows, local width] (local's dtype), the gradient at this rank's columns, from dy [rows,
@@ -299,7 +303,8 @@ void attention_inputs(Runtime & rt, const BlockWeights & w, const BlockOptions &
 // into x_mid [rows, width].
 void attention_finish(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp,
                       TensorView x_mid, BlockSaved & s) {
-  s.attention_end = sublayer_end(rt, tp, w.ln_inner_attention, w.out, o.output_dropout, x_mid, s.x, s.attention);
+  s.attention_end = sublayer_norm(rt, tp, w.ln_inner_attention, s.attention);
+  sublayer_project(rt, tp, w.out, o.output_dropout, x_mid, s.x, s.attention_end);
   s.x_mid = x_mid;
 }
 
@@ -328,18 +333,41 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
   attention_finish(rt, w, o, tp, x_mid, s);
 }
 
-// The FFN sub-layer: out = x_mid + dropout(fc2(sub_LN(act(fc1(LN(x_mid)))))), x_mid from s.
+// The FFN's tail from its hidden layer s.hidden: the activation and the sub-LN (no matmul), into s.activated and
+// s.ffn_end.
+void ffn_tail(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, BlockSaved & s) {
+  s.activated = take_activation(rt, o, s.hidden.dim(0), s.hidden.dim(1));
+  rt.run(ActivationForward{s.activated, s.hidden, o.activation});
+  s.ffn_end = sublayer_norm(rt, tp, w.ln_inner_ffn, s.activated);
+}
+
+// The FFN sub-layer: out = x_mid + dropout(fc2(sub_LN(act(fc1(LN(x_mid)))))), x_mid from s. Without keep_tail the
+// tail's activations (after the activation, the sub-LN's) are given back at the end; the backward makes them again.
 void ffn_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
-                 BlockSaved & s) {
+                 BlockSaved & s, bool keep_tail) {
   const int64_t rows = s.x_mid.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
   s.h_ffn = take_activation(rt, o, rows, model_width);
   s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
   s.hidden = take_activation(rt, o, rows, hidden_width);
   w.fc1.forward(rt, s.hidden, s.h_ffn);
-  s.activated = take_activation(rt, o, rows, hidden_width);
-  rt.run(ActivationForward{s.activated, s.hidden, o.activation});
-  s.ffn_end = sublayer_end(rt, tp, w.ln_inner_ffn, w.fc2, {o.output_dropout.p, o.ffn_dropout_seed,
-                           o.output_dropout.offset}, out, s.x_mid, s.activated);
+  const Arena::Mark tail = rt.arena.mark();
+  ffn_tail(rt, w, o, tp, s);
+  sublayer_project(rt, tp, w.fc2, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}, out, s.x_mid,
+                   s.ffn_end);
+  if (keep_tail) return;
+  rt.arena.rewind(tail);
+  s.activated = TensorView{}, s.ffn_end = ProjectionSaved{};
+}
+
+// Whether the backward makes the FFN's tail again (ffn_tail) from the kept hidden layer.
+bool recomputes_ffn_tail(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::kNone: return false;
+    case Recompute::kFfn:
+    case Recompute::kAttention: return true;
+    case Recompute::kLayer: return false;  // the whole forward runs again, keeping everything
+  }
+  return false;
 }
 
 parallel::Comm * split_over(const BlockOptions & o, const BlockWeights & w) {
@@ -355,6 +383,7 @@ DType activation_dtype(DType compute_dtype) { return compute_dtype == DType::kBF
 const char * recompute_name(Recompute recompute) {
   switch (recompute) {
     case Recompute::kNone: return "none";
+    case Recompute::kFfn: return "ffn";
     case Recompute::kAttention: return "attention";
     case Recompute::kLayer: return "layer";
   }
@@ -362,7 +391,7 @@ const char * recompute_name(Recompute recompute) {
 }
 
 std::optional<Recompute> parse_recompute(const std::string & name) {
-  for (Recompute recompute : {Recompute::kNone, Recompute::kAttention, Recompute::kLayer})
+  for (Recompute recompute : {Recompute::kNone, Recompute::kFfn, Recompute::kAttention, Recompute::kLayer})
     if (name == recompute_name(recompute)) return recompute;
   return std::nullopt;
 }
@@ -377,7 +406,7 @@ void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o,
   const Arena::Mark layer = rt.arena.mark();
   if (saved == nullptr || o.recompute == Recompute::kLayer) {  // nothing but the input is kept
     attention_forward(rt, w, o, tp, rt.take({rows, model_width}), x, s);
-    ffn_forward(rt, w, o, tp, out, s);
+    ffn_forward(rt, w, o, tp, out, s, true);
     rt.arena.rewind(layer);
     if (saved) *saved = BlockSaved{}, saved->x = x;
     return;
@@ -389,7 +418,7 @@ void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o,
     rt.arena.rewind(attention);
     s = BlockSaved{}, s.x = x, s.x_mid = x_mid;
   }
-  ffn_forward(rt, w, o, tp, out, s);
+  ffn_forward(rt, w, o, tp, out, s, !recomputes_ffn_tail(o.recompute));
   *saved = s;
 }
 
@@ -439,7 +468,7 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
   rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, keys,
                           cache.values_view(total), params});
   attention_finish(rt, w, o, tp, rt.take({rows, w.q.in()}), s);
-  ffn_forward(rt, w, o, tp, out, s);
+  ffn_forward(rt, w, o, tp, out, s, true);
   rt.arena.rewind(layer);
 }
 
@@ -460,6 +489,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     attention_forward(rt, w, o, tp, rt.take({rows, model_width}), saved.x, s);
     s.x_mid = saved.x_mid;
   }
+  if (recomputes_ffn_tail(o.recompute)) ffn_tail(rt, w, o, tp, s);
   // out = x_mid + dropout(fc2(LN_inner_ffn(act(fc1(LN_ffn(x_mid))))))
   TensorView d_ffn_out = dout;
   if (o.output_dropout.p > 0.0f) {

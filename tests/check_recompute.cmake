@@ -1,11 +1,11 @@
 # check_recompute.cmake: activation recomputation changes memory, not the training function: 3 AdamW steps of the
-# small preset (dropout on, same seed and batch) with --recompute none, attention and layer; every loss, gradient
-# norm and final parameter agrees bit for bit (the recomputed forward runs the same ops on the same values with the
-# same dropout keys), and the last step's device memory peak falls from none to attention to layer.
+# small preset (dropout on, same seed and batch) with --recompute none, ffn, attention and layer; every loss,
+# gradient norm and final parameter agrees bit for bit (the recomputed forward runs the same ops on the same values
+# with the same dropout keys), and the last step's device memory peak falls from each setting to the next.
 # cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DOUT=<prefix> -P check_recompute.cmake
 set(common train --preset small --steps 3 --seed 5 --batch 4 --length 128 --log-every 100)
 set(previous_peak "")
-foreach(recompute none attention layer)
+foreach(recompute none ffn attention layer)
   execute_process(COMMAND ${KOSMOS} ${common} --recompute ${recompute} --metrics ${OUT}_${recompute}.jsonl
                           --save-weights ${OUT}_${recompute}.safetensors
                   RESULT_VARIABLE status OUTPUT_VARIABLE output ERROR_VARIABLE output)

@@ -1,6 +1,6 @@
-// test_arena.cpp: the activation arena's stack discipline and sizing (a step that outgrew one buffer is followed
-// by one buffer of the deepest stack, and the same takes then allocate nothing), and the device's count of the
-// memory its buffers hold.
+// test_arena.cpp: the activation arena's stack discipline and sizing (a step that outgrew one buffer, or took far
+// less than its one buffer holds, is followed by one buffer of the deepest stack, and the same takes then allocate
+// nothing), and the device's count of the memory its buffers hold.
 #include <gtest/gtest.h>
 
 #include "backends/registry.h"
@@ -61,6 +61,18 @@ TEST(Arena, AStepThatOutgrewOneBufferIsFollowedByOneBufferOfTheDeepestStack) {
   arena.reset();
   EXPECT_EQ(arena.reserved(), 8 * kMiB);
   EXPECT_EQ(device->memory().peak, in_use);  // nothing allocated by the second step
+}
+
+TEST(Arena, AStepInOneOversizedBufferIsFollowedByOneBufferOfTheDeepestStack) {
+  auto device = BackendRegistry().create("cpu", 0);
+  Arena arena(*device, 64 * kMiB);  // the first chunk's minimum: far more than the 5 MiB the step takes
+  arena.take(DType::kF32, {5 * 256 * 1024});
+  EXPECT_EQ(arena.reserved(), 64 * kMiB);
+  arena.reset();
+  EXPECT_EQ(arena.reserved(), 6 * kMiB);  // 5 MiB and 1/16 more, in whole 2 MiB granules
+  arena.take(DType::kF32, {5 * 256 * 1024});
+  arena.reset();
+  EXPECT_EQ(arena.reserved(), 6 * kMiB);  // already that size: kept
 }
 
 }  // namespace
