@@ -32,14 +32,61 @@ KOSMOS_HOST_DEVICE inline PhiloxBlock philox4x32_10(PhiloxBlock counter, uint32_
   return counter;
 }
 
+// Block `block` (elements 4 block .. 4 block + 3) of the stream keyed by `seed`.
+KOSMOS_HOST_DEVICE inline PhiloxBlock philox_block(uint64_t seed, uint64_t block) {
+  return philox4x32_10(PhiloxBlock{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), 0u, 0u}},
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// Lane `lane` (0 to 3) of a block, chosen by selects rather than an index, so that a GPU keeps the block in
+// registers.
+KOSMOS_HOST_DEVICE inline uint32_t philox_lane(const PhiloxBlock & bits, uint32_t lane) {
+  return lane == 0 ? bits.lane[0] : lane == 1 ? bits.lane[1] : lane == 2 ? bits.lane[2] : bits.lane[3];
+}
+
 // The 32 random bits of element `index` of the stream keyed by `seed`.
 KOSMOS_HOST_DEVICE inline uint32_t philox_bits(uint64_t seed, uint64_t index) {
-  const uint64_t block = index >> 2;
-  const PhiloxBlock out = philox4x32_10(
-      PhiloxBlock{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), 0u, 0u}},
-      static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return out.lane[index & 3u];
+  return philox_lane(philox_block(seed, index >> 2), static_cast<uint32_t>(index & 3u));
 }
+
+// philox_bits of one stream for a thread that asks for elements in an order that comes back to a block soon: its
+// two consecutive columns of a row, or one column's consecutive rows interleaved with another column's. The two
+// blocks used last are kept (the less recent one is replaced), so each block is computed about once instead of
+// once per element (a fourth of the work where all four of its elements are asked for).
+class PhiloxCache {
+ public:
+  KOSMOS_HOST_DEVICE explicit PhiloxCache(uint64_t seed) : seed_(seed) {}
+  KOSMOS_HOST_DEVICE uint32_t bits(uint64_t index) {
+    const uint64_t block = index >> 2;
+    const uint32_t lane = static_cast<uint32_t>(index & 3u);
+    if (block == first_block_) {
+      first_is_recent_ = true;
+      return philox_lane(first_, lane);
+    }
+    if (block == second_block_) {
+      first_is_recent_ = false;
+      return philox_lane(second_, lane);
+    }
+    const PhiloxBlock fresh = philox_block(seed_, block);
+    ++blocks_made_;
+    if (first_is_recent_) {
+      second_block_ = block, second_ = fresh;
+    } else {
+      first_block_ = block, first_ = fresh;
+    }
+    first_is_recent_ = !first_is_recent_;
+    return philox_lane(fresh, lane);
+  }
+  KOSMOS_HOST_DEVICE uint32_t blocks_made() const { return blocks_made_; }  // Philox evaluations so far
+
+ private:
+  static constexpr uint64_t kNone = ~uint64_t{0};  // no block: counters stop at 2^62
+  uint64_t seed_;
+  uint64_t first_block_ = kNone, second_block_ = kNone;
+  PhiloxBlock first_{}, second_{};
+  bool first_is_recent_ = false;
+  uint32_t blocks_made_ = 0;
+};
 
 // A uniform float in [0, 1) with 24 random bits, from element `index`.
 KOSMOS_HOST_DEVICE inline float philox_uniform(uint64_t seed, uint64_t index) {

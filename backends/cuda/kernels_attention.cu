@@ -70,6 +70,7 @@ __global__ void attention_forward_kernel(HeadRows out, float * lse, HeadRows q, 
   float max_score = -INFINITY, sum = 0.0f;
   const int64_t keys = s.keys_for(i);
   const uint64_t dropout_start = s.dropout ? s.dropout_row(b, h, i) : 0;
+  PhiloxCache bits(s.draw.seed);  // keys in order: one Philox block per four
   for (int64_t j = 0; j < keys; ++j) {
     const float score = row_dot(query, k.row(b, h, j), s.head_dim);
     const float new_max = fmaxf(max_score, score);
@@ -77,7 +78,7 @@ __global__ void attention_forward_kernel(HeadRows out, float * lse, HeadRows q, 
     const float p = expf(score - new_max);
     sum = sum * rescale + p;
     max_score = new_max;
-    const float kept = s.dropout ? p * dropout_factor(s.draw, dropout_start + j) : p;
+    const float kept = s.dropout ? p * dropout_factor(s.draw, bits, dropout_start + j) : p;
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) acc[e] *= rescale;
     add_scaled_row(acc, v.row(b, h, j), s.head_dim, kept);
@@ -113,10 +114,11 @@ __global__ void attention_dq_kernel(HeadRows dq, HeadRows dout, HeadRows q, Head
   for (int e = 0; e < kPerLane; ++e) acc[e] = 0.0f;
   const int64_t keys = s.keys_for(i);
   const uint64_t dropout_start = s.dropout ? s.dropout_row(b, h, i) : 0;
+  PhiloxCache bits(s.draw.seed);
   for (int64_t j = 0; j < keys; ++j) {
     const float p = expf(row_dot(query, k.row(b, h, j), s.head_dim) - lse[row]);
     const float dp = row_dot(gradient, v.row(b, h, j), s.head_dim);
-    const float factor = s.dropout ? dropout_factor(s.draw, dropout_start + j) : 1.0f;
+    const float factor = s.dropout ? dropout_factor(s.draw, bits, dropout_start + j) : 1.0f;
     add_scaled_row(acc, k.row(b, h, j), s.head_dim, p * (dp * factor - delta[row]));
   }
   store_row(dq.row(b, h, i), acc, s.head_dim, s.scale);

@@ -184,7 +184,9 @@ __global__ void __launch_bounds__(kBlockThreads)
     warp_product<D, kStepRows, true>(warp_scores, L::score_row, q_tile + warp * 16 * L::half_row, L::half_row,
                                      k_tile, L::half_row);
     __syncwarp();
-    // The online softmax of the warp's rows; the lanes take columns lane and lane + 32.
+    // The online softmax of the warp's rows; lane l takes columns 2l and 2l + 1, whose dropout bits come from one
+    // Philox block (or two where the pair straddles blocks).
+    PhiloxCache bits(s.draw.seed);
 #pragma unroll
     for (int r = 0; r < 16; ++r) {
       const int64_t query = warp_query + r;
@@ -192,7 +194,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       float value[2], tile_max = -INFINITY;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int column = lane + e * kLanes;
+        const int column = 2 * lane + e;
         value[e] = column < visible ? warp_scores[r * L::score_row + column] * s.scale : -INFINITY;
         tile_max = fmaxf(tile_max, value[e]);
       }
@@ -208,9 +210,9 @@ __global__ void __launch_bounds__(kBlockThreads)
       }
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int column = lane + e * kLanes;
+        const int column = 2 * lane + e;
         const float kept = s.dropout && column < visible
-                               ? p[e] * dropout_factor(s.draw, s.dropout_row(b, h, query) + first_key + column)
+                               ? p[e] * dropout_factor(s.draw, bits, s.dropout_row(b, h, query) + first_key + column)
                                : p[e];
         warp_probs[r * L::step_row + column] = as_bf16(kept);
       }
@@ -245,21 +247,24 @@ __global__ void __launch_bounds__(kBlockThreads)
 // element (r, c) is (query, key) = at(r, c): p = exp(scale s - lse) where the key is visible (else 0) and f its
 // dropout factor; writes the score gradients ds = p (dp f - delta) and, when `kept` is given, the probabilities as
 // kept, p f, in bf16 (row length ld_out). The step's lse and delta values are indexed by the query's place in the
-// step: the row r when rows are queries (dq), the column c when they are keys (dk, dv).
+// step: the row r when rows are queries (dq), the column c when they are keys (dk, dv). Lane l takes columns 2l
+// and 2l + 1 of each row: adjacent dropout elements when columns are keys, and when rows are keys each column's
+// next element is the next row's, so either way the lane's cache of two Philox blocks makes each block about once.
 template <typename At>
 __device__ void score_gradients(const float * scores, const float * dps, int ld, const float * lse_values,
                                 const float * delta_values, bool rows_are_queries, bf16 * kept, bf16 * ds,
                                 int ld_out, const AttentionShape & s, int64_t b, int64_t h, At at) {
   const int lane = threadIdx.x % kLanes;
+  PhiloxCache bits(s.draw.seed);
   for (int r = 0; r < 16; ++r)
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int c = lane + e * kLanes, slot = rows_are_queries ? r : c;
+      const int c = 2 * lane + e, slot = rows_are_queries ? r : c;
       int64_t query = 0, key = 0;
       at(r, c, query, key);
       const bool visible = query < s.tq && key < s.keys_for(query) && lse_values[slot] != -INFINITY;
       const float p = visible ? __expf(scores[r * ld + c] * s.scale - lse_values[slot]) : 0.0f;
-      const float f = s.dropout && visible ? dropout_factor(s.draw, s.dropout_row(b, h, query) + key) : 1.0f;
+      const float f = s.dropout && visible ? dropout_factor(s.draw, bits, s.dropout_row(b, h, query) + key) : 1.0f;
       if (kept != nullptr) kept[r * ld_out + c] = as_bf16(p * f);
       ds[r * ld_out + c] = as_bf16(visible ? p * (dps[r * ld + c] * f - delta_values[slot]) : 0.0f);
     }

@@ -84,8 +84,19 @@ __global__ void fill_kernel(void * out, DType dtype, int64_t count, float value)
   KOSMOS_GRID_LOOP(i, count) store_float(out, dtype, i, value);
 }
 
+// One thread per Philox block: the (up to) four elements whose stream indices offset + i fall in it.
 __global__ void dropout_kernel(float * out, const float * in, int64_t count, DropoutDraw draw, uint64_t offset) {
-  KOSMOS_GRID_LOOP(i, count) out[i] = in[i] * dropout_factor(draw, offset + static_cast<uint64_t>(i));
+  const uint64_t first_block = offset >> 2;
+  const int64_t blocks = static_cast<int64_t>(((offset + static_cast<uint64_t>(count) + 3) >> 2) - first_block);
+  KOSMOS_GRID_LOOP(n, blocks) {
+    const uint64_t block = first_block + static_cast<uint64_t>(n);
+    const PhiloxBlock bits = philox_block(draw.seed, block);
+#pragma unroll
+    for (uint32_t lane = 0; lane < 4; ++lane) {
+      const int64_t i = static_cast<int64_t>(block * 4 + lane - offset);
+      if (i >= 0 && i < count) out[i] = in[i] * dropout_factor_of(draw, philox_lane(bits, lane));
+    }
+  }
 }
 
 // Column sums: a block of kWarp columns x (kThreads / kWarp) row lanes; each thread sums every lanes-th row of its
@@ -196,14 +207,14 @@ void gpu_op(GpuContext &, const Fill & op, cudaStream_t stream) {
 
 void gpu_op(GpuContext &, const DropoutForward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
-  dropout_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
+  dropout_kernel<<<blocks_for(count / 4 + 2), kThreads, 0, stream>>>(
       op.out.as<float>(), op.in.as<float>(), count, dropout_draw(op.params.seed, op.params.p), op.params.offset);
   KOSMOS_GPU_LAUNCHED("dropout_forward");
 }
 
 void gpu_op(GpuContext &, const DropoutBackward & op, cudaStream_t stream) {
   const int64_t count = count_of(op.dout);
-  dropout_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
+  dropout_kernel<<<blocks_for(count / 4 + 2), kThreads, 0, stream>>>(
       op.din.as<float>(), op.dout.as<float>(), count, dropout_draw(op.params.seed, op.params.p), op.params.offset);
   KOSMOS_GPU_LAUNCHED("dropout_backward");
 }

@@ -1,6 +1,9 @@
 // test_philox.cpp: Philox4x32-10 against Random123's published known-answer vectors, and the stream properties
-// dropout relies on: element n depends only on (seed, n), and the draws look uniform.
+// dropout relies on: element n depends only on (seed, n), the draws look uniform, and the per-thread cache of
+// blocks gives the same bits.
 #include <gtest/gtest.h>
+
+#include <random>
 
 #include "backends/philox.h"
 
@@ -36,6 +39,36 @@ TEST(Philox, ElementsAreLanesOfTheirBlock) {
     EXPECT_EQ(philox_bits(seed, index), out.lane[index % 4]) << "index " << index;
   }
   EXPECT_NE(philox_bits(1, 10), philox_bits(2, 10));
+}
+
+// The orders the GPU attention kernels ask in: a thread's two consecutive columns of each row (rows tk apart),
+// and one column's consecutive rows interleaved with another column's (the key-major backward), at aligned and
+// unaligned starts; every answer is philox_bits', and each block is made once (or twice where a pair straddles).
+TEST(Philox, TheCacheGivesTheStreamsBitsAndMakesEachBlockAboutOnce) {
+  const uint64_t seed = 0xfeedfacecafebeefull;
+  for (uint64_t start : {0ull, 2ull, 7ull, 4096ull + 1ull, 0x100000002ull}) {
+    PhiloxCache pairs(seed);
+    for (uint64_t row = 0; row < 16; ++row)
+      for (uint64_t column = 0; column < 2; ++column) {
+        const uint64_t index = start + row * 2048 + column;
+        ASSERT_EQ(pairs.bits(index), philox_bits(seed, index)) << "index " << index;
+      }
+    EXPECT_EQ(pairs.blocks_made(), start % 4 == 3 ? 32u : 16u) << "start " << start;
+
+    PhiloxCache interleaved(seed);
+    for (uint64_t row = 0; row < 16; ++row)
+      for (uint64_t column = 0; column < 2; ++column) {
+        const uint64_t index = start + column * 2050 + row;  // columns far apart, rows consecutive
+        ASSERT_EQ(interleaved.bits(index), philox_bits(seed, index)) << "index " << index;
+      }
+    EXPECT_LE(interleaved.blocks_made(), 10u) << "start " << start;  // 4 or 5 blocks per column
+  }
+  PhiloxCache scattered(seed);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 1000; ++i) {
+    const uint64_t index = rng() % 64;
+    ASSERT_EQ(scattered.bits(index), philox_bits(seed, index)) << "index " << index;
+  }
 }
 
 TEST(Philox, UniformsHaveTheRightMeanAndRange) {
