@@ -178,6 +178,9 @@ void validate_op(const LayerNormBackward & op) {
     check.same_shape(name, view, "in", op.in);
     check.dense(name, view);
   }
+  KOSMOS_CHECK(!views_overlap(op.din, op.dout), "layernorm_backward: din ", describe(op.din), " overlaps dout ",
+               describe(op.dout), "; expected separate views (the weight and bias gradients read dout after din "
+               "is written)");
 }
 
 // Elementwise ops: every operand dense, same shape; dtypes as given.

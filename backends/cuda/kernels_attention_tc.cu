@@ -86,6 +86,12 @@ __device__ void load_row_values(float * target, const float * values, int64_t fi
 
 __device__ inline float warp_max_of(float value) { return warp_reduce(value, MaxOp{}); }
 
+// Columns 2l and 2l + 1 of an f32 row in shared memory for lane l, in one 8-byte load (two loads of a float each
+// would put lanes l and l + 16 on one bank). The row starts on 8 bytes: every row length used is even.
+__device__ inline float2 column_pair(const float * row) {
+  return reinterpret_cast<const float2 *>(row)[threadIdx.x % kLanes];
+}
+
 // out[16, 16 n] (f32, row length `ldc`) = a[16, K] (bf16 rows of length lda) times b[K, 16 n] given as `columns`
 // (b's column j is row j of the tile: a product with a transposed tile) or as rows.
 template <int K, int N, bool kColumns>
@@ -192,10 +198,11 @@ __global__ void __launch_bounds__(kBlockThreads)
       const int64_t query = warp_query + r;
       const int64_t visible = query < s.tq ? s.keys_for(query) - first_key : 0;
       float value[2], tile_max = -INFINITY;
+      const float2 pair = column_pair(warp_scores + r * L::score_row);
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int column = 2 * lane + e;
-        value[e] = column < visible ? warp_scores[r * L::score_row + column] * s.scale : -INFINITY;
+        value[e] = column < visible ? (e == 0 ? pair.x : pair.y) * s.scale : -INFINITY;
         tile_max = fmaxf(tile_max, value[e]);
       }
       tile_max = warp_max_of(tile_max);
@@ -256,18 +263,25 @@ __device__ void score_gradients(const float * scores, const float * dps, int ld,
                                 int ld_out, const AttentionShape & s, int64_t b, int64_t h, At at) {
   const int lane = threadIdx.x % kLanes;
   PhiloxCache bits(s.draw.seed);
-  for (int r = 0; r < 16; ++r)
+  // The lane's two lse and delta values when they go with the columns (keys-major); else each row's one.
+  const float2 column_lse = rows_are_queries ? float2{} : column_pair(lse_values);
+  const float2 column_delta = rows_are_queries ? float2{} : column_pair(delta_values);
+  for (int r = 0; r < 16; ++r) {
+    const float2 score_pair = column_pair(scores + r * ld), dp_pair = column_pair(dps + r * ld);
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int c = 2 * lane + e, slot = rows_are_queries ? r : c;
+      const int c = 2 * lane + e;
+      const float lse = rows_are_queries ? lse_values[r] : (e == 0 ? column_lse.x : column_lse.y);
+      const float delta = rows_are_queries ? delta_values[r] : (e == 0 ? column_delta.x : column_delta.y);
       int64_t query = 0, key = 0;
       at(r, c, query, key);
-      const bool visible = query < s.tq && key < s.keys_for(query) && lse_values[slot] != -INFINITY;
-      const float p = visible ? __expf(scores[r * ld + c] * s.scale - lse_values[slot]) : 0.0f;
+      const bool visible = query < s.tq && key < s.keys_for(query) && lse != -INFINITY;
+      const float p = visible ? __expf((e == 0 ? score_pair.x : score_pair.y) * s.scale - lse) : 0.0f;
       const float f = s.dropout && visible ? dropout_factor(s.draw, bits, s.dropout_row(b, h, query) + key) : 1.0f;
       if (kept != nullptr) kept[r * ld_out + c] = as_bf16(p * f);
-      ds[r * ld_out + c] = as_bf16(visible ? p * (dps[r * ld + c] * f - delta_values[slot]) : 0.0f);
+      ds[r * ld_out + c] = as_bf16(visible ? p * ((e == 0 ? dp_pair.x : dp_pair.y) * f - delta) : 0.0f);
     }
+  }
 }
 
 // What a backward block works in: shared memory laid out as the block's own two [64, D] bf16 tiles (q and dout for

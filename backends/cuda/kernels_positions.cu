@@ -16,13 +16,42 @@ __global__ void embedding_forward_kernel(float * out, const int32_t * ids, const
   }
 }
 
-__global__ void embedding_backward_kernel(float * dtable, const float * dout, const int32_t * ids, int64_t count,
-                                          int64_t width, int64_t rows, int64_t vocab_start, int64_t padding_idx) {
+// One thread per column walks the ids in order, kGroup at a time: the group's gradient values are summed per
+// distinct row in the ids' order (a repeated id joins its first occurrence in the group), then each distinct row is
+// read and written once, the reads issued together. The sums are deterministic; the group keeps the loop from
+// waiting out one memory round trip per id.
+constexpr int kGroup = 8;
+
+__global__ void embedding_backward_kernel(float * dtable, const float * __restrict__ dout,
+                                          const int32_t * __restrict__ ids, int64_t count, int64_t width,
+                                          int64_t rows, int64_t vocab_start, int64_t padding_idx) {
   KOSMOS_GRID_LOOP(d, width) {
-    for (int64_t n = 0; n < count; ++n) {
-      const int64_t row = ids[n] - vocab_start;
-      if (row < 0 || row >= rows || ids[n] == padding_idx) continue;
-      dtable[row * width + d] += dout[n * width + d];
+    for (int64_t first = 0; first < count; first += kGroup) {
+      int64_t row[kGroup];
+      float value[kGroup];
+      bool leads[kGroup];  // this entry carries the group's sum for its row
+#pragma unroll
+      for (int i = 0; i < kGroup; ++i) {
+        const int64_t n = first + i;
+        const int64_t id = n < count ? ids[n] : padding_idx;
+        row[i] = id - vocab_start;
+        leads[i] = n < count && row[i] >= 0 && row[i] < rows && id != padding_idx;
+        value[i] = leads[i] ? dout[n * width + d] : 0.0f;
+      }
+#pragma unroll
+      for (int i = 1; i < kGroup; ++i)
+#pragma unroll
+        for (int j = 0; j < i; ++j)
+          if (leads[i] && leads[j] && row[j] == row[i]) {
+            value[j] += value[i];
+            leads[i] = false;
+          }
+      float held[kGroup];
+#pragma unroll
+      for (int i = 0; i < kGroup; ++i) held[i] = leads[i] ? dtable[row[i] * width + d] : 0.0f;
+#pragma unroll
+      for (int i = 0; i < kGroup; ++i)
+        if (leads[i]) dtable[row[i] * width + d] = held[i] + value[i];
     }
   }
 }
