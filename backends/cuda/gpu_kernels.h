@@ -26,7 +26,8 @@ enum ScratchSlot : int {
   kScratchReduce = 0,
   kScratchRows = 1,
   kScratchAttention = 2,
-  kScratchWidened = 3,  // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchTable = 3,    // xPos's factors
+  kScratchWidened = 4,  // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 

@@ -1,7 +1,7 @@
 // kernels_positions.cu: what turns ids and positions into vectors on the GPU: the token embedding (vocab-slice
 // aware gather; a scatter-add backward with one thread per column, walking the ids in order so the sums are
 // deterministic), fairseq's sinusoidal positions, and xPos (kosmos-spec section 4) with its factors computed in
-// double as the CPU's table is.
+// double into a table per op, as the CPU's are.
 #include "backends/cuda/gpu_kernels.h"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
@@ -68,24 +68,36 @@ __global__ void sinusoidal_kernel(float * out, const int32_t * positions, int64_
   }
 }
 
-// For each pair (a, b) at row t: forward (sign +1) (a c - b s, b c + a s), backward (sign -1) the transpose, with
-// c = scale cos(p theta_i), s = scale sin(p theta_i), scale = zeta_i^(centred p / scale_base) (reciprocal when
-// downscaling).
-__global__ void xpos_kernel(void * out, Layout out_layout, const void * in, Layout in_layout, DType dtype,
-                            int64_t pairs_total, XPosParams params, float sign) {
-  const int64_t heads = in_layout.dims[1], length = in_layout.dims[2], head_dim = in_layout.dims[3];
+// The factors of xPos per (row t, pair i), computed in double as the CPU's table is: table[t * pairs + i] =
+// {scale cos(p theta_i), scale sin(p theta_i)} with p = offset + t, theta_i = 10000^(-2i/dh) and scale =
+// zeta_i^(centred p / scale_base), zeta_i = (2i + 0.4 dh) / (1.4 dh) (reciprocal when downscaling). One small kernel
+// per op, so that the pass over the activations does no double-precision arithmetic.
+__global__ void xpos_table_kernel(float2 * table, int64_t length, int64_t head_dim, XPosParams params) {
   const int64_t pairs = head_dim / 2;
   const double min_position = floor(-static_cast<double>(length + params.offset) / 2.0);
-  KOSMOS_GRID_LOOP(index, pairs_total) {
-    const int64_t i = index % pairs, t = (index / pairs) % length, h = (index / (pairs * length)) % heads;
-    const int64_t b = index / (pairs * length * heads);
+  KOSMOS_GRID_LOOP(index, length * pairs) {
+    const int64_t i = index % pairs, t = index / pairs;
     const double position = static_cast<double>(params.offset + t);
     const double zeta = (2.0 * i + 0.4 * head_dim) / (1.4 * head_dim);
     const double theta = pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
     double scale = pow(zeta, (min_position + position) / params.scale_base);
     if (params.downscale) scale = 1.0 / scale;
-    const float c = static_cast<float>(scale * cos(position * theta));
-    const float s = sign * static_cast<float>(scale * sin(position * theta));
+    table[index] = make_float2(static_cast<float>(scale * cos(position * theta)),
+                               static_cast<float>(scale * sin(position * theta)));
+  }
+}
+
+// For each pair (a, b) at row t: forward (sign +1) (a c - b s, b c + a s), backward (sign -1) the transpose, with
+// (c, s) from the table.
+__global__ void xpos_kernel(void * out, Layout out_layout, const void * in, Layout in_layout, DType dtype,
+                            int64_t pairs_total, const float2 * table, float sign) {
+  const int64_t heads = in_layout.dims[1], length = in_layout.dims[2], head_dim = in_layout.dims[3];
+  const int64_t pairs = head_dim / 2;
+  KOSMOS_GRID_LOOP(index, pairs_total) {
+    const int64_t i = index % pairs, t = (index / pairs) % length, h = (index / (pairs * length)) % heads;
+    const int64_t b = index / (pairs * length * heads);
+    const float2 factors = table[t * pairs + i];
+    const float c = factors.x, s = sign * factors.y;
     const int64_t source = b * in_layout.strides[0] + h * in_layout.strides[1] + t * in_layout.strides[2] + 2 * i;
     const int64_t target = b * out_layout.strides[0] + h * out_layout.strides[1] + t * out_layout.strides[2] + 2 * i;
     const float first = load_float(in, dtype, source), second = load_float(in, dtype, source + 1);
@@ -94,12 +106,16 @@ __global__ void xpos_kernel(void * out, Layout out_layout, const void * in, Layo
   }
 }
 
-void xpos_apply(const TensorView & out, const TensorView & in, const XPosParams & params, float sign,
+void xpos_apply(GpuContext & ctx, const TensorView & out, const TensorView & in, const XPosParams & params, float sign,
                 cudaStream_t stream) {
   const int64_t pairs_total = in.numel() / 2;
   if (pairs_total == 0) return;
+  const int64_t length = in.dim(2), head_dim = in.dim(3), entries = length * (head_dim / 2);
+  auto * table = static_cast<float2 *>(ctx.scratch(kScratchTable, sizeof(float2) * entries, stream));
+  xpos_table_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(table, length, head_dim, params);
+  KOSMOS_GPU_LAUNCHED("xpos_table");
   xpos_kernel<<<blocks_for(pairs_total), kThreads, 0, stream>>>(out.data, layout_of(out), in.data, layout_of(in),
-                                                                in.dtype, pairs_total, params, sign);
+                                                                in.dtype, pairs_total, table, sign);
   KOSMOS_GPU_LAUNCHED("xpos");
 }
 
@@ -131,11 +147,11 @@ void gpu_op(GpuContext &, const SinusoidalPositions & op, cudaStream_t stream) {
   KOSMOS_GPU_LAUNCHED("sinusoidal_positions");
 }
 
-void gpu_op(GpuContext &, const XPosForward & op, cudaStream_t stream) {
-  xpos_apply(op.out, op.in, op.params, 1.0f, stream);
+void gpu_op(GpuContext & ctx, const XPosForward & op, cudaStream_t stream) {
+  xpos_apply(ctx, op.out, op.in, op.params, 1.0f, stream);
 }
-void gpu_op(GpuContext &, const XPosBackward & op, cudaStream_t stream) {
-  xpos_apply(op.din, op.dout, op.params, -1.0f, stream);
+void gpu_op(GpuContext & ctx, const XPosBackward & op, cudaStream_t stream) {
+  xpos_apply(ctx, op.din, op.dout, op.params, -1.0f, stream);
 }
 
 }  // namespace kosmos::KOSMOS_GPU_NAMESPACE
