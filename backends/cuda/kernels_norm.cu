@@ -1,6 +1,6 @@
-// kernels_norm.cu: LayerNorm forward/backward and L2 normalisation forward/backward on the GPU: one block per row,
-// statistics in fp32 through block sums (mean first, then the centred variance, as the CPU's oneDNN does), and the
-// LayerNorm weight and bias gradients as deterministic column sums over rows.
+// kernels_norm.cu: LayerNorm forward/backward and L2 normalisation forward/backward on the GPU: one block per row
+// (the LayerNorm backward: per 32 rows), statistics in fp32 through block sums (mean first, then the centred
+// variance, as the CPU's oneDNN does), and the LayerNorm weight and bias gradients as deterministic column sums.
 #include "backends/cuda/gpu_kernels.h"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
@@ -58,8 +58,63 @@ __global__ void layernorm_backward_kernel(NormGradOperands t, const float * weig
   }
 }
 
-// dweight[c] += sum over rows of dout * xhat, dbias[c] += sum of dout: column sums in a fixed order (see
-// column_sums_kernel), xhat recomputed from the saved statistics.
+// The fused backward for rows of up to kFusedColumns: din as above, row by row, over kFusedRows rows per block,
+// while each thread sums dout * xhat and dout over the block's rows for its columns (c = thread + k * blockDim) in
+// registers; the block's sums go to partials [blocks, 2, cols] (weight then bias), which column sums reduce in a
+// fixed order. dout and x are read once less than by the two-kernel path.
+constexpr int kFusedRows = 32;
+constexpr int kFusedColumnsPerThread = 32;
+constexpr int64_t kFusedColumns = int64_t{kFusedColumnsPerThread} * kThreads;
+
+__global__ void layernorm_backward_fused_kernel(NormGradOperands t, const float * weight, const float * mean,
+                                                const float * rstd, int64_t rows, int64_t cols, float * partials) {
+  __shared__ float shared[kThreads / kWarp];
+  float weight_sum[kFusedColumnsPerThread], bias_sum[kFusedColumnsPerThread];
+#pragma unroll
+  for (int k = 0; k < kFusedColumnsPerThread; ++k) weight_sum[k] = bias_sum[k] = 0.0f;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kFusedRows;
+  const int64_t last = first + kFusedRows < rows ? first + kFusedRows : rows;
+  for (int64_t row = first; row < last; ++row) {
+    const int64_t base = row * cols;
+    const float mu = mean[row], r = rstd[row];
+    float sum_g = 0.0f, sum_g_xhat = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kFusedColumnsPerThread; ++k) {
+      const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+      if (c < cols) {
+        const float g = load_float(t.dout, t.dout_dtype, base + c) * weight[c];
+        sum_g += g;
+        sum_g_xhat += g * (load_float(t.in, t.in_dtype, base + c) - mu) * r;
+      }
+    }
+    const float mean_g = block_sum(sum_g, shared) / static_cast<float>(cols);
+    const float mean_g_xhat = block_sum(sum_g_xhat, shared) / static_cast<float>(cols);
+#pragma unroll
+    for (int k = 0; k < kFusedColumnsPerThread; ++k) {
+      const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+      if (c < cols) {
+        const float dy = load_float(t.dout, t.dout_dtype, base + c);
+        const float xhat = (load_float(t.in, t.in_dtype, base + c) - mu) * r;
+        store_float(t.din, t.din_dtype, base + c, r * (dy * weight[c] - mean_g - xhat * mean_g_xhat));
+        weight_sum[k] += dy * xhat;
+        bias_sum[k] += dy;
+      }
+    }
+  }
+  float * block_partials = partials + static_cast<int64_t>(blockIdx.x) * 2 * cols;
+#pragma unroll
+  for (int k = 0; k < kFusedColumnsPerThread; ++k) {
+    const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    if (c < cols) {
+      block_partials[c] = weight_sum[k];
+      block_partials[cols + c] = bias_sum[k];
+    }
+  }
+}
+
+// The two-kernel path's parameter gradients, for rows wider than kFusedColumns: dweight[c] += sum over rows of
+// dout * xhat, dbias[c] += sum of dout: column sums in a fixed order (see column_sums_kernel), xhat recomputed from
+// the saved statistics.
 __global__ void layernorm_parameter_grads_kernel(float * dweight, float * dbias, NormGradOperands t,
                                                  const float * mean, const float * rstd, int64_t rows, int64_t cols) {
   __shared__ float partial_weight[kThreads], partial_bias[kThreads];
@@ -130,10 +185,20 @@ void gpu_op(GpuContext &, const LayerNormForward & op, cudaStream_t stream) {
   KOSMOS_GPU_LAUNCHED("layernorm_forward");
 }
 
-void gpu_op(GpuContext &, const LayerNormBackward & op, cudaStream_t stream) {
+void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream) {
   const int64_t rows = op.in.rows(), cols = op.in.dim(-1);
   if (rows == 0) return;
   const NormGradOperands operands{op.din.data, op.dout.data, op.in.data, op.din.dtype, op.dout.dtype, op.in.dtype};
+  if (cols <= kFusedColumns) {
+    const int64_t blocks = (rows + kFusedRows - 1) / kFusedRows;
+    auto * partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * 2 * blocks * cols, stream));
+    layernorm_backward_fused_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        operands, op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), rows, cols, partials);
+    KOSMOS_GPU_LAUNCHED("layernorm_backward_fused");
+    add_column_sums(op.dweight.as<float>(), partials, DType::kF32, blocks, cols, 2 * cols, stream);
+    add_column_sums(op.dbias.as<float>(), partials + cols, DType::kF32, blocks, cols, 2 * cols, stream);
+    return;
+  }
   layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(operands, op.weight.as<float>(),
                                                                         op.mean.as<float>(), op.rstd.as<float>(), cols);
   KOSMOS_GPU_LAUNCHED("layernorm_backward");
