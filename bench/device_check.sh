@@ -14,7 +14,8 @@
 #   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
 #      and --recompute ffn (about 56 GiB by estimate, under the goal's 60), and the PyTorch peer
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card; late in the run the same step without
-#      recomputation (about 68 GiB), with attention (47) and with layer (36) (device memory peaks in the table);
+#      recomputation (about 68 GiB), with attention (47) and with layer (36) (device memory peaks in the table),
+#      and a profiled step (the time per op);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -111,6 +112,8 @@ stage tiny_cuda_recompute 120 "$kosmos" "${tiny[@]}" --backend cuda --recompute 
 stage tiny_compare_recompute 30 compare "$logs/tiny_cuda.jsonl" "$logs/tiny_cuda_recompute.jsonl" 1e-6
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
+# Where the paper step's time goes: each op waited for and timed (the step itself runs slower so).
+stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 2 --warmup 1 --profile
 # Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
 # tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
 stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048

@@ -81,6 +81,8 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
       << median(tflops_causal) << " TFLOP/s causal (" << median(tflops_full) << " full)";
   if (train.peak_tflops > 0) out << ", MFU " << std::setprecision(1) << 100.0 * median(mfu) << "% causal";
   out << ", device memory peak " << std::setprecision(2) << device_peak_gib << " GiB\n";
+  const size_t profile = header.find("time per op over ");  // --profile's table, after the steps
+  if (train.profile && profile != std::string::npos) out << header.substr(profile);
   if (!options.out.empty()) {
     std::ofstream file(options.out, std::ios::trunc);
     file << result.dump(2) << "\n";

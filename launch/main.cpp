@@ -170,7 +170,9 @@ int main(int argc, char ** argv) {
                         "the preset's (default: built-in synthetic image-caption batches)")
       ->check(CLI::ExistingDirectory);
   train_app->add_option("--metrics", train.metrics, "write one JSON object per step to this file");
-  train_app->add_flag("--profile", train.profile, "print the time spent in each op at the end");
+  const std::string profile_help =
+      "print the time spent in each op at the end (each op is waited for, so the steps themselves run slower)";
+  train_app->add_flag("--profile", train.profile, profile_help);
   train_app->add_option("--dp", train.dp, "data-parallel ranks (0: every rank pp x tp leaves)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -375,6 +377,7 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--peak-tflops", bench.train.peak_tflops, "one device's peak TFLOP/s, for MFU")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--out", bench.out, "write the medians as JSON here");
+  bench_app->add_flag("--profile", bench.train.profile, profile_help);
   bench_app->require_subcommand(0, 1);
   // `kosmos bench step` is `kosmos bench`: its options fall through to the parent's.
   CLI::App * bench_step = bench_app->add_subcommand("step", "the training step (the default of `kosmos bench`)");
