@@ -178,9 +178,10 @@ void validate_op(const LayerNormBackward & op) {
     check.same_shape(name, view, "in", op.in);
     check.dense(name, view);
   }
-  KOSMOS_CHECK(!views_overlap(op.din, op.dout), "layernorm_backward: din ", describe(op.din), " overlaps dout ",
-               describe(op.dout), "; expected separate views (the weight and bias gradients read dout after din "
-               "is written)");
+  for (const auto & [name, view] : {std::pair<const char *, TensorView>{"dout", op.dout}, {"in", op.in}})
+    KOSMOS_CHECK(!views_overlap(op.din, view), "layernorm_backward: din ", describe(op.din), " overlaps ", name, " ",
+                 describe(view), "; expected separate views (the weight and bias gradients read ", name,
+                 " after din is written)");
 }
 
 // Elementwise ops: every operand dense, same shape; dtypes as given.

@@ -66,8 +66,9 @@ constexpr int kFusedRows = 32;
 constexpr int kFusedColumnsPerThread = 32;
 constexpr int64_t kFusedColumns = int64_t{kFusedColumnsPerThread} * kThreads;
 
-__global__ void layernorm_backward_fused_kernel(NormGradOperands t, const float * weight, const float * mean,
-                                                const float * rstd, int64_t rows, int64_t cols, float * partials) {
+__global__ void __launch_bounds__(kThreads)
+    layernorm_backward_fused_kernel(NormGradOperands t, const float * weight, const float * mean, const float * rstd,
+                                    int64_t rows, int64_t cols, float * partials) {
   __shared__ float shared[kThreads / kWarp];
   float weight_sum[kFusedColumnsPerThread], bias_sum[kFusedColumnsPerThread];
 #pragma unroll

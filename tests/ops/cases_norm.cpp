@@ -102,6 +102,8 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({3, 5, 64}, 2.0, 3.0), layernorm_case({16, 1024}, 1.0, 10.0),
           layernorm_case({2, 513}, 0.01, 0.0),
           layernorm_case({100, 96}, 1.0, 1.0),   // rows over several of the GPU's 32-row blocks, the last ragged
+          layernorm_case({40, 2048}, 1.0, 0.0),  // the decoder's width, over two blocks
+          layernorm_case({33, 8192}, 1.0, 0.0),  // the FFN's width: every column slot of the fused backward
           layernorm_case({3, 8200}, 1.0, 0.0),   // wider than the GPU's fused backward takes (8192)
           layernorm_case({9, 256}, 1.0, 2.0, DType::kF32, DType::kBF16, DType::kF32),   // a pre-LN, bf16 out
           layernorm_case({9, 1024}, 1.0, 0.5, DType::kBF16, DType::kBF16, DType::kBF16),  // a sub-LN, bf16 throughout
