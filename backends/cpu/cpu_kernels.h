@@ -26,9 +26,6 @@ void cpu_op(CpuContext & ctx, const Cast & op);
 void cpu_op(CpuContext & ctx, const Copy & op);
 void cpu_op(CpuContext & ctx, const Patchify & op);
 void cpu_op(CpuContext & ctx, const Fill & op);
-// A dense f32 copy of `view` (exact from bf16 or f16) in scratch slot `slot`, for a kernel that computes in f32;
-// an absent view stays absent.
-TensorView widened(CpuContext & ctx, const TensorView & view, int slot);
 // A 16-bit op run as its f32 self: input() widens a 16-bit view exactly into scratch, output() gives an f32 scratch
 // view that finish() rounds once into the 16-bit view; f32 and absent views pass through. An in-place op hands
 // the widened input as its output too (output_over). The slots start above those the f32 kernels use.
@@ -41,6 +38,7 @@ class WidenedOperands {
   void finish();
 
  private:
+  TensorView scratch_like(const TensorView & view);  // a dense f32 view of view's dims in the next slot
   static constexpr int kFirstSlot = 16;
   CpuContext & ctx_;
   int next_slot_ = kFirstSlot;

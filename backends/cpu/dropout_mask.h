@@ -18,10 +18,7 @@ inline void dropout_factors(uint64_t seed, uint64_t first, int64_t count, float 
   int64_t i = 0;
   while (i < count) {
     const uint64_t index = first + static_cast<uint64_t>(i);
-    const uint64_t block = index >> 2;
-    const PhiloxBlock bits = philox4x32_10(
-        PhiloxBlock{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), 0u, 0u}},
-        static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    const PhiloxBlock bits = philox_block(seed, index >> 2);
     for (uint32_t lane = static_cast<uint32_t>(index & 3u); lane < 4 && i < count; ++lane, ++i)
       factors[i] = (bits.lane[lane] >> 8) >= threshold ? keep_scale : 0.0f;
   }

@@ -142,25 +142,22 @@ int64_t element_step(const TensorView & view) { return view.ndim == 0 ? 1 : view
 
 }  // namespace
 
-TensorView widened(CpuContext & ctx, const TensorView & view, int slot) {
-  if (!view.present()) return view;
-  TensorView wide = make_view(ctx.scratch(slot, static_cast<size_t>(view.numel())), DType::kF32, view.ndim,
-                              view.dims.data());
-  cpu_op(ctx, Cast{wide, view});
-  return wide;
-}
-
 TensorView WidenedOperands::input(const TensorView & view) {
   if (!view.present() || view.dtype == DType::kF32) return view;
-  return widened(ctx_, view, next_slot_++);
+  const TensorView wide = scratch_like(view);
+  cpu_op(ctx_, Cast{wide, view});
+  return wide;
 }
 
 TensorView WidenedOperands::output(const TensorView & view) {
   if (!view.present() || view.dtype == DType::kF32) return view;
-  const TensorView wide = make_view(ctx_.scratch(next_slot_++, static_cast<size_t>(view.numel())), DType::kF32,
-                                    view.ndim, view.dims.data());
-  outputs_.emplace_back(view, wide);
-  return wide;
+  outputs_.emplace_back(view, scratch_like(view));
+  return outputs_.back().second;
+}
+
+TensorView WidenedOperands::scratch_like(const TensorView & view) {
+  return make_view(ctx_.scratch(next_slot_++, static_cast<size_t>(view.numel())), DType::kF32, view.ndim,
+                   view.dims.data());
 }
 
 TensorView WidenedOperands::output_over(const TensorView & view, const TensorView & widened_input) {

@@ -73,11 +73,11 @@ void cpu_op(CpuContext & ctx, const Matmul & op) {
     // oneDNN 2.x has no bf16 kernels below AVX-512, and f16 ones only on CPUs with AVX-512 FP16: the operands widen
     // exactly to f32 and the f32 primitive multiplies them (a 16-bit matmul with f32 accumulation); a 16-bit C is
     // computed in f32 and rounded once.
-    const TensorView c = op.c.dtype == DType::kF32 ? op.c : widened(ctx, op.c, 3);
-    cpu_op(ctx, Matmul{c, widened(ctx, op.a, 0), widened(ctx, op.b, 1),
-                       op.bias.dtype == DType::kF32 ? op.bias : widened(ctx, op.bias, 2), op.trans_a, op.trans_b,
-                       op.alpha, op.beta});
-    if (c.data != op.c.data) cpu_op(ctx, Cast{op.c, c});
+    WidenedOperands wide(ctx);
+    const TensorView c = wide.input(op.c);  // read too when beta != 0
+    cpu_op(ctx, Matmul{wide.output_over(op.c, c), wide.input(op.a), wide.input(op.b), wide.input(op.bias), op.trans_a,
+                       op.trans_b, op.alpha, op.beta});
+    wide.finish();
     return;
   }
   TensorView src = logical(op.a, op.trans_a), weights = logical(op.b, op.trans_b), dst = op.c;

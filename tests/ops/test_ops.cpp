@@ -144,20 +144,21 @@ std::string message_of(const OpDesc & op) {
   return "";
 }
 
-TEST(OpValidation, EveryOpIsCovered) {
+// Validation needs only descriptors over real buffers: one CPU device and the ops' cases on it.
+class OpValidation : public ::testing::Test {
+ protected:
   const BackendRegistry registry;
   std::unique_ptr<Device> device = registry.create("cpu", 0);
   std::unique_ptr<Stream> stream = device->create_stream();
-  DeviceRun run(*device, *stream);
+  DeviceRun run{*device, *stream};
+};
+
+TEST_F(OpValidation, EveryOpIsCovered) {
   EXPECT_EQ(one_of_each_op(run).size(), std::variant_size_v<OpDesc>)
       << "some op in OpDesc has no test case in tests/ops";
 }
 
-TEST(OpValidation, LayerNormBackwardRefusesAnInputGradientOverWhatItReads) {
-  const BackendRegistry registry;
-  std::unique_ptr<Device> device = registry.create("cpu", 0);
-  std::unique_ptr<Stream> stream = device->create_stream();
-  DeviceRun run(*device, *stream);
+TEST_F(OpValidation, LayerNormBackwardRefusesAnInputGradientOverWhatItReads) {
   for (const OpDesc & valid : one_of_each_op(run)) {
     if (!std::holds_alternative<LayerNormBackward>(valid)) continue;
     LayerNormBackward over_dout = std::get<LayerNormBackward>(valid), over_in = over_dout;
@@ -173,11 +174,7 @@ TEST(OpValidation, LayerNormBackwardRefusesAnInputGradientOverWhatItReads) {
   FAIL() << "no layernorm_backward among the ops' cases";
 }
 
-TEST(OpValidation, WrongDtypeOrShapeNamesTheOpTheOperandAndTheExpectation) {
-  const BackendRegistry registry;
-  std::unique_ptr<Device> device = registry.create("cpu", 0);
-  std::unique_ptr<Stream> stream = device->create_stream();
-  DeviceRun run(*device, *stream);
+TEST_F(OpValidation, WrongDtypeOrShapeNamesTheOpTheOperandAndTheExpectation) {
   for (const OpDesc & valid : one_of_each_op(run)) {
     const std::string name = op_name(valid);
     bool some_shape_refused = false;
