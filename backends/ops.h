@@ -121,15 +121,16 @@ struct Fill {
 // Scaled dot-product attention over [batch, heads, length, head_dim] views (strides free, head_dim dense), so
 // q, k, v and out may be strided windows onto [B, T, H*dh] activations. Causal masking aligns the last query with
 // the last key: query i sees keys j <= i + (Tk - Tq). Tiled: no Tq x Tk matrix is kept; the backward recomputes
-// it from the saved log-sum-exp. Dropout on the probabilities draws element (b, head_start + h, i, j) of a
-// [B, heads_total, Tq, Tk] tensor from Philox(seed, offset + linear index), so the mask does not depend on how
-// heads are split across ranks.
+// it from the saved log-sum-exp. Dropout on the probabilities keeps (b, head_start + h, i, j) as
+// backends/attention_dropout.h draws it for row first_row + (b * heads_total + head_start + h) * Tq + i of the
+// [B, heads_total, Tq] probability rows, so the mask does not depend on how samples or heads are split across
+// ranks; p acts as the nearest multiple of 1/256.
 struct AttentionParams {
   float scale = 1.0f;
   bool causal = false;
   float dropout_p = 0.0f;
   uint64_t seed = 0;
-  uint64_t offset = 0;
+  uint64_t first_row = 0;   // the probability row of (b 0, head 0, query 0) among all [B, heads_total, Tq] rows
   int64_t head_start = 0;   // index of this view's first head among all heads
   int64_t heads_total = 0;  // 0: this view holds all heads
 };

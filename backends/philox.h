@@ -49,45 +49,6 @@ KOSMOS_HOST_DEVICE inline uint32_t philox_bits(uint64_t seed, uint64_t index) {
   return philox_lane(philox_block(seed, index >> 2), static_cast<uint32_t>(index & 3u));
 }
 
-// philox_bits of one stream for a thread that asks for elements in an order that comes back to a block soon: its
-// two consecutive columns of a row, or one column's consecutive rows interleaved with another column's. The two
-// blocks used last are kept (the less recent one is replaced), so each block is computed about once instead of
-// once per element (a fourth of the work where all four of its elements are asked for).
-class PhiloxCache {
- public:
-  KOSMOS_HOST_DEVICE explicit PhiloxCache(uint64_t seed) : seed_(seed) {}
-  KOSMOS_HOST_DEVICE uint32_t bits(uint64_t index) {
-    const uint64_t block = index >> 2;
-    const uint32_t lane = static_cast<uint32_t>(index & 3u);
-    if (block == first_block_) {
-      first_is_recent_ = true;
-      return philox_lane(first_, lane);
-    }
-    if (block == second_block_) {
-      first_is_recent_ = false;
-      return philox_lane(second_, lane);
-    }
-    const PhiloxBlock fresh = philox_block(seed_, block);
-    ++blocks_made_;
-    if (first_is_recent_) {
-      second_block_ = block, second_ = fresh;
-    } else {
-      first_block_ = block, first_ = fresh;
-    }
-    first_is_recent_ = !first_is_recent_;
-    return philox_lane(fresh, lane);
-  }
-  KOSMOS_HOST_DEVICE uint32_t blocks_made() const { return blocks_made_; }  // Philox evaluations so far
-
- private:
-  static constexpr uint64_t kNone = ~uint64_t{0};  // no block: counters stop at 2^62
-  uint64_t seed_;
-  uint64_t first_block_ = kNone, second_block_ = kNone;
-  PhiloxBlock first_{}, second_{};
-  bool first_is_recent_ = false;
-  uint32_t blocks_made_ = 0;
-};
-
 // A uniform float in [0, 1) with 24 random bits, from element `index`.
 KOSMOS_HOST_DEVICE inline float philox_uniform(uint64_t seed, uint64_t index) {
   return static_cast<float>(philox_bits(seed, index) >> 8) * (1.0f / 16777216.0f);

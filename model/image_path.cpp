@@ -264,7 +264,7 @@ void ImagePath::xconnector_forward(Runtime & rt, TensorView out, TensorView feat
   AttentionParams params;
   params.scale = 1.0f / std::sqrt(static_cast<float>(d / c.heads));
   params.dropout_p = keys.connector_attention.p, params.seed = keys.connector_attention.seed;
-  params.offset = keys.connector_attention.offset;
+  params.first_row = keys.connector_attention.offset;
   LatentAttention{count, latents, span, c.heads}.forward(rt, l.attention, l.lse, l.q, l.kv, params);
   make_linear(state_, p + "x_attn.out_proj.", true).forward(rt, out, l.attention);
 }
@@ -282,7 +282,7 @@ TensorView ImagePath::xconnector_backward(Runtime & rt, TensorView d_out, const 
   AttentionParams params;
   params.scale = 1.0f / std::sqrt(static_cast<float>(d / c.heads));
   params.dropout_p = keys.connector_attention.p, params.seed = keys.connector_attention.seed;
-  params.offset = keys.connector_attention.offset;
+  params.first_row = keys.connector_attention.offset;
   LatentAttention{count, latents, span, c.heads}.backward(rt, d_q, d_kv, d_attention, l.q, l.kv, l.attention, l.lse,
                                                           params);
   const TensorView d_kv_in = rt.take({count * span, d});

@@ -252,7 +252,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
     o.xpos_scale_base = static_cast<float>(dc.xpos_scale_base);
     o.activation = Activation::kGelu;
     o.attention_dropout = {p_attention, site_key(seed, step, kAttention, l),
-                           static_cast<uint64_t>(batch.first_sample * dc.heads * batch.length * batch.length)};
+                           static_cast<uint64_t>(batch.first_sample * dc.heads * batch.length)};
     o.output_dropout = {p, site_key(seed, step, kAttentionOutput, l), row_offset};
     o.ffn_dropout_seed = site_key(seed, step, kFfnOutput, l);
     o.tp = tensor_parallel_;
@@ -459,9 +459,9 @@ std::string KosmosModel::output_name() const {
 }
 
 ImagePathKeys KosmosModel::image_keys(const Batch & batch, const StepRandomness & randomness) const {
-  // XConnector attention probabilities: [images, heads, latents, span] per image, indexed globally.
+  // XConnector attention probability rows: [images, heads, latents], numbered globally.
   const int64_t latents = config_.image_slots();
-  const uint64_t per_image = static_cast<uint64_t>(config_.connector.heads * latents * (config_.vision.tokens() + latents));
+  const uint64_t per_image = static_cast<uint64_t>(config_.connector.heads * latents);
   return ImagePathKeys{{randomness.training ? static_cast<float>(config_.decoder.attention_dropout) : 0.0f,
                         site_key(randomness.seed, randomness.step, kConnector, 0),
                         static_cast<uint64_t>(batch.first_image) * per_image}};

@@ -69,7 +69,8 @@ struct LayerNorm {
 };
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps);
 
-// Dropout randomness of one site: the Philox key and the global index of this micro-batch's first element.
+// Dropout randomness of one site: the Philox key and where this micro-batch starts among the whole batch's draws,
+// the global index of its first element (activations), or of its first probability row (attention, see ops.h).
 struct DropoutSite {
   float p = 0.0f;
   uint64_t seed = 0;

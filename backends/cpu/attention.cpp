@@ -11,8 +11,8 @@
 #include <limits>
 #include <vector>
 
+#include "backends/attention_dropout.h"
 #include "backends/cpu/cpu_kernels.h"
-#include "backends/cpu/dropout_mask.h"
 #include "backends/cpu/simd.h"
 
 namespace kosmos::cpu {
@@ -45,12 +45,18 @@ struct Visibility {
   }
 };
 
-// The dropout element index of (batch, head, query, key 0): heads counted among all heads (see ops.h).
-uint64_t dropout_row_start(const AttentionParams & params, int64_t heads, int64_t batch, int64_t head, int64_t query,
-                           int64_t tq, int64_t tk) {
+// The dropout row of (batch, head, query): heads counted among all heads (see ops.h).
+uint64_t dropout_row(const AttentionParams & params, int64_t heads, int64_t batch, int64_t head, int64_t query,
+                     int64_t tq) {
   const int64_t total_heads = params.heads_total == 0 ? heads : params.heads_total;
   const int64_t global_head = params.head_start + head;
-  return params.offset + static_cast<uint64_t>(((batch * total_heads + global_head) * tq + query) * tk);
+  return params.first_row + static_cast<uint64_t>((batch * total_heads + global_head) * tq + query);
+}
+
+// keep[0, count) = the dropout factors of keys [first_key, first_key + count) of probability row `row`.
+void keep_factors(const AttentionDropout & draw, uint64_t row, int64_t first_key, int64_t count, float * keep) {
+  AttentionDropoutRow factors(draw, row);
+  for (int64_t j = 0; j < count; ++j) keep[j] = factors.factor(first_key + j);
 }
 
 // Copies rows [first, first + count) of a head into a dense [count, dh] block, times `factor`.
@@ -115,7 +121,8 @@ void cpu_op(CpuContext & ctx, const AttentionForward & op) {
   const Visibility visible{tq, tk, op.params.causal};
   const int64_t query_tiles = (tq + kTile - 1) / kTile;
   const int64_t tasks = batch * heads * query_tiles;
-  const bool dropout = op.params.dropout_p > 0.0f;
+  const AttentionDropout draw = attention_dropout(op.params.seed, op.params.dropout_p, tk);
+  const bool dropout = draw.active();
   const float * keys_transposed = transpose_keys(ctx, op.k);
 
 #pragma omp parallel
@@ -155,8 +162,7 @@ void cpu_op(CpuContext & ctx, const AttentionForward & op) {
 #pragma omp simd
           for (int64_t d = 0; d < head_dim; ++d) out_row[d] *= rescale;
           if (dropout) {
-            dropout_factors(op.params.seed, dropout_row_start(op.params, heads, b, head, query, tq, tk) + first_key,
-                            valid, op.params.dropout_p, keep.data());
+            keep_factors(draw, dropout_row(op.params, heads, b, head, query, tq), first_key, valid, keep.data());
 #pragma omp simd
             for (int64_t j = 0; j < valid; ++j) score[j] *= keep[j];
           }
@@ -191,7 +197,8 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
   const int64_t batch = op.q.dim(0), heads = op.q.dim(1), tq = op.q.dim(2), head_dim = op.q.dim(3);
   const int64_t tk = op.k.dim(2);
   const float scale = op.params.scale;
-  const bool dropout = op.params.dropout_p > 0.0f;
+  const AttentionDropout draw = attention_dropout(op.params.seed, op.params.dropout_p, tk);
+  const bool dropout = draw.active();
   const float * keys_transposed = transpose_keys(ctx, op.k);
 
   // Per head, with S^T = K (scale Q)^T as [keys, queries] tiles:
@@ -236,11 +243,10 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
                     probs.data(), kTile, false);
           tile_gemm(cols, rows, head_dim, v.row(first_key), v.row_stride, dout_columns.data() + first_row, tq,
                     dscores.data(), kTile, false);
-          if (dropout) {  // keep[i][j]: drawn per query row, where the element indices are consecutive
+          if (dropout) {  // keep[i][j]: drawn per query row, whose keys share Philox blocks
             for (int64_t r = 0; r < rows; ++r)
-              dropout_factors(op.params.seed,
-                              dropout_row_start(op.params, heads, b, head, first_row + r, tq, tk) + first_key, cols,
-                              op.params.dropout_p, keep.data() + r * kTile);
+              keep_factors(draw, dropout_row(op.params, heads, b, head, first_row + r, tq), first_key, cols,
+                           keep.data() + r * kTile);
           }
           for (int64_t j = 0; j < cols; ++j) {
             const int64_t key = first_key + j;

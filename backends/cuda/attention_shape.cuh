@@ -1,8 +1,9 @@
 // attention_shape.cuh: what both GPU attention implementations (the f32 kernels of kernels_attention.cu and the
 // bf16 tensor-core ones of kernels_attention_tc.cu) read an attention op as: its [B, H, T, dh] operands as strided
-// rows, and its shape, masking and dropout indexing (the CPU's element indices).
+// rows, and its shape, masking and dropout rows (the CPU's).
 #pragma once
 
+#include "backends/attention_dropout.h"
 #include "backends/cuda/gpu_common.cuh"
 #include "backends/ops.h"
 
@@ -29,9 +30,8 @@ struct AttentionShape {
   int64_t batch, heads, tq, tk, head_dim;
   float scale;
   bool causal;
-  bool dropout;
-  DropoutDraw draw;
-  uint64_t offset;
+  AttentionDropout dropout;  // active() where the op drops probabilities
+  uint64_t first_row;
   int64_t head_start, heads_total;
 
   // Keys visible to query i: [0, keys_for(i)); causal attention aligns the last query with the last key.
@@ -46,9 +46,9 @@ struct AttentionShape {
     const int64_t first = key - (tk - tq);
     return first < 0 ? 0 : first;
   }
-  // The dropout element index of (b, h, query, key 0), heads counted among all heads.
+  // The dropout row of (b, h, query), heads counted among all heads (backends/attention_dropout.h).
   __device__ uint64_t dropout_row(int64_t b, int64_t h, int64_t query) const {
-    return offset + static_cast<uint64_t>(((b * heads_total + head_start + h) * tq + query) * tk);
+    return first_row + static_cast<uint64_t>((b * heads_total + head_start + h) * tq + query);
   }
 };
 
@@ -61,9 +61,8 @@ inline AttentionShape shape_of(const TensorView & q, const TensorView & k, const
   shape.head_dim = q.dim(3);
   shape.scale = params.scale;
   shape.causal = params.causal;
-  shape.dropout = params.dropout_p > 0.0f;
-  shape.draw = dropout_draw(params.seed, params.dropout_p);
-  shape.offset = params.offset;
+  shape.dropout = attention_dropout(params.seed, params.dropout_p, shape.tk);
+  shape.first_row = params.first_row;
   shape.head_start = params.head_start;
   shape.heads_total = params.heads_total == 0 ? shape.heads : params.heads_total;
   return shape;

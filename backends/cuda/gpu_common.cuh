@@ -156,14 +156,6 @@ inline DropoutDraw dropout_draw(uint64_t seed, float p) {
 __device__ inline float dropout_factor_of(const DropoutDraw & draw, uint32_t bits) {
   return (bits >> 8) >= draw.threshold ? draw.keep_scale : 0.0f;
 }
-__device__ inline float dropout_factor(const DropoutDraw & draw, uint64_t index) {
-  return dropout_factor_of(draw, philox_bits(draw.seed, index));
-}
-// The same through a thread's cache of the stream's blocks (keyed by draw.seed), for a thread that comes back to a
-// block soon (attention's rows and columns).
-__device__ inline float dropout_factor(const DropoutDraw & draw, PhiloxCache & cache, uint64_t index) {
-  return dropout_factor_of(draw, cache.bits(index));
-}
 
 // Dims and strides of a view of up to four dims, passed to kernels by value.
 struct Layout {

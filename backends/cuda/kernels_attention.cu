@@ -2,7 +2,7 @@
 // memory; the forward saves the log-sum-exp, the backward recomputes the probabilities from it). One warp owns one
 // row: a query row forward and for dq, a key row for dk and dv, so no two warps write the same gradient row and
 // nothing needs atomics. Each lane holds head_dim / warp-size elements of its row; a dot product is a warp sum.
-// Causal masking, dropout (Philox, the CPU's element indices) and strided [B, H, T, dh] views as in ops.h.
+// Causal masking, dropout (backends/attention_dropout.h) and strided [B, H, T, dh] views as in ops.h.
 // This is the f32 path; bf16 operands go to the tensor-core kernels (kernels_attention_tc.cu) where those take the
 // head size on an NVIDIA card, else every bf16 tensor of the op is widened to f32 here and the results rounded back.
 #include "backends/cuda/attention_shape.cuh"
@@ -69,8 +69,7 @@ __global__ void attention_forward_kernel(HeadRows out, float * lse, HeadRows q, 
   for (int e = 0; e < kPerLane; ++e) acc[e] = 0.0f;
   float max_score = -INFINITY, sum = 0.0f;
   const int64_t keys = s.keys_for(i);
-  const uint64_t dropout_start = s.dropout ? s.dropout_row(b, h, i) : 0;
-  PhiloxCache bits(s.draw.seed);  // keys in order: one Philox block per four
+  AttentionDropoutRow dropout(s.dropout, s.dropout_row(b, h, i));  // keys in order: one block per 16
   for (int64_t j = 0; j < keys; ++j) {
     const float score = row_dot(query, k.row(b, h, j), s.head_dim);
     const float new_max = fmaxf(max_score, score);
@@ -78,7 +77,7 @@ __global__ void attention_forward_kernel(HeadRows out, float * lse, HeadRows q, 
     const float p = expf(score - new_max);
     sum = sum * rescale + p;
     max_score = new_max;
-    const float kept = s.dropout ? p * dropout_factor(s.draw, bits, dropout_start + j) : p;
+    const float kept = s.dropout.active() ? p * dropout.factor(j) : p;
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) acc[e] *= rescale;
     add_scaled_row(acc, v.row(b, h, j), s.head_dim, kept);
@@ -113,12 +112,11 @@ __global__ void attention_dq_kernel(HeadRows dq, HeadRows dout, HeadRows q, Head
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) acc[e] = 0.0f;
   const int64_t keys = s.keys_for(i);
-  const uint64_t dropout_start = s.dropout ? s.dropout_row(b, h, i) : 0;
-  PhiloxCache bits(s.draw.seed);
+  AttentionDropoutRow dropout(s.dropout, s.dropout_row(b, h, i));
   for (int64_t j = 0; j < keys; ++j) {
     const float p = expf(row_dot(query, k.row(b, h, j), s.head_dim) - lse[row]);
     const float dp = row_dot(gradient, v.row(b, h, j), s.head_dim);
-    const float factor = s.dropout ? dropout_factor(s.draw, bits, dropout_start + j) : 1.0f;
+    const float factor = s.dropout.active() ? dropout.factor(j) : 1.0f;
     add_scaled_row(acc, k.row(b, h, j), s.head_dim, p * (dp * factor - delta[row]));
   }
   store_row(dq.row(b, h, i), acc, s.head_dim, s.scale);
@@ -139,7 +137,7 @@ __global__ void attention_dkdv_kernel(HeadRows dk, HeadRows dv, HeadRows dout, H
   for (int64_t i = s.queries_from(j); i < s.tq; ++i) {
     const float p = expf(row_dot(key, q.row(b, h, i), s.head_dim) - lse[rows_start + i]);
     const float dp = row_dot(value, dout.row(b, h, i), s.head_dim);
-    const float factor = s.dropout ? dropout_factor(s.draw, s.dropout_row(b, h, i) + j) : 1.0f;
+    const float factor = s.dropout.active() ? s.dropout.factor(s.dropout_row(b, h, i), j) : 1.0f;
     add_scaled_row(dv_acc, dout.row(b, h, i), s.head_dim, p * factor);
     add_scaled_row(dk_acc, q.row(b, h, i), s.head_dim, p * (dp * factor - delta[rows_start + i]));
   }

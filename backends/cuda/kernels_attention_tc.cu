@@ -3,10 +3,10 @@
 // (batch, head), queries for the forward and dq, keys for dk and dv, four warps of 16 rows each, and streams the
 // other side through shared memory in tiles of 64; no two blocks write the same gradient row, so nothing needs
 // atomics. The scores, softmax statistics, and every sum stay f32; the probabilities (and in the backward the score
-// gradients and dout) are rounded to bf16 for the second product. Causal masking and Philox dropout as in
-// attention_shape.cuh (the CPU's element indices). The output, and the gradients dout, dq, dk and dv, are f32 or
-// bf16 (kernels templated over them; written rounded once). Head sizes 32, 64 and 128; kernels_attention.cu widens
-// the others to f32. CUDA only: the ROCm build does not compile this file.
+// gradients and dout) are rounded to bf16 for the second product. Causal masking and dropout as in
+// attention_shape.cuh, each lane drawing 16 probabilities' dropout bits from one Philox block. The output, and the
+// gradients dout, dq, dk and dv, are f32 or bf16 (kernels templated over them; written rounded once). Head sizes
+// 32, 64 and 128; kernels_attention.cu widens the others to f32. CUDA only: the ROCm build does not compile this file.
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -84,12 +84,45 @@ __device__ void load_row_values(float * target, const float * values, int64_t fi
   for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads) target[r] = first + r < limit ? values[first + r] : fill;
 }
 
-__device__ inline float warp_max_of(float value) { return warp_reduce(value, MaxOp{}); }
-
 // Columns 2l and 2l + 1 of an f32 row in shared memory for lane l, in one 8-byte load (two loads of a float each
 // would put lanes l and l + 16 on one bank). The row starts on 8 bytes: every row length used is even.
 __device__ inline float2 column_pair(const float * row) {
   return reinterpret_cast<const float2 *>(row)[threadIdx.x % kLanes];
+}
+
+// The softmax and the dq step give lane l row l / 2 of the warp's 16 and two of a step's four groups of 16 keys,
+// lane_group(0) and lane_group(1): its half's, (l % 2) and (l % 2) + 2, each one Philox block of dropout bits. Read
+// from the f32 products in 16-byte vectors, a quarter-warp's four rows and two halves touch eight distinct bank
+// quads.
+constexpr int kLaneGroups = 2;
+constexpr unsigned kFullMask = 0xFFFFFFFFu;
+__device__ inline int lane_group(int g) { return static_cast<int>(threadIdx.x % 2) + 2 * g; }
+
+// N f32 (a multiple of 4) from shared memory, 16-byte aligned (every row length and group start used is a
+// multiple of 4).
+template <int N>
+__device__ inline void load_floats(float (&values)[N], const float * source) {
+#pragma unroll
+  for (int v = 0; v < N / 4; ++v) {
+    const float4 x = reinterpret_cast<const float4 *>(source)[v];
+    values[4 * v] = x.x, values[4 * v + 1] = x.y, values[4 * v + 2] = x.z, values[4 * v + 3] = x.w;
+  }
+}
+// N values (a multiple of 8) rounded to bf16 into shared memory, 16-byte aligned (bf16 rows are multiples of 8
+// elements).
+template <int N>
+__device__ inline void store_bf16(bf16 * target, const float (&values)[N]) {
+#pragma unroll
+  for (int v = 0; v < N / 8; ++v) {
+    uint4 packed;
+    uint32_t * words = reinterpret_cast<uint32_t *>(&packed);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      const __nv_bfloat162 pair = __floats2bfloat162_rn(values[8 * v + 2 * w], values[8 * v + 2 * w + 1]);
+      words[w] = *reinterpret_cast<const uint32_t *>(&pair);
+    }
+    reinterpret_cast<uint4 *>(target)[v] = packed;
+  }
 }
 
 // out[16, 16 n] (f32, row length `ldc`) = a[16, K] (bf16 rows of length lda) times b[K, 16 n] given as `columns`
@@ -176,9 +209,11 @@ __global__ void __launch_bounds__(kBlockThreads)
   float acc[kPerLane];
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) acc[e] = 0.0f;
-  float row_max[16], row_sum[16];  // every lane holds its warp's 16 rows' statistics
-#pragma unroll
-  for (int r = 0; r < 16; ++r) row_max[r] = -INFINITY, row_sum[r] = 0.0f;
+  // Lane l keeps the statistics of its row l / 2 (the row's two lanes hold the same).
+  const int row = lane / 2;
+  const int64_t query = warp_query + row;
+  const uint64_t dropout_row = s.dropout_row(b, h, query);
+  float row_max = -INFINITY, row_sum = 0.0f;
 
   const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
@@ -190,41 +225,49 @@ __global__ void __launch_bounds__(kBlockThreads)
     warp_product<D, kStepRows, true>(warp_scores, L::score_row, q_tile + warp * 16 * L::half_row, L::half_row,
                                      k_tile, L::half_row);
     __syncwarp();
-    // The online softmax of the warp's rows; lane l takes columns 2l and 2l + 1, whose dropout bits come from one
-    // Philox block (or two where the pair straddles blocks).
-    PhiloxCache bits(s.draw.seed);
+    // The online softmax: lane l takes row l / 2 and two of the step's four groups of 16 keys (its half's).
+    const int64_t visible = query < s.tq ? s.keys_for(query) - first_key : 0;
+    float p[kLaneGroups][16];
+    float tile_max = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < 16; ++r) {
-      const int64_t query = warp_query + r;
-      const int64_t visible = query < s.tq ? s.keys_for(query) - first_key : 0;
-      float value[2], tile_max = -INFINITY;
-      const float2 pair = column_pair(warp_scores + r * L::score_row);
+    for (int g = 0; g < kLaneGroups; ++g) {
+      const int column0 = 16 * lane_group(g);
+      load_floats(p[g], warp_scores + row * L::score_row + column0);
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int column = 2 * lane + e;
-        value[e] = column < visible ? (e == 0 ? pair.x : pair.y) * s.scale : -INFINITY;
-        tile_max = fmaxf(tile_max, value[e]);
+      for (int i = 0; i < 16; ++i) {
+        p[g][i] = column0 + i < visible ? p[g][i] * s.scale : -INFINITY;
+        tile_max = fmaxf(tile_max, p[g][i]);
       }
-      tile_max = warp_max_of(tile_max);
-      const float new_max = fmaxf(row_max[r], tile_max);
-      float rescale = 1.0f, p[2] = {0.0f, 0.0f};
-      if (new_max != -INFINITY) {
-        rescale = row_max[r] == -INFINITY ? 0.0f : __expf(row_max[r] - new_max);
-#pragma unroll
-        for (int e = 0; e < 2; ++e) p[e] = value[e] == -INFINITY ? 0.0f : __expf(value[e] - new_max);
-        row_sum[r] = row_sum[r] * rescale + warp_sum(p[0] + p[1]);
-        row_max[r] = new_max;
-      }
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int column = 2 * lane + e;
-        const float kept = s.dropout && column < visible
-                               ? p[e] * dropout_factor(s.draw, bits, s.dropout_row(b, h, query) + first_key + column)
-                               : p[e];
-        warp_probs[r * L::step_row + column] = as_bf16(kept);
-      }
-      if (lane == 0) rescales[warp * 16 + r] = rescale;
     }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(kFullMask, tile_max, 1));
+    const float new_max = fmaxf(row_max, tile_max);
+    float rescale = 1.0f;  // of the row's output so far
+    if (new_max != -INFINITY) rescale = row_max == -INFINITY ? 0.0f : __expf(row_max - new_max);
+    float sum = 0.0f;
+#pragma unroll
+    for (int g = 0; g < kLaneGroups; ++g)
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        p[g][i] = p[g][i] == -INFINITY ? 0.0f : __expf(p[g][i] - new_max);
+        sum += p[g][i];
+      }
+    sum += __shfl_xor_sync(kFullMask, sum, 1);
+    if (new_max != -INFINITY) {
+      row_sum = row_sum * rescale + sum;
+      row_max = new_max;
+    }
+    // The probabilities as kept (the sum above is before dropout), into the warp's bf16 step tile.
+#pragma unroll
+    for (int g = 0; g < kLaneGroups; ++g) {
+      const int column0 = 16 * lane_group(g);
+      if (s.dropout.active() && column0 < visible) {
+        const PhiloxBlock bits = s.dropout.group(dropout_row, first_key + column0);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) p[g][i] *= s.dropout.factor_at(bits, i);
+      }
+      store_bf16(warp_probs + row * L::step_row + column0, p[g]);
+    }
+    if (lane % 2 == 0) rescales[warp * 16 + row] = rescale;
     __syncwarp();
     warp_product<kStepRows, D, false>(warp_scores, L::score_row, warp_probs, L::step_row, v_tile, L::half_row);
     __syncwarp();
@@ -234,53 +277,94 @@ __global__ void __launch_bounds__(kBlockThreads)
       acc[e] = acc[e] * rescales[warp * 16 + r] + warp_scores[r * L::score_row + c];
     }
   }
+  // Each row's 1 / sum through the rescale slots to the lanes that hold its outputs; its lse from its even lane.
+  __syncwarp();
+  if (lane % 2 == 0) {
+    rescales[warp * 16 + row] = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
+    if (query < s.tq) lse[head_index * s.tq + query] = row_sum > 0.0f ? row_max + logf(row_sum) : -INFINITY;
+  }
+  __syncwarp();
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const int index = lane + e * kLanes, r = index / D, c = index % D;
-    if (warp_query + r < s.tq)
-      store_as(out.row(b, h, warp_query + r)[c], row_sum[r] > 0.0f ? acc[e] / row_sum[r] : 0.0f);
-  }
-  if (lane < 16 && warp_query + lane < s.tq) {
-    float mine_max = row_max[0], mine_sum = row_sum[0];  // row `lane`'s statistics (registers need fixed indices)
-#pragma unroll
-    for (int r = 1; r < 16; ++r)
-      if (r == lane) mine_max = row_max[r], mine_sum = row_sum[r];
-    lse[head_index * s.tq + warp_query + lane] = mine_sum > 0.0f ? mine_max + logf(mine_sum) : -INFINITY;
+    if (warp_query + r < s.tq) store_as(out.row(b, h, warp_query + r)[c], acc[e] * rescales[warp * 16 + r]);
   }
 #endif
 }
 
-// One step of the backward over a warp's [16, 64] f32 scores and dout . v products (`dps`, row length ld), whose
-// element (r, c) is (query, key) = at(r, c): p = exp(scale s - lse) where the key is visible (else 0) and f its
-// dropout factor; writes the score gradients ds = p (dp f - delta) and, when `kept` is given, the probabilities as
-// kept, p f, in bf16 (row length ld_out). The step's lse and delta values are indexed by the query's place in the
-// step: the row r when rows are queries (dq), the column c when they are keys (dk, dv). Lane l takes columns 2l
-// and 2l + 1 of each row: adjacent dropout elements when columns are keys, and when rows are keys each column's
-// next element is the next row's, so either way the lane's cache of two Philox blocks makes each block about once.
-template <typename At>
-__device__ void score_gradients(const float * scores, const float * dps, int ld, const float * lse_values,
-                                const float * delta_values, bool rows_are_queries, bf16 * kept, bf16 * ds,
-                                int ld_out, const AttentionShape & s, int64_t b, int64_t h, At at) {
+// The backward of one probability: p = exp(scale s - lse) where visible (else 0) and f its dropout factor give the
+// probability as kept, p f, and the score gradient ds = p (dp f - delta).
+struct ScoreGradient {
+  float kept, ds;
+};
+__device__ inline ScoreGradient score_gradient(float score, float dp, float lse, float delta, float f, bool visible,
+                                               float scale) {
+  const float p = visible ? __expf(score * scale - lse) : 0.0f;
+  return {p * f, visible ? p * (dp * f - delta) : 0.0f};
+}
+
+// One dq step over the warp's [16 queries, 64 keys] f32 scores and dout . v products (`dps`, row length ld): the
+// score gradients into `ds` (bf16, row length ld_out). Lane l takes query row l / 2 and two of the step's four
+// groups of 16 keys (one Philox block each); lse_values and delta_values are the warp's 16 rows'.
+__device__ void query_row_gradients(const float * scores, const float * dps, int ld, const float * lse_values,
+                                    const float * delta_values, bf16 * ds, int ld_out, const AttentionShape & s,
+                                    int64_t b, int64_t h, int64_t warp_query, int64_t first_key) {
+  const int lane = threadIdx.x % kLanes, row = lane / 2;
+  const int64_t query = warp_query + row;
+  const float lse = lse_values[row], delta = delta_values[row];
+  const int64_t visible = query < s.tq && lse != -INFINITY ? s.keys_for(query) - first_key : 0;
+#pragma unroll
+  for (int g = 0; g < kLaneGroups; ++g) {
+    const int column0 = 16 * lane_group(g);
+    const bool dropout = s.dropout.active() && column0 < visible;
+    const PhiloxBlock bits = dropout ? s.dropout.group(s.dropout_row(b, h, query), first_key + column0) : PhiloxBlock{};
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {  // eight at a time: fewer registers live
+      const int column = column0 + 8 * half;
+      float score[8], dp[8], gradient[8];
+      load_floats(score, scores + row * ld + column);
+      load_floats(dp, dps + row * ld + column);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float f = dropout ? s.dropout.factor_at(bits, 8 * half + i) : 1.0f;
+        gradient[i] = score_gradient(score[i], dp[i], lse, delta, f, column + i < visible, s.scale).ds;
+      }
+      store_bf16(ds + row * ld_out + column, gradient);
+    }
+  }
+}
+
+// One dk, dv step over the warp's [16 keys, 64 queries] f32 products S^T and dP^T (row length ld): the
+// probabilities as kept into `kept` and the score gradients into `ds` (bf16, row length ld_out). Lane l takes
+// queries 2l and 2l + 1 of every row: the warp's 16 keys are one group, so each query's dropout bits for all of
+// them are one Philox block. lse_values and delta_values are the step's 64 queries'.
+__device__ void key_row_gradients(const float * scores, const float * dps, int ld, const float * lse_values,
+                                  const float * delta_values, bf16 * kept, bf16 * ds, int ld_out,
+                                  const AttentionShape & s, int64_t b, int64_t h, int64_t warp_key,
+                                  int64_t first_query) {
   const int lane = threadIdx.x % kLanes;
-  PhiloxCache bits(s.draw.seed);
-  // The lane's two lse and delta values when they go with the columns (keys-major); else each row's one.
-  const float2 column_lse = rows_are_queries ? float2{} : column_pair(lse_values);
-  const float2 column_delta = rows_are_queries ? float2{} : column_pair(delta_values);
+  const float2 lse = column_pair(lse_values), delta = column_pair(delta_values);
+  PhiloxBlock bits[2] = {};
+  int64_t keys_seen[2];  // by each of the lane's queries
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int64_t query = first_query + 2 * lane + e;
+    keys_seen[e] = query < s.tq && (e == 0 ? lse.x : lse.y) != -INFINITY ? s.keys_for(query) : 0;
+    if (s.dropout.active() && warp_key < keys_seen[e]) bits[e] = s.dropout.group(s.dropout_row(b, h, query), warp_key);
+  }
+#pragma unroll
   for (int r = 0; r < 16; ++r) {
     const float2 score_pair = column_pair(scores + r * ld), dp_pair = column_pair(dps + r * ld);
+    ScoreGradient g[2];
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int c = 2 * lane + e;
-      const float lse = rows_are_queries ? lse_values[r] : (e == 0 ? column_lse.x : column_lse.y);
-      const float delta = rows_are_queries ? delta_values[r] : (e == 0 ? column_delta.x : column_delta.y);
-      int64_t query = 0, key = 0;
-      at(r, c, query, key);
-      const bool visible = query < s.tq && key < s.keys_for(query) && lse != -INFINITY;
-      const float p = visible ? __expf((e == 0 ? score_pair.x : score_pair.y) * s.scale - lse) : 0.0f;
-      const float f = s.dropout && visible ? dropout_factor(s.draw, bits, s.dropout_row(b, h, query) + key) : 1.0f;
-      if (kept != nullptr) kept[r * ld_out + c] = as_bf16(p * f);
-      ds[r * ld_out + c] = as_bf16(visible ? p * ((e == 0 ? dp_pair.x : dp_pair.y) * f - delta) : 0.0f);
+      const bool visible = warp_key + r < keys_seen[e];
+      const float f = s.dropout.active() && visible ? s.dropout.factor_at(bits[e], r) : 1.0f;
+      g[e] = score_gradient(e == 0 ? score_pair.x : score_pair.y, e == 0 ? dp_pair.x : dp_pair.y,
+                            e == 0 ? lse.x : lse.y, e == 0 ? delta.x : delta.y, f, visible, s.scale);
     }
+    reinterpret_cast<__nv_bfloat162 *>(kept + r * ld_out)[lane] = __floats2bfloat162_rn(g[0].kept, g[1].kept);
+    reinterpret_cast<__nv_bfloat162 *>(ds + r * ld_out)[lane] = __floats2bfloat162_rn(g[0].ds, g[1].ds);
   }
 }
 
@@ -354,12 +438,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     warp_product<D, kStepRows, true>(m.warp_dps, L::score_row, dout_tile + m.warp * 16 * L::half_row, L::half_row,
                                      v_tile, L::half_row);  // dP = dO V^T
     __syncwarp();
-    score_gradients(m.warp_scores, m.warp_dps, L::score_row, m.lse_values + m.warp * 16,
-                    m.delta_values + m.warp * 16, true, nullptr, m.warp_ds, L::step_row, s, b, h,
-                    [&](int r, int c, int64_t & query, int64_t & key) {
-                      query = warp_query + r;
-                      key = first_key + c;
-                    });
+    query_row_gradients(m.warp_scores, m.warp_dps, L::score_row, m.lse_values + m.warp * 16,
+                        m.delta_values + m.warp * 16, m.warp_ds, L::step_row, s, b, h, warp_query, first_key);
     __syncwarp();
     warp_accumulate<D>(acc, m.warp_ds, L::step_row, k_tile);  // dQ += dS K
   }
@@ -400,11 +480,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     warp_product<D, kStepRows, true>(m.warp_dps, L::score_row, v_tile + m.warp * 16 * L::half_row, L::half_row,
                                      dout_tile, L::half_row);  // dP^T = V dO^T
     __syncwarp();
-    score_gradients(m.warp_scores, m.warp_dps, L::score_row, m.lse_values, m.delta_values, false, m.warp_kept,
-                    m.warp_ds, L::step_row, s, b, h, [&](int r, int c, int64_t & query, int64_t & key) {
-                      query = first_query + c;
-                      key = warp_key + r;
-                    });
+    key_row_gradients(m.warp_scores, m.warp_dps, L::score_row, m.lse_values, m.delta_values, m.warp_kept, m.warp_ds,
+                      L::step_row, s, b, h, warp_key, first_query);
     __syncwarp();
     warp_accumulate<D>(dv_acc, m.warp_kept, L::step_row, dout_tile);  // dV += (P f)^T dO
     warp_accumulate<D>(dk_acc, m.warp_ds, L::step_row, q_tile);       // dK += dS^T Q

@@ -41,7 +41,7 @@ OpCase attention_case(const AttentionShape & s) {
   config.causal = s.causal;
   config.dropout_p = s.dropout_p;
   config.seed = 77;
-  config.offset = 12345;
+  config.first_row = 12345;
   config.head_start = s.head_start;
   config.heads_total = s.heads_total;
   c.reference_forward = [config](const Named & in) {
@@ -67,7 +67,7 @@ OpCase attention_case(const AttentionShape & s) {
     params.causal = s.causal;
     params.dropout_p = s.dropout_p;
     params.seed = config.seed;
-    params.offset = config.offset;
+    params.first_row = config.first_row;
     params.head_start = s.head_start;
     params.heads_total = s.heads_total;
     const TensorView q = put(in.at("q"), s.dtype), k = put(in.at("k"), s.dtype), v = put(in.at("v"), s.dtype);

@@ -164,6 +164,14 @@ bool dropout_keeps(uint64_t seed, uint64_t index, double p) {
   return static_cast<double>(philox_uniform(seed, index)) >= p;
 }
 
+double attention_keep_factor(uint64_t seed, uint64_t row, int64_t key, int64_t keys, double p) {
+  const uint64_t groups = static_cast<uint64_t>((keys + 15) / 16);
+  const PhiloxBlock block = philox_block(seed, row * groups + static_cast<uint64_t>(key / 16));
+  const uint32_t byte = (block.lane[(key % 16) / 4] >> (8 * (key % 4))) & 0xFFu;
+  const double threshold = std::min(255.0, std::round(p * 256.0));
+  return byte >= threshold ? 256.0 / (256.0 - threshold) : 0.0;
+}
+
 namespace {
 
 // Scores, probabilities and dropout factors of one (b, h) head, full matrices.
@@ -197,10 +205,8 @@ HeadProbabilities head_probabilities(const Tensor & q, const Tensor & k, const A
     for (int64_t j = 0; j < tk; ++j) {
       head.probs[i * tk + j] = std::isinf(scores[j]) ? 0.0 : std::exp(scores[j] - head.lse[i]);
       if (config.dropout_p > 0.0) {
-        const uint64_t index =
-            config.offset + static_cast<uint64_t>(((b * total_heads + config.head_start + h) * tq + i) * tk + j);
-        head.factors[i * tk + j] = dropout_keeps(config.seed, index, config.dropout_p) ? 1.0 / (1.0 - config.dropout_p)
-                                                                                       : 0.0;
+        const uint64_t row = config.first_row + static_cast<uint64_t>((b * total_heads + config.head_start + h) * tq + i);
+        head.factors[i * tk + j] = attention_keep_factor(config.seed, row, j, tk, config.dropout_p);
       }
     }
   }

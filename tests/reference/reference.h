@@ -47,7 +47,7 @@ struct AttentionConfig {
   double scale = 1.0;
   bool causal = false;
   double dropout_p = 0.0;
-  uint64_t seed = 0, offset = 0;
+  uint64_t seed = 0, first_row = 0;
   int64_t head_start = 0, heads_total = 0;
 };
 struct AttentionOut {
@@ -97,5 +97,8 @@ Tensor l2_normalize_backward(const Tensor & dout, const Tensor & in, double eps)
 
 // The Philox keep decision of dropout element `index` (uniform >= p), from the shared generator.
 bool dropout_keeps(uint64_t seed, uint64_t index, double p);
+// Attention dropout's factor of `key` (of `keys`) in probability row `row` as ops.h specifies it: byte key % 16 of
+// Philox block row * ceil(keys / 16) + key / 16, kept at round(256 p) or above, scaled by 256 / (256 - that).
+double attention_keep_factor(uint64_t seed, uint64_t row, int64_t key, int64_t keys, double p);
 
 }  // namespace kosmos::reference

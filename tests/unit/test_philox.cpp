@@ -1,10 +1,10 @@
 // test_philox.cpp: Philox4x32-10 against Random123's published known-answer vectors, and the stream properties
-// dropout relies on: element n depends only on (seed, n), the draws look uniform, and the per-thread cache of
-// blocks gives the same bits.
+// dropout relies on: element n depends only on (seed, n), the draws look uniform; and attention dropout's draw
+// (backends/attention_dropout.h): which byte of which block each probability takes, its threshold and scale, and
+// a row read in order giving the same factors.
 #include <gtest/gtest.h>
 
-#include <random>
-
+#include "backends/attention_dropout.h"
 #include "backends/philox.h"
 
 namespace kosmos {
@@ -41,34 +41,51 @@ TEST(Philox, ElementsAreLanesOfTheirBlock) {
   EXPECT_NE(philox_bits(1, 10), philox_bits(2, 10));
 }
 
-// The orders the GPU attention kernels ask in: a thread's two consecutive columns of each row (rows tk apart),
-// and one column's consecutive rows interleaved with another column's (the key-major backward), at aligned and
-// unaligned starts; every answer is philox_bits', and each block is made once (or twice where a pair straddles).
-TEST(Philox, TheCacheGivesTheStreamsBitsAndMakesEachBlockAboutOnce) {
-  const uint64_t seed = 0xfeedfacecafebeefull;
-  for (uint64_t start : {0ull, 2ull, 7ull, 4096ull + 1ull, 0x100000002ull}) {
-    PhiloxCache pairs(seed);
-    for (uint64_t row = 0; row < 16; ++row)
-      for (uint64_t column = 0; column < 2; ++column) {
-        const uint64_t index = start + row * 2048 + column;
-        ASSERT_EQ(pairs.bits(index), philox_bits(seed, index)) << "index " << index;
+// Key j of probability row R is byte j % 16 (lane (j % 16) / 4, low byte first) of the Philox block at counter
+// R * ceil(Tk / 16) + j / 16, kept when that byte reaches round(256 p), then scaled by 256 / (256 - round(256 p)).
+TEST(AttentionDropout, EachProbabilityTakesItsByteOfItsRowsGroupBlock) {
+  const uint64_t seed = 0x0123456789abcdefull;
+  const float p = 0.1f;
+  for (int64_t keys : {1, 16, 17, 100, 2048}) {
+    const AttentionDropout draw = attention_dropout(seed, p, keys);
+    ASSERT_EQ(draw.threshold, 26u);  // 25.6 rounded
+    ASSERT_FLOAT_EQ(draw.keep_scale, 256.0f / 230.0f);
+    const uint64_t groups = static_cast<uint64_t>((keys + 15) / 16);
+    for (uint64_t row : {0ull, 1ull, 77ull, 0x100000003ull}) {
+      AttentionDropoutRow in_order(draw, row);
+      for (int64_t key = 0; key < keys; ++key) {
+        const uint64_t counter = row * groups + static_cast<uint64_t>(key) / 16;
+        const PhiloxBlock block = philox4x32_10(
+            PhiloxBlock{{static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0, 0}},
+            static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+        const uint32_t byte = (block.lane[(key % 16) / 4] >> (8 * (key % 4))) & 0xFFu;
+        const float expected = byte >= 26u ? 256.0f / 230.0f : 0.0f;
+        ASSERT_EQ(draw.factor(row, key), expected) << "row " << row << " key " << key << " of " << keys;
+        ASSERT_EQ(in_order.factor(key), expected) << "row " << row << " key " << key << " of " << keys;
       }
-    EXPECT_EQ(pairs.blocks_made(), start % 4 == 3 ? 32u : 16u) << "start " << start;
+    }
+  }
+}
 
-    PhiloxCache interleaved(seed);
-    for (uint64_t row = 0; row < 16; ++row)
-      for (uint64_t column = 0; column < 2; ++column) {
-        const uint64_t index = start + column * 2050 + row;  // columns far apart, rows consecutive
-        ASSERT_EQ(interleaved.bits(index), philox_bits(seed, index)) << "index " << index;
-      }
-    EXPECT_LE(interleaved.blocks_made(), 10u) << "start " << start;  // 4 or 5 blocks per column
+TEST(AttentionDropout, ThresholdsRoundPToTheNearest256thAndKeepTheExpectation) {
+  EXPECT_FALSE(attention_dropout(1, 0.0f, 8).active());
+  EXPECT_FALSE(attention_dropout(1, 0.001f, 8).active());  // 0.256 rounds to 0: nothing dropped
+  EXPECT_EQ(attention_dropout(1, 0.5f, 8).threshold, 128u);
+  EXPECT_EQ(attention_dropout(1, 0.999f, 8).threshold, 255u);
+  const AttentionDropout draw = attention_dropout(9, 0.25f, 4096);
+  double kept = 0.0, mean_factor = 0.0;
+  const int rows = 64, keys = 4096;
+  for (int row = 0; row < rows; ++row) {
+    AttentionDropoutRow factors(draw, static_cast<uint64_t>(row));
+    for (int key = 0; key < keys; ++key) {
+      const float f = factors.factor(key);
+      kept += f > 0.0f ? 1.0 : 0.0;
+      mean_factor += f;
+    }
   }
-  PhiloxCache scattered(seed);
-  std::mt19937_64 rng(3);
-  for (int i = 0; i < 1000; ++i) {
-    const uint64_t index = rng() % 64;
-    ASSERT_EQ(scattered.bits(index), philox_bits(seed, index)) << "index " << index;
-  }
+  const double count = static_cast<double>(rows) * keys;
+  EXPECT_NEAR(kept / count, 0.75, 0.005);
+  EXPECT_NEAR(mean_factor / count, 1.0, 0.01);
 }
 
 TEST(Philox, UniformsHaveTheRightMeanAndRange) {
