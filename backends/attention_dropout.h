@@ -6,7 +6,7 @@
 // bits per probability, as FlashAttention draws them, so one Philox evaluation serves 16 probabilities (a thread
 // that holds 16 keys of a row, or one key of 16 rows, makes its blocks once). A byte below round(256 p) drops the
 // probability and the rest are scaled by 256 / (256 - round(256 p)): p acts as the nearest multiple of 1/256
-// (0.1 as 26/256 = 0.1016), and the expectation is kept exactly.
+// (0.1 as 26/256 = 0.1016; above 255.5/256, as 255/256), and the expectation is kept exactly.
 #pragma once
 
 #include <cmath>
@@ -29,10 +29,11 @@ struct AttentionDropout {
   KOSMOS_HOST_DEVICE PhiloxBlock group(uint64_t row, int64_t key) const {
     return philox_block(seed, row * groups_per_row + static_cast<uint64_t>(key / kGroup));
   }
+  // The keep factor of a probability whose random byte is `byte`.
+  KOSMOS_HOST_DEVICE float factor_of_byte(uint32_t byte) const { return byte >= threshold ? keep_scale : 0.0f; }
   // The keep factor of the key at place `within` (0 to 15) of its group, from the group's block.
   KOSMOS_HOST_DEVICE float factor_at(const PhiloxBlock & bits, uint32_t within) const {
-    const uint32_t byte = (philox_lane(bits, within / 4) >> (8 * (within % 4))) & 0xFFu;
-    return byte >= threshold ? keep_scale : 0.0f;
+    return factor_of_byte((philox_lane(bits, within / 4) >> (8 * (within % 4))) & 0xFFu);
   }
   KOSMOS_HOST_DEVICE float factor(const PhiloxBlock & bits, int64_t key) const {
     return factor_at(bits, static_cast<uint32_t>(key % kGroup));

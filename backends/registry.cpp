@@ -1,5 +1,6 @@
-// registry.cpp: the build's backend list: CUDA and ROCm where they were built (the same kernel sources, through nvcc
-// and hipcc), the CPU always; a backend that was not built is listed with the reason and the fix.
+// registry.cpp: the build's backend list: CUDA (and its kernel variants) and ROCm where they were built (the same
+// kernel sources, through nvcc and hipcc), the CPU always; a backend that was not built is listed with the reason
+// and the fix.
 #include "backends/registry.h"
 
 #include "backends/cpu/cpu_device.h"
@@ -10,12 +11,12 @@ namespace kosmos {
 namespace {
 
 #if !defined(KOSMOS_USE_CUDA) || !defined(KOSMOS_USE_ROCM)
-BackendEntry absent_gpu_backend(const std::string & name, const std::string & option) {
+BackendEntry absent_gpu_backend(const std::string & name, const std::string & built, const std::string & option) {
   BackendEntry entry;
   entry.name = name;
   entry.available = false;
   entry.unavailable_reason =
-      "built without " + name + "; reconfigure with -D" + option + "=ON where its compiler is installed";
+      "built without " + built + "; reconfigure with -D" + option + "=ON where its compiler is installed";
   entry.device_count = [] { return 0; };
   return entry;
 }
@@ -30,15 +31,17 @@ std::string join(const std::vector<std::string> & names) {
 }  // namespace
 
 BackendRegistry::BackendRegistry() {
+  for (const GpuVariant variant : kGpuVariants) {  // "cuda" first: --backend auto takes the standard kernels
 #ifdef KOSMOS_USE_CUDA
-  entries_.push_back(cuda::backend_entry());
+    entries_.push_back(cuda::backend_entry(variant));
 #else
-  entries_.push_back(absent_gpu_backend("cuda", "KOSMOS_CUDA"));
+    entries_.push_back(absent_gpu_backend(gpu_backend_name("cuda", variant), "cuda", "KOSMOS_CUDA"));
 #endif
+  }
 #ifdef KOSMOS_USE_ROCM
   entries_.push_back(rocm::backend_entry());
 #else
-  entries_.push_back(absent_gpu_backend("rocm", "KOSMOS_ROCM"));
+  entries_.push_back(absent_gpu_backend("rocm", "rocm", "KOSMOS_ROCM"));
 #endif
   entries_.push_back(cpu::cpu_backend_entry());
 }
@@ -62,8 +65,8 @@ const BackendEntry & BackendRegistry::resolve(const std::string & choice) const 
                  " (available: ", join(available_names()), ")");
     return entry;
   }
-  KOSMOS_FAIL("--backend ", choice, " is not a backend name; choose auto, cpu, cuda or rocm (available here: ",
-              join(available_names()), ")");
+  KOSMOS_FAIL("--backend ", choice, " is not a backend name; choose auto, cpu, cuda or rocm (or cuda's kernel "
+              "variants cuda-owngemm and cuda-wmma; available here: ", join(available_names()), ")");
 }
 
 std::unique_ptr<Device> BackendRegistry::create(const std::string & choice, int ordinal) const {

@@ -2,9 +2,9 @@
 # device_check.sh: everything the CUDA backend must show on a GPU, in one run of a few minutes, from the bundle that
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
-#   2. every op case on the CUDA backend and on cuda-owngemm (the own GEMM kernel) against the fp64 reference;
-#      and (late in the run) `kosmos bench ops` at the kosmos1 shapes (the f32 and the bf16 tensor-core attention
-#      side by side);
+#   2. every op case on the CUDA backend, on cuda-owngemm (the own GEMM kernel) and on cuda-wmma (attention on the
+#      WMMA kernels instead of mma.sync) against the fp64 reference; and (late in the run) `kosmos bench ops` at the
+#      kosmos1 shapes on cuda and on cuda-wmma (the f32 and the bf16 tensor-core attention side by side);
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
@@ -13,9 +13,9 @@
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
 #      and --recompute ffn (about 56 GiB by estimate, under the goal's 60), and the PyTorch peer
-#      (.device/peer/torch_kosmos.py eager, then compile) on the same card; late in the run the same step without
-#      recomputation (about 68 GiB), with attention (47) and with layer (36) (device memory peaks in the table),
-#      and a profiled step (the time per op);
+#      (.device/peer/torch_kosmos.py eager, then compile) on the same card, then the step on cuda-wmma; late in the
+#      run the same step without recomputation (about 68 GiB), with attention (47) and with layer (36) (device
+#      memory peaks in the table), and a profiled step (the time per op);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -104,6 +104,11 @@ stage step_kosmos1 300 "$kosmos" "${paper[@]}" --recompute ffn --steps 4 --warmu
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
 stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
+# The same step with the WMMA attention kernels, against the mma.sync ones above.
+paper_wmma=("${paper[@]}")
+paper_wmma[4]=cuda-wmma  # --backend's value
+stage step_kosmos1_wmma 240 "$kosmos" "${paper_wmma[@]}" --recompute ffn --steps 3 --warmup 1 \
+  --out "$logs/step_kosmos1_wmma.json"
 
 stage tiny_cuda_fp16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision fp16 --metrics "$logs/tiny_cuda_fp16.jsonl"
 stage tiny_compare_fp16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_fp16.jsonl" 1e-2
@@ -117,6 +122,7 @@ stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 2 --wa
 # Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
 # tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
 stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
+stage ops_bench_wmma 120 "$kosmos" bench ops --preset kosmos1 --backend cuda-wmma --batch 1 --length 2048
 for recompute in none attention layer; do
   stage "step_kosmos1_$recompute" 240 "$kosmos" "${paper[@]}" --recompute "$recompute" --steps 3 --warmup 1 \
     --out "$logs/step_kosmos1_$recompute.json"
@@ -127,7 +133,8 @@ python3 - "$logs" << 'PY'
 import json, os, sys
 logs = sys.argv[1]
 rows = []
-for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_none", "kosmos bf16"),
+for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_wmma", "kosmos bf16 rc ffn wmma"),
+                    ("step_kosmos1_none", "kosmos bf16"),
                     ("step_kosmos1_attention", "kosmos bf16 rc attn"), ("step_kosmos1_layer", "kosmos bf16 rc layer")):
     ours = os.path.join(logs, name + ".json")
     if os.path.exists(ours):

@@ -50,6 +50,16 @@ constexpr std::chrono::milliseconds kReportGrace{1000};
   std::exit(1);
 }
 
+// --backend of a subcommand that runs on one device per rank: the registry's names (backends/registry.cpp).
+CLI::Option * add_backend_option(CLI::App * app, std::string & backend) {
+  return app
+      ->add_option("--backend", backend,
+                   "device backend: auto, cpu, cuda or rocm; cuda-owngemm and cuda-wmma are cuda with every matmul on "
+                   "the own GEMM kernel, or bf16 attention on the WMMA kernels, to compare them with the standard ones")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "cuda-owngemm", "cuda-wmma", "rocm"}));
+}
+
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -74,9 +84,7 @@ int main(int argc, char ** argv) {
   kosmos::DemoOptions demo_options;
   CLI::App * demo = app.add_subcommand(
       "demo", "train a small MLP on synthetic data with the op set and time one attention forward+backward");
-  demo->add_option("--backend", demo_options.backend, "device backend: auto, cpu, cuda or rocm")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  add_backend_option(demo, demo_options.backend);
   demo->add_option("--device", demo_options.device, "device ordinal within the backend")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
@@ -88,9 +96,7 @@ int main(int argc, char ** argv) {
   CLI::App * train_app = app.add_subcommand(
       "train", "train KOSMOS (any dp x pp x tp under mpirun or srun) on a prepared dataset or the built-in synthetic "
                "batches, with checkpoints, step lines and metrics");
-  train_app->add_option("--backend", train.backend, "device backend: auto, cpu, cuda or rocm")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  add_backend_option(train_app, train.backend);
   train_app->add_option("--device", train.device,
                         "device ordinal within the backend (-1: the rank's local rank on its node, modulo the devices)")
       ->capture_default_str();
@@ -231,9 +237,7 @@ int main(int argc, char ** argv) {
   CLI::App * generate_app =
       app.add_subcommand("generate", "continue a prompt of images and text, greedy or sampled, and print it");
   for (CLI::App * sub : {forward_app, generate_app}) {
-    sub->add_option("--backend", inference.model.backend, "device backend: auto, cpu, cuda or rocm")
-        ->capture_default_str()
-        ->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+    add_backend_option(sub, inference.model.backend);
     sub->add_option("--device", inference.model.device, "device ordinal within the backend")->capture_default_str();
     sub->add_option("--checkpoint", inference.model.checkpoint,
                     "a kosmos checkpoint (step_N.h5) or a run folder (its newest); the model config comes with it");
@@ -286,8 +290,7 @@ int main(int argc, char ** argv) {
       "eval", "zero-shot captioning and VQA accuracy on JSONL documents, perplexity on a prepared dataset; JSON out");
   eval_app->add_option("--checkpoint", evaluation.model.checkpoint, "a checkpoint (step_N.h5) or a run folder")
       ->required();
-  eval_app->add_option("--backend", evaluation.model.backend, "device backend: auto, cpu, cuda or rocm")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  add_backend_option(eval_app, evaluation.model.backend);
   eval_app->add_option("--pp", evaluation.model.pp, "pipeline stages the model is split over (under mpirun)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   eval_app->add_option("--tp", evaluation.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
@@ -344,8 +347,7 @@ int main(int argc, char ** argv) {
       ->capture_default_str()->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
   bench_app->add_option("--model-config", bench.train.model_config, "JSON applied over the preset")
       ->check(CLI::ExistingFile);
-  bench_app->add_option("--backend", bench.train.backend, "device backend: auto, cpu, cuda or rocm")
-      ->capture_default_str();
+  add_backend_option(bench_app, bench.train.backend);
   bench_app->add_option("--batch", bench.train.batch, "sequences per micro-batch")->capture_default_str()
       ->check(CLI::PositiveNumber);
   bench_app->add_option("--length", bench.train.length, "positions per sequence")->capture_default_str()
@@ -400,8 +402,7 @@ int main(int argc, char ** argv) {
   kosmos::OpsBenchOptions ops_bench;
   CLI::App * bench_ops = bench_app->add_subcommand(
       "ops", "GFLOP/s of the matmuls and attention and GB/s of the other ops at a preset's shapes, on one backend");
-  bench_ops->add_option("--backend", ops_bench.backend, "device backend: auto, cpu, cuda or rocm")
-      ->capture_default_str()->check(CLI::IsMember({"auto", "cpu", "cuda", "rocm"}));
+  add_backend_option(bench_ops, ops_bench.backend);
   bench_ops->add_option("--preset", ops_bench.preset, "whose shapes: tiny, small, kosmos1, kosmos2")
       ->capture_default_str()->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
   bench_ops->add_option("--batch", ops_bench.batch, "sequences of the micro-batch")->capture_default_str()

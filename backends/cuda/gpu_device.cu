@@ -12,7 +12,8 @@
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 
-GpuContext::GpuContext(int ordinal, GemmPath gemm_path) : gemm_path_(gemm_path), gemm_plans_(make_gemm_plans(ordinal)) {}
+GpuContext::GpuContext(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels)
+    : gemm_path_(gemm_path), attention_kernels_(attention_kernels), gemm_plans_(make_gemm_plans(ordinal)) {}
 
 GpuContext::~GpuContext() {
   for (Scratch & scratch : scratch_)
@@ -93,8 +94,8 @@ std::string device_summary(int ordinal) {
 
 class GpuDevice final : public Device {
  public:
-  GpuDevice(int ordinal, GemmPath gemm_path, std::string backend_name)
-      : ordinal_(ordinal), backend_name_(std::move(backend_name)), context_(ordinal, gemm_path) {}
+  GpuDevice(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels, std::string backend_name)
+      : ordinal_(ordinal), backend_name_(std::move(backend_name)), context_(ordinal, gemm_path, attention_kernels) {}
 
   std::string backend() const override { return backend_name_; }
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
@@ -217,22 +218,26 @@ int visible_devices() {
 
 }  // namespace
 
-BackendEntry backend_entry(bool own_gemm_only) {
+BackendEntry backend_entry(GpuVariant variant) {
 #if defined(KOSMOS_USE_ROCM)
   const std::string base = "rocm";
+  const bool own_gemm = true;  // no hipBLASLt in Debian 12
 #else
   const std::string base = "cuda";
+  const bool own_gemm = variant == GpuVariant::kOwnGemm;
 #endif
   BackendEntry entry;
-  entry.name = own_gemm_only && base == "cuda" ? "cuda-owngemm" : base;
+  entry.name = gpu_backend_name(base, variant);
   entry.available = true;
   entry.device_count = visible_devices;
-  const GemmPath path = own_gemm_only ? GemmPath::kOwnKernels : GemmPath::kLibrary;
-  entry.create = [path, name = entry.name](int ordinal) -> std::unique_ptr<Device> {
+  const GemmPath gemm = own_gemm ? GemmPath::kOwnKernels : GemmPath::kLibrary;
+  const AttentionKernels attention =
+      variant == GpuVariant::kWmmaAttention ? AttentionKernels::kWmma : AttentionKernels::kMma;
+  entry.create = [gemm, attention, name = entry.name](int ordinal) -> std::unique_ptr<Device> {
     const int count = visible_devices();
     KOSMOS_CHECK(ordinal >= 0 && ordinal < count, "--backend ", name, " --device ", ordinal, ": ", count,
                  " device(s) visible; choose an ordinal below ", count);
-    return std::make_unique<GpuDevice>(ordinal, path, name);
+    return std::make_unique<GpuDevice>(ordinal, gemm, attention, name);
   };
   return entry;
 }

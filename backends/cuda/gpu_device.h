@@ -3,21 +3,41 @@
 // as kosmos::rocm; this header is plain C++ so that g++ translation units (the registry) can include it.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "backends/device.h"
 #include "backends/registry.h"
 
 namespace kosmos {
 
+// The kernel choices of a GPU backend: the standard ones, or a variant that runs one family of ops on the other
+// kernels, so that both can be checked and compared on one card.
+enum class GpuVariant : uint8_t {
+  kStandard,       // "cuda": cuBLASLt, mma.sync attention (WMMA for head sizes it does not take); "rocm": own GEMMs
+  kOwnGemm,        // "cuda-owngemm": every Matmul on the own tiled kernel (the ROCm GEMM path)
+  kWmmaAttention,  // "cuda-wmma": bf16 attention on the WMMA kernels for every head size they take
+};
+constexpr GpuVariant kGpuVariants[] = {GpuVariant::kStandard, GpuVariant::kOwnGemm, GpuVariant::kWmmaAttention};
+
+// "cuda", "cuda-owngemm", "cuda-wmma" (base "cuda"), and likewise for another base.
+inline std::string gpu_backend_name(const std::string & base, GpuVariant variant) {
+  switch (variant) {
+    case GpuVariant::kStandard: return base;
+    case GpuVariant::kOwnGemm: return base + "-owngemm";
+    case GpuVariant::kWmmaAttention: return base + "-wmma";
+  }
+  return base;
+}
+
 namespace cuda {
-// own_gemm_only: every Matmul on the project's own tiled kernel instead of cuBLASLt (the ROCm GEMM path, checked on
-// NVIDIA hardware by the op tests under the backend name "cuda-owngemm").
-BackendEntry backend_entry(bool own_gemm_only = false);
+BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);
 // The cudaStream_t of a Stream made by a CUDA device.
 void * native_stream(Stream & stream);
 }  // namespace cuda
 
 namespace rocm {
-BackendEntry backend_entry(bool own_gemm_only = true);
+BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);  // its GEMMs are the own kernels always
 void * native_stream(Stream & stream);
 }  // namespace rocm
 

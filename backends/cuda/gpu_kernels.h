@@ -21,6 +21,11 @@ const char * gemm_library_name();  // "cuBLASLt", or the own kernels' name
 // kernel always (the ROCm build without hipBLASLt, and the test that checks that kernel on an NVIDIA card).
 enum class GemmPath : uint8_t { kLibrary, kOwnKernels };
 
+// Which tensor-core kernels run bf16 attention on NVIDIA: the mma.sync ones (kernels_attention_mma.cu) where they
+// take the head size, else the WMMA ones (kernels_attention_tc.cu); or the WMMA ones always (the backend
+// "cuda-wmma", to compare the two).
+enum class AttentionKernels : uint8_t { kMma, kWmma };
+
 // Scratch slots, one per user that may hold it across kernels of one op.
 enum ScratchSlot : int {
   kScratchReduce = 0,
@@ -35,12 +40,13 @@ enum ScratchSlot : int {
 // freed inside a step.
 class GpuContext {
  public:
-  GpuContext(int ordinal, GemmPath gemm_path);
+  GpuContext(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels);
   ~GpuContext();
   GpuContext(const GpuContext &) = delete;
   GpuContext & operator=(const GpuContext &) = delete;
 
   GemmPath gemm_path() const { return gemm_path_; }
+  AttentionKernels attention_kernels() const { return attention_kernels_; }
   GemmPlans & gemm_plans() { return *gemm_plans_; }
   // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. Growing it waits for
   // the stream first, so kernels still reading the old block are done.
@@ -48,6 +54,7 @@ class GpuContext {
 
  private:
   GemmPath gemm_path_;
+  AttentionKernels attention_kernels_;
   GemmPlansOwner gemm_plans_;
   struct Scratch {
     void * data = nullptr;
@@ -91,6 +98,10 @@ void gpu_op(GpuContext & ctx, const L2NormalizeBackward & op, cudaStream_t strea
 bool tensor_core_attention_takes(int64_t head_dim);
 void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t stream);
 void tensor_core_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream);
+// kernels_attention_mma.cu: the same on mma.sync, every score in registers; head sizes 32 and 64.
+inline bool mma_attention_takes(int64_t head_dim) { return head_dim == 32 || head_dim == 64; }
+void mma_attention_forward(const AttentionForward & op, cudaStream_t stream);
+void mma_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream);
 #endif
 
 // The largest head dimension the attention kernels hold per warp: 8 values per lane on NVIDIA's 32-wide warps,

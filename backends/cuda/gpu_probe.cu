@@ -36,7 +36,7 @@ std::string library_versions() {
   return "GEMMs on cuBLASLt " + std::to_string(lt / 10000) + "." + std::to_string((lt / 100) % 100) + "." +
          std::to_string(lt % 100) + " (the own tiled kernels where it declines), NCCL " + std::to_string(nccl / 10000) +
          "." + std::to_string((nccl / 100) % 100) + "." + std::to_string(nccl % 100) +
-         " (not used yet: collectives over MPI through host memory)";
+         " (the collectives of GPU buffers; point-to-point transfers over MPI through host memory)";
 #endif
 }
 

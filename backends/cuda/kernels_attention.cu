@@ -3,8 +3,9 @@
 // row: a query row forward and for dq, a key row for dk and dv, so no two warps write the same gradient row and
 // nothing needs atomics. Each lane holds head_dim / warp-size elements of its row; a dot product is a warp sum.
 // Causal masking, dropout (backends/attention_dropout.h) and strided [B, H, T, dh] views as in ops.h.
-// This is the f32 path; bf16 operands go to the tensor-core kernels (kernels_attention_tc.cu) where those take the
-// head size on an NVIDIA card, else every bf16 tensor of the op is widened to f32 here and the results rounded back.
+// This is the f32 path; bf16 operands go to the tensor-core kernels (kernels_attention_mma.cu, or
+// kernels_attention_tc.cu) where those take the head size on an NVIDIA card, else every bf16 tensor of the op is
+// widened to f32 here and the results rounded back.
 #include "backends/cuda/attention_shape.cuh"
 #include "backends/cuda/gpu_kernels.h"
 
@@ -219,11 +220,19 @@ bool on_tensor_cores(const TensorView & q) {
 #endif
 }
 
+#ifndef KOSMOS_USE_ROCM
+// Whether tensor-core attention runs on the mma.sync kernels (else on the WMMA ones).
+bool on_mma(const GpuContext & ctx, const TensorView & q) {
+  return ctx.attention_kernels() == AttentionKernels::kMma && mma_attention_takes(q.dim(3));
+}
+#endif
+
 }  // namespace
 
 void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
 #ifndef KOSMOS_USE_ROCM
-  if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q)) return tensor_core_attention_forward(op, stream);
+  if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q))
+    return on_mma(ctx, op.q) ? mma_attention_forward(op, stream) : tensor_core_attention_forward(op, stream);
 #endif
   if (!all_f32({op.out, op.q})) {
     Widened wide(ctx, stream);
@@ -256,7 +265,9 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
   auto * delta = static_cast<float *>(ctx.scratch(kScratchAttention, sizeof(float) * query_rows, stream));
   launch_delta(delta, op.dout, op.out, s, stream);
 #ifndef KOSMOS_USE_ROCM
-  if (tensor_cores) return tensor_core_attention_backward(op, delta, stream);
+  if (tensor_cores)
+    return on_mma(ctx, op.q) ? mma_attention_backward(op, delta, stream)
+                             : tensor_core_attention_backward(op, delta, stream);
 #endif
   attention_dq_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(head_rows(op.dq), head_rows(op.dout),
                                                                        head_rows(op.q), head_rows(op.k),

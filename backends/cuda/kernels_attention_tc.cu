@@ -11,78 +11,17 @@
 #include <mma.h>
 
 #include <cstdint>
-#include <type_traits>
 
-#include "backends/cuda/attention_shape.cuh"
-#include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/attention_tiles.cuh"
 
 namespace kosmos::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
+using namespace attention_tiles;
 using FragA = nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, bf16, nvcuda::wmma::row_major>;
 using FragBRows = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, bf16, nvcuda::wmma::row_major>;
 using FragBColumns = nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, bf16, nvcuda::wmma::col_major>;
 using FragAcc = nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>;
-
-constexpr int kBlockRows = 64;   // rows a block owns
-constexpr int kStepRows = 64;    // rows of the other side per step
-constexpr int kWarps = 4;        // 16 of the block's rows each
-constexpr int kBlockThreads = kWarps * 32;
-constexpr int kLanes = 32;
-
-// Shared-memory row lengths (elements): 16 bytes of padding per bf16 row and 16 per f32 row keep WMMA's ldm
-// rules (a multiple of 8 bf16 or 4 f32) and move consecutive rows to other banks.
-template <int D>
-struct Layout {
-  static constexpr int half_row = D + 8;                                      // a [64, D] bf16 tile
-  static constexpr int score_row = (D > kStepRows ? D : kStepRows) + 4;       // [64, 64] scores or [64, D] f32
-  static constexpr int step_row = kStepRows + 8;                              // [64, 64] bf16 probabilities
-  static constexpr size_t half_tile = sizeof(bf16) * kBlockRows * half_row;
-  static constexpr size_t score_tile = sizeof(float) * kBlockRows * score_row;
-  static constexpr size_t step_tile = sizeof(bf16) * kBlockRows * step_row;
-};
-
-__device__ inline bf16 as_bf16(bf16 value) { return value; }
-__device__ inline bf16 as_bf16(float value) { return __float2bfloat16(value); }
-__device__ inline void store_as(float & slot, float value) { slot = value; }
-__device__ inline void store_as(bf16 & slot, float value) { slot = __float2bfloat16(value); }
-
-// Whether every row of a bf16 operand starts on 16 bytes (its base and strides), so that a tile loads in 16-byte
-// vectors of 8 elements.
-__device__ inline bool vector_aligned(const HeadRowsOf<const bf16> & rows) {
-  return reinterpret_cast<uintptr_t>(rows.base) % 16 == 0 && rows.batch_stride % 8 == 0 && rows.head_stride % 8 == 0 &&
-         rows.row_stride % 8 == 0;
-}
-
-// Rows [first, first + 64) of (b, h) into a [64, D] bf16 tile, zeros past `limit`. A bf16 operand whose rows are
-// 16-byte aligned moves in 16-byte vectors (the tile's rows are: their length in bytes is a multiple of 16, as is
-// every tile's place in shared memory); any other is read and rounded element by element.
-template <int D, typename T>
-__device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t b, int64_t h, int64_t first,
-                          int64_t limit) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    if (vector_aligned(rows)) {
-      constexpr int kVector = 8, kVectorsPerRow = D / kVector;
-      for (int index = threadIdx.x; index < kBlockRows * kVectorsPerRow; index += kBlockThreads) {
-        const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVector;
-        uint4 value = make_uint4(0u, 0u, 0u, 0u);
-        if (first + r < limit) value = *reinterpret_cast<const uint4 *>(rows.row(b, h, first + r) + c);
-        *reinterpret_cast<uint4 *>(tile + r * Layout<D>::half_row + c) = value;
-      }
-      return;
-    }
-  }
-  for (int index = threadIdx.x; index < kBlockRows * D; index += kBlockThreads) {
-    const int r = index / D, c = index % D;
-    tile[r * Layout<D>::half_row + c] = first + r < limit ? as_bf16(rows.row(b, h, first + r)[c]) : as_bf16(0.0f);
-  }
-}
-
-// values[64, 64] of (b, h) at rows [first, first + 64) into `target`, `fill` past `limit` (lse and delta).
-__device__ void load_row_values(float * target, const float * values, int64_t first, int64_t limit, float fill) {
-  for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads) target[r] = first + r < limit ? values[first + r] : fill;
-}
 
 // Columns 2l and 2l + 1 of an f32 row in shared memory for lane l, in one 8-byte load (two loads of a float each
 // would put lanes l and l + 16 on one bank). The row starts on 8 bytes: every row length used is even.
@@ -161,7 +100,7 @@ __device__ void warp_accumulate(FragAcc (&acc)[D / 16], const bf16 * a, int lda,
       FragA left;
       FragBRows right;
       nvcuda::wmma::load_matrix_sync(left, a + k * 16, lda);
-      nvcuda::wmma::load_matrix_sync(right, b + k * 16 * Layout<D>::half_row + n * 16, Layout<D>::half_row);
+      nvcuda::wmma::load_matrix_sync(right, b + k * 16 * TileLayout<D>::half_row + n * 16, TileLayout<D>::half_row);
       nvcuda::wmma::mma_sync(acc[n], left, right, acc[n]);
     }
 }
@@ -171,7 +110,7 @@ __device__ void warp_accumulate(FragAcc (&acc)[D / 16], const bf16 * a, int lda,
 template <int D, typename G>
 __device__ void warp_store_rows(const HeadRowsOf<G> & target, int64_t b, int64_t h, int64_t row0, int64_t limit,
                                 FragAcc (&acc)[D / 16], float * staging, float factor) {
-  constexpr int ld = Layout<D>::score_row;
+  constexpr int ld = TileLayout<D>::score_row;
 #pragma unroll
   for (int n = 0; n < D / 16; ++n)
     nvcuda::wmma::store_matrix_sync(staging + n * 16, acc[n], ld, nvcuda::wmma::mem_row_major);
@@ -188,7 +127,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     tc_attention_forward_kernel(HeadRowsOf<O> out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
                                 HeadRowsOf<const bf16> v, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
-  using L = Layout<D>;
+  using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
   bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
   bf16 * k_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
@@ -384,7 +323,7 @@ struct BackwardBlock {
   const float *head_lse, *head_delta;
 
   __device__ BackwardBlock(unsigned char * shared, const AttentionShape & s, const float * lse, const float * delta) {
-    using L = Layout<D>;
+    using L = TileLayout<D>;
     for (int t = 0; t < 2; ++t) {
       own[t] = reinterpret_cast<bf16 *>(shared + t * L::half_tile);
       streamed[t] = reinterpret_cast<bf16 *>(shared + (2 + t) * L::half_tile);
@@ -412,7 +351,7 @@ __global__ void __launch_bounds__(kBlockThreads)
                            HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse, const float * delta,
                            AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
-  using L = Layout<D>;
+  using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
   const BackwardBlock<D> m(shared, s, lse, delta);
   bf16 *q_tile = m.own[0], *dout_tile = m.own[1], *k_tile = m.streamed[0], *v_tile = m.streamed[1];
@@ -453,7 +392,7 @@ __global__ void __launch_bounds__(kBlockThreads)
                              HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse,
                              const float * delta, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
-  using L = Layout<D>;
+  using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
   const BackwardBlock<D> m(shared, s, lse, delta);  // its f32 products are S^T and dP^T: keys x queries
   bf16 *k_tile = m.own[0], *v_tile = m.own[1], *q_tile = m.streamed[0], *dout_tile = m.streamed[1];
@@ -496,46 +435,12 @@ __global__ void __launch_bounds__(kBlockThreads)
 // four tiles, two f32 products, two bf16 steps, lse and delta (dq uses one bf16 step of the two).
 template <int D>
 constexpr size_t forward_shared() {
-  return 3 * Layout<D>::half_tile + Layout<D>::score_tile + Layout<D>::step_tile + sizeof(float) * kBlockRows;
+  return 3 * TileLayout<D>::half_tile + TileLayout<D>::score_tile + TileLayout<D>::step_tile + sizeof(float) * kBlockRows;
 }
 template <int D>
 constexpr size_t backward_shared() {
-  return 4 * Layout<D>::half_tile + 2 * Layout<D>::score_tile + 2 * Layout<D>::step_tile +
+  return 4 * TileLayout<D>::half_tile + 2 * TileLayout<D>::score_tile + 2 * TileLayout<D>::step_tile +
          2 * sizeof(float) * kBlockRows;
-}
-
-// Launches `kernel` with `shared` bytes of dynamic shared memory (above the 48 KiB default, which needs the opt-in).
-template <typename Kernel, typename... Args>
-void launch(Kernel kernel, dim3 grid, size_t shared, cudaStream_t stream, const char * name, Args... args) {
-  KOSMOS_GPU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
-  kernel<<<grid, kBlockThreads, shared, stream>>>(args...);
-  KOSMOS_GPU_LAUNCHED(name);
-}
-
-// One block per (batch, head) in x (up to 2^31 - 1 of them) and per 64 rows in y (up to 65535: 4M positions).
-dim3 grid_of(int64_t rows, const AttentionShape & s) {
-  const int64_t tiles = (rows + kBlockRows - 1) / kBlockRows;
-  KOSMOS_CHECK(tiles <= 65535, "tensor-core attention: ", rows, " rows need ", tiles, " blocks of 64, more than a "
-               "grid's 65535; use shorter sequences");
-  return dim3(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(tiles));
-}
-
-template <int D, typename O>
-void forward(const AttentionForward & op, const AttentionShape & s, cudaStream_t stream) {
-  launch(tc_attention_forward_kernel<D, O>, grid_of(s.tq, s), forward_shared<D>(), stream, "tc_attention_forward",
-         head_rows_of<O>(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
-         head_rows_of<const bf16>(op.v), s);
-}
-
-template <int D, typename G>
-void backward(const AttentionBackward & op, const float * delta, const AttentionShape & s, cudaStream_t stream) {
-  const size_t shared = backward_shared<D>();
-  launch(tc_attention_dq_kernel<D, G>, grid_of(s.tq, s), shared, stream, "tc_attention_dq", head_rows_of<G>(op.dq),
-         head_rows_of<const G>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
-         head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
-  launch(tc_attention_dkdv_kernel<D, G>, grid_of(s.tk, s), shared, stream, "tc_attention_dkdv",
-         head_rows_of<G>(op.dk), head_rows_of<G>(op.dv), head_rows_of<const G>(op.dout), head_rows_of<const bf16>(op.q),
-         head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
 }
 
 }  // namespace
@@ -554,27 +459,23 @@ bool tensor_core_attention_takes(int64_t head_dim) {
 void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   if (s.batch * s.heads * s.tq == 0) return;
-  const bool f32 = op.out.dtype == DType::kF32;
-  switch (s.head_dim) {
-    case 32: return f32 ? forward<32, float>(op, s, stream) : forward<32, bf16>(op, s, stream);
-    case 64: return f32 ? forward<64, float>(op, s, stream) : forward<64, bf16>(op, s, stream);
-    case 128: return f32 ? forward<128, float>(op, s, stream) : forward<128, bf16>(op, s, stream);
-  }
-  KOSMOS_FAIL("tensor-core attention: head_dim ", s.head_dim, " (internal error: tensor_core_attention_takes "
-              "admits 32, 64 and 128)");
+  for_head_dim<32, 64, 128>(s.head_dim, op.out.dtype == DType::kF32, "WMMA attention", [&](auto d, auto t) {
+    constexpr int D = decltype(d)::value;
+    using T = decltype(t);
+    launch_forward<T>(tc_attention_forward_kernel<D, T>, forward_shared<D>(), "tc_attention_forward", op, s, stream);
+  });
 }
 
 void tensor_core_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   if (s.batch * s.heads * s.tq == 0 || s.tk == 0) return;
-  const bool f32 = op.dq.dtype == DType::kF32;  // dout's dtype too (validated)
-  switch (s.head_dim) {
-    case 32: return f32 ? backward<32, float>(op, delta, s, stream) : backward<32, bf16>(op, delta, s, stream);
-    case 64: return f32 ? backward<64, float>(op, delta, s, stream) : backward<64, bf16>(op, delta, s, stream);
-    case 128: return f32 ? backward<128, float>(op, delta, s, stream) : backward<128, bf16>(op, delta, s, stream);
-  }
-  KOSMOS_FAIL("tensor-core attention: head_dim ", s.head_dim, " (internal error: tensor_core_attention_takes "
-              "admits 32, 64 and 128)");
+  // dout's dtype is dq's (validated)
+  for_head_dim<32, 64, 128>(s.head_dim, op.dq.dtype == DType::kF32, "WMMA attention", [&](auto d, auto t) {
+    constexpr int D = decltype(d)::value;
+    using T = decltype(t);
+    launch_backward<T>(tc_attention_dq_kernel<D, T>, tc_attention_dkdv_kernel<D, T>, backward_shared<D>(),
+                       "tc_attention_dq", "tc_attention_dkdv", op, delta, s, stream);
+  });
 }
 
 }  // namespace kosmos::cuda

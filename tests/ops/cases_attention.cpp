@@ -149,10 +149,13 @@ std::vector<OpCase> attention_cases() {
           attention_case({1, 1, 70, 70, 128, true, 0.1f, false, 0, 0, DType::kBF16}),
           attention_case({1, 2, 9, 40, 64, true, 0.0f, false, 0, 0, DType::kBF16}),  // decoding-style Tq < Tk
           attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16}),
+          // causal Tq > Tk (rows that see no key) with dropout, at the paper's head size
+          attention_case({1, 2, 150, 100, 64, true, 0.25f, false, 0, 0, DType::kBF16}),
           // bf16 activations: the output and the gradients in bf16 too, as the model keeps them under --precision
           // bf16 (on tensor cores at 64 and 32, widened at 24)
           attention_case({2, 2, 130, 130, 64, true, 0.0f, true, 0, 0, DType::kBF16, DType::kBF16}),
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16}),
+          attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16}),
           attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16}),
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "backends/cuda/gpu_device.h"
 #include "backends/error.h"
 #include "backends/registry.h"
 
@@ -200,17 +199,10 @@ std::vector<std::string> testable_backends() {
   std::vector<std::string> names;
   for (const BackendEntry & entry : registry.entries())
     if (entry.available && entry.device_count() > 0) names.push_back(entry.name);
-#ifdef KOSMOS_USE_CUDA
-  if (cuda::backend_entry(true).device_count() > 0) names.push_back(cuda::backend_entry(true).name);
-#endif
   return names;
 }
 
 std::unique_ptr<Device> create_test_device(const std::string & backend) {
-#ifdef KOSMOS_USE_CUDA
-  const BackendEntry own_gemm = cuda::backend_entry(true);
-  if (backend == own_gemm.name) return own_gemm.create(0);
-#endif
   return BackendRegistry().create(backend, 0);
 }
 

@@ -81,8 +81,8 @@ std::vector<OpCase> embedding_cases();     // embedding, sinusoidal positions, c
 std::vector<OpCase> optimizer_cases();     // AdamW, squared norm
 const std::vector<OpCase> & all_op_cases();
 
-// The backends the op tests run on: every registered one that sees a device here (the CPU always), plus
-// "cuda-owngemm" (the CUDA backend with every matmul on the own tiled kernel, the ROCm GEMM path) where CUDA does.
+// The backends the op tests run on: every registered one that sees a device here (the CPU always; with CUDA, its
+// kernel variants cuda-owngemm and cuda-wmma too).
 std::vector<std::string> testable_backends();
 std::unique_ptr<Device> create_test_device(const std::string & backend);
 

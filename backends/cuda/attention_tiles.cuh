@@ -1,0 +1,150 @@
+// attention_tiles.cuh: what both tensor-core attention implementations share (kernels_attention_tc.cu on WMMA,
+// kernels_attention_mma.cu on mma.sync): blocks of four warps owning 64 rows of one (batch, head), 16 per warp,
+// streaming the other side in steps of 64 rows; [64, D] bf16 tiles in shared memory, loaded from the operands;
+// and the launch of such a kernel. CUDA only (compute capability 8.0 or newer).
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "backends/cuda/attention_shape.cuh"
+#include "backends/cuda/gpu_kernels.h"
+
+namespace kosmos::cuda::attention_tiles {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kBlockRows = 64;   // rows a block owns
+constexpr int kStepRows = 64;    // rows of the other side per step
+constexpr int kWarps = 4;        // 16 of the block's rows each
+constexpr int kBlockThreads = kWarps * 32;
+constexpr int kLanes = 32;
+// The dropout draws assume that a step is four 16-key groups of backends/attention_dropout.h and that every
+// warp's 16 rows start a group.
+static_assert(kStepRows == 4 * AttentionDropout::kGroup && kBlockRows % AttentionDropout::kGroup == 0 &&
+                  (kBlockRows / kWarps) % AttentionDropout::kGroup == 0,
+              "attention tiles and dropout groups");
+
+// Shared-memory row lengths (elements): 16 bytes of padding per bf16 row and 16 per f32 row keep WMMA's ldm
+// rules (a multiple of 8 bf16 or 4 f32) and ldmatrix's 16-byte rows, and move consecutive rows to other banks. The
+// f32 score tiles and the bf16 step tiles are the WMMA kernels' (the mma.sync ones keep those in registers).
+template <int D>
+struct TileLayout {
+  static constexpr int half_row = D + 8;                                      // a [64, D] bf16 tile
+  static constexpr int score_row = (D > kStepRows ? D : kStepRows) + 4;       // [64, 64] scores or [64, D] f32
+  static constexpr int step_row = kStepRows + 8;                              // [64, 64] bf16 probabilities
+  static constexpr size_t half_tile = sizeof(bf16) * kBlockRows * half_row;
+  static constexpr size_t score_tile = sizeof(float) * kBlockRows * score_row;
+  static constexpr size_t step_tile = sizeof(bf16) * kBlockRows * step_row;
+};
+
+__device__ inline bf16 as_bf16(bf16 value) { return value; }
+__device__ inline bf16 as_bf16(float value) { return __float2bfloat16(value); }
+__device__ inline void store_as(float & slot, float value) { slot = value; }
+__device__ inline void store_as(bf16 & slot, float value) { slot = __float2bfloat16(value); }
+
+// Whether every row of a bf16 operand starts on 16 bytes (its base and strides), so that a tile loads in 16-byte
+// vectors of 8 elements.
+__device__ inline bool vector_aligned(const HeadRowsOf<const bf16> & rows) {
+  return reinterpret_cast<uintptr_t>(rows.base) % 16 == 0 && rows.batch_stride % 8 == 0 && rows.head_stride % 8 == 0 &&
+         rows.row_stride % 8 == 0;
+}
+
+// Rows [first, first + 64) of (b, h) into a [64, D] bf16 tile, zeros past `limit`. A bf16 operand whose rows are
+// 16-byte aligned moves in 16-byte vectors (the tile's rows are: their length in bytes is a multiple of 16, as is
+// every tile's place in shared memory); any other is read and rounded element by element.
+template <int D, typename T>
+__device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t b, int64_t h, int64_t first,
+                          int64_t limit) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (vector_aligned(rows)) {
+      constexpr int kVector = 8, kVectorsPerRow = D / kVector;
+      for (int index = threadIdx.x; index < kBlockRows * kVectorsPerRow; index += kBlockThreads) {
+        const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVector;
+        uint4 value = make_uint4(0u, 0u, 0u, 0u);
+        if (first + r < limit) value = *reinterpret_cast<const uint4 *>(rows.row(b, h, first + r) + c);
+        *reinterpret_cast<uint4 *>(tile + r * TileLayout<D>::half_row + c) = value;
+      }
+      return;
+    }
+  }
+  for (int index = threadIdx.x; index < kBlockRows * D; index += kBlockThreads) {
+    const int r = index / D, c = index % D;
+    tile[r * TileLayout<D>::half_row + c] = first + r < limit ? as_bf16(rows.row(b, h, first + r)[c]) : as_bf16(0.0f);
+  }
+}
+
+// values[64, 64] of (b, h) at rows [first, first + 64) into `target`, `fill` past `limit` (lse and delta).
+__device__ inline void load_row_values(float * target, const float * values, int64_t first, int64_t limit, float fill) {
+  for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads) target[r] = first + r < limit ? values[first + r] : fill;
+}
+
+// Launches `kernel` with `shared` bytes of dynamic shared memory (above the 48 KiB default, which needs the opt-in).
+template <typename Kernel, typename... Args>
+void launch(Kernel kernel, dim3 grid, size_t shared, cudaStream_t stream, const char * name, Args... args) {
+  KOSMOS_GPU_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+  kernel<<<grid, kBlockThreads, shared, stream>>>(args...);
+  KOSMOS_GPU_LAUNCHED(name);
+}
+
+// One block per (batch, head) in x (up to 2^31 - 1 of them) and per 64 rows in y (up to 65535: 4M positions).
+inline dim3 grid_of(int64_t rows, const AttentionShape & s) {
+  const int64_t tiles = (rows + kBlockRows - 1) / kBlockRows;
+  KOSMOS_CHECK(tiles <= 65535, "tensor-core attention: ", rows, " rows need ", tiles, " blocks of 64, more than a "
+               "grid's 65535; use shorter sequences");
+  return dim3(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(tiles));
+}
+
+// The kernels of one implementation, over T (f32 or bf16: the output forward, dout and the gradients backward).
+template <typename T>
+using ForwardKernel = void (*)(HeadRowsOf<T>, float *, HeadRowsOf<const bf16>, HeadRowsOf<const bf16>,
+                               HeadRowsOf<const bf16>, AttentionShape);
+template <typename T>
+using DqKernel = void (*)(HeadRowsOf<T>, HeadRowsOf<const T>, HeadRowsOf<const bf16>, HeadRowsOf<const bf16>,
+                          HeadRowsOf<const bf16>, const float *, const float *, AttentionShape);
+template <typename T>
+using DkDvKernel = void (*)(HeadRowsOf<T>, HeadRowsOf<T>, HeadRowsOf<const T>, HeadRowsOf<const bf16>,
+                            HeadRowsOf<const bf16>, HeadRowsOf<const bf16>, const float *, const float *,
+                            AttentionShape);
+
+// The forward over the query tiles; the backward's dq kernel over the query tiles and dk, dv one over the key tiles.
+template <typename T>
+void launch_forward(ForwardKernel<T> kernel, size_t shared, const char * name, const AttentionForward & op,
+                    const AttentionShape & s, cudaStream_t stream) {
+  launch(kernel, grid_of(s.tq, s), shared, stream, name, head_rows_of<T>(op.out), op.lse.as<float>(),
+         head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), s);
+}
+template <typename T>
+void launch_backward(DqKernel<T> dq, DkDvKernel<T> dkdv, size_t shared, const char * dq_name, const char * dkdv_name,
+                     const AttentionBackward & op, const float * delta, const AttentionShape & s,
+                     cudaStream_t stream) {
+  launch(dq, grid_of(s.tq, s), shared, stream, dq_name, head_rows_of<T>(op.dq), head_rows_of<const T>(op.dout),
+         head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v),
+         op.lse.as<float>(), delta, s);
+  launch(dkdv, grid_of(s.tk, s), shared, stream, dkdv_name, head_rows_of<T>(op.dk), head_rows_of<T>(op.dv),
+         head_rows_of<const T>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
+         head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
+}
+
+// Calls run(std::integral_constant<int, D>{}, T{}) for the head size D among `HeadDims` and T = float where `f32`,
+// else bf16: the kernels' instantiation for an op. `what` names the implementation in the error for another size.
+template <int... HeadDims, typename Run>
+void for_head_dim(int64_t head_dim, bool f32, const char * what, Run run) {
+  bool ran = false;
+  const auto try_one = [&](auto d) {
+    if (ran || head_dim != decltype(d)::value) return;
+    if (f32) {
+      run(d, float{});
+    } else {
+      run(d, bf16{});
+    }
+    ran = true;
+  };
+  (try_one(std::integral_constant<int, HeadDims>{}), ...);
+  KOSMOS_CHECK(ran, what, ": head_dim ", head_dim, " has no kernels (internal error: the dispatch in "
+               "kernels_attention.cu admits only the sizes that have)");
+}
+
+}  // namespace kosmos::cuda::attention_tiles

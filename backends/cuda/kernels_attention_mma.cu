@@ -1,0 +1,468 @@
+// kernels_attention_mma.cu: attention with bf16 q, k, v on NVIDIA tensor cores through mma.sync (m16n8k16, bf16
+// products accumulating in f32; compute capability 8.0 or newer), in FlashAttention-2's register-resident form:
+// blocks and steps as in attention_tiles.cuh, each warp holding its 16 own rows as A fragments, computing a step's
+// [16, 64] scores (and in the backward dout . v) into accumulator fragments, taking the softmax (or the score
+// gradients) there, and feeding them, rounded to bf16, straight back as the A fragments of the second product; no
+// score goes through shared memory. The streamed tiles are read by ldmatrix (transposed where the tile's rows are
+// the product's depth). Dropout bytes (backends/attention_dropout.h) are staged per warp in shared memory: each
+// lane makes two Philox blocks per step and reads the bytes of the elements it holds. Same results as the WMMA
+// kernels of kernels_attention_tc.cu up to the order of f32 sums; head sizes 32 and 64 (128 would need more than
+// 255 registers in the backward). CUDA only.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/attention_tiles.cuh"
+
+namespace kosmos::cuda {
+namespace {
+
+using namespace attention_tiles;
+
+// Fragments of mma.m16n8k16 over a warp's lanes (PTX ISA), with g = lane / 4 and t = lane % 4; each 32-bit
+// register of A and B holds two bf16, the lower column (A) or row (B) in the low half:
+//   A [16 x 16]: a0 = (g, 2t..2t+1), a1 = (g + 8, 2t..2t+1), a2 = (g, 2t+8..2t+9), a3 = (g + 8, 2t+8..2t+9);
+//   B [16 x 8]:  b0 = (2t..2t+1, g), b1 = (2t+8..2t+9, g);
+//   C [16 x 8]:  c0, c1 = (g, 2t), (g, 2t + 1); c2, c3 = (g + 8, 2t), (g + 8, 2t + 1).
+// So the C fragments of columns [16 k, 16 k + 16) are, packed to bf16, the A fragment of depth slice k.
+struct FragmentA {
+  uint32_t x[4];
+};
+struct FragmentC {
+  float x[4];
+};
+
+__device__ inline void mma(FragmentC & c, const FragmentA & a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c.x[0]), "+f"(c.x[1]), "+f"(c.x[2]), "+f"(c.x[3])
+      : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "r"(b0), "r"(b1));
+}
+
+// ldmatrix .x4: lanes 8m to 8m + 7 give the addresses of the eight 16-byte rows of matrix m, and register m of
+// lane l receives that matrix's (l / 4, 2 (l % 4) .. +1); transposed, its (2 (l % 4) .. +1, l / 4).
+__device__ inline void load_matrices(uint32_t (&r)[4], const bf16 * row) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+__device__ inline void load_matrices_transposed(uint32_t (&r)[4], const bf16 * row) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+
+__device__ inline uint32_t pack_bf16(float low, float high) {
+  const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
+  return *reinterpret_cast<const uint32_t *>(&pair);
+}
+
+__device__ inline int lane_index() { return static_cast<int>(threadIdx.x % kLanes); }
+
+// The warp's rows [row0, row0 + 16) of a [64, D] tile as A fragments, one per 16 columns.
+template <int D>
+__device__ void load_rows_as_a(FragmentA (&a)[D / 16], const bf16 * tile, int row0) {
+  const int lane = lane_index();
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) {
+    uint32_t r[4];  // matrices: rows 0-7 and 8-15 of columns 16k + 0-7, then of 16k + 8-15
+    load_matrices(r, tile + (row0 + lane % 16) * TileLayout<D>::half_row + 16 * k + (lane / 16) * 8);
+    a[k] = FragmentA{{r[0], r[1], r[2], r[3]}};
+  }
+}
+
+// s[16, 64] = a[16, D] times tile[64, D]^T: the tile's rows are the columns of s (8 C fragments of 8 columns).
+template <int D>
+__device__ void product_with_rows(FragmentC (&s)[8], const FragmentA (&a)[D / 16], const bf16 * tile) {
+  const int lane = lane_index();
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s[j] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k)
+#pragma unroll
+    for (int pair = 0; pair < 4; ++pair) {  // columns 16 pair .. +15: C fragments 2 pair and 2 pair + 1
+      uint32_t r[4];  // matrices: tile rows 16 pair + 0-7 at columns 16k + 0-7, then 16k + 8-15; rows + 8 likewise
+      load_matrices(r, tile + (16 * pair + (lane / 16) * 8 + lane % 8) * TileLayout<D>::half_row + 16 * k +
+                           ((lane / 8) % 2) * 8);
+      mma(s[2 * pair], a[k], r[0], r[1]);
+      mma(s[2 * pair + 1], a[k], r[2], r[3]);
+    }
+}
+
+// acc[16, D] (D / 8 C fragments) += p[16, 64] (C fragments, rounded to bf16) times tile[64, D]: the tile's rows
+// are the product's depth, read transposed.
+template <int D>
+__device__ void accumulate_product(FragmentC (&acc)[D / 8], const FragmentC (&p)[8], const bf16 * tile) {
+  const int lane = lane_index();
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const FragmentA a{{pack_bf16(p[2 * k].x[0], p[2 * k].x[1]), pack_bf16(p[2 * k].x[2], p[2 * k].x[3]),
+                       pack_bf16(p[2 * k + 1].x[0], p[2 * k + 1].x[1]),
+                       pack_bf16(p[2 * k + 1].x[2], p[2 * k + 1].x[3])}};
+#pragma unroll
+    for (int pair = 0; pair < D / 16; ++pair) {  // output columns 16 pair .. +15
+      uint32_t r[4];  // matrices: tile rows 16k + 0-7 and 16k + 8-15 at columns 16 pair + 0-7, then + 8-15
+      load_matrices_transposed(r, tile + (16 * k + ((lane / 8) % 2) * 8 + lane % 8) * TileLayout<D>::half_row +
+                                      16 * pair + (lane / 16) * 8);
+      mma(acc[2 * pair], a, r[0], r[1]);
+      mma(acc[2 * pair + 1], a, r[2], r[3]);
+    }
+  }
+}
+
+template <int N>
+__device__ inline void clear(FragmentC (&fragments)[N]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) fragments[n] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
+}
+
+// A warp's dropout bytes for one step, in shared memory. Query rows (forward, dq): [16 rows][64 keys], rows
+// kQueryRowBytes apart (68: the reads of a lane group's eight rows land on distinct banks), staged by lane l for
+// row l / 2 and the key groups (l % 2) and (l % 2) + 2. Key rows (dk, dv): [64 queries][16 keys] (the warp's 16
+// keys are one group), staged by lane l for queries 2l and 2l + 1.
+constexpr int kQueryRowBytes = kStepRows + 4;
+constexpr int kWarpDropoutBytes = 16 * kQueryRowBytes;  // >= 64 * 16, and a multiple of 16
+static_assert(kWarpDropoutBytes >= kStepRows * 16 && kWarpDropoutBytes % 16 == 0, "dropout byte tile");
+
+__device__ void stage_query_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h,
+                                 int64_t warp_query, int64_t first_key) {
+  const int lane = lane_index(), row = lane / 2;
+  const int64_t query = warp_query + row;
+  if (query >= s.tq) return;  // rows past the end are never read
+#pragma unroll
+  for (int g = 0; g < 2; ++g) {
+    const int group = lane % 2 + 2 * g;
+    if (first_key + 16 * group >= s.tk) continue;
+    const PhiloxBlock bits = s.dropout.group(s.dropout_row(b, h, query), first_key + 16 * group);
+    auto * target = reinterpret_cast<uint32_t *>(bytes + row * kQueryRowBytes + 16 * group);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) target[w] = bits.lane[w];  // little-endian: key 4w + i is byte i of lane w
+  }
+}
+__device__ inline float query_row_factor(const unsigned char * bytes, const AttentionShape & s, int row, int column) {
+  return s.dropout.factor_of_byte(bytes[row * kQueryRowBytes + column]);
+}
+
+__device__ void stage_key_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h, int64_t warp_key,
+                               int64_t first_query) {
+  const int lane = lane_index();
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int64_t query = first_query + 2 * lane + e;
+    if (query >= s.tq || warp_key >= s.tk) continue;
+    const PhiloxBlock bits = s.dropout.group(s.dropout_row(b, h, query), warp_key);
+    *reinterpret_cast<uint4 *>(bytes + (2 * lane + e) * 16) = make_uint4(bits.lane[0], bits.lane[1], bits.lane[2],
+                                                                         bits.lane[3]);
+  }
+}
+__device__ inline float key_row_factor(const unsigned char * bytes, const AttentionShape & s, int key, int query) {
+  return s.dropout.factor_of_byte(bytes[query * 16 + key]);
+}
+
+// The rows of the fragments a lane holds: g and g + 8 of the warp's 16 (`half` 0 and 1), and its columns
+// 8j + 2t + e of a step's 64.
+__device__ inline int lane_row(int half) { return lane_index() / 4 + 8 * half; }
+__device__ inline int lane_column(int j, int e) { return 8 * j + 2 * (lane_index() % 4) + e; }
+
+// Max and sum over the four lanes that hold a row.
+__device__ inline float row_max_of(float value) {
+  value = fmaxf(value, __shfl_xor_sync(0xFFFFFFFFu, value, 1));
+  return fmaxf(value, __shfl_xor_sync(0xFFFFFFFFu, value, 2));
+}
+__device__ inline float row_sum_of(float value) {
+  value += __shfl_xor_sync(0xFFFFFFFFu, value, 1);
+  return value + __shfl_xor_sync(0xFFFFFFFFu, value, 2);
+}
+
+// The backward of one probability, as in kernels_attention_tc.cu: p = exp(scale s - lse) where visible (else 0)
+// and f its dropout factor give the probability as kept, p f, and the score gradient ds = p (dp f - delta).
+struct ScoreGradient {
+  float kept, ds;
+};
+__device__ inline ScoreGradient score_gradient(float score, float dp, float lse, float delta, float f, bool visible,
+                                               float scale) {
+  const float p = visible ? __expf(score * scale - lse) : 0.0f;
+  return {p * f, visible ? p * (dp * f - delta) : 0.0f};
+}
+
+// A warp's [16, D] result rows (row0 + lane_row, up to `limit`) times `factor` into `target` (f32 or bf16); each
+// row's own factor where `row_factors` is given.
+template <int D, typename T>
+__device__ void store_rows(const HeadRowsOf<T> & target, int64_t b, int64_t h, int64_t row0, int64_t limit,
+                           const FragmentC (&acc)[D / 8], const float (&row_factors)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = row0 + lane_row(half);
+    if (row >= limit) continue;
+    T * out = target.row(b, h, row);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) store_as(out[lane_column(n, e)], acc[n].x[2 * half + e] * row_factors[half]);
+  }
+}
+
+template <int D>
+constexpr size_t forward_shared() {
+  return 3 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes;
+}
+template <int D>
+constexpr size_t backward_shared() {
+  return 4 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes + 2 * sizeof(float) * kStepRows;
+}
+
+template <int D, typename O>
+__global__ void __launch_bounds__(kBlockThreads)
+    mma_attention_forward_kernel(HeadRowsOf<O> out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
+                                 HeadRowsOf<const bf16> v, AttentionShape s) {
+#if __CUDA_ARCH__ >= 800
+  using L = TileLayout<D>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
+  bf16 * k_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
+  bf16 * v_tile = reinterpret_cast<bf16 *>(shared + 2 * L::half_tile);
+  const int warp = static_cast<int>(threadIdx.x) / kLanes;
+  unsigned char * dropout_bytes = shared + 3 * L::half_tile + warp * kWarpDropoutBytes;
+
+  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
+  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + 16 * warp;
+  load_tile<D>(q_tile, q, b, h, first_query, s.tq);
+  __syncthreads();
+  FragmentA q_rows[D / 16];
+  load_rows_as_a<D>(q_rows, q_tile, 16 * warp);
+
+  FragmentC acc[D / 8];
+  clear(acc);
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  int64_t keys_seen[2];  // by the lane's two rows
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t query = warp_query + lane_row(half);
+    keys_seen[half] = query < s.tq ? s.keys_for(query) : 0;
+  }
+
+  const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
+  const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
+  for (int64_t first_key = 0; first_key < key_end; first_key += kStepRows) {
+    __syncthreads();  // every warp is done with the previous tiles
+    load_tile<D>(k_tile, k, b, h, first_key, s.tk);
+    load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+    if (s.dropout.active()) stage_query_rows(dropout_bytes, s, b, h, warp_query, first_key);
+    __syncthreads();
+    FragmentC p[8];
+    product_with_rows<D>(p, q_rows, k_tile);
+    // The online softmax of the lane's two rows; the sums are taken before dropout.
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float & value = p[j].x[2 * half + e];
+          value = first_key + lane_column(j, e) < keys_seen[half] ? value * s.scale : -INFINITY;
+          tile_max = fmaxf(tile_max, value);
+        }
+      const float new_max = fmaxf(row_max[half], row_max_of(tile_max));
+      float rescale = 1.0f;  // of the row's output so far
+      if (new_max != -INFINITY) rescale = row_max[half] == -INFINITY ? 0.0f : __expf(row_max[half] - new_max);
+      float sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float & value = p[j].x[2 * half + e];
+          value = value == -INFINITY ? 0.0f : __expf(value - new_max);
+          sum += value;
+          if (s.dropout.active() && value != 0.0f)
+            value *= query_row_factor(dropout_bytes, s, lane_row(half), lane_column(j, e));
+        }
+      sum = row_sum_of(sum);
+      if (new_max != -INFINITY) {
+        row_sum[half] = row_sum[half] * rescale + sum;
+        row_max[half] = new_max;
+      }
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) acc[n].x[2 * half] *= rescale, acc[n].x[2 * half + 1] *= rescale;
+    }
+    accumulate_product<D>(acc, p, v_tile);
+  }
+  float inverse_sums[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    inverse_sums[half] = row_sum[half] > 0.0f ? 1.0f / row_sum[half] : 0.0f;
+    const int64_t query = warp_query + lane_row(half);
+    if (lane_index() % 4 == 0 && query < s.tq)
+      lse[head_index * s.tq + query] = row_sum[half] > 0.0f ? row_max[half] + logf(row_sum[half]) : -INFINITY;
+  }
+  store_rows<D>(out, b, h, warp_query, s.tq, acc, inverse_sums);
+#endif
+}
+
+template <int D, typename G>
+__global__ void __launch_bounds__(kBlockThreads)
+    mma_attention_dq_kernel(HeadRowsOf<G> dq, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
+                            HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse, const float * delta,
+                            AttentionShape s) {
+#if __CUDA_ARCH__ >= 800
+  using L = TileLayout<D>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
+  bf16 * dout_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
+  bf16 * k_tile = reinterpret_cast<bf16 *>(shared + 2 * L::half_tile);
+  bf16 * v_tile = reinterpret_cast<bf16 *>(shared + 3 * L::half_tile);
+  const int warp = static_cast<int>(threadIdx.x) / kLanes;
+  unsigned char * dropout_bytes = shared + 4 * L::half_tile + warp * kWarpDropoutBytes;
+
+  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
+  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + 16 * warp;
+  load_tile<D>(q_tile, q, b, h, first_query, s.tq);
+  load_tile<D>(dout_tile, dout, b, h, first_query, s.tq);
+  __syncthreads();
+  FragmentA q_rows[D / 16], dout_rows[D / 16];
+  load_rows_as_a<D>(q_rows, q_tile, 16 * warp);
+  load_rows_as_a<D>(dout_rows, dout_tile, 16 * warp);
+
+  float row_lse[2], row_delta[2];
+  int64_t keys_seen[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t query = warp_query + lane_row(half);
+    row_lse[half] = query < s.tq ? lse[head_index * s.tq + query] : -INFINITY;
+    row_delta[half] = query < s.tq ? delta[head_index * s.tq + query] : 0.0f;
+    keys_seen[half] = query < s.tq && row_lse[half] != -INFINITY ? s.keys_for(query) : 0;
+  }
+  FragmentC acc[D / 8];
+  clear(acc);
+
+  const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
+  const int64_t key_end = s.keys_for(last_query);
+  for (int64_t first_key = 0; first_key < key_end; first_key += kStepRows) {
+    __syncthreads();
+    load_tile<D>(k_tile, k, b, h, first_key, s.tk);
+    load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+    if (s.dropout.active()) stage_query_rows(dropout_bytes, s, b, h, warp_query, first_key);
+    __syncthreads();
+    FragmentC scores[8], dps[8];
+    product_with_rows<D>(scores, q_rows, k_tile);  // S = Q K^T
+    product_with_rows<D>(dps, dout_rows, v_tile);  // dP = dO V^T
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int half = 0; half < 2; ++half)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int column = lane_column(j, e);
+          const bool visible = first_key + column < keys_seen[half];
+          const float f =
+              s.dropout.active() && visible ? query_row_factor(dropout_bytes, s, lane_row(half), column) : 1.0f;
+          float & value = scores[j].x[2 * half + e];
+          value = score_gradient(value, dps[j].x[2 * half + e], row_lse[half], row_delta[half], f, visible, s.scale).ds;
+        }
+    __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
+    accumulate_product<D>(acc, scores, k_tile);  // dQ += dS K
+  }
+  const float scales[2] = {s.scale, s.scale};
+  store_rows<D>(dq, b, h, warp_query, s.tq, acc, scales);
+#endif
+}
+
+template <int D, typename G>
+__global__ void __launch_bounds__(kBlockThreads)
+    mma_attention_dkdv_kernel(HeadRowsOf<G> dk, HeadRowsOf<G> dv, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
+                              HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse,
+                              const float * delta, AttentionShape s) {
+#if __CUDA_ARCH__ >= 800
+  using L = TileLayout<D>;
+  extern __shared__ __align__(128) unsigned char shared[];
+  bf16 * k_tile = reinterpret_cast<bf16 *>(shared);
+  bf16 * v_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
+  bf16 * q_tile = reinterpret_cast<bf16 *>(shared + 2 * L::half_tile);
+  bf16 * dout_tile = reinterpret_cast<bf16 *>(shared + 3 * L::half_tile);
+  const int warp = static_cast<int>(threadIdx.x) / kLanes;
+  unsigned char * dropout_bytes = shared + 4 * L::half_tile + warp * kWarpDropoutBytes;
+  float * lse_values = reinterpret_cast<float *>(shared + 4 * L::half_tile + kWarps * kWarpDropoutBytes);
+  float * delta_values = lse_values + kStepRows;
+
+  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
+  const int64_t first_key = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_key = first_key + 16 * warp;
+  load_tile<D>(k_tile, k, b, h, first_key, s.tk);
+  load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+  __syncthreads();
+  FragmentA k_rows[D / 16], v_rows[D / 16];
+  load_rows_as_a<D>(k_rows, k_tile, 16 * warp);
+  load_rows_as_a<D>(v_rows, v_tile, 16 * warp);
+  FragmentC dk_acc[D / 8], dv_acc[D / 8];
+  clear(dk_acc);
+  clear(dv_acc);
+  const float * head_lse = lse + head_index * s.tq;
+  const float * head_delta = delta + head_index * s.tq;
+
+  for (int64_t first_query = s.queries_from(first_key); first_query < s.tq; first_query += kStepRows) {
+    __syncthreads();
+    load_tile<D>(q_tile, q, b, h, first_query, s.tq);
+    load_tile<D>(dout_tile, dout, b, h, first_query, s.tq);
+    load_row_values(lse_values, head_lse, first_query, s.tq, -INFINITY);
+    load_row_values(delta_values, head_delta, first_query, s.tq, 0.0f);
+    if (s.dropout.active()) stage_key_rows(dropout_bytes, s, b, h, warp_key, first_query);
+    __syncthreads();
+    FragmentC scores[8], dps[8];                    // transposed: keys x queries
+    product_with_rows<D>(scores, k_rows, q_tile);  // S^T = K Q^T
+    product_with_rows<D>(dps, v_rows, dout_tile);  // dP^T = V dO^T
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int column = lane_column(j, e);
+        const int64_t query = first_query + column;
+        const float query_lse = lse_values[column], query_delta = delta_values[column];
+        const int64_t keys_seen = query < s.tq && query_lse != -INFINITY ? s.keys_for(query) : 0;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int key = lane_row(half);
+          const bool visible = warp_key + key < keys_seen;
+          const float f = s.dropout.active() && visible ? key_row_factor(dropout_bytes, s, key, column) : 1.0f;
+          const ScoreGradient g = score_gradient(scores[j].x[2 * half + e], dps[j].x[2 * half + e], query_lse,
+                                                 query_delta, f, visible, s.scale);
+          scores[j].x[2 * half + e] = g.kept;
+          dps[j].x[2 * half + e] = g.ds;
+        }
+      }
+    __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
+    accumulate_product<D>(dv_acc, scores, dout_tile);  // dV += (P f)^T dO
+    accumulate_product<D>(dk_acc, dps, q_tile);        // dK += dS^T Q
+  }
+  const float dk_scales[2] = {s.scale, s.scale}, ones[2] = {1.0f, 1.0f};
+  store_rows<D>(dk, b, h, warp_key, s.tk, dk_acc, dk_scales);
+  store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, ones);
+#endif
+}
+
+}  // namespace
+
+void mma_attention_forward(const AttentionForward & op, cudaStream_t stream) {
+  const AttentionShape s = shape_of(op.q, op.k, op.params);
+  if (s.batch * s.heads * s.tq == 0) return;
+  for_head_dim<32, 64>(s.head_dim, op.out.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
+    constexpr int D = decltype(d)::value;
+    using T = decltype(t);
+    launch_forward<T>(mma_attention_forward_kernel<D, T>, forward_shared<D>(), "mma_attention_forward", op, s, stream);
+  });
+}
+
+void mma_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream) {
+  const AttentionShape s = shape_of(op.q, op.k, op.params);
+  if (s.batch * s.heads * s.tq == 0 || s.tk == 0) return;
+  // dout's dtype is dq's (validated)
+  for_head_dim<32, 64>(s.head_dim, op.dq.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
+    constexpr int D = decltype(d)::value;
+    using T = decltype(t);
+    launch_backward<T>(mma_attention_dq_kernel<D, T>, mma_attention_dkdv_kernel<D, T>, backward_shared<D>(),
+                       "mma_attention_dq", "mma_attention_dkdv", op, delta, s, stream);
+  });
+}
+
+}  // namespace kosmos::cuda
