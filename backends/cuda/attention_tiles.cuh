@@ -52,10 +52,21 @@ __device__ inline bool vector_aligned(const HeadRowsOf<const bf16> & rows) {
          rows.row_stride % 8 == 0;
 }
 
+// cp.async (compute capability 8.0): 16 bytes from global into shared memory without passing through registers;
+// a thread's copies since its last commit form a group, and waiting leaves at most N of its groups in flight. What
+// other threads copied is visible after a __syncthreads that follows their wait.
+__device__ inline void copy_async_16(void * shared_target, const void * global_source) {
+  const uint32_t target = static_cast<uint32_t>(__cvta_generic_to_shared(shared_target));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(target), "l"(global_source) : "memory");
+}
+__device__ inline void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ inline void wait_async_copies() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
 // Rows [first, first + 64) of (b, h) into a [64, D] bf16 tile, zeros past `limit`. A bf16 operand whose rows are
 // 16-byte aligned moves in 16-byte vectors (the tile's rows are: their length in bytes is a multiple of 16, as is
-// every tile's place in shared memory); any other is read and rounded element by element.
-template <int D, typename T>
+// every tile's place in shared memory), with kAsync by cp.async (the caller commits and waits); any other is read
+// and rounded element by element, at once.
+template <int D, typename T, bool kAsync = false>
 __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t b, int64_t h, int64_t first,
                           int64_t limit) {
   if constexpr (std::is_same_v<T, bf16>) {
@@ -63,9 +74,14 @@ __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t
       constexpr int kVector = 8, kVectorsPerRow = D / kVector;
       for (int index = threadIdx.x; index < kBlockRows * kVectorsPerRow; index += kBlockThreads) {
         const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVector;
-        uint4 value = make_uint4(0u, 0u, 0u, 0u);
-        if (first + r < limit) value = *reinterpret_cast<const uint4 *>(rows.row(b, h, first + r) + c);
-        *reinterpret_cast<uint4 *>(tile + r * TileLayout<D>::half_row + c) = value;
+        auto * target = reinterpret_cast<uint4 *>(tile + r * TileLayout<D>::half_row + c);
+        if (first + r >= limit) {
+          *target = make_uint4(0u, 0u, 0u, 0u);
+        } else if constexpr (kAsync) {
+          copy_async_16(target, rows.row(b, h, first + r) + c);
+        } else {
+          *target = *reinterpret_cast<const uint4 *>(rows.row(b, h, first + r) + c);
+        }
       }
       return;
     }

@@ -1,13 +1,13 @@
 // kernels_attention_mma.cu: attention with bf16 q, k, v on NVIDIA tensor cores through mma.sync (m16n8k16, bf16
-// products accumulating in f32; compute capability 8.0 or newer), in FlashAttention-2's register-resident form:
-// blocks and steps as in attention_tiles.cuh, each warp holding its 16 own rows as A fragments, computing a step's
-// [16, 64] scores (and in the backward dout . v) into accumulator fragments, taking the softmax (or the score
-// gradients) there, and feeding them, rounded to bf16, straight back as the A fragments of the second product; no
-// score goes through shared memory. The streamed tiles are read by ldmatrix (transposed where the tile's rows are
-// the product's depth). Dropout bytes (backends/attention_dropout.h) are staged per warp in shared memory: each
-// lane makes two Philox blocks per step and reads the bytes of the elements it holds. Same results as the WMMA
-// kernels of kernels_attention_tc.cu up to the order of f32 sums; head sizes 32 and 64 (128 would need more than
-// 255 registers in the backward). CUDA only.
+// products accumulating in f32; compute capability 8.0 or newer), in FlashAttention-2's register-resident form: blocks
+// and steps as in attention_tiles.cuh, each warp taking its 16 own rows as A fragments, computing a step's [16, 64]
+// scores (and in the backward dout . v) into accumulator fragments, taking the softmax (or the score gradients) there,
+// and feeding them, rounded to bf16, straight back as the A fragments of the second product; no score goes through
+// shared memory. The streamed tiles are double-buffered, the next step's copied by cp.async while this one computes,
+// and read by ldmatrix (transposed where the tile's rows are the product's depth). Dropout bytes
+// (backends/attention_dropout.h) are staged per warp in shared memory: each lane makes two Philox blocks per step and
+// reads the bytes of the elements it holds. Same results as the WMMA kernels of kernels_attention_tc.cu up to the order
+// of f32 sums; head sizes 32 and 64 (128 would need more than 255 registers in the backward). CUDA only.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -129,6 +129,7 @@ static_assert(kWarpDropoutBytes >= kStepRows * 16 && kWarpDropoutBytes % 16 == 0
 
 __device__ void stage_query_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h,
                                  int64_t warp_query, int64_t first_key) {
+  __syncwarp();  // the warp is done reading the previous step's bytes
   const int lane = lane_index(), row = lane / 2;
   const int64_t query = warp_query + row;
   if (query >= s.tq) return;  // rows past the end are never read
@@ -148,6 +149,7 @@ __device__ inline float query_row_factor(const unsigned char * bytes, const Atte
 
 __device__ void stage_key_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h, int64_t warp_key,
                                int64_t first_query) {
+  __syncwarp();  // the warp is done reading the previous step's bytes
   const int lane = lane_index();
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
@@ -205,13 +207,42 @@ __device__ void store_rows(const HeadRowsOf<T> & target, int64_t b, int64_t h, i
   }
 }
 
+// Steps over rows [first, end) of the streamed side, 64 at a time, its two operands (k and v, or q and dout)
+// double-buffered in `buffers` (four [64, D] tiles): the copies for step i + 1 are issued by cp.async right after
+// step i's barrier and land while step i computes. Before the barrier, prepare(row, buffer) writes what the step
+// needs besides (dropout bytes, lse and delta); then compute(row, a_tile, b_tile, buffer).
+template <int D, typename A, typename B, typename Prepare, typename Compute>
+__device__ __forceinline__ void stream_steps(unsigned char * buffers, const HeadRowsOf<const A> & a,
+                                             const HeadRowsOf<const B> & b_rows, int64_t b, int64_t h, int64_t first,
+                                             int64_t end, int64_t limit, Prepare prepare, Compute compute) {
+  const auto tile = [&](int buffer, int which) {
+    return reinterpret_cast<bf16 *>(buffers + (2 * buffer + which) * TileLayout<D>::half_tile);
+  };
+  const auto issue = [&](int buffer, int64_t row) {
+    load_tile<D, A, true>(tile(buffer, 0), a, b, h, row, limit);
+    load_tile<D, B, true>(tile(buffer, 1), b_rows, b, h, row, limit);
+    commit_async_copies();
+  };
+  if (first < end) issue(0, first);
+  int buffer = 0;
+  for (int64_t row = first; row < end; row += kStepRows, buffer ^= 1) {
+    wait_async_copies();
+    prepare(row, buffer);
+    __syncthreads();  // the step's tiles in place for every thread; every warp done with the previous step
+    if (row + kStepRows < end) issue(buffer ^ 1, row + kStepRows);
+    compute(row, tile(buffer, 0), tile(buffer, 1), buffer);
+  }
+}
+
+// Shared memory: the own tiles (one forward, two backward), the four streamed ones, the warps' dropout bytes, and
+// backward two buffers of the step's 64 lse and delta values.
 template <int D>
 constexpr size_t forward_shared() {
-  return 3 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes;
+  return 5 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes;
 }
 template <int D>
 constexpr size_t backward_shared() {
-  return 4 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes + 2 * sizeof(float) * kStepRows;
+  return 6 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes + 4 * sizeof(float) * kStepRows;
 }
 
 template <int D, typename O>
@@ -222,10 +253,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
   bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
-  bf16 * k_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
-  bf16 * v_tile = reinterpret_cast<bf16 *>(shared + 2 * L::half_tile);
+  unsigned char * streamed = shared + L::half_tile;  // k and v, twice
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
-  unsigned char * dropout_bytes = shared + 3 * L::half_tile + warp * kWarpDropoutBytes;
+  unsigned char * dropout_bytes = shared + 5 * L::half_tile + warp * kWarpDropoutBytes;
 
   const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
   const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + 16 * warp;
@@ -246,12 +276,10 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
-  for (int64_t first_key = 0; first_key < key_end; first_key += kStepRows) {
-    __syncthreads();  // every warp is done with the previous tiles
-    load_tile<D>(k_tile, k, b, h, first_key, s.tk);
-    load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+  const auto prepare = [&](int64_t first_key, int) {
     if (s.dropout.active()) stage_query_rows(dropout_bytes, s, b, h, warp_query, first_key);
-    __syncthreads();
+  };
+  const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
     FragmentC p[8];
     product_with_rows<D>(p, q_rows, k_tile);
     // The online softmax of the lane's two rows; the sums are taken before dropout.
@@ -289,7 +317,8 @@ __global__ void __launch_bounds__(kBlockThreads)
       for (int n = 0; n < D / 8; ++n) acc[n].x[2 * half] *= rescale, acc[n].x[2 * half + 1] *= rescale;
     }
     accumulate_product<D>(acc, p, v_tile);
-  }
+  };
+  stream_steps<D, bf16, bf16>(streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
   float inverse_sums[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -312,10 +341,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   extern __shared__ __align__(128) unsigned char shared[];
   bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
   bf16 * dout_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
-  bf16 * k_tile = reinterpret_cast<bf16 *>(shared + 2 * L::half_tile);
-  bf16 * v_tile = reinterpret_cast<bf16 *>(shared + 3 * L::half_tile);
+  unsigned char * streamed = shared + 2 * L::half_tile;  // k and v, twice
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
-  unsigned char * dropout_bytes = shared + 4 * L::half_tile + warp * kWarpDropoutBytes;
+  unsigned char * dropout_bytes = shared + 6 * L::half_tile + warp * kWarpDropoutBytes;
 
   const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
   const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + 16 * warp;
@@ -340,12 +368,10 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);
-  for (int64_t first_key = 0; first_key < key_end; first_key += kStepRows) {
-    __syncthreads();
-    load_tile<D>(k_tile, k, b, h, first_key, s.tk);
-    load_tile<D>(v_tile, v, b, h, first_key, s.tk);
+  const auto prepare = [&](int64_t first_key, int) {
     if (s.dropout.active()) stage_query_rows(dropout_bytes, s, b, h, warp_query, first_key);
-    __syncthreads();
+  };
+  const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
     FragmentC scores[8], dps[8];
     product_with_rows<D>(scores, q_rows, k_tile);  // S = Q K^T
     product_with_rows<D>(dps, dout_rows, v_tile);  // dP = dO V^T
@@ -364,7 +390,8 @@ __global__ void __launch_bounds__(kBlockThreads)
         }
     __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
     accumulate_product<D>(acc, scores, k_tile);  // dQ += dS K
-  }
+  };
+  stream_steps<D, bf16, bf16>(streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
   const float scales[2] = {s.scale, s.scale};
   store_rows<D>(dq, b, h, warp_query, s.tq, acc, scales);
 #endif
@@ -380,38 +407,41 @@ __global__ void __launch_bounds__(kBlockThreads)
   extern __shared__ __align__(128) unsigned char shared[];
   bf16 * k_tile = reinterpret_cast<bf16 *>(shared);
   bf16 * v_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
-  bf16 * q_tile = reinterpret_cast<bf16 *>(shared + 2 * L::half_tile);
-  bf16 * dout_tile = reinterpret_cast<bf16 *>(shared + 3 * L::half_tile);
+  unsigned char * streamed = shared + 2 * L::half_tile;  // q and dout, twice
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
-  unsigned char * dropout_bytes = shared + 4 * L::half_tile + warp * kWarpDropoutBytes;
-  float * lse_values = reinterpret_cast<float *>(shared + 4 * L::half_tile + kWarps * kWarpDropoutBytes);
-  float * delta_values = lse_values + kStepRows;
+  unsigned char * dropout_bytes = shared + 6 * L::half_tile + warp * kWarpDropoutBytes;
+  // [2 buffers][lse, delta][64]
+  float * step_values = reinterpret_cast<float *>(shared + 6 * L::half_tile + kWarps * kWarpDropoutBytes);
 
   const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
   const int64_t first_key = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_key = first_key + 16 * warp;
   load_tile<D>(k_tile, k, b, h, first_key, s.tk);
   load_tile<D>(v_tile, v, b, h, first_key, s.tk);
   __syncthreads();
-  FragmentA k_rows[D / 16], v_rows[D / 16];
-  load_rows_as_a<D>(k_rows, k_tile, 16 * warp);
-  load_rows_as_a<D>(v_rows, v_tile, 16 * warp);
   FragmentC dk_acc[D / 8], dv_acc[D / 8];
   clear(dk_acc);
   clear(dv_acc);
   const float * head_lse = lse + head_index * s.tq;
   const float * head_delta = delta + head_index * s.tq;
 
-  for (int64_t first_query = s.queries_from(first_key); first_query < s.tq; first_query += kStepRows) {
-    __syncthreads();
-    load_tile<D>(q_tile, q, b, h, first_query, s.tq);
-    load_tile<D>(dout_tile, dout, b, h, first_query, s.tq);
-    load_row_values(lse_values, head_lse, first_query, s.tq, -INFINITY);
-    load_row_values(delta_values, head_delta, first_query, s.tq, 0.0f);
+  const auto prepare = [&](int64_t first_query, int buffer) {
+    load_row_values(step_values + 2 * kStepRows * buffer, head_lse, first_query, s.tq, -INFINITY);
+    load_row_values(step_values + 2 * kStepRows * buffer + kStepRows, head_delta, first_query, s.tq, 0.0f);
     if (s.dropout.active()) stage_key_rows(dropout_bytes, s, b, h, warp_key, first_query);
-    __syncthreads();
-    FragmentC scores[8], dps[8];                    // transposed: keys x queries
-    product_with_rows<D>(scores, k_rows, q_tile);  // S^T = K Q^T
-    product_with_rows<D>(dps, v_rows, dout_tile);  // dP^T = V dO^T
+  };
+  const auto compute = [&](int64_t first_query, const bf16 * q_tile, const bf16 * dout_tile, int buffer) {
+    const float * lse_values = step_values + 2 * kStepRows * buffer;
+    const float * delta_values = lse_values + kStepRows;
+    FragmentC scores[8], dps[8];  // transposed: keys x queries
+    {
+      // The warp's k and v rows are read from their tiles each step rather than held: with both gradients'
+      // accumulators live, holding them would spill registers.
+      FragmentA own_rows[D / 16];
+      load_rows_as_a<D>(own_rows, k_tile, 16 * warp);
+      product_with_rows<D>(scores, own_rows, q_tile);  // S^T = K Q^T
+      load_rows_as_a<D>(own_rows, v_tile, 16 * warp);
+      product_with_rows<D>(dps, own_rows, dout_tile);  // dP^T = V dO^T
+    }
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -434,7 +464,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
     accumulate_product<D>(dv_acc, scores, dout_tile);  // dV += (P f)^T dO
     accumulate_product<D>(dk_acc, dps, q_tile);        // dK += dS^T Q
-  }
+  };
+  stream_steps<D, bf16, G>(streamed, q, dout, b, h, s.queries_from(first_key), s.tq, s.tq, prepare, compute);
   const float dk_scales[2] = {s.scale, s.scale}, ones[2] = {1.0f, 1.0f};
   store_rows<D>(dk, b, h, warp_key, s.tk, dk_acc, dk_scales);
   store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, ones);
