@@ -44,6 +44,22 @@ __device__ inline bf16 as_bf16(bf16 value) { return value; }
 __device__ inline bf16 as_bf16(float value) { return __float2bfloat16(value); }
 __device__ inline void store_as(float & slot, float value) { slot = value; }
 __device__ inline void store_as(bf16 & slot, float value) { slot = __float2bfloat16(value); }
+// Two values rounded to bf16 in one 32-bit word, the first in the low half (the lower column of an mma fragment).
+__device__ inline uint32_t pack_bf16(float low, float high) {
+  const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
+  return *reinterpret_cast<const uint32_t *>(&pair);
+}
+
+// The backward of one probability: p = exp(scale s - lse) where visible (else 0) and f its dropout factor give the
+// probability as kept, p f, and the score gradient ds = p (dp f - delta).
+struct ScoreGradient {
+  float kept, ds;
+};
+__device__ inline ScoreGradient score_gradient(float score, float dp, float lse, float delta, float f, bool visible,
+                                               float scale) {
+  const float p = visible ? __expf(score * scale - lse) : 0.0f;
+  return {p * f, visible ? p * (dp * f - delta) : 0.0f};
+}
 
 // Whether every row of a bf16 operand starts on 16 bytes (its base and strides), so that a tile loads in 16-byte
 // vectors of 8 elements.

@@ -55,11 +55,6 @@ __device__ inline void load_matrices_transposed(uint32_t (&r)[4], const bf16 * r
                : "r"(address));
 }
 
-__device__ inline uint32_t pack_bf16(float low, float high) {
-  const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
-  return *reinterpret_cast<const uint32_t *>(&pair);
-}
-
 __device__ inline int lane_index() { return static_cast<int>(threadIdx.x % kLanes); }
 
 // The warp's rows [row0, row0 + 16) of a [64, D] tile as A fragments, one per 16 columns.
@@ -179,17 +174,6 @@ __device__ inline float row_sum_of(float value) {
   return value + __shfl_xor_sync(0xFFFFFFFFu, value, 2);
 }
 
-// The backward of one probability, as in kernels_attention_tc.cu: p = exp(scale s - lse) where visible (else 0)
-// and f its dropout factor give the probability as kept, p f, and the score gradient ds = p (dp f - delta).
-struct ScoreGradient {
-  float kept, ds;
-};
-__device__ inline ScoreGradient score_gradient(float score, float dp, float lse, float delta, float f, bool visible,
-                                               float scale) {
-  const float p = visible ? __expf(score * scale - lse) : 0.0f;
-  return {p * f, visible ? p * (dp * f - delta) : 0.0f};
-}
-
 // A warp's [16, D] result rows (row0 + lane_row, up to `limit`) times `factor` into `target` (f32 or bf16); each
 // row's own factor where `row_factors` is given.
 template <int D, typename T>
@@ -244,6 +228,23 @@ template <int D>
 constexpr size_t backward_shared() {
   return 6 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes + 4 * sizeof(float) * kStepRows;
 }
+
+// A backward block's shared memory as backward_shared<D>() lays it out, and this warp's dropout bytes.
+template <int D>
+struct BackwardShared {
+  bf16 * own[2];            // q and dout (dq), k and v (dk, dv)
+  unsigned char * streamed;  // the other two, twice
+  unsigned char * dropout_bytes;
+  float * step_values;  // [2 buffers][lse, delta][64] (dk, dv)
+  __device__ explicit BackwardShared(unsigned char * shared) {
+    constexpr size_t tile = TileLayout<D>::half_tile;
+    own[0] = reinterpret_cast<bf16 *>(shared);
+    own[1] = reinterpret_cast<bf16 *>(shared + tile);
+    streamed = shared + 2 * tile;
+    dropout_bytes = shared + 6 * tile + (threadIdx.x / kLanes) * kWarpDropoutBytes;
+    step_values = reinterpret_cast<float *>(shared + 6 * tile + kWarps * kWarpDropoutBytes);
+  }
+};
 
 template <int D, typename O>
 __global__ void __launch_bounds__(kBlockThreads)
@@ -337,13 +338,10 @@ __global__ void __launch_bounds__(kBlockThreads)
                             HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse, const float * delta,
                             AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
-  using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
-  bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
-  bf16 * dout_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
-  unsigned char * streamed = shared + 2 * L::half_tile;  // k and v, twice
+  const BackwardShared<D> m(shared);
+  bf16 *q_tile = m.own[0], *dout_tile = m.own[1];
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
-  unsigned char * dropout_bytes = shared + 6 * L::half_tile + warp * kWarpDropoutBytes;
 
   const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
   const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + 16 * warp;
@@ -369,7 +367,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);
   const auto prepare = [&](int64_t first_key, int) {
-    if (s.dropout.active()) stage_query_rows(dropout_bytes, s, b, h, warp_query, first_key);
+    if (s.dropout.active()) stage_query_rows(m.dropout_bytes, s, b, h, warp_query, first_key);
   };
   const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
     FragmentC scores[8], dps[8];
@@ -384,14 +382,14 @@ __global__ void __launch_bounds__(kBlockThreads)
           const int column = lane_column(j, e);
           const bool visible = first_key + column < keys_seen[half];
           const float f =
-              s.dropout.active() && visible ? query_row_factor(dropout_bytes, s, lane_row(half), column) : 1.0f;
+              s.dropout.active() && visible ? query_row_factor(m.dropout_bytes, s, lane_row(half), column) : 1.0f;
           float & value = scores[j].x[2 * half + e];
           value = score_gradient(value, dps[j].x[2 * half + e], row_lse[half], row_delta[half], f, visible, s.scale).ds;
         }
     __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
     accumulate_product<D>(acc, scores, k_tile);  // dQ += dS K
   };
-  stream_steps<D, bf16, bf16>(streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
+  stream_steps<D, bf16, bf16>(m.streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
   const float scales[2] = {s.scale, s.scale};
   store_rows<D>(dq, b, h, warp_query, s.tq, acc, scales);
 #endif
@@ -403,15 +401,10 @@ __global__ void __launch_bounds__(kBlockThreads)
                               HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse,
                               const float * delta, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
-  using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
-  bf16 * k_tile = reinterpret_cast<bf16 *>(shared);
-  bf16 * v_tile = reinterpret_cast<bf16 *>(shared + L::half_tile);
-  unsigned char * streamed = shared + 2 * L::half_tile;  // q and dout, twice
+  const BackwardShared<D> m(shared);
+  bf16 *k_tile = m.own[0], *v_tile = m.own[1];
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
-  unsigned char * dropout_bytes = shared + 6 * L::half_tile + warp * kWarpDropoutBytes;
-  // [2 buffers][lse, delta][64]
-  float * step_values = reinterpret_cast<float *>(shared + 6 * L::half_tile + kWarps * kWarpDropoutBytes);
 
   const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
   const int64_t first_key = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_key = first_key + 16 * warp;
@@ -425,12 +418,12 @@ __global__ void __launch_bounds__(kBlockThreads)
   const float * head_delta = delta + head_index * s.tq;
 
   const auto prepare = [&](int64_t first_query, int buffer) {
-    load_row_values(step_values + 2 * kStepRows * buffer, head_lse, first_query, s.tq, -INFINITY);
-    load_row_values(step_values + 2 * kStepRows * buffer + kStepRows, head_delta, first_query, s.tq, 0.0f);
-    if (s.dropout.active()) stage_key_rows(dropout_bytes, s, b, h, warp_key, first_query);
+    load_row_values(m.step_values + 2 * kStepRows * buffer, head_lse, first_query, s.tq, -INFINITY);
+    load_row_values(m.step_values + 2 * kStepRows * buffer + kStepRows, head_delta, first_query, s.tq, 0.0f);
+    if (s.dropout.active()) stage_key_rows(m.dropout_bytes, s, b, h, warp_key, first_query);
   };
   const auto compute = [&](int64_t first_query, const bf16 * q_tile, const bf16 * dout_tile, int buffer) {
-    const float * lse_values = step_values + 2 * kStepRows * buffer;
+    const float * lse_values = m.step_values + 2 * kStepRows * buffer;
     const float * delta_values = lse_values + kStepRows;
     FragmentC scores[8], dps[8];  // transposed: keys x queries
     {
@@ -454,7 +447,7 @@ __global__ void __launch_bounds__(kBlockThreads)
         for (int half = 0; half < 2; ++half) {
           const int key = lane_row(half);
           const bool visible = warp_key + key < keys_seen;
-          const float f = s.dropout.active() && visible ? key_row_factor(dropout_bytes, s, key, column) : 1.0f;
+          const float f = s.dropout.active() && visible ? key_row_factor(m.dropout_bytes, s, key, column) : 1.0f;
           const ScoreGradient g = score_gradient(scores[j].x[2 * half + e], dps[j].x[2 * half + e], query_lse,
                                                  query_delta, f, visible, s.scale);
           scores[j].x[2 * half + e] = g.kept;
@@ -465,7 +458,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     accumulate_product<D>(dv_acc, scores, dout_tile);  // dV += (P f)^T dO
     accumulate_product<D>(dk_acc, dps, q_tile);        // dK += dS^T Q
   };
-  stream_steps<D, bf16, G>(streamed, q, dout, b, h, s.queries_from(first_key), s.tq, s.tq, prepare, compute);
+  stream_steps<D, bf16, G>(m.streamed, q, dout, b, h, s.queries_from(first_key), s.tq, s.tq, prepare, compute);
   const float dk_scales[2] = {s.scale, s.scale}, ones[2] = {1.0f, 1.0f};
   store_rows<D>(dk, b, h, warp_key, s.tk, dk_acc, dk_scales);
   store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, ones);

@@ -53,14 +53,9 @@ template <int N>
 __device__ inline void store_bf16(bf16 * target, const float (&values)[N]) {
 #pragma unroll
   for (int v = 0; v < N / 8; ++v) {
-    uint4 packed;
-    uint32_t * words = reinterpret_cast<uint32_t *>(&packed);
-#pragma unroll
-    for (int w = 0; w < 4; ++w) {
-      const __nv_bfloat162 pair = __floats2bfloat162_rn(values[8 * v + 2 * w], values[8 * v + 2 * w + 1]);
-      words[w] = *reinterpret_cast<const uint32_t *>(&pair);
-    }
-    reinterpret_cast<uint4 *>(target)[v] = packed;
+    const float * eight = values + 8 * v;
+    reinterpret_cast<uint4 *>(target)[v] = make_uint4(pack_bf16(eight[0], eight[1]), pack_bf16(eight[2], eight[3]),
+                                                      pack_bf16(eight[4], eight[5]), pack_bf16(eight[6], eight[7]));
   }
 }
 
@@ -229,17 +224,6 @@ __global__ void __launch_bounds__(kBlockThreads)
     if (warp_query + r < s.tq) store_as(out.row(b, h, warp_query + r)[c], acc[e] * rescales[warp * 16 + r]);
   }
 #endif
-}
-
-// The backward of one probability: p = exp(scale s - lse) where visible (else 0) and f its dropout factor give the
-// probability as kept, p f, and the score gradient ds = p (dp f - delta).
-struct ScoreGradient {
-  float kept, ds;
-};
-__device__ inline ScoreGradient score_gradient(float score, float dp, float lse, float delta, float f, bool visible,
-                                               float scale) {
-  const float p = visible ? __expf(score * scale - lse) : 0.0f;
-  return {p * f, visible ? p * (dp * f - delta) : 0.0f};
 }
 
 // One dq step over the warp's [16 queries, 64 keys] f32 scores and dout . v products (`dps`, row length ld): the
