@@ -230,19 +230,22 @@ struct CrossEntropyBackward {
 };
 
 // Inverted dropout: element n (linear index of the dense tensor) is kept when Philox(seed, offset + n) gives a
-// uniform >= p, and scaled by 1/(1-p). The backward regenerates the same mask.
+// uniform >= p, and scaled by 1/(1-p). The forward may add a residual in the same pass, out = residual +
+// dropout(in) (the end of a sub-layer; the residual's gradient is dout itself); out may alias in or residual. The
+// backward regenerates the same mask; its din may be bf16, rounded once, when it feeds a bf16 matmul.
 struct DropoutParams {
   float p = 0.0f;
   uint64_t seed = 0;
   uint64_t offset = 0;
 };
 struct DropoutForward {
-  TensorView out;  // [...] f32
-  TensorView in;   // [...] f32
+  TensorView out;       // [...] f32
+  TensorView in;        // [...] f32
+  TensorView residual;  // [...] f32, or absent
   DropoutParams params;
 };
 struct DropoutBackward {
-  TensorView din;   // [...] f32, overwritten
+  TensorView din;   // [...] f32|bf16, overwritten
   TensorView dout;  // [...] f32
   DropoutParams params;
 };

@@ -407,14 +407,21 @@ void validate_op(const CrossEntropyBackward & op) {
   check.same_shape("dlogits", op.dlogits, "logits", op.logits);
 }
 
-void validate_dropout(const Checker & check, const TensorView & out, const TensorView & in,
-                      const DropoutParams & params) {
-  validate_elementwise(check, {{"in", in}, {"out", out}}, {DType::kF32});
-  check.scalar_range("p", params.p, 0.0, 0.999, "the probability of dropping an element");
+void validate_op(const DropoutForward & op) {
+  const Checker check{"dropout_forward"};
+  if (op.residual.present())
+    validate_elementwise(check, {{"in", op.in}, {"out", op.out}, {"residual", op.residual}}, {DType::kF32});
+  else
+    validate_elementwise(check, {{"in", op.in}, {"out", op.out}}, {DType::kF32});
+  check.scalar_range("p", op.params.p, 0.0, 0.999, "the probability of dropping an element");
 }
-void validate_op(const DropoutForward & op) { validate_dropout(Checker{"dropout_forward"}, op.out, op.in, op.params); }
 void validate_op(const DropoutBackward & op) {
-  validate_dropout(Checker{"dropout_backward"}, op.din, op.dout, op.params);
+  const Checker check{"dropout_backward"};
+  validate_elementwise(check, {{"dout", op.dout}}, {DType::kF32});
+  validate_elementwise(check, {{"dout", op.dout}, {"din", op.din}}, {DType::kF32, DType::kBF16});
+  KOSMOS_CHECK(op.din.dtype == op.dout.dtype || !views_overlap(op.din, op.dout), "dropout_backward: din ",
+               describe(op.din), " overlaps dout ", describe(op.dout), "; in place works only in one dtype");
+  check.scalar_range("p", op.params.p, 0.0, 0.999, "the probability of dropping an element");
 }
 
 void validate_op(const AdamWStep & op) {

@@ -134,7 +134,10 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
          }});
     timings.push_back({"add", dims({tokens, d}), 0.0, 3.0 * bytes, [&bench, y, x] { bench.op(Add{y, y, x}); }});
     timings.push_back({"dropout forward", dims({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, x] {
-                         bench.op(DropoutForward{y, x, DropoutParams{0.1f, 7, 0}});
+                         bench.op(DropoutForward{y, x, TensorView{}, DropoutParams{0.1f, 7, 0}});
+                       }});
+    timings.push_back({"dropout + residual", dims({tokens, d}), 0.0, 3.0 * bytes, [&bench, y, x] {
+                         bench.op(DropoutForward{y, x, y, DropoutParams{0.1f, 7, 0}});
                        }});
   }
   {
@@ -146,6 +149,20 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                        }});
     timings.push_back({"gelu backward", dims({tokens, ffn}), 0.0, 3.0 * bytes, [&bench, dh_, g, h] {
                          bench.op(ActivationBackward{dh_, g, h, Activation::kGelu});
+                       }});
+  }
+  {  // the same at bf16 activations (--precision bf16), and the bias gradient of fc1 from them
+    const TensorView h = bench.tensor(DType::kBF16, {tokens, ffn}), g = bench.tensor(DType::kBF16, {tokens, ffn});
+    const TensorView dh_ = bench.tensor(DType::kBF16, {tokens, ffn}), dbias = bench.tensor(DType::kF32, {ffn});
+    const double bytes = 2.0 * tokens * ffn;
+    timings.push_back({"gelu forward bf16", dims({tokens, ffn}), 0.0, 2.0 * bytes, [&bench, g, h] {
+                         bench.op(ActivationForward{g, h, Activation::kGelu});
+                       }});
+    timings.push_back({"gelu backward bf16", dims({tokens, ffn}), 0.0, 3.0 * bytes, [&bench, dh_, g, h] {
+                         bench.op(ActivationBackward{dh_, g, h, Activation::kGelu});
+                       }});
+    timings.push_back({"bias backward bf16", dims({tokens, ffn}), 0.0, bytes, [&bench, dbias, h] {
+                         bench.op(BiasBackward{dbias, h});
                        }});
   }
   {

@@ -156,7 +156,8 @@ int run_demo(std::ostream & out, const BackendRegistry & registry, const DemoOpt
     op_run(*device, Matmul{h.view, x.view, w1.value.view, b1.value.view, false, true}, stream);
     op_run(*device, LayerNormForward{hn.view, mean.view, rstd.view, h.view, gamma.value.view, beta.value.view}, stream);
     op_run(*device, ActivationForward{act.view, hn.view, Activation::kGelu}, stream);
-    op_run(*device, DropoutForward{dropped.view, act.view, {p, options.seed, step * kPoints * kHidden}}, stream);
+    op_run(*device, DropoutForward{dropped.view, act.view, TensorView{}, {p, options.seed, step * kPoints * kHidden}},
+           stream);
     op_run(*device, Matmul{logits.view, dropped.view, w2.value.view, b2.value.view, false, true}, stream);
     op_run(*device, CrossEntropyForward{loss.view, lse.view, logits.view, target.view, weight.view, 0, 0, loss_scale},
            stream);

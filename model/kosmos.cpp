@@ -223,7 +223,7 @@ TensorView KosmosModel::embed(Runtime & rt, const Batch & batch, const StepRando
                               config_.tokens.pad});
     rt.run(Add{x, x, position_rows});
   }
-  if (p > 0.0f) rt.run(DropoutForward{x, x, {p, site_key(seed, step, kEmbedding, 0), row_offset}});
+  if (p > 0.0f) rt.run(DropoutForward{x, x, TensorView{}, {p, site_key(seed, step, kEmbedding, 0), row_offset}});
   return x;
 }
 

@@ -11,10 +11,6 @@ namespace {
 // Columns [first, first + width) of a [rows, cols] view.
 TensorView columns(const TensorView & rows, int64_t first, int64_t width) { return slice(rows, 1, first, width); }
 
-void dropout_forward(Runtime & rt, TensorView x, const DropoutSite & site) {
-  if (site.p > 0.0f) rt.run(DropoutForward{x, x, {site.p, site.seed, site.offset}});
-}
-
 }  // namespace
 
 TensorView matmul_operand(Runtime & rt, const TensorView & x, DType dtype) {
@@ -234,7 +230,7 @@ ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::opti
   return saved;
 }
 
-// The projection's f32 output is a temporary, given back after the residual add.
+// The projection's f32 output is a temporary, given back after the residual add (one pass with the dropout).
 void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projection, const DropoutSite & dropout,
                       TensorView out, TensorView residual, const ProjectionSaved & saved) {
   const Arena::Mark temporaries = rt.arena.mark();
@@ -243,13 +239,15 @@ void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projecti
     row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
   else
     projection.forward(rt, y, saved.normed);
-  dropout_forward(rt, y, dropout);
-  rt.run(Add{out, residual, y});
+  if (dropout.p > 0.0f)
+    rt.run(DropoutForward{out, y, residual, {dropout.p, dropout.seed, dropout.offset}});
+  else
+    rt.run(Add{out, residual, y});
   rt.arena.rewind(temporaries);
 }
 
 // Its backward: d_local [rows, local width] (local's dtype), the gradient at this rank's columns, from dy [rows,
-// width] f32.
+// width] f32 (or bf16, the dropout's gradient rounded once for the bf16 matmuls).
 void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
                          const Linear & projection, TensorView d_local, TensorView dy, const ProjectionSaved & saved) {
   const int64_t rows = dy.dim(0);
@@ -491,9 +489,11 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   }
   if (recomputes_ffn_tail(o.recompute)) ffn_tail(rt, w, o, tp, s);
   // out = x_mid + dropout(fc2(LN_inner_ffn(act(fc1(LN_ffn(x_mid))))))
+  // The dropouts' gradients feed only the projections' matmuls (and bias sums), so they are made in the activations'
+  // dtype: a bf16 run rounds them once here instead of in a cast of an f32 copy.
   TensorView d_ffn_out = dout;
   if (o.output_dropout.p > 0.0f) {
-    d_ffn_out = rt.take({rows, model_width});
+    d_ffn_out = take_activation(rt, o, rows, model_width);
     rt.run(DropoutBackward{d_ffn_out, dout, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}});
   }
   const TensorView d_activated = take_activation(rt, o, rows, hidden_width);
@@ -510,7 +510,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   // x_mid = x + dropout(out_proj(LN_inner_attn(attention(xpos(q), xpos(k), v))))
   TensorView d_projected = d_x_mid;
   if (o.output_dropout.p > 0.0f) {
-    d_projected = rt.take({rows, model_width});
+    d_projected = take_activation(rt, o, rows, model_width);
     rt.run(DropoutBackward{d_projected, d_x_mid, {o.output_dropout.p, o.output_dropout.seed, o.output_dropout.offset}});
   }
   const TensorView d_attention = take_activation(rt, o, rows, width);

@@ -1,39 +1,53 @@
-// dropout.cpp: inverted dropout with Philox masks regenerated in the backward (no mask is stored). Threads take
-// chunks of the flat tensor; a chunk draws exactly the elements a whole-tensor draw would.
+// dropout.cpp: inverted dropout with Philox masks regenerated in the backward (no mask is stored), with the
+// forward's optional residual add and the backward's f32 or bf16 gradient. Threads take chunks of the flat tensor;
+// a chunk draws exactly the elements a whole-tensor draw would.
 #include <algorithm>
 #include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/dropout_mask.h"
+#include "backends/dtype.h"
 
 namespace kosmos::cpu {
 namespace {
 
-void dropout_apply(const TensorView & out, const TensorView & in, const DropoutParams & params) {
+// out = residual + in * mask (without residual where it is absent); in and residual f32, out f32 or bf16.
+void dropout_apply(const TensorView & out, const TensorView & in, const TensorView & residual,
+                   const DropoutParams & params) {
   constexpr int64_t kChunk = 4096;
   const int64_t count = in.numel();
   const float * source = in.as<float>();
-  float * target = out.as<float>();
-  if (params.p == 0.0f) {
-    std::copy(source, source + count, target);
-    return;
-  }
+  const float * kept = residual.present() ? residual.as<float>() : nullptr;
 #pragma omp parallel
   {
-    std::vector<float> factors(kChunk);
+    std::vector<float> factors(kChunk, 1.0f);
 #pragma omp for
     for (int64_t first = 0; first < count; first += kChunk) {
       const int64_t length = std::min(kChunk, count - first);
-      dropout_factors(params.seed, params.offset + static_cast<uint64_t>(first), length, params.p, factors.data());
+      if (params.p > 0.0f)
+        dropout_factors(params.seed, params.offset + static_cast<uint64_t>(first), length, params.p, factors.data());
+      if (out.dtype == DType::kF32) {
+        float * target = out.as<float>();
+        if (kept) {
 #pragma omp simd
-      for (int64_t i = 0; i < length; ++i) target[first + i] = source[first + i] * factors[i];
+          for (int64_t i = first; i < first + length; ++i) target[i] = kept[i] + source[i] * factors[i - first];
+        } else {
+#pragma omp simd
+          for (int64_t i = first; i < first + length; ++i) target[i] = source[i] * factors[i - first];
+        }
+      } else {
+        for (int64_t i = first; i < first + length; ++i) {
+          const float dropped = source[i] * factors[i - first];
+          store_from_float(out.data, out.dtype, i, kept ? kept[i] + dropped : dropped);
+        }
+      }
     }
   }
 }
 
 }  // namespace
 
-void cpu_op(CpuContext &, const DropoutForward & op) { dropout_apply(op.out, op.in, op.params); }
-void cpu_op(CpuContext &, const DropoutBackward & op) { dropout_apply(op.din, op.dout, op.params); }
+void cpu_op(CpuContext &, const DropoutForward & op) { dropout_apply(op.out, op.in, op.residual, op.params); }
+void cpu_op(CpuContext &, const DropoutBackward & op) { dropout_apply(op.din, op.dout, TensorView{}, op.params); }
 
 }  // namespace kosmos::cpu

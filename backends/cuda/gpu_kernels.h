@@ -32,7 +32,8 @@ enum ScratchSlot : int {
   kScratchRows = 1,
   kScratchAttention = 2,
   kScratchTable = 3,    // xPos's factors
-  kScratchWidened = 4,  // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchColumnSums = 4,  // add_column_sums' partial sums, inside one call
+  kScratchWidened = 5,     // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 
@@ -108,9 +109,9 @@ void mma_attention_backward(const AttentionBackward & op, const float * delta, c
 // 4 on CDNA's 64-wide waves.
 constexpr int64_t kMaxHeadDim = 256;
 
-// Column sums of a [rows, cols] f32|bf16 matrix with rows `row_stride` apart, added into sums[cols] (f32), in a
-// fixed order (deterministic): the bias and LayerNorm parameter gradients.
-void add_column_sums(float * sums, const void * matrix, DType dtype, int64_t rows, int64_t cols, int64_t row_stride,
-                     cudaStream_t stream);
+// Column sums of a [rows, cols] f32|bf16|f16 matrix with rows `row_stride` apart, added into sums[cols] (f32), in
+// an order fixed by the shape (deterministic): the bias and LayerNorm parameter gradients (kernels_column_sums.cu).
+void add_column_sums(GpuContext & ctx, float * sums, const void * matrix, DType dtype, int64_t rows, int64_t cols,
+                     int64_t row_stride, cudaStream_t stream);
 
 }  // namespace kosmos::KOSMOS_GPU_NAMESPACE

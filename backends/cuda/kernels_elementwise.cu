@@ -1,7 +1,8 @@
 // kernels_elementwise.cu: the elementwise ops on the GPU (GELU and QuickGELU forward/backward, add with a trailing
-// broadcast, scale, cast, strided copy, patchify, fill, dropout), and the deterministic column sums behind the
-// bias gradient. One thread per element in grid-stride loops; dtypes through load_float/store_float.
+// broadcast, scale, cast, strided copy, patchify, fill, dropout with the residual add). Dense tensors go in packs of
+// 8 elements per thread (vector_access.cuh), strided ones and broadcasts one element per thread; grid-stride loops.
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/vector_access.cuh"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
@@ -10,20 +11,18 @@ constexpr float kInverseSqrt2 = 0.70710678118654752f;
 constexpr float kInverseSqrt2Pi = 0.39894228040143268f;
 constexpr float kQuickGeluSlope = 1.702f;
 
-// The activations' tensors share one dtype, f32 or bf16; the arithmetic is f32.
-__global__ void activation_forward_kernel(void * out, const void * in, DType dtype, int64_t count, Activation kind) {
-  KOSMOS_GRID_LOOP(i, count) {
-    const float x = load_float(in, dtype, i);
-    store_float(out, dtype, i,
-                kind == Activation::kGelu ? 0.5f * x * (1.0f + erff(x * kInverseSqrt2))
-                                          : x / (1.0f + expf(-kQuickGeluSlope * x)));
+// The elementwise maps, each an f32 arithmetic on values loaded as floats: out = f(x) or out = f(x, y).
+struct ActivationMap {
+  Activation kind;
+  __device__ float operator()(float x) const {
+    return kind == Activation::kGelu ? 0.5f * x * (1.0f + erff(x * kInverseSqrt2))
+                                     : x / (1.0f + expf(-kQuickGeluSlope * x));
   }
-}
-
-__global__ void activation_backward_kernel(void * din, const void * dout, const void * in, DType dtype, int64_t count,
-                                           Activation kind) {
-  KOSMOS_GRID_LOOP(i, count) {
-    const float x = load_float(in, dtype, i);
+};
+// din = dout * act'(in), as operator()(dout, in).
+struct ActivationGradientMap {
+  Activation kind;
+  __device__ float operator()(float dout, float x) const {
     float slope;
     if (kind == Activation::kGelu) {
       slope = 0.5f * (1.0f + erff(x * kInverseSqrt2)) + x * kInverseSqrt2Pi * expf(-0.5f * x * x);
@@ -31,17 +30,83 @@ __global__ void activation_backward_kernel(void * din, const void * dout, const 
       const float sigmoid = 1.0f / (1.0f + expf(-kQuickGeluSlope * x));
       slope = sigmoid + kQuickGeluSlope * x * sigmoid * (1.0f - sigmoid);
     }
-    store_float(din, dtype, i, load_float(dout, dtype, i) * slope);
+    return dout * slope;
   }
+};
+struct SumMap {
+  __device__ float operator()(float a, float b) const { return a + b; }
+};
+struct ScaleMap {
+  float alpha;
+  __device__ float operator()(float x) const { return alpha * x; }
+};
+struct IdentityMap {  // a cast: the conversion is in the load and the store
+  __device__ float operator()(float x) const { return x; }
+};
+
+// out[i] = map(in[i]) over a dense tensor: packs, then the tail.
+template <typename Out, typename In, typename Map>
+__global__ void unary_map_kernel(Out * out, const In * in, int64_t count, int64_t packs, Map map) {
+  KOSMOS_GRID_LOOP(pack, packs) {
+    float values[kPack];
+    load_pack(in, pack, values);
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) values[e] = map(values[e]);
+    store_pack(out, pack, values);
+  }
+  KOSMOS_TAIL_LOOP(i, packs, count) put(out[i], map(to_float(in[i])));
 }
 
-// out[i] = a[i] + b[i % b_count]: b is a's shape (b_count == count) or its trailing dims.
-__global__ void add_kernel(void * out, const void * a, const void * b, int64_t count, int64_t b_count, DType dtype) {
+// out[i] = map(a[i], b[i]) over dense tensors of one dtype.
+template <typename T, typename Map>
+__global__ void binary_map_kernel(T * out, const T * a, const T * b, int64_t count, int64_t packs, Map map) {
+  KOSMOS_GRID_LOOP(pack, packs) {
+    float x[kPack], y[kPack];
+    load_pack(a, pack, x);
+    load_pack(b, pack, y);
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) x[e] = map(x[e], y[e]);
+    store_pack(out, pack, x);
+  }
+  KOSMOS_TAIL_LOOP(i, packs, count) put(out[i], map(to_float(a[i]), to_float(b[i])));
+}
+
+// Launches the unary map over dense `out` and `in`, each f32, bf16 or f16.
+template <typename Map>
+void launch_unary_map(const TensorView & out, const TensorView & in, Map map, cudaStream_t stream, const char * name) {
+  const int64_t count = in.numel();
+  if (count == 0) return;
+  const int64_t packs = packs_of(count, {out.data, in.data});
+  with_storage(out.dtype, [&](auto out_element) {
+    with_storage(in.dtype, [&](auto in_element) {
+      using Out = decltype(out_element);
+      using In = decltype(in_element);
+      unary_map_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(
+          static_cast<Out *>(out.data), static_cast<const In *>(in.data), count, packs, map);
+    });
+  });
+  KOSMOS_GPU_LAUNCHED(name);
+}
+
+// Launches the binary map over dense `out`, `a` and `b` of one dtype.
+template <typename Map>
+void launch_binary_map(const TensorView & out, const TensorView & a, const TensorView & b, Map map,
+                       cudaStream_t stream, const char * name) {
+  const int64_t count = a.numel();
+  if (count == 0) return;
+  const int64_t packs = packs_of(count, {out.data, a.data, b.data});
+  with_storage(out.dtype, [&](auto element) {
+    using T = decltype(element);
+    binary_map_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(
+        static_cast<T *>(out.data), static_cast<const T *>(a.data), static_cast<const T *>(b.data), count, packs, map);
+  });
+  KOSMOS_GPU_LAUNCHED(name);
+}
+
+// out[i] = a[i] + b[i % b_count]: b is a's trailing dims (a table added to every leading index).
+__global__ void broadcast_add_kernel(void * out, const void * a, const void * b, int64_t count, int64_t b_count,
+                                     DType dtype) {
   KOSMOS_GRID_LOOP(i, count) store_float(out, dtype, i, load_float(a, dtype, i) + load_float(b, dtype, i % b_count));
-}
-
-__global__ void scale_kernel(void * out, const void * in, int64_t count, float alpha, DType dtype) {
-  KOSMOS_GRID_LOOP(i, count) store_float(out, dtype, i, alpha * load_float(in, dtype, i));
 }
 
 // Element i of the logical (row-major) order of `layout`, as an offset in elements.
@@ -54,9 +119,6 @@ __device__ inline int64_t strided_offset(const Layout & layout, int64_t i) {
   return offset;
 }
 
-__global__ void cast_kernel(void * out, DType out_dtype, const void * in, DType in_dtype, int64_t count) {
-  KOSMOS_GRID_LOOP(i, count) store_float(out, out_dtype, i, load_float(in, in_dtype, i));
-}
 __global__ void strided_cast_kernel(void * out, DType out_dtype, Layout out_layout, const void * in, DType in_dtype,
                                     Layout in_layout, int64_t count) {
   KOSMOS_GRID_LOOP(i, count)
@@ -80,96 +142,107 @@ __global__ void patchify_kernel(float * out, const float * images, int64_t count
   }
 }
 
-__global__ void fill_kernel(void * out, DType dtype, int64_t count, float value) {
-  KOSMOS_GRID_LOOP(i, count) store_float(out, dtype, i, value);
-}
-
-// One thread per Philox block: the (up to) four elements whose stream indices offset + i fall in it.
-__global__ void dropout_kernel(float * out, const float * in, int64_t count, DropoutDraw draw, uint64_t offset) {
-  const uint64_t first_block = offset >> 2;
-  const int64_t blocks = static_cast<int64_t>(((offset + static_cast<uint64_t>(count) + 3) >> 2) - first_block);
-  KOSMOS_GRID_LOOP(n, blocks) {
-    const uint64_t block = first_block + static_cast<uint64_t>(n);
-    const PhiloxBlock bits = philox_block(draw.seed, block);
+template <typename T>
+__global__ void fill_kernel(T * out, int64_t count, int64_t packs, float value) {
+  float values[kPack];
 #pragma unroll
-    for (uint32_t lane = 0; lane < 4; ++lane) {
-      const int64_t i = static_cast<int64_t>(block * 4 + lane - offset);
-      if (i >= 0 && i < count) out[i] = in[i] * dropout_factor_of(draw, philox_lane(bits, lane));
+  for (int e = 0; e < kPack; ++e) values[e] = value;
+  KOSMOS_GRID_LOOP(pack, packs) store_pack(out, pack, values);
+  KOSMOS_TAIL_LOOP(i, packs, count) put(out[i], value);
+}
+__global__ void fill_i32_kernel(int32_t * out, int64_t count, int32_t value) {
+  KOSMOS_GRID_LOOP(i, count) out[i] = value;
+}
+
+// The dropout factors of stream elements [first, first + 8): two Philox blocks when first is a multiple of 4 (every
+// tensor the model drops starts so), else each element's block on its own.
+__device__ inline void dropout_pack_factors(const DropoutDraw & draw, uint64_t first, float (&factors)[kPack]) {
+  if ((first & 3u) == 0) {
+    const PhiloxBlock low = philox_block(draw.seed, first >> 2), high = philox_block(draw.seed, (first >> 2) + 1);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      factors[e] = dropout_factor_of(draw, low.lane[e]);
+      factors[e + 4] = dropout_factor_of(draw, high.lane[e]);
     }
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < kPack; ++e) factors[e] = dropout_factor_of(draw, philox_bits(draw.seed, first + e));
+}
+
+// out[i] = residual[i] + in[i] * factor(offset + i), without the residual where it is null; in and residual f32.
+template <typename Out>
+__global__ void dropout_kernel(Out * out, const float * in, const float * residual, int64_t count, int64_t packs,
+                               DropoutDraw draw, uint64_t offset) {
+  KOSMOS_GRID_LOOP(pack, packs) {
+    float values[kPack], factors[kPack];
+    load_pack(in, pack, values);
+    dropout_pack_factors(draw, offset + static_cast<uint64_t>(pack) * kPack, factors);
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) values[e] *= factors[e];
+    if (residual != nullptr) {
+      float kept[kPack];
+      load_pack(residual, pack, kept);
+#pragma unroll
+      for (int e = 0; e < kPack; ++e) values[e] += kept[e];
+    }
+    store_pack(out, pack, values);
+  }
+  KOSMOS_TAIL_LOOP(i, packs, count) {
+    const float dropped = in[i] * dropout_factor_of(draw, philox_bits(draw.seed, offset + static_cast<uint64_t>(i)));
+    put(out[i], residual != nullptr ? residual[i] + dropped : dropped);
   }
 }
 
-// Column sums: a block of kWarp columns x (kThreads / kWarp) row lanes; each thread sums every lanes-th row of its
-// column in order, then the lanes are summed in order, so the result does not depend on timing.
-__global__ void column_sums_kernel(float * sums, const void * matrix, DType dtype, int64_t rows, int64_t cols,
-                                   int64_t row_stride) {
-  __shared__ float partial[kThreads];
-  const int lanes = blockDim.x / kWarp;
-  const int64_t column = static_cast<int64_t>(blockIdx.x) * kWarp + threadIdx.x % kWarp;
-  const int lane = threadIdx.x / kWarp;
-  float sum = 0.0f;
-  if (column < cols)
-    for (int64_t row = lane; row < rows; row += lanes) sum += load_float(matrix, dtype, row * row_stride + column);
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  if (lane == 0 && column < cols) {
-    float total = 0.0f;
-    for (int l = 0; l < lanes; ++l) total += partial[l * kWarp + threadIdx.x];
-    sums[column] += total;
-  }
+void launch_dropout(const TensorView & out, const TensorView & in, const TensorView & residual,
+                    const DropoutParams & params, cudaStream_t stream, const char * name) {
+  const int64_t count = in.numel();
+  if (count == 0) return;
+  const int64_t packs = packs_of(count, {out.data, in.data, residual.present() ? residual.data : nullptr});
+  with_storage(out.dtype, [&](auto element) {
+    using Out = decltype(element);
+    dropout_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(
+        static_cast<Out *>(out.data), in.as<float>(), residual.present() ? residual.as<float>() : nullptr, count, packs,
+        dropout_draw(params.seed, params.p), params.offset);
+  });
+  KOSMOS_GPU_LAUNCHED(name);
 }
 
 int64_t count_of(const TensorView & view) { return view.numel(); }
 
 }  // namespace
 
-void add_column_sums(float * sums, const void * matrix, DType dtype, int64_t rows, int64_t cols, int64_t row_stride,
-                     cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((cols + kWarp - 1) / kWarp);
-  column_sums_kernel<<<blocks, kThreads, 0, stream>>>(sums, matrix, dtype, rows, cols, row_stride);
-  KOSMOS_GPU_LAUNCHED("column_sums");
-}
-
-void gpu_op(GpuContext &, const BiasBackward & op, cudaStream_t stream) {
-  const int64_t cols = op.dout.dim(-1), rows = op.dout.rows();
-  const int64_t row_stride = op.dout.ndim == 2 ? op.dout.stride(0) : cols;
-  add_column_sums(op.dbias.as<float>(), op.dout.data, op.dout.dtype, rows, cols, row_stride, stream);
-}
-
 void gpu_op(GpuContext &, const ActivationForward & op, cudaStream_t stream) {
-  const int64_t count = count_of(op.in);
-  activation_forward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.in.data, op.in.dtype, count,
-                                                                        op.kind);
-  KOSMOS_GPU_LAUNCHED("activation_forward");
+  launch_unary_map(op.out, op.in, ActivationMap{op.kind}, stream, "activation_forward");
 }
 
 void gpu_op(GpuContext &, const ActivationBackward & op, cudaStream_t stream) {
-  const int64_t count = count_of(op.in);
-  activation_backward_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.din.data, op.dout.data, op.in.data,
-                                                                         op.in.dtype, count, op.kind);
-  KOSMOS_GPU_LAUNCHED("activation_backward");
+  launch_binary_map(op.din, op.dout, op.in, ActivationGradientMap{op.kind}, stream, "activation_backward");
 }
 
 void gpu_op(GpuContext &, const Add & op, cudaStream_t stream) {
-  const int64_t count = count_of(op.a);
-  add_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.a.data, op.b.data, count, count_of(op.b),
-                                                         op.a.dtype);
-  KOSMOS_GPU_LAUNCHED("add");
+  const int64_t count = count_of(op.a), b_count = count_of(op.b);
+  if (b_count == count) {
+    launch_binary_map(op.out, op.a, op.b, SumMap{}, stream, "add");
+    return;
+  }
+  broadcast_add_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.a.data, op.b.data, count, b_count,
+                                                                   op.a.dtype);
+  KOSMOS_GPU_LAUNCHED("broadcast_add");
 }
 
 void gpu_op(GpuContext &, const Scale & op, cudaStream_t stream) {
-  const int64_t count = count_of(op.in);
-  scale_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.in.data, count, op.alpha, op.in.dtype);
-  KOSMOS_GPU_LAUNCHED("scale");
+  launch_unary_map(op.out, op.in, ScaleMap{op.alpha}, stream, "scale");
 }
 
 void gpu_op(GpuContext &, const Cast & op, cudaStream_t stream) {
   const int64_t count = count_of(op.in);
   if (count == 0) return;
-  if (op.in.is_contiguous() && op.out.is_contiguous())
-    cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, op.in.data, op.in.dtype, count);
-  else
-    strided_cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, layout_of(op.out),
+  if (op.in.is_contiguous() && op.out.is_contiguous()) {
+    launch_unary_map(op.out, op.in, IdentityMap{}, stream, "cast");
+    return;
+  }
+  strided_cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, layout_of(op.out),
                                                                     op.in.data, op.in.dtype, layout_of(op.in), count);
   KOSMOS_GPU_LAUNCHED("cast");
 }
@@ -201,22 +274,27 @@ void gpu_op(GpuContext &, const Patchify & op, cudaStream_t stream) {
 
 void gpu_op(GpuContext &, const Fill & op, cudaStream_t stream) {
   const int64_t count = count_of(op.out);
-  fill_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, count, op.value);
+  if (count == 0) return;
+  if (op.out.dtype == DType::kI32) {
+    fill_i32_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.as<int32_t>(), count,
+                                                                static_cast<int32_t>(op.value));
+  } else {
+    const int64_t packs = packs_of(count, {op.out.data});
+    with_storage(op.out.dtype, [&](auto element) {
+      using T = decltype(element);
+      fill_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(static_cast<T *>(op.out.data), count, packs,
+                                                                      op.value);
+    });
+  }
   KOSMOS_GPU_LAUNCHED("fill");
 }
 
 void gpu_op(GpuContext &, const DropoutForward & op, cudaStream_t stream) {
-  const int64_t count = count_of(op.in);
-  dropout_kernel<<<blocks_for(count / 4 + 2), kThreads, 0, stream>>>(
-      op.out.as<float>(), op.in.as<float>(), count, dropout_draw(op.params.seed, op.params.p), op.params.offset);
-  KOSMOS_GPU_LAUNCHED("dropout_forward");
+  launch_dropout(op.out, op.in, op.residual, op.params, stream, "dropout_forward");
 }
 
 void gpu_op(GpuContext &, const DropoutBackward & op, cudaStream_t stream) {
-  const int64_t count = count_of(op.dout);
-  dropout_kernel<<<blocks_for(count / 4 + 2), kThreads, 0, stream>>>(
-      op.din.as<float>(), op.dout.as<float>(), count, dropout_draw(op.params.seed, op.params.p), op.params.offset);
-  KOSMOS_GPU_LAUNCHED("dropout_backward");
+  launch_dropout(op.din, op.dout, TensorView{}, op.params, stream, "dropout_backward");
 }
 
 }  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/vector_access.cuh"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
@@ -52,25 +53,48 @@ __global__ void cross_entropy_backward_kernel(float * dlogits, const float * log
   }
 }
 
-__global__ void adamw_kernel(float * param, float * m, float * v, const float * grad, int64_t count, float beta1,
-                             float beta2, float eps, float grad_scale, float step_size, float inverse_sqrt_correction2,
-                             float decay) {
-  KOSMOS_GRID_LOOP(i, count) {
-    const float g = grad[i] * grad_scale;
-    const float m_new = beta1 * m[i] + (1.0f - beta1) * g;
-    const float v_new = beta2 * v[i] + (1.0f - beta2) * g * g;
-    m[i] = m_new;
-    v[i] = v_new;
-    param[i] = param[i] * decay - step_size * m_new / (sqrtf(v_new) * inverse_sqrt_correction2 + eps);
+// AdamW with the bias corrections folded into step_size = lr / (1 - b1^t) and inverse_sqrt_correction2 =
+// 1 / sqrt(1 - b2^t), decay = 1 - lr wd.
+struct AdamWConstants {
+  float beta1, beta2, eps, grad_scale, step_size, inverse_sqrt_correction2, decay;
+};
+__device__ inline void adamw_update(float & param, float & m, float & v, float grad, const AdamWConstants & k) {
+  const float g = grad * k.grad_scale;
+  m = k.beta1 * m + (1.0f - k.beta1) * g;
+  v = k.beta2 * v + (1.0f - k.beta2) * g * g;
+  param = param * k.decay - k.step_size * m / (sqrtf(v) * k.inverse_sqrt_correction2 + k.eps);
+}
+
+// In packs of 8 over the aligned body, element by element over the tail.
+__global__ void adamw_kernel(float * param, float * m, float * v, const float * grad, int64_t count, int64_t packs,
+                             AdamWConstants constants) {
+  KOSMOS_GRID_LOOP(pack, packs) {
+    float p[kPack], m_pack[kPack], v_pack[kPack], g[kPack];
+    load_pack(param, pack, p);
+    load_pack(m, pack, m_pack);
+    load_pack(v, pack, v_pack);
+    load_pack(grad, pack, g);
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) adamw_update(p[e], m_pack[e], v_pack[e], g[e], constants);
+    store_pack(m, pack, m_pack);
+    store_pack(v, pack, v_pack);
+    store_pack(param, pack, p);
   }
+  KOSMOS_TAIL_LOOP(i, packs, count) adamw_update(param[i], m[i], v[i], grad[i], constants);
 }
 
 constexpr unsigned kNormBlocks = 512;  // partial sums of the squared norm
 
-__global__ void squared_partials_kernel(double * partials, const float * in, int64_t count) {
+__global__ void squared_partials_kernel(double * partials, const float * in, int64_t count, int64_t packs) {
   __shared__ double shared[kThreads / kWarp];
   double sum = 0.0;
-  KOSMOS_GRID_LOOP(i, count) sum += static_cast<double>(in[i]) * in[i];
+  KOSMOS_GRID_LOOP(pack, packs) {
+    float values[kPack];
+    load_pack(in, pack, values);
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) sum += static_cast<double>(values[e]) * values[e];
+  }
+  KOSMOS_TAIL_LOOP(i, packs, count) sum += static_cast<double>(in[i]) * in[i];
   sum = block_sum(sum, shared);
   if (threadIdx.x == 0) partials[blockIdx.x] = sum;
 }
@@ -106,10 +130,12 @@ void gpu_op(GpuContext &, const AdamWStep & op, cudaStream_t stream) {
   if (count == 0) return;
   const double correction1 = 1.0 - std::pow(static_cast<double>(op.beta1), static_cast<double>(op.step));
   const double correction2 = 1.0 - std::pow(static_cast<double>(op.beta2), static_cast<double>(op.step));
-  adamw_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
-      op.param.as<float>(), op.m.as<float>(), op.v.as<float>(), op.grad.as<float>(), count, op.beta1, op.beta2, op.eps,
-      op.grad_scale, static_cast<float>(op.lr / correction1), static_cast<float>(1.0 / std::sqrt(correction2)),
-      1.0f - op.lr * op.weight_decay);
+  const AdamWConstants constants{op.beta1, op.beta2, op.eps, op.grad_scale, static_cast<float>(op.lr / correction1),
+                                  static_cast<float>(1.0 / std::sqrt(correction2)), 1.0f - op.lr * op.weight_decay};
+  const int64_t packs = packs_of(count, {op.param.data, op.m.data, op.v.data, op.grad.data});
+  adamw_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(op.param.as<float>(), op.m.as<float>(),
+                                                                   op.v.as<float>(), op.grad.as<float>(), count, packs,
+                                                                   constants);
   KOSMOS_GPU_LAUNCHED("adamw_step");
 }
 
@@ -117,7 +143,8 @@ void gpu_op(GpuContext & ctx, const SquaredNorm & op, cudaStream_t stream) {
   const int64_t count = op.in.numel();
   if (count == 0) return;
   auto * partials = static_cast<double *>(ctx.scratch(kScratchReduce, sizeof(double) * kNormBlocks, stream));
-  squared_partials_kernel<<<kNormBlocks, kThreads, 0, stream>>>(partials, op.in.as<float>(), count);
+  squared_partials_kernel<<<kNormBlocks, kThreads, 0, stream>>>(partials, op.in.as<float>(), count,
+                                                                 packs_of(count, {op.in.data}));
   KOSMOS_GPU_LAUNCHED("squared_norm_partials");
   ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.out.as<float>(), partials, kNormBlocks, 1.0, true);
   KOSMOS_GPU_LAUNCHED("squared_norm_sum");

@@ -1,7 +1,10 @@
 // kernels_norm.cu: LayerNorm forward/backward and L2 normalisation forward/backward on the GPU: one block per row
 // (the LayerNorm backward: per 32 rows), statistics in fp32 through block sums (mean first, then the centred
 // variance, as the CPU's oneDNN does), and the LayerNorm weight and bias gradients as deterministic column sums.
+// LayerNorm rows of up to 8192 aligned columns (every row of the model) go in packs: one 8-column pack per thread,
+// held in registers between the passes, so each element is read from memory once.
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/vector_access.cuh"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
@@ -176,10 +179,135 @@ __global__ void l2_normalize_backward_kernel(float * din, const float * dout, co
 
 unsigned row_blocks(const TensorView & view) { return static_cast<unsigned>(view.rows()); }
 
+// The packed LayerNorm kernels: a block per row (the backward: per kFusedRows rows) of ceil(cols / 8) threads in
+// whole warps, thread t holding columns [8 t, 8 t + 8). cols is a multiple of 8 up to kPackedColumns; every tensor
+// 16-byte aligned.
+constexpr int kMaxRowThreads = 1024;
+constexpr int64_t kPackedColumns = int64_t{kMaxRowThreads} * kPack;
+
+bool packed_rows(int64_t cols, std::initializer_list<const void *> pointers) {
+  return cols > 0 && cols % kPack == 0 && cols <= kPackedColumns && aligned_to_pack(pointers);
+}
+unsigned packed_row_threads(int64_t cols) {
+  const int64_t packs = cols / kPack;
+  return static_cast<unsigned>((packs + kWarp - 1) / kWarp * kWarp);
+}
+
+template <typename Out, typename In>
+__global__ void __launch_bounds__(kMaxRowThreads)
+    layernorm_forward_packed_kernel(Out * out, float * mean_out, float * rstd_out, const In * in, const float * weight,
+                                    const float * bias, int64_t cols, float eps) {
+  __shared__ float shared[kMaxRowThreads / kWarp];
+  const int64_t row = blockIdx.x, pack = threadIdx.x;
+  const bool mine = pack * kPack < cols;
+  float x[kPack] = {};
+  if (mine) load_pack(in + row * cols, pack, x);
+  float sum = 0.0f;
+#pragma unroll
+  for (int e = 0; e < kPack; ++e) sum += x[e];
+  const float mean = block_sum(sum, shared) / static_cast<float>(cols);
+  float squares = 0.0f;
+  if (mine) {
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) squares += (x[e] - mean) * (x[e] - mean);
+  }
+  const float rstd = rsqrtf(block_sum(squares, shared) / static_cast<float>(cols) + eps);
+  if (mine) {
+    float w[kPack], b[kPack];
+    load_pack(weight, pack, w);
+    load_pack(bias, pack, b);
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) x[e] = (x[e] - mean) * rstd * w[e] + b[e];
+    store_pack(out + row * cols, pack, x);
+  }
+  if (threadIdx.x == 0) {
+    mean_out[row] = mean;
+    rstd_out[row] = rstd;
+  }
+}
+
+// The fused backward in packs: din row by row as layernorm_backward_kernel, and the block's weight and bias
+// gradient sums per column into partials [blocks, 2, cols], as layernorm_backward_fused_kernel.
+template <typename DIn, typename DOut, typename In>
+__global__ void __launch_bounds__(kMaxRowThreads)
+    layernorm_backward_packed_kernel(DIn * din, const DOut * dout, const In * in, const float * weight,
+                                     const float * mean, const float * rstd, int64_t rows, int64_t cols,
+                                     float * partials) {
+  __shared__ float shared[kMaxRowThreads / kWarp];
+  const int64_t pack = threadIdx.x;
+  const bool mine = pack * kPack < cols;
+  float w[kPack] = {}, weight_sum[kPack] = {}, bias_sum[kPack] = {};
+  if (mine) load_pack(weight, pack, w);
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kFusedRows;
+  const int64_t last = first + kFusedRows < rows ? first + kFusedRows : rows;
+  for (int64_t row = first; row < last; ++row) {
+    const float mu = mean[row], r = rstd[row];
+    float dy[kPack] = {}, xhat[kPack] = {};
+    if (mine) {
+      load_pack(dout + row * cols, pack, dy);
+      load_pack(in + row * cols, pack, xhat);
+    }
+    float sum_g = 0.0f, sum_g_xhat = 0.0f;
+    if (mine) {
+#pragma unroll
+      for (int e = 0; e < kPack; ++e) {
+        xhat[e] = (xhat[e] - mu) * r;
+        const float g = dy[e] * w[e];
+        sum_g += g;
+        sum_g_xhat += g * xhat[e];
+      }
+    }
+    const float mean_g = block_sum(sum_g, shared) / static_cast<float>(cols);
+    const float mean_g_xhat = block_sum(sum_g_xhat, shared) / static_cast<float>(cols);
+    if (mine) {
+      float result[kPack];
+#pragma unroll
+      for (int e = 0; e < kPack; ++e) {
+        result[e] = r * (dy[e] * w[e] - mean_g - xhat[e] * mean_g_xhat);
+        weight_sum[e] += dy[e] * xhat[e];
+        bias_sum[e] += dy[e];
+      }
+      store_pack(din + row * cols, pack, result);
+    }
+  }
+  if (mine) {
+    float * block_partials = partials + static_cast<int64_t>(blockIdx.x) * 2 * cols;
+    store_pack(block_partials, pack, weight_sum);
+    store_pack(block_partials + cols, pack, bias_sum);
+  }
+}
+
+// f(Element{}) for a LayerNorm activation's dtype: float or Bf16Bits.
+template <typename F>
+void with_activation_storage(DType dtype, F && f) {
+  switch (dtype) {
+    case DType::kF32: f(float{}); return;
+    case DType::kBF16: f(Bf16Bits{}); return;
+    case DType::kF16:
+    case DType::kI32: break;
+  }
+  KOSMOS_FAIL("layernorm on the GPU was given an ", dtype_name(dtype), " activation (internal error: validate() "
+              "lets only f32 and bf16 through)");
+}
+
 }  // namespace
 
 void gpu_op(GpuContext &, const LayerNormForward & op, cudaStream_t stream) {
+  const int64_t cols = op.in.dim(-1);
   if (op.in.rows() == 0) return;
+  if (packed_rows(cols, {op.out.data, op.in.data, op.weight.data, op.bias.data})) {
+    with_activation_storage(op.out.dtype, [&](auto out_element) {
+      with_activation_storage(op.in.dtype, [&](auto in_element) {
+        using Out = decltype(out_element);
+        using In = decltype(in_element);
+        layernorm_forward_packed_kernel<<<row_blocks(op.in), packed_row_threads(cols), 0, stream>>>(
+            static_cast<Out *>(op.out.data), op.mean.as<float>(), op.rstd.as<float>(),
+            static_cast<const In *>(op.in.data), op.weight.as<float>(), op.bias.as<float>(), cols, op.eps);
+      });
+    });
+    KOSMOS_GPU_LAUNCHED("layernorm_forward_packed");
+    return;
+  }
   layernorm_forward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(
       op.out.data, op.out.dtype, op.mean.as<float>(), op.rstd.as<float>(), op.in.data, op.in.dtype,
       op.weight.as<float>(), op.bias.as<float>(), op.in.dim(-1), op.eps);
@@ -193,11 +321,28 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
   if (cols <= kFusedColumns) {
     const int64_t blocks = (rows + kFusedRows - 1) / kFusedRows;
     auto * partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * 2 * blocks * cols, stream));
-    layernorm_backward_fused_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-        operands, op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), rows, cols, partials);
-    KOSMOS_GPU_LAUNCHED("layernorm_backward_fused");
-    add_column_sums(op.dweight.as<float>(), partials, DType::kF32, blocks, cols, 2 * cols, stream);
-    add_column_sums(op.dbias.as<float>(), partials + cols, DType::kF32, blocks, cols, 2 * cols, stream);
+    if (packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data, partials})) {
+      with_activation_storage(op.din.dtype, [&](auto din_element) {
+        with_activation_storage(op.dout.dtype, [&](auto dout_element) {
+          with_activation_storage(op.in.dtype, [&](auto in_element) {
+            using DIn = decltype(din_element);
+            using DOut = decltype(dout_element);
+            using In = decltype(in_element);
+            layernorm_backward_packed_kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), 0, stream>>>(
+                static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data),
+                static_cast<const In *>(op.in.data), op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(),
+                rows, cols, partials);
+          });
+        });
+      });
+      KOSMOS_GPU_LAUNCHED("layernorm_backward_packed");
+    } else {
+      layernorm_backward_fused_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+          operands, op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), rows, cols, partials);
+      KOSMOS_GPU_LAUNCHED("layernorm_backward_fused");
+    }
+    add_column_sums(ctx, op.dweight.as<float>(), partials, DType::kF32, blocks, cols, 2 * cols, stream);
+    add_column_sums(ctx, op.dbias.as<float>(), partials + cols, DType::kF32, blocks, cols, 2 * cols, stream);
     return;
   }
   layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(operands, op.weight.as<float>(),

@@ -1,5 +1,6 @@
 // cases_elementwise.cpp: GELU and QuickGELU (forward and backward), add (also in place, the residual), scale, cast
-// between f32/bf16/f16, fill, and Philox dropout (forward and backward, whole and at an offset).
+// between f32/bf16/f16, fill, and Philox dropout (forward and backward, whole and at an offset, with the residual
+// add and a bf16 gradient).
 #include <sstream>
 
 #include "tests/ops/op_harness.h"
@@ -194,28 +195,42 @@ OpCase fill_case(std::vector<int64_t> dims, DType dtype, float value) {
   return c;
 }
 
-OpCase dropout_case(std::vector<int64_t> dims, float p, uint64_t seed, uint64_t offset) {
+// With `residual` the forward adds it (out = residual + dropout(in)); din_dtype is the backward's gradient dtype.
+OpCase dropout_case(std::vector<int64_t> dims, float p, uint64_t seed, uint64_t offset, bool residual = false,
+                    DType din_dtype = DType::kF32) {
   std::mt19937_64 rng(dims.back() * 19 + offset);
   OpCase c;
   c.name = "dropout" + dims_name(dims) + "_p" + std::to_string(static_cast<int>(p * 100)) + "_offset" +
-           std::to_string(offset);
+           std::to_string(offset) + (residual ? "_residual" : "") + (din_dtype == DType::kF32 ? "" : "_bf16_din");
+  if (din_dtype != DType::kF32) c.tolerance = 1e-5;  // din rounds to bf16 once
   c.inputs["in"] = random_tensor(rng, dims);
   c.differentiable = {"in"};
+  if (residual) {
+    c.inputs["residual"] = random_tensor(rng, dims);
+    c.differentiable.push_back("residual");
+  }
   c.graded_outputs = {"out"};
-  c.reference_forward = [p, seed, offset](const Named & in) {
-    return Named{{"out", reference::dropout(in.at("in"), p, seed, offset)}};
+  c.reference_forward = [p, seed, offset, residual](const Named & in) {
+    Tensor out = reference::dropout(in.at("in"), p, seed, offset);
+    if (residual)
+      for (int64_t i = 0; i < out.numel(); ++i) out.v[i] += in.at("residual").v[i];
+    return Named{{"out", out}};
   };
-  c.reference_backward = [p, seed, offset](const Named &, const Named & grads) {
-    return Named{{"din", reference::dropout(grads.at("dout"), p, seed, offset)}};
+  c.reference_backward = [p, seed, offset, residual](const Named &, const Named & grads) {
+    Named result{{"din", reference::dropout(grads.at("dout"), p, seed, offset)}};
+    if (residual) result["dresidual"] = grads.at("dout");
+    return result;
   };
-  c.device = [dims, p, seed, offset](DeviceRun & run, const Named & in, const Named & grads) {
+  c.device = [dims, p, seed, offset, residual, din_dtype](DeviceRun & run, const Named & in, const Named & grads) {
     const TensorView x = run.upload(in.at("in"), DType::kF32), out = run.output(dims, DType::kF32);
-    run.op(DropoutForward{out, x, {p, seed, offset}});
+    const TensorView kept = residual ? run.upload(in.at("residual"), DType::kF32) : TensorView{};
+    run.op(DropoutForward{out, x, kept, {p, seed, offset}});
     Named result{{"out", run.download(out)}};
     if (grads.empty()) return result;
-    const TensorView dout = run.upload(grads.at("dout"), DType::kF32), din = run.output(dims, DType::kF32);
+    const TensorView dout = run.upload(grads.at("dout"), DType::kF32), din = run.output(dims, din_dtype);
     run.op(DropoutBackward{din, dout, {p, seed, offset}});
     result["din"] = run.download(din);
+    if (residual) result["dresidual"] = run.download(dout);  // the residual's gradient is dout itself
     return result;
   };
   return c;
@@ -253,6 +268,8 @@ std::vector<OpCase> elementwise_cases() {
   cases.push_back(dropout_case({13, 7}, 0.5f, 5, 3));   // an offset that starts inside a Philox block
   cases.push_back(dropout_case({64, 129}, 0.0f, 5, 0));
   cases.push_back(dropout_case({3, 5000}, 0.3f, 9, 7));  // several 4096-element chunks, each at its own offset
+  cases.push_back(dropout_case({24, 100}, 0.1f, 11, 8, true, DType::kBF16));  // a sub-layer's end: packs of 8
+  cases.push_back(dropout_case({5, 21}, 0.2f, 3, 2, true));  // packs that start inside a Philox block, and a tail
   return cases;
 }
 

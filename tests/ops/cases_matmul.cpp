@@ -87,13 +87,16 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
   return c;
 }
 
-// BiasBackward on its own (matmul_backward uses it for the bias): dbias += column sums of dout.
-OpCase bias_backward_case(int64_t rows, int64_t cols) {
+// BiasBackward on its own (matmul_backward uses it for the bias): dbias += column sums of dout, a dtype's values
+// (f32 or bf16), its rows `pad` elements apart beyond their width (a column window of a wider gradient; f32 only).
+OpCase bias_backward_case(int64_t rows, int64_t cols, DType dtype = DType::kF32, int64_t pad = 0) {
   std::mt19937_64 rng(rows * 3 + cols);
   OpCase c;
-  c.name = "bias_backward_" + std::to_string(rows) + "x" + std::to_string(cols);
+  c.name = "bias_backward_" + std::to_string(rows) + "x" + std::to_string(cols) +
+           (dtype == DType::kF32 ? "" : "_" + std::string(dtype_name(dtype))) +
+           (pad == 0 ? "" : "_window" + std::to_string(pad));
   c.tolerance = 1e-13;
-  c.inputs["dout"] = random_tensor(rng, {rows, cols});
+  c.inputs["dout"] = random_tensor(rng, {rows, cols}, 1.0, dtype);
   c.reference_forward = [](const Named & in) {
     const Tensor & dout = in.at("dout");
     Tensor sums({dout.dim(1)});
@@ -101,8 +104,9 @@ OpCase bias_backward_case(int64_t rows, int64_t cols) {
       for (int64_t col = 0; col < dout.dim(1); ++col) sums.v[col] += dout.v[r * dout.dim(1) + col];
     return Named{{"dbias", sums}};
   };
-  c.device = [cols](DeviceRun & run, const Named & in, const Named &) {
-    const TensorView dout = run.upload(in.at("dout"), DType::kF32), dbias = run.accumulator({cols});
+  c.device = [cols, dtype, pad](DeviceRun & run, const Named & in, const Named &) {
+    const TensorView dout = pad == 0 ? run.upload(in.at("dout"), dtype) : run.upload_window(in.at("dout"), pad);
+    const TensorView dbias = run.accumulator({cols});
     run.op(BiasBackward{dbias, dout});
     return Named{{"dbias", run.download_accumulated(dbias)}};
   };
@@ -112,7 +116,10 @@ OpCase bias_backward_case(int64_t rows, int64_t cols) {
 }  // namespace
 
 std::vector<OpCase> matmul_cases() {
-  std::vector<OpCase> cases{bias_backward_case(1, 1), bias_backward_case(1000, 300)};
+  // The GPU sums rows of 8-column packs in chunks where the shape allows (whole packs, more than 64 rows), else
+  // column by column: both, from f32 and bf16, and from a column window.
+  std::vector<OpCase> cases{bias_backward_case(1, 1), bias_backward_case(1000, 300), bias_backward_case(1000, 304),
+                            bias_backward_case(700, 264, DType::kBF16), bias_backward_case(500, 136, DType::kF32, 24)};
   const DType f32 = DType::kF32, bf16 = DType::kBF16, f16 = DType::kF16;
   // 2-D: every transpose combination over tiny, odd and tile-sized shapes.
   for (const auto & [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 5, 3}, {33, 17, 65},

@@ -51,7 +51,9 @@ inline Operands fields_of(CrossEntropyBackward & op) {
   return {{"dlogits", &op.dlogits}, {"logits", &op.logits}, {"targets", &op.targets}, {"weights", &op.weights},
           {"lse", &op.lse}};
 }
-inline Operands fields_of(DropoutForward & op) { return {{"out", &op.out}, {"in", &op.in}}; }
+inline Operands fields_of(DropoutForward & op) {
+  return {{"out", &op.out}, {"in", &op.in}, {"residual", &op.residual}};
+}
 inline Operands fields_of(DropoutBackward & op) { return {{"din", &op.din}, {"dout", &op.dout}}; }
 inline Operands fields_of(AdamWStep & op) {
   return {{"param", &op.param}, {"m", &op.m}, {"v", &op.v}, {"grad", &op.grad}};

@@ -1,0 +1,109 @@
+// vector_access.cuh: packs of 8 consecutive elements of an f32, bf16 or f16 buffer as floats, moved in 16-byte loads
+// and stores (two for f32), for the memory-bound kernels: one scalar 2-byte load per thread keeps too few bytes in
+// flight to fill HBM. A kernel reads whole packs over the 16-byte-aligned body of its tensors and element by element
+// over the tail; host code picks the storage type once per launch with with_storage().
+#pragma once
+
+#include <initializer_list>
+
+#include "backends/cuda/gpu_common.cuh"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+
+constexpr int kPack = 8;  // elements per pack
+
+__device__ inline float to_float(__half value) { return __half2float(value); }
+__device__ inline void put(__half & slot, float value) { slot = __float2half_rn(value); }
+
+// The two 16-bit halves of a 32-bit word: element 2i in the low half (little-endian), 2i+1 in the high half.
+__device__ inline void unpack_bf16_pair(uint32_t word, float & low, float & high) {
+  low = __uint_as_float(word << 16);
+  high = __uint_as_float(word & 0xffff0000u);
+}
+__device__ inline uint32_t pack_bf16_pair(float low, float high) {
+  return static_cast<uint32_t>(float_to_bf16_bits(low)) | (static_cast<uint32_t>(float_to_bf16_bits(high)) << 16);
+}
+__device__ inline void unpack_f16_pair(uint32_t word, float & low, float & high) {
+  low = __half2float(__ushort_as_half(static_cast<unsigned short>(word & 0xffffu)));
+  high = __half2float(__ushort_as_half(static_cast<unsigned short>(word >> 16)));
+}
+__device__ inline uint32_t pack_f16_pair(float low, float high) {
+  return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(low))) |
+         (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(high))) << 16);
+}
+
+// Pack `pack` of `base` (elements [8 pack, 8 pack + 8)), base 16-byte aligned.
+__device__ inline void load_pack(const float * base, int64_t pack, float (&values)[kPack]) {
+  const float4 * source = reinterpret_cast<const float4 *>(base + pack * kPack);
+  const float4 first = source[0], second = source[1];
+  values[0] = first.x, values[1] = first.y, values[2] = first.z, values[3] = first.w;
+  values[4] = second.x, values[5] = second.y, values[6] = second.z, values[7] = second.w;
+}
+__device__ inline void store_pack(float * base, int64_t pack, const float (&values)[kPack]) {
+  float4 * target = reinterpret_cast<float4 *>(base + pack * kPack);
+  target[0] = make_float4(values[0], values[1], values[2], values[3]);
+  target[1] = make_float4(values[4], values[5], values[6], values[7]);
+}
+__device__ inline void load_pack(const Bf16Bits * base, int64_t pack, float (&values)[kPack]) {
+  const uint4 words = *reinterpret_cast<const uint4 *>(base + pack * kPack);
+  unpack_bf16_pair(words.x, values[0], values[1]);
+  unpack_bf16_pair(words.y, values[2], values[3]);
+  unpack_bf16_pair(words.z, values[4], values[5]);
+  unpack_bf16_pair(words.w, values[6], values[7]);
+}
+__device__ inline void store_pack(Bf16Bits * base, int64_t pack, const float (&values)[kPack]) {
+  *reinterpret_cast<uint4 *>(base + pack * kPack) =
+      make_uint4(pack_bf16_pair(values[0], values[1]), pack_bf16_pair(values[2], values[3]),
+                 pack_bf16_pair(values[4], values[5]), pack_bf16_pair(values[6], values[7]));
+}
+__device__ inline void load_pack(const __half * base, int64_t pack, float (&values)[kPack]) {
+  const uint4 words = *reinterpret_cast<const uint4 *>(base + pack * kPack);
+  unpack_f16_pair(words.x, values[0], values[1]);
+  unpack_f16_pair(words.y, values[2], values[3]);
+  unpack_f16_pair(words.z, values[4], values[5]);
+  unpack_f16_pair(words.w, values[6], values[7]);
+}
+__device__ inline void store_pack(__half * base, int64_t pack, const float (&values)[kPack]) {
+  *reinterpret_cast<uint4 *>(base + pack * kPack) =
+      make_uint4(pack_f16_pair(values[0], values[1]), pack_f16_pair(values[2], values[3]),
+                 pack_f16_pair(values[4], values[5]), pack_f16_pair(values[6], values[7]));
+}
+
+inline bool aligned_to_pack(const void * data) { return reinterpret_cast<uintptr_t>(data) % 16 == 0; }
+inline bool aligned_to_pack(std::initializer_list<const void *> pointers) {
+  for (const void * pointer : pointers)
+    if (!aligned_to_pack(pointer)) return false;
+  return true;
+}
+
+// How a dense tensor of `count` elements splits into packs and a tail: `packs` whole packs when every pointer a
+// kernel touches is 16-byte aligned, else none (all elements go through the tail).
+inline int64_t packs_of(int64_t count, std::initializer_list<const void *> pointers) {
+  return aligned_to_pack(pointers) ? count / kPack : 0;
+}
+
+// Threads for `packs` packs plus the tail after them: one thread per pack, or per tail element where that is more.
+inline unsigned pack_blocks(int64_t count, int64_t packs) {
+  const int64_t tail = count - packs * kPack;
+  return blocks_for(packs > tail ? packs : tail);
+}
+
+// f(Element{}) with Element the storage type of `dtype`: float, Bf16Bits or __half (i32 has no float arithmetic here).
+template <typename F>
+void with_storage(DType dtype, F && f) {
+  switch (dtype) {
+    case DType::kF32: f(float{}); return;
+    case DType::kBF16: f(Bf16Bits{}); return;
+    case DType::kF16: f(__half{}); return;
+    case DType::kI32: break;
+  }
+  KOSMOS_FAIL("a float kernel was given an ", dtype_name(dtype), " tensor (internal error: validate() lets only f32, "
+              "bf16 and f16 through)");
+}
+
+// The grid's threads over the tail elements [8 packs, count), after KOSMOS_GRID_LOOP over the packs [0, packs).
+#define KOSMOS_TAIL_LOOP(index, packs, count)                                                                   \
+  for (int64_t index = (packs) * kPack + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < (count); \
+       index += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE
