@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -37,9 +38,17 @@ struct BiasBackward {
   TensorView dout;   // [rows, N] f32|bf16|f16, rows may be strided (a column slice of a wider gradient)
 };
 
+enum class Activation : uint8_t {
+  kGelu,       // x * Phi(x) with the exact erf (PyTorch F.gelu default)
+  kQuickGelu,  // x * sigmoid(1.702 x) (OpenAI CLIP)
+};
+const char * activation_name(Activation kind);
+
 // y = (x - mean) * rstd * weight + bias over the last dim; mean and rstd = 1/sqrt(var + eps) are saved per row.
 // The activations (in, out, din, dout) are f32 or bf16, each on its own (an f32 residual stream normalised into a
 // bf16 matmul operand); the statistics, the parameters and the arithmetic are f32.
+// With `activation`, x = act(in) computed in f32 and not stored or rounded (Magneto's FFN sub-LN over its GELU in
+// one pass), and the backward's din is the gradient at `in`: act'(in) times the LayerNorm's.
 struct LayerNormForward {
   TensorView out;     // [.., C] f32|bf16
   TensorView mean;    // [rows] f32, saved for backward
@@ -48,6 +57,7 @@ struct LayerNormForward {
   TensorView weight;  // [C] f32
   TensorView bias;    // [C] f32
   float eps = 1e-5f;
+  std::optional<Activation> activation = std::nullopt;
 };
 struct LayerNormBackward {
   TensorView din;      // [.., C] f32|bf16, overwritten
@@ -59,13 +69,8 @@ struct LayerNormBackward {
   TensorView mean;     // [rows] f32 from the forward
   TensorView rstd;     // [rows] f32 from the forward
   float eps = 1e-5f;
+  std::optional<Activation> activation = std::nullopt;
 };
-
-enum class Activation : uint8_t {
-  kGelu,       // x * Phi(x) with the exact erf (PyTorch F.gelu default)
-  kQuickGelu,  // x * sigmoid(1.702 x) (OpenAI CLIP)
-};
-const char * activation_name(Activation kind);
 
 // Computed in f32 on f32 or bf16 tensors (all of one op's tensors in one dtype).
 struct ActivationForward {

@@ -272,12 +272,12 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.
   const double state_bytes = parameters * (16.0 + (act < 4.0 ? act : 0.0));  // fp32 values, grads, m, v (+ bf16 copy)
   // A layer's saved activations as model/layers.cpp keeps them: the residual stream's x and x_mid in f32; in the
-  // activation dtype the pre-LN outputs, q | k | v, the attention, its sub-LN output, the FFN's hidden layer before
-  // and after GELU and its sub-LN output, and under tp the sub-LNs' gathered inputs. With recomputation only the f32
-  // input is kept, and one layer's whole set is live.
+  // activation dtype the pre-LN outputs, q | k | v, the attention, its sub-LN output, the FFN's hidden layer (its
+  // sub-LN normalises GELU of it on the fly) and its sub-LN output, and under tp the sub-LNs' gathered inputs. With
+  // recomputation only the f32 input is kept, and one layer's whole set is live.
   const double e = d.embed_dim, f = d.ffn_dim, tp = layout.tp;
   const double gathered = layout.tp > 1 ? e + f : 0.0;
-  const double one_layer = tokens * (8.0 * e + act * (3.0 * e + 4.0 * e / tp + f + 2.0 * f / tp + gathered));
+  const double one_layer = tokens * (8.0 * e + act * (3.0 * e + 4.0 * e / tp + f + f / tp + gathered));
   const double per_layer = layout.recompute ? tokens * 4.0 * e : one_layer;
   const int in_flight = layout.pp == 1                                      ? 1
                         : layout.schedule == parallel::ScheduleKind::kGPipe ? layout.micro_batches

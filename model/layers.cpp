@@ -66,9 +66,10 @@ Linear make_linear(const ModelState & state, const std::string & prefix, bool bi
   return linear;
 }
 
-LayerNorm::Saved LayerNorm::forward(Runtime & rt, TensorView y, TensorView x) const {
-  Saved saved{rt.take({x.rows()}), rt.take({x.rows()})};
-  rt.run(LayerNormForward{y, saved.mean, saved.rstd, x, weight, bias, eps});
+LayerNorm::Saved LayerNorm::forward(Runtime & rt, TensorView y, TensorView x,
+                                    std::optional<Activation> activation) const {
+  Saved saved{rt.take({x.rows()}), rt.take({x.rows()}), activation};
+  rt.run(LayerNormForward{y, saved.mean, saved.rstd, x, weight, bias, eps, activation});
   return saved;
 }
 
@@ -76,7 +77,7 @@ void LayerNorm::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView 
   // A frozen LayerNorm still passes the gradient through; its parameter gradients go to scratch.
   const TensorView dw = trainable ? dweight : rt.take({weight.dim(0)});
   const TensorView db = trainable ? dbias : rt.take({weight.dim(0)});
-  rt.run(LayerNormBackward{dx, dw, db, dy, x, weight, saved.mean, saved.rstd, eps});
+  rt.run(LayerNormBackward{dx, dw, db, dy, x, weight, saved.mean, saved.rstd, eps, saved.activation});
 }
 
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps) {
@@ -213,9 +214,11 @@ void row_parallel_backward(Runtime & rt, const Linear & shard, TensorView dx_loc
 // The end of the attention (out_proj) and of the FFN (fc2) is out [rows, width] = residual +
 // dropout(projection(sub_ln(local))), in two parts: sublayer_norm, then sublayer_project. `local` is this rank's
 // columns; with `tp` the sub-LN normalises all ranks' columns gathered and the projection is row-parallel. Without a
-// sub-LN (CLIP), normed = whole = local. whole and normed have local's dtype.
+// sub-LN (CLIP), normed = whole = local. whole and normed have local's dtype. With `activation` the sub-LN
+// normalises act(whole) (the FFN's hidden layer through its GELU, in the same pass).
 ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
-                              TensorView local) {
+                              TensorView local, std::optional<Activation> activation = std::nullopt) {
+  KOSMOS_CHECK(sub_ln || !activation, "an activation fused into a sub-LN needs the sub-LN (internal error)");
   const int64_t rows = local.dim(0), ranks = tp ? tp->size() : 1;
   ProjectionSaved saved{local, local, {}};
   if (tp) {
@@ -225,7 +228,7 @@ ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::opti
   saved.normed = saved.whole;
   if (sub_ln) {
     saved.normed = rt.arena.take(local.dtype, {rows, saved.whole.dim(1)});
-    saved.stats = sub_ln->forward(rt, saved.normed, saved.whole);
+    saved.stats = sub_ln->forward(rt, saved.normed, saved.whole, activation);
   }
   return saved;
 }
@@ -246,8 +249,9 @@ void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projecti
   rt.arena.rewind(temporaries);
 }
 
-// Its backward: d_local [rows, local width] (local's dtype), the gradient at this rank's columns, from dy [rows,
-// width] f32 (or bf16, the dropout's gradient rounded once for the bf16 matmuls).
+// Its backward: d_local [rows, local width] (local's dtype), the gradient at this rank's columns of `local` (before
+// the activation, where the sub-LN applied one), from dy [rows, width] f32 (or bf16, the dropout's gradient rounded
+// once for the bf16 matmuls).
 void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
                          const Linear & projection, TensorView d_local, TensorView dy, const ProjectionSaved & saved) {
   const int64_t rows = dy.dim(0);
@@ -331,9 +335,13 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
   attention_finish(rt, w, o, tp, x_mid, s);
 }
 
-// The FFN's tail from its hidden layer s.hidden: the activation and the sub-LN (no matmul), into s.activated and
-// s.ffn_end.
+// The FFN's tail from its hidden layer s.hidden: the activation and the sub-LN (no matmul), into s.ffn_end; with a
+// sub-LN in one pass over the hidden layer, else the activation into s.activated first.
 void ffn_tail(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, BlockSaved & s) {
+  if (w.ln_inner_ffn) {
+    s.ffn_end = sublayer_norm(rt, tp, w.ln_inner_ffn, s.hidden, o.activation);
+    return;
+  }
   s.activated = take_activation(rt, o, s.hidden.dim(0), s.hidden.dim(1));
   rt.run(ActivationForward{s.activated, s.hidden, o.activation});
   s.ffn_end = sublayer_norm(rt, tp, w.ln_inner_ffn, s.activated);
@@ -496,10 +504,14 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     d_ffn_out = take_activation(rt, o, rows, model_width);
     rt.run(DropoutBackward{d_ffn_out, dout, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}});
   }
-  const TensorView d_activated = take_activation(rt, o, rows, hidden_width);
-  projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_activated, d_ffn_out, s.ffn_end);
   const TensorView d_hidden = take_activation(rt, o, rows, hidden_width);
-  rt.run(ActivationBackward{d_hidden, d_activated, s.hidden, o.activation});
+  if (w.ln_inner_ffn) {  // the sub-LN's backward goes through the activation too (ffn_tail)
+    projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_hidden, d_ffn_out, s.ffn_end);
+  } else {
+    const TensorView d_activated = take_activation(rt, o, rows, hidden_width);
+    projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_activated, d_ffn_out, s.ffn_end);
+    rt.run(ActivationBackward{d_hidden, d_activated, s.hidden, o.activation});
+  }
   const TensorView d_h_ffn = rt.take({rows, model_width});
   w.fc1.backward(rt, d_h_ffn, d_hidden, s.h_ffn, false);
   if (tp) tp->all_reduce(d_h_ffn, parallel::ReduceOp::kSum, rt.stream);  // column-parallel: sum the input gradient

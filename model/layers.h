@@ -62,9 +62,11 @@ struct LayerNorm {
 
   struct Saved {
     TensorView mean, rstd;  // [rows] f32
+    std::optional<Activation> activation;  // what the forward applied to x before normalising
   };
-  Saved forward(Runtime & rt, TensorView y, TensorView x) const;
-  // dx (overwritten) from dy; weight and bias gradients accumulate when trainable.
+  // y = LN(x), or LN(act(x)) with an activation (ops.h: one pass, act(x) neither stored nor rounded).
+  Saved forward(Runtime & rt, TensorView y, TensorView x, std::optional<Activation> activation = std::nullopt) const;
+  // dx (overwritten, the gradient at x) from dy; weight and bias gradients accumulate when trainable.
   void backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved) const;
 };
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps);
@@ -101,17 +103,16 @@ TensorView tensor_parallel_part(const std::string & name, TensorView whole, int 
 // Activation recomputation: what a block's training forward keeps for its backward, which runs the rest again
 // from the kept input (the same ops, values and dropout keys, so the same gradients) at the cost of that forward.
 // Each level recomputes what the one before it does, and more.
-//   kNone: every activation the backward reads;
-//   kFfn: all but the FFN's tail: its activation's output and its sub-LN's output (and under tp the sub-LN's gathered
-//     input), which the backward makes again from the kept hidden layer with two elementwise passes and no matmul.
-//     A Magneto layer keeps 13 of its 21 [rows, d] f32 activations (with bf16 activations 30 of 46 bytes per row and
-//     d);
+//   kNone: every activation the backward reads (a Magneto layer: 17 [rows, d] f32 activations, with bf16 activations
+//     38 bytes per row and d);
+//   kFfn: all but the FFN's tail: its sub-LN's output (and under tp the sub-LN's gathered input; CLIP's blocks also
+//     the activation's output), which the backward makes again from the kept hidden layer in one elementwise pass and
+//     no matmul. A Magneto layer keeps 13 of the 17 (30 of the 38 bytes);
 //   kAttention: the FFN sub-layer's input, LayerNorm output and hidden layer; the attention sub-layer (LayerNorm, q,
-//     k, v, xPos, attention, sub-LN, out_proj) and the FFN's tail run again. A Magneto layer keeps 7 of its 21
-//     [rows, d] f32 activations (with bf16 activations 18 of 46 bytes per row and d) for about 1/8 more of its FLOPs
-//     (kosmos1 at 2048 positions);
-//   kLayer: the block's input only; the whole forward runs again. A layer keeps one [rows, d] f32 of the 21 (of the
-//     46 bytes, 4) for one more forward (a third more FLOPs).
+//     k, v, xPos, attention, sub-LN, out_proj) and the FFN's tail run again. A Magneto layer keeps 7 of the 17 (18 of
+//     the 38 bytes) for about 1/8 more of its FLOPs (kosmos1 at 2048 positions);
+//   kLayer: the block's input only; the whole forward runs again. A layer keeps one [rows, d] f32 of the 17 (of the
+//     38 bytes, 4) for one more forward (a third more FLOPs).
 enum class Recompute : uint8_t { kNone, kFfn, kAttention, kLayer };
 const char * recompute_name(Recompute recompute);  // "none", "ffn", "attention", "layer"
 std::optional<Recompute> parse_recompute(const std::string & name);
@@ -149,7 +150,8 @@ struct ProjectionSaved {
 // What the backward needs, kept from the forward (in the arena, x and x_mid f32, the rest in BlockOptions'
 // activations dtype; [rows, width] but for this rank's columns).
 // With recomputation only x (kLayer), or x and the FFN's part from x_mid to the hidden layer (kAttention), or all but
-// the FFN's tail (kFfn: activated and ffn_end) are present.
+// the FFN's tail (kFfn: activated and ffn_end) are present. `activated` (the activation's output) is kept only by
+// blocks without an FFN sub-LN (CLIP): Magneto's sub-LN normalises the activation's output on the fly.
 struct BlockSaved {
   TensorView x, h_attention, qkv, attention, lse, x_mid, h_ffn, hidden, activated;
   ProjectionSaved attention_end, ffn_end;  // sub-LN and out_proj; sub-LN and fc2

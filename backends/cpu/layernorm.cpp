@@ -1,17 +1,30 @@
 // layernorm.cpp: LayerNorm forward/backward on oneDNN's layer_normalization primitive. oneDNN keeps the variance;
 // our interface saves rstd = 1/sqrt(var + eps), so the forward converts after the call and the backward converts
-// back (var = 1/rstd^2 - eps) into scratch. Weight and bias gradients come out of oneDNN and are added (+=).
+// back (var = 1/rstd^2 - eps) into scratch. Weight and bias gradients come out of oneDNN and are added (+=). The
+// LayerNorm of an activation runs as its parts, act(in) in f32 scratch (widened exactly), then the LayerNorm of it;
+// its backward as the LayerNorm's into f32 scratch, then act' (the same ops an f32 model runs one by one).
 #include <cmath>
 #include <ios>
 #include <sstream>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/dnnl_compat.h"
+#include "backends/dtype.h"
 
 namespace kosmos::cpu {
 namespace {
 
-enum ScratchSlot { kVariance = 0, kWeightGrad = 1, kBiasGrad = 2 };
+enum ScratchSlot { kVariance = 0, kWeightGrad = 1, kBiasGrad = 2, kActivated = 3, kActivatedGrad = 4 };
+
+// act(in) as dense f32 [.., C] in scratch slot kActivated.
+TensorView activated_input(CpuContext & ctx, const TensorView & in, Activation kind) {
+  const TensorView activated =
+      make_view(ctx.scratch(kActivated, static_cast<size_t>(in.numel())), DType::kF32, in.ndim, in.dims.data());
+  float * values = activated.as<float>();
+  for (int64_t i = 0; i < in.numel(); ++i) values[i] = load_as_float(in.data, in.dtype, i);
+  cpu_op(ctx, ActivationForward{activated, activated, kind});
+  return activated;
+}
 
 struct LayerNormShape {
   dnnl::memory::desc data;   // [rows, C] f32
@@ -32,6 +45,13 @@ std::string layernorm_key(const char * kind, int64_t rows, int64_t cols, float e
 }  // namespace
 
 void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
+  if (op.activation) {
+    LayerNormForward plain = op;
+    plain.in = activated_input(ctx, op.in, *op.activation);
+    plain.activation.reset();
+    cpu_op(ctx, plain);
+    return;
+  }
   if (any_narrow({op.out, op.in})) {  // bf16 activations: normalised in f32, rounded once
     WidenedOperands wide(ctx);
     cpu_op(ctx, LayerNormForward{wide.output(op.out), op.mean, op.rstd, wide.input(op.in), op.weight, op.bias, op.eps});
@@ -62,6 +82,21 @@ void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
 }
 
 void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
+  if (op.activation) {
+    LayerNormBackward plain = op;
+    plain.in = activated_input(ctx, op.in, *op.activation);
+    plain.din = make_view(ctx.scratch(kActivatedGrad, static_cast<size_t>(op.in.numel())), DType::kF32, op.in.ndim,
+                          op.in.dims.data());
+    plain.activation.reset();
+    cpu_op(ctx, plain);
+    // din = act'(in) * the LayerNorm's gradient, with in widened again into the activated slot.
+    float * widened = plain.in.as<float>();
+    for (int64_t i = 0; i < op.in.numel(); ++i) widened[i] = load_as_float(op.in.data, op.in.dtype, i);
+    cpu_op(ctx, ActivationBackward{plain.din, plain.din, plain.in, *op.activation});
+    const float * gradient = plain.din.as<float>();
+    for (int64_t i = 0; i < op.in.numel(); ++i) store_from_float(op.din.data, op.din.dtype, i, gradient[i]);
+    return;
+  }
   if (any_narrow({op.din, op.dout, op.in})) {  // as the forward
     WidenedOperands wide(ctx);
     cpu_op(ctx, LayerNormBackward{wide.output(op.din), op.dweight, op.dbias, wide.input(op.dout), wide.input(op.in),

@@ -31,9 +31,11 @@ enum ScratchSlot : int {
   kScratchReduce = 0,
   kScratchRows = 1,
   kScratchAttention = 2,
-  kScratchTable = 3,    // xPos's factors
-  kScratchColumnSums = 4,  // add_column_sums' partial sums, inside one call
-  kScratchWidened = 5,     // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchTable = 3,          // xPos's factors
+  kScratchColumnSums = 4,     // add_column_sums' partial sums, inside one call
+  kScratchActivated = 5,      // a LayerNorm's activated input, where it runs as its parts (kernels_norm.cu)
+  kScratchActivatedGrad = 6,  // and the gradient at it
+  kScratchWidened = 7,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 

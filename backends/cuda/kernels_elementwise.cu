@@ -1,38 +1,14 @@
 // kernels_elementwise.cu: the elementwise ops on the GPU (GELU and QuickGELU forward/backward, add with a trailing
 // broadcast, scale, cast, strided copy, patchify, fill, dropout with the residual add). Dense tensors go in packs of
 // 8 elements per thread (vector_access.cuh), strided ones and broadcasts one element per thread; grid-stride loops.
+#include "backends/cuda/activation_maps.cuh"
 #include "backends/cuda/gpu_kernels.h"
 #include "backends/cuda/vector_access.cuh"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
-constexpr float kInverseSqrt2 = 0.70710678118654752f;
-constexpr float kInverseSqrt2Pi = 0.39894228040143268f;
-constexpr float kQuickGeluSlope = 1.702f;
-
-// The elementwise maps, each an f32 arithmetic on values loaded as floats: out = f(x) or out = f(x, y).
-struct ActivationMap {
-  Activation kind;
-  __device__ float operator()(float x) const {
-    return kind == Activation::kGelu ? 0.5f * x * (1.0f + erff(x * kInverseSqrt2))
-                                     : x / (1.0f + expf(-kQuickGeluSlope * x));
-  }
-};
-// din = dout * act'(in), as operator()(dout, in).
-struct ActivationGradientMap {
-  Activation kind;
-  __device__ float operator()(float dout, float x) const {
-    float slope;
-    if (kind == Activation::kGelu) {
-      slope = 0.5f * (1.0f + erff(x * kInverseSqrt2)) + x * kInverseSqrt2Pi * expf(-0.5f * x * x);
-    } else {
-      const float sigmoid = 1.0f / (1.0f + expf(-kQuickGeluSlope * x));
-      slope = sigmoid + kQuickGeluSlope * x * sigmoid * (1.0f - sigmoid);
-    }
-    return dout * slope;
-  }
-};
+// The elementwise maps besides the activations (activation_maps.cuh): out = f(x) or out = f(x, y) in f32.
 struct SumMap {
   __device__ float operator()(float a, float b) const { return a + b; }
 };

@@ -2,7 +2,9 @@
 // (the LayerNorm backward: per 32 rows), statistics in fp32 through block sums (mean first, then the centred
 // variance, as the CPU's oneDNN does), and the LayerNorm weight and bias gradients as deterministic column sums.
 // LayerNorm rows of up to 8192 aligned columns (every row of the model) go in packs: one 8-column pack per thread,
-// held in registers between the passes, so each element is read from memory once.
+// held in registers between the passes, so each element is read from memory once; these apply an input activation
+// on the fly. Other rows with an input activation run as its parts through f32 scratch.
+#include "backends/cuda/activation_maps.cuh"
 #include "backends/cuda/gpu_kernels.h"
 #include "backends/cuda/vector_access.cuh"
 
@@ -193,15 +195,30 @@ unsigned packed_row_threads(int64_t cols) {
   return static_cast<unsigned>((packs + kWarp - 1) / kWarp * kWarp);
 }
 
+// The activation a LayerNorm applies to its input first (LayerNormForward::activation), as a kernel argument.
+struct InputActivation {
+  bool on;
+  Activation kind;
+};
+InputActivation input_activation(const std::optional<Activation> & activation) {
+  return {activation.has_value(), activation.value_or(Activation::kGelu)};
+}
+
 template <typename Out, typename In>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_forward_packed_kernel(Out * out, float * mean_out, float * rstd_out, const In * in, const float * weight,
-                                    const float * bias, int64_t cols, float eps) {
+                                    const float * bias, int64_t cols, float eps, InputActivation activation) {
   __shared__ float shared[kMaxRowThreads / kWarp];
   const int64_t row = blockIdx.x, pack = threadIdx.x;
   const bool mine = pack * kPack < cols;
   float x[kPack] = {};
-  if (mine) load_pack(in + row * cols, pack, x);
+  if (mine) {
+    load_pack(in + row * cols, pack, x);
+    if (activation.on) {
+#pragma unroll
+      for (int e = 0; e < kPack; ++e) x[e] = ActivationMap{activation.kind}(x[e]);
+    }
+  }
   float sum = 0.0f;
 #pragma unroll
   for (int e = 0; e < kPack; ++e) sum += x[e];
@@ -232,7 +249,7 @@ template <typename DIn, typename DOut, typename In>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_backward_packed_kernel(DIn * din, const DOut * dout, const In * in, const float * weight,
                                      const float * mean, const float * rstd, int64_t rows, int64_t cols,
-                                     float * partials) {
+                                     float * partials, InputActivation activation) {
   __shared__ float shared[kMaxRowThreads / kWarp];
   const int64_t pack = threadIdx.x;
   const bool mine = pack * kPack < cols;
@@ -247,10 +264,12 @@ __global__ void __launch_bounds__(kMaxRowThreads)
       load_pack(dout + row * cols, pack, dy);
       load_pack(in + row * cols, pack, xhat);
     }
-    float sum_g = 0.0f, sum_g_xhat = 0.0f;
+    float sum_g = 0.0f, sum_g_xhat = 0.0f, slope[kPack];
     if (mine) {
 #pragma unroll
       for (int e = 0; e < kPack; ++e) {
+        slope[e] = activation.on ? ActivationGradientMap{activation.kind}(1.0f, xhat[e]) : 1.0f;
+        if (activation.on) xhat[e] = ActivationMap{activation.kind}(xhat[e]);
         xhat[e] = (xhat[e] - mu) * r;
         const float g = dy[e] * w[e];
         sum_g += g;
@@ -263,7 +282,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
       float result[kPack];
 #pragma unroll
       for (int e = 0; e < kPack; ++e) {
-        result[e] = r * (dy[e] * w[e] - mean_g - xhat[e] * mean_g_xhat);
+        result[e] = r * (dy[e] * w[e] - mean_g - xhat[e] * mean_g_xhat) * slope[e];
         weight_sum[e] += dy[e] * xhat[e];
         bias_sum[e] += dy[e];
       }
@@ -290,19 +309,38 @@ void with_activation_storage(DType dtype, F && f) {
               "lets only f32 and bf16 through)");
 }
 
+// act(in) as a dense f32 view in `slot` (the parts of a LayerNorm of an activation the packed kernels do not take).
+TensorView activated_scratch(GpuContext & ctx, int slot, const TensorView & in, const std::optional<Activation> & kind,
+                             cudaStream_t stream) {
+  void * data = ctx.scratch(slot, sizeof(float) * static_cast<size_t>(in.numel()), stream);
+  const TensorView widened = make_view(data, DType::kF32, in.ndim, in.dims.data());
+  gpu_op(ctx, Cast{widened, in}, stream);
+  if (kind) gpu_op(ctx, ActivationForward{widened, widened, *kind}, stream);
+  return widened;
+}
+
 }  // namespace
 
-void gpu_op(GpuContext &, const LayerNormForward & op, cudaStream_t stream) {
+void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream) {
   const int64_t cols = op.in.dim(-1);
   if (op.in.rows() == 0) return;
-  if (packed_rows(cols, {op.out.data, op.in.data, op.weight.data, op.bias.data})) {
+  const bool packed = packed_rows(cols, {op.out.data, op.in.data, op.weight.data, op.bias.data});
+  if (op.activation && !packed) {
+    LayerNormForward plain = op;
+    plain.in = activated_scratch(ctx, kScratchActivated, op.in, op.activation, stream);
+    plain.activation.reset();
+    gpu_op(ctx, plain, stream);
+    return;
+  }
+  if (packed) {
     with_activation_storage(op.out.dtype, [&](auto out_element) {
       with_activation_storage(op.in.dtype, [&](auto in_element) {
         using Out = decltype(out_element);
         using In = decltype(in_element);
         layernorm_forward_packed_kernel<<<row_blocks(op.in), packed_row_threads(cols), 0, stream>>>(
             static_cast<Out *>(op.out.data), op.mean.as<float>(), op.rstd.as<float>(),
-            static_cast<const In *>(op.in.data), op.weight.as<float>(), op.bias.as<float>(), cols, op.eps);
+            static_cast<const In *>(op.in.data), op.weight.as<float>(), op.bias.as<float>(), cols, op.eps,
+            input_activation(op.activation));
       });
     });
     KOSMOS_GPU_LAUNCHED("layernorm_forward_packed");
@@ -317,11 +355,29 @@ void gpu_op(GpuContext &, const LayerNormForward & op, cudaStream_t stream) {
 void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream) {
   const int64_t rows = op.in.rows(), cols = op.in.dim(-1);
   if (rows == 0) return;
+  // The fused kernels' per-block weight and bias gradient sums, [blocks, 2, cols].
+  const int64_t blocks = (rows + kFusedRows - 1) / kFusedRows;
+  float * partials = nullptr;
+  if (cols <= kFusedColumns)
+    partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * 2 * blocks * cols, stream));
+  const bool packed =
+      partials != nullptr && packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data, partials});
+  if (op.activation && !packed) {
+    // The LayerNorm's gradient at act(in) into f32 scratch, then din = act'(in) times it.
+    LayerNormBackward plain = op;
+    plain.in = activated_scratch(ctx, kScratchActivated, op.in, op.activation, stream);
+    const size_t bytes = sizeof(float) * static_cast<size_t>(op.in.numel());
+    plain.din = make_view(ctx.scratch(kScratchActivatedGrad, bytes, stream), DType::kF32, op.in.ndim, op.in.dims.data());
+    plain.activation.reset();
+    gpu_op(ctx, plain, stream);
+    const TensorView widened = activated_scratch(ctx, kScratchActivated, op.in, std::nullopt, stream);
+    gpu_op(ctx, ActivationBackward{plain.din, plain.din, widened, *op.activation}, stream);
+    gpu_op(ctx, Cast{op.din, plain.din}, stream);
+    return;
+  }
   const NormGradOperands operands{op.din.data, op.dout.data, op.in.data, op.din.dtype, op.dout.dtype, op.in.dtype};
-  if (cols <= kFusedColumns) {
-    const int64_t blocks = (rows + kFusedRows - 1) / kFusedRows;
-    auto * partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * 2 * blocks * cols, stream));
-    if (packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data, partials})) {
+  if (partials != nullptr) {
+    if (packed) {
       with_activation_storage(op.din.dtype, [&](auto din_element) {
         with_activation_storage(op.dout.dtype, [&](auto dout_element) {
           with_activation_storage(op.in.dtype, [&](auto in_element) {
@@ -331,7 +387,7 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
             layernorm_backward_packed_kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), 0, stream>>>(
                 static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data),
                 static_cast<const In *>(op.in.data), op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(),
-                rows, cols, partials);
+                rows, cols, partials, input_activation(op.activation));
           });
         });
       });
@@ -348,10 +404,9 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
   layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(operands, op.weight.as<float>(),
                                                                         op.mean.as<float>(), op.rstd.as<float>(), cols);
   KOSMOS_GPU_LAUNCHED("layernorm_backward");
-  const unsigned blocks = static_cast<unsigned>((cols + kWarp - 1) / kWarp);
-  layernorm_parameter_grads_kernel<<<blocks, kThreads, 0, stream>>>(op.dweight.as<float>(), op.dbias.as<float>(),
-                                                                    operands, op.mean.as<float>(), op.rstd.as<float>(),
-                                                                    rows, cols);
+  const unsigned column_blocks = static_cast<unsigned>((cols + kWarp - 1) / kWarp);
+  layernorm_parameter_grads_kernel<<<column_blocks, kThreads, 0, stream>>>(
+      op.dweight.as<float>(), op.dbias.as<float>(), operands, op.mean.as<float>(), op.rstd.as<float>(), rows, cols);
   KOSMOS_GPU_LAUNCHED("layernorm_parameter_grads");
 }
 

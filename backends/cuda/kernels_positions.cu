@@ -3,6 +3,7 @@
 // deterministic), fairseq's sinusoidal positions, and xPos (kosmos-spec section 4) with its factors computed in
 // double into a table per op, as the CPU's are.
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/vector_access.cuh"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
@@ -106,6 +107,36 @@ __global__ void xpos_kernel(void * out, Layout out_layout, const void * in, Layo
   }
 }
 
+// The same over packs of 8 elements (4 pairs) of a head's row, the same arithmetic: for views whose head_dim and
+// strides are multiples of 8 and whose data are 16-byte aligned (the model's q and k column windows).
+template <typename T>
+__global__ void xpos_packed_kernel(T * out, Layout out_layout, const T * in, Layout in_layout, int64_t packs_total,
+                                   const float2 * table, float sign) {
+  const int64_t heads = in_layout.dims[1], length = in_layout.dims[2], head_dim = in_layout.dims[3];
+  const int64_t row_packs = head_dim / kPack, pairs = head_dim / 2;
+  KOSMOS_GRID_LOOP(index, packs_total) {
+    const int64_t j = index % row_packs, t = (index / row_packs) % length, h = (index / (row_packs * length)) % heads;
+    const int64_t b = index / (row_packs * length * heads);
+    float values[kPack];
+    load_pack(in + b * in_layout.strides[0] + h * in_layout.strides[1] + t * in_layout.strides[2], j, values);
+#pragma unroll
+    for (int q = 0; q < kPack / 2; ++q) {
+      const float2 factors = table[t * pairs + j * (kPack / 2) + q];
+      const float c = factors.x, s = sign * factors.y;
+      const float first = values[2 * q], second = values[2 * q + 1];
+      values[2 * q] = first * c - second * s;
+      values[2 * q + 1] = second * c + first * s;
+    }
+    store_pack(out + b * out_layout.strides[0] + h * out_layout.strides[1] + t * out_layout.strides[2], j, values);
+  }
+}
+
+bool strides_hold_packs(const TensorView & view) {
+  for (int axis = 0; axis < 3; ++axis)
+    if (view.strides[axis] % kPack != 0) return false;
+  return view.dim(3) % kPack == 0 && aligned_to_pack(view.data);
+}
+
 void xpos_apply(GpuContext & ctx, const TensorView & out, const TensorView & in, const XPosParams & params, float sign,
                 cudaStream_t stream) {
   const int64_t pairs_total = in.numel() / 2;
@@ -114,6 +145,17 @@ void xpos_apply(GpuContext & ctx, const TensorView & out, const TensorView & in,
   auto * table = static_cast<float2 *>(ctx.scratch(kScratchTable, sizeof(float2) * entries, stream));
   xpos_table_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(table, length, head_dim, params);
   KOSMOS_GPU_LAUNCHED("xpos_table");
+  if (in.dtype != DType::kF16 && strides_hold_packs(in) && strides_hold_packs(out)) {
+    const int64_t packs_total = in.numel() / kPack;
+    with_storage(in.dtype, [&](auto element) {
+      using T = decltype(element);
+      xpos_packed_kernel<<<blocks_for(packs_total), kThreads, 0, stream>>>(
+          static_cast<T *>(out.data), layout_of(out), static_cast<const T *>(in.data), layout_of(in), packs_total,
+          table, sign);
+    });
+    KOSMOS_GPU_LAUNCHED("xpos_packed");
+    return;
+  }
   xpos_kernel<<<blocks_for(pairs_total), kThreads, 0, stream>>>(out.data, layout_of(out), in.data, layout_of(in),
                                                                 in.dtype, pairs_total, table, sign);
   KOSMOS_GPU_LAUNCHED("xpos");

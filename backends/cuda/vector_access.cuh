@@ -15,24 +15,26 @@ constexpr int kPack = 8;  // elements per pack
 __device__ inline float to_float(__half value) { return __half2float(value); }
 __device__ inline void put(__half & slot, float value) { slot = __float2half_rn(value); }
 
-// The two 16-bit halves of a 32-bit word: element 2i in the low half (little-endian), 2i+1 in the high half.
-__device__ inline void unpack_bf16_pair(uint32_t word, float & low, float & high) {
+// The two 16-bit halves of a 32-bit word: element 2i in the low half (little-endian), 2i+1 in the high half; the
+// element type (Bf16Bits or __half) picks the format.
+__device__ inline void unpack_pair(Bf16Bits, uint32_t word, float & low, float & high) {
   low = __uint_as_float(word << 16);
   high = __uint_as_float(word & 0xffff0000u);
 }
-__device__ inline uint32_t pack_bf16_pair(float low, float high) {
+__device__ inline uint32_t pack_pair(Bf16Bits, float low, float high) {
   return static_cast<uint32_t>(float_to_bf16_bits(low)) | (static_cast<uint32_t>(float_to_bf16_bits(high)) << 16);
 }
-__device__ inline void unpack_f16_pair(uint32_t word, float & low, float & high) {
+__device__ inline void unpack_pair(__half, uint32_t word, float & low, float & high) {
   low = __half2float(__ushort_as_half(static_cast<unsigned short>(word & 0xffffu)));
   high = __half2float(__ushort_as_half(static_cast<unsigned short>(word >> 16)));
 }
-__device__ inline uint32_t pack_f16_pair(float low, float high) {
+__device__ inline uint32_t pack_pair(__half, float low, float high) {
   return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(low))) |
          (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(high))) << 16);
 }
 
-// Pack `pack` of `base` (elements [8 pack, 8 pack + 8)), base 16-byte aligned.
+// Pack `pack` of `base` (elements [8 pack, 8 pack + 8)), base 16-byte aligned: f32 in two 16-byte moves, the
+// 16-bit formats in one.
 __device__ inline void load_pack(const float * base, int64_t pack, float (&values)[kPack]) {
   const float4 * source = reinterpret_cast<const float4 *>(base + pack * kPack);
   const float4 first = source[0], second = source[1];
@@ -44,29 +46,21 @@ __device__ inline void store_pack(float * base, int64_t pack, const float (&valu
   target[0] = make_float4(values[0], values[1], values[2], values[3]);
   target[1] = make_float4(values[4], values[5], values[6], values[7]);
 }
-__device__ inline void load_pack(const Bf16Bits * base, int64_t pack, float (&values)[kPack]) {
+template <typename Half>
+__device__ inline void load_pack(const Half * base, int64_t pack, float (&values)[kPack]) {
+  static_assert(sizeof(Half) == 2, "a 16-bit element type: Bf16Bits or __half");
   const uint4 words = *reinterpret_cast<const uint4 *>(base + pack * kPack);
-  unpack_bf16_pair(words.x, values[0], values[1]);
-  unpack_bf16_pair(words.y, values[2], values[3]);
-  unpack_bf16_pair(words.z, values[4], values[5]);
-  unpack_bf16_pair(words.w, values[6], values[7]);
+  unpack_pair(Half{}, words.x, values[0], values[1]);
+  unpack_pair(Half{}, words.y, values[2], values[3]);
+  unpack_pair(Half{}, words.z, values[4], values[5]);
+  unpack_pair(Half{}, words.w, values[6], values[7]);
 }
-__device__ inline void store_pack(Bf16Bits * base, int64_t pack, const float (&values)[kPack]) {
+template <typename Half>
+__device__ inline void store_pack(Half * base, int64_t pack, const float (&values)[kPack]) {
+  static_assert(sizeof(Half) == 2, "a 16-bit element type: Bf16Bits or __half");
   *reinterpret_cast<uint4 *>(base + pack * kPack) =
-      make_uint4(pack_bf16_pair(values[0], values[1]), pack_bf16_pair(values[2], values[3]),
-                 pack_bf16_pair(values[4], values[5]), pack_bf16_pair(values[6], values[7]));
-}
-__device__ inline void load_pack(const __half * base, int64_t pack, float (&values)[kPack]) {
-  const uint4 words = *reinterpret_cast<const uint4 *>(base + pack * kPack);
-  unpack_f16_pair(words.x, values[0], values[1]);
-  unpack_f16_pair(words.y, values[2], values[3]);
-  unpack_f16_pair(words.z, values[4], values[5]);
-  unpack_f16_pair(words.w, values[6], values[7]);
-}
-__device__ inline void store_pack(__half * base, int64_t pack, const float (&values)[kPack]) {
-  *reinterpret_cast<uint4 *>(base + pack * kPack) =
-      make_uint4(pack_f16_pair(values[0], values[1]), pack_f16_pair(values[2], values[3]),
-                 pack_f16_pair(values[4], values[5]), pack_f16_pair(values[6], values[7]));
+      make_uint4(pack_pair(Half{}, values[0], values[1]), pack_pair(Half{}, values[2], values[3]),
+                 pack_pair(Half{}, values[4], values[5]), pack_pair(Half{}, values[6], values[7]));
 }
 
 inline bool aligned_to_pack(const void * data) { return reinterpret_cast<uintptr_t>(data) % 16 == 0; }

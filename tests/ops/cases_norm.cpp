@@ -1,4 +1,5 @@
 // cases_norm.cpp: LayerNorm and L2-normalise, forward and backward, over odd and model-sized rows.
+#include <optional>
 #include <sstream>
 
 #include "tests/ops/op_harness.h"
@@ -8,13 +9,16 @@ namespace {
 
 // in_dtype and out_dtype: the forward's; grad_dtype: dout's and din's (the model's pairings: f32 -> bf16 with f32
 // gradients at the pre-LNs, bf16 throughout at the sub-LNs). A bf16 output or din rounds once (2^-9 relative).
+// With `activation` the LayerNorm normalises act(in) (the FFN's sub-LN over its GELU) and din is the gradient at in.
 OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DType in_dtype = DType::kF32,
-                      DType out_dtype = DType::kF32, DType grad_dtype = DType::kF32) {
+                      DType out_dtype = DType::kF32, DType grad_dtype = DType::kF32,
+                      std::optional<Activation> activation = std::nullopt) {
   std::ostringstream name;
   name << "layernorm";
   for (int64_t size : dims) name << "_" << size;
   if (in_dtype != DType::kF32 || out_dtype != DType::kF32 || grad_dtype != DType::kF32)
     name << "_" << dtype_name(in_dtype) << "_" << dtype_name(out_dtype) << "_grads_" << dtype_name(grad_dtype);
+  if (activation) name << "_of_" << activation_name(*activation);
   const int64_t cols = dims.back();
   std::mt19937_64 rng(cols * 17 + dims.front());
   OpCase c;
@@ -31,29 +35,41 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
   c.differentiable = {"in", "weight", "bias"};
   c.graded_outputs = {"out"};
   constexpr double kEps = 1e-5;
-  c.reference_forward = [](const Named & in) {
-    const reference::LayerNormOut r = reference::layernorm(in.at("in"), in.at("weight"), in.at("bias"), kEps);
+  // What is normalised: in, or act(in); and the gradient at in from the one at act(in).
+  const auto normalised = [activation](const Tensor & x) {
+    if (!activation) return x;
+    return *activation == Activation::kGelu ? reference::gelu(x) : reference::quick_gelu(x);
+  };
+  const auto through_activation = [activation](const Tensor & grad, const Tensor & x) {
+    if (!activation) return grad;
+    return *activation == Activation::kGelu ? reference::gelu_backward(grad, x)
+                                            : reference::quick_gelu_backward(grad, x);
+  };
+  c.reference_forward = [normalised](const Named & in) {
+    const reference::LayerNormOut r =
+        reference::layernorm(normalised(in.at("in")), in.at("weight"), in.at("bias"), kEps);
     return Named{{"out", r.out}, {"mean", r.mean}, {"rstd", r.rstd}};
   };
-  c.reference_backward = [](const Named & in, const Named & grads) {
-    const reference::LayerNormGrads g = reference::layernorm_backward(grads.at("dout"), in.at("in"), in.at("weight"),
-                                                                      kEps);
-    return Named{{"din", g.din}, {"dweight", g.dweight}, {"dbias", g.dbias}};
+  c.reference_backward = [normalised, through_activation](const Named & in, const Named & grads) {
+    const reference::LayerNormGrads g =
+        reference::layernorm_backward(grads.at("dout"), normalised(in.at("in")), in.at("weight"), kEps);
+    return Named{{"din", through_activation(g.din, in.at("in"))}, {"dweight", g.dweight}, {"dbias", g.dbias}};
   };
-  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype](DeviceRun & run, const Named & in, const Named & grads) {
+  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation](DeviceRun & run, const Named & in,
+                                                                       const Named & grads) {
     int64_t rows = 1;
     for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
     const TensorView x = run.upload(in.at("in"), in_dtype);
     const TensorView weight = run.upload(in.at("weight"), DType::kF32), bias = run.upload(in.at("bias"), DType::kF32);
     const TensorView out = run.output(dims, out_dtype);
     const TensorView mean = run.output({rows}, DType::kF32), rstd = run.output({rows}, DType::kF32);
-    run.op(LayerNormForward{out, mean, rstd, x, weight, bias, static_cast<float>(kEps)});
+    run.op(LayerNormForward{out, mean, rstd, x, weight, bias, static_cast<float>(kEps), activation});
     Named result{{"out", run.download(out)}, {"mean", run.download(mean)}, {"rstd", run.download(rstd)}};
     if (grads.empty()) return result;
     const TensorView dout = run.upload(grads.at("dout"), grad_dtype);
     const TensorView din = run.output(dims, grad_dtype);
     const TensorView dweight = run.accumulator({cols}), dbias = run.accumulator({cols});
-    run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps)});
+    run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps), activation});
     result["din"] = run.download(din);
     result["dweight"] = run.download_accumulated(dweight);
     result["dbias"] = run.download_accumulated(dbias);
@@ -107,6 +123,11 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({3, 8200}, 1.0, 0.0),   // wider than the GPU's fused backward takes (8192)
           layernorm_case({9, 256}, 1.0, 2.0, DType::kF32, DType::kBF16, DType::kF32),   // a pre-LN, bf16 out
           layernorm_case({9, 1024}, 1.0, 0.5, DType::kBF16, DType::kBF16, DType::kBF16),  // a sub-LN, bf16 throughout
+          // The FFN's sub-LN over its GELU: in the GPU's packs (bf16 as the model runs it, f32), and as its parts.
+          layernorm_case({40, 2048}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu),
+          layernorm_case({5, 64}, 2.0, 0.0, DType::kF32, DType::kF32, DType::kF32, Activation::kQuickGelu),
+          layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, Activation::kGelu),
+          layernorm_case({3, 8200}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu),
           l2_normalize_case({1, 3}),
           l2_normalize_case({257, 64}),         l2_normalize_case({2, 3, 1024})};
 }
