@@ -5,6 +5,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <type_traits>
 
 #include "backends/cuda/gpu_common.cuh"
 
@@ -48,7 +49,7 @@ __device__ inline void store_pack(float * base, int64_t pack, const float (&valu
 }
 template <typename Half>
 __device__ inline void load_pack(const Half * base, int64_t pack, float (&values)[kPack]) {
-  static_assert(sizeof(Half) == 2, "a 16-bit element type: Bf16Bits or __half");
+  static_assert(std::is_same_v<Half, Bf16Bits> || std::is_same_v<Half, __half>, "a 16-bit float: Bf16Bits or __half");
   const uint4 words = *reinterpret_cast<const uint4 *>(base + pack * kPack);
   unpack_pair(Half{}, words.x, values[0], values[1]);
   unpack_pair(Half{}, words.y, values[2], values[3]);
@@ -57,7 +58,7 @@ __device__ inline void load_pack(const Half * base, int64_t pack, float (&values
 }
 template <typename Half>
 __device__ inline void store_pack(Half * base, int64_t pack, const float (&values)[kPack]) {
-  static_assert(sizeof(Half) == 2, "a 16-bit element type: Bf16Bits or __half");
+  static_assert(std::is_same_v<Half, Bf16Bits> || std::is_same_v<Half, __half>, "a 16-bit float: Bf16Bits or __half");
   *reinterpret_cast<uint4 *>(base + pack * kPack) =
       make_uint4(pack_pair(Half{}, values[0], values[1]), pack_pair(Half{}, values[2], values[3]),
                  pack_pair(Half{}, values[4], values[5]), pack_pair(Half{}, values[6], values[7]));
