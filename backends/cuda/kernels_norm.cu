@@ -296,7 +296,8 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
 }
 
-// f(Element{}) for a LayerNorm activation's dtype: float or Bf16Bits.
+// f(Element{}) for a LayerNorm activation's dtype: float or Bf16Bits (with_storage less f16, which LayerNorm does
+// not take: 8 instantiations of the backward kernel instead of 27).
 template <typename F>
 void with_activation_storage(DType dtype, F && f) {
   switch (dtype) {

@@ -88,8 +88,14 @@ __global__ void xpos_table_kernel(float2 * table, int64_t length, int64_t head_d
   }
 }
 
-// For each pair (a, b) at row t: forward (sign +1) (a c - b s, b c + a s), backward (sign -1) the transpose, with
-// (c, s) from the table.
+// A pair (a, b) at row t: forward (sign +1) (a c - b s, b c + a s), backward (sign -1) the transpose, with (c, s)
+// the table's factors.
+__device__ inline float2 xpos_rotate(float a, float b, float2 factors, float sign) {
+  const float c = factors.x, s = sign * factors.y;
+  return make_float2(a * c - b * s, b * c + a * s);
+}
+
+// One pair per thread, for any strides and dtype.
 __global__ void xpos_kernel(void * out, Layout out_layout, const void * in, Layout in_layout, DType dtype,
                             int64_t pairs_total, const float2 * table, float sign) {
   const int64_t heads = in_layout.dims[1], length = in_layout.dims[2], head_dim = in_layout.dims[3];
@@ -97,17 +103,16 @@ __global__ void xpos_kernel(void * out, Layout out_layout, const void * in, Layo
   KOSMOS_GRID_LOOP(index, pairs_total) {
     const int64_t i = index % pairs, t = (index / pairs) % length, h = (index / (pairs * length)) % heads;
     const int64_t b = index / (pairs * length * heads);
-    const float2 factors = table[t * pairs + i];
-    const float c = factors.x, s = sign * factors.y;
     const int64_t source = b * in_layout.strides[0] + h * in_layout.strides[1] + t * in_layout.strides[2] + 2 * i;
     const int64_t target = b * out_layout.strides[0] + h * out_layout.strides[1] + t * out_layout.strides[2] + 2 * i;
-    const float first = load_float(in, dtype, source), second = load_float(in, dtype, source + 1);
-    store_float(out, dtype, target, first * c - second * s);
-    store_float(out, dtype, target + 1, second * c + first * s);
+    const float2 rotated =
+        xpos_rotate(load_float(in, dtype, source), load_float(in, dtype, source + 1), table[t * pairs + i], sign);
+    store_float(out, dtype, target, rotated.x);
+    store_float(out, dtype, target + 1, rotated.y);
   }
 }
 
-// The same over packs of 8 elements (4 pairs) of a head's row, the same arithmetic: for views whose head_dim and
+// The same over packs of 8 elements (4 pairs) of a head's row: for views whose head_dim and
 // strides are multiples of 8 and whose data are 16-byte aligned (the model's q and k column windows).
 template <typename T>
 __global__ void xpos_packed_kernel(T * out, Layout out_layout, const T * in, Layout in_layout, int64_t packs_total,
@@ -121,11 +126,10 @@ __global__ void xpos_packed_kernel(T * out, Layout out_layout, const T * in, Lay
     load_pack(in + b * in_layout.strides[0] + h * in_layout.strides[1] + t * in_layout.strides[2], j, values);
 #pragma unroll
     for (int q = 0; q < kPack / 2; ++q) {
-      const float2 factors = table[t * pairs + j * (kPack / 2) + q];
-      const float c = factors.x, s = sign * factors.y;
-      const float first = values[2 * q], second = values[2 * q + 1];
-      values[2 * q] = first * c - second * s;
-      values[2 * q + 1] = second * c + first * s;
+      const float2 rotated =
+          xpos_rotate(values[2 * q], values[2 * q + 1], table[t * pairs + j * (kPack / 2) + q], sign);
+      values[2 * q] = rotated.x;
+      values[2 * q + 1] = rotated.y;
     }
     store_pack(out + b * out_layout.strides[0] + h * out_layout.strides[1] + t * out_layout.strides[2], j, values);
   }
