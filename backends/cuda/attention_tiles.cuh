@@ -1,7 +1,8 @@
 // attention_tiles.cuh: what both tensor-core attention implementations share (kernels_attention_tc.cu on WMMA,
 // kernels_attention_mma.cu on mma.sync): blocks of four warps owning 64 rows of one (batch, head), 16 per warp,
-// streaming the other side in steps of 64 rows; [64, D] bf16 tiles in shared memory, loaded from the operands;
-// and the launch of such a kernel. CUDA only (compute capability 8.0 or newer).
+// in a 1-D grid taken in backends/attention_block_order.h's order, streaming the other side in steps of 64 rows;
+// [64, D] bf16 tiles in shared memory, loaded from the operands; and the launch of such a kernel. CUDA only
+// (compute capability 8.0 or newer).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -9,6 +10,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "backends/attention_block_order.h"
 #include "backends/cuda/attention_shape.cuh"
 #include "backends/cuda/gpu_kernels.h"
 
@@ -121,12 +123,28 @@ void launch(Kernel kernel, dim3 grid, size_t shared, cudaStream_t stream, const 
   KOSMOS_GPU_LAUNCHED(name);
 }
 
-// One block per (batch, head) in x (up to 2^31 - 1 of them) and per 64 rows in y (up to 65535: 4M positions).
+// A 1-D grid of one block per (batch, head) and 64 of `rows` rows, taken in the order of
+// backends/attention_block_order.h.
 inline dim3 grid_of(int64_t rows, const AttentionShape & s) {
-  const int64_t tiles = (rows + kBlockRows - 1) / kBlockRows;
-  KOSMOS_CHECK(tiles <= 65535, "tensor-core attention: ", rows, " rows need ", tiles, " blocks of 64, more than a "
-               "grid's 65535; use shorter sequences");
-  return dim3(static_cast<unsigned>(s.batch * s.heads), static_cast<unsigned>(tiles));
+  const int64_t blocks = s.batch * s.heads * ((rows + kBlockRows - 1) / kBlockRows);
+  KOSMOS_CHECK(blocks <= 0x7FFFFFFF, "tensor-core attention: ", s.batch, " x ", s.heads, " heads of ", rows,
+               " rows need ", blocks, " blocks of 64 rows, more than a grid's 2^31 - 1; use fewer or shorter sequences "
+               "per micro-batch");
+  return dim3(static_cast<unsigned>(blocks));
+}
+
+// The block's (batch, head) and its first row: of the query tiles (forward, dq; heavier later under a causal mask)
+// or of the key tiles (dk and dv; heavier earlier).
+struct BlockRows {
+  int32_t head_index, b, h, first;  // in 32 bits, as grid_of's limit allows: the kernels keep them in registers
+};
+__device__ inline BlockRows block_rows(const AttentionShape & s, bool query_tiles) {
+  const int64_t rows = query_tiles ? s.tq : s.tk;
+  const int32_t heads = static_cast<int32_t>(s.heads);
+  const AttentionBlockPlace place =
+      attention_block_place(static_cast<int32_t>(blockIdx.x), static_cast<int32_t>(s.batch) * heads,
+                            static_cast<int32_t>((rows + kBlockRows - 1) / kBlockRows), query_tiles && s.causal);
+  return {place.head_index, place.head_index / heads, place.head_index % heads, place.tile * kBlockRows};
 }
 
 // The kernels of one implementation, over T (f32 or bf16: the output forward, dout and the gradients backward).

@@ -258,8 +258,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
   unsigned char * dropout_bytes = shared + 5 * L::half_tile + warp * kWarpDropoutBytes;
 
-  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
-  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + 16 * warp;
+  const BlockRows place = block_rows(s, true);
+  const int64_t head_index = place.head_index, b = place.b, h = place.h;
+  const int64_t first_query = place.first, warp_query = first_query + 16 * warp;
   load_tile<D>(q_tile, q, b, h, first_query, s.tq);
   __syncthreads();
   FragmentA q_rows[D / 16];
@@ -343,8 +344,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   bf16 *q_tile = m.own[0], *dout_tile = m.own[1];
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
 
-  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
-  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + 16 * warp;
+  const BlockRows place = block_rows(s, true);
+  const int64_t head_index = place.head_index, b = place.b, h = place.h;
+  const int64_t first_query = place.first, warp_query = first_query + 16 * warp;
   load_tile<D>(q_tile, q, b, h, first_query, s.tq);
   load_tile<D>(dout_tile, dout, b, h, first_query, s.tq);
   __syncthreads();
@@ -406,8 +408,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   bf16 *k_tile = m.own[0], *v_tile = m.own[1];
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
 
-  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
-  const int64_t first_key = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_key = first_key + 16 * warp;
+  const BlockRows place = block_rows(s, false);
+  const int64_t head_index = place.head_index, b = place.b, h = place.h;
+  const int64_t first_key = place.first, warp_key = first_key + 16 * warp;
   load_tile<D>(k_tile, k, b, h, first_key, s.tk);
   load_tile<D>(v_tile, v, b, h, first_key, s.tk);
   __syncthreads();

@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   float * rescales = reinterpret_cast<float *>(shared + 3 * L::half_tile + L::score_tile + L::step_tile);
 
   const int warp = threadIdx.x / kLanes, lane = threadIdx.x % kLanes;
-  const int64_t head_index = blockIdx.x, b = head_index / s.heads, h = head_index % s.heads;
-  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows;
+  const BlockRows place = block_rows(s, true);
+  const int64_t head_index = place.head_index, b = place.b, h = place.h, first_query = place.first;
   const int64_t warp_query = first_query + warp * 16;
   float * warp_scores = scores + warp * 16 * L::score_row;
   bf16 * warp_probs = probs + warp * 16 * L::step_row;
@@ -294,7 +294,8 @@ __device__ void key_row_gradients(const float * scores, const float * dps, int l
 // What a backward block works in: shared memory laid out as the block's own two [64, D] bf16 tiles (q and dout for
 // dq; k and v for dk and dv), the two streamed through it, two f32 [64, 64] products (the scores and dout . v), two
 // bf16 [64, 64] steps (the kept probabilities and the score gradients), and the step's 64 lse and delta values;
-// this warp's rows of the products and steps; and the block's (batch, head) with its lse and delta rows.
+// this warp's rows of the products and steps; and the block's (batch, head) and first row (block_rows), with its
+// lse and delta rows.
 template <int D>
 struct BackwardBlock {
   bf16 * own[2];
@@ -303,10 +304,11 @@ struct BackwardBlock {
   float *warp_scores, *warp_dps;
   bf16 *warp_kept, *warp_ds;
   int warp;
-  int64_t b, h;
+  int64_t b, h, first;  // the block's (batch, head) and first row (of queries or keys)
   const float *head_lse, *head_delta;
 
-  __device__ BackwardBlock(unsigned char * shared, const AttentionShape & s, const float * lse, const float * delta) {
+  __device__ BackwardBlock(unsigned char * shared, const AttentionShape & s, const float * lse, const float * delta,
+                           bool query_tiles) {
     using L = TileLayout<D>;
     for (int t = 0; t < 2; ++t) {
       own[t] = reinterpret_cast<bf16 *>(shared + t * L::half_tile);
@@ -321,11 +323,12 @@ struct BackwardBlock {
     warp_ds = reinterpret_cast<bf16 *>(steps + L::step_tile) + warp * 16 * L::step_row;
     lse_values = reinterpret_cast<float *>(steps + 2 * L::step_tile);
     delta_values = lse_values + kStepRows;
-    const int64_t head_index = blockIdx.x;  // b * heads + h
-    b = head_index / s.heads;
-    h = head_index % s.heads;
-    head_lse = lse + head_index * s.tq;
-    head_delta = delta + head_index * s.tq;
+    const BlockRows place = block_rows(s, query_tiles);
+    b = place.b;
+    h = place.h;
+    first = place.first;
+    head_lse = lse + place.head_index * s.tq;
+    head_delta = delta + place.head_index * s.tq;
   }
 };
 
@@ -337,9 +340,9 @@ __global__ void __launch_bounds__(kBlockThreads)
 #if __CUDA_ARCH__ >= 800
   using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
-  const BackwardBlock<D> m(shared, s, lse, delta);
+  const BackwardBlock<D> m(shared, s, lse, delta, true);
   bf16 *q_tile = m.own[0], *dout_tile = m.own[1], *k_tile = m.streamed[0], *v_tile = m.streamed[1];
-  const int64_t first_query = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_query = first_query + m.warp * 16;
+  const int64_t first_query = m.first, warp_query = first_query + m.warp * 16;
   load_tile<D>(q_tile, q, m.b, m.h, first_query, s.tq);
   load_tile<D>(dout_tile, dout, m.b, m.h, first_query, s.tq);
   load_row_values(m.lse_values, m.head_lse, first_query, s.tq, -INFINITY);
@@ -378,9 +381,9 @@ __global__ void __launch_bounds__(kBlockThreads)
 #if __CUDA_ARCH__ >= 800
   using L = TileLayout<D>;
   extern __shared__ __align__(128) unsigned char shared[];
-  const BackwardBlock<D> m(shared, s, lse, delta);  // its f32 products are S^T and dP^T: keys x queries
+  const BackwardBlock<D> m(shared, s, lse, delta, false);  // its f32 products are S^T and dP^T: keys x queries
   bf16 *k_tile = m.own[0], *v_tile = m.own[1], *q_tile = m.streamed[0], *dout_tile = m.streamed[1];
-  const int64_t first_key = static_cast<int64_t>(blockIdx.y) * kBlockRows, warp_key = first_key + m.warp * 16;
+  const int64_t first_key = m.first, warp_key = first_key + m.warp * 16;
   const int64_t b = m.b, h = m.h;
   load_tile<D>(k_tile, k, b, h, first_key, s.tk);
   load_tile<D>(v_tile, v, b, h, first_key, s.tk);
