@@ -1,7 +1,9 @@
 // layers.cpp: Linear, LayerNorm and the pre-LN transformer block (CLIP encoder layer, Magneto decoder layer).
 #include "model/layers.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "backends/error.h"
 
@@ -10,6 +12,41 @@ namespace {
 
 // Columns [first, first + width) of a [rows, cols] view.
 TensorView columns(const TensorView & rows, int64_t first, int64_t width) { return slice(rows, 1, first, width); }
+
+// The parts as one dense view stacked on their first axis, when they lie side by side in memory in this order (each
+// dense, of one dtype and the same trailing dims); else an absent view.
+TensorView side_by_side(const std::vector<TensorView> & parts) {
+  const TensorView & first = parts.front();
+  int64_t leading = 0;
+  for (const TensorView & part : parts) {
+    const bool fits = part.present() && part.is_contiguous() && part.dtype == first.dtype &&
+                      part.ndim == first.ndim &&
+                      std::equal(part.dims.begin() + 1, part.dims.begin() + part.ndim, first.dims.begin() + 1) &&
+                      part.data == static_cast<char *>(first.data) + leading * (first.numel() / first.dim(0)) *
+                                                                         static_cast<int64_t>(dtype_size(first.dtype));
+    if (!fits) return TensorView{};
+    leading += part.dim(0);
+  }
+  TensorView whole = first;
+  whole.dims[0] = leading;
+  return make_view(whole.data, whole.dtype, whole.ndim, whole.dims.data());
+}
+
+// q, k and v as one Linear when all of theirs lie side by side (BlockWeights::qkv).
+std::optional<Linear> fused_qkv(const Linear & q, const Linear & k, const Linear & v) {
+  if (q.trainable != k.trainable || q.trainable != v.trainable) return std::nullopt;
+  Linear qkv;
+  qkv.trainable = q.trainable;
+  qkv.weight = side_by_side({q.weight, k.weight, v.weight});
+  qkv.dweight = side_by_side({q.dweight, k.dweight, v.dweight});
+  if (!qkv.weight.present() || !qkv.dweight.present()) return std::nullopt;
+  if (q.bias.present() || k.bias.present() || v.bias.present()) {
+    qkv.bias = side_by_side({q.bias, k.bias, v.bias});
+    qkv.dbias = side_by_side({q.dbias, k.dbias, v.dbias});
+    if (!qkv.bias.present() || !qkv.dbias.present()) return std::nullopt;
+  }
+  return qkv;
+}
 
 }  // namespace
 
@@ -87,7 +124,7 @@ LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, d
 }
 
 BlockWeights make_clip_block(const ModelState & state, const std::string & prefix, double eps) {
-  return BlockWeights{make_layernorm(state, prefix + "layer_norm1.", eps),
+  BlockWeights w{make_layernorm(state, prefix + "layer_norm1.", eps),
                       make_layernorm(state, prefix + "layer_norm2.", eps),
                       std::nullopt,
                       std::nullopt,
@@ -97,6 +134,8 @@ BlockWeights make_clip_block(const ModelState & state, const std::string & prefi
                       make_linear(state, prefix + "self_attn.out_proj.", true),
                       make_linear(state, prefix + "mlp.fc1.", true),
                       make_linear(state, prefix + "mlp.fc2.", true)};
+  w.qkv = fused_qkv(w.q, w.k, w.v);
+  return w;
 }
 
 TensorParallelSplit tensor_parallel_split(const std::string & name) {
@@ -129,7 +168,7 @@ BlockWeights make_magneto_block(const ModelState & state, const std::string & pr
     whole.dbias = tensor_parallel_part(bias, whole.dbias, tp_rank, tp_size);
     return whole;
   };
-  return BlockWeights{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
+  BlockWeights w{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
                       make_layernorm(state, prefix + "final_layer_norm.", eps),
                       make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
                       make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
@@ -139,6 +178,8 @@ BlockWeights make_magneto_block(const ModelState & state, const std::string & pr
                       linear("self_attn.out_proj."),
                       linear("ffn.fc1."),
                       linear("ffn.fc2.")};
+  w.qkv = fused_qkv(w.q, w.k, w.v);  // only whole projections lie side by side: never under tensor parallelism
+  return w;
 }
 
 TensorView heads_view(TensorView rows, int64_t batch, int64_t length, int64_t heads) {
@@ -295,9 +336,13 @@ void attention_inputs(Runtime & rt, const BlockWeights & w, const BlockOptions &
   s.qkv = take_activation(rt, o, rows, 3 * width);  // q | k | v side by side (this rank's heads); q, k after xPos
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView h = matmul_operand(rt, s.h_attention, w.q.weight.dtype);  // cast once for all three
-  w.q.forward(rt, columns(s.qkv, 0, width), h);
-  w.k.forward(rt, columns(s.qkv, width, width), h);
-  w.v.forward(rt, columns(s.qkv, 2 * width, width), h);
+  if (w.qkv) {
+    w.qkv->forward(rt, s.qkv, h);
+  } else {
+    w.q.forward(rt, columns(s.qkv, 0, width), h);
+    w.k.forward(rt, columns(s.qkv, width, width), h);
+    w.v.forward(rt, columns(s.qkv, 2 * width, width), h);
+  }
   rt.arena.rewind(temporaries);
 }
 
@@ -544,9 +589,13 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   const TensorView d_h_attention = rt.take({rows, model_width});
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView h = matmul_operand(rt, s.h_attention, w.q.weight.dtype);  // cast once for all three
-  w.q.backward(rt, d_h_attention, dq, h, false);
-  w.k.backward(rt, d_h_attention, dk, h, true);
-  w.v.backward(rt, d_h_attention, dv, h, true);
+  if (w.qkv) {
+    w.qkv->backward(rt, d_h_attention, dqkv, h, false);
+  } else {
+    w.q.backward(rt, d_h_attention, dq, h, false);
+    w.k.backward(rt, d_h_attention, dk, h, true);
+    w.v.backward(rt, d_h_attention, dv, h, true);
+  }
   if (rt.deferred_weight_gradients == nullptr) rt.arena.rewind(temporaries);  // a W pass still reads h
   if (tp) tp->all_reduce(d_h_attention, parallel::ReduceOp::kSum, rt.stream);
   w.ln_attention.backward(rt, dx, d_h_attention, s.x, s.ln_attention);

@@ -85,6 +85,9 @@ struct BlockWeights {
   LayerNorm ln_attention, ln_ffn;
   std::optional<LayerNorm> ln_inner_attention, ln_inner_ffn;  // Magneto's sub-LN
   Linear q, k, v, out, fc1, fc2;
+  // q, k and v as one Linear [3 w, in] (one matmul each way instead of three), where their weights, biases and
+  // gradients lie side by side in memory (ParameterTable::add_qkv; not for tensor-parallel shards).
+  std::optional<Linear> qkv = std::nullopt;
 };
 BlockWeights make_clip_block(const ModelState & state, const std::string & prefix, double eps);
 // With tensor parallelism (tp_size > 1) this rank's shards: q, k, v and fc1 split on their output rows (column-

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <functional>
+#include <utility>
 
 #include "backends/error.h"
 #include "backends/philox.h"
@@ -30,7 +31,7 @@ ParameterPart ParameterPart::whole(const ParameterSpec & spec) {
 }
 
 void ParameterTable::add(const std::string & name, std::vector<int64_t> shape, Init init, double init_arg,
-                         bool trainable, double gain) {
+                         bool trainable, double gain, bool aligned_end) {
   ParameterSpec spec;
   spec.name = name;
   spec.shape = std::move(shape);
@@ -41,7 +42,8 @@ void ParameterTable::add(const std::string & name, std::vector<int64_t> shape, I
   spec.offset = total_;
   spec.numel = 1;
   for (int64_t size : spec.shape) spec.numel *= size;
-  total_ += (spec.numel + 15) / 16 * 16;  // 64-byte alignment for every parameter
+  total_ += spec.numel;
+  if (aligned_end) total_ = (total_ + 15) / 16 * 16;  // the next parameter starts on 64 bytes
   index_.emplace(name, specs_.size());
   specs_.push_back(std::move(spec));
 }
@@ -50,6 +52,16 @@ void ParameterTable::add_linear(const std::string & prefix, int64_t in, int64_t 
                                 double gain) {
   add(prefix + "weight", {out, in}, Init::kUniformFanIn, static_cast<double>(in), trainable, gain);
   if (bias) add(prefix + "bias", {out}, Init::kUniformFanIn, static_cast<double>(in), trainable, gain);
+}
+
+void ParameterTable::add_qkv(const std::string & prefix, int64_t width, bool trainable, double v_gain) {
+  const char * const projections[] = {"q_proj.", "k_proj.", "v_proj."};
+  const double gains[] = {1.0, 1.0, v_gain};
+  const std::pair<const char *, std::vector<int64_t>> parts[] = {{"weight", {width, width}}, {"bias", {width}}};
+  for (const auto & [part, shape] : parts)
+    for (int i = 0; i < 3; ++i)  // no gap inside the three, whatever the width
+      add(prefix + projections[i] + part, shape, Init::kUniformFanIn, static_cast<double>(width), trainable, gains[i],
+          i == 2);
 }
 
 void ParameterTable::add_layernorm(const std::string & prefix, int64_t width, bool trainable) {
@@ -73,8 +85,8 @@ ParameterTable::ParameterTable(const KosmosConfig & config) {
   for (int64_t j = 0; j < v.layers; ++j) {
     const std::string p = layer_prefix("clip_model.encoder.layers.", j);
     const bool trains = j >= v.layers - v.trainable_layers;
-    for (const char * projection : {"q_proj.", "k_proj.", "v_proj.", "out_proj."})
-      add_linear(p + "self_attn." + projection, dv, dv, true, trains);
+    add_qkv(p + "self_attn.", dv, trains, 1.0);
+    add_linear(p + "self_attn.out_proj.", dv, dv, true, trains);
     add_layernorm(p + "layer_norm1.", dv, trains);
     add_linear(p + "mlp.fc1.", dv, v.intermediate_size, true, trains);
     add_linear(p + "mlp.fc2.", v.intermediate_size, dv, true, trains);
@@ -117,9 +129,7 @@ ParameterTable::ParameterTable(const KosmosConfig & config) {
   for (int64_t i = 0; i < d.layers; ++i) {
     const std::string p = layer_prefix("decoder.layers.", i);
     add_layernorm(p + "self_attn_layer_norm.", d.embed_dim, true);
-    add_linear(p + "self_attn.q_proj.", d.embed_dim, d.embed_dim, true, true);
-    add_linear(p + "self_attn.k_proj.", d.embed_dim, d.embed_dim, true, true);
-    add_linear(p + "self_attn.v_proj.", d.embed_dim, d.embed_dim, true, true, gamma);
+    add_qkv(p + "self_attn.", d.embed_dim, true, gamma);
     add_layernorm(p + "self_attn.inner_attn_ln.", d.embed_dim, true);
     add_linear(p + "self_attn.out_proj.", d.embed_dim, d.embed_dim, true, true, gamma);
     add_layernorm(p + "final_layer_norm.", d.embed_dim, true);

@@ -57,9 +57,15 @@ class ParameterTable {
   int64_t trainable_total() const;
 
  private:
+  // Appends a parameter; every one starts on 64 bytes, except those after one added with aligned_end false (add_qkv's
+  // three weights and three biases follow each other with no gap).
   void add(const std::string & name, std::vector<int64_t> shape, Init init, double init_arg, bool trainable,
-           double gain = 1.0);
+           double gain = 1.0, bool aligned_end = true);
   void add_linear(const std::string & prefix, int64_t in, int64_t out, bool bias, bool trainable, double gain = 1.0);
+  // q_proj, k_proj and v_proj (with biases) of a [width] self-attention: the three weights side by side with no gap,
+  // then the three biases, so that they multiply as one [3 width, width] matmul (BlockWeights::qkv); v_proj takes
+  // v_gain.
+  void add_qkv(const std::string & prefix, int64_t width, bool trainable, double v_gain);
   void add_layernorm(const std::string & prefix, int64_t width, bool trainable);
   std::vector<ParameterSpec> specs_;
   std::unordered_map<std::string, size_t> index_;

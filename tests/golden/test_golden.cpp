@@ -141,6 +141,28 @@ TEST_P(Golden, LogitsLossAndEveryGradientMatchThePeer) {
   EXPECT_EQ(compared, trainable) << "the peer's gradients do not cover every trainable parameter";
 }
 
+// The gradients above come through the fused q | k | v matmul: the table lays the three projections side by side so
+// that each block runs them as one (BlockWeights::qkv), except for tensor-parallel shards, whose parts are not
+// adjacent (the tp 2 layout tests compare those, on three matmuls, against one rank).
+TEST_P(Golden, AttentionProjectionsRunAsOneMatmul) {
+  auto state = load_state();
+  const model::BlockWeights decoder = model::make_magneto_block(*state, "decoder.layers.0.", 1e-5);
+  const model::BlockWeights vision = model::make_clip_block(*state, "clip_model.encoder.layers.0.", 1e-5);
+  for (const model::BlockWeights * block : {&decoder, &vision}) {
+    ASSERT_TRUE(block->qkv.has_value()) << (block == &decoder ? "decoder" : "vision") << " layer 0";
+    const model::Linear & qkv = *block->qkv;
+    EXPECT_EQ(qkv.out(), 3 * block->q.out());
+    EXPECT_EQ(qkv.in(), block->q.in());
+    EXPECT_EQ(qkv.weight.data, block->q.weight.data);
+    EXPECT_EQ(qkv.dweight.data, block->q.dweight.data);
+    EXPECT_EQ(qkv.bias.data, block->q.bias.data);
+    EXPECT_EQ(qkv.dbias.data, block->q.dbias.data);
+    EXPECT_EQ(qkv.bias.dim(0), 3 * block->q.out());
+  }
+  EXPECT_FALSE(model::make_magneto_block(*state, "decoder.layers.0.", 1e-5, 0, 2).qkv.has_value())
+      << "a tensor-parallel shard's q, k and v are not side by side";
+}
+
 TEST_P(Golden, ThreeAdamWStepsGiveThePeersLosses) {
   auto state = load_state();
   model::KosmosModel kosmos_model(config, *state);
