@@ -40,6 +40,11 @@ struct AttentionShape {
     const int64_t keys = query + 1 + (tk - tq);
     return keys < 0 ? 0 : (keys > tk ? tk : keys);
   }
+  // Whether each of queries [query, query + queries) sees each of keys [key, key + keys): a block with no mask inside
+  // (keys_for never falls as the query grows, and is at most tk).
+  __device__ bool sees_all(int64_t query, int64_t queries, int64_t key, int64_t keys) const {
+    return query + queries <= tq && key + keys <= keys_for(query);
+  }
   // Queries that see key j: [queries_from(j), tq).
   __device__ int64_t queries_from(int64_t key) const {
     if (!causal) return 0;

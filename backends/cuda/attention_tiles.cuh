@@ -52,15 +52,32 @@ __device__ inline uint32_t pack_bf16(float low, float high) {
   return *reinterpret_cast<const uint32_t *>(&pair);
 }
 
-// The backward of one probability: p = exp(scale s - lse) where visible (else 0) and f its dropout factor give the
-// probability as kept, p f, and the score gradient ds = p (dp f - delta).
+// 2^x in one instruction (the SFU's approximation, the one __expf uses; 2^-inf = 0), for exponents in base 2.
+__device__ inline float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+constexpr float kLog2e = 1.4426950408889634f;
+
+// A row's log-sum-exp in base 2, as exp2_approx's exponents take it: log2(e) lse, or +inf for a row that sees no
+// key (lse -inf), so that 2^(score2 - lse2) is 0 for each of its entries.
+__device__ inline float base2_lse(float lse) { return lse == -INFINITY ? INFINITY : lse * kLog2e; }
+
+// The backward of one probability from its score in base 2 (score2 = log2(e) scale s, or -inf where hidden) and its
+// row's base2_lse: p = 2^(score2 - lse2) and f its dropout factor give the probability as kept, p f, and the score
+// gradient ds = p (dp f - delta).
 struct ScoreGradient {
   float kept, ds;
 };
+__device__ inline ScoreGradient score_gradient_base2(float score2, float dp, float lse2, float delta, float f) {
+  const float p = exp2_approx(score2 - lse2);
+  return {p * f, p * (dp * f - delta)};
+}
+// The same from a score s, its row's lse and whether the key is visible (the WMMA kernels).
 __device__ inline ScoreGradient score_gradient(float score, float dp, float lse, float delta, float f, bool visible,
                                                float scale) {
-  const float p = visible ? __expf(score * scale - lse) : 0.0f;
-  return {p * f, visible ? p * (dp * f - delta) : 0.0f};
+  return score_gradient_base2(visible ? score * scale * kLog2e : -INFINITY, dp, base2_lse(lse), delta, f);
 }
 
 // Whether every row of a bf16 operand starts on 16 bytes (its base and strides), so that a tile loads in 16-byte
@@ -126,7 +143,9 @@ void launch(Kernel kernel, dim3 grid, size_t shared, cudaStream_t stream, const 
 // A 1-D grid of one block per (batch, head) and 64 of `rows` rows, taken in the order of
 // backends/attention_block_order.h.
 inline dim3 grid_of(int64_t rows, const AttentionShape & s) {
-  const int64_t blocks = s.batch * s.heads * ((rows + kBlockRows - 1) / kBlockRows);
+  const int64_t tiles = (rows + kBlockRows - 1) / kBlockRows, blocks = s.batch * s.heads * tiles;
+  KOSMOS_CHECK(rows <= 0x7FFFFFFF - kBlockRows && kAttentionHeadsPerGroup * tiles <= 0x7FFFFFFF,
+               "tensor-core attention: ", rows, " rows, more than block_rows counts in 32 bits; use shorter sequences");
   KOSMOS_CHECK(blocks <= 0x7FFFFFFF, "tensor-core attention: ", s.batch, " x ", s.heads, " heads of ", rows,
                " rows need ", blocks, " blocks of 64 rows, more than a grid's 2^31 - 1; use fewer or shorter sequences "
                "per micro-batch");
@@ -136,7 +155,7 @@ inline dim3 grid_of(int64_t rows, const AttentionShape & s) {
 // The block's (batch, head) and its first row: of the query tiles (forward, dq; heavier later under a causal mask)
 // or of the key tiles (dk and dv; heavier earlier).
 struct BlockRows {
-  int32_t head_index, b, h, first;  // in 32 bits, as grid_of's limit allows: the kernels keep them in registers
+  int32_t head_index, b, h, first;  // in 32 bits, as grid_of's limits allow: the kernels keep them in registers
 };
 __device__ inline BlockRows block_rows(const AttentionShape & s, bool query_tiles) {
   const int64_t rows = query_tiles ? s.tq : s.tk;

@@ -6,8 +6,13 @@
 // shared memory. The streamed tiles are double-buffered, the next step's copied by cp.async while this one computes,
 // and read by ldmatrix (transposed where the tile's rows are the product's depth). Dropout bytes
 // (backends/attention_dropout.h) are staged per warp in shared memory: each lane makes two Philox blocks per step and
-// reads the bytes of the elements it holds. Same results as the WMMA kernels of kernels_attention_tc.cu up to the order
-// of f32 sums; head sizes 32 and 64 (128 would need more than 255 registers in the backward). CUDA only.
+// reads the bytes of the elements it holds. The elementwise work between the products competes with them for issue
+// slots (by count, a lane's 32 probabilities of a step take more instructions than the step's mma and ldmatrix), so
+// it is kept small: exponents in base 2 (the scale times log2(e) folded into the scores, one ex2 per probability, a row
+// that sees no key given lse +inf so its probabilities come out 0 without a test), and the mask applied only on the
+// steps the causal diagonal or the end of the rows cuts (AttentionShape::sees_all, the same for a whole warp). Same
+// results as the WMMA kernels of kernels_attention_tc.cu up to f32 rounding; head sizes 32 and 64 (128 would need more
+// than 255 registers in the backward). CUDA only.
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -218,6 +223,12 @@ __device__ __forceinline__ void stream_steps(unsigned char * buffers, const Head
   }
 }
 
+// The lse of queries [first, first + 64) in base 2 (base2_lse: +inf past `limit`), for score_gradient_base2.
+__device__ inline void load_base2_lse(float * target, const float * lse, int64_t first, int64_t limit) {
+  for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads)
+    target[r] = base2_lse(first + r < limit ? lse[first + r] : -INFINITY);
+}
+
 // Shared memory: the own tiles (one forward, two backward), the four streamed ones, the warps' dropout bytes, and
 // backward two buffers of the step's 64 lse and delta values.
 template <int D>
@@ -235,7 +246,7 @@ struct BackwardShared {
   bf16 * own[2];            // q and dout (dq), k and v (dk, dv)
   unsigned char * streamed;  // the other two, twice
   unsigned char * dropout_bytes;
-  float * step_values;  // [2 buffers][lse, delta][64] (dk, dv)
+  float * step_values;  // [2 buffers][lse (base 2), delta][64] (dk, dv)
   __device__ explicit BackwardShared(unsigned char * shared) {
     constexpr size_t tile = TileLayout<D>::half_tile;
     own[0] = reinterpret_cast<bf16 *>(shared);
@@ -268,7 +279,9 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   FragmentC acc[D / 8];
   clear(acc);
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+  // The online softmax in base 2: scores times log2(e) scale, so that each probability is one exp2_approx.
+  const float scale2 = s.scale * kLog2e;
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};  // row_max in base 2
   int64_t keys_seen[2];  // by the lane's two rows
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -284,37 +297,43 @@ __global__ void __launch_bounds__(kBlockThreads)
   const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
     FragmentC p[8];
     product_with_rows<D>(p, q_rows, k_tile);
+    // Only a step the causal diagonal or the end of the rows cuts needs the mask (the same for the whole warp).
+    const bool masked = !s.sees_all(warp_query, 16, first_key, kStepRows);
     // The online softmax of the lane's two rows; the sums are taken before dropout.
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) p[j].x[2 * half + e] *= scale2;
+      if (masked) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e)
+            if (first_key + lane_column(j, e) >= keys_seen[half]) p[j].x[2 * half + e] = -INFINITY;
+      }
       float tile_max = -INFINITY;
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float & value = p[j].x[2 * half + e];
-          value = first_key + lane_column(j, e) < keys_seen[half] ? value * s.scale : -INFINITY;
-          tile_max = fmaxf(tile_max, value);
-        }
+        for (int e = 0; e < 2; ++e) tile_max = fmaxf(tile_max, p[j].x[2 * half + e]);
       const float new_max = fmaxf(row_max[half], row_max_of(tile_max));
-      float rescale = 1.0f;  // of the row's output so far
-      if (new_max != -INFINITY) rescale = row_max[half] == -INFINITY ? 0.0f : __expf(row_max[half] - new_max);
+      // A row that has seen no key yet keeps max -inf; 0 in its place gives its probabilities and rescale 2^-inf = 0.
+      const float max_used = new_max == -INFINITY ? 0.0f : new_max;
+      const float rescale = exp2_approx(row_max[half] - max_used);  // of the row's output so far
       float sum = 0.0f;
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           float & value = p[j].x[2 * half + e];
-          value = value == -INFINITY ? 0.0f : __expf(value - new_max);
+          value = exp2_approx(value - max_used);
           sum += value;
-          if (s.dropout.active() && value != 0.0f)
-            value *= query_row_factor(dropout_bytes, s, lane_row(half), lane_column(j, e));
+          if (s.dropout.active()) value *= query_row_factor(dropout_bytes, s, lane_row(half), lane_column(j, e));
         }
-      sum = row_sum_of(sum);
-      if (new_max != -INFINITY) {
-        row_sum[half] = row_sum[half] * rescale + sum;
-        row_max[half] = new_max;
-      }
+      row_sum[half] = row_sum[half] * rescale + row_sum_of(sum);
+      row_max[half] = new_max;
 #pragma unroll
       for (int n = 0; n < D / 8; ++n) acc[n].x[2 * half] *= rescale, acc[n].x[2 * half + 1] *= rescale;
     }
@@ -326,8 +345,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int half = 0; half < 2; ++half) {
     inverse_sums[half] = row_sum[half] > 0.0f ? 1.0f / row_sum[half] : 0.0f;
     const int64_t query = warp_query + lane_row(half);
-    if (lane_index() % 4 == 0 && query < s.tq)
-      lse[head_index * s.tq + query] = row_sum[half] > 0.0f ? row_max[half] + logf(row_sum[half]) : -INFINITY;
+    if (lane_index() % 4 == 0 && query < s.tq)  // back to base e: lse = ln(2) max2 + ln(sum)
+      lse[head_index * s.tq + query] =
+          row_sum[half] > 0.0f ? row_max[half] * (1.0f / kLog2e) + logf(row_sum[half]) : -INFINITY;
   }
   store_rows<D>(out, b, h, warp_query, s.tq, acc, inverse_sums);
 #endif
@@ -354,14 +374,15 @@ __global__ void __launch_bounds__(kBlockThreads)
   load_rows_as_a<D>(q_rows, q_tile, 16 * warp);
   load_rows_as_a<D>(dout_rows, dout_tile, 16 * warp);
 
-  float row_lse[2], row_delta[2];
+  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (score_gradient_base2)
+  float row_lse2[2], row_delta[2];
   int64_t keys_seen[2];
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int64_t query = warp_query + lane_row(half);
-    row_lse[half] = query < s.tq ? lse[head_index * s.tq + query] : -INFINITY;
+    row_lse2[half] = base2_lse(query < s.tq ? lse[head_index * s.tq + query] : -INFINITY);
     row_delta[half] = query < s.tq ? delta[head_index * s.tq + query] : 0.0f;
-    keys_seen[half] = query < s.tq && row_lse[half] != -INFINITY ? s.keys_for(query) : 0;
+    keys_seen[half] = query < s.tq ? s.keys_for(query) : 0;
   }
   FragmentC acc[D / 8];
   clear(acc);
@@ -378,17 +399,28 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
+      for (int x = 0; x < 4; ++x) scores[j].x[x] *= scale2;
+    if (!s.sees_all(warp_query, 16, first_key, kStepRows)) {  // the diagonal or the end cuts the step: mask it
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int e = 0; e < 2; ++e)
+            if (first_key + lane_column(j, e) >= keys_seen[half]) scores[j].x[2 * half + e] = -INFINITY;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
       for (int half = 0; half < 2; ++half)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int column = lane_column(j, e);
-          const bool visible = first_key + column < keys_seen[half];
           const float f =
-              s.dropout.active() && visible ? query_row_factor(m.dropout_bytes, s, lane_row(half), column) : 1.0f;
+              s.dropout.active() ? query_row_factor(m.dropout_bytes, s, lane_row(half), lane_column(j, e)) : 1.0f;
           float & value = scores[j].x[2 * half + e];
-          value = score_gradient(value, dps[j].x[2 * half + e], row_lse[half], row_delta[half], f, visible, s.scale).ds;
+          value = score_gradient_base2(value, dps[j].x[2 * half + e], row_lse2[half], row_delta[half], f).ds;
         }
-    __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
+    __syncwarp();  // the lanes together before mma.sync and ldmatrix
     accumulate_product<D>(acc, scores, k_tile);  // dQ += dS K
   };
   stream_steps<D, bf16, bf16>(m.streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
@@ -421,13 +453,13 @@ __global__ void __launch_bounds__(kBlockThreads)
   const float * head_delta = delta + head_index * s.tq;
 
   const auto prepare = [&](int64_t first_query, int buffer) {
-    load_row_values(m.step_values + 2 * kStepRows * buffer, head_lse, first_query, s.tq, -INFINITY);
+    load_base2_lse(m.step_values + 2 * kStepRows * buffer, head_lse, first_query, s.tq);
     load_row_values(m.step_values + 2 * kStepRows * buffer + kStepRows, head_delta, first_query, s.tq, 0.0f);
     if (s.dropout.active()) stage_key_rows(m.dropout_bytes, s, b, h, warp_key, first_query);
   };
   const auto compute = [&](int64_t first_query, const bf16 * q_tile, const bf16 * dout_tile, int buffer) {
-    const float * lse_values = m.step_values + 2 * kStepRows * buffer;
-    const float * delta_values = lse_values + kStepRows;
+    const float * lse2_values = m.step_values + 2 * kStepRows * buffer;
+    const float * delta_values = lse2_values + kStepRows;
     FragmentC scores[8], dps[8];  // transposed: keys x queries
     {
       // The warp's k and v rows are read from their tiles each step rather than held: with both gradients'
@@ -438,21 +470,35 @@ __global__ void __launch_bounds__(kBlockThreads)
       load_rows_as_a<D>(own_rows, v_tile, 16 * warp);
       product_with_rows<D>(dps, own_rows, dout_tile);  // dP^T = V dO^T
     }
+    const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (score_gradient_base2)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) scores[j].x[x] *= scale2;
+    if (!s.sees_all(first_query, kStepRows, warp_key, 16)) {  // the diagonal or the end cuts the step: mask it
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t query = first_query + lane_column(j, e);
+          const int64_t keys_seen = query < s.tq ? s.keys_for(query) : 0;
+#pragma unroll
+          for (int half = 0; half < 2; ++half)
+            if (warp_key + lane_row(half) >= keys_seen) scores[j].x[2 * half + e] = -INFINITY;
+        }
+    }
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int column = lane_column(j, e);
-        const int64_t query = first_query + column;
-        const float query_lse = lse_values[column], query_delta = delta_values[column];
-        const int64_t keys_seen = query < s.tq && query_lse != -INFINITY ? s.keys_for(query) : 0;
+        const float query_lse2 = lse2_values[column], query_delta = delta_values[column];
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const int key = lane_row(half);
-          const bool visible = warp_key + key < keys_seen;
-          const float f = s.dropout.active() && visible ? key_row_factor(m.dropout_bytes, s, key, column) : 1.0f;
-          const ScoreGradient g = score_gradient(scores[j].x[2 * half + e], dps[j].x[2 * half + e], query_lse,
-                                                 query_delta, f, visible, s.scale);
+          const float f = s.dropout.active() ? key_row_factor(m.dropout_bytes, s, key, column) : 1.0f;
+          const ScoreGradient g = score_gradient_base2(scores[j].x[2 * half + e], dps[j].x[2 * half + e], query_lse2,
+                                                       query_delta, f);
           scores[j].x[2 * half + e] = g.kept;
           dps[j].x[2 * half + e] = g.ds;
         }

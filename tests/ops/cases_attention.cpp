@@ -157,6 +157,10 @@ std::vector<OpCase> attention_cases() {
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16}),
           attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16}),
           attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16}),
+          // whole 64-row tiles, where the last steps need no mask either; and 34 (batch, head) pairs, over two
+          // whole groups of 16 heads and a part of one in the GPU's block order (backends/attention_block_order.h)
+          attention_case({1, 3, 192, 192, 64, true, 0.1f, false, 0, 0, DType::kBF16, DType::kBF16}),
+          attention_case({2, 17, 64, 128, 64, false, 0.0f, false, 0, 0, DType::kBF16}),
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),
           xpos_case({2, 3, 7, 64}, 5, false, false),
