@@ -48,7 +48,9 @@ const char * activation_name(Activation kind);
 // The activations (in, out, din, dout) are f32 or bf16, each on its own (an f32 residual stream normalised into a
 // bf16 matmul operand); the statistics, the parameters and the arithmetic are f32.
 // With `activation`, x = act(in) computed in f32 and not stored or rounded (Magneto's FFN sub-LN over its GELU in
-// one pass), and the backward's din is the gradient at `in`: act'(in) times the LayerNorm's.
+// one pass), and the backward's din is the gradient at `in`: act'(in) times the LayerNorm's. The backward may add
+// `residual_gradient` to din in the same pass: the gradient of a residual path that joins the LayerNorm's input (a
+// pre-LN block's x + sublayer(LN(x))), din then f32 like it and apart from every operand.
 struct LayerNormForward {
   TensorView out;     // [.., C] f32|bf16
   TensorView mean;    // [rows] f32, saved for backward
@@ -70,6 +72,7 @@ struct LayerNormBackward {
   TensorView rstd;     // [rows] f32 from the forward
   float eps = 1e-5f;
   std::optional<Activation> activation = std::nullopt;
+  TensorView residual_gradient = TensorView{};  // [.., C] f32 or absent, added to din
 };
 
 // Computed in f32 on f32 or bf16 tensors (all of one op's tensors in one dtype).
@@ -223,7 +226,8 @@ struct CrossEntropyForward {
   float loss_scale = 1.0f;  // e.g. 1 / number of counted tokens
 };
 struct CrossEntropyBackward {
-  TensorView dlogits;  // [N, V_local] f32, overwritten: dloss * loss_scale * w_n * (softmax - onehot)
+  TensorView dlogits;  // [N, V_local] f32|bf16 (rounded once, for a bf16 head), overwritten:
+                       // dloss * loss_scale * w_n * (softmax - onehot)
   TensorView logits;   // [N, V_local] f32
   TensorView targets;  // [N] i32
   TensorView weights;  // [N] f32

@@ -182,6 +182,14 @@ void validate_op(const LayerNormBackward & op) {
     KOSMOS_CHECK(!views_overlap(op.din, view), "layernorm_backward: din ", describe(op.din), " overlaps ", name, " ",
                  describe(view), "; expected separate views (the weight and bias gradients read ", name,
                  " after din is written)");
+  if (!op.residual_gradient.present()) return;
+  check.dtype("residual_gradient", op.residual_gradient, {DType::kF32});
+  check.same_shape("residual_gradient", op.residual_gradient, "in", op.in);
+  check.dense("residual_gradient", op.residual_gradient);
+  KOSMOS_CHECK(op.din.dtype == DType::kF32, "layernorm_backward: din ", describe(op.din), " with a residual_gradient; "
+               "expected f32 din (the sum of two f32 gradients)");
+  KOSMOS_CHECK(!views_overlap(op.din, op.residual_gradient), "layernorm_backward: din ", describe(op.din),
+               " overlaps residual_gradient ", describe(op.residual_gradient), "; expected separate views");
 }
 
 // Elementwise ops: every operand dense, same shape; dtypes as given.
@@ -402,9 +410,12 @@ void validate_op(const CrossEntropyForward & op) {
 void validate_op(const CrossEntropyBackward & op) {
   const Checker check{"cross_entropy_backward"};
   validate_cross_entropy(check, op.logits, op.targets, op.weights, op.lse, op.vocab_start, op.vocab_total);
-  check.dtype("dlogits", op.dlogits, {DType::kF32});
+  check.dtype("dlogits", op.dlogits, {DType::kF32, DType::kBF16});
   check.dense("dlogits", op.dlogits);
   check.same_shape("dlogits", op.dlogits, "logits", op.logits);
+  KOSMOS_CHECK(op.dlogits.dtype == op.logits.dtype || !views_overlap(op.dlogits, op.logits),
+               "cross_entropy_backward: dlogits ", describe(op.dlogits), " overlaps logits ", describe(op.logits),
+               "; in place works only in one dtype");
 }
 
 void validate_op(const DropoutForward & op) {

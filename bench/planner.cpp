@@ -284,11 +284,12 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
                                                                             : std::min(layout.micro_batches, layout.pp);
   const double first_stage_layers = static_cast<double>(d.layers) / layout.pp;
   const double activations = in_flight * first_stage_layers * per_layer + (layout.recompute ? one_layer : 0.0);
-  // The head and loss hold one chunk of rows' f32 logits and their gradient at a time (model/kosmos.h).
+  // The head and loss hold one chunk of rows' f32 logits and their gradient (bf16 for a bf16 head, else f32) at a
+  // time (model/kosmos.h).
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;
   const double logit_rows =
       std::min(tokens, std::max(1.0, std::floor(model::KosmosModel::kHeadChunkElements / vocab_local)));
-  const double logits = logit_rows * vocab_local * 4.0 * 2.0;
+  const double logits = logit_rows * vocab_local * (4.0 + (act < 4.0 ? act : 4.0));
   p.memory_gib = (state_bytes + std::max(activations, layout.pp == 1 ? activations + logits : logits)) / kGiB;
   p.fits = p.memory_gib <= hw.memory_gib;
   if (!p.fits) p.why_not = "needs " + std::to_string(static_cast<int>(p.memory_gib)) + " GiB per device";

@@ -395,11 +395,14 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
   if (backward) s.d_normed = rt.take({rows, width});
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView logits = rt.take({chunk, vocab}), lse = rt.take({chunk}), losses = rt.take({chunks});
-  const TensorView d_logits = backward ? rt.take({chunk, vocab}) : TensorView{};
+  const Linear projection = head();
+  // The logits' gradient in the head's matmul dtype where that is bf16 (rounded once by the loss's backward, no
+  // cast), else f32.
+  const DType d_logits_dtype = projection.weight.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
+  const TensorView d_logits = backward ? rt.arena.take(d_logits_dtype, {chunk, vocab}) : TensorView{};
   const int64_t vocab_total = split() ? config_.decoder.vocab_size : 0;
   Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
   now.deferred_weight_gradients = nullptr;
-  const Linear projection = head();
   double corrections = 0.0;  // vocabulary-parallel: the chunks' loss corrections to the whole vocabulary's lse
   if (logits_out) logits_out->resize(static_cast<size_t>(rows * vocab));
   for (int64_t c = 0; c < chunks; ++c) {

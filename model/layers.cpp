@@ -110,11 +110,13 @@ LayerNorm::Saved LayerNorm::forward(Runtime & rt, TensorView y, TensorView x,
   return saved;
 }
 
-void LayerNorm::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved) const {
+void LayerNorm::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved,
+                         TensorView residual_gradient) const {
   // A frozen LayerNorm still passes the gradient through; its parameter gradients go to scratch.
   const TensorView dw = trainable ? dweight : rt.take({weight.dim(0)});
   const TensorView db = trainable ? dbias : rt.take({weight.dim(0)});
-  rt.run(LayerNormBackward{dx, dw, db, dy, x, weight, saved.mean, saved.rstd, eps, saved.activation});
+  rt.run(LayerNormBackward{dx, dw, db, dy, x, weight, saved.mean, saved.rstd, eps, saved.activation,
+                           residual_gradient});
 }
 
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps) {
@@ -561,8 +563,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   w.fc1.backward(rt, d_h_ffn, d_hidden, s.h_ffn, false);
   if (tp) tp->all_reduce(d_h_ffn, parallel::ReduceOp::kSum, rt.stream);  // column-parallel: sum the input gradient
   const TensorView d_x_mid = rt.take({rows, model_width});
-  w.ln_ffn.backward(rt, d_x_mid, d_h_ffn, s.x_mid, s.ln_ffn);
-  rt.run(Add{d_x_mid, d_x_mid, dout});  // the residual path
+  w.ln_ffn.backward(rt, d_x_mid, d_h_ffn, s.x_mid, s.ln_ffn, dout);  // dout: the residual path's gradient
 
   // x_mid = x + dropout(out_proj(LN_inner_attn(attention(xpos(q), xpos(k), v))))
   TensorView d_projected = d_x_mid;
@@ -598,8 +599,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   }
   if (rt.deferred_weight_gradients == nullptr) rt.arena.rewind(temporaries);  // a W pass still reads h
   if (tp) tp->all_reduce(d_h_attention, parallel::ReduceOp::kSum, rt.stream);
-  w.ln_attention.backward(rt, dx, d_h_attention, s.x, s.ln_attention);
-  rt.run(Add{dx, dx, d_x_mid});
+  w.ln_attention.backward(rt, dx, d_h_attention, s.x, s.ln_attention, d_x_mid);  // and the residual path's
   if (rt.deferred_weight_gradients == nullptr) rt.arena.rewind(layer);  // else a W pass still reads them
 }
 

@@ -1,6 +1,6 @@
 // cross_entropy.cpp: fused softmax + cross-entropy over the vocab. The forward is three row passes (max, sum of
 // exponentials, target logit); a vocab-parallel version all-reduces between them. The backward needs only the
-// saved log-sum-exp, so it is the same with or without a vocab split.
+// saved log-sum-exp, so it is the same with or without a vocab split; a bf16 gradient is rounded from the f32 one.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -55,7 +55,15 @@ void cpu_op(CpuContext &, const CrossEntropyForward & op) {
   op.loss.as<float>()[0] = static_cast<float>(total * op.loss_scale);
 }
 
-void cpu_op(CpuContext &, const CrossEntropyBackward & op) {
+void cpu_op(CpuContext & ctx, const CrossEntropyBackward & op) {
+  if (any_narrow({op.dlogits})) {  // a bf16 head's gradient: computed in f32, rounded once
+    WidenedOperands wide(ctx);
+    CrossEntropyBackward widened = op;
+    widened.dlogits = wide.output(op.dlogits);
+    cpu_op(ctx, widened);
+    wide.finish();
+    return;
+  }
   const auto [rows, vocab, logits, targets, weights] = loss_rows(op, "cross_entropy_backward");
   const float * lse = op.lse.as<float>();
   float * dlogits = op.dlogits.as<float>();

@@ -2,7 +2,8 @@
 // our interface saves rstd = 1/sqrt(var + eps), so the forward converts after the call and the backward converts
 // back (var = 1/rstd^2 - eps) into scratch. Weight and bias gradients come out of oneDNN and are added (+=). The
 // LayerNorm of an activation runs as its parts, act(in) in f32 scratch (widened exactly), then the LayerNorm of it;
-// its backward as the LayerNorm's into f32 scratch, then act' (the same ops an f32 model runs one by one).
+// its backward as the LayerNorm's into f32 scratch, then act' (the same ops an f32 model runs one by one); a residual
+// gradient is added after.
 #include <cmath>
 #include <ios>
 #include <sstream>
@@ -82,6 +83,17 @@ void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
 }
 
 void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
+  if (op.residual_gradient.present()) {  // the LayerNorm's gradient, then the residual path's added to it
+    LayerNormBackward plain = op;
+    plain.residual_gradient = TensorView{};
+    cpu_op(ctx, plain);
+    float * din = op.din.as<float>();
+    const float * residual = op.residual_gradient.as<float>();
+    const int64_t count = op.din.numel();
+#pragma omp parallel for simd
+    for (int64_t i = 0; i < count; ++i) din[i] += residual[i];
+    return;
+  }
   if (op.activation) {
     LayerNormBackward plain = op;
     plain.in = activated_input(ctx, op.in, *op.activation);

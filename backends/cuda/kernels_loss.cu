@@ -1,6 +1,7 @@
-// kernels_loss.cu: the fused softmax cross-entropy (one block per row: max, sum of exponentials, the weighted loss
-// per row, then one block adds the rows in order), the AdamW step, and the squared norm for global clipping
-// (per-block partial sums in double, added in order by one block), all deterministic.
+// kernels_loss.cu: the fused softmax cross-entropy (one block per row: max and sum of exponentials in one read of
+// the row, the weighted loss per row, then one block adds the rows in order; the backward's gradient f32 or bf16),
+// the AdamW step, and the squared norm for global clipping (per-block partial sums in double, added in order by one
+// block), all deterministic.
 #include <cmath>
 
 #include "backends/cuda/gpu_kernels.h"
@@ -14,11 +15,20 @@ __global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const 
   __shared__ float shared[kThreads / kWarp];
   const int64_t n = blockIdx.x;
   const float * row = logits + n * vocab;
-  float max_value = -INFINITY;
-  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) max_value = fmaxf(max_value, row[v]);
-  max_value = block_max(max_value, shared);
-  float sum = 0.0f;
-  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) sum += expf(row[v] - max_value);
+  // One read of the row: each thread keeps a running max and its sum of exponentials relative to it (rescaled when
+  // the max grows), then the block brings the threads' sums to the row's max and adds them in a fixed order.
+  float thread_max = -INFINITY, sum = 0.0f;
+  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
+    const float value = row[v];
+    if (value > thread_max) {
+      sum = sum * expf(thread_max - value) + 1.0f;
+      thread_max = value;
+    } else {
+      sum += expf(value - thread_max);
+    }
+  }
+  const float max_value = block_max(thread_max, shared);
+  sum = thread_max == -INFINITY ? 0.0f : sum * expf(thread_max - max_value);
   sum = block_sum(sum, shared);
   if (threadIdx.x == 0) {
     const float row_lse = max_value + logf(sum);
@@ -38,18 +48,20 @@ __global__ void ordered_sum_kernel(float * out, const double * values, int64_t c
   if (threadIdx.x == 0) out[0] = static_cast<float>(sum * scale) + (accumulate ? out[0] : 0.0f);
 }
 
-__global__ void cross_entropy_backward_kernel(float * dlogits, const float * logits, const int32_t * targets,
+// dlogits f32, or bf16 for a bf16 head (rounded once, as a cast of the f32 gradient would).
+template <typename T>
+__global__ void cross_entropy_backward_kernel(T * dlogits, const float * logits, const int32_t * targets,
                                               const float * weights, const float * lse, int64_t vocab,
                                               int64_t vocab_start, float scale) {
   const int64_t n = blockIdx.x;
   const float factor = scale * weights[n];
   const float * row = logits + n * vocab;
-  float * grad = dlogits + n * vocab;
+  T * grad = dlogits + n * vocab;
   const int64_t local = static_cast<int64_t>(targets[n]) - vocab_start;
   for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
     float value = factor == 0.0f ? 0.0f : factor * expf(row[v] - lse[n]);
     if (factor != 0.0f && v == local) value -= factor;
-    grad[v] = value;
+    put(grad[v], value);
   }
 }
 
@@ -119,9 +131,12 @@ void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t strea
 void gpu_op(GpuContext &, const CrossEntropyBackward & op, cudaStream_t stream) {
   const int64_t rows = op.logits.dim(0), vocab = op.logits.dim(1);
   if (rows == 0) return;
-  cross_entropy_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      op.dlogits.as<float>(), op.logits.as<float>(), op.targets.as<int32_t>(), op.weights.as<float>(),
-      op.lse.as<float>(), vocab, op.vocab_start, op.dloss * op.loss_scale);
+  with_storage(op.dlogits.dtype, [&](auto element) {
+    using T = decltype(element);
+    cross_entropy_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        static_cast<T *>(op.dlogits.data), op.logits.as<float>(), op.targets.as<int32_t>(), op.weights.as<float>(),
+        op.lse.as<float>(), vocab, op.vocab_start, op.dloss * op.loss_scale);
+  });
   KOSMOS_GPU_LAUNCHED("cross_entropy_backward");
 }
 

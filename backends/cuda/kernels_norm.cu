@@ -243,13 +243,14 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
 }
 
-// The fused backward in packs: din row by row as layernorm_backward_kernel, and the block's weight and bias
-// gradient sums per column into partials [blocks, 2, cols], as layernorm_backward_fused_kernel.
+// The fused backward in packs: din row by row as layernorm_backward_kernel (plus residual_gradient where given: din
+// is f32 then), and the block's weight and bias gradient sums per column into partials [blocks, 2, cols], as
+// layernorm_backward_fused_kernel.
 template <typename DIn, typename DOut, typename In>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_backward_packed_kernel(DIn * din, const DOut * dout, const In * in, const float * weight,
                                      const float * mean, const float * rstd, int64_t rows, int64_t cols,
-                                     float * partials, InputActivation activation) {
+                                     float * partials, InputActivation activation, const float * residual_gradient) {
   __shared__ float shared[kMaxRowThreads / kWarp];
   const int64_t pack = threadIdx.x;
   const bool mine = pack * kPack < cols;
@@ -285,6 +286,12 @@ __global__ void __launch_bounds__(kMaxRowThreads)
         result[e] = r * (dy[e] * w[e] - mean_g - xhat[e] * mean_g_xhat) * slope[e];
         weight_sum[e] += dy[e] * xhat[e];
         bias_sum[e] += dy[e];
+      }
+      if (residual_gradient != nullptr) {
+        float residual[kPack];
+        load_pack(residual_gradient + row * cols, pack, residual);
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) result[e] += residual[e];
       }
       store_pack(din + row * cols, pack, result);
     }
@@ -361,8 +368,15 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
   float * partials = nullptr;
   if (cols <= kFusedColumns)
     partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * 2 * blocks * cols, stream));
-  const bool packed =
-      partials != nullptr && packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data, partials});
+  const bool packed = partials != nullptr && packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data,
+                                                                 partials, op.residual_gradient.data});
+  if (op.residual_gradient.present() && !packed) {  // the other kernels take no residual: added after them
+    LayerNormBackward plain = op;
+    plain.residual_gradient = TensorView{};
+    gpu_op(ctx, plain, stream);
+    gpu_op(ctx, Add{op.din, op.din, op.residual_gradient}, stream);
+    return;
+  }
   if (op.activation && !packed) {
     // The LayerNorm's gradient at act(in) into f32 scratch, then din = act'(in) times it.
     LayerNormBackward plain = op;
@@ -388,7 +402,7 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
             layernorm_backward_packed_kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), 0, stream>>>(
                 static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data),
                 static_cast<const In *>(op.in.data), op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(),
-                rows, cols, partials, input_activation(op.activation));
+                rows, cols, partials, input_activation(op.activation), op.residual_gradient.as<float>());
           });
         });
       });

@@ -72,9 +72,12 @@ OpCase sinusoidal_case(std::vector<int32_t> positions, int64_t width, int64_t pa
   return c;
 }
 
-OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int64_t vocab_total, double scale) {
+// dlogits_dtype bf16: a bf16 head's gradient, rounded once (2^-9 relative).
+OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int64_t vocab_total, double scale,
+                          DType dlogits_dtype = DType::kF32) {
   std::ostringstream name;
   name << "cross_entropy_n" << rows << "_v" << vocab << "_slice" << vocab_start << "_of" << vocab_total;
+  if (dlogits_dtype != DType::kF32) name << "_" << dtype_name(dlogits_dtype) << "_grad";
   std::mt19937_64 rng(rows * 7 + vocab);
   OpCase c;
   c.name = name.str();
@@ -86,6 +89,7 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
   c.inputs["weights"] = weights;
   c.differentiable = {"logits"};
   c.graded_outputs = {"loss"};
+  if (dlogits_dtype != DType::kF32) c.tolerance = 1e-5;
   const double loss_scale = 1.0 / static_cast<double>(rows);
   c.reference_forward = [vocab_start, loss_scale](const Named & in) {
     const reference::CrossEntropyOut r = reference::cross_entropy(in.at("logits"), to_ints(in.at("targets")),
@@ -97,8 +101,8 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
                                                                in.at("weights"), vocab_start, loss_scale,
                                                                grads.at("dloss").v[0])}};
   };
-  c.device = [rows, vocab, vocab_start, vocab_total, loss_scale](DeviceRun & run, const Named & in,
-                                                                 const Named & grads) {
+  c.device = [rows, vocab, vocab_start, vocab_total, loss_scale, dlogits_dtype](DeviceRun & run, const Named & in,
+                                                                                const Named & grads) {
     const TensorView logits = run.upload(in.at("logits"), DType::kF32);
     const TensorView targets = run.upload(in.at("targets"), DType::kI32);
     const TensorView weights = run.upload(in.at("weights"), DType::kF32);
@@ -107,7 +111,7 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
     run.op(CrossEntropyForward{loss, lse, logits, targets, weights, vocab_start, vocab_total, scale});
     Named result{{"loss", run.download(loss)}, {"lse", run.download(lse)}};
     if (grads.empty()) return result;
-    const TensorView dlogits = run.output({rows, vocab}, DType::kF32);
+    const TensorView dlogits = run.output({rows, vocab}, dlogits_dtype);
     run.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse, vocab_start, vocab_total, scale,
                                 static_cast<float>(grads.at("dloss").v[0])});
     result["dlogits"] = run.download(dlogits);
@@ -128,7 +132,8 @@ std::vector<OpCase> embedding_cases() {
           cross_entropy_case(1, 2, 0, 2, 1.0),
           cross_entropy_case(37, 101, 0, 101, 3.0),
           cross_entropy_case(16, 5000, 0, 5000, 10.0),  // large logits: the max subtraction matters
-          cross_entropy_case(20, 64, 32, 128, 1.0)};    // a vocab slice: out-of-slice targets pick nothing here
+          cross_entropy_case(20, 64, 32, 128, 1.0),     // a vocab slice: out-of-slice targets pick nothing here
+          cross_entropy_case(24, 3001, 0, 3001, 4.0, DType::kBF16)};  // a bf16 head: an odd vocab, rows unaligned
 }
 
 }  // namespace kosmos::testing

@@ -10,15 +10,18 @@ namespace {
 // in_dtype and out_dtype: the forward's; grad_dtype: dout's and din's (the model's pairings: f32 -> bf16 with f32
 // gradients at the pre-LNs, bf16 throughout at the sub-LNs). A bf16 output or din rounds once (2^-9 relative).
 // With `activation` the LayerNorm normalises act(in) (the FFN's sub-LN over its GELU) and din is the gradient at in.
+// With `residual` the backward adds a residual path's f32 gradient to din (a pre-LN block's input; din f32): the
+// forward's second output `skip` = in stands for that path, and its gradient is the one added.
 OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DType in_dtype = DType::kF32,
                       DType out_dtype = DType::kF32, DType grad_dtype = DType::kF32,
-                      std::optional<Activation> activation = std::nullopt) {
+                      std::optional<Activation> activation = std::nullopt, bool residual = false) {
   std::ostringstream name;
   name << "layernorm";
   for (int64_t size : dims) name << "_" << size;
   if (in_dtype != DType::kF32 || out_dtype != DType::kF32 || grad_dtype != DType::kF32)
     name << "_" << dtype_name(in_dtype) << "_" << dtype_name(out_dtype) << "_grads_" << dtype_name(grad_dtype);
   if (activation) name << "_of_" << activation_name(*activation);
+  if (residual) name << "_plus_residual";
   const int64_t cols = dims.back();
   std::mt19937_64 rng(cols * 17 + dims.front());
   OpCase c;
@@ -34,6 +37,7 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
   c.inputs["bias"] = random_tensor(rng, {cols});
   c.differentiable = {"in", "weight", "bias"};
   c.graded_outputs = {"out"};
+  if (residual) c.graded_outputs.push_back("skip");
   constexpr double kEps = 1e-5;
   // What is normalised: in, or act(in); and the gradient at in from the one at act(in).
   const auto normalised = [activation](const Tensor & x) {
@@ -45,18 +49,23 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     return *activation == Activation::kGelu ? reference::gelu_backward(grad, x)
                                             : reference::quick_gelu_backward(grad, x);
   };
-  c.reference_forward = [normalised](const Named & in) {
+  c.reference_forward = [normalised, residual](const Named & in) {
     const reference::LayerNormOut r =
         reference::layernorm(normalised(in.at("in")), in.at("weight"), in.at("bias"), kEps);
-    return Named{{"out", r.out}, {"mean", r.mean}, {"rstd", r.rstd}};
+    Named out{{"out", r.out}, {"mean", r.mean}, {"rstd", r.rstd}};
+    if (residual) out["skip"] = in.at("in");
+    return out;
   };
-  c.reference_backward = [normalised, through_activation](const Named & in, const Named & grads) {
+  c.reference_backward = [normalised, through_activation, residual](const Named & in, const Named & grads) {
     const reference::LayerNormGrads g =
         reference::layernorm_backward(grads.at("dout"), normalised(in.at("in")), in.at("weight"), kEps);
-    return Named{{"din", through_activation(g.din, in.at("in"))}, {"dweight", g.dweight}, {"dbias", g.dbias}};
+    Tensor din = through_activation(g.din, in.at("in"));
+    if (residual)
+      for (size_t i = 0; i < din.v.size(); ++i) din.v[i] += grads.at("dskip").v[i];
+    return Named{{"din", din}, {"dweight", g.dweight}, {"dbias", g.dbias}};
   };
-  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation](DeviceRun & run, const Named & in,
-                                                                       const Named & grads) {
+  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation, residual](DeviceRun & run, const Named & in,
+                                                                                 const Named & grads) {
     int64_t rows = 1;
     for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
     const TensorView x = run.upload(in.at("in"), in_dtype);
@@ -65,11 +74,14 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     const TensorView mean = run.output({rows}, DType::kF32), rstd = run.output({rows}, DType::kF32);
     run.op(LayerNormForward{out, mean, rstd, x, weight, bias, static_cast<float>(kEps), activation});
     Named result{{"out", run.download(out)}, {"mean", run.download(mean)}, {"rstd", run.download(rstd)}};
+    if (residual) result["skip"] = in.at("in");  // the identity path: nothing to run
     if (grads.empty()) return result;
     const TensorView dout = run.upload(grads.at("dout"), grad_dtype);
     const TensorView din = run.output(dims, grad_dtype);
     const TensorView dweight = run.accumulator({cols}), dbias = run.accumulator({cols});
-    run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps), activation});
+    const TensorView residual_gradient = residual ? run.upload(grads.at("dskip"), DType::kF32) : TensorView{};
+    run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps), activation,
+                             residual_gradient});
     result["din"] = run.download(din);
     result["dweight"] = run.download_accumulated(dweight);
     result["dbias"] = run.download_accumulated(dbias);
@@ -128,6 +140,11 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({5, 64}, 2.0, 0.0, DType::kF32, DType::kF32, DType::kF32, Activation::kQuickGelu),
           layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, Activation::kGelu),
           layernorm_case({3, 8200}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu),
+          // A pre-LN's backward with the residual path's gradient added: in the GPU's packs (the model's widths and
+          // dtypes), and through the other kernels then an add (an odd width, one wider than the packs).
+          layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
+          layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, std::nullopt, true),
+          layernorm_case({3, 8200}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
           l2_normalize_case({1, 3}),
           l2_normalize_case({257, 64}),         l2_normalize_case({2, 3, 1024})};
 }
