@@ -132,6 +132,11 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
         {"layernorm backward", dims({tokens, d}), 0.0, 3.0 * bytes, [&bench, dx, dw, db, y, x, w, mean, rstd] {
            bench.op(LayerNormBackward{dx, dw, db, y, x, w, mean, rstd});
          }});
+    const TensorView residual = bench.tensor(DType::kF32, {tokens, d});  // a pre-LN's: the residual path's gradient
+    timings.push_back({"layernorm backward + residual", dims({tokens, d}), 0.0, 4.0 * bytes,
+                       [&bench, dx, dw, db, y, x, w, mean, rstd, residual] {
+                         bench.op(LayerNormBackward{dx, dw, db, y, x, w, mean, rstd, 1e-5f, std::nullopt, residual});
+                       }});
     timings.push_back({"add", dims({tokens, d}), 0.0, 3.0 * bytes, [&bench, y, x] { bench.op(Add{y, y, x}); }});
     timings.push_back({"dropout forward", dims({tokens, d}), 0.0, 2.0 * bytes, [&bench, y, x] {
                          bench.op(DropoutForward{y, x, TensorView{}, DropoutParams{0.1f, 7, 0}});
@@ -180,6 +185,11 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                        [&bench, dlogits, logits, targets, weights, lse] {
                          bench.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse});
                        }});
+    const TensorView dlogits_bf16 = bench.tensor(DType::kBF16, {tokens, vocab});  // a bf16 head's
+    timings.push_back({"cross_entropy backward bf16", dims({tokens, vocab}), 0.0, 1.5 * bytes,
+                       [&bench, dlogits_bf16, logits, targets, weights, lse] {
+                         bench.op(CrossEntropyBackward{dlogits_bf16, logits, targets, weights, lse});
+                       }});
     const TensorView table = bench.tensor(DType::kF32, {vocab, d}), embedded = bench.tensor(DType::kF32, {tokens, d});
     timings.push_back(
         {"embedding forward", dims({tokens, d}), 0.0, 2.0 * f * tokens * d, [&bench, embedded, targets, table] {
@@ -202,7 +212,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
 
   out << "kosmos bench ops: " << options.preset << " shapes (" << batch << " x " << length << " tokens) on "
       << device->name() << " (" << device->description() << ")\n"
-      << std::left << std::setw(24) << "op" << std::setw(36) << "shape" << std::right << std::setw(11) << "ms"
+      << std::left << std::setw(31) << "op" << std::setw(36) << "shape" << std::right << std::setw(11) << "ms"
       << std::setw(12) << "GFLOP/s" << std::setw(10) << "GB/s"
       << "\n";
   std::ostringstream csv;
@@ -214,7 +224,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     const double gflops = timing.flops / seconds / 1e9, gbs = timing.bytes / seconds / 1e9;
     if (timing.name.rfind("matmul", 0) == 0) best_matmul = std::max(best_matmul, gflops);
     if (timing.name == "adamw step") best_bandwidth = gbs;  // the largest stream: memory, not cache
-    out << std::left << std::setw(24) << timing.name << std::setw(36) << timing.shape << std::right << std::fixed
+    out << std::left << std::setw(31) << timing.name << std::setw(36) << timing.shape << std::right << std::fixed
         << std::setprecision(3) << std::setw(11) << seconds * 1e3 << std::setprecision(1) << std::setw(12)
         << (timing.flops > 0 ? gflops : 0.0) << std::setw(10) << (timing.bytes > 0 ? gbs : 0.0) << "\n";
     csv << timing.name << ",\"" << timing.shape << "\"," << seconds * 1e3 << ',' << gflops << ',' << gbs << "\n";
