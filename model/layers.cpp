@@ -127,15 +127,15 @@ LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, d
 
 BlockWeights make_clip_block(const ModelState & state, const std::string & prefix, double eps) {
   BlockWeights w{make_layernorm(state, prefix + "layer_norm1.", eps),
-                      make_layernorm(state, prefix + "layer_norm2.", eps),
-                      std::nullopt,
-                      std::nullopt,
-                      make_linear(state, prefix + "self_attn.q_proj.", true),
-                      make_linear(state, prefix + "self_attn.k_proj.", true),
-                      make_linear(state, prefix + "self_attn.v_proj.", true),
-                      make_linear(state, prefix + "self_attn.out_proj.", true),
-                      make_linear(state, prefix + "mlp.fc1.", true),
-                      make_linear(state, prefix + "mlp.fc2.", true)};
+                 make_layernorm(state, prefix + "layer_norm2.", eps),
+                 std::nullopt,
+                 std::nullopt,
+                 make_linear(state, prefix + "self_attn.q_proj.", true),
+                 make_linear(state, prefix + "self_attn.k_proj.", true),
+                 make_linear(state, prefix + "self_attn.v_proj.", true),
+                 make_linear(state, prefix + "self_attn.out_proj.", true),
+                 make_linear(state, prefix + "mlp.fc1.", true),
+                 make_linear(state, prefix + "mlp.fc2.", true)};
   w.qkv = fused_qkv(w.q, w.k, w.v);
   return w;
 }
@@ -171,15 +171,15 @@ BlockWeights make_magneto_block(const ModelState & state, const std::string & pr
     return whole;
   };
   BlockWeights w{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
-                      make_layernorm(state, prefix + "final_layer_norm.", eps),
-                      make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
-                      make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
-                      linear("self_attn.q_proj."),
-                      linear("self_attn.k_proj."),
-                      linear("self_attn.v_proj."),
-                      linear("self_attn.out_proj."),
-                      linear("ffn.fc1."),
-                      linear("ffn.fc2.")};
+                 make_layernorm(state, prefix + "final_layer_norm.", eps),
+                 make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
+                 make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
+                 linear("self_attn.q_proj."),
+                 linear("self_attn.k_proj."),
+                 linear("self_attn.v_proj."),
+                 linear("self_attn.out_proj."),
+                 linear("ffn.fc1."),
+                 linear("ffn.fc2.")};
   w.qkv = fused_qkv(w.q, w.k, w.v);  // only whole projections lie side by side: never under tensor parallelism
   return w;
 }
