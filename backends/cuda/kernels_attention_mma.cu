@@ -179,6 +179,24 @@ __device__ inline float row_sum_of(float value) {
   return value + __shfl_xor_sync(0xFFFFFFFFu, value, 2);
 }
 
+// A step's scores of the warp's 16 query rows (the lane's fragments) in base 2, times scale2 = log2(e) scale, and
+// -inf at the keys a row does not see (those from keys_seen[half] on), which only a `masked` step has.
+__device__ inline void query_scores_base2(FragmentC (&scores)[8], float scale2, bool masked, int64_t first_key,
+                                          const int64_t (&keys_seen)[2]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) scores[j].x[x] *= scale2;
+  if (!masked) return;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        if (first_key + lane_column(j, e) >= keys_seen[half]) scores[j].x[2 * half + e] = -INFINITY;
+}
+
 // A warp's [16, D] result rows (row0 + lane_row, up to `limit`) times `factor` into `target` (f32 or bf16); each
 // row's own factor where `row_factors` is given.
 template <int D, typename T>
@@ -298,21 +316,10 @@ __global__ void __launch_bounds__(kBlockThreads)
     FragmentC p[8];
     product_with_rows<D>(p, q_rows, k_tile);
     // Only a step the causal diagonal or the end of the rows cuts needs the mask (the same for the whole warp).
-    const bool masked = !s.sees_all(warp_query, 16, first_key, kStepRows);
+    query_scores_base2(p, scale2, !s.sees_all(warp_query, 16, first_key, kStepRows), first_key, keys_seen);
     // The online softmax of the lane's two rows; the sums are taken before dropout.
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) p[j].x[2 * half + e] *= scale2;
-      if (masked) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e)
-            if (first_key + lane_column(j, e) >= keys_seen[half]) p[j].x[2 * half + e] = -INFINITY;
-      }
       float tile_max = -INFINITY;
 #pragma unroll
       for (int j = 0; j < 8; ++j)
@@ -396,19 +403,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     FragmentC scores[8], dps[8];
     product_with_rows<D>(scores, q_rows, k_tile);  // S = Q K^T
     product_with_rows<D>(dps, dout_rows, v_tile);  // dP = dO V^T
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int x = 0; x < 4; ++x) scores[j].x[x] *= scale2;
-    if (!s.sees_all(warp_query, 16, first_key, kStepRows)) {  // the diagonal or the end cuts the step: mask it
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int half = 0; half < 2; ++half)
-#pragma unroll
-          for (int e = 0; e < 2; ++e)
-            if (first_key + lane_column(j, e) >= keys_seen[half]) scores[j].x[2 * half + e] = -INFINITY;
-    }
+    query_scores_base2(scores, scale2, !s.sees_all(warp_query, 16, first_key, kStepRows), first_key, keys_seen);
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -451,6 +446,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   clear(dv_acc);
   const float * head_lse = lse + head_index * s.tq;
   const float * head_delta = delta + head_index * s.tq;
+  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (score_gradient_base2)
 
   const auto prepare = [&](int64_t first_query, int buffer) {
     load_base2_lse(m.step_values + 2 * kStepRows * buffer, head_lse, first_query, s.tq);
@@ -470,7 +466,6 @@ __global__ void __launch_bounds__(kBlockThreads)
       load_rows_as_a<D>(own_rows, v_tile, 16 * warp);
       product_with_rows<D>(dps, own_rows, dout_tile);  // dP^T = V dO^T
     }
-    const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (score_gradient_base2)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
