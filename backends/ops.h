@@ -262,6 +262,8 @@ struct DropoutBackward {
 // One AdamW step (PyTorch form, decoupled weight decay, bias correction with 1-based `step`):
 // g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr wd p;
 // p -= lr * (m / (1 - b1^step)) / (sqrt(v / (1 - b2^step)) + eps).
+// With `compute_param`, the updated p is also written there rounded to its dtype (to nearest even): the
+// mixed-precision compute copy of the weights, kept current without a second pass over the f32 values.
 struct AdamWStep {
   TensorView param;  // [...] f32 (master weights)
   TensorView m;      // [...] f32 first moment
@@ -274,6 +276,7 @@ struct AdamWStep {
   float weight_decay = 0.0f;
   int64_t step = 1;
   float grad_scale = 1.0f;  // global-norm clipping coefficient, or 1/loss_scale
+  TensorView compute_param = TensorView{};  // [...] bf16|f16 like param, or absent: the updated p, rounded
 };
 
 // out[0] += sum(in^2), accumulated in double inside a call: one term of a global gradient norm.

@@ -413,9 +413,10 @@ void validate_op(const CrossEntropyBackward & op) {
   check.dtype("dlogits", op.dlogits, {DType::kF32, DType::kBF16});
   check.dense("dlogits", op.dlogits);
   check.same_shape("dlogits", op.dlogits, "logits", op.logits);
-  KOSMOS_CHECK(op.dlogits.dtype == op.logits.dtype || !views_overlap(op.dlogits, op.logits),
-               "cross_entropy_backward: dlogits ", describe(op.dlogits), " overlaps logits ", describe(op.logits),
-               "; in place works only in one dtype");
+  const bool in_place = op.dlogits.data == op.logits.data && op.dlogits.dtype == op.logits.dtype;
+  KOSMOS_CHECK(in_place || !views_overlap(op.dlogits, op.logits), "cross_entropy_backward: dlogits ",
+               describe(op.dlogits), " overlaps logits ", describe(op.logits),
+               "; give separate buffers, or the same one in the same dtype (in place)");
 }
 
 void validate_op(const DropoutForward & op) {
@@ -444,6 +445,11 @@ void validate_op(const AdamWStep & op) {
   KOSMOS_CHECK(op.lr >= 0.0f, "adamw_step: lr = ", op.lr, " must be >= 0");
   KOSMOS_CHECK(op.weight_decay >= 0.0f, "adamw_step: weight_decay = ", op.weight_decay, " must be >= 0");
   KOSMOS_CHECK(op.step >= 1, "adamw_step: step = ", op.step, " must be >= 1 (bias correction counts from 1)");
+  if (!op.compute_param.present()) return;
+  validate_elementwise(check, {{"param", op.param}, {"compute_param", op.compute_param}},
+                       {DType::kF32, DType::kBF16, DType::kF16});
+  KOSMOS_CHECK(op.compute_param.dtype != DType::kF32, "adamw_step: compute_param ", describe(op.compute_param),
+               " is f32; the compute copy is bf16 or f16 (in f32 the matmuls read param itself: leave it absent)");
 }
 
 void validate_op(const SquaredNorm & op) {

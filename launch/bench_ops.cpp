@@ -208,6 +208,14 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                          AdamWStep step{p, m, v, g};
                          bench.op(step);
                        }});
+    // As the mixed-precision trainer runs it: the bf16 compute copy written in the same pass.
+    const TensorView copy = bench.tensor(DType::kBF16, {count});
+    timings.push_back({"adamw step + bf16 copy", dims({count}), 0.0, (7.0 * f + 2.0) * count,
+                       [&bench, p, m, v, g, copy] {
+                         AdamWStep step{p, m, v, g};
+                         step.compute_param = copy;
+                         bench.op(step);
+                       }});
   }
 
   out << "kosmos bench ops: " << options.preset << " shapes (" << batch << " x " << length << " tokens) on "

@@ -188,10 +188,12 @@ TensorView ModelState::compute_value(const ParameterSpec & spec) const {
 
 void ModelState::refresh_compute_values(Stream & stream) {
   if (compute_dtype_ == DType::kF32) return;
-  op_run(device_,
-         Cast{make_view(compute_values_.data(), compute_dtype_, {table_.total()}),
-              make_view(values_.data(), DType::kF32, {table_.total()})},
-         stream);
+  op_run(device_, Cast{compute_values(), make_view(values_.data(), DType::kF32, {table_.total()})}, stream);
+}
+
+TensorView ModelState::compute_values() const {
+  return compute_dtype_ == DType::kF32 ? TensorView{}
+                                       : make_view(compute_values_.data(), compute_dtype_, {table_.total()});
 }
 
 TensorView ModelState::flat(Slot slot) const {

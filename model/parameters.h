@@ -88,6 +88,9 @@ class ModelState {
   // Remakes the compute copy from the values (round to nearest even); nothing to do in f32. Whoever changes the
   // values (initialise, a checkpoint load, an optimizer step) calls it before the next forward.
   void refresh_compute_values(Stream & stream);
+  // The whole compute copy, [total] in compute_dtype (absent in f32): where AdamW writes the updated values rounded
+  // (AdamWStep::compute_param), which keeps the copy current without refreshing it.
+  TensorView compute_values() const;
   TensorView value(const std::string & name) const { return view(values_, table_.find(name)); }
   TensorView grad(const std::string & name) const { return view(grads_, table_.find(name)); }
   TensorView value(const ParameterSpec & spec) const { return view(values_, spec); }

@@ -225,6 +225,7 @@ std::vector<ParameterPart> Trainer::checkpoint_parts() const {
 }
 
 double Trainer::gather_parameters(Runtime & rt) {
+  compute_values_current_ = false;
   double spread = 0.0;
   if (tp_.comm && tp_.comm->size() > 1) spread = gather_tensor_parallel(rt);
   if (pp_.comm && pp_.comm->size() > 1) {  // each parameter from its stage: zeros elsewhere, summed over the stages
@@ -325,13 +326,16 @@ void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double 
     first = last + 1;
     if (from >= to) continue;
     auto window = [&](const TensorView & flat) {
-      return make_view(flat.as<float>() + from, DType::kF32, {to - from});
+      return make_view(static_cast<char *>(flat.data) + from * dtype_size(flat.dtype), flat.dtype, {to - from});
     };
+    // The compute copy of the window too, unless ZeRO-1's all-gather brings only the f32 values (then the next
+    // step refreshes the whole copy).
+    const TensorView compute = state_.compute_values();
     rt.run(AdamWStep{window(state_.flat(ModelState::Slot::kValues)), window(state_.flat(ModelState::Slot::kMoment1)),
                      window(state_.flat(ModelState::Slot::kMoment2)), window(state_.flat(ModelState::Slot::kGrads)),
                      static_cast<float>(lr), static_cast<float>(config_.beta1), static_cast<float>(config_.beta2),
                      static_cast<float>(config_.eps), static_cast<float>(config_.weight_decay), step,
-                     static_cast<float>(clip)});
+                     static_cast<float>(clip), compute.present() && !dp_.zero1 ? window(compute) : TensorView{}});
   }
 }
 
@@ -358,7 +362,10 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   state_.zero_grads(rt.stream);
   if (config_.poison_gradients_at_step == step)  // the test hook: this rank's backward produces a NaN (accumulated)
     rt.run(Fill{make_view(state_.all_grads().data, DType::kF32, {1}), std::numeric_limits<float>::quiet_NaN()});
-  state_.refresh_compute_values(rt.stream);  // the values changed since the last forward (update, load, gather)
+  if (!compute_values_current_) {  // the values changed since the copy was made (initialised, loaded, gathered)
+    state_.refresh_compute_values(rt.stream);
+    compute_values_current_ = true;
+  }
   double loss = 0.0;
   // Keys depend on the step only; the micro-batch's global sample and image indices set the offsets, so the masks
   // do not depend on how the step's samples are split into micro-batches, ranks or stages.
@@ -447,6 +454,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
                                                                                       : 1.0;
   adamw(rt, begin, end, stats.lr, clip / scale, step);
   if (dp_.zero1) {  // every rank's updated slice to every rank
+    compute_values_current_ = false;
     const TensorView values = state_.flat(ModelState::Slot::kValues);
     dp_.comm->all_gather(make_view(values.data, DType::kF32, {shard * ranks}),
                          make_view(values.as<float>() + begin, DType::kF32, {shard}), rt.stream);

@@ -102,7 +102,7 @@ class Trainer {
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
   // Every tp rank's shards and every stage's parameters to every rank, so that the values are whole everywhere
-  // (collective over the tp and pp groups; nothing to do without them). Returns the relative spread over the tp
+  // (collective over the tp and pp groups; nothing to do without them; a later step refreshes the compute copy). Returns the relative spread over the tp
   // ranks of the replicated parameters' sum of squares: 0 when the replicas agree, as they should.
   double gather_parameters(Runtime & rt);
   // The part of each parameter (in table order) whose value and AdamW moments are current on this rank and which
@@ -144,6 +144,10 @@ class Trainer {
   };
   std::vector<ParameterPlace> layout_;  // by index in the parameter table
   LossScale loss_scale_;
+  // Whether the state's compute copy (mixed precision) matches its values. Not before the first step (the values
+  // were initialised or loaded by others since the copy was made) nor after a gather or a ZeRO-1 all-gather: a step
+  // then refreshes it first; AdamW keeps it current otherwise.
+  bool compute_values_current_ = false;
 };
 
 }  // namespace kosmos::model

@@ -1,12 +1,13 @@
-// optimizer.cpp: the AdamW step (one fused pass over param, m, v, grad) and the squared norm used for global
-// gradient clipping (summed in double so that a billion small squares do not lose precision).
+// optimizer.cpp: the AdamW step (one fused pass over param, m, v, grad; then the compute copy's rounding, if asked
+// for) and the squared norm used for global gradient clipping (summed in double so that a billion small squares do
+// not lose precision).
 #include <cmath>
 
 #include "backends/cpu/cpu_kernels.h"
 
 namespace kosmos::cpu {
 
-void cpu_op(CpuContext &, const AdamWStep & op) {
+void cpu_op(CpuContext & ctx, const AdamWStep & op) {
   const int64_t count = op.param.numel();
   const double correction1 = 1.0 - std::pow(static_cast<double>(op.beta1), static_cast<double>(op.step));
   const double correction2 = 1.0 - std::pow(static_cast<double>(op.beta2), static_cast<double>(op.step));
@@ -26,6 +27,7 @@ void cpu_op(CpuContext &, const AdamWStep & op) {
     const float denominator = std::sqrt(v[i]) * inverse_sqrt_correction2 + eps;
     param[i] = param[i] * decay - step_size * m[i] / denominator;
   }
+  if (op.compute_param.present()) cpu_op(ctx, Cast{op.compute_param, op.param});  // the compute copy, rounded
 }
 
 void cpu_op(CpuContext &, const SquaredNorm & op) {

@@ -17,18 +17,20 @@ __global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const 
   const float * row = logits + n * vocab;
   // One read of the row: each thread keeps a running max and its sum of exponentials relative to it (rescaled when
   // the max grows), then the block brings the threads' sums to the row's max and adds them in a fixed order.
+  // A -inf logit adds nothing (its exponential is 0; -inf - -inf would be NaN); a NaN logit never raises the max
+  // but stays in the sum, so the row's lse is NaN as on the CPU. A sum of 0 (no element, or only -inf) stays 0.
   float thread_max = -INFINITY, sum = 0.0f;
   for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
     const float value = row[v];
     if (value > thread_max) {
       sum = sum * expf(thread_max - value) + 1.0f;
       thread_max = value;
-    } else {
+    } else if (value != -INFINITY) {
       sum += expf(value - thread_max);
     }
   }
   const float max_value = block_max(thread_max, shared);
-  sum = thread_max == -INFINITY ? 0.0f : sum * expf(thread_max - max_value);
+  if (sum != 0.0f) sum *= expf(thread_max - max_value);
   sum = block_sum(sum, shared);
   if (threadIdx.x == 0) {
     const float row_lse = max_value + logf(sum);
@@ -77,9 +79,11 @@ __device__ inline void adamw_update(float & param, float & m, float & v, float g
   param = param * k.decay - k.step_size * m / (sqrtf(v) * k.inverse_sqrt_correction2 + k.eps);
 }
 
-// In packs of 8 over the aligned body, element by element over the tail.
-__global__ void adamw_kernel(float * param, float * m, float * v, const float * grad, int64_t count, int64_t packs,
-                             AdamWConstants constants) {
+// In packs of 8 over the aligned body, element by element over the tail; the updated values also rounded into
+// `copy` (the compute copy, Bf16Bits or __half) unless it is null.
+template <typename Copy>
+__global__ void adamw_kernel(float * param, float * m, float * v, const float * grad, Copy * copy, int64_t count,
+                             int64_t packs, AdamWConstants constants) {
   KOSMOS_GRID_LOOP(pack, packs) {
     float p[kPack], m_pack[kPack], v_pack[kPack], g[kPack];
     load_pack(param, pack, p);
@@ -91,8 +95,12 @@ __global__ void adamw_kernel(float * param, float * m, float * v, const float * 
     store_pack(m, pack, m_pack);
     store_pack(v, pack, v_pack);
     store_pack(param, pack, p);
+    if (copy != nullptr) store_pack(copy, pack, p);
   }
-  KOSMOS_TAIL_LOOP(i, packs, count) adamw_update(param[i], m[i], v[i], grad[i], constants);
+  KOSMOS_TAIL_LOOP(i, packs, count) {
+    adamw_update(param[i], m[i], v[i], grad[i], constants);
+    if (copy != nullptr) put(copy[i], param[i]);
+  }
 }
 
 constexpr unsigned kNormBlocks = 512;  // partial sums of the squared norm
@@ -147,10 +155,15 @@ void gpu_op(GpuContext &, const AdamWStep & op, cudaStream_t stream) {
   const double correction2 = 1.0 - std::pow(static_cast<double>(op.beta2), static_cast<double>(op.step));
   const AdamWConstants constants{op.beta1, op.beta2, op.eps, op.grad_scale, static_cast<float>(op.lr / correction1),
                                   static_cast<float>(1.0 / std::sqrt(correction2)), 1.0f - op.lr * op.weight_decay};
-  const int64_t packs = packs_of(count, {op.param.data, op.m.data, op.v.data, op.grad.data});
-  adamw_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(op.param.as<float>(), op.m.as<float>(),
-                                                                   op.v.as<float>(), op.grad.as<float>(), count, packs,
-                                                                   constants);
+  const int64_t packs = packs_of(count, {op.param.data, op.m.data, op.v.data, op.grad.data, op.compute_param.data});
+  // Without a compute copy: the bf16 instance with a null copy (validate() keeps f32 copies out).
+  with_storage(op.compute_param.present() ? op.compute_param.dtype : DType::kBF16, [&](auto element) {
+    using Copy = decltype(element);
+    if constexpr (!std::is_same_v<Copy, float>)
+      adamw_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(
+          op.param.as<float>(), op.m.as<float>(), op.v.as<float>(), op.grad.as<float>(),
+          static_cast<Copy *>(op.compute_param.data), count, packs, constants);
+  });
   KOSMOS_GPU_LAUNCHED("adamw_step");
 }
 

@@ -182,6 +182,43 @@ TEST_P(Golden, ThreeAdamWStepsGiveThePeersLosses) {
   }
 }
 
+// With --precision bf16 the matmuls read a bf16 copy of the values. The trainer makes it at its first step; after
+// that AdamW writes it with each update (no refresh), so after every step it must be the values rounded, element for
+// element, and it must have moved between the steps (a copy AdamW did not write would not have).
+TEST_P(Golden, AdamWKeepsTheBf16CopyOfTheValues) {
+  model::ModelState state(*device, *table, DType::kBF16);
+  state.zero_grads(*stream);
+  state.zero_moments(*stream);
+  io::load_weights(state, *weights, *stream);
+  model::KosmosModel kosmos_model(config, state);
+  model::OptimizerConfig optimizer;
+  optimizer.peak_lr = 1e-3;
+  optimizer.warmup_steps = 0;
+  model::Trainer trainer(kosmos_model, state, optimizer);
+  model::Arena arena(*device);
+  model::Runtime rt{*device, *stream, arena};
+  const int64_t total = table->total();
+  std::vector<uint16_t> previous;
+  for (int64_t step = 1; step <= 3; ++step) {
+    trainer.step(rt, {batch}, step, 0);
+    const std::vector<float> values = download(make_view(state.flat(model::ModelState::Slot::kValues).data,
+                                                         DType::kF32, {total}));
+    std::vector<uint16_t> copy(static_cast<size_t>(total));
+    device->copy(make_view(copy.data(), DType::kBF16, {total}), state.compute_values(), *stream);
+    stream->synchronize();
+    int64_t stale = 0, moved = 0;
+    for (int64_t i = 0; i < total; ++i) {
+      stale += copy[i] != float_to_bf16(values[i]) ? 1 : 0;
+      moved += !previous.empty() && copy[i] != previous[i] ? 1 : 0;
+    }
+    EXPECT_EQ(stale, 0) << "elements of the bf16 copy that are not the values rounded, after step " << step;
+    if (step > 1) {
+      EXPECT_GT(moved, total / 100) << "elements of the bf16 copy that step " << step << " changed";
+    }
+    previous = std::move(copy);
+  }
+}
+
 TEST_P(Golden, GreedyGenerationMatchesThePeer) {
   if (!expected->contains("generated")) GTEST_SKIP() << GetParam() << " has no generation fixture";
   auto state = load_state();

@@ -1,6 +1,7 @@
 // cases_embedding.cpp: embedding gather and scatter-add backward (repeated ids, padding_idx, a vocab slice as the
 // vocab-parallel embedding uses), fairseq sinusoidal positions, and the fused softmax cross-entropy with loss
 // weights, ignored rows and a vocab slice.
+#include <limits>
 #include <sstream>
 
 #include "tests/ops/op_harness.h"
@@ -73,16 +74,28 @@ OpCase sinusoidal_case(std::vector<int32_t> positions, int64_t width, int64_t pa
 }
 
 // dlogits_dtype bf16: a bf16 head's gradient, rounded once (2^-9 relative).
+// `masked`: every fifth column (1, 6, 11, ...) is -inf, as a vocabulary mask would set it: it adds nothing to the
+// sums and gets no gradient (also where it is the first column a GPU thread reads); no target falls on one.
 OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int64_t vocab_total, double scale,
-                          DType dlogits_dtype = DType::kF32) {
+                          DType dlogits_dtype = DType::kF32, bool masked = false) {
   std::ostringstream name;
   name << "cross_entropy_n" << rows << "_v" << vocab << "_slice" << vocab_start << "_of" << vocab_total;
   if (dlogits_dtype != DType::kF32) name << "_" << dtype_name(dlogits_dtype) << "_grad";
+  if (masked) name << "_masked";
   std::mt19937_64 rng(rows * 7 + vocab);
   OpCase c;
   c.name = name.str();
   c.inputs["logits"] = random_tensor(rng, {rows, vocab}, scale);
-  c.inputs["targets"] = from_ints(random_ids(rng, rows, 0, static_cast<int32_t>(vocab_total)));
+  std::vector<int32_t> targets = random_ids(rng, rows, 0, static_cast<int32_t>(vocab_total));
+  const auto is_masked = [masked](int64_t column) { return masked && column % 5 == 1; };
+  if (masked) {
+    for (int64_t i = 0; i < rows * vocab; ++i)
+      if (is_masked(i % vocab)) c.inputs["logits"].v[i] = -std::numeric_limits<double>::infinity();
+    for (int32_t & target : targets)
+      if (is_masked(target - vocab_start)) --target;
+    c.gradient_blocked = [is_masked, vocab](const std::string &, int64_t i) { return is_masked(i % vocab); };
+  }
+  c.inputs["targets"] = from_ints(targets);
   Tensor weights({rows}, 1.0);
   for (int64_t n = 2; n < rows; n += 3) weights.v[n] = 0.0;  // masked rows: no loss, no gradient
   if (rows > 1) weights.v[1] = 0.5;
@@ -133,7 +146,8 @@ std::vector<OpCase> embedding_cases() {
           cross_entropy_case(37, 101, 0, 101, 3.0),
           cross_entropy_case(16, 5000, 0, 5000, 10.0),  // large logits: the max subtraction matters
           cross_entropy_case(20, 64, 32, 128, 1.0),     // a vocab slice: out-of-slice targets pick nothing here
-          cross_entropy_case(24, 3001, 0, 3001, 4.0, DType::kBF16)};  // a bf16 head: an odd vocab, rows unaligned
+          cross_entropy_case(24, 3001, 0, 3001, 4.0, DType::kBF16),  // a bf16 head: an odd vocab, rows unaligned
+          cross_entropy_case(9, 700, 0, 700, 2.0, DType::kF32, true)};
 }
 
 }  // namespace kosmos::testing
