@@ -102,8 +102,9 @@ class Trainer {
   // A whole optimizer step over the micro-batches (gradients accumulate across them).
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
   // Every tp rank's shards and every stage's parameters to every rank, so that the values are whole everywhere
-  // (collective over the tp and pp groups; nothing to do without them; a later step refreshes the compute copy). Returns the relative spread over the tp
-  // ranks of the replicated parameters' sum of squares: 0 when the replicas agree, as they should.
+  // (collective over the tp and pp groups; nothing to do without them; a later step refreshes the compute copy).
+  // Returns the relative spread over the tp ranks of the replicated parameters' sum of squares: 0 when the replicas
+  // agree, as they should.
   double gather_parameters(Runtime & rt);
   // The part of each parameter (in table order) whose value and AdamW moments are current on this rank and which
   // no other rank claims: the owning pipeline stage, this tp rank's shard (tp rank 0 for replicated parameters),
