@@ -86,7 +86,8 @@ class ModelState {
   TensorView compute_value(const ParameterSpec & spec) const;
   TensorView compute_value(const std::string & name) const { return compute_value(table_.find(name)); }
   // Remakes the compute copy from the values (round to nearest even); nothing to do in f32. Whoever changes the
-  // values (initialise, a checkpoint load, an optimizer step) calls it before the next forward.
+  // values otherwise than through AdamWStep::compute_param (initialise, a checkpoint load, a gather) has it called
+  // before the next forward: the Trainer does at its first step and after its gathers.
   void refresh_compute_values(Stream & stream);
   // The whole compute copy, [total] in compute_dtype (absent in f32): where AdamW writes the updated values rounded
   // (AdamWStep::compute_param), which keeps the copy current without refreshing it.

@@ -99,7 +99,9 @@ class Trainer {
  public:
   Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig & config, DataParallel data_parallel = {},
           PipelineParallel pipeline = {}, TensorParallel tensor_parallel = {});
-  // A whole optimizer step over the micro-batches (gradients accumulate across them).
+  // A whole optimizer step over the micro-batches (gradients accumulate across them). The first step remakes the
+  // state's compute copy from its values (as loaded or initialised before it); later ones expect the values to
+  // change only through this trainer.
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
   // Every tp rank's shards and every stage's parameters to every rank, so that the values are whole everywhere
   // (collective over the tp and pp groups; nothing to do without them; a later step refreshes the compute copy).
