@@ -87,11 +87,7 @@ void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
     LayerNormBackward plain = op;
     plain.residual_gradient = TensorView{};
     cpu_op(ctx, plain);
-    float * din = op.din.as<float>();
-    const float * residual = op.residual_gradient.as<float>();
-    const int64_t count = op.din.numel();
-#pragma omp parallel for simd
-    for (int64_t i = 0; i < count; ++i) din[i] += residual[i];
+    cpu_op(ctx, Add{op.din, op.din, op.residual_gradient});
     return;
   }
   if (op.activation) {

@@ -67,9 +67,9 @@ class Golden : public ::testing::TestWithParam<std::string> {
     batch.image_slots = model::find_image_slots(batch.tokens, batch.batch, batch.length, config);
   }
 
-  // A fresh model holding the fixture's weights.
-  std::unique_ptr<model::ModelState> load_state() {
-    auto state = std::make_unique<model::ModelState>(*device, *table);
+  // A fresh model holding the fixture's weights (its matmuls reading a `compute_dtype` copy of them).
+  std::unique_ptr<model::ModelState> load_state(DType compute_dtype = DType::kF32) {
+    auto state = std::make_unique<model::ModelState>(*device, *table, compute_dtype);
     state->zero_grads(*stream);
     state->zero_moments(*stream);
     io::load_weights(*state, *weights, *stream);
@@ -83,6 +83,16 @@ class Golden : public ::testing::TestWithParam<std::string> {
     device->copy(target, view, *stream);
     stream->synchronize();
     return host;
+  }
+
+  // The golden script's torch.optim.AdamW: constant lr 1e-3, no clipping.
+  static model::OptimizerConfig constant_lr_adamw() {
+    model::OptimizerConfig optimizer;
+    optimizer.peak_lr = 1e-3;
+    optimizer.warmup_steps = 0;
+    optimizer.total_steps = int64_t{1} << 40;  // decay so slow that the rate stays 1e-3 to 1e-12
+    optimizer.clip_norm = 0.0;
+    return optimizer;
   }
 
   float loss_scale() const {
@@ -166,12 +176,7 @@ TEST_P(Golden, AttentionProjectionsRunAsOneMatmul) {
 TEST_P(Golden, ThreeAdamWStepsGiveThePeersLosses) {
   auto state = load_state();
   model::KosmosModel kosmos_model(config, *state);
-  model::OptimizerConfig optimizer;  // the script's torch.optim.AdamW: constant lr 1e-3, no clipping
-  optimizer.peak_lr = 1e-3;
-  optimizer.warmup_steps = 0;
-  optimizer.total_steps = int64_t{1} << 40;  // decay so slow that the rate stays 1e-3 to 1e-12
-  optimizer.clip_norm = 0.0;
-  model::Trainer trainer(kosmos_model, *state, optimizer);
+  model::Trainer trainer(kosmos_model, *state, constant_lr_adamw());
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
   const std::vector<float> losses = expected->read_f32("train_losses");
@@ -186,15 +191,10 @@ TEST_P(Golden, ThreeAdamWStepsGiveThePeersLosses) {
 // that AdamW writes it with each update (no refresh), so after every step it must be the values rounded, element for
 // element, and it must have moved between the steps (a copy AdamW did not write would not have).
 TEST_P(Golden, AdamWKeepsTheBf16CopyOfTheValues) {
-  model::ModelState state(*device, *table, DType::kBF16);
-  state.zero_grads(*stream);
-  state.zero_moments(*stream);
-  io::load_weights(state, *weights, *stream);
+  const std::unique_ptr<model::ModelState> loaded = load_state(DType::kBF16);
+  model::ModelState & state = *loaded;
   model::KosmosModel kosmos_model(config, state);
-  model::OptimizerConfig optimizer;
-  optimizer.peak_lr = 1e-3;
-  optimizer.warmup_steps = 0;
-  model::Trainer trainer(kosmos_model, state, optimizer);
+  model::Trainer trainer(kosmos_model, state, constant_lr_adamw());
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
   const int64_t total = table->total();
