@@ -44,6 +44,10 @@ BackendRegistry::BackendRegistry() {
   entries_.push_back(absent_gpu_backend("rocm", "rocm", "KOSMOS_ROCM"));
 #endif
   entries_.push_back(cpu::cpu_backend_entry());
+#ifdef KOSMOS_USE_GPU_EMULATION  // after the CPU: --backend auto never takes it
+  entries_.push_back(emulated::backend_entry(GpuVariant::kStandard));
+  entries_.push_back(emulated::backend_entry(GpuVariant::kWmmaAttention));
+#endif
 }
 
 std::vector<std::string> BackendRegistry::available_names() const {

@@ -55,9 +55,11 @@ CLI::Option * add_backend_option(CLI::App * app, std::string & backend) {
   return app
       ->add_option("--backend", backend,
                    "device backend: auto, cpu, cuda or rocm; cuda-owngemm and cuda-wmma are cuda with every matmul on "
-                   "the own GEMM kernel, or bf16 attention on the WMMA kernels, to compare them with the standard ones")
+                   "the own GEMM kernel, or bf16 attention on the WMMA kernels, to compare them with the standard ones; "
+                   "emulated and emulated-wmma run the CUDA kernels on the host's cores (slow; to test them without a "
+                   "GPU)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda", "cuda-owngemm", "cuda-wmma", "rocm"}));
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "cuda-owngemm", "cuda-wmma", "rocm", "emulated", "emulated-wmma"}));
 }
 
 }  // namespace

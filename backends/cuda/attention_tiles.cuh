@@ -8,13 +8,14 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "backends/attention_block_order.h"
 #include "backends/cuda/attention_shape.cuh"
 #include "backends/cuda/gpu_kernels.h"
 
-namespace kosmos::cuda::attention_tiles {
+namespace kosmos::KOSMOS_GPU_NAMESPACE::attention_tiles {
 
 using bf16 = __nv_bfloat16;
 
@@ -49,14 +50,20 @@ __device__ inline void store_as(bf16 & slot, float value) { slot = __float2bfloa
 // Two values rounded to bf16 in one 32-bit word, the first in the low half (the lower column of an mma fragment).
 __device__ inline uint32_t pack_bf16(float low, float high) {
   const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);
-  return *reinterpret_cast<const uint32_t *>(&pair);
+  uint32_t word;
+  memcpy(&word, &pair, sizeof word);  // one register move; a pointer cast would break strict aliasing (g++ warns)
+  return word;
 }
 
 // 2^x in one instruction (the SFU's approximation, the one __expf uses; 2^-inf = 0), for exponents in base 2.
 __device__ inline float exp2_approx(float x) {
+#if defined(KOSMOS_GPU_EMULATION)
+  return kosmos_emulation::exp2_approx(x);
+#else
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+#endif
 }
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -90,12 +97,18 @@ __device__ inline bool vector_aligned(const HeadRowsOf<const bf16> & rows) {
 // cp.async (compute capability 8.0): 16 bytes from global into shared memory without passing through registers;
 // a thread's copies since its last commit form a group, and waiting leaves at most N of its groups in flight. What
 // other threads copied is visible after a __syncthreads that follows their wait.
+#if defined(KOSMOS_GPU_EMULATION)
+using kosmos_emulation::commit_async_copies;
+using kosmos_emulation::copy_async_16;
+using kosmos_emulation::wait_async_copies;
+#else
 __device__ inline void copy_async_16(void * shared_target, const void * global_source) {
   const uint32_t target = static_cast<uint32_t>(__cvta_generic_to_shared(shared_target));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(target), "l"(global_source) : "memory");
 }
 __device__ inline void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ inline void wait_async_copies() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+#endif
 
 // Rows [first, first + 64) of (b, h) into a [64, D] bf16 tile, zeros past `limit`. A bf16 operand whose rows are
 // 16-byte aligned moves in 16-byte vectors (the tile's rows are: their length in bytes is a multiple of 16, as is
@@ -216,4 +229,4 @@ void for_head_dim(int64_t head_dim, bool f32, const char * what, Run run) {
                "kernels_attention.cu admits only the sizes that have)");
 }
 
-}  // namespace kosmos::cuda::attention_tiles
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE::attention_tiles

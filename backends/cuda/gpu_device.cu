@@ -222,6 +222,9 @@ BackendEntry backend_entry(GpuVariant variant) {
 #if defined(KOSMOS_USE_ROCM)
   const std::string base = "rocm";
   const bool own_gemm = true;  // no hipBLASLt in Debian 12
+#elif defined(KOSMOS_GPU_EMULATION)
+  const std::string base = "emulated";
+  const bool own_gemm = true;  // no cuBLASLt on the host
 #else
   const std::string base = "cuda";
   const bool own_gemm = variant == GpuVariant::kOwnGemm;

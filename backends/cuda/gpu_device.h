@@ -41,4 +41,11 @@ BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);  // its 
 void * native_stream(Stream & stream);
 }  // namespace rocm
 
+// The CUDA kernels compiled by g++ and run on the host's cores (backends/emulated): "emulated" (mma.sync attention)
+// and "emulated-wmma", for testing the kernels' logic without a GPU; GEMMs on the own kernel always.
+namespace emulated {
+BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);
+void * native_stream(Stream & stream);
+}  // namespace emulated
+
 }  // namespace kosmos

@@ -19,7 +19,7 @@
 
 #include "backends/cuda/attention_tiles.cuh"
 
-namespace kosmos::cuda {
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
 using namespace attention_tiles;
@@ -37,6 +37,15 @@ struct FragmentC {
   float x[4];
 };
 
+#if defined(KOSMOS_GPU_EMULATION)  // the instructions on the host (backends/emulated/warp_matrices.h)
+__device__ inline void mma(FragmentC & c, const FragmentA & a, uint32_t b0, uint32_t b1) {
+  kosmos_emulation::mma_m16n8k16_bf16(c.x, a.x, b0, b1);
+}
+__device__ inline void load_matrices(uint32_t (&r)[4], const bf16 * row) { kosmos_emulation::ldmatrix_x4(r, row, false); }
+__device__ inline void load_matrices_transposed(uint32_t (&r)[4], const bf16 * row) {
+  kosmos_emulation::ldmatrix_x4(r, row, true);
+}
+#else
 __device__ inline void mma(FragmentC & c, const FragmentA & a, uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -59,6 +68,7 @@ __device__ inline void load_matrices_transposed(uint32_t (&r)[4], const bf16 * r
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(address));
 }
+#endif
 
 __device__ inline int lane_index() { return static_cast<int>(threadIdx.x % kLanes); }
 
@@ -533,4 +543,4 @@ void mma_attention_backward(const AttentionBackward & op, const float * delta, c
   });
 }
 
-}  // namespace kosmos::cuda
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -14,7 +14,7 @@
 
 #include "backends/cuda/attention_tiles.cuh"
 
-namespace kosmos::cuda {
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
 using namespace attention_tiles;
@@ -465,4 +465,4 @@ void tensor_core_attention_backward(const AttentionBackward & op, const float * 
   });
 }
 
-}  // namespace kosmos::cuda
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -43,9 +43,10 @@ GemmProblem problem_of(const Matmul & op) {
   p.m = op.c.dim(-2);
   p.n = op.c.dim(-1);
   p.k = op.trans_a ? op.a.dim(-2) : op.a.dim(-1);
+  // A 3-D operand of batch 1 beside a batched product is broadcast (ops_validate.cpp): batch stride 0.
   const auto operand = [&](const TensorView & view, bool transposed) {
-    return GemmOperand{view.data, view.dtype, view.ndim == 3 && batched_c ? view.stride(0) : 0, view.stride(-2),
-                       transposed};
+    return GemmOperand{view.data, view.dtype, view.ndim == 3 && batched_c && view.dim(0) > 1 ? view.stride(0) : 0,
+                       view.stride(-2), transposed};
   };
   p.a = operand(op.a, op.trans_a);
   p.b = operand(op.b, op.trans_b);
@@ -127,13 +128,19 @@ void own_gemm(const GemmProblem & p, cudaStream_t stream) {
 
 }  // namespace
 
-#if defined(KOSMOS_USE_ROCM)
+#if defined(KOSMOS_USE_ROCM) || defined(KOSMOS_GPU_EMULATION)
 
-// Debian 12 has no hipBLASLt or rocBLAS: every product runs on the own kernel.
+// Debian 12 has no hipBLASLt or rocBLAS, and the emulated GPU no cuBLASLt: every product runs on the own kernel.
 struct GemmPlans {};
 void delete_gemm_plans(GemmPlans * plans) { std::default_delete<GemmPlans>()(plans); }
 GemmPlansOwner make_gemm_plans(int) { return GemmPlansOwner(std::make_unique<GemmPlans>().release(), delete_gemm_plans); }
-const char * gemm_library_name() { return "own tiled kernels (no hipBLASLt in this build)"; }
+const char * gemm_library_name() {
+#if defined(KOSMOS_USE_ROCM)
+  return "own tiled kernels (no hipBLASLt in this build)";
+#else
+  return "own tiled kernels (no cuBLASLt on the emulated GPU)";
+#endif
+}
 
 void gpu_op(GpuContext &, const Matmul & op, cudaStream_t stream) {
   const GemmProblem p = problem_of(op);
@@ -246,10 +253,14 @@ cublasLtMatrixLayout_t lt_layout(DType dtype, int64_t rows, int64_t cols, int64_
 
 // Whether cuBLASLt can take the case as laid out: a product to compute (k > 0, alpha != 0), and every leading
 // dimension at least the stored rows of its column-major matrix (a view of one row may carry any stride).
+// cuBLASLt's heuristic takes the operands' alignments as preferences but has none for the bias epilogue's vector,
+// which some epilogue kernels read in 16-byte vectors: a bias not 16-byte aligned (a tensor-parallel slice, q/k/v
+// biases packed at an odd width) goes to the own kernel.
 bool runs_on_library(const GemmProblem & p) {
   const bool a_fits = p.a.ld >= (p.a.transposed ? p.m : p.k);
   const bool b_fits = p.b.ld >= (p.b.transposed ? p.k : p.n);
-  return p.k > 0 && p.alpha != 0.0f && a_fits && b_fits && p.c_row_stride >= p.n;
+  const bool bias_fits = p.bias == nullptr || alignment_of(p.bias) >= 16;
+  return p.k > 0 && p.alpha != 0.0f && a_fits && b_fits && p.c_row_stride >= p.n && bias_fits;
 }
 
 }  // namespace

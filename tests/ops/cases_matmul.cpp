@@ -17,6 +17,7 @@ struct MatmulShape {
   DType dtype, out_dtype;
   bool batched_a = true;
   int64_t row_pad = 0;  // 2-D a and c as column windows of wider matrices (rows row_pad elements further apart)
+  bool unit_batch = false;  // the shared operand as 3-D [1, ...], broadcast over the batch like a 2-D one
 };
 
 std::vector<int64_t> with_batch(int64_t batch, std::vector<int64_t> dims) {
@@ -30,16 +31,17 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
        << (s.trans_a ? "_ta" : "") << (s.trans_b ? "_tb" : "") << (s.bias ? "_bias" : "")
        << (s.batch && !s.batched_b ? "_sharedb" : "") << (s.flat_c ? "_flatc" : "")
        << (s.alpha != 1.0f || s.beta != 0.0f ? "_alphabeta" : "") << (s.batched_a ? "" : "_shareda")
-       << (s.row_pad ? "_windows" : "") << "_" << dtype_name(s.dtype)
+       << (s.row_pad ? "_windows" : "") << (s.unit_batch ? "_unit_batch" : "") << "_" << dtype_name(s.dtype)
        << (s.out_dtype != s.dtype ? std::string("to") + dtype_name(s.out_dtype) : "");
   std::mt19937_64 rng(s.m * 131 + s.n * 7 + s.k);
   OpCase c;
   c.name = name.str();
   c.tolerance = tolerance;
   c.grad_dtype = s.dtype;  // dC reaches the backward in the operands' dtype (Linear casts it so with bf16 weights)
-  c.inputs["a"] = random_tensor(rng, with_batch(s.batched_a ? s.batch : 0, s.trans_a ? std::vector<int64_t>{s.k, s.m}
+  const int64_t shared_batch = s.unit_batch ? 1 : 0;
+  c.inputs["a"] = random_tensor(rng, with_batch(s.batched_a ? s.batch : shared_batch, s.trans_a ? std::vector<int64_t>{s.k, s.m}
                                                                     : std::vector<int64_t>{s.m, s.k}), 1.0, s.dtype);
-  c.inputs["b"] = random_tensor(rng, with_batch(s.batched_b ? s.batch : 0, s.trans_b ? std::vector<int64_t>{s.n, s.k}
+  c.inputs["b"] = random_tensor(rng, with_batch(s.batched_b ? s.batch : shared_batch, s.trans_b ? std::vector<int64_t>{s.n, s.k}
                                                                                       : std::vector<int64_t>{s.k, s.n}),
                                 1.0, s.dtype);
   const std::vector<int64_t> c_dims = s.flat_c ? std::vector<int64_t>{s.batch * s.m, s.n} : with_batch(s.batch, {s.m, s.n});
@@ -139,6 +141,11 @@ std::vector<OpCase> matmul_cases() {
   // A shared (broadcast) A with a batched B, both transpose settings: its gradient sums over the batch.
   cases.push_back(matmul_case({3, true, false, 7, 5, 6, false, false, false, 1.0f, 0.0f, f32, f32, false}, 1e-11));
   cases.push_back(matmul_case({3, true, false, 7, 5, 6, true, true, false, 1.0f, 0.0f, f32, f32, false}, 1e-11));
+  // The shared operand as [1, ...]: batch stride 0, whatever its stride(0) says.
+  cases.push_back(matmul_case({4, false, false, 5, 12, 7, false, true, true, 1.0f, 0.0f, f32, f32, true, 0, true},
+                              1e-11));
+  cases.push_back(matmul_case({3, true, false, 7, 5, 6, true, false, false, 1.0f, 0.0f, f32, f32, false, 0, true},
+                              1e-11));
   // Column windows (strided rows) for a, c and dc, as q/k/v slices of a fused [N, 3d] buffer are; with a bias.
   cases.push_back(matmul_case({0, false, false, 21, 24, 16, false, true, true, 1.0f, 0.0f, f32, f32, true, 40},
                               1e-11));

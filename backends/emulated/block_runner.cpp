@@ -1,0 +1,246 @@
+// block_runner.cpp: the emulated GPU's scheduler: a block's threads as fibers, round-robin, each running until it
+// waits at a barrier or returns; barriers released when every live thread of the group has arrived; a pass in which
+// no thread moves is a deadlock (a barrier some threads never reach) and faults. A fiber is a stack that runs
+// thread after thread (of this block, the next, the next launch): it starts once through makecontext/setcontext and
+// switches with _setjmp/_longjmp from then on, which, unlike swapcontext, make no system call.
+#undef _FORTIFY_SOURCE  // its longjmp check rejects a jump to another stack, which is what a fiber switch is
+#include "backends/emulated/block_runner.h"
+
+#include <setjmp.h>
+#include <ucontext.h>
+
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace kosmos_emulation {
+namespace {
+
+constexpr int kWarpLanes = 32;
+constexpr size_t kFiberStack = size_t{256} << 10;  // the WMMA fragments' whole tiles per lane fit many times
+constexpr size_t kMaxThreads = 1024;
+
+struct PendingCopy {
+  void * target;
+  const void * source;
+};
+
+// One pool slot: a stack and where its thread stopped. Its loop (fiber_loop) outlives the threads it runs.
+struct Fiber {
+  std::unique_ptr<char[]> stack;  // default-initialised: pages are touched only as the stack grows
+  bool started = false;           // false: (re)start the loop on the stack (new, or its thread faulted)
+  jmp_buf resume{};
+  Index3 index{};
+  int warp = 0;
+  bool finished = false;
+  std::vector<PendingCopy> copies;
+};
+
+// A barrier's group: the block, or one warp.
+struct Group {
+  int arrived = 0;
+  uint64_t generation = 0;
+  int members = 0;  // threads of the group that have not returned
+};
+
+struct BlockRun {
+  Index3 grid{}, block{}, block_index{};
+  size_t live = 0;
+  Group whole;
+  std::vector<Group> warps;
+  std::vector<uint64_t> slots;  // [warps][32][kSlotWords]
+  std::vector<unsigned char> shared;
+  unsigned char * shared_begin = nullptr;
+  size_t shared_bytes = 0;
+  jmp_buf scheduler{};
+  Fiber * current = nullptr;
+  bool moved = false;  // whether any thread arrived, left a barrier or returned in this pass
+  std::string fault;
+  const std::function<void()> * body = nullptr;
+};
+
+thread_local BlockRun * active = nullptr;
+thread_local std::vector<Fiber> pool;  // the fibers of this host thread, reused by every launch from it
+std::mutex launches;                   // one grid at a time: kernels' __shared__ arrays are static storage
+
+BlockRun & run() { return *active; }
+
+// Back to the scheduler; returns when the scheduler resumes this thread.
+void yield() {
+  if (_setjmp(run().current->resume) == 0) _longjmp(run().scheduler, 1);
+}
+
+// Releases `group` when every live member has arrived.
+void release_if_complete(Group & group) {
+  if (group.arrived > 0 && group.arrived >= group.members) {
+    group.arrived = 0;
+    ++group.generation;
+    run().moved = true;
+  }
+}
+
+void wait_at(Group & group) {
+  const uint64_t generation = group.generation;
+  ++group.arrived;
+  run().moved = true;
+  release_if_complete(group);
+  while (group.generation == generation) {
+    yield();
+  }
+}
+
+void finish_thread() {
+  BlockRun & r = run();
+  Fiber & fiber = *r.current;
+  if (r.warps[fiber.warp].arrived > 0)  // undefined on the hardware: the waiting lanes may hang or read garbage
+    fault("a thread returned while other lanes of its warp wait for it at __syncwarp or a warp-collective "
+          "instruction (shuffle, ldmatrix, mma)");
+  complete_copies();
+  fiber.finished = true;
+  --r.live;
+  r.moved = true;
+  --r.whole.members;
+  --r.warps[fiber.warp].members;
+  release_if_complete(r.whole);
+  release_if_complete(r.warps[fiber.warp]);
+}
+
+// A fiber's whole life: the thread it is given, then the next; it never returns.
+void fiber_loop() {
+  for (;;) {
+    (*run().body)();
+    finish_thread();
+    yield();  // resumed only with the next thread to run
+  }
+}
+
+// Runs `fiber`'s thread until it waits or returns.
+void resume(BlockRun & r, Fiber & fiber) {
+  r.current = &fiber;
+  if (_setjmp(r.scheduler) != 0) return;
+  if (fiber.started) _longjmp(fiber.resume, 1);
+  fiber.started = true;
+  ucontext_t start{};
+  getcontext(&start);
+  start.uc_stack.ss_sp = fiber.stack.get();
+  start.uc_stack.ss_size = kFiberStack;
+  start.uc_link = nullptr;  // fiber_loop never returns
+  makecontext(&start, fiber_loop, 0);
+  setcontext(&start);
+}
+
+}  // namespace
+
+const Index3 & thread_index() { return run().current->index; }
+const Index3 & block_index() { return run().block_index; }
+const Index3 & block_dims() { return run().block; }
+const Index3 & grid_dims() { return run().grid; }
+
+int lane() {
+  const Index3 & t = thread_index();
+  const Index3 & b = block_dims();
+  const unsigned linear = t.x + b.x * (t.y + b.y * t.z);
+  return static_cast<int>(linear % kWarpLanes);
+}
+
+void block_barrier() { wait_at(run().whole); }
+void warp_barrier() { wait_at(run().warps[run().current->warp]); }
+
+uint64_t * exchange_slots(int source_lane) {
+  return run().slots.data() + (static_cast<size_t>(run().current->warp) * kWarpLanes + source_lane) * kSlotWords;
+}
+void begin_exchange() {
+  if (run().warps[run().current->warp].members != kWarpLanes)
+    fault("a warp-collective instruction (shuffle, ldmatrix, mma) ran in a warp of " +
+          std::to_string(run().warps[run().current->warp].members) +
+          " live lanes; they need all 32 (a partial warp, or lanes that returned early)");
+  warp_barrier();
+}
+void finish_exchange() { warp_barrier(); }
+
+unsigned char * dynamic_shared() { return run().shared_begin; }
+bool in_dynamic_shared(const void * pointer, size_t bytes) {
+  const auto * p = static_cast<const unsigned char *>(pointer);
+  return p >= run().shared_begin && p + bytes <= run().shared_begin + run().shared_bytes;
+}
+
+void fault(const std::string & message) {
+  BlockRun & r = run();
+  if (r.fault.empty())
+    r.fault = message + " (block (" + std::to_string(r.block_index.x) + ", " + std::to_string(r.block_index.y) +
+              ", " + std::to_string(r.block_index.z) + "), thread (" + std::to_string(r.current->index.x) + ", " +
+              std::to_string(r.current->index.y) + ", " + std::to_string(r.current->index.z) + "))";
+  r.current->started = false;  // its stack holds this thread's frames: the next thread starts the loop afresh
+  _longjmp(r.scheduler, 1);
+}
+
+void defer_copy_16(void * target, const void * source) { run().current->copies.push_back({target, source}); }
+void complete_copies() {
+  for (const PendingCopy & copy : run().current->copies) std::memcpy(copy.target, copy.source, 16);
+  run().current->copies.clear();
+}
+
+std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, const std::function<void()> & body) {
+  const size_t threads = size_t{block.x} * block.y * block.z;
+  if (threads == 0 || threads > kMaxThreads || block.z > 64)
+    return "invalid block of " + std::to_string(block.x) + " x " + std::to_string(block.y) + " x " +
+           std::to_string(block.z) + " threads (at most 1024 in all, z at most 64)";
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > 65535 || grid.z > 65535)
+    return "invalid grid of " + std::to_string(grid.x) + " x " + std::to_string(grid.y) + " x " +
+           std::to_string(grid.z) + " blocks (each at least 1; y and z at most 65535)";
+  const std::lock_guard<std::mutex> lock(launches);
+  while (pool.size() < threads) {
+    pool.emplace_back();
+    pool.back().stack.reset(new char[kFiberStack]);
+  }
+
+  BlockRun r;
+  r.grid = grid;
+  r.block = block;
+  r.body = &body;
+  const size_t warps = (threads + kWarpLanes - 1) / kWarpLanes;
+  r.slots.assign(warps * kWarpLanes * kSlotWords, 0);
+  r.shared.resize(dynamic_shared_bytes + 128);
+  r.shared_begin = r.shared.data() + (128 - reinterpret_cast<uintptr_t>(r.shared.data()) % 128) % 128;
+  r.shared_bytes = dynamic_shared_bytes;
+  BlockRun * const outer = active;
+  active = &r;
+  for (unsigned bz = 0; bz < grid.z && r.fault.empty(); ++bz)
+    for (unsigned by = 0; by < grid.y && r.fault.empty(); ++by)
+      for (unsigned bx = 0; bx < grid.x && r.fault.empty(); ++bx) {
+        r.block_index = {bx, by, bz};
+        std::memset(r.shared_begin, 0xff, dynamic_shared_bytes);
+        r.whole = Group{0, 0, static_cast<int>(threads)};
+        r.warps.assign(warps, Group{});
+        for (size_t t = 0; t < threads; ++t) {
+          Fiber & fiber = pool[t];
+          fiber.index = {static_cast<unsigned>(t % block.x), static_cast<unsigned>(t / block.x % block.y),
+                         static_cast<unsigned>(t / (size_t{block.x} * block.y))};
+          fiber.warp = static_cast<int>(t / kWarpLanes);
+          fiber.finished = false;
+          fiber.copies.clear();
+          ++r.warps[fiber.warp].members;
+        }
+        r.live = threads;
+        while (r.live > 0 && r.fault.empty()) {
+          r.moved = false;
+          for (size_t t = 0; t < threads; ++t) {
+            if (pool[t].finished) continue;
+            resume(r, pool[t]);
+            if (!r.fault.empty()) break;
+          }
+          if (r.live > 0 && !r.moved && r.fault.empty())
+            r.fault = "deadlock: " + std::to_string(r.live) + " of " + std::to_string(threads) +
+                      " threads wait at a barrier (__syncthreads, __syncwarp or a warp-collective instruction) that "
+                      "the others never reach";
+        }
+      }
+  if (!r.fault.empty())  // the block's other threads stopped inside the kernel: their loops start afresh
+    for (size_t t = 0; t < threads; ++t)
+      if (!pool[t].finished) pool[t].started = false;
+  active = outer;
+  return r.fault;
+}
+
+}  // namespace kosmos_emulation

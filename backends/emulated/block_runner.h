@@ -1,0 +1,55 @@
+// block_runner.h: runs a GPU kernel's grid on the host, for the emulated GPU backend (the CUDA kernel sources
+// compiled by g++, so that their logic is tested where no GPU is). Blocks run one after another; a block's threads
+// run as fibers (ucontext) on the calling thread and switch only where a thread waits: at __syncthreads, at
+// __syncwarp and at the warp-collective instructions (shuffles, ldmatrix, mma), which exchange lane values through
+// the warp's slots. A fault (a misaligned ldmatrix, a barrier some threads never reach, a bad launch) is recorded
+// and ends the block; the runtime reports it where CUDA reports a kernel's failure (cudaGetLastError).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace kosmos_emulation {
+
+struct Index3 {
+  unsigned x, y, z;
+};
+
+// The running thread's coordinates (threadIdx, blockIdx, blockDim, gridDim of the kernel source).
+const Index3 & thread_index();
+const Index3 & block_index();
+const Index3 & block_dims();
+const Index3 & grid_dims();
+int lane();  // the thread's lane in its warp of 32
+
+// __syncthreads and __syncwarp. A barrier counts the threads that have not returned yet (as Volta and later do).
+void block_barrier();
+void warp_barrier();
+
+// Warp exchange: every lane of the warp puts kSlotWords words, waits for the others, and may then read any lane's
+// words until the next exchange's final barrier (finish_exchange).
+constexpr int kSlotWords = 8;
+uint64_t * exchange_slots(int lane);  // the current warp's slots of `lane`
+void begin_exchange();                // after putting one's own words: wait for the warp
+void finish_exchange();               // after reading: wait again, so that no lane overwrites what one still reads
+
+// The block's dynamic shared memory (extern __shared__), poisoned with 0xff bytes (NaN as f32, bf16 and f16)
+// at the start of each block, and whether a pointer lies inside it.
+unsigned char * dynamic_shared();
+bool in_dynamic_shared(const void * pointer, size_t bytes);
+
+// Ends the calling thread with a fault: the launch fails with `message`.
+[[noreturn]] void fault(const std::string & message);
+
+// 16-byte copies that cp.async started and that the thread has not waited for: done at the wait, or when the
+// thread returns.
+void defer_copy_16(void * target, const void * source);
+void complete_copies();
+
+// Runs `body` once per thread of the grid; `name` names the kernel in errors. Returns the fault's message, or an
+// empty string. Launches from several host threads take turns.
+std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, const std::function<void()> & body);
+
+}  // namespace kosmos_emulation

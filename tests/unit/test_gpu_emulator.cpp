@@ -1,0 +1,149 @@
+// test_gpu_emulator.cpp: the emulated GPU (backends/emulated) runs kernels as the hardware would and faults where the
+// hardware's rules are broken: shuffles exchange lanes, __syncthreads orders shared memory (and its absence shows),
+// mma.sync and ldmatrix follow the PTX ISA's fragment layouts (against a plain product), and a misaligned ldmatrix,
+// a lane leaving its warp mid-collective and a barrier half the block never reaches fail the launch with a message,
+// after which the next launch runs. Kernels here are written against cuda_surface.h and launched as
+// rewrite_launches.cmake writes a `<<<...>>>` launch.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backends/emulated/cuda_surface.h"
+
+namespace {
+
+using kosmos_emulation::Launch;
+
+// Runs `kernel` on `grid` blocks of `block` threads with `shared` bytes of dynamic shared memory, and returns the
+// launch's failure message ("" when it ran).
+template <typename Kernel, typename... Args>
+std::string launch(Kernel kernel, dim3 grid, dim3 block, size_t shared, Args... args) {
+  Launch(grid, block, shared).run([&](const auto &... a) { kernel(a...); })(args...);
+  const cudaError_t status = cudaGetLastError();
+  return status == cudaSuccess ? std::string() : std::string(cudaGetErrorString(status));
+}
+
+void shuffle_kernel(int * out, int mask) {
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, lane * 10, mask);
+}
+
+void reverse_kernel(float * out, bool synchronise) {
+  float * const shared = reinterpret_cast<float *>(kosmos_emulation::dynamic_shared());
+  shared[threadIdx.x] = static_cast<float>(threadIdx.x);
+  if (synchronise) __syncthreads();
+  out[threadIdx.x] = shared[blockDim.x - 1 - threadIdx.x];
+}
+
+// c[16 x 8] = a[16 x 16] b[16 x 8] through the fragments, with each lane packing what the PTX ISA says it holds.
+void mma_kernel(float * c, const float * a, const float * b) {
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  const auto pack = [](float low, float high) {
+    return static_cast<uint32_t>(kosmos::float_to_bf16(low)) | (static_cast<uint32_t>(kosmos::float_to_bf16(high)) << 16);
+  };
+  const auto at = [&](int row, int k) { return a[row * 16 + k]; };
+  const uint32_t fragment_a[4] = {pack(at(g, 2 * t), at(g, 2 * t + 1)), pack(at(g + 8, 2 * t), at(g + 8, 2 * t + 1)),
+                                  pack(at(g, 2 * t + 8), at(g, 2 * t + 9)),
+                                  pack(at(g + 8, 2 * t + 8), at(g + 8, 2 * t + 9))};
+  const uint32_t b0 = pack(b[(2 * t) * 8 + g], b[(2 * t + 1) * 8 + g]);
+  const uint32_t b1 = pack(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g]);
+  float accumulator[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  kosmos_emulation::mma_m16n8k16_bf16(accumulator, fragment_a, b0, b1);
+  c[g * 8 + 2 * t] = accumulator[0];
+  c[g * 8 + 2 * t + 1] = accumulator[1];
+  c[(g + 8) * 8 + 2 * t] = accumulator[2];
+  c[(g + 8) * 8 + 2 * t + 1] = accumulator[3];
+}
+
+// Four 8 x 8 bf16 matrices, row r of matrix m at shared + (8 m + r) * 8 + offset elements; every lane's 4 registers.
+void ldmatrix_kernel(uint32_t * out, bool transposed, int offset) {
+  auto * const shared = reinterpret_cast<uint16_t *>(kosmos_emulation::dynamic_shared());
+  const int lane = static_cast<int>(threadIdx.x);
+  for (int e = lane; e < 4 * 64; e += 32) shared[e + offset] = static_cast<uint16_t>(e);  // element value = index
+  __syncwarp();
+  uint32_t registers[4];
+  kosmos_emulation::ldmatrix_x4(registers, shared + lane * 8 + offset, transposed);
+  for (int m = 0; m < 4; ++m) out[lane * 4 + m] = registers[m];
+}
+
+void early_exit_shuffle_kernel(int * out) {
+  if (threadIdx.x >= 16) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);
+}
+
+// Half of each warp waits at __syncwarp for the other half, which waits at __syncthreads for the first: a deadlock.
+void crossed_barriers_kernel(int * out) {
+  if (threadIdx.x % 32 < 16) {
+    __syncwarp();
+    __syncthreads();
+  } else {
+    __syncthreads();
+    __syncwarp();
+  }
+  out[threadIdx.x] = 1;
+}
+
+TEST(GpuEmulator, ShufflesExchangeLanes) {
+  std::vector<int> out(64, -1);
+  ASSERT_EQ(launch(shuffle_kernel, 1, 64, 0, out.data(), 5), "");
+  for (int thread = 0; thread < 64; ++thread) EXPECT_EQ(out[thread], ((thread % 32) ^ 5) * 10) << thread;
+}
+
+TEST(GpuEmulator, SyncthreadsOrdersSharedMemoryAndItsAbsenceShows) {
+  std::vector<float> out(128, -1.0f);
+  ASSERT_EQ(launch(reverse_kernel, 2, 128, 128 * sizeof(float), out.data(), true), "");
+  for (int thread = 0; thread < 128; ++thread) EXPECT_EQ(out[thread], 127 - thread);
+  // Without the barrier thread 0 reads its partner's slot before the partner wrote it: poison (NaN), not 127.
+  ASSERT_EQ(launch(reverse_kernel, 1, 128, 128 * sizeof(float), out.data(), false), "");
+  EXPECT_TRUE(std::isnan(out[0])) << out[0];
+}
+
+TEST(GpuEmulator, MmaFollowsThePtxFragmentLayout) {
+  std::vector<float> a(16 * 16), b(16 * 8), c(16 * 8, 0.0f);
+  for (int i = 0; i < 16 * 16; ++i) a[i] = static_cast<float>((i * 7) % 13 - 6);  // small integers: exact in bf16
+  for (int i = 0; i < 16 * 8; ++i) b[i] = static_cast<float>((i * 5) % 11 - 5);
+  ASSERT_EQ(launch(mma_kernel, 1, 32, 0, c.data(), a.data(), b.data()), "");
+  for (int row = 0; row < 16; ++row)
+    for (int column = 0; column < 8; ++column) {
+      float expected = 0.0f;
+      for (int k = 0; k < 16; ++k) expected += a[row * 16 + k] * b[k * 8 + column];
+      EXPECT_EQ(c[row * 8 + column], expected) << row << ", " << column;
+    }
+}
+
+TEST(GpuEmulator, LdmatrixFollowsThePtxLayoutAndFaultsWhenMisaligned) {
+  std::vector<uint32_t> out(32 * 4);
+  for (const bool transposed : {false, true}) {
+    ASSERT_EQ(launch(ldmatrix_kernel, 1, 32, 4 * 64 * 2 + 64, out.data(), transposed, 0), "");
+    for (int lane = 0; lane < 32; ++lane)
+      for (int m = 0; m < 4; ++m) {
+        const int row = transposed ? 2 * (lane % 4) : lane / 4, column = transposed ? lane / 4 : 2 * (lane % 4);
+        const int step = transposed ? 8 : 1;  // the high half: the next row (transposed) or the next column
+        const uint32_t low = static_cast<uint32_t>(m * 64 + row * 8 + column);
+        EXPECT_EQ(out[lane * 4 + m], low | ((low + step) << 16)) << "lane " << lane << ", matrix " << m;
+      }
+  }
+  const std::string failure = launch(ldmatrix_kernel, 1, 32, 4 * 64 * 2 + 64, out.data(), false, 4);
+  EXPECT_NE(failure.find("ldmatrix: a row address not 16-byte aligned"), std::string::npos) << failure;
+}
+
+TEST(GpuEmulator, BrokenWarpAndBlockRulesFailTheLaunchAndTheNextLaunchRuns) {
+  std::vector<int> out(64, 0);
+  std::string failure = launch(early_exit_shuffle_kernel, 1, 32, 0, out.data());
+  EXPECT_NE(failure.find("returned while other lanes of its warp wait"), std::string::npos) << failure;
+  failure = launch(crossed_barriers_kernel, 1, 64, 0, out.data());
+  EXPECT_NE(failure.find("deadlock"), std::string::npos) << failure;
+  ASSERT_EQ(launch(shuffle_kernel, 1, 64, 0, out.data(), 1), "");
+  for (int thread = 0; thread < 64; ++thread) EXPECT_EQ(out[thread], ((thread % 32) ^ 1) * 10) << thread;
+}
+
+TEST(GpuEmulator, BadLaunchShapesFail) {
+  std::vector<int> out(64, 0);
+  EXPECT_NE(launch(shuffle_kernel, 1, 2048, 0, out.data(), 1).find("invalid block"), std::string::npos);
+  EXPECT_NE(launch(shuffle_kernel, dim3(1, 70000), 32, 0, out.data(), 1).find("invalid grid"), std::string::npos);
+}
+
+}  // namespace
