@@ -220,6 +220,20 @@ bool on_tensor_cores(const TensorView & q) {
 #endif
 }
 
+// With no query no key is seen: dk and dv are zero (overwritten, as the op says), cast from one zero f32 through
+// a view of zero strides.
+void zero_key_gradients(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream) {
+  void * zero = ctx.scratch(kScratchAttention, sizeof(float), stream);
+  KOSMOS_GPU_CHECK(cudaMemsetAsync(zero, 0, sizeof(float), stream));
+  for (const TensorView & gradient : {op.dk, op.dv}) {
+    TensorView zeros = gradient;  // [B, H, Tk, dh] f32, every stride 0
+    zeros.data = zero;
+    zeros.dtype = DType::kF32;
+    zeros.strides.fill(0);
+    gpu_op(ctx, Cast{gradient, zeros}, stream);
+  }
+}
+
 #ifndef KOSMOS_USE_ROCM
 // Whether tensor-core attention runs on the mma.sync kernels (else on the WMMA ones).
 bool on_mma(const GpuContext & ctx, const TensorView & q) {
@@ -250,6 +264,9 @@ void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) 
 }
 
 void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream) {
+  const AttentionShape shape = shape_of(op.q, op.k, op.params);
+  if (shape.batch * shape.heads * shape.tq == 0 && shape.batch * shape.heads * shape.tk > 0)
+    return zero_key_gradients(ctx, op, stream);
   const bool tensor_cores = op.q.dtype != DType::kF32 && on_tensor_cores(op.q);
   if (!tensor_cores && !all_f32({op.dq, op.dout, op.q, op.out})) {
     Widened wide(ctx, stream);

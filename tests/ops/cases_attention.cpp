@@ -136,6 +136,7 @@ std::vector<OpCase> attention_cases() {
           attention_case({2, 2, 8, 70, 32, false}),   // resampler-style cross-attention: few queries, many keys
           attention_case({1, 2, 5, 70, 24, true}),    // decoding: the last queries of a longer key sequence
           attention_case({1, 1, 10, 6, 8, true}),     // more queries than keys: the first rows see no key
+          attention_case({1, 2, 0, 5, 16, false}),    // no query: no key is seen, dk and dv are zero
           attention_case({2, 2, 33, 33, 16, true, 0.2f, false, 1, 5}),
           attention_case({2, 3, 40, 40, 32, true, 0.0f, true}),
           attention_case({1, 2, 21, 50, 16, false, 0.1f, true}),
@@ -148,6 +149,7 @@ std::vector<OpCase> attention_cases() {
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16}),
           attention_case({1, 1, 70, 70, 128, true, 0.1f, false, 0, 0, DType::kBF16}),
           attention_case({1, 2, 9, 40, 64, true, 0.0f, false, 0, 0, DType::kBF16}),  // decoding-style Tq < Tk
+          attention_case({1, 2, 0, 40, 64, true, 0.0f, false, 0, 0, DType::kBF16}),  // no query
           attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16}),
           // causal Tq > Tk (rows that see no key) with dropout, at the paper's head size
           attention_case({1, 2, 150, 100, 64, true, 0.25f, false, 0, 0, DType::kBF16}),

@@ -143,6 +143,7 @@ Tensor DeviceRun::download(const TensorView & view) {
     return result;
   }
   const std::vector<int64_t> dims(view.dims.begin(), view.dims.begin() + view.ndim);
+  if (view.numel() == 0) return Tensor(dims);  // nothing stored, whatever the strides say
   // The storage order: axes by decreasing stride (a permutation of a dense layout, as upload_permuted makes).
   std::vector<int> order(view.ndim);
   for (int i = 0; i < view.ndim; ++i) order[i] = i;

@@ -1,6 +1,9 @@
 // test_registry.cpp: choosing a backend at run time, and the errors for names that are wrong or not built.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <memory>
+
 #include "backends/error.h"
 #include "backends/registry.h"
 
@@ -16,13 +19,20 @@ std::string error_of(const BackendRegistry & registry, const std::string & choic
   return "";
 }
 
-TEST(Registry, CpuIsAlwaysAvailableAndLast) {
+// The CPU is always there, after the GPU backends; only the emulated GPU comes after it, so that --backend auto
+// takes a real GPU, else the CPU, never the emulator.
+TEST(Registry, CpuIsAlwaysAvailableAndAutoNeverTakesTheEmulator) {
   const BackendRegistry registry;
-  ASSERT_FALSE(registry.entries().empty());
-  EXPECT_EQ(registry.entries().back().name, "cpu");
-  EXPECT_TRUE(registry.entries().back().available);
+  const auto & entries = registry.entries();
+  const auto cpu = std::find_if(entries.begin(), entries.end(), [](const BackendEntry & e) { return e.name == "cpu"; });
+  ASSERT_NE(cpu, entries.end());
+  EXPECT_TRUE(cpu->available);
+  for (auto after = cpu + 1; after != entries.end(); ++after)
+    EXPECT_EQ(after->name.rfind("emulated", 0), 0u) << after->name << " comes after the CPU";
   EXPECT_EQ(registry.create("cpu", 0)->backend(), "cpu");
-  EXPECT_NE(registry.create("auto", 0), nullptr);
+  const std::unique_ptr<Device> automatic = registry.create("auto", 0);
+  ASSERT_NE(automatic, nullptr);
+  EXPECT_EQ(automatic->backend().rfind("emulated", 0), std::string::npos) << automatic->backend();
 }
 
 TEST(Registry, UnavailableBackendSaysWhyAndWhatIsAvailable) {
@@ -33,7 +43,7 @@ TEST(Registry, UnavailableBackendSaysWhyAndWhatIsAvailable) {
     EXPECT_NE(message.find("--backend " + entry.name + " is not available"), std::string::npos) << message;
     EXPECT_NE(message.find(entry.unavailable_reason), std::string::npos) << message;
     EXPECT_NE(message.find("(available: "), std::string::npos) << message;
-    EXPECT_NE(message.find("cpu)"), std::string::npos) << message;
+    EXPECT_NE(message.find("cpu"), std::string::npos) << message;
   }
 }
 
