@@ -223,13 +223,19 @@ std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, con
           ++r.warps[fiber.warp].members;
         }
         r.live = threads;
+        // Passes alternate between ascending and descending thread order, starting one way in even blocks and the
+        // other in odd ones: two threads that share memory without a barrier between them run in both orders
+        // somewhere in a grid of two blocks or more, so a missing barrier shows as a wrong result.
+        bool descending = (bx + by + bz) % 2 == 1;
         while (r.live > 0 && r.fault.empty()) {
           r.moved = false;
-          for (size_t t = 0; t < threads; ++t) {
+          for (size_t i = 0; i < threads; ++i) {
+            const size_t t = descending ? threads - 1 - i : i;
             if (pool[t].finished) continue;
             resume(r, pool[t]);
             if (!r.fault.empty()) break;
           }
+          descending = !descending;
           if (r.live > 0 && !r.moved && r.fault.empty())
             r.fault = "deadlock: " + std::to_string(r.live) + " of " + std::to_string(threads) +
                       " threads wait at a barrier (__syncthreads, __syncwarp or a warp-collective instruction) that "

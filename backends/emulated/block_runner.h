@@ -1,6 +1,6 @@
 // block_runner.h: runs a GPU kernel's grid on the host, for the emulated GPU backend (the CUDA kernel sources
 // compiled by g++, so that their logic is tested where no GPU is). Blocks run one after another; a block's threads
-// run as fibers (ucontext) on the calling thread and switch only where a thread waits: at __syncthreads, at
+// run as fibers (block_runner.cpp) on the calling thread and switch only where a thread waits: at __syncthreads, at
 // __syncwarp and at the warp-collective instructions (shuffles, ldmatrix, mma), which exchange lane values through
 // the warp's slots. A fault (a misaligned ldmatrix, a barrier some threads never reach, a bad launch) is recorded
 // and ends the block; the runtime reports it where CUDA reports a kernel's failure (cudaGetLastError).
@@ -48,8 +48,8 @@ bool in_dynamic_shared(const void * pointer, size_t bytes);
 void defer_copy_16(void * target, const void * source);
 void complete_copies();
 
-// Runs `body` once per thread of the grid; `name` names the kernel in errors. Returns the fault's message, or an
-// empty string. Launches from several host threads take turns.
+// Runs `body` once per thread of the grid. Returns the fault's message (a bad launch shape, or the first thread's
+// fault), or an empty string. Launches from several host threads take turns.
 std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, const std::function<void()> & body);
 
 }  // namespace kosmos_emulation
