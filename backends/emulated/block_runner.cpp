@@ -7,8 +7,10 @@
 #include "backends/emulated/block_runner.h"
 
 #include <setjmp.h>
+#include <signal.h>
 #include <ucontext.h>
 
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -61,6 +63,8 @@ struct BlockRun {
 };
 
 thread_local BlockRun * active = nullptr;
+thread_local bool in_kernel = false;  // whether this host thread runs a kernel's thread now (not the scheduler)
+struct sigaction previous_segv_action {};
 thread_local std::vector<Fiber> pool;  // the fibers of this host thread, reused by every launch from it
 std::mutex launches;                   // one grid at a time: kernels' __shared__ arrays are static storage
 
@@ -115,10 +119,38 @@ void fiber_loop() {
   }
 }
 
+// SIGSEGV in a kernel's thread (an access past a buffer's end, into its guard page) faults the launch; anywhere
+// else it goes to the handler that was there before (Open MPI's, or the default), by returning into the faulting
+// instruction with that handler back in place.
+void on_segmentation_fault(int, siginfo_t * info, void *) {
+  if (!in_kernel) {
+    sigaction(SIGSEGV, &previous_segv_action, nullptr);
+    return;
+  }
+  char address[32];
+  std::snprintf(address, sizeof address, "%p", info->si_addr);
+  fault(std::string("illegal memory access at ") + address + " (" + describe_address(info->si_addr) + ")");
+}
+
+void install_fault_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction action {};
+    action.sa_sigaction = on_segmentation_fault;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;  // NODEFER: leaving by the fault's jump leaves SIGSEGV unblocked
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGSEGV, &action, &previous_segv_action);
+  });
+}
+
 // Runs `fiber`'s thread until it waits or returns.
 void resume(BlockRun & r, Fiber & fiber) {
   r.current = &fiber;
-  if (_setjmp(r.scheduler) != 0) return;
+  in_kernel = true;
+  if (_setjmp(r.scheduler) != 0) {
+    in_kernel = false;
+    return;
+  }
   if (fiber.started) _longjmp(fiber.resume, 1);
   fiber.started = true;
   ucontext_t start{};
@@ -190,6 +222,7 @@ std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, con
     return "invalid grid of " + std::to_string(grid.x) + " x " + std::to_string(grid.y) + " x " +
            std::to_string(grid.z) + " blocks (each at least 1; y and z at most 65535)";
   const std::lock_guard<std::mutex> lock(launches);
+  install_fault_handler();
   while (pool.size() < threads) {
     pool.emplace_back();
     pool.back().stack.reset(new char[kFiberStack]);

@@ -40,8 +40,10 @@ void finish_exchange();               // after reading: wait again, so that no l
 unsigned char * dynamic_shared();
 bool in_dynamic_shared(const void * pointer, size_t bytes);
 
-// Ends the calling thread with a fault: the launch fails with `message`.
+// Ends the calling thread with a fault: the launch fails with `message`. A kernel's access to memory that is not
+// mapped (past a device buffer's end, into its guard page) faults so too, with describe_address's words for it.
 [[noreturn]] void fault(const std::string & message);
+std::string describe_address(const void * address);  // runtime.cpp: where the address lies among device buffers
 
 // 16-byte copies that cp.async started and that the thread has not waited for: done at the wait, or when the
 // thread returns.

@@ -1,7 +1,11 @@
 // runtime.cpp: the CUDA runtime calls of cuda_surface.h for the emulated GPU: one device whose memory is host memory
 // from cudaMalloc (poisoned with 0xff bytes, NaN in every float format, so that a kernel reading what nobody wrote
-// shows), pointer attributes from the live allocations, one synchronous queue behind every stream and event, and
-// a launch failure that stays pending (stream synchronisation answers it) until cudaGetLastError takes it.
+// shows; each buffer ends at an inaccessible guard page, so that an access past its end faults the kernel), pointer
+// attributes from the live allocations, one synchronous queue behind every stream and event, and a launch failure
+// that stays pending (stream synchronisation answers it) until cudaGetLastError takes it.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -16,9 +20,17 @@ constexpr size_t kDeviceBytes = size_t{8} << 30;  // what the device claims to h
 constexpr int kDefaultSharedLimit = 48 << 10;
 constexpr int kSharedOptIn = 227 << 10;  // an H100's opt-in maximum per block
 
+// A buffer: its 256-byte aligned start (the pointer handed out), its size, and the mapping that holds it, whose
+// last page is the guard: the buffer ends at most 255 bytes before it.
+struct Allocation {
+  size_t bytes;
+  void * mapping;
+  size_t mapped;
+};
+
 struct State {
   std::mutex mutex;
-  std::map<const unsigned char *, size_t> allocations;  // base -> bytes
+  std::map<const unsigned char *, Allocation> allocations;  // by start
   size_t allocated = 0;
   int shared_limit = kDefaultSharedLimit;
   cudaError_t failure = cudaSuccess;  // pending until cudaGetLastError answers it
@@ -41,6 +53,18 @@ void raise_dynamic_shared_limit(int bytes) {
 int dynamic_shared_limit() {
   const std::lock_guard<std::mutex> lock(state().mutex);
   return state().shared_limit;
+}
+
+std::string describe_address(const void * address) {
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  const auto * p = static_cast<const unsigned char *>(address);
+  auto after = state().allocations.upper_bound(p);
+  if (after == state().allocations.begin()) return "not device memory";
+  const auto & [start, allocation] = *std::prev(after);
+  const auto * mapping_end = static_cast<const unsigned char *>(allocation.mapping) + allocation.mapped;
+  if (p >= mapping_end) return "not device memory";
+  return std::to_string(p - start - static_cast<std::ptrdiff_t>(allocation.bytes)) +
+         " bytes past the end of a device buffer of " + std::to_string(allocation.bytes) + " bytes";
 }
 
 void record_failure(cudaError_t status, const std::string & message) {
@@ -94,11 +118,19 @@ cudaError_t cudaDriverGetVersion(int * version) {
 cudaError_t cudaMalloc(void ** pointer, size_t bytes) {
   const std::lock_guard<std::mutex> lock(state().mutex);
   if (state().allocated + bytes > kosmos_emulation::kDeviceBytes) return cudaErrorMemoryAllocation;
-  const size_t rounded = (bytes + 255) / 256 * 256;
-  auto * data = static_cast<unsigned char *>(std::aligned_alloc(256, rounded == 0 ? 256 : rounded));
-  if (data == nullptr) return cudaErrorMemoryAllocation;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t rounded = bytes == 0 ? 256 : (bytes + 255) / 256 * 256;
+  const size_t mapped = (rounded + page - 1) / page * page + page;
+  void * mapping = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (mapping == MAP_FAILED) return cudaErrorMemoryAllocation;
+  unsigned char * const guard = static_cast<unsigned char *>(mapping) + mapped - page;
+  if (mprotect(guard, page, PROT_NONE) != 0) {
+    munmap(mapping, mapped);
+    return cudaErrorMemoryAllocation;
+  }
+  unsigned char * const data = guard - rounded;
   std::memset(data, 0xff, rounded);
-  state().allocations[data] = bytes;
+  state().allocations[data] = {bytes, mapping, mapped};
   state().allocated += bytes;
   *pointer = data;
   return cudaSuccess;
@@ -108,9 +140,9 @@ cudaError_t cudaFree(void * pointer) {
   const std::lock_guard<std::mutex> lock(state().mutex);
   const auto found = state().allocations.find(static_cast<unsigned char *>(pointer));
   if (found == state().allocations.end()) return cudaErrorInvalidValue;
-  state().allocated -= found->second;
+  state().allocated -= found->second.bytes;
+  munmap(found->second.mapping, found->second.mapped);
   state().allocations.erase(found);
-  std::free(pointer);
   return cudaSuccess;
 }
 cudaError_t cudaMemGetInfo(size_t * free_bytes, size_t * total_bytes) {
@@ -123,7 +155,8 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes * attributes, const v
   const std::lock_guard<std::mutex> lock(state().mutex);
   const auto * p = static_cast<const unsigned char *>(pointer);
   auto after = state().allocations.upper_bound(p);
-  const bool device = after != state().allocations.begin() && p < std::prev(after)->first + std::prev(after)->second;
+  const bool device =
+      after != state().allocations.begin() && p < std::prev(after)->first + std::prev(after)->second.bytes;
   *attributes = {device ? cudaMemoryTypeDevice : cudaMemoryTypeUnregistered, 0};
   return cudaSuccess;
 }

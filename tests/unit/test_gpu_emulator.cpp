@@ -1,7 +1,7 @@
 // test_gpu_emulator.cpp: the emulated GPU (backends/emulated) runs kernels as the hardware would and faults where the
 // hardware's rules are broken: shuffles exchange lanes, __syncthreads orders shared memory (and its absence shows),
 // mma.sync and ldmatrix follow the PTX ISA's fragment layouts (against a plain product), and a misaligned ldmatrix,
-// a lane leaving its warp mid-collective and a barrier half the block never reaches fail the launch with a message,
+// a lane leaving its warp mid-collective, a deadlock and a read past a buffer's end fail the launch with a message,
 // after which the next launch runs. Kernels here are written against cuda_surface.h and launched as
 // rewrite_launches.cmake writes a `<<<...>>>` launch.
 #include <gtest/gtest.h>
@@ -138,6 +138,22 @@ TEST(GpuEmulator, BrokenWarpAndBlockRulesFailTheLaunchAndTheNextLaunchRuns) {
   EXPECT_NE(failure.find("deadlock"), std::string::npos) << failure;
   ASSERT_EQ(launch(shuffle_kernel, 1, 64, 0, out.data(), 1), "");
   for (int thread = 0; thread < 64; ++thread) EXPECT_EQ(out[thread], ((thread % 32) ^ 1) * 10) << thread;
+}
+
+void gather_kernel(float * out, const float * in, int64_t offset) { out[threadIdx.x] = in[threadIdx.x + offset]; }
+
+TEST(GpuEmulator, AnAccessPastABuffersEndFaultsTheLaunch) {
+  void * in = nullptr;
+  void * out = nullptr;
+  ASSERT_EQ(cudaMalloc(&in, 64 * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&out, 64 * sizeof(float)), cudaSuccess);
+  EXPECT_EQ(launch(gather_kernel, 1, 64, 0, static_cast<float *>(out), static_cast<const float *>(in), int64_t{0}), "");
+  const std::string failure =
+      launch(gather_kernel, 1, 64, 0, static_cast<float *>(out), static_cast<const float *>(in), int64_t{1});
+  EXPECT_NE(failure.find("illegal memory access"), std::string::npos) << failure;
+  EXPECT_NE(failure.find("0 bytes past the end of a device buffer of 256 bytes"), std::string::npos) << failure;
+  EXPECT_EQ(cudaFree(in), cudaSuccess);
+  EXPECT_EQ(cudaFree(out), cudaSuccess);
 }
 
 TEST(GpuEmulator, BadLaunchShapesFail) {
