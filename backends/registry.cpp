@@ -47,6 +47,7 @@ BackendRegistry::BackendRegistry() {
 #ifdef KOSMOS_USE_GPU_EMULATION  // after the CPU: --backend auto never takes it
   entries_.push_back(emulated::backend_entry(GpuVariant::kStandard));
   entries_.push_back(emulated::backend_entry(GpuVariant::kWmmaAttention));
+  entries_.push_back(emulated_rocm::backend_entry());
 #endif
 }
 

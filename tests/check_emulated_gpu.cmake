@@ -1,9 +1,11 @@
 # check_emulated_gpu.cmake: the CUDA backend's training, on the emulated GPU (its kernels on the host's cores), as
 # bench/device_check.sh checks it on a real one: 5 AdamW steps of the tiny preset with the decoder's heads at 32
 # wide (so that bf16 attention runs on the mma.sync kernels, the vision tower's and the resampler's 16 on WMMA)
-#   1. emulated fp32 trains what the CPU trains (losses, gradient norms and final parameters within 1e-4);
-#   2. --precision bf16 on emulated and on emulated-wmma, and fp16 (dynamic loss scaling), within 2e-2, 2e-2 and
-#      1e-2 of the CPU's fp32 run (over the whole model, as check_mixed_precision.cmake compares);
+#   1. emulated fp32 trains what the CPU trains (losses, gradient norms and final parameters within 1e-4), and so
+#      does emulated-rocm (the ROCm build's kernels, in waves of 64);
+#   2. --precision bf16 on emulated, emulated-wmma and emulated-rocm, and fp16 (dynamic loss scaling) on emulated,
+#      within 2e-2, 2e-2, 2e-2 and 1e-2 of the CPU's fp32 run (over the whole model, as check_mixed_precision.cmake
+#      compares);
 #   3. --recompute attention on emulated trains bit for bit what it trains without;
 #   4. a checkpoint of 3 steps on the CPU resumes on emulated to step 6, and the reverse, within 1e-4 of 6 steps on
 #      the CPU (the HDF5 checkpoint does not depend on the backend).
@@ -40,6 +42,10 @@ run(emulated_wmma_bf16 --steps 5 --backend emulated-wmma --precision bf16)
 agree(cpu emulated_wmma_bf16 2e-2 --whole-model)
 run(emulated_fp16 --steps 5 --backend emulated --precision fp16)
 agree(cpu emulated_fp16 1e-2 --whole-model)
+run(emulated_rocm --steps 5 --backend emulated-rocm)
+agree(cpu emulated_rocm 1e-4)
+run(emulated_rocm_bf16 --steps 5 --backend emulated-rocm --precision bf16)
+agree(cpu emulated_rocm_bf16 2e-2 --whole-model)
 run(emulated_recompute --steps 5 --backend emulated --recompute attention)
 agree(emulated emulated_recompute 0)
 

@@ -1,16 +1,19 @@
 // gpu_common.cuh: what every kernel file of the GPU backend shares, for nvcc and hipcc alike: the vendor header,
 // the error check, launch sizes, 16-bit float conversions that round as the host does (backends/dtype.h), a
 // dtype-generic element load/store, and warp and block sums. Everything lives in kosmos::cuda under nvcc,
-// kosmos::rocm under hipcc and kosmos::emulated under g++ (KOSMOS_GPU_NAMESPACE; backends/emulated), so the builds
-// link into one binary.
+// kosmos::rocm under hipcc and kosmos::emulated (kosmos::emulated_rocm for the ROCm build's sources) under g++
+// (KOSMOS_GPU_NAMESPACE; backends/emulated), so the builds link into one binary.
 #pragma once
 
-#if defined(KOSMOS_USE_ROCM)
-#include "backends/cuda/vendor/hip.h"
-#define KOSMOS_GPU_NAMESPACE rocm
+#if defined(KOSMOS_GPU_EMULATION) && defined(KOSMOS_USE_ROCM)  // the ROCm build's sources, in waves of 64
+#include "backends/cuda/vendor/emulated.h"
+#define KOSMOS_GPU_NAMESPACE emulated_rocm
 #elif defined(KOSMOS_GPU_EMULATION)
 #include "backends/cuda/vendor/emulated.h"
 #define KOSMOS_GPU_NAMESPACE emulated
+#elif defined(KOSMOS_USE_ROCM)
+#include "backends/cuda/vendor/hip.h"
+#define KOSMOS_GPU_NAMESPACE rocm
 #else
 #include "backends/cuda/vendor/cuda.h"
 #define KOSMOS_GPU_NAMESPACE cuda

@@ -219,12 +219,15 @@ int visible_devices() {
 }  // namespace
 
 BackendEntry backend_entry(GpuVariant variant) {
-#if defined(KOSMOS_USE_ROCM)
-  const std::string base = "rocm";
-  const bool own_gemm = true;  // no hipBLASLt in Debian 12
+#if defined(KOSMOS_GPU_EMULATION) && defined(KOSMOS_USE_ROCM)
+  const std::string base = "emulated-rocm";
+  const bool own_gemm = true;
 #elif defined(KOSMOS_GPU_EMULATION)
   const std::string base = "emulated";
   const bool own_gemm = true;  // no cuBLASLt on the host
+#elif defined(KOSMOS_USE_ROCM)
+  const std::string base = "rocm";
+  const bool own_gemm = true;  // no hipBLASLt in Debian 12
 #else
   const std::string base = "cuda";
   const bool own_gemm = variant == GpuVariant::kOwnGemm;

@@ -41,11 +41,16 @@ BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);  // its 
 void * native_stream(Stream & stream);
 }  // namespace rocm
 
-// The CUDA kernels compiled by g++ and run on the host's cores (backends/emulated): "emulated" (mma.sync attention)
-// and "emulated-wmma", for testing the kernels' logic without a GPU; GEMMs on the own kernel always.
+// The GPU kernels compiled by g++ and run on the host's cores (backends/emulated), for testing their logic without a
+// GPU: "emulated" (mma.sync attention) and "emulated-wmma" from the CUDA build's sources, "emulated-rocm" from the
+// ROCm build's in waves of 64 lanes. GEMMs on the own kernel always.
 namespace emulated {
 BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);
 void * native_stream(Stream & stream);
 }  // namespace emulated
+namespace emulated_rocm {
+BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);
+void * native_stream(Stream & stream);
+}  // namespace emulated_rocm
 
 }  // namespace kosmos

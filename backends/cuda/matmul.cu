@@ -135,10 +135,10 @@ struct GemmPlans {};
 void delete_gemm_plans(GemmPlans * plans) { std::default_delete<GemmPlans>()(plans); }
 GemmPlansOwner make_gemm_plans(int) { return GemmPlansOwner(std::make_unique<GemmPlans>().release(), delete_gemm_plans); }
 const char * gemm_library_name() {
-#if defined(KOSMOS_USE_ROCM)
-  return "own tiled kernels (no hipBLASLt in this build)";
+#if defined(KOSMOS_GPU_EMULATION)
+  return "own tiled kernels (no GEMM library on the emulated GPU)";
 #else
-  return "own tiled kernels (no cuBLASLt on the emulated GPU)";
+  return "own tiled kernels (no hipBLASLt in this build)";
 #endif
 }
 

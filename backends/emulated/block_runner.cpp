@@ -19,7 +19,6 @@
 namespace kosmos_emulation {
 namespace {
 
-constexpr int kWarpLanes = 32;
 constexpr size_t kFiberStack = size_t{256} << 10;  // the WMMA fragments' whole tiles per lane fit many times
 constexpr size_t kMaxThreads = 1024;
 
@@ -35,6 +34,7 @@ struct Fiber {
   jmp_buf resume{};
   Index3 index{};
   int warp = 0;
+  unsigned exchanges = 0;  // warp exchanges the thread has finished: its bank of slots is the parity
   bool finished = false;
   std::vector<PendingCopy> copies;
 };
@@ -48,10 +48,11 @@ struct Group {
 
 struct BlockRun {
   Index3 grid{}, block{}, block_index{};
+  int warp_lanes = 32;
   size_t live = 0;
   Group whole;
   std::vector<Group> warps;
-  std::vector<uint64_t> slots;  // [warps][32][kSlotWords]
+  std::vector<uint64_t> slots;  // [2 banks][warps][warp_lanes][kSlotWords]
   std::vector<unsigned char> shared;
   unsigned char * shared_begin = nullptr;
   size_t shared_bytes = 0;
@@ -173,23 +174,28 @@ int lane() {
   const Index3 & t = thread_index();
   const Index3 & b = block_dims();
   const unsigned linear = t.x + b.x * (t.y + b.y * t.z);
-  return static_cast<int>(linear % kWarpLanes);
+  return static_cast<int>(linear % static_cast<unsigned>(run().warp_lanes));
 }
 
 void block_barrier() { wait_at(run().whole); }
 void warp_barrier() { wait_at(run().warps[run().current->warp]); }
 
+// Exchanges alternate between two banks of slots, so that a lane may start the next exchange while others still
+// read this one: the one after next, which reuses this bank, waits for every lane to arrive at the next.
 uint64_t * exchange_slots(int source_lane) {
-  return run().slots.data() + (static_cast<size_t>(run().current->warp) * kWarpLanes + source_lane) * kSlotWords;
+  BlockRun & r = run();
+  const size_t bank = r.current->exchanges % 2, warps = r.warps.size();
+  return r.slots.data() +
+         ((bank * warps + static_cast<size_t>(r.current->warp)) * r.warp_lanes + source_lane) * kSlotWords;
 }
 void begin_exchange() {
-  if (run().warps[run().current->warp].members != kWarpLanes)
+  if (run().warps[run().current->warp].members != run().warp_lanes)
     fault("a warp-collective instruction (shuffle, ldmatrix, mma) ran in a warp of " +
-          std::to_string(run().warps[run().current->warp].members) +
-          " live lanes; they need all 32 (a partial warp, or lanes that returned early)");
+          std::to_string(run().warps[run().current->warp].members) + " live lanes; they need all " +
+          std::to_string(run().warp_lanes) + " (a partial warp, or lanes that returned early)");
   warp_barrier();
 }
-void finish_exchange() { warp_barrier(); }
+void finish_exchange() { ++run().current->exchanges; }
 
 unsigned char * dynamic_shared() { return run().shared_begin; }
 bool in_dynamic_shared(const void * pointer, size_t bytes) {
@@ -213,7 +219,8 @@ void complete_copies() {
   run().current->copies.clear();
 }
 
-std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, const std::function<void()> & body) {
+std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, int warp_lanes,
+                     const std::function<void()> & body) {
   const size_t threads = size_t{block.x} * block.y * block.z;
   if (threads == 0 || threads > kMaxThreads || block.z > 64)
     return "invalid block of " + std::to_string(block.x) + " x " + std::to_string(block.y) + " x " +
@@ -232,8 +239,9 @@ std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, con
   r.grid = grid;
   r.block = block;
   r.body = &body;
-  const size_t warps = (threads + kWarpLanes - 1) / kWarpLanes;
-  r.slots.assign(warps * kWarpLanes * kSlotWords, 0);
+  r.warp_lanes = warp_lanes;
+  const size_t warps = (threads + warp_lanes - 1) / warp_lanes;
+  r.slots.assign(2 * warps * warp_lanes * kSlotWords, 0);
   r.shared.resize(dynamic_shared_bytes + 128);
   r.shared_begin = r.shared.data() + (128 - reinterpret_cast<uintptr_t>(r.shared.data()) % 128) % 128;
   r.shared_bytes = dynamic_shared_bytes;
@@ -250,8 +258,9 @@ std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, con
           Fiber & fiber = pool[t];
           fiber.index = {static_cast<unsigned>(t % block.x), static_cast<unsigned>(t / block.x % block.y),
                          static_cast<unsigned>(t / (size_t{block.x} * block.y))};
-          fiber.warp = static_cast<int>(t / kWarpLanes);
+          fiber.warp = static_cast<int>(t / warp_lanes);
           fiber.finished = false;
+          fiber.exchanges = 0;
           fiber.copies.clear();
           ++r.warps[fiber.warp].members;
         }

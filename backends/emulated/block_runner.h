@@ -22,18 +22,19 @@ const Index3 & thread_index();
 const Index3 & block_index();
 const Index3 & block_dims();
 const Index3 & grid_dims();
-int lane();  // the thread's lane in its warp of 32
+int lane();  // the thread's lane in its warp (of 32 lanes as on NVIDIA, or 64 as on CDNA: run_grid's warp_lanes)
 
 // __syncthreads and __syncwarp. A barrier counts the threads that have not returned yet (as Volta and later do).
 void block_barrier();
 void warp_barrier();
 
-// Warp exchange: every lane of the warp puts kSlotWords words, waits for the others, and may then read any lane's
-// words until the next exchange's final barrier (finish_exchange).
+// Warp exchange: every lane of the warp puts kSlotWords words into its slots, waits for the others
+// (begin_exchange), reads any lane's, and ends it (finish_exchange: the next exchange writes the other bank of slots,
+// so a lane never overwrites what another still reads, without a second wait).
 constexpr int kSlotWords = 8;
-uint64_t * exchange_slots(int lane);  // the current warp's slots of `lane`
+uint64_t * exchange_slots(int lane);  // the current warp's slots of `lane`, in this exchange's bank
 void begin_exchange();                // after putting one's own words: wait for the warp
-void finish_exchange();               // after reading: wait again, so that no lane overwrites what one still reads
+void finish_exchange();               // after reading
 
 // The block's dynamic shared memory (extern __shared__), poisoned with 0xff bytes (NaN as f32, bf16 and f16)
 // at the start of each block, and whether a pointer lies inside it.
@@ -50,8 +51,9 @@ std::string describe_address(const void * address);  // runtime.cpp: where the a
 void defer_copy_16(void * target, const void * source);
 void complete_copies();
 
-// Runs `body` once per thread of the grid. Returns the fault's message (a bad launch shape, or the first thread's
-// fault), or an empty string. Launches from several host threads take turns.
-std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, const std::function<void()> & body);
+// Runs `body` once per thread of the grid, in warps of `warp_lanes`. Returns the fault's message (a bad launch
+// shape, or the first thread's fault), or an empty string. Launches from several host threads take turns.
+std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, int warp_lanes,
+                     const std::function<void()> & body);
 
 }  // namespace kosmos_emulation

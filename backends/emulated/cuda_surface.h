@@ -16,6 +16,11 @@
 #include "backends/dtype.h"
 #include "backends/emulated/block_runner.h"
 
+// The warp width: NVIDIA's 32, or CDNA's 64 for the ROCm build's sources (backends/emulated/CMakeLists.txt).
+#ifndef KOSMOS_EMULATED_WARP_SIZE
+#define KOSMOS_EMULATED_WARP_SIZE 32
+#endif
+
 // Qualifiers. A kernel's __shared__ array is static storage: blocks run one at a time (block_runner.h).
 #define __global__
 #define __device__
@@ -96,7 +101,7 @@ inline void __syncwarp(unsigned = 0xffffffffu) { kosmos_emulation::warp_barrier(
 
 // value of lane (own lane ^ lane_mask); every lane of the warp takes part.
 template <typename T>
-T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 32) {
+T __shfl_xor_sync(unsigned, T value, int lane_mask, int = KOSMOS_EMULATED_WARP_SIZE) {
   static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= sizeof(uint64_t) * kosmos_emulation::kSlotWords,
                 "a shuffled value fits the warp's exchange slots");
   const int own = kosmos_emulation::lane();
@@ -133,6 +138,7 @@ struct cudaPointerAttributes {
 };
 struct cudaDeviceProp {
   char name[256];
+  char gcnArchName[256];  // HIP's field, which the ROCm build's sources print
   size_t totalGlobalMem;
   int multiProcessorCount, major, minor;
 };
@@ -194,7 +200,7 @@ struct Launch {
       }
       const std::string failure = run_grid({launch.grid.x, launch.grid.y, launch.grid.z},
                                            {launch.block.x, launch.block.y, launch.block.z}, launch.shared,
-                                           [&] { body(args...); });
+                                           KOSMOS_EMULATED_WARP_SIZE, [&] { body(args...); });
       if (!failure.empty()) record_failure(cudaErrorLaunchFailure, failure);
     };
   }

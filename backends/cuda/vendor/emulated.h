@@ -1,10 +1,11 @@
 // vendor/emulated.h: the emulated GPU's side of the shared kernel sources (backends/emulated, g++ on the host): its
-// CUDA surface, NVIDIA's warp of 32 and masked shuffles, and no GEMM library (the own tiled kernel runs every Matmul).
+// CUDA surface, the warp width it was built for (32, or 64 for the ROCm build's sources), masked shuffles, and no
+// GEMM library (the own tiled kernel runs every Matmul).
 #pragma once
 
 #include "backends/emulated/cuda_surface.h"
 
 #define KOSMOS_GPU_VENDOR "emulated GPU"
-#define KOSMOS_WARP_SIZE 32
+#define KOSMOS_WARP_SIZE KOSMOS_EMULATED_WARP_SIZE
 #define KOSMOS_SHFL_XOR(value, mask) __shfl_xor_sync(0xffffffffu, (value), (mask))
 #define KOSMOS_ATTRIBUTES_NAME_DEVICE(attributes) ((attributes).type == cudaMemoryTypeDevice)
