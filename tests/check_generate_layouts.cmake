@@ -1,7 +1,8 @@
 # check_generate_layouts.cmake: `kosmos generate` takes the same tokens whether the model runs on one rank or split
-# over pp 2, tp 2 or pp 2 x tp 2: a model trained briefly on the demo dataset, a picture of the demo corpus, 12
-# greedy tokens. cmake -DKOSMOS=<exe> -DMPIEXEC=<mpirun> -DDATA=<demo_data folder> -DOUT=<prefix>
-#   -P check_generate_layouts.cmake
+# over pp 2, tp 2 or pp 2 x tp 2, and on one rank of each of BACKENDS (the emulated GPU's: its kernels' prompt pass
+# and decoding steps with the KV cache): a model trained briefly on the demo dataset, a picture of the demo corpus,
+# 12 greedy tokens. cmake -DKOSMOS=<exe> -DMPIEXEC=<mpirun> -DDATA=<demo_data folder> -DOUT=<prefix>
+#   ["-DBACKENDS=emulated;emulated-rocm"] -P check_generate_layouts.cmake
 file(REMOVE_RECURSE ${OUT}_run)
 execute_process(COMMAND ${KOSMOS} train --data ${DATA}/dataset --steps 30 --global-batch 8 --save-dir ${OUT}_run
                         --log-every 100
@@ -27,4 +28,15 @@ foreach(layout "2;--pp;2" "2;--tp;2" "4;--pp;2;--tp;2")
     message(FATAL_ERROR "generate with ${layout} gave ${got} but one rank gave ${expected}")
   endif()
   message(STATUS "${layout}: ${got}")
+endforeach()
+foreach(backend IN LISTS BACKENDS)
+  execute_process(COMMAND ${KOSMOS} ${generate} --backend ${backend}
+                  RESULT_VARIABLE status OUTPUT_VARIABLE got ERROR_VARIABLE errors TIMEOUT 300)
+  if(NOT status EQUAL 0)
+    message(FATAL_ERROR "generate on --backend ${backend} exited with ${status}:\n${errors}")
+  endif()
+  if(NOT got STREQUAL expected)
+    message(FATAL_ERROR "generate on --backend ${backend} gave ${got} but the CPU gave ${expected}")
+  endif()
+  message(STATUS "--backend ${backend}: ${got}")
 endforeach()
