@@ -59,8 +59,8 @@ CLI::Option * add_backend_option(CLI::App * app, std::string & backend) {
                    "emulated, emulated-wmma and emulated-rocm (the ROCm build's kernels, in waves of 64) run the GPU "
                    "kernels on the host's cores (slow; to test them without a GPU)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda", "cuda-owngemm", "cuda-wmma", "rocm", "emulated", "emulated-wmma",
-                                     "emulated-rocm"}));
+      ->check(CLI::IsMember(
+          {"auto", "cpu", "cuda", "cuda-owngemm", "cuda-wmma", "rocm", "emulated", "emulated-wmma", "emulated-rocm"}));
 }
 
 }  // namespace
