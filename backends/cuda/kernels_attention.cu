@@ -264,9 +264,9 @@ void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) 
 }
 
 void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream) {
-  const AttentionShape shape = shape_of(op.q, op.k, op.params);
-  if (shape.batch * shape.heads * shape.tq == 0 && shape.batch * shape.heads * shape.tk > 0)
-    return zero_key_gradients(ctx, op, stream);
+  const AttentionShape s = shape_of(op.q, op.k, op.params);
+  const int64_t query_rows = s.batch * s.heads * s.tq, key_rows = s.batch * s.heads * s.tk;
+  if (query_rows == 0 && key_rows > 0) return zero_key_gradients(ctx, op, stream);
   const bool tensor_cores = op.q.dtype != DType::kF32 && on_tensor_cores(op.q);
   if (!tensor_cores && !all_f32({op.dq, op.dout, op.q, op.out})) {
     Widened wide(ctx, stream);
@@ -276,9 +276,7 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
            stream);
     return wide.finish();
   }
-  const AttentionShape s = shape_of(op.q, op.k, op.params);
-  const int64_t query_rows = s.batch * s.heads * s.tq, key_rows = s.batch * s.heads * s.tk;
-  if (query_rows == 0 || key_rows == 0) return;
+  if (key_rows == 0) return;
   auto * delta = static_cast<float *>(ctx.scratch(kScratchAttention, sizeof(float) * query_rows, stream));
   launch_delta(delta, op.dout, op.out, s, stream);
 #ifndef KOSMOS_USE_ROCM
