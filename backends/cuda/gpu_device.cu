@@ -162,9 +162,11 @@ class GpuDevice final : public Device {
     select(ordinal_);
     const cudaStream_t native = native_of(stream);
     const auto start = profiling_ ? synchronized_now(native) : std::chrono::steady_clock::time_point{};
+    const int64_t fallbacks = context_.own_gemm_fallbacks();
     std::visit([&](const auto & concrete) { gpu_op(context_, concrete, native); }, op);
     if (profiling_) {
-      OpTime & time = op_times_[op_name(op)];
+      const bool fell_back = context_.own_gemm_fallbacks() != fallbacks;
+      OpTime & time = op_times_[fell_back ? std::string(op_name(op)) + " (own GEMM)" : std::string(op_name(op))];
       ++time.calls;
       time.seconds += std::chrono::duration<double>(synchronized_now(native) - start).count();
     }
@@ -221,10 +223,10 @@ int visible_devices() {
 BackendEntry backend_entry(GpuVariant variant) {
 #if defined(KOSMOS_GPU_EMULATION) && defined(KOSMOS_USE_ROCM)
   const std::string base = "emulated-rocm";
-  const bool own_gemm = true;
+  const bool own_gemm = true;  // as on AMD
 #elif defined(KOSMOS_GPU_EMULATION)
   const std::string base = "emulated";
-  const bool own_gemm = true;  // no cuBLASLt on the host
+  const bool own_gemm = variant == GpuVariant::kOwnGemm;  // else the emulated cuBLASLt
 #elif defined(KOSMOS_USE_ROCM)
   const std::string base = "rocm";
   const bool own_gemm = true;  // no hipBLASLt in Debian 12

@@ -35,7 +35,8 @@ enum ScratchSlot : int {
   kScratchColumnSums = 4,     // add_column_sums' partial sums, inside one call
   kScratchActivated = 5,      // a LayerNorm's activated input, where it runs as its parts (kernels_norm.cu)
   kScratchActivatedGrad = 6,  // and the gradient at it
-  kScratchWidened = 7,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchBias = 7,           // a matmul's bias in C's dtype for cuBLASLt's epilogue (matmul.cu)
+  kScratchWidened = 8,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 
@@ -51,6 +52,10 @@ class GpuContext {
   GemmPath gemm_path() const { return gemm_path_; }
   AttentionKernels attention_kernels() const { return attention_kernels_; }
   GemmPlans & gemm_plans() { return *gemm_plans_; }
+  // Products the library path handed to the own kernel (the library declined them, or their layout or bias
+  // alignment rules it out): --profile times them apart, as they run far slower.
+  int64_t own_gemm_fallbacks() const { return own_gemm_fallbacks_; }
+  void count_own_gemm_fallback() { ++own_gemm_fallbacks_; }
   // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. Growing it waits for
   // the stream first, so kernels still reading the old block are done.
   void * scratch(int slot, size_t bytes, cudaStream_t stream);
@@ -59,6 +64,7 @@ class GpuContext {
   GemmPath gemm_path_;
   AttentionKernels attention_kernels_;
   GemmPlansOwner gemm_plans_;
+  int64_t own_gemm_fallbacks_ = 0;
   struct Scratch {
     void * data = nullptr;
     size_t bytes = 0;

@@ -128,19 +128,13 @@ void own_gemm(const GemmProblem & p, cudaStream_t stream) {
 
 }  // namespace
 
-#if defined(KOSMOS_USE_ROCM) || defined(KOSMOS_GPU_EMULATION)
+#if defined(KOSMOS_USE_ROCM)
 
-// Debian 12 has no hipBLASLt or rocBLAS, and the emulated GPU no cuBLASLt: every product runs on the own kernel.
+// Debian 12 has no hipBLASLt or rocBLAS: every product runs on the own kernel.
 struct GemmPlans {};
 void delete_gemm_plans(GemmPlans * plans) { std::default_delete<GemmPlans>()(plans); }
 GemmPlansOwner make_gemm_plans(int) { return GemmPlansOwner(std::make_unique<GemmPlans>().release(), delete_gemm_plans); }
-const char * gemm_library_name() {
-#if defined(KOSMOS_GPU_EMULATION)
-  return "own tiled kernels (no GEMM library on the emulated GPU)";
-#else
-  return "own tiled kernels (no hipBLASLt in this build)";
-#endif
-}
+const char * gemm_library_name() { return "own tiled kernels (no hipBLASLt in this build)"; }
 
 void gpu_op(GpuContext &, const Matmul & op, cudaStream_t stream) {
   const GemmProblem p = problem_of(op);
@@ -179,9 +173,10 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what Hopper's best kern
 struct GemmPlans {
   cublasLtHandle_t handle = nullptr;
   void * workspace = nullptr;
-  // The heuristic's choice per (shape, strides, dtypes, alignments); `found` false: cuBLASLt declined the case.
+  // The heuristic's choice per (shape, strides, dtypes, alignments); `found` false: cuBLASLt declined the case;
+  // `stage_bias`: the bias goes to the epilogue through scratch (with_staged_bias).
   struct Plan {
-    bool found = false;
+    bool found = false, stage_bias = false;
     cublasLtMatmulAlgo_t algo{};
   };
   std::unordered_map<std::string, Plan> plans;
@@ -200,7 +195,13 @@ GemmPlansOwner make_gemm_plans(int ordinal) {
   KOSMOS_GPU_CHECK(cudaMalloc(&plans->workspace, kWorkspaceBytes));
   return plans;
 }
-const char * gemm_library_name() { return "cuBLASLt"; }
+const char * gemm_library_name() {
+#if defined(KOSMOS_GPU_EMULATION)
+  return "cuBLASLt as emulated (backends/emulated/gemm_library.cpp)";
+#else
+  return "cuBLASLt";
+#endif
+}
 
 namespace {
 
@@ -253,33 +254,19 @@ cublasLtMatrixLayout_t lt_layout(DType dtype, int64_t rows, int64_t cols, int64_
 
 // Whether cuBLASLt can take the case as laid out: a product to compute (k > 0, alpha != 0), and every leading
 // dimension at least the stored rows of its column-major matrix (a view of one row may carry any stride).
-// cuBLASLt's heuristic takes the operands' alignments as preferences but has none for the bias epilogue's vector,
-// which some epilogue kernels read in 16-byte vectors: a bias not 16-byte aligned (a tensor-parallel slice, q/k/v
-// biases packed at an odd width) goes to the own kernel.
 bool runs_on_library(const GemmProblem & p) {
   const bool a_fits = p.a.ld >= (p.a.transposed ? p.m : p.k);
   const bool b_fits = p.b.ld >= (p.b.transposed ? p.k : p.n);
-  const bool bias_fits = p.bias == nullptr || alignment_of(p.bias) >= 16;
-  return p.k > 0 && p.alpha != 0.0f && a_fits && b_fits && p.c_row_stride >= p.n && bias_fits;
+  return p.k > 0 && p.alpha != 0.0f && a_fits && b_fits && p.c_row_stride >= p.n;
 }
 
-}  // namespace
-
-void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
-  const GemmProblem p = problem_of(op);
-  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
-  if (ctx.gemm_path() == GemmPath::kOwnKernels || !runs_on_library(p)) {
-    own_gemm(p, stream);
-    return;
-  }
-  GemmPlans & plans = ctx.gemm_plans();
-  // Column-major view: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m]; a row-major operand read as column-major is
-  // its own transpose, so each keeps its transpose flag and its leading dimension.
-  const bool b_transposed = p.b.transposed, a_transposed = p.a.transposed;
-  LtDescriptors d;
+// The cuBLASLt descriptors of a product. Column-major view: C^T [n, m] = op(B)^T [n, k] op(A)^T [k, m]; a
+// row-major operand read as column-major is its own transpose, so each keeps its transpose flag and its leading
+// dimension.
+void describe(LtDescriptors & d, const GemmProblem & p) {
   KOSMOS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  const cublasOperation_t trans_first = b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t trans_second = a_transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t trans_first = p.b.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t trans_second = p.a.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
   KOSMOS_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_first, sizeof trans_first));
   KOSMOS_CUBLAS_CHECK(
@@ -296,47 +283,104 @@ void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
   }
   // Stored shapes (column-major rows x cols): B is [n, k] untransposed or [k, n] transposed; A likewise [k, m] or
   // [m, k].
+  const bool b_transposed = p.b.transposed, a_transposed = p.a.transposed;
   d.a = lt_layout(p.b.dtype, b_transposed ? p.k : p.n, b_transposed ? p.n : p.k, p.b.ld, p.batch, p.b.batch_stride);
   d.b = lt_layout(p.a.dtype, a_transposed ? p.m : p.k, a_transposed ? p.k : p.m, p.a.ld, p.batch, p.a.batch_stride);
   d.c = lt_layout(p.c_dtype, p.n, p.m, p.c_row_stride, p.batch, p.c_batch_stride);
+}
 
+// What decides the plan of a product: shape, strides, dtypes, whether C is read, and the pointers' alignments.
+std::string plan_key(const GemmProblem & p) {
   std::ostringstream key;
   key << p.batch << ',' << p.m << ',' << p.n << ',' << p.k << '|' << p.a.batch_stride << ',' << p.a.ld << ','
       << p.a.transposed << ',' << p.b.batch_stride << ',' << p.b.ld << ',' << p.b.transposed << ',' << p.c_batch_stride
-      << ',' << p.c_row_stride << '|' << static_cast<int>(p.a.dtype) << static_cast<int>(p.c_dtype)
-      << (p.bias ? static_cast<int>(p.bias_dtype) : 9) << (p.beta != 0.0f) << '|' << alignment_of(p.a.data) << ','
-      << alignment_of(p.b.data) << ',' << alignment_of(p.c) << ',' << (p.bias ? alignment_of(p.bias) : 0);
-  auto found = plans.plans.find(key.str());
-  if (found == plans.plans.end()) {
-    GemmPlans::Plan plan;
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.preference));
-    const uint64_t workspace = kWorkspaceBytes;
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                             &workspace, sizeof workspace));
-    const uint32_t align_first = alignment_of(p.b.data), align_second = alignment_of(p.a.data),
-                   align_c = alignment_of(p.c);
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                             &align_first, sizeof align_first));
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                             &align_second, sizeof align_second));
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                             &align_c, sizeof align_c));
-    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                             &align_c, sizeof align_c));
-    cublasLtMatmulHeuristicResult_t result{};
-    int returned = 0;
-    const cublasStatus_t status =
-        cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference, 1, &result, &returned);
-    plan.found = status == CUBLAS_STATUS_SUCCESS && returned > 0;
-    if (plan.found) plan.algo = result.algo;
-    found = plans.plans.emplace(key.str(), plan).first;
-  }
-  if (!found->second.found) {
+      << ',' << p.c_row_stride << '|' << static_cast<int>(p.a.dtype) << static_cast<int>(p.b.dtype)
+      << static_cast<int>(p.c_dtype) << (p.bias ? static_cast<int>(p.bias_dtype) : 9) << (p.beta != 0.0f) << '|'
+      << alignment_of(p.a.data) << ',' << alignment_of(p.b.data) << ',' << alignment_of(p.c) << ','
+      << (p.bias ? alignment_of(p.bias) : 0);
+  return key.str();
+}
+
+// The heuristic's algorithm for the product, or none where cuBLASLt declines it (NOT_SUPPORTED, or no result).
+// Any other status means the descriptors are wrong: that fails.
+bool find_algorithm(GemmPlans & plans, const GemmProblem & p, cublasLtMatmulAlgo_t & algo) {
+  LtDescriptors d;
+  describe(d, p);
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.preference));
+  const uint64_t workspace = kWorkspaceBytes;
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                           &workspace, sizeof workspace));
+  const uint32_t align_first = alignment_of(p.b.data), align_second = alignment_of(p.a.data),
+                 align_c = alignment_of(p.c);
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                           &align_first, sizeof align_first));
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                           &align_second, sizeof align_second));
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                           &align_c, sizeof align_c));
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                           &align_c, sizeof align_c));
+  cublasLtMatmulHeuristicResult_t result{};
+  int returned = 0;
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference, 1, &result, &returned);
+  if (status != CUBLAS_STATUS_SUCCESS && status != CUBLAS_STATUS_NOT_SUPPORTED)
+    KOSMOS_FAIL("cuBLASLt's heuristic failed with status ", static_cast<int>(status), " (", blas_status_name(status),
+                ") for the product ", plan_key(p), " (batch,m,n,k|strides|dtypes|alignments)");
+  if (status != CUBLAS_STATUS_SUCCESS || returned == 0) return false;
+  algo = result.algo;
+  return true;
+}
+
+// The bias as the epilogue may take it, where the given one is not: staged in scratch in C's dtype (the bias type
+// cublasLt.h documents for the epilogue) and 256-byte aligned (some epilogue kernels read it in 16-byte vectors,
+// and the heuristic takes no alignment preference for it). Casting an f32 bias to a bf16 C rounds it once more
+// before the sum, well inside bf16's own rounding of the result.
+GemmProblem with_staged_bias(GpuContext & ctx, const GemmProblem & p, cudaStream_t stream) {
+  GemmProblem staged = p;
+  staged.bias = ctx.scratch(kScratchBias, dtype_size(p.c_dtype) * static_cast<size_t>(p.n), stream);
+  staged.bias_dtype = p.c_dtype;
+  gpu_op(ctx, Cast{make_view(const_cast<void *>(staged.bias), staged.bias_dtype, {p.n}),
+                   make_view(const_cast<void *>(p.bias), p.bias_dtype, {p.n})},
+         stream);
+  return staged;
+}
+
+}  // namespace
+
+void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
+  const GemmProblem p = problem_of(op);
+  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
+  if (ctx.gemm_path() == GemmPath::kOwnKernels) {
     own_gemm(p, stream);
     return;
   }
-  KOSMOS_CUBLAS_CHECK(cublasLtMatmul(plans.handle, d.op, &p.alpha, p.b.data, d.a, p.a.data, d.b, &p.beta, p.c, d.c, p.c,
-                                     d.c, &found->second.algo, plans.workspace, kWorkspaceBytes, stream));
+  GemmPlans & plans = ctx.gemm_plans();
+  const std::string key = plan_key(p);
+  auto found = plans.plans.find(key);
+  if (found == plans.plans.end()) {
+    GemmPlans::Plan plan;
+    if (runs_on_library(p)) {
+      const bool bias_as_given = p.bias == nullptr || alignment_of(p.bias) >= 16;
+      plan.found = bias_as_given && find_algorithm(plans, p, plan.algo);
+      if (!plan.found && p.bias != nullptr) {
+        plan.stage_bias = true;
+        plan.found = find_algorithm(plans, with_staged_bias(ctx, p, stream), plan.algo);
+      }
+    }
+    found = plans.plans.emplace(key, plan).first;
+  }
+  const GemmPlans::Plan & plan = found->second;
+  if (!plan.found) {
+    ctx.count_own_gemm_fallback();
+    own_gemm(p, stream);
+    return;
+  }
+  const GemmProblem q = plan.stage_bias ? with_staged_bias(ctx, p, stream) : p;
+  LtDescriptors d;
+  describe(d, q);
+  KOSMOS_CUBLAS_CHECK(cublasLtMatmul(plans.handle, d.op, &q.alpha, q.b.data, d.a, q.a.data, d.b, &q.beta, q.c, d.c, q.c,
+                                     d.c, &plan.algo, plans.workspace, kWorkspaceBytes, stream));
 }
 
 #endif

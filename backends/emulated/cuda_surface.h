@@ -174,6 +174,8 @@ namespace kosmos_emulation {
 // kernel: a launch names its kernel through a lambda here, which hides which one).
 void raise_dynamic_shared_limit(int bytes);
 int dynamic_shared_limit();
+// Whether [pointer, pointer + bytes) lies inside one live device buffer (the emulated cuBLASLt's operand check).
+bool is_device_range(const void * pointer, size_t bytes);
 // A failed launch or kernel: the next cudaGetLastError (and stream synchronisation) answers it, with `message`.
 void record_failure(cudaError_t status, const std::string & message);
 

@@ -66,6 +66,15 @@ std::string describe_address(const void * address) {
          " bytes past the end of a device buffer of " + std::to_string(allocation.bytes) + " bytes";
 }
 
+bool is_device_range(const void * pointer, size_t bytes) {
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  const auto * p = static_cast<const unsigned char *>(pointer);
+  auto after = state().allocations.upper_bound(p);
+  if (after == state().allocations.begin()) return false;
+  const auto & [start, allocation] = *std::prev(after);
+  return p + bytes <= start + allocation.bytes;
+}
+
 void record_failure(cudaError_t status, const std::string & message) {
   const std::lock_guard<std::mutex> lock(state().mutex);
   if (state().failure != cudaSuccess) return;  // the first one sticks

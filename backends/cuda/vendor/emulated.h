@@ -1,7 +1,9 @@
 // vendor/emulated.h: the emulated GPU's side of the shared kernel sources (backends/emulated, g++ on the host): its
-// CUDA surface, the warp width it was built for (32, or 64 for the ROCm build's sources), masked shuffles, and no
-// GEMM library (the own tiled kernel runs every Matmul).
+// CUDA surface, the warp width it was built for (32, or 64 for the ROCm build's sources), masked shuffles, and its
+// cuBLASLt (backends/emulated/gemm_library.cpp; the ROCm build's sources use none, as on AMD).
 #pragma once
+
+#include <cublasLt.h>
 
 #include "backends/emulated/cuda_surface.h"
 
