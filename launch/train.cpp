@@ -385,7 +385,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     log << "time per op over " << steps_run << " steps (" << std::fixed << std::setprecision(3) << total
         << " s in ops, " << seconds << " s in all):\n";
     for (const auto & [name, time] : times)
-      log << "  " << std::left << std::setw(24) << name << std::right << std::setw(9) << std::setprecision(3)
+      log << "  " << std::left << std::setw(34) << name << std::right << std::setw(9) << std::setprecision(3)
           << time.seconds << " s " << std::setw(6) << std::setprecision(1) << 100.0 * time.seconds / total << " %  "
           << time.calls << " calls\n";
   }

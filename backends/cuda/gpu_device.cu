@@ -92,6 +92,13 @@ std::string device_summary(int ordinal) {
   return out.str();
 }
 
+// The name --profile gives an op, saying which slower kernel ran it where it left its fast path
+// (GpuContext::slow_paths: matmul and attention only).
+std::string profile_name(const OpDesc & op, bool slow_path) {
+  if (!slow_path) return op_name(op);
+  return std::string(op_name(op)) + (std::holds_alternative<Matmul>(op) ? " (own GEMM)" : " (f32 kernels)");
+}
+
 class GpuDevice final : public Device {
  public:
   GpuDevice(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels, std::string backend_name)
@@ -162,11 +169,10 @@ class GpuDevice final : public Device {
     select(ordinal_);
     const cudaStream_t native = native_of(stream);
     const auto start = profiling_ ? synchronized_now(native) : std::chrono::steady_clock::time_point{};
-    const int64_t fallbacks = context_.own_gemm_fallbacks();
+    const int64_t slow_paths = context_.slow_paths();
     std::visit([&](const auto & concrete) { gpu_op(context_, concrete, native); }, op);
     if (profiling_) {
-      const bool fell_back = context_.own_gemm_fallbacks() != fallbacks;
-      OpTime & time = op_times_[fell_back ? std::string(op_name(op)) + " (own GEMM)" : std::string(op_name(op))];
+      OpTime & time = op_times_[profile_name(op, context_.slow_paths() != slow_paths)];
       ++time.calls;
       time.seconds += std::chrono::duration<double>(synchronized_now(native) - start).count();
     }

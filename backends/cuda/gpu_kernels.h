@@ -52,10 +52,10 @@ class GpuContext {
   GemmPath gemm_path() const { return gemm_path_; }
   AttentionKernels attention_kernels() const { return attention_kernels_; }
   GemmPlans & gemm_plans() { return *gemm_plans_; }
-  // Products the library path handed to the own kernel (the library declined them, or their layout or bias
-  // alignment rules it out): --profile times them apart, as they run far slower.
-  int64_t own_gemm_fallbacks() const { return own_gemm_fallbacks_; }
-  void count_own_gemm_fallback() { ++own_gemm_fallbacks_; }
+  // Work handed to a slower kernel than its fast path: a product cuBLASLt declined (or whose layout rules it out)
+  // on the own GEMM kernel, bf16 attention widened to the f32 kernels. --profile times such ops apart.
+  int64_t slow_paths() const { return slow_paths_; }
+  void count_slow_path() { ++slow_paths_; }
   // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. Growing it waits for
   // the stream first, so kernels still reading the old block are done.
   void * scratch(int slot, size_t bytes, cudaStream_t stream);
@@ -64,7 +64,7 @@ class GpuContext {
   GemmPath gemm_path_;
   AttentionKernels attention_kernels_;
   GemmPlansOwner gemm_plans_;
-  int64_t own_gemm_fallbacks_ = 0;
+  int64_t slow_paths_ = 0;
   struct Scratch {
     void * data = nullptr;
     size_t bytes = 0;

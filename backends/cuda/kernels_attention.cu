@@ -152,7 +152,7 @@ unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPe
 // copy in scratch, each bf16 output computed into one and rounded back by finish(); f32 views pass through.
 class Widened {
  public:
-  Widened(GpuContext & ctx, cudaStream_t stream) : ctx_(ctx), stream_(stream) {}
+  Widened(GpuContext & ctx, cudaStream_t stream) : ctx_(ctx), stream_(stream) { ctx.count_slow_path(); }
   TensorView input(const TensorView & view) {
     if (view.dtype == DType::kF32) return view;
     const TensorView wide = scratch_like(view);

@@ -372,7 +372,7 @@ void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
   }
   const GemmPlans::Plan & plan = found->second;
   if (!plan.found) {
-    ctx.count_own_gemm_fallback();
+    ctx.count_slow_path();
     own_gemm(p, stream);
     return;
   }

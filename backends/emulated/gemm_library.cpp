@@ -18,6 +18,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "backends/emulated/shim/cublasLt.h"
 
@@ -356,19 +357,28 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     return refuse(call, "the algorithm needs " + std::to_string(algo->data[7]) + " bytes of device workspace; " +
                             std::to_string(workspace_bytes) + " were given");
 
+  // Per batch: op(A) as rows of k and op(B) as columns of k, widened to f32 once, then each element of D one dot.
   const cudaDataType_t bias_type = d_layout->type;
-  for (uint64_t t = 0; t < static_cast<uint64_t>(problem.batch); ++t)
+  std::vector<float> a_rows(problem.m * problem.k), b_columns(problem.n * problem.k);
+  for (uint64_t t = 0; t < static_cast<uint64_t>(problem.batch); ++t) {
+    for (uint64_t row = 0; row < problem.m; ++row)
+      for (uint64_t depth = 0; depth < problem.k; ++depth)
+        a_rows[row * problem.k + depth] = load(a, a_layout->type, element(*a_layout, desc->trans_a, t, row, depth));
+    for (uint64_t col = 0; col < problem.n; ++col)
+      for (uint64_t depth = 0; depth < problem.k; ++depth)
+        b_columns[col * problem.k + depth] = load(b, b_layout->type, element(*b_layout, desc->trans_b, t, depth, col));
     for (uint64_t col = 0; col < problem.n; ++col)
       for (uint64_t row = 0; row < problem.m; ++row) {
+        const float * a_row = a_rows.data() + row * problem.k;
+        const float * b_column = b_columns.data() + col * problem.k;
         float sum = 0.0f;
-        for (uint64_t depth = 0; depth < problem.k; ++depth)
-          sum += load(a, a_layout->type, element(*a_layout, desc->trans_a, t, row, depth)) *
-                 load(b, b_layout->type, element(*b_layout, desc->trans_b, t, depth, col));
+        for (uint64_t depth = 0; depth < problem.k; ++depth) sum += a_row[depth] * b_column[depth];
         float value = alpha_value * sum;
         if (beta_value != 0.0f)
           value += beta_value * load(c, c_layout->type, element(*c_layout, CUBLAS_OP_N, t, row, col));
         if (with_bias) value += load(desc->bias, bias_type, row);
         store_value(d, d_layout->type, element(*d_layout, CUBLAS_OP_N, t, row, col), value);
       }
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
