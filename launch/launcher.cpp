@@ -63,7 +63,10 @@ std::unique_ptr<parallel::Comm> world_for(Device & device) {
   if (device.host_accessible()) return world;
   std::unique_ptr<parallel::Comm> staged = parallel::staged_comm(std::move(world), device);
 #ifdef KOSMOS_USE_NCCL
-  if (device.backend() == "cuda") return parallel::nccl_comm(std::move(staged), device);
+  if (parallel::takes_nccl(device.backend())) return parallel::nccl_comm(std::move(staged), device);
+#endif
+#ifdef KOSMOS_USE_EMULATED_NCCL
+  if (parallel::takes_emulated_nccl(device.backend())) return parallel::emulated_nccl_comm(std::move(staged), device);
 #endif
   return staged;
 }

@@ -1,5 +1,6 @@
 // comm_nccl.cpp: NcclComm (comm_nccl.h): NCCL collectives on a stream of their own, ordered by events; host memory,
-// point-to-point, barriers and splits through the host communicator.
+// point-to-point, barriers and splits through the host communicator. Compiled twice: for CUDA devices (nccl_comm)
+// and, with KOSMOS_GPU_EMULATION, against the emulated GPU's runtime and NCCL (emulated_nccl_comm).
 #include "parallel/comm_nccl.h"
 
 #include <cuda_runtime.h>
@@ -29,6 +30,12 @@
 namespace kosmos::parallel {
 namespace {
 
+#if defined(KOSMOS_GPU_EMULATION)
+namespace gpu = ::kosmos::emulated;  // the emulated GPU's streams
+#else
+namespace gpu = ::kosmos::cuda;
+#endif
+
 ncclDataType_t nccl_type(DType dtype, const char * what) {
   switch (dtype) {
     case DType::kF32: return ncclFloat32;
@@ -51,7 +58,7 @@ class NcclComm final : public Comm {
  public:
   NcclComm(std::unique_ptr<Comm> host, Device & device)
       : host_(std::move(host)), device_(device), stream_(device.create_stream()) {
-    comm_stream_ = static_cast<cudaStream_t>(cuda::native_stream(*stream_));
+    comm_stream_ = static_cast<cudaStream_t>(gpu::native_stream(*stream_));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&caller_ready_, cudaEventDisableTiming));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&collective_done_, cudaEventDisableTiming));
     if (host_->size() == 1) return;  // a group of one calls no collective: no NCCL communicator, no NCCL buffers
@@ -94,14 +101,14 @@ class NcclComm final : public Comm {
   }
   void wait_all_reduces(Stream & stream) override {
     if (size() == 1) return;
-    KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(cuda::native_stream(stream)),
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(gpu::native_stream(stream)),
                                                   collective_done_, 0));
   }
   void all_gather(TensorView out, TensorView in, Stream & stream) override {
     if (in_host_memory({out, in}, "all_gather")) return host_->all_gather(out, in, stream);
     KOSMOS_CHECK(out.numel() == in.numel() * size(), "all_gather: out ", describe(out), " is not ", size(),
                  " times in ", describe(in));
-    if (size() == 1) return in.data == out.data ? void() : device_.copy(out, in, stream);
+    if (size() == 1) return in.data == out.data ? void() : device_.copy(as_dims_of(out, in), in, stream);
     enqueue(stream, "all_gather", [&](cudaStream_t s) {
       return ncclAllGather(in.data, out.data, count(in), nccl_type(in.dtype, "all_gather"), comm_, s);
     });
@@ -110,7 +117,7 @@ class NcclComm final : public Comm {
     if (in_host_memory({out, in}, "reduce_scatter")) return host_->reduce_scatter(out, in, op, stream);
     KOSMOS_CHECK(in.numel() == out.numel() * size(), "reduce_scatter: in ", describe(in), " is not ", size(),
                  " times out ", describe(out));
-    if (size() == 1) return device_.copy(out, in, stream);
+    if (size() == 1) return device_.copy(out, as_dims_of(in, out), stream);
     enqueue(stream, "reduce_scatter", [&](cudaStream_t s) {
       return ncclReduceScatter(in.data, out.data, count(out), nccl_type(in.dtype, "reduce_scatter"), nccl_op(op),
                                comm_, s);
@@ -143,6 +150,10 @@ class NcclComm final : public Comm {
 
  private:
   static size_t count(const TensorView & view) { return static_cast<size_t>(view.numel()); }
+  // A dense view with another's dims (the one-rank gather and scatter: equal counts, maybe other shapes).
+  static TensorView as_dims_of(const TensorView & view, const TensorView & shape) {
+    return make_view(view.data, view.dtype, shape.ndim, shape.dims.data());
+  }
 
   // Whether the call's buffers are host memory (then the host communicator takes it); device buffers must be dense,
   // and a call may not mix the two.
@@ -161,7 +172,7 @@ class NcclComm final : public Comm {
   // unless `caller_waits` is false (an async all-reduce, waited for by wait_all_reduces).
   void enqueue(Stream & stream, const char * what, const std::function<ncclResult_t(cudaStream_t)> & call,
                bool caller_waits = true) {
-    const cudaStream_t caller = static_cast<cudaStream_t>(cuda::native_stream(stream));
+    const cudaStream_t caller = static_cast<cudaStream_t>(gpu::native_stream(stream));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(caller_ready_, caller));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(comm_stream_, caller_ready_, 0));
     const ncclResult_t result = call(comm_stream_);
@@ -181,10 +192,18 @@ class NcclComm final : public Comm {
 
 }  // namespace
 
+#if defined(KOSMOS_GPU_EMULATION)
+std::unique_ptr<Comm> emulated_nccl_comm(std::unique_ptr<Comm> host, Device & device) {
+  KOSMOS_CHECK(takes_emulated_nccl(device.backend()), "the emulated NCCL communicator needs a device of the emulated ",
+               "GPU's CUDA build (emulated, emulated-wmma), not ", device.name());
+  return std::make_unique<NcclComm>(std::move(host), device);
+}
+#else
 std::unique_ptr<Comm> nccl_comm(std::unique_ptr<Comm> host, Device & device) {
-  KOSMOS_CHECK(device.backend() == "cuda", "an NCCL communicator needs a CUDA device, not ", device.name(),
+  KOSMOS_CHECK(takes_nccl(device.backend()), "an NCCL communicator needs a CUDA device, not ", device.name(),
                "; use MPI (the CPU) or the staged communicator (ROCm)");
   return std::make_unique<NcclComm>(std::move(host), device);
 }
+#endif
 
 }  // namespace kosmos::parallel

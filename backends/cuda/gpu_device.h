@@ -43,7 +43,8 @@ void * native_stream(Stream & stream);
 
 // The GPU kernels compiled by g++ and run on the host's cores (backends/emulated), for testing their logic without a
 // GPU: "emulated" (mma.sync attention) and "emulated-wmma" from the CUDA build's sources, "emulated-rocm" from the
-// ROCm build's in waves of 64 lanes. GEMMs on the own kernel always.
+// ROCm build's in waves of 64 lanes. The CUDA build's GEMMs on its emulated cuBLASLt, the ROCm build's on the own
+// kernel; the CUDA build's collectives through the NCCL communicator on its emulated NCCL (parallel/comm_nccl.h).
 namespace emulated {
 BackendEntry backend_entry(GpuVariant variant = GpuVariant::kStandard);
 void * native_stream(Stream & stream);

@@ -1,8 +1,10 @@
-// test_nccl_comm.cpp: the NCCL communicator (parallel/comm_nccl.h) under mpirun on CUDA devices, one GPU per rank,
-// with rank-dependent inputs and closed-form answers: collectives on device buffers, host buffers through MPI,
-// point-to-point through host memory, a split. Built with CUDA only; skipped where a node has fewer GPUs than ranks
-// (NCCL refuses two ranks on one GPU), so one GPU checks the one-rank paths (no NCCL communicator), two or more the
-// collectives themselves (bench/device_check.sh runs it).
+// test_nccl_comm.cpp: the NCCL communicator (parallel/comm_nccl.h) under mpirun, with rank-dependent inputs and
+// closed-form answers: collectives on device buffers (gathered and scattered through views of other shapes than
+// their counterparts), host buffers through MPI, point-to-point through host memory, a split. On CUDA devices, one
+// GPU per rank, skipped where a node has fewer GPUs than ranks (NCCL refuses two ranks on one GPU), so one GPU checks
+// the one-rank paths (no NCCL communicator), two or more the collectives themselves (bench/device_check.sh runs
+// it); and on the emulated GPU (one per process), whose NCCL runs the same code's collectives over MPI on 2 and 4
+// ranks in every test run.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -13,8 +15,32 @@
 namespace kosmos::parallel {
 namespace {
 
-// This rank's CUDA device, or null (with the reason) when the node has fewer GPUs than ranks.
-std::unique_ptr<Device> gpu_of_this_rank(std::string & why) {
+// The NCCL communicators of this build, by the backend whose devices they take.
+std::vector<std::string> nccl_backends() {
+  std::vector<std::string> names;
+#ifdef KOSMOS_USE_NCCL
+  names.push_back("cuda");
+#endif
+#ifdef KOSMOS_USE_EMULATED_NCCL
+  names.push_back("emulated");
+#endif
+  return names;
+}
+
+std::unique_ptr<Comm> nccl_comm_for(const std::string & backend, std::unique_ptr<Comm> host, Device & device) {
+#ifdef KOSMOS_USE_NCCL
+  if (backend == "cuda") return nccl_comm(std::move(host), device);
+#endif
+#ifdef KOSMOS_USE_EMULATED_NCCL
+  if (backend == "emulated") return emulated_nccl_comm(std::move(host), device);
+#endif
+  ADD_FAILURE() << "no NCCL communicator for backend " << backend;
+  return nullptr;
+}
+
+// This rank's device of `backend`, or null (with the reason) when the node has fewer CUDA GPUs than ranks (each
+// process has an emulated GPU of its own).
+std::unique_ptr<Device> device_of_this_rank(const std::string & backend, std::string & why) {
   MPI_Comm node;
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
   int local_rank = 0, local_size = 1;
@@ -23,7 +49,8 @@ std::unique_ptr<Device> gpu_of_this_rank(std::string & why) {
   MPI_Comm_free(&node);
   const BackendRegistry registry;
   for (const BackendEntry & entry : registry.entries()) {
-    if (entry.name != "cuda") continue;
+    if (entry.name != backend) continue;
+    if (backend != "cuda") return entry.create(0);
     const int gpus = entry.available ? entry.device_count() : 0;
     if (gpus < local_size) {
       why = std::to_string(local_size) + " ranks on this node but " + std::to_string(gpus) + " CUDA devices";
@@ -31,21 +58,21 @@ std::unique_ptr<Device> gpu_of_this_rank(std::string & why) {
     }
     return entry.create(local_rank);
   }
-  why = "no CUDA backend in this build";
+  why = "no " + backend + " backend in this build";
   return nullptr;
 }
 
 struct Fixture {
+  explicit Fixture(const std::string & backend) : gpu(device_of_this_rank(backend, why)) {
+    if (!gpu) return;
+    stream = gpu->create_stream();
+    world = nccl_comm_for(backend, staged_comm(mpi_world(), *gpu), *gpu);
+  }
   std::string why;
-  std::unique_ptr<Device> gpu = gpu_of_this_rank(why);
+  std::unique_ptr<Device> gpu;
   std::unique_ptr<Stream> stream;
   std::unique_ptr<Comm> world;
   std::vector<Buffer> buffers;
-  Fixture() {
-    if (!gpu) return;
-    stream = gpu->create_stream();
-    world = nccl_comm(staged_comm(mpi_world(), *gpu), *gpu);
-  }
   TensorView device_tensor(const std::vector<float> & values) {
     buffers.push_back(gpu->allocate(values.size() * sizeof(float), BufferUse::kActivations));
     const TensorView view = buffers.back().view(DType::kF32, {static_cast<int64_t>(values.size())});
@@ -55,14 +82,17 @@ struct Fixture {
   }
   std::vector<float> read(const TensorView & view) {
     std::vector<float> host(static_cast<size_t>(view.numel()));
-    gpu->copy(make_view(host.data(), DType::kF32, {view.numel()}), view, *stream);
+    gpu->copy(make_view(host.data(), DType::kF32, {view.numel()}), make_view(view.data, view.dtype, {view.numel()}),
+              *stream);
     stream->synchronize();
     return host;
   }
 };
 
-TEST(NcclComm, CollectivesOnDeviceBuffers) {
-  Fixture f;
+class NcclComm : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(NcclComm, CollectivesOnDeviceBuffers) {
+  Fixture f(GetParam());
   if (!f.gpu) GTEST_SKIP() << f.why;
   const int n = f.world->size(), r = f.world->rank();
   const TensorView sums = f.device_tensor({static_cast<float>(r + 1), static_cast<float>(10 * r)});
@@ -74,7 +104,7 @@ TEST(NcclComm, CollectivesOnDeviceBuffers) {
 
   const TensorView mine = f.device_tensor({static_cast<float>(r), r + 0.5f});
   const TensorView everyone = f.device_tensor(std::vector<float>(static_cast<size_t>(2 * n), -1.0f));
-  f.world->all_gather(everyone, mine, *f.stream);
+  f.world->all_gather(make_view(everyone.data, DType::kF32, {n, 2}), mine, *f.stream);  // [n, 2] from [2]
   std::vector<float> gathered;
   for (int k = 0; k < n; ++k) gathered.insert(gathered.end(), {static_cast<float>(k), k + 0.5f});
   EXPECT_EQ(f.read(everyone), gathered);
@@ -83,7 +113,7 @@ TEST(NcclComm, CollectivesOnDeviceBuffers) {
   for (int k = 0; k < n; ++k) slices.push_back(static_cast<float>(k + r));
   const TensorView whole = f.device_tensor(slices);
   const TensorView part = f.device_tensor({-1.0f});
-  f.world->reduce_scatter(part, whole, ReduceOp::kSum, *f.stream);
+  f.world->reduce_scatter(part, make_view(whole.data, DType::kF32, {n, 1}), ReduceOp::kSum, *f.stream);  // [1]
   EXPECT_EQ(f.read(part), (std::vector<float>{static_cast<float>(n * r + n * (n - 1) / 2)}));
 
   const TensorView broadcast = f.device_tensor({static_cast<float>(r == n - 1 ? 42 : r)});
@@ -91,21 +121,23 @@ TEST(NcclComm, CollectivesOnDeviceBuffers) {
   EXPECT_EQ(f.read(broadcast), (std::vector<float>{42.0f}));
 }
 
-TEST(NcclComm, HostBuffersPointToPointAndSplits) {
-  Fixture f;
+TEST_P(NcclComm, HostBuffersPointToPointAndSplits) {
+  Fixture f(GetParam());
   if (!f.gpu) GTEST_SKIP() << f.why;
   const int n = f.world->size(), r = f.world->rank();
   float scalar = static_cast<float>(r + 1);  // the trainer's scalars live in host memory
   f.world->all_reduce(make_view(&scalar, DType::kF32, {1}), ReduceOp::kSum, *f.stream);
   EXPECT_EQ(scalar, n * (n + 1) / 2.0f);
 
-  const TensorView outgoing = f.device_tensor({static_cast<float>(100 + r)});
-  const TensorView incoming = f.device_tensor({-1.0f});
-  f.world->group_begin();  // a ring
-  f.world->send(outgoing, (r + 1) % n, *f.stream, 3);
-  f.world->recv(incoming, (r + n - 1) % n, *f.stream, 3);
-  f.world->group_end();
-  EXPECT_EQ(f.read(incoming), (std::vector<float>{static_cast<float>(100 + (r + n - 1) % n)}));
+  if (n > 1) {  // a ring (a rank does not message itself)
+    const TensorView outgoing = f.device_tensor({static_cast<float>(100 + r)});
+    const TensorView incoming = f.device_tensor({-1.0f});
+    f.world->group_begin();
+    f.world->send(outgoing, (r + 1) % n, *f.stream, 3);
+    f.world->recv(incoming, (r + n - 1) % n, *f.stream, 3);
+    f.world->group_end();
+    EXPECT_EQ(f.read(incoming), (std::vector<float>{static_cast<float>(100 + (r + n - 1) % n)}));
+  }
 
   const std::unique_ptr<Comm> half = f.world->split(r % 2, r);  // even and odd ranks
   const TensorView ones = f.device_tensor({1.0f});
@@ -113,6 +145,9 @@ TEST(NcclComm, HostBuffersPointToPointAndSplits) {
   EXPECT_EQ(f.read(ones), (std::vector<float>{static_cast<float>(r % 2 == 0 ? (n + 1) / 2 : n / 2)}));
   f.world->barrier();
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, NcclComm, ::testing::ValuesIn(nccl_backends()),
+                         [](const ::testing::TestParamInfo<std::string> & info) { return info.param; });
 
 }  // namespace
 }  // namespace kosmos::parallel
