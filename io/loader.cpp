@@ -238,7 +238,16 @@ DataLoader::Step DataLoader::assemble(const Request & request, const LoaderPosit
       shards_->read_row(place.stream, place.shard, "/tokens", H5T_NATIVE_INT32, place.row, 1, &batch.tokens[row]);
       shards_->read_row(place.stream, place.shard, "/targets", H5T_NATIVE_INT32, place.row, 1, &batch.targets[row]);
       shards_->read_row(place.stream, place.shard, "/loss", H5T_NATIVE_UINT8, place.row, 1, loss.data());
-      for (int64_t t = 0; t < length; ++t) batch.loss_weights[row + static_cast<size_t>(t)] = loss[static_cast<size_t>(t)];
+      for (int64_t t = 0; t < length; ++t) {
+        const size_t i = row + static_cast<size_t>(t);
+        batch.loss_weights[i] = loss[static_cast<size_t>(t)];
+        // Every backend indexes tables with these ids; a GPU does not check them, so a damaged shard stops here.
+        const auto in_vocabulary = [&](int32_t id) { return id >= 0 && id < manifest_.vocab_size; };
+        KOSMOS_CHECK(in_vocabulary(batch.tokens[i]) && in_vocabulary(batch.targets[i]), "dataset ", dir_, ": shard ",
+                     manifest_.streams[place.stream].shards[place.shard].file, " row ", place.row, " position ", t, " holds token ", batch.tokens[i], " and target ",
+                     batch.targets[i], ", not both in the vocabulary [0, ", manifest_.vocab_size,
+                     ") it was prepared with; the shard is damaged: prepare the dataset again");
+      }
       if (place.images > 0) {
         const size_t offset = batch.images.size();
         batch.images.resize(offset + static_cast<size_t>(place.images * pixels));

@@ -1,9 +1,10 @@
 // test_data.cpp: the data pipeline on a small synthetic corpus. The tokenizer round-trips text and lays out its
 // ids; `data prepare` keeps every document (token for token, image for image) with the loss masks of kosmos-spec
 // 8.3; the loader's batches do not depend on the dp split, come back the same after a restored position, and mix
-// the streams by weight; bad input stops with the file and line, or is counted with skip_bad; a damaged shard is
-// an error naming it.
+// the streams by weight; bad input stops with the file and line, or is counted with skip_bad; a damaged shard (cut
+// short, or holding ids outside the vocabulary) is an error naming it.
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <sentencepiece_trainer.h>
 
 #include <filesystem>
@@ -251,6 +252,40 @@ TEST(DataLoader, ADamagedShardIsAnErrorNamingIt) {
   EXPECT_NE(error_of([&] { io::DataLoader(corpus.dataset, wrong, 1); }).find("--image-size 56"), std::string::npos);
   EXPECT_NE(error_of([&] { io::DatasetManifest::read(corpus.dataset + "/nothing"); }).find("kosmos data prepare"),
             std::string::npos);
+}
+
+// An id outside the vocabulary (a GPU would index its tables with it unchecked) stops the loader, naming the shard.
+TEST(DataLoader, AnIdOutsideTheVocabularyIsAnErrorNamingTheShard) {
+  for (const char * table : {"/targets", "/tokens"}) {
+    const Corpus damaged(40, 1000);
+    const io::DatasetManifest manifest = io::DatasetManifest::read(damaged.dataset);
+    const std::string shard = manifest.streams[0].shards[0].file;
+    const hid_t file = H5Fopen((damaged.dataset + "/" + shard).c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(file, 0);
+    const hid_t data = H5Dopen2(file, table, H5P_DEFAULT);
+    const hid_t space = H5Dget_space(data);
+    hsize_t rows_columns[2];
+    H5Sget_simple_extent_dims(space, rows_columns, nullptr);
+    const int32_t outside = static_cast<int32_t>(manifest.vocab_size) + 7;
+    const std::vector<int32_t> row(rows_columns[1], outside);  // every row of the shard: whichever the loader reads
+    for (hsize_t r = 0; r < rows_columns[0]; ++r) {
+      const hsize_t start[2] = {r, 0}, count[2] = {1, rows_columns[1]};
+      H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+      const hid_t memory = H5Screate_simple(1, &rows_columns[1], nullptr);
+      ASSERT_GE(H5Dwrite(data, H5T_NATIVE_INT32, memory, space, H5P_DEFAULT, row.data()), 0);
+      H5Sclose(memory);
+    }
+    H5Sclose(space);
+    H5Dclose(data);
+    H5Fclose(file);
+    io::DataLoader loader(damaged.dataset, tiny_for(manifest), 1);
+    std::string message;
+    for (int step = 0; step < 4 && message.empty(); ++step)
+      message = error_of([&] { loader.next_step(8, 0, 1, 1); });
+    EXPECT_NE(message.find(shard), std::string::npos) << table << ": " << message;
+    EXPECT_NE(message.find(std::to_string(outside)), std::string::npos) << table << ": " << message;
+    EXPECT_NE(message.find("prepare the dataset again"), std::string::npos) << table << ": " << message;
+  }
 }
 
 }  // namespace
