@@ -244,8 +244,9 @@ DataLoader::Step DataLoader::assemble(const Request & request, const LoaderPosit
         // Every backend indexes tables with these ids; a GPU does not check them, so a damaged shard stops here.
         const auto in_vocabulary = [&](int32_t id) { return id >= 0 && id < manifest_.vocab_size; };
         KOSMOS_CHECK(in_vocabulary(batch.tokens[i]) && in_vocabulary(batch.targets[i]), "dataset ", dir_, ": shard ",
-                     manifest_.streams[place.stream].shards[place.shard].file, " row ", place.row, " position ", t, " holds token ", batch.tokens[i], " and target ",
-                     batch.targets[i], ", not both in the vocabulary [0, ", manifest_.vocab_size,
+                     manifest_.streams[place.stream].shards[place.shard].file, " row ", place.row, " position ", t,
+                     " holds token ", batch.tokens[i], " and target ", batch.targets[i],
+                     ", not both in the vocabulary [0, ", manifest_.vocab_size,
                      ") it was prepared with; the shard is damaged: prepare the dataset again");
       }
       if (place.images > 0) {

@@ -17,8 +17,8 @@
   do {                                                                                                            \
     const ncclResult_t nccl_result = (call);                                                                      \
     if (nccl_result != ncclSuccess)                                                                               \
-      KOSMOS_FAIL(#call, " failed (", __FILE__, ":", __LINE__, "): ", ncclGetErrorString(nccl_result), "; ",   \
-                  __VA_ARGS__);                                                                                   \
+      KOSMOS_FAIL(#call, " failed (", __FILE__, ":", __LINE__, "): ", ncclGetErrorString(nccl_result), " (",   \
+                  ncclGetLastError(nullptr), "); ", __VA_ARGS__);                                                 \
   } while (0)
 #define KOSMOS_CUDA_RUNTIME_CHECK(call)                                                                           \
   do {                                                                                                            \

@@ -2,7 +2,8 @@
 // carried out over MPI on the emulated device memory (host memory), so that the NCCL communicator's own code runs
 // with several ranks where no GPU is (`--backend emulated` under mpirun, and the NcclComm tests).
 //  - A unique id names its root's MPI_COMM_WORLD rank and a nonce; ncclCommInitRank sends each member's world rank
-//    to the root and the root sends the list back (tags above 32767, which the project's own messages never use),
+//    to the root and the root sends the list back (tags from 2^20: above 32767, the highest the project's own
+//    messages use; Open MPI's tags reach 2^31 - 1),
 //    then the members make their MPI communicator with MPI_Comm_create_group (collective over them alone).
 //  - Buffers must be emulated device memory, whole (as NCCL needs device memory): anything else fails with
 //    ncclInvalidArgument and a message that ncclGetLastError returns.
@@ -13,6 +14,7 @@
 // to nearest even once per pairwise step, as NCCL's ring does in its own order).
 #include <mpi.h>
 
+#include <climits>
 #include <cstring>
 #include <initializer_list>
 #include <string>
@@ -105,6 +107,13 @@ MPI_Op mpi_op(ncclDataType_t type, ncclRedOp_t op) {
   return max ? MPI_MAX : MPI_SUM;
 }
 
+// MPI counts elements in an int: a larger count fails rather than wraps.
+ncclResult_t check_count(ncclComm_t comm, const char * what, size_t count) {
+  if (count <= static_cast<size_t>(INT_MAX)) return ncclSuccess;
+  return fail(comm, ncclInvalidArgument, std::string(what) + ": " + std::to_string(count) +
+                                             " elements, more than the emulated NCCL's MPI calls count (2^31 - 1)");
+}
+
 ncclResult_t check_comm(ncclComm_t comm, const char * what) {
   if (comm == nullptr || comm->comm == MPI_COMM_NULL)
     return fail(nullptr, ncclInvalidUsage, std::string(what) + " on a communicator that is null or destroyed");
@@ -182,7 +191,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t * comm, int ranks, ncclUniqueId id, int
   MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_limit, &tag_limit_found);
   const int tag = kInitTagBase + static_cast<int>(contents.nonce % 4096);
   if (!tag_limit_found || *tag_limit < tag)
-    return fail(nullptr, ncclSystemError, "ncclCommInitRank: this MPI's tags end below " + std::to_string(tag));
+    return fail(nullptr, ncclSystemError, "ncclCommInitRank: this MPI's tags end below " + std::to_string(tag) +
+                                              " (MPI_TAG_UB); run the emulated GPU under Open MPI or MPICH");
   // The members' world ranks in NCCL rank order: gathered at the root, sent back to each.
   std::vector<int> members(static_cast<size_t>(ranks), -1);
   int status = MPI_SUCCESS;
@@ -192,6 +202,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t * comm, int ranks, ncclUniqueId id, int
     for (int k = 1; k < ranks && status == MPI_SUCCESS; ++k) {
       int pair[2];  // a member's NCCL rank and world rank
       status = MPI_Recv(pair, 2, MPI_INT, MPI_ANY_SOURCE, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      if (status != MPI_SUCCESS) break;
       if (pair[0] <= 0 || pair[0] >= ranks || members[static_cast<size_t>(pair[0])] != -1)
         return fail(nullptr, ncclInvalidUsage, "ncclCommInitRank: rank " + std::to_string(pair[0]) +
                                                    " joined twice or is out of range");
@@ -234,6 +245,7 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
 ncclResult_t ncclAllReduce(const void * send, void * receive, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t) {
   if (check_comm(comm, "ncclAllReduce") != ncclSuccess) return ncclInvalidUsage;
+  if (check_count(comm, "ncclAllReduce", count) != ncclSuccess) return ncclInvalidArgument;
   const size_t bytes = count * element_bytes(type);
   const ncclResult_t checked = check_call(comm, "ncclAllReduce", type, op, {{send, bytes}, {receive, bytes}});
   if (checked != ncclSuccess) return checked;
@@ -247,6 +259,7 @@ ncclResult_t ncclAllReduce(const void * send, void * receive, size_t count, nccl
 ncclResult_t ncclAllGather(const void * send, void * receive, size_t send_count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t) {
   if (check_comm(comm, "ncclAllGather") != ncclSuccess) return ncclInvalidUsage;
+  if (check_count(comm, "ncclAllGather", send_count * comm->size) != ncclSuccess) return ncclInvalidArgument;
   const size_t bytes = send_count * element_bytes(type);
   const ncclResult_t checked =
       check_call(comm, "ncclAllGather", type, ncclSum, {{send, bytes}, {receive, bytes * comm->size}});
@@ -262,6 +275,7 @@ ncclResult_t ncclAllGather(const void * send, void * receive, size_t send_count,
 ncclResult_t ncclReduceScatter(const void * send, void * receive, size_t receive_count, ncclDataType_t type,
                                ncclRedOp_t op, ncclComm_t comm, cudaStream_t) {
   if (check_comm(comm, "ncclReduceScatter") != ncclSuccess) return ncclInvalidUsage;
+  if (check_count(comm, "ncclReduceScatter", receive_count * comm->size) != ncclSuccess) return ncclInvalidArgument;
   const size_t bytes = receive_count * element_bytes(type);
   const ncclResult_t checked =
       check_call(comm, "ncclReduceScatter", type, op, {{send, bytes * comm->size}, {receive, bytes}});
@@ -283,6 +297,7 @@ ncclResult_t ncclReduceScatter(const void * send, void * receive, size_t receive
 ncclResult_t ncclBroadcast(const void * send, void * receive, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t) {
   if (check_comm(comm, "ncclBroadcast") != ncclSuccess) return ncclInvalidUsage;
+  if (check_count(comm, "ncclBroadcast", count) != ncclSuccess) return ncclInvalidArgument;
   const size_t bytes = count * element_bytes(type);
   const ncclResult_t checked = check_call(comm, "ncclBroadcast", type, ncclSum, {{receive, bytes}});
   if (checked != ncclSuccess) return checked;

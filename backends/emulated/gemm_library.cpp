@@ -14,7 +14,9 @@
 //  - cublasLtMatmul reads and writes device memory only (every operand's whole extent inside one buffer of
 //    runtime.cpp) and reads C only where beta != 0; D = alpha op(A) op(B) + beta C (+ bias[row]), f32 accumulation.
 // A refusal names its reason on standard error (as CUBLASLT_LOG_LEVEL=1 would), since a status alone says little.
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <sstream>
 #include <string>

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "backends/dtype.h"
 #include "backends/registry.h"
 #include "parallel/comm_nccl.h"
 #include "parallel/comm_staged.h"
@@ -98,6 +99,17 @@ TEST_P(NcclComm, CollectivesOnDeviceBuffers) {
   const TensorView sums = f.device_tensor({static_cast<float>(r + 1), static_cast<float>(10 * r)});
   f.world->all_reduce(sums, ReduceOp::kSum, *f.stream);
   EXPECT_EQ(f.read(sums), (std::vector<float>{n * (n + 1) / 2.0f, 10.0f * n * (n - 1) / 2.0f}));
+  {  // bf16, as tensor parallelism reduces bf16 activation gradients: small integers, exact
+    std::vector<uint16_t> host = {float_to_bf16(static_cast<float>(r + 1)), float_to_bf16(-2.0f * r)};
+    f.buffers.push_back(f.gpu->allocate(host.size() * 2, BufferUse::kActivations));
+    const TensorView halves = f.buffers.back().view(DType::kBF16, {2});
+    f.gpu->copy(halves, make_view(host.data(), DType::kBF16, {2}), *f.stream);
+    f.world->all_reduce(halves, ReduceOp::kSum, *f.stream);
+    f.gpu->copy(make_view(host.data(), DType::kBF16, {2}), halves, *f.stream);
+    f.stream->synchronize();
+    EXPECT_EQ(bf16_to_float(host[0]), n * (n + 1) / 2.0f);
+    EXPECT_EQ(bf16_to_float(host[1]), -1.0f * n * (n - 1));
+  }
   const TensorView largest = f.device_tensor({static_cast<float>(r), -static_cast<float>(r)});
   f.world->all_reduce(largest, ReduceOp::kMax, *f.stream);
   EXPECT_EQ(f.read(largest), (std::vector<float>{n - 1.0f, 0.0f}));

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 #include "backends/emulated/shim/cublasLt.h"
@@ -104,6 +106,57 @@ TEST(EmulatedCublasLt, ComputesTheColumnMajorProductWithBiasPerRowAndLeavesCUnre
   for (void * buffer :
        {static_cast<void *>(a_data), static_cast<void *>(b_data), static_cast<void *>(bias_data), d_data, workspace})
     cudaFree(buffer);
+}
+
+TEST(EmulatedCublasLt, ComputesBatchedBf16ProductsWithBTransposedAndCReadWhereBetaIsNotZero) {
+  const uint64_t m = 2, n = 3, k = 4;
+  const int32_t batch = 2;
+  const int64_t a_stride = 16, b_stride = 12, d_stride = 8;  // A's batches apart by more than its m * k = 8
+  Product product(m, n, k, /*trans_a=*/false, CUDA_R_16BF, CUDA_R_32F);
+  cublasLtMatrixLayout_t b_transposed = nullptr;  // B stored n x k, read transposed
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&b_transposed, CUDA_R_16BF, n, k, static_cast<int64_t>(n)),
+            CUBLAS_STATUS_SUCCESS);
+  std::swap(product.b, b_transposed);
+  cublasLtMatrixLayoutDestroy(b_transposed);
+  const cublasOperation_t transposed = CUBLAS_OP_T;
+  ASSERT_EQ(cublasLtMatmulDescSetAttribute(product.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transposed, sizeof transposed),
+            CUBLAS_STATUS_SUCCESS);
+  for (auto [layout, stride] : {std::pair{product.a, a_stride}, {product.b, b_stride}, {product.d, d_stride}}) {
+    ASSERT_EQ(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch),
+              CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                               sizeof stride),
+              CUBLAS_STATUS_SUCCESS);
+  }
+  // Small integers: exact in bf16, so the expected values below are exact too.
+  std::vector<uint16_t> a(batch * a_stride), b(batch * b_stride);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = kosmos::float_to_bf16(static_cast<float>(i % 7) - 3.0f);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = kosmos::float_to_bf16(static_cast<float>(i % 5) - 1.0f);
+  std::vector<float> c(batch * d_stride);
+  for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<float>(i) - 4.0f;
+  void * a_data = nullptr;
+  void * b_data = nullptr;
+  void * workspace = nullptr;
+  ASSERT_EQ(cudaMalloc(&a_data, a.size() * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&b_data, b.size() * 2), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&workspace, size_t{4} << 20), cudaSuccess);
+  std::memcpy(a_data, a.data(), a.size() * 2);
+  std::memcpy(b_data, b.data(), b.size() * 2);
+  float * d_data = device_floats(c);
+  cublasLtMatmulHeuristicResult_t result{};
+  ASSERT_EQ(product.heuristic(result), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(product.run(result, a_data, b_data, d_data, 0.5f, workspace, size_t{4} << 20), CUBLAS_STATUS_SUCCESS);
+  for (int32_t t = 0; t < batch; ++t)
+    for (uint64_t row = 0; row < m; ++row)
+      for (uint64_t col = 0; col < n; ++col) {
+        float sum = 0.0f;
+        for (uint64_t depth = 0; depth < k; ++depth)
+          sum += kosmos::bf16_to_float(a[t * a_stride + depth * m + row]) *
+                 kosmos::bf16_to_float(b[t * b_stride + depth * n + col]);
+        const size_t at = static_cast<size_t>(t * d_stride) + col * m + row;
+        EXPECT_EQ(d_data[at], 2.0f * sum + 0.5f * c[at]) << "batch " << t << " row " << row << " col " << col;
+      }
+  for (void * buffer : {a_data, b_data, static_cast<void *>(d_data), workspace}) cudaFree(buffer);
 }
 
 TEST(EmulatedCublasLt, DeclinesUnlistedTypesAndRefusesBadDescriptors) {
