@@ -152,6 +152,10 @@ std::vector<OpCase> matmul_cases() {
   // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.
   cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, bf16, f32}, 1e-11));
   cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, false, 1.0f, 0.0f, bf16, bf16}, 1e-4));
+  // The mixed-precision linear layer: bf16 operands with an f32 bias, into bf16 (cuBLASLt's epilogue takes the bias
+  // in C's dtype: the GPU stages it so) and into f32.
+  cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, true, true, 1.0f, 0.0f, bf16, bf16}, 1e-4));
+  cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, true, 1.0f, 0.0f, bf16, f32}, 1e-11));
   // f16 likewise (11 bits of mantissa), with a bias in the f16 output's case.
   cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, f16, f32}, 1e-11));
   cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, true, 1.0f, 0.0f, f16, f16}, 1e-4));
