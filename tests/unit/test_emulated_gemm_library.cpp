@@ -54,6 +54,12 @@ struct Product {
     cublasLtMatmulDescDestroy(desc);
     cublasLtDestroy(handle);
   }
+  // One of a, b and d replaced by a layout of its own (the old one destroyed).
+  void relayout(cublasLtMatrixLayout_t & layout, cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld) {
+    cublasLtMatrixLayoutDestroy(layout);
+    layout = nullptr;
+    EXPECT_EQ(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld), CUBLAS_STATUS_SUCCESS);
+  }
   void set_bias(const void * bias) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     EXPECT_EQ(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue),
@@ -113,11 +119,7 @@ TEST(EmulatedCublasLt, ComputesBatchedBf16ProductsWithBTransposedAndCReadWhereBe
   const int32_t batch = 2;
   const int64_t a_stride = 16, b_stride = 12, d_stride = 8;  // A's batches apart by more than its m * k = 8
   Product product(m, n, k, /*trans_a=*/false, CUDA_R_16BF, CUDA_R_32F);
-  cublasLtMatrixLayout_t b_transposed = nullptr;  // B stored n x k, read transposed
-  ASSERT_EQ(cublasLtMatrixLayoutCreate(&b_transposed, CUDA_R_16BF, n, k, static_cast<int64_t>(n)),
-            CUBLAS_STATUS_SUCCESS);
-  std::swap(product.b, b_transposed);
-  cublasLtMatrixLayoutDestroy(b_transposed);
+  product.relayout(product.b, CUDA_R_16BF, n, k, static_cast<int64_t>(n));  // B stored n x k, read transposed
   const cublasOperation_t transposed = CUBLAS_OP_T;
   ASSERT_EQ(cublasLtMatmulDescSetAttribute(product.desc, CUBLASLT_MATMUL_DESC_TRANSB, &transposed, sizeof transposed),
             CUBLAS_STATUS_SUCCESS);
@@ -178,18 +180,11 @@ TEST(EmulatedCublasLt, DeclinesUnlistedTypesAndRefusesBadDescriptors) {
   EXPECT_EQ(cublasLtMatrixLayoutSetAttribute(product.a, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &wide, sizeof wide),
             CUBLAS_STATUS_INVALID_VALUE)
       << "BATCH_COUNT is int32_t";
-  cublasLtMatrixLayout_t short_ld = nullptr;
-  ASSERT_EQ(cublasLtMatrixLayoutCreate(&short_ld, CUDA_R_32F, 4, 4, 3), CUBLAS_STATUS_SUCCESS);
-  std::swap(product.d, short_ld);
+  product.relayout(product.d, CUDA_R_32F, 4, 4, 3);
   EXPECT_EQ(product.heuristic(result), CUBLAS_STATUS_INVALID_VALUE) << "a leading dimension under the rows";
-  std::swap(product.d, short_ld);
-  cublasLtMatrixLayoutDestroy(short_ld);
-  cublasLtMatrixLayout_t other_k = nullptr;
-  ASSERT_EQ(cublasLtMatrixLayoutCreate(&other_k, CUDA_R_32F, 5, 4, 5), CUBLAS_STATUS_SUCCESS);
-  std::swap(product.b, other_k);
+  product.relayout(product.d, CUDA_R_32F, 4, 4, 4);
+  product.relayout(product.b, CUDA_R_32F, 5, 4, 5);
   EXPECT_EQ(product.heuristic(result), CUBLAS_STATUS_INVALID_VALUE) << "op(A) is 4 x 4, B 5 x 4";
-  std::swap(product.b, other_k);
-  cublasLtMatrixLayoutDestroy(other_k);
 }
 
 TEST(EmulatedCublasLt, RefusesAnAlgorithmUsedOutsideWhatItWasChosenFor) {
