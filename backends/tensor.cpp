@@ -7,18 +7,6 @@
 
 namespace kosmos {
 
-int64_t TensorView::numel() const {
-  int64_t count = 1;
-  for (int axis = 0; axis < ndim; ++axis) count *= dims[axis];
-  return count;
-}
-
-int64_t TensorView::rows() const {
-  int64_t count = 1;
-  for (int axis = 0; axis + 1 < ndim; ++axis) count *= dims[axis];
-  return count;
-}
-
 bool TensorView::is_contiguous() const {
   int64_t expected = 1;
   for (int axis = ndim - 1; axis >= 0; --axis) {

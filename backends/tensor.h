@@ -23,12 +23,20 @@ struct TensorView {
   std::array<int64_t, kMaxDims> strides{};  // in elements, not bytes
 
   bool present() const { return data != nullptr; }
-  int64_t numel() const;
+  int64_t numel() const {  // inline: loops test it per element
+    int64_t count = 1;
+    for (int axis = 0; axis < ndim; ++axis) count *= dims[axis];
+    return count;
+  }
   // dim(-1) is the innermost dimension.
   int64_t dim(int axis) const { return dims[axis < 0 ? ndim + axis : axis]; }
   int64_t stride(int axis) const { return strides[axis < 0 ? ndim + axis : axis]; }
   bool is_contiguous() const;  // row-major and dense
-  int64_t rows() const;  // the product of all but the last dim (1 for a scalar)
+  int64_t rows() const {  // the product of all but the last dim (1 for a scalar)
+    int64_t count = 1;
+    for (int axis = 0; axis + 1 < ndim; ++axis) count *= dims[axis];
+    return count;
+  }
   template <typename T>
   T * as() const { return static_cast<T *>(data); }
 };

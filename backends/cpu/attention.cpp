@@ -13,6 +13,7 @@
 
 #include "backends/attention_dropout.h"
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/dropout_mask.h"
 #include "backends/cpu/simd.h"
 
 namespace kosmos::cpu {
@@ -53,12 +54,6 @@ uint64_t dropout_row(const AttentionParams & params, int64_t heads, int64_t batc
   return params.first_row + static_cast<uint64_t>((batch * total_heads + global_head) * tq + query);
 }
 
-// keep[0, count) = the dropout factors of keys [first_key, first_key + count) of probability row `row`.
-void keep_factors(const AttentionDropout & draw, uint64_t row, int64_t first_key, int64_t count, float * keep) {
-  AttentionDropoutRow factors(draw, row);
-  for (int64_t j = 0; j < count; ++j) keep[j] = factors.factor(first_key + j);
-}
-
 // Copies rows [first, first + count) of a head into a dense [count, dh] block, times `factor`.
 void gather_rows(const HeadView & source, int64_t first, int64_t count, int64_t head_dim, float factor,
                  float * target) {
@@ -85,18 +80,22 @@ float * transpose_keys(CpuContext & ctx, const TensorView & k) {
   return transposed;
 }
 
-// One row of a transposed tile (one key, queries i): p = e^(score - lse_i), ds = p (dp - delta_i), in place.
-void softmax_backward_row(float * p, float * ds, const float * lse, const float * delta, int64_t count) {
+// One row of a transposed tile (one key, queries i): p = e^(score - lse_i), then with the dropout factors f_i of
+// `keep` (1 where keep is null) ds = p (dp f_i - delta_i) and p = p f_i, in place.
+void softmax_backward_row(float * p, float * ds, const float * lse, const float * delta, const float * keep,
+                          int64_t count) {
   int64_t i = 0;
   for (; i + kLanes <= count; i += kLanes) {
     const Vec prob = exp_vec(vec_load(p + i) - vec_load(lse + i));
-    vec_store(ds + i, prob * (vec_load(ds + i) - vec_load(delta + i)));
-    vec_store(p + i, prob);
+    const Vec factor = keep ? vec_load(keep + i) : vec_broadcast(1.0f);
+    vec_store(ds + i, prob * (vec_load(ds + i) * factor - vec_load(delta + i)));
+    vec_store(p + i, prob * factor);
   }
   for (; i < count; ++i) {
     const float prob = exp_fast(p[i] - lse[i]);
-    ds[i] = prob * (ds[i] - delta[i]);
-    p[i] = prob;
+    const float factor = keep ? keep[i] : 1.0f;
+    ds[i] = prob * (ds[i] * factor - delta[i]);
+    p[i] = prob * factor;
   }
 }
 
@@ -162,7 +161,8 @@ void cpu_op(CpuContext & ctx, const AttentionForward & op) {
 #pragma omp simd
           for (int64_t d = 0; d < head_dim; ++d) out_row[d] *= rescale;
           if (dropout) {
-            keep_factors(draw, dropout_row(op.params, heads, b, head, query, tq), first_key, valid, keep.data());
+            attention_keep_factors(draw, dropout_row(op.params, heads, b, head, query, tq), first_key, valid,
+                                   keep.data());
 #pragma omp simd
             for (int64_t j = 0; j < valid; ++j) score[j] *= keep[j];
           }
@@ -208,7 +208,7 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
   {
     std::vector<float> q_rows(tq * head_dim), q_columns(head_dim * tq), dout_rows(tq * head_dim);
     std::vector<float> dout_columns(head_dim * tq), dq_columns(head_dim * tq), delta(tq);
-    std::vector<float> probs(kTile * kTile), dscores(kTile * kTile), keep(kTile * kTile);
+    std::vector<float> probs(kTile * kTile), dscores(kTile * kTile), keep_rows(kTile * kTile), keep(kTile * kTile);
     std::vector<float> dk_acc(kTile * head_dim), dv_acc(kTile * head_dim);
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < batch * heads; ++task) {
@@ -243,10 +243,11 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
                     probs.data(), kTile, false);
           tile_gemm(cols, rows, head_dim, v.row(first_key), v.row_stride, dout_columns.data() + first_row, tq,
                     dscores.data(), kTile, false);
-          if (dropout) {  // keep[i][j]: drawn per query row, whose keys share Philox blocks
+          if (dropout) {  // drawn per query row, whose keys share Philox blocks, then as [keys, queries]
             for (int64_t r = 0; r < rows; ++r)
-              keep_factors(draw, dropout_row(op.params, heads, b, head, first_row + r, tq), first_key, cols,
-                           keep.data() + r * kTile);
+              attention_keep_factors(draw, dropout_row(op.params, heads, b, head, first_row + r, tq), first_key, cols,
+                                     keep_rows.data() + r * kTile);
+            transpose_block(keep_rows.data(), kTile, rows, cols, keep.data(), kTile);
           }
           for (int64_t j = 0; j < cols; ++j) {
             const int64_t key = first_key + j;
@@ -256,17 +257,8 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
             float * ds = dscores.data() + j * kTile;
             std::fill(p, p + start, 0.0f);
             std::fill(ds, ds + start, 0.0f);
-            if (dropout) {
-              for (int64_t i = start; i < rows; ++i) {
-                const float prob = exp_fast(p[i] - lse[first_row + i]);
-                const float factor = keep[i * kTile + j];
-                ds[i] = prob * (ds[i] * factor - delta[first_row + i]);
-                p[i] = prob * factor;
-              }
-            } else {
-              softmax_backward_row(p + start, ds + start, lse + first_row + start, delta.data() + first_row + start,
-                                   rows - start);
-            }
+            softmax_backward_row(p + start, ds + start, lse + first_row + start, delta.data() + first_row + start,
+                                 dropout ? keep.data() + j * kTile + start : nullptr, rows - start);
           }
           tile_gemm(cols, head_dim, rows, probs.data(), kTile, dout_rows.data() + first_row * head_dim, head_dim,
                     dv_acc.data(), head_dim, true);

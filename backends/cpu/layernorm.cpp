@@ -17,13 +17,11 @@ namespace {
 
 enum ScratchSlot { kVariance = 0, kWeightGrad = 1, kBiasGrad = 2, kActivated = 3, kActivatedGrad = 4 };
 
-// act(in) as dense f32 [.., C] in scratch slot kActivated.
+// act(in) as dense f32 [.., C] in scratch slot kActivated (ActivationForward widens a 16-bit input exactly).
 TensorView activated_input(CpuContext & ctx, const TensorView & in, Activation kind) {
   const TensorView activated =
       make_view(ctx.scratch(kActivated, static_cast<size_t>(in.numel())), DType::kF32, in.ndim, in.dims.data());
-  float * values = activated.as<float>();
-  for (int64_t i = 0; i < in.numel(); ++i) values[i] = load_as_float(in.data, in.dtype, i);
-  cpu_op(ctx, ActivationForward{activated, activated, kind});
+  cpu_op(ctx, ActivationForward{activated, in, kind});
   return activated;
 }
 
@@ -97,12 +95,8 @@ void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
                           op.in.dims.data());
     plain.activation.reset();
     cpu_op(ctx, plain);
-    // din = act'(in) * the LayerNorm's gradient, with in widened again into the activated slot.
-    float * widened = plain.in.as<float>();
-    for (int64_t i = 0; i < op.in.numel(); ++i) widened[i] = load_as_float(op.in.data, op.in.dtype, i);
-    cpu_op(ctx, ActivationBackward{plain.din, plain.din, plain.in, *op.activation});
-    const float * gradient = plain.din.as<float>();
-    for (int64_t i = 0; i < op.in.numel(); ++i) store_from_float(op.din.data, op.din.dtype, i, gradient[i]);
+    // din = act'(in) times the LayerNorm's gradient (ActivationBackward widens and rounds 16-bit operands).
+    cpu_op(ctx, ActivationBackward{op.din, plain.din, op.in, *op.activation});
     return;
   }
   if (any_narrow({op.din, op.dout, op.in})) {  // as the forward

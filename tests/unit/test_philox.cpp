@@ -1,10 +1,14 @@
 // test_philox.cpp: Philox4x32-10 against Random123's published known-answer vectors, and the stream properties
 // dropout relies on: element n depends only on (seed, n), the draws look uniform; and attention dropout's draw
 // (backends/attention_dropout.h): which byte of which block each probability takes, its threshold and scale, and
-// a row read in order giving the same factors.
+// a row read in order giving the same factors; and the CPU's batched draws (backends/cpu/dropout_mask.h) against
+// the one-block functions the GPU kernels use.
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "backends/attention_dropout.h"
+#include "backends/cpu/dropout_mask.h"
 #include "backends/philox.h"
 
 namespace kosmos {
@@ -86,6 +90,59 @@ TEST(AttentionDropout, ThresholdsRoundPToTheNearest256thAndKeepTheExpectation) {
   const double count = static_cast<double>(rows) * keys;
   EXPECT_NEAR(kept / count, 0.75, 0.005);
   EXPECT_NEAR(mean_factor / count, 1.0, 0.01);
+}
+
+// The CPU computes blocks 16 at a time across vector lanes; every count, start (across the 32-bit carry of the
+// counter) and lane must still be philox_block's.
+TEST(CpuDropoutMask, BatchedBlocksAreTheBlocksOneByOne) {
+  const uint64_t seed = 0xfedcba9876543210ull;
+  for (uint64_t first : {0ull, 3ull, 0xfffffff5ull, 0x123456789ull}) {
+    for (int64_t blocks : {1, 15, 16, 17, 40}) {
+      std::vector<uint32_t> bits(4 * static_cast<size_t>(blocks) + 1, 0xdeadbeefu);
+      cpu::philox_blocks(seed, first, blocks, bits.data());
+      for (int64_t b = 0; b < blocks; ++b) {
+        const PhiloxBlock expected = philox_block(seed, first + static_cast<uint64_t>(b));
+        for (int lane = 0; lane < 4; ++lane)
+          ASSERT_EQ(bits[4 * b + lane], expected.lane[lane]) << "block " << first << " + " << b << " lane " << lane;
+      }
+      EXPECT_EQ(bits.back(), 0xdeadbeefu) << "wrote past " << blocks << " blocks";
+    }
+  }
+}
+
+// Element n of the Dropout op keeps iff the top 24 bits of philox_bits(seed, n) reach ceil(p 2^24), for runs that
+// start inside a block and span several of the CPU's pieces.
+TEST(CpuDropoutMask, DropoutFactorsAreEachElementsOwnDraw) {
+  const uint64_t seed = 77;
+  const float p = 0.3f;
+  const uint32_t threshold = static_cast<uint32_t>(std::ceil(0.3 * 16777216.0));
+  for (uint64_t first : {0ull, 1ull, 6ull, 4000000001ull}) {
+    for (int64_t count : {1, 3, 5, 255, 257, 1000}) {
+      std::vector<float> factors(static_cast<size_t>(count));
+      cpu::dropout_factors(seed, first, count, p, factors.data());
+      for (int64_t i = 0; i < count; ++i) {
+        const bool kept = (philox_bits(seed, first + static_cast<uint64_t>(i)) >> 8) >= threshold;
+        ASSERT_EQ(factors[i], kept ? 1.0f / (1.0f - p) : 0.0f) << "element " << first << " + " << i;
+      }
+    }
+  }
+}
+
+// The CPU's run of one attention row's keys equals the row read key by key, from any first key.
+TEST(CpuDropoutMask, AttentionKeepFactorsAreTheRowReadInOrder) {
+  const AttentionDropout draw = attention_dropout(0x0123456789abcdefull, 0.1f, 2100);
+  for (uint64_t row : {0ull, 5ull, 0x100000003ull}) {
+    for (int64_t first_key : {0, 1, 15, 16, 33, 1030}) {
+      for (int64_t count : {1, 16, 47, 64, 1070}) {
+        if (first_key + count > 2100) continue;
+        std::vector<float> keep(static_cast<size_t>(count));
+        cpu::attention_keep_factors(draw, row, first_key, count, keep.data());
+        AttentionDropoutRow in_order(draw, row);
+        for (int64_t j = 0; j < count; ++j)
+          ASSERT_EQ(keep[j], in_order.factor(first_key + j)) << "row " << row << " key " << first_key + j;
+      }
+    }
+  }
 }
 
 TEST(Philox, UniformsHaveTheRightMeanAndRange) {
