@@ -1,5 +1,5 @@
 // cpu_context.h: what the CPU kernels share: the oneDNN engine and stream, the cache of oneDNN primitives keyed by
-// (op, shapes, strides, dtypes, attributes), and reusable scratch memory. One per CpuDevice; nothing global.
+// (op, shapes, strides, dtypes, attributes), reusable scratch memory and tables kept between calls. One per CpuDevice; nothing global.
 #pragma once
 
 #include <dnnl.hpp>
@@ -40,6 +40,21 @@ class CpuContext {
   // with the same slot.
   float * scratch(int slot, size_t count);
 
+  // `count` floats of a table that depends only on `key` (xPos's rotations, say), held in slot `slot` and made
+  // again by fill(float *) only when the slot last held another key: layers that share a table make it once.
+  template <typename Fill>
+  const float * table(size_t slot, const std::string & key, size_t count, Fill && fill) {
+    if (tables_.size() <= slot) tables_.resize(slot + 1);
+    auto & [held_key, values] = tables_[slot];
+    if (held_key != key || values.size() != count) {
+      held_key.clear();  // a fill that throws leaves the slot empty, not holding a half-made table
+      values.assign(count, 0.0f);
+      fill(values.data());
+      held_key = key;
+    }
+    return values.data();
+  }
+
   size_t cached_primitive_count() const { return primitives_.size(); }
 
  private:
@@ -47,6 +62,7 @@ class CpuContext {
   dnnl::stream stream_;
   std::unordered_map<std::string, CachedPrimitive> primitives_;
   std::vector<std::vector<float>> scratch_;
+  std::vector<std::pair<std::string, std::vector<float>>> tables_;  // (key, values) per table slot
 };
 
 // oneDNN's view of a TensorView: same dims and strides, element type mapped.

@@ -1,34 +1,38 @@
-// xpos.cpp: xPos (kosmos-spec section 4) for the CPU. A per-call table holds scale*cos and scale*sin for every
-// (position, pair), computed in double; applying it is one pass over [B, H, T, dh] with threads over rows.
+// xpos.cpp: xPos (kosmos-spec section 4) for the CPU. A table holds scale*cos and scale*sin for every (position,
+// pair), computed in double and kept between calls; applying it is one pass over [B, H, T, dh], threads over rows.
 #include <cmath>
+#include <ios>
+#include <sstream>
 
 #include "backends/cpu/cpu_kernels.h"
 
 namespace kosmos::cpu {
 namespace {
 
-enum ScratchSlot { kTable = 0 };
-
-// table[t][i] = {scale * cos, scale * sin} of pair i at row t, interleaved as [T][dh/2][2].
+// table[t][i] = {scale * cos, scale * sin} of pair i at row t, interleaved as [T][dh/2][2]; kept in the context
+// between calls (q's upscaled table in slot 0, k's downscaled one in slot 1), so every layer of a step reuses them.
 const float * xpos_table(CpuContext & ctx, int64_t length, int64_t head_dim, const XPosParams & params) {
   const int64_t pairs = head_dim / 2;
-  float * table = ctx.scratch(kTable, static_cast<size_t>(length * pairs * 2));
-  const int64_t total = length + params.offset;
-  const double min_position = std::floor(-static_cast<double>(total) / 2.0);  // Python: -(len + offset) // 2
+  std::ostringstream key;
+  key << std::hexfloat << "xpos|" << length << '|' << head_dim << '|' << params.offset << '|' << params.scale_base
+      << '|' << params.downscale;
+  return ctx.table(params.downscale ? 1 : 0, key.str(), static_cast<size_t>(length * pairs * 2), [&](float * table) {
+    const int64_t total = length + params.offset;
+    const double min_position = std::floor(-static_cast<double>(total) / 2.0);  // Python: -(len + offset) // 2
 #pragma omp parallel for
-  for (int64_t t = 0; t < length; ++t) {
-    const double position = static_cast<double>(params.offset + t);
-    const double centred = min_position + position;
-    for (int64_t i = 0; i < pairs; ++i) {
-      const double zeta = (2.0 * i + 0.4 * head_dim) / (1.4 * head_dim);
-      const double theta = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
-      double scale = std::pow(zeta, centred / params.scale_base);
-      if (params.downscale) scale = 1.0 / scale;
-      table[(t * pairs + i) * 2] = static_cast<float>(scale * std::cos(position * theta));
-      table[(t * pairs + i) * 2 + 1] = static_cast<float>(scale * std::sin(position * theta));
+    for (int64_t t = 0; t < length; ++t) {
+      const double position = static_cast<double>(params.offset + t);
+      const double centred = min_position + position;
+      for (int64_t i = 0; i < pairs; ++i) {
+        const double zeta = (2.0 * i + 0.4 * head_dim) / (1.4 * head_dim);
+        const double theta = std::pow(10000.0, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+        double scale = std::pow(zeta, centred / params.scale_base);
+        if (params.downscale) scale = 1.0 / scale;
+        table[(t * pairs + i) * 2] = static_cast<float>(scale * std::cos(position * theta));
+        table[(t * pairs + i) * 2 + 1] = static_cast<float>(scale * std::sin(position * theta));
+      }
     }
-  }
-  return table;
+  });
 }
 
 // For each pair (a, b) with c = scale cos, s = scale sin:
