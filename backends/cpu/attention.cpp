@@ -73,9 +73,7 @@ float * transpose_keys(CpuContext & ctx, const TensorView & k) {
 #pragma omp parallel for
   for (int64_t task = 0; task < batch * heads; ++task) {
     const HeadView keys = head_of(k, task / heads, task % heads);
-    float * target = transposed + task * head_dim * tk;
-    for (int64_t j = 0; j < tk; ++j)
-      for (int64_t d = 0; d < head_dim; ++d) target[d * tk + j] = keys.row(j)[d];
+    transpose_block(keys.base, keys.row_stride, tk, head_dim, transposed + task * head_dim * tk, tk);
   }
   return transposed;
 }
@@ -97,12 +95,6 @@ void softmax_backward_row(float * p, float * ds, const float * lse, const float 
     ds[i] = prob * (ds[i] * factor - delta[i]);
     p[i] = prob * factor;
   }
-}
-
-// target[d][i] = rows[i][d] for a dense [count, dh] block: a head's rows as columns.
-void transpose_rows(const float * rows, int64_t count, int64_t head_dim, float * target) {
-  for (int64_t i = 0; i < count; ++i)
-    for (int64_t d = 0; d < head_dim; ++d) target[d * count + i] = rows[i * head_dim + d];
 }
 
 }  // namespace
@@ -219,8 +211,8 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
       const float * k_columns = keys_transposed + task * head_dim * tk;
       gather_rows(head_of(op.q, b, head), 0, tq, head_dim, scale, q_rows.data());
       gather_rows(head_of(op.dout, b, head), 0, tq, head_dim, 1.0f, dout_rows.data());
-      transpose_rows(q_rows.data(), tq, head_dim, q_columns.data());
-      transpose_rows(dout_rows.data(), tq, head_dim, dout_columns.data());
+      transpose_block(q_rows.data(), head_dim, tq, head_dim, q_columns.data(), tq);
+      transpose_block(dout_rows.data(), head_dim, tq, head_dim, dout_columns.data(), tq);
       std::fill(dq_columns.begin(), dq_columns.end(), 0.0f);
       for (int64_t i = 0; i < tq; ++i) {
         float sum = 0.0f;
@@ -279,11 +271,9 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
           }
         }
       }
-      float * dq = head_rows(op.dq, b, head);
-      for (int64_t i = 0; i < tq; ++i) {
-        float * dq_row = dq + i * op.dq.stride(2);
-        for (int64_t d = 0; d < head_dim; ++d) dq_row[d] = dq_columns[d * tq + i] * scale;
-      }
+#pragma omp simd
+      for (int64_t i = 0; i < head_dim * tq; ++i) dq_columns[i] *= scale;
+      transpose_block(dq_columns.data(), tq, head_dim, tq, head_rows(op.dq, b, head), op.dq.stride(2));
     }
   }
 }

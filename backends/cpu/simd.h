@@ -161,11 +161,20 @@ inline void tile_gemm(int64_t m, int64_t n, int64_t k, const float * a, int64_t 
   tile_gemm_tail<kBlockRows - 1>(m - row, n, k, a + row * lda, lda, b, ldb, c + row * ldc, ldc, accumulate);
 }
 
-// target[c][r] = source[r][c] for an rows x cols block.
+// target[c][r] = source[r][c] for an rows x cols block, in 16 x 16 tiles: each tile's 16 source rows and 16 target
+// rows stay in cache while it is copied (a whole column at a time would step through memory at the row stride,
+// which for strides of a power of two evicts its own lines).
 inline void transpose_block(const float * source, int64_t source_stride, int64_t rows, int64_t cols, float * target,
                             int64_t target_stride) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) target[c * target_stride + r] = source[r * source_stride + c];
+  constexpr int64_t kSide = 16;
+  for (int64_t first_row = 0; first_row < rows; first_row += kSide) {
+    const int64_t end_row = first_row + kSide < rows ? first_row + kSide : rows;
+    for (int64_t first_col = 0; first_col < cols; first_col += kSide) {
+      const int64_t end_col = first_col + kSide < cols ? first_col + kSide : cols;
+      for (int64_t c = first_col; c < end_col; ++c)
+        for (int64_t r = first_row; r < end_row; ++r) target[c * target_stride + r] = source[r * source_stride + c];
+    }
+  }
 }
 
 }  // namespace kosmos::cpu
