@@ -140,6 +140,15 @@ int64_t row_offset(const TensorView & view, int64_t row) {
 }
 int64_t element_step(const TensorView & view) { return view.ndim == 0 ? 1 : view.stride(-1); }
 
+// out[i] = convert(in[i]) over `count` dense elements of the given storage types.
+template <typename From, typename To, typename Convert>
+void convert_flat(const TensorView & in, const TensorView & out, int64_t count, Convert convert) {
+  const From * source = in.as<From>();
+  To * target = out.as<To>();
+#pragma omp parallel for simd
+  for (int64_t index = 0; index < count; ++index) target[index] = convert(source[index]);
+}
+
 }  // namespace
 
 TensorView WidenedOperands::input(const TensorView & view) {
@@ -180,6 +189,15 @@ bool any_narrow(std::initializer_list<TensorView> views) {
 void cpu_op(CpuContext &, const Cast & op) {
   if (op.in.is_contiguous() && op.out.is_contiguous()) {  // one flat loop (a whole parameter buffer is one row)
     const int64_t count = op.in.numel();
+    // f32 <-> bf16, what the widened ops and the compute copies cast, in typed loops that vectorize.
+    if (op.in.dtype == DType::kF32 && op.out.dtype == DType::kBF16) {
+      convert_flat<float, uint16_t>(op.in, op.out, count, [](float value) { return float_to_bf16(value); });
+      return;
+    }
+    if (op.in.dtype == DType::kBF16 && op.out.dtype == DType::kF32) {
+      convert_flat<uint16_t, float>(op.in, op.out, count, [](uint16_t value) { return bf16_to_float(value); });
+      return;
+    }
 #pragma omp parallel for
     for (int64_t index = 0; index < count; ++index) store_element(op.out, index, load_element(op.in, index));
     return;
