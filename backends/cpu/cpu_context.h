@@ -1,5 +1,6 @@
 // cpu_context.h: what the CPU kernels share: the oneDNN engine and stream, the cache of oneDNN primitives keyed by
-// (op, shapes, strides, dtypes, attributes), reusable scratch memory and tables kept between calls. One per CpuDevice; nothing global.
+// (op, shapes, strides, dtypes, attributes), reusable scratch memory, and tables kept between calls. One per
+// CpuDevice; nothing global.
 #pragma once
 
 #include <dnnl.hpp>
