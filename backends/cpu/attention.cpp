@@ -3,7 +3,8 @@
 // matrix; it saves the log-sum-exp. The backward recomputes each score tile from q, k and the log-sum-exp.
 // Threads take (batch, head, query tile) tasks forward and (batch, head) tasks backward, so no two threads write
 // the same gradient rows. Every tile product is a plain row-major GEMM: k is transposed once per head up front,
-// and the backward works on transposed score tiles (keys x queries), so no tile is ever transposed.
+// and the backward works on transposed score tiles (keys x queries), so no score tile is ever transposed (only
+// dropout's keep factors, drawn per query row, are turned to match them).
 #include <omp.h>
 
 #include <algorithm>

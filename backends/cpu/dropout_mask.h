@@ -1,7 +1,7 @@
 // dropout_mask.h: the keep factors of dropout on the CPU, for runs of consecutive elements (the Dropout op) and for
 // runs of keys of one attention row (backends/attention_dropout.h), drawn from Philox so that an element's factor
 // depends only on the seed and its place: the same numbers as philox_block gives the GPU kernels, made here
-// kPhiloxBatch blocks at a time across vector lanes (the 32 x 32 -> 64-bit products map to vpmuludq).
+// several blocks at a time across vector lanes (the 32 x 32 -> 64-bit products map to vpmuludq).
 #pragma once
 
 #include <algorithm>
@@ -13,16 +13,15 @@
 
 namespace kosmos::cpu {
 
-constexpr int64_t kPhiloxBatch = 16;  // blocks computed side by side
-
-// bits[4 b + l] = lane l of Philox block first_block + b, for b in [0, blocks), keyed by seed.
-inline void philox_blocks(uint64_t seed, uint64_t first_block, int64_t blocks, uint32_t * bits) {
+// bits[4 b + l] = lane l of Philox block first_block + b, for b in [0, blocks), keyed by seed, Batch blocks at a time.
+template <int64_t Batch>
+inline void philox_blocks_by(uint64_t seed, uint64_t first_block, int64_t blocks, uint32_t * bits) {
   constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;    // as philox4x32_10
   constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
-  for (int64_t start = 0; start < blocks; start += kPhiloxBatch) {
-    uint32_t c0[kPhiloxBatch], c1[kPhiloxBatch], c2[kPhiloxBatch], c3[kPhiloxBatch];
+  for (int64_t start = 0; start < blocks; start += Batch) {
+    uint32_t c0[Batch], c1[Batch], c2[Batch], c3[Batch];
 #pragma omp simd
-    for (int64_t j = 0; j < kPhiloxBatch; ++j) {
+    for (int64_t j = 0; j < Batch; ++j) {
       const uint64_t block = first_block + static_cast<uint64_t>(start + j);
       c0[j] = static_cast<uint32_t>(block);
       c1[j] = static_cast<uint32_t>(block >> 32);
@@ -31,7 +30,7 @@ inline void philox_blocks(uint64_t seed, uint64_t first_block, int64_t blocks, u
     uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
     for (int round = 0; round < 10; ++round) {
 #pragma omp simd
-      for (int64_t j = 0; j < kPhiloxBatch; ++j) {
+      for (int64_t j = 0; j < Batch; ++j) {
         const uint64_t product0 = static_cast<uint64_t>(kMul0) * c0[j];
         const uint64_t product1 = static_cast<uint64_t>(kMul1) * c2[j];
         const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1[j] ^ key0;
@@ -44,7 +43,7 @@ inline void philox_blocks(uint64_t seed, uint64_t first_block, int64_t blocks, u
       key0 += kWeyl0;
       key1 += kWeyl1;
     }
-    const int64_t made = std::min(kPhiloxBatch, blocks - start);
+    const int64_t made = std::min(Batch, blocks - start);
     for (int64_t j = 0; j < made; ++j) {
       uint32_t * block_bits = bits + 4 * (start + j);
       block_bits[0] = c0[j];
@@ -53,6 +52,15 @@ inline void philox_blocks(uint64_t seed, uint64_t first_block, int64_t blocks, u
       block_bits[3] = c3[j];
     }
   }
+}
+
+constexpr int64_t kPhiloxBatch = 16;  // blocks computed side by side in long runs
+
+// The same for any count: short runs (an attention tile's 64 keys are 4 blocks) in batches of 4, so that lanes are
+// not spent on blocks nobody reads.
+inline void philox_blocks(uint64_t seed, uint64_t first_block, int64_t blocks, uint32_t * bits) {
+  if (blocks <= 4) philox_blocks_by<4>(seed, first_block, blocks, bits);
+  else philox_blocks_by<kPhiloxBatch>(seed, first_block, blocks, bits);
 }
 
 // factors[i] = (uniform(seed, first + i) >= p) ? 1/(1-p) : 0, for i in [0, count): element n is lane n % 4 of

@@ -97,7 +97,7 @@ TEST(AttentionDropout, ThresholdsRoundPToTheNearest256thAndKeepTheExpectation) {
 TEST(CpuDropoutMask, BatchedBlocksAreTheBlocksOneByOne) {
   const uint64_t seed = 0xfedcba9876543210ull;
   for (uint64_t first : {0ull, 3ull, 0xfffffff5ull, 0x123456789ull}) {
-    for (int64_t blocks : {1, 15, 16, 17, 40}) {
+    for (int64_t blocks : {1, 3, 4, 5, 15, 16, 17, 40}) {
       std::vector<uint32_t> bits(4 * static_cast<size_t>(blocks) + 1, 0xdeadbeefu);
       cpu::philox_blocks(seed, first, blocks, bits.data());
       for (int64_t b = 0; b < blocks; ++b) {
@@ -115,7 +115,7 @@ TEST(CpuDropoutMask, BatchedBlocksAreTheBlocksOneByOne) {
 TEST(CpuDropoutMask, DropoutFactorsAreEachElementsOwnDraw) {
   const uint64_t seed = 77;
   const float p = 0.3f;
-  const uint32_t threshold = static_cast<uint32_t>(std::ceil(0.3 * 16777216.0));
+  const uint32_t threshold = static_cast<uint32_t>(std::ceil(static_cast<double>(p) * 16777216.0));
   for (uint64_t first : {0ull, 1ull, 6ull, 4000000001ull}) {
     for (int64_t count : {1, 3, 5, 255, 257, 1000}) {
       std::vector<float> factors(static_cast<size_t>(count));

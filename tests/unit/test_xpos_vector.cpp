@@ -1,6 +1,7 @@
 // test_xpos_vector.cpp: xPos on the test vector of kosmos-spec.md section 4.4 (D=4, len=3, scale base 512), run
 // through every available backend and the fp64 reference: the published values, the q.k scores, and the decoding
-// offset that must reproduce the last row.
+// offset that must reproduce the last row; and one device following every change of xPos's parameters (a backend
+// that keeps its tables between calls must make them again).
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -58,6 +59,29 @@ TEST(XPosVector, EveryBackendMatchesTheSpec) {
     const TensorView row = run.upload(last, DType::kF32), out = run.output({1, 1, 1, 4}, DType::kF32);
     run.op(XPosForward{out, row, XPosParams{2, false, 512.0f}});
     expect_spec_values(run.download(out), {-12.8383, 4.02221, 10.7578, 12.2176}, backend + " offset 2");
+  }
+}
+
+// The same shape through one device with the offset, the scale base and the direction changed one at a time, and
+// back: each output against the fp64 reference of its own parameters.
+TEST(XPosVector, OneDeviceFollowsEveryChangeOfItsParameters) {
+  const XPosParams sequence[] = {{0, false, 512.0f}, {0, false, 64.0f}, {1, false, 64.0f},
+                                 {1, true, 64.0f},   {0, false, 512.0f}};
+  for (const std::string & backend : testable_backends()) {
+    std::unique_ptr<Device> device = create_test_device(backend);
+    std::unique_ptr<Stream> stream = device->create_stream();
+    DeviceRun run(*device, *stream);
+    const TensorView x = run.upload(spec_input(), DType::kF32);
+    for (const XPosParams & params : sequence) {
+      const TensorView out = run.output({1, 1, 3, 4}, DType::kF32);
+      run.op(XPosForward{out, x, params});
+      const Tensor expected = reference::xpos(spec_input(), params.offset, params.downscale, params.scale_base);
+      const Tensor actual = run.download(out);
+      for (int64_t i = 0; i < expected.numel(); ++i)
+        EXPECT_NEAR(actual.v[i], expected.v[i], 1e-5 * std::max(1.0, std::abs(expected.v[i])))
+            << backend << " offset " << params.offset << " downscale " << params.downscale << " scale base "
+            << params.scale_base << " [" << i << "]";
+    }
   }
 }
 
