@@ -17,17 +17,28 @@ struct PhiloxBlock {
   uint32_t lane[4];
 };
 
+constexpr uint32_t kPhiloxWeyl0 = 0x9E3779B9u, kPhiloxWeyl1 = 0xBB67AE85u;  // key schedule increments
+
+// One round on the counter's four lanes, in place; the CPU also runs it lane-wise over many blocks at once
+// (backends/cpu/dropout_mask.h).
+KOSMOS_HOST_DEVICE inline void philox_round(uint32_t & c0, uint32_t & c1, uint32_t & c2, uint32_t & c3, uint32_t key0,
+                                            uint32_t key1) {
+  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;  // round multipliers
+  const uint64_t product0 = static_cast<uint64_t>(kMul0) * c0;
+  const uint64_t product1 = static_cast<uint64_t>(kMul1) * c2;
+  const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1 ^ key0;
+  const uint32_t next2 = static_cast<uint32_t>(product0 >> 32) ^ c3 ^ key1;
+  c1 = static_cast<uint32_t>(product1);
+  c3 = static_cast<uint32_t>(product0);
+  c0 = next0;
+  c2 = next2;
+}
+
 KOSMOS_HOST_DEVICE inline PhiloxBlock philox4x32_10(PhiloxBlock counter, uint32_t key0, uint32_t key1) {
-  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;     // round multipliers
-  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;   // key schedule increments
   for (int round = 0; round < 10; ++round) {
-    const uint64_t product0 = static_cast<uint64_t>(kMul0) * counter.lane[0];
-    const uint64_t product1 = static_cast<uint64_t>(kMul1) * counter.lane[2];
-    const uint32_t hi0 = static_cast<uint32_t>(product0 >> 32), lo0 = static_cast<uint32_t>(product0);
-    const uint32_t hi1 = static_cast<uint32_t>(product1 >> 32), lo1 = static_cast<uint32_t>(product1);
-    counter = PhiloxBlock{{hi1 ^ counter.lane[1] ^ key0, lo1, hi0 ^ counter.lane[3] ^ key1, lo0}};
-    key0 += kWeyl0;
-    key1 += kWeyl1;
+    philox_round(counter.lane[0], counter.lane[1], counter.lane[2], counter.lane[3], key0, key1);
+    key0 += kPhiloxWeyl0;
+    key1 += kPhiloxWeyl1;
   }
   return counter;
 }

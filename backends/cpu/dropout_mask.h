@@ -16,8 +16,6 @@ namespace kosmos::cpu {
 // bits[4 b + l] = lane l of Philox block first_block + b, for b in [0, blocks), keyed by seed, Batch blocks at a time.
 template <int64_t Batch>
 inline void philox_blocks_by(uint64_t seed, uint64_t first_block, int64_t blocks, uint32_t * bits) {
-  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;    // as philox4x32_10
-  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
   for (int64_t start = 0; start < blocks; start += Batch) {
     uint32_t c0[Batch], c1[Batch], c2[Batch], c3[Batch];
 #pragma omp simd
@@ -30,18 +28,9 @@ inline void philox_blocks_by(uint64_t seed, uint64_t first_block, int64_t blocks
     uint32_t key0 = static_cast<uint32_t>(seed), key1 = static_cast<uint32_t>(seed >> 32);
     for (int round = 0; round < 10; ++round) {
 #pragma omp simd
-      for (int64_t j = 0; j < Batch; ++j) {
-        const uint64_t product0 = static_cast<uint64_t>(kMul0) * c0[j];
-        const uint64_t product1 = static_cast<uint64_t>(kMul1) * c2[j];
-        const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1[j] ^ key0;
-        const uint32_t next2 = static_cast<uint32_t>(product0 >> 32) ^ c3[j] ^ key1;
-        c1[j] = static_cast<uint32_t>(product1);
-        c3[j] = static_cast<uint32_t>(product0);
-        c0[j] = next0;
-        c2[j] = next2;
-      }
-      key0 += kWeyl0;
-      key1 += kWeyl1;
+      for (int64_t j = 0; j < Batch; ++j) philox_round(c0[j], c1[j], c2[j], c3[j], key0, key1);
+      key0 += kPhiloxWeyl0;
+      key1 += kPhiloxWeyl1;
     }
     const int64_t made = std::min(Batch, blocks - start);
     for (int64_t j = 0; j < made; ++j) {
