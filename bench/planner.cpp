@@ -158,16 +158,18 @@ std::string describe(const Layout & layout) {
 namespace {
 
 // What every prediction of one model needs, made once: the config with its vocabulary padded (as `data prepare`
-// pads it, so that tp divides it) and the parameter count of its table.
+// pads it, so that tp divides it) and the parameter counts of its table.
 struct PlannedModel {
   model::KosmosConfig config;
-  double parameters = 0.0;
+  double parameters = 0.0, trainable = 0.0;  // all of them; those with gradients and AdamW moments
 };
 
 PlannedModel planned(const model::KosmosConfig & base) {
-  PlannedModel planned_model{base, 0.0};
+  PlannedModel planned_model{base, 0.0, 0.0};
   planned_model.config.decoder.vocab_size = (base.decoder.vocab_size + 63) / 64 * 64;
-  planned_model.parameters = static_cast<double>(model::ParameterTable(planned_model.config).total());
+  const model::ParameterTable table(planned_model.config);
+  planned_model.parameters = static_cast<double>(table.count());
+  planned_model.trainable = static_cast<double>(table.trainable_count());
   return planned_model;
 }
 
@@ -255,22 +257,24 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   p.pp_seconds = layout.pp > 1 ? layout.micro_batches * 2.0 * p2p : 0.0;
   p.bubble_seconds = std::max(0.0, makespan - busy);
 
-  // After the backward: the gradients of the whole table over dp (fp32), a tied embedding's over the pipeline.
-  const double parameters = planned_model.parameters;
+  // After the backward: the gradients of the trainable parameters over dp (fp32), a tied embedding's over the
+  // pipeline.
+  const double parameters = planned_model.parameters, trainable = planned_model.trainable;
   const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
-  p.dp_seconds = all_reduce_seconds(parameters * 4.0, layout.dp, dp_alpha, dp_gbs);  // ZeRO-1 moves the same
+  p.dp_seconds = all_reduce_seconds(trainable * 4.0, layout.dp, dp_alpha, dp_gbs);  // ZeRO-1 moves the same
   const double tied_seconds = layout.pp > 1 && d.tied
                                   ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0, 2,
                                                        hw.intra_alpha_us, hw.intra_gbs)
                                   : 0.0;
   p.pp_seconds += tied_seconds;
-  p.optimizer_seconds = parameters / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
+  p.optimizer_seconds = trainable / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
   p.step_seconds = makespan + tied_seconds + p.dp_seconds + p.optimizer_seconds;
 
   // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.
-  const double state_bytes = parameters * (16.0 + (act < 4.0 ? act : 0.0));  // fp32 values, grads, m, v (+ bf16 copy)
+  // fp32 values (+ the bf16 copy) of every parameter; fp32 gradients and AdamW moments of the trainable ones.
+  const double state_bytes = parameters * (4.0 + (act < 4.0 ? act : 0.0)) + trainable * 12.0;
   // A layer's saved activations as model/layers.cpp keeps them: the residual stream's x and x_mid in f32; in the
   // activation dtype the pre-LN outputs, q | k | v, the attention, its sub-LN output, the FFN's hidden layer (its
   // sub-LN normalises GELU of it on the fly) and its sub-LN output, and under tp the sub-LNs' gathered inputs. With

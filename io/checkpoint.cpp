@@ -1,6 +1,6 @@
 // checkpoint.cpp: parallel HDF5 reading and writing of the training state (layout in checkpoint.h). Each rank's
 // part of a tensor is a few hyperslabs of the logical tensor; memory and file share the shape and the selection,
-// because every rank keeps the whole table in its flat buffers.
+// because every rank keeps the whole table in its flat buffers (the moments of the trainable parameters only).
 #include "io/checkpoint.h"
 
 #include <algorithm>
@@ -210,10 +210,17 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
   }
   Handle transfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
   KOSMOS_H5_CHECK(H5Pset_dxpl_mpio(transfer, H5FD_MPIO_COLLECTIVE), path, ": collective transfer");
+  // A frozen parameter has no AdamW moments: the file holds zeros for them, the moments it would start from if a
+  // later run trained it.
+  int64_t largest_frozen = 0;
+  for (const model::ParameterSpec & spec : specs)
+    if (!spec.trainable) largest_frozen = std::max(largest_frozen, spec.numel);
+  const std::vector<float> frozen_moments(static_cast<size_t>(largest_frozen), 0.0f);
   for (const SlotPlace & place : kSlots) {
     const HostSlot host(state, place.slot, stream, true);
     for (size_t i = 0; i < specs.size(); ++i) {
       const model::ParameterSpec & spec = specs[i];
+      const bool held = spec.trainable || place.slot == model::ModelState::Slot::kValues;
       const std::string dataset = std::string(place.group) + "/" + spec.name;
       const Dims dims = dims_of(spec.shape);
       Handle file_space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
@@ -233,7 +240,8 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
       Handle memory_space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
       select(file_space, slabs, dataset);
       select(memory_space, slabs, dataset);
-      KOSMOS_H5_CHECK(H5Dwrite(data, H5T_NATIVE_FLOAT, memory_space, file_space, transfer, host.data() + spec.offset),
+      KOSMOS_H5_CHECK(H5Dwrite(data, H5T_NATIVE_FLOAT, memory_space, file_space, transfer,
+                               held ? host.data() + spec.offset : frozen_moments.data()),
                       path, ": writing dataset ", dataset);
     }
   }
@@ -263,6 +271,7 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
     check_checkpoint_tensors(file, path, place.group, specs, info);
     HostSlot host(state, place.slot, stream, false);
     for (const model::ParameterSpec & spec : specs) {
+      if (!spec.trainable && place.slot != model::ModelState::Slot::kValues) continue;  // no moments here
       const std::string dataset = std::string(place.group) + "/" + spec.name;
       Handle data(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
       KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": opening ", dataset);

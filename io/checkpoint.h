@@ -1,7 +1,8 @@
 // checkpoint.h: the whole training state in one HDF5 file, written by every rank at once with parallel HDF5 (each
 // rank its own hyperslabs, no gather) and read back under any layout. Tensors keep their full logical shapes, so
 // the file does not depend on the (dp, pp, tp) that wrote it:
-//   /params/<name>, /optim/m/<name>, /optim/v/<name>   f32, chunked, Fletcher32 checksums
+//   /params/<name>, /optim/m/<name>, /optim/v/<name>   f32, chunked, Fletcher32 checksums (a frozen parameter's
+//                                                      moments are zeros, and are not read back)
 //   /meta (attributes)                                 step, seed, loss scale, data position, model config, layout,
 //                                                      optimizer, tool version, the run's options (TOML)
 #pragma once

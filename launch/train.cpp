@@ -239,8 +239,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     metrics.open(options.metrics, std::ios::trunc);
     KOSMOS_CHECK(metrics, "--metrics ", options.metrics, ": cannot open for writing; check the folder exists");
   }
-  log << "kosmos train: preset " << options.preset << ", " << table.total() << " parameters ("
-      << table.trainable_total() << " trainable), device " << device->name() << " (" << device->description()
+  log << "kosmos train: preset " << options.preset << ", " << table.count() << " parameters ("
+      << table.trainable_count() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
   if (compute_dtype != DType::kF32) {
     log << "precision: " << options.precision

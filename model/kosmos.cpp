@@ -93,12 +93,13 @@ KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parall
     decoder_blocks_.push_back(make_magneto_block(state_, "decoder.layers." + std::to_string(layer) + ".",
                                                  dc.layernorm_eps, split() ? tensor_parallel_->rank() : 0,
                                                  split() ? tensor_parallel_->size() : 1));
-  // The backward finishes the gradients from the end of the table down: the head and final LayerNorm, the layers
-  // last to first, then the embeddings and the image path, which must all lie below the first layer.
+  // The backward finishes the gradients from the end of the trainable part down: the head and final LayerNorm, the
+  // layers last to first, then the embeddings and the image path, whose trainable parameters must all lie below the
+  // first layer (the frozen ones have no gradient and lie above the trainable part).
   const auto starts_with = [](const std::string & name, const std::string & prefix) { return name.rfind(prefix, 0) == 0; };
   const std::vector<ParameterSpec> & specs = state_.table().specs();
-  decoder_layer_offsets_.assign(static_cast<size_t>(dc.layers), state_.table().total());
-  final_norm_offset_ = state_.table().total();
+  decoder_layer_offsets_.assign(static_cast<size_t>(dc.layers), state_.table().trainable_end());
+  final_norm_offset_ = state_.table().trainable_end();
   for (const ParameterSpec & spec : specs) {
     for (int64_t layer = 0; layer < dc.layers; ++layer)
       if (starts_with(spec.name, "decoder.layers." + std::to_string(layer) + "."))
@@ -108,6 +109,7 @@ KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parall
   }
   const int64_t decoder_start = dc.layers > 0 ? decoder_layer_offsets_[0] : final_norm_offset_;
   for (const ParameterSpec & spec : specs) {
+    if (!spec.trainable) continue;
     const bool after = starts_with(spec.name, "decoder.layers.") || starts_with(spec.name, "decoder.layer_norm.") ||
                        starts_with(spec.name, "decoder.output_projection.");
     KOSMOS_CHECK((spec.offset >= decoder_start) == after, "parameter table: ", spec.name, " at offset ", spec.offset,

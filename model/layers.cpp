@@ -38,12 +38,18 @@ std::optional<Linear> fused_qkv(const Linear & q, const Linear & k, const Linear
   Linear qkv;
   qkv.trainable = q.trainable;
   qkv.weight = side_by_side({q.weight, k.weight, v.weight});
-  qkv.dweight = side_by_side({q.dweight, k.dweight, v.dweight});
-  if (!qkv.weight.present() || !qkv.dweight.present()) return std::nullopt;
+  if (!qkv.weight.present()) return std::nullopt;
+  if (qkv.trainable) {  // a frozen projection has no gradients to fuse
+    qkv.dweight = side_by_side({q.dweight, k.dweight, v.dweight});
+    if (!qkv.dweight.present()) return std::nullopt;
+  }
   if (q.bias.present() || k.bias.present() || v.bias.present()) {
     qkv.bias = side_by_side({q.bias, k.bias, v.bias});
-    qkv.dbias = side_by_side({q.dbias, k.dbias, v.dbias});
-    if (!qkv.bias.present() || !qkv.dbias.present()) return std::nullopt;
+    if (!qkv.bias.present()) return std::nullopt;
+    if (qkv.trainable) {
+      qkv.dbias = side_by_side({q.dbias, k.dbias, v.dbias});
+      if (!qkv.dbias.present()) return std::nullopt;
+    }
   }
   return qkv;
 }

@@ -39,11 +39,9 @@ void ParameterTable::add(const std::string & name, std::vector<int64_t> shape, I
   spec.init_arg = init_arg;
   spec.gain = gain;
   spec.trainable = trainable;
-  spec.offset = total_;
+  spec.aligned_end = aligned_end;
   spec.numel = 1;
   for (int64_t size : spec.shape) spec.numel *= size;
-  total_ += spec.numel;
-  if (aligned_end) total_ = (total_ + 15) / 16 * 16;  // the next parameter starts on 64 bytes
   index_.emplace(name, specs_.size());
   specs_.push_back(std::move(spec));
 }
@@ -141,6 +139,28 @@ ParameterTable::ParameterTable(const KosmosConfig & config) {
   if (!d.tied)
     add("decoder.output_projection.weight", {d.vocab_size, d.embed_dim}, Init::kNormal, std::pow(d.embed_dim, -0.5),
         true);
+  lay_out();
+}
+
+void ParameterTable::lay_out() {
+  int64_t next = 0;
+  for (const bool trainable : {true, false}) {  // the trainable part, the slack, then the frozen part
+    if (!trainable) {
+      trainable_end_ = next;
+      next += kShardSlack;
+    }
+    for (size_t i = 0; i < specs_.size(); ++i) {
+      ParameterSpec & spec = specs_[i];
+      if (spec.trainable != trainable) continue;
+      KOSMOS_CHECK(spec.aligned_end || (i + 1 < specs_.size() && specs_[i + 1].trainable == trainable),
+                   "parameter table: ", spec.name, " must be followed with no gap by a parameter that is as "
+                   "trainable as it is (internal error)");
+      spec.offset = next;
+      next += spec.numel;
+      if (spec.aligned_end) next = (next + 15) / 16 * 16;  // the next parameter starts on 64 bytes
+    }
+  }
+  total_ = next;
 }
 
 const ParameterSpec & ParameterTable::find(const std::string & name) const {
@@ -153,25 +173,31 @@ const ParameterSpec & ParameterTable::find(const std::string & name) const {
   KOSMOS_FAIL("model has no parameter named '", name, "'", near.empty() ? "" : "; similar:" + near);
 }
 
-int64_t ParameterTable::trainable_total() const {
-  int64_t count = 0;
+int64_t ParameterTable::count() const {
+  int64_t elements = 0;
+  for (const ParameterSpec & spec : specs_) elements += spec.numel;
+  return elements;
+}
+
+int64_t ParameterTable::trainable_count() const {
+  int64_t elements = 0;
   for (const ParameterSpec & spec : specs_)
-    if (spec.trainable) count += spec.numel;
-  return count;
+    if (spec.trainable) elements += spec.numel;
+  return elements;
 }
 
 ModelState::ModelState(Device & device, const ParameterTable & table, DType compute_dtype)
     : device_(device), table_(table), compute_dtype_(compute_dtype) {
   KOSMOS_CHECK(dtype_is_float(compute_dtype), "model state: compute dtype ", dtype_name(compute_dtype),
                " is not supported; use f32, bf16 or f16");
-  const size_t bytes = static_cast<size_t>(table_.total() + kShardSlack) * sizeof(float);
-  values_ = device.allocate(bytes, BufferUse::kWeights);
-  grads_ = device.allocate(bytes, BufferUse::kWeights);
-  moment1_ = device.allocate(bytes, BufferUse::kWeights);
-  moment2_ = device.allocate(bytes, BufferUse::kWeights);
+  values_ = device.allocate(static_cast<size_t>(table_.total()) * sizeof(float), BufferUse::kWeights);
+  const size_t trained_bytes = static_cast<size_t>(table_.trainable_end() + kShardSlack) * sizeof(float);
+  grads_ = device.allocate(trained_bytes, BufferUse::kWeights);
+  moment1_ = device.allocate(trained_bytes, BufferUse::kWeights);
+  moment2_ = device.allocate(trained_bytes, BufferUse::kWeights);
   std::unique_ptr<Stream> stream = device.create_stream();
-  for (const Buffer * buffer : {&values_, &grads_, &moment1_, &moment2_})  // gaps and slack stay zero
-    op_run(device, Fill{make_view(buffer->data(), DType::kF32, {table_.total() + kShardSlack}), 0.0f}, *stream);
+  for (const Slot slot : {Slot::kValues, Slot::kGrads, Slot::kMoment1, Slot::kMoment2})  // gaps and slack stay zero
+    op_run(device, Fill{flat(slot), 0.0f}, *stream);
   if (compute_dtype != DType::kF32)
     compute_values_ = device.allocate(static_cast<size_t>(table_.total()) * dtype_size(compute_dtype), BufferUse::kWeights);
   stream->synchronize();
@@ -197,12 +223,17 @@ TensorView ModelState::compute_values() const {
 }
 
 TensorView ModelState::flat(Slot slot) const {
-  const Buffer & buffer = slot == Slot::kValues ? values_ : slot == Slot::kGrads ? grads_
-                          : slot == Slot::kMoment1 ? moment1_ : moment2_;
-  return make_view(buffer.data(), DType::kF32, {table_.total() + kShardSlack});
+  const int64_t trained = table_.trainable_end() + kShardSlack;
+  switch (slot) {
+    case Slot::kValues: return make_view(values_.data(), DType::kF32, {table_.total()});
+    case Slot::kGrads: return make_view(grads_.data(), DType::kF32, {trained});
+    case Slot::kMoment1: return make_view(moment1_.data(), DType::kF32, {trained});
+    case Slot::kMoment2: return make_view(moment2_.data(), DType::kF32, {trained});
+  }
+  KOSMOS_FAIL("model state: unknown slot ", static_cast<int>(slot), " (internal error)");
 }
 
-TensorView ModelState::all_grads() const { return make_view(grads_.data(), DType::kF32, {table_.total()}); }
+TensorView ModelState::all_grads() const { return make_view(grads_.data(), DType::kF32, {table_.trainable_end()}); }
 
 void ModelState::initialise(uint64_t seed, Stream & stream) {
   std::vector<float> host;
@@ -237,12 +268,12 @@ void ModelState::initialise(uint64_t seed, Stream & stream) {
 }
 
 void ModelState::zero_grads(Stream & stream) {
-  op_run(device_, Fill{make_view(grads_.data(), DType::kF32, {table_.total()}), 0.0f}, stream);
+  op_run(device_, Fill{all_grads(), 0.0f}, stream);
 }
 
 void ModelState::zero_moments(Stream & stream) {
   for (const Buffer * buffer : {&moment1_, &moment2_})
-    op_run(device_, Fill{make_view(buffer->data(), DType::kF32, {table_.total()}), 0.0f}, stream);
+    op_run(device_, Fill{make_view(buffer->data(), DType::kF32, {table_.trainable_end()}), 0.0f}, stream);
 }
 
 }  // namespace kosmos::model

@@ -2,8 +2,10 @@
 // Names and shapes are the PyTorch peers' own (the seed composition: clip_model.* = HF CLIPVisionTransformer,
 // perceive.* = flamingo-pytorch PerceiverResampler, image_proj.weight, decoder.* = torchscale Decoder; and HF
 // Kosmos-2's image_to_text_projection.* for the XConnector), so importing a checkpoint is a rename at most.
-// Values, gradients and the two AdamW moments live in four flat f32 buffers in table order; with mixed precision a
-// fifth, bf16 or f16, holds the values the matmuls read.
+// Values live in one flat f32 buffer: the trainable parameters first (in table order), then the frozen ones. Their
+// gradients and the two AdamW moments live in three more flat f32 buffers that cover the trainable part only (a
+// frozen CLIP layer has no gradient and no moments); with mixed precision a fifth buffer, bf16 or f16, holds the
+// values the matmuls read.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,7 @@ struct ParameterSpec {
   double gain = 1.0;            // Magneto's sqrt(log 2N) on v_proj, out_proj, fc1, fc2 (kosmos-spec 3.3)
   int64_t zero_row = -1;        // a row set to zero after init (an embedding's padding_idx)
   bool trainable = true;
+  bool aligned_end = true;      // the next parameter of the flat buffers starts on 64 bytes (see ParameterTable::add)
   int64_t offset = 0;           // elements into the flat buffers
   int64_t numel = 0;
 };
@@ -53,8 +56,15 @@ class ParameterTable {
   // The spec named `name`; an unknown name is an error that suggests the names sharing its prefix.
   const ParameterSpec & find(const std::string & name) const;
   bool contains(const std::string & name) const { return index_.count(name) != 0; }
+  // The flat layout, in elements: the trainable parameters at [0, trainable_end()), then kShardSlack zeros (which
+  // let ZeRO-1 cut the trainable part into equal slices for up to kShardSlack ranks), then the frozen parameters up
+  // to total(). Gradients and moments are [trainable_end() + kShardSlack], values [total()].
+  static constexpr int64_t kShardSlack = 4096;
+  int64_t trainable_end() const { return trainable_end_; }
   int64_t total() const { return total_; }
-  int64_t trainable_total() const;
+  // How many parameters (elements, without the alignment gaps and the slack), and how many of them train.
+  int64_t count() const;
+  int64_t trainable_count() const;
 
  private:
   // Appends a parameter; every one starts on 64 bytes, except those after one added with aligned_end false (add_qkv's
@@ -67,13 +77,15 @@ class ParameterTable {
   // v_gain.
   void add_qkv(const std::string & prefix, int64_t width, bool trainable, double v_gain);
   void add_layernorm(const std::string & prefix, int64_t width, bool trainable);
+  // Gives every parameter its offset (the layout above), once the table is complete.
+  void lay_out();
   std::vector<ParameterSpec> specs_;
   std::unordered_map<std::string, size_t> index_;
-  int64_t total_ = 0;
+  int64_t trainable_end_ = 0, total_ = 0;
 };
 
-// Device memory for a table: values, gradients (accumulated by the backward), AdamW moments, and with mixed
-// precision the compute copy of the values.
+// Device memory for a table: values, the trainable parameters' gradients (accumulated by the backward) and AdamW
+// moments, and with mixed precision the compute copy of the values.
 class ModelState {
  public:
   // compute_dtype f32: the matmuls read the values themselves. bf16 or f16 (mixed precision): they read a copy of
@@ -92,17 +104,17 @@ class ModelState {
   // The whole compute copy, [total] in compute_dtype (absent in f32): where AdamW writes the updated values rounded
   // (AdamWStep::compute_param), which keeps the copy current without refreshing it.
   TensorView compute_values() const;
-  TensorView value(const std::string & name) const { return view(values_, table_.find(name)); }
-  TensorView grad(const std::string & name) const { return view(grads_, table_.find(name)); }
+  TensorView value(const std::string & name) const { return value(table_.find(name)); }
   TensorView value(const ParameterSpec & spec) const { return view(values_, spec); }
-  TensorView grad(const ParameterSpec & spec) const { return view(grads_, spec); }
-  TensorView moment1(const ParameterSpec & spec) const { return view(moment1_, spec); }
-  TensorView moment2(const ParameterSpec & spec) const { return view(moment2_, spec); }
-  TensorView all_grads() const;  // the flat gradient buffer, [total]
-  // A whole flat buffer, [total + slack]: the slack (zeros) lets ZeRO-1 cut it into equal slices for up to
-  // kShardSlack ranks.
+  // A trainable parameter's gradient and AdamW moments; absent for a frozen one, which has none.
+  TensorView grad(const std::string & name) const { return grad(table_.find(name)); }
+  TensorView grad(const ParameterSpec & spec) const { return trained_view(grads_, spec); }
+  TensorView moment1(const ParameterSpec & spec) const { return trained_view(moment1_, spec); }
+  TensorView moment2(const ParameterSpec & spec) const { return trained_view(moment2_, spec); }
+  TensorView all_grads() const;  // the trainable part's gradients, [trainable_end]
+  // A whole flat buffer: the values [total], the others [trainable_end + kShardSlack] (the slack stays zero).
   enum class Slot : uint8_t { kValues, kGrads, kMoment1, kMoment2 };
-  static constexpr int64_t kShardSlack = 4096;
+  static constexpr int64_t kShardSlack = ParameterTable::kShardSlack;
   TensorView flat(Slot slot) const;
   // Every parameter from its spec, drawn from Philox keyed by (seed, name): the values do not depend on the
   // order of the table or on how it is later split across ranks.
@@ -113,11 +125,15 @@ class ModelState {
 
  private:
   TensorView view(const Buffer & buffer, const ParameterSpec & spec, DType dtype = DType::kF32) const;
+  TensorView trained_view(const Buffer & buffer, const ParameterSpec & spec) const {
+    return spec.trainable ? view(buffer, spec) : TensorView{};
+  }
   Device & device_;
   ParameterTable table_;
   DType compute_dtype_;
-  Buffer values_, grads_, moment1_, moment2_;
-  Buffer compute_values_;  // [total] compute_dtype_, allocated only when it is not f32
+  Buffer values_;                     // [total] f32
+  Buffer grads_, moment1_, moment2_;  // [trainable_end + kShardSlack] f32
+  Buffer compute_values_;             // [total] compute_dtype_, allocated only when it is not f32
 };
 
 }  // namespace kosmos::model

@@ -182,15 +182,15 @@ int Trainer::owning_stage(const std::string & name) const {
 }
 
 int64_t Trainer::zero1_slice() const {
-  const int64_t total = state_.table().total();
-  return dp_.zero1 ? (total + dp_.comm->size() - 1) / dp_.comm->size() : total;
+  const int64_t trained = state_.table().trainable_end();
+  return dp_.zero1 ? (trained + dp_.comm->size() - 1) / dp_.comm->size() : trained;
 }
 
 std::pair<int64_t, int64_t> Trainer::updated_range() const {
-  const int64_t total = state_.table().total();
-  if (!dp_.zero1) return {0, total};
+  const int64_t trained = state_.table().trainable_end();
+  if (!dp_.zero1) return {0, trained};
   const int64_t begin = zero1_slice() * dp_.comm->rank();
-  return {begin, std::min(total, begin + zero1_slice())};
+  return {begin, std::min(trained, begin + zero1_slice())};
 }
 
 std::vector<ParameterPart> Trainer::checkpoint_parts() const {
@@ -202,8 +202,11 @@ std::vector<ParameterPart> Trainer::checkpoint_parts() const {
   for (size_t i = 0; i < specs.size(); ++i) {
     ParameterPart part = ParameterPart::whole(specs[i]);
     const TensorParallelSplit split = tensor_parallel_split(specs[i].name);
+    // ZeRO-1 slices the trainable part of the flat buffers; a frozen parameter, which no step changes, is written
+    // whole by dp rank 0, as every parameter is without ZeRO-1.
+    const bool sliced = dp_.zero1 && specs[i].trainable;
     const bool replica_elsewhere = (split == TensorParallelSplit::kReplicated && tp_rank != 0) ||
-                                   (!dp_.zero1 && dp_rank != 0);
+                                   (!sliced && dp_rank != 0);
     if (!layout_[i].owned || replica_elsewhere) {
       parts.push_back(ParameterPart::none());
       continue;
@@ -217,8 +220,10 @@ std::vector<ParameterPart> Trainer::checkpoint_parts() const {
       part.column_begin = columns * tp_rank;
       part.column_end = part.column_begin + columns;
     }
-    part.flat_begin = std::clamp(begin - specs[i].offset, int64_t{0}, specs[i].numel);
-    part.flat_end = std::clamp(end - specs[i].offset, int64_t{0}, specs[i].numel);
+    if (sliced) {
+      part.flat_begin = std::clamp(begin - specs[i].offset, int64_t{0}, specs[i].numel);
+      part.flat_end = std::clamp(end - specs[i].offset, int64_t{0}, specs[i].numel);
+    }
     parts.push_back(part);
   }
   return parts;
@@ -228,10 +233,11 @@ double Trainer::gather_parameters(Runtime & rt) {
   compute_values_current_ = false;
   double spread = 0.0;
   if (tp_.comm && tp_.comm->size() > 1) spread = gather_tensor_parallel(rt);
-  if (pp_.comm && pp_.comm->size() > 1) {  // each parameter from its stage: zeros elsewhere, summed over the stages
-    for (size_t i = 0; i < layout_.size(); ++i)
-      if (!layout_[i].owned) rt.run(Fill{state_.value(state_.table().specs()[i]), 0.0f});
-    all_reduce_buckets(*pp_.comm, state_.flat(ModelState::Slot::kValues), state_.table().total(),
+  if (pp_.comm && pp_.comm->size() > 1) {  // each trained parameter from its stage: zeros elsewhere, summed
+    const std::vector<ParameterSpec> & specs = state_.table().specs();
+    for (size_t i = 0; i < layout_.size(); ++i)  // (the frozen ones never change: every stage has them)
+      if (!layout_[i].owned && specs[i].trainable) rt.run(Fill{state_.value(specs[i]), 0.0f});
+    all_reduce_buckets(*pp_.comm, state_.flat(ModelState::Slot::kValues), state_.table().trainable_end(),
                        dp_.bucket_elements, rt.stream);
     rt.stream.synchronize();
   }
@@ -375,8 +381,8 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // pipelined and dp_.overlap is on, else after it).
   std::optional<BucketedReduction> reduction;
   if (dp_.comm && !dp_.zero1)
-    reduction.emplace(*dp_.comm, state_.flat(ModelState::Slot::kGrads), state_.table().total(), dp_.bucket_elements,
-                      rt.stream);
+    reduction.emplace(*dp_.comm, state_.flat(ModelState::Slot::kGrads), state_.table().trainable_end(),
+                      dp_.bucket_elements, rt.stream);
   if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
     rt.arena.reset();
     const int stages = pp_.comm->size(), stage = pp_.comm->rank();
@@ -422,8 +428,9 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
                              rt.stream);
     rt.run(Copy{make_view(grads.as<float>() + begin, DType::kF32, {shard}), mine});
   }
-  // The global gradient norm (frozen parameters have zero gradients), then clipping and AdamW. The norm and the loss
-  // are sums over every rank, so every rank sees a NaN or infinity at the same step and decides alike.
+  // The global gradient norm (of the trainable parameters: frozen ones have no gradient), then clipping and AdamW.
+  // The norm and the loss are sums over every rank, so every rank sees a NaN or infinity at the same step and
+  // decides alike.
   stats.grad_norm = std::sqrt(squared_gradient_norm(rt, begin, end)) / scale;
   stats.lr = learning_rate(config_, step);
   if (!std::isfinite(stats.grad_norm) || !std::isfinite(stats.loss)) {

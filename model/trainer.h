@@ -118,8 +118,8 @@ class Trainer {
   void set_loss_scale(const LossScale & loss_scale);
 
  private:
-  // The elements of each ZeRO-1 slice of the flat buffers (the whole table without ZeRO-1), and the range
-  // [begin, end) this data-parallel rank updates: all of it, or its slice.
+  // The elements of each ZeRO-1 slice of the flat buffers' trainable part (all of it without ZeRO-1), and the range
+  // [begin, end) this data-parallel rank updates: the whole trainable part, or its slice.
   int64_t zero1_slice() const;
   std::pair<int64_t, int64_t> updated_range() const;
   // The part of gather_parameters over the tp group.

@@ -33,7 +33,7 @@ std::string temp_path(const std::string & name) {
 
 std::vector<float> slot_values(const model::ModelState & state, Slot slot) {
   const TensorView flat = state.flat(slot);
-  return std::vector<float>(flat.as<float>(), flat.as<float>() + state.table().total());
+  return std::vector<float>(flat.as<float>(), flat.as<float>() + flat.numel());
 }
 
 struct Fixture {
@@ -51,7 +51,7 @@ struct Fixture {
     model::ModelState other(*device, table);
     for (const auto & [slot, other_seed] : {std::pair{Slot::kMoment1, seed + 1}, std::pair{Slot::kMoment2, seed + 2}}) {
       other.initialise(other_seed, *stream);
-      std::memcpy(state.flat(slot).data, other.flat(Slot::kValues).data, sizeof(float) * table.total());
+      std::memcpy(state.flat(slot).data, other.flat(Slot::kValues).data, sizeof(float) * state.flat(slot).numel());
     }
   }
   std::vector<model::ParameterPart> whole_parts() const {
@@ -80,6 +80,35 @@ TEST(Checkpoint, ValuesMomentsAndMetaComeBackBitForBit) {
   EXPECT_EQ(info.layout, "dp 1 x pp 1 x tp 1");
   EXPECT_EQ(info.run_config, "[train]\nsteps=12\n");
   EXPECT_EQ(io::read_checkpoint_info(path).model_config, model::config_to_json(model::preset("tiny")));
+}
+
+// A frozen parameter has no AdamW moments: the file holds zeros in their place, so a run that trains more of the
+// CLIP tower resumes with those layers' values and zero moments, and every other parameter as written.
+TEST(Checkpoint, FrozenParametersGetZeroMomentsWhenALaterRunTrainsThem) {
+  Fixture written(model::preset("tiny"));  // the last of the 2 vision layers trains
+  const std::string path = temp_path("frozen.h5");
+  written.write(path);
+  model::KosmosConfig all_trained = model::preset("tiny");
+  all_trained.vision.trainable_layers = all_trained.vision.layers;
+  Fixture read(all_trained, 1234);
+  io::read_checkpoint(path, read.state, true, *read.world, *read.stream);
+  int newly_trained = 0;
+  for (const model::ParameterSpec & spec : read.table.specs()) {
+    const model::ParameterSpec & before = written.table.find(spec.name);
+    const auto download = [](const TensorView & view) {
+      return std::vector<float>(view.as<float>(), view.as<float>() + view.numel());
+    };
+    EXPECT_EQ(download(read.state.value(spec)), download(written.state.value(before))) << spec.name;
+    if (!spec.trainable) continue;
+    const std::vector<float> zeros(static_cast<size_t>(spec.numel), 0.0f);
+    const bool was_frozen = !before.trainable;
+    newly_trained += was_frozen ? 1 : 0;
+    EXPECT_EQ(download(read.state.moment1(spec)), was_frozen ? zeros : download(written.state.moment1(before)))
+        << spec.name;
+    EXPECT_EQ(download(read.state.moment2(spec)), was_frozen ? zeros : download(written.state.moment2(before)))
+        << spec.name;
+  }
+  EXPECT_GT(newly_trained, 0);
 }
 
 TEST(Checkpoint, ATruncatedFileIsAnErrorNamingIt) {

@@ -40,8 +40,7 @@ Result run_tiny(int64_t chunk_rows) {
   Result result;
   result.loss = kosmos_model.run(rt, batch, 0.5f, {11, 1, true}, true, chunk_rows < 0 ? &logits : nullptr);
   const TensorView grads = state.flat(ModelState::Slot::kGrads);
-  result.gradients.assign(static_cast<const float *>(grads.data),
-                          static_cast<const float *>(grads.data) + table.total());
+  result.gradients.assign(grads.as<float>(), grads.as<float>() + grads.numel());
   return result;
 }
 

@@ -1,0 +1,90 @@
+// test_model_state.cpp: the flat layout of the parameter table (trainable part, slack, frozen part) and the device
+// memory of a ModelState: a frozen parameter has a value but no gradient and no AdamW moments.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "backends/registry.h"
+#include "model/config.h"
+#include "model/parameters.h"
+
+namespace kosmos::model {
+namespace {
+
+KosmosConfig tiny_with_trainable_vision_layers(int64_t layers) {
+  KosmosConfig config = preset("tiny");
+  config.vision.trainable_layers = layers;
+  return config;
+}
+
+TEST(ParameterLayout, TrainableFirstThenTheSlackThenFrozenWithNoOverlap) {
+  for (const char * name : {"tiny", "kosmos1", "kosmos2"}) {
+    const ParameterTable table(preset(name));
+    std::vector<const ParameterSpec *> by_offset;
+    for (const ParameterSpec & spec : table.specs()) by_offset.push_back(&spec);
+    std::sort(by_offset.begin(), by_offset.end(),
+              [](const ParameterSpec * a, const ParameterSpec * b) { return a->offset < b->offset; });
+    int64_t end = 0, frozen = 0;
+    for (const ParameterSpec * spec : by_offset) {
+      EXPECT_GE(spec->offset, end) << name << ": " << spec->name << " overlaps the parameter before it";
+      EXPECT_EQ(spec->offset % 16, 0) << name << ": " << spec->name << " does not start on 64 bytes";
+      if (spec->trainable) {
+        EXPECT_LE(spec->offset + spec->numel, table.trainable_end()) << name << ": " << spec->name;
+      } else {
+        EXPECT_GE(spec->offset, table.trainable_end() + ParameterTable::kShardSlack) << name << ": " << spec->name;
+        frozen += spec->numel;
+      }
+      end = spec->offset + spec->numel;
+    }
+    EXPECT_LE(end, table.total()) << name;
+    EXPECT_GT(frozen, 0) << name << ": the preset freezes most of the CLIP tower";
+    EXPECT_EQ(table.count() - table.trainable_count(), frozen) << name;
+  }
+}
+
+TEST(ParameterLayout, TheFusedProjectionsStayAdjacent) {  // BlockWeights::qkv multiplies q | k | v as one matrix
+  for (const int64_t trainable_layers : {int64_t{0}, int64_t{2}}) {
+    const ParameterTable table(tiny_with_trainable_vision_layers(trainable_layers));
+    for (const std::string prefix : {"clip_model.encoder.layers.0.self_attn.", "decoder.layers.1.self_attn."})
+      for (const char * part : {"weight", "bias"}) {
+        const ParameterSpec & q = table.find(prefix + "q_proj." + part);
+        const ParameterSpec & k = table.find(prefix + "k_proj." + part);
+        const ParameterSpec & v = table.find(prefix + "v_proj." + part);
+        EXPECT_EQ(k.offset, q.offset + q.numel) << prefix << part;
+        EXPECT_EQ(v.offset, k.offset + k.numel) << prefix << part;
+      }
+  }
+}
+
+TEST(ModelState, FrozenParametersHaveValuesButNoGradientsOrMoments) {
+  const std::unique_ptr<Device> device = BackendRegistry().create("cpu", 0);
+  auto state_bytes = [&](const ParameterTable & table) {
+    const size_t before = device->memory().in_use;
+    const ModelState state(*device, table);
+    const size_t bytes = device->memory().in_use - before;
+    for (const ParameterSpec & spec : table.specs()) {
+      EXPECT_TRUE(state.value(spec).present()) << spec.name;
+      EXPECT_EQ(state.grad(spec).present(), spec.trainable) << spec.name;
+      EXPECT_EQ(state.moment1(spec).present(), spec.trainable) << spec.name;
+      EXPECT_EQ(state.moment2(spec).present(), spec.trainable) << spec.name;
+    }
+    return bytes;
+  };
+  const KosmosConfig config = preset("tiny");
+  const ParameterTable all_trained(tiny_with_trainable_vision_layers(config.vision.layers));
+  const ParameterTable none_trained(tiny_with_trainable_vision_layers(0));
+  // The vision layers frozen in the second table, whose three f32 buffers (gradient, two moments) it does not hold.
+  int64_t newly_frozen = 0;
+  for (const ParameterSpec & spec : none_trained.specs())
+    if (!spec.trainable && all_trained.find(spec.name).trainable) newly_frozen += spec.numel;
+  ASSERT_GT(newly_frozen, 0);
+  const size_t all_bytes = state_bytes(all_trained), none_bytes = state_bytes(none_trained);
+  EXPECT_GE(all_bytes, none_bytes + 3 * sizeof(float) * static_cast<size_t>(newly_frozen))
+      << "a ModelState with the vision layers frozen takes " << none_bytes << " bytes, with them trained "
+      << all_bytes;
+}
+
+}  // namespace
+}  // namespace kosmos::model
