@@ -273,8 +273,10 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   p.step_seconds = makespan + tied_seconds + p.dp_seconds + p.optimizer_seconds;
 
   // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.
-  // fp32 values (+ the bf16 copy) of every parameter; fp32 gradients and AdamW moments of the trainable ones.
-  const double state_bytes = parameters * (4.0 + (act < 4.0 ? act : 0.0)) + trainable * 12.0;
+  // fp32 values (+ the bf16 copy) of every parameter; fp32 gradients of the trainable ones, and their AdamW moments
+  // (ZeRO-1: this rank's 1/dp slice of them).
+  const double state_bytes = parameters * (4.0 + (act < 4.0 ? act : 0.0)) + trainable * 4.0 +
+                             trainable * 8.0 / (layout.zero1 ? layout.dp : 1);
   // A layer's saved activations as model/layers.cpp keeps them: the residual stream's x and x_mid in f32; in the
   // activation dtype the pre-LN outputs, q | k | v, the attention, its sub-LN output, the FFN's hidden layer (its
   // sub-LN normalises GELU of it on the fly) and its sub-LN output, and under tp the sub-LNs' gathered inputs. With

@@ -1,10 +1,12 @@
 // checkpoint.cpp: parallel HDF5 reading and writing of the training state (layout in checkpoint.h). Each rank's
 // part of a tensor is a few hyperslabs of the logical tensor; memory and file share the shape and the selection,
-// because every rank keeps the whole table in its flat buffers (the moments of the trainable parameters only).
+// because every rank keeps the whole table in its flat buffers (but for the AdamW moments: those of the trainable
+// parameters in its ZeRO-1 slice only, see ParameterMemory).
 #include "io/checkpoint.h"
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "backends/error.h"
@@ -150,6 +152,7 @@ class HostSlot {
     }
   }
   float * data() const { return data_; }
+  int64_t size() const { return device_view_.numel(); }
   // Sends a staged copy back to the device (nothing to do where the host wrote the buffer itself).
   void store(Stream & stream) {
     if (staged_.empty()) return;
@@ -164,6 +167,42 @@ class HostSlot {
   model::ModelState::Slot slot_;
   TensorView device_view_;
   std::vector<float> staged_;
+  float * data_ = nullptr;
+};
+
+// One parameter of a staged slot as the host memory of its whole shape, which HDF5 reads or writes through the
+// selection of the rank's part: the slot's own memory where it holds every element of the parameter; else a copy
+// holding the elements it has and zeros for the rest (the moments of a parameter that this rank's ZeRO-1 slice cuts,
+// or of a frozen one, which has none). A part never selects an element the slot lacks.
+class ParameterMemory {
+ public:
+  ParameterMemory(const HostSlot & host, const model::ModelState & state, model::ModelState::Slot slot,
+                  const model::ParameterSpec & spec)
+      : host_(host), first_(state.position(slot, spec.offset)) {
+    held_begin_ = std::clamp<int64_t>(first_, 0, host.size());
+    held_end_ = std::clamp<int64_t>(first_ + spec.numel, 0, host.size());
+    if (held_end_ - held_begin_ == spec.numel) {
+      data_ = host.data() + first_;
+      return;
+    }
+    copy_.assign(static_cast<size_t>(spec.numel), 0.0f);
+    std::copy(host.data() + held_begin_, host.data() + held_end_, copy_.data() + (held_begin_ - first_));
+    data_ = copy_.data();
+  }
+  float * data() const { return data_; }
+  bool holds_any() const { return held_begin_ < held_end_; }
+  // After a read into data(): the elements the slot holds, back into it (in place already, unless copied).
+  void store() const {
+    if (!copy_.empty())
+      std::copy(copy_.data() + (held_begin_ - first_), copy_.data() + (held_end_ - first_),
+                host_.data() + held_begin_);
+  }
+
+ private:
+  const HostSlot & host_;
+  int64_t first_;                      // where the parameter's first element lies in the slot (may be outside it)
+  int64_t held_begin_ = 0, held_end_ = 0;  // the part of the slot that holds some of the parameter
+  std::vector<float> copy_;
   float * data_ = nullptr;
 };
 
@@ -210,17 +249,12 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
   }
   Handle transfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
   KOSMOS_H5_CHECK(H5Pset_dxpl_mpio(transfer, H5FD_MPIO_COLLECTIVE), path, ": collective transfer");
-  // A frozen parameter has no AdamW moments: the file holds zeros for them, the moments it would start from if a
-  // later run trained it.
-  int64_t largest_frozen = 0;
-  for (const model::ParameterSpec & spec : specs)
-    if (!spec.trainable) largest_frozen = std::max(largest_frozen, spec.numel);
-  const std::vector<float> frozen_moments(static_cast<size_t>(largest_frozen), 0.0f);
+  // A frozen parameter has no AdamW moments: the file holds zeros for them (ParameterMemory), the moments it would
+  // start from if a later run trained it.
   for (const SlotPlace & place : kSlots) {
     const HostSlot host(state, place.slot, stream, true);
     for (size_t i = 0; i < specs.size(); ++i) {
       const model::ParameterSpec & spec = specs[i];
-      const bool held = spec.trainable || place.slot == model::ModelState::Slot::kValues;
       const std::string dataset = std::string(place.group) + "/" + spec.name;
       const Dims dims = dims_of(spec.shape);
       Handle file_space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
@@ -240,9 +274,11 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
       Handle memory_space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
       select(file_space, slabs, dataset);
       select(memory_space, slabs, dataset);
-      KOSMOS_H5_CHECK(H5Dwrite(data, H5T_NATIVE_FLOAT, memory_space, file_space, transfer,
-                               held ? host.data() + spec.offset : frozen_moments.data()),
-                      path, ": writing dataset ", dataset);
+      // A rank with none of this parameter to write passes any valid buffer: HDF5 reads none of it.
+      std::optional<ParameterMemory> memory;
+      const float * source = parts[i].empty() ? host.data() : memory.emplace(host, state, place.slot, spec).data();
+      KOSMOS_H5_CHECK(H5Dwrite(data, H5T_NATIVE_FLOAT, memory_space, file_space, transfer, source), path,
+                      ": writing dataset ", dataset);
     }
   }
   Handle meta(H5Gopen2(file, "/meta", H5P_DEFAULT), H5Gclose);
@@ -271,14 +307,16 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
     check_checkpoint_tensors(file, path, place.group, specs, info);
     HostSlot host(state, place.slot, stream, false);
     for (const model::ParameterSpec & spec : specs) {
-      if (!spec.trainable && place.slot != model::ModelState::Slot::kValues) continue;  // no moments here
+      const ParameterMemory memory(host, state, place.slot, spec);
+      if (!memory.holds_any()) continue;  // moments of a frozen parameter, or outside this rank's ZeRO-1 slice
       const std::string dataset = std::string(place.group) + "/" + spec.name;
       Handle data(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
       KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": opening ", dataset);
-      KOSMOS_H5_CHECK(H5Dread(data, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host.data() + spec.offset),
+      KOSMOS_H5_CHECK(H5Dread(data, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, memory.data()),
                       "checkpoint ", path, ": reading ", dataset,
                       " failed; the file is damaged (a checksum mismatch means flipped bits): resume from an earlier "
                       "checkpoint");
+      memory.store();
     }
     host.store(stream);
   }

@@ -2,7 +2,8 @@
 // rank its own hyperslabs, no gather) and read back under any layout. Tensors keep their full logical shapes, so
 // the file does not depend on the (dp, pp, tp) that wrote it:
 //   /params/<name>, /optim/m/<name>, /optim/v/<name>   f32, chunked, Fletcher32 checksums (a frozen parameter's
-//                                                      moments are zeros, and are not read back)
+//                                                      moments are zeros, and are not read back; a ZeRO-1 rank
+//                                                      reads the moments of its slice)
 //   /meta (attributes)                                 step, seed, loss scale, data position, model config, layout,
 //                                                      optimizer, tool version, the run's options (TOML)
 #pragma once

@@ -364,7 +364,7 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--schedule", bench.train.schedule, "pipeline schedule")->capture_default_str();
   bench_app->add_option("--chunks", bench.train.chunks, "model chunks per stage (--schedule interleaved)")
       ->capture_default_str()->check(CLI::PositiveNumber);
-  bench_app->add_flag("--zero1", bench.train.zero1, "shard the AdamW update over the data-parallel ranks");
+  bench_app->add_flag("--zero1", bench.train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");
   bench_app->add_flag("--overlap-reduce,!--no-overlap-reduce", bench.train.overlap_reduce, overlap_help)
       ->capture_default_str();
   bench_app->add_option("--reduce-bucket-mib", bench.train.reduce_bucket_mib, bucket_help)

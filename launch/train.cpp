@@ -124,7 +124,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   std::unique_ptr<Stream> stream = device->create_stream();
   const model::ParameterTable table(config);
   const DType compute_dtype = precision_dtype(options.precision);
-  model::ModelState state(*device, table, compute_dtype);
+  const bool zero1 = options.zero1 && shape.dp > 1;  // then this rank holds the AdamW moments of its slice alone
+  model::ModelState state(*device, table, compute_dtype,
+                          zero1 ? model::Zero1Shard{dp_rank, shape.dp} : model::Zero1Shard{});
   state.initialise(options.seed, *stream);
   state.zero_moments(*stream);
   parallel::Comm * tensor_parallel = shape.tp > 1 ? &grid.group(parallel::Axis::kTensor) : nullptr;
@@ -154,7 +156,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   optimizer.poison_gradients_at_step = grid.world().rank() == 0 ? options.poison_step : 0;
   model::Trainer trainer(kosmos_model, state, optimizer,
                          model::DataParallel{shape.dp > 1 ? &grid.group(parallel::Axis::kData) : nullptr,
-                                             options.zero1 && shape.dp > 1,
+                                             zero1,
                                              std::max<int64_t>(1, static_cast<int64_t>(options.reduce_bucket_mib *
                                                                                        (1 << 20) / sizeof(float))),
                                              options.overlap_reduce},
@@ -210,7 +212,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     loader = std::make_unique<io::DataLoader>(options.data, config, seed);
     if (!data_position.empty()) loader->restore(data_position);
   }
-  const std::string layout = parallel::describe(shape) + (options.zero1 && shape.dp > 1 ? ", ZeRO-1" : "");
+  const std::string layout = parallel::describe(shape) + (zero1 ? ", ZeRO-1" : "");
   // Every rank writes its own part of one file; rank 0 publishes it once all have closed it.
   const auto save_checkpoint = [&](int64_t step) {
     const auto begin = std::chrono::steady_clock::now();

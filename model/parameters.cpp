@@ -4,6 +4,7 @@
 // padding row, N(0, d^-1/2) output and image projections, N(0, 1) latents (flamingo-pytorch).
 #include "model/parameters.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <utility>
@@ -186,15 +187,19 @@ int64_t ParameterTable::trainable_count() const {
   return elements;
 }
 
-ModelState::ModelState(Device & device, const ParameterTable & table, DType compute_dtype)
-    : device_(device), table_(table), compute_dtype_(compute_dtype) {
+ModelState::ModelState(Device & device, const ParameterTable & table, DType compute_dtype, Zero1Shard shard)
+    : device_(device), table_(table), compute_dtype_(compute_dtype), shard_(shard) {
   KOSMOS_CHECK(dtype_is_float(compute_dtype), "model state: compute dtype ", dtype_name(compute_dtype),
                " is not supported; use f32, bf16 or f16");
+  KOSMOS_CHECK(shard.ranks >= 1 && shard.rank >= 0 && shard.rank < shard.ranks, "model state: ZeRO-1 rank ",
+               shard.rank, " of ", shard.ranks, " (internal error)");
+  KOSMOS_CHECK(shard.ranks - 1 <= kShardSlack, "ZeRO-1 over ", shard.ranks, " ranks needs more than the ",
+               kShardSlack, " spare elements of the parameter buffers; use fewer data-parallel ranks per group");
   values_ = device.allocate(static_cast<size_t>(table_.total()) * sizeof(float), BufferUse::kWeights);
-  const size_t trained_bytes = static_cast<size_t>(table_.trainable_end() + kShardSlack) * sizeof(float);
-  grads_ = device.allocate(trained_bytes, BufferUse::kWeights);
-  moment1_ = device.allocate(trained_bytes, BufferUse::kWeights);
-  moment2_ = device.allocate(trained_bytes, BufferUse::kWeights);
+  grads_ = device.allocate(static_cast<size_t>(table_.trainable_end() + kShardSlack) * sizeof(float),
+                           BufferUse::kWeights);
+  moment1_ = device.allocate(static_cast<size_t>(slice_elements()) * sizeof(float), BufferUse::kWeights);
+  moment2_ = device.allocate(static_cast<size_t>(slice_elements()) * sizeof(float), BufferUse::kWeights);
   std::unique_ptr<Stream> stream = device.create_stream();
   for (const Slot slot : {Slot::kValues, Slot::kGrads, Slot::kMoment1, Slot::kMoment2})  // gaps and slack stay zero
     op_run(device, Fill{flat(slot), 0.0f}, *stream);
@@ -222,15 +227,35 @@ TensorView ModelState::compute_values() const {
                                        : make_view(compute_values_.data(), compute_dtype_, {table_.total()});
 }
 
+int64_t ModelState::slice_elements() const {
+  return (table_.trainable_end() + shard_.ranks - 1) / shard_.ranks;
+}
+
+std::pair<int64_t, int64_t> ModelState::moment_range() const {
+  const int64_t begin = slice_elements() * shard_.rank;
+  return {begin, std::min(table_.trainable_end(), begin + slice_elements())};
+}
+
 TensorView ModelState::flat(Slot slot) const {
-  const int64_t trained = table_.trainable_end() + kShardSlack;
   switch (slot) {
     case Slot::kValues: return make_view(values_.data(), DType::kF32, {table_.total()});
-    case Slot::kGrads: return make_view(grads_.data(), DType::kF32, {trained});
-    case Slot::kMoment1: return make_view(moment1_.data(), DType::kF32, {trained});
-    case Slot::kMoment2: return make_view(moment2_.data(), DType::kF32, {trained});
+    case Slot::kGrads: return make_view(grads_.data(), DType::kF32, {table_.trainable_end() + kShardSlack});
+    case Slot::kMoment1: return make_view(moment1_.data(), DType::kF32, {slice_elements()});
+    case Slot::kMoment2: return make_view(moment2_.data(), DType::kF32, {slice_elements()});
   }
   KOSMOS_FAIL("model state: unknown slot ", static_cast<int>(slot), " (internal error)");
+}
+
+int64_t ModelState::position(Slot slot, int64_t offset) const {
+  const bool moments = slot == Slot::kMoment1 || slot == Slot::kMoment2;
+  return moments ? offset - moment_range().first : offset;
+}
+
+TensorView ModelState::moment_view(const Buffer & buffer, const ParameterSpec & spec) const {
+  const auto [begin, end] = moment_range();
+  if (!spec.trainable || spec.offset < begin || spec.offset + spec.numel > end) return TensorView{};
+  return make_view(static_cast<float *>(buffer.data()) + (spec.offset - begin), DType::kF32,
+                   static_cast<int>(spec.shape.size()), spec.shape.data());
 }
 
 TensorView ModelState::all_grads() const { return make_view(grads_.data(), DType::kF32, {table_.trainable_end()}); }
@@ -272,8 +297,7 @@ void ModelState::zero_grads(Stream & stream) {
 }
 
 void ModelState::zero_moments(Stream & stream) {
-  for (const Buffer * buffer : {&moment1_, &moment2_})
-    op_run(device_, Fill{make_view(buffer->data(), DType::kF32, {table_.trainable_end()}), 0.0f}, stream);
+  for (const Slot slot : {Slot::kMoment1, Slot::kMoment2}) op_run(device_, Fill{flat(slot), 0.0f}, stream);
 }
 
 }  // namespace kosmos::model

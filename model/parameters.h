@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "backends/device.h"
@@ -58,7 +59,7 @@ class ParameterTable {
   bool contains(const std::string & name) const { return index_.count(name) != 0; }
   // The flat layout, in elements: the trainable parameters at [0, trainable_end()), then kShardSlack zeros (which
   // let ZeRO-1 cut the trainable part into equal slices for up to kShardSlack ranks), then the frozen parameters up
-  // to total(). Gradients and moments are [trainable_end() + kShardSlack], values [total()].
+  // to total(). Values are [total()], gradients [trainable_end() + kShardSlack].
   static constexpr int64_t kShardSlack = 4096;
   int64_t trainable_end() const { return trainable_end_; }
   int64_t total() const { return total_; }
@@ -84,14 +85,22 @@ class ParameterTable {
   int64_t trainable_end_ = 0, total_ = 0;
 };
 
-// Device memory for a table: values, the trainable parameters' gradients (accumulated by the backward) and AdamW
-// moments, and with mixed precision the compute copy of the values.
+// ZeRO-1's cut of the trainable part of the flat buffers over the data-parallel ranks: rank `rank` of `ranks` holds
+// the AdamW moments of one slice and updates it. Slices are ceil(trainable_end / ranks) elements (the last one runs
+// into the slack); one rank holds the whole trainable part.
+struct Zero1Shard {
+  int rank = 0, ranks = 1;
+};
+
+// Device memory for a table: values, the trainable parameters' gradients (accumulated by the backward), the AdamW
+// moments of this rank's ZeRO-1 slice of them, and with mixed precision the compute copy of the values.
 class ModelState {
  public:
   // compute_dtype f32: the matmuls read the values themselves. bf16 or f16 (mixed precision): they read a copy of
   // the values in that dtype, which stay the f32 master weights that AdamW updates (gradients and moments are f32
   // either way).
-  ModelState(Device & device, const ParameterTable & table, DType compute_dtype = DType::kF32);
+  ModelState(Device & device, const ParameterTable & table, DType compute_dtype = DType::kF32,
+             Zero1Shard shard = {});
   const ParameterTable & table() const { return table_; }
   DType compute_dtype() const { return compute_dtype_; }
   // The parameter as the matmuls read it: its value (f32), or a view of the compute copy (bf16 or f16).
@@ -106,16 +115,26 @@ class ModelState {
   TensorView compute_values() const;
   TensorView value(const std::string & name) const { return value(table_.find(name)); }
   TensorView value(const ParameterSpec & spec) const { return view(values_, spec); }
-  // A trainable parameter's gradient and AdamW moments; absent for a frozen one, which has none.
+  // A trainable parameter's gradient; absent for a frozen one, which has none.
   TensorView grad(const std::string & name) const { return grad(table_.find(name)); }
-  TensorView grad(const ParameterSpec & spec) const { return trained_view(grads_, spec); }
-  TensorView moment1(const ParameterSpec & spec) const { return trained_view(moment1_, spec); }
-  TensorView moment2(const ParameterSpec & spec) const { return trained_view(moment2_, spec); }
+  TensorView grad(const ParameterSpec & spec) const { return spec.trainable ? view(grads_, spec) : TensorView{}; }
+  // A trainable parameter's AdamW moments where this rank holds all of them (inside moment_range()); else absent.
+  TensorView moment1(const ParameterSpec & spec) const { return moment_view(moment1_, spec); }
+  TensorView moment2(const ParameterSpec & spec) const { return moment_view(moment2_, spec); }
   TensorView all_grads() const;  // the trainable part's gradients, [trainable_end]
-  // A whole flat buffer: the values [total], the others [trainable_end + kShardSlack] (the slack stays zero).
+  // ZeRO-1: this rank's shard, the elements of each slice, and the flat range [begin, end) whose moments this rank
+  // holds and updates (the whole trainable part unsharded).
+  const Zero1Shard & shard() const { return shard_; }
+  int64_t slice_elements() const;
+  std::pair<int64_t, int64_t> moment_range() const;
+  // A whole flat buffer: the values [total], the gradients [trainable_end + kShardSlack] (the slack stays zero), the
+  // moments [slice_elements()], whose element i is the flat buffers' element moment_range().first + i.
   enum class Slot : uint8_t { kValues, kGrads, kMoment1, kMoment2 };
   static constexpr int64_t kShardSlack = ParameterTable::kShardSlack;
   TensorView flat(Slot slot) const;
+  // Where element `offset` of the flat buffers lies in flat(slot): `offset`, less the moment range's start for the
+  // moments.
+  int64_t position(Slot slot, int64_t offset) const;
   // Every parameter from its spec, drawn from Philox keyed by (seed, name): the values do not depend on the
   // order of the table or on how it is later split across ranks.
   void initialise(uint64_t seed, Stream & stream);
@@ -125,15 +144,15 @@ class ModelState {
 
  private:
   TensorView view(const Buffer & buffer, const ParameterSpec & spec, DType dtype = DType::kF32) const;
-  TensorView trained_view(const Buffer & buffer, const ParameterSpec & spec) const {
-    return spec.trainable ? view(buffer, spec) : TensorView{};
-  }
+  TensorView moment_view(const Buffer & buffer, const ParameterSpec & spec) const;
   Device & device_;
   ParameterTable table_;
   DType compute_dtype_;
-  Buffer values_;                     // [total] f32
-  Buffer grads_, moment1_, moment2_;  // [trainable_end + kShardSlack] f32
-  Buffer compute_values_;             // [total] compute_dtype_, allocated only when it is not f32
+  Zero1Shard shard_;
+  Buffer values_;             // [total] f32
+  Buffer grads_;              // [trainable_end + kShardSlack] f32
+  Buffer moment1_, moment2_;  // [slice_elements()] f32, from moment_range().first
+  Buffer compute_values_;     // [total] compute_dtype_, allocated only when it is not f32
 };
 
 }  // namespace kosmos::model

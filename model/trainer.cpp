@@ -25,9 +25,10 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
                  PipelineParallel pipeline, TensorParallel tensor_parallel)
     : model_(model), state_(state), config_(config), dp_(data_parallel), pp_(pipeline), tp_(tensor_parallel) {
   KOSMOS_CHECK(!dp_.zero1 || dp_.comm, "ZeRO-1 needs a data-parallel communicator (internal error)");
-  KOSMOS_CHECK(!dp_.comm || dp_.comm->size() - 1 <= ModelState::kShardSlack, "ZeRO-1 over ",
-               dp_.comm ? dp_.comm->size() : 0, " ranks needs more than the ", ModelState::kShardSlack,
-               " spare elements of the parameter buffers; use fewer data-parallel ranks per group");
+  const Zero1Shard expected = dp_.zero1 ? Zero1Shard{dp_.comm->rank(), dp_.comm->size()} : Zero1Shard{};
+  KOSMOS_CHECK(state.shard().rank == expected.rank && state.shard().ranks == expected.ranks,
+               "the model state holds the moments of ZeRO-1 slice ", state.shard().rank, " of ", state.shard().ranks,
+               " but the trainer updates slice ", expected.rank, " of ", expected.ranks, " (internal error)");
   KOSMOS_CHECK(config.peak_lr > 0 && config.total_steps >= 1 && config.warmup_steps >= 0 &&
                    config.warmup_steps <= config.total_steps,
                "optimizer: lr ", config.peak_lr, ", warm-up ", config.warmup_steps, " and total steps ",
@@ -181,22 +182,10 @@ int Trainer::owning_stage(const std::string & name) const {
   return 0;
 }
 
-int64_t Trainer::zero1_slice() const {
-  const int64_t trained = state_.table().trainable_end();
-  return dp_.zero1 ? (trained + dp_.comm->size() - 1) / dp_.comm->size() : trained;
-}
-
-std::pair<int64_t, int64_t> Trainer::updated_range() const {
-  const int64_t trained = state_.table().trainable_end();
-  if (!dp_.zero1) return {0, trained};
-  const int64_t begin = zero1_slice() * dp_.comm->rank();
-  return {begin, std::min(trained, begin + zero1_slice())};
-}
-
 std::vector<ParameterPart> Trainer::checkpoint_parts() const {
   const int tp_rank = tp_.comm ? tp_.comm->rank() : 0, tp_size = tp_.comm ? tp_.comm->size() : 1;
   const int dp_rank = dp_.comm ? dp_.comm->rank() : 0;
-  const auto [begin, end] = updated_range();
+  const auto [begin, end] = state_.moment_range();
   std::vector<ParameterPart> parts;
   const std::vector<ParameterSpec> & specs = state_.table().specs();
   for (size_t i = 0; i < specs.size(); ++i) {
@@ -331,17 +320,18 @@ void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double 
     const int64_t from = std::max(begin, specs[first].offset), to = std::min(end, specs[last].offset + specs[last].numel);
     first = last + 1;
     if (from >= to) continue;
-    auto window = [&](const TensorView & flat) {
-      return make_view(static_cast<char *>(flat.data) + from * dtype_size(flat.dtype), flat.dtype, {to - from});
+    auto window = [&](ModelState::Slot slot) {  // the moments' buffer starts at this rank's ZeRO-1 slice
+      return slice(state_.flat(slot), 0, state_.position(slot, from), to - from);
     };
     // The compute copy of the window too, unless ZeRO-1's all-gather brings only the f32 values (then the next
     // step refreshes the whole copy).
     const TensorView compute = state_.compute_values();
-    rt.run(AdamWStep{window(state_.flat(ModelState::Slot::kValues)), window(state_.flat(ModelState::Slot::kMoment1)),
-                     window(state_.flat(ModelState::Slot::kMoment2)), window(state_.flat(ModelState::Slot::kGrads)),
+    const TensorView compute_window = compute.present() && !dp_.zero1 ? slice(compute, 0, from, to - from) : TensorView{};
+    rt.run(AdamWStep{window(ModelState::Slot::kValues), window(ModelState::Slot::kMoment1),
+                     window(ModelState::Slot::kMoment2), window(ModelState::Slot::kGrads),
                      static_cast<float>(lr), static_cast<float>(config_.beta1), static_cast<float>(config_.beta2),
                      static_cast<float>(config_.eps), static_cast<float>(config_.weight_decay), step,
-                     static_cast<float>(clip), compute.present() && !dp_.zero1 ? window(compute) : TensorView{}});
+                     static_cast<float>(clip), compute_window});
   }
 }
 
@@ -411,8 +401,8 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
 
   // Gradients summed over the data-parallel ranks: whole (buckets) or, with ZeRO-1, each rank's slice.
   const int ranks = dp_.comm ? dp_.comm->size() : 1;
-  const auto [begin, end] = updated_range();
-  const int64_t shard = zero1_slice();  // the last rank's slice ends in the slack
+  const auto [begin, end] = state_.moment_range();
+  const int64_t shard = state_.slice_elements();  // the last rank's slice ends in the slack
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
   // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
   // same gradient of every replicated parameter as the other ranks (computed from the same inputs).

@@ -65,7 +65,8 @@ struct StepStats {
 
 // Data parallelism: the ranks of `comm` each hold a full replica and a share of the step's samples. Gradients are
 // summed over them in buckets (all-reduce), or with ZeRO-1 reduce-scattered so that each rank updates only its
-// 1/dp slice of the flat parameter buffer with AdamW and all-gathers the result.
+// 1/dp slice of the flat parameter buffer with AdamW and all-gathers the result; the ModelState then holds the
+// AdamW moments of that slice alone (made with Zero1Shard{dp rank, dp size}).
 struct DataParallel {
   parallel::Comm * comm = nullptr;       // null: one rank
   bool zero1 = false;
@@ -118,10 +119,6 @@ class Trainer {
   void set_loss_scale(const LossScale & loss_scale);
 
  private:
-  // The elements of each ZeRO-1 slice of the flat buffers' trainable part (all of it without ZeRO-1), and the range
-  // [begin, end) this data-parallel rank updates: the whole trainable part, or its slice.
-  int64_t zero1_slice() const;
-  std::pair<int64_t, int64_t> updated_range() const;
   // The part of gather_parameters over the tp group.
   double gather_tensor_parallel(Runtime & rt);
   // The pipeline stage whose parameters include `name` (its gradient is current there; a tied embedding's

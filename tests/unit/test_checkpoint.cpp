@@ -111,6 +111,28 @@ TEST(Checkpoint, FrozenParametersGetZeroMomentsWhenALaterRunTrainsThem) {
   EXPECT_GT(newly_trained, 0);
 }
 
+// Under ZeRO-1 a rank holds the moments of its slice of the trainable part alone, and reads those: every slice of 3
+// gets the written moments of its range, parameters cut by a slice's ends included.
+TEST(Checkpoint, AZero1RankReadsTheMomentsOfItsSlice) {
+  Fixture written(model::preset("tiny"));
+  const std::string path = temp_path("sliced.h5");
+  written.write(path);
+  const TensorView whole[2] = {written.state.flat(Slot::kMoment1), written.state.flat(Slot::kMoment2)};
+  for (int rank = 0; rank < 3; ++rank) {
+    model::ModelState sliced(*written.device, written.table, DType::kF32, model::Zero1Shard{rank, 3});
+    io::read_checkpoint(path, sliced, true, *written.world, *written.stream);
+    const auto [begin, end] = sliced.moment_range();
+    EXPECT_EQ(end - begin, rank < 2 ? sliced.slice_elements() : written.table.trainable_end() - begin);
+    for (int m = 0; m < 2; ++m) {
+      const TensorView mine = sliced.flat(m == 0 ? Slot::kMoment1 : Slot::kMoment2);
+      const std::vector<float> expected(whole[m].as<float>() + begin, whole[m].as<float>() + end);
+      EXPECT_EQ(std::vector<float>(mine.as<float>(), mine.as<float>() + (end - begin)), expected)
+          << "moment " << m + 1 << " of slice " << rank;
+    }
+    EXPECT_EQ(slot_values(sliced, Slot::kValues), slot_values(written.state, Slot::kValues));
+  }
+}
+
 TEST(Checkpoint, ATruncatedFileIsAnErrorNamingIt) {
   Fixture fixture(model::preset("tiny"));
   const std::string path = temp_path("whole.h5"), truncated = temp_path("truncated.h5");

@@ -86,5 +86,42 @@ TEST(ModelState, FrozenParametersHaveValuesButNoGradientsOrMoments) {
       << all_bytes;
 }
 
+// ZeRO-1 over N ranks: the slices' moment ranges tile the trainable part, each rank holds 1/N of the moments, and a
+// parameter's moments are a view only where its slice holds all of them.
+TEST(ModelState, Zero1RanksHoldTheMomentsOfTheirSliceAlone) {
+  const std::unique_ptr<Device> device = BackendRegistry().create("cpu", 0);
+  const ParameterTable table(preset("tiny"));
+  auto bytes_of = [&](Zero1Shard shard) {
+    const size_t before = device->memory().in_use;
+    const ModelState state(*device, table, DType::kF32, shard);
+    return device->memory().in_use - before;
+  };
+  const size_t unsharded = bytes_of({});
+  for (const int ranks : {2, 3, 4}) {
+    int64_t next = 0;
+    for (int rank = 0; rank < ranks; ++rank) {
+      const ModelState state(*device, table, DType::kF32, Zero1Shard{rank, ranks});
+      const auto [begin, end] = state.moment_range();
+      EXPECT_EQ(begin, next) << rank << " of " << ranks;
+      EXPECT_LE(end - begin, state.slice_elements());
+      EXPECT_EQ(state.flat(ModelState::Slot::kMoment1).numel(), state.slice_elements());
+      next = end;
+      for (const ParameterSpec & spec : table.specs()) {
+        const bool inside = spec.trainable && spec.offset >= begin && spec.offset + spec.numel <= end;
+        EXPECT_EQ(state.moment1(spec).present(), inside) << spec.name << ", slice " << rank << " of " << ranks;
+        if (inside) {
+          EXPECT_EQ(state.moment2(spec).as<float>(),
+                    state.flat(ModelState::Slot::kMoment2).as<float>() + (spec.offset - begin));
+        }
+      }
+    }
+    EXPECT_EQ(next, table.trainable_end()) << ranks << " slices";
+    const size_t sharded = bytes_of({0, ranks});
+    const int64_t slice = table.trainable_end() / ranks + 1;  // at least ceil(trainable_end / ranks)
+    const size_t saved = 2 * sizeof(float) * static_cast<size_t>(table.trainable_end() - slice);
+    EXPECT_GE(unsharded, sharded + saved) << ranks << " ranks: " << sharded << " bytes against " << unsharded;
+  }
+}
+
 }  // namespace
 }  // namespace kosmos::model
