@@ -1,9 +1,10 @@
 // planner.cpp: the step-time and memory model behind `kosmos plan`, and the machines it knows. It models what this
 // system does: the decoder split Megatron-style over tp (four activation all-reduces per layer and micro-batch), the
 // image path replicated over tp on the first stage, pipeline cuts from the same cost model as `kosmos train`, the
-// schedule's idle time from the dependency simulator, one gradient all-reduce (or ZeRO-1 reduce-scatter and
-// all-gather) of the whole parameter table after the backward, AdamW over the table (or the rank's ZeRO-1 slice),
-// and every rank holding the whole table with its AdamW state (sharded parameter storage is not built yet).
+// schedule's idle time from the dependency simulator, one gradient all-reduce after the backward of the parameters
+// the stage trains (or ZeRO-1's reduce-scatter and all-gather of every trainable one), AdamW over them (or the
+// rank's ZeRO-1 slice), and every rank holding the whole table's values and its trainable parameters' gradients
+// (sharded parameter storage is not built yet) and the AdamW moments of those (ZeRO-1: of its slice).
 #include "bench/planner.h"
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "backends/error.h"
 #include "model/kosmos.h"
@@ -162,14 +164,17 @@ namespace {
 struct PlannedModel {
   model::KosmosConfig config;
   double parameters = 0.0, trainable = 0.0;  // all of them; those with gradients and AdamW moments
+  std::vector<std::pair<std::string, double>> trained;  // each trainable parameter's name and elements
 };
 
 PlannedModel planned(const model::KosmosConfig & base) {
-  PlannedModel planned_model{base, 0.0, 0.0};
+  PlannedModel planned_model{base, 0.0, 0.0, {}};
   planned_model.config.decoder.vocab_size = (base.decoder.vocab_size + 63) / 64 * 64;
   const model::ParameterTable table(planned_model.config);
   planned_model.parameters = static_cast<double>(table.count());
   planned_model.trainable = static_cast<double>(table.trainable_count());
+  for (const model::ParameterSpec & spec : table.specs())
+    if (spec.trainable) planned_model.trained.emplace_back(spec.name, static_cast<double>(spec.numel));
   return planned_model;
 }
 
@@ -257,19 +262,29 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   p.pp_seconds = layout.pp > 1 ? layout.micro_batches * 2.0 * p2p : 0.0;
   p.bubble_seconds = std::max(0.0, makespan - busy);
 
-  // After the backward: the gradients of the trainable parameters over dp (fp32), a tied embedding's over the
-  // pipeline.
+  // After the backward: the gradients of the trainable parameters over dp (fp32; without ZeRO-1 each stage those it
+  // trains, the most of any stage here), a tied embedding's over the pipeline.
   const double parameters = planned_model.parameters, trainable = planned_model.trainable;
+  double stage_trained = 0.0;
+  for (int stage = 0; stage < layout.pp; ++stage) {
+    double elements = 0.0;
+    for (const auto & [name, count] : planned_model.trained)
+      if (model::stage_trains(name, stage, stages, layout.pp, d)) elements += count;
+    stage_trained = std::max(stage_trained, elements);
+  }
   const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
-  p.dp_seconds = all_reduce_seconds(trainable * 4.0, layout.dp, dp_alpha, dp_gbs);  // ZeRO-1 moves the same
+  // ZeRO-1's reduce-scatter and all-gather move as much as an all-reduce, of every trainable parameter.
+  const double reduced = layout.zero1 ? trainable : stage_trained;
+  p.dp_seconds = all_reduce_seconds(reduced * 4.0, layout.dp, dp_alpha, dp_gbs);
   const double tied_seconds = layout.pp > 1 && d.tied
                                   ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0, 2,
                                                        hw.intra_alpha_us, hw.intra_gbs)
                                   : 0.0;
   p.pp_seconds += tied_seconds;
-  p.optimizer_seconds = trainable / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
+  p.optimizer_seconds =
+      stage_trained / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
   p.step_seconds = makespan + tied_seconds + p.dp_seconds + p.optimizer_seconds;
 
   // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.

@@ -5,6 +5,7 @@
 #include "io/checkpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -176,32 +177,41 @@ class HostSlot {
 // or of a frozen one, which has none). A part never selects an element the slot lacks.
 class ParameterMemory {
  public:
+  // Where the parameter's elements lie in the slot, [first, first + numel), and the part of that the slot holds.
+  struct Location {
+    int64_t first = 0, held_begin = 0, held_end = 0;
+    bool holds_any() const { return held_begin < held_end; }
+  };
+  static Location locate(const HostSlot & host, const model::ModelState & state, model::ModelState::Slot slot,
+                         const model::ParameterSpec & spec) {
+    const int64_t first = state.position(slot, spec.offset);
+    return {first, std::clamp<int64_t>(first, 0, host.size()),
+            std::clamp<int64_t>(first + spec.numel, 0, host.size())};
+  }
   ParameterMemory(const HostSlot & host, const model::ModelState & state, model::ModelState::Slot slot,
                   const model::ParameterSpec & spec)
-      : host_(host), first_(state.position(slot, spec.offset)) {
-    held_begin_ = std::clamp<int64_t>(first_, 0, host.size());
-    held_end_ = std::clamp<int64_t>(first_ + spec.numel, 0, host.size());
-    if (held_end_ - held_begin_ == spec.numel) {
-      data_ = host.data() + first_;
+      : host_(host), location_(locate(host, state, slot, spec)) {
+    if (location_.held_end - location_.held_begin == spec.numel) {
+      data_ = host.data() + location_.first;
       return;
     }
     copy_.assign(static_cast<size_t>(spec.numel), 0.0f);
-    std::copy(host.data() + held_begin_, host.data() + held_end_, copy_.data() + (held_begin_ - first_));
+    std::copy(host.data() + location_.held_begin, host.data() + location_.held_end,
+              copy_.data() + (location_.held_begin - location_.first));
     data_ = copy_.data();
   }
   float * data() const { return data_; }
-  bool holds_any() const { return held_begin_ < held_end_; }
   // After a read into data(): the elements the slot holds, back into it (in place already, unless copied).
   void store() const {
-    if (!copy_.empty())
-      std::copy(copy_.data() + (held_begin_ - first_), copy_.data() + (held_end_ - first_),
-                host_.data() + held_begin_);
+    if (copy_.empty()) return;
+    const int64_t skipped = location_.held_begin - location_.first;  // elements before the held ones
+    std::copy(copy_.data() + skipped, copy_.data() + skipped + (location_.held_end - location_.held_begin),
+              host_.data() + location_.held_begin);
   }
 
  private:
   const HostSlot & host_;
-  int64_t first_;                      // where the parameter's first element lies in the slot (may be outside it)
-  int64_t held_begin_ = 0, held_end_ = 0;  // the part of the slot that holds some of the parameter
+  Location location_;
   std::vector<float> copy_;
   float * data_ = nullptr;
 };
@@ -213,6 +223,21 @@ struct SlotPlace {
 constexpr SlotPlace kSlots[] = {{model::ModelState::Slot::kValues, "/params"},
                                 {model::ModelState::Slot::kMoment1, "/optim/m"},
                                 {model::ModelState::Slot::kMoment2, "/optim/v"}};
+
+// The error of the lowest rank of `world` that has one (every rank's `error` is empty or its message), on every
+// rank; empty when no rank has one.
+std::string first_error_over(parallel::Comm & world, const std::string & error, Stream & stream) {
+  float negated_rank = -static_cast<float>(error.empty() ? world.size() : world.rank());  // the max is the lowest
+  world.all_reduce(make_view(&negated_rank, DType::kF32, {1}), parallel::ReduceOp::kMax, stream);
+  const int root = static_cast<int>(-negated_rank);
+  if (root == world.size()) return "";
+  int32_t length = static_cast<int32_t>(error.size());
+  world.broadcast(make_view(&length, DType::kI32, {1}), root, stream);
+  std::vector<int32_t> words((static_cast<size_t>(length) + 3) / 4 + 1, 0);  // the message, 4 bytes a word
+  std::memcpy(words.data(), error.data(), world.rank() == root ? error.size() : 0);
+  world.broadcast(make_view(words.data(), DType::kI32, {static_cast<int64_t>(words.size())}), root, stream);
+  return std::string(reinterpret_cast<const char *>(words.data()), static_cast<size_t>(length));
+}
 
 Handle open_parallel(const std::string & path, parallel::Comm & world, bool create) {
   Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
@@ -307,8 +332,9 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
     check_checkpoint_tensors(file, path, place.group, specs, info);
     HostSlot host(state, place.slot, stream, false);
     for (const model::ParameterSpec & spec : specs) {
+      // Nothing to read for the moments of a frozen parameter, or of one outside this rank's ZeRO-1 slice.
+      if (!ParameterMemory::locate(host, state, place.slot, spec).holds_any()) continue;
       const ParameterMemory memory(host, state, place.slot, spec);
-      if (!memory.holds_any()) continue;  // moments of a frozen parameter, or outside this rank's ZeRO-1 slice
       const std::string dataset = std::string(place.group) + "/" + spec.name;
       Handle data(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
       KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": opening ", dataset);
@@ -330,12 +356,19 @@ std::pair<std::string, CheckpointInfo> read_newest_checkpoint(const std::vector<
   KOSMOS_CHECK(!candidates.empty(), "read_newest_checkpoint: no candidates (internal error)");
   std::string newest_error;
   for (const std::string & path : candidates) {
-    try {  // every rank reads the same bytes, so every rank fails, or not, alike
-      return {path, read_checkpoint(path, state, with_moments, world, stream)};
-    } catch (const Error & error) {
-      if (newest_error.empty()) newest_error = error.what();
-      warnings.push_back("checkpoint " + path + " is damaged, trying the one before it: " + error.what());
+    CheckpointInfo info;
+    std::string error;
+    try {
+      info = read_checkpoint(path, state, with_moments, world, stream);
+    } catch (const Error & failure) {
+      error = failure.what();
     }
+    // Every rank reads the values, but under ZeRO-1 only the moments of its own slice: a damaged moment fails one
+    // rank alone. The ranks agree, so that all take this file or all fall back to the one before it.
+    error = first_error_over(world, error, stream);
+    if (error.empty()) return {path, info};
+    if (newest_error.empty()) newest_error = error;
+    warnings.push_back("checkpoint " + path + " is damaged, trying the one before it: " + error);
   }
   KOSMOS_FAIL(newest_error, candidates.size() > 1 ? " (and every older checkpoint is damaged too)" : "");
 }

@@ -247,8 +247,16 @@ TensorView ModelState::flat(Slot slot) const {
 }
 
 int64_t ModelState::position(Slot slot, int64_t offset) const {
-  const bool moments = slot == Slot::kMoment1 || slot == Slot::kMoment2;
-  return moments ? offset - moment_range().first : offset;
+  switch (slot) {
+    case Slot::kValues: return offset;
+    case Slot::kGrads:
+      KOSMOS_CHECK(offset <= table_.trainable_end() + kShardSlack, "model state: offset ", offset,
+                   " lies past the gradients, which end at ", table_.trainable_end() + kShardSlack, " (internal error)");
+      return offset;
+    case Slot::kMoment1:
+    case Slot::kMoment2: return offset - moment_range().first;  // outside [0, slice_elements()): not held here
+  }
+  KOSMOS_FAIL("model state: unknown slot ", static_cast<int>(slot), " (internal error)");
 }
 
 TensorView ModelState::moment_view(const Buffer & buffer, const ParameterSpec & spec) const {

@@ -133,7 +133,7 @@ class ModelState {
   static constexpr int64_t kShardSlack = ParameterTable::kShardSlack;
   TensorView flat(Slot slot) const;
   // Where element `offset` of the flat buffers lies in flat(slot): `offset`, less the moment range's start for the
-  // moments.
+  // moments (outside [0, slice_elements()) when this rank does not hold it; a gradient's must be trainable).
   int64_t position(Slot slot, int64_t offset) const;
   // Every parameter from its spec, drawn from Philox keyed by (seed, name): the values do not depend on the
   // order of the table or on how it is later split across ranks.

@@ -1,4 +1,5 @@
-// partition.cpp: the stage cost model and the min-max contiguous split of the decoder layers over the stages.
+// partition.cpp: the stage cost model, the min-max contiguous split of the decoder layers over the stages, and each
+// parameter's owning and training stages.
 #include "model/partition.h"
 
 #include <algorithm>
@@ -7,6 +8,29 @@
 #include "backends/error.h"
 
 namespace kosmos::model {
+
+int owning_stage(const std::string & name, const std::vector<StageRange> & virtual_stages, int stages,
+                 const DecoderConfig & decoder) {
+  if (stages == 1) return 0;
+  const std::string layers = "decoder.layers.";
+  if (name.rfind(layers, 0) == 0) {
+    const int64_t layer = std::stoll(name.substr(layers.size()));
+    for (size_t virtual_stage = 0; virtual_stage < virtual_stages.size(); ++virtual_stage) {
+      const StageRange & range = virtual_stages[virtual_stage];
+      const int64_t end = range.layer_end < 0 ? decoder.layers : range.layer_end;
+      if (layer >= range.layer_begin && layer < end) return static_cast<int>(virtual_stage) % stages;
+    }
+    KOSMOS_FAIL("decoder layer ", layer, " is in no pipeline stage (internal error)");
+  }
+  if (name.rfind("decoder.layer_norm.", 0) == 0 || name == "decoder.output_projection.weight") return stages - 1;
+  return 0;
+}
+
+bool stage_trains(const std::string & name, int stage, const std::vector<StageRange> & virtual_stages, int stages,
+                  const DecoderConfig & decoder) {
+  const bool tied_head = stage == stages - 1 && decoder.tied && name == "decoder.embed_tokens.weight";
+  return tied_head || owning_stage(name, virtual_stages, stages, decoder) == stage;
+}
 
 StageCosts stage_costs(const KosmosConfig & config, int64_t sequences, int64_t length, int64_t images) {
   const DecoderConfig & d = config.decoder;

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "backends/error.h"
+#include "model/partition.h"
 #include "parallel/pipeline.h"
 
 namespace kosmos::model {
@@ -38,12 +39,17 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
   set_loss_scale({config.loss_scale, 0});
   // Each parameter's place in the layout, worked out once: the steps only look it up.
   const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
+  const DecoderConfig & decoder = model_.config().decoder;
   for (const ParameterSpec & spec : state_.table().specs()) {
-    const bool owned = owning_stage(spec.name) == stage;
-    const bool tied_head = stage == stages - 1 && model_.config().decoder.tied &&
-                           spec.name == "decoder.embed_tokens.weight";  // the last stage's head
-    layout_.push_back({owned, spec.trainable && (owned || tied_head),
-                       tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
+    const bool owned = owning_stage(spec.name, pp_.ranges, stages, decoder) == stage;
+    const bool trains = spec.trainable && stage_trains(spec.name, stage, pp_.ranges, stages, decoder);
+    layout_.push_back({owned, trains, tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
+    // The runs of the flat buffers whose gradients the data-parallel ranks of this stage sum: the parameters it
+    // trains (the zeros between them, alignment gaps, go with them).
+    if (!trains) continue;
+    if (trained_runs_.empty() || spec.offset > (trained_runs_.back().second + 15) / 16 * 16)
+      trained_runs_.push_back({spec.offset, spec.offset});
+    trained_runs_.back().second = spec.offset + spec.numel;
   }
 }
 
@@ -107,9 +113,11 @@ class ModelStage final : public parallel::PipelineStage {
   double loss_ = 0.0;
 };
 
-void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t count, int64_t bucket, Stream & stream) {
-  for (int64_t first = 0; first < count; first += bucket)
-    comm.all_reduce(make_view(flat.as<float>() + first, DType::kF32, {std::min(bucket, count - first)}),
+// Sums [begin, end) of a flat f32 buffer over the ranks of `comm`, `bucket` elements per call.
+void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t begin, int64_t end, int64_t bucket,
+                        Stream & stream) {
+  for (int64_t first = begin; first < end; first += bucket)
+    comm.all_reduce(make_view(flat.as<float>() + first, DType::kF32, {std::min(bucket, end - first)}),
                     parallel::ReduceOp::kSum, stream);
 }
 
@@ -165,23 +173,6 @@ class GradientListener {
 
 }  // namespace
 
-int Trainer::owning_stage(const std::string & name) const {
-  const int stages = pp_.comm ? pp_.comm->size() : 1;
-  if (stages == 1) return 0;
-  const std::string layers = "decoder.layers.";
-  if (name.rfind(layers, 0) == 0) {
-    const int64_t layer = std::stoll(name.substr(layers.size()));
-    for (size_t virtual_stage = 0; virtual_stage < pp_.ranges.size(); ++virtual_stage) {
-      const StageRange & range = pp_.ranges[virtual_stage];
-      const int64_t end = range.layer_end < 0 ? model_.config().decoder.layers : range.layer_end;
-      if (layer >= range.layer_begin && layer < end) return static_cast<int>(virtual_stage) % stages;
-    }
-    KOSMOS_CHECK(false, "decoder layer ", layer, " is in no pipeline stage (internal error)");
-  }
-  if (name.rfind("decoder.layer_norm.", 0) == 0 || name == "decoder.output_projection.weight") return stages - 1;
-  return 0;
-}
-
 std::vector<ParameterPart> Trainer::checkpoint_parts() const {
   const int tp_rank = tp_.comm ? tp_.comm->rank() : 0, tp_size = tp_.comm ? tp_.comm->size() : 1;
   const int dp_rank = dp_.comm ? dp_.comm->rank() : 0;
@@ -226,7 +217,7 @@ double Trainer::gather_parameters(Runtime & rt) {
     const std::vector<ParameterSpec> & specs = state_.table().specs();
     for (size_t i = 0; i < layout_.size(); ++i)  // (the frozen ones never change: every stage has them)
       if (!layout_[i].owned && specs[i].trainable) rt.run(Fill{state_.value(specs[i]), 0.0f});
-    all_reduce_buckets(*pp_.comm, state_.flat(ModelState::Slot::kValues), state_.table().trainable_end(),
+    all_reduce_buckets(*pp_.comm, state_.flat(ModelState::Slot::kValues), 0, state_.table().trainable_end(),
                        dp_.bucket_elements, rt.stream);
     rt.stream.synchronize();
   }
@@ -317,7 +308,8 @@ void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double 
     }
     size_t last = first;
     while (last + 1 < specs.size() && layout_[last + 1].updated) ++last;
-    const int64_t from = std::max(begin, specs[first].offset), to = std::min(end, specs[last].offset + specs[last].numel);
+    const int64_t from = std::max(begin, specs[first].offset);
+    const int64_t to = std::min(end, specs[last].offset + specs[last].numel);
     first = last + 1;
     if (from >= to) continue;
     auto window = [&](ModelState::Slot slot) {  // the moments' buffer starts at this rank's ZeRO-1 slice
@@ -367,10 +359,10 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // do not depend on how the step's samples are split into micro-batches, ranks or stages.
   const StepRandomness randomness{seed, step, true};
   const bool pipelined = pp_.comm && pp_.comm->size() > 1;
-  // Data parallelism without ZeRO-1 all-reduces the gradients in buckets (started by the last backward when not
-  // pipelined and dp_.overlap is on, else after it).
+  // Data parallelism without ZeRO-1 all-reduces the gradients in buckets: when not pipelined, started by the last
+  // backward (dp_.overlap) or after it; a pipeline stage's, those of the parameters it trains after its backwards.
   std::optional<BucketedReduction> reduction;
-  if (dp_.comm && !dp_.zero1)
+  if (dp_.comm && !dp_.zero1 && !pipelined)
     reduction.emplace(*dp_.comm, state_.flat(ModelState::Slot::kGrads), state_.table().trainable_end(),
                       dp_.bucket_elements, rt.stream);
   if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
@@ -399,7 +391,8 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   rt.arena.reset();
   stats.loss = sum_over_ranks(rt, loss) / scale;
 
-  // Gradients summed over the data-parallel ranks: whole (buckets) or, with ZeRO-1, each rank's slice.
+  // Gradients summed over the data-parallel ranks: whole (buckets; a pipeline stage the ones it trains) or, with
+  // ZeRO-1, each rank's slice.
   const int ranks = dp_.comm ? dp_.comm->size() : 1;
   const auto [begin, end] = state_.moment_range();
   const int64_t shard = state_.slice_elements();  // the last rank's slice ends in the slack
@@ -412,6 +405,9 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     pp_.comm->all_reduce(state_.grad("decoder.embed_tokens.weight"), parallel::ReduceOp::kSum, rt.stream);
   if (reduction) {
     stats.reduce_overlap = reduction->finish();
+  } else if (dp_.comm && !dp_.zero1) {
+    for (const auto & [run_begin, run_end] : trained_runs_)
+      all_reduce_buckets(*dp_.comm, grads, run_begin, run_end, dp_.bucket_elements, rt.stream);
   } else if (dp_.comm) {
     const TensorView mine = rt.take({shard});
     dp_.comm->reduce_scatter(mine, make_view(grads.data, DType::kF32, {shard * ranks}), parallel::ReduceOp::kSum,

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "model/kosmos.h"
@@ -111,8 +112,8 @@ class Trainer {
   double gather_parameters(Runtime & rt);
   // The part of each parameter (in table order) whose value and AdamW moments are current on this rank and which
   // no other rank claims: the owning pipeline stage, this tp rank's shard (tp rank 0 for replicated parameters),
-  // and dp rank 0, or with ZeRO-1 this rank's slice of the flat buffers. Together the ranks cover every element
-  // once: what each writes to a checkpoint.
+  // and dp rank 0, or with ZeRO-1 this rank's slice of the flat buffers (a frozen parameter, outside the slices:
+  // dp rank 0, whole). Together the ranks cover every element once: what each writes to a checkpoint.
   std::vector<ParameterPart> checkpoint_parts() const;
   // The loss scale the next step uses, and where its growth window stands; restored from a checkpoint on resume.
   const LossScale & loss_scale() const { return loss_scale_; }
@@ -121,9 +122,6 @@ class Trainer {
  private:
   // The part of gather_parameters over the tp group.
   double gather_tensor_parallel(Runtime & rt);
-  // The pipeline stage whose parameters include `name` (its gradient is current there; a tied embedding's
-  // belongs to the first stage).
-  int owning_stage(const std::string & name) const;
   // The squared global gradient norm over [begin, end) of the flat buffers and the ranks holding other parts.
   double squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end);
   // Sums a host value over the data-parallel ranks.
@@ -143,6 +141,9 @@ class Trainer {
     bool tensor_parallel_shard;  // split over the tp ranks (its gradient norm adds over them)
   };
   std::vector<ParameterPlace> layout_;  // by index in the parameter table
+  // [begin, end) runs of the flat buffers holding the parameters this stage updates, in order: what a pipeline
+  // stage's data-parallel ranks sum (its layers, its chunks' under interleaving, and on the last a tied embedding).
+  std::vector<std::pair<int64_t, int64_t>> trained_runs_;
   LossScale loss_scale_;
   // Whether the state's compute copy (mixed precision) matches its values. Not before the first step (the values
   // were initialised or loaded by others since the copy was made) nor after a gather or a ZeRO-1 all-gather: a step

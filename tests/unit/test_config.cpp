@@ -8,6 +8,7 @@
 #include "backends/registry.h"
 #include "model/kosmos.h"
 #include "model/parameters.h"
+#include "model/partition.h"
 
 namespace kosmos::model {
 namespace {
@@ -172,6 +173,35 @@ TEST(Partition, UserCountsAreCheckedAndUsed) {
   EXPECT_NE(error_of([&] { partition_stages(config, 8, StageCosts{}); }).find("8 pipeline (virtual) stages but the "
                                                                              "decoder has 6 layers"),
             std::string::npos);
+}
+
+// Each parameter belongs to one stage; a stage trains what it owns, and the last stage also a tied embedding (its
+// head). Interleaved over 2 stages: stage s owns chunks s and s + 2.
+TEST(Partition, EveryParameterHasOneOwnerAndTheTiedEmbeddingTwoTrainers) {
+  for (const bool tied : {true, false}) {
+    KosmosConfig config = preset("tiny");
+    config.decoder.layers = 8;
+    config.decoder.tied = tied;
+    const ParameterTable table(config);
+    const std::vector<StageRange> virtual_stages = partition_stages(config, 4, StageCosts{1.0, 0.0, 0.0});
+    for (const ParameterSpec & spec : table.specs()) {
+      const int owner = owning_stage(spec.name, virtual_stages, 2, config.decoder);
+      int trainers = 0;
+      for (int stage = 0; stage < 2; ++stage) {
+        const bool trains = stage_trains(spec.name, stage, virtual_stages, 2, config.decoder);
+        trainers += trains ? 1 : 0;
+        EXPECT_TRUE(trains || stage != owner) << spec.name;
+      }
+      const bool embedding = spec.name == "decoder.embed_tokens.weight";
+      EXPECT_EQ(trainers, tied && embedding ? 2 : 1) << spec.name;
+      const bool layer = spec.name.rfind("decoder.layers.", 0) == 0;
+      const bool head_end =
+          spec.name.rfind("decoder.layer_norm.", 0) == 0 || spec.name == "decoder.output_projection.weight";
+      const int expected =
+          layer ? (std::stoi(spec.name.substr(std::string("decoder.layers.").size())) / 2) % 2 : head_end ? 1 : 0;
+      EXPECT_EQ(owner, expected) << spec.name;  // layers 0-1 and 4-5 on stage 0, 2-3 and 6-7 on stage 1
+    }
+  }
 }
 
 }  // namespace
