@@ -251,7 +251,8 @@ int64_t ModelState::position(Slot slot, int64_t offset) const {
     case Slot::kValues: return offset;
     case Slot::kGrads:
       KOSMOS_CHECK(offset <= table_.trainable_end() + kShardSlack, "model state: offset ", offset,
-                   " lies past the gradients, which end at ", table_.trainable_end() + kShardSlack, " (internal error)");
+                   " lies past the gradients, which end at ", table_.trainable_end() + kShardSlack,
+                   " (internal error)");
       return offset;
     case Slot::kMoment1:
     case Slot::kMoment2: return offset - moment_range().first;  // outside [0, slice_elements()): not held here

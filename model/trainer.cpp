@@ -318,7 +318,8 @@ void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double 
     // The compute copy of the window too, unless ZeRO-1's all-gather brings only the f32 values (then the next
     // step refreshes the whole copy).
     const TensorView compute = state_.compute_values();
-    const TensorView compute_window = compute.present() && !dp_.zero1 ? slice(compute, 0, from, to - from) : TensorView{};
+    const TensorView compute_window =
+        compute.present() && !dp_.zero1 ? slice(compute, 0, from, to - from) : TensorView{};
     rt.run(AdamWStep{window(ModelState::Slot::kValues), window(ModelState::Slot::kMoment1),
                      window(ModelState::Slot::kMoment2), window(ModelState::Slot::kGrads),
                      static_cast<float>(lr), static_cast<float>(config_.beta1), static_cast<float>(config_.beta2),

@@ -16,8 +16,8 @@ if [ $# -ge 5 ]; then
 fi
 common=(train --preset tiny --steps 9 --seed 4 --log-every 100 "${layout[@]}")
 rm -rf "$out"_*
-"${launch[@]}" "$kosmos" "${common[@]}" --save-dir "$out"_run --save-every 3 --keep 0 --stop-at 6 > "$out"_first.log 2>&1 ||
-  { cat "$out"_first.log; exit 1; }
+"${launch[@]}" "$kosmos" "${common[@]}" --save-dir "$out"_run --save-every 3 --keep 0 --stop-at 6 \
+  > "$out"_first.log 2>&1 || { cat "$out"_first.log; exit 1; }
 "$flip" "$out"_run/step_00000006.h5 "$dataset"
 "${launch[@]}" "$kosmos" "${common[@]}" --save-dir "$out"_run --resume auto --metrics "$out"_resumed.jsonl \
   --save-weights "$out"_resumed.safetensors > "$out"_resumed.log 2>&1 || { cat "$out"_resumed.log; exit 1; }
@@ -25,7 +25,8 @@ grep -q "warning: checkpoint .*step_00000006.h5 is damaged, trying the one befor
   { cat "$out"_resumed.log; echo "no warning naming step_00000006.h5 and $dataset"; exit 1; }
 grep -q "resumed from .*step_00000003.h5: step 3" "$out"_resumed.log ||
   { cat "$out"_resumed.log; echo "did not resume from step 3"; exit 1; }
-"${launch[@]}" "$kosmos" "${common[@]}" --metrics "$out"_whole.jsonl --save-weights "$out"_whole.safetensors > /dev/null 2>&1
+"${launch[@]}" "$kosmos" "${common[@]}" --metrics "$out"_whole.jsonl --save-weights "$out"_whole.safetensors \
+  > /dev/null 2>&1
 "$compare" "$out"_whole.jsonl "$out"_resumed.jsonl "$out"_whole.safetensors "$out"_resumed.safetensors 0 ||
   { echo "the run resumed past the damaged checkpoint differs from the uninterrupted one"; exit 1; }
 echo "damaged newest checkpoint: warned (file and dataset named), resumed from step 3, bit-identical"
