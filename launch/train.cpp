@@ -27,6 +27,15 @@
 namespace kosmos {
 namespace {
 
+// Bytes as "12.3 MiB" or "4.56 GiB", for the run's header.
+std::string memory_text(size_t bytes) {
+  std::ostringstream text;
+  const double mib = static_cast<double>(bytes) / (1 << 20);
+  text << std::fixed << std::setprecision(mib < 1024 ? 1 : 2) << (mib < 1024 ? mib : mib / 1024)
+       << (mib < 1024 ? " MiB" : " GiB");
+  return text.str();
+}
+
 // What a --recompute setting runs again in the backward, for the run's header.
 const char * recompute_what(model::Recompute recompute) {
   switch (recompute) {
@@ -244,6 +253,15 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   log << "kosmos train: preset " << options.preset << ", " << table.count() << " parameters ("
       << table.trainable_count() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
+  {  // what the parameters take on each rank's device, before any activation
+    const model::ModelState::Bytes state_bytes = state.bytes();
+    log << "parameter state per rank: " << memory_text(state_bytes.total()) << " (values "
+        << memory_text(state_bytes.values);
+    if (state_bytes.compute_copy > 0)
+      log << ", " << options.precision << " copy " << memory_text(state_bytes.compute_copy);
+    log << ", gradients " << memory_text(state_bytes.gradients) << ", AdamW moments "
+        << memory_text(state_bytes.moments) << (zero1 ? " of this rank's ZeRO-1 slice" : "") << ")\n";
+  }
   if (compute_dtype != DType::kF32) {
     log << "precision: " << options.precision
         << " matmuls (f32 accumulation), f32 master weights, gradients and optimizer";

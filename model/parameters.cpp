@@ -227,6 +227,10 @@ TensorView ModelState::compute_values() const {
                                        : make_view(compute_values_.data(), compute_dtype_, {table_.total()});
 }
 
+ModelState::Bytes ModelState::bytes() const {
+  return {values_.bytes(), compute_values_.bytes(), grads_.bytes(), moment1_.bytes() + moment2_.bytes()};
+}
+
 int64_t ModelState::slice_elements() const {
   return (table_.trainable_end() + shard_.ranks - 1) / shard_.ranks;
 }

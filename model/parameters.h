@@ -135,6 +135,12 @@ class ModelState {
   // Where element `offset` of the flat buffers lies in flat(slot): `offset`, less the moment range's start for the
   // moments (outside [0, slice_elements()) when this rank does not hold it; a gradient's must be trainable).
   int64_t position(Slot slot, int64_t offset) const;
+  // The device memory of each buffer, in bytes (for the run's report).
+  struct Bytes {
+    size_t values = 0, compute_copy = 0, gradients = 0, moments = 0;
+    size_t total() const { return values + compute_copy + gradients + moments; }
+  };
+  Bytes bytes() const;
   // Every parameter from its spec, drawn from Philox keyed by (seed, name): the values do not depend on the
   // order of the table or on how it is later split across ranks.
   void initialise(uint64_t seed, Stream & stream);
