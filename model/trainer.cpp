@@ -43,9 +43,10 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
   for (const ParameterSpec & spec : state_.table().specs()) {
     const bool owned = owning_stage(spec.name, pp_.ranges, stages, decoder) == stage;
     const bool trains = spec.trainable && stage_trains(spec.name, stage, pp_.ranges, stages, decoder);
-    layout_.push_back({owned, trains, tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
-    // The runs of the flat buffers whose gradients the data-parallel ranks of this stage sum: the parameters it
-    // trains (the zeros between them, alignment gaps, go with them).
+    layout_.push_back({owned, tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
+    // The runs of the flat buffers that AdamW updates here and whose gradients this stage's data-parallel ranks
+    // sum: the parameters it trains (a tied embedding on the first and the last stage), with the zeros of the
+    // alignment gaps between them.
     if (!trains) continue;
     if (trained_runs_.empty() || spec.offset > (trained_runs_.back().second + 15) / 16 * 16)
       trained_runs_.push_back({spec.offset, spec.offset});
@@ -298,19 +299,10 @@ double Trainer::sum_over_ranks(Runtime & rt, double value) {
 }
 
 void Trainer::adamw(Runtime & rt, int64_t begin, int64_t end, double lr, double clip, int64_t step) {
-  // One AdamW op per run of consecutive parameters this rank trains (the alignment gaps between them hold zeros
-  // and stay zero), clipped to [begin, end). A pipeline stage updates only the parameters it uses.
-  const std::vector<ParameterSpec> & specs = state_.table().specs();
-  for (size_t first = 0; first < specs.size();) {
-    if (!layout_[first].updated) {
-      ++first;
-      continue;
-    }
-    size_t last = first;
-    while (last + 1 < specs.size() && layout_[last + 1].updated) ++last;
-    const int64_t from = std::max(begin, specs[first].offset);
-    const int64_t to = std::min(end, specs[last].offset + specs[last].numel);
-    first = last + 1;
+  // One AdamW op per run of the parameters this rank trains (the alignment gaps inside a run hold zeros and stay
+  // zero), clipped to [begin, end). A pipeline stage updates only the parameters it uses.
+  for (const auto & [run_begin, run_end] : trained_runs_) {
+    const int64_t from = std::max(begin, run_begin), to = std::min(end, run_end);
     if (from >= to) continue;
     auto window = [&](ModelState::Slot slot) {  // the moments' buffer starts at this rank's ZeRO-1 slice
       return slice(state_.flat(slot), 0, state_.position(slot, from), to - from);

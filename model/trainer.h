@@ -137,12 +137,12 @@ class Trainer {
   TensorParallel tp_;
   struct ParameterPlace {
     bool owned;                  // by this pipeline stage (each parameter by exactly one): its gradient is current here
-    bool updated;                // trainable and used here: AdamW runs on it (a tied embedding on both ends)
     bool tensor_parallel_shard;  // split over the tp ranks (its gradient norm adds over them)
   };
   std::vector<ParameterPlace> layout_;  // by index in the parameter table
-  // [begin, end) runs of the flat buffers holding the parameters this stage updates, in order: what a pipeline
-  // stage's data-parallel ranks sum (its layers, its chunks' under interleaving, and on the last a tied embedding).
+  // [begin, end) runs of the flat buffers holding the parameters this stage updates, in order: what AdamW updates
+  // and a pipeline stage's data-parallel ranks sum (its layers, its chunks' under interleaving, and on the last a
+  // tied embedding; without a pipeline one run, the whole trainable part).
   std::vector<std::pair<int64_t, int64_t>> trained_runs_;
   LossScale loss_scale_;
   // Whether the state's compute copy (mixed precision) matches its values. Not before the first step (the values
