@@ -193,11 +193,11 @@ ModelState::ModelState(Device & device, const ParameterTable & table, DType comp
                " is not supported; use f32, bf16 or f16");
   KOSMOS_CHECK(shard.ranks >= 1 && shard.rank >= 0 && shard.rank < shard.ranks, "model state: ZeRO-1 rank ",
                shard.rank, " of ", shard.ranks, " (internal error)");
-  KOSMOS_CHECK(shard.ranks - 1 <= kShardSlack, "ZeRO-1 over ", shard.ranks, " ranks needs more than the ",
-               kShardSlack, " spare elements of the parameter buffers; use fewer data-parallel ranks per group");
+  KOSMOS_CHECK(shard.ranks - 1 <= ParameterTable::kShardSlack, "ZeRO-1 over ", shard.ranks,
+               " ranks needs more than the ", ParameterTable::kShardSlack,
+               " spare elements of the parameter buffers; use fewer data-parallel ranks per group");
   values_ = device.allocate(static_cast<size_t>(table_.total()) * sizeof(float), BufferUse::kWeights);
-  grads_ = device.allocate(static_cast<size_t>(table_.trainable_end() + kShardSlack) * sizeof(float),
-                           BufferUse::kWeights);
+  grads_ = device.allocate(static_cast<size_t>(gradient_elements()) * sizeof(float), BufferUse::kWeights);
   moment1_ = device.allocate(static_cast<size_t>(slice_elements()) * sizeof(float), BufferUse::kWeights);
   moment2_ = device.allocate(static_cast<size_t>(slice_elements()) * sizeof(float), BufferUse::kWeights);
   std::unique_ptr<Stream> stream = device.create_stream();
@@ -243,7 +243,7 @@ std::pair<int64_t, int64_t> ModelState::moment_range() const {
 TensorView ModelState::flat(Slot slot) const {
   switch (slot) {
     case Slot::kValues: return make_view(values_.data(), DType::kF32, {table_.total()});
-    case Slot::kGrads: return make_view(grads_.data(), DType::kF32, {table_.trainable_end() + kShardSlack});
+    case Slot::kGrads: return make_view(grads_.data(), DType::kF32, {gradient_elements()});
     case Slot::kMoment1: return make_view(moment1_.data(), DType::kF32, {slice_elements()});
     case Slot::kMoment2: return make_view(moment2_.data(), DType::kF32, {slice_elements()});
   }
@@ -254,9 +254,8 @@ int64_t ModelState::position(Slot slot, int64_t offset) const {
   switch (slot) {
     case Slot::kValues: return offset;
     case Slot::kGrads:
-      KOSMOS_CHECK(offset <= table_.trainable_end() + kShardSlack, "model state: offset ", offset,
-                   " lies past the gradients, which end at ", table_.trainable_end() + kShardSlack,
-                   " (internal error)");
+      KOSMOS_CHECK(offset <= gradient_elements(), "model state: offset ", offset,
+                   " lies past the gradients, which end at ", gradient_elements(), " (internal error)");
       return offset;
     case Slot::kMoment1:
     case Slot::kMoment2: return offset - moment_range().first;  // outside [0, slice_elements()): not held here

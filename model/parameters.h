@@ -127,11 +127,11 @@ class ModelState {
   const Zero1Shard & shard() const { return shard_; }
   int64_t slice_elements() const;
   std::pair<int64_t, int64_t> moment_range() const;
-  // A whole flat buffer: the values [total], the gradients [trainable_end + kShardSlack] (the slack stays zero), the
+  // A whole flat buffer: the values [total], the gradients [gradient_elements()] (the slack stays zero), the
   // moments [slice_elements()], whose element i is the flat buffers' element moment_range().first + i.
   enum class Slot : uint8_t { kValues, kGrads, kMoment1, kMoment2 };
-  static constexpr int64_t kShardSlack = ParameterTable::kShardSlack;
   TensorView flat(Slot slot) const;
+  int64_t gradient_elements() const { return table_.trainable_end() + ParameterTable::kShardSlack; }
   // Where element `offset` of the flat buffers lies in flat(slot): `offset`, less the moment range's start for the
   // moments (outside [0, slice_elements()) when this rank does not hold it; a gradient's must be trainable).
   int64_t position(Slot slot, int64_t offset) const;
@@ -156,7 +156,7 @@ class ModelState {
   DType compute_dtype_;
   Zero1Shard shard_;
   Buffer values_;             // [total] f32
-  Buffer grads_;              // [trainable_end + kShardSlack] f32
+  Buffer grads_;              // [gradient_elements()] f32
   Buffer moment1_, moment2_;  // [slice_elements()] f32, from moment_range().first
   Buffer compute_values_;     // [total] compute_dtype_, allocated only when it is not f32
 };
