@@ -2,9 +2,9 @@
 // system does: the decoder split Megatron-style over tp (four activation all-reduces per layer and micro-batch), the
 // image path replicated over tp on the first stage, pipeline cuts from the same cost model as `kosmos train`, the
 // schedule's idle time from the dependency simulator, one gradient all-reduce after the backward of the parameters
-// the stage trains (or ZeRO-1's reduce-scatter and all-gather of every trainable one), AdamW over them (or the
-// rank's ZeRO-1 slice), and every rank holding the whole table's values and its trainable parameters' gradients
-// (sharded parameter storage is not built yet) and the AdamW moments of those (ZeRO-1: of its slice).
+// the stage trains (or ZeRO-1's reduce-scatter and all-gather of them), AdamW over them (or the rank's ZeRO-1
+// slice), and every rank holding its pipeline stage's parameters' values (whole: tp does not shard
+// their storage yet), its trainable ones' gradients and their AdamW moments (ZeRO-1: of its slice).
 #include "bench/planner.h"
 
 #include <algorithm>
@@ -160,21 +160,23 @@ std::string describe(const Layout & layout) {
 namespace {
 
 // What every prediction of one model needs, made once: the config with its vocabulary padded (as `data prepare`
-// pads it, so that tp divides it) and the parameter counts of its table.
+// pads it, so that tp divides it) and the sizes of its parameters.
 struct PlannedModel {
   model::KosmosConfig config;
-  double parameters = 0.0, trainable = 0.0;  // all of them; those with gradients and AdamW moments
-  std::vector<std::pair<std::string, double>> trained;  // each trainable parameter's name and elements
+  struct Parameter {
+    std::string name;
+    double elements;
+    bool trainable;
+  };
+  std::vector<Parameter> specs;  // each parameter's name, elements and whether it trains
 };
 
 PlannedModel planned(const model::KosmosConfig & base) {
-  PlannedModel planned_model{base, 0.0, 0.0, {}};
+  PlannedModel planned_model{base, {}};
   planned_model.config.decoder.vocab_size = (base.decoder.vocab_size + 63) / 64 * 64;
   const model::ParameterTable table(planned_model.config);
-  planned_model.parameters = static_cast<double>(table.count());
-  planned_model.trainable = static_cast<double>(table.trainable_count());
   for (const model::ParameterSpec & spec : table.specs())
-    if (spec.trainable) planned_model.trained.emplace_back(spec.name, static_cast<double>(spec.numel));
+    planned_model.specs.push_back({spec.name, static_cast<double>(spec.numel), spec.trainable});
   return planned_model;
 }
 
@@ -262,22 +264,27 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   p.pp_seconds = layout.pp > 1 ? layout.micro_batches * 2.0 * p2p : 0.0;
   p.bubble_seconds = std::max(0.0, makespan - busy);
 
-  // After the backward: the gradients of the trainable parameters over dp (fp32; without ZeRO-1 each stage those it
-  // trains, the most of any stage here), a tied embedding's over the pipeline.
-  const double parameters = planned_model.parameters, trainable = planned_model.trainable;
-  double stage_trained = 0.0;
+  // The parameter state of each stage: fp32 values (+ the bf16 copy) of the parameters it holds; fp32 gradients of
+  // the trainable ones, and their AdamW moments (ZeRO-1: this rank's 1/dp slice of them). The fullest stage's
+  // counts here, and the most any stage trains.
+  double stage_trained = 0.0, state_bytes = 0.0;
   for (int stage = 0; stage < layout.pp; ++stage) {
-    double elements = 0.0;
-    for (const auto & [name, count] : planned_model.trained)
-      if (model::stage_trains(name, stage, stages, layout.pp, d)) elements += count;
-    stage_trained = std::max(stage_trained, elements);
+    double held = 0.0, trained = 0.0;
+    for (const PlannedModel::Parameter & spec : planned_model.specs) {
+      if (!model::stage_holds(spec.name, stage, stages, layout.pp, d)) continue;
+      held += spec.elements;
+      if (spec.trainable) trained += spec.elements;
+    }
+    stage_trained = std::max(stage_trained, trained);
+    state_bytes = std::max(state_bytes, held * (4.0 + (act < 4.0 ? act : 0.0)) + trained * 4.0 +
+                                            trained * 8.0 / (layout.zero1 ? layout.dp : 1));
   }
+  // After the backward: the gradients each stage trains over dp (fp32; all-reduced, or ZeRO-1's reduce-scatter and
+  // all-gather, which move as much), a tied embedding's between the first and the last stage.
   const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
-  // ZeRO-1's reduce-scatter and all-gather move as much as an all-reduce, of every trainable parameter.
-  const double reduced = layout.zero1 ? trainable : stage_trained;
-  p.dp_seconds = all_reduce_seconds(reduced * 4.0, layout.dp, dp_alpha, dp_gbs);
+  p.dp_seconds = all_reduce_seconds(stage_trained * 4.0, layout.dp, dp_alpha, dp_gbs);
   const double tied_seconds = layout.pp > 1 && d.tied
                                   ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0, 2,
                                                        hw.intra_alpha_us, hw.intra_gbs)
@@ -287,11 +294,8 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
       stage_trained / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
   p.step_seconds = makespan + tied_seconds + p.dp_seconds + p.optimizer_seconds;
 
-  // Memory of the first stage (activations in flight) or the last (logits), whichever is fuller.
-  // fp32 values (+ the bf16 copy) of every parameter; fp32 gradients of the trainable ones, and their AdamW moments
-  // (ZeRO-1: this rank's 1/dp slice of them).
-  const double state_bytes = parameters * (4.0 + (act < 4.0 ? act : 0.0)) + trainable * 4.0 +
-                             trainable * 8.0 / (layout.zero1 ? layout.dp : 1);
+  // Memory: the fullest stage's parameter state, with the first stage's activations in flight or the last's
+  // logits, whichever is fuller.
   // A layer's saved activations as model/layers.cpp keeps them: the residual stream's x and x_mid in f32; in the
   // activation dtype the pre-LN outputs, q | k | v, the attention, its sub-LN output, the FFN's hidden layer (its
   // sub-LN normalises GELU of it on the fly) and its sub-LN output, and under tp the sub-LNs' gathered inputs. With

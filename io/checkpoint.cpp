@@ -1,7 +1,7 @@
 // checkpoint.cpp: parallel HDF5 reading and writing of the training state (layout in checkpoint.h). Each rank's
 // part of a tensor is a few hyperslabs of the logical tensor; memory and file share the shape and the selection,
-// because every rank keeps the whole table in its flat buffers (but for the AdamW moments: those of the trainable
-// parameters in its ZeRO-1 slice only, see ParameterMemory).
+// because a rank keeps each parameter it holds whole in its flat buffers (but for the AdamW moments: those of the
+// trainable parameters in its ZeRO-1 slice only, see ParameterMemory).
 #include "io/checkpoint.h"
 
 #include <algorithm>
@@ -184,6 +184,7 @@ class ParameterMemory {
   };
   static Location locate(const HostSlot & host, const model::ModelState & state, model::ModelState::Slot slot,
                          const model::ParameterSpec & spec) {
+    if (!spec.held) return {};  // another pipeline stage's
     const int64_t first = state.position(slot, spec.offset);
     return {first, std::clamp<int64_t>(first, 0, host.size()),
             std::clamp<int64_t>(first + spec.numel, 0, host.size())};
@@ -332,7 +333,8 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
     check_checkpoint_tensors(file, path, place.group, specs, info);
     HostSlot host(state, place.slot, stream, false);
     for (const model::ParameterSpec & spec : specs) {
-      // Nothing to read for the moments of a frozen parameter, or of one outside this rank's ZeRO-1 slice.
+      // Nothing to read for another stage's parameter, the moments of a frozen one, or of one outside this rank's
+      // ZeRO-1 slice.
       if (!ParameterMemory::locate(host, state, place.slot, spec).holds_any()) continue;
       const ParameterMemory memory(host, state, place.slot, spec);
       const std::string dataset = std::string(place.group) + "/" + spec.name;

@@ -25,10 +25,10 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
                       const std::vector<model::ParameterPart> & parts, const CheckpointInfo & info,
                       parallel::Comm & world, Stream & stream);
 
-// Reads `path` collectively over `world` into every rank's whole table (values and, with `with_moments`, the
-// AdamW moments it holds: of the trainable parameters, under ZeRO-1 of its slice), whatever layout wrote it. A
-// missing, truncated or corrupt file (a checksum mismatch), or one whose parameters do not match the model, is an
-// error naming the file and the dataset.
+// Reads `path` collectively over `world` into the parameters each rank's table holds (values and, with
+// `with_moments`, the AdamW moments it holds: of the trainable parameters, under ZeRO-1 of its slice), whatever
+// layout wrote it. A missing, truncated or corrupt file (a checksum mismatch), or one whose parameters do not match
+// the model, is an error naming the file and the dataset.
 CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & state, bool with_moments,
                                parallel::Comm & world, Stream & stream);
 

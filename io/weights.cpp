@@ -3,6 +3,7 @@
 
 #include <map>
 #include <set>
+#include <utility>
 
 #include "backends/error.h"
 #include "backends/tensor.h"
@@ -52,8 +53,13 @@ WeightsReport load_weights(model::ModelState & state, const SafetensorsFile & fi
     KOSMOS_CHECK(entry.shape == spec.shape, file.path(), ": tensor '", file_name, "' has shape ",
                  describe_dims(entry.shape), " but the model's ", name, " is ", describe_dims(spec.shape),
                  "; the model config does not match this checkpoint (compare its sizes with --model-config)");
-    std::vector<float> values = file.read_f32(file_name);
     const auto previous = source_of.find(name);
+    if (previous == source_of.end() && !spec.held) {  // another pipeline stage's parameter: that stage loads it
+      source_of.emplace(name, file_name);
+      ++report.loaded;
+      continue;
+    }
+    std::vector<float> values = file.read_f32(file_name);
     if (previous != source_of.end()) {  // a tied or duplicated tensor: both copies must agree
       const std::vector<float> first = file.read_f32(previous->second);
       KOSMOS_CHECK(first == values, file.path(), ": '", previous->second, "' and '", file_name,
@@ -113,16 +119,31 @@ std::vector<std::string> peer_names_for(const std::string & name, const model::P
 }
 
 void save_weights(const model::ModelState & state, const std::string & path, Stream & stream, WeightNames names) {
-  std::map<std::string, SafetensorsTensor> tensors;
+  KOSMOS_CHECK(state.table().holds_all(), "save_weights: this rank holds only its pipeline stage's parameters; save "
+               "them through Trainer::collect_parameters (internal error)");
+  std::vector<std::vector<float>> values;
   for (const model::ParameterSpec & spec : state.table().specs()) {
-    SafetensorsTensor tensor;
-    tensor.shape = spec.shape;
-    tensor.values.resize(static_cast<size_t>(spec.numel));
+    values.emplace_back(static_cast<size_t>(spec.numel));
     TensorView target = state.value(spec);
-    target.data = tensor.values.data();
+    target.data = values.back().data();
     state.device().copy(target, state.value(spec), stream);
     stream.synchronize();
-    for (const std::string & peer_name : peer_names_for(spec.name, state.table(), names)) tensors[peer_name] = tensor;
+  }
+  save_weights(state.table(), std::move(values), path, names);
+}
+
+void save_weights(const model::ParameterTable & table, std::vector<std::vector<float>> values, const std::string & path,
+                  WeightNames names) {
+  const std::vector<model::ParameterSpec> & specs = table.specs();
+  KOSMOS_CHECK(values.size() == specs.size(), "save_weights: ", values.size(), " tensors for ", specs.size(),
+               " parameters (internal error)");
+  std::map<std::string, SafetensorsTensor> tensors;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    KOSMOS_CHECK(static_cast<int64_t>(values[i].size()) == specs[i].numel, "save_weights: ", values[i].size(),
+                 " values for ", specs[i].name, " of ", specs[i].numel, " (internal error)");
+    const std::vector<std::string> peer_names = peer_names_for(specs[i].name, table, names);
+    for (size_t n = 0; n < peer_names.size(); ++n)  // the last name takes the values, the others a copy
+      tensors[peer_names[n]] = {specs[i].shape, n + 1 < peer_names.size() ? values[i] : std::move(values[i])};
   }
   write_safetensors(path, tensors);
 }

@@ -36,8 +36,11 @@ WeightNames weight_names_from(const std::string & text);
 std::vector<std::string> peer_names_for(const std::string & name, const model::ParameterTable & table,
                                         WeightNames names);
 
-// Writes every parameter of the model, f32, under the peer's names.
+// Writes every parameter of the model, f32, under the peer's names: from a state that holds them all, or from
+// their host values in table order (Trainer::collect_parameters gathers them from the pipeline stages).
 void save_weights(const model::ModelState & state, const std::string & path, Stream & stream,
+                  WeightNames names = WeightNames::kSeed);
+void save_weights(const model::ParameterTable & table, std::vector<std::vector<float>> values, const std::string & path,
                   WeightNames names = WeightNames::kSeed);
 
 }  // namespace kosmos::io

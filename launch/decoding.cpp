@@ -41,13 +41,18 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   model::validate(loaded.config);
   loaded.device = registry.create(source.backend, source.device);
   loaded.stream = loaded.device->create_stream();
-  loaded.table = std::make_unique<model::ParameterTable>(loaded.config);
-  loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table,
-                                                     precision_dtype(source.precision));
   std::unique_ptr<parallel::Comm> world = world_for(*loaded.device);
   const parallel::GridShape shape = parallel::grid_for(world->size(), 0, source.pp, source.tp);
   loaded.grid = std::make_unique<parallel::ProcessGrid>(shape, std::move(world));
-  // Every rank holds the whole table and uses its stage's layers and its tp shards.
+  // Stage cuts for a prompt of one sequence, about 64 positions and one image: they only balance the stages.
+  loaded.stages = model::partition_stages(loaded.config, shape.pp, model::stage_costs(loaded.config, 1, 64, 1), {});
+  // Each rank holds its stage's parameters (whole) and uses its tp shards of them.
+  const int stage = loaded.grid->coord().pp;
+  loaded.table = std::make_unique<model::ParameterTable>(loaded.config, [&](const std::string & name) {
+    return model::stage_holds(name, stage, loaded.stages, shape.pp, loaded.config.decoder);
+  });
+  loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table,
+                                                     precision_dtype(source.precision));
   if (!checkpoint.empty()) {
     io::read_checkpoint(checkpoint, *loaded.state, false, loaded.grid->world(), *loaded.stream);
   } else {
@@ -59,8 +64,6 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   loaded.state->refresh_compute_values(*loaded.stream);  // the loaded values, in the matmuls' dtype
   loaded.model = std::make_unique<model::KosmosModel>(
       loaded.config, *loaded.state, shape.tp > 1 ? &loaded.grid->group(parallel::Axis::kTensor) : nullptr);
-  // Stage cuts for a prompt of one sequence, about 64 positions and one image: they only balance the stages.
-  loaded.stages = model::partition_stages(loaded.config, shape.pp, model::stage_costs(loaded.config, 1, 64, 1), {});
   return loaded;
 }
 

@@ -131,7 +131,11 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   std::ostream & log = leader ? out : silent;  // only world rank 0 reports
 
   std::unique_ptr<Stream> stream = device->create_stream();
-  const model::ParameterTable table(config);
+  // A pipeline stage keeps the parameters it runs: its layers (every chunk's), and on the first the image path
+  // and the embeddings, on the last the final LayerNorm and the head.
+  const model::ParameterTable table(config, [&](const std::string & name) {
+    return model::stage_holds(name, grid.coord().pp, stages, shape.pp, config.decoder);
+  });
   const DType compute_dtype = precision_dtype(options.precision);
   const bool zero1 = options.zero1 && shape.dp > 1;  // then this rank holds the AdamW moments of its slice alone
   model::ModelState state(*device, table, compute_dtype,
@@ -391,11 +395,12 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
   if (!options.save_weights.empty()) {
-    const double spread = trainer.gather_parameters(rt);  // every tp shard and pp stage into the table first
+    const double spread = trainer.gather_parameters(rt);  // every tp shard into the stage's parameters first
     if (spread > 1e-6)
       log << "warning: the replicated parameters differ over the tensor-parallel ranks (relative spread " << spread
           << " of their sum of squares); saving tp rank 0's copy\n";
-    if (leader) io::save_weights(state, options.save_weights, *stream);
+    std::vector<std::vector<float>> values = trainer.collect_parameters(rt);  // every stage's to the leader
+    if (leader) io::save_weights(table, std::move(values), options.save_weights);
   }
   if (options.profile && leader) {
     std::vector<std::pair<std::string, Device::OpTime>> times = device->profile();

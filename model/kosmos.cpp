@@ -89,27 +89,33 @@ KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parall
                "tensor parallelism over ", ranks, " ranks splits the decoder's ", dc.heads, " heads, FFN width ",
                dc.ffn_dim, " and vocabulary of ", dc.vocab_size,
                " evenly, but they do not divide; choose a --tp that divides all three (or pad vocab_size)");
-  for (int64_t layer = 0; layer < dc.layers; ++layer)  // views of the state's buffers, which never move
-    decoder_blocks_.push_back(make_magneto_block(state_, "decoder.layers." + std::to_string(layer) + ".",
-                                                 dc.layernorm_eps, split() ? tensor_parallel_->rank() : 0,
-                                                 split() ? tensor_parallel_->size() : 1));
+  for (int64_t layer = 0; layer < dc.layers; ++layer) {  // views of the state's buffers, which never move
+    const std::string prefix = "decoder.layers." + std::to_string(layer) + ".";
+    const bool held = state_.table().find(prefix + "self_attn_layer_norm.weight").held;  // by this pipeline stage
+    decoder_blocks_.push_back(held ? make_magneto_block(state_, prefix, dc.layernorm_eps,
+                                                        split() ? tensor_parallel_->rank() : 0,
+                                                        split() ? tensor_parallel_->size() : 1)
+                                   : BlockWeights{});
+  }
   // The backward finishes the gradients from the end of the trainable part down: the head and final LayerNorm, the
   // layers last to first, then the embeddings and the image path, whose trainable parameters must all lie below the
-  // first layer (the frozen ones have no gradient and lie above the trainable part).
+  // first layer held here (the frozen ones have no gradient and lie above the trainable part).
   const auto starts_with = [](const std::string & name, const std::string & prefix) { return name.rfind(prefix, 0) == 0; };
   const std::vector<ParameterSpec> & specs = state_.table().specs();
   decoder_layer_offsets_.assign(static_cast<size_t>(dc.layers), state_.table().trainable_end());
   final_norm_offset_ = state_.table().trainable_end();
   for (const ParameterSpec & spec : specs) {
+    if (!spec.held) continue;
     for (int64_t layer = 0; layer < dc.layers; ++layer)
       if (starts_with(spec.name, "decoder.layers." + std::to_string(layer) + "."))
         decoder_layer_offsets_[static_cast<size_t>(layer)] =
             std::min(decoder_layer_offsets_[static_cast<size_t>(layer)], spec.offset);
     if (starts_with(spec.name, "decoder.layer_norm.")) final_norm_offset_ = std::min(final_norm_offset_, spec.offset);
   }
-  const int64_t decoder_start = dc.layers > 0 ? decoder_layer_offsets_[0] : final_norm_offset_;
+  int64_t decoder_start = final_norm_offset_;
+  for (const int64_t offset : decoder_layer_offsets_) decoder_start = std::min(decoder_start, offset);
   for (const ParameterSpec & spec : specs) {
-    if (!spec.trainable) continue;
+    if (!spec.trainable || !spec.held) continue;
     const bool after = starts_with(spec.name, "decoder.layers.") || starts_with(spec.name, "decoder.layer_norm.") ||
                        starts_with(spec.name, "decoder.output_projection.");
     KOSMOS_CHECK((spec.offset >= decoder_start) == after, "parameter table: ", spec.name, " at offset ", spec.offset,

@@ -68,7 +68,7 @@ void ParameterTable::add_layernorm(const std::string & prefix, int64_t width, bo
   add(prefix + "bias", {width}, Init::kZeros, 0.0, trainable);
 }
 
-ParameterTable::ParameterTable(const KosmosConfig & config) {
+ParameterTable::ParameterTable(const KosmosConfig & config, const HoldsParameter & holds) {
   validate(config);
   const VisionConfig & v = config.vision;
   const DecoderConfig & d = config.decoder;
@@ -140,6 +140,11 @@ ParameterTable::ParameterTable(const KosmosConfig & config) {
   if (!d.tied)
     add("decoder.output_projection.weight", {d.vocab_size, d.embed_dim}, Init::kNormal, std::pow(d.embed_dim, -0.5),
         true);
+  if (holds)
+    for (ParameterSpec & spec : specs_) {
+      spec.held = holds(spec.name);
+      holds_all_ = holds_all_ && spec.held;
+    }
   lay_out();
 }
 
@@ -152,10 +157,11 @@ void ParameterTable::lay_out() {
     }
     for (size_t i = 0; i < specs_.size(); ++i) {
       ParameterSpec & spec = specs_[i];
-      if (spec.trainable != trainable) continue;
-      KOSMOS_CHECK(spec.aligned_end || (i + 1 < specs_.size() && specs_[i + 1].trainable == trainable),
+      if (spec.trainable != trainable || !spec.held) continue;
+      KOSMOS_CHECK(spec.aligned_end || (i + 1 < specs_.size() && specs_[i + 1].trainable == trainable &&
+                                        specs_[i + 1].held),
                    "parameter table: ", spec.name, " must be followed with no gap by a parameter that is as "
-                   "trainable as it is (internal error)");
+                   "trainable and as held as it is (internal error)");
       spec.offset = next;
       next += spec.numel;
       if (spec.aligned_end) next = (next + 15) / 16 * 16;  // the next parameter starts on 64 bytes
@@ -209,6 +215,7 @@ ModelState::ModelState(Device & device, const ParameterTable & table, DType comp
 }
 
 TensorView ModelState::view(const Buffer & buffer, const ParameterSpec & spec, DType dtype) const {
+  if (!spec.held) return TensorView{};
   return make_view(static_cast<char *>(buffer.data()) + static_cast<size_t>(spec.offset) * dtype_size(dtype), dtype,
                    static_cast<int>(spec.shape.size()), spec.shape.data());
 }
@@ -265,7 +272,7 @@ int64_t ModelState::position(Slot slot, int64_t offset) const {
 
 TensorView ModelState::moment_view(const Buffer & buffer, const ParameterSpec & spec) const {
   const auto [begin, end] = moment_range();
-  if (!spec.trainable || spec.offset < begin || spec.offset + spec.numel > end) return TensorView{};
+  if (!spec.trainable || !spec.held || spec.offset < begin || spec.offset + spec.numel > end) return TensorView{};
   return make_view(static_cast<float *>(buffer.data()) + (spec.offset - begin), DType::kF32,
                    static_cast<int>(spec.shape.size()), spec.shape.data());
 }
@@ -275,6 +282,7 @@ TensorView ModelState::all_grads() const { return make_view(grads_.data(), DType
 void ModelState::initialise(uint64_t seed, Stream & stream) {
   std::vector<float> host;
   for (const ParameterSpec & spec : table_.specs()) {
+    if (!spec.held) continue;
     host.assign(static_cast<size_t>(spec.numel), 0.0f);
     const uint64_t key = name_key(seed, spec.name);
     for (int64_t i = 0; i < spec.numel; ++i) {

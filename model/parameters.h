@@ -5,10 +5,12 @@
 // Values live in one flat f32 buffer: the trainable parameters first (in table order), then the frozen ones. Their
 // gradients and the two AdamW moments live in three more flat f32 buffers that cover the trainable part only (a
 // frozen CLIP layer has no gradient and no moments); with mixed precision a fifth buffer, bf16 or f16, holds the
-// values the matmuls read.
+// values the matmuls read. A pipeline stage's table holds only the parameters that stage runs: the others keep
+// their names and shapes but take no memory.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -35,7 +37,8 @@ struct ParameterSpec {
   int64_t zero_row = -1;        // a row set to zero after init (an embedding's padding_idx)
   bool trainable = true;
   bool aligned_end = true;      // the next parameter of the flat buffers starts on 64 bytes (see ParameterTable::add)
-  int64_t offset = 0;           // elements into the flat buffers
+  bool held = true;             // whether this rank's flat buffers hold it (a pipeline stage: the ones it runs)
+  int64_t offset = -1;          // elements into the flat buffers; -1 when not held
   int64_t numel = 0;
 };
 
@@ -50,22 +53,28 @@ struct ParameterPart {
   static ParameterPart none() { return {}; }
 };
 
+// Which parameters, by name, a rank keeps in its flat buffers (partition.h's stage_holds for a pipeline stage).
+using HoldsParameter = std::function<bool(const std::string & name)>;
+
 class ParameterTable {
  public:
-  explicit ParameterTable(const KosmosConfig & config);
+  // Every parameter of the model; the flat buffers hold those `holds` accepts (all of them when it is empty).
+  explicit ParameterTable(const KosmosConfig & config, const HoldsParameter & holds = {});
   const std::vector<ParameterSpec> & specs() const { return specs_; }
   // The spec named `name`; an unknown name is an error that suggests the names sharing its prefix.
   const ParameterSpec & find(const std::string & name) const;
   bool contains(const std::string & name) const { return index_.count(name) != 0; }
-  // The flat layout, in elements: the trainable parameters at [0, trainable_end()), then kShardSlack zeros (which
-  // let ZeRO-1 cut the trainable part into equal slices for up to kShardSlack ranks), then the frozen parameters up
-  // to total(). Values are [total()], gradients [trainable_end() + kShardSlack].
+  // The flat layout, in elements: the held trainable parameters at [0, trainable_end()), then kShardSlack zeros
+  // (which let ZeRO-1 cut the trainable part into equal slices for up to kShardSlack ranks), then the held frozen
+  // parameters up to total(). Values are [total()], gradients [trainable_end() + kShardSlack].
   static constexpr int64_t kShardSlack = 4096;
   int64_t trainable_end() const { return trainable_end_; }
   int64_t total() const { return total_; }
-  // How many parameters (elements, without the alignment gaps and the slack), and how many of them train.
+  // How many parameters the model has (elements, without the alignment gaps and the slack), and how many of them
+  // train: all of the model's, held here or not.
   int64_t count() const;
   int64_t trainable_count() const;
+  bool holds_all() const { return holds_all_; }
 
  private:
   // Appends a parameter; every one starts on 64 bytes, except those after one added with aligned_end false (add_qkv's
@@ -78,11 +87,12 @@ class ParameterTable {
   // v_gain.
   void add_qkv(const std::string & prefix, int64_t width, bool trainable, double v_gain);
   void add_layernorm(const std::string & prefix, int64_t width, bool trainable);
-  // Gives every parameter its offset (the layout above), once the table is complete.
+  // Gives every held parameter its offset (the layout above), once the table is complete.
   void lay_out();
   std::vector<ParameterSpec> specs_;
   std::unordered_map<std::string, size_t> index_;
   int64_t trainable_end_ = 0, total_ = 0;
+  bool holds_all_ = true;
 };
 
 // ZeRO-1's cut of the trainable part of the flat buffers over the data-parallel ranks: rank `rank` of `ranks` holds
@@ -103,7 +113,8 @@ class ModelState {
              Zero1Shard shard = {});
   const ParameterTable & table() const { return table_; }
   DType compute_dtype() const { return compute_dtype_; }
-  // The parameter as the matmuls read it: its value (f32), or a view of the compute copy (bf16 or f16).
+  // The parameter as the matmuls read it: its value (f32), or a view of the compute copy (bf16 or f16). Like every
+  // view of a parameter here, absent when the table does not hold it.
   TensorView compute_value(const ParameterSpec & spec) const;
   TensorView compute_value(const std::string & name) const { return compute_value(table_.find(name)); }
   // Remakes the compute copy from the values (round to nearest even); nothing to do in f32. Whoever changes the

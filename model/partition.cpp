@@ -1,5 +1,5 @@
 // partition.cpp: the stage cost model, the min-max contiguous split of the decoder layers over the stages, and each
-// parameter's owning and training stages.
+// parameter's owning and holding stages.
 #include "model/partition.h"
 
 #include <algorithm>
@@ -26,8 +26,8 @@ int owning_stage(const std::string & name, const std::vector<StageRange> & virtu
   return 0;
 }
 
-bool stage_trains(const std::string & name, int stage, const std::vector<StageRange> & virtual_stages, int stages,
-                  const DecoderConfig & decoder) {
+bool stage_holds(const std::string & name, int stage, const std::vector<StageRange> & virtual_stages, int stages,
+                 const DecoderConfig & decoder) {
   const bool tied_head = stage == stages - 1 && decoder.tied && name == "decoder.embed_tokens.weight";
   return tied_head || owning_stage(name, virtual_stages, stages, decoder) == stage;
 }

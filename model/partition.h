@@ -2,7 +2,7 @@
 // decoder layers (forward + backward), the image path on the first (the frozen CLIP layers run forward only, the
 // trainable ones forward and backward, plus the connector), the head and loss on the last; the cuts minimise the
 // most expensive stage. The user may give the layer counts instead (--stage-layers). And which stage owns, and which
-// trains, each parameter.
+// holds, each parameter.
 #pragma once
 
 #include <cstdint>
@@ -37,10 +37,10 @@ std::vector<StageRange> partition_stages(const KosmosConfig & config, int stages
 // untied head; the first for the rest (the image path and the embeddings, a tied embedding included).
 int owning_stage(const std::string & name, const std::vector<StageRange> & virtual_stages, int stages,
                  const DecoderConfig & decoder);
-// Whether stage `stage` computes a gradient of parameter `name` and updates it: the parameters it owns, and on the
-// last stage a tied embedding, which is its head.
-bool stage_trains(const std::string & name, int stage, const std::vector<StageRange> & virtual_stages, int stages,
-                  const DecoderConfig & decoder);
+// Whether stage `stage` holds parameter `name` (keeps its value, and for a trainable one computes its gradient and
+// updates it): the parameters it owns, and on the last stage a tied embedding, which is its head.
+bool stage_holds(const std::string & name, int stage, const std::vector<StageRange> & virtual_stages, int stages,
+                 const DecoderConfig & decoder);
 
 // The cost of each stage under a partition (for logs and tests).
 std::vector<double> partition_costs(const std::vector<StageRange> & stages, const StageCosts & costs);

@@ -41,9 +41,12 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
   const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
   const DecoderConfig & decoder = model_.config().decoder;
   for (const ParameterSpec & spec : state_.table().specs()) {
-    const bool owned = owning_stage(spec.name, pp_.ranges, stages, decoder) == stage;
-    const bool trains = spec.trainable && stage_trains(spec.name, stage, pp_.ranges, stages, decoder);
-    layout_.push_back({owned, tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
+    const int owner = owning_stage(spec.name, pp_.ranges, stages, decoder);
+    const bool holds = stage_holds(spec.name, stage, pp_.ranges, stages, decoder);
+    KOSMOS_CHECK(spec.held || !holds, "pipeline stage ", stage, " runs ", spec.name,
+                 " but its parameter table does not hold it (internal error: make the table with stage_holds)");
+    const bool trains = spec.trainable && holds;
+    layout_.push_back({owner == stage, owner, tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
     // The runs of the flat buffers that AdamW updates here and whose gradients this stage's data-parallel ranks
     // sum: the parameters it trains (a tied embedding on the first and the last stage), with the zeros of the
     // alignment gaps between them.
@@ -120,6 +123,24 @@ void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t 
   for (int64_t first = begin; first < end; first += bucket)
     comm.all_reduce(make_view(flat.as<float>() + first, DType::kF32, {std::min(bucket, end - first)}),
                     parallel::ReduceOp::kSum, stream);
+}
+
+// Sums [flat] with the same-shaped `flat` of rank `peer` of `comm`, `bucket` elements at a time through a buffer from
+// the arena: both ranks end with the sum, equal bit for bit (the two additions have the same operands).
+void exchange_sum(Runtime & rt, parallel::Comm & comm, const TensorView & flat, int peer, int64_t bucket) {
+  const Arena::Mark mark = rt.arena.mark();
+  const TensorView received = rt.take({std::min(bucket, flat.numel())});
+  for (int64_t first = 0; first < flat.numel(); first += bucket) {
+    const int64_t count = std::min(bucket, flat.numel() - first);
+    const TensorView mine = make_view(flat.as<float>() + first, DType::kF32, {count});
+    const TensorView theirs = make_view(received.data, DType::kF32, {count});
+    comm.group_begin();
+    comm.send(mine, peer, rt.stream);
+    comm.recv(theirs, peer, rt.stream);
+    comm.group_end();
+    rt.run(Add{mine, mine, theirs});
+  }
+  rt.arena.rewind(mark);
 }
 
 // The data-parallel gradient all-reduce, overlapped with the backward: buckets are cut from the top of the flat
@@ -211,18 +232,36 @@ std::vector<ParameterPart> Trainer::checkpoint_parts() const {
 }
 
 double Trainer::gather_parameters(Runtime & rt) {
+  if (!tp_.comm || tp_.comm->size() == 1) return 0.0;
   compute_values_current_ = false;
-  double spread = 0.0;
-  if (tp_.comm && tp_.comm->size() > 1) spread = gather_tensor_parallel(rt);
-  if (pp_.comm && pp_.comm->size() > 1) {  // each trained parameter from its stage: zeros elsewhere, summed
-    const std::vector<ParameterSpec> & specs = state_.table().specs();
-    for (size_t i = 0; i < layout_.size(); ++i)  // (the frozen ones never change: every stage has them)
-      if (!layout_[i].owned && specs[i].trainable) rt.run(Fill{state_.value(specs[i]), 0.0f});
-    all_reduce_buckets(*pp_.comm, state_.flat(ModelState::Slot::kValues), 0, state_.table().trainable_end(),
-                       dp_.bucket_elements, rt.stream);
-    rt.stream.synchronize();
+  return gather_tensor_parallel(rt);
+}
+
+std::vector<std::vector<float>> Trainer::collect_parameters(Runtime & rt) {
+  std::vector<std::vector<float>> values;
+  const bool speaks = (!dp_.comm || dp_.comm->rank() == 0) && (!tp_.comm || tp_.comm->rank() == 0);
+  if (!speaks) return values;
+  const int stage = pp_.comm ? pp_.comm->rank() : 0;
+  const std::vector<ParameterSpec> & specs = state_.table().specs();
+  if (stage == 0) values.resize(specs.size());
+  std::vector<float> sent;  // a later stage's copy of the parameter it sends
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const int owner = layout_[i].owner;
+    if (stage != 0 && stage != owner) continue;
+    std::vector<float> & host = stage == 0 ? values[i] : sent;
+    host.resize(static_cast<size_t>(specs[i].numel));
+    const TensorView message = make_view(host.data(), DType::kF32, {specs[i].numel});
+    if (stage == owner) {
+      rt.device.copy(message, reshape(state_.value(specs[i]), {specs[i].numel}), rt.stream);
+      rt.stream.synchronize();
+    }
+    if (owner == 0) continue;  // the first stage's own
+    if (stage == 0)
+      pp_.comm->recv(message, owner, rt.stream);
+    else
+      pp_.comm->send(message, 0, rt.stream);
   }
-  return spread;
+  return values;
 }
 
 double Trainer::gather_tensor_parallel(Runtime & rt) {
@@ -233,7 +272,7 @@ double Trainer::gather_tensor_parallel(Runtime & rt) {
   const TensorView fingerprint = rt.take({1});
   rt.run(Fill{fingerprint, 0.0f});
   for (const ParameterSpec & spec : state_.table().specs())
-    if (tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated)
+    if (spec.held && tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated)
       rt.run(SquaredNorm{fingerprint, state_.value(spec)});
   float extremes[2] = {0.0f, 0.0f};  // max and -min over the ranks
   TensorView target = fingerprint;
@@ -245,7 +284,7 @@ double Trainer::gather_tensor_parallel(Runtime & rt) {
   const double highest = extremes[0], lowest = -static_cast<double>(extremes[1]);
   const double spread = (highest - lowest) / std::max(1e-30, std::fabs(highest));
   for (const ParameterSpec & spec : state_.table().specs()) {
-    if (tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated) continue;
+    if (!spec.held || tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated) continue;
     // Keep this rank's part, zero the rest, and sum over the ranks: each part comes from its owner.
     const TensorView whole = state_.value(spec);
     const TensorView mine = tensor_parallel_part(spec.name, whole, tp_.comm->rank(), tp_.comm->size());
@@ -393,9 +432,10 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
   // same gradient of every replicated parameter as the other ranks (computed from the same inputs).
   // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
-  // the head, and both need the sum (the stages between add zeros).
-  if (pipelined && model_.config().decoder.tied)
-    pp_.comm->all_reduce(state_.grad("decoder.embed_tokens.weight"), parallel::ReduceOp::kSum, rt.stream);
+  // the head, and the two exchange them for the sum (the stages between hold no embedding).
+  const int stage = pipelined ? pp_.comm->rank() : 0, last_stage = pipelined ? pp_.comm->size() - 1 : 0;
+  if (pipelined && model_.config().decoder.tied && (stage == 0 || stage == last_stage))
+    exchange_sum(rt, *pp_.comm, state_.grad("decoder.embed_tokens.weight"), last_stage - stage, dp_.bucket_elements);
   if (reduction) {
     stats.reduce_overlap = reduction->finish();
   } else if (dp_.comm && !dp_.zero1) {

@@ -78,10 +78,10 @@ struct DataParallel {
 };
 
 // Pipeline parallelism: the ranks of `comm` each run a contiguous range of decoder layers (the first also the
-// image path and embeddings, the last the head), micro-batches flowing between them in `schedule` order. Every
-// stage keeps the whole parameter table (a first version: memory spent on parameters it does not use) but only
-// its own parameters are current: no gradient crosses the stages but a tied embedding's, the norm sums the
-// stages' parts, and gather_parameters() makes the table whole.
+// image path and embeddings, the last the head), micro-batches flowing between them in `schedule` order. A stage's
+// parameter table holds the parameters it runs (ParameterTable with stage_holds; a whole table works too, its other
+// parameters unused): no gradient crosses the stages but a tied embedding's, which the first and the last stage
+// exchange; the norm sums the stages' parts, and collect_parameters() brings them all to the first stage.
 struct PipelineParallel {
   parallel::Comm * comm = nullptr;  // null: one stage
   parallel::ScheduleKind schedule = parallel::ScheduleKind::kOneFOneB;
@@ -90,9 +90,10 @@ struct PipelineParallel {
 };
 
 // Tensor parallelism: the ranks of `comm` split every decoder layer's heads and FFN and the vocabulary (the model
-// holds the comm for its forward and backward). Every rank keeps the whole table but computes gradients only for
-// its shards and the replicated parameters; no gradient crosses the tp group, the norm adds the shards' parts, and
-// gather_parameters() makes the table whole (before saving it). The other ranks' shards here go stale.
+// holds the comm for its forward and backward). Every rank keeps its stage's parameters whole but computes
+// gradients only for its shards and the replicated parameters; no gradient crosses the tp group, the norm adds the
+// shards' parts, and gather_parameters() makes them whole (before saving them). The other ranks' shards here go
+// stale.
 struct TensorParallel {
   parallel::Comm * comm = nullptr;  // null: one rank
 };
@@ -105,11 +106,14 @@ class Trainer {
   // state's compute copy from its values (as loaded or initialised before it); later ones expect the values to
   // change only through this trainer.
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
-  // Every tp rank's shards and every stage's parameters to every rank, so that the values are whole everywhere
-  // (collective over the tp and pp groups; nothing to do without them; a later step refreshes the compute copy).
-  // Returns the relative spread over the tp ranks of the replicated parameters' sum of squares: 0 when the replicas
-  // agree, as they should.
+  // Every tp rank's shards to every tp rank, so that the parameters this stage holds are whole (collective over the
+  // tp group; nothing to do without one; a later step refreshes the compute copy). Returns the relative spread over
+  // the tp ranks of the replicated parameters' sum of squares: 0 when the replicas agree, as they should.
   double gather_parameters(Runtime & rt);
+  // Every parameter's value, in table order, on the host of the first stage's rank of dp rank 0 and tp rank 0 (the
+  // one that saves them): its own stage's, and each later stage's sent by that stage's rank of the same dp and tp
+  // ranks (collective over those ranks of the pp group). Whole after gather_parameters(); empty on other ranks.
+  std::vector<std::vector<float>> collect_parameters(Runtime & rt);
   // The part of each parameter (in table order) whose value and AdamW moments are current on this rank and which
   // no other rank claims: the owning pipeline stage, this tp rank's shard (tp rank 0 for replicated parameters),
   // and dp rank 0, or with ZeRO-1 this rank's slice of the flat buffers (a frozen parameter, outside the slices:
@@ -137,6 +141,7 @@ class Trainer {
   TensorParallel tp_;
   struct ParameterPlace {
     bool owned;                  // by this pipeline stage (each parameter by exactly one): its gradient is current here
+    int owner;                   // the pipeline stage that owns it
     bool tensor_parallel_shard;  // split over the tp ranks (its gradient norm adds over them)
   };
   std::vector<ParameterPlace> layout_;  // by index in the parameter table

@@ -177,7 +177,7 @@ TEST(Partition, UserCountsAreCheckedAndUsed) {
 
 // Each parameter belongs to one stage; a stage trains what it owns, and the last stage also a tied embedding (its
 // head). Interleaved over 2 stages: stage s owns chunks s and s + 2.
-TEST(Partition, EveryParameterHasOneOwnerAndTheTiedEmbeddingTwoTrainers) {
+TEST(Partition, EveryParameterHasOneOwnerAndTheTiedEmbeddingTwoHolders) {
   for (const bool tied : {true, false}) {
     KosmosConfig config = preset("tiny");
     config.decoder.layers = 8;
@@ -186,14 +186,14 @@ TEST(Partition, EveryParameterHasOneOwnerAndTheTiedEmbeddingTwoTrainers) {
     const std::vector<StageRange> virtual_stages = partition_stages(config, 4, StageCosts{1.0, 0.0, 0.0});
     for (const ParameterSpec & spec : table.specs()) {
       const int owner = owning_stage(spec.name, virtual_stages, 2, config.decoder);
-      int trainers = 0;
+      int holders = 0;
       for (int stage = 0; stage < 2; ++stage) {
-        const bool trains = stage_trains(spec.name, stage, virtual_stages, 2, config.decoder);
-        trainers += trains ? 1 : 0;
-        EXPECT_TRUE(trains || stage != owner) << spec.name;
+        const bool holds = stage_holds(spec.name, stage, virtual_stages, 2, config.decoder);
+        holders += holds ? 1 : 0;
+        EXPECT_TRUE(holds || stage != owner) << spec.name;
       }
       const bool embedding = spec.name == "decoder.embed_tokens.weight";
-      EXPECT_EQ(trainers, tied && embedding ? 2 : 1) << spec.name;
+      EXPECT_EQ(holders, tied && embedding ? 2 : 1) << spec.name;
       const bool layer = spec.name.rfind("decoder.layers.", 0) == 0;
       const bool head_end =
           spec.name.rfind("decoder.layer_norm.", 0) == 0 || spec.name == "decoder.output_projection.weight";

@@ -1,14 +1,17 @@
 // test_model_state.cpp: the flat layout of the parameter table (trainable part, slack, frozen part) and the device
-// memory of a ModelState: a frozen parameter has a value but no gradient and no AdamW moments.
+// memory of a ModelState: a frozen parameter has a value but no gradient and no AdamW moments; a pipeline stage's
+// table holds only the parameters the stage runs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "backends/registry.h"
 #include "model/config.h"
 #include "model/parameters.h"
+#include "model/partition.h"
 
 namespace kosmos::model {
 namespace {
@@ -120,6 +123,59 @@ TEST(ModelState, Zero1RanksHoldTheMomentsOfTheirSliceAlone) {
     const int64_t slice = table.trainable_end() / ranks + 1;  // at least ceil(trainable_end / ranks)
     const size_t saved = 2 * sizeof(float) * static_cast<size_t>(table.trainable_end() - slice);
     EXPECT_GE(unsharded, sharded + saved) << ranks << " ranks: " << sharded << " bytes against " << unsharded;
+  }
+}
+
+// Two pipeline stages of an 8-layer tiny model, with interleaving (layers 0-1 and 4-5 on the first stage, 2-3 and 6-7
+// on the second): each stage's state holds exactly the parameters stage_holds gives it (a tied embedding on both),
+// initialised as the whole model's, and takes less memory than the whole.
+TEST(ModelState, APipelineStageHoldsOnlyTheParametersItRuns) {
+  const std::unique_ptr<Device> device = BackendRegistry().create("cpu", 0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  for (const bool tied : {true, false}) {
+    KosmosConfig config = preset("tiny");
+    config.decoder.layers = 8;
+    config.decoder.tied = tied;
+    const std::vector<StageRange> virtual_stages = partition_stages(config, 4, StageCosts{1.0, 0.0, 0.0});
+    const ParameterTable whole_table(config);
+    ModelState whole(*device, whole_table);
+    whole.initialise(5, *stream);
+    int64_t held_by_some_stage = 0;
+    for (int stage = 0; stage < 2; ++stage) {
+      const ParameterTable table(config, [&](const std::string & name) {
+        return stage_holds(name, stage, virtual_stages, 2, config.decoder);
+      });
+      EXPECT_FALSE(table.holds_all());
+      EXPECT_EQ(table.count(), whole_table.count()) << "the model's count, held here or not";
+      ModelState state(*device, table);
+      state.initialise(5, *stream);
+      int64_t held = 0;
+      for (const ParameterSpec & spec : table.specs()) {
+        const bool holds = stage_holds(spec.name, stage, virtual_stages, 2, config.decoder);
+        ASSERT_EQ(spec.held, holds) << "stage " << stage << ": " << spec.name;
+        EXPECT_EQ(state.value(spec).present(), holds) << spec.name;
+        EXPECT_EQ(state.grad(spec).present(), holds && spec.trainable) << spec.name;
+        EXPECT_EQ(state.moment1(spec).present(), holds && spec.trainable) << spec.name;
+        if (!holds) continue;
+        held += spec.numel;
+        EXPECT_LE(spec.offset + spec.numel, table.total()) << spec.name;
+        std::vector<float> mine(static_cast<size_t>(spec.numel)), reference(mine.size());
+        for (auto [values, source] : {std::pair{&mine, &state}, std::pair{&reference, &whole}}) {
+          TensorView target = source->value(spec.name);
+          target.data = values->data();
+          device->copy(target, source->value(spec.name), *stream);
+        }
+        stream->synchronize();
+        EXPECT_EQ(mine, reference) << "stage " << stage << ": " << spec.name << " is not initialised as in the whole";
+      }
+      held_by_some_stage += held;
+      EXPECT_LT(table.total(), whole_table.total()) << "stage " << stage;
+      EXPECT_GE(table.total(), held) << "stage " << stage;
+      EXPECT_LT(state.bytes().total(), whole.bytes().total()) << "stage " << stage;
+    }
+    const int64_t embedding = config.decoder.vocab_size * config.decoder.embed_dim;
+    EXPECT_EQ(held_by_some_stage, whole_table.count() + (tied ? embedding : 0))
+        << "every parameter on one stage, a tied embedding on both";
   }
 }
 
