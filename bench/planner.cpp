@@ -3,8 +3,8 @@
 // image path replicated over tp on the first stage, pipeline cuts from the same cost model as `kosmos train`, the
 // schedule's idle time from the dependency simulator, one gradient all-reduce after the backward of the parameters
 // the stage trains (or ZeRO-1's reduce-scatter and all-gather of them), AdamW over them (or the rank's ZeRO-1
-// slice), and every rank holding its pipeline stage's parameters' values (whole: tp does not shard
-// their storage yet), its trainable ones' gradients and their AdamW moments (ZeRO-1: of its slice).
+// slice), and every rank holding its tp shards of its pipeline stage's parameters' values, its trainable ones'
+// gradients and their AdamW moments (ZeRO-1: of its slice).
 #include "bench/planner.h"
 
 #include <algorithm>
@@ -166,9 +166,9 @@ struct PlannedModel {
   struct Parameter {
     std::string name;
     double elements;
-    bool trainable;
+    bool trainable, split;  // split: over the tp ranks (ParameterSpec::split)
   };
-  std::vector<Parameter> specs;  // each parameter's name, elements and whether it trains
+  std::vector<Parameter> specs;
 };
 
 PlannedModel planned(const model::KosmosConfig & base) {
@@ -176,7 +176,8 @@ PlannedModel planned(const model::KosmosConfig & base) {
   planned_model.config.decoder.vocab_size = (base.decoder.vocab_size + 63) / 64 * 64;
   const model::ParameterTable table(planned_model.config);
   for (const model::ParameterSpec & spec : table.specs())
-    planned_model.specs.push_back({spec.name, static_cast<double>(spec.numel), spec.trainable});
+    planned_model.specs.push_back({spec.name, static_cast<double>(spec.numel), spec.trainable,
+                                   spec.split != model::TensorParallelSplit::kReplicated});
   return planned_model;
 }
 
@@ -264,16 +265,17 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   p.pp_seconds = layout.pp > 1 ? layout.micro_batches * 2.0 * p2p : 0.0;
   p.bubble_seconds = std::max(0.0, makespan - busy);
 
-  // The parameter state of each stage: fp32 values (+ the bf16 copy) of the parameters it holds; fp32 gradients of
-  // the trainable ones, and their AdamW moments (ZeRO-1: this rank's 1/dp slice of them). The fullest stage's
-  // counts here, and the most any stage trains.
+  // The parameter state of a rank of each stage: fp32 values (+ the bf16 copy) of the parameters it holds (its
+  // 1/tp of the split ones); fp32 gradients of the trainable ones, and their AdamW moments (ZeRO-1: this rank's 1/dp
+  // slice of them). The fullest stage's counts here, and the most a rank of any stage trains.
   double stage_trained = 0.0, state_bytes = 0.0;
   for (int stage = 0; stage < layout.pp; ++stage) {
     double held = 0.0, trained = 0.0;
     for (const PlannedModel::Parameter & spec : planned_model.specs) {
       if (!model::stage_holds(spec.name, stage, stages, layout.pp, d)) continue;
-      held += spec.elements;
-      if (spec.trainable) trained += spec.elements;
+      const double elements = spec.split ? spec.elements / layout.tp : spec.elements;
+      held += elements;
+      if (spec.trainable) trained += elements;
     }
     stage_trained = std::max(stage_trained, trained);
     state_bytes = std::max(state_bytes, held * (4.0 + (act < 4.0 ? act : 0.0)) + trained * 4.0 +

@@ -173,11 +173,13 @@ class HostSlot {
 
 // One parameter of a staged slot as the host memory of its whole shape, which HDF5 reads or writes through the
 // selection of the rank's part: the slot's own memory where it holds every element of the parameter; else a copy
-// holding the elements it has and zeros for the rest (the moments of a parameter that this rank's ZeRO-1 slice cuts,
-// or of a frozen one, which has none). A part never selects an element the slot lacks.
+// holding the elements it has, each at its place in the whole, and zeros for the rest (a tensor-parallel rank's
+// shard; the moments of a parameter that this rank's ZeRO-1 slice cuts, or of a frozen one, which has none). A part
+// never selects an element the slot lacks.
 class ParameterMemory {
  public:
-  // Where the parameter's elements lie in the slot, [first, first + numel), and the part of that the slot holds.
+  // Where the parameter's local elements (ParameterSpec::local) lie in the slot, [first, first + local_numel), and
+  // the part of that the slot holds.
   struct Location {
     int64_t first = 0, held_begin = 0, held_end = 0;
     bool holds_any() const { return held_begin < held_end; }
@@ -187,31 +189,32 @@ class ParameterMemory {
     if (!spec.held) return {};  // another pipeline stage's
     const int64_t first = state.position(slot, spec.offset);
     return {first, std::clamp<int64_t>(first, 0, host.size()),
-            std::clamp<int64_t>(first + spec.numel, 0, host.size())};
+            std::clamp<int64_t>(first + spec.local_numel, 0, host.size())};
   }
   ParameterMemory(const HostSlot & host, const model::ModelState & state, model::ModelState::Slot slot,
                   const model::ParameterSpec & spec)
-      : host_(host), location_(locate(host, state, slot, spec)) {
+      : host_(host), spec_(spec), location_(locate(host, state, slot, spec)) {
     if (location_.held_end - location_.held_begin == spec.numel) {
       data_ = host.data() + location_.first;
       return;
     }
     copy_.assign(static_cast<size_t>(spec.numel), 0.0f);
-    std::copy(host.data() + location_.held_begin, host.data() + location_.held_end,
-              copy_.data() + (location_.held_begin - location_.first));
+    for (int64_t i = location_.held_begin; i < location_.held_end; ++i) copy_[whole_element(i)] = host.data()[i];
     data_ = copy_.data();
   }
   float * data() const { return data_; }
   // After a read into data(): the elements the slot holds, back into it (in place already, unless copied).
   void store() const {
     if (copy_.empty()) return;
-    const int64_t skipped = location_.held_begin - location_.first;  // elements before the held ones
-    std::copy(copy_.data() + skipped, copy_.data() + skipped + (location_.held_end - location_.held_begin),
-              host_.data() + location_.held_begin);
+    for (int64_t i = location_.held_begin; i < location_.held_end; ++i) host_.data()[i] = copy_[whole_element(i)];
   }
 
  private:
+  size_t whole_element(int64_t slot_index) const {  // the slot's element `slot_index` in the whole's order
+    return static_cast<size_t>(spec_.local.whole_element(slot_index - location_.first, spec_.columns()));
+  }
   const HostSlot & host_;
+  const model::ParameterSpec & spec_;
   Location location_;
   std::vector<float> copy_;
   float * data_ = nullptr;

@@ -68,6 +68,7 @@ WeightsReport load_weights(model::ModelState & state, const SafetensorsFile & fi
       continue;
     }
     source_of.emplace(name, file_name);
+    values = model::local_values(spec, std::move(values));  // a tensor-parallel rank's rows or columns
     TensorView source = state.value(spec);
     source.data = values.data();
     state.device().copy(state.value(spec), source, stream);
@@ -119,8 +120,9 @@ std::vector<std::string> peer_names_for(const std::string & name, const model::P
 }
 
 void save_weights(const model::ModelState & state, const std::string & path, Stream & stream, WeightNames names) {
-  KOSMOS_CHECK(state.table().holds_all(), "save_weights: this rank holds only its pipeline stage's parameters; save "
-               "them through Trainer::collect_parameters (internal error)");
+  KOSMOS_CHECK(state.table().holds_whole_model(), "save_weights: this rank holds only its pipeline stage's or "
+               "tensor-parallel rank's part of the parameters; save them through Trainer::collect_parameters (internal "
+               "error)");
   std::vector<std::vector<float>> values;
   for (const model::ParameterSpec & spec : state.table().specs()) {
     values.emplace_back(static_cast<size_t>(spec.numel));

@@ -132,10 +132,13 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
 
   std::unique_ptr<Stream> stream = device->create_stream();
   // A pipeline stage keeps the parameters it runs: its layers (every chunk's), and on the first the image path
-  // and the embeddings, on the last the final LayerNorm and the head.
-  const model::ParameterTable table(config, [&](const std::string & name) {
-    return model::stage_holds(name, grid.coord().pp, stages, shape.pp, config.decoder);
-  });
+  // and the embeddings, on the last the final LayerNorm and the head; a tp rank its shards of them.
+  const model::ParameterTable table(
+      config,
+      [&](const std::string & name) {
+        return model::stage_holds(name, grid.coord().pp, stages, shape.pp, config.decoder);
+      },
+      model::TensorParallelRank{grid.coord().tp, shape.tp});
   const DType compute_dtype = precision_dtype(options.precision);
   const bool zero1 = options.zero1 && shape.dp > 1;  // then this rank holds the AdamW moments of its slice alone
   model::ModelState state(*device, table, compute_dtype,
@@ -395,11 +398,11 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
       << " -> " << last_loss << "\n";
   if (!options.save_weights.empty()) {
-    const double spread = trainer.gather_parameters(rt);  // every tp shard into the stage's parameters first
+    const double spread = trainer.replica_spread(rt);
     if (spread > 1e-6)
       log << "warning: the replicated parameters differ over the tensor-parallel ranks (relative spread " << spread
           << " of their sum of squares); saving tp rank 0's copy\n";
-    std::vector<std::vector<float>> values = trainer.collect_parameters(rt);  // every stage's to the leader
+    std::vector<std::vector<float>> values = trainer.collect_parameters(rt);  // every shard and stage to the leader
     if (leader) io::save_weights(table, std::move(values), options.save_weights);
   }
   if (options.profile && leader) {

@@ -83,19 +83,16 @@ KosmosModel::KosmosModel(const KosmosConfig & config, ModelState & state, parall
       state_(state),
       image_path_(config, state),
       tensor_parallel_(tensor_parallel && tensor_parallel->size() > 1 ? tensor_parallel : nullptr) {
-  const int ranks = tensor_parallel ? tensor_parallel->size() : 1;
+  const TensorParallelRank & held = state_.table().tensor_parallel();
+  const int rank = tensor_parallel ? tensor_parallel->rank() : 0, ranks = tensor_parallel ? tensor_parallel->size() : 1;
+  KOSMOS_CHECK(held.rank == rank && held.ranks == ranks, "the model runs as tensor-parallel rank ", rank, " of ", ranks,
+               " but its parameter table holds the shards of rank ", held.rank, " of ", held.ranks,
+               " (internal error: make the table with the tp group's rank and size)");
   const DecoderConfig & dc = config.decoder;
-  KOSMOS_CHECK(dc.heads % ranks == 0 && dc.ffn_dim % ranks == 0 && dc.vocab_size % ranks == 0,
-               "tensor parallelism over ", ranks, " ranks splits the decoder's ", dc.heads, " heads, FFN width ",
-               dc.ffn_dim, " and vocabulary of ", dc.vocab_size,
-               " evenly, but they do not divide; choose a --tp that divides all three (or pad vocab_size)");
   for (int64_t layer = 0; layer < dc.layers; ++layer) {  // views of the state's buffers, which never move
     const std::string prefix = "decoder.layers." + std::to_string(layer) + ".";
-    const bool held = state_.table().find(prefix + "self_attn_layer_norm.weight").held;  // by this pipeline stage
-    decoder_blocks_.push_back(held ? make_magneto_block(state_, prefix, dc.layernorm_eps,
-                                                        split() ? tensor_parallel_->rank() : 0,
-                                                        split() ? tensor_parallel_->size() : 1)
-                                   : BlockWeights{});
+    const bool stage_runs = state_.table().find(prefix + "self_attn_layer_norm.weight").held;
+    decoder_blocks_.push_back(stage_runs ? make_magneto_block(state_, prefix, dc.layernorm_eps) : BlockWeights{});
   }
   // The backward finishes the gradients from the end of the trainable part down: the head and final LayerNorm, the
   // layers last to first, then the embeddings and the image path, whose trainable parameters must all lie below the
@@ -132,15 +129,11 @@ int64_t KosmosModel::vocab_local() const {
   return config_.decoder.vocab_size / (split() ? tensor_parallel_->size() : 1);
 }
 
-TensorView KosmosModel::vocab_rows(const std::string & name, TensorView table) const {
-  return split() ? tensor_parallel_part(name, table, tensor_parallel_->rank(), tensor_parallel_->size()) : table;
-}
-
 Linear KosmosModel::head() const {
   const ParameterSpec & spec = state_.table().find(output_name());
   Linear projection;
-  projection.weight = vocab_rows(spec.name, state_.compute_value(spec));
-  projection.dweight = vocab_rows(spec.name, state_.grad(spec));
+  projection.weight = state_.compute_value(spec);  // this rank's vocabulary rows under tensor parallelism
+  projection.dweight = state_.grad(spec);
   projection.trainable = spec.trainable;
   return projection;
 }
@@ -207,7 +200,7 @@ TensorView KosmosModel::embed(Runtime & rt, const Batch & batch, const StepRando
   const TensorView embedded = rt.take({rows, d});
   // Vocab-parallel: each rank's rows of the table, the others' ids read as zeros, summed over the ranks.
   const std::string table = "decoder.embed_tokens.weight";
-  rt.run(EmbeddingForward{embedded, s.ids, vocab_rows(table, state_.value(table)), vocab_start(),
+  rt.run(EmbeddingForward{embedded, s.ids, state_.value(table), vocab_start(),
                           config_.tokens.pad});
   if (split()) tensor_parallel_->all_reduce(embedded, parallel::ReduceOp::kSum, rt.stream);
   if (batch.image_count > 0) {
@@ -380,7 +373,7 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
     for (int64_t r = slot; r < slot + latents; ++r) token_ids[static_cast<size_t>(r)] = static_cast<int32_t>(dc.vocab_size);
   const TensorView masked_ids = upload(rt, token_ids, DType::kI32, {rows});
   const std::string table = "decoder.embed_tokens.weight";
-  rt.run(EmbeddingBackward{vocab_rows(table, state_.grad(table)), d_embedded, masked_ids, vocab_start(),
+  rt.run(EmbeddingBackward{state_.grad(table), d_embedded, masked_ids, vocab_start(),
                            config_.tokens.pad});
   if (batch.image_count > 0) {
     const TensorView d_image_embeddings = rt.take({batch.image_count * latents, d});

@@ -72,9 +72,10 @@ struct DecodeCache {
 class KosmosModel {
  public:
   // `tensor_parallel` (null or one rank: the whole model here) splits every decoder layer's heads and FFN, and the
-  // embedding, head and loss by vocabulary rows, over its ranks, Megatron-style; heads, FFN width and vocabulary
-  // must divide by its size. The image path stays replicated over those ranks: all its layers but the last run
-  // forward only, and a replica needs no communication where a split would add two all-reduces per layer.
+  // embedding, head and loss by vocabulary rows, over its ranks, Megatron-style; `state` holds this rank's shards
+  // (a ParameterTable made with its rank in the group). The image path stays replicated over those ranks: all its
+  // layers but the last run forward only, and a replica needs no communication where a split would add two
+  // all-reduces per layer.
   KosmosModel(const KosmosConfig & config, ModelState & state, parallel::Comm * tensor_parallel = nullptr);
 
   // Forward (and, when `backward`, backward, accumulating into the state's gradients) of one micro-batch.
@@ -126,11 +127,10 @@ class KosmosModel {
   std::string output_name() const;
   ImagePathKeys image_keys(const Batch & batch, const StepRandomness & randomness) const;
   // Tensor parallelism: whether it is on, and this rank's vocabulary rows [vocab_start, vocab_start + vocab_local)
-  // of the embedding and the head.
+  // of the embedding and the head (the rows its state holds).
   bool split() const { return tensor_parallel_ != nullptr; }
   int64_t vocab_start() const;
   int64_t vocab_local() const;
-  TensorView vocab_rows(const std::string & name, TensorView table) const;
   // The output projection (tied or not; this rank's vocabulary rows) as a Linear without bias.
   Linear head() const;
   // The head and the loss (scaled by s.loss_scale) over chunks of rows, each chunk's logits [rows, V] f32 (this

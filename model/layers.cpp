@@ -146,47 +146,18 @@ BlockWeights make_clip_block(const ModelState & state, const std::string & prefi
   return w;
 }
 
-TensorParallelSplit tensor_parallel_split(const std::string & name) {
-  if (name == "decoder.embed_tokens.weight" || name == "decoder.output_projection.weight")
-    return TensorParallelSplit::kRows;  // vocabulary rows
-  if (name.rfind("decoder.layers.", 0) != 0) return TensorParallelSplit::kReplicated;
-  for (const char * column_parallel : {"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.", "ffn.fc1."})
-    if (name.find(column_parallel) != std::string::npos) return TensorParallelSplit::kRows;  // weight and bias
-  for (const char * row_parallel : {"self_attn.out_proj.weight", "ffn.fc2.weight"})
-    if (name.find(row_parallel) != std::string::npos) return TensorParallelSplit::kColumns;
-  return TensorParallelSplit::kReplicated;
-}
-
-TensorView tensor_parallel_part(const std::string & name, TensorView whole, int rank, int size) {
-  const TensorParallelSplit split = tensor_parallel_split(name);
-  if (split == TensorParallelSplit::kReplicated || size == 1) return whole;
-  const int dim = split == TensorParallelSplit::kRows ? 0 : 1;
-  const int64_t part = whole.dim(dim) / size;
-  return slice(whole, dim, rank * part, part);
-}
-
-BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps, int tp_rank,
-                                int tp_size) {
-  const auto linear = [&](const std::string & name) {  // this rank's part of the weight, the bias and their grads
-    Linear whole = make_linear(state, prefix + name, true);
-    const std::string weight = prefix + name + "weight", bias = prefix + name + "bias";
-    whole.weight = tensor_parallel_part(weight, whole.weight, tp_rank, tp_size);
-    whole.dweight = tensor_parallel_part(weight, whole.dweight, tp_rank, tp_size);
-    whole.bias = tensor_parallel_part(bias, whole.bias, tp_rank, tp_size);
-    whole.dbias = tensor_parallel_part(bias, whole.dbias, tp_rank, tp_size);
-    return whole;
-  };
+BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps) {
   BlockWeights w{make_layernorm(state, prefix + "self_attn_layer_norm.", eps),
                  make_layernorm(state, prefix + "final_layer_norm.", eps),
                  make_layernorm(state, prefix + "self_attn.inner_attn_ln.", eps),
                  make_layernorm(state, prefix + "ffn.ffn_layernorm.", eps),
-                 linear("self_attn.q_proj."),
-                 linear("self_attn.k_proj."),
-                 linear("self_attn.v_proj."),
-                 linear("self_attn.out_proj."),
-                 linear("ffn.fc1."),
-                 linear("ffn.fc2.")};
-  w.qkv = fused_qkv(w.q, w.k, w.v);  // only whole projections lie side by side: never under tensor parallelism
+                 make_linear(state, prefix + "self_attn.q_proj.", true),
+                 make_linear(state, prefix + "self_attn.k_proj.", true),
+                 make_linear(state, prefix + "self_attn.v_proj.", true),
+                 make_linear(state, prefix + "self_attn.out_proj.", true),
+                 make_linear(state, prefix + "ffn.fc1.", true),
+                 make_linear(state, prefix + "ffn.fc2.", true)};
+  w.qkv = fused_qkv(w.q, w.k, w.v);
   return w;
 }
 

@@ -88,22 +88,14 @@ struct BlockWeights {
   std::optional<LayerNorm> ln_inner_attention, ln_inner_ffn;  // Magneto's sub-LN
   Linear q, k, v, out, fc1, fc2;
   // q, k and v as one Linear [3 w, in] (one matmul each way instead of three), where their weights, biases and
-  // gradients lie side by side in memory (ParameterTable::add_qkv; not for tensor-parallel shards).
+  // gradients lie side by side in memory (ParameterTable::add_qkv; a tensor-parallel rank's shards of them too).
   std::optional<Linear> qkv = std::nullopt;
 };
 BlockWeights make_clip_block(const ModelState & state, const std::string & prefix, double eps);
-// With tensor parallelism (tp_size > 1) this rank's shards: q, k, v and fc1 split on their output rows (column-
-// parallel), out_proj and fc2 on their input columns (row-parallel; their biases stay whole and are added once).
-BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps, int tp_rank = 0,
-                                int tp_size = 1);
-
-// How tensor parallelism splits a parameter, the one rule every user of a shard follows: the decoder layers' q, k,
-// v and fc1 (weight and bias) and the vocab-parallel embedding and head by rows, out_proj and fc2 weights by
-// columns; the rest is replicated and computed identically on every rank.
-enum class TensorParallelSplit : uint8_t { kReplicated, kRows, kColumns };
-TensorParallelSplit tensor_parallel_split(const std::string & name);
-// Rank `rank`'s part of parameter `name` (a view of `whole`, its value or gradient); `whole` when replicated.
-TensorView tensor_parallel_part(const std::string & name, TensorView whole, int rank, int size);
+// With tensor parallelism the state holds this rank's shards (tensor_parallel_split): q, k, v and fc1 split on their
+// output rows (column-parallel), out_proj and fc2 on their input columns (row-parallel; their biases stay whole and
+// are added once).
+BlockWeights make_magneto_block(const ModelState & state, const std::string & prefix, double eps);
 
 // Activation recomputation: what a block's training forward keeps for its backward, which runs the rest again
 // from the kept input (the same ops, values and dropout keys, so the same gradients) at the cost of that forward.

@@ -11,6 +11,7 @@
 
 #include "backends/error.h"
 #include "backends/philox.h"
+#include "backends/tensor.h"
 
 namespace kosmos::model {
 namespace {
@@ -29,6 +30,46 @@ uint64_t name_key(uint64_t seed, const std::string & name) {
 ParameterPart ParameterPart::whole(const ParameterSpec & spec) {
   const int64_t rows = spec.shape.empty() ? 1 : spec.shape[0];
   return {0, rows, 0, rows > 0 ? spec.numel / rows : 0, 0, spec.numel};
+}
+
+ParameterPart ParameterPart::of_rank(const ParameterSpec & spec, TensorParallelRank tp) {
+  ParameterPart part = whole(spec);
+  if (spec.split == TensorParallelSplit::kReplicated || tp.ranks == 1) return part;
+  const bool rows = spec.split == TensorParallelSplit::kRows;
+  int64_t & begin = rows ? part.row_begin : part.column_begin;
+  int64_t & end = rows ? part.row_end : part.column_end;
+  KOSMOS_CHECK(end % tp.ranks == 0, "tensor parallelism over ", tp.ranks, " ranks splits ", spec.name, " (",
+               describe_dims(spec.shape), ") by ", rows ? "rows" : "columns", ", but its ", end, " ",
+               rows ? "rows" : "columns", " do not divide by ", tp.ranks,
+               "; choose a --tp that divides the decoder's heads, FFN width and vocabulary (or pad vocab_size)");
+  const int64_t share = end / tp.ranks;
+  begin = share * tp.rank;
+  end = begin + share;
+  part.flat_begin = part.whole_element(0, spec.columns());
+  part.flat_end = part.whole_element((part.row_end - part.row_begin) * (part.column_end - part.column_begin) - 1,
+                                     spec.columns()) + 1;
+  return part;
+}
+
+std::vector<float> local_values(const ParameterSpec & spec, std::vector<float> whole) {
+  KOSMOS_CHECK(static_cast<int64_t>(whole.size()) == spec.numel, "local_values: ", whole.size(), " values for ",
+               spec.name, " of ", spec.numel, " (internal error)");
+  if (spec.local_numel == spec.numel) return whole;
+  std::vector<float> part(static_cast<size_t>(spec.local_numel));
+  for (int64_t i = 0; i < spec.local_numel; ++i)
+    part[static_cast<size_t>(i)] = whole[static_cast<size_t>(spec.local.whole_element(i, spec.columns()))];
+  return part;
+}
+
+TensorParallelSplit tensor_parallel_split(const std::string & name) {
+  if (name == "decoder.embed_tokens.weight" || name == "decoder.output_projection.weight")
+    return TensorParallelSplit::kRows;  // vocabulary rows
+  if (name.rfind("decoder.layers.", 0) != 0) return TensorParallelSplit::kReplicated;
+  for (const char * column_parallel : {"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj.", "ffn.fc1."})
+    if (name.find(column_parallel) != std::string::npos) return TensorParallelSplit::kRows;  // weight and bias
+  for (const char * row_parallel : {"self_attn.out_proj.weight", "ffn.fc2.weight"})
+    if (name.find(row_parallel) != std::string::npos) return TensorParallelSplit::kColumns;
+  return TensorParallelSplit::kReplicated;
 }
 
 void ParameterTable::add(const std::string & name, std::vector<int64_t> shape, Init init, double init_arg,
@@ -68,8 +109,16 @@ void ParameterTable::add_layernorm(const std::string & prefix, int64_t width, bo
   add(prefix + "bias", {width}, Init::kZeros, 0.0, trainable);
 }
 
-ParameterTable::ParameterTable(const KosmosConfig & config, const HoldsParameter & holds) {
+ParameterTable::ParameterTable(const KosmosConfig & config, const HoldsParameter & holds, TensorParallelRank tp)
+    : tp_(tp) {
   validate(config);
+  const DecoderConfig & decoder = config.decoder;
+  KOSMOS_CHECK(tp.ranks >= 1 && tp.rank >= 0 && tp.rank < tp.ranks, "parameter table: tensor-parallel rank ",
+               tp.rank, " of ", tp.ranks, " (internal error)");
+  KOSMOS_CHECK(decoder.heads % tp.ranks == 0 && decoder.ffn_dim % tp.ranks == 0 && decoder.vocab_size % tp.ranks == 0,
+               "tensor parallelism over ", tp.ranks, " ranks splits the decoder's ", decoder.heads,
+               " heads, FFN width ", decoder.ffn_dim, " and vocabulary of ", decoder.vocab_size,
+               " evenly, but they do not divide; choose a --tp that divides all three (or pad vocab_size)");
   const VisionConfig & v = config.vision;
   const DecoderConfig & d = config.decoder;
   const ConnectorConfig & c = config.connector;
@@ -140,11 +189,18 @@ ParameterTable::ParameterTable(const KosmosConfig & config, const HoldsParameter
   if (!d.tied)
     add("decoder.output_projection.weight", {d.vocab_size, d.embed_dim}, Init::kNormal, std::pow(d.embed_dim, -0.5),
         true);
-  if (holds)
-    for (ParameterSpec & spec : specs_) {
-      spec.held = holds(spec.name);
-      holds_all_ = holds_all_ && spec.held;
-    }
+  for (ParameterSpec & spec : specs_) {
+    spec.held = !holds || holds(spec.name);
+    holds_all_ = holds_all_ && spec.held;
+    spec.split = tensor_parallel_split(spec.name);
+    spec.local = ParameterPart::of_rank(spec, tp);
+    spec.local_shape = spec.shape;
+    if (spec.split == TensorParallelSplit::kRows) spec.local_shape[0] = spec.local.row_end - spec.local.row_begin;
+    if (spec.split == TensorParallelSplit::kColumns)
+      spec.local_shape[1] = spec.local.column_end - spec.local.column_begin;
+    spec.local_numel = 1;
+    for (const int64_t size : spec.local_shape) spec.local_numel *= size;
+  }
   lay_out();
 }
 
@@ -163,7 +219,7 @@ void ParameterTable::lay_out() {
                    "parameter table: ", spec.name, " must be followed with no gap by a parameter that is as "
                    "trainable and as held as it is (internal error)");
       spec.offset = next;
-      next += spec.numel;
+      next += spec.local_numel;
       if (spec.aligned_end) next = (next + 15) / 16 * 16;  // the next parameter starts on 64 bytes
     }
   }
@@ -217,7 +273,7 @@ ModelState::ModelState(Device & device, const ParameterTable & table, DType comp
 TensorView ModelState::view(const Buffer & buffer, const ParameterSpec & spec, DType dtype) const {
   if (!spec.held) return TensorView{};
   return make_view(static_cast<char *>(buffer.data()) + static_cast<size_t>(spec.offset) * dtype_size(dtype), dtype,
-                   static_cast<int>(spec.shape.size()), spec.shape.data());
+                   static_cast<int>(spec.local_shape.size()), spec.local_shape.data());
 }
 
 TensorView ModelState::compute_value(const ParameterSpec & spec) const {
@@ -272,9 +328,9 @@ int64_t ModelState::position(Slot slot, int64_t offset) const {
 
 TensorView ModelState::moment_view(const Buffer & buffer, const ParameterSpec & spec) const {
   const auto [begin, end] = moment_range();
-  if (!spec.trainable || !spec.held || spec.offset < begin || spec.offset + spec.numel > end) return TensorView{};
+  if (!spec.trainable || !spec.held || spec.offset < begin || spec.offset + spec.local_numel > end) return TensorView{};
   return make_view(static_cast<float *>(buffer.data()) + (spec.offset - begin), DType::kF32,
-                   static_cast<int>(spec.shape.size()), spec.shape.data());
+                   static_cast<int>(spec.local_shape.size()), spec.local_shape.data());
 }
 
 TensorView ModelState::all_grads() const { return make_view(grads_.data(), DType::kF32, {table_.trainable_end()}); }
@@ -304,6 +360,7 @@ void ModelState::initialise(uint64_t seed, Stream & stream) {
       const int64_t width = spec.numel / spec.shape[0];
       std::fill(host.begin() + spec.zero_row * width, host.begin() + (spec.zero_row + 1) * width, 0.0f);
     }
+    host = local_values(spec, std::move(host));  // this tensor-parallel rank's rows or columns of the whole
     TensorView source = value(spec);
     source.data = host.data();
     device_.copy(value(spec), source, stream);

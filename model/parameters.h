@@ -28,38 +28,75 @@ enum class Init : uint8_t {
   kNormal,        // N(0, init_std^2)
 };
 
+// How tensor parallelism splits a parameter, the one rule every user of a shard follows: the decoder layers' q, k,
+// v and fc1 (weight and bias) and the vocab-parallel embedding and head by rows, out_proj and fc2 weights by
+// columns; the rest is replicated and computed identically on every rank.
+enum class TensorParallelSplit : uint8_t { kReplicated, kRows, kColumns };
+TensorParallelSplit tensor_parallel_split(const std::string & name);
+
+// A rank's place in its tensor-parallel group: of each split parameter it holds rows or columns [rank, rank + 1)
+// / ranks.
+struct TensorParallelRank {
+  int rank = 0, ranks = 1;
+};
+
+struct ParameterSpec;
+
+// Elements of one parameter: rows [row_begin, row_end) and columns [column_begin, column_end) of the parameter seen
+// as a matrix [shape[0], numel / shape[0]], and of those only the ones inside [flat_begin, flat_end) of its
+// row-major order. Empty when flat_begin == flat_end. What a rank holds of a parameter, and what it writes of it to
+// a checkpoint.
+struct ParameterPart {
+  int64_t row_begin = 0, row_end = 0, column_begin = 0, column_end = 0;
+  int64_t flat_begin = 0, flat_end = 0;
+  bool empty() const { return flat_begin >= flat_end || row_begin >= row_end || column_begin >= column_end; }
+  // Element `i` of the part's rows x columns in their own row-major order, as an element of the whole of
+  // `whole_columns` columns.
+  int64_t whole_element(int64_t i, int64_t whole_columns) const {
+    const int64_t columns = column_end - column_begin;
+    return (row_begin + i / columns) * whole_columns + column_begin + i % columns;
+  }
+  static ParameterPart whole(const ParameterSpec & spec);
+  // Tensor-parallel rank `tp`'s rows or columns of the parameter (all of a replicated one).
+  static ParameterPart of_rank(const ParameterSpec & spec, TensorParallelRank tp);
+  static ParameterPart none() { return {}; }
+};
+
 struct ParameterSpec {
   std::string name;
-  std::vector<int64_t> shape;
+  std::vector<int64_t> shape;   // the whole parameter's, as the peers and the checkpoints have it
   Init init = Init::kZeros;
   double init_arg = 0.0;        // fan_in for kUniformFanIn, the standard deviation for kNormal
   double gain = 1.0;            // Magneto's sqrt(log 2N) on v_proj, out_proj, fc1, fc2 (kosmos-spec 3.3)
   int64_t zero_row = -1;        // a row set to zero after init (an embedding's padding_idx)
   bool trainable = true;
   bool aligned_end = true;      // the next parameter of the flat buffers starts on 64 bytes (see ParameterTable::add)
+  TensorParallelSplit split = TensorParallelSplit::kReplicated;
   bool held = true;             // whether this rank's flat buffers hold it (a pipeline stage: the ones it runs)
   int64_t offset = -1;          // elements into the flat buffers; -1 when not held
-  int64_t numel = 0;
+  int64_t numel = 0;            // the whole parameter's elements
+  // What this rank holds of it: the whole, or under tensor parallelism its rows or columns `local`, a tensor
+  // [local_shape] of local_numel elements in the flat buffers from `offset`.
+  ParameterPart local;
+  std::vector<int64_t> local_shape;
+  int64_t local_numel = 0;
+  int64_t columns() const { return shape.empty() || shape[0] == 0 ? 1 : numel / shape[0]; }
 };
 
-// The elements of one parameter that a rank holds current (and writes to a checkpoint): rows [row_begin, row_end)
-// and columns [column_begin, column_end) of the parameter seen as a matrix [shape[0], numel / shape[0]], and of
-// those only the ones inside [flat_begin, flat_end) of its row-major order. Empty when flat_begin == flat_end.
-struct ParameterPart {
-  int64_t row_begin = 0, row_end = 0, column_begin = 0, column_end = 0;
-  int64_t flat_begin = 0, flat_end = 0;
-  bool empty() const { return flat_begin >= flat_end || row_begin >= row_end || column_begin >= column_end; }
-  static ParameterPart whole(const ParameterSpec & spec);
-  static ParameterPart none() { return {}; }
-};
+// The elements this rank holds (spec.local, in their own row-major order) of the whole parameter's row-major
+// values: `whole` itself when it holds them all.
+std::vector<float> local_values(const ParameterSpec & spec, std::vector<float> whole);
 
 // Which parameters, by name, a rank keeps in its flat buffers (partition.h's stage_holds for a pipeline stage).
 using HoldsParameter = std::function<bool(const std::string & name)>;
 
 class ParameterTable {
  public:
-  // Every parameter of the model; the flat buffers hold those `holds` accepts (all of them when it is empty).
-  explicit ParameterTable(const KosmosConfig & config, const HoldsParameter & holds = {});
+  // Every parameter of the model; the flat buffers hold those `holds` accepts (all of them when it is empty), and of
+  // those that tensor parallelism splits the rows or columns of tensor-parallel rank `tp`. The decoder's heads, FFN
+  // width and vocabulary must divide by tp.ranks.
+  explicit ParameterTable(const KosmosConfig & config, const HoldsParameter & holds = {},
+                          TensorParallelRank tp = {});
   const std::vector<ParameterSpec> & specs() const { return specs_; }
   // The spec named `name`; an unknown name is an error that suggests the names sharing its prefix.
   const ParameterSpec & find(const std::string & name) const;
@@ -74,7 +111,9 @@ class ParameterTable {
   // train: all of the model's, held here or not.
   int64_t count() const;
   int64_t trainable_count() const;
-  bool holds_all() const { return holds_all_; }
+  const TensorParallelRank & tensor_parallel() const { return tp_; }
+  // Whether the flat buffers hold every parameter whole (no pipeline stage's or tp rank's part of the model).
+  bool holds_whole_model() const { return holds_all_ && tp_.ranks == 1; }
 
  private:
   // Appends a parameter; every one starts on 64 bytes, except those after one added with aligned_end false (add_qkv's
@@ -93,6 +132,7 @@ class ParameterTable {
   std::unordered_map<std::string, size_t> index_;
   int64_t trainable_end_ = 0, total_ = 0;
   bool holds_all_ = true;
+  TensorParallelRank tp_;
 };
 
 // ZeRO-1's cut of the trainable part of the flat buffers over the data-parallel ranks: rank `rank` of `ranks` holds

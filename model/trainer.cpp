@@ -39,6 +39,10 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
   set_loss_scale({config.loss_scale, 0});
   // Each parameter's place in the layout, worked out once: the steps only look it up.
   const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
+  const TensorParallelRank & held = state_.table().tensor_parallel();
+  KOSMOS_CHECK(held.rank == (tp_.comm ? tp_.comm->rank() : 0) && held.ranks == (tp_.comm ? tp_.comm->size() : 1),
+               "the trainer's tensor-parallel group does not match the shards its parameter table holds (rank ",
+               held.rank, " of ", held.ranks, "; internal error)");
   const DecoderConfig & decoder = model_.config().decoder;
   for (const ParameterSpec & spec : state_.table().specs()) {
     const int owner = owning_stage(spec.name, pp_.ranges, stages, decoder);
@@ -46,14 +50,14 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
     KOSMOS_CHECK(spec.held || !holds, "pipeline stage ", stage, " runs ", spec.name,
                  " but its parameter table does not hold it (internal error: make the table with stage_holds)");
     const bool trains = spec.trainable && holds;
-    layout_.push_back({owner == stage, owner, tensor_parallel_split(spec.name) != TensorParallelSplit::kReplicated});
+    layout_.push_back({owner == stage, owner, spec.split != TensorParallelSplit::kReplicated});
     // The runs of the flat buffers that AdamW updates here and whose gradients this stage's data-parallel ranks
     // sum: the parameters it trains (a tied embedding on the first and the last stage), with the zeros of the
     // alignment gaps between them.
     if (!trains) continue;
     if (trained_runs_.empty() || spec.offset > (trained_runs_.back().second + 15) / 16 * 16)
       trained_runs_.push_back({spec.offset, spec.offset});
-    trained_runs_.back().second = spec.offset + spec.numel;
+    trained_runs_.back().second = spec.offset + spec.local_numel;
   }
 }
 
@@ -196,109 +200,97 @@ class GradientListener {
 }  // namespace
 
 std::vector<ParameterPart> Trainer::checkpoint_parts() const {
-  const int tp_rank = tp_.comm ? tp_.comm->rank() : 0, tp_size = tp_.comm ? tp_.comm->size() : 1;
+  const int tp_rank = tp_.comm ? tp_.comm->rank() : 0;
   const int dp_rank = dp_.comm ? dp_.comm->rank() : 0;
   const auto [begin, end] = state_.moment_range();
   std::vector<ParameterPart> parts;
   const std::vector<ParameterSpec> & specs = state_.table().specs();
   for (size_t i = 0; i < specs.size(); ++i) {
-    ParameterPart part = ParameterPart::whole(specs[i]);
-    const TensorParallelSplit split = tensor_parallel_split(specs[i].name);
+    const ParameterSpec & spec = specs[i];
     // ZeRO-1 slices the trainable part of the flat buffers; a frozen parameter, which no step changes, is written
     // whole by dp rank 0, as every parameter is without ZeRO-1.
-    const bool sliced = dp_.zero1 && specs[i].trainable;
-    const bool replica_elsewhere = (split == TensorParallelSplit::kReplicated && tp_rank != 0) ||
+    const bool sliced = dp_.zero1 && spec.trainable;
+    const bool replica_elsewhere = (spec.split == TensorParallelSplit::kReplicated && tp_rank != 0) ||
                                    (!sliced && dp_rank != 0);
     if (!layout_[i].owned || replica_elsewhere) {
       parts.push_back(ParameterPart::none());
       continue;
     }
-    if (split == TensorParallelSplit::kRows) {
-      const int64_t rows = part.row_end / tp_size;
-      part.row_begin = rows * tp_rank;
-      part.row_end = part.row_begin + rows;
-    } else if (split == TensorParallelSplit::kColumns) {
-      const int64_t columns = part.column_end / tp_size;
-      part.column_begin = columns * tp_rank;
-      part.column_end = part.column_begin + columns;
-    }
-    if (sliced) {
-      part.flat_begin = std::clamp(begin - specs[i].offset, int64_t{0}, specs[i].numel);
-      part.flat_end = std::clamp(end - specs[i].offset, int64_t{0}, specs[i].numel);
+    ParameterPart part = spec.local;  // this tp rank's rows or columns (all of a replicated parameter)
+    if (sliced) {  // the local elements [first, last) inside the slice, as a range of the whole's order
+      const int64_t first = std::clamp(begin - spec.offset, int64_t{0}, spec.local_numel);
+      const int64_t last = std::clamp(end - spec.offset, int64_t{0}, spec.local_numel);
+      part.flat_begin = first < last ? part.whole_element(first, spec.columns()) : 0;
+      part.flat_end = first < last ? part.whole_element(last - 1, spec.columns()) + 1 : 0;
     }
     parts.push_back(part);
   }
   return parts;
 }
 
-double Trainer::gather_parameters(Runtime & rt) {
+double Trainer::replica_spread(Runtime & rt) {
   if (!tp_.comm || tp_.comm->size() == 1) return 0.0;
-  compute_values_current_ = false;
-  return gather_tensor_parallel(rt);
-}
-
-std::vector<std::vector<float>> Trainer::collect_parameters(Runtime & rt) {
-  std::vector<std::vector<float>> values;
-  const bool speaks = (!dp_.comm || dp_.comm->rank() == 0) && (!tp_.comm || tp_.comm->rank() == 0);
-  if (!speaks) return values;
-  const int stage = pp_.comm ? pp_.comm->rank() : 0;
-  const std::vector<ParameterSpec> & specs = state_.table().specs();
-  if (stage == 0) values.resize(specs.size());
-  std::vector<float> sent;  // a later stage's copy of the parameter it sends
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const int owner = layout_[i].owner;
-    if (stage != 0 && stage != owner) continue;
-    std::vector<float> & host = stage == 0 ? values[i] : sent;
-    host.resize(static_cast<size_t>(specs[i].numel));
-    const TensorView message = make_view(host.data(), DType::kF32, {specs[i].numel});
-    if (stage == owner) {
-      rt.device.copy(message, reshape(state_.value(specs[i]), {specs[i].numel}), rt.stream);
-      rt.stream.synchronize();
-    }
-    if (owner == 0) continue;  // the first stage's own
-    if (stage == 0)
-      pp_.comm->recv(message, owner, rt.stream);
-    else
-      pp_.comm->send(message, 0, rt.stream);
-  }
-  return values;
-}
-
-double Trainer::gather_tensor_parallel(Runtime & rt) {
-  const Arena::Mark mark = rt.arena.mark();
   // The replicated parameters should have stayed identical over the ranks (the same updates from the same
-  // gradients): the spread of a fingerprint, their sum of squares, tells the caller whether rank 0's copy speaks
-  // for all.
+  // gradients): the spread of a fingerprint, their sum of squares, tells whether rank 0's copy speaks for all.
+  const Arena::Mark mark = rt.arena.mark();
   const TensorView fingerprint = rt.take({1});
   rt.run(Fill{fingerprint, 0.0f});
   for (const ParameterSpec & spec : state_.table().specs())
-    if (spec.held && tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated)
+    if (spec.held && spec.split == TensorParallelSplit::kReplicated)
       rt.run(SquaredNorm{fingerprint, state_.value(spec)});
   float extremes[2] = {0.0f, 0.0f};  // max and -min over the ranks
   TensorView target = fingerprint;
   target.data = extremes;
   rt.device.copy(target, fingerprint, rt.stream);
   rt.stream.synchronize();
+  rt.arena.rewind(mark);
   extremes[1] = -extremes[0];
   tp_.comm->all_reduce(make_view(extremes, DType::kF32, {2}), parallel::ReduceOp::kMax, rt.stream);
   const double highest = extremes[0], lowest = -static_cast<double>(extremes[1]);
-  const double spread = (highest - lowest) / std::max(1e-30, std::fabs(highest));
-  for (const ParameterSpec & spec : state_.table().specs()) {
-    if (!spec.held || tensor_parallel_split(spec.name) == TensorParallelSplit::kReplicated) continue;
-    // Keep this rank's part, zero the rest, and sum over the ranks: each part comes from its owner.
-    const TensorView whole = state_.value(spec);
-    const TensorView mine = tensor_parallel_part(spec.name, whole, tp_.comm->rank(), tp_.comm->size());
-    std::vector<int64_t> part_shape{mine.dim(0)};
-    if (mine.ndim == 2) part_shape.push_back(mine.dim(1));
-    const TensorView kept = rt.arena.take(DType::kF32, part_shape);
-    rt.run(Copy{kept, mine});
-    rt.run(Fill{whole, 0.0f});
-    rt.run(Copy{mine, kept});
-    tp_.comm->all_reduce(whole, parallel::ReduceOp::kSum, rt.stream);
+  return (highest - lowest) / std::max(1e-30, std::fabs(highest));
+}
+
+std::vector<std::vector<float>> Trainer::collect_parameters(Runtime & rt) {
+  std::vector<std::vector<float>> values;
+  if (dp_.comm && dp_.comm->rank() != 0) return values;  // dp rank 0's ranks speak for the replicas
+  const int stage = pp_.comm ? pp_.comm->rank() : 0;
+  const TensorParallelRank & tp = state_.table().tensor_parallel();
+  const std::vector<ParameterSpec> & specs = state_.table().specs();
+  if (stage == 0 && tp.rank == 0) values.resize(specs.size());
+  std::vector<float> mine, gathered, sent;  // this rank's part, the tp group's parts, what a later stage sends
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParameterSpec & spec = specs[i];
+    const int owner = layout_[i].owner;
+    if (stage != owner && (stage != 0 || tp.rank != 0)) continue;
+    std::vector<float> & whole = stage == 0 && tp.rank == 0 ? values[i] : sent;  // used on tp rank 0
+    if (tp.rank == 0) whole.resize(static_cast<size_t>(spec.numel));
+    if (stage == owner) {  // this rank's part, then under tensor parallelism every tp rank's, to tp rank 0
+      mine.resize(static_cast<size_t>(spec.local_numel));
+      const TensorView part = make_view(mine.data(), DType::kF32, {spec.local_numel});
+      rt.device.copy(part, reshape(state_.value(spec), {spec.local_numel}), rt.stream);
+      rt.stream.synchronize();
+      if (spec.local_numel == spec.numel) {
+        if (tp.rank == 0) whole.swap(mine);
+      } else {
+        gathered.resize(static_cast<size_t>(spec.local_numel) * static_cast<size_t>(tp.ranks));
+        tp_.comm->all_gather(make_view(gathered.data(), DType::kF32, {spec.local_numel * tp.ranks}), part,
+                             rt.stream);
+        for (int r = 0; tp.rank == 0 && r < tp.ranks; ++r) {
+          const ParameterPart theirs = ParameterPart::of_rank(spec, {r, tp.ranks});
+          const float * from = gathered.data() + static_cast<size_t>(r) * static_cast<size_t>(spec.local_numel);
+          for (int64_t e = 0; e < spec.local_numel; ++e)
+            whole[static_cast<size_t>(theirs.whole_element(e, spec.columns()))] = from[e];
+        }
+      }
+    }
+    if (owner == 0 || tp.rank != 0) continue;  // the first stage's own, or a part already sent over tp
+    const TensorView message = make_view(whole.data(), DType::kF32, {spec.numel});
+    if (stage == 0)
+      pp_.comm->recv(message, owner, rt.stream);
+    else
+      pp_.comm->send(message, 0, rt.stream);
   }
-  rt.stream.synchronize();
-  rt.arena.rewind(mark);
-  return spread;
+  return values;
 }
 
 double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) {
@@ -313,7 +305,8 @@ double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) 
   } else {
     const std::vector<ParameterSpec> & specs = state_.table().specs();
     for (size_t i = 0; i < specs.size(); ++i) {  // the part of each parameter inside [begin, end)
-      const int64_t first = std::max(begin, specs[i].offset), last = std::min(end, specs[i].offset + specs[i].numel);
+      const int64_t first = std::max(begin, specs[i].offset);
+      const int64_t last = std::min(end, specs[i].offset + specs[i].local_numel);
       if (first >= last || !layout_[i].owned) continue;
       const int64_t which = layout_[i].tensor_parallel_shard ? 1 : 0;
       rt.run(SquaredNorm{slice(norms, 0, which, 1), make_view(grads + first, DType::kF32, {last - first})});
@@ -382,7 +375,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   state_.zero_grads(rt.stream);
   if (config_.poison_gradients_at_step == step)  // the test hook: this rank's backward produces a NaN (accumulated)
     rt.run(Fill{make_view(state_.all_grads().data, DType::kF32, {1}), std::numeric_limits<float>::quiet_NaN()});
-  if (!compute_values_current_) {  // the values changed since the copy was made (initialised, loaded, gathered)
+  if (!compute_values_current_) {  // the values changed since the copy was made (initialised, loaded, all-gathered)
     state_.refresh_compute_values(rt.stream);
     compute_values_current_ = true;
   }

@@ -90,10 +90,9 @@ struct PipelineParallel {
 };
 
 // Tensor parallelism: the ranks of `comm` split every decoder layer's heads and FFN and the vocabulary (the model
-// holds the comm for its forward and backward). Every rank keeps its stage's parameters whole but computes
-// gradients only for its shards and the replicated parameters; no gradient crosses the tp group, the norm adds the
-// shards' parts, and gather_parameters() makes them whole (before saving them). The other ranks' shards here go
-// stale.
+// holds the comm for its forward and backward). Each rank's parameter table holds its shards and the replicated
+// parameters (ParameterTable with its TensorParallelRank); no gradient crosses the tp group, the norm adds the
+// shards' parts, and collect_parameters() gathers the shards.
 struct TensorParallel {
   parallel::Comm * comm = nullptr;  // null: one rank
 };
@@ -106,13 +105,12 @@ class Trainer {
   // state's compute copy from its values (as loaded or initialised before it); later ones expect the values to
   // change only through this trainer.
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
-  // Every tp rank's shards to every tp rank, so that the parameters this stage holds are whole (collective over the
-  // tp group; nothing to do without one; a later step refreshes the compute copy). Returns the relative spread over
-  // the tp ranks of the replicated parameters' sum of squares: 0 when the replicas agree, as they should.
-  double gather_parameters(Runtime & rt);
-  // Every parameter's value, in table order, on the host of the first stage's rank of dp rank 0 and tp rank 0 (the
-  // one that saves them): its own stage's, and each later stage's sent by that stage's rank of the same dp and tp
-  // ranks (collective over those ranks of the pp group). Whole after gather_parameters(); empty on other ranks.
+  // The relative spread over the tp ranks of the replicated parameters' sum of squares: 0 when the replicas agree,
+  // as they should (collective over the tp group; 0 without one).
+  double replica_spread(Runtime & rt);
+  // Every parameter's whole value, in table order, on the host of the first stage's rank of dp rank 0 and tp rank 0
+  // (the one that saves them): each stage's tp ranks of dp rank 0 gather their shards to their tp rank 0, which
+  // sends them to the first stage's (collective over those ranks). Empty on other ranks.
   std::vector<std::vector<float>> collect_parameters(Runtime & rt);
   // The part of each parameter (in table order) whose value and AdamW moments are current on this rank and which
   // no other rank claims: the owning pipeline stage, this tp rank's shard (tp rank 0 for replicated parameters),
@@ -124,8 +122,6 @@ class Trainer {
   void set_loss_scale(const LossScale & loss_scale);
 
  private:
-  // The part of gather_parameters over the tp group.
-  double gather_tensor_parallel(Runtime & rt);
   // The squared global gradient norm over [begin, end) of the flat buffers and the ranks holding other parts.
   double squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end);
   // Sums a host value over the data-parallel ranks.
@@ -151,8 +147,8 @@ class Trainer {
   std::vector<std::pair<int64_t, int64_t>> trained_runs_;
   LossScale loss_scale_;
   // Whether the state's compute copy (mixed precision) matches its values. Not before the first step (the values
-  // were initialised or loaded by others since the copy was made) nor after a gather or a ZeRO-1 all-gather: a step
-  // then refreshes it first; AdamW keeps it current otherwise.
+  // were initialised or loaded by others since the copy was made) nor after a ZeRO-1 all-gather: a step then
+  // refreshes it first; AdamW keeps it current otherwise.
   bool compute_values_current_ = false;
 };
 

@@ -152,8 +152,8 @@ TEST_P(Golden, LogitsLossAndEveryGradientMatchThePeer) {
 }
 
 // The gradients above come through the fused q | k | v matmul: the table lays the three projections side by side so
-// that each block runs them as one (BlockWeights::qkv), except for tensor-parallel shards, whose parts are not
-// adjacent (the tp 2 layout tests compare those, on three matmuls, against one rank).
+// that each block runs them as one (BlockWeights::qkv), and a tensor-parallel rank's shards of them too (the tp 2
+// layout tests compare those against one rank).
 TEST_P(Golden, AttentionProjectionsRunAsOneMatmul) {
   auto state = load_state();
   const model::BlockWeights decoder = model::make_magneto_block(*state, "decoder.layers.0.", 1e-5);
@@ -169,8 +169,13 @@ TEST_P(Golden, AttentionProjectionsRunAsOneMatmul) {
     EXPECT_EQ(qkv.dbias.data, block->q.dbias.data);
     EXPECT_EQ(qkv.bias.dim(0), 3 * block->q.out());
   }
-  EXPECT_FALSE(model::make_magneto_block(*state, "decoder.layers.0.", 1e-5, 0, 2).qkv.has_value())
-      << "a tensor-parallel shard's q, k and v are not side by side";
+  const model::ParameterTable shard_table(config, {}, model::TensorParallelRank{1, 2});
+  const model::ModelState shard_state(*device, shard_table);
+  const model::BlockWeights shard = model::make_magneto_block(shard_state, "decoder.layers.0.", 1e-5);
+  ASSERT_TRUE(shard.qkv.has_value()) << "tp rank 1 of 2: its shards of q, k and v are not side by side";
+  EXPECT_EQ(2 * shard.q.out(), decoder.q.out());
+  EXPECT_EQ(shard.qkv->out(), 3 * shard.q.out());
+  EXPECT_EQ(shard.qkv->weight.data, shard.q.weight.data);
 }
 
 TEST_P(Golden, ThreeAdamWStepsGiveThePeersLosses) {

@@ -1,10 +1,12 @@
 // test_model_state.cpp: the flat layout of the parameter table (trainable part, slack, frozen part) and the device
 // memory of a ModelState: a frozen parameter has a value but no gradient and no AdamW moments; a pipeline stage's
-// table holds only the parameters the stage runs.
+// table holds only the parameters the stage runs, a tensor-parallel rank's only its shards of the split ones.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -145,7 +147,7 @@ TEST(ModelState, APipelineStageHoldsOnlyTheParametersItRuns) {
       const ParameterTable table(config, [&](const std::string & name) {
         return stage_holds(name, stage, virtual_stages, 2, config.decoder);
       });
-      EXPECT_FALSE(table.holds_all());
+      EXPECT_FALSE(table.holds_whole_model());
       EXPECT_EQ(table.count(), whole_table.count()) << "the model's count, held here or not";
       ModelState state(*device, table);
       state.initialise(5, *stream);
@@ -176,6 +178,57 @@ TEST(ModelState, APipelineStageHoldsOnlyTheParametersItRuns) {
     const int64_t embedding = config.decoder.vocab_size * config.decoder.embed_dim;
     EXPECT_EQ(held_by_some_stage, whole_table.count() + (tied ? embedding : 0))
         << "every parameter on one stage, a tied embedding on both";
+  }
+}
+
+// Tensor parallelism over 2 and 4 ranks: each rank's state holds its rows (q, k, v, fc1, the vocabulary) or columns
+// (out_proj, fc2) of the split parameters and the whole of the others, initialised as the whole model's; the ranks'
+// parts tile each split parameter, and a rank's state is smaller than the whole.
+TEST(ModelState, ATensorParallelRankHoldsItsRowsOrColumns) {
+  const std::unique_ptr<Device> device = BackendRegistry().create("cpu", 0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  const KosmosConfig config = preset("tiny");
+  const ParameterTable whole_table(config);
+  ModelState whole(*device, whole_table);
+  whole.initialise(5, *stream);
+  auto host_values = [&](const ModelState & state, const std::string & name) {  // what `state` holds of it
+    std::vector<float> values(static_cast<size_t>(state.table().find(name).local_numel));
+    TensorView target = state.value(name);
+    target.data = values.data();
+    device->copy(target, state.value(name), *stream);
+    stream->synchronize();
+    return values;
+  };
+  for (const int ranks : {2, 4}) {
+    std::map<std::string, std::vector<int>> covered;  // each split parameter's elements: how many ranks hold each
+    for (int rank = 0; rank < ranks; ++rank) {
+      const ParameterTable table(config, {}, TensorParallelRank{rank, ranks});
+      EXPECT_FALSE(table.holds_whole_model());
+      ModelState state(*device, table);
+      state.initialise(5, *stream);
+      EXPECT_LT(state.bytes().total(), whole.bytes().total()) << "rank " << rank << " of " << ranks;
+      for (const ParameterSpec & spec : table.specs()) {
+        const TensorParallelSplit split = tensor_parallel_split(spec.name);
+        EXPECT_EQ(spec.split, split) << spec.name;
+        EXPECT_EQ(spec.local_numel * (split == TensorParallelSplit::kReplicated ? 1 : ranks), spec.numel) << spec.name;
+        EXPECT_EQ(state.value(spec).numel(), spec.local_numel) << spec.name;
+        const std::vector<float> mine = host_values(state, spec.name), reference = host_values(whole, spec.name);
+        std::vector<int> & count = covered[spec.name];
+        count.resize(static_cast<size_t>(spec.numel));
+        for (int64_t i = 0; i < spec.local_numel; ++i) {
+          const int64_t at = spec.local.whole_element(i, spec.columns());
+          ++count[static_cast<size_t>(at)];
+          ASSERT_EQ(mine[static_cast<size_t>(i)], reference[static_cast<size_t>(at)])
+              << spec.name << " element " << i << " of rank " << rank << " of " << ranks;
+        }
+      }
+    }
+    for (const ParameterSpec & spec : whole_table.specs()) {
+      const int expected = spec.split == TensorParallelSplit::kReplicated ? ranks : 1;
+      const std::vector<int> & count = covered[spec.name];
+      EXPECT_EQ(std::count(count.begin(), count.end(), expected), spec.numel)
+          << spec.name << ": every element on " << expected << " of " << ranks << " ranks";
+    }
   }
 }
 
