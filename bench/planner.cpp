@@ -287,10 +287,10 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
   p.dp_seconds = all_reduce_seconds(stage_trained * 4.0, layout.dp, dp_alpha, dp_gbs);
-  const double tied_seconds = layout.pp > 1 && d.tied
-                                  ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0, 2,
-                                                       hw.intra_alpha_us, hw.intra_gbs)
-                                  : 0.0;
+  const double tied_seconds =  // each rank its 1/tp of the vocabulary rows
+      layout.pp > 1 && d.tied ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0 / layout.tp,
+                                                   2, hw.intra_alpha_us, hw.intra_gbs)
+                              : 0.0;
   p.pp_seconds += tied_seconds;
   p.optimizer_seconds =
       stage_trained / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;

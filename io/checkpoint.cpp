@@ -1,7 +1,7 @@
 // checkpoint.cpp: parallel HDF5 reading and writing of the training state (layout in checkpoint.h). Each rank's
-// part of a tensor is a few hyperslabs of the logical tensor; memory and file share the shape and the selection,
-// because a rank keeps each parameter it holds whole in its flat buffers (but for the AdamW moments: those of the
-// trainable parameters in its ZeRO-1 slice only, see ParameterMemory).
+// part of a tensor is a few hyperslabs of the logical tensor; memory and file share the shape and the selection:
+// ParameterMemory presents what a rank holds of a parameter (its tp shard, its ZeRO-1 slice of the moments) at its
+// place in host memory of the whole parameter's shape.
 #include "io/checkpoint.h"
 
 #include <algorithm>
@@ -368,8 +368,9 @@ std::pair<std::string, CheckpointInfo> read_newest_checkpoint(const std::vector<
     } catch (const Error & failure) {
       error = failure.what();
     }
-    // Every rank reads the values, but under ZeRO-1 only the moments of its own slice: a damaged moment fails one
-    // rank alone. The ranks agree, so that all take this file or all fall back to the one before it.
+    // Each rank reads the values of its stage's parameters and under ZeRO-1 only the moments of its own slice: a
+    // damaged dataset may fail some ranks alone. The ranks agree, so that all take this file or all fall back to
+    // the one before it.
     error = first_error_over(world, error, stream);
     if (error.empty()) return {path, info};
     if (newest_error.empty()) newest_error = error;

@@ -54,9 +54,9 @@ WeightsReport load_weights(model::ModelState & state, const SafetensorsFile & fi
                  describe_dims(entry.shape), " but the model's ", name, " is ", describe_dims(spec.shape),
                  "; the model config does not match this checkpoint (compare its sizes with --model-config)");
     const auto previous = source_of.find(name);
-    if (previous == source_of.end() && !spec.held) {  // another pipeline stage's parameter: that stage loads it
+    if (!spec.held) {  // another pipeline stage's parameter: that stage loads it and compares its duplicates
+      ++(previous == source_of.end() ? report.loaded : report.skipped);
       source_of.emplace(name, file_name);
-      ++report.loaded;
       continue;
     }
     std::vector<float> values = file.read_f32(file_name);

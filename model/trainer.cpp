@@ -247,7 +247,9 @@ double Trainer::replica_spread(Runtime & rt) {
   extremes[1] = -extremes[0];
   tp_.comm->all_reduce(make_view(extremes, DType::kF32, {2}), parallel::ReduceOp::kMax, rt.stream);
   const double highest = extremes[0], lowest = -static_cast<double>(extremes[1]);
-  return (highest - lowest) / std::max(1e-30, std::fabs(highest));
+  float spread = static_cast<float>((highest - lowest) / std::max(1e-30, std::fabs(highest)));
+  if (pp_.comm) pp_.comm->all_reduce(make_view(&spread, DType::kF32, {1}), parallel::ReduceOp::kMax, rt.stream);
+  return spread;  // the largest of the stages'
 }
 
 std::vector<std::vector<float>> Trainer::collect_parameters(Runtime & rt) {
@@ -422,13 +424,19 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const auto [begin, end] = state_.moment_range();
   const int64_t shard = state_.slice_elements();  // the last rank's slice ends in the slack
   const TensorView grads = state_.flat(ModelState::Slot::kGrads);
-  // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients (zero elsewhere) and the
-  // same gradient of every replicated parameter as the other ranks (computed from the same inputs).
+  // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients and the same gradient of every
+  // replicated parameter as the other ranks (computed from the same inputs).
   // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
-  // the head, and the two exchange them for the sum (the stages between hold no embedding).
+  // the head, and the two exchange them for the sum (the stages between hold no embedding). After the data-parallel
+  // all-reduce, so that both stages add the same two sums and their copies stay equal bit for bit. ZeRO-1 cuts the
+  // embedding into other slices on each stage, so there the exchange comes first (with 3 or more dp ranks the two
+  // copies may then come to differ in their last bits: the slices' sums add the ranks in other orders).
   const int stage = pipelined ? pp_.comm->rank() : 0, last_stage = pipelined ? pp_.comm->size() - 1 : 0;
-  if (pipelined && model_.config().decoder.tied && (stage == 0 || stage == last_stage))
+  const bool tied_exchange = pipelined && model_.config().decoder.tied && (stage == 0 || stage == last_stage);
+  const auto exchange_tied_embedding = [&] {
     exchange_sum(rt, *pp_.comm, state_.grad("decoder.embed_tokens.weight"), last_stage - stage, dp_.bucket_elements);
+  };
+  if (tied_exchange && dp_.zero1) exchange_tied_embedding();
   if (reduction) {
     stats.reduce_overlap = reduction->finish();
   } else if (dp_.comm && !dp_.zero1) {
@@ -440,6 +448,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
                              rt.stream);
     rt.run(Copy{make_view(grads.as<float>() + begin, DType::kF32, {shard}), mine});
   }
+  if (tied_exchange && !dp_.zero1) exchange_tied_embedding();
   // The global gradient norm (of the trainable parameters: frozen ones have no gradient), then clipping and AdamW.
   // The norm and the loss are sums over every rank, so every rank sees a NaN or infinity at the same step and
   // decides alike.

@@ -64,10 +64,10 @@ struct StepStats {
                                 // the backward still ran
 };
 
-// Data parallelism: the ranks of `comm` each hold a full replica and a share of the step's samples. Gradients are
-// summed over them in buckets (all-reduce), or with ZeRO-1 reduce-scattered so that each rank updates only its
-// 1/dp slice of the flat parameter buffer with AdamW and all-gathers the result; the ModelState then holds the
-// AdamW moments of that slice alone (made with Zero1Shard{dp rank, dp size}).
+// Data parallelism: the ranks of `comm` each hold a replica (of what their stage and tp rank hold) and a share of
+// the step's samples. Gradients are summed over them in buckets (all-reduce), or with ZeRO-1 reduce-scattered so
+// that each rank updates only its 1/dp slice of the flat parameter buffer with AdamW and all-gathers the result;
+// the ModelState then holds the AdamW moments of that slice alone (made with Zero1Shard{dp rank, dp size}).
 struct DataParallel {
   parallel::Comm * comm = nullptr;       // null: one rank
   bool zero1 = false;
@@ -105,8 +105,8 @@ class Trainer {
   // state's compute copy from its values (as loaded or initialised before it); later ones expect the values to
   // change only through this trainer.
   StepStats step(Runtime & rt, const std::vector<Batch> & micro_batches, int64_t step, uint64_t seed);
-  // The relative spread over the tp ranks of the replicated parameters' sum of squares: 0 when the replicas agree,
-  // as they should (collective over the tp group; 0 without one).
+  // The relative spread over the tp ranks of the replicated parameters' sum of squares, the largest of the pipeline
+  // stages': 0 when the replicas agree, as they should (collective over the tp and pp groups; 0 without tp).
   double replica_spread(Runtime & rt);
   // Every parameter's whole value, in table order, on the host of the first stage's rank of dp rank 0 and tp rank 0
   // (the one that saves them): each stage's tp ranks of dp rank 0 gather their shards to their tp rank 0, which

@@ -1,8 +1,10 @@
 // test_weights_files.cpp: hostile and mismatched weight files give clear errors, never a crash: truncated files,
 // headers that lie about offsets or sizes, overlapping tensors, wrong shapes, unknown and missing names; and the
-// good paths: bf16/f16/f32 files load, a CLIP-tower-only file loads into the vision tower.
+// good paths: bf16/f16/f32 files load, a CLIP-tower-only file loads into the vision tower, a pipeline stage's
+// tensor-parallel rank loads its part of a whole file.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include "backends/registry.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
+#include "model/partition.h"
 
 namespace kosmos {
 namespace {
@@ -148,6 +151,33 @@ TEST_F(WeightsImport, DuplicatesMustAgree) {
   EXPECT_EQ(load(tensors), "");
   tensors["embed.weight"].values[0] = 9.0f;
   EXPECT_NE(load(tensors).find("hold different values"), std::string::npos);
+}
+
+// A rank of pipeline stage 1 of 2 and tensor-parallel rank 1 of 2 loads a whole model's file: the parameters its
+// stage runs, of the split ones its rows or columns, each element as the whole model has it.
+TEST_F(WeightsImport, ARankLoadsItsStageAndShardOfAWholeFile) {
+  const std::string path = temp_path("whole.safetensors");
+  io::save_weights(state, path, *stream);
+  const model::KosmosConfig config = model::preset("tiny");
+  const std::vector<model::StageRange> stages = model::partition_stages(config, 2, model::StageCosts{1.0, 0.0, 0.0});
+  const model::ParameterTable part_table(
+      config, [&](const std::string & name) { return model::stage_holds(name, 1, stages, 2, config.decoder); },
+      model::TensorParallelRank{1, 2});
+  model::ModelState part(*device, part_table);
+  const io::WeightsReport report = io::load_weights(part, io::SafetensorsFile(path), *stream);
+  EXPECT_EQ(report.loaded, static_cast<int64_t>(table.specs().size()));
+  int64_t held = 0;
+  for (const model::ParameterSpec & spec : part_table.specs()) {
+    if (!spec.held) continue;
+    ++held;
+    const float * whole = state.value(spec.name).as<float>();
+    const std::vector<float> expected = model::local_values(spec, std::vector<float>(whole, whole + spec.numel));
+    const TensorView loaded = part.value(spec);
+    ASSERT_EQ(loaded.numel(), static_cast<int64_t>(expected.size())) << spec.name;
+    EXPECT_TRUE(std::equal(expected.begin(), expected.end(), loaded.as<float>())) << spec.name;
+  }
+  EXPECT_GT(held, 0);
+  EXPECT_LT(held, static_cast<int64_t>(part_table.specs().size())) << "stage 1 runs some of the model only";
 }
 
 }  // namespace
