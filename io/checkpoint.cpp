@@ -1,7 +1,6 @@
 // checkpoint.cpp: parallel HDF5 reading and writing of the training state (layout in checkpoint.h). Each rank's
-// part of a tensor is a few hyperslabs of the logical tensor; memory and file share the shape and the selection:
-// ParameterMemory presents what a rank holds of a parameter (its tp shard, its ZeRO-1 slice of the moments) at its
-// place in host memory of the whole parameter's shape.
+// part of a tensor is a few hyperslabs of the logical tensor, and the same blocks of the rank's local part in host
+// memory (ParameterMemory: the parameter whole, or its tp shard; of the moments its ZeRO-1 slice).
 #include "io/checkpoint.h"
 
 #include <algorithm>
@@ -171,15 +170,14 @@ class HostSlot {
   float * data_ = nullptr;
 };
 
-// One parameter of a staged slot as the host memory of its whole shape, which HDF5 reads or writes through the
-// selection of the rank's part: the slot's own memory where it holds every element of the parameter; else a copy
-// holding the elements it has, each at its place in the whole, and zeros for the rest (a tensor-parallel rank's
-// shard; the moments of a parameter that this rank's ZeRO-1 slice cuts, or of a frozen one, which has none). A part
-// never selects an element the slot lacks.
+// What one rank holds of a parameter in a staged slot (its local part, ParameterSpec::local: all of it, or its
+// tensor-parallel rows or columns) as host memory of the local shape: the slot's own memory where it holds every
+// local element; else a copy holding the elements it has and zeros for the rest (the moments of a parameter that
+// this rank's ZeRO-1 slice cuts, or of a frozen one, which has none). A part never selects an element the slot lacks.
 class ParameterMemory {
  public:
-  // Where the parameter's local elements (ParameterSpec::local) lie in the slot, [first, first + local_numel), and
-  // the part of that the slot holds.
+  // Where the parameter's local elements lie in the slot, [first, first + local_numel), and the part of that the
+  // slot holds.
   struct Location {
     int64_t first = 0, held_begin = 0, held_end = 0;
     bool holds_any() const { return held_begin < held_end; }
@@ -193,32 +191,44 @@ class ParameterMemory {
   }
   ParameterMemory(const HostSlot & host, const model::ModelState & state, model::ModelState::Slot slot,
                   const model::ParameterSpec & spec)
-      : host_(host), spec_(spec), location_(locate(host, state, slot, spec)) {
-    if (location_.held_end - location_.held_begin == spec.numel) {
+      : host_(host), location_(locate(host, state, slot, spec)) {
+    if (location_.held_end - location_.held_begin == spec.local_numel) {
       data_ = host.data() + location_.first;
       return;
     }
-    copy_.assign(static_cast<size_t>(spec.numel), 0.0f);
-    for (int64_t i = location_.held_begin; i < location_.held_end; ++i) copy_[whole_element(i)] = host.data()[i];
+    copy_.assign(static_cast<size_t>(spec.local_numel), 0.0f);
+    std::copy(host.data() + location_.held_begin, host.data() + location_.held_end,
+              copy_.data() + (location_.held_begin - location_.first));
     data_ = copy_.data();
   }
   float * data() const { return data_; }
   // After a read into data(): the elements the slot holds, back into it (in place already, unless copied).
   void store() const {
     if (copy_.empty()) return;
-    for (int64_t i = location_.held_begin; i < location_.held_end; ++i) host_.data()[i] = copy_[whole_element(i)];
+    const int64_t skipped = location_.held_begin - location_.first;  // elements before the held ones
+    std::copy(copy_.data() + skipped, copy_.data() + skipped + (location_.held_end - location_.held_begin),
+              host_.data() + location_.held_begin);
   }
 
  private:
-  size_t whole_element(int64_t slot_index) const {  // the slot's element `slot_index` in the whole's order
-    return static_cast<size_t>(spec_.local.whole_element(slot_index - location_.first, spec_.columns()));
-  }
   const HostSlot & host_;
-  const model::ParameterSpec & spec_;
   Location location_;
   std::vector<float> copy_;
   float * data_ = nullptr;
 };
+
+// The dataspace of a rank's local part of `spec` in host memory (ParameterMemory), with the elements `slabs` (of
+// the whole parameter, inside spec.local) select: the same blocks, moved by the part's first row and column.
+Handle local_memory_space(const model::ParameterSpec & spec, std::vector<Hyperslab> slabs, const std::string & what) {
+  const Dims dims = dims_of(spec.local_shape);
+  Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  for (Hyperslab & slab : slabs) {
+    slab.start[0] -= static_cast<hsize_t>(spec.local.row_begin);
+    if (dims.size() == 2) slab.start[1] -= static_cast<hsize_t>(spec.local.column_begin);
+  }
+  select(space, slabs, what);
+  return space;
+}
 
 struct SlotPlace {
   model::ModelState::Slot slot;
@@ -300,9 +310,8 @@ void write_checkpoint(const std::string & path, const model::ModelState & state,
                   H5Dclose);
       KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": creating dataset ", dataset);
       const std::vector<Hyperslab> slabs = part_hyperslabs(parts[i], dims);
-      Handle memory_space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
       select(file_space, slabs, dataset);
-      select(memory_space, slabs, dataset);
+      const Handle memory_space = local_memory_space(spec, slabs, dataset);
       // A rank with none of this parameter to write passes any valid buffer: HDF5 reads none of it.
       std::optional<ParameterMemory> memory;
       const float * source = parts[i].empty() ? host.data() : memory.emplace(host, state, place.slot, spec).data();
@@ -343,7 +352,13 @@ CheckpointInfo read_checkpoint(const std::string & path, model::ModelState & sta
       const std::string dataset = std::string(place.group) + "/" + spec.name;
       Handle data(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose);
       KOSMOS_H5_CHECK(data.valid() ? 0 : -1, path, ": opening ", dataset);
-      KOSMOS_H5_CHECK(H5Dread(data, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, memory.data()),
+      // This rank's rows or columns of the file's tensor (all of a replicated one) into its local memory.
+      const std::vector<Hyperslab> slabs = part_hyperslabs(spec.local, dims_of(spec.shape));
+      Handle file_space(H5Dget_space(data), H5Sclose);
+      KOSMOS_H5_CHECK(file_space.valid() ? 0 : -1, path, ": the dataspace of ", dataset);
+      select(file_space, slabs, dataset);
+      const Handle memory_space = local_memory_space(spec, slabs, dataset);
+      KOSMOS_H5_CHECK(H5Dread(data, H5T_NATIVE_FLOAT, memory_space, file_space, H5P_DEFAULT, memory.data()),
                       "checkpoint ", path, ": reading ", dataset,
                       " failed; the file is damaged (a checksum mismatch means flipped bits): resume from an earlier "
                       "checkpoint");
