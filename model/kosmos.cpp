@@ -200,8 +200,7 @@ TensorView KosmosModel::embed(Runtime & rt, const Batch & batch, const StepRando
   const TensorView embedded = rt.take({rows, d});
   // Vocab-parallel: each rank's rows of the table, the others' ids read as zeros, summed over the ranks.
   const std::string table = "decoder.embed_tokens.weight";
-  rt.run(EmbeddingForward{embedded, s.ids, state_.value(table), vocab_start(),
-                          config_.tokens.pad});
+  rt.run(EmbeddingForward{embedded, s.ids, state_.value(table), vocab_start(), config_.tokens.pad});
   if (split()) tensor_parallel_->all_reduce(embedded, parallel::ReduceOp::kSum, rt.stream);
   if (batch.image_count > 0) {
     const VisionConfig & v = config_.vision;
@@ -373,8 +372,7 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
     for (int64_t r = slot; r < slot + latents; ++r) token_ids[static_cast<size_t>(r)] = static_cast<int32_t>(dc.vocab_size);
   const TensorView masked_ids = upload(rt, token_ids, DType::kI32, {rows});
   const std::string table = "decoder.embed_tokens.weight";
-  rt.run(EmbeddingBackward{state_.grad(table), d_embedded, masked_ids, vocab_start(),
-                           config_.tokens.pad});
+  rt.run(EmbeddingBackward{state_.grad(table), d_embedded, masked_ids, vocab_start(), config_.tokens.pad});
   if (batch.image_count > 0) {
     const TensorView d_image_embeddings = rt.take({batch.image_count * latents, d});
     for (int64_t i = 0; i < batch.image_count; ++i)

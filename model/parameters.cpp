@@ -112,16 +112,15 @@ void ParameterTable::add_layernorm(const std::string & prefix, int64_t width, bo
 ParameterTable::ParameterTable(const KosmosConfig & config, const HoldsParameter & holds, TensorParallelRank tp)
     : tp_(tp) {
   validate(config);
-  const DecoderConfig & decoder = config.decoder;
-  KOSMOS_CHECK(tp.ranks >= 1 && tp.rank >= 0 && tp.rank < tp.ranks, "parameter table: tensor-parallel rank ",
-               tp.rank, " of ", tp.ranks, " (internal error)");
-  KOSMOS_CHECK(decoder.heads % tp.ranks == 0 && decoder.ffn_dim % tp.ranks == 0 && decoder.vocab_size % tp.ranks == 0,
-               "tensor parallelism over ", tp.ranks, " ranks splits the decoder's ", decoder.heads,
-               " heads, FFN width ", decoder.ffn_dim, " and vocabulary of ", decoder.vocab_size,
-               " evenly, but they do not divide; choose a --tp that divides all three (or pad vocab_size)");
   const VisionConfig & v = config.vision;
   const DecoderConfig & d = config.decoder;
   const ConnectorConfig & c = config.connector;
+  KOSMOS_CHECK(tp.ranks >= 1 && tp.rank >= 0 && tp.rank < tp.ranks, "parameter table: tensor-parallel rank ",
+               tp.rank, " of ", tp.ranks, " (internal error)");
+  KOSMOS_CHECK(d.heads % tp.ranks == 0 && d.ffn_dim % tp.ranks == 0 && d.vocab_size % tp.ranks == 0,
+               "tensor parallelism over ", tp.ranks, " ranks splits the decoder's ", d.heads, " heads, FFN width ",
+               d.ffn_dim, " and vocabulary of ", d.vocab_size,
+               " evenly, but they do not divide; choose a --tp that divides all three (or pad vocab_size)");
 
   // CLIP vision tower (HF CLIPVisionTransformer names): frozen but for its last `trainable_layers` layers.
   const int64_t dv = v.hidden_size;

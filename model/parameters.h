@@ -5,8 +5,9 @@
 // Values live in one flat f32 buffer: the trainable parameters first (in table order), then the frozen ones. Their
 // gradients and the two AdamW moments live in three more flat f32 buffers that cover the trainable part only (a
 // frozen CLIP layer has no gradient and no moments); with mixed precision a fifth buffer, bf16 or f16, holds the
-// values the matmuls read. A pipeline stage's table holds only the parameters that stage runs: the others keep
-// their names and shapes but take no memory.
+// values the matmuls read. A pipeline stage's table holds only the parameters that stage runs (the others keep
+// their names and shapes but take no memory), and a tensor-parallel rank's only its rows or columns of the split
+// ones.
 #pragma once
 
 #include <cstdint>
@@ -34,8 +35,8 @@ enum class Init : uint8_t {
 enum class TensorParallelSplit : uint8_t { kReplicated, kRows, kColumns };
 TensorParallelSplit tensor_parallel_split(const std::string & name);
 
-// A rank's place in its tensor-parallel group: of each split parameter it holds rows or columns [rank, rank + 1)
-// / ranks.
+// A rank's place in its tensor-parallel group: of each split parameter it holds block `rank` of `ranks` equal blocks
+// of rows or columns.
 struct TensorParallelRank {
   int rank = 0, ranks = 1;
 };

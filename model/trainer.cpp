@@ -129,7 +129,7 @@ void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t 
                     parallel::ReduceOp::kSum, stream);
 }
 
-// Sums [flat] with the same-shaped `flat` of rank `peer` of `comm`, `bucket` elements at a time through a buffer from
+// Sums `flat` with the same-shaped `flat` of rank `peer` of `comm`, `bucket` elements at a time through a buffer from
 // the arena: both ranks end with the sum, equal bit for bit (the two additions have the same operands).
 void exchange_sum(Runtime & rt, parallel::Comm & comm, const TensorView & flat, int peer, int64_t bucket) {
   const Arena::Mark mark = rt.arena.mark();
