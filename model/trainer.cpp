@@ -429,8 +429,8 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
   // the head, and the two exchange them for the sum (the stages between hold no embedding). After the data-parallel
   // all-reduce, so that both stages add the same two sums and their copies stay equal bit for bit. ZeRO-1 cuts the
-  // embedding into other slices on each stage, so there the exchange comes first (with 3 or more dp ranks the two
-  // copies may then come to differ in their last bits: the slices' sums add the ranks in other orders).
+  // embedding into other slices on each stage, so there the exchange comes first, and the last stage takes the
+  // first stage's updated embedding after the step.
   const int stage = pipelined ? pp_.comm->rank() : 0, last_stage = pipelined ? pp_.comm->size() - 1 : 0;
   const bool tied_exchange = pipelined && model_.config().decoder.tied && (stage == 0 || stage == last_stage);
   const auto exchange_tied_embedding = [&] {
@@ -486,6 +486,15 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     const TensorView values = state_.flat(ModelState::Slot::kValues);
     dp_.comm->all_gather(make_view(values.data, DType::kF32, {shard * ranks}),
                          make_view(values.as<float>() + begin, DType::kF32, {shard}), rt.stream);
+    // The two copies of a tied embedding were updated from sums that added the dp ranks in other orders (above):
+    // the last stage takes the first stage's, so that they stay equal bit for bit.
+    if (tied_exchange) {
+      const TensorView embedding = state_.value("decoder.embed_tokens.weight");
+      if (stage == 0)
+        pp_.comm->send(embedding, last_stage, rt.stream);
+      else
+        pp_.comm->recv(embedding, 0, rt.stream);
+    }
   }
   rt.stream.synchronize();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

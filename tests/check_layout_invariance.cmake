@@ -3,14 +3,17 @@
 # within 1e-5 relative (or -DTOLERANCE). cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DRANKS=2
 #   -DOUT=<prefix> "-DLAYOUT=--dp;2" ["-DBOTH=--micro-batches;4"] -P check_layout_invariance.cmake (BOTH: both runs)
 # -DEXPECT_OVERLAP=1 also asks every step of the layout's metrics for a data-parallel reduction that started while
-# the backward still ran (reduce_overlap > 0).
+# the backward still ran (reduce_overlap > 0). -DGLOBAL_BATCH=N: N sequences per step instead of 8.
 if(NOT DEFINED BOTH OR BOTH STREQUAL "")
   set(BOTH --micro-batches 2)
 endif()
 if(NOT DEFINED TOLERANCE)
   set(TOLERANCE 1e-5)
 endif()
-set(common train --preset tiny --steps 5 --seed 9 --global-batch 8 --length 40 --log-every 100 ${BOTH})
+if(NOT DEFINED GLOBAL_BATCH)
+  set(GLOBAL_BATCH 8)
+endif()
+set(common train --preset tiny --steps 5 --seed 9 --global-batch ${GLOBAL_BATCH} --length 40 --log-every 100 ${BOTH})
 execute_process(COMMAND ${KOSMOS} ${common} --metrics ${OUT}_single.jsonl --save-weights ${OUT}_single.safetensors
                 RESULT_VARIABLE status OUTPUT_QUIET)
 if(NOT status EQUAL 0)
