@@ -282,14 +282,19 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
                                             trained * 8.0 / (layout.zero1 ? layout.dp : 1));
   }
   // After the backward: the gradients each stage trains over dp (fp32; all-reduced, or ZeRO-1's reduce-scatter and
-  // all-gather, which move as much), a tied embedding's between the first and the last stage.
+  // all-gather, which move as much), then a tied embedding's between the first and the last stage.
   const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
   p.dp_seconds = all_reduce_seconds(stage_trained * 4.0, layout.dp, dp_alpha, dp_gbs);
-  const double tied_seconds =  // each rank its 1/tp of the vocabulary rows
-      layout.pp > 1 && d.tied ? all_reduce_seconds(static_cast<double>(d.vocab_size) * d.embed_dim * 4.0 / layout.tp,
-                                                   2, hw.intra_alpha_us, hw.intra_gbs)
+  // The tied embedding: each rank exchanges its 1/tp of the rows' gradients with its peer on the other end of the
+  // pipeline, which with ZeRO-1 also sends the updated rows back.
+  const double tied_bytes = static_cast<double>(d.vocab_size) * d.embed_dim * 4.0 / layout.tp;
+  const double tied_alpha = stages_cross_nodes ? hw.inter_alpha_us : hw.intra_alpha_us;
+  const double tied_gbs = stages_cross_nodes ? hw.inter_gbs : hw.intra_gbs;
+  const double tied_seconds =
+      layout.pp > 1 && d.tied ? all_reduce_seconds(tied_bytes, 2, tied_alpha, tied_gbs) +
+                                    (layout.zero1 ? tied_alpha * 1e-6 + tied_bytes / (tied_gbs * 1e9) : 0.0)
                               : 0.0;
   p.pp_seconds += tied_seconds;
   p.optimizer_seconds =
