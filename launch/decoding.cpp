@@ -47,12 +47,8 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   // Stage cuts for a prompt of one sequence, about 64 positions and one image: they only balance the stages.
   loaded.stages = model::partition_stages(loaded.config, shape.pp, model::stage_costs(loaded.config, 1, 64, 1), {});
   // Each rank holds its tp shards of its stage's parameters.
-  const int stage = loaded.grid->coord().pp;
   loaded.table = std::make_unique<model::ParameterTable>(
-      loaded.config,
-      [&](const std::string & name) {
-        return model::stage_holds(name, stage, loaded.stages, shape.pp, loaded.config.decoder);
-      },
+      loaded.config, model::stage_holding(loaded.grid->coord().pp, loaded.stages, shape.pp, loaded.config.decoder),
       model::TensorParallelRank{loaded.grid->coord().tp, shape.tp});
   loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table,
                                                      precision_dtype(source.precision));

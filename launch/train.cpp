@@ -134,10 +134,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   // A pipeline stage keeps the parameters it runs: its layers (every chunk's), and on the first the image path
   // and the embeddings, on the last the final LayerNorm and the head; a tp rank its shards of them.
   const model::ParameterTable table(
-      config,
-      [&](const std::string & name) {
-        return model::stage_holds(name, grid.coord().pp, stages, shape.pp, config.decoder);
-      },
+      config, model::stage_holding(grid.coord().pp, stages, shape.pp, config.decoder),
       model::TensorParallelRank{grid.coord().tp, shape.tp});
   const DType compute_dtype = precision_dtype(options.precision);
   const bool zero1 = options.zero1 && shape.dp > 1;  // then this rank holds the AdamW moments of its slice alone

@@ -338,28 +338,28 @@ void ModelState::initialise(uint64_t seed, Stream & stream) {
   std::vector<float> host;
   for (const ParameterSpec & spec : table_.specs()) {
     if (!spec.held) continue;
-    host.assign(static_cast<size_t>(spec.numel), 0.0f);
+    // This rank's elements (its tp rows or columns), each drawn by its index in the whole parameter, so that every
+    // layout starts from the same values.
+    host.assign(static_cast<size_t>(spec.local_numel), 0.0f);
     const uint64_t key = name_key(seed, spec.name);
-    for (int64_t i = 0; i < spec.numel; ++i) {
-      const double u1 = (philox_bits(key, 2 * static_cast<uint64_t>(i)) + 0.5) / 4294967296.0;
+    const int64_t columns = spec.columns();
+    for (int64_t i = 0; i < spec.local_numel; ++i) {
+      const int64_t whole = spec.local.whole_element(i, columns);
+      if (whole / columns == spec.zero_row) continue;  // the padding row stays zero
+      const double u1 = (philox_bits(key, 2 * static_cast<uint64_t>(whole)) + 0.5) / 4294967296.0;
       double value = 0.0;
       switch (spec.init) {
         case Init::kZeros: value = 0.0; break;
         case Init::kOnes: value = 1.0; break;
         case Init::kUniformFanIn: value = (2.0 * u1 - 1.0) / std::sqrt(spec.init_arg); break;
         case Init::kNormal: {  // Box-Muller on two draws
-          const double u2 = (philox_bits(key, 2 * static_cast<uint64_t>(i) + 1) + 0.5) / 4294967296.0;
+          const double u2 = (philox_bits(key, 2 * static_cast<uint64_t>(whole) + 1) + 0.5) / 4294967296.0;
           value = spec.init_arg * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
           break;
         }
       }
       host[static_cast<size_t>(i)] = static_cast<float>(value * spec.gain);
     }
-    if (spec.zero_row >= 0 && spec.zero_row < spec.shape[0]) {
-      const int64_t width = spec.numel / spec.shape[0];
-      std::fill(host.begin() + spec.zero_row * width, host.begin() + (spec.zero_row + 1) * width, 0.0f);
-    }
-    host = local_values(spec, std::move(host));  // this tensor-parallel rank's rows or columns of the whole
     TensorView source = value(spec);
     source.data = host.data();
     device_.copy(value(spec), source, stream);

@@ -32,6 +32,11 @@ bool stage_holds(const std::string & name, int stage, const std::vector<StageRan
   return tied_head || owning_stage(name, virtual_stages, stages, decoder) == stage;
 }
 
+HoldsParameter stage_holding(int stage, const std::vector<StageRange> & virtual_stages, int stages,
+                             const DecoderConfig & decoder) {
+  return [=](const std::string & name) { return stage_holds(name, stage, virtual_stages, stages, decoder); };
+}
+
 StageCosts stage_costs(const KosmosConfig & config, int64_t sequences, int64_t length, int64_t images) {
   const DecoderConfig & d = config.decoder;
   const VisionConfig & v = config.vision;

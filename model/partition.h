@@ -41,6 +41,9 @@ int owning_stage(const std::string & name, const std::vector<StageRange> & virtu
 // updates it): the parameters it owns, and on the last stage a tied embedding, which is its head.
 bool stage_holds(const std::string & name, int stage, const std::vector<StageRange> & virtual_stages, int stages,
                  const DecoderConfig & decoder);
+// stage_holds for stage `stage`, as a ParameterTable takes it.
+HoldsParameter stage_holding(int stage, const std::vector<StageRange> & virtual_stages, int stages,
+                             const DecoderConfig & decoder);
 
 // The cost of each stage under a partition (for logs and tests).
 std::vector<double> partition_costs(const std::vector<StageRange> & stages, const StageCosts & costs);

@@ -38,7 +38,8 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
                " steps; it must be at least 1");
   set_loss_scale({config.loss_scale, 0});
   // Each parameter's place in the layout, worked out once: the steps only look it up.
-  const int stages = pp_.comm ? pp_.comm->size() : 1, stage = pp_.comm ? pp_.comm->rank() : 0;
+  stage_ = pp_.comm ? pp_.comm->rank() : 0;
+  const int stages = pp_.comm ? pp_.comm->size() : 1, stage = stage_;
   const TensorParallelRank & held = state_.table().tensor_parallel();
   KOSMOS_CHECK(held.rank == (tp_.comm ? tp_.comm->rank() : 0) && held.ranks == (tp_.comm ? tp_.comm->size() : 1),
                "the trainer's tensor-parallel group does not match the shards its parameter table holds (rank ",
@@ -50,7 +51,7 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
     KOSMOS_CHECK(spec.held || !holds, "pipeline stage ", stage, " runs ", spec.name,
                  " but its parameter table does not hold it (internal error: make the table with stage_holds)");
     const bool trains = spec.trainable && holds;
-    layout_.push_back({owner == stage, owner, spec.split != TensorParallelSplit::kReplicated});
+    owners_.push_back(owner);
     // The runs of the flat buffers that AdamW updates here and whose gradients this stage's data-parallel ranks
     // sum: the parameters it trains (a tied embedding on the first and the last stage), with the zeros of the
     // alignment gaps between them.
@@ -212,7 +213,7 @@ std::vector<ParameterPart> Trainer::checkpoint_parts() const {
     const bool sliced = dp_.zero1 && spec.trainable;
     const bool replica_elsewhere = (spec.split == TensorParallelSplit::kReplicated && tp_rank != 0) ||
                                    (!sliced && dp_rank != 0);
-    if (!layout_[i].owned || replica_elsewhere) {
+    if (owners_[i] != stage_ || replica_elsewhere) {
       parts.push_back(ParameterPart::none());
       continue;
     }
@@ -255,14 +256,14 @@ double Trainer::replica_spread(Runtime & rt) {
 std::vector<std::vector<float>> Trainer::collect_parameters(Runtime & rt) {
   std::vector<std::vector<float>> values;
   if (dp_.comm && dp_.comm->rank() != 0) return values;  // dp rank 0's ranks speak for the replicas
-  const int stage = pp_.comm ? pp_.comm->rank() : 0;
+  const int stage = stage_;
   const TensorParallelRank & tp = state_.table().tensor_parallel();
   const std::vector<ParameterSpec> & specs = state_.table().specs();
   if (stage == 0 && tp.rank == 0) values.resize(specs.size());
   std::vector<float> mine, gathered, sent;  // this rank's part, the tp group's parts, what a later stage sends
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParameterSpec & spec = specs[i];
-    const int owner = layout_[i].owner;
+    const int owner = owners_[i];
     if (stage != owner && (stage != 0 || tp.rank != 0)) continue;
     std::vector<float> & whole = stage == 0 && tp.rank == 0 ? values[i] : sent;  // used on tp rank 0
     if (tp.rank == 0) whole.resize(static_cast<size_t>(spec.numel));
@@ -309,8 +310,8 @@ double Trainer::squared_gradient_norm(Runtime & rt, int64_t begin, int64_t end) 
     for (size_t i = 0; i < specs.size(); ++i) {  // the part of each parameter inside [begin, end)
       const int64_t first = std::max(begin, specs[i].offset);
       const int64_t last = std::min(end, specs[i].offset + specs[i].local_numel);
-      if (first >= last || !layout_[i].owned) continue;
-      const int64_t which = layout_[i].tensor_parallel_shard ? 1 : 0;
+      if (first >= last || owners_[i] != stage_) continue;
+      const int64_t which = specs[i].split != TensorParallelSplit::kReplicated ? 1 : 0;
       rt.run(SquaredNorm{slice(norms, 0, which, 1), make_view(grads + first, DType::kF32, {last - first})});
     }
   }
@@ -431,7 +432,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // all-reduce, so that both stages add the same two sums and their copies stay equal bit for bit. ZeRO-1 cuts the
   // embedding into other slices on each stage, so there the exchange comes first, and the last stage takes the
   // first stage's updated embedding after the step.
-  const int stage = pipelined ? pp_.comm->rank() : 0, last_stage = pipelined ? pp_.comm->size() - 1 : 0;
+  const int stage = stage_, last_stage = pipelined ? pp_.comm->size() - 1 : 0;
   const bool tied_exchange = pipelined && model_.config().decoder.tied && (stage == 0 || stage == last_stage);
   const auto exchange_tied_embedding = [&] {
     exchange_sum(rt, *pp_.comm, state_.grad("decoder.embed_tokens.weight"), last_stage - stage, dp_.bucket_elements);

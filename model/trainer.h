@@ -135,12 +135,10 @@ class Trainer {
   DataParallel dp_;
   PipelineParallel pp_;
   TensorParallel tp_;
-  struct ParameterPlace {
-    bool owned;                  // by this pipeline stage (each parameter by exactly one): its gradient is current here
-    int owner;                   // the pipeline stage that owns it
-    bool tensor_parallel_shard;  // split over the tp ranks (its gradient norm adds over them)
-  };
-  std::vector<ParameterPlace> layout_;  // by index in the parameter table
+  // The pipeline stage that owns each parameter (by index in the table; each by exactly one stage): its gradient
+  // is current there, and that stage writes and collects it.
+  std::vector<int> owners_;
+  int stage_ = 0;  // this rank's pipeline stage
   // [begin, end) runs of the flat buffers holding the parameters this stage updates, in order: what AdamW updates
   // and a pipeline stage's data-parallel ranks sum (its layers, its chunks' under interleaving, and on the last a
   // tied embedding; without a pipeline one run, the whole trainable part).

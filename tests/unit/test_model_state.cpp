@@ -144,9 +144,7 @@ TEST(ModelState, APipelineStageHoldsOnlyTheParametersItRuns) {
     whole.initialise(5, *stream);
     int64_t held_by_some_stage = 0;
     for (int stage = 0; stage < 2; ++stage) {
-      const ParameterTable table(config, [&](const std::string & name) {
-        return stage_holds(name, stage, virtual_stages, 2, config.decoder);
-      });
+      const ParameterTable table(config, stage_holding(stage, virtual_stages, 2, config.decoder));
       EXPECT_FALSE(table.holds_whole_model());
       EXPECT_EQ(table.count(), whole_table.count()) << "the model's count, held here or not";
       ModelState state(*device, table);

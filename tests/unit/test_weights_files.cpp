@@ -161,8 +161,7 @@ TEST_F(WeightsImport, ARankLoadsItsStageAndShardOfAWholeFile) {
   const model::KosmosConfig config = model::preset("tiny");
   const std::vector<model::StageRange> stages = model::partition_stages(config, 2, model::StageCosts{1.0, 0.0, 0.0});
   const model::ParameterTable part_table(
-      config, [&](const std::string & name) { return model::stage_holds(name, 1, stages, 2, config.decoder); },
-      model::TensorParallelRank{1, 2});
+      config, model::stage_holding(1, stages, 2, config.decoder), model::TensorParallelRank{1, 2});
   model::ModelState part(*device, part_table);
   const io::WeightsReport report = io::load_weights(part, io::SafetensorsFile(path), *stream);
   EXPECT_EQ(report.loaded, static_cast<int64_t>(table.specs().size()));
