@@ -65,7 +65,7 @@ struct TrainOptions {
   int dp = 0, pp = 1, tp = 1;        // process grid (dp 0: all ranks not used by pp x tp)
   int64_t global_batch = 0;          // sequences per step over all dp ranks; 0: batch x micro_batches x dp
   bool zero1 = false;                // shard the optimizer over dp (ZeRO-1)
-  bool overlap_reduce = true;        // all-reduce gradient buckets during the backward (dp without ZeRO-1 or pp)
+  bool overlap_reduce = true;        // reduce gradient buckets over dp during the backward
   double reduce_bucket_mib = 16.0;   // data-parallel gradient all-reduce granularity
   std::string save_weights;          // write the final parameters (safetensors) here
   std::string save_dir;              // HDF5 checkpoints go here (step_<N>.h5 and `latest`)

@@ -202,12 +202,13 @@ int main(int argc, char ** argv) {
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1"}));
   train_app->add_flag("--zero1", train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");
   const std::string overlap_help =
-      "data parallelism without ZeRO-1 or pipelining: all-reduce each gradient bucket during the last micro-batch's "
-      "backward as soon as its gradients are final (--no-overlap-reduce: all buckets after the backward)";
+      "data parallelism: start each gradient bucket's reduction (all-reduce, or with --zero1 a reduce to the rank "
+      "whose slice holds it) during the step's last backward that writes it, as soon as its gradients are final "
+      "(--no-overlap-reduce: all buckets after the backwards)";
   train_app->add_flag("--overlap-reduce,!--no-overlap-reduce", train.overlap_reduce, overlap_help)
       ->capture_default_str();
   const std::string bucket_help =
-      "MiB of f32 gradients per data-parallel all-reduce: smaller buckets start sooner during the backward, larger "
+      "MiB of f32 gradients per data-parallel reduction: smaller buckets start sooner during the backward, larger "
       "ones pay the per-call latency less often";
   train_app->add_option("--reduce-bucket-mib", train.reduce_bucket_mib, bucket_help)
       ->capture_default_str()->check(CLI::Range(0.001, 4096.0));

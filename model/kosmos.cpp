@@ -444,12 +444,21 @@ void KosmosModel::stage_backward_input(Runtime & rt, const StageRange & range, c
                                        TensorView d_output, TensorView d_input, MicroState & state) {
   Runtime deferring = rt;
   deferring.deferred_weight_gradients = &state.weight_gradients;
+  // A report joins the deferred work: the gradients it names are final once the W pass has run what precedes it.
+  std::function<void(int64_t)> defer_report = [&state](int64_t offset) {
+    state.weight_gradients.push_back([&state, offset] {
+      if (state.weight_pass_listener != nullptr) (*state.weight_pass_listener)(offset);
+    });
+  };
+  deferring.gradients_final_from = &defer_report;
   stage_backward(deferring, range, batch, d_output, d_input, state);
 }
 
-void KosmosModel::stage_backward_weights(MicroState & state) {
+void KosmosModel::stage_backward_weights(Runtime & rt, MicroState & state) {
+  state.weight_pass_listener = rt.gradients_final_from;
   for (const std::function<void()> & work : state.weight_gradients) work();
   state.weight_gradients.clear();
+  state.weight_pass_listener = nullptr;
 }
 
 float KosmosModel::embed_scale() const {

@@ -57,7 +57,10 @@ struct MicroState {
   TensorView last_hidden, normed;                // last stage: the final LayerNorm's input and output [B*T, d]
   TensorView d_normed;                           // [B*T, d]: the head's input gradient, made with the loss
   LayerNorm::Saved final_stats;
-  std::vector<std::function<void()>> weight_gradients;  // left by a split backward for its W pass
+  // Left by a split backward for its W pass: the weight-gradient work, and where the backward reported gradients
+  // final (Runtime::gradients_final_from), replayed in order to the W pass's listener (then only are they final).
+  std::vector<std::function<void()>> weight_gradients;
+  std::function<void(int64_t)> * weight_pass_listener = nullptr;  // the W pass's, while it runs
 };
 
 // Incremental decoding's state on one pipeline stage: each of its decoder layers' cache, the positions cached, and
@@ -95,10 +98,10 @@ class KosmosModel {
                       TensorView d_input, MicroState & state);
   // The same backward split for zero-bubble schedules: the input gradients (and the cheap parameter gradients of
   // LayerNorms and embeddings) now, the linear layers' weight gradients left in the state for
-  // stage_backward_weights.
+  // stage_backward_weights, which reports the gradients final to its runtime's listener as it completes them.
   void stage_backward_input(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,
                             TensorView d_input, MicroState & state);
-  void stage_backward_weights(MicroState & state);
+  void stage_backward_weights(Runtime & rt, MicroState & state);
 
   // Incremental decoding on one pipeline stage (kosmos-spec 3.5): the first call runs the prompt (`batch`, its
   // images included) and fills `cache`; each later call runs one new token per row. Like stage_forward it takes

@@ -71,65 +71,6 @@ void Trainer::set_loss_scale(const LossScale & loss_scale) {
 
 namespace {
 
-// One stage of the model as the pipeline engine sees it: the step's micro-batches, their forward states.
-class ModelStage final : public parallel::PipelineStage {
- public:
-  ModelStage(KosmosModel & model, Runtime & rt, int stage, int stages, int chunks,
-             const std::vector<StageRange> & virtual_stages, const std::vector<Batch> & micro_batches,
-             float loss_scale, const StepRandomness & randomness)
-      : model_(model), rt_(rt), micro_(micro_batches), loss_scale_(loss_scale), randomness_(randomness),
-        states_(micro_batches.size() * static_cast<size_t>(chunks)) {
-    KOSMOS_CHECK(static_cast<int>(virtual_stages.size()) == stages * chunks, "pipeline: ", virtual_stages.size(),
-                 " stage ranges for ", stages, " stages x ", chunks, " chunks (internal error)");
-    for (int c = 0; c < chunks; ++c) ranges_.push_back(virtual_stages[static_cast<size_t>(c * stages + stage)]);
-  }
-
-  int chunks() const override { return static_cast<int>(ranges_.size()); }
-
-  TensorView boundary(int micro) override {  // from the step's arena, reset only when the step ends
-    const Batch & b = micro_[static_cast<size_t>(micro)];
-    return rt_.take({b.batch * b.length * model_.config().decoder.embed_dim});
-  }
-  void forward(int micro, int chunk, TensorView input, TensorView output) override {
-    loss_ += model_.stage_forward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
-                                  rows(input), rows(output), loss_scale_, randomness_, true, state(micro, chunk));
-  }
-  void backward(int micro, int chunk, TensorView d_output, TensorView d_input) override {
-    model_.stage_backward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
-                          rows(d_input), state(micro, chunk));
-  }
-  void backward_input(int micro, int chunk, TensorView d_output, TensorView d_input) override {
-    model_.stage_backward_input(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
-                                rows(d_output), rows(d_input), state(micro, chunk));
-  }
-  void backward_weight(int micro, int chunk) override { model_.stage_backward_weights(state(micro, chunk)); }
-  double loss() const { return loss_; }
-
- private:
-  MicroState & state(int micro, int chunk) { return states_[static_cast<size_t>(micro * chunks() + chunk)]; }
-  TensorView rows(TensorView flat) const {  // [B*T*d] as [B*T, d]
-    if (!flat.present()) return flat;
-    const int64_t d = model_.config().decoder.embed_dim;
-    return make_view(flat.data, DType::kF32, {flat.numel() / d, d});
-  }
-  KosmosModel & model_;
-  Runtime & rt_;
-  std::vector<StageRange> ranges_;  // one per chunk
-  const std::vector<Batch> & micro_;
-  float loss_scale_;
-  StepRandomness randomness_;
-  std::vector<MicroState> states_;
-  double loss_ = 0.0;
-};
-
-// Sums [begin, end) of a flat f32 buffer over the ranks of `comm`, `bucket` elements per call.
-void all_reduce_buckets(parallel::Comm & comm, const TensorView & flat, int64_t begin, int64_t end, int64_t bucket,
-                        Stream & stream) {
-  for (int64_t first = begin; first < end; first += bucket)
-    comm.all_reduce(make_view(flat.as<float>() + first, DType::kF32, {std::min(bucket, end - first)}),
-                    parallel::ReduceOp::kSum, stream);
-}
-
 // Sums `flat` with the same-shaped `flat` of rank `peer` of `comm`, `bucket` elements at a time through a buffer from
 // the arena: both ranks end with the sum, equal bit for bit (the two additions have the same operands).
 void exchange_sum(Runtime & rt, parallel::Comm & comm, const TensorView & flat, int peer, int64_t bucket) {
@@ -148,20 +89,31 @@ void exchange_sum(Runtime & rt, parallel::Comm & comm, const TensorView & flat, 
   rt.arena.rewind(mark);
 }
 
-// The data-parallel gradient all-reduce, overlapped with the backward: buckets are cut from the top of the flat
-// gradient buffer down (the order the backward finishes gradients in) and each starts its all-reduce once the
-// backward reports every gradient in it final. finish() starts the rest and waits for all of them.
+// The data-parallel sum of the gradients [0, count) of the flat buffer, overlapped with the backward: buckets are cut
+// from the top down (the order the backward finishes gradients in) and each starts its reduction once the backward
+// reports every gradient in it final: an all-reduce, or with ZeRO-1 (slice > 0) a reduce to each rank whose slice
+// [rank * slice, (rank + 1) * slice) it covers, cut at the slices' edges. Gradients below hold_below() wait for
+// finish(), which starts what is left and waits for every bucket.
 class BucketedReduction {
  public:
-  BucketedReduction(parallel::Comm & comm, const TensorView & grads, int64_t count, int64_t bucket, Stream & stream)
-      : comm_(comm), grads_(grads), bucket_(bucket), stream_(stream), unstarted_end_(count), count_(count) {}
+  BucketedReduction(parallel::Comm & comm, const TensorView & grads, int64_t count, int64_t bucket, int64_t slice,
+                    Stream & stream)
+      : comm_(comm), grads_(grads), bucket_(bucket), slice_(slice), stream_(stream), unstarted_end_(count),
+        count_(count) {}
 
+  // Keeps the buckets below `offset` back until finish() (what must be exchanged first).
+  void hold_below(int64_t offset) { floor_ = offset; }
+
+  // Every gradient at or above `offset` is final: starts the buckets that lie there. A call follows backward work
+  // (a layer's), so the buckets the previous call started ran behind it: they count as overlapped.
   void gradients_final_from(int64_t offset) {
+    started_early_ += started_last_;
+    started_last_ = 0;
+    offset = std::max(offset, floor_);
     while (unstarted_end_ > 0 && std::max<int64_t>(0, unstarted_end_ - bucket_) >= offset) {
       const int64_t begin = std::max<int64_t>(0, unstarted_end_ - bucket_);
-      comm_.all_reduce_async(make_view(grads_.as<float>() + begin, DType::kF32, {unstarted_end_ - begin}),
-                             parallel::ReduceOp::kSum, stream_);
-      if (offset > 0) started_early_ += unstarted_end_ - begin;  // more backward follows
+      start(begin, unstarted_end_);
+      started_last_ += unstarted_end_ - begin;
       unstarted_end_ = begin;
     }
     comm_.progress();
@@ -169,19 +121,35 @@ class BucketedReduction {
   // Starts what is left and waits for every bucket. Returns the fraction of the elements whose reduction started
   // while more backward work followed.
   double finish() {
+    floor_ = 0;
+    started_last_ = 0;  // no backward work followed the last report's buckets
     gradients_final_from(0);
-    comm_.wait_all_reduces(stream_);
+    comm_.wait_reductions(stream_);
     return count_ > 0 ? static_cast<double>(started_early_) / static_cast<double>(count_) : 0.0;
   }
 
  private:
+  void start(int64_t begin, int64_t end) {
+    const auto part = [&](int64_t from, int64_t to) {
+      return make_view(grads_.as<float>() + from, DType::kF32, {to - from});
+    };
+    if (slice_ == 0) return comm_.all_reduce_async(part(begin, end), parallel::ReduceOp::kSum, stream_);
+    for (int64_t piece_end = end; piece_end > begin;) {
+      const int64_t owner = (piece_end - 1) / slice_;
+      const int64_t piece_begin = std::max(begin, owner * slice_);
+      comm_.reduce_async(part(piece_begin, piece_end), static_cast<int>(owner), parallel::ReduceOp::kSum, stream_);
+      piece_end = piece_begin;
+    }
+  }
+
   parallel::Comm & comm_;
   TensorView grads_;
-  int64_t bucket_;
+  int64_t bucket_, slice_;
   Stream & stream_;
   int64_t unstarted_end_;  // buckets at [unstarted_end_, count) have started
   int64_t count_;
-  int64_t started_early_ = 0;
+  int64_t floor_ = 0;
+  int64_t started_early_ = 0, started_last_ = 0;
 };
 
 // Points a runtime's gradients_final_from at a listener for one scope.
@@ -196,6 +164,69 @@ class GradientListener {
 
  private:
   Runtime & rt_;
+};
+
+// One stage of the model as the pipeline engine sees it: the step's micro-batches, their forward states. With a
+// data-parallel `reduction`, the pass that makes a chunk's gradients final (its last backward, or split, its last
+// W pass) starts the buckets the model reports final as it goes.
+class ModelStage final : public parallel::PipelineStage {
+ public:
+  ModelStage(KosmosModel & model, Runtime & rt, int stage, int stages, int chunks,
+             const std::vector<StageRange> & virtual_stages, const std::vector<Batch> & micro_batches,
+             float loss_scale, const StepRandomness & randomness, BucketedReduction * reduction)
+      : model_(model), rt_(rt), micro_(micro_batches), loss_scale_(loss_scale), randomness_(randomness),
+        states_(micro_batches.size() * static_cast<size_t>(chunks)), reduction_(reduction),
+        passes_left_(static_cast<size_t>(chunks), static_cast<int>(micro_batches.size())) {
+    KOSMOS_CHECK(static_cast<int>(virtual_stages.size()) == stages * chunks, "pipeline: ", virtual_stages.size(),
+                 " stage ranges for ", stages, " stages x ", chunks, " chunks (internal error)");
+    for (int c = 0; c < chunks; ++c) ranges_.push_back(virtual_stages[static_cast<size_t>(c * stages + stage)]);
+  }
+
+  int chunks() const override { return static_cast<int>(ranges_.size()); }
+
+  TensorView boundary(int micro) override {  // from the step's arena, reset only when the step ends
+    const Batch & b = micro_[static_cast<size_t>(micro)];
+    return rt_.take({b.batch * b.length * model_.config().decoder.embed_dim});
+  }
+  void forward(int micro, int chunk, TensorView input, TensorView output) override {
+    loss_ += model_.stage_forward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
+                                  rows(input), rows(output), loss_scale_, randomness_, true, state(micro, chunk));
+  }
+  void backward(int micro, int chunk, TensorView d_output, TensorView d_input) override {
+    const GradientListener listening(rt_, finishing(chunk) ? &listener_ : nullptr);
+    model_.stage_backward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
+                          rows(d_input), state(micro, chunk));
+  }
+  void backward_input(int micro, int chunk, TensorView d_output, TensorView d_input) override {
+    model_.stage_backward_input(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
+                                rows(d_output), rows(d_input), state(micro, chunk));
+  }
+  void backward_weight(int micro, int chunk) override {
+    const GradientListener listening(rt_, finishing(chunk) ? &listener_ : nullptr);
+    model_.stage_backward_weights(rt_, state(micro, chunk));
+  }
+  double loss() const { return loss_; }
+
+ private:
+  MicroState & state(int micro, int chunk) { return states_[static_cast<size_t>(micro * chunks() + chunk)]; }
+  // Counts a pass that completes a micro-batch's gradients of `chunk`: whether it is the chunk's last.
+  bool finishing(int chunk) { return --passes_left_[static_cast<size_t>(chunk)] == 0 && reduction_ != nullptr; }
+  TensorView rows(TensorView flat) const {  // [B*T*d] as [B*T, d]
+    if (!flat.present()) return flat;
+    const int64_t d = model_.config().decoder.embed_dim;
+    return make_view(flat.data, DType::kF32, {flat.numel() / d, d});
+  }
+  KosmosModel & model_;
+  Runtime & rt_;
+  std::vector<StageRange> ranges_;  // one per chunk
+  const std::vector<Batch> & micro_;
+  float loss_scale_;
+  StepRandomness randomness_;
+  std::vector<MicroState> states_;
+  double loss_ = 0.0;
+  BucketedReduction * reduction_;
+  std::function<void(int64_t)> listener_ = [this](int64_t offset) { reduction_->gradients_final_from(offset); };
+  std::vector<int> passes_left_;  // per chunk: the backwards (or W passes) still to come this step
 };
 
 }  // namespace
@@ -387,17 +418,35 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // do not depend on how the step's samples are split into micro-batches, ranks or stages.
   const StepRandomness randomness{seed, step, true};
   const bool pipelined = pp_.comm && pp_.comm->size() > 1;
-  // Data parallelism without ZeRO-1 all-reduces the gradients in buckets: when not pipelined, started by the last
-  // backward (dp_.overlap) or after it; a pipeline stage's, those of the parameters it trains after its backwards.
+  // Gradients summed over the data-parallel ranks in buckets: all-reduced, or with ZeRO-1 reduced to the rank whose
+  // slice holds them. With dp_.overlap each bucket starts as soon as the step's last backward that writes it has
+  // passed it (the last micro-batch's; a pipeline stage's, each chunk's last), else all after the backwards.
+  // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients and the same gradient of every
+  // replicated parameter as the other ranks (computed from the same inputs).
+  // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
+  // the head, and the two exchange them for the sum (the stages between hold no embedding). After the data-parallel
+  // all-reduce, so that both stages add the same two sums and their copies stay equal bit for bit. ZeRO-1 cuts the
+  // embedding into other slices on each stage, so there the exchange comes first (its buckets, and those below it,
+  // wait for it), and the last stage takes the first stage's updated embedding after the step.
+  const int stage = stage_, last_stage = pipelined ? pp_.comm->size() - 1 : 0;
+  const bool tied_exchange = pipelined && model_.config().decoder.tied && (stage == 0 || stage == last_stage);
+  const std::string tied_name = "decoder.embed_tokens.weight";
   std::optional<BucketedReduction> reduction;
-  if (dp_.comm && !dp_.zero1 && !pipelined)
+  if (dp_.comm) {
     reduction.emplace(*dp_.comm, state_.flat(ModelState::Slot::kGrads), state_.table().trainable_end(),
-                      dp_.bucket_elements, rt.stream);
+                      dp_.bucket_elements, dp_.zero1 ? state_.slice_elements() : 0, rt.stream);
+    if (tied_exchange && dp_.zero1) {
+      const ParameterSpec & embedding = state_.table().find(tied_name);
+      reduction->hold_below(embedding.offset + embedding.local_numel);
+    }
+  }
+  BucketedReduction * overlapped = reduction && dp_.overlap ? &*reduction : nullptr;
   if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
     rt.arena.reset();
-    const int stages = pp_.comm->size(), stage = pp_.comm->rank();
+    const int stages = pp_.comm->size();
     const int chunks = pp_.schedule == parallel::ScheduleKind::kInterleaved ? pp_.chunks : 1;
-    ModelStage model_stage(model_, rt, stage, stages, chunks, pp_.ranges, micro_batches, loss_scale, randomness);
+    ModelStage model_stage(model_, rt, stage, stages, chunks, pp_.ranges, micro_batches, loss_scale, randomness,
+                           overlapped);
     const parallel::PipelineTiming timing = parallel::run_pipeline(
         model_stage, *pp_.comm, rt.stream,
         parallel::make_schedule(pp_.schedule, stages, stage, static_cast<int>(micro_batches.size()), chunks));
@@ -407,49 +456,23 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     pp_.comm->all_reduce(make_view(&host, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
     loss = host;
   } else {
+    std::function<void(int64_t)> listener = [&](int64_t offset) { overlapped->gradients_final_from(offset); };
     for (size_t i = 0; i < micro_batches.size(); ++i) {
       rt.arena.reset();
-      // The last micro-batch's backward starts the data-parallel reduction of each bucket it has finished.
-      std::function<void(int64_t)> listener = [&](int64_t offset) { reduction->gradients_final_from(offset); };
-      const GradientListener listening(rt, reduction && dp_.overlap && i + 1 == micro_batches.size() ? &listener
-                                                                                                    : nullptr);
+      const GradientListener listening(rt, overlapped && i + 1 == micro_batches.size() ? &listener : nullptr);
       loss += model_.run(rt, micro_batches[i], loss_scale, randomness, true);
     }
   }
   rt.arena.reset();
   stats.loss = sum_over_ranks(rt, loss) / scale;
 
-  // Gradients summed over the data-parallel ranks: whole (buckets; a pipeline stage the ones it trains) or, with
-  // ZeRO-1, each rank's slice.
-  const int ranks = dp_.comm ? dp_.comm->size() : 1;
-  const auto [begin, end] = state_.moment_range();
-  const int64_t shard = state_.slice_elements();  // the last rank's slice ends in the slack
-  const TensorView grads = state_.flat(ModelState::Slot::kGrads);
-  // Tensor parallelism exchanges no gradients: each rank holds its shards' gradients and the same gradient of every
-  // replicated parameter as the other ranks (computed from the same inputs).
-  // Nor does the pipeline, but for a tied embedding: the first stage wrote its part as the embedding, the last as
-  // the head, and the two exchange them for the sum (the stages between hold no embedding). After the data-parallel
-  // all-reduce, so that both stages add the same two sums and their copies stay equal bit for bit. ZeRO-1 cuts the
-  // embedding into other slices on each stage, so there the exchange comes first, and the last stage takes the
-  // first stage's updated embedding after the step.
-  const int stage = stage_, last_stage = pipelined ? pp_.comm->size() - 1 : 0;
-  const bool tied_exchange = pipelined && model_.config().decoder.tied && (stage == 0 || stage == last_stage);
   const auto exchange_tied_embedding = [&] {
-    exchange_sum(rt, *pp_.comm, state_.grad("decoder.embed_tokens.weight"), last_stage - stage, dp_.bucket_elements);
+    exchange_sum(rt, *pp_.comm, state_.grad(tied_name), last_stage - stage, dp_.bucket_elements);
   };
   if (tied_exchange && dp_.zero1) exchange_tied_embedding();
-  if (reduction) {
-    stats.reduce_overlap = reduction->finish();
-  } else if (dp_.comm && !dp_.zero1) {
-    for (const auto & [run_begin, run_end] : trained_runs_)
-      all_reduce_buckets(*dp_.comm, grads, run_begin, run_end, dp_.bucket_elements, rt.stream);
-  } else if (dp_.comm) {
-    const TensorView mine = rt.take({shard});
-    dp_.comm->reduce_scatter(mine, make_view(grads.data, DType::kF32, {shard * ranks}), parallel::ReduceOp::kSum,
-                             rt.stream);
-    rt.run(Copy{make_view(grads.as<float>() + begin, DType::kF32, {shard}), mine});
-  }
+  if (reduction) stats.reduce_overlap = reduction->finish();
   if (tied_exchange && !dp_.zero1) exchange_tied_embedding();
+  const auto [begin, end] = state_.moment_range();  // with ZeRO-1, the slice whose sums this rank holds
   // The global gradient norm (of the trainable parameters: frozen ones have no gradient), then clipping and AdamW.
   // The norm and the loss are sums over every rank, so every rank sees a NaN or infinity at the same step and
   // decides alike.
@@ -482,15 +505,17 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   const double clip = config_.clip_norm > 0.0 && stats.grad_norm > config_.clip_norm ? config_.clip_norm / stats.grad_norm
                                                                                       : 1.0;
   adamw(rt, begin, end, stats.lr, clip / scale, step);
-  if (dp_.zero1) {  // every rank's updated slice to every rank
+  if (dp_.zero1) {  // every rank's updated slice to every rank (the last rank's slice ends in the slack)
     compute_values_current_ = false;
+    const int ranks = dp_.comm->size();
+    const int64_t shard = state_.slice_elements();
     const TensorView values = state_.flat(ModelState::Slot::kValues);
     dp_.comm->all_gather(make_view(values.data, DType::kF32, {shard * ranks}),
                          make_view(values.as<float>() + begin, DType::kF32, {shard}), rt.stream);
     // The two copies of a tied embedding were updated from sums that added the dp ranks in other orders (above):
     // the last stage takes the first stage's, so that they stay equal bit for bit.
     if (tied_exchange) {
-      const TensorView embedding = state_.value("decoder.embed_tokens.weight");
+      const TensorView embedding = state_.value(tied_name);
       if (stage == 0)
         pp_.comm->send(embedding, last_stage, rt.stream);
       else

@@ -60,8 +60,8 @@ struct StepStats {
   double bubble = 0.0;     // pipeline: the fraction of the step this stage waited for other stages
   bool skipped = false;    // the loss or gradient norm was not finite: no update was applied
   double loss_scale = 1.0; // the scale this step's gradients were computed with (OptimizerConfig::loss_scale)
-  double reduce_overlap = 0.0;  // data parallelism: the fraction of gradient elements whose all-reduce started while
-                                // the backward still ran
+  double reduce_overlap = 0.0;  // data parallelism: the fraction of gradient elements whose reduction started while
+                                // more of this rank's backward work followed
 };
 
 // Data parallelism: the ranks of `comm` each hold a replica (of what their stage and tp rank hold) and a share of
@@ -71,9 +71,9 @@ struct StepStats {
 struct DataParallel {
   parallel::Comm * comm = nullptr;       // null: one rank
   bool zero1 = false;
-  int64_t bucket_elements = int64_t{1} << 22;  // all-reduce granularity (16 MiB of f32)
-  // Without ZeRO-1 or pipelining: start each bucket's all-reduce during the last micro-batch's backward, as soon as
-  // its gradients are final, instead of all of them after it.
+  int64_t bucket_elements = int64_t{1} << 22;  // reduction granularity (16 MiB of f32)
+  // Start each bucket's reduction (all-reduce, or ZeRO-1's reduce to its slice's rank) during the step's last
+  // backward that writes it, as soon as its gradients are final, instead of all of them after the backwards.
   bool overlap = true;
 };
 
@@ -140,8 +140,8 @@ class Trainer {
   std::vector<int> owners_;
   int stage_ = 0;  // this rank's pipeline stage
   // [begin, end) runs of the flat buffers holding the parameters this stage updates, in order: what AdamW updates
-  // and a pipeline stage's data-parallel ranks sum (its layers, its chunks' under interleaving, and on the last a
-  // tied embedding; without a pipeline one run, the whole trainable part).
+  // (its layers, its chunks' under interleaving, and on the last a tied embedding; without a pipeline one run, the
+  // whole trainable part).
   std::vector<std::pair<int64_t, int64_t>> trained_runs_;
   LossScale loss_scale_;
   // Whether the state's compute copy (mixed precision) matches its values. Not before the first step (the values

@@ -23,6 +23,8 @@ class Comm {
   virtual void all_gather(TensorView out, TensorView in, Stream & stream) = 0;
   // out [n] = op over ranks of this rank's n-slice of in [size * n].
   virtual void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) = 0;
+  // data on rank `root` = op over ranks of data (in place); the other ranks' data is left as it was.
+  virtual void reduce(TensorView data, int root, ReduceOp op, Stream & stream) = 0;
   virtual void broadcast(TensorView data, int root, Stream & stream) = 0;
   // Point to point. Between group_begin() and group_end() they are posted together and completed together, so
   // any pattern of sends and receives (a ring, a pipeline exchange) cannot deadlock.
@@ -35,13 +37,16 @@ class Comm {
   // activations and gradients this way, so no pair of stages can block each other sending.
   virtual void send_async(TensorView data, int peer, Stream & stream, int tag = 0) = 0;
   virtual void wait_sends() = 0;
-  // An all-reduce that may run behind this rank's later work (a data-parallel gradient bucket during the rest of the
-  // backward): `data` must stay untouched until wait_all_reduces(), which completes every one started and orders
+  // Reductions that may run behind this rank's later work (a data-parallel gradient bucket during the rest of the
+  // backward): `data` must stay untouched until wait_reductions(), which completes every one started and orders
   // `stream`'s later work after them. progress() lets a transport that moves data only inside its own calls (MPI)
-  // advance them between two pieces of work. By default all_reduce_async is the blocking all_reduce.
+  // advance them between two pieces of work. By default they are the blocking all_reduce and reduce.
   virtual void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) { all_reduce(data, op, stream); }
+  virtual void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) {
+    reduce(data, root, op, stream);
+  }
   virtual void progress() {}
-  virtual void wait_all_reduces(Stream & stream) { (void)stream; }
+  virtual void wait_reductions(Stream & stream) { (void)stream; }
   // Waits until every rank of the group arrives.
   virtual void barrier() = 0;
   // A sub-communicator of the ranks passing the same color, ordered by key (collective over this group).

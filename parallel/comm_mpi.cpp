@@ -88,13 +88,25 @@ class MpiComm final : public Comm {
     reductions_.emplace_back();
     KOSMOS_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data.data, t.count, t.type, mpi_op(op), comm_, &reductions_.back()));
   }
+
+  void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override {
+    const auto [send, receive, t] = reduce_arguments(data, root, stream, "reduce");
+    if (size_ > 1) KOSMOS_MPI_CHECK(MPI_Reduce(send, receive, t.count, t.type, mpi_op(op), root, comm_));
+  }
+  void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) override {
+    const auto [send, receive, t] = reduce_arguments(data, root, stream, "reduce_async");
+    if (size_ == 1) return;
+    reductions_.emplace_back();
+    KOSMOS_MPI_CHECK(MPI_Ireduce(send, receive, t.count, t.type, mpi_op(op), root, comm_, &reductions_.back()));
+  }
+
   void progress() override {
     if (reductions_.empty()) return;
     int done = 0;
     KOSMOS_MPI_CHECK(MPI_Testall(static_cast<int>(reductions_.size()), reductions_.data(), &done, MPI_STATUSES_IGNORE));
     if (done) reductions_.clear();
   }
-  void wait_all_reduces(Stream &) override {
+  void wait_reductions(Stream &) override {
     if (reductions_.empty()) return;
     KOSMOS_MPI_CHECK(MPI_Waitall(static_cast<int>(reductions_.size()), reductions_.data(), MPI_STATUSES_IGNORE));
     reductions_.clear();
@@ -189,6 +201,19 @@ class MpiComm final : public Comm {
     KOSMOS_CHECK(peer >= 0 && peer < size_ && peer != rank_, what, ": peer ", peer, " is not another of the ", size_,
                  " ranks (this is rank ", rank_, ")");
   }
+  // A reduction to `root` in place: the root's buffer receives (its send side MPI_IN_PLACE), the others' only send.
+  struct ReduceArguments {
+    const void * send;
+    void * receive;
+    Transfer transfer;
+  };
+  ReduceArguments reduce_arguments(const TensorView & data, int root, Stream & stream, const char * what) const {
+    stream.synchronize();  // MPI reads host memory: the stream's work on it must be done
+    check_dense(data, what);
+    KOSMOS_CHECK(root >= 0 && root < size_, what, ": root ", root, " is not one of the ", size_, " ranks");
+    const Transfer t = reduction_of(data, what);
+    return rank_ == root ? ReduceArguments{MPI_IN_PLACE, data.data, t} : ReduceArguments{data.data, nullptr, t};
+  }
   // Posts a non-blocking send or receive after checking its arguments.
   MPI_Request post(TensorView data, int peer, Stream & stream, int tag, const char * what, bool receive) {
     stream.synchronize();  // MPI reads host memory: the stream's work on it must be done
@@ -216,7 +241,7 @@ class MpiComm final : public Comm {
   int size_ = 1, rank_ = 0;
   bool grouped_ = false;
   std::vector<MPI_Request> pending_, outstanding_;
-  std::vector<MPI_Request> reductions_;  // all_reduce_async's, until wait_all_reduces
+  std::vector<MPI_Request> reductions_;  // all_reduce_async's and reduce_async's, until wait_reductions
 };
 
 }  // namespace

@@ -90,7 +90,7 @@ class NcclComm final : public Comm {
     });
   }
   // Queued on the communicator's stream behind the caller's work so far; the caller's stream does not wait for it
-  // until wait_all_reduces (the stream is in order, so its last collective's event covers all before it).
+  // until wait_reductions (the stream is in order, so its last collective's event covers all before it).
   void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) override {
     if (size() == 1) return;
     if (in_host_memory({data}, "all_reduce_async")) return host_->all_reduce(data, op, stream);
@@ -99,7 +99,11 @@ class NcclComm final : public Comm {
                            comm_, s);
     }, false);
   }
-  void wait_all_reduces(Stream & stream) override {
+  void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override { reduce_on(data, root, op, stream, true); }
+  void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) override {
+    reduce_on(data, root, op, stream, false);
+  }
+  void wait_reductions(Stream & stream) override {
     if (size() == 1) return;
     KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(gpu::native_stream(stream)),
                                                   collective_done_, 0));
@@ -155,6 +159,18 @@ class NcclComm final : public Comm {
     return make_view(view.data, view.dtype, shape.ndim, shape.dims.data());
   }
 
+  // NCCL's reduce in place (the root's buffer receives; the others' are only read), waited for by the caller's
+  // stream now or at wait_reductions.
+  void reduce_on(TensorView data, int root, ReduceOp op, Stream & stream, bool caller_waits) {
+    const char * what = caller_waits ? "reduce" : "reduce_async";
+    KOSMOS_CHECK(root >= 0 && root < size(), what, ": root ", root, " is not one of the ", size(), " ranks");
+    if (size() == 1) return;
+    if (in_host_memory({data}, what)) return host_->reduce(data, root, op, stream);
+    enqueue(stream, what, [&](cudaStream_t s) {
+      return ncclReduce(data.data, data.data, count(data), nccl_type(data.dtype, what), nccl_op(op), root, comm_, s);
+    }, caller_waits);
+  }
+
   // Whether the call's buffers are host memory (then the host communicator takes it); device buffers must be dense,
   // and a call may not mix the two.
   bool in_host_memory(std::initializer_list<TensorView> views, const char * what) const {
@@ -169,7 +185,7 @@ class NcclComm final : public Comm {
   }
 
   // Runs `call` on the communicator's stream after the caller's queued work; the caller's later work waits for it
-  // unless `caller_waits` is false (an async all-reduce, waited for by wait_all_reduces).
+  // unless `caller_waits` is false (an async reduction, waited for by wait_reductions).
   void enqueue(Stream & stream, const char * what, const std::function<ncclResult_t(cudaStream_t)> & call,
                bool caller_waits = true) {
     const cudaStream_t caller = static_cast<cudaStream_t>(gpu::native_stream(stream));

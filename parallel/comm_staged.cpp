@@ -42,6 +42,11 @@ class StagedComm final : public Comm {
     host_->reduce_scatter(staged_out.host_view, staged_in.host_view, op, stream);
     publish(staged_out, stream);
   }
+  void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override {
+    Staged staged = stage(data, true, stream, "reduce", &reused_[0]);
+    host_->reduce(staged.host_view, root, op, stream);
+    if (rank() == root) publish(staged, stream);  // the others' buffers are left as they were
+  }
   void broadcast(TensorView data, int root, Stream & stream) override {
     Staged staged = stage(data, true, stream, "broadcast", &reused_[0]);
     host_->broadcast(staged.host_view, root, stream);

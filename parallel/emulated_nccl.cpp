@@ -312,3 +312,27 @@ ncclResult_t ncclBroadcast(const void * send, void * receive, size_t count, nccl
   return mpi_result(comm, MPI_Bcast(receive, static_cast<int>(count), mpi_type(type), root, comm->comm),
                     "ncclBroadcast");
 }
+
+ncclResult_t ncclReduce(const void * send, void * receive, size_t count, ncclDataType_t type, ncclRedOp_t op, int root,
+                        ncclComm_t comm, cudaStream_t) {
+  if (check_comm(comm, "ncclReduce") != ncclSuccess) return ncclInvalidUsage;
+  if (check_count(comm, "ncclReduce", count) != ncclSuccess) return ncclInvalidArgument;
+  if (root < 0 || root >= comm->size)
+    return fail(comm, ncclInvalidArgument, "ncclReduce: root " + std::to_string(root) + " of " +
+                                               std::to_string(comm->size) + " ranks");
+  const size_t bytes = count * element_bytes(type);
+  // The receive buffer counts on the root only, as in NCCL (elsewhere the send buffer is checked twice).
+  const ncclResult_t checked =
+      check_call(comm, "ncclReduce", type, op, {{send, bytes}, {comm->rank == root ? receive : send, bytes}});
+  if (checked != ncclSuccess) return checked;
+  if (comm->rank != root)
+    return mpi_result(comm,
+                      MPI_Reduce(send, nullptr, static_cast<int>(count), mpi_type(type), mpi_op(type, op), root,
+                                 comm->comm),
+                      "ncclReduce");
+  if (send != receive) std::memcpy(receive, send, bytes);
+  return mpi_result(comm,
+                    MPI_Reduce(MPI_IN_PLACE, receive, static_cast<int>(count), mpi_type(type), mpi_op(type, op), root,
+                               comm->comm),
+                    "ncclReduce");
+}

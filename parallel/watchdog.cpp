@@ -189,6 +189,9 @@ class WatchedComm final : public Comm {
   void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) override {
     watched("reduce_scatter", -1, bytes(in), [&] { inner_->reduce_scatter(out, in, op, stream); });
   }
+  void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override {
+    watched("reduce", root, bytes(data), [&] { inner_->reduce(data, root, op, stream); });
+  }
   void broadcast(TensorView data, int root, Stream & stream) override {
     watched("broadcast", root, bytes(data), [&] { inner_->broadcast(data, root, stream); });
   }
@@ -207,9 +210,12 @@ class WatchedComm final : public Comm {
   void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) override {
     watched("all_reduce_async", -1, bytes(data), [&] { inner_->all_reduce_async(data, op, stream); });
   }
+  void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) override {
+    watched("reduce_async", root, bytes(data), [&] { inner_->reduce_async(data, root, op, stream); });
+  }
   void progress() override { inner_->progress(); }
-  void wait_all_reduces(Stream & stream) override {
-    watched("wait_all_reduces", -1, 0, [&] { inner_->wait_all_reduces(stream); });
+  void wait_reductions(Stream & stream) override {
+    watched("wait_reductions", -1, 0, [&] { inner_->wait_reductions(stream); });
   }
   void barrier() override { watched("barrier", -1, 0, [&] { inner_->barrier(); }); }
   std::unique_ptr<Comm> split(int color, int key) override {

@@ -48,6 +48,28 @@ TEST(MpiComm, AllGatherAndReduceScatterAreInverse) {
   EXPECT_EQ(slice[1], slice[0]);
 }
 
+TEST(MpiComm, ReductionsRunBehindLaterWorkUntilWaitedFor) {
+  Fixture f;
+  auto world = mpi_world();
+  const int n = world->size(), r = world->rank();
+  // Rank r contributes r + 1 to every element: the sum is n(n+1)/2 wherever a reduction delivers it; a reduce leaves
+  // the other ranks' buffers as they were.
+  const float sum = n * (n + 1) / 2.0f, mine = r + 1.0f;
+  std::vector<float> everywhere(3, mine), to_last(2, mine), to_first(2, mine);
+  world->all_reduce_async(make_view(everywhere.data(), DType::kF32, {3}), ReduceOp::kSum, *f.stream);
+  world->reduce_async(make_view(to_last.data(), DType::kF32, {2}), n - 1, ReduceOp::kSum, *f.stream);
+  world->progress();
+  world->reduce(make_view(to_first.data(), DType::kF32, {2}), 0, ReduceOp::kSum, *f.stream);  // blocking, meanwhile
+  EXPECT_EQ(to_first, std::vector<float>(2, r == 0 ? sum : mine));
+  world->wait_reductions(*f.stream);
+  EXPECT_EQ(everywhere, std::vector<float>(3, sum));
+  EXPECT_EQ(to_last, std::vector<float>(2, r == n - 1 ? sum : mine));
+  std::vector<int32_t> largest{r * r};
+  world->reduce(make_view(largest.data(), DType::kI32, {1}), 0, ReduceOp::kMax, *f.stream);
+  EXPECT_EQ(largest[0], r == 0 ? (n - 1) * (n - 1) : r * r);
+  EXPECT_THROW(world->reduce(make_view(to_first.data(), DType::kF32, {2}), n, ReduceOp::kSum, *f.stream), Error);
+}
+
 TEST(MpiComm, BroadcastAndRingExchange) {
   Fixture f;
   auto world = mpi_world();

@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include "backends/dtype.h"
+#include "backends/error.h"
 #include "backends/registry.h"
 #include "parallel/comm_nccl.h"
 #include "parallel/comm_staged.h"
@@ -131,6 +132,29 @@ TEST_P(NcclComm, CollectivesOnDeviceBuffers) {
   const TensorView broadcast = f.device_tensor({static_cast<float>(r == n - 1 ? 42 : r)});
   f.world->broadcast(broadcast, n - 1, *f.stream);
   EXPECT_EQ(f.read(broadcast), (std::vector<float>{42.0f}));
+}
+
+TEST_P(NcclComm, ReductionsRunBehindLaterWorkUntilWaitedFor) {
+  Fixture f(GetParam());
+  if (!f.gpu) GTEST_SKIP() << f.why;
+  const int n = f.world->size(), r = f.world->rank();
+  // Rank r contributes r + 1: the sum n(n+1)/2 lands everywhere (all-reduce) or on the root (reduce), whose
+  // neighbours keep their own contribution.
+  const float sum = n * (n + 1) / 2.0f, mine = r + 1.0f;
+  const TensorView everywhere = f.device_tensor({mine, mine}), to_last = f.device_tensor({mine});
+  const TensorView to_first = f.device_tensor({mine, mine, mine});
+  f.world->all_reduce_async(everywhere, ReduceOp::kSum, *f.stream);
+  f.world->reduce_async(to_last, n - 1, ReduceOp::kSum, *f.stream);
+  f.world->progress();
+  f.world->wait_reductions(*f.stream);
+  f.world->reduce(to_first, 0, ReduceOp::kSum, *f.stream);
+  EXPECT_EQ(f.read(everywhere), std::vector<float>(2, sum));
+  EXPECT_EQ(f.read(to_last), std::vector<float>(1, r == n - 1 ? sum : mine));
+  EXPECT_EQ(f.read(to_first), std::vector<float>(3, r == 0 ? sum : mine));
+  float scalar = mine;  // host memory goes through MPI
+  f.world->reduce(make_view(&scalar, DType::kF32, {1}), n - 1, ReduceOp::kMax, *f.stream);
+  EXPECT_EQ(scalar, r == n - 1 ? static_cast<float>(n) : mine);
+  EXPECT_THROW(f.world->reduce(to_first, -1, ReduceOp::kSum, *f.stream), Error);
 }
 
 TEST_P(NcclComm, HostBuffersPointToPointAndSplits) {

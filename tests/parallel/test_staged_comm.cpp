@@ -94,6 +94,16 @@ TEST(StagedComm, CollectivesOnDeviceBuffersGoThroughTheHost) {
   const TensorView shared = f.device_tensor({static_cast<float>(r)});
   f.world->broadcast(shared, n - 1, *f.stream);
   EXPECT_EQ(f.read(shared)[0], static_cast<float>(n - 1));
+
+  // A reduce: the sum on the root (copied back there alone), the others' buffers as they were.
+  const TensorView to_last = f.device_tensor({static_cast<float>(r + 1), 1.0f});
+  const int copies_before_reduce = f.gpu.copies;
+  f.world->reduce_async(to_last, n - 1, ReduceOp::kSum, *f.stream);
+  f.world->wait_reductions(*f.stream);
+  EXPECT_EQ(f.gpu.copies - copies_before_reduce, r == n - 1 ? 2 : 1);
+  const std::vector<float> expected = r == n - 1 ? std::vector<float>{n * (n + 1) / 2.0f, static_cast<float>(n)}
+                                                 : std::vector<float>{r + 1.0f, 1.0f};
+  EXPECT_EQ(f.read(to_last), expected);
 }
 
 TEST(StagedComm, HostBuffersPassStraightThrough) {
