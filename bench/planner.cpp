@@ -1,8 +1,9 @@
 // planner.cpp: the step-time and memory model behind `kosmos plan`, and the machines it knows. It models what this
 // system does: the decoder split Megatron-style over tp (four activation all-reduces per layer and micro-batch), the
 // image path replicated over tp on the first stage, pipeline cuts from the same cost model as `kosmos train`, the
-// schedule's idle time from the dependency simulator, one gradient all-reduce after the backward of the parameters
-// the stage trains (or ZeRO-1's reduce-scatter and all-gather of them), AdamW over them (or the rank's ZeRO-1
+// schedule's idle time from the dependency simulator, one gradient reduction of the parameters the stage trains
+// (all-reduce, or ZeRO-1's reduce and all-gather of them) behind its last backward pass where the machine overlaps
+// them, AdamW over them (or the rank's ZeRO-1
 // slice), and every rank holding its tp shards of its pipeline stage's parameters' values, its trainable ones'
 // gradients and their AdamW moments (ZeRO-1: of its slice).
 #include "bench/planner.h"
@@ -110,6 +111,7 @@ Hardware hardware_preset(const std::string & name) {
   } else {
     KOSMOS_FAIL("--gpu ", name, " is not a machine the planner knows; choose h100, h200, mi250, mi300x or cpu");
   }
+  h.reduction_overlaps_backward = name == "h100" || name == "h200";
   return h;
 }
 
@@ -281,12 +283,19 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
     state_bytes = std::max(state_bytes, held * (4.0 + (act < 4.0 ? act : 0.0)) + trained * 4.0 +
                                             trained * 8.0 / (layout.zero1 ? layout.dp : 1));
   }
-  // After the backward: the gradients each stage trains over dp (fp32; all-reduced, or ZeRO-1's reduce-scatter and
-  // all-gather, which move as much), then a tied embedding's between the first and the last stage.
+  // The gradients each stage trains, summed over dp (fp32; all-reduced, or with ZeRO-1 reduced to the slices' ranks
+  // and the updated values all-gathered, which move as much), then a tied embedding's between the first and the
+  // last stage. Each bucket's reduction starts as the stage's last pass that writes its gradients goes by (the last
+  // backward, or under zero-bubble the last W pass): where the machine overlaps the two, that pass hides as much of
+  // it (ZeRO-1's all-gather follows the update, exposed).
   const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
   const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
   const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
-  p.dp_seconds = all_reduce_seconds(stage_trained * 4.0, layout.dp, dp_alpha, dp_gbs);
+  const double reduction = all_reduce_seconds(stage_trained * 4.0, layout.dp, dp_alpha, dp_gbs);
+  const double finishing_pass = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 && layout.pp > 1 ? pass
+                                                                                                          : 2.0 * pass;
+  const double hideable = layout.zero1 ? reduction / 2.0 : reduction;
+  p.dp_seconds = reduction - (hw.reduction_overlaps_backward ? std::min(hideable, finishing_pass) : 0.0);
   // The tied embedding: each rank exchanges its 1/tp of the rows' gradients with its peer on the other end of the
   // pipeline, which with ZeRO-1 also sends the updated rows back.
   const double tied_bytes = static_cast<double>(d.vocab_size) * d.embed_dim * 4.0 / layout.tp;

@@ -28,6 +28,10 @@ struct Hardware {
   double inter_gbs = 0.0;       // per device, between nodes
   int activation_bytes = 2;     // bf16 activations on GPUs, fp32 (4) on the CPU
   std::string source;           // where the numbers come from
+  // Whether the data-parallel reduction runs beside the backward that finishes the gradients: on NVIDIA GPUs (NCCL
+  // on its own stream); not where this system stages collectives through blocking MPI calls (ROCm: Debian has no
+  // RCCL) nor on the CPU (MPI moves the data inside its calls, on the cores that compute).
+  bool reduction_overlaps_backward = true;
 };
 
 // The built-in machines (datasheet numbers, said in `source`); "cpu" holds this project's 2-core VM as measured.

@@ -1,6 +1,7 @@
 // test_planner.cpp: the layout planner's model (bench/planner.h) on cases with known answers: a pipeline without
 // communication idles (p-1)/(m+p-1) of the time under 1F1B, recomputation trades memory for a third more layer
-// work, impossible layouts say why, calibration inverts a prediction, and the ranking puts fitting layouts first.
+// work, the data-parallel reduction hides behind the last backward only where the machine overlaps them, impossible
+// layouts say why, calibration inverts a prediction, and the ranking puts fitting layouts first.
 #include <gtest/gtest.h>
 
 #include "backends/error.h"
@@ -44,6 +45,31 @@ TEST(Planner, RecomputationTradesMemoryForAThirdMoreLayerWork) {
   EXPECT_LT(b.memory_gib, a.memory_gib);
   EXPECT_GT(b.compute_seconds, a.compute_seconds);
   EXPECT_LT(b.compute_seconds, a.compute_seconds * 4.0 / 3.0 + 1e-9);  // the image path and head are not redone
+}
+
+TEST(Planner, TheReductionHidesBehindTheLastBackwardWhereTheMachineOverlapsThem) {
+  const model::KosmosConfig config = model::preset("kosmos1");
+  const Hardware gpu = hardware_preset("h100");
+  Hardware blocking = gpu;  // the same machine, its reduction after the backward
+  blocking.reduction_overlaps_backward = false;
+  Workload work;
+  work.sequences = 64;
+  for (const bool zero1 : {false, true}) {
+    const Layout layout{16, 1, 1, 4, parallel::ScheduleKind::kOneFOneB, 1, zero1, false};  // two nodes of 8
+    const Prediction overlapped = predict(config, gpu, work, layout, 2);
+    const Prediction after = predict(config, blocking, work, layout, 2);
+    ASSERT_GT(after.dp_seconds, 0.0) << after.why_not;
+    EXPECT_LT(overlapped.dp_seconds, after.dp_seconds) << "zero1 " << zero1;
+    EXPECT_NEAR(after.step_seconds - overlapped.step_seconds, after.dp_seconds - overlapped.dp_seconds, 1e-12);
+    // At most the last micro-batch's backward (two thirds of a micro-batch's work) hides it; ZeRO-1's all-gather of
+    // the updated slices follows the update and stays exposed.
+    EXPECT_LE(after.dp_seconds - overlapped.dp_seconds, after.compute_seconds / 4.0 * 2.0 / 3.0 + 1e-12);
+    if (zero1) {
+      EXPECT_GE(overlapped.dp_seconds, after.dp_seconds / 2.0 - 1e-12);
+    }
+  }
+  EXPECT_FALSE(hardware_preset("cpu").reduction_overlaps_backward);     // MPI moves data inside its calls
+  EXPECT_FALSE(hardware_preset("mi300x").reduction_overlaps_backward);  // staged through blocking MPI calls
 }
 
 TEST(Planner, ImpossibleLayoutsSayWhy) {
