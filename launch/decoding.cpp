@@ -122,6 +122,25 @@ std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & bat
   return logits;
 }
 
+double forward_loss(LoadedModel & loaded, const model::Batch & batch) {
+  const int stage = loaded.grid->coord().pp, stages = loaded.grid->shape().pp;
+  const int64_t rows = batch.batch * batch.length, d = loaded.config.decoder.embed_dim;
+  model::Arena arena(*loaded.device);
+  model::Runtime rt{*loaded.device, *loaded.stream, arena};
+  // The pipeline, one micro-batch: each stage takes the previous one's activations and passes its own on.
+  parallel::Comm & pipeline = loaded.grid->group(parallel::Axis::kPipeline);
+  const bool first = stage == 0, last = stage == stages - 1;
+  const TensorView received = first ? TensorView{} : rt.take({rows, d});  // [B*T, d] f32
+  const TensorView sent = last ? TensorView{} : rt.take({rows, d});       // [B*T, d] f32
+  if (!first) pipeline.recv(received, stage - 1, rt.stream);
+  model::MicroState state;
+  float loss = static_cast<float>(loaded.model->stage_forward(rt, loaded.stages[static_cast<size_t>(stage)], batch,
+                                                              received, sent, 1.0f, {0, 0, false}, false, state));
+  if (!last) pipeline.send(sent, stage + 1, rt.stream);
+  pipeline.broadcast(make_view(&loss, DType::kF32, {1}), stages - 1, rt.stream);
+  return loss;
+}
+
 std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batch, model::DecodeCache & cache) {
   const parallel::GridShape & shape = loaded.grid->shape();
   const int stage = loaded.grid->coord().pp, vocab = static_cast<int>(loaded.config.decoder.vocab_size);

@@ -1,7 +1,7 @@
 // decoding.h: what `forward`, `generate` and `eval` share: a model loaded from a checkpoint, safetensors weights or
 // an HF folder; prompts made of images and text; and batched decoding (greedy, or sampled with temperature, top-k
-// and top-p) with a KV cache. Under mpirun the model may be split over pp stages and tp ranks (any
-// rank count pp x tp x dp; dp replicas decode the same): every rank takes the same tokens.
+// and top-p) with a KV cache; the loss of a forward. Under mpirun the model may be split over pp stages and tp ranks
+// (any rank count pp x tp x dp; dp replicas decode the same): every rank takes the same tokens.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +65,9 @@ std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batc
 
 // The logits [B*T, V] of one forward of `batch` (one rank, no split).
 std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch);
+// The summed weighted token loss of one forward of `batch` (its targets and loss weights) over the grid: the stages
+// in turn, the vocabulary over tp; on every rank of the pipeline.
+double forward_loss(LoadedModel & loaded, const model::Batch & batch);
 // One step of incremental decoding over the grid: `batch` is the prompt (the cache empty) or one new token per row;
 // returns the logits [B, V] of each row's last position, on every rank.
 std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batch, model::DecodeCache & cache);

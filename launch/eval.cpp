@@ -128,6 +128,40 @@ std::vector<std::string> answer_all(LoadedModel & loaded, const io::Tokenizer & 
   return answers;
 }
 
+// Perplexity on --batches batches of --batch sequences of a prepared dataset: the model split as loaded (pipeline
+// stages, tp ranks), the data-parallel replicas each taking their share of every batch.
+nlohmann::json perplexity(LoadedModel & loaded, const EvalOptions & options, std::ostream & out,
+                          std::ostream & progress) {
+  parallel::Comm & replicas = loaded.grid->group(parallel::Axis::kData);
+  KOSMOS_CHECK(options.batch % replicas.size() == 0, "kosmos eval --data: --batch ", options.batch,
+               " sequences do not split over the ", replicas.size(), " data-parallel replicas (ranks / (pp x tp)); "
+               "give a multiple of ", replicas.size());
+  io::DataLoader loader(options.data, loaded.config, options.seed);
+  const auto start = std::chrono::steady_clock::now();
+  double loss = 0.0, counted = 0.0;
+  for (int64_t b = 0; b < options.batches; ++b) {
+    const model::Batch batch = loader.next_step(options.batch, replicas.rank(), replicas.size(), 1)[0];
+    float sums[2] = {static_cast<float>(forward_loss(loaded, batch)), 0.0f};  // summed loss, counted positions
+    for (float w : batch.loss_weights) sums[1] += w;
+    replicas.all_reduce(make_view(sums, DType::kF32, {2}), parallel::ReduceOp::kSum, *loaded.stream);
+    loss += sums[0];
+    counted += sums[1];
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    progress << "\r  " << b + 1 << "/" << options.batches << " batches, ETA " << std::fixed << std::setprecision(1)
+             << elapsed / static_cast<double>(b + 1) * static_cast<double>(options.batches - b - 1) << " s   "
+             << std::flush;
+  }
+  progress << "\n";
+  loader.wait();
+  KOSMOS_CHECK(counted > 0.0, "kosmos eval --data: no position of the ", options.batches * options.batch,
+               " sequences read from ", options.data, " carries a loss; check the dataset");
+  out << "perplexity on " << options.batches * options.batch << " sequences of " << options.data << ": "
+      << std::defaultfloat << std::setprecision(5) << std::exp(loss / counted) << " (loss " << loss / counted
+      << " per token)\n";
+  return {{"data", options.data}, {"sequences", options.batches * options.batch}, {"tokens", counted},
+          {"loss", loss / counted}, {"perplexity", std::exp(loss / counted)}};
+}
+
 }  // namespace
 
 int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const EvalOptions & options) {
@@ -137,13 +171,13 @@ int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const E
   const bool leader = loaded.grid->world().rank() == 0;  // every rank decodes the same tokens
   std::ostringstream silent;
   std::ostream & out = leader ? all_ranks : silent;
-  const io::Tokenizer tokenizer(options.tokenizer);
   nlohmann::json results = {{"checkpoint", loaded.description}};
   const auto start = std::chrono::steady_clock::now();
   for (const bool vqa : {false, true}) {
     const std::string & path = vqa ? options.vqa : options.captions;
     if (path.empty()) continue;
     const std::vector<Question> questions = read_questions(path, vqa, options.limit);
+    const io::Tokenizer tokenizer(options.tokenizer);
     const std::vector<std::string> answers =
         answer_all(loaded, tokenizer, questions, options.batch, options.max_new_tokens, leader ? std::cerr : silent);
     int64_t exact = 0, object = 0;
@@ -163,27 +197,8 @@ int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const E
         << (vqa ? std::string() : ", colour and shape " + std::to_string(100.0 * object / n).substr(0, 5) + "%")
         << "\n";
   }
-  if (!options.data.empty()) {
-    const io::DatasetManifest manifest = io::DatasetManifest::read(options.data);
-    io::DataLoader loader(options.data, loaded.config, options.seed);
-    model::Arena arena(*loaded.device);
-    model::Runtime rt{*loaded.device, *loaded.stream, arena};
-    KOSMOS_CHECK(loaded.grid->shape().world() == 1, "kosmos eval --data (perplexity) runs on one rank for now; run it "
-                 "without mpirun");
-    double loss = 0.0, counted = 0.0;
-    for (int64_t b = 0; b < options.batches; ++b) {
-      const model::Batch batch = loader.next_step(options.batch, 0, 1, 1)[0];
-      double weight = 0.0;
-      for (float w : batch.loss_weights) weight += w;
-      arena.reset();
-      loss += loaded.model->run(rt, batch, 1.0f, {0, 0, false}, false);  // summed over counted positions
-      counted += weight;
-    }
-    results["perplexity"] = {{"data", options.data}, {"sequences", options.batches * options.batch},
-                             {"tokens", counted}, {"loss", loss / counted}, {"perplexity", std::exp(loss / counted)}};
-    out << "perplexity on " << options.batches * options.batch << " sequences of " << options.data << ": "
-        << std::setprecision(3) << std::exp(loss / counted) << " (loss " << loss / counted << " per token)\n";
-  }
+  if (!options.data.empty())
+    results["perplexity"] = perplexity(loaded, options, out, leader ? std::cerr : silent);
   results["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   int code = 0;
   if (options.min_colour_shape > 0.0) {
