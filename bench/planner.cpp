@@ -3,9 +3,8 @@
 // image path replicated over tp on the first stage, pipeline cuts from the same cost model as `kosmos train`, the
 // schedule's idle time from the dependency simulator, one gradient reduction of the parameters the stage trains
 // (all-reduce, or ZeRO-1's reduce and all-gather of them) behind its last backward pass where the machine overlaps
-// them, AdamW over them (or the rank's ZeRO-1
-// slice), and every rank holding its tp shards of its pipeline stage's parameters' values, its trainable ones'
-// gradients and their AdamW moments (ZeRO-1: of its slice).
+// them, AdamW over them (or the rank's ZeRO-1 slice), and every rank holding its tp shards of its pipeline stage's
+// parameters' values, its trainable ones' gradients and their AdamW moments (ZeRO-1: of its slice).
 #include "bench/planner.h"
 
 #include <algorithm>
@@ -267,35 +266,43 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   p.pp_seconds = layout.pp > 1 ? layout.micro_batches * 2.0 * p2p : 0.0;
   p.bubble_seconds = std::max(0.0, makespan - busy);
 
+  // The gradients each stage trains, summed over dp (fp32; all-reduced, or with ZeRO-1 reduced to the slices' ranks
+  // and the updated values all-gathered, which move as much), then a tied embedding's between the first and the
+  // last stage. Each bucket's reduction starts as the stage's last pass that writes its gradients goes by (the last
+  // backward, or under zero-bubble the last W pass): where the machine overlaps the two, that pass hides as much of
+  // it, but not the gradients that pass finishes last (the embeddings and the image path, and under ZeRO-1 with a
+  // pipeline what waits for the tied embedding's exchange: the same) nor ZeRO-1's all-gather, after the update.
+  const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
+  const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
+  const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
+  const double finishing_pass = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 && layout.pp > 1 ? pass
+                                                                                                          : 2.0 * pass;
+  const auto finished_last = [](const std::string & name) {
+    return name.rfind("decoder.layers.", 0) != 0 && name.rfind("decoder.layer_norm.", 0) != 0 &&
+           name != "decoder.output_projection.weight";
+  };
   // The parameter state of a rank of each stage: fp32 values (+ the bf16 copy) of the parameters it holds (its
   // 1/tp of the split ones); fp32 gradients of the trainable ones, and their AdamW moments (ZeRO-1: this rank's 1/dp
-  // slice of them). The fullest stage's counts here, and the most a rank of any stage trains.
+  // slice of them). The fullest stage's counts here, the most a rank of any stage trains, and the slowest stage's
+  // exposed reduction.
   double stage_trained = 0.0, state_bytes = 0.0;
   for (int stage = 0; stage < layout.pp; ++stage) {
-    double held = 0.0, trained = 0.0;
+    double held = 0.0, trained = 0.0, trained_last = 0.0;
     for (const PlannedModel::Parameter & spec : planned_model.specs) {
       if (!model::stage_holds(spec.name, stage, stages, layout.pp, d)) continue;
       const double elements = spec.split ? spec.elements / layout.tp : spec.elements;
       held += elements;
       if (spec.trainable) trained += elements;
+      if (spec.trainable && finished_last(spec.name)) trained_last += elements;
     }
     stage_trained = std::max(stage_trained, trained);
     state_bytes = std::max(state_bytes, held * (4.0 + (act < 4.0 ? act : 0.0)) + trained * 4.0 +
                                             trained * 8.0 / (layout.zero1 ? layout.dp : 1));
+    const double reduction = all_reduce_seconds(trained * 4.0, layout.dp, dp_alpha, dp_gbs);
+    const double hideable = reduction * (trained - trained_last) / std::max(1.0, trained) / (layout.zero1 ? 2.0 : 1.0);
+    p.dp_seconds = std::max(p.dp_seconds, reduction - (hw.reduction_overlaps_backward
+                                                           ? std::min(hideable, finishing_pass) : 0.0));
   }
-  // The gradients each stage trains, summed over dp (fp32; all-reduced, or with ZeRO-1 reduced to the slices' ranks
-  // and the updated values all-gathered, which move as much), then a tied embedding's between the first and the
-  // last stage. Each bucket's reduction starts as the stage's last pass that writes its gradients goes by (the last
-  // backward, or under zero-bubble the last W pass): where the machine overlaps the two, that pass hides as much of
-  // it (ZeRO-1's all-gather follows the update, exposed).
-  const bool dp_in_node = layout.tp * layout.dp <= hw.devices_per_node || nodes <= 1;
-  const double dp_alpha = dp_in_node ? hw.intra_alpha_us : hw.inter_alpha_us;
-  const double dp_gbs = dp_in_node ? hw.intra_gbs : hw.inter_gbs;
-  const double reduction = all_reduce_seconds(stage_trained * 4.0, layout.dp, dp_alpha, dp_gbs);
-  const double finishing_pass = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 && layout.pp > 1 ? pass
-                                                                                                          : 2.0 * pass;
-  const double hideable = layout.zero1 ? reduction / 2.0 : reduction;
-  p.dp_seconds = reduction - (hw.reduction_overlaps_backward ? std::min(hideable, finishing_pass) : 0.0);
   // The tied embedding: each rank exchanges its 1/tp of the rows' gradients with its peer on the other end of the
   // pipeline, which with ZeRO-1 also sends the updated rows back.
   const double tied_bytes = static_cast<double>(d.vocab_size) * d.embed_dim * 4.0 / layout.tp;

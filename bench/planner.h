@@ -31,7 +31,7 @@ struct Hardware {
   // Whether the data-parallel reduction runs beside the backward that finishes the gradients: on NVIDIA GPUs (NCCL
   // on its own stream); not where this system stages collectives through blocking MPI calls (ROCm: Debian has no
   // RCCL) nor on the CPU (MPI moves the data inside its calls, on the cores that compute).
-  bool reduction_overlaps_backward = true;
+  bool reduction_overlaps_backward = false;
 };
 
 // The built-in machines (datasheet numbers, said in `source`); "cpu" holds this project's 2-core VM as measured.

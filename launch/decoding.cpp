@@ -122,41 +122,50 @@ std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & bat
   return logits;
 }
 
-double forward_loss(LoadedModel & loaded, const model::Batch & batch) {
+// One micro-batch of `rows` positions through the pipeline: this stage receives the previous stage's activations
+// [rows, d] (but the first), runs `run_stage(range, received, sent)` with a buffer for its own (but the last) and
+// sends them on.
+template <typename RunStage>
+void through_pipeline(LoadedModel & loaded, model::Runtime & rt, int64_t rows, RunStage && run_stage) {
   const int stage = loaded.grid->coord().pp, stages = loaded.grid->shape().pp;
-  const int64_t rows = batch.batch * batch.length, d = loaded.config.decoder.embed_dim;
-  model::Arena arena(*loaded.device);
-  model::Runtime rt{*loaded.device, *loaded.stream, arena};
-  // The pipeline, one micro-batch: each stage takes the previous one's activations and passes its own on.
+  const int64_t d = loaded.config.decoder.embed_dim;
   parallel::Comm & pipeline = loaded.grid->group(parallel::Axis::kPipeline);
   const bool first = stage == 0, last = stage == stages - 1;
-  const TensorView received = first ? TensorView{} : rt.take({rows, d});  // [B*T, d] f32
-  const TensorView sent = last ? TensorView{} : rt.take({rows, d});       // [B*T, d] f32
+  const TensorView received = first ? TensorView{} : rt.take({rows, d});  // [rows, d] f32
+  const TensorView sent = last ? TensorView{} : rt.take({rows, d});       // [rows, d] f32
   if (!first) pipeline.recv(received, stage - 1, rt.stream);
-  model::MicroState state;
-  float loss = static_cast<float>(loaded.model->stage_forward(rt, loaded.stages[static_cast<size_t>(stage)], batch,
-                                                              received, sent, 1.0f, {0, 0, false}, false, state));
+  run_stage(loaded.stages[static_cast<size_t>(stage)], received, sent);
   if (!last) pipeline.send(sent, stage + 1, rt.stream);
-  pipeline.broadcast(make_view(&loss, DType::kF32, {1}), stages - 1, rt.stream);
+}
+
+double forward_loss(LoadedModel & loaded, const model::Batch & batch) {
+  model::Arena arena(*loaded.device);
+  model::Runtime rt{*loaded.device, *loaded.stream, arena};
+  double loss = 0.0;  // the last stage's
+  through_pipeline(loaded, rt, batch.batch * batch.length,
+                   [&](const model::StageRange & range, TensorView received, TensorView sent) {
+                     model::MicroState state;
+                     loss = loaded.model->stage_forward(rt, range, batch, received, sent, 1.0f, {0, 0, false}, false,
+                                                        state);
+                   });
+  static_assert(sizeof loss == 2 * sizeof(int32_t), "the loss travels as two i32 words, bit for bit");
+  loaded.grid->group(parallel::Axis::kPipeline)
+      .broadcast(make_view(&loss, DType::kI32, {2}), loaded.grid->shape().pp - 1, rt.stream);
   return loss;
 }
 
 std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batch, model::DecodeCache & cache) {
   const parallel::GridShape & shape = loaded.grid->shape();
-  const int stage = loaded.grid->coord().pp, vocab = static_cast<int>(loaded.config.decoder.vocab_size);
-  const int64_t rows = batch.batch, local = vocab / shape.tp, d = loaded.config.decoder.embed_dim;
+  const int vocab = static_cast<int>(loaded.config.decoder.vocab_size);
+  const int64_t rows = batch.batch, local = vocab / shape.tp;
+  const bool last = loaded.grid->coord().pp == shape.pp - 1;
   model::Arena arena(*loaded.device);
   model::Runtime rt{*loaded.device, *loaded.stream, arena};
-  // The pipeline, one micro-batch: each stage takes the previous one's activations and passes its own on.
-  parallel::Comm & pipeline = loaded.grid->group(parallel::Axis::kPipeline);
-  const bool first = stage == 0, last = stage == shape.pp - 1;
-  const TensorView received = first ? TensorView{} : rt.take({rows * batch.length, d});
-  const TensorView sent = last ? TensorView{} : rt.take({rows * batch.length, d});
-  if (!first) pipeline.recv(received, stage - 1, rt.stream);
   std::vector<float> slice;  // [B*n, V/tp] on the last stage
-  loaded.model->stage_decode(rt, loaded.stages[static_cast<size_t>(stage)], batch, received, sent, cache,
-                             last ? &slice : nullptr);
-  if (!last) pipeline.send(sent, stage + 1, rt.stream);
+  through_pipeline(loaded, rt, rows * batch.length,
+                   [&](const model::StageRange & range, TensorView received, TensorView sent) {
+                     loaded.model->stage_decode(rt, range, batch, received, sent, cache, last ? &slice : nullptr);
+                   });
   // The last positions' rows of this rank's vocabulary slice, gathered over tp, sent from the last stage to all.
   std::vector<float> mine(static_cast<size_t>(rows * local)), gathered(static_cast<size_t>(shape.tp * rows * local));
   if (last)
@@ -169,8 +178,9 @@ std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batc
   for (int r = 0; r < shape.tp; ++r)
     for (int64_t b = 0; b < rows; ++b)
       std::copy_n(gathered.begin() + (r * rows + b) * local, local, logits.begin() + b * vocab + r * local);
-  pipeline.broadcast(make_view(logits.data(), DType::kF32, {static_cast<int64_t>(logits.size())}), shape.pp - 1,
-                     rt.stream);
+  loaded.grid->group(parallel::Axis::kPipeline)
+      .broadcast(make_view(logits.data(), DType::kF32, {static_cast<int64_t>(logits.size())}), shape.pp - 1,
+                 rt.stream);
   return logits;
 }
 

@@ -9,6 +9,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -171,15 +172,16 @@ int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const E
   const bool leader = loaded.grid->world().rank() == 0;  // every rank decodes the same tokens
   std::ostringstream silent;
   std::ostream & out = leader ? all_ranks : silent;
+  std::optional<io::Tokenizer> tokenizer;  // read for captions and VQA only
+  if (!options.captions.empty() || !options.vqa.empty()) tokenizer.emplace(options.tokenizer);
   nlohmann::json results = {{"checkpoint", loaded.description}};
   const auto start = std::chrono::steady_clock::now();
   for (const bool vqa : {false, true}) {
     const std::string & path = vqa ? options.vqa : options.captions;
     if (path.empty()) continue;
     const std::vector<Question> questions = read_questions(path, vqa, options.limit);
-    const io::Tokenizer tokenizer(options.tokenizer);
     const std::vector<std::string> answers =
-        answer_all(loaded, tokenizer, questions, options.batch, options.max_new_tokens, leader ? std::cerr : silent);
+        answer_all(loaded, *tokenizer, questions, options.batch, options.max_new_tokens, leader ? std::cerr : silent);
     int64_t exact = 0, object = 0;
     nlohmann::json examples = nlohmann::json::array();
     for (size_t i = 0; i < questions.size(); ++i) {

@@ -24,9 +24,10 @@ struct Runtime {
   // When set, Linear::backward leaves its weight-gradient matmuls here instead of running them (the W pass of a
   // zero-bubble pipeline schedule runs them later); the views they read stay valid until the arena is reset.
   std::vector<std::function<void()>> * deferred_weight_gradients = nullptr;
-  // When set (by the trainer, for a data-parallel step's last micro-batch), the backward calls it with a flat offset
-  // into the parameter buffers each time every gradient at or above that offset is final, so that those buckets can
-  // be reduced while the backward goes on; the offsets fall to 0 at the end.
+  // When set (by the trainer, for the backward that finishes a data-parallel step's gradients), the backward calls
+  // it with a flat offset into the parameter buffers each time every gradient at or above that offset is final, so
+  // that those buckets can be reduced while the backward goes on; the offsets fall, to 0 at the end of the first
+  // stage's. A split backward (zero-bubble) leaves its calls to the W pass (MicroState::weight_gradients).
   std::function<void(int64_t)> * gradients_final_from = nullptr;
   void run(const OpDesc & op) { op_run(device, op, stream); }
   void report_gradients_final_from(int64_t offset) const {

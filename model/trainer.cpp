@@ -52,9 +52,8 @@ Trainer::Trainer(KosmosModel & model, ModelState & state, const OptimizerConfig 
                  " but its parameter table does not hold it (internal error: make the table with stage_holds)");
     const bool trains = spec.trainable && holds;
     owners_.push_back(owner);
-    // The runs of the flat buffers that AdamW updates here and whose gradients this stage's data-parallel ranks
-    // sum: the parameters it trains (a tied embedding on the first and the last stage), with the zeros of the
-    // alignment gaps between them.
+    // The runs of the flat buffers that AdamW updates here: the parameters it trains (a tied embedding on the
+    // first and the last stage), with the zeros of the alignment gaps between them.
     if (!trains) continue;
     if (trained_runs_.empty() || spec.offset > (trained_runs_.back().second + 15) / 16 * 16)
       trained_runs_.push_back({spec.offset, spec.offset});
@@ -118,6 +117,8 @@ class BucketedReduction {
     }
     comm_.progress();
   }
+  // gradients_final_from as a runtime's listener (Runtime::gradients_final_from).
+  std::function<void(int64_t)> * listener() { return &listener_; }
   // Starts what is left and waits for every bucket. Returns the fraction of the elements whose reduction started
   // while more backward work followed.
   double finish() {
@@ -150,6 +151,7 @@ class BucketedReduction {
   int64_t count_;
   int64_t floor_ = 0;
   int64_t started_early_ = 0, started_last_ = 0;
+  std::function<void(int64_t)> listener_ = [this](int64_t offset) { gradients_final_from(offset); };
 };
 
 // Points a runtime's gradients_final_from at a listener for one scope.
@@ -193,7 +195,7 @@ class ModelStage final : public parallel::PipelineStage {
                                   rows(input), rows(output), loss_scale_, randomness_, true, state(micro, chunk));
   }
   void backward(int micro, int chunk, TensorView d_output, TensorView d_input) override {
-    const GradientListener listening(rt_, finishing(chunk) ? &listener_ : nullptr);
+    const GradientListener listening(rt_, finishing(chunk) ? reduction_->listener() : nullptr);
     model_.stage_backward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
                           rows(d_input), state(micro, chunk));
   }
@@ -202,7 +204,7 @@ class ModelStage final : public parallel::PipelineStage {
                                 rows(d_output), rows(d_input), state(micro, chunk));
   }
   void backward_weight(int micro, int chunk) override {
-    const GradientListener listening(rt_, finishing(chunk) ? &listener_ : nullptr);
+    const GradientListener listening(rt_, finishing(chunk) ? reduction_->listener() : nullptr);
     model_.stage_backward_weights(rt_, state(micro, chunk));
   }
   double loss() const { return loss_; }
@@ -225,7 +227,6 @@ class ModelStage final : public parallel::PipelineStage {
   std::vector<MicroState> states_;
   double loss_ = 0.0;
   BucketedReduction * reduction_;
-  std::function<void(int64_t)> listener_ = [this](int64_t offset) { reduction_->gradients_final_from(offset); };
   std::vector<int> passes_left_;  // per chunk: the backwards (or W passes) still to come this step
 };
 
@@ -440,7 +441,10 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
       reduction->hold_below(embedding.offset + embedding.local_numel);
     }
   }
-  BucketedReduction * overlapped = reduction && dp_.overlap ? &*reduction : nullptr;
+  // A pipeline stage sends its input gradients on only after its backward returns: a transport whose reductions
+  // block (ROCm's staged MPI) reduces after the backwards there, so that no stage holds up the others.
+  const bool overlap = dp_.overlap && (!pipelined || (dp_.comm && dp_.comm->reduces_asynchronously()));
+  BucketedReduction * overlapped = reduction && overlap ? &*reduction : nullptr;
   if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
     rt.arena.reset();
     const int stages = pp_.comm->size();
@@ -456,10 +460,10 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     pp_.comm->all_reduce(make_view(&host, DType::kF32, {1}), parallel::ReduceOp::kSum, rt.stream);
     loss = host;
   } else {
-    std::function<void(int64_t)> listener = [&](int64_t offset) { overlapped->gradients_final_from(offset); };
     for (size_t i = 0; i < micro_batches.size(); ++i) {
       rt.arena.reset();
-      const GradientListener listening(rt, overlapped && i + 1 == micro_batches.size() ? &listener : nullptr);
+      const bool last = i + 1 == micro_batches.size();
+      const GradientListener listening(rt, overlapped && last ? overlapped->listener() : nullptr);
       loss += model_.run(rt, micro_batches[i], loss_scale, randomness, true);
     }
   }
@@ -470,7 +474,15 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
     exchange_sum(rt, *pp_.comm, state_.grad(tied_name), last_stage - stage, dp_.bucket_elements);
   };
   if (tied_exchange && dp_.zero1) exchange_tied_embedding();
-  if (reduction) stats.reduce_overlap = reduction->finish();
+  if (reduction) {
+    float overlap_fraction = static_cast<float>(reduction->finish());
+    if (pipelined) {  // the least of the stages'
+      overlap_fraction = -overlap_fraction;
+      pp_.comm->all_reduce(make_view(&overlap_fraction, DType::kF32, {1}), parallel::ReduceOp::kMax, rt.stream);
+      overlap_fraction = -overlap_fraction;
+    }
+    stats.reduce_overlap = overlap_fraction;
+  }
   if (tied_exchange && !dp_.zero1) exchange_tied_embedding();
   const auto [begin, end] = state_.moment_range();  // with ZeRO-1, the slice whose sums this rank holds
   // The global gradient norm (of the trainable parameters: frozen ones have no gradient), then clipping and AdamW.

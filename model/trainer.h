@@ -61,7 +61,7 @@ struct StepStats {
   bool skipped = false;    // the loss or gradient norm was not finite: no update was applied
   double loss_scale = 1.0; // the scale this step's gradients were computed with (OptimizerConfig::loss_scale)
   double reduce_overlap = 0.0;  // data parallelism: the fraction of gradient elements whose reduction started while
-                                // more of this rank's backward work followed
+                                // more of this rank's backward work followed (the least of the pipeline stages')
 };
 
 // Data parallelism: the ranks of `comm` each hold a replica (of what their stage and tp rank hold) and a share of
@@ -80,8 +80,9 @@ struct DataParallel {
 // Pipeline parallelism: the ranks of `comm` each run a contiguous range of decoder layers (the first also the
 // image path and embeddings, the last the head), micro-batches flowing between them in `schedule` order. A stage's
 // parameter table holds the parameters it runs (ParameterTable with stage_holds; a whole table works too, its other
-// parameters unused): no gradient crosses the stages but a tied embedding's, which the first and the last stage
-// exchange; the norm sums the stages' parts, and collect_parameters() brings them all to the first stage.
+// parameters unused, their zero gradients summed over dp with the rest): no gradient crosses the stages but a tied
+// embedding's, which the first and the last stage exchange; the norm sums the stages' parts, and
+// collect_parameters() brings them all to the first stage.
 struct PipelineParallel {
   parallel::Comm * comm = nullptr;  // null: one stage
   parallel::ScheduleKind schedule = parallel::ScheduleKind::kOneFOneB;

@@ -40,11 +40,14 @@ class Comm {
   // Reductions that may run behind this rank's later work (a data-parallel gradient bucket during the rest of the
   // backward): `data` must stay untouched until wait_reductions(), which completes every one started and orders
   // `stream`'s later work after them. progress() lets a transport that moves data only inside its own calls (MPI)
-  // advance them between two pieces of work. By default they are the blocking all_reduce and reduce.
+  // advance them between two pieces of work. By default they are the blocking all_reduce and reduce, and
+  // reduces_asynchronously() says false: a caller whose later work others wait for (a pipeline stage) then reduces
+  // after it instead.
   virtual void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) { all_reduce(data, op, stream); }
   virtual void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) {
     reduce(data, root, op, stream);
   }
+  virtual bool reduces_asynchronously() const { return false; }
   virtual void progress() {}
   virtual void wait_reductions(Stream & stream) { (void)stream; }
   // Waits until every rank of the group arrives.

@@ -85,8 +85,9 @@ class MpiComm final : public Comm {
     check_dense(data, "all_reduce_async");
     if (size_ == 1) return;
     const Transfer t = reduction_of(data, "all_reduce_async");
-    reductions_.emplace_back();
-    KOSMOS_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data.data, t.count, t.type, mpi_op(op), comm_, &reductions_.back()));
+    MPI_Request request;  // kept once posted: a failed call leaves no request behind to wait for
+    KOSMOS_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data.data, t.count, t.type, mpi_op(op), comm_, &request));
+    reductions_.push_back(request);
   }
 
   void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override {
@@ -96,9 +97,11 @@ class MpiComm final : public Comm {
   void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) override {
     const auto [send, receive, t] = reduce_arguments(data, root, stream, "reduce_async");
     if (size_ == 1) return;
-    reductions_.emplace_back();
-    KOSMOS_MPI_CHECK(MPI_Ireduce(send, receive, t.count, t.type, mpi_op(op), root, comm_, &reductions_.back()));
+    MPI_Request request;
+    KOSMOS_MPI_CHECK(MPI_Ireduce(send, receive, t.count, t.type, mpi_op(op), root, comm_, &request));
+    reductions_.push_back(request);
   }
+  bool reduces_asynchronously() const override { return true; }
 
   void progress() override {
     if (reductions_.empty()) return;

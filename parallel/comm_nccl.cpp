@@ -99,10 +99,13 @@ class NcclComm final : public Comm {
                            comm_, s);
     }, false);
   }
-  void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override { reduce_on(data, root, op, stream, true); }
+  void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override {
+    reduce_on(data, root, op, stream, true);
+  }
   void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) override {
     reduce_on(data, root, op, stream, false);
   }
+  bool reduces_asynchronously() const override { return true; }  // device buffers; host ones block through MPI
   void wait_reductions(Stream & stream) override {
     if (size() == 1) return;
     KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(gpu::native_stream(stream)),

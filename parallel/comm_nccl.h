@@ -4,6 +4,9 @@
 // host memory as StagedComm does), barriers and the bookkeeping of split(). Each collective runs on the
 // communicator's own CUDA stream: it starts after the work the caller queued on its stream (an event) and the
 // caller's later work waits for it (another event), so the host never blocks and work on other streams overlaps.
+// The data-parallel reductions then run beside the tensor-parallel collectives of another communicator: NCCL may
+// hang where ranks issue the collectives of several communicators in different orders, and the trainer issues them
+// in one order on every rank (the same schedule, the same buckets).
 // Built with CUDA (KOSMOS_CUDA, which requires NCCL; KOSMOS_USE_NCCL is defined for those who link it);
 // `kosmos info` prints the NCCL version. Built a second time for the emulated GPU (KOSMOS_GPU_EMULATOR;
 // KOSMOS_USE_EMULATED_NCCL), over its NCCL of MPI calls (parallel/emulated_nccl.cpp), so that this code runs on

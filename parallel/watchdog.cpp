@@ -213,6 +213,7 @@ class WatchedComm final : public Comm {
   void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) override {
     watched("reduce_async", root, bytes(data), [&] { inner_->reduce_async(data, root, op, stream); });
   }
+  bool reduces_asynchronously() const override { return inner_->reduces_asynchronously(); }
   void progress() override { inner_->progress(); }
   void wait_reductions(Stream & stream) override {
     watched("wait_reductions", -1, 0, [&] { inner_->wait_reductions(stream); });
