@@ -168,44 +168,56 @@ class GradientListener {
   Runtime & rt_;
 };
 
-// One stage of the model as the pipeline engine sees it: the step's micro-batches, their forward states. With a
-// data-parallel `reduction`, the pass that makes a chunk's gradients final (its last backward, or split, its last
-// W pass) starts the buckets the model reports final as it goes.
+// One stage of the model as the pipeline engine sees it: the step's micro-batches, their forward states. Each
+// micro-batch's activations (and the boundaries it receives) live in an arena of their own from its first forward
+// here to its last backward (or W pass), then the arena serves a later micro-batch: a stage holds the activations
+// of the micro-batches its schedule has in flight, not of the whole step. The arenas persist across steps in
+// `arenas` (sized by the first step); what the stage sends lives in the step's arena until the sends complete.
+// With a data-parallel `reduction`, the pass that makes a chunk's gradients final (its last backward, or split, its
+// last W pass) starts the buckets the model reports final as it goes.
 class ModelStage final : public parallel::PipelineStage {
  public:
   ModelStage(KosmosModel & model, Runtime & rt, int stage, int stages, int chunks,
              const std::vector<StageRange> & virtual_stages, const std::vector<Batch> & micro_batches,
-             float loss_scale, const StepRandomness & randomness, BucketedReduction * reduction)
+             float loss_scale, const StepRandomness & randomness, BucketedReduction * reduction,
+             std::vector<std::unique_ptr<Arena>> & arenas)
       : model_(model), rt_(rt), micro_(micro_batches), loss_scale_(loss_scale), randomness_(randomness),
         states_(micro_batches.size() * static_cast<size_t>(chunks)), reduction_(reduction),
-        passes_left_(static_cast<size_t>(chunks), static_cast<int>(micro_batches.size())) {
+        passes_left_(static_cast<size_t>(chunks), static_cast<int>(micro_batches.size())), arenas_(arenas),
+        arena_of_(micro_batches.size(), nullptr), chunks_left_(micro_batches.size(), chunks) {
     KOSMOS_CHECK(static_cast<int>(virtual_stages.size()) == stages * chunks, "pipeline: ", virtual_stages.size(),
                  " stage ranges for ", stages, " stages x ", chunks, " chunks (internal error)");
     for (int c = 0; c < chunks; ++c) ranges_.push_back(virtual_stages[static_cast<size_t>(c * stages + stage)]);
+    for (const std::unique_ptr<Arena> & arena : arenas_) free_.push_back(arena.get());
   }
 
   int chunks() const override { return static_cast<int>(ranges_.size()); }
 
-  TensorView boundary(int micro) override {  // from the step's arena, reset only when the step ends
+  TensorView boundary(int micro, Direction direction) override {
     const Batch & b = micro_[static_cast<size_t>(micro)];
-    return rt_.take({b.batch * b.length * model_.config().decoder.embed_dim});
+    const int64_t elements = b.batch * b.length * model_.config().decoder.embed_dim;
+    return direction == Direction::kSent ? rt_.take({elements}) : arena(micro).take(DType::kF32, {elements});
   }
   void forward(int micro, int chunk, TensorView input, TensorView output) override {
-    loss_ += model_.stage_forward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
+    Runtime rt = runtime(micro, nullptr);
+    loss_ += model_.stage_forward(rt, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
                                   rows(input), rows(output), loss_scale_, randomness_, true, state(micro, chunk));
   }
   void backward(int micro, int chunk, TensorView d_output, TensorView d_input) override {
-    const GradientListener listening(rt_, finishing(chunk) ? reduction_->listener() : nullptr);
-    model_.stage_backward(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
+    Runtime rt = runtime(micro, finishing(chunk) ? reduction_->listener() : nullptr);
+    model_.stage_backward(rt, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
                           rows(d_input), state(micro, chunk));
+    chunk_done(micro);
   }
   void backward_input(int micro, int chunk, TensorView d_output, TensorView d_input) override {
-    model_.stage_backward_input(rt_, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
+    Runtime rt = runtime(micro, nullptr);
+    model_.stage_backward_input(rt, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
                                 rows(d_output), rows(d_input), state(micro, chunk));
   }
   void backward_weight(int micro, int chunk) override {
-    const GradientListener listening(rt_, finishing(chunk) ? reduction_->listener() : nullptr);
-    model_.stage_backward_weights(rt_, state(micro, chunk));
+    Runtime rt = runtime(micro, finishing(chunk) ? reduction_->listener() : nullptr);
+    model_.stage_backward_weights(rt, state(micro, chunk));
+    chunk_done(micro);
   }
   double loss() const { return loss_; }
 
@@ -213,13 +225,40 @@ class ModelStage final : public parallel::PipelineStage {
   MicroState & state(int micro, int chunk) { return states_[static_cast<size_t>(micro * chunks() + chunk)]; }
   // Counts a pass that completes a micro-batch's gradients of `chunk`: whether it is the chunk's last.
   bool finishing(int chunk) { return --passes_left_[static_cast<size_t>(chunk)] == 0 && reduction_ != nullptr; }
+  // The micro-batch's arena: a free one (or a new one) at its first use.
+  Arena & arena(int micro) {
+    Arena *& mine = arena_of_[static_cast<size_t>(micro)];
+    if (mine == nullptr) {
+      if (free_.empty()) {
+        arenas_.push_back(std::make_unique<Arena>(rt_.device));
+        free_.push_back(arenas_.back().get());
+      }
+      mine = free_.back();
+      free_.pop_back();
+    }
+    return *mine;
+  }
+  // A runtime on the micro-batch's arena, reporting final gradients to `listener`.
+  Runtime runtime(int micro, std::function<void(int64_t)> * listener) {
+    Runtime rt{rt_.device, rt_.stream, arena(micro)};
+    rt.gradients_final_from = listener;
+    return rt;
+  }
+  // One of the micro-batch's chunks has had its last pass: after the last, its arena is free for another.
+  void chunk_done(int micro) {
+    if (--chunks_left_[static_cast<size_t>(micro)] > 0) return;
+    Arena *& mine = arena_of_[static_cast<size_t>(micro)];
+    mine->reset();  // the stream orders the next micro-batch's work on it after this one's
+    free_.push_back(mine);
+    mine = nullptr;
+  }
   TensorView rows(TensorView flat) const {  // [B*T*d] as [B*T, d]
     if (!flat.present()) return flat;
     const int64_t d = model_.config().decoder.embed_dim;
     return make_view(flat.data, DType::kF32, {flat.numel() / d, d});
   }
   KosmosModel & model_;
-  Runtime & rt_;
+  Runtime & rt_;  // the step's: its arena holds what this stage sends
   std::vector<StageRange> ranges_;  // one per chunk
   const std::vector<Batch> & micro_;
   float loss_scale_;
@@ -228,6 +267,10 @@ class ModelStage final : public parallel::PipelineStage {
   double loss_ = 0.0;
   BucketedReduction * reduction_;
   std::vector<int> passes_left_;  // per chunk: the backwards (or W passes) still to come this step
+  std::vector<std::unique_ptr<Arena>> & arenas_;
+  std::vector<Arena *> free_;       // arenas no micro-batch holds
+  std::vector<Arena *> arena_of_;   // per micro-batch, while it holds one
+  std::vector<int> chunks_left_;    // per micro-batch: chunks whose last pass is still to come
 };
 
 }  // namespace
@@ -445,12 +488,12 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   // block (ROCm's staged MPI) reduces after the backwards there, so that no stage holds up the others.
   const bool overlap = dp_.overlap && (!pipelined || (dp_.comm && dp_.comm->reduces_asynchronously()));
   BucketedReduction * overlapped = reduction && overlap ? &*reduction : nullptr;
-  if (pipelined) {  // all micro-batches' activations live until their backwards: one arena for the whole step
+  if (pipelined) {  // each micro-batch's activations in an arena of their own, what the stage sends in the step's
     rt.arena.reset();
     const int stages = pp_.comm->size();
     const int chunks = pp_.schedule == parallel::ScheduleKind::kInterleaved ? pp_.chunks : 1;
     ModelStage model_stage(model_, rt, stage, stages, chunks, pp_.ranges, micro_batches, loss_scale, randomness,
-                           overlapped);
+                           overlapped, micro_arenas_);
     const parallel::PipelineTiming timing = parallel::run_pipeline(
         model_stage, *pp_.comm, rt.stream,
         parallel::make_schedule(pp_.schedule, stages, stage, static_cast<int>(micro_batches.size()), chunks));

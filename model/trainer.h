@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -144,6 +145,8 @@ class Trainer {
   // (its layers, its chunks' under interleaving, and on the last a tied embedding; without a pipeline one run, the
   // whole trainable part).
   std::vector<std::pair<int64_t, int64_t>> trained_runs_;
+  // Pipelining: the arenas of the micro-batches a stage has in flight, reused from step to step.
+  std::vector<std::unique_ptr<Arena>> micro_arenas_;
   LossScale loss_scale_;
   // Whether the state's compute copy (mixed precision) matches its values. Not before the first step (the values
   // were initialised or loaded by others since the copy was made) nor after a ZeRO-1 all-gather: a step then

@@ -36,12 +36,12 @@ PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Stream & str
     if (action.kind == PassKind::kForward) {
       TensorView input, output;
       if (!first) {
-        input = stage.boundary(m);
+        input = stage.boundary(m, PipelineStage::Direction::kReceived);
         const auto wait = std::chrono::steady_clock::now();
         pipeline.recv(input, prev, stream, tag(m, virtual_stage - 1, 0));
         timing.idle_seconds += seconds_since(wait);
       }
-      if (!last) output = stage.boundary(m);
+      if (!last) output = stage.boundary(m, PipelineStage::Direction::kSent);
       const auto start = std::chrono::steady_clock::now();
       stage.forward(m, c, input, output);
       timing.busy_seconds += seconds_since(start);
@@ -53,12 +53,12 @@ PipelineTiming run_pipeline(PipelineStage & stage, Comm & pipeline, Stream & str
     } else {
       TensorView d_output, d_input;
       if (!last) {
-        d_output = stage.boundary(m);
+        d_output = stage.boundary(m, PipelineStage::Direction::kReceived);
         const auto wait = std::chrono::steady_clock::now();
         pipeline.recv(d_output, next, stream, tag(m, virtual_stage + 1, 1));
         timing.idle_seconds += seconds_since(wait);
       }
-      if (!first) d_input = stage.boundary(m);
+      if (!first) d_input = stage.boundary(m, PipelineStage::Direction::kSent);
       const auto start = std::chrono::steady_clock::now();
       if (action.kind == PassKind::kBackward) stage.backward(m, c, d_output, d_input);
       else stage.backward_input(m, c, d_output, d_input);

@@ -18,8 +18,10 @@ class PipelineStage {
   // Model chunks on this stage: with interleaving, chunk c of stage s is virtual stage c * stages + s.
   virtual int chunks() const { return 1; }
   // A buffer for one activation this stage exchanges with a neighbour (or the gradient coming back) for a
-  // micro-batch: [elements] f32, living until the step ends (the stage takes it from its per-step memory).
-  virtual TensorView boundary(int micro) = 0;
+  // micro-batch: [elements] f32. One it receives lives as long as the micro-batch's other activations (until its
+  // last pass here); one it sends, until the step ends (when the asynchronous sends complete).
+  enum class Direction : uint8_t { kReceived, kSent };
+  virtual TensorView boundary(int micro, Direction direction) = 0;
   // input is absent on the first virtual stage, output on the last.
   virtual void forward(int micro, int chunk, TensorView input, TensorView output) = 0;
   // d_output is absent on the last virtual stage, d_input on the first.

@@ -166,6 +166,31 @@ std::string describe(const std::vector<PipeAction> & actions) {
   return out.str();
 }
 
+double peak_held_activations(const std::vector<PipeAction> & actions, int chunks, double deferred) {
+  std::map<int, double> held_by;  // per micro-batch: what it holds
+  std::map<int, int> finished;    // per micro-batch: its chunks' last passes
+  double held = 0.0, peak = 0.0;
+  const auto hold = [&](int micro, double sets) {
+    held_by[micro] += sets;
+    held += sets;
+    peak = std::max(peak, held);
+  };
+  for (const PipeAction & action : actions) {
+    switch (action.kind) {
+      case PassKind::kForward: hold(action.micro, 1.0); break;
+      case PassKind::kBackwardInput: hold(action.micro, deferred); break;
+      case PassKind::kBackward:
+      case PassKind::kBackwardWeight:
+        if (++finished[action.micro] == chunks) {
+          held -= held_by[action.micro];
+          held_by[action.micro] = 0.0;
+        }
+        break;
+    }
+  }
+  return peak;
+}
+
 SimulatedStep simulate(const std::vector<std::vector<PipeAction>> & stages, int micros, int chunks,
                        const PassCosts & costs) {
   const int count = static_cast<int>(stages.size());

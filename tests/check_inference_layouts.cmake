@@ -38,15 +38,12 @@ foreach(backend IN LISTS BACKENDS)
   same_tokens("on --backend ${backend}" 300 ${KOSMOS} ${generate} --backend ${backend})
 endforeach()
 
-# The perplexity's loss per token from an eval --out file, in units of 1e-9 (CMake's arithmetic is integer).
+# The perplexity's loss per token from an eval --out file, in units of 1e-9.
+include(${CMAKE_CURRENT_LIST_DIR}/decimal.cmake)
 function(eval_loss file out)
   file(READ ${file} text)
   string(JSON loss GET "${text}" perplexity loss)
-  if(NOT loss MATCHES "^([0-9]+)\\.([0-9]*)")
-    message(FATAL_ERROR "${file}: the loss ${loss} is not a positive decimal")
-  endif()
-  string(SUBSTRING "${CMAKE_MATCH_2}000000000" 0 9 fraction)
-  math(EXPR nano "${CMAKE_MATCH_1} * 1000000000 + 1${fraction} - 1000000000")
+  decimal_to_nano(${loss} nano)
   set(${out} ${nano} PARENT_SCOPE)
 endfunction()
 set(eval eval --checkpoint ${OUT}_run --data ${DATA}/dataset --batches 2 --batch 4)
