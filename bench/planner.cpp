@@ -327,23 +327,23 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   const double gathered = layout.tp > 1 ? e + f : 0.0;
   const double one_layer = tokens * (8.0 * e + act * (3.0 * e + 4.0 * e / tp + f + f / tp + gathered));
   const double per_layer = layout.recompute ? tokens * 4.0 * e : one_layer;
-  // A pipeline stage holds the activations of the (micro-batch, chunk) forwards its schedule has in flight, with
-  // the boundaries each received (its input and output gradient, f32), and keeps every boundary it sends until the
-  // step ends (one per forward on the first stage).
-  const int chunks = layout.schedule == parallel::ScheduleKind::kInterleaved ? layout.chunks : 1;
-  // A split backward (zero-bubble) keeps what its W pass reads, and its temporaries, until that pass: 0.6 of what
-  // the forward keeps (measured: a small-preset micro-batch's arena held 23.0 MiB at most under 1F1B, 36.2 under
-  // zero-bubble).
-  const double held =
-      layout.pp == 1 ? 1.0
-                     : parallel::peak_held_activations(
-                           parallel::make_schedule(layout.schedule, layout.pp, 0, layout.micro_batches, chunks),
-                           chunks, 0.6);
+  // A pipeline stage holds the activations of the micro-batches its schedule has in flight (an arena each, as large
+  // as a micro-batch's whole: its chunks' layers, the boundaries it received, and under zero-bubble what a B pass
+  // keeps for its W pass, 0.6 of the forward's, measured: a small-preset micro-batch's arena held 23.0 MiB at most
+  // under 1F1B, 36.2 under zero-bubble), and keeps every boundary it sends until the step ends. The first stage
+  // receives each chunk's output gradient and, but the first chunk, its input; it sends as many.
+  const int chunks = parallel::model_chunks(layout.schedule, layout.chunks);
+  const int held = layout.pp == 1 ? 1
+                                  : parallel::peak_micro_batches_held(
+                                        parallel::make_schedule(layout.schedule, layout.pp, 0, layout.micro_batches,
+                                                                chunks),
+                                        chunks);
   const double chunk_layers = static_cast<double>(d.layers) / layout.pp / chunks;
-  const double boundary = tokens * e * 4.0;
-  const double boundaries = layout.pp == 1 ? 0.0 : held * 2.0 * boundary + layout.micro_batches * chunks * boundary;
-  const double activations =
-      held * chunk_layers * per_layer + boundaries + (layout.recompute ? one_layer : 0.0);
+  const double deferred = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 ? 0.6 : 0.0;
+  const double boundaries = layout.pp == 1 ? 0.0 : (2.0 * chunks - 1.0) * tokens * e * 4.0;  // per micro-batch
+  const double micro_batch = chunks * chunk_layers * per_layer * (1.0 + deferred) + boundaries;
+  const double activations = held * micro_batch + (layout.pp == 1 ? 0.0 : layout.micro_batches * boundaries) +
+                             (layout.recompute ? one_layer : 0.0);
   // The head and loss hold one chunk of rows' f32 logits and their gradient (bf16 for a bf16 head, else f32) at a
   // time (model/kosmos.h).
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;
@@ -410,7 +410,7 @@ std::vector<Prediction> rank_layouts(const model::KosmosConfig & config, const H
                 if (zero1 && dp == 1) continue;
                 const Layout layout{dp,       pp,
                                     tp,       static_cast<int>(micro_batches),
-                                    schedule, schedule == parallel::ScheduleKind::kInterleaved ? 2 : 1,
+                                    schedule, parallel::model_chunks(schedule, 2),
                                     zero1,    recompute};
                 Prediction p = predict_planned(planned_model, hardware, rounded, layout, nodes);
                 if (p.step_seconds > 0.0) runnable.push_back(p);

@@ -109,7 +109,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   std::unique_ptr<parallel::Comm> world = parallel::watched_comm(std::move(transport), watchdog);
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
-  const int chunks = schedule == parallel::ScheduleKind::kInterleaved ? options.chunks : 1;
+  const int chunks = parallel::model_chunks(schedule, options.chunks);
   if (shape.pp > 1 && schedule == parallel::ScheduleKind::kInterleaved)
     KOSMOS_CHECK(options.micro_batches % shape.pp == 0, "--schedule interleaved needs --micro-batches a multiple of ",
                  "--pp ", shape.pp, "; got ", options.micro_batches);

@@ -45,7 +45,7 @@ struct StageRange {
   int64_t layer_begin = 0, layer_end = -1;  // -1: to the last layer
 };
 
-// What one micro-batch's forward on a stage keeps for its backward (views into the step's arena).
+// What one micro-batch's forward on a stage keeps for its backward (views into the arena of its activations).
 struct MicroState {
   StepRandomness randomness;
   float loss_scale = 1.0f;

@@ -188,7 +188,12 @@ class ModelStage final : public parallel::PipelineStage {
     KOSMOS_CHECK(static_cast<int>(virtual_stages.size()) == stages * chunks, "pipeline: ", virtual_stages.size(),
                  " stage ranges for ", stages, " stages x ", chunks, " chunks (internal error)");
     for (int c = 0; c < chunks; ++c) ranges_.push_back(virtual_stages[static_cast<size_t>(c * stages + stage)]);
-    for (const std::unique_ptr<Arena> & arena : arenas_) free_.push_back(arena.get());
+    // The step starts with every arena of the pool free and, the last step's work being done (it ended with the
+    // stream synchronised), merged into one buffer of its deepest stack (Arena::reset).
+    for (const std::unique_ptr<Arena> & arena : arenas_) {
+      arena->reset();
+      free_.push_back(arena.get());
+    }
   }
 
   int chunks() const override { return static_cast<int>(ranges_.size()); }
@@ -229,8 +234,8 @@ class ModelStage final : public parallel::PipelineStage {
   Arena & arena(int micro) {
     Arena *& mine = arena_of_[static_cast<size_t>(micro)];
     if (mine == nullptr) {
-      if (free_.empty()) {
-        arenas_.push_back(std::make_unique<Arena>(rt_.device));
+      if (free_.empty()) {  // grown in pieces of 16 MiB in its first step (small micro-batches take little)
+        arenas_.push_back(std::make_unique<Arena>(rt_.device, size_t{16} << 20));
         free_.push_back(arenas_.back().get());
       }
       mine = free_.back();
@@ -244,11 +249,13 @@ class ModelStage final : public parallel::PipelineStage {
     rt.gradients_final_from = listener;
     return rt;
   }
-  // One of the micro-batch's chunks has had its last pass: after the last, its arena is free for another.
+  // One of the micro-batch's chunks has had its last pass: after the last, its arena is free for another. Emptied,
+  // not merged (merging frees buffers the queued work may still read); the stream orders the next micro-batch's
+  // work on the memory after this one's.
   void chunk_done(int micro) {
     if (--chunks_left_[static_cast<size_t>(micro)] > 0) return;
     Arena *& mine = arena_of_[static_cast<size_t>(micro)];
-    mine->reset();  // the stream orders the next micro-batch's work on it after this one's
+    mine->rewind(Arena::Mark{0, 0, 0});
     free_.push_back(mine);
     mine = nullptr;
   }
@@ -491,7 +498,7 @@ StepStats Trainer::step(Runtime & rt, const std::vector<Batch> & micro_batches, 
   if (pipelined) {  // each micro-batch's activations in an arena of their own, what the stage sends in the step's
     rt.arena.reset();
     const int stages = pp_.comm->size();
-    const int chunks = pp_.schedule == parallel::ScheduleKind::kInterleaved ? pp_.chunks : 1;
+    const int chunks = parallel::model_chunks(pp_.schedule, pp_.chunks);
     ModelStage model_stage(model_, rt, stage, stages, chunks, pp_.ranges, micro_batches, loss_scale, randomness,
                            overlapped, micro_arenas_);
     const parallel::PipelineTiming timing = parallel::run_pipeline(

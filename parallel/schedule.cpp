@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -166,29 +167,19 @@ std::string describe(const std::vector<PipeAction> & actions) {
   return out.str();
 }
 
-double peak_held_activations(const std::vector<PipeAction> & actions, int chunks, double deferred) {
-  std::map<int, double> held_by;  // per micro-batch: what it holds
-  std::map<int, int> finished;    // per micro-batch: its chunks' last passes
-  double held = 0.0, peak = 0.0;
-  const auto hold = [&](int micro, double sets) {
-    held_by[micro] += sets;
-    held += sets;
-    peak = std::max(peak, held);
-  };
+int peak_micro_batches_held(const std::vector<PipeAction> & actions, int chunks) {
+  std::map<int, int> finished;  // per micro-batch: its chunks' last passes
+  std::set<int> held;
+  size_t peak = 0;
   for (const PipeAction & action : actions) {
-    switch (action.kind) {
-      case PassKind::kForward: hold(action.micro, 1.0); break;
-      case PassKind::kBackwardInput: hold(action.micro, deferred); break;
-      case PassKind::kBackward:
-      case PassKind::kBackwardWeight:
-        if (++finished[action.micro] == chunks) {
-          held -= held_by[action.micro];
-          held_by[action.micro] = 0.0;
-        }
-        break;
+    if (action.kind == PassKind::kForward) {
+      held.insert(action.micro);
+      peak = std::max(peak, held.size());
+    } else if (action.kind != PassKind::kBackwardInput && ++finished[action.micro] == chunks) {
+      held.erase(action.micro);
     }
   }
-  return peak;
+  return static_cast<int>(peak);
 }
 
 SimulatedStep simulate(const std::vector<std::vector<PipeAction>> & stages, int micros, int chunks,

@@ -40,10 +40,12 @@ std::vector<PipeAction> schedule_zb_h1(int stages, int stage, int micros);
 // The schedule of one stage by kind (chunks matters for interleaving only); errors name the numbers and a fix.
 std::vector<PipeAction> make_schedule(ScheduleKind kind, int stages, int stage, int micros, int chunks);
 
-// The most activation sets a stage running `actions` holds at once, when it keeps a micro-batch's from its first
-// forward to its last backward (or W pass) on the stage (model/trainer.cpp): one per (micro-batch, chunk) forward,
-// plus `deferred` for each input-gradient pass whose W pass is still to come (what that pass keeps for it).
-double peak_held_activations(const std::vector<PipeAction> & actions, int chunks, double deferred);
+// The model chunks each stage runs under `kind`: `chunks` when interleaved, else 1.
+inline int model_chunks(ScheduleKind kind, int chunks) { return kind == ScheduleKind::kInterleaved ? chunks : 1; }
+// The most micro-batches a stage running `actions` holds at once, when it keeps a micro-batch's activations from
+// its first forward to its chunks' last backward (or W pass) on the stage: how many arenas model/trainer.cpp's
+// pipeline stage uses, each as large as the fullest micro-batch it held.
+int peak_micro_batches_held(const std::vector<PipeAction> & actions, int chunks);
 
 // "F0 F1 B0 ..." (with the chunk as F0.1 when interleaved): what the table tests compare.
 std::string describe(const std::vector<PipeAction> & actions);

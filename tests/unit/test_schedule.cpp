@@ -53,26 +53,29 @@ TEST(Schedule, ZeroBubbleSplitsTheBackwardWithinOneFOneBsMemory) {
       }
 }
 
-TEST(Schedule, HeldActivationsFollowTheSchedule) {
-  // A stage keeps a micro-batch's activations from its forward to its last backward: GPipe all of them, 1F1B those
-  // of the stages - s micro-batches in flight; a micro-batch of zero-bubble waits for its W pass too, holding what
-  // that pass reads (`deferred`) from its B on.
+TEST(Schedule, MicroBatchesHeldFollowTheSchedule) {
+  // A stage keeps a micro-batch's activations from its first forward to its chunks' last backward or W pass: GPipe
+  // all of them, 1F1B the stages - s micro-batches in flight, zero-bubble until the W pass.
   for (int s = 0; s < 4; ++s) {
-    EXPECT_EQ(peak_held_activations(schedule_gpipe(4, s, 8), 1, 0.5), 8.0) << "stage " << s;
-    EXPECT_EQ(peak_held_activations(schedule_1f1b(4, s, 8), 1, 0.5), 4.0 - s) << "stage " << s;
+    EXPECT_EQ(peak_micro_batches_held(schedule_gpipe(4, s, 8), 1), 8) << "stage " << s;
+    EXPECT_EQ(peak_micro_batches_held(schedule_1f1b(4, s, 8), 1), 4 - s) << "stage " << s;
   }
-  EXPECT_EQ(peak_held_activations({{PassKind::kForward, 0, 0}, {PassKind::kBackwardInput, 0, 0},
-                                   {PassKind::kForward, 1, 0}, {PassKind::kBackwardWeight, 0, 0},
-                                   {PassKind::kBackwardInput, 1, 0}, {PassKind::kBackwardWeight, 1, 0}},
-                                  1, 0.5),
-            2.5);  // F0 B0 F1: micro-batch 0's forward and deferred state, and micro-batch 1's forward
-  // Interleaved, two chunks: a micro-batch's first chunk stays held until its last chunk's backward.
-  EXPECT_EQ(peak_held_activations({{PassKind::kForward, 0, 0}, {PassKind::kForward, 0, 1},
-                                   {PassKind::kBackward, 0, 1}, {PassKind::kForward, 1, 0},
-                                   {PassKind::kBackward, 0, 0}, {PassKind::kForward, 1, 1},
-                                   {PassKind::kBackward, 1, 1}, {PassKind::kBackward, 1, 0}},
-                                  2, 0.0),
-            3.0);
+  EXPECT_EQ(peak_micro_batches_held({{PassKind::kForward, 0, 0}, {PassKind::kBackwardInput, 0, 0},
+                                     {PassKind::kForward, 1, 0}, {PassKind::kBackwardWeight, 0, 0},
+                                     {PassKind::kBackwardInput, 1, 0}, {PassKind::kBackwardWeight, 1, 0}},
+                                    1),
+            2);  // micro-batch 0 waits for its W pass while micro-batch 1 runs its forward
+  EXPECT_EQ(peak_micro_batches_held({{PassKind::kForward, 0, 0}, {PassKind::kBackwardInput, 0, 0},
+                                     {PassKind::kBackwardWeight, 0, 0}, {PassKind::kForward, 1, 0}},
+                                    1),
+            1);
+  // Interleaved, two chunks: a micro-batch stays held until its last chunk's backward.
+  EXPECT_EQ(peak_micro_batches_held({{PassKind::kForward, 0, 0}, {PassKind::kForward, 0, 1},
+                                     {PassKind::kBackward, 0, 1}, {PassKind::kForward, 1, 0},
+                                     {PassKind::kBackward, 0, 0}, {PassKind::kForward, 1, 1},
+                                     {PassKind::kBackward, 1, 1}, {PassKind::kBackward, 1, 0}},
+                                    2),
+            2);
 }
 
 TEST(Schedule, EverySchedulesRunsEveryPassOnceWithoutDeadlock) {
