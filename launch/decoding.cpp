@@ -61,6 +61,7 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
                  "checkpoint (seed composition or HF Kosmos-2)");
   }
   loaded.state->refresh_compute_values(*loaded.stream);  // the loaded values, in the matmuls' dtype
+  loaded.arena = std::make_unique<model::Arena>(*loaded.device);
   loaded.model = std::make_unique<model::KosmosModel>(
       loaded.config, *loaded.state, shape.tp > 1 ? &loaded.grid->group(parallel::Axis::kTensor) : nullptr);
   return loaded;
@@ -115,8 +116,8 @@ int32_t pick(const float * logits, int64_t vocab, const Sampling & sampling, uin
 std::vector<float> forward_logits(LoadedModel & loaded, const model::Batch & batch) {
   KOSMOS_CHECK(loaded.grid->shape().world() == 1, "kosmos forward writes the whole logits from one rank; run it "
                "without mpirun (generate and eval split the model with --pp and --tp)");
-  model::Arena arena(*loaded.device);
-  model::Runtime rt{*loaded.device, *loaded.stream, arena};
+  loaded.arena->reset();  // the previous forward's views are done with
+  model::Runtime rt{*loaded.device, *loaded.stream, *loaded.arena};
   std::vector<float> logits;
   loaded.model->run(rt, without_targets(batch), 1.0f, {0, 0, false}, false, &logits);
   return logits;
@@ -139,8 +140,8 @@ void through_pipeline(LoadedModel & loaded, model::Runtime & rt, int64_t rows, R
 }
 
 double forward_loss(LoadedModel & loaded, const model::Batch & batch) {
-  model::Arena arena(*loaded.device);
-  model::Runtime rt{*loaded.device, *loaded.stream, arena};
+  loaded.arena->reset();  // the previous forward's views are done with
+  model::Runtime rt{*loaded.device, *loaded.stream, *loaded.arena};
   double loss = 0.0;  // the last stage's
   through_pipeline(loaded, rt, batch.batch * batch.length,
                    [&](const model::StageRange & range, TensorView received, TensorView sent) {
@@ -159,8 +160,8 @@ std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batc
   const int vocab = static_cast<int>(loaded.config.decoder.vocab_size);
   const int64_t rows = batch.batch, local = vocab / shape.tp;
   const bool last = loaded.grid->coord().pp == shape.pp - 1;
-  model::Arena arena(*loaded.device);
-  model::Runtime rt{*loaded.device, *loaded.stream, arena};
+  loaded.arena->reset();  // the previous forward's views are done with
+  model::Runtime rt{*loaded.device, *loaded.stream, *loaded.arena};
   std::vector<float> slice;  // [B*n, V/tp] on the last stage
   through_pipeline(loaded, rt, rows * batch.length,
                    [&](const model::StageRange & range, TensorView received, TensorView sent) {

@@ -39,6 +39,7 @@ struct LoadedModel {
   std::unique_ptr<parallel::ProcessGrid> grid;   // the world as dp x pp x tp
   std::vector<model::StageRange> stages;         // each pipeline stage's decoder layers
   std::unique_ptr<model::KosmosModel> model;     // this rank's part (its tp shards)
+  std::unique_ptr<model::Arena> arena;           // the activations of one forward at a time, sized once
 };
 
 // Exactly one of checkpoint, weights (with model_config) or hf_dir; each missing or mismatched file is an error

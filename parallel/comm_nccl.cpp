@@ -81,23 +81,11 @@ class NcclComm final : public Comm {
   int size() const override { return host_->size(); }
   int rank() const override { return host_->rank(); }
 
-  void all_reduce(TensorView data, ReduceOp op, Stream & stream) override {
-    if (size() == 1) return;
-    if (in_host_memory({data}, "all_reduce")) return host_->all_reduce(data, op, stream);
-    enqueue(stream, "all_reduce", [&](cudaStream_t s) {
-      return ncclAllReduce(data.data, data.data, count(data), nccl_type(data.dtype, "all_reduce"), nccl_op(op), comm_,
-                           s);
-    });
-  }
+  void all_reduce(TensorView data, ReduceOp op, Stream & stream) override { all_reduce_on(data, op, stream, true); }
   // Queued on the communicator's stream behind the caller's work so far; the caller's stream does not wait for it
   // until wait_reductions (the stream is in order, so its last collective's event covers all before it).
   void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) override {
-    if (size() == 1) return;
-    if (in_host_memory({data}, "all_reduce_async")) return host_->all_reduce(data, op, stream);
-    enqueue(stream, "all_reduce_async", [&](cudaStream_t s) {
-      return ncclAllReduce(data.data, data.data, count(data), nccl_type(data.dtype, "all_reduce_async"), nccl_op(op),
-                           comm_, s);
-    }, false);
+    all_reduce_on(data, op, stream, false);
   }
   void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override {
     reduce_on(data, root, op, stream, true);
@@ -162,6 +150,15 @@ class NcclComm final : public Comm {
     return make_view(view.data, view.dtype, shape.ndim, shape.dims.data());
   }
 
+  // NCCL's all-reduce in place, waited for by the caller's stream now or at wait_reductions.
+  void all_reduce_on(TensorView data, ReduceOp op, Stream & stream, bool caller_waits) {
+    const char * what = caller_waits ? "all_reduce" : "all_reduce_async";
+    if (size() == 1) return;
+    if (in_host_memory({data}, what)) return host_->all_reduce(data, op, stream);
+    enqueue(stream, what, [&](cudaStream_t s) {
+      return ncclAllReduce(data.data, data.data, count(data), nccl_type(data.dtype, what), nccl_op(op), comm_, s);
+    }, caller_waits);
+  }
   // NCCL's reduce in place (the root's buffer receives; the others' are only read), waited for by the caller's
   // stream now or at wait_reductions.
   void reduce_on(TensorView data, int root, ReduceOp op, Stream & stream, bool caller_waits) {
