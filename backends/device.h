@@ -19,12 +19,16 @@ class Device;
 
 enum class BufferUse : uint8_t { kWeights, kActivations, kScratch };
 
-// Owns one allocation on a device; move-only; freed by its device when destroyed.
+// Owns one allocation on a device; move-only; freed by its device when destroyed. A reserved buffer
+// (Device::reserve) owns a range of addresses of which the first bytes() are backed by memory; Device::grow backs
+// more of them, in place, up to capacity().
 class Buffer {
  public:
   Buffer() = default;
   // Counts `bytes` as in use on `device` until released (Device::memory).
   Buffer(Device * device, void * data, size_t bytes);
+  // `capacity` bytes of addresses from `base` with no memory behind them yet; counts nothing until grown.
+  static Buffer reserved(Device * device, void * base, size_t capacity);
   ~Buffer() { release(); }
   Buffer(Buffer && other) noexcept { *this = std::move(other); }
   Buffer & operator=(Buffer && other) noexcept;
@@ -32,15 +36,20 @@ class Buffer {
   Buffer & operator=(const Buffer &) = delete;
 
   void * data() const { return data_; }
-  size_t bytes() const { return bytes_; }
+  size_t bytes() const { return bytes_; }  // usable (backed by memory)
+  size_t capacity() const { return reserved_ ? capacity_ : bytes_; }
+  bool is_reserved() const { return reserved_; }
   // A dense view of the first elements of this buffer; fails when the buffer is too small.
   TensorView view(DType dtype, std::initializer_list<int64_t> dims) const;
 
  private:
+  friend class Device;
   void release();
   Device * device_ = nullptr;
   void * data_ = nullptr;
   size_t bytes_ = 0;
+  size_t capacity_ = 0;  // addresses of a reserved buffer
+  bool reserved_ = false;
 };
 
 // An in-order queue of device work. The CPU stream runs each op before op_run returns.
@@ -80,6 +89,16 @@ class Device {
   }
 
   virtual Buffer allocate(size_t bytes, BufferUse use) = 0;
+  // A buffer that grows in place: addresses for as many bytes as the device has memory, none of them backed yet
+  // (Buffer::reserved). Where the backend has no virtual memory management (ROCm), an empty Buffer: callers then
+  // use separate buffers.
+  virtual Buffer reserve(BufferUse use) {
+    (void)use;
+    return {};
+  }
+  // Backs at least the first `bytes` of a reserved buffer with memory, in the device's granules (counted in
+  // memory()); a buffer already that large is left as it is. Fails, naming the sizes, beyond its capacity.
+  void grow(Buffer & buffer, size_t bytes);
   // The bytes of the buffers this device has handed out: now, and the most at once since the last reset_peak()
   // (what the model allocates; a backend library's own workspaces are not counted).
   struct MemoryUse {
@@ -110,6 +129,11 @@ class Device {
  protected:
   friend class Buffer;
   virtual void free_memory(void * data, size_t bytes) = 0;
+  // What reserve() hands out: back [backed, at least wanted) of the range at `base` (wanted <= capacity; returns
+  // the new backed size, at most capacity), and give the whole range back. Only devices whose reserve() answers
+  // with buffers are asked.
+  virtual size_t back_memory(void * base, size_t backed, size_t wanted, size_t capacity);
+  virtual void free_reserved(void * base, size_t backed, size_t capacity) noexcept;
 
  private:
   void count_allocated(size_t bytes);

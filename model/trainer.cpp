@@ -184,12 +184,12 @@ class ModelStage final : public parallel::PipelineStage {
       : model_(model), rt_(rt), micro_(micro_batches), loss_scale_(loss_scale), randomness_(randomness),
         states_(micro_batches.size() * static_cast<size_t>(chunks)), reduction_(reduction),
         passes_left_(static_cast<size_t>(chunks), static_cast<int>(micro_batches.size())), arenas_(arenas),
-        arena_of_(micro_batches.size(), nullptr), chunks_left_(micro_batches.size(), chunks) {
+        arena_of_(micro_batches.size(), nullptr), held_(static_cast<int>(micro_batches.size()), chunks) {
     KOSMOS_CHECK(static_cast<int>(virtual_stages.size()) == stages * chunks, "pipeline: ", virtual_stages.size(),
                  " stage ranges for ", stages, " stages x ", chunks, " chunks (internal error)");
     for (int c = 0; c < chunks; ++c) ranges_.push_back(virtual_stages[static_cast<size_t>(c * stages + stage)]);
     // The step starts with every arena of the pool free and, the last step's work being done (it ended with the
-    // stream synchronised), merged into one buffer of its deepest stack (Arena::reset).
+    // stream synchronised), reset: where an arena is separate buffers, they become one of its deepest stack.
     for (const std::unique_ptr<Arena> & arena : arenas_) {
       arena->reset();
       free_.push_back(arena.get());
@@ -204,6 +204,7 @@ class ModelStage final : public parallel::PipelineStage {
     return direction == Direction::kSent ? rt_.take({elements}) : arena(micro).take(DType::kF32, {elements});
   }
   void forward(int micro, int chunk, TensorView input, TensorView output) override {
+    held_.ran({parallel::PassKind::kForward, micro, chunk});
     Runtime rt = runtime(micro, nullptr);
     loss_ += model_.stage_forward(rt, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)],
                                   rows(input), rows(output), loss_scale_, randomness_, true, state(micro, chunk));
@@ -212,7 +213,7 @@ class ModelStage final : public parallel::PipelineStage {
     Runtime rt = runtime(micro, finishing(chunk) ? reduction_->listener() : nullptr);
     model_.stage_backward(rt, ranges_[static_cast<size_t>(chunk)], micro_[static_cast<size_t>(micro)], rows(d_output),
                           rows(d_input), state(micro, chunk));
-    chunk_done(micro);
+    if (held_.ran({parallel::PassKind::kBackward, micro, chunk})) release_arena(micro);
   }
   void backward_input(int micro, int chunk, TensorView d_output, TensorView d_input) override {
     Runtime rt = runtime(micro, nullptr);
@@ -222,7 +223,7 @@ class ModelStage final : public parallel::PipelineStage {
   void backward_weight(int micro, int chunk) override {
     Runtime rt = runtime(micro, finishing(chunk) ? reduction_->listener() : nullptr);
     model_.stage_backward_weights(rt, state(micro, chunk));
-    chunk_done(micro);
+    if (held_.ran({parallel::PassKind::kBackwardWeight, micro, chunk})) release_arena(micro);
   }
   double loss() const { return loss_; }
 
@@ -234,7 +235,7 @@ class ModelStage final : public parallel::PipelineStage {
   Arena & arena(int micro) {
     Arena *& mine = arena_of_[static_cast<size_t>(micro)];
     if (mine == nullptr) {
-      if (free_.empty()) {  // grown in pieces of 16 MiB in its first step (small micro-batches take little)
+      if (free_.empty()) {  // separate buffers (no reserved ranges) come in pieces of 16 MiB: micro-batches are small
         arenas_.push_back(std::make_unique<Arena>(rt_.device, size_t{16} << 20));
         free_.push_back(arenas_.back().get());
       }
@@ -249,11 +250,10 @@ class ModelStage final : public parallel::PipelineStage {
     rt.gradients_final_from = listener;
     return rt;
   }
-  // One of the micro-batch's chunks has had its last pass: after the last, its arena is free for another. Emptied,
-  // not merged (merging frees buffers the queued work may still read); the stream orders the next micro-batch's
-  // work on the memory after this one's.
-  void chunk_done(int micro) {
-    if (--chunks_left_[static_cast<size_t>(micro)] > 0) return;
+  // The micro-batch's last pass on the stage is done: its arena is free for another. Emptied, not reset (merging
+  // separate buffers frees ones the queued work may still read); the stream orders the next micro-batch's work on
+  // the memory after this one's.
+  void release_arena(int micro) {
     Arena *& mine = arena_of_[static_cast<size_t>(micro)];
     mine->rewind(Arena::Mark{0, 0, 0});
     free_.push_back(mine);
@@ -277,7 +277,7 @@ class ModelStage final : public parallel::PipelineStage {
   std::vector<std::unique_ptr<Arena>> & arenas_;
   std::vector<Arena *> free_;       // arenas no micro-batch holds
   std::vector<Arena *> arena_of_;   // per micro-batch, while it holds one
-  std::vector<int> chunks_left_;    // per micro-batch: chunks whose last pass is still to come
+  parallel::MicroBatchesHeld held_;  // when a micro-batch's arena is done with
 };
 
 }  // namespace

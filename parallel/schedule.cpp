@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <map>
-#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -167,19 +166,34 @@ std::string describe(const std::vector<PipeAction> & actions) {
   return out.str();
 }
 
-int peak_micro_batches_held(const std::vector<PipeAction> & actions, int chunks) {
-  std::map<int, int> finished;  // per micro-batch: its chunks' last passes
-  std::set<int> held;
-  size_t peak = 0;
-  for (const PipeAction & action : actions) {
-    if (action.kind == PassKind::kForward) {
-      held.insert(action.micro);
-      peak = std::max(peak, held.size());
-    } else if (action.kind != PassKind::kBackwardInput && ++finished[action.micro] == chunks) {
-      held.erase(action.micro);
-    }
+MicroBatchesHeld::MicroBatchesHeld(int micros, int chunks)
+    : chunks_(chunks), chunks_finished_(static_cast<size_t>(micros), 0), holding_(static_cast<size_t>(micros), false) {}
+
+bool MicroBatchesHeld::ran(const PipeAction & action) {
+  KOSMOS_CHECK(action.micro >= 0 && action.micro < static_cast<int>(holding_.size()), "pipeline: micro-batch ",
+               action.micro, " of ", holding_.size(), " (internal error)");
+  const auto micro = static_cast<size_t>(action.micro);
+  if (action.kind == PassKind::kForward) {
+    if (!holding_[micro]) ++held_;
+    holding_[micro] = true;
+    return false;
   }
-  return static_cast<int>(peak);
+  if (action.kind == PassKind::kBackwardInput || ++chunks_finished_[micro] < chunks_) return false;
+  if (holding_[micro]) --held_;
+  holding_[micro] = false;
+  return true;
+}
+
+int peak_micro_batches_held(const std::vector<PipeAction> & actions, int chunks) {
+  int micros = 0;
+  for (const PipeAction & action : actions) micros = std::max(micros, action.micro + 1);
+  MicroBatchesHeld held(micros, chunks);
+  int peak = 0;
+  for (const PipeAction & action : actions) {
+    held.ran(action);
+    peak = std::max(peak, held.held());
+  }
+  return peak;
 }
 
 SimulatedStep simulate(const std::vector<std::vector<PipeAction>> & stages, int micros, int chunks,

@@ -42,9 +42,24 @@ std::vector<PipeAction> make_schedule(ScheduleKind kind, int stages, int stage, 
 
 // The model chunks each stage runs under `kind`: `chunks` when interleaved, else 1.
 inline int model_chunks(ScheduleKind kind, int chunks) { return kind == ScheduleKind::kInterleaved ? chunks : 1; }
-// The most micro-batches a stage running `actions` holds at once, when it keeps a micro-batch's activations from
-// its first forward to its chunks' last backward (or W pass) on the stage: how many arenas model/trainer.cpp's
-// pipeline stage uses, each as large as the fullest micro-batch it held.
+// Which micro-batches a stage holds as it runs its passes: each from its first forward on the stage to the last of
+// its chunks' passes that finish gradients (a whole backward, or the W pass of a split one). model/trainer.cpp's
+// pipeline stage gives a micro-batch's arena to another when ran() says it is done.
+class MicroBatchesHeld {
+ public:
+  MicroBatchesHeld(int micros, int chunks);
+  // Records `action`; true when it was the micro-batch's last pass on the stage (its activations may go).
+  bool ran(const PipeAction & action);
+  int held() const { return held_; }
+
+ private:
+  int chunks_;
+  std::vector<int> chunks_finished_;  // per micro-batch
+  std::vector<bool> holding_;         // per micro-batch
+  int held_ = 0;
+};
+// The most micro-batches a stage running `actions` holds at once (MicroBatchesHeld): how many arenas
+// model/trainer.cpp's pipeline stage uses, each as large as the fullest micro-batch it held.
 int peak_micro_batches_held(const std::vector<PipeAction> & actions, int chunks);
 
 // "F0 F1 B0 ..." (with the chunk as F0.1 when interleaved): what the table tests compare.

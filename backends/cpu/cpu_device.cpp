@@ -3,7 +3,11 @@
 #include "backends/cpu/cpu_device.h"
 
 #include <omp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -75,6 +79,28 @@ Buffer CpuDevice::allocate(size_t bytes, BufferUse) {
 }
 
 void CpuDevice::free_memory(void * data, size_t) { std::free(data); }
+
+namespace {
+constexpr size_t kReservedGranule = size_t{2} << 20;  // a transparent huge page
+}
+
+Buffer CpuDevice::reserve(BufferUse) {
+  const size_t memory = static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t capacity = (memory + kReservedGranule - 1) / kReservedGranule * kReservedGranule;
+  void * base = mmap(nullptr, capacity, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) return {};  // no room for the addresses (a ulimit -v): separate buffers instead
+  return Buffer::reserved(this, base, capacity);
+}
+
+size_t CpuDevice::back_memory(void * base, size_t backed, size_t wanted, size_t capacity) {
+  const size_t target = std::min(capacity, (wanted + kReservedGranule - 1) / kReservedGranule * kReservedGranule);
+  const int status = mprotect(static_cast<char *>(base) + backed, target - backed, PROT_READ | PROT_WRITE);
+  KOSMOS_CHECK(status == 0, "cpu: could not back ", target - backed, " more bytes of activations (", target,
+               " in all): ", std::strerror(errno), "; reduce the batch or model");
+  return target;
+}
+
+void CpuDevice::free_reserved(void * base, size_t, size_t capacity) noexcept { munmap(base, capacity); }
 
 void CpuDevice::copy(TensorView dst, TensorView src, Stream &) {
   KOSMOS_CHECK(dst.dtype == src.dtype && same_dims(dst, src), "cpu copy: dst ", describe(dst), " and src ",

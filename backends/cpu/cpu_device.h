@@ -24,6 +24,9 @@ class CpuDevice final : public Device {
   bool host_accessible() const override { return true; }
 
   Buffer allocate(size_t bytes, BufferUse use) override;
+  // Addresses for as much as the machine's memory (mmap, no access); grow() opens granules of 2 MiB for reading
+  // and writing, which the kernel backs with pages as they are first touched.
+  Buffer reserve(BufferUse use) override;
   void copy(TensorView dst, TensorView src, Stream & stream) override;
 
   std::unique_ptr<Stream> create_stream() override;
@@ -38,6 +41,8 @@ class CpuDevice final : public Device {
 
  protected:
   void free_memory(void * data, size_t bytes) override;
+  size_t back_memory(void * base, size_t backed, size_t wanted, size_t capacity) override;
+  void free_reserved(void * base, size_t backed, size_t capacity) noexcept override;
 
  private:
   std::unique_ptr<CpuContext> context_;

@@ -9,6 +9,7 @@
 
 #include "backends/cuda/gpu_device.h"
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/reserved_memory.h"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 
@@ -102,7 +103,10 @@ std::string profile_name(const OpDesc & op, bool slow_path) {
 class GpuDevice final : public Device {
  public:
   GpuDevice(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels, std::string backend_name)
-      : ordinal_(ordinal), backend_name_(std::move(backend_name)), context_(ordinal, gemm_path, attention_kernels) {}
+      : ordinal_(ordinal),
+        backend_name_(std::move(backend_name)),
+        context_(ordinal, gemm_path, attention_kernels),
+        reserved_(ordinal) {}
 
   std::string backend() const override { return backend_name_; }
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
@@ -122,6 +126,15 @@ class GpuDevice final : public Device {
                   " MiB); use smaller micro-batches, more pipeline or tensor-parallel ranks, or recomputation");
     }
     return Buffer(this, data, bytes);
+  }
+
+  // Addresses for as much as the device has; ReservedMemory backs them as the buffer grows (CUDA only).
+  Buffer reserve(BufferUse) override {
+    select(ordinal_);
+    size_t free_bytes = 0, total_bytes = 0, capacity = 0;
+    KOSMOS_GPU_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    void * base = reserved_.reserve(total_bytes, capacity);
+    return base == nullptr ? Buffer() : Buffer::reserved(this, base, capacity);
   }
 
   void copy(TensorView dst, TensorView src, Stream & stream) override {
@@ -186,6 +199,14 @@ class GpuDevice final : public Device {
     KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));  // a destructor's path: no throwing
     KOSMOS_GPU_IGNORE(cudaFree(data));
   }
+  size_t back_memory(void * base, size_t backed, size_t wanted, size_t capacity) override {
+    select(ordinal_);
+    return reserved_.back(base, backed, wanted, capacity);
+  }
+  void free_reserved(void * base, size_t, size_t) noexcept override {
+    KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));
+    reserved_.release(base);
+  }
 
  private:
   static void select(int ordinal) { KOSMOS_GPU_CHECK(cudaSetDevice(ordinal)); }
@@ -211,6 +232,7 @@ class GpuDevice final : public Device {
   int ordinal_;
   std::string backend_name_;
   GpuContext context_;
+  ReservedMemory reserved_;
   bool profiling_ = false;
   std::map<std::string, OpTime> op_times_;
 };

@@ -168,6 +168,41 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaGetLastError();
 const char * cudaGetErrorString(cudaError_t status);
 
+// Driver, reached through cudaGetDriverEntryPointByVersion as on NVIDIA: virtual memory management only. A reserved
+// range is inaccessible host address space; cuMemCreate counts device memory; cuMemMap places it in the range and
+// cuMemSetAccess opens it (poisoned, as cudaMalloc's); cuMemUnmap must name one whole mapping, as the driver's does.
+enum CUresult : int {
+  CUDA_SUCCESS = 0,
+  CUDA_ERROR_INVALID_VALUE = 1,
+  CUDA_ERROR_OUT_OF_MEMORY = 2,
+  CUDA_ERROR_INVALID_DEVICE = 101,
+  CUDA_ERROR_NOT_SUPPORTED = 801
+};
+using CUdeviceptr = unsigned long long;
+using CUdevice = int;
+using CUmemGenericAllocationHandle = unsigned long long;
+enum CUmemAllocationType : int { CU_MEM_ALLOCATION_TYPE_PINNED = 1 };
+enum CUmemLocationType : int { CU_MEM_LOCATION_TYPE_DEVICE = 1 };
+enum CUmemAccess_flags : int { CU_MEM_ACCESS_FLAGS_PROT_READWRITE = 3 };
+enum CUmemAllocationGranularity_flags : int { CU_MEM_ALLOC_GRANULARITY_RECOMMENDED = 1 };
+enum CUdevice_attribute : int { CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102 };
+struct CUmemLocation {
+  CUmemLocationType type;
+  int id;
+};
+struct CUmemAllocationProp {
+  CUmemAllocationType type;
+  CUmemLocation location;
+};
+struct CUmemAccessDesc {
+  CUmemLocation location;
+  CUmemAccess_flags flags;
+};
+enum cudaDriverEntryPointQueryResult : int { cudaDriverEntryPointSuccess = 0, cudaDriverEntryPointSymbolNotFound = 1 };
+constexpr unsigned long long cudaEnableDefault = 0;
+cudaError_t cudaGetDriverEntryPointByVersion(const char * symbol, void ** function, unsigned cuda_version,
+                                             unsigned long long flags, cudaDriverEntryPointQueryResult * result);
+
 namespace kosmos_emulation {
 
 // The opt-in above 48 KiB of dynamic shared memory, as cudaFuncSetAttribute records it (the largest asked for any

@@ -2,7 +2,9 @@
 // from cudaMalloc (poisoned with 0xff bytes, NaN in every float format, so that a kernel reading what nobody wrote
 // shows; each buffer ends at an inaccessible guard page, so that an access past its end faults the kernel), pointer
 // attributes from the live allocations, one synchronous queue behind every stream and event, and a launch failure
-// that stays pending (stream synchronisation answers it) until cudaGetLastError takes it.
+// that stays pending (stream synchronisation answers it) until cudaGetLastError takes it. Also the driver's virtual
+// memory calls, with the rules the driver enforces (granule multiples, whole mappings unmapped, access granted
+// before use, addresses freed only once unmapped); a reserved range past its mapped prefix faults as a guard does.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -27,9 +29,31 @@ struct Allocation {
   size_t mapped;
 };
 
+constexpr size_t kGranule = size_t{2} << 20;  // the driver's allocation granularity
+
+// A range of cuMemAddressReserve: its pieces mapped (by offset) to handles of cuMemCreate, and whether access was
+// granted to each.
+struct Mapping {
+  size_t bytes;
+  CUmemGenericAllocationHandle handle;
+  bool accessible;
+};
+struct Reservation {
+  size_t capacity;
+  std::map<size_t, Mapping> mappings;
+};
+struct Handle {
+  size_t bytes;
+  int mappings;
+  bool released;
+};
+
 struct State {
   std::mutex mutex;
-  std::map<const unsigned char *, Allocation> allocations;  // by start
+  std::map<const unsigned char *, Allocation> allocations;  // by start; a reservation's is its mapped prefix
+  std::map<unsigned char *, Reservation> reservations;       // by base
+  std::map<CUmemGenericAllocationHandle, Handle> handles;
+  CUmemGenericAllocationHandle next_handle = 1;
   size_t allocated = 0;
   int shared_limit = kDefaultSharedLimit;
   cudaError_t failure = cudaSuccess;  // pending until cudaGetLastError answers it
@@ -219,4 +243,203 @@ const char * cudaGetErrorString(cudaError_t status) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     default: return "emulated GPU failure";
   }
+}
+
+// The driver's virtual memory calls.
+namespace {
+
+using kosmos_emulation::Handle;
+using kosmos_emulation::kGranule;
+using kosmos_emulation::Reservation;
+
+// The reservation holding [at, at + bytes), or null; `offset` is `at`'s place in it.
+Reservation * reservation_of(CUdeviceptr at, size_t bytes, size_t & offset, unsigned char *& base) {
+  auto * p = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(at));
+  auto after = state().reservations.upper_bound(p);
+  if (after == state().reservations.begin()) return nullptr;
+  auto & [start, reservation] = *std::prev(after);
+  if (p + bytes > start + reservation.capacity) return nullptr;
+  offset = static_cast<size_t>(p - start);
+  base = start;
+  return &reservation;
+}
+
+// The reservation's allocation entry covers its mapped prefix (what pointer attributes call device memory).
+void update_prefix(unsigned char * base, const Reservation & reservation) {
+  size_t prefix = 0;
+  for (const auto & [offset, mapping] : reservation.mappings) {
+    if (offset != prefix) break;
+    prefix += mapping.bytes;
+  }
+  state().allocations[base] = {prefix, base, reservation.capacity};
+}
+
+// A handle with neither mappings nor an owner gives its memory back.
+void forget_if_unused(CUmemGenericAllocationHandle id) {
+  const auto found = state().handles.find(id);
+  if (found == state().handles.end() || !found->second.released || found->second.mappings != 0) return;
+  state().allocated -= found->second.bytes;
+  state().handles.erase(found);
+}
+
+CUresult cuMemAddressReserve(CUdeviceptr * pointer, size_t bytes, size_t, CUdeviceptr, unsigned long long) {
+  if (bytes == 0 || bytes % kGranule != 0) return CUDA_ERROR_INVALID_VALUE;
+  void * base = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  auto * start = static_cast<unsigned char *>(base);
+  state().reservations[start] = Reservation{bytes, {}};
+  update_prefix(start, state().reservations[start]);
+  *pointer = static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(base));
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemAddressFree(CUdeviceptr at, size_t bytes) {
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  auto * base = reinterpret_cast<unsigned char *>(static_cast<uintptr_t>(at));
+  const auto found = state().reservations.find(base);
+  if (found == state().reservations.end() || found->second.capacity != bytes || !found->second.mappings.empty())
+    return CUDA_ERROR_INVALID_VALUE;  // not a reservation, not all of it, or still mapped
+  munmap(base, bytes);
+  state().reservations.erase(found);
+  state().allocations.erase(base);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemCreate(CUmemGenericAllocationHandle * handle, size_t bytes, const CUmemAllocationProp * prop,
+                     unsigned long long) {
+  if (bytes == 0 || bytes % kGranule != 0 || prop->type != CU_MEM_ALLOCATION_TYPE_PINNED ||
+      prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE || prop->location.id != 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  if (state().allocated + bytes > kosmos_emulation::kDeviceBytes) return CUDA_ERROR_OUT_OF_MEMORY;
+  state().allocated += bytes;
+  *handle = state().next_handle++;
+  state().handles[*handle] = Handle{bytes, 0, false};
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemRelease(CUmemGenericAllocationHandle id) {
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  const auto found = state().handles.find(id);
+  if (found == state().handles.end() || found->second.released) return CUDA_ERROR_INVALID_VALUE;
+  found->second.released = true;
+  forget_if_unused(id);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemMap(CUdeviceptr at, size_t bytes, size_t handle_offset, CUmemGenericAllocationHandle id,
+                  unsigned long long) {
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  const auto handle = state().handles.find(id);
+  size_t offset = 0;
+  unsigned char * base = nullptr;
+  Reservation * reservation = reservation_of(at, bytes, offset, base);
+  if (handle == state().handles.end() || handle->second.released || handle_offset != 0 ||
+      bytes != handle->second.bytes || reservation == nullptr)
+    return CUDA_ERROR_INVALID_VALUE;
+  for (const auto & [mapped_at, mapping] : reservation->mappings)
+    if (mapped_at < offset + bytes && offset < mapped_at + mapping.bytes) return CUDA_ERROR_INVALID_VALUE;  // overlap
+  reservation->mappings[offset] = {bytes, id, false};
+  ++handle->second.mappings;
+  update_prefix(base, *reservation);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemSetAccess(CUdeviceptr at, size_t bytes, const CUmemAccessDesc * access, size_t count) {
+  if (count != 1 || access->flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE ||
+      access->location.type != CU_MEM_LOCATION_TYPE_DEVICE || access->location.id != 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  size_t offset = 0;
+  unsigned char * base = nullptr;
+  Reservation * reservation = reservation_of(at, bytes, offset, base);
+  if (reservation == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  for (size_t covered = offset; covered < offset + bytes;) {  // every byte must be mapped
+    const auto mapping = reservation->mappings.find(covered);
+    if (mapping == reservation->mappings.end()) return CUDA_ERROR_INVALID_VALUE;
+    covered += mapping->second.bytes;
+  }
+  for (auto mapping = reservation->mappings.find(offset);
+       mapping != reservation->mappings.end() && mapping->first < offset + bytes; ++mapping) {
+    if (mapping->second.accessible) continue;
+    unsigned char * piece = base + mapping->first;
+    if (mprotect(piece, mapping->second.bytes, PROT_READ | PROT_WRITE) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    std::memset(piece, 0xff, mapping->second.bytes);
+    mapping->second.accessible = true;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemUnmap(CUdeviceptr at, size_t bytes) {
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  size_t offset = 0;
+  unsigned char * base = nullptr;
+  Reservation * reservation = reservation_of(at, bytes, offset, base);
+  if (reservation == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  const auto mapping = reservation->mappings.find(offset);
+  if (mapping == reservation->mappings.end() || mapping->second.bytes != bytes)
+    return CUDA_ERROR_INVALID_VALUE;  // one whole mapping, as the driver requires
+  unsigned char * piece = base + offset;
+  mprotect(piece, bytes, PROT_NONE);
+  madvise(piece, bytes, MADV_DONTNEED);
+  const CUmemGenericAllocationHandle id = mapping->second.handle;
+  reservation->mappings.erase(mapping);
+  --state().handles[id].mappings;
+  forget_if_unused(id);
+  update_prefix(base, *reservation);
+  return CUDA_SUCCESS;
+}
+
+CUresult cuMemGetAllocationGranularity(size_t * granularity, const CUmemAllocationProp *,
+                                       CUmemAllocationGranularity_flags) {
+  *granularity = kGranule;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGet(CUdevice * device, int ordinal) {
+  if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+  *device = 0;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetAttribute(int * value, CUdevice_attribute attribute, CUdevice device) {
+  if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+  if (attribute != CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED) return CUDA_ERROR_INVALID_VALUE;
+  *value = 1;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuGetErrorString(CUresult status, const char ** message) {
+  switch (status) {
+    case CUDA_SUCCESS: *message = "no error"; return CUDA_SUCCESS;
+    case CUDA_ERROR_INVALID_VALUE: *message = "invalid argument"; return CUDA_SUCCESS;
+    case CUDA_ERROR_OUT_OF_MEMORY: *message = "out of memory"; return CUDA_SUCCESS;
+    case CUDA_ERROR_INVALID_DEVICE: *message = "invalid device ordinal"; return CUDA_SUCCESS;
+    case CUDA_ERROR_NOT_SUPPORTED: *message = "operation not supported"; return CUDA_SUCCESS;
+  }
+  return CUDA_ERROR_INVALID_VALUE;
+}
+
+}  // namespace
+
+cudaError_t cudaGetDriverEntryPointByVersion(const char * symbol, void ** function, unsigned, unsigned long long,
+                                             cudaDriverEntryPointQueryResult * result) {
+  static const std::map<std::string, void *> calls = {
+      {"cuMemAddressReserve", reinterpret_cast<void *>(&cuMemAddressReserve)},
+      {"cuMemAddressFree", reinterpret_cast<void *>(&cuMemAddressFree)},
+      {"cuMemCreate", reinterpret_cast<void *>(&cuMemCreate)},
+      {"cuMemRelease", reinterpret_cast<void *>(&cuMemRelease)},
+      {"cuMemMap", reinterpret_cast<void *>(&cuMemMap)},
+      {"cuMemUnmap", reinterpret_cast<void *>(&cuMemUnmap)},
+      {"cuMemSetAccess", reinterpret_cast<void *>(&cuMemSetAccess)},
+      {"cuMemGetAllocationGranularity", reinterpret_cast<void *>(&cuMemGetAllocationGranularity)},
+      {"cuDeviceGet", reinterpret_cast<void *>(&cuDeviceGet)},
+      {"cuDeviceGetAttribute", reinterpret_cast<void *>(&cuDeviceGetAttribute)},
+      {"cuGetErrorString", reinterpret_cast<void *>(&cuGetErrorString)},
+  };
+  const auto found = calls.find(symbol);
+  *function = found == calls.end() ? nullptr : found->second;
+  *result = found == calls.end() ? cudaDriverEntryPointSymbolNotFound : cudaDriverEntryPointSuccess;
+  return cudaSuccess;
 }

@@ -2,8 +2,9 @@
 // hardware's rules are broken: shuffles exchange lanes, __syncthreads orders shared memory (and its absence shows),
 // mma.sync and ldmatrix follow the PTX ISA's fragment layouts (against a plain product), and a misaligned ldmatrix,
 // a lane leaving its warp mid-collective, a deadlock and a read past a buffer's end fail the launch with a message,
-// after which the next launch runs. Kernels here are written against cuda_surface.h and launched as
-// rewrite_launches.cmake writes a `<<<...>>>` launch.
+// after which the next launch runs; reserved address ranges keep the driver's rules (access only once granted,
+// unmapping whole mappings, freeing addresses only once unmapped) and give their memory back. Kernels here are
+// written against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>` launch.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -153,6 +154,75 @@ TEST(GpuEmulator, AnAccessPastABuffersEndFaultsTheLaunch) {
   EXPECT_NE(failure.find("illegal memory access"), std::string::npos) << failure;
   EXPECT_NE(failure.find("0 bytes past the end of a device buffer of 256 bytes"), std::string::npos) << failure;
   EXPECT_EQ(cudaFree(in), cudaSuccess);
+  EXPECT_EQ(cudaFree(out), cudaSuccess);
+}
+
+// The emulated driver's function `symbol`, as the CUDA backend finds it.
+template <typename Function>
+Function driver(const char * symbol) {
+  void * found = nullptr;
+  cudaDriverEntryPointQueryResult result{};
+  EXPECT_EQ(cudaGetDriverEntryPointByVersion(symbol, &found, 12000, cudaEnableDefault, &result), cudaSuccess);
+  EXPECT_EQ(result, cudaDriverEntryPointSuccess) << symbol;
+  return reinterpret_cast<Function>(found);
+}
+
+TEST(GpuEmulator, ReservedRangesKeepTheDriversRules) {
+  const auto reserve = driver<CUresult (*)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long)>(
+      "cuMemAddressReserve");
+  const auto address_free = driver<CUresult (*)(CUdeviceptr, size_t)>("cuMemAddressFree");
+  const auto create = driver<CUresult (*)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                                          unsigned long long)>("cuMemCreate");
+  const auto release = driver<CUresult (*)(CUmemGenericAllocationHandle)>("cuMemRelease");
+  const auto map = driver<CUresult (*)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long)>(
+      "cuMemMap");
+  const auto unmap = driver<CUresult (*)(CUdeviceptr, size_t)>("cuMemUnmap");
+  const auto set_access = driver<CUresult (*)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t)>("cuMemSetAccess");
+  constexpr size_t kPiece = size_t{4} << 20;
+  void * out = nullptr;
+  ASSERT_EQ(cudaMalloc(&out, 64 * sizeof(float)), cudaSuccess);
+  size_t free_before = 0, total = 0, free_now = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+  CUdeviceptr base = 0;
+  ASSERT_EQ(reserve(&base, 2 * kPiece, 0, 0, 0), CUDA_SUCCESS);
+  CUmemAllocationProp prop{};
+  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop.location = {CU_MEM_LOCATION_TYPE_DEVICE, 0};
+  const CUmemAccessDesc access{{CU_MEM_LOCATION_TYPE_DEVICE, 0}, CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+  CUmemGenericAllocationHandle first = 0, second = 0;
+  ASSERT_EQ(create(&first, kPiece, &prop, 0), CUDA_SUCCESS);
+  ASSERT_EQ(create(&second, kPiece, &prop, 0), CUDA_SUCCESS);
+  ASSERT_EQ(cudaMemGetInfo(&free_now, &total), cudaSuccess);
+  EXPECT_EQ(free_now, free_before - 2 * kPiece);
+  ASSERT_EQ(map(base, kPiece, 0, first, 0), CUDA_SUCCESS);
+  EXPECT_EQ(map(base, kPiece, 0, second, 0), CUDA_ERROR_INVALID_VALUE);  // taken
+
+  auto * in = reinterpret_cast<float *>(static_cast<uintptr_t>(base));
+  const auto gather = [&](int64_t offset) {
+    return launch(gather_kernel, 1, 64, 0, static_cast<float *>(out), static_cast<const float *>(in), offset);
+  };
+  EXPECT_NE(gather(0).find("illegal memory access"), std::string::npos);  // mapped, but no access granted yet
+  ASSERT_EQ(set_access(base, kPiece, &access, 1), CUDA_SUCCESS);
+  EXPECT_EQ(gather(0), "");
+  const int64_t last = static_cast<int64_t>(kPiece / sizeof(float)) - 64;
+  EXPECT_EQ(gather(last), "");
+  EXPECT_NE(gather(last + 1).find("illegal memory access"), std::string::npos);  // past the mapped prefix
+  EXPECT_EQ(set_access(base, 2 * kPiece, &access, 1), CUDA_ERROR_INVALID_VALUE);  // the second half is not mapped
+  ASSERT_EQ(map(base + kPiece, kPiece, 0, second, 0), CUDA_SUCCESS);
+  ASSERT_EQ(set_access(base, 2 * kPiece, &access, 1), CUDA_SUCCESS);
+  EXPECT_EQ(gather(last + 1), "");
+
+  EXPECT_EQ(release(first), CUDA_SUCCESS);  // the mappings keep the memory
+  EXPECT_EQ(release(second), CUDA_SUCCESS);
+  ASSERT_EQ(cudaMemGetInfo(&free_now, &total), cudaSuccess);
+  EXPECT_EQ(free_now, free_before - 2 * kPiece);
+  EXPECT_EQ(unmap(base, 2 * kPiece), CUDA_ERROR_INVALID_VALUE);  // two mappings: each is unmapped whole
+  EXPECT_EQ(address_free(base, 2 * kPiece), CUDA_ERROR_INVALID_VALUE);  // still mapped
+  EXPECT_EQ(unmap(base, kPiece), CUDA_SUCCESS);
+  EXPECT_EQ(unmap(base + kPiece, kPiece), CUDA_SUCCESS);
+  ASSERT_EQ(cudaMemGetInfo(&free_now, &total), cudaSuccess);
+  EXPECT_EQ(free_now, free_before);
+  EXPECT_EQ(address_free(base, 2 * kPiece), CUDA_SUCCESS);
   EXPECT_EQ(cudaFree(out), cudaSuccess);
 }
 

@@ -1,8 +1,10 @@
 // vendor/cuda.h: the NVIDIA side of the shared CUDA/HIP sources: the CUDA runtime, 16-bit float, cuBLASLt and NCCL
-// headers, and the few spellings that differ from HIP (the warp size, warp shuffles).
+// headers, the driver's types (its calls are reached through the runtime's entry points, reserved_memory.cu), and
+// the few spellings that differ from HIP (the warp size, warp shuffles).
 #pragma once
 
 #include <cublasLt.h>
+#include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <nccl.h>

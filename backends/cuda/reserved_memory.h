@@ -1,0 +1,53 @@
+// reserved_memory.h: address ranges that fill with device memory as they grow, behind GpuDevice::reserve(). On
+// NVIDIA it is the driver's virtual memory management (cuMemAddressReserve, cuMemCreate, cuMemMap), reached through
+// the runtime's driver entry points so that the binary links no libcuda. The ROCm build has none (HIP 5.2's is a
+// preview): available() is false there, and arenas use separate buffers.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "backends/cuda/gpu_common.cuh"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE {
+
+class ReservedMemory {
+ public:
+  // Looks the driver's calls up and asks whether device `ordinal` supports them (after cudaSetDevice(ordinal)).
+  explicit ReservedMemory(int ordinal);
+  ReservedMemory(const ReservedMemory &) = delete;
+  ReservedMemory & operator=(const ReservedMemory &) = delete;
+  ~ReservedMemory();
+
+  bool available() const { return granule_ != 0; }
+  // Addresses for at least `bytes`, rounded up to the granule (written to `capacity`), with no memory behind them;
+  // nullptr where the driver gives none.
+  void * reserve(size_t bytes, size_t & capacity);
+  // Maps device memory behind [base + backed, base + new backed) so that the new backed size is at least `wanted`
+  // (whole granules, at most capacity); returns it. Fails with the device's free memory.
+  size_t back(void * base, size_t backed, size_t wanted, size_t capacity);
+  // Unmaps and frees every piece of memory behind the range, then its addresses.
+  void release(void * base) noexcept;
+
+ private:
+  struct Calls;
+  struct Piece {
+    size_t offset, bytes;  // one cuMemMap: unmapped as a whole
+  };
+  struct Range {
+    size_t capacity = 0;
+    std::vector<Piece> pieces;
+  };
+  void check(int status, const char * call) const;
+  int ordinal_;
+#if !defined(KOSMOS_USE_ROCM)
+  int driver_device_ = 0;  // the driver's handle of the device
+#endif
+  std::unique_ptr<Calls> calls_;
+  size_t granule_ = 0;
+  std::map<void *, Range> ranges_;  // by base address
+};
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE
