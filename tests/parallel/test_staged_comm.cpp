@@ -8,12 +8,13 @@
 #include "backends/registry.h"
 #include "parallel/comm_staged.h"
 #include "parallel/mpi_handle.h"
+#include "tests/cpu_stand_in.h"
 
 namespace kosmos::parallel {
 namespace {
 
 // The CPU device, but its buffers count as device memory: the host must reach them through copy().
-class PretendGpu final : public Device {
+class PretendGpu final : public testing::CpuStandIn {
  public:
   std::string backend() const override { return "pretend-gpu"; }
   std::string name() const override { return "pretend-gpu:0"; }
@@ -21,30 +22,18 @@ class PretendGpu final : public Device {
   bool host_accessible() const override { return false; }
   bool is_host_memory(const void * pointer) const override { return owned_.count(pointer) == 0; }
   Buffer allocate(size_t bytes, BufferUse use) override {
-    Buffer buffer = cpu_->allocate(bytes, use);
+    Buffer buffer = cpu->allocate(bytes, use);
     owned_.insert(buffer.data());
     return buffer;
   }
   void copy(TensorView dst, TensorView src, Stream & stream) override {
     ++copies;
-    cpu_->copy(dst, src, stream);
+    cpu->copy(dst, src, stream);
   }
-  std::unique_ptr<Stream> create_stream() override { return cpu_->create_stream(); }
-  std::unique_ptr<Event> create_event() override { return cpu_->create_event(); }
-  void record_event(Event & event, Stream & stream) override { cpu_->record_event(event, stream); }
-  void wait_event(Stream & stream, Event & event) override { cpu_->wait_event(stream, event); }
-  OpSupport supports(const OpDesc & op) const override { return cpu_->supports(op); }
-  void run(const OpDesc & op, Stream & stream) override { op_run(*cpu_, op, stream); }
-  void set_profiling(bool) override {}
-  std::vector<std::pair<std::string, OpTime>> profile() const override { return {}; }
 
   int copies = 0;
 
- protected:
-  void free_memory(void *, size_t) override {}  // buffers belong to the CPU device, which frees them
-
  private:
-  std::unique_ptr<Device> cpu_ = BackendRegistry().create("cpu", 0);
   std::set<const void *> owned_;
 };
 

@@ -10,35 +10,15 @@
 #include "backends/error.h"
 #include "backends/registry.h"
 #include "model/arena.h"
+#include "tests/cpu_stand_in.h"
 
 namespace kosmos::model {
 namespace {
 
 constexpr size_t kMiB = size_t{1} << 20;
 
-// The CPU device without reserved address ranges, as ROCm's: its buffers are the CPU device's, counted there.
-class WithoutReservations final : public Device {
- public:
-  std::string backend() const override { return "cpu-without-reservations"; }
-  std::string name() const override { return backend(); }
-  std::string description() const override { return "the CPU device, reserving no address ranges"; }
-  bool host_accessible() const override { return true; }
-  Buffer allocate(size_t bytes, BufferUse use) override { return cpu->allocate(bytes, use); }
-  void copy(TensorView dst, TensorView src, Stream & stream) override { cpu->copy(dst, src, stream); }
-  std::unique_ptr<Stream> create_stream() override { return cpu->create_stream(); }
-  std::unique_ptr<Event> create_event() override { return cpu->create_event(); }
-  void record_event(Event & event, Stream & stream) override { cpu->record_event(event, stream); }
-  void wait_event(Stream & stream, Event & event) override { cpu->wait_event(stream, event); }
-  OpSupport supports(const OpDesc & op) const override { return cpu->supports(op); }
-  void run(const OpDesc & op, Stream & stream) override { op_run(*cpu, op, stream); }
-  void set_profiling(bool) override {}
-  std::vector<std::pair<std::string, OpTime>> profile() const override { return {}; }
-
-  std::unique_ptr<Device> cpu = BackendRegistry().create("cpu", 0);
-
- protected:
-  void free_memory(void *, size_t) override {}  // the CPU device's buffers: it frees them
-};
+// The CPU device without reserved address ranges, as ROCm's.
+using WithoutReservations = testing::CpuStandIn;
 
 TEST(DeviceMemory, CountsBuffersWhileTheyLiveAndKeepsThePeak) {
   auto device = BackendRegistry().create("cpu", 0);
