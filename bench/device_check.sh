@@ -14,8 +14,8 @@
 #   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
 #      and --recompute ffn (about 47 GiB by estimate, under the goal's 60), and the PyTorch peer
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card, then the step on cuda-wmma; late in the
-#      run the same step without recomputation (about 53 GiB), with attention (38) and with layer (28) (device
-#      memory peaks in the table), and a profiled step (the time per op);
+#      run the same step without recomputation (about 55 GiB by the planner), with attention (38) and with layer
+#      (31) (device memory peaks in the table), and a profiled step (the time per op);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]

@@ -139,10 +139,16 @@ Hardware calibrated(Hardware base, const std::string & json_text, const std::str
       base.inter_gbs = number;
     else if (key == "peak_tflops")
       base.peak_tflops = number;
-    else
+    else if (key == "memory_gib")
+      base.memory_gib = number;
+    else if (key == "usable_fraction") {
+      KOSMOS_CHECK(number > 0.0 && number <= 1.0, source, ": usable_fraction is ", number,
+                   "; give the share of device memory a layout may fill, in (0, 1]");
+      base.usable_fraction = number;
+    } else
       KOSMOS_FAIL(source, ": unknown key ", key,
                   " (known: matmul_tflops, memory_gbs, intra_alpha_us, intra_gbs, "
-                  "inter_alpha_us, inter_gbs, peak_tflops)");
+                  "inter_alpha_us, inter_gbs, peak_tflops, memory_gib, usable_fraction)");
   }
   base.source += "; calibrated from " + source;
   return base;
@@ -285,7 +291,8 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   // 1/tp of the split ones); fp32 gradients of the trainable ones, and their AdamW moments (ZeRO-1: this rank's 1/dp
   // slice of them). The fullest stage's counts here, the most a rank of any stage trains, and the slowest stage's
   // exposed reduction.
-  double stage_trained = 0.0, state_bytes = 0.0;
+  double stage_trained = 0.0;
+  std::vector<double> state_bytes(static_cast<size_t>(layout.pp), 0.0);
   for (int stage = 0; stage < layout.pp; ++stage) {
     double held = 0.0, trained = 0.0, trained_last = 0.0;
     for (const PlannedModel::Parameter & spec : planned_model.specs) {
@@ -296,8 +303,8 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
       if (spec.trainable && finished_last(spec.name)) trained_last += elements;
     }
     stage_trained = std::max(stage_trained, trained);
-    state_bytes = std::max(state_bytes, held * (4.0 + (act < 4.0 ? act : 0.0)) + trained * 4.0 +
-                                            trained * 8.0 / (layout.zero1 ? layout.dp : 1));
+    state_bytes[static_cast<size_t>(stage)] = held * (4.0 + (act < 4.0 ? act : 0.0)) + trained * 4.0 +
+                                              trained * 8.0 / (layout.zero1 ? layout.dp : 1);
     const double reduction = all_reduce_seconds(trained * 4.0, layout.dp, dp_alpha, dp_gbs);
     const double hideable = reduction * (trained - trained_last) / std::max(1.0, trained) / (layout.zero1 ? 2.0 : 1.0);
     p.dp_seconds = std::max(p.dp_seconds, reduction - (hw.reduction_overlaps_backward
@@ -317,8 +324,7 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
       stage_trained / (layout.zero1 ? layout.dp : 1) * kOptimizerBytesPerParameter / bandwidth;
   p.step_seconds = makespan + tied_seconds + p.dp_seconds + p.optimizer_seconds;
 
-  // Memory: the fullest stage's parameter state, with the first stage's activations in flight or the last's
-  // logits, whichever is fuller.
+  // Memory: the fullest stage's parameter state and activations (each stage's layers as the pipeline cuts them).
   // A layer's saved activations as model/layers.cpp keeps them: the residual stream's x and x_mid in f32; in the
   // activation dtype the pre-LN outputs, q | k | v, the attention, its sub-LN output, the FFN's hidden layer (its
   // sub-LN normalises GELU of it on the fly) and its sub-LN output, and under tp the sub-LNs' gathered inputs. With
@@ -327,32 +333,70 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   const double gathered = layout.tp > 1 ? e + f : 0.0;
   const double one_layer = tokens * (8.0 * e + act * (3.0 * e + 4.0 * e / tp + f + f / tp + gathered));
   const double per_layer = layout.recompute ? tokens * 4.0 * e : one_layer;
-  // A pipeline stage holds the activations of the micro-batches its schedule has in flight (an arena each, as large
-  // as a micro-batch's whole: its chunks' layers, the boundaries it received, and under zero-bubble what a B pass
-  // keeps for its W pass, 0.6 of the forward's, measured: a small-preset micro-batch's arena held 23.0 MiB at most
-  // under 1F1B, 36.2 under zero-bubble), and keeps every boundary it sends until the step ends. The first stage
-  // receives each chunk's output gradient and, but the first chunk, its input; it sends as many.
+  // A layer's backward takes, while the micro-batch's other layers are still held, the gradients at the residual
+  // stream's three points in f32 and, in the activation dtype, those at the FFN's hidden layer, the attention,
+  // q | k | v, the two sub-LNs' inputs (under tp also gathered) and (training drops out) the two dropouts' outputs.
+  // Zero-bubble's B keeps them for its W pass, in every layer.
+  const double dropped = d.dropout > 0.0 ? 2.0 * e : 0.0;
+  const double layer_backward = tokens * (12.0 * e + act * (2.0 * f / tp + 5.0 * e / tp + gathered + dropped));
+  const bool deferred = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 && layout.pp > 1;
+  // The first stage's micro-batch also keeps the embedded rows and x (f32) and the image path's activations: the
+  // patches, and each CLIP layer's output (f32, all kept until the step ends), the trainable layers' saved set
+  // (no sub-LN: the hidden layer and its activation), and the resampler's per layer (normed media, keys and values
+  // over media and latents) (model/image_path.cpp).
+  const auto & v = config.vision;
+  const auto & c = config.connector;
+  const double images = static_cast<double>(images_in(micro));
+  const double vt = static_cast<double>(v.tokens()), dv = static_cast<double>(v.hidden_size);
+  const double patch_width = static_cast<double>(v.channels * v.patch_size * v.patch_size);
+  const double span = vt + static_cast<double>(c.num_latents), inner = static_cast<double>(c.heads * c.dim_head);
+  const double clip_layer_saved =
+      vt * (8.0 * dv + act * (6.0 * dv + 2.0 * static_cast<double>(v.intermediate_size)));
+  const double image_path =
+      images * (static_cast<double>(v.patches()) * (patch_width + dv) * 4.0 +
+                vt * dv * 4.0 * static_cast<double>(v.layers + 4) +
+                static_cast<double>(v.trainable_layers) * clip_layer_saved +
+                static_cast<double>(c.depth) * 4.0 * (vt * dv + span * (dv + 2.0 * inner)));
+  const double embedded = 2.0 * tokens * e * 4.0;
+  // Each stage holds the activations of the micro-batches its schedule has in flight (an arena each, as large as
+  // a micro-batch's deepest: its chunks' layers, the boundaries it received, and one layer's backward), and keeps
+  // every boundary it sends until the step ends. The last stage's head and loss hold one chunk of rows' f32
+  // logits and their gradient (bf16 for a bf16 head, else f32) at a time (model/kosmos.h), before the backward.
   const int chunks = parallel::model_chunks(layout.schedule, layout.chunks);
-  const int held = layout.pp == 1 ? 1
-                                  : parallel::peak_micro_batches_held(
-                                        parallel::make_schedule(layout.schedule, layout.pp, 0, layout.micro_batches,
-                                                                chunks),
-                                        chunks);
-  const double chunk_layers = static_cast<double>(d.layers) / layout.pp / chunks;
-  const double deferred = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 ? 0.6 : 0.0;
-  const double boundaries = layout.pp == 1 ? 0.0 : (2.0 * chunks - 1.0) * tokens * e * 4.0;  // per micro-batch
-  const double micro_batch = chunks * chunk_layers * per_layer * (1.0 + deferred) + boundaries;
-  const double activations = held * micro_batch + (layout.pp == 1 ? 0.0 : layout.micro_batches * boundaries) +
-                             (layout.recompute ? one_layer : 0.0);
-  // The head and loss hold one chunk of rows' f32 logits and their gradient (bf16 for a bf16 head, else f32) at a
-  // time (model/kosmos.h).
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;
   const double logit_rows =
       std::min(tokens, std::max(1.0, std::floor(model::KosmosModel::kHeadChunkElements / vocab_local)));
   const double logits = logit_rows * vocab_local * (4.0 + (act < 4.0 ? act : 4.0));
-  p.memory_gib = (state_bytes + std::max(activations, layout.pp == 1 ? activations + logits : logits)) / kGiB;
-  p.fits = p.memory_gib <= hw.memory_gib;
-  if (!p.fits) p.why_not = "needs " + std::to_string(static_cast<int>(p.memory_gib)) + " GiB per device";
+  const double boundary = tokens * e * 4.0;
+  double fullest = 0.0;
+  for (int stage = 0; stage < layout.pp; ++stage) {
+    double layers = 0.0, received = 0.0;
+    bool first = false, last = false;
+    for (int chunk = 0; chunk < chunks; ++chunk) {
+      const model::StageRange & range = stages[static_cast<size_t>(chunk * layout.pp + stage)];
+      layers += static_cast<double>(range.layer_end - range.layer_begin);
+      received += (range.first ? 0.0 : 1.0) + (range.last ? 0.0 : 1.0);  // its input, its output's gradient
+      first = first || range.first;
+      last = last || range.last;
+    }
+    const int held = layout.pp == 1 ? 1
+                                    : parallel::peak_micro_batches_held(
+                                          parallel::make_schedule(layout.schedule, layout.pp, stage,
+                                                                  layout.micro_batches, chunks),
+                                          chunks);
+    const double kept = layers * (per_layer + (deferred ? layer_backward : 0.0)) + received * boundary +
+                        (first ? embedded + image_path : 0.0);
+    const double deepest = kept + std::max(deferred ? 0.0 : layer_backward, last ? logits : 0.0);
+    const double activations = held * deepest + layout.micro_batches * received * boundary +
+                               (layout.recompute ? one_layer : 0.0);
+    fullest = std::max(fullest, state_bytes[static_cast<size_t>(stage)] + activations);
+  }
+  p.memory_gib = fullest / kGiB;
+  const double usable_gib = hw.usable_fraction * hw.memory_gib;
+  p.fits = p.memory_gib <= usable_gib;
+  if (!p.fits)
+    p.why_not = "needs " + std::to_string(static_cast<int>(p.memory_gib)) + " GiB per device of " +
+                std::to_string(static_cast<int>(usable_gib)) + " usable";
 
   const double model_flops = model::step_flops(config, work.sequences, work.length, images_in(work.sequences), true);
   p.tokens_per_second = static_cast<double>(work.sequences * work.length) / p.step_seconds;

@@ -32,13 +32,17 @@ struct Hardware {
   // on its own stream); not where this system stages collectives through blocking MPI calls (ROCm: Debian has no
   // RCCL) nor on the CPU (MPI moves the data inside its calls, on the cores that compute).
   bool reduction_overlaps_backward = false;
+  // The share of memory_gib a layout may fill; the rest is for what the planner does not count (the CUDA context,
+  // NCCL's buffers, library workspaces, kernels' scratch) and for its own error (within 15% of measured, README).
+  double usable_fraction = 0.9;
 };
 
 // The built-in machines (datasheet numbers, said in `source`); "cpu" holds this project's 2-core VM as measured.
 Hardware hardware_preset(const std::string & name);
 
 // Overrides measured by `kosmos bench` (JSON): {"matmul_tflops": .., "memory_gbs": .., "intra_alpha_us": ..,
-// "intra_gbs": ..}; any subset. An unknown key is an error naming it.
+// "intra_gbs": ..}, or given by hand (inter_*, peak_tflops, memory_gib, usable_fraction); any subset. An unknown
+// key is an error naming it.
 Hardware calibrated(Hardware base, const std::string & json_text, const std::string & source);
 
 struct Layout {

@@ -133,7 +133,8 @@ int run_plan(std::ostream & out, const PlanOptions & options) {
       << workload.sequences * workload.length << " tokens)\n"
       << "machine: " << std::setprecision(4) << hardware.matmul_tflops << " TFLOP/s sustained matmul of "
       << hardware.peak_tflops << " peak, " << hardware.memory_gbs << " GB/s memory, " << hardware.memory_gib
-      << " GiB, links " << hardware.intra_gbs << " GB/s in a node and " << hardware.inter_gbs << " between ("
+      << " GiB (" << 100.0 * hardware.usable_fraction << "% of it for a layout), links " << hardware.intra_gbs
+      << " GB/s in a node and " << hardware.inter_gbs << " between ("
       << hardware.source << ")\n";
   std::vector<bench::Prediction> predictions;
   if (!options.layout.empty()) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # check_planner.sh: `kosmos plan` against measured steps, with a generous bound (predicted / measured within
-# [0.6, 1.67]; bench/scaling.sh makes the full table, where the bound it meets is 25%). Calibrated by a measured
-# dp 2 step and a measured link (`kosmos bench comm`), it predicts tp 2 and pp 2 (1F1B) of the small preset. The
-# machine is shared: a layout whose ratio falls outside is measured once more, and the faster median counts.
+# [0.6, 1.67]; bench/scaling.sh makes the full table, where the bound it meets is 25%), and its memory against the
+# measured device peak (within [0.8, 1.25]; bench/planner_memory.sh: 15%). Calibrated by a measured dp 2 step and a
+# measured link (`kosmos bench comm`), it predicts tp 2 and pp 2 (1F1B) of the small preset. The machine is shared:
+# a layout whose time ratio falls outside is measured once more, and the faster median counts.
 # Usage: check_planner.sh KOSMOS MPIEXEC OUT_PREFIX
 set -euo pipefail
 kosmos=$1 mpiexec=$2 out=$3
@@ -24,16 +25,25 @@ for entry in "tp2|--tp 2 --batch 4 --micro-batches 2|tp=2,m=2" "pp2|--pp 2 --bat
     --calibration "$out"_link.json --measured "$out"_calibration.json --layout "$layout" --out "$out"_plan_$name.json \
     > /dev/null
   for attempt in 1 2; do
-    if python3 - "$name" "$out"_plan_$name.json "$out"_$name*.json << 'PY'; then break; fi
+    verdict=0
+    python3 - "$name" "$out"_plan_$name.json "$out"_$name*.json << 'PY' || verdict=$?
 import json, sys
-predicted = json.load(open(sys.argv[2]))["predictions"][0]["step_seconds"]
-measured = min(json.load(open(path))["step_seconds_median"] for path in sys.argv[3:])
-ratio = predicted / measured
-print("%s: measured %.3f s, predicted %.3f s, ratio %.2f" % (sys.argv[1], measured, predicted, ratio))
+prediction = json.load(open(sys.argv[2]))["predictions"][0]
+runs = [json.load(open(path)) for path in sys.argv[3:]]
+measured = min(run["step_seconds_median"] for run in runs)
+ratio = prediction["step_seconds"] / measured
+print("%s: measured %.3f s, predicted %.3f s, ratio %.2f" % (sys.argv[1], measured, prediction["step_seconds"], ratio))
+memory = runs[0]["device_peak_gib"]
+memory_ratio = prediction["memory_gib"] / memory
+print("%s: measured %.4f GiB, predicted %.4f GiB, ratio %.2f" % (sys.argv[1], memory, prediction["memory_gib"],
+                                                                memory_ratio))
+if not 0.8 <= memory_ratio <= 1.25:
+    sys.exit(2)  # the memory model is off: not the machine's noise, no second measurement
 sys.exit(0 if 0.6 <= ratio <= 1.67 else 1)
 PY
-    if [ "$attempt" = 2 ]; then status=1; break; fi
-    echo "$name: outside the bound; measuring once more"
+    if [ "$verdict" = 0 ]; then break; fi
+    if [ "$verdict" != 1 ] || [ "$attempt" = 2 ]; then status=1; break; fi
+    echo "$name: the step time is outside the bound; measuring once more"
     # shellcheck disable=SC2086
     measure "$out"_${name}_again.json $args
   done

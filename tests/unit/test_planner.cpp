@@ -1,7 +1,8 @@
 // test_planner.cpp: the layout planner's model (bench/planner.h) on cases with known answers: a pipeline without
 // communication idles (p-1)/(m+p-1) of the time under 1F1B, recomputation trades memory for a third more layer
 // work, the data-parallel reduction hides behind the last backward only where the machine overlaps them, impossible
-// layouts say why, calibration inverts a prediction, and the ranking puts fitting layouts first.
+// layouts say why, a layout fits only in the usable share of the device's memory, calibration inverts a prediction,
+// and the ranking puts fitting layouts first.
 #include <gtest/gtest.h>
 
 #include "backends/error.h"
@@ -85,6 +86,22 @@ TEST(Planner, ImpossibleLayoutsSayWhy) {
   EXPECT_NE(batch.why_not.find("global batch"), std::string::npos);
   EXPECT_THROW(hardware_preset("tpu"), Error);
   EXPECT_THROW(calibrated(h100, R"({"matmul_tflop": 1})", "rates.json"), Error);
+}
+
+TEST(Planner, ALayoutFitsOnlyInTheUsableShareOfTheDevicesMemory) {
+  const model::KosmosConfig config = model::preset("kosmos1");
+  Workload work;
+  work.sequences = 8;
+  const Layout layout{1, 1, 1, 1};
+  Hardware gpu = hardware_preset("h200");
+  const double needs = predict(config, gpu, work, layout, 1).memory_gib;
+  gpu.memory_gib = needs / 0.95;  // it would fill 95%: more than the 90% a layout may
+  const Prediction tight = predict(config, gpu, work, layout, 1);
+  EXPECT_FALSE(tight.fits);
+  EXPECT_NE(tight.why_not.find("usable"), std::string::npos) << tight.why_not;
+  const Hardware roomier = calibrated(gpu, R"({"usable_fraction": 0.96})", "machine.json");
+  EXPECT_TRUE(predict(config, roomier, work, layout, 1).fits);
+  EXPECT_THROW(calibrated(gpu, R"({"usable_fraction": 1.5})", "machine.json"), Error);
 }
 
 TEST(Planner, CalibrationInvertsAPrediction) {
