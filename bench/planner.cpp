@@ -341,26 +341,24 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   const double layer_backward = tokens * (12.0 * e + act * (2.0 * f / tp + 5.0 * e / tp + gathered + dropped));
   const bool deferred = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 && layout.pp > 1;
   // The first stage's micro-batch also keeps the embedded rows and x (f32) and the image path's activations: the
-  // patches, and each CLIP layer's output (f32, all kept until the step ends), the trainable layers' saved set
-  // (no sub-LN: the hidden layer and its activation), and the resampler's per layer (normed media, keys and values
-  // over media and latents) (model/image_path.cpp).
+  // frozen CLIP layers' two turns of output and the trainable layers' outputs, the post-LayerNorm and the feature
+  // (f32), the trainable layers' saved set (no sub-LN: the hidden layer and its activation), and the resampler's
+  // per layer (normed media, keys and values over media and latents) (model/image_path.cpp).
   const auto & v = config.vision;
   const auto & c = config.connector;
   const double images = static_cast<double>(images_in(micro));
   const double vt = static_cast<double>(v.tokens()), dv = static_cast<double>(v.hidden_size);
-  const double patch_width = static_cast<double>(v.channels * v.patch_size * v.patch_size);
   const double span = vt + static_cast<double>(c.num_latents), inner = static_cast<double>(c.heads * c.dim_head);
   const double clip_layer_saved =
       vt * (8.0 * dv + act * (6.0 * dv + 2.0 * static_cast<double>(v.intermediate_size)));
   const double image_path =
-      images * (static_cast<double>(v.patches()) * (patch_width + dv) * 4.0 +
-                vt * dv * 4.0 * static_cast<double>(v.layers + 4) +
+      images * (vt * dv * 4.0 * static_cast<double>(4 + v.trainable_layers) +
                 static_cast<double>(v.trainable_layers) * clip_layer_saved +
                 static_cast<double>(c.depth) * 4.0 * (vt * dv + span * (dv + 2.0 * inner)));
   const double embedded = 2.0 * tokens * e * 4.0;
   // Each stage holds the activations of the micro-batches its schedule has in flight (an arena each, as large as
   // a micro-batch's deepest: its chunks' layers, the boundaries it received, and one layer's backward), and keeps
-  // every boundary it sends until the step ends. The last stage's head and loss hold one chunk of rows' f32
+  // every boundary it sends (as many as it receives) until the step ends. The last stage's head and loss hold one chunk of rows' f32
   // logits and their gradient (bf16 for a bf16 head, else f32) at a time (model/kosmos.h), before the backward.
   const int chunks = parallel::model_chunks(layout.schedule, layout.chunks);
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;

@@ -59,6 +59,11 @@ void ImagePath::vision_forward(Runtime & rt, TensorView images, VisionSaved & sa
   const VisionConfig & v = config_.vision;
   const int64_t count = images.dim(0), patches = v.patches(), tokens = v.tokens(), dv = v.hidden_size;
   const int64_t patch_width = v.channels * v.patch_size * v.patch_size;
+  // The frozen part keeps nothing but its output: two buffers take turns as its layers' input and output, and the
+  // patches and embeddings go once the pre-LayerNorm has read them.
+  const TensorView turns[2] = {rt.take({count * tokens, dv}), rt.take({count * tokens, dv})};
+  int turn = 0;
+  const Arena::Mark embedding = rt.arena.mark();
   const TensorView patch_rows = rt.take({count, patches, patch_width});
   rt.run(Patchify{patch_rows, images, v.patch_size});
   const TensorView embedded = rt.take({count * patches, dv});
@@ -74,8 +79,9 @@ void ImagePath::vision_forward(Runtime & rt, TensorView images, VisionSaved & sa
   rt.run(Copy{tokens_window(sequence, count, 1, patches), per_image(embedded, count)});
   const TensorView with_positions = make_view(sequence.data, DType::kF32, {count, tokens, dv});
   rt.run(Add{with_positions, with_positions, state_.value("clip_model.embeddings.position_embedding.weight")});
-  TensorView x = rt.take({count * tokens, dv});
+  TensorView x = turns[turn];
   make_layernorm(state_, "clip_model.pre_layrnorm.", v.layernorm_eps).forward(rt, x, sequence);
+  rt.arena.rewind(embedding);
 
   BlockOptions options;
   options.batch = count, options.length = tokens, options.heads = v.heads, options.activation = v.activation;
@@ -85,14 +91,16 @@ void ImagePath::vision_forward(Runtime & rt, TensorView images, VisionSaved & sa
   for (int64_t j = 0; j < v.layers; ++j) {
     const BlockWeights weights = make_clip_block(state_, "clip_model.encoder.layers." + std::to_string(j) + ".",
                                                  v.layernorm_eps);
-    const TensorView out = rt.take({count * tokens, dv});
-    if (keep && j >= first_trainable) {
+    if (keep && j >= first_trainable) {  // its input and output stay for the backward
+      const TensorView out = rt.take({count * tokens, dv});
       saved.trainable_layers.emplace_back();
       block_forward(rt, weights, options, out, x, &saved.trainable_layers.back());
-    } else {  // forward only: the layer's temporaries are released at once
-      block_forward(rt, weights, options, out, x, nullptr);
+      x = out;
+    } else {  // forward only: the layer's temporaries are released at once, its input at the next layer
+      turn = 1 - turn;
+      block_forward(rt, weights, options, turns[turn], x, nullptr);
+      x = turns[turn];
     }
-    x = out;
   }
   saved.encoded = x;
   saved.feature = x;
