@@ -34,7 +34,7 @@ void Buffer::release() {
   if (device_ != nullptr && data_ != nullptr) {
     device_->count_freed(bytes_);
     if (reserved_)
-      device_->free_reserved(data_, bytes_, capacity_);
+      device_->free_reserved(data_, capacity_);
     else
       device_->free_memory(data_, bytes_);
   }
@@ -60,7 +60,7 @@ size_t Device::back_memory(void *, size_t, size_t, size_t) {
   KOSMOS_FAIL(name(), ": reserves no address ranges, so it has none to back with memory");
 }
 
-void Device::free_reserved(void *, size_t, size_t) noexcept {}
+void Device::free_reserved(void *, size_t) noexcept {}
 
 void Device::count_allocated(size_t bytes) {
   const size_t now = bytes_in_use_.fetch_add(bytes) + bytes;

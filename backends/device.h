@@ -133,7 +133,7 @@ class Device {
   // the new backed size, at most capacity), and give the whole range back. Only devices whose reserve() answers
   // with buffers are asked.
   virtual size_t back_memory(void * base, size_t backed, size_t wanted, size_t capacity);
-  virtual void free_reserved(void * base, size_t backed, size_t capacity) noexcept;
+  virtual void free_reserved(void * base, size_t capacity) noexcept;
 
  private:
   void count_allocated(size_t bytes);

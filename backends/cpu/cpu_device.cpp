@@ -100,7 +100,7 @@ size_t CpuDevice::back_memory(void * base, size_t backed, size_t wanted, size_t 
   return target;
 }
 
-void CpuDevice::free_reserved(void * base, size_t, size_t capacity) noexcept { munmap(base, capacity); }
+void CpuDevice::free_reserved(void * base, size_t capacity) noexcept { munmap(base, capacity); }
 
 void CpuDevice::copy(TensorView dst, TensorView src, Stream &) {
   KOSMOS_CHECK(dst.dtype == src.dtype && same_dims(dst, src), "cpu copy: dst ", describe(dst), " and src ",

@@ -42,7 +42,7 @@ class CpuDevice final : public Device {
  protected:
   void free_memory(void * data, size_t bytes) override;
   size_t back_memory(void * base, size_t backed, size_t wanted, size_t capacity) override;
-  void free_reserved(void * base, size_t backed, size_t capacity) noexcept override;
+  void free_reserved(void * base, size_t capacity) noexcept override;
 
  private:
   std::unique_ptr<CpuContext> context_;

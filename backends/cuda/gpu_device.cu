@@ -203,7 +203,7 @@ class GpuDevice final : public Device {
     select(ordinal_);
     return reserved_.back(base, backed, wanted, capacity);
   }
-  void free_reserved(void * base, size_t, size_t) noexcept override {
+  void free_reserved(void * base, size_t) noexcept override {
     KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));
     reserved_.release(base);
   }
