@@ -100,7 +100,8 @@ class Device {
   // memory()); a buffer already that large is left as it is. Fails, naming the sizes, beyond its capacity.
   void grow(Buffer & buffer, size_t bytes);
   // The bytes of the buffers this device has handed out: now, and the most at once since the last reset_peak()
-  // (what the model allocates; a backend library's own workspaces are not counted).
+  // (what the model allocates, and the GPU kernels' scratch with cuBLASLt's workspace; what a library allocates on
+  // its own, such as oneDNN's scratchpads, the CUDA context or NCCL's buffers, is not counted).
   struct MemoryUse {
     size_t in_use = 0, peak = 0;
   };

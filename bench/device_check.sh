@@ -15,7 +15,8 @@
 #      and --recompute ffn (about 47 GiB by estimate, under the goal's 60), and the PyTorch peer
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card, then the step on cuda-wmma; late in the
 #      run the same step without recomputation (about 55 GiB by the planner), with attention (38) and with layer
-#      (31) (device memory peaks in the table), and a profiled step (the time per op);
+#      (31) (the table has the device memory peaks: our buffers' count, and all the card had in use as nvidia-smi
+#      saw it), and a profiled step (the time per op);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -84,7 +85,20 @@ cross() {  # cross FIRST SECOND: 3 steps on FIRST with a checkpoint, then resume
       "$dir/whole.jsonl" "$dir/whole_tail.jsonl" &&
     compare "$dir/whole_tail.jsonl" "$dir/resumed.jsonl" 1e-2
 }
-export -f compare cross
+# on_card NAME COMMAND...: runs it while nvidia-smi samples the card's memory in use every 200 ms into
+# LOGDIR/NAME.card (MiB per line): what the process holds beyond the model's own count, the CUDA context, NCCL's
+# and cuBLASLt's internal allocations included (the table's "card GiB").
+on_card() {
+  local name=$1 status=0
+  shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$logs/$name.card" 2> /dev/null &
+  local sampler=$!
+  "$@" || status=$?
+  kill "$sampler" 2> /dev/null
+  wait "$sampler" 2> /dev/null
+  return "$status"
+}
+export -f compare cross on_card
 export kosmos logs
 
 # The stages run in the order of what matters most, so that a run cut short still has it.
@@ -100,15 +114,16 @@ stage tiny_cuda_bf16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision bf16 
 stage tiny_compare_bf16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_bf16.jsonl" 2e-2
 
 paper=(bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length 2048 --peak-tflops 790)
-stage step_kosmos1 300 "$kosmos" "${paper[@]}" --recompute ffn --steps 4 --warmup 1 --out "$logs/step_kosmos1.json"
+stage step_kosmos1 300 on_card step_kosmos1 "$kosmos" "${paper[@]}" --recompute ffn --steps 4 --warmup 1 \
+  --out "$logs/step_kosmos1.json"
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
 stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
 # The same step with the WMMA attention kernels, against the mma.sync ones above.
 paper_wmma=("${paper[@]}")
 paper_wmma[4]=cuda-wmma  # --backend's value
-stage step_kosmos1_wmma 240 "$kosmos" "${paper_wmma[@]}" --recompute ffn --steps 3 --warmup 1 \
-  --out "$logs/step_kosmos1_wmma.json"
+stage step_kosmos1_wmma 240 on_card step_kosmos1_wmma "$kosmos" "${paper_wmma[@]}" --recompute ffn --steps 3 \
+  --warmup 1 --out "$logs/step_kosmos1_wmma.json"
 
 stage tiny_cuda_fp16 120 "$kosmos" "${tiny[@]}" --backend cuda --precision fp16 --metrics "$logs/tiny_cuda_fp16.jsonl"
 stage tiny_compare_fp16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_fp16.jsonl" 1e-2
@@ -124,15 +139,22 @@ stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 2 --wa
 stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
 stage ops_bench_wmma 120 "$kosmos" bench ops --preset kosmos1 --backend cuda-wmma --batch 1 --length 2048
 for recompute in none attention layer; do
-  stage "step_kosmos1_$recompute" 240 "$kosmos" "${paper[@]}" --recompute "$recompute" --steps 3 --warmup 1 \
+  stage "step_kosmos1_$recompute" 240 on_card "step_kosmos1_$recompute" "$kosmos" "${paper[@]}" \
+    --recompute "$recompute" --steps 3 --warmup 1 \
     --out "$logs/step_kosmos1_$recompute.json"
 done
 
+pkill -f 'nvidia-smi --query-gpu=memory.used' 2> /dev/null  # samplers left by a stage its time limit stopped
 echo "== table (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1))"
 python3 - "$logs" << 'PY'
 import json, os, sys
 logs = sys.argv[1]
 rows = []
+def card_gib(name):  # the most nvidia-smi saw in use during the stage
+    try:
+        return max(float(line) for line in open(os.path.join(logs, name + ".card")) if line.strip()) / 1024
+    except (OSError, ValueError):
+        return float("nan")
 for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_wmma", "kosmos bf16 rc ffn wmma"),
                     ("step_kosmos1_none", "kosmos bf16"),
                     ("step_kosmos1_attention", "kosmos bf16 rc attn"), ("step_kosmos1_layer", "kosmos bf16 rc layer")):
@@ -140,16 +162,18 @@ for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_wmma"
     if os.path.exists(ours):
         r = json.load(open(ours))
         rows.append((label, r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"],
-                     r.get("device_peak_gib", float("nan"))))
+                     r.get("device_peak_gib", float("nan")), card_gib(name)))
 anchor = os.path.join(logs, "anchor.jsonl")
 if os.path.exists(anchor):
     for line in open(anchor):
         r = json.loads(line)
         if "step_s_median" in r:
             rows.append(("pytorch " + r["label"], r["step_s_median"], r.get("tokens_per_s", float("nan")),
-                         r.get("tflops", float("nan")), r.get("peak_gib", float("nan"))))
-print("%-22s %10s %12s %10s %10s" % ("what", "step s", "tokens/s", "TFLOP/s", "peak GiB"))
-for name, step, tokens, tflops, peak in rows:
-    print("%-22s %10.3f %12.0f %10.1f %10.1f" % (name, step, tokens, tflops, peak))
+                         r.get("tflops", float("nan")), r.get("peak_gib", float("nan")), float("nan")))
+# peak GiB: ours, the most our buffers (arenas, weights, kernel scratch) held; the peer's, torch's
+# max_memory_allocated. card GiB: all the card had in use while our step ran (context and libraries included).
+print("%-24s %10s %12s %10s %10s %10s" % ("what", "step s", "tokens/s", "TFLOP/s", "peak GiB", "card GiB"))
+for name, step, tokens, tflops, peak, card in rows:
+    print("%-24s %10.3f %12.0f %10.1f %10.1f %10.1f" % (name, step, tokens, tflops, peak, card))
 PY
 cat "$summary"

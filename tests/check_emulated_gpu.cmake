@@ -6,7 +6,8 @@
 #   2. --precision bf16 on emulated, emulated-wmma and emulated-rocm, and fp16 (dynamic loss scaling) on emulated,
 #      within 2e-2, 2e-2, 2e-2 and 1e-2 of the CPU's fp32 run (over the whole model, as check_mixed_precision.cmake
 #      compares);
-#   3. --recompute attention on emulated trains bit for bit what it trains without;
+#   3. --recompute attention on emulated trains bit for bit what it trains without, and so does --recompute ffn
+#      under --precision bf16 (the paper-size step's flags in device_check.sh);
 #   4. a checkpoint of 3 steps on the CPU resumes on emulated to step 6, and the reverse, within 1e-4 of 6 steps on
 #      the CPU (the HDF5 checkpoint does not depend on the backend).
 # cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DOUT=<prefix> -DMODEL=<tiny_head32.json> -P check_emulated_gpu.cmake
@@ -48,6 +49,8 @@ run(emulated_rocm_bf16 --steps 5 --backend emulated-rocm --precision bf16)
 agree(cpu emulated_rocm_bf16 2e-2 --whole-model)
 run(emulated_recompute --steps 5 --backend emulated --recompute attention)
 agree(emulated emulated_recompute 0)
+run(emulated_bf16_recompute_ffn --steps 5 --backend emulated --precision bf16 --recompute ffn)
+agree(emulated_bf16 emulated_bf16_recompute_ffn 0)
 
 run(cpu_6 --steps 6 --backend cpu)
 foreach(pair "cpu;emulated" "emulated;cpu")

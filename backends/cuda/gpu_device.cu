@@ -1,7 +1,7 @@
 // gpu_device.cu: GpuDevice, one GPU (CUDA, or ROCm through hipcc): device memory, streams and events, copies to
 // and from the host, exhaustive op dispatch to gpu_op(), optional per-op timing; its GpuContext; and the backend's
-// registry entry. Device memory comes from cudaMalloc only when a Buffer is made: the model's arenas make those
-// once per shape, so no allocation happens inside a training step.
+// registry entry. Device memory is taken only when a Buffer is made or grown (the model's arenas and the kernels'
+// scratch): they reach their size in the first step and keep it, so later steps allocate nothing.
 #include <chrono>
 #include <map>
 #include <sstream>
@@ -13,25 +13,27 @@
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 
-GpuContext::GpuContext(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels)
-    : gemm_path_(gemm_path), attention_kernels_(attention_kernels), gemm_plans_(make_gemm_plans(ordinal)) {}
-
-GpuContext::~GpuContext() {
-  for (Scratch & scratch : scratch_)
-    if (scratch.data != nullptr) KOSMOS_GPU_IGNORE(cudaFree(scratch.data));
-}
+GpuContext::GpuContext(Device & device, int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels)
+    : gemm_path_(gemm_path),
+      attention_kernels_(attention_kernels),
+      gemm_plans_(make_gemm_plans(ordinal)),
+      device_(device) {}
 
 void * GpuContext::scratch(int slot, size_t bytes, cudaStream_t stream) {
-  Scratch & scratch = scratch_[slot];
-  if (scratch.bytes >= bytes) return scratch.data;
+  Buffer & buffer = scratch_[slot];
+  if (buffer.bytes() >= bytes) return buffer.data();
+  if (ranges_reserved_ && !buffer.is_reserved()) {
+    buffer = device_.reserve(BufferUse::kScratch);
+    ranges_reserved_ = buffer.is_reserved();
+  }
+  if (buffer.is_reserved()) {
+    device_.grow(buffer, bytes);  // the memory already mapped stays where it is
+    return buffer.data();
+  }
   KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));  // kernels may still read the old block
-  if (scratch.data != nullptr) KOSMOS_GPU_CHECK(cudaFree(scratch.data));
-  scratch.data = nullptr;
-  scratch.bytes = 0;
-  const size_t rounded = (bytes + 255) / 256 * 256 * 2;  // room to grow
-  KOSMOS_GPU_CHECK(cudaMalloc(&scratch.data, rounded));
-  scratch.bytes = rounded;
-  return scratch.data;
+  buffer = Buffer();
+  buffer = device_.allocate((bytes + 255) / 256 * 256 * 2, BufferUse::kScratch);  // room to grow
+  return buffer.data();
 }
 
 namespace {
@@ -105,8 +107,8 @@ class GpuDevice final : public Device {
   GpuDevice(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels, std::string backend_name)
       : ordinal_(ordinal),
         backend_name_(std::move(backend_name)),
-        context_(ordinal, gemm_path, attention_kernels),
-        reserved_(ordinal) {}
+        reserved_(ordinal),
+        context_(*this, ordinal, gemm_path, attention_kernels) {}
 
   std::string backend() const override { return backend_name_; }
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
@@ -231,8 +233,8 @@ class GpuDevice final : public Device {
 
   int ordinal_;
   std::string backend_name_;
+  ReservedMemory reserved_;  // before context_: its scratch buffers go back through it
   GpuContext context_;
-  ReservedMemory reserved_;
   bool profiling_ = false;
   std::map<std::string, OpTime> op_times_;
 };

@@ -7,11 +7,12 @@
 #include <unordered_map>
 
 #include "backends/cuda/gpu_common.cuh"
+#include "backends/device.h"
 #include "backends/ops.h"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 
-struct GemmPlans;  // matmul.cu: the cuBLASLt handle, workspace and the algorithm chosen per shape
+struct GemmPlans;  // matmul.cu: the cuBLASLt handle and the algorithm chosen per shape
 void delete_gemm_plans(GemmPlans * plans);
 using GemmPlansOwner = std::unique_ptr<GemmPlans, void (*)(GemmPlans *)>;
 GemmPlansOwner make_gemm_plans(int ordinal);  // on that device
@@ -36,16 +37,17 @@ enum ScratchSlot : int {
   kScratchActivated = 5,      // a LayerNorm's activated input, where it runs as its parts (kernels_norm.cu)
   kScratchActivatedGrad = 6,  // and the gradient at it
   kScratchBias = 7,           // a matmul's bias in C's dtype for cuBLASLt's epilogue (matmul.cu)
-  kScratchWidened = 8,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchGemmWorkspace = 8,  // cuBLASLt's workspace (matmul.cu)
+  kScratchWidened = 9,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 
-// What the kernels of one device share: the GEMM plans and scratch memory that grows but is never
-// freed inside a step.
+// What the kernels of one device share: the GEMM plans and scratch memory that grows but is never freed inside a
+// step. The scratch is the device's own buffers, so Device::memory() counts it.
 class GpuContext {
  public:
-  GpuContext(int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels);
-  ~GpuContext();
+  // `device`: the device whose buffers the scratch is; it outlives this context.
+  GpuContext(Device & device, int ordinal, GemmPath gemm_path, AttentionKernels attention_kernels);
   GpuContext(const GpuContext &) = delete;
   GpuContext & operator=(const GpuContext &) = delete;
 
@@ -56,8 +58,9 @@ class GpuContext {
   // on the own GEMM kernel, bf16 attention widened to the f32 kernels. --profile times such ops apart.
   int64_t slow_paths() const { return slow_paths_; }
   void count_slow_path() { ++slow_paths_; }
-  // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. Growing it waits for
-  // the stream first, so kernels still reading the old block are done.
+  // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. A slot grows in place
+  // where the device reserves address ranges (Device::reserve), with no wait; elsewhere it moves to a buffer twice
+  // as large, after waiting for the stream, so that kernels still reading the old block are done.
   void * scratch(int slot, size_t bytes, cudaStream_t stream);
 
  private:
@@ -65,11 +68,9 @@ class GpuContext {
   AttentionKernels attention_kernels_;
   GemmPlansOwner gemm_plans_;
   int64_t slow_paths_ = 0;
-  struct Scratch {
-    void * data = nullptr;
-    size_t bytes = 0;
-  };
-  Scratch scratch_[kScratchSlots];
+  Device & device_;
+  bool ranges_reserved_ = true;  // false once the device has answered reserve() with none
+  Buffer scratch_[kScratchSlots];
 };
 
 void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream);

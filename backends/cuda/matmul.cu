@@ -112,7 +112,7 @@ __global__ void gemm_kernel(GemmProblem p) {
       const int64_t col = col0 + thread_col + 16 * c;
       if (col >= p.n) continue;
       const int64_t index = t * p.c_batch_stride + row * p.c_row_stride + col;
-      float value = p.alpha * acc[r][c];
+      float value = p.alpha == 0.0f ? 0.0f : p.alpha * acc[r][c];  // alpha 0: no product, even of inf (as BLAS)
       if (p.beta != 0.0f) value += p.beta * load_float(p.c, p.c_dtype, index);
       if (p.bias != nullptr) value += load_float(p.bias, p.bias_dtype, col);
       store_float(p.c, p.c_dtype, index, value);
@@ -172,8 +172,7 @@ const char * blas_status_name(cublasStatus_t status) {
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what Hopper's best kernels ask for
 
 struct GemmPlans {
-  cublasLtHandle_t handle = nullptr;
-  void * workspace = nullptr;
+  cublasLtHandle_t handle = nullptr;  // its workspace is scratch (kScratchGemmWorkspace), counted with the device's
   // The heuristic's choice per (shape, strides, dtypes, alignments); `found` false: cuBLASLt declined the case;
   // `stage_bias`: the bias goes to the epilogue through scratch (with_staged_bias).
   struct Plan {
@@ -185,15 +184,13 @@ struct GemmPlans {
 
 void delete_gemm_plans(GemmPlans * plans) {
   if (plans == nullptr) return;
-  if (plans->workspace != nullptr) KOSMOS_GPU_IGNORE(cudaFree(plans->workspace));
   if (plans->handle != nullptr) static_cast<void>(cublasLtDestroy(plans->handle));
   std::default_delete<GemmPlans>()(plans);
 }
 GemmPlansOwner make_gemm_plans(int ordinal) {
-  KOSMOS_GPU_CHECK(cudaSetDevice(ordinal));  // the handle and workspace belong to that device
+  KOSMOS_GPU_CHECK(cudaSetDevice(ordinal));  // the handle belongs to that device
   GemmPlansOwner plans(std::make_unique<GemmPlans>().release(), delete_gemm_plans);
   KOSMOS_CUBLAS_CHECK(cublasLtCreate(&plans->handle));
-  KOSMOS_GPU_CHECK(cudaMalloc(&plans->workspace, kWorkspaceBytes));
   return plans;
 }
 const char * gemm_library_name() {
@@ -383,10 +380,11 @@ void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
     return;
   }
   const GemmProblem q = plan.stage_bias ? with_staged_bias(ctx, p, stream) : p;
+  void * workspace = ctx.scratch(kScratchGemmWorkspace, kWorkspaceBytes, stream);
   LtDescriptors d;
   describe(d, q);
   KOSMOS_CUBLAS_CHECK(cublasLtMatmul(plans.handle, d.op, &q.alpha, q.b.data, d.a, q.a.data, d.b, &q.beta, q.c, d.c, q.c,
-                                     d.c, &plan.algo, plans.workspace, kWorkspaceBytes, stream));
+                                     d.c, &plan.algo, workspace, kWorkspaceBytes, stream));
 }
 
 #endif

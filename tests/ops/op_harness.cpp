@@ -207,6 +207,11 @@ std::unique_ptr<Device> create_test_device(const std::string & backend) {
   return BackendRegistry().create(backend, 0);
 }
 
+std::string test_name_of_backend(std::string backend) {
+  std::replace(backend.begin(), backend.end(), '-', '_');
+  return backend;
+}
+
 Tensor random_tensor(std::mt19937_64 & rng, const std::vector<int64_t> & dims, double scale, DType representable) {
   std::normal_distribution<double> normal(0.0, scale);
   Tensor tensor(dims);

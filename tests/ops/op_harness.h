@@ -85,6 +85,9 @@ const std::vector<OpCase> & all_op_cases();
 // kernel variants cuda-owngemm and cuda-wmma too).
 std::vector<std::string> testable_backends();
 std::unique_ptr<Device> create_test_device(const std::string & backend);
+// The backend's name as a test name takes it, '-' as '_' ("cuda-wmma" -> "cuda_wmma"): GoogleTest takes letters,
+// digits and '_' only, and aborts the whole binary at registration on any other character.
+std::string test_name_of_backend(std::string backend);
 
 // Helpers for writing cases.
 Tensor random_tensor(std::mt19937_64 & rng, const std::vector<int64_t> & dims, double scale = 1.0,

@@ -62,12 +62,9 @@ TEST_P(OpOnBackend, MatchesReference) {
   }
 }
 
-// "<backend>_<case>", with the backend's '-' (cuda-owngemm) as '_': GoogleTest takes letters, digits and '_' only,
-// and aborts the whole binary at registration on any other character.
+// "<backend>_<case>".
 std::string backend_case_name(const ::testing::TestParamInfo<std::tuple<std::string, size_t>> & info) {
-  std::string backend = std::get<0>(info.param);
-  std::replace(backend.begin(), backend.end(), '-', '_');
-  return backend + "_" + all_op_cases()[std::get<1>(info.param)].name;
+  return test_name_of_backend(std::get<0>(info.param)) + "_" + all_op_cases()[std::get<1>(info.param)].name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, OpOnBackend,

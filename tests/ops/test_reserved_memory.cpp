@@ -4,7 +4,6 @@
 // virtual memory management (ROCm's) answer with no buffer, and arenas then use separate ones.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -79,13 +78,8 @@ TEST_P(ReservedMemoryOnBackend, GrowsInPlaceAndCountsTheMemoryBehindIt) {
   EXPECT_EQ(device->memory().in_use, before);
 }
 
-std::string backend_name(const ::testing::TestParamInfo<std::string> & info) {
-  std::string name = info.param;
-  std::replace(name.begin(), name.end(), '-', '_');
-  return name;
-}
-
-INSTANTIATE_TEST_SUITE_P(Devices, ReservedMemoryOnBackend, ::testing::ValuesIn(testable_backends()), backend_name);
+INSTANTIATE_TEST_SUITE_P(Devices, ReservedMemoryOnBackend, ::testing::ValuesIn(testable_backends()),
+                         [](const auto & info) { return test_name_of_backend(info.param); });
 
 }  // namespace
 }  // namespace kosmos::testing
