@@ -114,7 +114,7 @@ class GpuDevice final : public Device {
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
   std::string description() const override { return device_summary(ordinal_); }
   bool host_accessible() const override { return false; }
-  bool is_host_memory(const void * pointer) const override { return !is_device_pointer(pointer); }
+  bool is_host_memory(const void * pointer) const override { return !is_device_memory(pointer); }
 
   Buffer allocate(size_t bytes, BufferUse) override {
     select(ordinal_);
@@ -150,7 +150,7 @@ class GpuDevice final : public Device {
     if (bytes == 0) return;
     KOSMOS_GPU_CHECK(cudaMemcpyAsync(dst.data, src.data, bytes, cudaMemcpyDefault, native));
     // The host side may be pageable memory the caller reuses or reads at once: finish host copies here.
-    if (!is_device_pointer(dst.data) || !is_device_pointer(src.data)) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
+    if (!is_device_memory(dst.data) || !is_device_memory(src.data)) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
   }
 
   std::unique_ptr<Stream> create_stream() override { return std::make_unique<GpuStream>(ordinal_); }
@@ -212,8 +212,10 @@ class GpuDevice final : public Device {
 
  private:
   static void select(int ordinal) { KOSMOS_GPU_CHECK(cudaSetDevice(ordinal)); }
-  // Device (or managed) memory of the runtime; pageable host memory is not (HIP 5.2 answers it with an error).
-  static bool is_device_pointer(const void * pointer) {
+  // This device's reserved ranges, or device (or managed) memory of the runtime; pageable host memory is not (HIP
+  // 5.2 answers it with an error).
+  bool is_device_memory(const void * pointer) const {
+    if (reserved_.holds(pointer)) return true;
     cudaPointerAttributes attributes{};
     if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
       KOSMOS_GPU_IGNORE(cudaGetLastError());  // clear it: the pointer is simply not the runtime's

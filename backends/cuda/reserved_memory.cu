@@ -5,9 +5,17 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <string>
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
+
+bool ReservedMemory::holds(const void * pointer) const {
+  auto after = ranges_.upper_bound(const_cast<void *>(pointer));
+  if (after == ranges_.begin()) return false;
+  const auto & [base, range] = *std::prev(after);
+  return static_cast<const char *>(pointer) < static_cast<const char *>(base) + range.capacity;
+}
 
 #if defined(KOSMOS_USE_ROCM)
 
@@ -124,9 +132,9 @@ size_t ReservedMemory::back(void * base, size_t backed, size_t wanted, size_t ca
   if (created != CUDA_SUCCESS) {
     size_t free_bytes = 0, total_bytes = 0;
     KOSMOS_GPU_IGNORE(cudaMemGetInfo(&free_bytes, &total_bytes));
-    KOSMOS_FAIL(KOSMOS_GPU_VENDOR " device ", ordinal_, ": could not back ", bytes, " more bytes of activations (",
-                target, " in this arena; driver status ", static_cast<int>(created), "; ", free_bytes >> 20,
-                " MiB free of ", total_bytes >> 20,
+    KOSMOS_FAIL(KOSMOS_GPU_VENDOR " device ", ordinal_, ": could not back ", bytes, " more bytes of a growing buffer (",
+                target, " in all, activations or kernel scratch; driver status ", static_cast<int>(created), "; ",
+                free_bytes >> 20, " MiB free of ", total_bytes >> 20,
                 " MiB); use smaller micro-batches, more pipeline or tensor-parallel ranks, or recomputation");
   }
   const CUdeviceptr at = static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(base)) + backed;

@@ -30,6 +30,9 @@ class ReservedMemory {
   size_t back(void * base, size_t backed, size_t wanted, size_t capacity);
   // Unmaps and frees every piece of memory behind the range, then its addresses.
   void release(void * base) noexcept;
+  // Whether `pointer` lies in a range reserve() handed out: device memory, whatever the runtime's pointer attributes
+  // answer for it (they speak of cudaMalloc's memory; the driver's mappings carry no context).
+  bool holds(const void * pointer) const;
 
  private:
   struct Calls;

@@ -1,7 +1,8 @@
 // test_reserved_memory.cpp: on every backend, a reserved buffer (Device::reserve, what an activation arena grows
 // in) keeps its addresses while it grows: what was written stays, each newly backed piece can be written and read
-// back through the device's copies, and the device counts exactly the memory behind it. The backends without
-// virtual memory management (ROCm's) answer with no buffer, and arenas then use separate ones.
+// back through the device's copies, the device counts exactly the memory behind it, and a GPU device takes it for
+// its own memory (not the host's), as communicators ask. The backends without virtual memory management (ROCm's)
+// answer with no buffer, and arenas then use separate ones.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -71,6 +72,10 @@ TEST_P(ReservedMemoryOnBackend, GrowsInPlaceAndCountsTheMemoryBehindIt) {
   write(*device, *stream, buffer, second - 4 * sizeof(float), head);
   EXPECT_EQ(read_back(*device, *stream, buffer, second - 4 * sizeof(float), 4), head);
 
+  if (!device->host_accessible()) {  // a communicator hands such memory to NCCL, not to MPI through the host
+    EXPECT_FALSE(device->is_host_memory(static_cast<char *>(buffer.data()) + second - 1));
+    EXPECT_TRUE(device->is_host_memory(head.data()));
+  }
   device->grow(buffer, kMiB);  // never shrinks
   EXPECT_EQ(buffer.bytes(), second);
   EXPECT_THROW(device->grow(buffer, buffer.capacity() + 1), Error);
