@@ -48,9 +48,9 @@ void Buffer::release() {
 void Device::grow(Buffer & buffer, size_t bytes) {
   KOSMOS_CHECK(buffer.reserved_ && buffer.device_ == this, name(), ": grow() takes a buffer this device reserved");
   if (bytes <= buffer.bytes_) return;
-  KOSMOS_CHECK(bytes <= buffer.capacity_, name(), ": ", bytes, " bytes of activations do not fit the ",
-               buffer.capacity_, " bytes the device has; use smaller micro-batches, more pipeline or tensor-parallel "
-               "ranks, or recomputation");
+  KOSMOS_CHECK(bytes <= buffer.capacity_, name(), ": ", bytes, " bytes of a growing buffer (activations or kernel "
+               "scratch) do not fit the ", buffer.capacity_, " bytes the device has; use smaller micro-batches, "
+               "more pipeline or tensor-parallel ranks, or recomputation");
   const size_t backed = back_memory(buffer.data_, buffer.bytes_, bytes, buffer.capacity_);
   count_allocated(backed - buffer.bytes_);
   buffer.bytes_ = backed;

@@ -85,13 +85,16 @@ cross() {  # cross FIRST SECOND: 3 steps on FIRST with a checkpoint, then resume
       "$dir/whole.jsonl" "$dir/whole_tail.jsonl" &&
     compare "$dir/whole_tail.jsonl" "$dir/resumed.jsonl" 1e-2
 }
-# on_card NAME COMMAND...: runs it while nvidia-smi samples the card's memory in use every 200 ms into
-# LOGDIR/NAME.card (MiB per line): what the process holds beyond the model's own count, the CUDA context, NCCL's
-# and cuBLASLt's internal allocations included (the table's "card GiB").
+# on_card NAME COMMAND...: runs it while nvidia-smi samples the memory in use on the card it runs on, every half
+# second, into LOGDIR/NAME.card (MiB per line): what the process holds beyond the model's own count, the CUDA
+# context, NCCL's and cuBLASLt's internal allocations included (the table's "card GiB"). One query per sample, so
+# each line is written whole however the sampler ends (`timeout` stops it with the stage's process group).
 on_card() {
-  local name=$1 status=0
+  local name=$1 status=0 card="${CUDA_VISIBLE_DEVICES:-0}"
   shift
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$logs/$name.card" 2> /dev/null &
+  : > "$logs/$name.card"
+  while nvidia-smi -i "${card%%,*}" --query-gpu=memory.used --format=csv,noheader,nounits >> "$logs/$name.card" \
+    2> /dev/null; do sleep 0.5; done &
   local sampler=$!
   "$@" || status=$?
   kill "$sampler" 2> /dev/null
@@ -144,7 +147,6 @@ for recompute in none attention layer; do
     --out "$logs/step_kosmos1_$recompute.json"
 done
 
-pkill -f 'nvidia-smi --query-gpu=memory.used' 2> /dev/null  # samplers left by a stage its time limit stopped
 echo "== table (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1))"
 python3 - "$logs" << 'PY'
 import json, os, sys

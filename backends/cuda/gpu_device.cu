@@ -1,7 +1,7 @@
 // gpu_device.cu: GpuDevice, one GPU (CUDA, or ROCm through hipcc): device memory, streams and events, copies to
 // and from the host, exhaustive op dispatch to gpu_op(), optional per-op timing; its GpuContext; and the backend's
 // registry entry. Device memory is taken only when a Buffer is made or grown (the model's arenas and the kernels'
-// scratch): they reach their size in the first step and keep it, so later steps allocate nothing.
+// scratch), never given back inside a run: steps of the shapes seen before allocate nothing.
 #include <chrono>
 #include <map>
 #include <sstream>
@@ -109,6 +109,12 @@ class GpuDevice final : public Device {
         backend_name_(std::move(backend_name)),
         reserved_(ordinal),
         context_(*this, ordinal, gemm_path, attention_kernels) {}
+  // Kernels may still run (a run unwinding after an error): unmapping a reserved range does not wait for them, as
+  // cudaFree does, so wait here before the members give their memory back.
+  ~GpuDevice() override {
+    KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));
+    KOSMOS_GPU_IGNORE(cudaDeviceSynchronize());
+  }
 
   std::string backend() const override { return backend_name_; }
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }

@@ -59,8 +59,8 @@ class GpuContext {
   int64_t slow_paths() const { return slow_paths_; }
   void count_slow_path() { ++slow_paths_; }
   // At least `bytes` of device scratch in `slot`, valid until the next call with that slot. A slot grows in place
-  // where the device reserves address ranges (Device::reserve), with no wait; elsewhere it moves to a buffer twice
-  // as large, after waiting for the stream, so that kernels still reading the old block are done.
+  // where the device reserves address ranges (Device::reserve), with no wait; elsewhere it moves to a buffer of twice
+  // the size asked, after waiting for the stream, so that kernels still reading the old block are done.
   void * scratch(int slot, size_t bytes, cudaStream_t stream);
 
  private:

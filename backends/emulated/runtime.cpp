@@ -227,6 +227,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
   const std::lock_guard<std::mutex> lock(state().mutex);
   return state().failure;
 }
+cudaError_t cudaDeviceSynchronize() { return cudaStreamSynchronize(nullptr); }  // the one queue
 cudaError_t cudaGetLastError() {
   const std::lock_guard<std::mutex> lock(state().mutex);
   const cudaError_t failure = state().failure;

@@ -74,6 +74,7 @@ TEST_P(ReservedMemoryOnBackend, GrowsInPlaceAndCountsTheMemoryBehindIt) {
 
   if (!device->host_accessible()) {  // a communicator hands such memory to NCCL, not to MPI through the host
     EXPECT_FALSE(device->is_host_memory(static_cast<char *>(buffer.data()) + second - 1));
+    EXPECT_FALSE(device->is_host_memory(static_cast<char *>(buffer.data()) + second));  // reserved, not backed
     EXPECT_TRUE(device->is_host_memory(head.data()));
   }
   device->grow(buffer, kMiB);  // never shrinks

@@ -32,6 +32,7 @@
 #define cudaStreamDestroy hipStreamDestroy
 #define cudaStreamNonBlocking hipStreamNonBlocking
 #define cudaStreamSynchronize hipStreamSynchronize
+#define cudaDeviceSynchronize hipDeviceSynchronize
 #define cudaStreamWaitEvent hipStreamWaitEvent
 #define cudaDriverGetVersion hipDriverGetVersion
 #define cudaError_t hipError_t
