@@ -16,7 +16,7 @@
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card, then the step on cuda-wmma; late in the
 #      run the same step without recomputation (about 55 GiB by the planner), with attention (38) and with layer
 #      (31) (the table has the device memory peaks: our buffers' count, and all the card had in use as nvidia-smi
-#      saw it), and a profiled step (the time per op);
+#      saw it), and a profiled step (the time per op; no op may have left its fast path);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -101,7 +101,12 @@ on_card() {
   wait "$sampler" 2> /dev/null
   return "$status"
 }
-export -f compare cross on_card
+# fast_paths PROFILE_LOG: the profile lists the products, and no op in it left its fast path.
+fast_paths() {
+  grep -q '^  matmul' "$1" || { echo "no profile in $1"; return 1; }
+  ! grep -E '\((own GEMM|f32 kernels)\)' "$1"
+}
+export -f compare cross on_card fast_paths
 export kosmos logs
 
 # The stages run in the order of what matters most, so that a run cut short still has it.
@@ -137,6 +142,9 @@ stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
 # Where the paper step's time goes: each op waited for and timed (the step itself runs slower so).
 stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 2 --warmup 1 --profile
+# ... in which no op may have left its fast path (the profile names a product off cuBLASLt "(own GEMM)", a bf16
+# attention widened "(f32 kernels)"; tests/check_gpu_fast_paths.cmake checks the same on the emulated GPU).
+stage fast_paths 10 fast_paths "$logs/profile_kosmos1.log"
 # Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
 # tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
 stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
