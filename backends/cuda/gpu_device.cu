@@ -118,7 +118,12 @@ class GpuDevice final : public Device {
 
   std::string backend() const override { return backend_name_; }
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
-  std::string description() const override { return device_summary(ordinal_); }
+  // The model, SMs, memory, architecture and GEMM library; and how arenas and scratch grow.
+  std::string description() const override {
+    if (!reserved_.available()) return device_summary(ordinal_) + ", arenas in separate buffers";
+    return device_summary(ordinal_) + ", arenas grow in place (" + std::to_string(reserved_.granule() >> 20) +
+           " MiB granules)";
+  }
   bool host_accessible() const override { return false; }
   bool is_host_memory(const void * pointer) const override { return !is_device_memory(pointer); }
 

@@ -22,6 +22,7 @@ class ReservedMemory {
   ~ReservedMemory();
 
   bool available() const { return granule_ != 0; }
+  size_t granule() const { return granule_; }  // the bytes a range is backed in (0 where none are available)
   // Addresses for at least `bytes`, rounded up to the granule (written to `capacity`), with no memory behind them;
   // nullptr where the driver gives none.
   void * reserve(size_t bytes, size_t & capacity);

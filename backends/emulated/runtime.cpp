@@ -124,6 +124,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp * properties, int device) {
   if (device != 0) return cudaErrorInvalidDevice;
   *properties = cudaDeviceProp{};
   std::strncpy(properties->name, "emulated GPU (the CUDA kernels on the host's cores)", sizeof properties->name - 1);
+  std::strncpy(properties->gcnArchName, "gfx90a", sizeof properties->gcnArchName - 1);  // as the ROCm build reads
   properties->totalGlobalMem = kosmos_emulation::kDeviceBytes;
   properties->multiProcessorCount = 1;
   properties->major = 9;
