@@ -21,16 +21,20 @@ TEST_P(KernelScratchOnBackend, IsTakenByTheFirstPassOnlyAndCounted) {
   std::mt19937_64 rng(5);
   constexpr int64_t kRows = 96, kCols = 130;  // 130: a LayerNorm over an activation runs as its parts
   // A bf16 linear layer with an f32 bias (staged in bf16 for cuBLASLt's epilogue), then the FFN's sub-LN over GELU.
+  // Whole tensors on one device (no split): the layer's input [rows, 64] bf16, its weight [64, cols] bf16, bias
+  // [cols] f32; the product and LN(gelu(product)) [rows, cols] bf16, the LN's mean and rstd [rows] f32, its weight
+  // and shift [cols] f32; the gradients at its output and input [rows, cols] bf16, at its weight and shift [cols]
+  // f32 (accumulated).
   const TensorView a = run.upload(random_tensor(rng, {kRows, 64}, 1.0, DType::kBF16), DType::kBF16);
   const TensorView b = run.upload(random_tensor(rng, {64, kCols}, 1.0, DType::kBF16), DType::kBF16);
   const TensorView bias = run.upload(random_tensor(rng, {kCols}), DType::kF32);
-  const TensorView hidden = run.output({kRows, kCols}, DType::kBF16);      // [rows, cols] bf16: the product
-  const TensorView normed = run.output({kRows, kCols}, DType::kBF16);      // [rows, cols] bf16: LN(gelu(hidden))
+  const TensorView hidden = run.output({kRows, kCols}, DType::kBF16);
+  const TensorView normed = run.output({kRows, kCols}, DType::kBF16);
   const TensorView mean = run.output({kRows}, DType::kF32), rstd = run.output({kRows}, DType::kF32);
   const TensorView weight = run.upload(random_tensor(rng, {kCols}), DType::kF32);
   const TensorView shift = run.upload(random_tensor(rng, {kCols}), DType::kF32);
   const TensorView dnormed = run.upload(random_tensor(rng, {kRows, kCols}, 1.0, DType::kBF16), DType::kBF16);
-  const TensorView dhidden = run.output({kRows, kCols}, DType::kBF16);     // [rows, cols] bf16: overwritten
+  const TensorView dhidden = run.output({kRows, kCols}, DType::kBF16);
   const TensorView dweight = run.accumulator({kCols}), dshift = run.accumulator({kCols});
   const auto pass = [&] {
     run.op(Matmul{hidden, a, b, bias});
@@ -53,6 +57,7 @@ TEST_P(KernelScratchOnBackend, AProductWithAlphaZeroIgnoresItsOperands) {
   std::unique_ptr<Device> device = create_test_device(GetParam());
   std::unique_ptr<Stream> stream = device->create_stream();
   DeviceRun run(*device, *stream);
+  // Host tensors (f64, uploaded as f32): a [4, 3] all inf, b [3, 5] ones, c [4, 5] twos, bias [5].
   Tensor a({4, 3}, std::numeric_limits<double>::infinity());
   Tensor c_old({4, 5}, 2.0), bias({5}, 0.5);
   const TensorView c = run.upload(c_old, DType::kF32);
