@@ -358,8 +358,9 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   const double embedded = 2.0 * tokens * e * 4.0;
   // Each stage holds the activations of the micro-batches its schedule has in flight (an arena each, as large as
   // a micro-batch's deepest: its chunks' layers, the boundaries it received, and one layer's backward), and keeps
-  // every boundary it sends (as many as it receives) until the step ends. The last stage's head and loss hold one chunk of rows' f32
-  // logits and their gradient (bf16 for a bf16 head, else f32) at a time (model/kosmos.h), before the backward.
+  // every boundary it sends (as many as it receives) until the step ends. The last stage's head and loss hold one
+  // chunk of rows' f32 logits and their gradient (bf16 for a bf16 head, else f32) at a time (model/kosmos.h), before
+  // the backward.
   const int chunks = parallel::model_chunks(layout.schedule, layout.chunks);
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;
   const double logit_rows =
