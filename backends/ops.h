@@ -214,11 +214,13 @@ struct SinusoidalPositions {
 
 // Fused softmax + cross-entropy over the vocab dim: loss = loss_scale * sum_n w_n (lse_n - logits[n, t_n]).
 // Rows with weight 0 carry no loss. logits may be a vocab slice starting at vocab_start: targets outside it
-// contribute only through lse (the vocab-parallel version adds its all-reduces between the row passes).
+// contribute only through lse (the vocab-parallel version adds its all-reduces between the row passes). logits and
+// dlogits have dense rows at any row stride >= V_local: on a GPU the head pads its rows to a multiple of 16 bytes,
+// which cuBLASLt's fastest kernels need of every leading dimension (a vocabulary of 64007 is odd).
 struct CrossEntropyForward {
   TensorView loss;     // [1] f32
   TensorView lse;      // [N] f32, saved for backward
-  TensorView logits;   // [N, V_local] f32
+  TensorView logits;   // [N, V_local] f32, rows dense
   TensorView targets;  // [N] i32
   TensorView weights;  // [N] f32 loss mask / weights
   int64_t vocab_start = 0;
@@ -226,9 +228,9 @@ struct CrossEntropyForward {
   float loss_scale = 1.0f;  // e.g. 1 / number of counted tokens
 };
 struct CrossEntropyBackward {
-  TensorView dlogits;  // [N, V_local] f32|bf16 (rounded once, for a bf16 head), overwritten:
+  TensorView dlogits;  // [N, V_local] f32|bf16 (rounded once, for a bf16 head), rows dense, overwritten:
                        // dloss * loss_scale * w_n * (softmax - onehot)
-  TensorView logits;   // [N, V_local] f32
+  TensorView logits;   // [N, V_local] f32, rows dense
   TensorView targets;  // [N] i32
   TensorView weights;  // [N] f32
   TensorView lse;      // [N] f32 from the forward

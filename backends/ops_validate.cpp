@@ -58,6 +58,12 @@ struct Checker {
     KOSMOS_CHECK(view.ndim == 0 || view.dim(-1) <= 1 || view.stride(-1) == 1, op, ": ", name, " is ",
                  describe(view), "; its last dimension must be dense (stride 1)");
   }
+  // A 2-D view of dense rows that do not overlap: stride 1 along a row, at least a row's width between rows.
+  void dense_rows(const char * name, const TensorView & view) const {
+    inner_dense(name, view);
+    KOSMOS_CHECK(view.dim(0) <= 1 || view.stride(0) >= view.dim(1), op, ": ", name, " is ", describe(view),
+                 "; its rows overlap (row stride below the row's width)");
+  }
   void scalar_range(const char * name, double value, double low, double high, const char * meaning) const {
     KOSMOS_CHECK(value >= low && value <= high, op, ": ", name, " = ", value, " is outside [", low, ", ", high,
                  "] (", meaning, ")");
@@ -385,7 +391,7 @@ void validate_cross_entropy(const Checker & check, const TensorView & logits, co
                             int64_t vocab_total) {
   check.dtype("logits", logits, {DType::kF32});
   check.ndim("logits", logits, 2, 2);
-  check.dense("logits", logits);
+  check.dense_rows("logits", logits);
   const int64_t rows = logits.dim(0);
   check.dtype("targets", targets, {DType::kI32});
   check.dense("targets", targets);
@@ -411,9 +417,10 @@ void validate_op(const CrossEntropyBackward & op) {
   const Checker check{"cross_entropy_backward"};
   validate_cross_entropy(check, op.logits, op.targets, op.weights, op.lse, op.vocab_start, op.vocab_total);
   check.dtype("dlogits", op.dlogits, {DType::kF32, DType::kBF16});
-  check.dense("dlogits", op.dlogits);
+  check.dense_rows("dlogits", op.dlogits);
   check.same_shape("dlogits", op.dlogits, "logits", op.logits);
-  const bool in_place = op.dlogits.data == op.logits.data && op.dlogits.dtype == op.logits.dtype;
+  const bool in_place = op.dlogits.data == op.logits.data && op.dlogits.dtype == op.logits.dtype &&
+                        op.dlogits.stride(0) == op.logits.stride(0);
   KOSMOS_CHECK(in_place || !views_overlap(op.dlogits, op.logits), "cross_entropy_backward: dlogits ",
                describe(op.dlogits), " overlaps logits ", describe(op.logits),
                "; give separate buffers, or the same one in the same dtype (in place)");

@@ -14,6 +14,7 @@
 #include "launch/files.h"
 #include "launch/launch.h"
 #include "model/config.h"
+#include "model/kosmos.h"
 
 namespace kosmos {
 namespace {
@@ -89,6 +90,45 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   linear("matmul fc1", d, ffn);
   linear("matmul fc2", ffn, d);
   linear("matmul head", d, vocab);
+  // The products as the mixed-precision trainer runs them (--precision bf16): bf16 operands, the biases in f32, q|k|v
+  // and fc1 into bf16, fc2 and the head into f32; the head's logits and their gradient with dense rows, and with rows
+  // padded to 16 bytes (KosmosModel::head_row_pitch), as the model lays them out where the device asks for it
+  // (Device::matmul_row_alignment): the two show what the padding gains or costs on this device.
+  const auto bf16_linear = [&](const std::string & name, int64_t in, int64_t width, DType out_dtype) {
+    const TensorView x = bench.tensor(DType::kBF16, {tokens, in}), w = bench.tensor(DType::kBF16, {width, in});
+    const TensorView bias = bench.tensor(DType::kF32, {width}), y = bench.tensor(out_dtype, {tokens, width});
+    timings.push_back({name, dims({tokens, in}) + " x " + dims({width, in}) + "^T", 2.0 * tokens * in * width, 0.0,
+                       [&bench, y, x, w, bias] {
+                         bench.op(Matmul{y, x, w, bias, false, true});
+                       }});
+  };
+  bf16_linear("matmul qkv bf16", d, 3 * d, DType::kBF16);
+  bf16_linear("matmul fc1 bf16", d, ffn, DType::kBF16);
+  bf16_linear("matmul fc2 bf16", ffn, d, DType::kF32);
+  for (const bool padded : {false, true}) {
+    const size_t alignment = padded ? 16 : 1;
+    const std::string suffix = padded ? " bf16 padded" : " bf16";
+    const TensorView normed = bench.tensor(DType::kBF16, {tokens, d}), table = bench.tensor(DType::kBF16, {vocab, d});
+    const auto logits_rows = [&](DType dtype) {
+      const int64_t pitch = model::KosmosModel::head_row_pitch(vocab, dtype, alignment);
+      return slice(bench.tensor(dtype, {tokens, pitch}), 1, 0, vocab);
+    };
+    const TensorView logits = logits_rows(DType::kF32), d_logits = logits_rows(DType::kBF16);
+    const TensorView d_normed = bench.tensor(DType::kF32, {tokens, d}), d_table = bench.tensor(DType::kF32, {vocab, d});
+    const double flops = 2.0 * tokens * d * vocab;
+    timings.push_back({"matmul head" + suffix, dims({tokens, d}) + " x " + dims({vocab, d}) + "^T", flops, 0.0,
+                       [&bench, logits, normed, table] {
+                         bench.op(Matmul{logits, normed, table, TensorView{}, false, true});
+                       }});
+    timings.push_back({"matmul head dx" + suffix, dims({tokens, vocab}) + " x " + dims({vocab, d}), flops, 0.0,
+                       [&bench, d_normed, d_logits, table] {
+                         bench.op(Matmul{d_normed, d_logits, table, TensorView{}, false, false});
+                       }});
+    timings.push_back({"matmul head dw" + suffix, dims({tokens, vocab}) + "^T x " + dims({tokens, d}), flops, 0.0,
+                       [&bench, d_table, d_logits, normed] {
+                         bench.op(Matmul{d_table, d_logits, normed, TensorView{}, true, false, 1.0f, 1.0f});
+                       }});
+  }
   // Attention with f32 operands, and with the bf16 ones mixed precision hands it (tensor cores on a GPU).
   for (const DType operands : {DType::kF32, DType::kBF16}) {
     const TensorView q = bench.tensor(operands, {batch, heads, length, dh}),

@@ -30,6 +30,24 @@ TensorView upload(Runtime & rt, const std::vector<T> & host, DType dtype, std::i
   return view;
 }
 
+// Logits [rows, vocab] (or their gradient) in `dtype`, in a buffer whose rows are padded as the device's GEMM
+// library wants (Device::matmul_row_alignment): each is the C or an operand of a head product, and on a GPU the
+// fastest kernels (Hopper's, which load through the TMA unit) need every leading dimension a multiple of 16 bytes,
+// which an odd vocabulary (64007 elements) is not. No op reads or writes the padding.
+TensorView take_logits(Runtime & rt, DType dtype, int64_t rows, int64_t vocab) {
+  const int64_t pitch = KosmosModel::head_row_pitch(vocab, dtype, rt.device.matmul_row_alignment());
+  return slice(rt.arena.take(dtype, {rows, pitch}), 1, 0, vocab);
+}
+
+// Copies take_logits' f32 rows to `host` [rows, vocab], dense (the device copies whole padded rows).
+void download_logits(Runtime & rt, const TensorView & logits, float * host) {
+  const int64_t rows = logits.dim(0), vocab = logits.dim(1), pitch = logits.stride(0);
+  std::vector<float> padded(static_cast<size_t>(rows * pitch));
+  rt.device.copy(make_view(padded.data(), DType::kF32, {rows, pitch}),
+                 make_view(logits.data, DType::kF32, {rows, pitch}), rt.stream);
+  for (int64_t r = 0; r < rows; ++r) std::copy_n(padded.data() + r * pitch, vocab, host + r * vocab);
+}
+
 // fairseq / HF positions: padding-aware, counting from padding_idx + 1; pads get padding_idx (a zero row).
 // fairseq's position ids: pad + the count of real tokens so far (each row's `preceding` ones first), pad for pads.
 std::vector<int32_t> position_ids(const Batch & batch, int64_t pad, const std::vector<int64_t> * preceding = nullptr) {
@@ -127,6 +145,11 @@ int64_t KosmosModel::vocab_start() const {
 
 int64_t KosmosModel::vocab_local() const {
   return config_.decoder.vocab_size / (split() ? tensor_parallel_->size() : 1);
+}
+
+int64_t KosmosModel::head_row_pitch(int64_t vocab, DType dtype, size_t alignment) {
+  const int64_t elements = std::max<int64_t>(1, static_cast<int64_t>(alignment / dtype_size(dtype)));
+  return (vocab + elements - 1) / elements * elements;
 }
 
 Linear KosmosModel::head() const {
@@ -311,13 +334,10 @@ void KosmosModel::stage_decode(Runtime & rt, const StageRange & range, const Bat
   }
   const TensorView normed = rt.take({rows, d});
   make_layernorm(state_, "decoder.layer_norm.", dc.layernorm_eps).forward(rt, normed, x);
-  const TensorView logits = rt.take({rows, vocab_local()});
+  const TensorView logits = take_logits(rt, DType::kF32, rows, vocab_local());
   head().forward(rt, logits, normed);
   logits_out->resize(static_cast<size_t>(rows * vocab_local()));
-  TensorView target = logits;
-  target.data = logits_out->data();
-  rt.device.copy(target, logits, rt.stream);
-  rt.stream.synchronize();
+  download_logits(rt, logits, logits_out->data());
 }
 
 void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const Batch & batch, TensorView d_output,
@@ -393,12 +413,13 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
   const int64_t chunks = (rows + chunk - 1) / chunk;
   if (backward) s.d_normed = rt.take({rows, width});
   const Arena::Mark temporaries = rt.arena.mark();
-  const TensorView logits = rt.take({chunk, vocab}), lse = rt.take({chunk}), losses = rt.take({chunks});
+  const TensorView logits = take_logits(rt, DType::kF32, chunk, vocab), lse = rt.take({chunk});
+  const TensorView losses = rt.take({chunks});
   const Linear projection = head();
   // The logits' gradient in the head's matmul dtype where that is bf16 (rounded once by the loss's backward, no
   // cast), else f32.
   const DType d_logits_dtype = projection.weight.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
-  const TensorView d_logits = backward ? rt.arena.take(d_logits_dtype, {chunk, vocab}) : TensorView{};
+  const TensorView d_logits = backward ? take_logits(rt, d_logits_dtype, chunk, vocab) : TensorView{};
   const int64_t vocab_total = split() ? config_.decoder.vocab_size : 0;
   Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
   now.deferred_weight_gradients = nullptr;
@@ -410,11 +431,8 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
     const TensorView normed_n = slice(s.normed, 0, first, n);
     const TensorView targets_n = slice(s.targets, 0, first, n), weights_n = slice(s.weights, 0, first, n);
     projection.forward(rt, logits_n, normed_n);
-    if (logits_out) {  // with a vocabulary-parallel head, this rank's columns of the vocabulary only
-      TensorView target = logits_n;
-      target.data = logits_out->data() + first * vocab;
-      rt.device.copy(target, logits_n, rt.stream);
-    }
+    // With a vocabulary-parallel head, this rank's columns of the vocabulary only.
+    if (logits_out) download_logits(rt, logits_n, logits_out->data() + first * vocab);
     rt.run(CrossEntropyForward{loss_n, lse_n, logits_n, targets_n, weights_n, vocab_start(), vocab_total,
                                s.loss_scale});
     if (split())  // this rank's slice's lse becomes the whole vocabulary's, which the backward needs

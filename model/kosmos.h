@@ -117,6 +117,9 @@ class KosmosModel {
   // Rows of logits the head and loss compute at once (0: as many as fit kHeadChunkElements, 256 MiB of f32).
   void set_head_chunk_rows(int64_t rows) { head_chunk_rows_ = rows; }
   static constexpr int64_t kHeadChunkElements = int64_t{1} << 26;
+  // The elements between rows of the head's logits (or their gradient) in `dtype`: the vocabulary rounded up so that
+  // a row is a multiple of `alignment` bytes (Device::matmul_row_alignment; kosmos.cpp's take_logits says why).
+  static int64_t head_row_pitch(int64_t vocab, DType dtype, size_t alignment);
 
  private:
   // The first stage's input: token embeddings with the image slots filled by the image path, scaled, plus absolute

@@ -20,7 +20,7 @@ float target_logit(const float * row, int64_t target, int64_t vocab_start, int64
 
 // The operands both passes read, after checking every counted target lies in the vocabulary.
 struct LossRows {
-  int64_t rows, vocab;
+  int64_t rows, vocab, row_stride;  // logits' rows lie row_stride elements apart
   const float * logits;
   const int32_t * targets;
   const float * weights;
@@ -28,7 +28,7 @@ struct LossRows {
 
 template <typename Op>
 LossRows loss_rows(const Op & op, const char * name) {
-  const LossRows rows{op.logits.dim(0), op.logits.dim(1), op.logits.template as<float>(),
+  const LossRows rows{op.logits.dim(0), op.logits.dim(1), op.logits.stride(0), op.logits.template as<float>(),
                       op.targets.template as<int32_t>(), op.weights.template as<float>()};
   const int64_t vocab_total = op.vocab_total == 0 ? rows.vocab : op.vocab_total;
   for (int64_t n = 0; n < rows.rows; ++n)
@@ -41,12 +41,12 @@ LossRows loss_rows(const Op & op, const char * name) {
 }  // namespace
 
 void cpu_op(CpuContext &, const CrossEntropyForward & op) {
-  const auto [rows, vocab, logits, targets, weights] = loss_rows(op, "cross_entropy_forward");
+  const auto [rows, vocab, row_stride, logits, targets, weights] = loss_rows(op, "cross_entropy_forward");
   float * lse = op.lse.as<float>();
   double total = 0.0;
 #pragma omp parallel for reduction(+ : total)
   for (int64_t n = 0; n < rows; ++n) {
-    const float * row = logits + n * vocab;
+    const float * row = logits + n * row_stride;
     const float max = max_of(row, vocab);
     lse[n] = max + std::log(exp_shift(row, nullptr, vocab, max));
     if (weights[n] != 0.0f)
@@ -64,14 +64,14 @@ void cpu_op(CpuContext & ctx, const CrossEntropyBackward & op) {
     wide.finish();
     return;
   }
-  const auto [rows, vocab, logits, targets, weights] = loss_rows(op, "cross_entropy_backward");
+  const auto [rows, vocab, row_stride, logits, targets, weights] = loss_rows(op, "cross_entropy_backward");
   const float * lse = op.lse.as<float>();
   float * dlogits = op.dlogits.as<float>();
 #pragma omp parallel for
   for (int64_t n = 0; n < rows; ++n) {
     const float factor = op.dloss * op.loss_scale * weights[n];
-    const float * row = logits + n * vocab;
-    float * grad = dlogits + n * vocab;
+    const float * row = logits + n * row_stride;
+    float * grad = dlogits + n * op.dlogits.stride(0);
     if (factor == 0.0f) std::fill(grad, grad + vocab, 0.0f);
     else exp_shift(row, grad, vocab, lse[n], factor);
     const int64_t local = targets[n] - op.vocab_start;

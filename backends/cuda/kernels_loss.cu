@@ -10,11 +10,13 @@
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
-__global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const float * logits, const int32_t * targets,
-                                          const float * weights, int64_t vocab, int64_t vocab_start) {
+// logits' rows lie `row_stride` elements apart (a head pads them; see CrossEntropyForward).
+__global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const float * logits, int64_t row_stride,
+                                          const int32_t * targets, const float * weights, int64_t vocab,
+                                          int64_t vocab_start) {
   __shared__ float shared[kThreads / kWarp];
   const int64_t n = blockIdx.x;
-  const float * row = logits + n * vocab;
+  const float * row = logits + n * row_stride;
   // One read of the row: each thread keeps a running max and its sum of exponentials relative to it (rescaled when
   // the max grows), then the block brings the threads' sums to the row's max and adds them in a fixed order.
   // A -inf logit adds nothing (its exponential is 0; -inf - -inf would be NaN); a NaN logit never raises the max
@@ -52,13 +54,14 @@ __global__ void ordered_sum_kernel(float * out, const double * values, int64_t c
 
 // dlogits f32, or bf16 for a bf16 head (rounded once, as a cast of the f32 gradient would).
 template <typename T>
-__global__ void cross_entropy_backward_kernel(T * dlogits, const float * logits, const int32_t * targets,
+__global__ void cross_entropy_backward_kernel(T * dlogits, int64_t dlogits_row_stride, const float * logits,
+                                              int64_t logits_row_stride, const int32_t * targets,
                                               const float * weights, const float * lse, int64_t vocab,
                                               int64_t vocab_start, float scale) {
   const int64_t n = blockIdx.x;
   const float factor = scale * weights[n];
-  const float * row = logits + n * vocab;
-  T * grad = dlogits + n * vocab;
+  const float * row = logits + n * logits_row_stride;
+  T * grad = dlogits + n * dlogits_row_stride;
   const int64_t local = static_cast<int64_t>(targets[n]) - vocab_start;
   for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
     float value = factor == 0.0f ? 0.0f : factor * expf(row[v] - lse[n]);
@@ -129,8 +132,8 @@ void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t strea
   }
   auto * row_loss = static_cast<double *>(ctx.scratch(kScratchRows, sizeof(double) * rows, stream));
   cross_entropy_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      op.lse.as<float>(), row_loss, op.logits.as<float>(), op.targets.as<int32_t>(), op.weights.as<float>(), vocab,
-      op.vocab_start);
+      op.lse.as<float>(), row_loss, op.logits.as<float>(), op.logits.stride(0), op.targets.as<int32_t>(),
+      op.weights.as<float>(), vocab, op.vocab_start);
   KOSMOS_GPU_LAUNCHED("cross_entropy_rows");
   ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.loss.as<float>(), row_loss, rows, op.loss_scale, false);
   KOSMOS_GPU_LAUNCHED("cross_entropy_sum");
@@ -142,8 +145,9 @@ void gpu_op(GpuContext &, const CrossEntropyBackward & op, cudaStream_t stream) 
   with_storage(op.dlogits.dtype, [&](auto element) {
     using T = decltype(element);
     cross_entropy_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        static_cast<T *>(op.dlogits.data), op.logits.as<float>(), op.targets.as<int32_t>(), op.weights.as<float>(),
-        op.lse.as<float>(), vocab, op.vocab_start, op.dloss * op.loss_scale);
+        static_cast<T *>(op.dlogits.data), op.dlogits.stride(0), op.logits.as<float>(), op.logits.stride(0),
+        op.targets.as<int32_t>(), op.weights.as<float>(), op.lse.as<float>(), vocab, op.vocab_start,
+        op.dloss * op.loss_scale);
   });
   KOSMOS_GPU_LAUNCHED("cross_entropy_backward");
 }

@@ -67,16 +67,18 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
     return out;
   };
   c.device = [s, c_dims](DeviceRun & run, const Named & in, const Named & grads) {
-    const TensorView a = s.row_pad ? run.upload_window(in.at("a"), s.row_pad) : run.upload(in.at("a"), s.dtype);
+    const TensorView a =
+        s.row_pad ? run.upload_window(in.at("a"), s.row_pad, s.dtype) : run.upload(in.at("a"), s.dtype);
     const TensorView b = run.upload(in.at("b"), s.dtype);
     const TensorView bias = s.bias ? run.upload(in.at("bias"), DType::kF32) : TensorView{};
-    const TensorView out = s.row_pad ? run.upload_window(Tensor(c_dims, 7777.0), s.row_pad)
+    const TensorView out = s.row_pad ? run.upload_window(Tensor(c_dims, 7777.0), s.row_pad, s.out_dtype)
                            : s.beta != 0.0f ? run.upload(in.at("c_old"), s.out_dtype)
                                             : run.output(c_dims, s.out_dtype);
     run.op(Matmul{out, a, b, bias, s.trans_a, s.trans_b, s.alpha, s.beta});
     Named result{{"c", run.download(out)}};
     if (grads.empty()) return result;
-    const TensorView dc = s.row_pad ? run.upload_window(grads.at("dc"), s.row_pad) : run.upload(grads.at("dc"), s.dtype);
+    const TensorView dc =
+        s.row_pad ? run.upload_window(grads.at("dc"), s.row_pad, s.dtype) : run.upload(grads.at("dc"), s.dtype);
     const TensorView da = run.output(in.at("a").dims, DType::kF32);
     const TensorView db = run.accumulator(in.at("b").dims);
     const TensorView dbias = s.bias ? run.accumulator({s.n}) : TensorView{};
@@ -148,6 +150,10 @@ std::vector<OpCase> matmul_cases() {
                               1e-11));
   // Column windows (strided rows) for a, c and dc, as q/k/v slices of a fused [N, 3d] buffer are; with a bias.
   cases.push_back(matmul_case({0, false, false, 21, 24, 16, false, true, true, 1.0f, 0.0f, f32, f32, true, 40},
+                              1e-11));
+  // The output head's products: bf16 operands, an odd vocabulary (n) and its logits (c) and their gradient (dc) in
+  // buffers whose rows are padded to a multiple of 8 elements (16 bytes), as the head takes them.
+  cases.push_back(matmul_case({0, false, false, 21, 37, 16, false, true, false, 1.0f, 0.0f, bf16, f32, true, 3},
                               1e-11));
   // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.
   cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, bf16, f32}, 1e-11));

@@ -113,12 +113,12 @@ TensorView DeviceRun::upload_permuted(const Tensor & host, const std::vector<int
   return view;
 }
 
-TensorView DeviceRun::upload_window(const Tensor & host, int64_t pad) {
+TensorView DeviceRun::upload_window(const Tensor & host, int64_t pad, DType dtype) {
   const int64_t rows = host.dim(0), cols = host.dim(1);
-  Tensor wide({rows, cols + pad}, 5555.0);
+  Tensor wide({rows, cols + pad}, kWindowFill);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) wide.v[r * (cols + pad) + c] = host.v[r * cols + c];
-  TensorView view = upload(wide, DType::kF32);
+  TensorView view = upload(wide, dtype);
   view.dims[1] = cols;
   return view;
 }
@@ -138,8 +138,14 @@ Tensor DeviceRun::download(const TensorView & view) {
   if (view.ndim == 2 && view.strides[1] == 1 && view.strides[0] > view.dims[1]) {  // a window made by upload_window
     const Tensor wide = download(make_view(view.data, view.dtype, {view.dims[0], view.strides[0]}));
     Tensor result({view.dims[0], view.dims[1]});
-    for (int64_t r = 0; r < view.dims[0]; ++r)
+    for (int64_t r = 0; r < view.dims[0]; ++r) {
       for (int64_t c = 0; c < view.dims[1]; ++c) result.v[r * view.dims[1] + c] = wide.v[r * view.strides[0] + c];
+      for (int64_t c = view.dims[1]; c < view.strides[0]; ++c) {  // kWindowFill, rounded to the dtype
+        const double held = wide.v[r * view.strides[0] + c];
+        KOSMOS_CHECK(std::abs(held - kWindowFill) <= 16.0, "DeviceRun::download: an op wrote into the padding of ",
+                     describe(view), ": row ", r, ", column ", c, " holds ", held, ", not ", kWindowFill);
+      }
+    }
     return result;
   }
   const std::vector<int64_t> dims(view.dims.begin(), view.dims.begin() + view.ndim);

@@ -33,12 +33,14 @@ class DeviceRun {
   // An upload whose device layout is `host` with its axes permuted by `order` (device dim i = host dim order[i]),
   // returned as a strided view with the host's logical dims: exercises ops on non-contiguous inputs.
   TensorView upload_permuted(const Tensor & host, const std::vector<int> & order, DType dtype = DType::kF32);
-  // A 2-D upload whose rows sit `pad` elements apart beyond their width: a column window of a wider matrix.
-  TensorView upload_window(const Tensor & host, int64_t pad);
+  // A 2-D upload whose rows sit `pad` elements apart beyond their width: a column window of a wider matrix, whose
+  // other columns hold kWindowFill (download() checks that no op wrote there).
+  TensorView upload_window(const Tensor & host, int64_t pad, DType dtype = DType::kF32);
+  static constexpr double kWindowFill = 5555.0;
   TensorView output(const std::vector<int64_t> & dims, DType dtype, double fill = 7777.0);
   // A gradient buffer that ops accumulate into: starts at random values, which download_accumulated() subtracts.
   TensorView accumulator(const std::vector<int64_t> & dims);
-  Tensor download(const TensorView & view);  // dense views, or strided ones made by upload_permuted
+  Tensor download(const TensorView & view);  // dense views, or strided ones made by upload_permuted or upload_window
   Tensor download_accumulated(const TensorView & view);
   // Runs an op, first asking the device whether it supports it (throws Unsupported if not). Records the op.
   void op(const OpDesc & desc);

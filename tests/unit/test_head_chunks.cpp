@@ -1,10 +1,12 @@
 // test_head_chunks.cpp: the head and loss computed over chunks of rows give the loss and every gradient of the
 // whole batch in one chunk (the default at this size, also while the logits are returned to the host), for several
-// chunks and a last chunk that is short.
+// chunks and a last chunk that is short; and on the emulated GPU, whose logits rows are padded to 16 bytes (an odd
+// vocabulary's), the CPU's dense rows' loss, logits and gradients.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "backends/registry.h"
@@ -17,13 +19,15 @@ namespace {
 struct Result {
   double loss = 0.0;
   std::vector<float> gradients;
+  std::vector<float> logits;  // [rows, vocab], dense, where the run returned them
 };
 
-// One micro-batch's forward and backward of the tiny model; `chunk_rows` < 0: the default chunks (one here), with
-// the logits returned to the host.
-Result run_tiny(int64_t chunk_rows) {
-  const KosmosConfig config = preset("tiny");
-  auto device = BackendRegistry().create("cpu", 0);
+// One micro-batch's forward and backward of the tiny model (with `vocab` tokens where given) on `backend`;
+// `chunk_rows` < 0: the default chunks (one here), with the logits returned to the host.
+Result run_tiny(int64_t chunk_rows, const std::string & backend = "cpu", int64_t vocab = 0) {
+  KosmosConfig config = preset("tiny");
+  if (vocab > 0) config.decoder.vocab_size = vocab;
+  auto device = BackendRegistry().create(backend, 0);
   auto stream = device->create_stream();
   const ParameterTable table(config);
   ModelState state(*device, table);
@@ -36,12 +40,25 @@ Result run_tiny(int64_t chunk_rows) {
   Batch batch = io::synthetic_batch(config, 2, 40, 0, 7);
   for (size_t i = 0; i < batch.loss_weights.size(); ++i)  // every row counts, the last chunk's too
     batch.loss_weights[i] = 1.0f + 0.01f * static_cast<float>(i % 5);
-  std::vector<float> logits;
   Result result;
-  result.loss = kosmos_model.run(rt, batch, 0.5f, {11, 1, true}, true, chunk_rows < 0 ? &logits : nullptr);
+  result.loss = kosmos_model.run(rt, batch, 0.5f, {11, 1, true}, true, chunk_rows < 0 ? &result.logits : nullptr);
   const TensorView grads = state.flat(ModelState::Slot::kGrads);
-  result.gradients.assign(grads.as<float>(), grads.as<float>() + grads.numel());
+  result.gradients.resize(static_cast<size_t>(grads.numel()));
+  device->copy(make_view(result.gradients.data(), DType::kF32, {grads.numel()}), grads, *stream);
   return result;
+}
+
+// The largest difference between two runs' values, and the largest magnitude among the first's.
+struct Difference {
+  double worst = 0.0, largest = 0.0;
+};
+Difference compare(const std::vector<float> & expected, const std::vector<float> & actual) {
+  Difference d;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    d.largest = std::max(d.largest, std::abs(static_cast<double>(expected[i])));
+    d.worst = std::max(d.worst, std::abs(static_cast<double>(actual[i]) - expected[i]));
+  }
+  return d;
 }
 
 TEST(HeadChunks, GiveTheWholeBatchLossAndGradients) {
@@ -49,12 +66,32 @@ TEST(HeadChunks, GiveTheWholeBatchLossAndGradients) {
   for (int64_t chunk_rows : {0, 16, 7}) {  // one chunk (80 rows), five, and twelve with a short last one
     const Result chunked = run_tiny(chunk_rows);
     EXPECT_NEAR(chunked.loss, whole.loss, 1e-5 * std::abs(whole.loss)) << chunk_rows << " rows per chunk";
-    double largest = 0.0, worst = 0.0;
-    for (float g : whole.gradients) largest = std::max(largest, std::abs(static_cast<double>(g)));
-    for (size_t i = 0; i < whole.gradients.size(); ++i)
-      worst = std::max(worst, std::abs(static_cast<double>(chunked.gradients[i]) - whole.gradients[i]));
-    EXPECT_LT(worst, 1e-5 * largest) << chunk_rows << " rows per chunk: largest gradient " << largest;
-    EXPECT_GT(largest, 0.0);
+    const Difference d = compare(whole.gradients, chunked.gradients);
+    EXPECT_LT(d.worst, 1e-5 * d.largest) << chunk_rows << " rows per chunk: largest gradient " << d.largest;
+    EXPECT_GT(d.largest, 0.0);
+  }
+}
+
+// A vocabulary of 131 tokens: the emulated GPU (Device::matmul_row_alignment 16) lays the logits' rows 132 f32
+// apart, the CPU 131; the loss, the logits returned to the host (the padding left out) and every gradient agree, in
+// one chunk and in chunks of 7 rows.
+TEST(HeadChunks, PaddedLogitsRowsOnTheEmulatedGpuGiveTheCpusResults) {
+  const std::vector<std::string> built = BackendRegistry().available_names();
+  if (std::find(built.begin(), built.end(), "emulated") == built.end())
+    GTEST_SKIP() << "built without the emulated GPU";
+  const int64_t vocab = 131;
+  const Result cpu = run_tiny(-1, "cpu", vocab);
+  ASSERT_EQ(cpu.logits.size(), size_t{80} * vocab);
+  for (int64_t chunk_rows : {-1, 7}) {
+    const Result gpu = run_tiny(chunk_rows, "emulated", vocab);
+    EXPECT_NEAR(gpu.loss, cpu.loss, 1e-5 * std::abs(cpu.loss)) << chunk_rows << " rows per chunk";
+    const Difference gradients = compare(cpu.gradients, gpu.gradients);
+    EXPECT_LT(gradients.worst, 1e-4 * gradients.largest) << chunk_rows << " rows per chunk";
+    EXPECT_GT(gradients.largest, 0.0);
+    if (chunk_rows >= 0) continue;
+    ASSERT_EQ(gpu.logits.size(), cpu.logits.size());
+    const Difference logits = compare(cpu.logits, gpu.logits);
+    EXPECT_LT(logits.worst, 1e-5 * logits.largest);
   }
 }
 
