@@ -108,9 +108,9 @@ class Device {
   MemoryUse memory() const { return {bytes_in_use_.load(), peak_bytes_.load()}; }
   void reset_peak() { peak_bytes_.store(bytes_in_use_.load()); }
   // The byte multiple this device's GEMM library wants of every leading dimension (1: any): a caller that lays out a
-  // product's operands or output itself pads their rows to it (the model's head, over an odd vocabulary). cuBLASLt's
-  // Hopper kernels load through the TMA unit, which needs 16; oneDNN's run the head's products no faster on padded
-  // rows (`kosmos bench ops --preset kosmos1` times both), so the CPU asks for none.
+  // product's operands or output itself pads their rows to it (rows of an odd width). cuBLASLt's Hopper kernels load
+  // through the TMA unit, which needs 16 (the ROCm build asks the same, untested there); oneDNN runs such products
+  // no faster on padded rows (`kosmos bench ops` times both), so the CPU asks for none.
   virtual size_t matmul_row_alignment() const { return 1; }
   // Copies between views of equal dtype and dims, each dense; either side may be host memory.
   virtual void copy(TensorView dst, TensorView src, Stream & stream) = 0;

@@ -215,8 +215,8 @@ struct SinusoidalPositions {
 // Fused softmax + cross-entropy over the vocab dim: loss = loss_scale * sum_n w_n (lse_n - logits[n, t_n]).
 // Rows with weight 0 carry no loss. logits may be a vocab slice starting at vocab_start: targets outside it
 // contribute only through lse (the vocab-parallel version adds its all-reduces between the row passes). logits and
-// dlogits have dense rows at any row stride >= V_local: on a GPU the head pads its rows to a multiple of 16 bytes,
-// which cuBLASLt's fastest kernels need of every leading dimension (a vocabulary of 64007 is odd).
+// dlogits have dense rows at any row stride >= V_local (a caller pads them as the GEMMs that write and read them
+// want: Device::matmul_row_alignment).
 struct CrossEntropyForward {
   TensorView loss;     // [1] f32
   TensorView lse;      // [N] f32, saved for backward

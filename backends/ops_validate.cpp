@@ -62,7 +62,8 @@ struct Checker {
   void dense_rows(const char * name, const TensorView & view) const {
     inner_dense(name, view);
     KOSMOS_CHECK(view.dim(0) <= 1 || view.stride(0) >= view.dim(1), op, ": ", name, " is ", describe(view),
-                 "; its rows overlap (row stride below the row's width)");
+                 "; its rows overlap (row stride below the row's width): lay them at least ", view.dim(1),
+                 " elements apart");
   }
   void scalar_range(const char * name, double value, double low, double high, const char * meaning) const {
     KOSMOS_CHECK(value >= low && value <= high, op, ": ", name, " = ", value, " is outside [", low, ", ", high,
@@ -423,7 +424,7 @@ void validate_op(const CrossEntropyBackward & op) {
                         op.dlogits.stride(0) == op.logits.stride(0);
   KOSMOS_CHECK(in_place || !views_overlap(op.dlogits, op.logits), "cross_entropy_backward: dlogits ",
                describe(op.dlogits), " overlaps logits ", describe(op.logits),
-               "; give separate buffers, or the same one in the same dtype (in place)");
+               "; give separate buffers, or the same one in the same dtype and row stride (in place)");
 }
 
 void validate_op(const DropoutForward & op) {

@@ -39,9 +39,14 @@ TensorView take_logits(Runtime & rt, DType dtype, int64_t rows, int64_t vocab) {
   return slice(rt.arena.take(dtype, {rows, pitch}), 1, 0, vocab);
 }
 
-// Copies take_logits' f32 rows to `host` [rows, vocab], dense (the device copies whole padded rows).
+// Copies take_logits' f32 rows to `host` [rows, vocab], dense (padded rows through a staging copy of them whole).
 void download_logits(Runtime & rt, const TensorView & logits, float * host) {
-  const int64_t rows = logits.dim(0), vocab = logits.dim(1), pitch = logits.stride(0);
+  const int64_t rows = logits.dim(0), vocab = logits.dim(1), pitch = rows > 1 ? logits.stride(0) : vocab;
+  if (pitch == vocab) {
+    rt.device.copy(make_view(host, DType::kF32, {rows, vocab}), make_view(logits.data, DType::kF32, {rows, vocab}),
+                   rt.stream);
+    return;
+  }
   std::vector<float> padded(static_cast<size_t>(rows * pitch));
   rt.device.copy(make_view(padded.data(), DType::kF32, {rows, pitch}),
                  make_view(logits.data, DType::kF32, {rows, pitch}), rt.stream);
@@ -417,9 +422,12 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
   const TensorView losses = rt.take({chunks});
   const Linear projection = head();
   // The logits' gradient in the head's matmul dtype where that is bf16 (rounded once by the loss's backward, no
-  // cast), else f32.
+  // cast), else f32; an f16 head's is cast into f16 rows laid out as take_logits lays them (Linear::backward would
+  // cast it into dense rows).
   const DType d_logits_dtype = projection.weight.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
   const TensorView d_logits = backward ? take_logits(rt, d_logits_dtype, chunk, vocab) : TensorView{};
+  const TensorView d_logits_f16 =
+      backward && projection.weight.dtype == DType::kF16 ? take_logits(rt, DType::kF16, chunk, vocab) : TensorView{};
   const int64_t vocab_total = split() ? config_.decoder.vocab_size : 0;
   Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
   now.deferred_weight_gradients = nullptr;
@@ -441,7 +449,12 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
     const TensorView d_logits_n = slice(d_logits, 0, 0, n);
     rt.run(CrossEntropyBackward{d_logits_n, logits_n, targets_n, weights_n, lse_n, vocab_start(), vocab_total,
                                 s.loss_scale, 1.0f});
-    projection.backward(now, slice(s.d_normed, 0, first, n), d_logits_n, normed_n, false);
+    TensorView d_operand_n = d_logits_n;
+    if (d_logits_f16.present()) {
+      d_operand_n = slice(d_logits_f16, 0, 0, n);
+      rt.run(Cast{d_operand_n, d_logits_n});
+    }
+    projection.backward(now, slice(s.d_normed, 0, first, n), d_operand_n, normed_n, false);
   }
   // Vocabulary-parallel: each rank's rows of the head give part of the input gradient.
   if (backward && split()) tensor_parallel_->all_reduce(s.d_normed, parallel::ReduceOp::kSum, rt.stream);

@@ -125,7 +125,7 @@ class GpuDevice final : public Device {
            " MiB granules)";
   }
   bool host_accessible() const override { return false; }
-  size_t matmul_row_alignment() const override { return 16; }  // cuBLASLt's TMA kernels (Device's comment)
+  size_t matmul_row_alignment() const override { return 16; }  // cuBLASLt's TMA kernels (see Device)
   bool is_host_memory(const void * pointer) const override { return !is_device_memory(pointer); }
 
   Buffer allocate(size_t bytes, BufferUse) override {

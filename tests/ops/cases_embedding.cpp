@@ -76,15 +76,16 @@ OpCase sinusoidal_case(std::vector<int32_t> positions, int64_t width, int64_t pa
 // dlogits_dtype bf16: a bf16 head's gradient, rounded once (2^-9 relative).
 // `masked`: every fifth column (1, 6, 11, ...) is -inf, as a vocabulary mask would set it: it adds nothing to the
 // sums and gets no gradient (also where it is the first column a GPU thread reads); no target falls on one.
-// `row_pad`: logits and dlogits with their rows that many elements further apart than the vocabulary, as a head pads
-// them (the padding must stay untouched).
+// `logits_pad`, `dlogits_pad`: logits and dlogits with their rows that many elements further apart than the
+// vocabulary, as a GPU's head pads them, each by its own dtype (the padding must stay untouched).
 OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int64_t vocab_total, double scale,
-                          DType dlogits_dtype = DType::kF32, bool masked = false, int64_t row_pad = 0) {
+                          DType dlogits_dtype = DType::kF32, bool masked = false, int64_t logits_pad = 0,
+                          int64_t dlogits_pad = 0) {
   std::ostringstream name;
   name << "cross_entropy_n" << rows << "_v" << vocab << "_slice" << vocab_start << "_of" << vocab_total;
   if (dlogits_dtype != DType::kF32) name << "_" << dtype_name(dlogits_dtype) << "_grad";
   if (masked) name << "_masked";
-  if (row_pad > 0) name << "_rows_padded" << row_pad;
+  if (logits_pad > 0 || dlogits_pad > 0) name << "_rows_padded" << logits_pad << "_" << dlogits_pad;
   std::mt19937_64 rng(rows * 7 + vocab);
   OpCase c;
   c.name = name.str();
@@ -117,10 +118,10 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
                                                                in.at("weights"), vocab_start, loss_scale,
                                                                grads.at("dloss").v[0])}};
   };
-  c.device = [rows, vocab, vocab_start, vocab_total, loss_scale, dlogits_dtype, row_pad](
+  c.device = [rows, vocab, vocab_start, vocab_total, loss_scale, dlogits_dtype, logits_pad, dlogits_pad](
                  DeviceRun & run, const Named & in, const Named & grads) {
     const TensorView logits =
-        row_pad > 0 ? run.upload_window(in.at("logits"), row_pad) : run.upload(in.at("logits"), DType::kF32);
+        logits_pad > 0 ? run.upload_window(in.at("logits"), logits_pad) : run.upload(in.at("logits"), DType::kF32);
     const TensorView targets = run.upload(in.at("targets"), DType::kI32);
     const TensorView weights = run.upload(in.at("weights"), DType::kF32);
     const TensorView loss = run.output({1}, DType::kF32), lse = run.output({rows}, DType::kF32);
@@ -128,8 +129,9 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
     run.op(CrossEntropyForward{loss, lse, logits, targets, weights, vocab_start, vocab_total, scale});
     Named result{{"loss", run.download(loss)}, {"lse", run.download(lse)}};
     if (grads.empty()) return result;
-    const TensorView dlogits = row_pad > 0 ? run.upload_window(Tensor({rows, vocab}, 7777.0), row_pad, dlogits_dtype)
-                                           : run.output({rows, vocab}, dlogits_dtype);
+    const TensorView dlogits = dlogits_pad > 0
+                                   ? run.upload_window(Tensor({rows, vocab}, 7777.0), dlogits_pad, dlogits_dtype)
+                                   : run.output({rows, vocab}, dlogits_dtype);
     run.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse, vocab_start, vocab_total, scale,
                                 static_cast<float>(grads.at("dloss").v[0])});
     result["dlogits"] = run.download(dlogits);
@@ -153,8 +155,8 @@ std::vector<OpCase> embedding_cases() {
           cross_entropy_case(20, 64, 32, 128, 1.0),     // a vocab slice: out-of-slice targets pick nothing here
           cross_entropy_case(24, 3001, 0, 3001, 4.0, DType::kBF16),  // a bf16 head: an odd vocab, rows unaligned
           cross_entropy_case(9, 700, 0, 700, 2.0, DType::kF32, true),
-          cross_entropy_case(13, 301, 0, 301, 3.0, DType::kF32, false, 3),   // rows padded to 304 elements
-          cross_entropy_case(11, 301, 0, 301, 3.0, DType::kBF16, false, 11)};  // a bf16 head's, to 312
+          cross_entropy_case(13, 301, 0, 301, 3.0, DType::kF32, false, 3, 3),      // both rows 304 apart
+          cross_entropy_case(11, 301, 0, 301, 3.0, DType::kBF16, false, 3, 11)};  // a bf16 head's: 304 and 312
 }
 
 }  // namespace kosmos::testing

@@ -151,8 +151,8 @@ std::vector<OpCase> matmul_cases() {
   // Column windows (strided rows) for a, c and dc, as q/k/v slices of a fused [N, 3d] buffer are; with a bias.
   cases.push_back(matmul_case({0, false, false, 21, 24, 16, false, true, true, 1.0f, 0.0f, f32, f32, true, 40},
                               1e-11));
-  // The output head's products: bf16 operands, an odd vocabulary (n) and its logits (c) and their gradient (dc) in
-  // buffers whose rows are padded to a multiple of 8 elements (16 bytes), as the head takes them.
+  // The output head's shapes: bf16 operands, an odd vocabulary (n), and the logits (c) and their gradient (dc) in
+  // rows padded to a multiple of 8 elements (16 bytes) as a GPU's head pads them; a is padded by as much.
   cases.push_back(matmul_case({0, false, false, 21, 37, 16, false, true, false, 1.0f, 0.0f, bf16, f32, true, 3},
                               1e-11));
   // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.

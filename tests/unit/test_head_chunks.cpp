@@ -80,6 +80,10 @@ TEST(HeadChunks, PaddedLogitsRowsOnTheEmulatedGpuGiveTheCpusResults) {
   if (std::find(built.begin(), built.end(), "emulated") == built.end())
     GTEST_SKIP() << "built without the emulated GPU";
   const int64_t vocab = 131;
+  const size_t alignment = BackendRegistry().create("emulated", 0)->matmul_row_alignment();
+  ASSERT_EQ(KosmosModel::head_row_pitch(vocab, DType::kF32, alignment), 132) << "the rows must be padded here";
+  const size_t cpu_alignment = BackendRegistry().create("cpu", 0)->matmul_row_alignment();
+  ASSERT_EQ(KosmosModel::head_row_pitch(vocab, DType::kF32, cpu_alignment), vocab) << "and dense on the CPU";
   const Result cpu = run_tiny(-1, "cpu", vocab);
   ASSERT_EQ(cpu.logits.size(), size_t{80} * vocab);
   for (int64_t chunk_rows : {-1, 7}) {
