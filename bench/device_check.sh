@@ -186,4 +186,9 @@ print("%-24s %10s %12s %10s %10s %10s" % ("what", "step s", "tokens/s", "TFLOP/s
 for name, step, tokens, tflops, peak, card in rows:
     print("%-24s %10.3f %12.0f %10.1f %10.1f %10.1f" % (name, step, tokens, tflops, peak, card))
 PY
+# The bf16 products and attention at the paper's widths (ops_bench), the head's on dense and on padded rows.
+if [ -f "$logs/ops_bench.log" ]; then
+  echo "== bf16 ops at kosmos1 widths (ops_bench.log)"
+  grep -E '^(matmul .*bf16|attention .*bf16)' "$logs/ops_bench.log"
+fi
 cat "$summary"
