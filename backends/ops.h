@@ -228,7 +228,7 @@ struct CrossEntropyForward {
   float loss_scale = 1.0f;  // e.g. 1 / number of counted tokens
 };
 struct CrossEntropyBackward {
-  TensorView dlogits;  // [N, V_local] f32|bf16 (rounded once, for a bf16 head), rows dense, overwritten:
+  TensorView dlogits;  // [N, V_local] f32|bf16|f16 (rounded once, for a 16-bit head), rows dense, overwritten:
                        // dloss * loss_scale * w_n * (softmax - onehot)
   TensorView logits;   // [N, V_local] f32, rows dense
   TensorView targets;  // [N] i32

@@ -417,7 +417,7 @@ void validate_op(const CrossEntropyForward & op) {
 void validate_op(const CrossEntropyBackward & op) {
   const Checker check{"cross_entropy_backward"};
   validate_cross_entropy(check, op.logits, op.targets, op.weights, op.lse, op.vocab_start, op.vocab_total);
-  check.dtype("dlogits", op.dlogits, {DType::kF32, DType::kBF16});
+  check.dtype("dlogits", op.dlogits, {DType::kF32, DType::kBF16, DType::kF16});
   check.dense_rows("dlogits", op.dlogits);
   check.same_shape("dlogits", op.dlogits, "logits", op.logits);
   const bool in_place = op.dlogits.data == op.logits.data && op.dlogits.dtype == op.logits.dtype &&

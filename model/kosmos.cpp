@@ -421,13 +421,9 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
   const TensorView logits = take_logits(rt, DType::kF32, chunk, vocab), lse = rt.take({chunk});
   const TensorView losses = rt.take({chunks});
   const Linear projection = head();
-  // The logits' gradient in the head's matmul dtype where that is bf16 (rounded once by the loss's backward, no
-  // cast), else f32; an f16 head's is cast into f16 rows laid out as take_logits lays them (Linear::backward would
-  // cast it into dense rows).
-  const DType d_logits_dtype = projection.weight.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
-  const TensorView d_logits = backward ? take_logits(rt, d_logits_dtype, chunk, vocab) : TensorView{};
-  const TensorView d_logits_f16 =
-      backward && projection.weight.dtype == DType::kF16 ? take_logits(rt, DType::kF16, chunk, vocab) : TensorView{};
+  // The logits' gradient in the head's matmul dtype (bf16 or f16 where the head multiplies in 16 bits: rounded once
+  // by the loss's backward, with no cast, which would lay it out in dense rows), else f32.
+  const TensorView d_logits = backward ? take_logits(rt, projection.weight.dtype, chunk, vocab) : TensorView{};
   const int64_t vocab_total = split() ? config_.decoder.vocab_size : 0;
   Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
   now.deferred_weight_gradients = nullptr;
@@ -449,12 +445,7 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
     const TensorView d_logits_n = slice(d_logits, 0, 0, n);
     rt.run(CrossEntropyBackward{d_logits_n, logits_n, targets_n, weights_n, lse_n, vocab_start(), vocab_total,
                                 s.loss_scale, 1.0f});
-    TensorView d_operand_n = d_logits_n;
-    if (d_logits_f16.present()) {
-      d_operand_n = slice(d_logits_f16, 0, 0, n);
-      rt.run(Cast{d_operand_n, d_logits_n});
-    }
-    projection.backward(now, slice(s.d_normed, 0, first, n), d_operand_n, normed_n, false);
+    projection.backward(now, slice(s.d_normed, 0, first, n), d_logits_n, normed_n, false);
   }
   // Vocabulary-parallel: each rank's rows of the head give part of the input gradient.
   if (backward && split()) tensor_parallel_->all_reduce(s.d_normed, parallel::ReduceOp::kSum, rt.stream);

@@ -73,7 +73,7 @@ OpCase sinusoidal_case(std::vector<int32_t> positions, int64_t width, int64_t pa
   return c;
 }
 
-// dlogits_dtype bf16: a bf16 head's gradient, rounded once (2^-9 relative).
+// dlogits_dtype bf16 or f16: a 16-bit head's gradient, rounded once (2^-9 or 2^-12 relative).
 // `masked`: every fifth column (1, 6, 11, ...) is -inf, as a vocabulary mask would set it: it adds nothing to the
 // sums and gets no gradient (also where it is the first column a GPU thread reads); no target falls on one.
 // `logits_pad`, `dlogits_pad`: logits and dlogits with their rows that many elements further apart than the
@@ -156,7 +156,8 @@ std::vector<OpCase> embedding_cases() {
           cross_entropy_case(24, 3001, 0, 3001, 4.0, DType::kBF16),  // a bf16 head: an odd vocab, rows unaligned
           cross_entropy_case(9, 700, 0, 700, 2.0, DType::kF32, true),
           cross_entropy_case(13, 301, 0, 301, 3.0, DType::kF32, false, 3, 3),      // both rows 304 apart
-          cross_entropy_case(11, 301, 0, 301, 3.0, DType::kBF16, false, 3, 11)};  // a bf16 head's: 304 and 312
+          cross_entropy_case(11, 301, 0, 301, 3.0, DType::kBF16, false, 3, 11),  // a bf16 head's: 304 and 312
+          cross_entropy_case(10, 301, 0, 301, 3.0, DType::kF16, false, 3, 3)};    // an f16 head's: 304 both
 }
 
 }  // namespace kosmos::testing
