@@ -141,6 +141,10 @@ struct AttentionParams {
   uint64_t first_row = 0;   // the probability row of (b 0, head 0, query 0) among all [B, heads_total, Tq] rows
   int64_t head_start = 0;   // index of this view's first head among all heads
   int64_t heads_total = 0;  // 0: this view holds all heads
+  // The backward's gradients the same bits run after run (the CPU's always are). false lets a GPU's bf16 backward
+  // make one pass over the key blocks that adds dq up in f32 by atomics (five products where two passes make seven;
+  // dq's last bits vary between runs, as the blocks' order does); true keeps it to the two passes.
+  bool deterministic = true;
 };
 // q, k and v share a dtype: f32, or bf16 (mixed precision), where a GPU multiplies on tensor cores with f32
 // accumulation and rounds the probabilities (and in the backward the score gradients) to bf16 for the second

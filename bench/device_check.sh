@@ -13,10 +13,11 @@
 #   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
 #      and --recompute ffn (about 47 GiB by estimate, under the goal's 60), and the PyTorch peer
-#      (.device/peer/torch_kosmos.py eager, then compile) on the same card, then the step on cuda-wmma; late in the
-#      run the same step without recomputation (about 55 GiB by the planner), with attention (38) and with layer
-#      (31) (the table has the device memory peaks: our buffers' count, and all the card had in use as nvidia-smi
-#      saw it), and a profiled step (the time per op; no op may have left its fast path);
+#      (.device/peer/torch_kosmos.py eager, then compile) on the same card, then the step with --attention-backward
+#      atomic and the step on cuda-wmma; late in the run the same step without recomputation (about 55 GiB by the
+#      planner), with attention (38) and with layer (31) (the table has the device memory peaks: our buffers' count,
+#      and all the card had in use as nvidia-smi saw it), and a profiled step (the time per op; no op may have left
+#      its fast path);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -127,6 +128,9 @@ stage step_kosmos1 300 on_card step_kosmos1 "$kosmos" "${paper[@]}" --recompute 
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
 stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
+# The same step with the attention backward in one pass (dq added up by atomics), against the two passes above.
+stage step_kosmos1_atomic 240 on_card step_kosmos1_atomic "$kosmos" "${paper[@]}" --recompute ffn \
+  --attention-backward atomic --steps 3 --warmup 1 --out "$logs/step_kosmos1_atomic.json"
 # The same step with the WMMA attention kernels, against the mma.sync ones above.
 paper_wmma=("${paper[@]}")
 paper_wmma[4]=cuda-wmma  # --backend's value
@@ -165,7 +169,8 @@ def card_gib(name):  # the most nvidia-smi saw in use during the stage
         return max(float(line) for line in open(os.path.join(logs, name + ".card")) if line.strip()) / 1024
     except (OSError, ValueError):
         return float("nan")
-for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_wmma", "kosmos bf16 rc ffn wmma"),
+for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_atomic", "kosmos bf16 rc ffn atomic"),
+                    ("step_kosmos1_wmma", "kosmos bf16 rc ffn wmma"),
                     ("step_kosmos1_none", "kosmos bf16"),
                     ("step_kosmos1_attention", "kosmos bf16 rc attn"), ("step_kosmos1_layer", "kosmos bf16 rc layer")):
     ours = os.path.join(logs, name + ".json")

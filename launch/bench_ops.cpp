@@ -133,13 +133,14 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   for (const DType operands : {DType::kF32, DType::kBF16}) {
     const TensorView q = bench.tensor(operands, {batch, heads, length, dh}),
                      k = bench.tensor(operands, {batch, heads, length, dh});
+    // The output and the gradients in the operands' dtype, as the layers keep them (bf16 under --precision bf16).
     const TensorView v = bench.tensor(operands, {batch, heads, length, dh}),
-                     o = bench.tensor(DType::kF32, {batch, heads, length, dh});
+                     o = bench.tensor(operands, {batch, heads, length, dh});
     const TensorView lse = bench.tensor(DType::kF32, {batch, heads, length});
-    const TensorView dq = bench.tensor(DType::kF32, {batch, heads, length, dh}),
-                     dk = bench.tensor(DType::kF32, {batch, heads, length, dh});
-    const TensorView dv = bench.tensor(DType::kF32, {batch, heads, length, dh}),
-                     dout = bench.tensor(DType::kF32, {batch, heads, length, dh});
+    const TensorView dq = bench.tensor(operands, {batch, heads, length, dh}),
+                     dk = bench.tensor(operands, {batch, heads, length, dh});
+    const TensorView dv = bench.tensor(operands, {batch, heads, length, dh}),
+                     dout = bench.tensor(operands, {batch, heads, length, dh});
     AttentionParams params;
     params.scale = 1.0f / std::sqrt(static_cast<float>(dh));
     params.causal = true;
@@ -153,6 +154,14 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                        [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
                          bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
                        }});
+    if (operands == DType::kBF16) {  // --attention-backward atomic: one pass, dq added up by atomics
+      AttentionParams atomic = params;
+      atomic.deterministic = false;
+      timings.push_back({"attention backward bf16 atomic", shape, 2.5 * causal_flops, 0.0,
+                         [&bench, dq, dk, dv, dout, q, k, v, o, lse, atomic] {
+                           bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, atomic});
+                         }});
+    }
     if (operands == DType::kF32)
       timings.push_back({"xpos forward", dims({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q] {
                            bench.op(XPosForward{q, q, XPosParams{}});

@@ -81,6 +81,7 @@ struct TrainOptions {
   std::string precision = "fp32";    // fp32, or bf16 or fp16: matmuls on 16-bit copies of the weights and activations with f32
                                      // accumulation; master weights, gradients, AdamW moments and other ops in f32
   std::string recompute = "none";    // activations run again in the backward: none, attention, layer (model/layers.h)
+  std::string attention_backward = "deterministic";  // deterministic or atomic (AttentionParams::deterministic)
   int64_t head_chunk_rows = 0;       // rows of logits the head and loss compute at once (0: 256 MiB of f32 of them)
   std::string non_finite = "auto";   // a NaN or infinite loss or gradient norm: skip the update, stop, or
                                      // reduce-scale (skip and halve the loss scale); auto: reduce-scale with

@@ -125,6 +125,14 @@ int main(int argc, char ** argv) {
       "the activations for a third more FLOPs). The gradients are the same";
   const auto recomputations = CLI::IsMember({"none", "ffn", "attention", "layer"});
   train_app->add_option("--recompute", train.recompute, recompute_help)->capture_default_str()->check(recomputations);
+  const std::string attention_backward_help =
+      "the decoder layers' attention backward on a GPU under --precision bf16: deterministic makes two passes over "
+      "the sequence (dq in one, dk and dv in the other; seven products) and gives the same bits run after run; "
+      "atomic makes one pass of five products and adds dq up in f32 by atomics, in the order the blocks finish, so "
+      "that dq's last bits vary between runs. The CPU's is deterministic either way";
+  const auto attention_backwards = CLI::IsMember({"deterministic", "atomic"});
+  train_app->add_option("--attention-backward", train.attention_backward, attention_backward_help)
+      ->capture_default_str()->check(attention_backwards);
   const std::string head_chunk_help =
       "rows of logits the head and the loss compute at once (the whole micro-batch's logits never exist); 0: as many "
       "as fit 256 MiB of f32";
@@ -373,6 +381,8 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--precision", bench.train.precision, precision_help)->capture_default_str()->check(precisions);
   bench_app->add_option("--recompute", bench.train.recompute, recompute_help)
       ->capture_default_str()->check(recomputations);
+  bench_app->add_option("--attention-backward", bench.train.attention_backward, attention_backward_help)
+      ->capture_default_str()->check(attention_backwards);
   bench_app->add_option("--head-chunk-rows", bench.train.head_chunk_rows, head_chunk_help)
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")

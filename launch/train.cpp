@@ -148,6 +148,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   KOSMOS_CHECK(recompute.has_value(), "--recompute ", options.recompute, ": use none, ffn, attention or layer");
   kosmos_model.set_recompute(*recompute);
   kosmos_model.set_head_chunk_rows(options.head_chunk_rows);
+  KOSMOS_CHECK(options.attention_backward == "deterministic" || options.attention_backward == "atomic",
+               "--attention-backward ", options.attention_backward, ": use deterministic or atomic");
+  kosmos_model.set_deterministic_attention(options.attention_backward == "deterministic");
   model::OptimizerConfig optimizer;
   optimizer.peak_lr = options.lr;
   optimizer.warmup_steps = std::min(options.warmup, options.steps);

@@ -285,6 +285,7 @@ double KosmosModel::stage_forward(Runtime & rt, const StageRange & range, const 
     o.ffn_dropout_seed = site_key(seed, step, kFfnOutput, l);
     o.tp = tensor_parallel_;
     o.recompute = recompute_;
+    o.deterministic_attention = deterministic_attention_;
     o.activations = activation_dtype(state_.compute_dtype());
     const TensorView out = !range.last && l + 1 == last_layer ? output : rt.take({rows, d});
     block_forward(rt, decoder_blocks_[static_cast<size_t>(l)], o, out, x,

@@ -114,6 +114,9 @@ class KosmosModel {
   // What the training forward of each decoder layer keeps for its backward (layers.h); kNone unless set.
   void set_recompute(Recompute recompute) { recompute_ = recompute; }
   Recompute recompute() const { return recompute_; }
+  // Whether the decoder layers' attention backward gives the same bits run after run (AttentionParams::deterministic;
+  // true unless set).
+  void set_deterministic_attention(bool deterministic) { deterministic_attention_ = deterministic; }
   // Rows of logits the head and loss compute at once (0: as many as fit kHeadChunkElements, 256 MiB of f32).
   void set_head_chunk_rows(int64_t rows) { head_chunk_rows_ = rows; }
   static constexpr int64_t kHeadChunkElements = int64_t{1} << 26;
@@ -161,6 +164,7 @@ class KosmosModel {
   std::vector<int64_t> decoder_layer_offsets_;
   int64_t final_norm_offset_ = 0;
   Recompute recompute_ = Recompute::kNone;
+  bool deterministic_attention_ = true;
   int64_t head_chunk_rows_ = 0;
 };
 

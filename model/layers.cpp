@@ -181,6 +181,7 @@ AttentionParams attention_params(const BlockOptions & o, int64_t head_dim, int64
   params.dropout_p = o.attention_dropout.p;
   params.seed = o.attention_dropout.seed;
   params.first_row = o.attention_dropout.offset;
+  params.deterministic = o.deterministic_attention;
   if (tp) params.head_start = tp->rank() * heads, params.heads_total = o.heads;
   return params;
 }

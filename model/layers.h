@@ -127,6 +127,7 @@ struct BlockOptions {
   // (over the whole width) see the slices gathered. Null: the whole block here.
   parallel::Comm * tp = nullptr;
   Recompute recompute = Recompute::kNone;  // the same in a block's forward and backward
+  bool deterministic_attention = true;     // AttentionParams::deterministic
   // The dtype of the activations inside the sub-layers and of their gradients (activation_dtype). The residual
   // stream (x, x_mid, out), the sub-layers' outputs and the gradients at their LayerNorms' inputs are f32 always.
   DType activations = DType::kF32;

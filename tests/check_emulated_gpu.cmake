@@ -7,7 +7,8 @@
 #      within 2e-2, 2e-2, 2e-2 and 1e-2 of the CPU's fp32 run (over the whole model, as check_mixed_precision.cmake
 #      compares);
 #   3. --recompute attention on emulated trains bit for bit what it trains without, and so does --recompute ffn
-#      under --precision bf16 (the paper-size step's flags in device_check.sh);
+#      under --precision bf16 (the paper-size step's flags in device_check.sh); --attention-backward atomic (dq
+#      added up by atomics, in another order) within 1e-3 of the bf16 run at 160 positions;
 #   4. a checkpoint of 3 steps on the CPU resumes on emulated to step 6, and the reverse, within 1e-4 of 6 steps on
 #      the CPU (the HDF5 checkpoint does not depend on the backend).
 # cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DOUT=<prefix> -DMODEL=<tiny_head32.json> -P check_emulated_gpu.cmake
@@ -51,6 +52,10 @@ run(emulated_recompute --steps 5 --backend emulated --recompute attention)
 agree(emulated emulated_recompute 0)
 run(emulated_bf16_recompute_ffn --steps 5 --backend emulated --precision bf16 --recompute ffn)
 agree(emulated_bf16 emulated_bf16_recompute_ffn 0)
+# (at 160 positions, three blocks of 64, so that dq's sums meet)
+run(emulated_bf16_160 --steps 5 --backend emulated --precision bf16 --length 160)
+run(emulated_bf16_160_atomic --steps 5 --backend emulated --precision bf16 --length 160 --attention-backward atomic)
+agree(emulated_bf16_160 emulated_bf16_160_atomic 1e-3 --whole-model)
 
 run(cpu_6 --steps 6 --backend cpu)
 foreach(pair "cpu;emulated" "emulated;cpu")

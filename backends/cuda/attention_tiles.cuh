@@ -186,28 +186,30 @@ using ForwardKernel = void (*)(HeadRowsOf<T>, float *, HeadRowsOf<const bf16>, H
 template <typename T>
 using DqKernel = void (*)(HeadRowsOf<T>, HeadRowsOf<const T>, HeadRowsOf<const bf16>, HeadRowsOf<const bf16>,
                           HeadRowsOf<const bf16>, const float *, const float *, AttentionShape);
-template <typename T>
-using DkDvKernel = void (*)(HeadRowsOf<T>, HeadRowsOf<T>, HeadRowsOf<const T>, HeadRowsOf<const bf16>,
-                            HeadRowsOf<const bf16>, HeadRowsOf<const bf16>, const float *, const float *,
-                            AttentionShape);
 
-// The forward over the query tiles; the backward's dq kernel over the query tiles and dk, dv one over the key tiles.
+// The forward over the query tiles; the backward's dq kernel over the query tiles and dk, dv one over the key tiles,
+// which takes `extra` arguments before the shape where an implementation's has more (the mma.sync one's dq sums).
 template <typename T>
 void launch_forward(ForwardKernel<T> kernel, size_t shared, const char * name, const AttentionForward & op,
                     const AttentionShape & s, cudaStream_t stream) {
   launch(kernel, grid_of(s.tq, s), shared, stream, name, head_rows_of<T>(op.out), op.lse.as<float>(),
          head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), s);
 }
-template <typename T>
-void launch_backward(DqKernel<T> dq, DkDvKernel<T> dkdv, size_t shared, const char * dq_name, const char * dkdv_name,
-                     const AttentionBackward & op, const float * delta, const AttentionShape & s,
-                     cudaStream_t stream) {
+template <typename T, typename DkDvKernel, typename... Extra>
+void launch_key_blocks(DkDvKernel dkdv, size_t shared, const char * name, const AttentionBackward & op,
+                       const float * delta, const AttentionShape & s, cudaStream_t stream, Extra... extra) {
+  launch(dkdv, grid_of(s.tk, s), shared, stream, name, head_rows_of<T>(op.dk), head_rows_of<T>(op.dv),
+         head_rows_of<const T>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
+         head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, extra..., s);
+}
+template <typename T, typename DkDvKernel, typename... Extra>
+void launch_backward(DqKernel<T> dq, DkDvKernel dkdv, size_t shared, const char * dq_name, const char * dkdv_name,
+                     const AttentionBackward & op, const float * delta, const AttentionShape & s, cudaStream_t stream,
+                     Extra... extra) {
   launch(dq, grid_of(s.tq, s), shared, stream, dq_name, head_rows_of<T>(op.dq), head_rows_of<const T>(op.dout),
          head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v),
          op.lse.as<float>(), delta, s);
-  launch(dkdv, grid_of(s.tk, s), shared, stream, dkdv_name, head_rows_of<T>(op.dk), head_rows_of<T>(op.dv),
-         head_rows_of<const T>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
-         head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, s);
+  launch_key_blocks<T>(dkdv, shared, dkdv_name, op, delta, s, stream, extra...);
 }
 
 // Calls run(std::integral_constant<int, D>{}, T{}) for the head size D among `HeadDims` and T = float where `f32`,

@@ -38,7 +38,8 @@ enum ScratchSlot : int {
   kScratchActivatedGrad = 6,  // and the gradient at it
   kScratchBias = 7,           // a matmul's bias in C's dtype for cuBLASLt's epilogue (matmul.cu)
   kScratchGemmWorkspace = 8,  // cuBLASLt's workspace (matmul.cu)
-  kScratchWidened = 9,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchAttentionDq = 9,    // the mma.sync attention backward's dq sums, where it adds them up by atomics
+  kScratchWidened = 10,       // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 
@@ -111,7 +112,9 @@ void tensor_core_attention_backward(const AttentionBackward & op, const float * 
 // kernels_attention_mma.cu: the same on mma.sync, every score in registers; head sizes 32 and 64.
 inline bool mma_attention_takes(int64_t head_dim) { return head_dim == 32 || head_dim == 64; }
 void mma_attention_forward(const AttentionForward & op, cudaStream_t stream);
-void mma_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream);
+// dq_sums: null for the two-kernel backward (run to run the same bits), else [B*H*Tq, head_dim] f32 scratch for the
+// one-kernel backward that adds dq up by atomics (AttentionParams::deterministic).
+void mma_attention_backward(const AttentionBackward & op, const float * delta, float * dq_sums, cudaStream_t stream);
 #endif
 
 // The largest head dimension the attention kernels hold per warp: 8 values per lane on NVIDIA's 32-wide warps,

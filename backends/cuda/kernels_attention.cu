@@ -280,9 +280,14 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
   auto * delta = static_cast<float *>(ctx.scratch(kScratchAttention, sizeof(float) * query_rows, stream));
   launch_delta(delta, op.dout, op.out, s, stream);
 #ifndef KOSMOS_USE_ROCM
-  if (tensor_cores)
-    return on_mma(ctx, op.q) ? mma_attention_backward(op, delta, stream)
-                             : tensor_core_attention_backward(op, delta, stream);
+  if (tensor_cores && on_mma(ctx, op.q)) {
+    float * dq_sums = nullptr;  // the two-kernel backward's
+    if (!op.params.deterministic)
+      dq_sums = static_cast<float *>(
+          ctx.scratch(kScratchAttentionDq, sizeof(float) * static_cast<size_t>(op.dq.numel()), stream));
+    return mma_attention_backward(op, delta, dq_sums, stream);
+  }
+  if (tensor_cores) return tensor_core_attention_backward(op, delta, stream);
 #endif
   attention_dq_kernel<<<row_blocks(query_rows), kThreads, 0, stream>>>(head_rows(op.dq), head_rows(op.dout),
                                                                        head_rows(op.q), head_rows(op.k),

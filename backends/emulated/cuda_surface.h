@@ -113,6 +113,19 @@ T __shfl_xor_sync(unsigned, T value, int lane_mask, int = KOSMOS_EMULATED_WARP_S
   return other;
 }
 
+// Atomic adds: a thread runs on until it reaches a barrier and blocks run one at a time, so a plain add is atomic
+// here. The pair's (compute capability 9.0) adds both halves.
+inline float atomicAdd(float * address, float value) {
+  const float old = *address;
+  *address = old + value;
+  return old;
+}
+inline float2 atomicAdd(float2 * address, float2 value) {
+  const float2 old = *address;
+  *address = make_float2(old.x + value.x, old.y + value.y);
+  return old;
+}
+
 // Runtime: host memory stands for device memory; streams and events are handles of one synchronous queue (a
 // kernel has finished when its launch returns).
 enum cudaError_t : int {

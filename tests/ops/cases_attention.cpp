@@ -17,6 +17,7 @@ struct AttentionShape {
   int64_t head_start = 0, heads_total = 0;
   DType dtype = DType::kF32;  // of q, k and v; bf16: values drawn exactly representable
   DType activations = DType::kF32;  // of out, dout, dq, dk and dv (bf16 activations: rounded once)
+  bool deterministic = true;        // false: a GPU's bf16 backward may add dq up by atomics (AttentionParams)
 };
 
 OpCase attention_case(const AttentionShape & s) {
@@ -24,7 +25,8 @@ OpCase attention_case(const AttentionShape & s) {
   name << "attention_" << s.batch << "x" << s.heads << "_q" << s.tq << "_k" << s.tk << "_d" << s.head_dim
        << (s.causal ? "_causal" : "_full") << (s.dropout_p > 0 ? "_dropout" : "") << (s.strided ? "_strided" : "")
        << (s.dtype != DType::kF32 ? std::string("_") + dtype_name(s.dtype) : "")
-       << (s.activations != DType::kF32 ? std::string("_out_grads_") + dtype_name(s.activations) : "");
+       << (s.activations != DType::kF32 ? std::string("_out_grads_") + dtype_name(s.activations) : "")
+       << (s.deterministic ? "" : "_atomic_dq");
   std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
   OpCase c;
   c.name = name.str();
@@ -70,6 +72,7 @@ OpCase attention_case(const AttentionShape & s) {
     params.first_row = config.first_row;
     params.head_start = s.head_start;
     params.heads_total = s.heads_total;
+    params.deterministic = s.deterministic;
     const TensorView q = put(in.at("q"), s.dtype), k = put(in.at("k"), s.dtype), v = put(in.at("v"), s.dtype);
     const TensorView out = fresh(in.at("q").dims);
     const TensorView lse = run.output({s.batch, s.heads, s.tq}, DType::kF32);
@@ -163,6 +166,11 @@ std::vector<OpCase> attention_cases() {
           // whole groups of 16 heads and a part of one in the GPU's block order (backends/attention_block_order.h)
           attention_case({1, 3, 192, 192, 64, true, 0.1f, false, 0, 0, DType::kBF16, DType::kBF16}),
           attention_case({2, 17, 64, 128, 64, false, 0.0f, false, 0, 0, DType::kBF16}),
+          // the backward in one pass over the key blocks, dq added up by atomics: dropout on a head slice, strided
+          // operands with causal Tq < Tk, rows that see no key (Tq > Tk)
+          attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16, false}),
+          attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16, false}),
+          attention_case({1, 2, 150, 100, 64, true, 0.25f, false, 0, 0, DType::kBF16, DType::kF32, false}),
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),
           xpos_case({2, 3, 7, 64}, 5, false, false),

@@ -1,0 +1,344 @@
+// attention_mma.cuh: the warp-level pieces of the mma.sync attention kernels (kernels_attention_mma.cu): the
+// fragments of mma.m16n8k16 and the two products built from them (scores from a warp's rows against a streamed tile,
+// and fragments times a tile read transposed), the staging of dropout bytes per warp, the online-softmax helpers,
+// the double-buffered stream of tiles, and the backward's shared-memory layout. Compute capability 8.0 or newer;
+// the emulated GPU runs the same code on its host versions of the instructions (backends/emulated/warp_matrices.h).
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/attention_tiles.cuh"
+
+namespace kosmos::KOSMOS_GPU_NAMESPACE::attention_mma {
+
+using namespace attention_tiles;
+
+// Fragments of mma.m16n8k16 over a warp's lanes (PTX ISA), with g = lane / 4 and t = lane % 4; each 32-bit
+// register of A and B holds two bf16, the lower column (A) or row (B) in the low half:
+//   A [16 x 16]: a0 = (g, 2t..2t+1), a1 = (g + 8, 2t..2t+1), a2 = (g, 2t+8..2t+9), a3 = (g + 8, 2t+8..2t+9);
+//   B [16 x 8]:  b0 = (2t..2t+1, g), b1 = (2t+8..2t+9, g);
+//   C [16 x 8]:  c0, c1 = (g, 2t), (g, 2t + 1); c2, c3 = (g + 8, 2t), (g + 8, 2t + 1).
+// So the C fragments of columns [16 k, 16 k + 16) are, packed to bf16, the A fragment of depth slice k.
+struct FragmentA {
+  uint32_t x[4];
+};
+struct FragmentC {
+  float x[4];
+};
+
+#if defined(KOSMOS_GPU_EMULATION)  // the instructions on the host (backends/emulated/warp_matrices.h)
+__device__ inline void mma(FragmentC & c, const FragmentA & a, uint32_t b0, uint32_t b1) {
+  kosmos_emulation::mma_m16n8k16_bf16(c.x, a.x, b0, b1);
+}
+__device__ inline void load_matrices(uint32_t (&r)[4], const bf16 * row) { kosmos_emulation::ldmatrix_x4(r, row, false); }
+__device__ inline void load_matrices_transposed(uint32_t (&r)[4], const bf16 * row) {
+  kosmos_emulation::ldmatrix_x4(r, row, true);
+}
+#else
+__device__ inline void mma(FragmentC & c, const FragmentA & a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c.x[0]), "+f"(c.x[1]), "+f"(c.x[2]), "+f"(c.x[3])
+      : "r"(a.x[0]), "r"(a.x[1]), "r"(a.x[2]), "r"(a.x[3]), "r"(b0), "r"(b1));
+}
+
+// ldmatrix .x4: lanes 8m to 8m + 7 give the addresses of the eight 16-byte rows of matrix m, and register m of
+// lane l receives that matrix's (l / 4, 2 (l % 4) .. +1); transposed, its (2 (l % 4) .. +1, l / 4).
+__device__ inline void load_matrices(uint32_t (&r)[4], const bf16 * row) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+__device__ inline void load_matrices_transposed(uint32_t (&r)[4], const bf16 * row) {
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+}
+#endif
+
+__device__ inline int lane_index() { return static_cast<int>(threadIdx.x % kLanes); }
+
+// The rows of the fragments a lane holds: g and g + 8 of the warp's 16 (`half` 0 and 1), and its columns
+// 8j + 2t + e of a step's 64.
+__device__ inline int lane_row(int half) { return lane_index() / 4 + 8 * half; }
+__device__ inline int lane_column(int j, int e) { return 8 * j + 2 * (lane_index() % 4) + e; }
+
+// The warp's rows [row0, row0 + 16) of a [64, D] tile as A fragments, one per 16 columns.
+template <int D>
+__device__ void load_rows_as_a(FragmentA (&a)[D / 16], const bf16 * tile, int row0) {
+  const int lane = lane_index();
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) {
+    uint32_t r[4];  // matrices: rows 0-7 and 8-15 of columns 16k + 0-7, then of 16k + 8-15
+    load_matrices(r, tile + (row0 + lane % 16) * TileLayout<D>::half_row + 16 * k + (lane / 16) * 8);
+    a[k] = FragmentA{{r[0], r[1], r[2], r[3]}};
+  }
+}
+
+// s[16, 64] = a[16, D] times tile[64, D]^T: the tile's rows are the columns of s (8 C fragments of 8 columns).
+template <int D>
+__device__ void product_with_rows(FragmentC (&s)[8], const FragmentA (&a)[D / 16], const bf16 * tile) {
+  const int lane = lane_index();
+#pragma unroll
+  for (int j = 0; j < 8; ++j) s[j] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k)
+#pragma unroll
+    for (int pair = 0; pair < 4; ++pair) {  // columns 16 pair .. +15: C fragments 2 pair and 2 pair + 1
+      uint32_t r[4];  // matrices: tile rows 16 pair + 0-7 at columns 16k + 0-7, then 16k + 8-15; rows + 8 likewise
+      load_matrices(r, tile + (16 * pair + (lane / 16) * 8 + lane % 8) * TileLayout<D>::half_row + 16 * k +
+                           ((lane / 8) % 2) * 8);
+      mma(s[2 * pair], a[k], r[0], r[1]);
+      mma(s[2 * pair + 1], a[k], r[2], r[3]);
+    }
+}
+
+// acc[16, D] (D / 8 C fragments) += a[16, 64] times tile[64, D], where a_of(k) gives the A fragment of a's depth
+// slice k (columns 16k .. 16k + 15) and the tile's rows are the product's depth, read transposed.
+template <int D, typename AOf>
+__device__ void accumulate_with(FragmentC (&acc)[D / 8], AOf a_of, const bf16 * tile) {
+  const int lane = lane_index();
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const FragmentA a = a_of(k);
+#pragma unroll
+    for (int pair = 0; pair < D / 16; ++pair) {  // output columns 16 pair .. +15
+      uint32_t r[4];  // matrices: tile rows 16k + 0-7 and 16k + 8-15 at columns 16 pair + 0-7, then + 8-15
+      load_matrices_transposed(r, tile + (16 * k + ((lane / 8) % 2) * 8 + lane % 8) * TileLayout<D>::half_row +
+                                      16 * pair + (lane / 16) * 8);
+      mma(acc[2 * pair], a, r[0], r[1]);
+      mma(acc[2 * pair + 1], a, r[2], r[3]);
+    }
+  }
+}
+
+// acc[16, D] += p[16, 64] (C fragments, rounded to bf16) times tile[64, D].
+template <int D>
+__device__ void accumulate_product(FragmentC (&acc)[D / 8], const FragmentC (&p)[8], const bf16 * tile) {
+  accumulate_with<D>(
+      acc,
+      [&](int k) {
+        return FragmentA{{pack_bf16(p[2 * k].x[0], p[2 * k].x[1]), pack_bf16(p[2 * k].x[2], p[2 * k].x[3]),
+                          pack_bf16(p[2 * k + 1].x[0], p[2 * k + 1].x[1]),
+                          pack_bf16(p[2 * k + 1].x[2], p[2 * k + 1].x[3])}};
+      },
+      tile);
+}
+
+// A warp's [16, 64] C fragments, rounded to bf16, as rows [row0, row0 + 16) of a [64, 64] bf16 tile (rows
+// TileLayout<D>::step_row apart); each lane writes its pairs of adjacent columns as one word.
+template <int D>
+__device__ void store_fragments(bf16 * tile, int row0, const FragmentC (&c)[8]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const uint32_t word = pack_bf16(c[j].x[2 * half], c[j].x[2 * half + 1]);
+      memcpy(tile + (row0 + lane_row(half)) * TileLayout<D>::step_row + lane_column(j, 0), &word, sizeof word);
+    }
+}
+
+// The A fragment of depth slice k of a = tile^T: a's rows are the tile's columns [column0, column0 + 16), its depth
+// the tile's rows [16k, 16k + 16) (a [64, 64] bf16 tile as store_fragments writes it), read by ldmatrix transposed.
+template <int D>
+__device__ FragmentA load_transposed_as_a(const bf16 * tile, int column0, int k) {
+  const int lane = lane_index(), m = lane / 8;  // matrices: a's rows 0-7 | 8-15 at depth 0-7, then at depth 8-15
+  uint32_t r[4];
+  load_matrices_transposed(r, tile + (16 * k + 8 * (m / 2) + lane % 8) * TileLayout<D>::step_row + column0 +
+                                  8 * (m % 2));
+  return FragmentA{{r[0], r[1], r[2], r[3]}};
+}
+
+// A warp's [16, D] result rows (row0 + lane_row, below `limit`) added into `target` ([rows, D] f32, dense) by
+// atomics, two adjacent columns at a time where the device adds pairs (compute capability 9.0).
+template <int D>
+__device__ void add_rows_atomically(float * target, int64_t row0, int64_t limit, const FragmentC (&acc)[D / 8]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = row0 + lane_row(half);
+    if (row >= limit) continue;
+    float * out = target + row * D;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      float * pair = out + lane_column(n, 0);
+#if __CUDA_ARCH__ >= 900
+      atomicAdd(reinterpret_cast<float2 *>(pair), make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]));
+#else
+      atomicAdd(pair, acc[n].x[2 * half]);
+      atomicAdd(pair + 1, acc[n].x[2 * half + 1]);
+#endif
+    }
+  }
+}
+
+template <int N>
+__device__ inline void clear(FragmentC (&fragments)[N]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) fragments[n] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
+}
+
+// A warp's dropout bytes for one step, in shared memory. Query rows (forward, dq): [16 rows][64 keys], rows
+// kQueryRowBytes apart (68: the reads of a lane group's eight rows land on distinct banks), staged by lane l for
+// row l / 2 and the key groups (l % 2) and (l % 2) + 2. Key rows (dk, dv): [64 queries][16 keys] (the warp's 16
+// keys are one group), staged by lane l for queries 2l and 2l + 1.
+constexpr int kQueryRowBytes = kStepRows + 4;
+constexpr int kWarpDropoutBytes = 16 * kQueryRowBytes;  // >= 64 * 16, and a multiple of 16
+static_assert(kWarpDropoutBytes >= kStepRows * 16 && kWarpDropoutBytes % 16 == 0, "dropout byte tile");
+
+__device__ inline void stage_query_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h,
+                                 int64_t warp_query, int64_t first_key) {
+  __syncwarp();  // the warp is done reading the previous step's bytes
+  const int lane = lane_index(), row = lane / 2;
+  const int64_t query = warp_query + row;
+  if (query >= s.tq) return;  // rows past the end are never read
+#pragma unroll
+  for (int g = 0; g < 2; ++g) {
+    const int group = lane % 2 + 2 * g;
+    if (first_key + 16 * group >= s.tk) continue;
+    const PhiloxBlock bits = s.dropout.group(s.dropout_row(b, h, query), first_key + 16 * group);
+    auto * target = reinterpret_cast<uint32_t *>(bytes + row * kQueryRowBytes + 16 * group);
+#pragma unroll
+    for (int w = 0; w < 4; ++w) target[w] = bits.lane[w];  // little-endian: key 4w + i is byte i of lane w
+  }
+}
+__device__ inline float query_row_factor(const unsigned char * bytes, const AttentionShape & s, int row, int column) {
+  return s.dropout.factor_of_byte(bytes[row * kQueryRowBytes + column]);
+}
+
+__device__ inline void stage_key_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h,
+                                      int64_t warp_key, int64_t first_query) {
+  __syncwarp();  // the warp is done reading the previous step's bytes
+  const int lane = lane_index();
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int64_t query = first_query + 2 * lane + e;
+    if (query >= s.tq || warp_key >= s.tk) continue;
+    const PhiloxBlock bits = s.dropout.group(s.dropout_row(b, h, query), warp_key);
+    *reinterpret_cast<uint4 *>(bytes + (2 * lane + e) * 16) = make_uint4(bits.lane[0], bits.lane[1], bits.lane[2],
+                                                                         bits.lane[3]);
+  }
+}
+__device__ inline float key_row_factor(const unsigned char * bytes, const AttentionShape & s, int key, int query) {
+  return s.dropout.factor_of_byte(bytes[query * 16 + key]);
+}
+
+// Max and sum over the four lanes that hold a row.
+__device__ inline float row_max_of(float value) {
+  value = fmaxf(value, __shfl_xor_sync(0xFFFFFFFFu, value, 1));
+  return fmaxf(value, __shfl_xor_sync(0xFFFFFFFFu, value, 2));
+}
+__device__ inline float row_sum_of(float value) {
+  value += __shfl_xor_sync(0xFFFFFFFFu, value, 1);
+  return value + __shfl_xor_sync(0xFFFFFFFFu, value, 2);
+}
+
+// A step's scores of the warp's 16 query rows (the lane's fragments) in base 2, times scale2 = log2(e) scale, and
+// -inf at the keys a row does not see (those from keys_seen[half] on), which only a `masked` step has.
+__device__ inline void query_scores_base2(FragmentC (&scores)[8], float scale2, bool masked, int64_t first_key,
+                                          const int64_t (&keys_seen)[2]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) scores[j].x[x] *= scale2;
+  if (!masked) return;
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int half = 0; half < 2; ++half)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        if (first_key + lane_column(j, e) >= keys_seen[half]) scores[j].x[2 * half + e] = -INFINITY;
+}
+
+// A warp's [16, D] result rows (row0 + lane_row, up to `limit`) times `factor` into `target` (f32 or bf16); each
+// row's own factor where `row_factors` is given.
+template <int D, typename T>
+__device__ void store_rows(const HeadRowsOf<T> & target, int64_t b, int64_t h, int64_t row0, int64_t limit,
+                           const FragmentC (&acc)[D / 8], const float (&row_factors)[2]) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = row0 + lane_row(half);
+    if (row >= limit) continue;
+    T * out = target.row(b, h, row);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) store_as(out[lane_column(n, e)], acc[n].x[2 * half + e] * row_factors[half]);
+  }
+}
+
+// Steps over rows [first, end) of the streamed side, 64 at a time, its two operands (k and v, or q and dout)
+// double-buffered in `buffers` (four [64, D] tiles): the copies for step i + 1 are issued by cp.async right after
+// step i's barrier and land while step i computes. Before the barrier, prepare(row, buffer) writes what the step
+// needs besides (dropout bytes, lse and delta); then compute(row, a_tile, b_tile, buffer).
+template <int D, typename A, typename B, typename Prepare, typename Compute>
+__device__ __forceinline__ void stream_steps(unsigned char * buffers, const HeadRowsOf<const A> & a,
+                                             const HeadRowsOf<const B> & b_rows, int64_t b, int64_t h, int64_t first,
+                                             int64_t end, int64_t limit, Prepare prepare, Compute compute) {
+  const auto tile = [&](int buffer, int which) {
+    return reinterpret_cast<bf16 *>(buffers + (2 * buffer + which) * TileLayout<D>::half_tile);
+  };
+  const auto issue = [&](int buffer, int64_t row) {
+    load_tile<D, A, true>(tile(buffer, 0), a, b, h, row, limit);
+    load_tile<D, B, true>(tile(buffer, 1), b_rows, b, h, row, limit);
+    commit_async_copies();
+  };
+  if (first < end) issue(0, first);
+  int buffer = 0;
+  for (int64_t row = first; row < end; row += kStepRows, buffer ^= 1) {
+    wait_async_copies();
+    prepare(row, buffer);
+    __syncthreads();  // the step's tiles in place for every thread; every warp done with the previous step
+    if (row + kStepRows < end) issue(buffer ^ 1, row + kStepRows);
+    compute(row, tile(buffer, 0), tile(buffer, 1), buffer);
+  }
+}
+
+// The lse of queries [first, first + 64) in base 2 (base2_lse: +inf past `limit`), for score_gradient_base2.
+__device__ inline void load_base2_lse(float * target, const float * lse, int64_t first, int64_t limit) {
+  for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads)
+    target[r] = base2_lse(first + r < limit ? lse[first + r] : -INFINITY);
+}
+
+// Shared memory: the own tiles (one forward, two backward), the four streamed ones, the warps' dropout bytes, and
+// backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq (`with_dq`)
+// the step's [64 keys, 64 queries] score gradients in bf16.
+template <int D>
+constexpr size_t forward_shared() {
+  return 5 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes;
+}
+template <int D>
+constexpr size_t backward_shared(bool with_dq = false) {
+  return 6 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes + 4 * sizeof(float) * kStepRows +
+         (with_dq ? TileLayout<D>::step_tile : 0);
+}
+
+// A backward block's shared memory as backward_shared<D>() lays it out, and this warp's dropout bytes.
+template <int D>
+struct BackwardShared {
+  bf16 * own[2];            // q and dout (dq), k and v (dk, dv)
+  unsigned char * streamed;  // the other two, twice
+  unsigned char * dropout_bytes;
+  float * step_values;       // [2 buffers][lse (base 2), delta][64] (dk, dv)
+  bf16 * score_gradients;    // [64 keys, 64 queries], rows step_row apart (dk, dv adding dq)
+  __device__ explicit BackwardShared(unsigned char * shared) {
+    constexpr size_t tile = TileLayout<D>::half_tile;
+    own[0] = reinterpret_cast<bf16 *>(shared);
+    own[1] = reinterpret_cast<bf16 *>(shared + tile);
+    streamed = shared + 2 * tile;
+    dropout_bytes = shared + 6 * tile + (threadIdx.x / kLanes) * kWarpDropoutBytes;
+    step_values = reinterpret_cast<float *>(shared + 6 * tile + kWarps * kWarpDropoutBytes);
+    score_gradients = reinterpret_cast<bf16 *>(shared + backward_shared<D>(false));
+  }
+};
+// ldmatrix reads 16-byte rows: the score-gradient tile starts on 16 bytes, as its rows do.
+static_assert(backward_shared<32>(false) % 16 == 0 && backward_shared<64>(false) % 16 == 0 &&
+                  TileLayout<32>::step_row * sizeof(bf16) % 16 == 0,
+              "the score-gradient tile's alignment");
+
+}  // namespace kosmos::KOSMOS_GPU_NAMESPACE::attention_mma
