@@ -3,21 +3,22 @@
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
 #   2. every op case on the CUDA backend, on cuda-owngemm (the own GEMM kernel) and on cuda-wmma (attention on the
-#      WMMA kernels instead of mma.sync) against the fp64 reference; and (late in the run) `kosmos bench ops` at the
-#      kosmos1 shapes on cuda and on cuda-wmma (the f32 and the bf16 tensor-core attention side by side);
+#      WMMA kernels instead of mma.sync) against the fp64 reference;
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
-#      --precision bf16 run within 2e-2 of the CPU's fp32 one, its fp16 run (dynamic loss scaling) within 1e-2;
-#      CUDA with --recompute attention (the attention sub-layers and FFN tails again): the losses without it;
-#   4. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
-#   5. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
+#      --precision bf16 run within 2e-2 of the CPU's fp32 one;
+#   4. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
 #      and --recompute ffn (about 47 GiB by estimate, under the goal's 60), and the PyTorch peer
-#      (.device/peer/torch_kosmos.py eager, then compile) on the same card, then the step with --attention-backward
-#      atomic and the step on cuda-wmma; late in the run the same step without recomputation (about 55 GiB by the
-#      planner), with attention (38) and with layer (31) (the table has the device memory peaks: our buffers' count,
-#      and all the card had in use as nvidia-smi saw it), and a profiled step (the time per op; no op may have left
-#      its fast path);
+#      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
+#   5. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
+#   6. a profiled paper step (the time per op; no op may have left its fast path);
+#   7. the variants: the paper step with --attention-backward atomic and on cuda-wmma; the tiny preset's fp16 run
+#      (dynamic loss scaling) within 1e-2 of the CPU's, and --recompute attention (the attention sub-layers and FFN
+#      tails again) against the run without; `kosmos bench ops` at the kosmos1 shapes on cuda and on cuda-wmma (the
+#      f32 and the bf16 tensor-core attention side by side, both bf16 backwards); the paper step without
+#      recomputation (about 55 GiB by the planner), with attention (38) and with layer (31) (the table has the
+#      device memory peaks: our buffers' count, and all the card had in use as nvidia-smi saw it);
 # then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
 # and the run as a whole stops starting stages near DEADLINE_S (below).
 # Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
@@ -110,7 +111,7 @@ fast_paths() {
 export -f compare cross on_card fast_paths
 export kosmos logs
 
-# The stages run in the order of what matters most, so that a run cut short still has it.
+# The stages run in the order of what matters most (issue 7's points first), so that a run cut short still has it.
 stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
 stage ops_cuda 300 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
 stage nccl 60 "$bundle/bin/kosmos_mpi_tests" --gtest_filter='*NcclComm.*'
@@ -128,6 +129,14 @@ stage step_kosmos1 300 on_card step_kosmos1 "$kosmos" "${paper[@]}" --recompute 
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
 stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
+# Checkpoints across backends (a point of issue 7's "done when"), before the variants below.
+stage resume_cpu_cuda 180 cross cpu cuda
+stage resume_cuda_cpu 180 cross cuda cpu
+# Where the paper step's time goes: each op waited for and timed (the step itself runs slower so).
+stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 2 --warmup 1 --profile
+# ... in which no op may have left its fast path (the profile names a product off cuBLASLt "(own GEMM)", a bf16
+# attention widened "(f32 kernels)"; tests/check_gpu_fast_paths.cmake checks the same on the emulated GPU).
+stage fast_paths 10 fast_paths "$logs/profile_kosmos1.log"
 # The same step with the attention backward in one pass (dq added up by atomics), against the two passes above.
 stage step_kosmos1_atomic 240 on_card step_kosmos1_atomic "$kosmos" "${paper[@]}" --recompute ffn \
   --attention-backward atomic --steps 3 --warmup 1 --out "$logs/step_kosmos1_atomic.json"
@@ -142,13 +151,6 @@ stage tiny_compare_fp16 30 compare "$logs/tiny_cpu.jsonl" "$logs/tiny_cuda_fp16.
 stage tiny_cuda_recompute 120 "$kosmos" "${tiny[@]}" --backend cuda --recompute attention \
   --metrics "$logs/tiny_cuda_recompute.jsonl"
 stage tiny_compare_recompute 30 compare "$logs/tiny_cuda.jsonl" "$logs/tiny_cuda_recompute.jsonl" 1e-6
-stage resume_cpu_cuda 180 cross cpu cuda
-stage resume_cuda_cpu 180 cross cuda cpu
-# Where the paper step's time goes: each op waited for and timed (the step itself runs slower so).
-stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 2 --warmup 1 --profile
-# ... in which no op may have left its fast path (the profile names a product off cuBLASLt "(own GEMM)", a bf16
-# attention widened "(f32 kernels)"; tests/check_gpu_fast_paths.cmake checks the same on the emulated GPU).
-stage fast_paths 10 fast_paths "$logs/profile_kosmos1.log"
 # Every op family at the kosmos1 shapes for one sequence of 2048: attention's f32 kernels against the bf16
 # tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
 stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
