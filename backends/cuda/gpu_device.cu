@@ -120,7 +120,8 @@ class GpuDevice final : public Device {
   std::string name() const override { return backend_name_ + ":" + std::to_string(ordinal_); }
   // The model, SMs, memory, architecture and GEMM library; and how arenas and scratch grow.
   std::string description() const override {
-    if (!reserved_.available()) return device_summary(ordinal_) + ", arenas in separate buffers";
+    if (!reserved_.available())
+      return device_summary(ordinal_) + ", arenas in separate buffers (" + reserved_.why_unavailable() + ")";
     return device_summary(ordinal_) + ", arenas grow in place (" + std::to_string(reserved_.granule() >> 20) +
            " MiB granules)";
   }

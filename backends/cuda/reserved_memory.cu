@@ -20,7 +20,8 @@ bool ReservedMemory::holds(const void * pointer) const {
 #if defined(KOSMOS_USE_ROCM)
 
 struct ReservedMemory::Calls {};
-ReservedMemory::ReservedMemory(int ordinal) : ordinal_(ordinal) {}
+ReservedMemory::ReservedMemory(int ordinal)
+    : ordinal_(ordinal), why_unavailable_("HIP 5.2's virtual memory management is a preview") {}
 ReservedMemory::~ReservedMemory() = default;
 void * ReservedMemory::reserve(size_t, size_t &) { return nullptr; }
 size_t ReservedMemory::back(void *, size_t, size_t, size_t) {
@@ -83,34 +84,80 @@ ReservedMemory::ReservedMemory(int ordinal) : ordinal_(ordinal), calls_(std::mak
   find(c.error_string, "cuGetErrorString");
   KOSMOS_GPU_IGNORE(cudaGetLastError());  // a symbol the driver lacks may leave an error behind
   if (!c.address_reserve || !c.address_free || !c.create || !c.release || !c.map || !c.unmap || !c.set_access ||
-      !c.granularity || !c.device_get || !c.device_attribute)
-    return;  // an old driver: separate buffers
+      !c.granularity || !c.device_get || !c.device_attribute) {
+    why_unavailable_ = "the driver lacks its virtual memory calls";
+    return;
+  }
   CUdevice device = 0;
   int supported = 0;
   if (c.device_get(&device, ordinal) != CUDA_SUCCESS ||
       c.device_attribute(&supported, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED, device) !=
           CUDA_SUCCESS ||
-      supported == 0)
+      supported == 0) {
+    why_unavailable_ = "the device does not support virtual memory management";
     return;
+  }
   const CUmemAllocationProp prop = device_memory(device);
   size_t granule = 0;
-  if (c.granularity(&granule, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED) != CUDA_SUCCESS || granule == 0) return;
+  if (c.granularity(&granule, &prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED) != CUDA_SUCCESS || granule == 0) {
+    why_unavailable_ = "the driver gives no allocation granularity";
+    return;
+  }
+  const std::string failure = try_one_granule(device, granule);
+  if (!failure.empty()) {
+    why_unavailable_ = "a trial of the driver's virtual memory calls failed: " + failure;
+    return;
+  }
   granule_ = granule;
   driver_device_ = device;
+}
+
+// One granule reserved, backed, made accessible, unmapped and freed; the first failing call's description.
+std::string ReservedMemory::try_one_granule(int driver_device, size_t granule) const {
+  const Calls & c = *calls_;
+  CUdeviceptr base = 0;
+  CUresult status = c.address_reserve(&base, granule, granule, 0, 0);
+  if (status != CUDA_SUCCESS) return describe(status, "cuMemAddressReserve");
+  const CUmemAllocationProp prop = device_memory(driver_device);
+  CUmemGenericAllocationHandle handle = 0;
+  std::string failure;
+  if ((status = c.create(&handle, granule, &prop, 0)) != CUDA_SUCCESS) {
+    failure = describe(status, "cuMemCreate");
+  } else {
+    status = c.map(base, granule, 0, handle, 0);
+    static_cast<void>(c.release(handle));  // the mapping, if made, keeps the memory until it is unmapped
+    if (status != CUDA_SUCCESS) {
+      failure = describe(status, "cuMemMap");
+    } else {
+      CUmemAccessDesc access{};
+      access.location = prop.location;
+      access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+      if ((status = c.set_access(base, granule, &access, 1)) != CUDA_SUCCESS)
+        failure = describe(status, "cuMemSetAccess");
+      if ((status = c.unmap(base, granule)) != CUDA_SUCCESS && failure.empty())
+        failure = describe(status, "cuMemUnmap");
+    }
+  }
+  if ((status = c.address_free(base, granule)) != CUDA_SUCCESS && failure.empty())
+    failure = describe(status, "cuMemAddressFree");
+  return failure;
 }
 
 ReservedMemory::~ReservedMemory() {
   while (!ranges_.empty()) release(ranges_.begin()->first);  // none, when every buffer went before its device
 }
 
-// A failing driver call throws with the call and the driver's name for the status.
-void ReservedMemory::check(int status, const char * call) const {
-  if (status == CUDA_SUCCESS) return;
+std::string ReservedMemory::describe(int status, const char * call) const {
   const char * message = nullptr;
   if (calls_->error_string == nullptr || calls_->error_string(static_cast<CUresult>(status), &message) != CUDA_SUCCESS)
     message = "no description";
-  KOSMOS_FAIL(KOSMOS_GPU_VENDOR " device ", ordinal_, ": driver call ", call, " failed with status ", status, " (",
-              message, ")");
+  return std::string(call) + " failed with status " + std::to_string(status) + " (" + message + ")";
+}
+
+// A failing driver call throws with the call and the driver's name for the status.
+void ReservedMemory::check(int status, const char * call) const {
+  if (status == CUDA_SUCCESS) return;
+  KOSMOS_FAIL(KOSMOS_GPU_VENDOR " device ", ordinal_, ": driver call ", describe(status, call));
 }
 
 void * ReservedMemory::reserve(size_t bytes, size_t & capacity) {

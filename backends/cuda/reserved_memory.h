@@ -1,12 +1,15 @@
 // reserved_memory.h: address ranges that fill with device memory as they grow, behind GpuDevice::reserve(). On
 // NVIDIA it is the driver's virtual memory management (cuMemAddressReserve, cuMemCreate, cuMemMap), reached through
 // the runtime's driver entry points so that the binary links no libcuda. The ROCm build has none (HIP 5.2's is a
-// preview): available() is false there, and arenas use separate buffers.
+// preview): available() is false there, and arenas use separate buffers; so is it where the driver lacks the calls,
+// or where they fail on one trial granule (a sandboxed or virtualised GPU may refuse them), and why_unavailable()
+// says which.
 #pragma once
 
 #include <cstddef>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backends/cuda/gpu_common.cuh"
@@ -15,13 +18,15 @@ namespace kosmos::KOSMOS_GPU_NAMESPACE {
 
 class ReservedMemory {
  public:
-  // Looks the driver's calls up and asks whether device `ordinal` supports them (after cudaSetDevice(ordinal)).
+  // Looks the driver's calls up, asks whether device `ordinal` supports them (after cudaSetDevice(ordinal)) and
+  // tries them once: reserves, backs, grants access to and gives back one granule.
   explicit ReservedMemory(int ordinal);
   ReservedMemory(const ReservedMemory &) = delete;
   ReservedMemory & operator=(const ReservedMemory &) = delete;
   ~ReservedMemory();
 
   bool available() const { return granule_ != 0; }
+  const std::string & why_unavailable() const { return why_unavailable_; }  // "" where available
   size_t granule() const { return granule_; }  // the bytes a range is backed in (0 where none are available)
   // Addresses for at least `bytes`, rounded up to the granule (written to `capacity`), with no memory behind them;
   // nullptr where the driver gives none.
@@ -45,12 +50,15 @@ class ReservedMemory {
     std::vector<Piece> pieces;
   };
   void check(int status, const char * call) const;
+  std::string describe(int status, const char * call) const;  // "<call> failed with status N (<driver's words>)"
+  std::string try_one_granule(int driver_device, size_t granule) const;  // "" where every call succeeded
   int ordinal_;
 #if !defined(KOSMOS_USE_ROCM)
   int driver_device_ = 0;  // the driver's handle of the device
 #endif
   std::unique_ptr<Calls> calls_;
   size_t granule_ = 0;
+  std::string why_unavailable_;
   std::map<void *, Range> ranges_;  // by base address
 };
 

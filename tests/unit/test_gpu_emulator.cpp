@@ -3,8 +3,9 @@
 // mma.sync and ldmatrix follow the PTX ISA's fragment layouts (against a plain product), and a misaligned ldmatrix,
 // a lane leaving its warp mid-collective, a deadlock and a read past a buffer's end fail the launch with a message,
 // after which the next launch runs; reserved address ranges keep the driver's rules (access only once granted,
-// unmapping whole mappings, freeing addresses only once unmapped) and give their memory back. Kernels here are
-// written against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>` launch.
+// unmapping whole mappings, freeing addresses only once unmapped) and give their memory back, and a device whose
+// driver refuses one of those calls grows its arenas in separate buffers and says why. Kernels here are written
+// against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>` launch.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "backends/emulated/cuda_surface.h"
+#include "backends/registry.h"
 
 namespace {
 
@@ -224,6 +226,29 @@ TEST(GpuEmulator, ReservedRangesKeepTheDriversRules) {
   EXPECT_EQ(free_now, free_before);
   EXPECT_EQ(address_free(base, 2 * kPiece), CUDA_SUCCESS);
   EXPECT_EQ(cudaFree(out), cudaSuccess);
+}
+
+// A sandboxed or virtualised GPU may have the driver's virtual memory calls and refuse them: the device tries them
+// once on one granule, and where one fails it keeps its arenas in separate buffers, names the call in its
+// description, reserves no range and keeps no memory of the trial.
+TEST(GpuEmulator, ADeviceWhoseDriverRefusesVirtualMemoryUsesSeparateBuffers) {
+  const kosmos::BackendRegistry registry;
+  size_t free_before = 0, total = 0, free_after = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+  EXPECT_NE(registry.create("emulated", 0)->description().find("arenas grow in place"), std::string::npos);
+  for (const std::string call : {"cuMemAddressReserve", "cuMemCreate", "cuMemMap", "cuMemSetAccess"}) {
+    kosmos_emulation::refuse_driver_call(call);
+    std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
+    kosmos_emulation::refuse_driver_call("");
+    EXPECT_NE(device->description().find("arenas in separate buffers (a trial of the driver's virtual memory calls "
+                                         "failed: " + call + " failed with status 801 (operation not supported))"),
+              std::string::npos)
+        << device->description();
+    EXPECT_EQ(device->reserve(kosmos::BufferUse::kActivations).data(), nullptr) << call;
+    device.reset();
+    ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+    EXPECT_EQ(free_after, free_before) << "the trial with " << call << " refused kept memory";
+  }
 }
 
 TEST(GpuEmulator, BadLaunchShapesFail) {
