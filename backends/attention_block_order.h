@@ -1,7 +1,8 @@
 // attention_block_order.h: the order in which the GPU's tiled attention kernels take their blocks (header-only, so
-// that a CPU test checks it). Each block owns one 64-row tile of one (batch, head); under a causal mask the tiles'
-// work differs, by up to the number of tiles (a query tile sees the keys up to its last query, a key tile the
-// queries from its first key). The GPU starts the blocks of a 1-D grid in order as SMs free up, so the order is:
+// that a CPU test checks it). Each block owns one tile of rows (64, or the mma.sync forward's 128) of one (batch,
+// head); under a causal mask the tiles' work differs, by up to the number of tiles (a query tile sees the keys up
+// to its last query, a key tile the queries from its first key). The GPU starts the blocks of a 1-D grid in order
+// as SMs free up, so the order is:
 //  - heads in groups of kAttentionHeadsPerGroup: the blocks of a group run together, so the two operands they all
 //    stream (k and v, or q and dout) stay in L2 while they do (kosmos1: 16 heads x 2 x 2048 rows x 64 x 2 bytes =
 //    8 MiB, against an H100's or H200's 50 MB);
@@ -20,7 +21,7 @@ constexpr int32_t kAttentionHeadsPerGroup = 16;
 
 struct AttentionBlockPlace {
   int32_t head_index;  // b * heads + h
-  int32_t tile;        // the block's rows: [64 tile, 64 tile + 64)
+  int32_t tile;        // the block's rows: [R tile, R tile + R), R the rows a block owns (64, or 128 forward)
 };
 
 // Where block `block` of a grid of head_count x tiles blocks (at most 2^31 - 1: a grid's limit) works;

@@ -68,66 +68,103 @@ __device__ inline int lane_index() { return static_cast<int>(threadIdx.x % kLane
 __device__ inline int lane_row(int half) { return lane_index() / 4 + 8 * half; }
 __device__ inline int lane_column(int j, int e) { return 8 * j + 2 * (lane_index() % 4) + e; }
 
-// The warp's rows [row0, row0 + 16) of a [64, D] tile as A fragments, one per 16 columns.
+// The warp's rows [row0, row0 + 16) of a [64, D] tile at columns 16k .. 16k + 15 as an A fragment.
 template <int D>
-__device__ void load_rows_as_a(FragmentA (&a)[D / 16], const bf16 * tile, int row0) {
+__device__ FragmentA load_row_slice_as_a(const bf16 * tile, int row0, int k) {
   const int lane = lane_index();
-#pragma unroll
-  for (int k = 0; k < D / 16; ++k) {
-    uint32_t r[4];  // matrices: rows 0-7 and 8-15 of columns 16k + 0-7, then of 16k + 8-15
-    load_matrices(r, tile + (row0 + lane % 16) * TileLayout<D>::half_row + 16 * k + (lane / 16) * 8);
-    a[k] = FragmentA{{r[0], r[1], r[2], r[3]}};
-  }
+  uint32_t r[4];  // matrices: rows 0-7 and 8-15 of columns 16k + 0-7, then of 16k + 8-15
+  load_matrices(r, tile + (row0 + lane % 16) * TileLayout<D>::half_row + 16 * k + (lane / 16) * 8);
+  return FragmentA{{r[0], r[1], r[2], r[3]}};
 }
 
-// s[16, 64] = a[16, D] times tile[64, D]^T: the tile's rows are the columns of s (8 C fragments of 8 columns).
+// The same rows as A fragments, one per 16 columns.
 template <int D>
-__device__ void product_with_rows(FragmentC (&s)[8], const FragmentA (&a)[D / 16], const bf16 * tile) {
+__device__ void load_rows_as_a(FragmentA (&a)[D / 16], const bf16 * tile, int row0) {
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) a[k] = load_row_slice_as_a<D>(tile, row0, k);
+}
+
+// The two products below, over M row tiles of 16 that one warp holds: each B fragment read from shared memory feeds
+// M pairs of mma, so that more row tiles per warp read shared memory less per product (the forward holds two).
+//
+// s_m[16, 64] = a_m[16, D] times tile[64, D]^T for m < M, where s_of(m, j) is C fragment j (columns 8j .. 8j + 7) of
+// s_m and a_of(m, k) the A fragment of a_m's columns 16k .. 16k + 15 (taken once per k: it may read shared memory):
+// the tile's rows are the columns of s.
+template <int D, int M, typename SOf, typename AOf>
+__device__ void products_with_rows(SOf s_of, AOf a_of, const bf16 * tile) {
   const int lane = lane_index();
 #pragma unroll
-  for (int j = 0; j < 8; ++j) s[j] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
+  for (int m = 0; m < M; ++m)
 #pragma unroll
-  for (int k = 0; k < D / 16; ++k)
+    for (int j = 0; j < 8; ++j) s_of(m, j) = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k) {
+    FragmentA a[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) a[m] = a_of(m, k);
 #pragma unroll
     for (int pair = 0; pair < 4; ++pair) {  // columns 16 pair .. +15: C fragments 2 pair and 2 pair + 1
       uint32_t r[4];  // matrices: tile rows 16 pair + 0-7 at columns 16k + 0-7, then 16k + 8-15; rows + 8 likewise
       load_matrices(r, tile + (16 * pair + (lane / 16) * 8 + lane % 8) * TileLayout<D>::half_row + 16 * k +
                            ((lane / 8) % 2) * 8);
-      mma(s[2 * pair], a[k], r[0], r[1]);
-      mma(s[2 * pair + 1], a[k], r[2], r[3]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        mma(s_of(m, 2 * pair), a[m], r[0], r[1]);
+        mma(s_of(m, 2 * pair + 1), a[m], r[2], r[3]);
+      }
     }
+  }
 }
 
-// acc[16, D] (D / 8 C fragments) += a[16, 64] times tile[64, D], where a_of(k) gives the A fragment of a's depth
-// slice k (columns 16k .. 16k + 15) and the tile's rows are the product's depth, read transposed.
-template <int D, typename AOf>
-__device__ void accumulate_with(FragmentC (&acc)[D / 8], AOf a_of, const bf16 * tile) {
+// acc_m[16, D] += a_m[16, 64] times tile[64, D] for m < M, where acc_of(m, n) is C fragment n of acc_m and
+// a_of(m, k) the A fragment of a_m's depth slice k (columns 16k .. 16k + 15): the tile's rows are the product's
+// depth, read transposed.
+template <int D, int M, typename AccOf, typename AOf>
+__device__ void accumulate_rows_with(AccOf acc_of, AOf a_of, const bf16 * tile) {
   const int lane = lane_index();
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    const FragmentA a = a_of(k);
+    FragmentA a[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) a[m] = a_of(m, k);
 #pragma unroll
     for (int pair = 0; pair < D / 16; ++pair) {  // output columns 16 pair .. +15
       uint32_t r[4];  // matrices: tile rows 16k + 0-7 and 16k + 8-15 at columns 16 pair + 0-7, then + 8-15
       load_matrices_transposed(r, tile + (16 * k + ((lane / 8) % 2) * 8 + lane % 8) * TileLayout<D>::half_row +
                                       16 * pair + (lane / 16) * 8);
-      mma(acc[2 * pair], a, r[0], r[1]);
-      mma(acc[2 * pair + 1], a, r[2], r[3]);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        mma(acc_of(m, 2 * pair), a[m], r[0], r[1]);
+        mma(acc_of(m, 2 * pair + 1), a[m], r[2], r[3]);
+      }
     }
   }
+}
+
+// One row tile: s[16, 64] = a[16, D] times tile[64, D]^T (8 C fragments of 8 columns).
+template <int D>
+__device__ void product_with_rows(FragmentC (&s)[8], const FragmentA (&a)[D / 16], const bf16 * tile) {
+  products_with_rows<D, 1>([&](int, int j) -> FragmentC & { return s[j]; }, [&](int, int k) { return a[k]; }, tile);
+}
+
+// One row tile: acc[16, D] (D / 8 C fragments) += a[16, 64] times tile[64, D], a_of(k) giving depth slice k.
+template <int D, typename AOf>
+__device__ void accumulate_with(FragmentC (&acc)[D / 8], AOf a_of, const bf16 * tile) {
+  accumulate_rows_with<D, 1>([&](int, int n) -> FragmentC & { return acc[n]; }, [&](int, int k) { return a_of(k); },
+                             tile);
+}
+
+// The A fragment of depth slice k of p[16, 64] given as C fragments, rounded to bf16 (the C fragments of columns
+// 16k .. 16k + 15 packed are that A fragment).
+__device__ inline FragmentA fragments_as_a(const FragmentC (&p)[8], int k) {
+  return FragmentA{{pack_bf16(p[2 * k].x[0], p[2 * k].x[1]), pack_bf16(p[2 * k].x[2], p[2 * k].x[3]),
+                    pack_bf16(p[2 * k + 1].x[0], p[2 * k + 1].x[1]), pack_bf16(p[2 * k + 1].x[2], p[2 * k + 1].x[3])}};
 }
 
 // acc[16, D] += p[16, 64] (C fragments, rounded to bf16) times tile[64, D].
 template <int D>
 __device__ void accumulate_product(FragmentC (&acc)[D / 8], const FragmentC (&p)[8], const bf16 * tile) {
-  accumulate_with<D>(
-      acc,
-      [&](int k) {
-        return FragmentA{{pack_bf16(p[2 * k].x[0], p[2 * k].x[1]), pack_bf16(p[2 * k].x[2], p[2 * k].x[3]),
-                          pack_bf16(p[2 * k + 1].x[0], p[2 * k + 1].x[1]),
-                          pack_bf16(p[2 * k + 1].x[2], p[2 * k + 1].x[3])}};
-      },
-      tile);
+  accumulate_with<D>(acc, [&](int k) { return fragments_as_a(p, k); }, tile);
 }
 
 // A warp's [16, 64] C fragments, rounded to bf16, as rows [row0, row0 + 16) of a [64, 64] bf16 tile (rows
@@ -309,8 +346,8 @@ __device__ inline void load_base2_lse(float * target, const float * lse, int64_t
 // backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq (`with_dq`)
 // the step's [64 keys, 64 queries] score gradients in bf16.
 template <int D>
-constexpr size_t forward_shared() {
-  return 5 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes;
+constexpr size_t forward_shared(int query_tiles = 1) {  // the block's query tiles, each with its dropout bytes
+  return (query_tiles + 4) * TileLayout<D>::half_tile + query_tiles * kWarps * kWarpDropoutBytes;
 }
 template <int D>
 constexpr size_t backward_shared(bool with_dq = false) {

@@ -153,30 +153,30 @@ void launch(Kernel kernel, dim3 grid, size_t shared, cudaStream_t stream, const 
   KOSMOS_GPU_LAUNCHED(name);
 }
 
-// A 1-D grid of one block per (batch, head) and 64 of `rows` rows, taken in the order of
-// backends/attention_block_order.h.
-inline dim3 grid_of(int64_t rows, const AttentionShape & s) {
-  const int64_t tiles = (rows + kBlockRows - 1) / kBlockRows, blocks = s.batch * s.heads * tiles;
-  KOSMOS_CHECK(rows <= 0x7FFFFFFF - kBlockRows && kAttentionHeadsPerGroup * tiles <= 0x7FFFFFFF,
+// A 1-D grid of one block per (batch, head) and `block_rows` (64 unless a kernel takes more) of `rows` rows, taken
+// in the order of backends/attention_block_order.h.
+inline dim3 grid_of(int64_t rows, const AttentionShape & s, int block_rows = kBlockRows) {
+  const int64_t tiles = (rows + block_rows - 1) / block_rows, blocks = s.batch * s.heads * tiles;
+  KOSMOS_CHECK(rows <= 0x7FFFFFFF - block_rows && kAttentionHeadsPerGroup * tiles <= 0x7FFFFFFF,
                "tensor-core attention: ", rows, " rows, more than block_rows counts in 32 bits; use shorter sequences");
   KOSMOS_CHECK(blocks <= 0x7FFFFFFF, "tensor-core attention: ", s.batch, " x ", s.heads, " heads of ", rows,
-               " rows need ", blocks, " blocks of 64 rows, more than a grid's 2^31 - 1; use fewer or shorter sequences "
-               "per micro-batch");
+               " rows need ", blocks, " blocks of ", block_rows, " rows, more than a grid's 2^31 - 1; use fewer or "
+               "shorter sequences per micro-batch");
   return dim3(static_cast<unsigned>(blocks));
 }
 
 // The block's (batch, head) and its first row: of the query tiles (forward, dq; heavier later under a causal mask)
-// or of the key tiles (dk and dv; heavier earlier).
+// or of the key tiles (dk and dv; heavier earlier), `block_rows` rows a block as grid_of laid them out.
 struct BlockRows {
   int32_t head_index, b, h, first;  // in 32 bits, as grid_of's limits allow: the kernels keep them in registers
 };
-__device__ inline BlockRows block_rows(const AttentionShape & s, bool query_tiles) {
+__device__ inline BlockRows block_rows(const AttentionShape & s, bool query_tiles, int block_rows = kBlockRows) {
   const int64_t rows = query_tiles ? s.tq : s.tk;
   const int32_t heads = static_cast<int32_t>(s.heads);
   const AttentionBlockPlace place =
       attention_block_place(static_cast<int32_t>(blockIdx.x), static_cast<int32_t>(s.batch) * heads,
-                            static_cast<int32_t>((rows + kBlockRows - 1) / kBlockRows), query_tiles && s.causal);
-  return {place.head_index, place.head_index / heads, place.head_index % heads, place.tile * kBlockRows};
+                            static_cast<int32_t>((rows + block_rows - 1) / block_rows), query_tiles && s.causal);
+  return {place.head_index, place.head_index / heads, place.head_index % heads, place.tile * block_rows};
 }
 
 // The kernels of one implementation, over T (f32 or bf16: the output forward, dout and the gradients backward).
@@ -191,8 +191,8 @@ using DqKernel = void (*)(HeadRowsOf<T>, HeadRowsOf<const T>, HeadRowsOf<const b
 // which takes `extra` arguments before the shape where an implementation's has more (the mma.sync one's dq sums).
 template <typename T>
 void launch_forward(ForwardKernel<T> kernel, size_t shared, const char * name, const AttentionForward & op,
-                    const AttentionShape & s, cudaStream_t stream) {
-  launch(kernel, grid_of(s.tq, s), shared, stream, name, head_rows_of<T>(op.out), op.lse.as<float>(),
+                    const AttentionShape & s, cudaStream_t stream, int block_rows = kBlockRows) {
+  launch(kernel, grid_of(s.tq, s, block_rows), shared, stream, name, head_rows_of<T>(op.out), op.lse.as<float>(),
          head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), s);
 }
 template <typename T, typename DkDvKernel, typename... Extra>

@@ -1,20 +1,21 @@
 // kernels_attention_mma.cu: attention with bf16 q, k, v on NVIDIA tensor cores through mma.sync (m16n8k16, bf16
 // products accumulating in f32; compute capability 8.0 or newer), in FlashAttention-2's register-resident form: blocks
-// and steps as in attention_tiles.cuh, each warp taking its 16 own rows as A fragments, computing a step's [16, 64]
-// scores (and in the backward dout . v) into accumulator fragments, taking the softmax (or the score gradients) there,
-// and feeding them, rounded to bf16, straight back as the A fragments of the second product; no score goes through
-// shared memory (but the one-pass backward's score gradients, below, for dq). The streamed tiles are double-buffered, the next step's copied by cp.async while this one computes,
-// and read by ldmatrix (transposed where the tile's rows are the product's depth). Dropout bytes
-// (backends/attention_dropout.h) are staged per warp in shared memory: each lane makes two Philox blocks per step and
-// reads the bytes of the elements it holds. The elementwise work between the products competes with them for issue
-// slots (by count, a lane's 32 probabilities of a step take more instructions than the step's mma and ldmatrix), so
-// it is kept small: exponents in base 2 (the scale times log2(e) folded into the scores, one ex2 per probability, a row
-// that sees no key given lse +inf so its probabilities come out 0 without a test), and the mask applied only on the
-// steps the causal diagonal or the end of the rows cuts (AttentionShape::sees_all, the same for a whole warp). Same
-// results as the WMMA kernels of kernels_attention_tc.cu up to f32 rounding; head sizes 32 and 64 (128 would need more
-// than 255 registers in the backward). The backward makes two passes (dq over the query blocks, dk and dv over the key
-// blocks), or where the op allows a varying order (AttentionParams::deterministic false) one over the key blocks that
-// adds dq up by atomics. The warp-level pieces are attention_mma.cuh's. CUDA only.
+// and steps as in attention_tiles.cuh, each warp taking its 16 own rows (of each of the forward's two query tiles) as A
+// fragments, computing a step's [16, 64] scores (and in the backward dout . v) into accumulator fragments, taking the
+// softmax (or the score gradients) there, and feeding them, rounded to bf16, straight back as the A fragments of the
+// second product; no score goes through shared memory (but the one-pass backward's score gradients, for dq). The
+// streamed tiles are double-buffered, the next step's copied by cp.async while this one computes, and read by ldmatrix
+// (transposed where the tile's rows are the product's depth). Dropout bytes (backends/attention_dropout.h) are staged
+// per warp in shared memory: each lane makes two Philox blocks per step and reads the bytes of the elements it holds.
+// The elementwise work between the products competes with them for issue slots (by count, a lane's 32 probabilities of
+// a step take more instructions than the step's mma and ldmatrix), so it is kept small: exponents in base 2 (the scale
+// times log2(e) folded into the scores, one ex2 per probability, a row that sees no key given lse +inf so its
+// probabilities come out 0 without a test), and the mask applied only on the steps the causal diagonal or the end of
+// the rows cuts (AttentionShape::sees_all, the same for a whole warp). Same results as the WMMA kernels of
+// kernels_attention_tc.cu up to f32 rounding; head sizes 32 and 64 (128 would need more than 255 registers in the
+// backward). The backward makes two passes (dq over the query blocks, dk and dv over the key blocks), or where the op
+// allows a varying order (AttentionParams::deterministic false) one over the key blocks that adds dq up by atomics. The
+// warp-level pieces are attention_mma.cuh's. CUDA only.
 #include "backends/cuda/attention_mma.cuh"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
@@ -22,6 +23,10 @@ namespace {
 
 using namespace attention_mma;
 
+// The forward's blocks own kForwardTiles query tiles of 64 rows (128), each warp 16 rows of each tile: every K and V
+// fragment a warp reads from shared memory then feeds two row tiles' products, half the reads per product of one.
+constexpr int kForwardTiles = 2;
+constexpr int kForwardRows = kForwardTiles * kBlockRows;
 
 template <int D, typename O>
 __global__ void __launch_bounds__(kBlockThreads)
@@ -29,82 +34,106 @@ __global__ void __launch_bounds__(kBlockThreads)
                                  HeadRowsOf<const bf16> v, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
   using L = TileLayout<D>;
+  constexpr int M = kForwardTiles;
   extern __shared__ __align__(128) unsigned char shared[];
-  bf16 * q_tile = reinterpret_cast<bf16 *>(shared);
-  unsigned char * streamed = shared + L::half_tile;  // k and v, twice
+  bf16 * q_tiles = reinterpret_cast<bf16 *>(shared);  // M [64, D] tiles, one after the other
+  unsigned char * streamed = shared + M * L::half_tile;  // k and v, twice
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
-  unsigned char * dropout_bytes = shared + 5 * L::half_tile + warp * kWarpDropoutBytes;
+  unsigned char * dropout_bytes = shared + (M + 4) * L::half_tile + M * warp * kWarpDropoutBytes;  // M tiles' bytes
 
-  const BlockRows place = block_rows(s, true);
-  const int64_t head_index = place.head_index, b = place.b, h = place.h;
-  const int64_t first_query = place.first, warp_query = first_query + 16 * warp;
-  load_tile<D>(q_tile, q, b, h, first_query, s.tq);
+  const BlockRows place = block_rows(s, true, kForwardRows);
+  const int64_t head_index = place.head_index, b = place.b, h = place.h, first_query = place.first;
+  int64_t warp_query[M];  // the first of the warp's 16 rows of each tile
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    warp_query[m] = first_query + kBlockRows * m + 16 * warp;
+    load_tile<D>(q_tiles + m * kBlockRows * L::half_row, q, b, h, first_query + kBlockRows * m, s.tq);
+  }
   __syncthreads();
-  FragmentA q_rows[D / 16];
-  load_rows_as_a<D>(q_rows, q_tile, 16 * warp);
+  // The warp's q rows are read from their tiles each step, a depth slice at a time, rather than held: with two row
+  // tiles' scores and outputs live, holding them would spill registers.
+  const auto q_slice = [&](int m, int slice) {
+    return load_row_slice_as_a<D>(q_tiles + m * kBlockRows * L::half_row, 16 * warp, slice);
+  };
 
-  FragmentC acc[D / 8];
-  clear(acc);
+  FragmentC acc[M][D / 8];
+#pragma unroll
+  for (int m = 0; m < M; ++m) clear(acc[m]);
   // The online softmax in base 2: scores times log2(e) scale, so that each probability is one exp2_approx.
   const float scale2 = s.scale * kLog2e;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};  // row_max in base 2
-  int64_t keys_seen[2];  // by the lane's two rows
+  float row_max[M][2], row_sum[M][2];  // of the lane's two rows of each tile; row_max in base 2
+  int64_t keys_seen[M][2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t query = warp_query + lane_row(half);
-    keys_seen[half] = query < s.tq ? s.keys_for(query) : 0;
-  }
-
-  const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
-  const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
-  const auto prepare = [&](int64_t first_key, int) {
-    if (s.dropout.active()) stage_query_rows(dropout_bytes, s, b, h, warp_query, first_key);
-  };
-  const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
-    FragmentC p[8];
-    product_with_rows<D>(p, q_rows, k_tile);
-    // Only a step the causal diagonal or the end of the rows cuts needs the mask (the same for the whole warp).
-    query_scores_base2(p, scale2, !s.sees_all(warp_query, 16, first_key, kStepRows), first_key, keys_seen);
-    // The online softmax of the lane's two rows; the sums are taken before dropout.
+  for (int m = 0; m < M; ++m)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) tile_max = fmaxf(tile_max, p[j].x[2 * half + e]);
-      const float new_max = fmaxf(row_max[half], row_max_of(tile_max));
-      // A row that has seen no key yet keeps max -inf; 0 in its place gives its probabilities and rescale 2^-inf = 0.
-      const float max_used = new_max == -INFINITY ? 0.0f : new_max;
-      const float rescale = exp2_approx(row_max[half] - max_used);  // of the row's output so far
-      float sum = 0.0f;
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float & value = p[j].x[2 * half + e];
-          value = exp2_approx(value - max_used);
-          sum += value;
-          if (s.dropout.active()) value *= query_row_factor(dropout_bytes, s, lane_row(half), lane_column(j, e));
-        }
-      row_sum[half] = row_sum[half] * rescale + row_sum_of(sum);
-      row_max[half] = new_max;
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) acc[n].x[2 * half] *= rescale, acc[n].x[2 * half + 1] *= rescale;
+      row_max[m][half] = -INFINITY, row_sum[m][half] = 0.0f;
+      const int64_t query = warp_query[m] + lane_row(half);
+      keys_seen[m][half] = query < s.tq ? s.keys_for(query) : 0;
     }
-    accumulate_product<D>(acc, p, v_tile);
+
+  const int64_t last_query = (first_query + kForwardRows < s.tq ? first_query + kForwardRows : s.tq) - 1;
+  const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
+  const auto prepare = [&](int64_t first_key, int) {
+    if (!s.dropout.active()) return;
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      stage_query_rows(dropout_bytes + m * kWarpDropoutBytes, s, b, h, warp_query[m], first_key);
+  };
+  const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
+    FragmentC p[M][8];
+    products_with_rows<D, M>([&](int m, int j) -> FragmentC & { return p[m][j]; }, q_slice, k_tile);
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      // Only a step the causal diagonal or the end of the rows cuts needs the mask (the same for the whole warp).
+      query_scores_base2(p[m], scale2, !s.sees_all(warp_query[m], 16, first_key, kStepRows), first_key,
+                         keys_seen[m]);
+      // The online softmax of the lane's two rows; the sums are taken before dropout.
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        float tile_max = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) tile_max = fmaxf(tile_max, p[m][j].x[2 * half + e]);
+        const float new_max = fmaxf(row_max[m][half], row_max_of(tile_max));
+        // A row that has seen no key yet keeps max -inf; 0 in its place gives its probabilities and rescale 0.
+        const float max_used = new_max == -INFINITY ? 0.0f : new_max;
+        const float rescale = exp2_approx(row_max[m][half] - max_used);  // of the row's output so far
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float & value = p[m][j].x[2 * half + e];
+            value = exp2_approx(value - max_used);
+            sum += value;
+            if (s.dropout.active())
+              value *= query_row_factor(dropout_bytes + m * kWarpDropoutBytes, s, lane_row(half), lane_column(j, e));
+          }
+        row_sum[m][half] = row_sum[m][half] * rescale + row_sum_of(sum);
+        row_max[m][half] = new_max;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) acc[m][n].x[2 * half] *= rescale, acc[m][n].x[2 * half + 1] *= rescale;
+      }
+    }
+    accumulate_rows_with<D, M>([&](int m, int n) -> FragmentC & { return acc[m][n]; },
+                               [&](int m, int kk) { return fragments_as_a(p[m], kk); }, v_tile);
   };
   stream_steps<D, bf16, bf16>(streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
-  float inverse_sums[2];
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    inverse_sums[half] = row_sum[half] > 0.0f ? 1.0f / row_sum[half] : 0.0f;
-    const int64_t query = warp_query + lane_row(half);
-    if (lane_index() % 4 == 0 && query < s.tq)  // back to base e: lse = ln(2) max2 + ln(sum)
-      lse[head_index * s.tq + query] =
-          row_sum[half] > 0.0f ? row_max[half] * (1.0f / kLog2e) + logf(row_sum[half]) : -INFINITY;
+  for (int m = 0; m < M; ++m) {
+    float inverse_sums[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      inverse_sums[half] = row_sum[m][half] > 0.0f ? 1.0f / row_sum[m][half] : 0.0f;
+      const int64_t query = warp_query[m] + lane_row(half);
+      if (lane_index() % 4 == 0 && query < s.tq)  // back to base e: lse = ln(2) max2 + ln(sum)
+        lse[head_index * s.tq + query] =
+            row_sum[m][half] > 0.0f ? row_max[m][half] * (1.0f / kLog2e) + logf(row_sum[m][half]) : -INFINITY;
+    }
+    store_rows<D>(out, b, h, warp_query[m], s.tq, acc[m], inverse_sums);
   }
-  store_rows<D>(out, b, h, warp_query, s.tq, acc, inverse_sums);
 #endif
 }
 
@@ -249,11 +278,12 @@ __global__ void __launch_bounds__(kBlockThreads)
           dps[j].x[2 * half + e] = g.ds;
         }
       }
+    // dS^T to shared memory for dq first, so that the stores complete behind the two products.
+    if constexpr (kAddsDq) store_fragments<D>(m.score_gradients, 16 * warp, dps);
     __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
     accumulate_product<D>(dv_acc, scores, dout_tile);  // dV += (P f)^T dO
     accumulate_product<D>(dk_acc, dps, q_tile);        // dK += dS^T Q
     if constexpr (kAddsDq) {
-      store_fragments<D>(m.score_gradients, 16 * warp, dps);
       __syncthreads();  // the step's [64 keys, 64 queries] dS^T whole; rewritten only after the next step's barrier
       FragmentC dq_acc[D / 8];
       clear(dq_acc);
@@ -286,7 +316,8 @@ void mma_attention_forward(const AttentionForward & op, cudaStream_t stream) {
   for_head_dim<32, 64>(s.head_dim, op.out.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
     constexpr int D = decltype(d)::value;
     using T = decltype(t);
-    launch_forward<T>(mma_attention_forward_kernel<D, T>, forward_shared<D>(), "mma_attention_forward", op, s, stream);
+    launch_forward<T>(mma_attention_forward_kernel<D, T>, forward_shared<D>(kForwardTiles), "mma_attention_forward", op,
+                      s, stream, kForwardRows);
   });
 }
 
