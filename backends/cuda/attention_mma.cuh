@@ -342,7 +342,7 @@ __device__ inline void load_base2_lse(float * target, const float * lse, int64_t
     target[r] = base2_lse(first + r < limit ? lse[first + r] : -INFINITY);
 }
 
-// Shared memory: the own tiles (one forward, two backward), the four streamed ones, the warps' dropout bytes, and
+// Shared memory: the own tiles (the forward's query tiles, two backward), the four streamed ones, the warps' dropout bytes, and
 // backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq (`with_dq`)
 // the step's [64 keys, 64 queries] score gradients in bf16.
 template <int D>

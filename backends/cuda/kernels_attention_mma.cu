@@ -23,25 +23,25 @@ namespace {
 
 using namespace attention_mma;
 
-// The forward's blocks own kForwardTiles query tiles of 64 rows (128), each warp 16 rows of each tile: every K and V
-// fragment a warp reads from shared memory then feeds two row tiles' products, half the reads per product of one.
+// The forward's blocks own M query tiles of 64 rows, each warp 16 rows of each tile: every K and V fragment a warp
+// reads from shared memory then feeds M row tiles' products. Two where the queries fill more than one tile (a
+// decoder's), one where they fit in one (the resampler's 64 latents, decoding), whose second would compute nothing.
 constexpr int kForwardTiles = 2;
-constexpr int kForwardRows = kForwardTiles * kBlockRows;
 
-template <int D, typename O>
+template <int D, typename O, int M>
 __global__ void __launch_bounds__(kBlockThreads)
     mma_attention_forward_kernel(HeadRowsOf<O> out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
                                  HeadRowsOf<const bf16> v, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
   using L = TileLayout<D>;
-  constexpr int M = kForwardTiles;
+  constexpr int kBlockQueries = M * kBlockRows;
   extern __shared__ __align__(128) unsigned char shared[];
   bf16 * q_tiles = reinterpret_cast<bf16 *>(shared);  // M [64, D] tiles, one after the other
   unsigned char * streamed = shared + M * L::half_tile;  // k and v, twice
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
   unsigned char * dropout_bytes = shared + (M + 4) * L::half_tile + M * warp * kWarpDropoutBytes;  // M tiles' bytes
 
-  const BlockRows place = block_rows(s, true, kForwardRows);
+  const BlockRows place = block_rows(s, true, kBlockQueries);
   const int64_t head_index = place.head_index, b = place.b, h = place.h, first_query = place.first;
   int64_t warp_query[M];  // the first of the warp's 16 rows of each tile
 #pragma unroll
@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       keys_seen[m][half] = query < s.tq ? s.keys_for(query) : 0;
     }
 
-  const int64_t last_query = (first_query + kForwardRows < s.tq ? first_query + kForwardRows : s.tq) - 1;
+  const int64_t last_query = (first_query + kBlockQueries < s.tq ? first_query + kBlockQueries : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
   const auto prepare = [&](int64_t first_key, int) {
     if (!s.dropout.active()) return;
@@ -316,8 +316,11 @@ void mma_attention_forward(const AttentionForward & op, cudaStream_t stream) {
   for_head_dim<32, 64>(s.head_dim, op.out.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
     constexpr int D = decltype(d)::value;
     using T = decltype(t);
-    launch_forward<T>(mma_attention_forward_kernel<D, T>, forward_shared<D>(kForwardTiles), "mma_attention_forward", op,
-                      s, stream, kForwardRows);
+    if (s.tq <= kBlockRows)
+      return launch_forward<T>(mma_attention_forward_kernel<D, T, 1>, forward_shared<D>(1), "mma_attention_forward",
+                               op, s, stream, kBlockRows);
+    launch_forward<T>(mma_attention_forward_kernel<D, T, kForwardTiles>, forward_shared<D>(kForwardTiles),
+                      "mma_attention_forward", op, s, stream, kForwardTiles * kBlockRows);
   });
 }
 

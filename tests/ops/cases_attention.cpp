@@ -162,10 +162,14 @@ std::vector<OpCase> attention_cases() {
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16}),
           attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16}),
           attention_case({1, 2, 33, 33, 24, true, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16}),
-          // whole 64-row tiles, where the last steps need no mask either; and 34 (batch, head) pairs, over two
-          // whole groups of 16 heads and a part of one in the GPU's block order (backends/attention_block_order.h)
+          // whole 64-row tiles, where the last steps need no mask either (192: the mma.sync forward's second block of
+          // 128 rows half empty); and 34 (batch, head) pairs, over two whole groups of 16 heads and a part of one in
+          // the GPU's block order (backends/attention_block_order.h), whose 64 queries fill one forward tile
           attention_case({1, 3, 192, 192, 64, true, 0.1f, false, 0, 0, DType::kBF16, DType::kBF16}),
           attention_case({2, 17, 64, 128, 64, false, 0.0f, false, 0, 0, DType::kBF16}),
+          // whole 128-row forward blocks, both tiles unmasked in the same steps: causal at 64, full with dropout at 32
+          attention_case({1, 2, 256, 256, 64, true, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16}),
+          attention_case({1, 2, 128, 128, 32, false, 0.1f, false, 0, 0, DType::kBF16}),
           // the backward in one pass over the key blocks, dq added up by atomics: dropout on a head slice, strided
           // operands with causal Tq < Tk, rows that see no key (Tq > Tk)
           attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16, false}),
