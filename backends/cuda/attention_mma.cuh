@@ -191,10 +191,11 @@ __device__ FragmentA load_transposed_as_a(const bf16 * tile, int column0, int k)
   return FragmentA{{r[0], r[1], r[2], r[3]}};
 }
 
-// A warp's [16, D] result rows (row0 + lane_row, below `limit`) added into `target` ([rows, D] f32, dense) by
-// atomics, two adjacent columns at a time where the device adds pairs (compute capability 9.0).
+// A warp's [16, D] result rows (row0 + lane_row, below `limit`) times `factor` added into `target` ([rows, D] f32,
+// dense) by atomics, two adjacent columns at a time where the device adds pairs (compute capability 9.0).
 template <int D>
-__device__ void add_rows_atomically(float * target, int64_t row0, int64_t limit, const FragmentC (&acc)[D / 8]) {
+__device__ void add_rows_atomically(float * target, int64_t row0, int64_t limit, const FragmentC (&acc)[D / 8],
+                                    float factor) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int64_t row = row0 + lane_row(half);
@@ -204,10 +205,10 @@ __device__ void add_rows_atomically(float * target, int64_t row0, int64_t limit,
     for (int n = 0; n < D / 8; ++n) {
       float * pair = out + lane_column(n, 0);
 #if __CUDA_ARCH__ >= 900
-      atomicAdd(reinterpret_cast<float2 *>(pair), make_float2(acc[n].x[2 * half], acc[n].x[2 * half + 1]));
+      atomicAdd(reinterpret_cast<float2 *>(pair), make_float2(factor * acc[n].x[2 * half], factor * acc[n].x[2 * half + 1]));
 #else
-      atomicAdd(pair, acc[n].x[2 * half]);
-      atomicAdd(pair + 1, acc[n].x[2 * half + 1]);
+      atomicAdd(pair, factor * acc[n].x[2 * half]);
+      atomicAdd(pair + 1, factor * acc[n].x[2 * half + 1]);
 #endif
     }
   }

@@ -112,8 +112,8 @@ void tensor_core_attention_backward(const AttentionBackward & op, const float * 
 // kernels_attention_mma.cu: the same on mma.sync, every score in registers; head sizes 32 and 64.
 inline bool mma_attention_takes(int64_t head_dim) { return head_dim == 32 || head_dim == 64; }
 void mma_attention_forward(const AttentionForward & op, cudaStream_t stream);
-// dq_sums: null for the two-kernel backward (run to run the same bits), else [B*H*Tq, head_dim] f32 scratch for the
-// one-kernel backward that adds dq up by atomics (AttentionParams::deterministic).
+// dq_sums: null for the two-kernel backward (run to run the same bits), else [B*H*Tq, head_dim] f32 scratch into
+// which the one-kernel backward adds dq up by atomics (AttentionParams::deterministic), for the caller to cast to dq.
 void mma_attention_backward(const AttentionBackward & op, const float * delta, float * dq_sums, cudaStream_t stream);
 #endif
 

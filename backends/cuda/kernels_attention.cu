@@ -281,11 +281,12 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
   launch_delta(delta, op.dout, op.out, s, stream);
 #ifndef KOSMOS_USE_ROCM
   if (tensor_cores && on_mma(ctx, op.q)) {
-    float * dq_sums = nullptr;  // the two-kernel backward's
-    if (!op.params.deterministic)
-      dq_sums = static_cast<float *>(
-          ctx.scratch(kScratchAttentionDq, sizeof(float) * static_cast<size_t>(op.dq.numel()), stream));
-    return mma_attention_backward(op, delta, dq_sums, stream);
+    if (op.params.deterministic) return mma_attention_backward(op, delta, nullptr, stream);
+    // One pass: dq added up in f32 scratch, then cast into dq's dtype and strides.
+    const TensorView dq_sums = make_view(ctx.scratch(kScratchAttentionDq, sizeof(float) * op.dq.numel(), stream),
+                                         DType::kF32, {s.batch, s.heads, s.tq, s.head_dim});
+    mma_attention_backward(op, delta, dq_sums.as<float>(), stream);
+    return gpu_op(ctx, Cast{op.dq, dq_sums}, stream);
   }
   if (tensor_cores) return tensor_core_attention_backward(op, delta, stream);
 #endif

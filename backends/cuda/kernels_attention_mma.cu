@@ -201,7 +201,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 #endif
 }
 
-// dk and dv over a block of 64 keys; with kAddsDq also dq / scale, added into dq_sums ([B*H*Tq, D] f32, zeroed
+// dk and dv over a block of 64 keys; with kAddsDq also dq, added into dq_sums ([B*H*Tq, D] f32, zeroed
 // before) by atomics: each step's score gradients go through shared memory, where each warp takes 16 of the step's
 // queries for dQ += dS K. Without, dq is mma_attention_dq_kernel's (two more products: S and dP again).
 template <int D, typename G, bool kAddsDq>
@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       clear(dq_acc);
       const auto ds_rows = [&](int slice) { return load_transposed_as_a<D>(m.score_gradients, 16 * warp, slice); };
       accumulate_with<D>(dq_acc, ds_rows, k_tile);  // dQ += dS K for the warp's 16 queries
-      add_rows_atomically<D>(dq_sums + head_index * s.tq * D, first_query + 16 * warp, s.tq, dq_acc);
+      add_rows_atomically<D>(dq_sums + head_index * s.tq * D, first_query + 16 * warp, s.tq, dq_acc, s.scale);
     }
   };
   stream_steps<D, bf16, G>(m.streamed, q, dout, b, h, s.queries_from(first_key), s.tq, s.tq, prepare, compute);
@@ -297,15 +297,6 @@ __global__ void __launch_bounds__(kBlockThreads)
   store_rows<D>(dk, b, h, warp_key, s.tk, dk_acc, dk_scales);
   store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, ones);
 #endif
-}
-
-// dq = scale dq_sums ([B*H*Tq, D] f32, as the dk, dv kernel adds it up) in dq's dtype and strides.
-template <int D, typename G>
-__global__ void mma_attention_dq_from_sums_kernel(HeadRowsOf<G> dq, const float * dq_sums, AttentionShape s) {
-  KOSMOS_GRID_LOOP(index, s.batch * s.heads * s.tq * D) {
-    const int64_t row = index / D, head_index = row / s.tq;
-    store_as(dq.row(head_index / s.heads, head_index % s.heads, row % s.tq)[index % D], s.scale * dq_sums[index]);
-  }
 }
 
 }  // namespace
@@ -335,13 +326,10 @@ void mma_attention_backward(const AttentionBackward & op, const float * delta, f
       return launch_backward<T>(mma_attention_dq_kernel<D, T>, mma_attention_dkdv_kernel<D, T, false>,
                                 backward_shared<D>(), "mma_attention_dq", "mma_attention_dkdv", op, delta, s, stream,
                                 static_cast<float *>(nullptr));
-    const int64_t sums = s.batch * s.heads * s.tq * D;
-    KOSMOS_GPU_CHECK(cudaMemsetAsync(dq_sums, 0, sizeof(float) * static_cast<size_t>(sums), stream));
+    const size_t sums = static_cast<size_t>(s.batch * s.heads * s.tq * D);
+    KOSMOS_GPU_CHECK(cudaMemsetAsync(dq_sums, 0, sizeof(float) * sums, stream));
     launch_key_blocks<T>(mma_attention_dkdv_kernel<D, T, true>, backward_shared<D>(true), "mma_attention_dkdv_dq", op,
                          delta, s, stream, dq_sums);
-    const auto dq_from_sums = mma_attention_dq_from_sums_kernel<D, T>;
-    dq_from_sums<<<blocks_for(sums), kThreads, 0, stream>>>(head_rows_of<T>(op.dq), dq_sums, s);
-    KOSMOS_GPU_LAUNCHED("mma_attention_dq_from_sums");
   });
 }
 
