@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <exception>
 #include <functional>
 #include <initializer_list>
 
@@ -70,8 +71,11 @@ class NcclComm final : public Comm {
                       host_->size(), " ranks as rank ", host_->rank(),
                       " (each rank needs a GPU of its own: check that ranks per node <= GPUs per node)");
   }
+  // While an error unwinds, this rank's queued collectives may wait for peers that will never join them (they wait
+  // in turn for this rank): abort them, as ncclCommDestroy would first flush them (ncclCommFinalize) and hang the
+  // exit, and with it the launcher's ending of the other ranks.
   ~NcclComm() override {
-    if (comm_ != nullptr) ncclCommDestroy(comm_);
+    if (comm_ != nullptr) std::uncaught_exceptions() > 0 ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
     cudaEventDestroy(caller_ready_);
     cudaEventDestroy(collective_done_);
   }

@@ -220,6 +220,10 @@ class GpuDevice final : public Device {
   }
   void free_reserved(void * base, size_t) noexcept override {
     KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));
+    // Unmapping does not wait for kernels (cudaFree does), and none waits here: a range goes when its arena does,
+    // after a run's last synchronisation or while an error unwinds, when a collective on this device may wait for
+    // peers that never join it and a wait would hang the exit. A kernel still reading the range faults instead,
+    // behind the error that ends the run. ~GpuDevice waits, after the communicators have aborted theirs.
     reserved_.release(base);
   }
 

@@ -106,7 +106,9 @@ __global__ void adamw_kernel(float * param, float * m, float * v, const float * 
   }
 }
 
-constexpr unsigned kNormBlocks = 512;  // partial sums of the squared norm
+// Partial sums of the squared norm: blocks enough to fill an H100/H200 (about 8 of 256 threads on each of its 132
+// SMs) with the loads that keep its memory busy, over a billion gradients; a fixed count, so the sum's order is too.
+constexpr unsigned kNormBlocks = 1024;
 
 __global__ void squared_partials_kernel(double * partials, const float * in, int64_t count, int64_t packs) {
   __shared__ double shared[kThreads / kWarp];

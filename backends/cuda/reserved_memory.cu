@@ -70,6 +70,7 @@ CUmemAllocationProp device_memory(CUdevice device) {
 }  // namespace
 
 ReservedMemory::ReservedMemory(int ordinal) : ordinal_(ordinal), calls_(std::make_unique<Calls>()) {
+  KOSMOS_GPU_CHECK(cudaSetDevice(ordinal));  // the trial's calls act in the device's context
   Calls & c = *calls_;
   find(c.address_reserve, "cuMemAddressReserve");
   find(c.address_free, "cuMemAddressFree");
@@ -164,7 +165,17 @@ void * ReservedMemory::reserve(size_t bytes, size_t & capacity) {
   if (!available()) return nullptr;
   capacity = (bytes + granule_ - 1) / granule_ * granule_;
   CUdeviceptr base = 0;
-  if (calls_->address_reserve(&base, capacity, granule_, 0, 0) != CUDA_SUCCESS) return nullptr;
+  const CUresult status = calls_->address_reserve(&base, capacity, granule_, 0, 0);
+  if (status != CUDA_SUCCESS) {
+    // The trial granule passed, so this is a limit on address space (a sandbox's, say): said once, not fatal.
+    if (!refusal_reported_)
+      std::fprintf(stderr, "kosmos: warning: " KOSMOS_GPU_VENDOR " device %d: %s for %zu bytes of addresses; this "
+                   "buffer and any other refused likewise are separate allocations instead (activations in chunks, "
+                   "scratch reallocated as it grows)\n", ordinal_, describe(status, "cuMemAddressReserve").c_str(),
+                   capacity);
+    refusal_reported_ = true;
+    return nullptr;
+  }
   void * pointer = reinterpret_cast<void *>(static_cast<uintptr_t>(base));
   ranges_[pointer].capacity = capacity;
   return pointer;

@@ -18,8 +18,8 @@ namespace kosmos::KOSMOS_GPU_NAMESPACE {
 
 class ReservedMemory {
  public:
-  // Looks the driver's calls up, asks whether device `ordinal` supports them (after cudaSetDevice(ordinal)) and
-  // tries them once: reserves, backs, grants access to and gives back one granule.
+  // Makes device `ordinal` current, looks the driver's calls up, asks whether the device supports them and tries
+  // them once: reserves, backs, grants access to and gives back one granule.
   explicit ReservedMemory(int ordinal);
   ReservedMemory(const ReservedMemory &) = delete;
   ReservedMemory & operator=(const ReservedMemory &) = delete;
@@ -29,7 +29,7 @@ class ReservedMemory {
   const std::string & why_unavailable() const { return why_unavailable_; }  // "" where available
   size_t granule() const { return granule_; }  // the bytes a range is backed in (0 where none are available)
   // Addresses for at least `bytes`, rounded up to the granule (written to `capacity`), with no memory behind them;
-  // nullptr where the driver gives none.
+  // nullptr where the driver gives none (the first refusal is reported on stderr).
   void * reserve(size_t bytes, size_t & capacity);
   // Maps device memory behind [base + backed, base + new backed) so that the new backed size is at least `wanted`
   // (whole granules, at most capacity); returns it. Fails with the device's free memory.
@@ -59,6 +59,7 @@ class ReservedMemory {
   std::unique_ptr<Calls> calls_;
   size_t granule_ = 0;
   std::string why_unavailable_;
+  bool refusal_reported_ = false;  // reserve() has warned of a range the driver refused
   std::map<void *, Range> ranges_;  // by base address
 };
 

@@ -227,9 +227,12 @@ int dynamic_shared_limit();
 bool is_device_range(const void * pointer, size_t bytes);
 // A failed launch or kernel: the next cudaGetLastError (and stream synchronisation) answers it, with `message`.
 void record_failure(cudaError_t status, const std::string & message);
-// For tests: the driver's virtual memory call `symbol` ("cuMemMap", ...) answers CUDA_ERROR_NOT_SUPPORTED from now
-// on, as a sandboxed GPU's may; an empty symbol lifts the refusal.
-void refuse_driver_call(const std::string & symbol);
+// For tests: the call `symbol` answers "not supported" from now on: one of the driver's virtual memory calls
+// ("cuMemMap", ...; CUDA_ERROR_NOT_SUPPORTED), as a sandboxed GPU's may, or "cublasLtMatmul"
+// (CUBLAS_STATUS_NOT_SUPPORTED), as a library declining its own heuristic's algorithm would. An empty symbol lifts
+// the refusal. call_refused: whether `symbol` is the refused call.
+void refuse_call(const std::string & symbol);
+bool call_refused(const char * symbol);
 
 // `kernel<<<grid, block, shared, stream>>>(args)` as rewrite_launches.cmake writes it:
 // `Launch(grid, block, shared, stream).run([&](const auto &... a) { kernel(a...); })(args)`, so that a kernel

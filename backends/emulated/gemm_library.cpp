@@ -316,6 +316,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   constexpr const char * call = "cublasLtMatmul";
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (alpha == nullptr || beta == nullptr || algo == nullptr) return refuse(call, "alpha, beta or algo is null");
+  if (kosmos_emulation::call_refused(call)) return CUBLAS_STATUS_NOT_SUPPORTED;
   Problem problem;
   const cublasStatus_t status = check_problem(call, desc, a_layout, b_layout, c_layout, d_layout, problem);
   if (status != CUBLAS_STATUS_SUCCESS) return status;

@@ -59,7 +59,7 @@ struct State {
   cudaError_t failure = cudaSuccess;  // pending until cudaGetLastError answers it
   cudaError_t described = cudaSuccess;  // the last failure's status and message, for cudaGetErrorString
   std::string description;
-  std::string refused_call;  // refuse_driver_call's
+  std::string refused_call;  // refuse_call's
 };
 
 State & state() {
@@ -69,9 +69,14 @@ State & state() {
 
 }  // namespace
 
-void refuse_driver_call(const std::string & symbol) {
+void refuse_call(const std::string & symbol) {
   const std::lock_guard<std::mutex> lock(state().mutex);
   state().refused_call = symbol;
+}
+
+bool call_refused(const char * symbol) {
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  return state().refused_call == symbol;
 }
 
 void raise_dynamic_shared_limit(int bytes) {
@@ -290,14 +295,9 @@ void forget_if_unused(CUmemGenericAllocationHandle id) {
   state().handles.erase(found);
 }
 
-// Whether a test has made `symbol` fail (refuse_driver_call).
-bool refused(const char * symbol) {
-  const std::lock_guard<std::mutex> lock(state().mutex);
-  return state().refused_call == symbol;
-}
 
 CUresult cuMemAddressReserve(CUdeviceptr * pointer, size_t bytes, size_t, CUdeviceptr, unsigned long long) {
-  if (refused("cuMemAddressReserve")) return CUDA_ERROR_NOT_SUPPORTED;
+  if (kosmos_emulation::call_refused("cuMemAddressReserve")) return CUDA_ERROR_NOT_SUPPORTED;
   if (bytes == 0 || bytes % kGranule != 0) return CUDA_ERROR_INVALID_VALUE;
   void * base = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -323,7 +323,7 @@ CUresult cuMemAddressFree(CUdeviceptr at, size_t bytes) {
 
 CUresult cuMemCreate(CUmemGenericAllocationHandle * handle, size_t bytes, const CUmemAllocationProp * prop,
                      unsigned long long) {
-  if (refused("cuMemCreate")) return CUDA_ERROR_NOT_SUPPORTED;
+  if (kosmos_emulation::call_refused("cuMemCreate")) return CUDA_ERROR_NOT_SUPPORTED;
   if (bytes == 0 || bytes % kGranule != 0 || prop->type != CU_MEM_ALLOCATION_TYPE_PINNED ||
       prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE || prop->location.id != 0)
     return CUDA_ERROR_INVALID_VALUE;
@@ -346,7 +346,7 @@ CUresult cuMemRelease(CUmemGenericAllocationHandle id) {
 
 CUresult cuMemMap(CUdeviceptr at, size_t bytes, size_t handle_offset, CUmemGenericAllocationHandle id,
                   unsigned long long) {
-  if (refused("cuMemMap")) return CUDA_ERROR_NOT_SUPPORTED;
+  if (kosmos_emulation::call_refused("cuMemMap")) return CUDA_ERROR_NOT_SUPPORTED;
   const std::lock_guard<std::mutex> lock(state().mutex);
   const auto handle = state().handles.find(id);
   size_t offset = 0;
@@ -364,7 +364,7 @@ CUresult cuMemMap(CUdeviceptr at, size_t bytes, size_t handle_offset, CUmemGener
 }
 
 CUresult cuMemSetAccess(CUdeviceptr at, size_t bytes, const CUmemAccessDesc * access, size_t count) {
-  if (refused("cuMemSetAccess")) return CUDA_ERROR_NOT_SUPPORTED;
+  if (kosmos_emulation::call_refused("cuMemSetAccess")) return CUDA_ERROR_NOT_SUPPORTED;
   if (count != 1 || access->flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE ||
       access->location.type != CU_MEM_LOCATION_TYPE_DEVICE || access->location.id != 0)
     return CUDA_ERROR_INVALID_VALUE;

@@ -4,7 +4,8 @@
 // a lane leaving its warp mid-collective, a deadlock and a read past a buffer's end fail the launch with a message,
 // after which the next launch runs; reserved address ranges keep the driver's rules (access only once granted,
 // unmapping whole mappings, freeing addresses only once unmapped) and give their memory back, and a device whose
-// driver refuses one of those calls grows its arenas in separate buffers and says why. Kernels here are written
+// driver refuses one of those calls grows its arenas in separate buffers and says why; a product cuBLASLt declines
+// at the call runs on the own GEMM kernel. Kernels here are written
 // against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>` launch.
 #include <gtest/gtest.h>
 
@@ -237,9 +238,9 @@ TEST(GpuEmulator, ADeviceWhoseDriverRefusesVirtualMemoryUsesSeparateBuffers) {
   ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
   EXPECT_NE(registry.create("emulated", 0)->description().find("arenas grow in place"), std::string::npos);
   for (const std::string call : {"cuMemAddressReserve", "cuMemCreate", "cuMemMap", "cuMemSetAccess"}) {
-    kosmos_emulation::refuse_driver_call(call);
+    kosmos_emulation::refuse_call(call);
     std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
-    kosmos_emulation::refuse_driver_call("");
+    kosmos_emulation::refuse_call("");
     EXPECT_NE(device->description().find("arenas in separate buffers (a trial of the driver's virtual memory calls "
                                          "failed: " + call + " failed with status 801 (operation not supported))"),
               std::string::npos)
@@ -249,6 +250,74 @@ TEST(GpuEmulator, ADeviceWhoseDriverRefusesVirtualMemoryUsesSeparateBuffers) {
     ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
     EXPECT_EQ(free_after, free_before) << "the trial with " << call << " refused kept memory";
   }
+}
+
+// Address space the driver refuses after the trial passed (a sandbox's limit, say): that buffer is a separate
+// allocation instead, and the first refusal is said on stderr with the driver's words.
+TEST(GpuEmulator, AReservationRefusedAfterTheTrialIsReportedOnceAndFallsBack) {
+  const kosmos::BackendRegistry registry;
+  std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
+  EXPECT_TRUE(device->reserve(kosmos::BufferUse::kActivations).is_reserved());
+  kosmos_emulation::refuse_call("cuMemAddressReserve");
+  testing::internal::CaptureStderr();
+  const kosmos::Buffer first = device->reserve(kosmos::BufferUse::kActivations);
+  const kosmos::Buffer second = device->reserve(kosmos::BufferUse::kScratch);
+  const std::string said = testing::internal::GetCapturedStderr();
+  kosmos_emulation::refuse_call("");
+  EXPECT_EQ(first.data(), nullptr);
+  EXPECT_EQ(second.data(), nullptr);
+  const std::string warning = "cuMemAddressReserve failed with status 801 (operation not supported)";
+  ASSERT_NE(said.find(warning), std::string::npos) << said;
+  EXPECT_EQ(said.find(warning, said.find(warning) + 1), std::string::npos) << "said twice: " << said;
+  EXPECT_TRUE(device->reserve(kosmos::BufferUse::kActivations).is_reserved());
+}
+
+// cuBLASLt may decline, at the call, the algorithm its heuristic chose for the same descriptors: the product then
+// runs on the own GEMM kernel, for that call and for the rest of the run, with one warning; --profile names it.
+TEST(GpuEmulator, AProductCublasLtDeclinesAtTheCallRunsOnTheOwnKernel) {
+  const kosmos::BackendRegistry registry;
+  std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
+  std::unique_ptr<kosmos::Stream> stream = device->create_stream();
+  constexpr int64_t m = 3, k = 5, n = 4;
+  std::vector<float> a(m * k), b(k * n), expected(m * n, 0.0f);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = 0.25f * static_cast<float>(i) - 1.0f;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = 0.5f - 0.125f * static_cast<float>(i);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t j = 0; j < k; ++j) expected[r * n + c] += a[r * k + j] * b[j * n + c];
+  const kosmos::Buffer a_memory = device->allocate(sizeof(float) * a.size(), kosmos::BufferUse::kActivations);
+  const kosmos::Buffer b_memory = device->allocate(sizeof(float) * b.size(), kosmos::BufferUse::kActivations);
+  const kosmos::Buffer c_memory = device->allocate(sizeof(float) * m * n, kosmos::BufferUse::kActivations);
+  const kosmos::TensorView a_view = a_memory.view(kosmos::DType::kF32, {m, k});
+  const kosmos::TensorView b_view = b_memory.view(kosmos::DType::kF32, {k, n});
+  const kosmos::TensorView c_view = c_memory.view(kosmos::DType::kF32, {m, n});
+  device->copy(a_view, kosmos::make_view(a.data(), kosmos::DType::kF32, {m, k}), *stream);
+  device->copy(b_view, kosmos::make_view(b.data(), kosmos::DType::kF32, {k, n}), *stream);
+  const auto product = [&] {
+    device->run(kosmos::Matmul{c_view, a_view, b_view}, *stream);
+    std::vector<float> c(m * n, 0.0f);
+    device->copy(kosmos::make_view(c.data(), kosmos::DType::kF32, {m, n}), c_view, *stream);
+    for (size_t i = 0; i < c.size(); ++i) EXPECT_NEAR(c[i], expected[i], 1e-5f) << "element " << i;
+  };
+  const auto calls = [&](const std::string & name) {
+    for (const auto & [op, time] : device->profile())
+      if (op == name) return time.calls;
+    return int64_t{0};
+  };
+  device->set_profiling(true);
+  product();  // on cuBLASLt: its plan found
+  kosmos_emulation::refuse_call("cublasLtMatmul");
+  testing::internal::CaptureStderr();
+  product();
+  product();
+  const std::string said = testing::internal::GetCapturedStderr();
+  kosmos_emulation::refuse_call("");
+  product();  // the plan stays on the own kernel
+  EXPECT_EQ(calls("matmul"), 1);
+  EXPECT_EQ(calls("matmul (own GEMM)"), 3);
+  const std::string warning = "cuBLASLt declined (NOT_SUPPORTED) the algorithm its heuristic chose for the product";
+  ASSERT_NE(said.find(warning), std::string::npos) << said;
+  EXPECT_EQ(said.find(warning, said.find(warning) + 1), std::string::npos) << "said twice: " << said;
 }
 
 TEST(GpuEmulator, BadLaunchShapesFail) {

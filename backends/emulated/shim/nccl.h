@@ -1,5 +1,6 @@
 // shim/nccl.h: what parallel/comm_nccl.cpp's #include <nccl.h> finds when it is compiled for the emulated GPU: the
-// part of NCCL it calls (unique id, communicator, the four collectives, errors), with NCCL's names and values.
+// part of NCCL it calls (unique id, communicator and its abort, the four collectives, errors), with NCCL's names and
+// values.
 // parallel/emulated_nccl.cpp carries the calls out over MPI on the emulated device memory (backends/ knows no MPI).
 #pragma once
 
@@ -28,6 +29,7 @@ ncclResult_t ncclGetVersion(int * version);
 ncclResult_t ncclGetUniqueId(ncclUniqueId * id);
 ncclResult_t ncclCommInitRank(ncclComm_t * comm, int ranks, ncclUniqueId id, int rank);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
+ncclResult_t ncclCommAbort(ncclComm_t comm);
 const char * ncclGetErrorString(ncclResult_t result);
 const char * ncclGetLastError(ncclComm_t comm);
 
