@@ -3,7 +3,10 @@
 // registry entry. Device memory is taken only when a Buffer is made or grown (the model's arenas and the kernels'
 // scratch), never given back inside a run: steps of the shapes seen before allocate nothing.
 #include <chrono>
+#include <exception>
 #include <map>
+#include <memory>
+#include <set>
 #include <sstream>
 #include <type_traits>
 
@@ -38,13 +41,20 @@ void * GpuContext::scratch(int slot, size_t bytes, cudaStream_t stream) {
 
 namespace {
 
+// The native handles of the streams a device has made and not yet destroyed (each GpuStream adds and removes its
+// own; shared, so that a stream outliving its device by mistake touches no freed set). Unlocked: a device's streams
+// are made and destroyed on the thread that drives it, as its ops are run.
+using LiveStreams = std::set<cudaStream_t>;
+
 class GpuStream final : public Stream {
  public:
-  explicit GpuStream(int ordinal) : ordinal_(ordinal) {
+  GpuStream(int ordinal, std::shared_ptr<LiveStreams> live) : ordinal_(ordinal), live_(std::move(live)) {
     KOSMOS_GPU_CHECK(cudaSetDevice(ordinal_));
     KOSMOS_GPU_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    live_->insert(stream_);
   }
   ~GpuStream() override {
+    live_->erase(stream_);
     KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));
     KOSMOS_GPU_IGNORE(cudaStreamDestroy(stream_));
   }
@@ -53,6 +63,7 @@ class GpuStream final : public Stream {
 
  private:
   int ordinal_;
+  std::shared_ptr<LiveStreams> live_;
   cudaStream_t stream_ = nullptr;
 };
 
@@ -166,7 +177,7 @@ class GpuDevice final : public Device {
     if (!is_device_memory(dst.data) || !is_device_memory(src.data)) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
   }
 
-  std::unique_ptr<Stream> create_stream() override { return std::make_unique<GpuStream>(ordinal_); }
+  std::unique_ptr<Stream> create_stream() override { return std::make_unique<GpuStream>(ordinal_, live_streams_); }
   std::unique_ptr<Event> create_event() override { return std::make_unique<GpuEvent>(ordinal_); }
   void record_event(Event & event, Stream & stream) override {
     select(ordinal_);
@@ -212,6 +223,11 @@ class GpuDevice final : public Device {
  protected:
   void free_memory(void * data, size_t) override {
     KOSMOS_GPU_IGNORE(cudaSetDevice(ordinal_));  // a destructor's path: no throwing
+    // cudaFree waits for all of the device's work. While an error unwinds, that may include a collective whose peers
+    // never come (they wait for this rank): then the memory is left to the process's end, which the error brings,
+    // rather than the exit hung before the communicators (destroyed after the buffers) abort their collectives.
+    // Device::memory has already counted it free: a caller that catches the error and goes on has lost it.
+    if (std::uncaught_exceptions() > 0 && work_queued()) return;
     KOSMOS_GPU_IGNORE(cudaFree(data));
   }
   size_t back_memory(void * base, size_t backed, size_t wanted, size_t capacity) override {
@@ -229,6 +245,15 @@ class GpuDevice final : public Device {
 
  private:
   static void select(int ordinal) { KOSMOS_GPU_CHECK(cudaSetDevice(ordinal)); }
+  // Whether a stream this device made has work it has not finished (an error reading one counts as none left).
+  bool work_queued() const {
+    for (cudaStream_t stream : *live_streams_) {
+      const cudaError_t status = cudaStreamQuery(stream);
+      if (status == cudaErrorNotReady) return true;
+      if (status != cudaSuccess) KOSMOS_GPU_IGNORE(cudaGetLastError());
+    }
+    return false;
+  }
   // This device's reserved ranges, or device (or managed) memory of the runtime; pageable host memory is not (HIP
   // 5.2 answers it with an error).
   bool is_device_memory(const void * pointer) const {
@@ -252,6 +277,7 @@ class GpuDevice final : public Device {
 
   int ordinal_;
   std::string backend_name_;
+  std::shared_ptr<LiveStreams> live_streams_ = std::make_shared<LiveStreams>();  // before context_, as reserved_
   ReservedMemory reserved_;  // before context_: its scratch buffers go back through it
   GpuContext context_;
   bool profiling_ = false;

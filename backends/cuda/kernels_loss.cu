@@ -106,8 +106,9 @@ __global__ void adamw_kernel(float * param, float * m, float * v, const float * 
   }
 }
 
-// Partial sums of the squared norm: blocks enough to fill an H100/H200 (about 8 of 256 threads on each of its 132
-// SMs) with the loads that keep its memory busy, over a billion gradients; a fixed count, so the sum's order is too.
+// Partial sums of the squared norm: 1024 blocks of 256 threads striding over any count, enough to fill an H100/H200
+// (about 8 blocks on each of its 132 SMs) with the loads that keep its memory busy; a fixed count, so that the order
+// of the sum is fixed too.
 constexpr unsigned kNormBlocks = 1024;
 
 __global__ void squared_partials_kernel(double * partials, const float * in, int64_t count, int64_t packs) {

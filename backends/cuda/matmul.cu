@@ -287,6 +287,16 @@ void describe(LtDescriptors & d, const GemmProblem & p) {
   d.c = lt_layout(p.c_dtype, p.n, p.m, p.c_row_stride, p.batch, p.c_batch_stride);
 }
 
+// What plan_key's fields are, for the messages that name a product by it.
+constexpr const char * kPlanKeyFields = "(batch,m,n,k|strides|dtypes|alignments)";
+
+// A product cuBLASLt declines (`why`) goes to the own kernel: said once per plan, since it is slower and should not
+// happen for the model's products.
+void warn_own_kernel(const std::string & why, const std::string & key) {
+  std::fprintf(stderr, "kosmos: warning: %s for the product %s %s; the own GEMM kernel runs it, slower. Please report "
+               "this.\n", why.c_str(), key.c_str(), kPlanKeyFields);
+}
+
 // What decides the plan of a product: shape, strides, dtypes, whether C is read, whether there is a product at all
 // (alpha 0: the own kernel, which multiplies nothing, not even an inf), and the pointers' alignments.
 std::string plan_key(const GemmProblem & p) {
@@ -326,10 +336,9 @@ bool find_algorithm(GemmPlans & plans, const GemmProblem & p, cublasLtMatmulAlgo
   const cublasStatus_t status =
       cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference, 1, &result, &returned);
   if (status != CUBLAS_STATUS_SUCCESS && status != CUBLAS_STATUS_NOT_SUPPORTED)
-    std::fprintf(stderr,
-                 "kosmos: warning: cuBLASLt's heuristic answered status %d (%s) for the product %s "
-                 "(batch,m,n,k|strides|dtypes|alignments); the own GEMM kernel runs it, slower. Please report this.\n",
-                 static_cast<int>(status), blas_status_name(status), plan_key(p).c_str());
+    warn_own_kernel(std::string("cuBLASLt's heuristic answered status ") + std::to_string(static_cast<int>(status)) +
+                        " (" + blas_status_name(status) + ")",
+                    plan_key(p));
   if (status != CUBLAS_STATUS_SUCCESS || returned == 0) return false;
   algo = result.algo;
   return true;
@@ -386,15 +395,12 @@ void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
     if (status == CUBLAS_STATUS_SUCCESS) return;
     if (status != CUBLAS_STATUS_NOT_SUPPORTED)
       KOSMOS_FAIL("cuBLASLt call cublasLtMatmul failed with status ", static_cast<int>(status), " (",
-                  blas_status_name(status), ") for the product ", key, " (batch,m,n,k|strides|dtypes|alignments)");
+                  blas_status_name(status), ") for the product ", key, " ", kPlanKeyFields,
+                  "; --backend cuda-owngemm runs every product on the own GEMM kernel instead");
     // The call declined the algorithm the heuristic chose for these very descriptors (a status it returns before
     // queueing work): the plan goes to the own kernel, for this call and the rest of the run, as a declined
     // heuristic does.
-    std::fprintf(stderr,
-                 "kosmos: warning: cuBLASLt declined (NOT_SUPPORTED) the algorithm its heuristic chose for the product "
-                 "%s (batch,m,n,k|strides|dtypes|alignments); the own GEMM kernel runs it, slower. Please report "
-                 "this.\n",
-                 key.c_str());
+    warn_own_kernel("cuBLASLt declined (NOT_SUPPORTED) the algorithm its heuristic chose", key);
     plan.found = false;
   }
   ctx.count_slow_path();

@@ -133,6 +133,7 @@ enum cudaError_t : int {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidDevice = 101,
+  cudaErrorNotReady = 600,
   cudaErrorLaunchFailure = 719,
 };
 using cudaStream_t = struct EmulatedStream *;
@@ -174,6 +175,7 @@ cudaError_t cudaMemsetAsync(void * dst, int value, size_t bytes, cudaStream_t st
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t * stream, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamQuery(cudaStream_t stream);  // cudaSuccess: the queue has run it all (unless refuse_call'd)
 cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t * event, unsigned flags);
@@ -229,8 +231,9 @@ bool is_device_range(const void * pointer, size_t bytes);
 void record_failure(cudaError_t status, const std::string & message);
 // For tests: the call `symbol` answers "not supported" from now on: one of the driver's virtual memory calls
 // ("cuMemMap", ...; CUDA_ERROR_NOT_SUPPORTED), as a sandboxed GPU's may, or "cublasLtMatmul"
-// (CUBLAS_STATUS_NOT_SUPPORTED), as a library declining its own heuristic's algorithm would. An empty symbol lifts
-// the refusal. call_refused: whether `symbol` is the refused call.
+// (CUBLAS_STATUS_NOT_SUPPORTED), as a library declining its own heuristic's algorithm would; or "cudaStreamQuery"
+// answers cudaErrorNotReady, as for a stream whose work waits (a collective whose peers have not come). An empty
+// symbol lifts the refusal. call_refused: whether `symbol` is the refused call.
 void refuse_call(const std::string & symbol);
 bool call_refused(const char * symbol);
 

@@ -240,6 +240,9 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
   return state().failure;
 }
 cudaError_t cudaDeviceSynchronize() { return cudaStreamSynchronize(nullptr); }  // the one queue
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  return kosmos_emulation::call_refused("cudaStreamQuery") ? cudaErrorNotReady : cudaStreamSynchronize(stream);
+}
 cudaError_t cudaGetLastError() {
   const std::lock_guard<std::mutex> lock(state().mutex);
   const cudaError_t failure = state().failure;
@@ -294,7 +297,6 @@ void forget_if_unused(CUmemGenericAllocationHandle id) {
   state().allocated -= found->second.bytes;
   state().handles.erase(found);
 }
-
 
 CUresult cuMemAddressReserve(CUdeviceptr * pointer, size_t bytes, size_t, CUdeviceptr, unsigned long long) {
   if (kosmos_emulation::call_refused("cuMemAddressReserve")) return CUDA_ERROR_NOT_SUPPORTED;

@@ -5,8 +5,9 @@
 // after which the next launch runs; reserved address ranges keep the driver's rules (access only once granted,
 // unmapping whole mappings, freeing addresses only once unmapped) and give their memory back, and a device whose
 // driver refuses one of those calls grows its arenas in separate buffers and says why; a product cuBLASLt declines
-// at the call runs on the own GEMM kernel. Kernels here are written
-// against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>` launch.
+// at the call runs on the own GEMM kernel, and a buffer freed while an error unwinds waits for no queued work.
+// Kernels here are written against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>`
+// launch.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,6 +21,30 @@
 namespace {
 
 using kosmos_emulation::Launch;
+
+// refuse_call(symbol) for a scope, lifted however the scope ends (a failed assertion, a throw), so that the tests
+// after it in this process find the emulator as it was.
+class RefusedCall {
+ public:
+  explicit RefusedCall(const std::string & symbol) { kosmos_emulation::refuse_call(symbol); }
+  ~RefusedCall() { kosmos_emulation::refuse_call(""); }
+  RefusedCall(const RefusedCall &) = delete;
+  RefusedCall & operator=(const RefusedCall &) = delete;
+};
+
+// What `work` writes to stderr; the capture ends even if it throws (gtest allows one capture at a time).
+template <typename Work>
+std::string stderr_of(Work && work) {
+  testing::internal::CaptureStderr();
+  try {
+    work();
+  } catch (...) {
+    const std::string said = testing::internal::GetCapturedStderr();
+    ADD_FAILURE() << "it threw; stderr said: " << said;
+    throw;
+  }
+  return testing::internal::GetCapturedStderr();
+}
 
 // Runs `kernel` on `grid` blocks of `block` threads with `shared` bytes of dynamic shared memory, and returns the
 // launch's failure message ("" when it ran).
@@ -238,9 +263,11 @@ TEST(GpuEmulator, ADeviceWhoseDriverRefusesVirtualMemoryUsesSeparateBuffers) {
   ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
   EXPECT_NE(registry.create("emulated", 0)->description().find("arenas grow in place"), std::string::npos);
   for (const std::string call : {"cuMemAddressReserve", "cuMemCreate", "cuMemMap", "cuMemSetAccess"}) {
-    kosmos_emulation::refuse_call(call);
-    std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
-    kosmos_emulation::refuse_call("");
+    std::unique_ptr<kosmos::Device> device;
+    {
+      const RefusedCall refused(call);
+      device = registry.create("emulated", 0);
+    }
     EXPECT_NE(device->description().find("arenas in separate buffers (a trial of the driver's virtual memory calls "
                                          "failed: " + call + " failed with status 801 (operation not supported))"),
               std::string::npos)
@@ -258,12 +285,15 @@ TEST(GpuEmulator, AReservationRefusedAfterTheTrialIsReportedOnceAndFallsBack) {
   const kosmos::BackendRegistry registry;
   std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
   EXPECT_TRUE(device->reserve(kosmos::BufferUse::kActivations).is_reserved());
-  kosmos_emulation::refuse_call("cuMemAddressReserve");
-  testing::internal::CaptureStderr();
-  const kosmos::Buffer first = device->reserve(kosmos::BufferUse::kActivations);
-  const kosmos::Buffer second = device->reserve(kosmos::BufferUse::kScratch);
-  const std::string said = testing::internal::GetCapturedStderr();
-  kosmos_emulation::refuse_call("");
+  kosmos::Buffer first, second;
+  std::string said;
+  {
+    const RefusedCall refused("cuMemAddressReserve");
+    said = stderr_of([&] {
+      first = device->reserve(kosmos::BufferUse::kActivations);
+      second = device->reserve(kosmos::BufferUse::kScratch);
+    });
+  }
   EXPECT_EQ(first.data(), nullptr);
   EXPECT_EQ(second.data(), nullptr);
   const std::string warning = "cuMemAddressReserve failed with status 801 (operation not supported)";
@@ -294,7 +324,9 @@ TEST(GpuEmulator, AProductCublasLtDeclinesAtTheCallRunsOnTheOwnKernel) {
   device->copy(a_view, kosmos::make_view(a.data(), kosmos::DType::kF32, {m, k}), *stream);
   device->copy(b_view, kosmos::make_view(b.data(), kosmos::DType::kF32, {k, n}), *stream);
   const auto product = [&] {
-    device->run(kosmos::Matmul{c_view, a_view, b_view}, *stream);
+    kosmos::Matmul op;
+    op.c = c_view, op.a = a_view, op.b = b_view;
+    device->run(op, *stream);
     std::vector<float> c(m * n, 0.0f);
     device->copy(kosmos::make_view(c.data(), kosmos::DType::kF32, {m, n}), c_view, *stream);
     for (size_t i = 0; i < c.size(); ++i) EXPECT_NEAR(c[i], expected[i], 1e-5f) << "element " << i;
@@ -306,18 +338,57 @@ TEST(GpuEmulator, AProductCublasLtDeclinesAtTheCallRunsOnTheOwnKernel) {
   };
   device->set_profiling(true);
   product();  // on cuBLASLt: its plan found
-  kosmos_emulation::refuse_call("cublasLtMatmul");
-  testing::internal::CaptureStderr();
-  product();
-  product();
-  const std::string said = testing::internal::GetCapturedStderr();
-  kosmos_emulation::refuse_call("");
+  std::string said;
+  {
+    const RefusedCall refused("cublasLtMatmul");
+    said = stderr_of([&] {
+      product();
+      product();
+    });
+  }
   product();  // the plan stays on the own kernel
   EXPECT_EQ(calls("matmul"), 1);
   EXPECT_EQ(calls("matmul (own GEMM)"), 3);
   const std::string warning = "cuBLASLt declined (NOT_SUPPORTED) the algorithm its heuristic chose for the product";
   ASSERT_NE(said.find(warning), std::string::npos) << said;
   EXPECT_EQ(said.find(warning, said.find(warning) + 1), std::string::npos) << "said twice: " << said;
+}
+
+// cudaFree waits for all of a device's work. A buffer freed while an error unwinds, when a stream of the device
+// still has work queued (on a GPU: a collective whose peers never come), is left to the process's end instead of
+// hanging the exit; with nothing queued, or outside an error, it is freed.
+TEST(GpuEmulator, ABufferFreedWhileAnErrorUnwindsDoesNotWaitForQueuedWork) {
+  const kosmos::BackendRegistry registry;
+  std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
+  const std::unique_ptr<kosmos::Stream> stream = device->create_stream();
+  constexpr size_t kBytes = size_t{1} << 20;
+  const auto free_bytes = [] {
+    size_t free_now = 0, total = 0;
+    EXPECT_EQ(cudaMemGetInfo(&free_now, &total), cudaSuccess);
+    return free_now;
+  };
+  struct StepFailed {};  // the error that unwinds: the test's own, so that no other is taken for it
+  const auto fail_holding_a_buffer = [&] {
+    void * held_data = nullptr;
+    try {
+      const kosmos::Buffer held = device->allocate(kBytes, kosmos::BufferUse::kActivations);
+      held_data = held.data();
+      throw StepFailed{};
+    } catch (const StepFailed &) {
+    }
+    return held_data;
+  };
+  const size_t before = free_bytes();
+  void * left = nullptr;
+  {
+    const RefusedCall refused("cudaStreamQuery");  // the stream's work waits
+    left = fail_holding_a_buffer();
+    { const kosmos::Buffer held = device->allocate(kBytes, kosmos::BufferUse::kActivations); }  // no error: freed
+  }
+  EXPECT_EQ(free_bytes(), before - kBytes) << "the buffer freed while unwinding over queued work";
+  EXPECT_EQ(cudaFree(left), cudaSuccess) << "the buffer left while unwinding is not one the device still holds";
+  fail_holding_a_buffer();
+  EXPECT_EQ(free_bytes(), before) << "a buffer not freed while unwinding with nothing queued";
 }
 
 TEST(GpuEmulator, BadLaunchShapesFail) {

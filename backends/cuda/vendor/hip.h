@@ -32,6 +32,8 @@
 #define cudaStreamDestroy hipStreamDestroy
 #define cudaStreamNonBlocking hipStreamNonBlocking
 #define cudaStreamSynchronize hipStreamSynchronize
+#define cudaStreamQuery hipStreamQuery
+#define cudaErrorNotReady hipErrorNotReady
 #define cudaDeviceSynchronize hipDeviceSynchronize
 #define cudaStreamWaitEvent hipStreamWaitEvent
 #define cudaDriverGetVersion hipDriverGetVersion
