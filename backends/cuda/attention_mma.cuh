@@ -205,7 +205,8 @@ __device__ void add_rows_atomically(float * target, int64_t row0, int64_t limit,
     for (int n = 0; n < D / 8; ++n) {
       float * pair = out + lane_column(n, 0);
 #if __CUDA_ARCH__ >= 900
-      atomicAdd(reinterpret_cast<float2 *>(pair), make_float2(factor * acc[n].x[2 * half], factor * acc[n].x[2 * half + 1]));
+      atomicAdd(reinterpret_cast<float2 *>(pair),
+                make_float2(factor * acc[n].x[2 * half], factor * acc[n].x[2 * half + 1]));
 #else
       atomicAdd(pair, factor * acc[n].x[2 * half]);
       atomicAdd(pair + 1, factor * acc[n].x[2 * half + 1]);
@@ -343,9 +344,9 @@ __device__ inline void load_base2_lse(float * target, const float * lse, int64_t
     target[r] = base2_lse(first + r < limit ? lse[first + r] : -INFINITY);
 }
 
-// Shared memory: the own tiles (the forward's query tiles, two backward), the four streamed ones, the warps' dropout bytes, and
-// backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq (`with_dq`)
-// the step's [64 keys, 64 queries] score gradients in bf16.
+// Shared memory: the own tiles (the forward's query tiles, two backward), the four streamed ones, the warps' dropout
+// bytes, and backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq
+// (`with_dq`) the step's [64 keys, 64 queries] score gradients in bf16.
 template <int D>
 constexpr size_t forward_shared(int query_tiles = 1) {  // the block's query tiles, each with its dropout bytes
   return (query_tiles + 4) * TileLayout<D>::half_tile + query_tiles * kWarps * kWarpDropoutBytes;

@@ -1,8 +1,8 @@
 // attention_tiles.cuh: what both tensor-core attention implementations share (kernels_attention_tc.cu on WMMA,
 // kernels_attention_mma.cu on mma.sync): blocks of four warps owning 64 rows of one (batch, head), 16 per warp (the
-// mma.sync forward's 128, 16 of each half per warp), in a 1-D grid taken in backends/attention_block_order.h's order, streaming the other side in steps of 64 rows;
-// [64, D] bf16 tiles in shared memory, loaded from the operands; and the launch of such a kernel. CUDA only
-// (compute capability 8.0 or newer).
+// mma.sync forward's 128, 16 of each half per warp), in a 1-D grid taken in backends/attention_block_order.h's
+// order, streaming the other side in steps of 64 rows; [64, D] bf16 tiles in shared memory, loaded from the
+// operands; and the launch of such a kernel. CUDA only (compute capability 8.0 or newer).
 #pragma once
 
 #include <cuda_bf16.h>
