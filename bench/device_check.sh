@@ -103,18 +103,41 @@ on_card() {
   wait "$sampler" 2> /dev/null
   return "$status"
 }
+# checked_gtest REGEXES BINARY ARGS...: runs a gtest binary, which must pass, skip no test, and pass at least one test
+# whose name matches each of the space-separated REGEXES: gtest passes a filter that matched nothing, and that is
+# what a backend that sees no device (a driver the runtime does not accept, say) leaves of its cases.
+checked_gtest() {
+  local regexes=$1 output status=0 regex passed
+  shift
+  output=$(mktemp)
+  "$@" --gtest_color=no > "$output" 2>&1 || status=$?
+  cat "$output"
+  if grep -q '^\[  SKIPPED \]' "$output"; then
+    echo "device_check: tests were skipped (above)"
+    status=1
+  fi
+  for regex in $regexes; do
+    passed=$(grep -c -E "^\[       OK \] .*$regex" "$output")
+    echo "device_check: $passed tests passed matching $regex"
+    [ "$passed" -gt 0 ] || status=1
+  done
+  rm -f "$output"
+  return "$status"
+}
 # fast_paths PROFILE_LOG: the profile lists the products, and no op in it left its fast path.
 fast_paths() {
   grep -q '^  matmul' "$1" || { echo "no profile in $1"; return 1; }
   ! grep -E '\((own GEMM|f32 kernels)\)' "$1"
 }
-export -f compare cross on_card fast_paths
+export -f compare cross on_card checked_gtest fast_paths
 export kosmos logs
 
 # The stages run in the order of what matters most (issue 7's points first), so that a run cut short still has it.
 stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
-stage ops_cuda 300 "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
-stage nccl 60 "$bundle/bin/kosmos_mpi_tests" --gtest_filter='*NcclComm.*'
+# Every op case on each of the three CUDA backends (cuda_owngemm's and cuda_wmma's names also match /cuda_).
+stage ops_cuda 300 checked_gtest '/cuda_ /cuda_owngemm_ /cuda_wmma_' "$bundle/bin/kosmos_op_tests" \
+  --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
+stage nccl 60 checked_gtest 'NcclComm\..*/cuda[[:space:]]' "$bundle/bin/kosmos_mpi_tests" --gtest_filter='*NcclComm.*'
 
 tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
 stage tiny_cpu 120 "$kosmos" "${tiny[@]}" --backend cpu --metrics "$logs/tiny_cpu.jsonl"

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# check_device_check.sh: bench/device_check.sh, the one script a GPU session runs, end to end on this machine, so that
+# a mistake in it (a stage's flags, a comparison, the table's reading of the results) does not cost a GPU run. It runs
+# from a stand-in bundle: the build's test binaries; `kosmos` behind a wrapper that runs every GPU stage on the CPU
+# (the cuda backends become cpu, the kosmos1 preset tiny, 2048 positions 32); nvidia-smi a script that names a card
+# and reports memory in use; and the PyTorch peer a script that writes one result line per mode, with the keys the
+# peer writes. Checked: every stage but the two below passes (the trainings and their comparisons, the resumes across
+# backends, the profile and its fast paths, the steps and the op benchmarks); the op tests and the NCCL tests fail,
+# since no CUDA case ran (gtest alone would pass them: its filter matched nothing, or the tests skipped); the table
+# has the card's name and a row for each of our steps and each of the peer's modes.
+# Usage: check_device_check.sh KOSMOS OP_TESTS MPI_TESTS COMPARE_RUNS OUT_DIR (the build's binaries)
+set -euo pipefail
+kosmos=$1 op_tests=$2 mpi_tests=$3 compare_runs=$4 out=$5
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bundle="$out/bundle"
+rm -rf "$out" && mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/peer" "$out/path"
+cp "$root/bench/device_check.sh" "$bundle/device_check.sh"
+ln -s "$op_tests" "$bundle/bin/kosmos_op_tests"
+ln -s "$mpi_tests" "$bundle/bin/kosmos_mpi_tests"
+ln -s "$compare_runs" "$bundle/bin/kosmos_compare_runs"
+ln -s /usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3 "$bundle/lib/openmpi3"
+ln -s /usr/lib/x86_64-linux-gnu/pmix2/lib/pmix "$bundle/lib/pmix"
+cat > "$bundle/bin/kosmos" << EOF
+#!/usr/bin/env bash
+args=()
+for arg in "\$@"; do
+  case "\$arg" in
+    cuda | cuda-owngemm | cuda-wmma) args+=(cpu) ;;
+    kosmos1) args+=(tiny) ;;
+    2048) args+=(32) ;;
+    *) args+=("\$arg") ;;
+  esac
+done
+exec "$kosmos" "\${args[@]}"
+EOF
+cat > "$out/path/nvidia-smi" << 'EOF'
+#!/bin/sh
+case "$*" in
+  *memory.used*) echo 2048 ;;
+  *name*) echo "stand-in card" ;;
+  *) echo "nvidia-smi stand-in" ;;
+esac
+EOF
+cat > "$bundle/peer/torch_kosmos.py" << 'EOF'
+import json, os, sys
+for mode in sys.argv[1:]:
+    line = json.dumps(dict(label=mode, step_s_median=2.0, tokens_per_s=8192.0, tflops=100.0, peak_gib=50.0))
+    print(line)
+    with open(os.path.join(os.environ["OUT"], "anchor.jsonl"), "a") as anchor:
+        anchor.write(line + "\n")
+EOF
+chmod +x "$bundle/bin/kosmos" "$out/path/nvidia-smi"
+
+PATH="$out/path:$PATH" bash "$bundle/device_check.sh" "$out/logs" > "$out/run.log" 2>&1 ||
+  { cat "$out/run.log"; echo "device_check.sh itself failed"; exit 1; }
+
+failed=0
+status_of() { awk -v name="$1" '$1 == name && $2 == "exit" {print $3}' "$out/logs/summary.txt"; }
+for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer \
+  resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_atomic step_kosmos1_wmma tiny_cuda_fp16 \
+  tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma step_kosmos1_none \
+  step_kosmos1_attention step_kosmos1_layer; do
+  if [ "$(status_of "$name")" != 0 ]; then
+    echo "stage $name: '$(status_of "$name")', expected exit 0; its log:"
+    tail -n 20 "$out/logs/$name.log"
+    failed=1
+  fi
+done
+for name in ops_cuda nccl; do
+  if [ "$(status_of "$name")" = 0 ] || [ -z "$(status_of "$name")" ]; then
+    echo "stage $name: '$(status_of "$name")', expected a failure (no CUDA case can run here)"
+    failed=1
+  fi
+done
+grep -q '^device_check: 0 tests passed matching /cuda_$' "$out/logs/ops_cuda.log" ||
+  { echo "ops_cuda.log does not say that no CUDA case passed"; failed=1; }
+for row in "kosmos bf16 rc ffn " "kosmos bf16 rc ffn atomic" "kosmos bf16 rc ffn wmma" "kosmos bf16 " \
+  "kosmos bf16 rc attn" "kosmos bf16 rc layer" "pytorch eager" "pytorch compile"; do
+  grep -q "^$row" "$out/run.log" || { echo "the table has no row '$row'"; failed=1; }
+done
+grep -q '^== table (card: stand-in card)' "$out/run.log" || { echo "the table does not name the card"; failed=1; }
+if [ "$failed" != 0 ]; then
+  sed -n '/^== table/,$p' "$out/run.log"
+  exit 1
+fi
+sed -n '/^== table/,/^machine/p' "$out/run.log"
+echo "device_check.sh ran every stage; the op and NCCL tests failed as no CUDA case ran; the table has every row"
