@@ -10,7 +10,7 @@
 # has the card's name and a row for each of our steps and each of the peer's modes.
 # Usage: check_device_check.sh KOSMOS OP_TESTS MPI_TESTS COMPARE_RUNS OUT_DIR (the build's binaries)
 set -euo pipefail
-kosmos=$1 op_tests=$2 mpi_tests=$3 compare_runs=$4 out=$5
+kosmos=$(realpath "$1") op_tests=$(realpath "$2") mpi_tests=$(realpath "$3") compare_runs=$(realpath "$4") out=$5
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bundle="$out/bundle"
 rm -rf "$out" && mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/peer" "$out/path"
@@ -51,7 +51,8 @@ for mode in sys.argv[1:]:
 EOF
 chmod +x "$bundle/bin/kosmos" "$out/path/nvidia-smi"
 
-PATH="$out/path:$PATH" bash "$bundle/device_check.sh" "$out/logs" > "$out/run.log" 2>&1 ||
+# The GPUs hidden, so that the CUDA cases have no device on a machine that has one too.
+PATH="$out/path:$PATH" CUDA_VISIBLE_DEVICES= HIP_VISIBLE_DEVICES= bash "$bundle/device_check.sh" "$out/logs" > "$out/run.log" 2>&1 ||
   { cat "$out/run.log"; echo "device_check.sh itself failed"; exit 1; }
 
 failed=0
@@ -74,6 +75,8 @@ for name in ops_cuda nccl; do
 done
 grep -q '^device_check: 0 tests passed matching /cuda_$' "$out/logs/ops_cuda.log" ||
   { echo "ops_cuda.log does not say that no CUDA case passed"; failed=1; }
+grep -q '^\[       OK \] XPosVector\.' "$out/logs/ops_cuda.log" ||
+  { echo "ops_cuda.log shows no test run: the op tests did not start"; failed=1; }
 for row in "kosmos bf16 rc ffn " "kosmos bf16 rc ffn atomic" "kosmos bf16 rc ffn wmma" "kosmos bf16 " \
   "kosmos bf16 rc attn" "kosmos bf16 rc layer" "pytorch eager" "pytorch compile"; do
   grep -q "^$row" "$out/run.log" || { echo "the table has no row '$row'"; failed=1; }
