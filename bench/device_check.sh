@@ -200,13 +200,20 @@ for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_atomi
                     ("step_kosmos1_attention", "kosmos bf16 rc attn"), ("step_kosmos1_layer", "kosmos bf16 rc layer")):
     ours = os.path.join(logs, name + ".json")
     if os.path.exists(ours):
-        r = json.load(open(ours))
-        rows.append((label, r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"],
-                     r.get("device_peak_gib", float("nan")), card_gib(name)))
+        try:  # one unreadable result (a run cut off while writing it) costs its row, not the table
+            r = json.load(open(ours))
+            rows.append((label, r["step_seconds_median"], r["tokens_per_s_median"], r["tflops_full_median"],
+                         r.get("device_peak_gib", float("nan")), card_gib(name)))
+        except (ValueError, KeyError) as error:
+            print("no row for %s: %s: %r" % (label, ours, error))
 anchor = os.path.join(logs, "anchor.jsonl")
 if os.path.exists(anchor):
     for line in open(anchor):
-        r = json.loads(line)
+        try:
+            r = json.loads(line)
+        except ValueError:
+            print("no row for a line of %s: %r" % (anchor, line[:80]))
+            continue
         if "step_s_median" in r:
             rows.append(("pytorch " + r["label"], r["step_s_median"], r.get("tokens_per_s", float("nan")),
                          r.get("tflops", float("nan")), r.get("peak_gib", float("nan")), float("nan")))

@@ -4,10 +4,11 @@
 # from a stand-in bundle: the build's test binaries; `kosmos` behind a wrapper that runs every GPU stage on the CPU
 # (the cuda backends become cpu, the kosmos1 preset tiny, 2048 positions 32); nvidia-smi a script that names a card
 # and reports memory in use; and the PyTorch peer a script that writes one result line per mode, with the keys the
-# peer writes. Checked: every stage but the two below passes (the trainings and their comparisons, the resumes across
-# backends, the profile and its fast paths, the steps and the op benchmarks); the op tests and the NCCL tests fail,
-# since no CUDA case ran (gtest alone would pass them: its filter matched nothing, or the tests skipped); the table
-# has the card's name and a row for each of our steps and each of the peer's modes.
+# peer writes, then a line cut off. Checked: every stage but the two below passes (the trainings and their
+# comparisons, the resumes across backends, the profile and its fast paths, the steps and the op benchmarks); the op
+# tests and the NCCL tests fail, since no CUDA case ran (gtest alone would pass them: its filter matched nothing, or
+# the tests skipped); the table has the card's name and a row for each of our steps and each of the peer's modes,
+# and says that it left out the cut line.
 # Usage: check_device_check.sh KOSMOS OP_TESTS MPI_TESTS COMPARE_RUNS OUT_DIR (the build's binaries)
 set -euo pipefail
 kosmos=$(realpath "$1") op_tests=$(realpath "$2") mpi_tests=$(realpath "$3") compare_runs=$(realpath "$4") out=$5
@@ -48,6 +49,8 @@ for mode in sys.argv[1:]:
     print(line)
     with open(os.path.join(os.environ["OUT"], "anchor.jsonl"), "a") as anchor:
         anchor.write(line + "\n")
+with open(os.path.join(os.environ["OUT"], "anchor.jsonl"), "a") as anchor:
+    anchor.write('{"label": "cut off')  # as a peer stopped by the stage's limit while writing may leave
 EOF
 chmod +x "$bundle/bin/kosmos" "$out/path/nvidia-smi"
 
@@ -82,6 +85,8 @@ for row in "kosmos bf16 rc ffn" "kosmos bf16 rc ffn atomic" "kosmos bf16 rc ffn 
   "kosmos bf16 rc attn" "kosmos bf16 rc layer" "pytorch eager" "pytorch compile"; do
   grep -qE "^$row +[0-9]" "$out/run.log" || { echo "the table has no row '$row'"; failed=1; }
 done
+grep -q '^no row for a line of .*anchor.jsonl' "$out/run.log" ||
+  { echo "the cut-off line of the peer's results is not reported"; failed=1; }
 grep -q '^== table (card: stand-in card)' "$out/run.log" || { echo "the table does not name the card"; failed=1; }
 if [ "$failed" != 0 ]; then
   sed -n '/^== table/,$p' "$out/run.log"
