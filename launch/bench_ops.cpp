@@ -9,6 +9,7 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
 #include "backends/error.h"
 #include "launch/files.h"
@@ -28,12 +29,37 @@ struct OpTiming {
 class OpBench {
  public:
   OpBench(Device & device, Stream & stream) : device_(device), stream_(stream) {}
-  // A device tensor filled with `value` (the values do not change the time of any of these ops).
-  TensorView tensor(DType dtype, std::initializer_list<int64_t> dims, float value = 0.01f) {
-    int64_t count = 1;
-    for (int64_t size : dims) count *= size;
-    buffers_.push_back(device_.allocate(static_cast<size_t>(count) * dtype_size(dtype), BufferUse::kScratch));
-    const TensorView view = buffers_.back().view(dtype, dims);
+  // A device tensor of pseudo-random values, uniform in [-1, 1). Not a constant: a GPU runs matrix products on
+  // constant or zero operands measurably faster than on the model's data (fewer bits switch, so the card holds
+  // higher clocks under its power limit; Horace He, "Strangely, Matrix Multiplications on GPUs Run Faster When
+  // Given 'Predictable' Data!", 2024), which would overstate the rates `kosmos plan --calibration` takes from here.
+  TensorView tensor(DType dtype, std::initializer_list<int64_t> dims) {
+    KOSMOS_CHECK(dtype != DType::kI32, "bench ops: an i32 tensor holds indices; give it a value");
+    const TensorView view = allocate(dtype, dims);
+    // 2^20 values drawn (splitmix64's sequence, its top 24 bits as the fraction) and copied over the tensor again
+    // and again: a period far longer than any kernel's tile, and no host copy of the head's 131M-element tables.
+    const size_t element = dtype_size(dtype), count = static_cast<size_t>(view.numel());
+    const size_t drawn = std::min<size_t>(count, size_t{1} << 20);
+    std::vector<unsigned char> host(drawn * element);
+    uint64_t state = 0x5EED0000ull + buffers_.size();
+    for (size_t index = 0; index < drawn; ++index) {
+      state += 0x9E3779B97F4A7C15ull;
+      uint64_t bits = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ull;
+      bits = (bits ^ (bits >> 27)) * 0x94D049BB133111EBull;
+      store_from_float(host.data(), dtype, static_cast<int64_t>(index),
+                       static_cast<float>((bits ^ (bits >> 31)) >> 40) * 0x1p-23f - 1.0f);
+    }
+    for (size_t done = 0; done < count; done += drawn) {
+      const int64_t part = static_cast<int64_t>(std::min(drawn, count - done));
+      // Each copy from host memory waits for itself, so `host` may be read again at once.
+      device_.copy(make_view(static_cast<unsigned char *>(view.data) + done * element, dtype, {part}),
+                   make_view(host.data(), dtype, {part}), stream_);
+    }
+    return view;
+  }
+  // A device tensor that holds `value` everywhere: indices, and the inputs that must be valid (a variance).
+  TensorView tensor(DType dtype, std::initializer_list<int64_t> dims, float value) {
+    const TensorView view = allocate(dtype, dims);
     op_run(device_, Fill{view, value}, stream_);
     return view;
   }
@@ -45,6 +71,13 @@ class OpBench {
   Device & device_;
   Stream & stream_;
   std::vector<Buffer> buffers_;
+
+  TensorView allocate(DType dtype, std::initializer_list<int64_t> dims) {
+    int64_t count = 1;
+    for (int64_t size : dims) count *= size;
+    buffers_.push_back(device_.allocate(static_cast<size_t>(count) * dtype_size(dtype), BufferUse::kScratch));
+    return buffers_.back().view(dtype, dims);
+  }
 };
 
 double median_seconds(OpBench & bench, const std::function<void()> & run, double budget) {
@@ -252,7 +285,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   {
     const int64_t count = options.optimizer_elements;
     const TensorView p = bench.tensor(DType::kF32, {count}), m = bench.tensor(DType::kF32, {count});
-    const TensorView v = bench.tensor(DType::kF32, {count}), g = bench.tensor(DType::kF32, {count});
+    const TensorView v = bench.tensor(DType::kF32, {count}, 0.01f), g = bench.tensor(DType::kF32, {count});
     timings.push_back({"adamw step", dims({count}), 0.0, 7.0 * f * count, [&bench, p, m, v, g] {
                          AdamWStep step{p, m, v, g};
                          bench.op(step);
