@@ -153,8 +153,9 @@ int main(int argc, char ** argv) {
                         "with --non-finite reduce-scale: finite steps in a row after which the loss scale doubles")
       ->capture_default_str()->check(CLI::PositiveNumber);
   train_app->add_option("--watchdog-timeout", train.watchdog_timeout,
-                        "seconds a collective or point-to-point call may take before every rank reports who waits "
-                        "for whom and the job ends (0: no watchdog)")
+                        "seconds a collective or point-to-point call may take (an NCCL one until the GPU has "
+                        "finished it) before every rank reports who waits for whom and the job ends (0: no "
+                        "watchdog)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   train_app->add_option("--watchdog-dir", train.watchdog_dir,
                         "folder for the ranks' status files (default: one per job under the temp folder)");

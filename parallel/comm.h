@@ -3,7 +3,9 @@
 // stream it is ordered on. A group of one rank returns at once.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "backends/device.h"
 #include "parallel/grid.h"
@@ -11,6 +13,15 @@
 namespace kosmos::parallel {
 
 enum class ReduceOp : uint8_t { kSum, kMax };
+
+// How far a communicator's device work has got (Comm::queue_probe): of the collectives it has queued so far, how
+// many have finished (they finish in queue order), and what the transport reports if it has failed (the rest then
+// never will).
+struct QueueState {
+  int64_t queued = 0, finished = 0;
+  std::string error;
+};
+using QueueProbe = std::function<QueueState()>;
 
 class Comm {
  public:
@@ -56,6 +67,10 @@ class Comm {
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
   // The communicator this one wraps (a staged one wraps MPI), or null: how mpi_handle() finds MPI underneath.
   virtual Comm * wrapped() { return nullptr; }
+  // For a transport whose collectives return once queued on a device and finish later (NCCL): a probe of how far
+  // they have got, callable from any thread (the watchdog's, which would otherwise take a hung collective for done
+  // and let the host wait on it for ever). Empty where every call finishes before it returns.
+  virtual QueueProbe queue_probe() { return {}; }
 };
 
 // The world and its tp, dp and pp sub-communicators, made once (MPI_Comm_split) and passed by reference.

@@ -6,9 +6,13 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <deque>
 #include <exception>
 #include <functional>
 #include <initializer_list>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "backends/cuda/gpu_device.h"
 #include "backends/error.h"
@@ -60,6 +64,7 @@ class NcclComm final : public Comm {
   NcclComm(std::unique_ptr<Comm> host, Device & device)
       : host_(std::move(host)), device_(device), stream_(device.create_stream()) {
     comm_stream_ = static_cast<cudaStream_t>(gpu::native_stream(*stream_));
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaGetDevice(&ordinal_));  // the device made current the stream's, for the probe
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&caller_ready_, cudaEventDisableTiming));
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&collective_done_, cudaEventDisableTiming));
     if (host_->size() == 1) return;  // a group of one calls no collective: no NCCL communicator, no NCCL buffers
@@ -78,6 +83,8 @@ class NcclComm final : public Comm {
     if (comm_ != nullptr) std::uncaught_exceptions() > 0 ? ncclCommAbort(comm_) : ncclCommDestroy(comm_);
     cudaEventDestroy(caller_ready_);
     cudaEventDestroy(collective_done_);
+    for (cudaEvent_t event : unfinished_) cudaEventDestroy(event);
+    for (cudaEvent_t event : spare_events_) cudaEventDestroy(event);
   }
   NcclComm(const NcclComm &) = delete;
   NcclComm & operator=(const NcclComm &) = delete;
@@ -146,6 +153,29 @@ class NcclComm final : public Comm {
     return std::make_unique<NcclComm>(host_->split(color, key), device_);
   }
   Comm * wrapped() override { return host_.get(); }
+  // Asked from any thread (the watchdog's monitor): that thread's current device is set first, or its first CUDA
+  // call would make a context on device 0 (every rank's, on a multi-GPU node). NCCL reports a lost peer or network
+  // as an async error.
+  QueueProbe queue_probe() override {
+    if (comm_ == nullptr) return {};  // a group of one queues nothing
+    return [this] {
+      QueueState state;
+      const cudaError_t selected = cudaSetDevice(ordinal_);
+      const cudaError_t counted = selected == cudaSuccess ? count_finished() : selected;
+      {
+        const std::lock_guard<std::mutex> lock(finishing_mutex_);
+        state.queued = queued_;
+        state.finished = finished_;
+      }
+      if (counted != cudaSuccess)
+        state.error = std::string("CUDA: ") + cudaGetErrorString(counted) +
+                      " (asking whether the NCCL collectives on " + device_.name() + " have finished)";
+      ncclResult_t async = ncclSuccess;
+      if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess)
+        state.error = std::string("NCCL: ") + ncclGetErrorString(async) + " (" + ncclGetLastError(comm_) + ")";
+      return state;
+    };
+  }
 
  private:
   static size_t count(const TensorView & view) { return static_cast<size_t>(view.numel()); }
@@ -200,14 +230,49 @@ class NcclComm final : public Comm {
                  ncclGetErrorString(result), " (", ncclGetLastError(comm_), ")");
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(collective_done_, comm_stream_));
     if (caller_waits) KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(caller, collective_done_, 0));
+    // This collective's own event, for the probe; those that have finished are recycled first, so that the events
+    // in flight stay few whether or not a watchdog asks (a CUDA error it meets shows at the next checked call).
+    (void)count_finished();
+    const std::lock_guard<std::mutex> lock(finishing_mutex_);
+    cudaEvent_t finishing = nullptr;
+    if (spare_events_.empty()) {
+      KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&finishing, cudaEventDisableTiming));
+    } else {
+      finishing = spare_events_.back();
+      spare_events_.pop_back();
+    }
+    unfinished_.push_back(finishing);
+    ++queued_;
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(finishing, comm_stream_));
+  }
+
+  // Counts the collectives that have finished: their events answered in queue order, oldest first, up to the first
+  // that has not. cudaSuccess, or the error an event answered (a fault on the device).
+  cudaError_t count_finished() {
+    const std::lock_guard<std::mutex> lock(finishing_mutex_);
+    while (!unfinished_.empty()) {
+      const cudaError_t query = cudaEventQuery(unfinished_.front());
+      if (query == cudaErrorNotReady) return cudaSuccess;
+      if (query != cudaSuccess) return query;
+      spare_events_.push_back(unfinished_.front());
+      unfinished_.pop_front();
+      ++finished_;
+    }
+    return cudaSuccess;
   }
 
   std::unique_ptr<Comm> host_;
   Device & device_;
   std::unique_ptr<Stream> stream_;   // the communicator's own stream (a Stream of `device_`)
   cudaStream_t comm_stream_ = nullptr;  // its native handle
+  int ordinal_ = 0;                  // the CUDA device of `device_`
   ncclComm_t comm_ = nullptr;        // null in a group of one
   cudaEvent_t caller_ready_ = nullptr, collective_done_ = nullptr;  // reused: a wait takes the latest record
+  // Each queued collective's event until it has finished, oldest first, and the counts (queue_probe's answer).
+  std::mutex finishing_mutex_;
+  std::deque<cudaEvent_t> unfinished_;
+  std::vector<cudaEvent_t> spare_events_;
+  int64_t queued_ = 0, finished_ = 0;
 };
 
 }  // namespace

@@ -168,6 +168,17 @@ const char * ncclGetLastError(ncclComm_t comm) {
   return comm != nullptr ? comm->last_error.c_str() : library_error().c_str();
 }
 
+// Nothing is ever outstanding, so nothing fails behind the caller's back, unless a test says so (refuse_call).
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t * async_error) {
+  if (comm == nullptr || async_error == nullptr) return ncclInvalidArgument;
+  *async_error = ncclSuccess;
+  if (kosmos_emulation::call_refused("ncclCommGetAsyncError")) {
+    *async_error = ncclSystemError;
+    comm->last_error = "the emulated transport was told to fail (refuse_call)";
+  }
+  return ncclSuccess;
+}
+
 ncclResult_t ncclGetUniqueId(ncclUniqueId * id) {
   static uint32_t nonce = 0;
   IdContents contents{kIdMagic, 0, nonce++};

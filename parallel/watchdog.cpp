@@ -10,6 +10,7 @@
 #include <iomanip>
 #include <map>
 #include <sstream>
+#include <utility>
 
 #include "backends/error.h"
 
@@ -71,6 +72,62 @@ void Watchdog::end(int64_t sequence) {
     }
 }
 
+int64_t Watchdog::add_queue(QueueProbe probe) {
+  if (!thread_.joinable()) return 0;  // no monitor (--watchdog-timeout 0): nobody would ever close the calls
+  std::lock_guard<std::mutex> lock(queues_mutex_);
+  queues_[next_queue_].probe = std::move(probe);
+  return next_queue_++;
+}
+
+void Watchdog::end_queued(int64_t sequence, int64_t queue, int64_t queued_through) {
+  Record queued;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto found =
+        std::find_if(records_.begin(), records_.end(), [&](const Record & r) { return r.sequence == sequence; });
+    if (found == records_.end()) return;
+    found->queued = true;
+    found->queued_through = queued_through;
+    found->end = std::chrono::steady_clock::now();
+    queued = *found;
+  }
+  std::lock_guard<std::mutex> lock(queues_mutex_);
+  const auto found = queues_.find(queue);
+  if (found != queues_.end()) found->second.open.push_back(queued);
+}
+
+void Watchdog::remove_queue(int64_t queue) {
+  std::lock_guard<std::mutex> lock(queues_mutex_);
+  const auto found = queues_.find(queue);
+  if (found == queues_.end()) return;
+  for (const Record & record : found->second.open) mark_done(record.sequence);
+  queues_.erase(found);
+}
+
+void Watchdog::mark_done(int64_t sequence) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (Record & record : records_)
+    if (record.sequence == sequence) record.done = true;
+}
+
+// Each queue with open calls: its probe asked, the calls whose collectives have all finished closed; the oldest still
+// open past the limit, or an error the transport reports, ends the job.
+void Watchdog::check_queues() {
+  std::lock_guard<std::mutex> lock(queues_mutex_);
+  for (auto & [id, queue] : queues_) {
+    if (queue.open.empty()) continue;
+    const QueueState state = queue.probe();
+    if (!state.error.empty()) report_and_exit(queue.open.front(), state.error);
+    while (!queue.open.empty() && queue.open.front().queued_through <= state.finished) {
+      mark_done(queue.open.front().sequence);
+      queue.open.pop_front();
+    }
+    if (!queue.open.empty() &&
+        seconds_between(queue.open.front().start, std::chrono::steady_clock::now()) > options_.timeout_seconds)
+      report_and_exit(queue.open.front());
+  }
+}
+
 std::string Watchdog::describe(const Record & r, std::chrono::steady_clock::time_point now) const {
   std::ostringstream out;
   out << r.op << " #" << r.call_in_group << " on " << r.group;
@@ -78,6 +135,7 @@ std::string Watchdog::describe(const Record & r, std::chrono::steady_clock::time
   out << " (" << r.bytes << " bytes), " << std::fixed << std::setprecision(3);
   if (r.done) out << "took " << seconds_between(r.start, r.end) << " s";
   else out << "in it for " << seconds_between(r.start, now) << " s";
+  if (r.queued && !r.done) out << " (queued on the device, not finished)";
   return out.str();
 }
 
@@ -120,6 +178,7 @@ void Watchdog::monitor() {
     wake_.wait_for(lock, kPublishEvery, [this] { return stopping_.load(); });
     if (stopping_.load()) break;
     publish_status();
+    check_queues();
     Record stuck;
     bool found = false;
     {
@@ -136,13 +195,17 @@ void Watchdog::monitor() {
   }
 }
 
-void Watchdog::report_and_exit(const Record & stuck) {
+void Watchdog::report_and_exit(const Record & stuck, const std::string & transport_error) {
   const auto now = std::chrono::steady_clock::now();
   std::ostringstream out;
   const std::string prefix = "[rank " + std::to_string(options_.world_rank) + "] watchdog: ";
-  out << prefix << describe(stuck, now) << ", over the limit of " << options_.timeout_seconds
-      << " s (--watchdog-timeout); this rank's last calls:\n"
-      << recent_calls();
+  if (transport_error.empty())
+    out << prefix << describe(stuck, now) << ", over the limit of " << options_.timeout_seconds
+        << " s (--watchdog-timeout); this rank's last calls:\n";
+  else
+    out << prefix << describe(stuck, now) << ": the transport reports an error, so it will never finish: "
+        << transport_error << "; this rank's last calls:\n";
+  out << recent_calls();
   // What every rank said last (their status files): which are inside a call, which are behind.
   out << prefix << "what every rank is doing (" << options_.status_dir << "):\n";
   std::vector<int> holding_up;  // ranks between calls (or stalled by the test hook) while others wait in one
@@ -173,27 +236,36 @@ void Watchdog::report_and_exit(const Record & stuck) {
 namespace {
 
 // Records each call of `inner` with the watchdog; the test hook's stall happens inside the call, after it is recorded.
+// Where `inner` queues its collectives on a device (Comm::queue_probe), each stays open until its work has finished.
 class WatchedComm final : public Comm {
  public:
   WatchedComm(std::unique_ptr<Comm> inner, Watchdog & watchdog, std::string group)
-      : inner_(std::move(inner)), watchdog_(watchdog), group_(std::move(group)) {}
+      : inner_(std::move(inner)), watchdog_(watchdog), group_(std::move(group)) {
+    probe_ = inner_->queue_probe();
+    if (probe_) queue_ = watchdog_.add_queue(probe_);
+  }
+  ~WatchedComm() override {
+    if (queue_ != 0) watchdog_.remove_queue(queue_);
+  }
+  WatchedComm(const WatchedComm &) = delete;
+  WatchedComm & operator=(const WatchedComm &) = delete;
 
   int size() const override { return inner_->size(); }
   int rank() const override { return inner_->rank(); }
   void all_reduce(TensorView data, ReduceOp op, Stream & stream) override {
-    watched("all_reduce", -1, bytes(data), [&] { inner_->all_reduce(data, op, stream); });
+    collective("all_reduce", -1, bytes(data), [&] { inner_->all_reduce(data, op, stream); });
   }
   void all_gather(TensorView out, TensorView in, Stream & stream) override {
-    watched("all_gather", -1, bytes(out), [&] { inner_->all_gather(out, in, stream); });
+    collective("all_gather", -1, bytes(out), [&] { inner_->all_gather(out, in, stream); });
   }
   void reduce_scatter(TensorView out, TensorView in, ReduceOp op, Stream & stream) override {
-    watched("reduce_scatter", -1, bytes(in), [&] { inner_->reduce_scatter(out, in, op, stream); });
+    collective("reduce_scatter", -1, bytes(in), [&] { inner_->reduce_scatter(out, in, op, stream); });
   }
   void reduce(TensorView data, int root, ReduceOp op, Stream & stream) override {
-    watched("reduce", root, bytes(data), [&] { inner_->reduce(data, root, op, stream); });
+    collective("reduce", root, bytes(data), [&] { inner_->reduce(data, root, op, stream); });
   }
   void broadcast(TensorView data, int root, Stream & stream) override {
-    watched("broadcast", root, bytes(data), [&] { inner_->broadcast(data, root, stream); });
+    collective("broadcast", root, bytes(data), [&] { inner_->broadcast(data, root, stream); });
   }
   void send(TensorView data, int peer, Stream & stream, int tag) override {
     watched("send", peer, bytes(data), [&] { inner_->send(data, peer, stream, tag); });
@@ -208,10 +280,10 @@ class WatchedComm final : public Comm {
   }
   void wait_sends() override { watched("wait_sends", -1, 0, [&] { inner_->wait_sends(); }); }
   void all_reduce_async(TensorView data, ReduceOp op, Stream & stream) override {
-    watched("all_reduce_async", -1, bytes(data), [&] { inner_->all_reduce_async(data, op, stream); });
+    collective("all_reduce_async", -1, bytes(data), [&] { inner_->all_reduce_async(data, op, stream); });
   }
   void reduce_async(TensorView data, int root, ReduceOp op, Stream & stream) override {
-    watched("reduce_async", root, bytes(data), [&] { inner_->reduce_async(data, root, op, stream); });
+    collective("reduce_async", root, bytes(data), [&] { inner_->reduce_async(data, root, op, stream); });
   }
   bool reduces_asynchronously() const override { return inner_->reduces_asynchronously(); }
   void progress() override { inner_->progress(); }
@@ -230,8 +302,9 @@ class WatchedComm final : public Comm {
   static int64_t bytes(const TensorView & view) {
     return view.present() ? view.numel() * static_cast<int64_t>(dtype_size(view.dtype)) : 0;
   }
+  // A call that is over when it returns (`queues`: false), or a collective whose work may still be queued then.
   template <typename Call>
-  void watched(const char * op, int peer, int64_t size, Call && call) {
+  void watched(const char * op, int peer, int64_t size, Call && call, bool queues = false) {
     const int64_t sequence = watchdog_.begin(op, group_, peer, size);
     const double stall = watchdog_.take_stall();
     if (stall > 0.0) {
@@ -240,12 +313,19 @@ class WatchedComm final : public Comm {
       watchdog_.mark_stalling(false);
     }
     call();
-    watchdog_.end(sequence);
+    if (queues && queue_ != 0) watchdog_.end_queued(sequence, queue_, probe_().queued);
+    else watchdog_.end(sequence);
+  }
+  template <typename Call>
+  void collective(const char * op, int peer, int64_t size, Call && call) {
+    watched(op, peer, size, std::forward<Call>(call), true);
   }
 
   std::unique_ptr<Comm> inner_;
   Watchdog & watchdog_;
   std::string group_;
+  QueueProbe probe_;   // inner_'s (Comm::queue_probe); empty: its calls finish before they return
+  int64_t queue_ = 0;  // the watchdog's id of that queue
 };
 
 }  // namespace

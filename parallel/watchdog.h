@@ -38,6 +38,13 @@ class Watchdog {
   // Bookkeeping of one call: begin() returns its sequence number, end() marks it complete.
   int64_t begin(const char * op, const std::string & group, int peer, int64_t bytes);
   void end(int64_t sequence);
+  // Queued device work (Comm::queue_probe). A communicator whose calls return once queued adds its probe; each such
+  // call ends with end_queued(), saying how many collectives the queue held after it, and stays open until the probe,
+  // asked every second, says that many have finished. A probe that reports an error ends the job at once, naming
+  // the oldest open call. add_queue returns 0, watching nothing, when the watchdog is off.
+  int64_t add_queue(QueueProbe probe);
+  void end_queued(int64_t sequence, int64_t queue, int64_t queued_through);
+  void remove_queue(int64_t queue);  // the communicator is going: its open calls no longer count
   // A test hook: the next call begun sleeps this long inside it, as a stalled rank would.
   void stall_next_call(double seconds) { stall_seconds_.store(seconds); }
   double take_stall() { return stall_seconds_.exchange(0.0); }
@@ -55,18 +62,30 @@ class Watchdog {
     int64_t bytes = 0;
     std::chrono::steady_clock::time_point start, end;
     bool done = false;
+    bool queued = false;  // returned (at `end`), its work still queued on the device
+    int64_t queued_through = 0;  // finished once the queue's first this many collectives have
+  };
+  struct Queue {
+    QueueProbe probe;
+    std::deque<Record> open;  // its calls not known to have finished, oldest first
   };
   void monitor();
+  void check_queues();
+  void mark_done(int64_t sequence);
   void publish_status() const;
   std::string status_path(int rank) const;
   std::string describe(const Record & record, std::chrono::steady_clock::time_point now) const;
-  [[noreturn]] void report_and_exit(const Record & stuck);
+  // `transport_error`: what a queue's probe reported, if that is why.
+  [[noreturn]] void report_and_exit(const Record & stuck, const std::string & transport_error = {});
 
   WatchdogOptions options_;
   mutable std::mutex mutex_;
   std::deque<Record> records_;  // the last kRecent calls
   int64_t next_sequence_ = 1;
   std::map<std::string, int64_t> calls_per_group_;
+  std::mutex queues_mutex_;  // taken before mutex_ where both are held
+  std::map<int64_t, Queue> queues_;
+  int64_t next_queue_ = 1;
   std::atomic<double> stall_seconds_{0.0};
   std::atomic<bool> stalling_{false};
   std::atomic<bool> stopping_{false};

@@ -181,6 +181,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t * event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
+cudaError_t cudaEventQuery(cudaEvent_t event);  // as cudaStreamQuery: all work runs as it is queued
 cudaError_t cudaGetLastError();
 const char * cudaGetErrorString(cudaError_t status);
 
@@ -231,8 +232,9 @@ bool is_device_range(const void * pointer, size_t bytes);
 void record_failure(cudaError_t status, const std::string & message);
 // For tests: the call `symbol` answers "not supported" from now on: one of the driver's virtual memory calls
 // ("cuMemMap", ...; CUDA_ERROR_NOT_SUPPORTED), as a sandboxed GPU's may, or "cublasLtMatmul"
-// (CUBLAS_STATUS_NOT_SUPPORTED), as a library declining its own heuristic's algorithm would; or "cudaStreamQuery"
-// answers cudaErrorNotReady, as for a stream whose work waits (a collective whose peers have not come). An empty
+// (CUBLAS_STATUS_NOT_SUPPORTED), as a library declining its own heuristic's algorithm would; or "cudaStreamQuery" or
+// "cudaEventQuery" answers cudaErrorNotReady, as for work that waits (a collective whose peers have not come); or
+// "ncclCommGetAsyncError" reports ncclSystemError, as NCCL does for a peer or network lost mid-collective. An empty
 // symbol lifts the refusal. call_refused: whether `symbol` is the refused call.
 void refuse_call(const std::string & symbol);
 bool call_refused(const char * symbol);

@@ -243,6 +243,9 @@ cudaError_t cudaDeviceSynchronize() { return cudaStreamSynchronize(nullptr); }  
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
   return kosmos_emulation::call_refused("cudaStreamQuery") ? cudaErrorNotReady : cudaStreamSynchronize(stream);
 }
+cudaError_t cudaEventQuery(cudaEvent_t) {
+  return kosmos_emulation::call_refused("cudaEventQuery") ? cudaErrorNotReady : cudaStreamSynchronize(nullptr);
+}
 cudaError_t cudaGetLastError() {
   const std::lock_guard<std::mutex> lock(state().mutex);
   const cudaError_t failure = state().failure;

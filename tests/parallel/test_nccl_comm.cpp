@@ -8,11 +8,16 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <thread>
+
 #include "backends/dtype.h"
 #include "backends/error.h"
 #include "backends/registry.h"
 #include "parallel/comm_nccl.h"
 #include "parallel/comm_staged.h"
+#ifdef KOSMOS_USE_EMULATED_NCCL
+#include "backends/emulated/cuda_surface.h"  // refuse_call
+#endif
 
 namespace kosmos::parallel {
 namespace {
@@ -180,6 +185,50 @@ TEST_P(NcclComm, HostBuffersPointToPointAndSplits) {
   half->all_reduce(ones, ReduceOp::kSum, *f.stream);
   EXPECT_EQ(f.read(ones), (std::vector<float>{static_cast<float>(r % 2 == 0 ? (n + 1) / 2 : n / 2)}));
   f.world->barrier();
+}
+
+// The watchdog's question (Comm::queue_probe), asked from another thread as its monitor does: how many of the
+// collectives queued so far have finished; on the emulated GPU also the answers for work that waits and for a failed
+// transport.
+TEST_P(NcclComm, ProbeSaysWhetherQueuedCollectivesFinished) {
+  Fixture f(GetParam());
+  if (!f.gpu) GTEST_SKIP() << f.why;
+  const QueueProbe probe = f.world->queue_probe();
+  if (f.world->size() == 1) {  // a group of one queues nothing
+    EXPECT_FALSE(static_cast<bool>(probe));
+    return;
+  }
+  ASSERT_TRUE(static_cast<bool>(probe));
+  const auto ask = [&probe] {
+    QueueState state;
+    std::thread([&] { state = probe(); }).join();
+    return state;
+  };
+  const TensorView sums = f.device_tensor({1.0f});
+  f.world->all_reduce(sums, ReduceOp::kSum, *f.stream);
+  EXPECT_EQ(f.read(sums), std::vector<float>{static_cast<float>(f.world->size())});  // waits for it
+  float scalar = 1.0f;  // host memory goes through MPI: no collective queued
+  f.world->all_reduce(make_view(&scalar, DType::kF32, {1}), ReduceOp::kSum, *f.stream);
+  QueueState state = ask();
+  EXPECT_EQ(state.queued, 1);
+  EXPECT_EQ(state.finished, 1);
+  EXPECT_EQ(state.error, "");
+#ifdef KOSMOS_USE_EMULATED_NCCL
+  if (GetParam() == "emulated") {
+    kosmos_emulation::refuse_call("cudaEventQuery");  // the next collective waits for its peers
+    f.world->all_reduce(sums, ReduceOp::kSum, *f.stream);
+    state = ask();
+    EXPECT_EQ(state.queued, 2);
+    EXPECT_EQ(state.finished, 1);
+    EXPECT_EQ(state.error, "");
+    kosmos_emulation::refuse_call("ncclCommGetAsyncError");  // NCCL has lost a peer or the network
+    state = ask();
+    EXPECT_EQ(state.finished, 2);
+    EXPECT_NE(state.error.find("NCCL: "), std::string::npos) << state.error;
+    EXPECT_NE(state.error.find("told to fail"), std::string::npos) << state.error;
+    kosmos_emulation::refuse_call("");
+  }
+#endif
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, NcclComm, ::testing::ValuesIn(nccl_backends()),
