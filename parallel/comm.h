@@ -3,7 +3,6 @@
 // stream it is ordered on. A group of one rank returns at once.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,14 +13,23 @@ namespace kosmos::parallel {
 
 enum class ReduceOp : uint8_t { kSum, kMax };
 
-// How far a communicator's device work has got (Comm::queue_probe): of the collectives it has queued so far, how
-// many have finished (they finish in queue order), and what the transport reports if it has failed (the rest then
-// never will).
+// How far a transport's queued collectives have got (DeviceQueue::finished_so_far): how many have finished (they
+// finish in queue order), and what the transport reports if it has failed (the rest then never will).
 struct QueueState {
-  int64_t queued = 0, finished = 0;
+  int64_t finished = 0;
   std::string error;
 };
-using QueueProbe = std::function<QueueState()>;
+
+// A transport's collectives that return once queued on a device and finish later (NCCL's): how the watchdog learns
+// how far they have got, where it would otherwise take a hung collective for done and let the host wait for ever.
+class DeviceQueue {
+ public:
+  virtual ~DeviceQueue() = default;
+  virtual int64_t queued() const = 0;  // collectives queued so far: a count, no device call
+  // Callable from any thread; it asks the device's driver, which a hung device may keep from answering, so the
+  // watchdog asks from a thread of its own.
+  virtual QueueState finished_so_far() = 0;
+};
 
 class Comm {
  public:
@@ -67,10 +75,9 @@ class Comm {
   virtual std::unique_ptr<Comm> split(int color, int key) = 0;
   // The communicator this one wraps (a staged one wraps MPI), or null: how mpi_handle() finds MPI underneath.
   virtual Comm * wrapped() { return nullptr; }
-  // For a transport whose collectives return once queued on a device and finish later (NCCL): a probe of how far
-  // they have got, callable from any thread (the watchdog's, which would otherwise take a hung collective for done
-  // and let the host wait on it for ever). Empty where every call finishes before it returns.
-  virtual QueueProbe queue_probe() { return {}; }
+  // Its collectives' device queue where they return once queued (NCCL), living as long as this communicator; null
+  // where every call finishes before it returns.
+  virtual DeviceQueue * device_queue() { return nullptr; }
 };
 
 // The world and its tp, dp and pp sub-communicators, made once (MPI_Comm_split) and passed by reference.

@@ -59,7 +59,7 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   KOSMOS_FAIL("NCCL: reduction ", static_cast<int>(op), " is not one of sum, max");
 }
 
-class NcclComm final : public Comm {
+class NcclComm final : public Comm, public DeviceQueue {
  public:
   NcclComm(std::unique_ptr<Comm> host, Device & device)
       : host_(std::move(host)), device_(device), stream_(device.create_stream()) {
@@ -153,28 +153,25 @@ class NcclComm final : public Comm {
     return std::make_unique<NcclComm>(host_->split(color, key), device_);
   }
   Comm * wrapped() override { return host_.get(); }
-  // Asked from any thread (the watchdog's monitor): that thread's current device is set first, or its first CUDA
-  // call would make a context on device 0 (every rank's, on a multi-GPU node). NCCL reports a lost peer or network
-  // as an async error.
-  QueueProbe queue_probe() override {
-    if (comm_ == nullptr) return {};  // a group of one queues nothing
-    return [this] {
-      QueueState state;
-      const cudaError_t selected = cudaSetDevice(ordinal_);
-      const cudaError_t counted = selected == cudaSuccess ? count_finished() : selected;
-      {
-        const std::lock_guard<std::mutex> lock(finishing_mutex_);
-        state.queued = queued_;
-        state.finished = finished_;
-      }
-      if (counted != cudaSuccess)
-        state.error = std::string("CUDA: ") + cudaGetErrorString(counted) +
-                      " (asking whether the NCCL collectives on " + device_.name() + " have finished)";
-      ncclResult_t async = ncclSuccess;
-      if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess)
-        state.error = std::string("NCCL: ") + ncclGetErrorString(async) + " (" + ncclGetLastError(comm_) + ")";
-      return state;
-    };
+  DeviceQueue * device_queue() override { return comm_ != nullptr ? this : nullptr; }  // a group of one queues none
+  int64_t queued() const override {
+    const std::lock_guard<std::mutex> lock(finishing_mutex_);
+    return queued_;
+  }
+  // From the watchdog's thread: its current device is set first, or its first CUDA call would make a context on
+  // device 0 (every rank's, on a multi-GPU node). A device fault stops the count without an error here: the next
+  // checked call of the main thread reports it with its place. NCCL reports a lost peer or network as an async error.
+  QueueState finished_so_far() override {
+    QueueState state;
+    {
+      const std::lock_guard<std::mutex> lock(finishing_mutex_);
+      if (cudaSetDevice(ordinal_) == cudaSuccess) count_finished();
+      state.finished = finished_;
+    }
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess)
+      state.error = std::string("NCCL: ") + ncclGetErrorString(async) + " (" + ncclGetLastError(comm_) + ")";
+    return state;
   }
 
  private:
@@ -228,12 +225,17 @@ class NcclComm final : public Comm {
     const ncclResult_t result = call(comm_stream_);
     KOSMOS_CHECK(result == ncclSuccess, "NCCL ", what, " over ", size(), " ranks on ", device_.name(), " failed: ",
                  ncclGetErrorString(result), " (", ncclGetLastError(comm_), ")");
+    track_finishing();
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(collective_done_, comm_stream_));
     if (caller_waits) KOSMOS_CUDA_RUNTIME_CHECK(cudaStreamWaitEvent(caller, collective_done_, 0));
-    // This collective's own event, for the probe; those that have finished are recycled first, so that the events
-    // in flight stay few whether or not a watchdog asks (a CUDA error it meets shows at the next checked call).
-    (void)count_finished();
+  }
+
+  // The collective just queued gets an event of its own (DeviceQueue), recorded before collective_done_, so that a
+  // wait on that one covers it too; events of finished ones are recycled first, so that the events in flight stay
+  // few whether or not a watchdog asks.
+  void track_finishing() {
     const std::lock_guard<std::mutex> lock(finishing_mutex_);
+    count_finished();
     cudaEvent_t finishing = nullptr;
     if (spare_events_.empty()) {
       KOSMOS_CUDA_RUNTIME_CHECK(cudaEventCreateWithFlags(&finishing, cudaEventDisableTiming));
@@ -241,24 +243,19 @@ class NcclComm final : public Comm {
       finishing = spare_events_.back();
       spare_events_.pop_back();
     }
+    KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(finishing, comm_stream_));
     unfinished_.push_back(finishing);
     ++queued_;
-    KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(finishing, comm_stream_));
   }
 
-  // Counts the collectives that have finished: their events answered in queue order, oldest first, up to the first
-  // that has not. cudaSuccess, or the error an event answered (a fault on the device).
-  cudaError_t count_finished() {
-    const std::lock_guard<std::mutex> lock(finishing_mutex_);
-    while (!unfinished_.empty()) {
-      const cudaError_t query = cudaEventQuery(unfinished_.front());
-      if (query == cudaErrorNotReady) return cudaSuccess;
-      if (query != cudaSuccess) return query;
+  // With finishing_mutex_ held: counts the collectives that have finished, their events asked in queue order up to
+  // the first that has not (or that answers an error: a device fault, for the main thread to report).
+  void count_finished() {
+    while (!unfinished_.empty() && cudaEventQuery(unfinished_.front()) == cudaSuccess) {
       spare_events_.push_back(unfinished_.front());
       unfinished_.pop_front();
       ++finished_;
     }
-    return cudaSuccess;
   }
 
   std::unique_ptr<Comm> host_;
@@ -268,8 +265,8 @@ class NcclComm final : public Comm {
   int ordinal_ = 0;                  // the CUDA device of `device_`
   ncclComm_t comm_ = nullptr;        // null in a group of one
   cudaEvent_t caller_ready_ = nullptr, collective_done_ = nullptr;  // reused: a wait takes the latest record
-  // Each queued collective's event until it has finished, oldest first, and the counts (queue_probe's answer).
-  std::mutex finishing_mutex_;
+  // Each queued collective's event until it has finished, oldest first, and the counts (the DeviceQueue's).
+  mutable std::mutex finishing_mutex_;
   std::deque<cudaEvent_t> unfinished_;
   std::vector<cudaEvent_t> spare_events_;
   int64_t queued_ = 0, finished_ = 0;

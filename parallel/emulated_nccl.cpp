@@ -165,17 +165,16 @@ const char * ncclGetErrorString(ncclResult_t result) {
 }
 
 const char * ncclGetLastError(ncclComm_t comm) {
+  if (comm != nullptr && kosmos_emulation::call_refused("ncclCommGetAsyncError"))
+    return "the emulated transport was told to fail (refuse_call)";
   return comm != nullptr ? comm->last_error.c_str() : library_error().c_str();
 }
 
-// Nothing is ever outstanding, so nothing fails behind the caller's back, unless a test says so (refuse_call).
+// Nothing is ever outstanding, so nothing fails behind the caller's back, unless a test says so (refuse_call; then
+// ncclGetLastError says that, without a write another thread could race).
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t * async_error) {
   if (comm == nullptr || async_error == nullptr) return ncclInvalidArgument;
-  *async_error = ncclSuccess;
-  if (kosmos_emulation::call_refused("ncclCommGetAsyncError")) {
-    *async_error = ncclSystemError;
-    comm->last_error = "the emulated transport was told to fail (refuse_call)";
-  }
+  *async_error = kosmos_emulation::call_refused("ncclCommGetAsyncError") ? ncclSystemError : ncclSuccess;
   return ncclSuccess;
 }
 

@@ -34,16 +34,20 @@ Watchdog::Watchdog(WatchdogOptions options) : options_(std::move(options)) {
   KOSMOS_CHECK(!error, "--watchdog-dir ", options_.status_dir, ": cannot create it (", error.message(),
                "); choose a writable folder");
   thread_ = std::thread([this] { monitor(); });
+  prober_thread_ = std::thread([this] { prober(); });
 }
 
 Watchdog::~Watchdog() {
   if (!thread_.joinable()) return;
   {
     std::lock_guard<std::mutex> lock(wake_mutex_);
+    std::lock_guard<std::mutex> prober_lock(prober_mutex_);
     stopping_.store(true);
   }
   wake_.notify_all();
+  prober_wake_.notify_all();
   thread_.join();
+  prober_thread_.join();
   std::error_code ignored;
   std::filesystem::remove(status_path(options_.world_rank), ignored);
 }
@@ -72,10 +76,10 @@ void Watchdog::end(int64_t sequence) {
     }
 }
 
-int64_t Watchdog::add_queue(QueueProbe probe) {
+int64_t Watchdog::add_queue(DeviceQueue & queue) {
   if (!thread_.joinable()) return 0;  // no monitor (--watchdog-timeout 0): nobody would ever close the calls
   std::lock_guard<std::mutex> lock(queues_mutex_);
-  queues_[next_queue_].probe = std::move(probe);
+  queues_[next_queue_].source = &queue;
   return next_queue_++;
 }
 
@@ -97,33 +101,83 @@ void Watchdog::end_queued(int64_t sequence, int64_t queue, int64_t queued_throug
 }
 
 void Watchdog::remove_queue(int64_t queue) {
-  std::lock_guard<std::mutex> lock(queues_mutex_);
+  std::unique_lock<std::mutex> lock(queues_mutex_);
   const auto found = queues_.find(queue);
   if (found == queues_.end()) return;
-  for (const Record & record : found->second.open) mark_done(record.sequence);
+  found->second.removing = true;  // asked no more; an asking under way still reads its queue
+  queue_answered_.wait(lock, [&] { return !found->second.asking; });
+  for (const Record & record : found->second.open) mark_done(record.sequence, std::chrono::steady_clock::now());
   queues_.erase(found);
 }
 
-void Watchdog::mark_done(int64_t sequence) {
+void Watchdog::mark_done(int64_t sequence, std::chrono::steady_clock::time_point finished_by) {
   std::lock_guard<std::mutex> lock(mutex_);
   for (Record & record : records_)
-    if (record.sequence == sequence) record.done = true;
+    if (record.sequence == sequence) {
+      record.done = true;
+      record.finished_by = finished_by;
+    }
 }
 
-// Each queue with open calls: its probe asked, the calls whose collectives have all finished closed; the oldest still
-// open past the limit, or an error the transport reports, ends the job.
+// The prober thread: once a second, each queue with open calls asked in turn, with no lock held while it answers (a
+// hung driver may keep it from answering: the monitor, which never asks, then sees the asking last and ends the job).
+void Watchdog::prober() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> wake(prober_mutex_);
+      if (prober_wake_.wait_for(wake, kPublishEvery, [this] { return stopping_.load(); })) return;
+    }
+    for (int64_t last = 0;;) {
+      DeviceQueue * source = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(queues_mutex_);
+        for (auto it = queues_.upper_bound(last); it != queues_.end() && source == nullptr; ++it) {
+          last = it->first;
+          Queue & queue = it->second;
+          if (queue.open.empty() || queue.removing) continue;
+          queue.asking = true;
+          queue.asking_since = std::chrono::steady_clock::now();
+          source = queue.source;
+        }
+      }
+      if (source == nullptr) break;
+      const auto asked = std::chrono::steady_clock::now();
+      const QueueState answer = source->finished_so_far();
+      {
+        std::lock_guard<std::mutex> lock(queues_mutex_);
+        Queue & queue = queues_.at(last);
+        queue.asking = false;
+        queue.answered = true;
+        queue.answer = answer;
+        queue.answer_asked = asked;
+      }
+      queue_answered_.notify_all();
+    }
+  }
+}
+
+// The monitor's look at the queues (it never asks one itself): calls the latest answers show finished are closed;
+// the job ends for an asking that has not returned within the limit, an error the transport reports, or a call still
+// open in an answer asked for more than the limit after the call began.
 void Watchdog::check_queues() {
   std::lock_guard<std::mutex> lock(queues_mutex_);
+  const auto now = std::chrono::steady_clock::now();
   for (auto & [id, queue] : queues_) {
     if (queue.open.empty()) continue;
-    const QueueState state = queue.probe();
-    if (!state.error.empty()) report_and_exit(queue.open.front(), state.error);
-    while (!queue.open.empty() && queue.open.front().queued_through <= state.finished) {
-      mark_done(queue.open.front().sequence);
+    if (queue.asking && seconds_between(queue.asking_since, now) > options_.timeout_seconds) {
+      std::ostringstream cause;
+      cause << std::fixed << std::setprecision(3) << "the device does not answer: asking it whether its collectives "
+            << "have finished has not returned in " << seconds_between(queue.asking_since, now) << " s";
+      report_and_exit(queue.open.front(), cause.str());
+    }
+    if (!queue.answered) continue;
+    if (!queue.answer.error.empty()) report_and_exit(queue.open.front(), queue.answer.error);
+    while (!queue.open.empty() && queue.open.front().queued_through <= queue.answer.finished) {
+      mark_done(queue.open.front().sequence, queue.answer_asked);
       queue.open.pop_front();
     }
     if (!queue.open.empty() &&
-        seconds_between(queue.open.front().start, std::chrono::steady_clock::now()) > options_.timeout_seconds)
+        seconds_between(queue.open.front().start, queue.answer_asked) > options_.timeout_seconds)
       report_and_exit(queue.open.front());
   }
 }
@@ -133,7 +187,10 @@ std::string Watchdog::describe(const Record & r, std::chrono::steady_clock::time
   out << r.op << " #" << r.call_in_group << " on " << r.group;
   if (r.peer >= 0) out << " with peer " << r.peer;
   out << " (" << r.bytes << " bytes), " << std::fixed << std::setprecision(3);
-  if (r.done) out << "took " << seconds_between(r.start, r.end) << " s";
+  if (r.queued && r.done)
+    out << "queued in " << seconds_between(r.start, r.end) << " s, finished on the device within "
+        << seconds_between(r.start, r.finished_by) << " s";
+  else if (r.done) out << "took " << seconds_between(r.start, r.end) << " s";
   else out << "in it for " << seconds_between(r.start, now) << " s";
   if (r.queued && !r.done) out << " (queued on the device, not finished)";
   return out.str();
@@ -185,7 +242,7 @@ void Watchdog::monitor() {
       std::lock_guard<std::mutex> records_lock(mutex_);
       const auto now = std::chrono::steady_clock::now();
       for (const Record & record : records_)
-        if (!record.done && seconds_between(record.start, now) > options_.timeout_seconds) {
+        if (!record.done && !record.queued && seconds_between(record.start, now) > options_.timeout_seconds) {
           stuck = record;
           found = true;
           break;
@@ -195,16 +252,15 @@ void Watchdog::monitor() {
   }
 }
 
-void Watchdog::report_and_exit(const Record & stuck, const std::string & transport_error) {
+void Watchdog::report_and_exit(const Record & stuck, const std::string & cause) {
   const auto now = std::chrono::steady_clock::now();
   std::ostringstream out;
   const std::string prefix = "[rank " + std::to_string(options_.world_rank) + "] watchdog: ";
-  if (transport_error.empty())
+  if (cause.empty())
     out << prefix << describe(stuck, now) << ", over the limit of " << options_.timeout_seconds
         << " s (--watchdog-timeout); this rank's last calls:\n";
   else
-    out << prefix << describe(stuck, now) << ": the transport reports an error, so it will never finish: "
-        << transport_error << "; this rank's last calls:\n";
+    out << prefix << describe(stuck, now) << ", and it will never finish: " << cause << "; this rank's last calls:\n";
   out << recent_calls();
   // What every rank said last (their status files): which are inside a call, which are behind.
   out << prefix << "what every rank is doing (" << options_.status_dir << "):\n";
@@ -236,16 +292,17 @@ void Watchdog::report_and_exit(const Record & stuck, const std::string & transpo
 namespace {
 
 // Records each call of `inner` with the watchdog; the test hook's stall happens inside the call, after it is recorded.
-// Where `inner` queues its collectives on a device (Comm::queue_probe), each stays open until its work has finished.
+// Where `inner` queues its collectives on a device (Comm::device_queue), each stays open until its work has finished.
 class WatchedComm final : public Comm {
  public:
   WatchedComm(std::unique_ptr<Comm> inner, Watchdog & watchdog, std::string group)
-      : inner_(std::move(inner)), watchdog_(watchdog), group_(std::move(group)) {
-    probe_ = inner_->queue_probe();
-    if (probe_) queue_ = watchdog_.add_queue(probe_);
+      : inner_(std::move(inner)), watchdog_(watchdog), group_(std::move(group)), device_queue_(inner_->device_queue()) {
+    if (device_queue_ != nullptr) queue_ = watchdog_.add_queue(*device_queue_);
   }
+  // Ending an NCCL communicator waits for its queued collectives: a hung one keeps this call open.
   ~WatchedComm() override {
     if (queue_ != 0) watchdog_.remove_queue(queue_);
+    watched("destroy", -1, 0, [&] { inner_.reset(); });
   }
   WatchedComm(const WatchedComm &) = delete;
   WatchedComm & operator=(const WatchedComm &) = delete;
@@ -313,7 +370,7 @@ class WatchedComm final : public Comm {
       watchdog_.mark_stalling(false);
     }
     call();
-    if (queues && queue_ != 0) watchdog_.end_queued(sequence, queue_, probe_().queued);
+    if (queues && queue_ != 0) watchdog_.end_queued(sequence, queue_, device_queue_->queued());
     else watchdog_.end(sequence);
   }
   template <typename Call>
@@ -324,8 +381,8 @@ class WatchedComm final : public Comm {
   std::unique_ptr<Comm> inner_;
   Watchdog & watchdog_;
   std::string group_;
-  QueueProbe probe_;   // inner_'s (Comm::queue_probe); empty: its calls finish before they return
-  int64_t queue_ = 0;  // the watchdog's id of that queue
+  DeviceQueue * device_queue_;  // inner_'s (Comm::device_queue); null: its calls finish before they return
+  int64_t queue_ = 0;           // the watchdog's id of it
 };
 
 }  // namespace

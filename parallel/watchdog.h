@@ -38,11 +38,13 @@ class Watchdog {
   // Bookkeeping of one call: begin() returns its sequence number, end() marks it complete.
   int64_t begin(const char * op, const std::string & group, int peer, int64_t bytes);
   void end(int64_t sequence);
-  // Queued device work (Comm::queue_probe). A communicator whose calls return once queued adds its probe; each such
-  // call ends with end_queued(), saying how many collectives the queue held after it, and stays open until the probe,
-  // asked every second, says that many have finished. A probe that reports an error ends the job at once, naming
-  // the oldest open call. add_queue returns 0, watching nothing, when the watchdog is off.
-  int64_t add_queue(QueueProbe probe);
+  // Queued device work (Comm::device_queue). A communicator whose collectives return once queued adds its queue;
+  // each such call ends with end_queued(), saying how many collectives the queue held after it, and stays open until
+  // the queue says that many have finished. A prober thread asks each queue with open calls once a second; the
+  // monitor ends the job when an answer asked more than the limit after a call began still has it open, when the
+  // transport reports an error, or when the asking itself has not returned within the limit (a hung driver).
+  // add_queue returns 0, watching nothing, when the watchdog is off; remove_queue waits for an asking under way.
+  int64_t add_queue(DeviceQueue & queue);
   void end_queued(int64_t sequence, int64_t queue, int64_t queued_through);
   void remove_queue(int64_t queue);  // the communicator is going: its open calls no longer count
   // A test hook: the next call begun sleeps this long inside it, as a stalled rank would.
@@ -64,19 +66,26 @@ class Watchdog {
     bool done = false;
     bool queued = false;  // returned (at `end`), its work still queued on the device
     int64_t queued_through = 0;  // finished once the queue's first this many collectives have
+    std::chrono::steady_clock::time_point finished_by;  // a queued one: when the queue was seen past it
   };
   struct Queue {
-    QueueProbe probe;
+    DeviceQueue * source = nullptr;
     std::deque<Record> open;  // its calls not known to have finished, oldest first
+    bool asking = false, removing = false;
+    std::chrono::steady_clock::time_point asking_since;
+    bool answered = false;  // the latest answer, and when it was asked for
+    QueueState answer;
+    std::chrono::steady_clock::time_point answer_asked;
   };
   void monitor();
+  void prober();
   void check_queues();
-  void mark_done(int64_t sequence);
+  void mark_done(int64_t sequence, std::chrono::steady_clock::time_point finished_by);
   void publish_status() const;
   std::string status_path(int rank) const;
   std::string describe(const Record & record, std::chrono::steady_clock::time_point now) const;
-  // `transport_error`: what a queue's probe reported, if that is why.
-  [[noreturn]] void report_and_exit(const Record & stuck, const std::string & transport_error = {});
+  // `cause`: why the call will never finish (a transport error, a device that does not answer), where that is known.
+  [[noreturn]] void report_and_exit(const Record & stuck, const std::string & cause = {});
 
   WatchdogOptions options_;
   mutable std::mutex mutex_;
@@ -84,6 +93,7 @@ class Watchdog {
   int64_t next_sequence_ = 1;
   std::map<std::string, int64_t> calls_per_group_;
   std::mutex queues_mutex_;  // taken before mutex_ where both are held
+  std::condition_variable queue_answered_;  // an asking has returned
   std::map<int64_t, Queue> queues_;
   int64_t next_queue_ = 1;
   std::atomic<double> stall_seconds_{0.0};
@@ -92,6 +102,9 @@ class Watchdog {
   std::condition_variable wake_;
   std::mutex wake_mutex_;
   std::thread thread_;
+  std::condition_variable prober_wake_;
+  std::mutex prober_mutex_;
+  std::thread prober_thread_;
 };
 
 // `inner` with every call recorded by `watchdog` (which must outlive it and its splits); `group` names its ranks

@@ -187,21 +187,21 @@ TEST_P(NcclComm, HostBuffersPointToPointAndSplits) {
   f.world->barrier();
 }
 
-// The watchdog's question (Comm::queue_probe), asked from another thread as its monitor does: how many of the
+// The watchdog's question (Comm::device_queue), asked from another thread as its prober does: how many of the
 // collectives queued so far have finished; on the emulated GPU also the answers for work that waits and for a failed
 // transport.
-TEST_P(NcclComm, ProbeSaysWhetherQueuedCollectivesFinished) {
+TEST_P(NcclComm, DeviceQueueSaysHowManyCollectivesFinished) {
   Fixture f(GetParam());
   if (!f.gpu) GTEST_SKIP() << f.why;
-  const QueueProbe probe = f.world->queue_probe();
+  DeviceQueue * queue = f.world->device_queue();
   if (f.world->size() == 1) {  // a group of one queues nothing
-    EXPECT_FALSE(static_cast<bool>(probe));
+    EXPECT_EQ(queue, nullptr);
     return;
   }
-  ASSERT_TRUE(static_cast<bool>(probe));
-  const auto ask = [&probe] {
+  ASSERT_NE(queue, nullptr);
+  const auto ask = [queue] {
     QueueState state;
-    std::thread([&] { state = probe(); }).join();
+    std::thread([&] { state = queue->finished_so_far(); }).join();
     return state;
   };
   const TensorView sums = f.device_tensor({1.0f});
@@ -209,16 +209,16 @@ TEST_P(NcclComm, ProbeSaysWhetherQueuedCollectivesFinished) {
   EXPECT_EQ(f.read(sums), std::vector<float>{static_cast<float>(f.world->size())});  // waits for it
   float scalar = 1.0f;  // host memory goes through MPI: no collective queued
   f.world->all_reduce(make_view(&scalar, DType::kF32, {1}), ReduceOp::kSum, *f.stream);
+  EXPECT_EQ(queue->queued(), 1);
   QueueState state = ask();
-  EXPECT_EQ(state.queued, 1);
   EXPECT_EQ(state.finished, 1);
   EXPECT_EQ(state.error, "");
 #ifdef KOSMOS_USE_EMULATED_NCCL
   if (GetParam() == "emulated") {
     kosmos_emulation::refuse_call("cudaEventQuery");  // the next collective waits for its peers
     f.world->all_reduce(sums, ReduceOp::kSum, *f.stream);
+    EXPECT_EQ(queue->queued(), 2);
     state = ask();
-    EXPECT_EQ(state.queued, 2);
     EXPECT_EQ(state.finished, 1);
     EXPECT_EQ(state.error, "");
     kosmos_emulation::refuse_call("ncclCommGetAsyncError");  // NCCL has lost a peer or the network

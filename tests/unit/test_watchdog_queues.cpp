@@ -1,12 +1,13 @@
 // test_watchdog_queues.cpp: the watchdog over a communicator whose collectives return once queued on a device and
-// finish later (Comm::queue_probe, NCCL's way), through a stand-in transport whose probe answers what the test says:
-// such a call stays open after it returns until the probe says its own collective has finished (not the ones queued
-// after it); work that never finishes ends the process past the limit, naming the call; a transport error ends it at
-// once. (The NcclComm tests check NCCL's
-// own probe on the emulated GPU; tests/check_watchdog.sh the stalled host call over MPI.)
+// finish later (Comm::device_queue, NCCL's way), through a stand-in transport whose queue answers what the test
+// says: such a call stays open after it returns until the queue says its own collective has finished (not only the
+// ones before it); work that never finishes ends the process past the limit, naming the call; so does a device that
+// does not answer the asking; a transport error ends it at once. (The NcclComm tests check NCCL's own queue on the
+// emulated GPU; tests/check_watchdog.sh a stalled host call over MPI.)
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -17,23 +18,41 @@
 namespace kosmos::parallel {
 namespace {
 
-// The stand-in's queue: its collectives count as queued; the test says how many have finished, or that it failed.
-// Read by the watchdog's thread.
-struct StandInQueue {
-  std::mutex mutex;
-  QueueState state;
+// The stand-in's device queue: its collectives count as queued; the test says how many have finished, that the
+// transport failed, or that asking hangs (a hung driver). Asked from the watchdog's prober thread.
+class StandInQueue final : public DeviceQueue {
+ public:
   void queue_one() {
-    std::lock_guard<std::mutex> lock(mutex);
-    ++state.queued;
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++queued_;
   }
   void finish(int64_t count, const std::string & error = "") {
-    std::lock_guard<std::mutex> lock(mutex);
-    state.finished = count;
-    state.error = error;
+    std::lock_guard<std::mutex> lock(mutex_);
+    state_ = {count, error};
   }
+  void hang() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    hung_ = true;
+  }
+  int64_t queued() const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return queued_;
+  }
+  QueueState finished_so_far() override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (hung_) never_.wait(lock, [] { return false; });
+    return state_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable never_;
+  int64_t queued_ = 0;
+  QueueState state_;
+  bool hung_ = false;
 };
 
-// A group of one whose collectives return at once, leaving their work queued (as far as its probe says).
+// A group of one whose collectives return at once, leaving their work in `queue` (as far as it says).
 class QueuedComm final : public Comm {
  public:
   explicit QueuedComm(StandInQueue & queue) : queue_(queue) {}
@@ -52,12 +71,7 @@ class QueuedComm final : public Comm {
   void wait_sends() override {}
   void barrier() override {}
   std::unique_ptr<Comm> split(int, int) override { return std::make_unique<QueuedComm>(queue_); }
-  QueueProbe queue_probe() override {
-    return [this] {
-      std::lock_guard<std::mutex> lock(queue_.mutex);
-      return queue_.state;
-    };
-  }
+  DeviceQueue * device_queue() override { return &queue_; }
 
  private:
   StandInQueue & queue_;
@@ -99,13 +113,14 @@ TEST(WatchdogQueues, CallStaysOpenUntilItsCollectiveHasFinished) {
     EXPECT_NE(both_open.find("broadcast #2 on world with peer 0 (4 bytes), in it for"), std::string::npos) << both_open;
     EXPECT_NE(both_open.find("(queued on the device, not finished)"), std::string::npos) << both_open;
     queue.finish(1);  // the all-reduce's collective, not the broadcast's
-    EXPECT_TRUE(recent_calls_come_to_hold(watchdog, "all_reduce #1 on world (4 bytes), took "))
+    EXPECT_TRUE(recent_calls_come_to_hold(watchdog, "all_reduce #1 on world (4 bytes), queued in "))
         << watchdog.recent_calls();
     EXPECT_NE(watchdog.recent_calls().find("broadcast #2 on world with peer 0 (4 bytes), in it for"),
               std::string::npos) << watchdog.recent_calls();
     queue.finish(2);
-    EXPECT_TRUE(recent_calls_come_to_hold(watchdog, "broadcast #2 on world with peer 0 (4 bytes), took "))
+    EXPECT_TRUE(recent_calls_come_to_hold(watchdog, "broadcast #2 on world with peer 0 (4 bytes), queued in "))
         << watchdog.recent_calls();
+    EXPECT_NE(watchdog.recent_calls().find(" s, finished on the device within "), std::string::npos);
     // A barrier (the group's third call) finishes before it returns: never queued.
     world->barrier();
     EXPECT_NE(watchdog.recent_calls().find("barrier #3 on world (0 bytes), took "), std::string::npos);
@@ -126,34 +141,41 @@ TEST(WatchdogQueues, AGoingCommunicatorsOpenCallsNoLongerCount) {
   EXPECT_EQ(watchdog.recent_calls().find("not finished"), std::string::npos) << watchdog.recent_calls();
 }
 
-// In a child process: a watched all_reduce whose work never finishes (or fails), then `wait_seconds` of sleep and a
-// clean exit, which the watchdog must pre-empt.
-void queue_that_never_finishes(double limit, const std::string & error, int wait_seconds) {
+// In a child process: a watched all_reduce whose work never finishes (with the transport's `error`, or with the
+// asking hung), then 30 s of sleep and a clean exit, which the watchdog must pre-empt.
+void queue_that_never_finishes(double limit, const std::string & error, bool asking_hangs) {
   StandInQueue queue;
   queue.finish(0, error);
-  Watchdog watchdog(options_with_limit(limit, error.empty() ? "hung" : "failed"));
+  if (asking_hangs) queue.hang();
+  Watchdog watchdog(options_with_limit(limit, "never"));
   const std::unique_ptr<Comm> world = watched_comm(std::make_unique<QueuedComm>(queue), watchdog);
   NoStream stream;
   float value = 1.0f;
   world->all_reduce(make_view(&value, DType::kF32, {1}), ReduceOp::kSum, stream);
-  std::this_thread::sleep_for(std::chrono::seconds(wait_seconds));
+  std::this_thread::sleep_for(std::chrono::seconds(30));
   std::exit(0);
 }
 
 TEST(WatchdogQueuesDeathTest, WorkNeverFinishedEndsTheJobPastTheLimit) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(queue_that_never_finishes(1.0, "", 30), ::testing::ExitedWithCode(3),
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(queue_that_never_finishes(1.0, "", false), ::testing::ExitedWithCode(3),
               "watchdog: all_reduce #1 on world \\(4 bytes\\), in it for [0-9.]+ s \\(queued on the device, not "
               "finished\\), over the limit of 1 s");
 }
 
 TEST(WatchdogQueuesDeathTest, TransportErrorEndsTheJobAtOnce) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
   // A limit of 600 s, so only the error can end the child before its 30 s of sleep.
-  EXPECT_EXIT(queue_that_never_finishes(600.0, "NCCL: remote process exited or there was a network error", 30),
+  EXPECT_EXIT(queue_that_never_finishes(600.0, "NCCL: remote process exited or there was a network error", false),
               ::testing::ExitedWithCode(3),
-              "watchdog: all_reduce #1 on world .*: the transport reports an error, so it will never finish: NCCL: "
-              "remote process exited");
+              "watchdog: all_reduce #1 on world .*, and it will never finish: NCCL: remote process exited");
+}
+
+TEST(WatchdogQueuesDeathTest, DeviceThatDoesNotAnswerEndsTheJobPastTheLimit) {
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_EXIT(queue_that_never_finishes(2.0, "", true), ::testing::ExitedWithCode(3),
+              "watchdog: all_reduce #1 on world .*, and it will never finish: the device does not answer: asking "
+              "it whether its collectives have finished has not returned in [0-9.]+ s");
 }
 
 }  // namespace
