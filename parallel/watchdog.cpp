@@ -76,10 +76,11 @@ void Watchdog::end(int64_t sequence) {
     }
 }
 
-int64_t Watchdog::add_queue(DeviceQueue & queue) {
+int64_t Watchdog::add_queue(DeviceQueue & queue, const std::string & group) {
   if (!thread_.joinable()) return 0;  // no monitor (--watchdog-timeout 0): nobody would ever close the calls
   std::lock_guard<std::mutex> lock(queues_mutex_);
   queues_[next_queue_].source = &queue;
+  queues_[next_queue_].group = group;
   return next_queue_++;
 }
 
@@ -163,14 +164,18 @@ void Watchdog::check_queues() {
   std::lock_guard<std::mutex> lock(queues_mutex_);
   const auto now = std::chrono::steady_clock::now();
   for (auto & [id, queue] : queues_) {
-    if (queue.open.empty()) continue;
+    // First, open calls or not: an earlier answer may have closed them all since the asking began.
     if (queue.asking && seconds_between(queue.asking_since, now) > options_.timeout_seconds) {
       std::ostringstream cause;
       cause << std::fixed << std::setprecision(3) << "the device does not answer: asking it whether its collectives "
             << "have finished has not returned in " << seconds_between(queue.asking_since, now) << " s";
-      report_and_exit(queue.open.front(), cause.str());
+      Record asking;  // the call to name when none is open
+      asking.op = "device_query";
+      asking.group = queue.group;
+      asking.start = queue.asking_since;
+      report_and_exit(queue.open.empty() ? asking : queue.open.front(), cause.str());
     }
-    if (!queue.answered) continue;
+    if (queue.open.empty() || !queue.answered) continue;
     if (!queue.answer.error.empty()) report_and_exit(queue.open.front(), queue.answer.error);
     while (!queue.open.empty() && queue.open.front().queued_through <= queue.answer.finished) {
       mark_done(queue.open.front().sequence, queue.answer_asked);
@@ -297,12 +302,15 @@ class WatchedComm final : public Comm {
  public:
   WatchedComm(std::unique_ptr<Comm> inner, Watchdog & watchdog, std::string group)
       : inner_(std::move(inner)), watchdog_(watchdog), group_(std::move(group)), device_queue_(inner_->device_queue()) {
-    if (device_queue_ != nullptr) queue_ = watchdog_.add_queue(*device_queue_);
+    if (device_queue_ != nullptr) queue_ = watchdog_.add_queue(*device_queue_, group_);
   }
-  // Ending an NCCL communicator waits for its queued collectives: a hung one keeps this call open.
+  // Ending an NCCL communicator waits for its queued collectives, and removing its queue for an asking under way: a
+  // hung device keeps this call open.
   ~WatchedComm() override {
-    if (queue_ != 0) watchdog_.remove_queue(queue_);
-    watched("destroy", -1, 0, [&] { inner_.reset(); });
+    watched("destroy", -1, 0, [&] {
+      if (queue_ != 0) watchdog_.remove_queue(queue_);
+      inner_.reset();
+    });
   }
   WatchedComm(const WatchedComm &) = delete;
   WatchedComm & operator=(const WatchedComm &) = delete;

@@ -44,7 +44,7 @@ class Watchdog {
   // monitor ends the job when an answer asked more than the limit after a call began still has it open, when the
   // transport reports an error, or when the asking itself has not returned within the limit (a hung driver).
   // add_queue returns 0, watching nothing, when the watchdog is off; remove_queue waits for an asking under way.
-  int64_t add_queue(DeviceQueue & queue);
+  int64_t add_queue(DeviceQueue & queue, const std::string & group);
   void end_queued(int64_t sequence, int64_t queue, int64_t queued_through);
   void remove_queue(int64_t queue);  // the communicator is going: its open calls no longer count
   // A test hook: the next call begun sleeps this long inside it, as a stalled rank would.
@@ -70,6 +70,7 @@ class Watchdog {
   };
   struct Queue {
     DeviceQueue * source = nullptr;
+    std::string group;        // its communicator's, as the calls name it
     std::deque<Record> open;  // its calls not known to have finished, oldest first
     bool asking = false, removing = false;
     std::chrono::steady_clock::time_point asking_since;

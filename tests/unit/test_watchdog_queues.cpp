@@ -89,7 +89,7 @@ WatchdogOptions options_with_limit(double seconds, const std::string & name) {
   return options;
 }
 
-// Polls `watchdog.recent_calls()` for up to 5 s (the monitor asks the probe once a second) until it holds `text`.
+// Polls `watchdog.recent_calls()` for up to 5 s (the prober asks the queue once a second) until it holds `text`.
 bool recent_calls_come_to_hold(const Watchdog & watchdog, const std::string & text) {
   for (int attempt = 0; attempt < 50; ++attempt) {
     if (watchdog.recent_calls().find(text) != std::string::npos) return true;
@@ -107,7 +107,7 @@ TEST(WatchdogQueues, CallStaysOpenUntilItsCollectiveHasFinished) {
     float value = 1.0f;
     world->all_reduce(make_view(&value, DType::kF32, {1}), ReduceOp::kSum, stream);
     world->broadcast(make_view(&value, DType::kF32, {1}), 0, stream);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the monitor has asked at least once
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the prober has asked at least once
     const std::string both_open = watchdog.recent_calls();
     EXPECT_NE(both_open.find("all_reduce #1 on world (4 bytes), in it for"), std::string::npos) << both_open;
     EXPECT_NE(both_open.find("broadcast #2 on world with peer 0 (4 bytes), in it for"), std::string::npos) << both_open;
