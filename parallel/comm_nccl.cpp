@@ -156,7 +156,7 @@ class NcclComm final : public Comm, public DeviceQueue {
   DeviceQueue * device_queue() override { return comm_ != nullptr ? this : nullptr; }  // a group of one queues none
   int64_t queued() const override {
     const std::lock_guard<std::mutex> lock(finishing_mutex_);
-    return queued_;
+    return finished_ + static_cast<int64_t>(unfinished_.size());
   }
   // From the watchdog's thread: its current device is set first, or its first CUDA call would make a context on
   // device 0 (every rank's, on a multi-GPU node). A device fault stops the count without an error here: the next
@@ -245,7 +245,6 @@ class NcclComm final : public Comm, public DeviceQueue {
     }
     KOSMOS_CUDA_RUNTIME_CHECK(cudaEventRecord(finishing, comm_stream_));
     unfinished_.push_back(finishing);
-    ++queued_;
   }
 
   // With finishing_mutex_ held: counts the collectives that have finished, their events asked in queue order up to
@@ -265,11 +264,12 @@ class NcclComm final : public Comm, public DeviceQueue {
   int ordinal_ = 0;                  // the CUDA device of `device_`
   ncclComm_t comm_ = nullptr;        // null in a group of one
   cudaEvent_t caller_ready_ = nullptr, collective_done_ = nullptr;  // reused: a wait takes the latest record
-  // Each queued collective's event until it has finished, oldest first, and the counts (the DeviceQueue's).
+  // Each queued collective's event until it has finished, oldest first, and how many have finished before them:
+  // together the DeviceQueue's counts.
   mutable std::mutex finishing_mutex_;
   std::deque<cudaEvent_t> unfinished_;
   std::vector<cudaEvent_t> spare_events_;
-  int64_t queued_ = 0, finished_ = 0;
+  int64_t finished_ = 0;
 };
 
 }  // namespace

@@ -98,14 +98,21 @@ bool recent_calls_come_to_hold(const Watchdog & watchdog, const std::string & te
   return false;
 }
 
+// One all-reduce of a float through `world` (the stand-in queues it).
+void all_reduce_one(Comm & world) {
+  NoStream stream;
+  float value = 1.0f;
+  world.all_reduce(make_view(&value, DType::kF32, {1}), ReduceOp::kSum, stream);
+}
+
 TEST(WatchdogQueues, CallStaysOpenUntilItsCollectiveHasFinished) {
   StandInQueue queue;
   Watchdog watchdog(options_with_limit(60.0, "open"));
   {
     const std::unique_ptr<Comm> world = watched_comm(std::make_unique<QueuedComm>(queue), watchdog);
+    all_reduce_one(*world);
     NoStream stream;
     float value = 1.0f;
-    world->all_reduce(make_view(&value, DType::kF32, {1}), ReduceOp::kSum, stream);
     world->broadcast(make_view(&value, DType::kF32, {1}), 0, stream);
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the prober has asked at least once
     const std::string both_open = watchdog.recent_calls();
@@ -130,12 +137,7 @@ TEST(WatchdogQueues, CallStaysOpenUntilItsCollectiveHasFinished) {
 TEST(WatchdogQueues, AGoingCommunicatorsOpenCallsNoLongerCount) {
   StandInQueue queue;
   Watchdog watchdog(options_with_limit(2.0, "removed"));
-  {
-    const std::unique_ptr<Comm> world = watched_comm(std::make_unique<QueuedComm>(queue), watchdog);
-    NoStream stream;
-    float value = 1.0f;
-    world->all_reduce(make_view(&value, DType::kF32, {1}), ReduceOp::kSum, stream);
-  }
+  all_reduce_one(*watched_comm(std::make_unique<QueuedComm>(queue), watchdog));  // the communicator goes after it
   // Past the 2 s limit with the communicator gone: the call is closed, and the process lives on.
   std::this_thread::sleep_for(std::chrono::seconds(4));
   EXPECT_EQ(watchdog.recent_calls().find("not finished"), std::string::npos) << watchdog.recent_calls();
@@ -149,9 +151,7 @@ void queue_that_never_finishes(double limit, const std::string & error, bool ask
   if (asking_hangs) queue.hang();
   Watchdog watchdog(options_with_limit(limit, "never"));
   const std::unique_ptr<Comm> world = watched_comm(std::make_unique<QueuedComm>(queue), watchdog);
-  NoStream stream;
-  float value = 1.0f;
-  world->all_reduce(make_view(&value, DType::kF32, {1}), ReduceOp::kSum, stream);
+  all_reduce_one(*world);
   std::this_thread::sleep_for(std::chrono::seconds(30));
   std::exit(0);
 }
