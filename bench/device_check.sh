@@ -2,8 +2,8 @@
 # device_check.sh: everything the CUDA backend must show on a GPU, in one run of a few minutes, from the bundle that
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
-#   2. every op case on the CUDA backend, on cuda-owngemm (the own GEMM kernel) and on cuda-wmma (attention on the
-#      WMMA kernels instead of mma.sync) against the fp64 reference;
+#   2. every op case on the CUDA backend against the fp64 reference (on cuda-owngemm, the own GEMM kernel, and on
+#      cuda-wmma, attention on the WMMA kernels instead of mma.sync, after stage 5);
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
@@ -19,23 +19,32 @@
 #      f32 and the bf16 tensor-core attention side by side, both bf16 backwards); the paper step without
 #      recomputation (about 55 GiB by the planner), with attention (38) and with layer (31) (the table has the
 #      device memory peaks: our buffers' count, and all the card had in use as nvidia-smi saw it);
-# then one table. Each stage has its own time limit and logs into LOGDIR; a failing stage does not stop the others,
-# and the run as a whole stops starting stages near DEADLINE_S (below).
-# Usage (on the GPU machine, in the repository root): [DEADLINE_S=N] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
+# then one table. Each stage has its own time limit and logs into WORK_DIR; a failing stage does not stop the
+# others, and the run as a whole stops starting stages near DEADLINE_S (below).
+# The device call brings back at most 8 files, so the logs travel packed: after every stage, LOGDIR gets
+# logs.tar.gz (WORK_DIR's logs and results, checkpoints left out) and summary.txt. WORK_DIR (default
+# /tmp/kosmos-check, on the GPU machine, outside the call's $OUT, which each call empties) keeps what ran: a second
+# call on the machine while it is still warm starts only the stages the first one did not finish (cut by the
+# deadline, or never reached), and its table has the rows of both. FRESH=1 starts over.
+# Usage (on the GPU machine, in the repository root):
+#   [DEADLINE_S=N] [WORK_DIR=DIR] [FRESH=1] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
 set -uo pipefail
-logs="${1:?usage: device_check.sh LOGDIR}"
+packed="${1:?usage: device_check.sh LOGDIR}"
 skip_compile="${2:-}"
+logs="${WORK_DIR:-/tmp/kosmos-check}"
+[ -n "${FRESH:-}" ] && rm -rf "$logs"
 bundle="$(cd "$(dirname "$0")" && pwd)"
 if [ -f "$bundle/bundle.tar.xz" ]; then  # packed by device_bundle.sh: unpack it outside the working tree
   mkdir -p /tmp/kosmos-bundle && tar -C /tmp/kosmos-bundle -xJf "$bundle/bundle.tar.xz" && bundle=/tmp/kosmos-bundle
 fi
-mkdir -p "$logs"
-summary="$logs/summary.txt"
-: > "$summary"
+mkdir -p "$logs/done" "$packed"
+summary="$logs/summary.txt"  # one line per stage run, over every call on this machine
+touch "$summary"
 
 # CUDA's libraries from the toolkit, or from PyTorch's wheels where the toolkit lacks one.
 cuda_libs="/usr/local/cuda/lib64:/usr/local/cuda/lib"
 wheel_libs="$(python3 -c 'import glob, os, nvidia; print(":".join(sorted(glob.glob(os.path.join(list(nvidia.__path__)[0], "*", "lib")))))' 2> /dev/null || true)"
+image_library_path="${LD_LIBRARY_PATH:-}"  # the peer's: PyTorch must not load the bundle's Debian libraries
 export LD_LIBRARY_PATH="$bundle/lib:$cuda_libs:$wheel_libs:${LD_LIBRARY_PATH:-}"
 export OMPI_MCA_mca_base_component_path="$bundle/lib/openmpi3" PMIX_MCA_mca_base_component_path="$bundle/lib/pmix"
 export OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_mca_base_component_show_load_errors=0
@@ -47,20 +56,34 @@ kosmos="$bundle/bin/kosmos"
 # skipped (status "skip" in the summary).
 deadline="${DEADLINE_S:-560}"
 
-# stage NAME SECONDS COMMAND...: runs it with a limit, logs to LOGDIR/NAME.log, records status and time.
+# pack: LOGDIR's copy of the logs and results so far (what a call cut off at its limit still brings back).
+pack() {
+  tar -C "$logs" --exclude='*.h5' --exclude='done' -czf "$packed/logs.tar.gz.part" . 2> /dev/null &&
+    mv "$packed/logs.tar.gz.part" "$packed/logs.tar.gz"
+  cp "$summary" "$packed/summary.txt"
+}
+
+# stage NAME SECONDS COMMAND...: runs it with a limit, logs to WORK_DIR/NAME.log, records status and time. A stage
+# that an earlier call on this machine finished is not run again; one cut short by the deadline is.
 stage() {
   local name=$1 limit=$2
   shift 2
-  local start=$SECONDS status=0 left=$((deadline - SECONDS))
+  local start=$SECONDS status=0 left=$((deadline - SECONDS)) cut=0
+  if [ -f "$logs/done/$name" ]; then
+    echo "== $name: finished by an earlier call ($(cat "$logs/done/$name"))"
+    return 0
+  fi
   if [ "$left" -lt 15 ]; then
     printf '%-14s skip (the deadline of %d s is near)\n' "$name" "$deadline" | tee -a "$summary"
     return 0
   fi
-  [ "$limit" -gt "$left" ] && limit=$left
+  [ "$limit" -gt "$left" ] && limit=$left cut=1
   echo "== $name (limit ${limit} s)"
   timeout "$limit" bash -c '"$@"' "$name" "$@" > "$logs/$name.log" 2>&1 || status=$?  # bash: runs functions too
   tail -n 15 "$logs/$name.log"
   printf '%-14s exit %-4s %5d s\n' "$name" "$status" $((SECONDS - start)) | tee -a "$summary"
+  [ "$status" = 124 ] && [ "$cut" = 1 ] || echo "exit $status" > "$logs/done/$name"
+  pack
 }
 
 # compare A B TOLERANCE: every loss of B within TOLERANCE (relative) of A's.
@@ -132,11 +155,21 @@ fast_paths() {
 export -f compare cross on_card checked_gtest fast_paths
 export kosmos logs
 
+# A bundle that does not start here (a library missing from it or from the image) fails every stage: say why, once.
+if ! "$kosmos" info > "$logs/start.log" 2>&1; then
+  echo "device_check: kosmos does not start on this machine:"
+  cat "$logs/start.log"
+  ldd "$kosmos" | grep 'not found'
+  cp "$logs/start.log" "$packed/"
+  exit 1
+fi
+
 # The stages run in the order of what matters most (issue 7's points first), so that a run cut short still has it.
 stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
-# Every op case on each of the three CUDA backends (cuda_owngemm's and cuda_wmma's names also match /cuda_).
-stage ops_cuda 300 checked_gtest '/cuda_ /cuda_owngemm_ /cuda_wmma_' "$bundle/bin/kosmos_op_tests" \
-  --gtest_filter='*cuda*:XPosVector*' --gtest_output="xml:$logs/ops.xml"
+# Every op case on the CUDA backend; its kernel variants' further down (each backend in a process of its own, so
+# that a kernel that brings its process down costs one backend's results).
+stage ops_cuda 180 checked_gtest '/cuda_' "$bundle/bin/kosmos_op_tests" \
+  --gtest_filter='*cuda*:XPosVector*-*cuda_owngemm*:*cuda_wmma*' --gtest_output="xml:$logs/ops_cuda.xml"
 stage nccl 60 checked_gtest 'NcclComm\..*/cuda[[:space:]]' "$bundle/bin/kosmos_mpi_tests" --gtest_filter='*NcclComm.*'
 
 tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
@@ -151,10 +184,16 @@ stage step_kosmos1 300 on_card step_kosmos1 "$kosmos" "${paper[@]}" --recompute 
   --out "$logs/step_kosmos1.json"
 peer_modes=(eager)
 [ -z "$skip_compile" ] && peer_modes+=(compile)
-stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
+stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 LD_LIBRARY_PATH="$image_library_path" \
+  python3 "$bundle/peer/torch_kosmos.py" "${peer_modes[@]}"
 # Checkpoints across backends (a point of issue 7's "done when"), before the variants below.
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
+# Every op case on cuda-owngemm (the own GEMM kernel) and cuda-wmma (attention on the WMMA kernels).
+for variant in owngemm wmma; do
+  stage "ops_cuda_$variant" 150 checked_gtest "/cuda_${variant}_" "$bundle/bin/kosmos_op_tests" \
+    --gtest_filter="*cuda_$variant*" --gtest_output="xml:$logs/ops_cuda_$variant.xml"
+done
 # Where the paper step's time goes: each op waited for and timed (the step itself runs slower so).
 stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 2 --warmup 1 --profile
 # ... in which no op may have left its fast path (the profile names a product off cuBLASLt "(own GEMM)", a bf16
@@ -184,6 +223,8 @@ for recompute in none attention layer; do
     --out "$logs/step_kosmos1_$recompute.json"
 done
 
+# The table, kept in WORK_DIR/table.txt too (so in the packed logs).
+{
 echo "== table (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1))"
 python3 - "$logs" << 'PY'
 import json, os, sys
@@ -228,4 +269,6 @@ if [ -f "$logs/ops_bench.log" ]; then
   echo "== bf16 ops at kosmos1 widths (ops_bench.log)"
   grep -E '^(matmul .*bf16|attention .*bf16)' "$logs/ops_bench.log"
 fi
+} 2>&1 | tee "$logs/table.txt"
 cat "$summary"
+pack
