@@ -25,9 +25,10 @@
 # logs.tar.gz (WORK_DIR's logs and results, checkpoints left out) and summary.txt. WORK_DIR (default
 # /tmp/kosmos-check, on the GPU machine, outside the call's $OUT, which each call empties) keeps what ran: a second
 # call on the machine while it is still warm starts only the stages the first one did not finish (cut by the
-# deadline, or never reached), and its table has the rows of both. FRESH=1 starts over.
+# deadline, or never reached), and its table has the rows of both. FRESH=1 starts over. STAGES="NAME ..." runs only
+# the stages named (a short call that measures one change: STAGES="machine ops_bench step_kosmos1", say).
 # Usage (on the GPU machine, in the repository root):
-#   [DEADLINE_S=N] [WORK_DIR=DIR] [FRESH=1] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
+#   [DEADLINE_S=N] [WORK_DIR=DIR] [FRESH=1] [STAGES="NAME ..."] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
 set -uo pipefail
 packed="${1:?usage: device_check.sh LOGDIR}"
 skip_compile="${2:-}"
@@ -69,6 +70,9 @@ stage() {
   local name=$1 limit=$2
   shift 2
   local start=$SECONDS status=0 left=$((deadline - SECONDS)) cut=0
+  if [ -n "${STAGES:-}" ] && [[ " $STAGES " != *" $name "* ]]; then
+    return 0
+  fi
   if [ -f "$logs/done/$name" ]; then
     echo "== $name: finished by an earlier call ($(cat "$logs/done/$name"))"
     return 0
@@ -217,6 +221,8 @@ stage tiny_compare_recompute 30 compare "$logs/tiny_cuda.jsonl" "$logs/tiny_cuda
 # tensor-core ones (TFLOP/s), the matmuls, the memory-bound rest (GB/s).
 stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 1 --length 2048
 stage ops_bench_wmma 120 "$kosmos" bench ops --preset kosmos1 --backend cuda-wmma --batch 1 --length 2048
+# ... and over the paper step's 8 sequences (16384 rows, as the step's products run).
+stage ops_bench_step_rows 120 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 8 --length 2048
 for recompute in none attention layer; do
   stage "step_kosmos1_$recompute" 240 on_card "step_kosmos1_$recompute" "$kosmos" "${paper[@]}" \
     --recompute "$recompute" --steps 3 --warmup 1 \

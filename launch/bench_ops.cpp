@@ -124,20 +124,33 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   linear("matmul fc2", ffn, d);
   linear("matmul head", d, vocab);
   // The products as the mixed-precision trainer runs them (--precision bf16): bf16 operands, the biases in f32, q|k|v
-  // and fc1 into bf16, fc2 and the head into f32; the head's logits and their gradient with dense rows, and with rows
-  // padded to 16 bytes (KosmosModel::head_row_pitch), as the model lays them out where the device asks for it
-  // (Device::matmul_row_alignment): the two show what the padding gains or costs on this device.
+  // and fc1 into bf16, fc2 and the head into f32; in the backward, the gradients (bf16) times the weights into f32
+  // (dx) and the gradients' transpose times the inputs added onto f32 (dw). The head's logits and their gradient
+  // with dense rows, and with rows padded to 16 bytes (KosmosModel::head_row_pitch), as the model lays them out
+  // where the device asks for it (Device::matmul_row_alignment): the two show what the padding gains or costs on
+  // this device.
   const auto bf16_linear = [&](const std::string & name, int64_t in, int64_t width, DType out_dtype) {
     const TensorView x = bench.tensor(DType::kBF16, {tokens, in}), w = bench.tensor(DType::kBF16, {width, in});
     const TensorView bias = bench.tensor(DType::kF32, {width}), y = bench.tensor(out_dtype, {tokens, width});
-    timings.push_back({name, dims({tokens, in}) + " x " + dims({width, in}) + "^T", 2.0 * tokens * in * width, 0.0,
+    const TensorView dy = bench.tensor(DType::kBF16, {tokens, width}), dx = bench.tensor(DType::kF32, {tokens, in});
+    const TensorView dw = bench.tensor(DType::kF32, {width, in});
+    const double flops = 2.0 * tokens * in * width;
+    timings.push_back({name + " bf16", dims({tokens, in}) + " x " + dims({width, in}) + "^T", flops, 0.0,
                        [&bench, y, x, w, bias] {
                          bench.op(Matmul{y, x, w, bias, false, true});
                        }});
+    timings.push_back({name + " dx bf16", dims({tokens, width}) + " x " + dims({width, in}), flops, 0.0,
+                       [&bench, dx, dy, w] {
+                         bench.op(Matmul{dx, dy, w, TensorView{}, false, false});
+                       }});
+    timings.push_back({name + " dw bf16", dims({tokens, width}) + "^T x " + dims({tokens, in}), flops, 0.0,
+                       [&bench, dw, dy, x] {
+                         bench.op(Matmul{dw, dy, x, TensorView{}, true, false, 1.0f, 1.0f});
+                       }});
   };
-  bf16_linear("matmul qkv bf16", d, 3 * d, DType::kBF16);
-  bf16_linear("matmul fc1 bf16", d, ffn, DType::kBF16);
-  bf16_linear("matmul fc2 bf16", ffn, d, DType::kF32);
+  bf16_linear("matmul qkv", d, 3 * d, DType::kBF16);
+  bf16_linear("matmul fc1", d, ffn, DType::kBF16);
+  bf16_linear("matmul fc2", ffn, d, DType::kF32);
   for (const bool padded : {false, true}) {
     const size_t alignment = padded ? 16 : 1;
     const std::string suffix = padded ? " bf16 padded" : " bf16";

@@ -55,15 +55,19 @@ chmod +x "$bundle/bin/kosmos" "$out/path/nvidia-smi"
 
 # The GPUs hidden, so that the CUDA cases have no device on a machine that has one too. Two calls, as on a GPU
 # machine kept warm between them: the first with a deadline that leaves most stages to the second.
-run_check() {  # run_check LOG [DEADLINE_S]
-  PATH="$out/path:$PATH" CUDA_VISIBLE_DEVICES= HIP_VISIBLE_DEVICES= WORK_DIR="$out/logs" DEADLINE_S="${2:-560}" \
+run_check() {  # run_check LOG [DEADLINE_S [WORK_DIR]]
+  PATH="$out/path:$PATH" CUDA_VISIBLE_DEVICES= HIP_VISIBLE_DEVICES= WORK_DIR="${3:-$out/logs}" DEADLINE_S="${2:-560}" \
     bash "$bundle/device_check.sh" "$out/packed" > "$1" 2>&1 ||
     { cat "$1"; echo "device_check.sh itself failed"; exit 1; }
 }
+# A call that measures one change runs the stages it names alone.
+STAGES="machine tiny_cpu" run_check "$out/named_stages.log" 560 "$out/named_stages"
 run_check "$out/first_call.log" 20
 run_check "$out/run.log"
 
 failed=0
+[ "$(awk '{print $1}' "$out/named_stages/summary.txt" | tr '\n' ' ')" = "machine tiny_cpu " ] ||
+  { echo "STAGES=\"machine tiny_cpu\" ran other stages too:"; cat "$out/named_stages/summary.txt"; failed=1; }
 # A stage's status: its last run's (a stage cut by the first call's deadline ran again in the second).
 status_of() { awk -v name="$1" '$1 == name && $2 == "exit" {status = $3} END {print status}' "$out/logs/summary.txt"; }
 grep -q '^== machine: finished by an earlier call' "$out/run.log" ||
@@ -78,8 +82,8 @@ grep -q '\.h5$' <<< "$packed_logs" && { echo "the packed logs carry checkpoints"
 cmp -s "$out/logs/summary.txt" "$out/packed/summary.txt" || { echo "the packed summary is not the last one"; failed=1; }
 for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer \
   resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_atomic step_kosmos1_wmma tiny_cuda_fp16 \
-  tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma step_kosmos1_none \
-  step_kosmos1_attention step_kosmos1_layer; do
+  tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma ops_bench_step_rows \
+  step_kosmos1_none step_kosmos1_attention step_kosmos1_layer; do
   if [ "$(status_of "$name")" != 0 ]; then
     echo "stage $name: '$(status_of "$name")', expected exit 0; its log:"
     tail -n 20 "$out/logs/$name.log"

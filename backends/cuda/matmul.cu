@@ -364,15 +364,8 @@ GemmProblem with_staged_bias(GpuContext & ctx, const GemmProblem & p, cudaStream
   return staged;
 }
 
-}  // namespace
-
-void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
-  const GemmProblem p = problem_of(op);
-  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
-  if (ctx.gemm_path() == GemmPath::kOwnKernels) {
-    own_gemm(p, stream);
-    return;
-  }
+// The product as planned for it: cuBLASLt's algorithm for its shape, or the own kernel where cuBLASLt declines it.
+void run_planned(GpuContext & ctx, const GemmProblem & p, cudaStream_t stream) {
   GemmPlans & plans = ctx.gemm_plans();
   const std::string key = plan_key(p);
   auto found = plans.plans.find(key);
@@ -405,6 +398,92 @@ void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
   }
   ctx.count_slow_path();
   own_gemm(p, stream);
+}
+
+// A dimension of kSplitFrom or more elements that is no multiple of 16 sends the whole product to cuBLASLt's slower
+// kernels: on an H200, the head's three products (the vocabulary of 64007 as n, k and m) ran at 105 to 140 TFLOP/s,
+// the layers' products of aligned widths at 510 to 620 (device_check.sh's ops_bench, 2026-12-04). Such a dimension
+// is split into a bulk of whole 128s and the rest, a product of its own; below kSplitFrom a second launch costs more
+// than the slower kernel does.
+constexpr int64_t kSplitFrom = 1024;
+
+enum class GemmAxis { kM, kN, kK };
+
+int64_t extent_along(const GemmProblem & p, GemmAxis axis) {
+  switch (axis) {
+    case GemmAxis::kM: return p.m;
+    case GemmAxis::kN: return p.n;
+    case GemmAxis::kK: return p.k;
+  }
+  KOSMOS_FAIL("matmul on cuda: unknown GEMM axis ", static_cast<int>(axis));
+}
+
+// `elements` of `dtype` further on from `data`.
+const void * advanced(const void * data, DType dtype, int64_t elements) {
+  return static_cast<const char *>(data) + elements * static_cast<int64_t>(dtype_size(dtype));
+}
+
+// The part of the product over [first, first + count) along `axis`: rows of C and op(A) (kM); columns of C, op(B)
+// and the bias (kN); the summed index, columns of op(A) and rows of op(B) (kK).
+GemmProblem part_along(const GemmProblem & p, GemmAxis axis, int64_t first, int64_t count) {
+  GemmProblem part = p;
+  switch (axis) {
+    case GemmAxis::kM:
+      part.m = count;
+      part.a.data = advanced(p.a.data, p.a.dtype, first * p.a.row_stride());
+      part.c = const_cast<void *>(advanced(p.c, p.c_dtype, first * p.c_row_stride));
+      break;
+    case GemmAxis::kN:
+      part.n = count;
+      part.b.data = advanced(p.b.data, p.b.dtype, first * p.b.col_stride());
+      part.c = const_cast<void *>(advanced(p.c, p.c_dtype, first));
+      if (p.bias != nullptr) part.bias = advanced(p.bias, p.bias_dtype, first);
+      break;
+    case GemmAxis::kK:
+      part.k = count;
+      part.a.data = advanced(p.a.data, p.a.dtype, first * p.a.col_stride());
+      part.b.data = advanced(p.b.data, p.b.dtype, first * p.b.row_stride());
+      break;
+  }
+  return part;
+}
+
+// The product on cuBLASLt, its large unaligned dimensions split off first (each part has one such dimension fewer).
+// Split along k, the two parts sum into one C: the rest first, reading C as the caller asked (beta) and without the
+// bias, then the bulk onto it (beta 1) with the bias. A C narrower than f32 so rounds the rest's sum once more, far
+// under the rounding of the whole.
+void run_split(GpuContext & ctx, const GemmProblem & p, cudaStream_t stream) {
+  if (runs_on_library(p)) {
+    for (const GemmAxis axis : {GemmAxis::kM, GemmAxis::kN, GemmAxis::kK}) {
+      const int64_t extent = extent_along(p, axis);
+      if (extent < kSplitFrom || extent % 16 == 0) continue;
+      const int64_t bulk = extent / 128 * 128;
+      GemmProblem rest = part_along(p, axis, bulk, extent - bulk), whole_tiles = part_along(p, axis, 0, bulk);
+      if (axis == GemmAxis::kK) {
+        rest.bias = nullptr;
+        whole_tiles.beta = 1.0f;
+        run_split(ctx, rest, stream);
+        run_split(ctx, whole_tiles, stream);
+      } else {
+        run_split(ctx, whole_tiles, stream);
+        run_split(ctx, rest, stream);
+      }
+      return;
+    }
+  }
+  run_planned(ctx, p, stream);
+}
+
+}  // namespace
+
+void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
+  const GemmProblem p = problem_of(op);
+  if (p.m == 0 || p.n == 0 || p.batch == 0) return;
+  if (ctx.gemm_path() == GemmPath::kOwnKernels) {
+    own_gemm(p, stream);
+    return;
+  }
+  run_split(ctx, p, stream);
 }
 
 #endif

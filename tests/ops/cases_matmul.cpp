@@ -155,6 +155,13 @@ std::vector<OpCase> matmul_cases() {
   // rows padded to a multiple of 8 elements (16 bytes) as a GPU's head pads them; a is padded by as much.
   cases.push_back(matmul_case({0, false, false, 21, 37, 16, false, true, false, 1.0f, 0.0f, bf16, f32, true, 3},
                               1e-11));
+  // Dimensions of 1024 or more that are no multiple of 16, which the GPU splits into whole 128s and the rest
+  // (matmul.cu): the head's odd vocabulary as n here, and as k (da) and m (db) in the backward; then m and k odd
+  // together (nested splits; the backward's da has m and n odd) with alpha, beta and a bias (the k split sums the
+  // rest first, with beta, then the bulk with the bias).
+  cases.push_back(matmul_case({0, false, false, 21, 1031, 16, false, true, false, 1.0f, 0.0f, bf16, f32, true, 1},
+                              1e-11));
+  cases.push_back(matmul_case({0, false, false, 1030, 12, 1033, false, false, true, 0.5f, 0.75f, f32, f32}, 1e-9));
   // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.
   cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, bf16, f32}, 1e-11));
   cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, false, 1.0f, 0.0f, bf16, bf16}, 1e-4));
