@@ -19,6 +19,7 @@
 #include "io/weights.h"
 #include "launch/files.h"
 #include "launch/launch.h"
+#include "launch/profile_table.h"
 #include "model/partition.h"
 #include "model/trainer.h"
 #include "parallel/watchdog.h"
@@ -405,18 +406,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     std::vector<std::vector<float>> values = trainer.collect_parameters(rt);  // every shard and stage to the leader
     if (leader) io::save_weights(table, std::move(values), options.save_weights);
   }
-  if (options.profile && leader) {
-    std::vector<std::pair<std::string, Device::OpTime>> times = device->profile();
-    std::sort(times.begin(), times.end(), [](const auto & a, const auto & b) { return a.second.seconds > b.second.seconds; });
-    double total = 0.0;
-    for (const auto & entry : times) total += entry.second.seconds;
-    log << "time per op over " << steps_run << " steps (" << std::fixed << std::setprecision(3) << total
-        << " s in ops, " << seconds << " s in all):\n";
-    for (const auto & [name, time] : times)
-      log << "  " << std::left << std::setw(34) << name << std::right << std::setw(9) << std::setprecision(3)
-          << time.seconds << " s " << std::setw(6) << std::setprecision(1) << 100.0 * time.seconds / total << " %  "
-          << time.calls << " calls\n";
-  }
+  if (options.profile && leader) print_profile(log, device->profile(), steps_run, seconds);
   return 0;
 }
 

@@ -3,7 +3,7 @@
 # --recompute ffn) and --profile, whose op names say where an op left its fast path: a product cuBLASLt declined or
 # that matmul.cu's layout rules kept from it runs as "(own GEMM)", a bf16 attention widened to the f32 kernels as
 # "(f32 kernels)". Neither may appear: on a GPU either costs many times the op's time. The profile must list the
-# products and the attention, so that a run printing none of it cannot pass.
+# products and the attention, so that a run printing none of it cannot pass, and their shapes.
 # cmake -DKOSMOS=<exe> -DBACKEND=<emulated|emulated-wmma> -P check_gpu_fast_paths.cmake
 execute_process(COMMAND ${KOSMOS} train --preset small --backend ${BACKEND} --precision bf16 --recompute ffn
                         --steps 1 --warmup 0 --batch 2 --length 96 --seed 3 --profile
@@ -17,6 +17,10 @@ foreach(expected "matmul" "attention_forward" "attention_backward")
     message(FATAL_ERROR "the profile on ${BACKEND} lists no ${expected}:\n${output}")
   endif()
 endforeach()
+# ... and, as a GPU's profile does, the products and attention by the shape they ran at.
+if(NOT output MATCHES "matmul and attention by shape [^\n]*\n  (matmul|attention_forward|attention_backward) \\[[0-9]")
+  message(FATAL_ERROR "the profile on ${BACKEND} lists no matmul or attention shape:\n${output}")
+endif()
 foreach(slow "(own GEMM)" "(f32 kernels)")
   string(FIND "${output}" "${slow}" at)
   if(NOT at EQUAL -1)

@@ -2,7 +2,6 @@
 // and from the host, exhaustive op dispatch to gpu_op(), optional per-op timing; its GpuContext; and the backend's
 // registry entry. Device memory is taken only when a Buffer is made or grown (the model's arenas and the kernels'
 // scratch), never given back inside a run: steps of the shapes seen before allocate nothing.
-#include <chrono>
 #include <exception>
 #include <map>
 #include <memory>
@@ -12,6 +11,7 @@
 
 #include "backends/cuda/gpu_device.h"
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/gpu_profile.h"
 #include "backends/cuda/reserved_memory.h"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
@@ -106,11 +106,30 @@ std::string device_summary(int ordinal) {
   return out.str();
 }
 
+// "[16384, 2048]"
+std::string dims_text(const TensorView & view) {
+  std::string text = "[";
+  for (int i = 0; i < view.ndim; ++i) text += (i ? ", " : "") + std::to_string(view.dims[i]);
+  return text + "]";
+}
+
 // The name --profile gives an op, saying which slower kernel ran it where it left its fast path
-// (GpuContext::slow_paths: matmul and attention only).
+// (GpuContext::slow_paths: matmul and attention only); for those two, after a tab, the shape it ran at
+// ("[16384, 2048] x [6144, 2048]^T bf16 -> bf16"), by which the profile lists them too.
 std::string profile_name(const OpDesc & op, bool slow_path) {
-  if (!slow_path) return op_name(op);
-  return std::string(op_name(op)) + (std::holds_alternative<Matmul>(op) ? " (own GEMM)" : " (f32 kernels)");
+  std::string name = op_name(op);
+  if (slow_path) name += std::holds_alternative<Matmul>(op) ? " (own GEMM)" : " (f32 kernels)";
+  const auto attention_shape = [](const TensorView & q, const TensorView & k, const AttentionParams & params) {
+    return dims_text(q) + " x " + dims_text(k) + (params.causal ? " causal " : " ") + dtype_name(q.dtype);
+  };
+  if (const auto * matmul = std::get_if<Matmul>(&op))
+    name += "\t" + dims_text(matmul->a) + (matmul->trans_a ? "^T" : "") + " x " + dims_text(matmul->b) +
+            (matmul->trans_b ? "^T " : " ") + dtype_name(matmul->a.dtype) + " -> " + dtype_name(matmul->c.dtype);
+  else if (const auto * forward = std::get_if<AttentionForward>(&op))
+    name += "\t" + attention_shape(forward->q, forward->k, forward->params);
+  else if (const auto * backward = std::get_if<AttentionBackward>(&op))
+    name += "\t" + attention_shape(backward->q, backward->k, backward->params);
+  return name;
 }
 
 class GpuDevice final : public Device {
@@ -207,18 +226,21 @@ class GpuDevice final : public Device {
   void run(const OpDesc & op, Stream & stream) override {
     select(ordinal_);
     const cudaStream_t native = native_of(stream);
-    const auto start = profiling_ ? synchronized_now(native) : std::chrono::steady_clock::time_point{};
-    const int64_t slow_paths = context_.slow_paths();
-    std::visit([&](const auto & concrete) { gpu_op(context_, concrete, native); }, op);
-    if (profiling_) {
-      OpTime & time = op_times_[profile_name(op, context_.slow_paths() != slow_paths)];
-      ++time.calls;
-      time.seconds += std::chrono::duration<double>(synchronized_now(native) - start).count();
+    if (!profiling_) {
+      std::visit([&](const auto & concrete) { gpu_op(context_, concrete, native); }, op);
+      return;
     }
+    const int64_t slow_paths = context_.slow_paths();
+    profile_.begin(native);
+    std::visit([&](const auto & concrete) { gpu_op(context_, concrete, native); }, op);
+    profile_.end(native, profile_name(op, context_.slow_paths() != slow_paths));
   }
 
   void set_profiling(bool enabled) override { profiling_ = enabled; }
-  std::vector<std::pair<std::string, OpTime>> profile() const override { return {op_times_.begin(), op_times_.end()}; }
+  std::vector<std::pair<std::string, OpTime>> profile() const override {
+    const std::map<std::string, OpTime> totals = profile_.totals();
+    return {totals.begin(), totals.end()};
+  }
 
  protected:
   void free_memory(void * data, size_t) override {
@@ -265,10 +287,6 @@ class GpuDevice final : public Device {
     }
     return KOSMOS_ATTRIBUTES_NAME_DEVICE(attributes);
   }
-  static std::chrono::steady_clock::time_point synchronized_now(cudaStream_t stream) {
-    KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));
-    return std::chrono::steady_clock::now();
-  }
   static cudaEvent_t event_of(Event & event) {
     auto * gpu = dynamic_cast<GpuEvent *>(&event);
     KOSMOS_CHECK(gpu != nullptr, KOSMOS_GPU_VENDOR " device: the event was not made by a " KOSMOS_GPU_VENDOR " device");
@@ -281,7 +299,7 @@ class GpuDevice final : public Device {
   ReservedMemory reserved_;  // before context_: its scratch buffers go back through it
   GpuContext context_;
   bool profiling_ = false;
-  std::map<std::string, OpTime> op_times_;
+  mutable GpuOpProfile profile_;  // read by profile(), which waits for the ops it has not read yet
 };
 
 int visible_devices() {

@@ -39,7 +39,8 @@ enum ScratchSlot : int {
   kScratchBias = 7,           // a matmul's bias in C's dtype for cuBLASLt's epilogue (matmul.cu)
   kScratchGemmWorkspace = 8,  // cuBLASLt's workspace (matmul.cu)
   kScratchAttentionDq = 9,    // the mma.sync attention backward's dq sums, where it adds them up by atomics
-  kScratchWidened = 10,       // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchEmbedding = 10,     // the embedding backward's grouping of the tokens by row (kernels_positions.cu)
+  kScratchWidened = 11,       // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 

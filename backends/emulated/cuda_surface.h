@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -120,6 +121,11 @@ inline float atomicAdd(float * address, float value) {
   *address = old + value;
   return old;
 }
+inline int atomicAdd(int * address, int value) {
+  const int old = *address;
+  *address = old + value;
+  return old;
+}
 inline float2 atomicAdd(float2 * address, float2 value) {
   const float2 old = *address;
   *address = make_float2(old.x + value.x, old.y + value.y);
@@ -137,7 +143,10 @@ enum cudaError_t : int {
   cudaErrorLaunchFailure = 719,
 };
 using cudaStream_t = struct EmulatedStream *;
-using cudaEvent_t = struct EmulatedEvent *;
+struct EmulatedEvent {  // when it was recorded, for cudaEventElapsedTime
+  std::chrono::steady_clock::time_point recorded;
+};
+using cudaEvent_t = EmulatedEvent *;
 enum cudaMemcpyKind : int { cudaMemcpyDeviceToDevice = 3, cudaMemcpyDefault = 4 };
 enum cudaMemoryType : int {
   cudaMemoryTypeUnregistered = 0,
@@ -182,6 +191,8 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t * event, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t event);
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaEventQuery(cudaEvent_t event);  // as cudaStreamQuery: all work runs as it is queued
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float * milliseconds, cudaEvent_t start, cudaEvent_t end);
 cudaError_t cudaGetLastError();
 const char * cudaGetErrorString(cudaError_t status);
 

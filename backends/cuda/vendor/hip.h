@@ -17,6 +17,8 @@
 #define cudaEventDestroy hipEventDestroy
 #define cudaEventDisableTiming hipEventDisableTiming
 #define cudaEventRecord hipEventRecord
+#define cudaEventSynchronize hipEventSynchronize
+#define cudaEventElapsedTime hipEventElapsedTime
 #define cudaEvent_t hipEvent_t
 #define cudaFree hipFree
 #define cudaMalloc hipMalloc
