@@ -24,21 +24,31 @@
 # The device call brings back at most 8 files, so the logs travel packed: after every stage, LOGDIR gets
 # logs.tar.gz (WORK_DIR's logs and results, checkpoints left out) and summary.txt. WORK_DIR (default
 # /tmp/kosmos-check, on the GPU machine, outside the call's $OUT, which each call empties) keeps what ran: a second
-# call on the machine while it is still warm starts only the stages the first one did not finish (cut by the
-# deadline, or never reached), and its table has the rows of both. FRESH=1 starts over. STAGES="NAME ..." runs only
-# the stages named (a short call that measures one change: STAGES="machine ops_bench step_kosmos1", say).
+# call on the machine while it is still warm, with the same bundle, starts only the stages the first one did not
+# finish (cut by the deadline, or never reached), and its table has the rows of both. A rebuilt bundle, or FRESH=1,
+# starts over. STAGES="NAME ..." runs the stages named, and only those, finished before or not (a short call that
+# measures one change: STAGES="machine ops_bench step_kosmos1", say).
 # Usage (on the GPU machine, in the repository root):
 #   [DEADLINE_S=N] [WORK_DIR=DIR] [FRESH=1] [STAGES="NAME ..."] bash .device/device_check.sh LOGDIR [SKIP_COMPILE]
 set -uo pipefail
 packed="${1:?usage: device_check.sh LOGDIR}"
 skip_compile="${2:-}"
 logs="${WORK_DIR:-/tmp/kosmos-check}"
-[ -n "${FRESH:-}" ] && rm -rf "$logs"
 bundle="$(cd "$(dirname "$0")" && pwd)"
+# What an earlier call ran counts only for the same bundle: a rebuilt one (a change to measure) starts over.
+if [ -f "$bundle/bundle.tar.xz" ]; then
+  bundle_sum=$(sha256sum < "$bundle/bundle.tar.xz")
+else
+  bundle_sum=$(sha256sum < "$bundle/bin/kosmos")
+fi
+if [ "${FRESH:-0}" = 1 ] || [ "$(cat "$logs/bundle.sha256" 2> /dev/null)" != "$bundle_sum" ]; then
+  rm -rf "$logs"
+fi
 if [ -f "$bundle/bundle.tar.xz" ]; then  # packed by device_bundle.sh: unpack it outside the working tree
   mkdir -p /tmp/kosmos-bundle && tar -C /tmp/kosmos-bundle -xJf "$bundle/bundle.tar.xz" && bundle=/tmp/kosmos-bundle
 fi
 mkdir -p "$logs/done" "$packed"
+echo "$bundle_sum" > "$logs/bundle.sha256"
 summary="$logs/summary.txt"  # one line per stage run, over every call on this machine
 touch "$summary"
 
@@ -73,7 +83,7 @@ stage() {
   if [ -n "${STAGES:-}" ] && [[ " $STAGES " != *" $name "* ]]; then
     return 0
   fi
-  if [ -f "$logs/done/$name" ]; then
+  if [ -f "$logs/done/$name" ] && [ -z "${STAGES:-}" ]; then
     echo "== $name: finished by an earlier call ($(cat "$logs/done/$name"))"
     return 0
   fi

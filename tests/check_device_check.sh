@@ -74,12 +74,34 @@ grep -q '^== machine: finished by an earlier call' "$out/run.log" ||
   { echo "the second call ran the machine stage again (or the first did not run it)"; failed=1; }
 grep -q '^== step_kosmos1_layer (limit' "$out/first_call.log" &&
   { echo "the first call ran every stage: its deadline of 20 s cut nothing"; failed=1; }
+# A stage the first call's deadline skipped starts in the second.
+left_over=$(awk '$2 == "skip" {print $1; exit}' "$out/first_call.log")
+{ [ -n "$left_over" ] && grep -q "^== $left_over (limit" "$out/run.log"; } ||
+  { echo "the second call did not run '$left_over', which the first call skipped"; failed=1; }
 packed_logs=$(tar -tzf "$out/packed/logs.tar.gz")
 for file in ./ops_cuda.log ./step_kosmos1_layer.log ./table.txt ./summary.txt; do
   grep -qxF "$file" <<< "$packed_logs" || { echo "the packed logs lack $file"; failed=1; }
 done
 grep -q '\.h5$' <<< "$packed_logs" && { echo "the packed logs carry checkpoints"; failed=1; }
 cmp -s "$out/logs/summary.txt" "$out/packed/summary.txt" || { echo "the packed summary is not the last one"; failed=1; }
+# A rebuilt bundle starts over, on a copy of the work folder: nothing counts as finished before.
+cp -r "$out/logs" "$out/logs_rebuilt"
+echo "# rebuilt" >> "$bundle/bin/kosmos"
+run_check "$out/rebuilt.log" 16 "$out/logs_rebuilt"
+{ grep -q '^== machine (limit' "$out/rebuilt.log" && ! grep -q 'finished by an earlier call' "$out/rebuilt.log"; } ||
+  { echo "a rebuilt bundle took the earlier call's stages as finished"; failed=1; }
+# A bundle that does not start here fails at once, saying why, with its start log among the packed files.
+mkdir -p "$out/broken/bin"
+cp "$root/bench/device_check.sh" "$out/broken/device_check.sh"
+printf '#!/bin/sh\necho "error while loading shared libraries: libstand-in.so" >&2\nexit 127\n' \
+  > "$out/broken/bin/kosmos"
+chmod +x "$out/broken/bin/kosmos"
+if WORK_DIR="$out/broken_logs" bash "$out/broken/device_check.sh" "$out/broken_packed" > "$out/broken.log" 2>&1; then
+  echo "device_check.sh passed with a kosmos that does not start"; failed=1
+fi
+{ grep -q 'kosmos does not start on this machine' "$out/broken.log" &&
+  grep -q 'libstand-in' "$out/broken_packed/start.log"; } ||
+  { echo "the failed start is not reported:"; cat "$out/broken.log"; failed=1; }
 for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer \
   resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_atomic step_kosmos1_wmma tiny_cuda_fp16 \
   tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma ops_bench_step_rows \

@@ -2,9 +2,11 @@
 // back in batches, so an op's time is the GPU's own and the host never waits per op. (Waiting for the stream before
 // and after every op, as the host clock needs, adds the launch and the wait to each op: about 0.5 s over two of the
 // paper's steps on an H200, whose ops took 0.8 s.) Where the host launches slower than the GPU runs, the GPU's idle
-// time between two events counts to the op between them.
+// time between two events counts to the op between them; ops that overlap on two streams each count the time they
+// share, so the ops' sum may exceed the run's time.
 #pragma once
 
+#include <cstddef>
 #include <map>
 #include <string>
 #include <utility>
@@ -27,6 +29,7 @@ class GpuOpProfile {
 
   // An op begins on `stream`: its start event.
   void begin(cudaStream_t stream) {
+    if (open_ != nullptr) spare_.push_back(open_);  // the op begun before threw before its end
     open_ = take_event();
     KOSMOS_GPU_CHECK(cudaEventRecord(open_, stream));
   }
@@ -61,15 +64,24 @@ class GpuOpProfile {
     spare_.pop_back();
     return event;
   }
+  // Reads the recorded ops in order; one whose reading fails (a fault the GPU reports) stays recorded with those
+  // after it, so that no event is both recorded and spare, and none is counted twice.
   void settle() {
-    for (const Recorded & op : recorded_) {
-      KOSMOS_GPU_CHECK(cudaEventSynchronize(op.end));
-      float milliseconds = 0.0f;
-      KOSMOS_GPU_CHECK(cudaEventElapsedTime(&milliseconds, op.start, op.end));
-      Device::OpTime & time = totals_[op.name];
-      ++time.calls;
-      time.seconds += 1e-3 * milliseconds;
-      spare_.insert(spare_.end(), {op.start, op.end});
+    size_t read = 0;
+    try {
+      for (; read < recorded_.size(); ++read) {
+        const Recorded & op = recorded_[read];
+        KOSMOS_GPU_CHECK(cudaEventSynchronize(op.end));
+        float milliseconds = 0.0f;
+        KOSMOS_GPU_CHECK(cudaEventElapsedTime(&milliseconds, op.start, op.end));
+        Device::OpTime & time = totals_[op.name];
+        ++time.calls;
+        time.seconds += 1e-3 * milliseconds;
+        spare_.insert(spare_.end(), {op.start, op.end});
+      }
+    } catch (...) {
+      recorded_.erase(recorded_.begin(), recorded_.begin() + static_cast<std::ptrdiff_t>(read));
+      throw;
     }
     recorded_.clear();
   }

@@ -162,6 +162,8 @@ std::vector<OpCase> matmul_cases() {
   cases.push_back(matmul_case({0, false, false, 21, 1031, 16, false, true, false, 1.0f, 0.0f, bf16, f32, true, 1},
                               1e-11));
   cases.push_back(matmul_case({0, false, false, 1030, 12, 1033, false, false, true, 0.5f, 0.75f, f32, f32}, 1e-9));
+  // ... and batched (each part keeps the batch strides), with a bias split along n.
+  cases.push_back(matmul_case({2, true, false, 3, 1031, 8, false, true, true, 1.0f, 0.0f, f32, f32}, 1e-11));
   // bf16 inputs (exactly representable), f32 or bf16 output; bf16 output rounds to 8 bits of mantissa.
   cases.push_back(matmul_case({0, false, false, 48, 40, 72, false, true, false, 1.0f, 0.0f, bf16, f32}, 1e-11));
   cases.push_back(matmul_case({0, false, false, 33, 17, 65, false, false, false, 1.0f, 0.0f, bf16, bf16}, 1e-4));
