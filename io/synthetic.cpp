@@ -28,7 +28,9 @@ Caption caption_for(int colour, int corner, int64_t vocab) {
 }  // namespace
 
 model::Batch synthetic_batch(const model::KosmosConfig & config, int64_t batch, int64_t length, int64_t first_sample,
-                             uint64_t seed) {
+                             uint64_t seed, int max_images) {
+  KOSMOS_CHECK(max_images == 1 || max_images == 2, "synthetic data: ", max_images,
+               " images per sample at most; the set holds 1 or 2");
   const model::VisionConfig & v = config.vision;
   const model::SpecialTokens & t = config.tokens;
   const int64_t slots = config.image_slots(), size = v.image_size, per_image = v.channels * size * size;
@@ -44,7 +46,7 @@ model::Batch synthetic_batch(const model::KosmosConfig & config, int64_t batch, 
   out.batch = batch, out.length = length, out.first_sample = first_sample;
   // Samples s < first_sample with s % 3 == 2 carried two images (when the length allows): the global index of this
   // batch's first image, for layout-independent dropout.
-  const bool two_image_samples = length >= 2 + 2 * segment;
+  const bool two_image_samples = max_images == 2 && length >= 2 + 2 * segment;
   out.first_image = first_sample + (two_image_samples ? first_sample / 3 : 0);
   out.tokens.assign(static_cast<size_t>(batch * length), static_cast<int32_t>(t.pad));
   out.targets.assign(out.tokens.size(), static_cast<int32_t>(t.pad));

@@ -59,6 +59,7 @@ struct TrainOptions {
   double clip = 2.0;                 // global gradient-norm clip (0: off)
   double weight_decay = 0.01;
   std::string data;                  // a prepared dataset folder (kosmos data prepare); "": built-in synthetic batches
+  bool one_image_per_sequence = false;  // the synthetic batches: one image in each (else every third holds two)
   std::string metrics;               // JSON lines file, one object per step
   int64_t log_every = 10;            // print a step line every N steps
   bool profile = false;              // print time per op at the end

@@ -187,6 +187,9 @@ int main(int argc, char ** argv) {
                         "a prepared dataset folder (kosmos data prepare); its vocabulary and sequence length replace "
                         "the preset's (default: built-in synthetic image-caption batches)")
       ->check(CLI::ExistingDirectory);
+  const std::string one_image_help = "the built-in synthetic batches with one image in every sequence, as the PyTorch "
+                                     "peer's (by default every third sequence holds two)";
+  train_app->add_flag("--one-image-per-sequence", train.one_image_per_sequence, one_image_help);
   train_app->add_option("--metrics", train.metrics, "write one JSON object per step to this file");
   const std::string profile_help =
       "print the time spent in each op at the end, and on a GPU in each matmul and attention shape (timed by events "
@@ -389,6 +392,7 @@ int main(int argc, char ** argv) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")
       ->check(CLI::ExistingDirectory);
+  bench_app->add_flag("--one-image-per-sequence", bench.train.one_image_per_sequence, one_image_help);
   bench_app->add_option("--steps", bench.steps, "steps run")->capture_default_str()->check(CLI::PositiveNumber);
   bench_app->add_option("--warmup", bench.warmup, "first steps left out of the timing")->capture_default_str()
       ->check(CLI::NonNegativeNumber);

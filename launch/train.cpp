@@ -92,6 +92,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     KOSMOS_CHECK(options.length == 0 || options.length == dataset->length, "--length ", options.length,
                  " differs from the sequences of ", options.data, " (", dataset->length,
                  "); leave --length out or prepare the data with --length ", options.length);
+    KOSMOS_CHECK(!options.one_image_per_sequence, "--one-image-per-sequence shapes the built-in synthetic batches, ",
+                 "and ", options.data, " brings its own; leave one of the two out");
   }
   model::validate(config);
   KOSMOS_CHECK(options.stop_at == 0 || !options.save_dir.empty(), "--stop-at ", options.stop_at,
@@ -290,7 +292,11 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       log << " " << stream.name << " (" << stream.sequences << " sequences, weight " << stream.weight << ")";
     log << "; vocabulary " << dataset->vocab_size << " from " << dataset->tokenizer << "\n";
   }
-  log << "data: " << (dataset ? "the dataset's" : "built-in synthetic image-caption set,") << " " << global_batch
+  log << "data: "
+      << (dataset                           ? "the dataset's"
+          : options.one_image_per_sequence ? "built-in synthetic image-caption set (one image per sequence),"
+                                           : "built-in synthetic image-caption set,")
+      << " " << global_batch
       << " sequences of " << length << " positions per step (" << options.micro_batches << " micro-batches of "
       << micro_batch << " per dp rank), seed " << seed << "\n";
   log << resumed.str();
@@ -310,7 +316,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       micro = loader->next_step(global_batch, dp_rank, shape.dp, options.micro_batches);
     } else {
       for (int64_t m = 0; m < options.micro_batches; ++m)
-        micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed));
+        micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed,
+                                            options.one_image_per_sequence ? 1 : 2));
     }
     if (step == options.stall_step && grid.world().rank() == options.stall_rank)  // the test hook
       watchdog.stall_next_call(options.stall_seconds);
