@@ -106,6 +106,62 @@ __global__ void copy_kernel(Element * out, Layout out_layout, const Element * in
   KOSMOS_GRID_LOOP(i, count) out[strided_offset(out_layout, i)] = in[strided_offset(in_layout, i)];
 }
 
+// The same two over views whose last axis is at least a warp wide (by_rows): a warp per row of that axis, its lanes
+// over the row (coalesced where the axis is dense in memory), the other axes' offsets worked out once per row and
+// lane. strided_offset's 64-bit divisions, eight an element for 4-D views, cost more than the bytes they move: the
+// cast of an attention's dq from its f32 sums into the heads' strided view is one.
+__device__ inline int64_t row_offset(const Layout & layout, int64_t row) {
+  int64_t offset = 0;
+  for (int axis = layout.ndim - 2; axis >= 0; --axis) {
+    offset += (row % layout.dims[axis]) * layout.strides[axis];
+    row /= layout.dims[axis];
+  }
+  return offset;
+}
+// element(out_offset, in_offset) for every element of `rows` rows; out and in have the same dims.
+template <typename ElementOp>
+__device__ inline void for_each_in_rows(const Layout & out_layout, const Layout & in_layout, int64_t rows,
+                                        ElementOp element) {
+  const int last = out_layout.ndim - 1;
+  const int64_t width = out_layout.dims[last], out_step = out_layout.strides[last], in_step = in_layout.strides[last];
+  const int64_t warps_per_block = blockDim.x / kWarp, lane = threadIdx.x % kWarp;
+  for (int64_t row = blockIdx.x * warps_per_block + threadIdx.x / kWarp; row < rows;
+       row += static_cast<int64_t>(gridDim.x) * warps_per_block) {
+    const int64_t out_base = row_offset(out_layout, row), in_base = row_offset(in_layout, row);
+    for (int64_t col = lane; col < width; col += kWarp) element(out_base + col * out_step, in_base + col * in_step);
+  }
+}
+__global__ void strided_cast_rows_kernel(void * out, DType out_dtype, Layout out_layout, const void * in,
+                                         DType in_dtype, Layout in_layout, int64_t rows) {
+  for_each_in_rows(out_layout, in_layout, rows, [&](int64_t to, int64_t from) {
+    store_float(out, out_dtype, to, load_float(in, in_dtype, from));
+  });
+}
+template <typename Element>
+__global__ void copy_rows_kernel(Element * out, Layout out_layout, const Element * in, Layout in_layout,
+                                 int64_t rows) {
+  for_each_in_rows(out_layout, in_layout, rows, [&](int64_t to, int64_t from) { out[to] = in[from]; });
+}
+// Whether a strided cast or copy of this shape goes by rows.
+bool by_rows(const TensorView & view) { return view.ndim >= 2 && view.dims[view.ndim - 1] >= kWarp; }
+// The rows of that shape, and the blocks that give each a warp (a grid-stride loop past kMaxBlocks).
+int64_t rows_of(const TensorView & view) { return view.numel() / view.dims[view.ndim - 1]; }
+unsigned row_blocks_for(int64_t rows) { return blocks_for(rows * kWarp); }
+
+// A strided copy of `count` elements of Element's size (the bits as they are).
+template <typename Element>
+void launch_copy(const Copy & op, int64_t count, cudaStream_t stream) {
+  auto * out = static_cast<Element *>(op.out.data);
+  const auto * in = static_cast<const Element *>(op.in.data);
+  if (by_rows(op.out)) {
+    const int64_t rows = rows_of(op.out);
+    copy_rows_kernel<<<row_blocks_for(rows), kThreads, 0, stream>>>(out, layout_of(op.out), in, layout_of(op.in),
+                                                                     rows);
+  } else {
+    copy_kernel<<<blocks_for(count), kThreads, 0, stream>>>(out, layout_of(op.out), in, layout_of(op.in), count);
+  }
+}
+
 // out[n, i*(W/p) + j, (c*p + y)*p + x] = images[n, c, i*p + y, j*p + x].
 __global__ void patchify_kernel(float * out, const float * images, int64_t count, int64_t channels, int64_t height,
                                 int64_t width, int64_t patch) {
@@ -218,8 +274,14 @@ void gpu_op(GpuContext &, const Cast & op, cudaStream_t stream) {
     launch_unary_map(op.out, op.in, IdentityMap{}, stream, "cast");
     return;
   }
-  strided_cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, layout_of(op.out),
-                                                                    op.in.data, op.in.dtype, layout_of(op.in), count);
+  if (by_rows(op.out)) {
+    const int64_t rows = rows_of(op.out);
+    strided_cast_rows_kernel<<<row_blocks_for(rows), kThreads, 0, stream>>>(
+        op.out.data, op.out.dtype, layout_of(op.out), op.in.data, op.in.dtype, layout_of(op.in), rows);
+  } else {
+    strided_cast_kernel<<<blocks_for(count), kThreads, 0, stream>>>(op.out.data, op.out.dtype, layout_of(op.out),
+                                                                      op.in.data, op.in.dtype, layout_of(op.in), count);
+  }
   KOSMOS_GPU_LAUNCHED("cast");
 }
 
@@ -231,13 +293,10 @@ void gpu_op(GpuContext &, const Copy & op, cudaStream_t stream) {
                                      cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  const unsigned blocks = blocks_for(count);
   if (dtype_size(op.in.dtype) == 4)
-    copy_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint32_t *>(op.out.data), layout_of(op.out),
-                                                 static_cast<const uint32_t *>(op.in.data), layout_of(op.in), count);
+    launch_copy<uint32_t>(op, count, stream);
   else
-    copy_kernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint16_t *>(op.out.data), layout_of(op.out),
-                                                 static_cast<const uint16_t *>(op.in.data), layout_of(op.in), count);
+    launch_copy<uint16_t>(op, count, stream);
   KOSMOS_GPU_LAUNCHED("copy");
 }
 

@@ -155,11 +155,13 @@ OpCase scale_case(std::vector<int64_t> dims, float alpha) {
 
 // A cast is exact: the reference rounds through the same IEEE formats (round to nearest even). window_pad > 0
 // reads a 2-D f32 input as a column window of a wider matrix (rows window_pad elements apart beyond their width).
-OpCase cast_case(std::vector<int64_t> dims, DType from, DType to, int64_t window_pad = 0) {
+// permuted_out: the output as a [B, H, T, dh] view of [B, T, H, dh] memory, as the attention backward casts dq
+// from its f32 sums into the heads' view of the q|k|v gradient.
+OpCase cast_case(std::vector<int64_t> dims, DType from, DType to, int64_t window_pad = 0, bool permuted_out = false) {
   std::mt19937_64 rng(dims.back() * 13 + static_cast<int>(to));
   OpCase c;
   c.name = std::string("cast") + dims_name(dims) + "_" + dtype_name(from) + "to" + dtype_name(to) +
-           (window_pad > 0 ? "_window" : "");
+           (window_pad > 0 ? "_window" : "") + (permuted_out ? "_permutedout" : "");
   c.tolerance = 0.0;
   c.inputs["in"] = random_tensor(rng, dims, 100.0, from);
   if (from == DType::kF16)
@@ -173,9 +175,10 @@ OpCase cast_case(std::vector<int64_t> dims, DType from, DType to, int64_t window
     }
     return Named{{"out", out}};
   };
-  c.device = [dims, from, to, window_pad](DeviceRun & run, const Named & in, const Named &) {
+  c.device = [dims, from, to, window_pad, permuted_out](DeviceRun & run, const Named & in, const Named &) {
     const TensorView x = window_pad > 0 ? run.upload_window(in.at("in"), window_pad) : run.upload(in.at("in"), from);
-    const TensorView out = run.output(dims, to);
+    const TensorView out =
+        permuted_out ? run.upload_permuted(Tensor(dims, 7777.0), {0, 2, 1, 3}, to) : run.output(dims, to);
     run.op(Cast{out, x});
     return Named{{"out", run.download(out)}};
   };
@@ -252,6 +255,9 @@ std::vector<OpCase> elementwise_cases() {
   cases.push_back(copy_case({2, 3, 5, 7}, true, false));
   cases.push_back(copy_case({2, 5, 3, 8}, false, true));
   cases.push_back(copy_case({1, 4, 6, 16}, true, true));
+  // Rows at least a warp wide (64 lanes on ROCm) go a warp per row on a GPU.
+  cases.push_back(copy_case({2, 3, 5, 72}, true, false));
+  cases.push_back(copy_case({2, 5, 3, 64}, true, true));
   cases.push_back(patchify_case(2, 3, 28, 42, 14));
   cases.push_back(patchify_case(1, 1, 4, 4, 2));
   cases.push_back(scale_case({1}, -3.0f));
@@ -261,6 +267,7 @@ std::vector<OpCase> elementwise_cases() {
     cases.push_back(cast_case({7, 9}, to, DType::kF32));
   }
   cases.push_back(cast_case({33, 65}, DType::kF32, DType::kBF16, 31));  // a q/k/v column window into a bf16 operand
+  cases.push_back(cast_case({2, 3, 5, 64}, DType::kF32, DType::kBF16, 0, true));  // dq from its sums, by rows
   cases.push_back(fill_case({3, 5}, DType::kF32, 0.0f));
   cases.push_back(fill_case({11}, DType::kI32, 42.0f));
   cases.push_back(fill_case({6, 2}, DType::kBF16, -1.5f));
