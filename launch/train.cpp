@@ -195,6 +195,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   // Resume: values, AdamW moments, step, seed and data position from a checkpoint of any layout.
   int64_t first_step = 1;
   int64_t next_sample = 0;  // the synthetic set's next global sample index
+  const int synthetic_images = options.one_image_per_sequence ? 1 : 2;  // its images per sample at most
   std::string data_position;  // the checkpoint's, for the dataset loader
   uint64_t seed = options.seed;
   std::ostringstream resumed;  // reported after the run's description
@@ -215,6 +216,12 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       KOSMOS_CHECK(position.contains("synthetic"), "checkpoint ", resume_from, " was trained on a dataset (",
                    info.data_position.substr(0, 120), "); resume it with the same --data");
       next_sample = position.at("synthetic").at("next_sample").get<int64_t>();
+      // Checkpoints from before --one-image-per-sequence carry no count: theirs was 2.
+      const int saved_images = position.at("synthetic").value("max_images", 2);
+      KOSMOS_CHECK(saved_images == synthetic_images, "checkpoint ", resume_from,
+                   " was trained on synthetic batches of ",
+                   saved_images == 1 ? "one image per sequence" : "one or two images per sequence", ", so resume it ",
+                   saved_images == 1 ? "with" : "without", " --one-image-per-sequence");
     }
     resumed << "resumed from " << resume_from << ": step " << info.step << ", seed " << seed
             << ", written by kosmos " << info.version << " on " << info.layout << "\n";
@@ -241,7 +248,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                                   trainer.loss_scale().scale,
                                   trainer.loss_scale().finite_steps,
                                   loader ? loader->position_json()
-                                         : nlohmann::json{{"synthetic", {{"next_sample", next_sample}}}}.dump(),
+                                         : nlohmann::json{{"synthetic",
+                                                           {{"next_sample", next_sample},
+                                                            {"max_images", synthetic_images}}}}
+                                               .dump(),
                                   model::config_to_json(config),
                                   layout,
                                   optimizer_json(optimizer).dump(),
@@ -316,8 +326,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       micro = loader->next_step(global_batch, dp_rank, shape.dp, options.micro_batches);
     } else {
       for (int64_t m = 0; m < options.micro_batches; ++m)
-        micro.push_back(io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed,
-                                            options.one_image_per_sequence ? 1 : 2));
+        micro.push_back(
+            io::synthetic_batch(config, micro_batch, length, share_start + m * micro_batch, seed, synthetic_images));
     }
     if (step == options.stall_step && grid.world().rank() == options.stall_rank)  // the test hook
       watchdog.stall_next_call(options.stall_seconds);

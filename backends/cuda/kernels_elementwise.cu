@@ -108,8 +108,8 @@ __global__ void copy_kernel(Element * out, Layout out_layout, const Element * in
 
 // The same two over views whose last axis is at least a warp wide (by_rows): a warp per row of that axis, its lanes
 // over the row (coalesced where the axis is dense in memory), the other axes' offsets worked out once per row and
-// lane. strided_offset's 64-bit divisions, eight an element for 4-D views, cost more than the bytes they move: the
-// cast of an attention's dq from its f32 sums into the heads' strided view is one.
+// lane. strided_offset's 64-bit divisions, eight per 4-D view an element (sixteen for the two views), cost more than
+// the bytes they move: the cast of an attention's dq from its f32 sums into the heads' strided view is one.
 __device__ inline int64_t row_offset(const Layout & layout, int64_t row) {
   int64_t offset = 0;
   for (int axis = layout.ndim - 2; axis >= 0; --axis) {
