@@ -85,14 +85,18 @@ __global__ void broadcast_add_kernel(void * out, const void * a, const void * b,
   KOSMOS_GRID_LOOP(i, count) store_float(out, dtype, i, load_float(a, dtype, i) + load_float(b, dtype, i % b_count));
 }
 
-// Element i of the logical (row-major) order of `layout`, as an offset in elements.
-__device__ inline int64_t strided_offset(const Layout & layout, int64_t i) {
+// Index i of the logical (row-major) order of `layout`'s axes 0..last, as an offset in elements.
+__device__ inline int64_t offset_over_axes(const Layout & layout, int64_t i, int last) {
   int64_t offset = 0;
-  for (int axis = layout.ndim - 1; axis >= 0; --axis) {
+  for (int axis = last; axis >= 0; --axis) {
     offset += (i % layout.dims[axis]) * layout.strides[axis];
     i /= layout.dims[axis];
   }
   return offset;
+}
+// Element i of `layout`.
+__device__ inline int64_t strided_offset(const Layout & layout, int64_t i) {
+  return offset_over_axes(layout, i, layout.ndim - 1);
 }
 
 __global__ void strided_cast_kernel(void * out, DType out_dtype, Layout out_layout, const void * in, DType in_dtype,
@@ -110,13 +114,9 @@ __global__ void copy_kernel(Element * out, Layout out_layout, const Element * in
 // over the row (coalesced where the axis is dense in memory), the other axes' offsets worked out once per row and
 // lane. strided_offset's 64-bit divisions, eight per 4-D view an element (sixteen for the two views), cost more than
 // the bytes they move: the cast of an attention's dq from its f32 sums into the heads' strided view is one.
+// The first element of row `row` of `layout` (its axes but the last).
 __device__ inline int64_t row_offset(const Layout & layout, int64_t row) {
-  int64_t offset = 0;
-  for (int axis = layout.ndim - 2; axis >= 0; --axis) {
-    offset += (row % layout.dims[axis]) * layout.strides[axis];
-    row /= layout.dims[axis];
-  }
-  return offset;
+  return offset_over_axes(layout, row, layout.ndim - 2);
 }
 // element(out_offset, in_offset) for every element of `rows` rows; out and in have the same dims.
 template <typename ElementOp>
