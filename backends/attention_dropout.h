@@ -26,8 +26,11 @@ struct AttentionDropout {
 
   KOSMOS_HOST_DEVICE bool active() const { return threshold > 0; }
   // The block of row `row` that holds `key` (and the 15 keys of its group).
-  KOSMOS_HOST_DEVICE PhiloxBlock group(uint64_t row, int64_t key) const {
-    return philox_block(seed, row * groups_per_row + static_cast<uint64_t>(key / kGroup));
+  KOSMOS_HOST_DEVICE PhiloxBlock group(uint64_t row, int64_t key) const { return group_from(row_start(row), key); }
+  // The same from the counter of the row's first block, which a kernel that stays on one row works out once.
+  KOSMOS_HOST_DEVICE uint64_t row_start(uint64_t row) const { return row * groups_per_row; }
+  KOSMOS_HOST_DEVICE PhiloxBlock group_from(uint64_t row_start, int64_t key) const {
+    return philox_block(seed, row_start + static_cast<uint64_t>(key / kGroup));
   }
   // The keep factor of a probability whose random byte is `byte`.
   KOSMOS_HOST_DEVICE float factor_of_byte(uint32_t byte) const { return byte >= threshold ? keep_scale : 0.0f; }

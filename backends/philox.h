@@ -24,12 +24,18 @@ constexpr uint32_t kPhiloxWeyl0 = 0x9E3779B9u, kPhiloxWeyl1 = 0xBB67AE85u;  // k
 KOSMOS_HOST_DEVICE inline void philox_round(uint32_t & c0, uint32_t & c1, uint32_t & c2, uint32_t & c3, uint32_t key0,
                                             uint32_t key1) {
   constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;  // round multipliers
-  const uint64_t product0 = static_cast<uint64_t>(kMul0) * c0;
-  const uint64_t product1 = static_cast<uint64_t>(kMul1) * c2;
-  const uint32_t next0 = static_cast<uint32_t>(product1 >> 32) ^ c1 ^ key0;
-  const uint32_t next2 = static_cast<uint32_t>(product0 >> 32) ^ c3 ^ key1;
-  c1 = static_cast<uint32_t>(product1);
-  c3 = static_cast<uint32_t>(product0);
+#if defined(__CUDA_ARCH__) && !defined(KOSMOS_GPU_EMULATION)
+  // The high halves by __umulhi: nvcc makes each product one wide multiply, where from the 64-bit form below it
+  // adds two more a round (sm_90 SASS of a kernel that makes one block: 88 instructions instead of 104).
+  const uint32_t high0 = __umulhi(kMul0, c0), high1 = __umulhi(kMul1, c2);
+#else
+  const uint32_t high0 = static_cast<uint32_t>((static_cast<uint64_t>(kMul0) * c0) >> 32);
+  const uint32_t high1 = static_cast<uint32_t>((static_cast<uint64_t>(kMul1) * c2) >> 32);
+#endif
+  const uint32_t next0 = high1 ^ c1 ^ key0;
+  const uint32_t next2 = high0 ^ c3 ^ key1;
+  c1 = kMul1 * c2;
+  c3 = kMul0 * c0;
   c0 = next0;
   c2 = next2;
 }

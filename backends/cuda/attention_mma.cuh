@@ -221,49 +221,148 @@ __device__ inline void clear(FragmentC (&fragments)[N]) {
   for (int n = 0; n < N; ++n) fragments[n] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
 }
 
-// A warp's dropout bytes for one step, in shared memory. Query rows (forward, dq): [16 rows][64 keys], rows
-// kQueryRowBytes apart (68: the reads of a lane group's eight rows land on distinct banks), staged by lane l for
-// row l / 2 and the key groups (l % 2) and (l % 2) + 2. Key rows (dk, dv): [64 queries][16 keys] (the warp's 16
-// keys are one group), staged by lane l for queries 2l and 2l + 1.
-constexpr int kQueryRowBytes = kStepRows + 4;
-constexpr int kWarpDropoutBytes = 16 * kQueryRowBytes;  // >= 64 * 16, and a multiple of 16
-static_assert(kWarpDropoutBytes >= kStepRows * 16 && kWarpDropoutBytes % 16 == 0, "dropout byte tile");
+// Dropout (backends/attention_dropout.h) as masks: each random byte becomes a keep bit (0x80 where the probability
+// is kept, else 0), and prmt's sign replication widens a keep bit into the mask that zeroes a dropped f32, or both
+// halves of a pair of bf16 probabilities, in one AND. The keep scale 1 / (1 - p) multiplies the sums over keys once
+// (the forward's output, dV), or is folded into the score gradient's fma, rather than each probability.
 
-__device__ inline void stage_query_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h,
-                                 int64_t warp_query, int64_t first_key) {
-  __syncwarp();  // the warp is done reading the previous step's bytes
+// prmt.b32 (the emulation in backends/emulated/warp_matrices.h says what it does).
+__device__ inline uint32_t byte_permute(uint32_t x, uint32_t y, uint32_t selector) {
+#if defined(KOSMOS_GPU_EMULATION)
+  return kosmos_emulation::prmt(x, y, selector);
+#else
+  uint32_t result;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(result) : "r"(x), "r"(y), "r"(selector));
+  return result;
+#endif
+}
+
+// The keep bits of four random bytes: bit 7 of each byte set where the byte is at or above `threshold` (1 to 255),
+// so that its probability is kept; the masks read bit 7 alone, and the other bits mean nothing. A subtraction with
+// each byte's bit 7 set compares the bytes' low seven bits without borrowing from the next byte; bit 7 decides with
+// them, by OR below a threshold of 128 and by AND from 128 on: their majority with a bit 7 that is set below 128.
+__device__ inline uint32_t keep_bits(uint32_t bytes, uint32_t threshold) {
+  const uint32_t low_at_least = (bytes | 0x80808080u) - (threshold & 0x7Fu) * 0x01010101u;
+  const uint32_t below_128 = threshold < 128u ? 0x80808080u : 0u;
+  return (bytes & low_at_least) | (bytes & below_128) | (low_at_least & below_128);
+}
+
+// prmt selectors that widen keep bits into masks: byte b's bit over all 32 bits (an f32), or byte b's over the low
+// 16 and byte c's over the high 16 (a pair of bf16, the lower column in the low half).
+constexpr uint32_t element_mask_selector(int b) { return 0x8888u + 0x1111u * static_cast<uint32_t>(b); }
+constexpr uint32_t pair_mask_selector(int b, int c) {
+  return (0x88u + 0x11u * static_cast<uint32_t>(b)) | ((0x88u + 0x11u * static_cast<uint32_t>(c)) << 8);
+}
+// `value` where byte b of `keep` keeps it, else 0.
+__device__ inline float kept_value(float value, uint32_t keep, int b) {
+  return __uint_as_float(__float_as_uint(value) & byte_permute(keep, 0u, element_mask_selector(b)));
+}
+
+// A warp's keep bits for one step, in shared memory.
+// Query rows (forward, dq): [16 rows][4 key groups][4 words], rows kQueryRowBytes apart. Word t of a group holds the
+// bits of its keys 2t, 2t + 1, 2t + 8 and 2t + 9 in bytes 0 to 3: those the lanes with t = lane % 4 hold of a row in
+// the C fragments of the group (columns 8j + 2t + e, j = 2 group and 2 group + 1), so a lane reads a word a row and
+// group. Rows of 20 words put the 32 words a warp reads at once (8 rows, 4 lanes) in distinct banks. Lane l stages
+// row l / 2 at the groups l % 2 and l % 2 + 2.
+// Key rows (dk, dv): [32 query pairs][8 words], word g < 8 of pair i holding the bits of (query 2i, key g), (2i,
+// g + 8), (2i + 1, g) and (2i + 1, g + 8) of the warp's 16 keys: those lane (g, t) holds in its C fragment of columns
+// 2i and 2i + 1 (i = 4j + t), at banks 8t + g. Lane l stages pair l.
+constexpr int kQueryRowBytes = 80;
+constexpr int kWarpDropoutBytes = 16 * kQueryRowBytes;
+static_assert(kQueryRowBytes >= kStepRows && kQueryRowBytes % 16 == 0 && kWarpDropoutBytes >= 32 * 8 * 4,
+              "a warp's keep bits");
+
+// The Philox counter of the first block of the row that this lane stages (row lane / 2 of the warp's 16 from
+// warp_query), worked out once: the row stays the lane's from step to step.
+__device__ inline uint64_t staged_row_start(const AttentionShape & s, int64_t b, int64_t h, int64_t warp_query) {
+  return s.dropout.row_start(s.dropout_row(b, h, warp_query + lane_index() / 2));
+}
+__device__ inline void stage_query_rows(unsigned char * bytes, const AttentionShape & s, uint64_t row_start,
+                                        int64_t warp_query, int64_t first_key) {
+  __syncwarp();  // the warp is done reading the previous step's bits
   const int lane = lane_index(), row = lane / 2;
-  const int64_t query = warp_query + row;
-  if (query >= s.tq) return;  // rows past the end are never read
+  if (warp_query + row >= s.tq) return;  // rows past the end are never read
 #pragma unroll
   for (int g = 0; g < 2; ++g) {
     const int group = lane % 2 + 2 * g;
     if (first_key + 16 * group >= s.tk) continue;
-    const PhiloxBlock bits = s.dropout.group(s.dropout_row(b, h, query), first_key + 16 * group);
-    auto * target = reinterpret_cast<uint32_t *>(bytes + row * kQueryRowBytes + 16 * group);
+    const PhiloxBlock bits = s.dropout.group_from(row_start, first_key + 16 * group);
+    uint32_t w[4];  // keys 4i .. 4i + 3, the lower key in the lower byte
 #pragma unroll
-    for (int w = 0; w < 4; ++w) target[w] = bits.lane[w];  // little-endian: key 4w + i is byte i of lane w
+    for (int i = 0; i < 4; ++i) w[i] = keep_bits(bits.lane[i], s.dropout.threshold);
+    *reinterpret_cast<uint4 *>(bytes + row * kQueryRowBytes + 16 * group) =
+        make_uint4(byte_permute(w[0], w[2], 0x5410u), byte_permute(w[0], w[2], 0x7632u),
+                   byte_permute(w[1], w[3], 0x5410u), byte_permute(w[1], w[3], 0x7632u));
   }
 }
-__device__ inline float query_row_factor(const unsigned char * bytes, const AttentionShape & s, int row, int column) {
-  return s.dropout.factor_of_byte(bytes[row * kQueryRowBytes + column]);
+// The lane's word of row `row` (of the warp's 16) and key group `group` (0 to 3).
+__device__ inline uint32_t query_keep_word(const unsigned char * bytes, int row, int group) {
+  return *reinterpret_cast<const uint32_t *>(bytes + row * kQueryRowBytes + 16 * group + 4 * (lane_index() % 4));
+}
+// Element (j, half, e) of a step's query-row C fragments (row lane_row(half), column lane_column(j, e)) is byte
+// query_keep_byte(j, e) of query_keep_word(lane_row(half), j / 2).
+constexpr int query_keep_byte(int j, int e) { return 2 * (j % 2) + e; }
+// The A fragment of depth slice `group` of the warp's probabilities with the dropped ones zeroed.
+__device__ inline FragmentA kept_query_pairs(FragmentA a, const unsigned char * bytes, int group) {
+  const uint32_t row0 = query_keep_word(bytes, lane_row(0), group), row8 = query_keep_word(bytes, lane_row(1), group);
+  constexpr uint32_t kEven = pair_mask_selector(query_keep_byte(0, 0), query_keep_byte(0, 1));  // C fragment 2 group
+  constexpr uint32_t kOdd = pair_mask_selector(query_keep_byte(1, 0), query_keep_byte(1, 1));   // and 2 group + 1
+  a.x[0] &= byte_permute(row0, 0u, kEven);
+  a.x[1] &= byte_permute(row8, 0u, kEven);
+  a.x[2] &= byte_permute(row0, 0u, kOdd);
+  a.x[3] &= byte_permute(row8, 0u, kOdd);
+  return a;
 }
 
 __device__ inline void stage_key_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h,
                                       int64_t warp_key, int64_t first_query) {
-  __syncwarp();  // the warp is done reading the previous step's bytes
+  __syncwarp();  // the warp is done reading the previous step's bits
   const int lane = lane_index();
+  if (warp_key >= s.tk) return;  // never read
+  uint32_t w[2][4];  // queries 2 lane + e: keys 4i .. 4i + 3, the lower key in the lower byte (none kept past the end)
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
     const int64_t query = first_query + 2 * lane + e;
-    if (query >= s.tq || warp_key >= s.tk) continue;
-    const PhiloxBlock bits = s.dropout.group(s.dropout_row(b, h, query), warp_key);
-    *reinterpret_cast<uint4 *>(bytes + (2 * lane + e) * 16) = make_uint4(bits.lane[0], bits.lane[1], bits.lane[2],
-                                                                         bits.lane[3]);
+    const PhiloxBlock bits =
+        query < s.tq ? s.dropout.group(s.dropout_row(b, h, query), warp_key) : PhiloxBlock{{0u, 0u, 0u, 0u}};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[e][i] = query < s.tq ? keep_bits(bits.lane[i], s.dropout.threshold) : 0u;
   }
+  uint32_t words[8];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {  // keys g, g + 8 for g = 4 half .. 4 half + 3
+    uint32_t low[2], high[2];             // per query: keys 4 half + (0, 8, 1, 9), then + (2, 10, 3, 11)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      low[e] = byte_permute(w[e][half], w[e][half + 2], 0x5140u);
+      high[e] = byte_permute(w[e][half], w[e][half + 2], 0x7362u);
+    }
+    words[4 * half] = byte_permute(low[0], low[1], 0x5410u);
+    words[4 * half + 1] = byte_permute(low[0], low[1], 0x7632u);
+    words[4 * half + 2] = byte_permute(high[0], high[1], 0x5410u);
+    words[4 * half + 3] = byte_permute(high[0], high[1], 0x7632u);
+  }
+  auto * target = reinterpret_cast<uint4 *>(bytes + 32 * lane);
+  target[0] = make_uint4(words[0], words[1], words[2], words[3]);
+  target[1] = make_uint4(words[4], words[5], words[6], words[7]);
 }
-__device__ inline float key_row_factor(const unsigned char * bytes, const AttentionShape & s, int key, int query) {
-  return s.dropout.factor_of_byte(bytes[query * 16 + key]);
+// The lane's word of C fragment j (columns 8j .. 8j + 7 of the step's queries).
+__device__ inline uint32_t key_keep_word(const unsigned char * bytes, int j) {
+  const int lane = lane_index();
+  return *reinterpret_cast<const uint32_t *>(bytes + 4 * (8 * (4 * j + lane % 4) + lane / 4));
+}
+// Element (j, half, e) of a step's key-row C fragments is byte key_keep_byte(half, e) of key_keep_word(j).
+constexpr int key_keep_byte(int half, int e) { return half + 2 * e; }
+// The A fragment of depth slice k (C fragments 2k and 2k + 1) of the warp's probabilities with the dropped ones
+// zeroed, from those fragments' keep words.
+__device__ inline FragmentA kept_key_pairs(FragmentA a, uint32_t even_word, uint32_t odd_word) {
+  constexpr uint32_t kRow0 = pair_mask_selector(key_keep_byte(0, 0), key_keep_byte(0, 1));  // key g
+  constexpr uint32_t kRow8 = pair_mask_selector(key_keep_byte(1, 0), key_keep_byte(1, 1));  // key g + 8
+  a.x[0] &= byte_permute(even_word, 0u, kRow0);
+  a.x[1] &= byte_permute(even_word, 0u, kRow8);
+  a.x[2] &= byte_permute(odd_word, 0u, kRow0);
+  a.x[3] &= byte_permute(odd_word, 0u, kRow8);
+  return a;
 }
 
 // Max and sum over the four lanes that hold a row.
@@ -276,15 +375,9 @@ __device__ inline float row_sum_of(float value) {
   return value + __shfl_xor_sync(0xFFFFFFFFu, value, 2);
 }
 
-// A step's scores of the warp's 16 query rows (the lane's fragments) in base 2, times scale2 = log2(e) scale, and
-// -inf at the keys a row does not see (those from keys_seen[half] on), which only a `masked` step has.
-__device__ inline void query_scores_base2(FragmentC (&scores)[8], float scale2, bool masked, int64_t first_key,
-                                          const int64_t (&keys_seen)[2]) {
-#pragma unroll
-  for (int j = 0; j < 8; ++j)
-#pragma unroll
-    for (int x = 0; x < 4; ++x) scores[j].x[x] *= scale2;
-  if (!masked) return;
+// -inf at the scores of the warp's 16 query rows (the lane's fragments) that a row does not see (the keys from
+// keys_seen[half] on), on a step that the causal diagonal or the end of the rows cuts.
+__device__ inline void hide_unseen_keys(FragmentC (&scores)[8], int64_t first_key, const int64_t (&keys_seen)[2]) {
 #pragma unroll
   for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -292,6 +385,18 @@ __device__ inline void query_scores_base2(FragmentC (&scores)[8], float scale2, 
 #pragma unroll
       for (int e = 0; e < 2; ++e)
         if (first_key + lane_column(j, e) >= keys_seen[half]) scores[j].x[2 * half + e] = -INFINITY;
+}
+
+// The softmax in base 2 without a pass that scales the scores first: a probability is 2^(s scale2 - m2) for its
+// raw score s (-inf where hidden), scale2 = log2(e) scale and m2 its row's max or lse in base 2; one fma and one ex2.
+__device__ inline float probability_base2(float score, float scale2, float row_value2) {
+  return exp2_approx(fmaf(score, scale2, -row_value2));
+}
+// The score gradient of a probability p: p (dp / (1 - p_drop) - delta), where kept_dp is its dO . v product, zeroed
+// where dropout dropped the probability (kDropout), and keep_scale 1 / (1 - p_drop).
+template <bool kDropout>
+__device__ inline float score_gradient_of(float p, float kept_dp, float delta, float keep_scale) {
+  return p * (kDropout ? fmaf(kept_dp, keep_scale, -delta) : kept_dp - delta);
 }
 
 // A warp's [16, D] result rows (row0 + lane_row, up to `limit`) times `factor` into `target` (f32 or bf16); each
@@ -338,10 +443,19 @@ __device__ __forceinline__ void stream_steps(unsigned char * buffers, const Head
   }
 }
 
-// The lse of queries [first, first + 64) in base 2 (base2_lse: +inf past `limit`), for score_gradient_base2.
-__device__ inline void load_base2_lse(float * target, const float * lse, int64_t first, int64_t limit) {
-  for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads)
-    target[r] = base2_lse(first + r < limit ? lse[first + r] : -INFINITY);
+// The step's values of queries [first, first + 64) into target[2][64], a thread each: their lse in base 2 (threads
+// 0-63; +inf past `limit`, as base2_lse gives a row that sees no key), for probability_base2, and their delta
+// (threads 64-127; 0 past `limit`). Whole warps take one or the other.
+static_assert(kBlockThreads == 2 * kStepRows && kStepRows % kLanes == 0, "a thread per lse and delta of a step");
+__device__ inline void load_step_values(float * target, const float * lse, const float * delta, int64_t first,
+                                        int64_t limit) {
+  const int r = static_cast<int>(threadIdx.x) % kStepRows;
+  const bool inside = first + r < limit;
+  if (static_cast<int>(threadIdx.x) < kStepRows) {
+    target[r] = base2_lse(inside ? lse[first + r] : -INFINITY);
+  } else {
+    target[kStepRows + r] = inside ? delta[first + r] : 0.0f;
+  }
 }
 
 // Shared memory: the own tiles (the forward's query tiles, two backward), the four streamed ones, the warps' dropout

@@ -119,17 +119,25 @@ __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t
                           int64_t limit) {
   if constexpr (std::is_same_v<T, bf16>) {
     if (vector_aligned(rows)) {
-      constexpr int kVector = 8, kVectorsPerRow = D / kVector;
-      for (int index = threadIdx.x; index < kBlockRows * kVectorsPerRow; index += kBlockThreads) {
-        const int r = index / kVectorsPerRow, c = (index % kVectorsPerRow) * kVector;
-        auto * target = reinterpret_cast<uint4 *>(tile + r * TileLayout<D>::half_row + c);
-        if (first + r >= limit) {
-          *target = make_uint4(0u, 0u, 0u, 0u);
+      // Thread i copies vector i % per_row of rows i / per_row + k rows_apart: the addresses are worked out once
+      // and then stepped, since the streaming kernels spend their issue slots on this in every step.
+      constexpr int kVector = 8, kVectorsPerRow = D / kVector, kRowsApart = kBlockThreads / kVectorsPerRow;
+      static_assert(kBlockThreads % kVectorsPerRow == 0 && kBlockRows % kRowsApart == 0, "a tile's vectors");
+      const int r = static_cast<int>(threadIdx.x) / kVectorsPerRow;
+      const int c = (static_cast<int>(threadIdx.x) % kVectorsPerRow) * kVector;
+      const bf16 * source = rows.row(b, h, first + r) + c;
+      auto * target = tile + r * TileLayout<D>::half_row + c;
+#pragma unroll
+      for (int k = 0; k < kBlockRows / kRowsApart; ++k) {
+        auto * vector = reinterpret_cast<uint4 *>(target + k * kRowsApart * TileLayout<D>::half_row);
+        if (first + r + k * kRowsApart >= limit) {
+          *vector = make_uint4(0u, 0u, 0u, 0u);
         } else if constexpr (kAsync) {
-          copy_async_16(target, rows.row(b, h, first + r) + c);
+          copy_async_16(vector, source);
         } else {
-          *target = *reinterpret_cast<const uint4 *>(rows.row(b, h, first + r) + c);
+          *vector = *reinterpret_cast<const uint4 *>(source);
         }
+        source += kRowsApart * rows.row_stride;
       }
       return;
     }
@@ -141,8 +149,11 @@ __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t
 }
 
 // values[64, 64] of (b, h) at rows [first, first + 64) into `target`, `fill` past `limit` (lse and delta).
+// (A thread a value: kernels that load several split their threads between them.)
+static_assert(kBlockThreads >= kStepRows, "a thread per row of a step");
 __device__ inline void load_row_values(float * target, const float * values, int64_t first, int64_t limit, float fill) {
-  for (int r = threadIdx.x; r < kStepRows; r += kBlockThreads) target[r] = first + r < limit ? values[first + r] : fill;
+  const int r = static_cast<int>(threadIdx.x);
+  if (r < kStepRows) target[r] = first + r < limit ? values[first + r] : fill;
 }
 
 // Launches `kernel` with `shared` bytes of dynamic shared memory (above the 48 KiB default, which needs the opt-in).

@@ -28,7 +28,7 @@ using namespace attention_mma;
 // decoder's), one where they fit in one (the resampler's 64 latents, decoding), whose second would compute nothing.
 constexpr int kForwardTiles = 2;
 
-template <int D, typename O, int M>
+template <int D, typename O, int M, bool kDropout>
 __global__ void __launch_bounds__(kBlockThreads)
     mma_attention_forward_kernel(HeadRowsOf<O> out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
                                  HeadRowsOf<const bf16> v, AttentionShape s) {
@@ -74,11 +74,15 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   const int64_t last_query = (first_query + kBlockQueries < s.tq ? first_query + kBlockQueries : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
-  const auto prepare = [&](int64_t first_key, int) {
-    if (!s.dropout.active()) return;
+  uint64_t row_starts[M];  // of the rows the lane stages (kDropout)
 #pragma unroll
-    for (int m = 0; m < M; ++m)
-      stage_query_rows(dropout_bytes + m * kWarpDropoutBytes, s, b, h, warp_query[m], first_key);
+  for (int m = 0; m < M; ++m) row_starts[m] = kDropout ? staged_row_start(s, b, h, warp_query[m]) : 0u;
+  const auto prepare = [&](int64_t first_key, int) {
+    if constexpr (kDropout) {
+#pragma unroll
+      for (int m = 0; m < M; ++m)
+        stage_query_rows(dropout_bytes + m * kWarpDropoutBytes, s, row_starts[m], warp_query[m], first_key);
+    }
   };
   const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
     FragmentC p[M][8];
@@ -86,9 +90,9 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       // Only a step the causal diagonal or the end of the rows cuts needs the mask (the same for the whole warp).
-      query_scores_base2(p[m], scale2, !s.sees_all(warp_query[m], 16, first_key, kStepRows), first_key,
-                         keys_seen[m]);
-      // The online softmax of the lane's two rows; the sums are taken before dropout.
+      if (!s.sees_all(warp_query[m], 16, first_key, kStepRows)) hide_unseen_keys(p[m], first_key, keys_seen[m]);
+      // The online softmax of the lane's two rows, on the raw scores (scale2 > 0 keeps their max the max); the sums
+      // are taken before dropout.
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         float tile_max = -INFINITY;
@@ -96,7 +100,7 @@ __global__ void __launch_bounds__(kBlockThreads)
         for (int j = 0; j < 8; ++j)
 #pragma unroll
           for (int e = 0; e < 2; ++e) tile_max = fmaxf(tile_max, p[m][j].x[2 * half + e]);
-        const float new_max = fmaxf(row_max[m][half], row_max_of(tile_max));
+        const float new_max = fmaxf(row_max[m][half], row_max_of(tile_max) * scale2);
         // A row that has seen no key yet keeps max -inf; 0 in its place gives its probabilities and rescale 0.
         const float max_used = new_max == -INFINITY ? 0.0f : new_max;
         const float rescale = exp2_approx(row_max[m][half] - max_used);  // of the row's output so far
@@ -106,10 +110,8 @@ __global__ void __launch_bounds__(kBlockThreads)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float & value = p[m][j].x[2 * half + e];
-            value = exp2_approx(value - max_used);
+            value = probability_base2(value, scale2, max_used);
             sum += value;
-            if (s.dropout.active())
-              value *= query_row_factor(dropout_bytes + m * kWarpDropoutBytes, s, lane_row(half), lane_column(j, e));
           }
         row_sum[m][half] = row_sum[m][half] * rescale + row_sum_of(sum);
         row_max[m][half] = new_max;
@@ -117,16 +119,21 @@ __global__ void __launch_bounds__(kBlockThreads)
         for (int n = 0; n < D / 8; ++n) acc[m][n].x[2 * half] *= rescale, acc[m][n].x[2 * half + 1] *= rescale;
       }
     }
-    accumulate_rows_with<D, M>([&](int m, int n) -> FragmentC & { return acc[m][n]; },
-                               [&](int m, int kk) { return fragments_as_a(p[m], kk); }, v_tile);
+    // Dropout zeroes the probabilities it drops as they become bf16 pairs; the keep scale comes at the end.
+    const auto kept_slice = [&](int m, int kk) {
+      const FragmentA a = fragments_as_a(p[m], kk);
+      if constexpr (kDropout) return kept_query_pairs(a, dropout_bytes + m * kWarpDropoutBytes, kk);
+      return a;
+    };
+    accumulate_rows_with<D, M>([&](int m, int n) -> FragmentC & { return acc[m][n]; }, kept_slice, v_tile);
   };
   stream_steps<D, bf16, bf16>(streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
 #pragma unroll
   for (int m = 0; m < M; ++m) {
-    float inverse_sums[2];
+    float inverse_sums[2];  // times the keep scale under dropout
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      inverse_sums[half] = row_sum[m][half] > 0.0f ? 1.0f / row_sum[m][half] : 0.0f;
+      inverse_sums[half] = row_sum[m][half] > 0.0f ? (kDropout ? s.dropout.keep_scale : 1.0f) / row_sum[m][half] : 0.0f;
       const int64_t query = warp_query[m] + lane_row(half);
       if (lane_index() % 4 == 0 && query < s.tq)  // back to base e: lse = ln(2) max2 + ln(sum)
         lse[head_index * s.tq + query] =
@@ -137,7 +144,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 #endif
 }
 
-template <int D, typename G>
+template <int D, typename G, bool kDropout>
 __global__ void __launch_bounds__(kBlockThreads)
     mma_attention_dq_kernel(HeadRowsOf<G> dq, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
                             HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse, const float * delta,
@@ -158,7 +165,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   load_rows_as_a<D>(q_rows, q_tile, 16 * warp);
   load_rows_as_a<D>(dout_rows, dout_tile, 16 * warp);
 
-  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (score_gradient_base2)
+  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (probability_base2)
   float row_lse2[2], row_delta[2];
   int64_t keys_seen[2];
 #pragma unroll
@@ -173,25 +180,29 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);
+  const uint64_t row_start = kDropout ? staged_row_start(s, b, h, warp_query) : 0u;  // of the row the lane stages
   const auto prepare = [&](int64_t first_key, int) {
-    if (s.dropout.active()) stage_query_rows(m.dropout_bytes, s, b, h, warp_query, first_key);
+    if constexpr (kDropout) stage_query_rows(m.dropout_bytes, s, row_start, warp_query, first_key);
   };
   const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
     FragmentC scores[8], dps[8];
     product_with_rows<D>(scores, q_rows, k_tile);  // S = Q K^T
     product_with_rows<D>(dps, dout_rows, v_tile);  // dP = dO V^T
-    query_scores_base2(scores, scale2, !s.sees_all(warp_query, 16, first_key, kStepRows), first_key, keys_seen);
+    if (!s.sees_all(warp_query, 16, first_key, kStepRows)) hide_unseen_keys(scores, first_key, keys_seen);
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
-      for (int half = 0; half < 2; ++half)
+      for (int half = 0; half < 2; ++half) {
+        const uint32_t keep = kDropout ? query_keep_word(m.dropout_bytes, lane_row(half), j / 2) : 0u;
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float f =
-              s.dropout.active() ? query_row_factor(m.dropout_bytes, s, lane_row(half), lane_column(j, e)) : 1.0f;
+          const float dp = dps[j].x[2 * half + e];
           float & value = scores[j].x[2 * half + e];
-          value = score_gradient_base2(value, dps[j].x[2 * half + e], row_lse2[half], row_delta[half], f).ds;
+          value = score_gradient_of<kDropout>(probability_base2(value, scale2, row_lse2[half]),
+                                              kDropout ? kept_value(dp, keep, query_keep_byte(j, e)) : dp,
+                                              row_delta[half], s.dropout.keep_scale);
         }
+      }
     __syncwarp();  // the lanes together before mma.sync and ldmatrix
     accumulate_product<D>(acc, scores, k_tile);  // dQ += dS K
   };
@@ -204,7 +215,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 // dk and dv over a block of 64 keys; with kAddsDq also dq, added into dq_sums ([B*H*Tq, D] f32, zeroed
 // before) by atomics: each step's score gradients go through shared memory, where each warp takes 16 of the step's
 // queries for dQ += dS K. Without, dq is mma_attention_dq_kernel's (two more products: S and dP again).
-template <int D, typename G, bool kAddsDq>
+template <int D, typename G, bool kAddsDq, bool kDropout>
 __global__ void __launch_bounds__(kBlockThreads)
     mma_attention_dkdv_kernel(HeadRowsOf<G> dk, HeadRowsOf<G> dv, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
                               HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse,
@@ -226,12 +237,11 @@ __global__ void __launch_bounds__(kBlockThreads)
   clear(dv_acc);
   const float * head_lse = lse + head_index * s.tq;
   const float * head_delta = delta + head_index * s.tq;
-  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (score_gradient_base2)
+  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (probability_base2)
 
   const auto prepare = [&](int64_t first_query, int buffer) {
-    load_base2_lse(m.step_values + 2 * kStepRows * buffer, head_lse, first_query, s.tq);
-    load_row_values(m.step_values + 2 * kStepRows * buffer + kStepRows, head_delta, first_query, s.tq, 0.0f);
-    if (s.dropout.active()) stage_key_rows(m.dropout_bytes, s, b, h, warp_key, first_query);
+    load_step_values(m.step_values + 2 * kStepRows * buffer, head_lse, head_delta, first_query, s.tq);
+    if constexpr (kDropout) stage_key_rows(m.dropout_bytes, s, b, h, warp_key, first_query);
   };
   const auto compute = [&](int64_t first_query, const bf16 * q_tile, const bf16 * dout_tile, int buffer) {
     const float * lse2_values = m.step_values + 2 * kStepRows * buffer;
@@ -246,10 +256,6 @@ __global__ void __launch_bounds__(kBlockThreads)
       load_rows_as_a<D>(own_rows, v_tile, 16 * warp);
       product_with_rows<D>(dps, own_rows, dout_tile);  // dP^T = V dO^T
     }
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int x = 0; x < 4; ++x) scores[j].x[x] *= scale2;
     if (!s.sees_all(first_query, kStepRows, warp_key, 16)) {  // the diagonal or the end cuts the step: mask it
 #pragma unroll
       for (int j = 0; j < 8; ++j)
@@ -262,26 +268,33 @@ __global__ void __launch_bounds__(kBlockThreads)
             if (warp_key + lane_row(half) >= keys_seen) scores[j].x[2 * half + e] = -INFINITY;
         }
     }
+    uint32_t keep[8];  // of C fragment j (kDropout)
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+    for (int j = 0; j < 8; ++j) {
+      keep[j] = kDropout ? key_keep_word(m.dropout_bytes, j) : 0u;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int column = lane_column(j, e);
         const float query_lse2 = lse2_values[column], query_delta = delta_values[column];
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-          const int key = lane_row(half);
-          const float f = s.dropout.active() ? key_row_factor(m.dropout_bytes, s, key, column) : 1.0f;
-          const ScoreGradient g = score_gradient_base2(scores[j].x[2 * half + e], dps[j].x[2 * half + e], query_lse2,
-                                                       query_delta, f);
-          scores[j].x[2 * half + e] = g.kept;
-          dps[j].x[2 * half + e] = g.ds;
+          const float p = probability_base2(scores[j].x[2 * half + e], scale2, query_lse2);
+          const float dp = dps[j].x[2 * half + e];
+          scores[j].x[2 * half + e] = p;  // dropped as it becomes bf16 for dV
+          dps[j].x[2 * half + e] = score_gradient_of<kDropout>(
+              p, kDropout ? kept_value(dp, keep[j], key_keep_byte(half, e)) : dp, query_delta, s.dropout.keep_scale);
         }
       }
+    }
     // dS^T to shared memory for dq first, so that the stores complete behind the two products.
     if constexpr (kAddsDq) store_fragments<D>(m.score_gradients, 16 * warp, dps);
     __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
-    accumulate_product<D>(dv_acc, scores, dout_tile);  // dV += (P f)^T dO
+    const auto kept_slice = [&](int k) {
+      const FragmentA a = fragments_as_a(scores, k);
+      if constexpr (kDropout) return kept_key_pairs(a, keep[2 * k], keep[2 * k + 1]);
+      return a;
+    };
+    accumulate_with<D>(dv_acc, kept_slice, dout_tile);  // dV += (P kept)^T dO, times the keep scale at the end
     accumulate_product<D>(dk_acc, dps, q_tile);        // dK += dS^T Q
     if constexpr (kAddsDq) {
       __syncthreads();  // the step's [64 keys, 64 queries] dS^T whole; rewritten only after the next step's barrier
@@ -293,25 +306,40 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
   };
   stream_steps<D, bf16, G>(m.streamed, q, dout, b, h, s.queries_from(first_key), s.tq, s.tq, prepare, compute);
-  const float dk_scales[2] = {s.scale, s.scale}, ones[2] = {1.0f, 1.0f};
+  const float keep_scale = kDropout ? s.dropout.keep_scale : 1.0f;
+  const float dk_scales[2] = {s.scale, s.scale}, dv_scales[2] = {keep_scale, keep_scale};
   store_rows<D>(dk, b, h, warp_key, s.tk, dk_acc, dk_scales);
-  store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, ones);
+  store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, dv_scales);
 #endif
 }
 
 }  // namespace
 
+// Calls run(std::bool_constant<kDropout>{}) for kDropout = whether the op drops probabilities: the kernels without
+// dropout carry none of its work.
+template <typename Run>
+void for_dropout(const AttentionShape & s, Run run) {
+  if (s.dropout.active()) {
+    run(std::true_type{});
+  } else {
+    run(std::false_type{});
+  }
+}
+
 void mma_attention_forward(const AttentionForward & op, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   if (s.batch * s.heads * s.tq == 0) return;
   for_head_dim<32, 64>(s.head_dim, op.out.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
-    constexpr int D = decltype(d)::value;
-    using T = decltype(t);
-    if (s.tq <= kBlockRows)
-      return launch_forward<T>(mma_attention_forward_kernel<D, T, 1>, forward_shared<D>(1), "mma_attention_forward",
-                               op, s, stream, kBlockRows);
-    launch_forward<T>(mma_attention_forward_kernel<D, T, kForwardTiles>, forward_shared<D>(kForwardTiles),
-                      "mma_attention_forward", op, s, stream, kForwardTiles * kBlockRows);
+    for_dropout(s, [&](auto dropout) {
+      constexpr int D = decltype(d)::value;
+      constexpr bool kDropout = decltype(dropout)::value;
+      using T = decltype(t);
+      if (s.tq <= kBlockRows)
+        return launch_forward<T>(mma_attention_forward_kernel<D, T, 1, kDropout>, forward_shared<D>(1),
+                                 "mma_attention_forward", op, s, stream, kBlockRows);
+      launch_forward<T>(mma_attention_forward_kernel<D, T, kForwardTiles, kDropout>, forward_shared<D>(kForwardTiles),
+                        "mma_attention_forward", op, s, stream, kForwardTiles * kBlockRows);
+    });
   });
 }
 
@@ -320,16 +348,20 @@ void mma_attention_backward(const AttentionBackward & op, const float * delta, f
   if (s.batch * s.heads * s.tq == 0 || s.tk == 0) return;
   // dout's dtype is dq's (validated)
   for_head_dim<32, 64>(s.head_dim, op.dq.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
-    constexpr int D = decltype(d)::value;
-    using T = decltype(t);
-    if (dq_sums == nullptr)
-      return launch_backward<T>(mma_attention_dq_kernel<D, T>, mma_attention_dkdv_kernel<D, T, false>,
-                                backward_shared<D>(), "mma_attention_dq", "mma_attention_dkdv", op, delta, s, stream,
-                                static_cast<float *>(nullptr));
-    const size_t sums = static_cast<size_t>(s.batch * s.heads * s.tq * D);
-    KOSMOS_GPU_CHECK(cudaMemsetAsync(dq_sums, 0, sizeof(float) * sums, stream));
-    launch_key_blocks<T>(mma_attention_dkdv_kernel<D, T, true>, backward_shared<D>(true), "mma_attention_dkdv_dq", op,
-                         delta, s, stream, dq_sums);
+    for_dropout(s, [&](auto dropout) {
+      constexpr int D = decltype(d)::value;
+      constexpr bool kDropout = decltype(dropout)::value;
+      using T = decltype(t);
+      if (dq_sums == nullptr)
+        return launch_backward<T>(mma_attention_dq_kernel<D, T, kDropout>,
+                                  mma_attention_dkdv_kernel<D, T, false, kDropout>, backward_shared<D>(),
+                                  "mma_attention_dq", "mma_attention_dkdv", op, delta, s, stream,
+                                  static_cast<float *>(nullptr));
+      const size_t sums = static_cast<size_t>(s.batch * s.heads * s.tq * D);
+      KOSMOS_GPU_CHECK(cudaMemsetAsync(dq_sums, 0, sizeof(float) * sums, stream));
+      launch_key_blocks<T>(mma_attention_dkdv_kernel<D, T, true, kDropout>, backward_shared<D>(true),
+                           "mma_attention_dkdv_dq", op, delta, s, stream, dq_sums);
+    });
   });
 }
 

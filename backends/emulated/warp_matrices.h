@@ -1,7 +1,7 @@
 // warp_matrices.h: the tensor-core instructions of the attention kernels, emulated per the PTX ISA on the warp's
 // exchange slots (block_runner.h), with the hardware's preconditions checked (a fault, not a wrong answer, where one
 // fails): mma.sync m16n8k16 bf16 -> f32, ldmatrix .x4 (plain and .trans), cp.async 16 bytes with its commit and
-// wait, ex2.approx; and nvcuda::wmma's 16x16x16 fragments, whose element-to-lane mapping CUDA leaves opaque: here
+// wait, ex2.approx, prmt; and nvcuda::wmma's 16x16x16 fragments, whose element-to-lane mapping CUDA leaves opaque: here
 // every lane holds the whole tile, and a store writes only the lane's share; none of them waits for the other
 // lanes, so that memory one lane reads before a __syncwarp after other lanes' stores is stale, as it may be on the
 // hardware. Included by cuda_surface.h.
@@ -83,6 +83,20 @@ inline void wait_async_copies() { complete_copies(); }
 
 // ex2.approx.ftz.f32 (2^x; the hardware's is approximate, this one is exact to f32).
 inline float exp2_approx(float x) { return std::exp2(x); }
+
+// prmt.b32 in its default mode: byte n of the result is byte (s & 7) of the eight bytes of {y, x} (x's bytes 0-3,
+// y's 4-7), where s is nibble n of the selector; with s's bit 3 set, that byte's sign bit fills all eight bits.
+inline uint32_t prmt(uint32_t x, uint32_t y, uint32_t selector) {
+  const uint64_t bytes = (static_cast<uint64_t>(y) << 32) | x;
+  uint32_t result = 0;
+  for (int n = 0; n < 4; ++n) {
+    const uint32_t s = (selector >> (4 * n)) & 0xFu;
+    uint32_t byte = static_cast<uint32_t>(bytes >> (8 * (s & 7u))) & 0xFFu;
+    if (s & 8u) byte = (byte & 0x80u) ? 0xFFu : 0u;
+    result |= byte << (8 * n);
+  }
+  return result;
+}
 
 }  // namespace kosmos_emulation
 

@@ -175,6 +175,10 @@ std::vector<OpCase> attention_cases() {
           attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16, false}),
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16, false}),
           attention_case({1, 2, 150, 100, 64, true, 0.25f, false, 0, 0, DType::kBF16, DType::kF32, false}),
+          // dropout at and above p = 0.5: thresholds of 128 and more (the GPU's kernels compare the random bytes by
+          // another rule from 128 on), in two passes and in one
+          attention_case({1, 2, 130, 130, 64, true, 0.5f, false, 0, 0, DType::kBF16, DType::kBF16}),
+          attention_case({1, 2, 90, 150, 32, true, 0.7f, true, 0, 0, DType::kBF16, DType::kBF16, false}),
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),
           xpos_case({2, 3, 7, 64}, 5, false, false),
