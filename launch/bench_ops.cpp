@@ -175,7 +175,8 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                          bench.op(Matmul{d_table, d_logits, normed, TensorView{}, true, false, 1.0f, 1.0f});
                        }});
   }
-  // Attention with f32 operands, and with the bf16 ones mixed precision hands it (tensor cores on a GPU).
+  // Attention with f32 operands, and with the bf16 ones mixed precision hands it (tensor cores on a GPU); bf16 also
+  // with the preset's attention dropout, as a training step runs it.
   for (const DType operands : {DType::kF32, DType::kBF16}) {
     const TensorView q = bench.tensor(operands, {batch, heads, length, dh}),
                      k = bench.tensor(operands, {batch, heads, length, dh});
@@ -187,26 +188,34 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                      dk = bench.tensor(operands, {batch, heads, length, dh});
     const TensorView dv = bench.tensor(operands, {batch, heads, length, dh}),
                      dout = bench.tensor(operands, {batch, heads, length, dh});
-    AttentionParams params;
-    params.scale = 1.0f / std::sqrt(static_cast<float>(dh));
-    params.causal = true;
     const double causal_flops = 4.0 * batch * heads * length * length * dh / 2.0;
-    const std::string suffix = operands == DType::kF32 ? "" : " bf16";
     const std::string shape = dims({batch, heads, length, dh}) + " causal";
-    timings.push_back({"attention forward" + suffix, shape, causal_flops, 0.0, [&bench, o, lse, q, k, v, params] {
-                         bench.op(AttentionForward{o, lse, q, k, v, params});
-                       }});
-    timings.push_back({"attention backward" + suffix, shape, 2.5 * causal_flops, 0.0,
-                       [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
-                         bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
-                       }});
-    if (operands == DType::kBF16) {  // --attention-backward atomic: one pass, dq added up by atomics
-      AttentionParams atomic = params;
-      atomic.deterministic = false;
-      timings.push_back({"attention backward bf16 atomic", shape, 2.5 * causal_flops, 0.0,
-                         [&bench, dq, dk, dv, dout, q, k, v, o, lse, atomic] {
-                           bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, atomic});
+    std::vector<float> dropouts{0.0f};
+    if (operands == DType::kBF16 && config.decoder.attention_dropout > 0.0)
+      dropouts.push_back(static_cast<float>(config.decoder.attention_dropout));
+    for (const float dropout_p : dropouts) {
+      AttentionParams params;
+      params.scale = 1.0f / std::sqrt(static_cast<float>(dh));
+      params.causal = true;
+      params.dropout_p = dropout_p;
+      params.seed = 7;
+      const std::string suffix =
+          std::string(operands == DType::kF32 ? "" : " bf16") + (dropout_p > 0.0f ? " dropout" : "");
+      timings.push_back({"attention forward" + suffix, shape, causal_flops, 0.0, [&bench, o, lse, q, k, v, params] {
+                           bench.op(AttentionForward{o, lse, q, k, v, params});
                          }});
+      timings.push_back({"attention backward" + suffix, shape, 2.5 * causal_flops, 0.0,
+                         [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
+                           bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
+                         }});
+      if (operands == DType::kBF16) {  // --attention-backward atomic: one pass, dq added up by atomics
+        AttentionParams atomic = params;
+        atomic.deterministic = false;
+        timings.push_back({"attention backward" + suffix + " atomic", shape, 2.5 * causal_flops, 0.0,
+                           [&bench, dq, dk, dv, dout, q, k, v, o, lse, atomic] {
+                             bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, atomic});
+                           }});
+      }
     }
     if (operands == DType::kF32)
       timings.push_back({"xpos forward", dims({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q] {
@@ -315,7 +324,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
 
   out << "kosmos bench ops: " << options.preset << " shapes (" << batch << " x " << length << " tokens) on "
       << device->name() << " (" << device->description() << ")\n"
-      << std::left << std::setw(31) << "op" << std::setw(36) << "shape" << std::right << std::setw(11) << "ms"
+      << std::left << std::setw(40) << "op" << std::setw(36) << "shape" << std::right << std::setw(11) << "ms"
       << std::setw(12) << "GFLOP/s" << std::setw(10) << "GB/s"
       << "\n";
   std::ostringstream csv;
@@ -330,7 +339,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     const bool bf16 = timing.name.find(" bf16") != std::string::npos;
     if (timing.name.rfind("matmul", 0) == 0 && !bf16) best_matmul = std::max(best_matmul, gflops);
     if (timing.name == "adamw step") best_bandwidth = gbs;  // the largest stream: memory, not cache
-    out << std::left << std::setw(31) << timing.name << std::setw(36) << timing.shape << std::right << std::fixed
+    out << std::left << std::setw(40) << timing.name << std::setw(36) << timing.shape << std::right << std::fixed
         << std::setprecision(3) << std::setw(11) << seconds * 1e3 << std::setprecision(1) << std::setw(12)
         << (timing.flops > 0 ? gflops : 0.0) << std::setw(10) << (timing.bytes > 0 ? gbs : 0.0) << "\n";
     csv << timing.name << ",\"" << timing.shape << "\"," << seconds * 1e3 << ',' << gflops << ',' << gbs << "\n";

@@ -5,13 +5,14 @@
 // softmax (or the score gradients) there, and feeding them, rounded to bf16, straight back as the A fragments of the
 // second product; no score goes through shared memory (but the one-pass backward's score gradients, for dq). The
 // streamed tiles are double-buffered, the next step's copied by cp.async while this one computes, and read by ldmatrix
-// (transposed where the tile's rows are the product's depth). Dropout bytes (backends/attention_dropout.h) are staged
-// per warp in shared memory: each lane makes two Philox blocks per step and reads the bytes of the elements it holds.
-// The elementwise work between the products competes with them for issue slots (by count, a lane's 32 probabilities of
-// a step take more instructions than the step's mma and ldmatrix), so it is kept small: exponents in base 2 (the scale
-// times log2(e) folded into the scores, one ex2 per probability, a row that sees no key given lse +inf so its
-// probabilities come out 0 without a test), and the mask applied only on the steps the causal diagonal or the end of
-// the rows cuts (AttentionShape::sees_all, the same for a whole warp). Same results as the WMMA kernels of
+// (transposed where the tile's rows are the product's depth). Dropout (backends/attention_dropout.h) is staged per warp
+// in shared memory as keep bits: each lane makes two Philox blocks per step and query tile, and reads a word of bits
+// per row and key group (attention_mma.cuh). The elementwise work between the products competes with them for issue
+// slots, so it is kept small (bench/attention_sass_counts.sh counts a step's instructions): exponents in base 2 (one
+// fma and one ex2 per probability, the scale times log2(e) folded into the fma; a row that sees no key given lse +inf
+// so its probabilities come out 0 without a test), the dropped probabilities zeroed by masks and the keep scale applied
+// to the sums, kernels compiled with and without dropout, and the mask applied only on the steps the causal diagonal or
+// the end of the rows cuts (AttentionShape::sees_all, the same for a whole warp). Same results as the WMMA kernels of
 // kernels_attention_tc.cu up to f32 rounding; head sizes 32 and 64 (128 would need more than 255 registers in the
 // backward). The backward makes two passes (dq over the query blocks, dk and dv over the key blocks), or where the op
 // allows a varying order (AttentionParams::deterministic false) one over the key blocks that adds dq up by atomics. The
@@ -61,7 +62,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int m = 0; m < M; ++m) clear(acc[m]);
   // The online softmax in base 2: scores times log2(e) scale, so that each probability is one exp2_approx.
   const float scale2 = s.scale * kLog2e;
-  float row_max[M][2], row_sum[M][2];  // of the lane's two rows of each tile; row_max in base 2
+  // Of the lane's two rows of each tile: the max in base 2, and the lane's part of the sum (its 16 of each step's 64
+  // keys; the rescales are the row's, the same in its four lanes, so the parts are added up once at the end).
+  float row_max[M][2], row_sum[M][2];
   int64_t keys_seen[M][2];
 #pragma unroll
   for (int m = 0; m < M; ++m)
@@ -113,7 +116,7 @@ __global__ void __launch_bounds__(kBlockThreads)
             value = probability_base2(value, scale2, max_used);
             sum += value;
           }
-        row_sum[m][half] = row_sum[m][half] * rescale + row_sum_of(sum);
+        row_sum[m][half] = row_sum[m][half] * rescale + sum;
         row_max[m][half] = new_max;
 #pragma unroll
         for (int n = 0; n < D / 8; ++n) acc[m][n].x[2 * half] *= rescale, acc[m][n].x[2 * half + 1] *= rescale;
@@ -133,11 +136,11 @@ __global__ void __launch_bounds__(kBlockThreads)
     float inverse_sums[2];  // times the keep scale under dropout
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      inverse_sums[half] = row_sum[m][half] > 0.0f ? (kDropout ? s.dropout.keep_scale : 1.0f) / row_sum[m][half] : 0.0f;
+      const float sum = row_sum_of(row_sum[m][half]);
+      inverse_sums[half] = sum > 0.0f ? (kDropout ? s.dropout.keep_scale : 1.0f) / sum : 0.0f;
       const int64_t query = warp_query[m] + lane_row(half);
       if (lane_index() % 4 == 0 && query < s.tq)  // back to base e: lse = ln(2) max2 + ln(sum)
-        lse[head_index * s.tq + query] =
-            row_sum[m][half] > 0.0f ? row_max[m][half] * (1.0f / kLog2e) + logf(row_sum[m][half]) : -INFINITY;
+        lse[head_index * s.tq + query] = sum > 0.0f ? row_max[m][half] * (1.0f / kLog2e) + logf(sum) : -INFINITY;
     }
     store_rows<D>(out, b, h, warp_query[m], s.tq, acc[m], inverse_sums);
   }
