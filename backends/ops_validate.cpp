@@ -1,5 +1,6 @@
 // ops_validate.cpp: validate(op) for every op in ops.h. Each failure names the op, the offending operand with
 // its dtype and shape, and what was expected, so a wrong call is fixed from the message alone.
+#include <cmath>
 #include <initializer_list>
 #include <sstream>
 #include <tuple>
@@ -283,7 +284,9 @@ void validate_op(const Fill & op) {
 
 void validate_attention_params(const Checker & check, const AttentionParams & params, int64_t heads) {
   check.scalar_range("dropout_p", params.dropout_p, 0.0, 0.999, "the probability of dropping an attention weight");
-  KOSMOS_CHECK(params.scale > 0.0f, check.op, ": scale = ", params.scale, " must be > 0 (usually head_dim^-0.5)");
+  // Normal, not only positive: a GPU's kernels take the scores' max before scaling and flush subnormals to 0.
+  KOSMOS_CHECK(params.scale > 0.0f && std::isnormal(params.scale), check.op, ": scale = ", params.scale,
+               " must be a positive normal number (usually head_dim^-0.5)");
   const int64_t total = params.heads_total == 0 ? heads : params.heads_total;
   KOSMOS_CHECK(params.head_start >= 0 && params.head_start + heads <= total, check.op, ": heads [",
                params.head_start, ", ", params.head_start + heads, ") do not fit in heads_total = ", total);

@@ -269,8 +269,8 @@ __device__ inline float kept_value(float value, uint32_t keep, int b) {
 // g + 8), (2i + 1, g) and (2i + 1, g + 8) of the warp's 16 keys: those lane (g, t) holds in its C fragment of columns
 // 2i and 2i + 1 (i = 4j + t), at banks 8t + g. Lane l stages pair l.
 constexpr int kQueryRowBytes = 80;
-constexpr int kWarpDropoutBytes = 16 * kQueryRowBytes;
-static_assert(kQueryRowBytes >= kStepRows && kQueryRowBytes % 16 == 0 && kWarpDropoutBytes >= 32 * 8 * 4,
+constexpr int kWarpKeepBytes = 16 * kQueryRowBytes;
+static_assert(kQueryRowBytes >= kStepRows && kQueryRowBytes % 16 == 0 && kWarpKeepBytes >= 32 * 8 * 4,
               "a warp's keep bits");
 
 // The Philox counter of the first block of the row that this lane stages (row lane / 2 of the warp's 16 from
@@ -278,7 +278,7 @@ static_assert(kQueryRowBytes >= kStepRows && kQueryRowBytes % 16 == 0 && kWarpDr
 __device__ inline uint64_t staged_row_start(const AttentionShape & s, int64_t b, int64_t h, int64_t warp_query) {
   return s.dropout.row_start(s.dropout_row(b, h, warp_query + lane_index() / 2));
 }
-__device__ inline void stage_query_rows(unsigned char * bytes, const AttentionShape & s, uint64_t row_start,
+__device__ inline void stage_query_rows(unsigned char * area, const AttentionShape & s, uint64_t row_start,
                                         int64_t warp_query, int64_t first_key) {
   __syncwarp();  // the warp is done reading the previous step's bits
   const int lane = lane_index(), row = lane / 2;
@@ -291,21 +291,21 @@ __device__ inline void stage_query_rows(unsigned char * bytes, const AttentionSh
     uint32_t w[4];  // keys 4i .. 4i + 3, the lower key in the lower byte
 #pragma unroll
     for (int i = 0; i < 4; ++i) w[i] = keep_bits(bits.lane[i], s.dropout.threshold);
-    *reinterpret_cast<uint4 *>(bytes + row * kQueryRowBytes + 16 * group) =
+    *reinterpret_cast<uint4 *>(area + row * kQueryRowBytes + 16 * group) =
         make_uint4(byte_permute(w[0], w[2], 0x5410u), byte_permute(w[0], w[2], 0x7632u),
                    byte_permute(w[1], w[3], 0x5410u), byte_permute(w[1], w[3], 0x7632u));
   }
 }
 // The lane's word of row `row` (of the warp's 16) and key group `group` (0 to 3).
-__device__ inline uint32_t query_keep_word(const unsigned char * bytes, int row, int group) {
-  return *reinterpret_cast<const uint32_t *>(bytes + row * kQueryRowBytes + 16 * group + 4 * (lane_index() % 4));
+__device__ inline uint32_t query_keep_word(const unsigned char * area, int row, int group) {
+  return *reinterpret_cast<const uint32_t *>(area + row * kQueryRowBytes + 16 * group + 4 * (lane_index() % 4));
 }
 // Element (j, half, e) of a step's query-row C fragments (row lane_row(half), column lane_column(j, e)) is byte
 // query_keep_byte(j, e) of query_keep_word(lane_row(half), j / 2).
 constexpr int query_keep_byte(int j, int e) { return 2 * (j % 2) + e; }
 // The A fragment of depth slice `group` of the warp's probabilities with the dropped ones zeroed.
-__device__ inline FragmentA kept_query_pairs(FragmentA a, const unsigned char * bytes, int group) {
-  const uint32_t row0 = query_keep_word(bytes, lane_row(0), group), row8 = query_keep_word(bytes, lane_row(1), group);
+__device__ inline FragmentA kept_query_pairs(FragmentA a, const unsigned char * area, int group) {
+  const uint32_t row0 = query_keep_word(area, lane_row(0), group), row8 = query_keep_word(area, lane_row(1), group);
   constexpr uint32_t kEven = pair_mask_selector(query_keep_byte(0, 0), query_keep_byte(0, 1));  // C fragment 2 group
   constexpr uint32_t kOdd = pair_mask_selector(query_keep_byte(1, 0), query_keep_byte(1, 1));   // and 2 group + 1
   a.x[0] &= byte_permute(row0, 0u, kEven);
@@ -315,7 +315,7 @@ __device__ inline FragmentA kept_query_pairs(FragmentA a, const unsigned char * 
   return a;
 }
 
-__device__ inline void stage_key_rows(unsigned char * bytes, const AttentionShape & s, int64_t b, int64_t h,
+__device__ inline void stage_key_rows(unsigned char * area, const AttentionShape & s, int64_t b, int64_t h,
                                       int64_t warp_key, int64_t first_query) {
   __syncwarp();  // the warp is done reading the previous step's bits
   const int lane = lane_index();
@@ -343,14 +343,14 @@ __device__ inline void stage_key_rows(unsigned char * bytes, const AttentionShap
     words[4 * half + 2] = byte_permute(high[0], high[1], 0x5410u);
     words[4 * half + 3] = byte_permute(high[0], high[1], 0x7632u);
   }
-  auto * target = reinterpret_cast<uint4 *>(bytes + 32 * lane);
+  auto * target = reinterpret_cast<uint4 *>(area + 32 * lane);
   target[0] = make_uint4(words[0], words[1], words[2], words[3]);
   target[1] = make_uint4(words[4], words[5], words[6], words[7]);
 }
 // The lane's word of C fragment j (columns 8j .. 8j + 7 of the step's queries).
-__device__ inline uint32_t key_keep_word(const unsigned char * bytes, int j) {
+__device__ inline uint32_t key_keep_word(const unsigned char * area, int j) {
   const int lane = lane_index();
-  return *reinterpret_cast<const uint32_t *>(bytes + 4 * (8 * (4 * j + lane % 4) + lane / 4));
+  return *reinterpret_cast<const uint32_t *>(area + 4 * (8 * (4 * j + lane % 4) + lane / 4));
 }
 // Element (j, half, e) of a step's key-row C fragments is byte key_keep_byte(half, e) of key_keep_word(j).
 constexpr int key_keep_byte(int half, int e) { return half + 2 * e; }
@@ -420,7 +420,7 @@ __device__ void store_rows(const HeadRowsOf<T> & target, int64_t b, int64_t h, i
 // Steps over rows [first, end) of the streamed side, 64 at a time, its two operands (k and v, or q and dout)
 // double-buffered in `buffers` (four [64, D] tiles): the copies for step i + 1 are issued by cp.async right after
 // step i's barrier and land while step i computes. Before the barrier, prepare(row, buffer) writes what the step
-// needs besides (dropout bytes, lse and delta); then compute(row, a_tile, b_tile, buffer).
+// needs besides (dropout keep bits, lse and delta); then compute(row, a_tile, b_tile, buffer).
 template <int D, typename A, typename B, typename Prepare, typename Compute>
 __device__ __forceinline__ void stream_steps(unsigned char * buffers, const HeadRowsOf<const A> & a,
                                              const HeadRowsOf<const B> & b_rows, int64_t b, int64_t h, int64_t first,
@@ -460,24 +460,24 @@ __device__ inline void load_step_values(float * target, const float * lse, const
 }
 
 // Shared memory: the own tiles (the forward's query tiles, two backward), the four streamed ones, the warps' dropout
-// bytes, and backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq
+// keep bits, and backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq
 // (`with_dq`) the step's [64 keys, 64 queries] score gradients in bf16.
 template <int D>
-constexpr size_t forward_shared(int query_tiles = 1) {  // the block's query tiles, each with its dropout bytes
-  return (query_tiles + 4) * TileLayout<D>::half_tile + query_tiles * kWarps * kWarpDropoutBytes;
+constexpr size_t forward_shared(int query_tiles = 1) {  // the block's query tiles, each with its dropout keep bits
+  return (query_tiles + 4) * TileLayout<D>::half_tile + query_tiles * kWarps * kWarpKeepBytes;
 }
 template <int D>
 constexpr size_t backward_shared(bool with_dq = false) {
-  return 6 * TileLayout<D>::half_tile + kWarps * kWarpDropoutBytes + 4 * sizeof(float) * kStepRows +
+  return 6 * TileLayout<D>::half_tile + kWarps * kWarpKeepBytes + 4 * sizeof(float) * kStepRows +
          (with_dq ? TileLayout<D>::step_tile : 0);
 }
 
-// A backward block's shared memory as backward_shared<D>() lays it out, and this warp's dropout bytes.
+// A backward block's shared memory as backward_shared<D>() lays it out, and this warp's keep bits.
 template <int D>
 struct BackwardShared {
   bf16 * own[2];            // q and dout (dq), k and v (dk, dv)
   unsigned char * streamed;  // the other two, twice
-  unsigned char * dropout_bytes;
+  unsigned char * keep_area;  // this warp's keep bits
   float * step_values;       // [2 buffers][lse (base 2), delta][64] (dk, dv)
   bf16 * score_gradients;    // [64 keys, 64 queries], rows step_row apart (dk, dv adding dq)
   __device__ explicit BackwardShared(unsigned char * shared) {
@@ -485,8 +485,8 @@ struct BackwardShared {
     own[0] = reinterpret_cast<bf16 *>(shared);
     own[1] = reinterpret_cast<bf16 *>(shared + tile);
     streamed = shared + 2 * tile;
-    dropout_bytes = shared + 6 * tile + (threadIdx.x / kLanes) * kWarpDropoutBytes;
-    step_values = reinterpret_cast<float *>(shared + 6 * tile + kWarps * kWarpDropoutBytes);
+    keep_area = shared + 6 * tile + (threadIdx.x / kLanes) * kWarpKeepBytes;
+    step_values = reinterpret_cast<float *>(shared + 6 * tile + kWarps * kWarpKeepBytes);
     score_gradients = reinterpret_cast<bf16 *>(shared + backward_shared<D>(false));
   }
 };

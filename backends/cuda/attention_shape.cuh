@@ -14,8 +14,10 @@ template <typename T>
 struct HeadRowsOf {
   T * base;
   int64_t batch_stride, head_stride, row_stride;
-  __device__ T * row(int64_t b, int64_t h, int64_t t) const {
-    return base + b * batch_stride + h * head_stride + t * row_stride;
+  __device__ T * row(int64_t b, int64_t h, int64_t t) const { return base + offset(b, h, t); }
+  // The same as an element offset from base (which may be stepped past the end, where a pointer may not point).
+  __device__ int64_t offset(int64_t b, int64_t h, int64_t t) const {
+    return b * batch_stride + h * head_stride + t * row_stride;
   }
 };
 using HeadRows = HeadRowsOf<float>;

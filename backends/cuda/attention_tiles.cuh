@@ -125,7 +125,7 @@ __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t
       static_assert(kBlockThreads % kVectorsPerRow == 0 && kBlockRows % kRowsApart == 0, "a tile's vectors");
       const int r = static_cast<int>(threadIdx.x) / kVectorsPerRow;
       const int c = (static_cast<int>(threadIdx.x) % kVectorsPerRow) * kVector;
-      const bf16 * source = rows.row(b, h, first + r) + c;
+      int64_t source = rows.offset(b, h, first + r) + c;  // of the row's vector; stepped even past `limit`
       auto * target = tile + r * TileLayout<D>::half_row + c;
 #pragma unroll
       for (int k = 0; k < kBlockRows / kRowsApart; ++k) {
@@ -133,9 +133,9 @@ __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t
         if (first + r + k * kRowsApart >= limit) {
           *vector = make_uint4(0u, 0u, 0u, 0u);
         } else if constexpr (kAsync) {
-          copy_async_16(vector, source);
+          copy_async_16(vector, rows.base + source);
         } else {
-          *vector = *reinterpret_cast<const uint4 *>(source);
+          *vector = *reinterpret_cast<const uint4 *>(rows.base + source);
         }
         source += kRowsApart * rows.row_stride;
       }
@@ -148,8 +148,8 @@ __device__ void load_tile(bf16 * tile, const HeadRowsOf<const T> & rows, int64_t
   }
 }
 
-// values[64, 64] of (b, h) at rows [first, first + 64) into `target`, `fill` past `limit` (lse and delta).
-// (A thread a value: kernels that load several split their threads between them.)
+// values[64, 64] of (b, h) at rows [first, first + 64) into `target`, `fill` past `limit` (lse and delta), a row
+// a thread.
 static_assert(kBlockThreads >= kStepRows, "a thread per row of a step");
 __device__ inline void load_row_values(float * target, const float * values, int64_t first, int64_t limit, float fill) {
   const int r = static_cast<int>(threadIdx.x);

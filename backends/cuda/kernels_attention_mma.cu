@@ -6,17 +6,17 @@
 // second product; no score goes through shared memory (but the one-pass backward's score gradients, for dq). The
 // streamed tiles are double-buffered, the next step's copied by cp.async while this one computes, and read by ldmatrix
 // (transposed where the tile's rows are the product's depth). Dropout (backends/attention_dropout.h) is staged per warp
-// in shared memory as keep bits: each lane makes two Philox blocks per step and query tile, and reads a word of bits
-// per row and key group (attention_mma.cuh). The elementwise work between the products competes with them for issue
-// slots, so it is kept small (bench/attention_sass_counts.sh counts a step's instructions): exponents in base 2 (one
-// fma and one ex2 per probability, the scale times log2(e) folded into the fma; a row that sees no key given lse +inf
-// so its probabilities come out 0 without a test), the dropped probabilities zeroed by masks and the keep scale applied
-// to the sums, kernels compiled with and without dropout, and the mask applied only on the steps the causal diagonal or
-// the end of the rows cuts (AttentionShape::sees_all, the same for a whole warp). Same results as the WMMA kernels of
-// kernels_attention_tc.cu up to f32 rounding; head sizes 32 and 64 (128 would need more than 255 registers in the
-// backward). The backward makes two passes (dq over the query blocks, dk and dv over the key blocks), or where the op
-// allows a varying order (AttentionParams::deterministic false) one over the key blocks that adds dq up by atomics. The
-// warp-level pieces are attention_mma.cuh's. CUDA only.
+// in shared memory as keep bits: each lane makes two Philox blocks per step (and forward query tile), and reads a word
+// of bits per row and key group (forward, dq) or per C fragment (dk, dv) (attention_mma.cuh). The elementwise work
+// between the products competes with them for issue slots, so it is kept small (bench/attention_sass_counts.sh counts a
+// step's instructions): exponents in base 2 (one fma and one ex2 per probability, the scale times log2(e) folded into
+// the fma; a row that sees no key given lse +inf so its probabilities come out 0 without a test), the dropped
+// probabilities zeroed by masks and the keep scale applied to the sums, kernels compiled with and without dropout, and
+// the mask applied only on the steps the causal diagonal or the end of the rows cuts (AttentionShape::sees_all, the
+// same for a whole warp). Same results as the WMMA kernels of kernels_attention_tc.cu up to f32 rounding; head sizes 32
+// and 64 (128 would need more than 255 registers in the backward). The backward makes two passes (dq over the query
+// blocks, dk and dv over the key blocks), or where the op allows a varying order (AttentionParams::deterministic false)
+// one over the key blocks that adds dq up by atomics. The warp-level pieces are attention_mma.cuh's. CUDA only.
 #include "backends/cuda/attention_mma.cuh"
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   bf16 * q_tiles = reinterpret_cast<bf16 *>(shared);  // M [64, D] tiles, one after the other
   unsigned char * streamed = shared + M * L::half_tile;  // k and v, twice
   const int warp = static_cast<int>(threadIdx.x) / kLanes;
-  unsigned char * dropout_bytes = shared + (M + 4) * L::half_tile + M * warp * kWarpDropoutBytes;  // M tiles' bytes
+  unsigned char * keep_area = shared + (M + 4) * L::half_tile + M * warp * kWarpKeepBytes;  // M tiles' keep bits
 
   const BlockRows place = block_rows(s, true, kBlockQueries);
   const int64_t head_index = place.head_index, b = place.b, h = place.h, first_query = place.first;
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   FragmentC acc[M][D / 8];
 #pragma unroll
   for (int m = 0; m < M; ++m) clear(acc[m]);
-  // The online softmax in base 2: scores times log2(e) scale, so that each probability is one exp2_approx.
+  // The online softmax in base 2: each probability one fma (the score times log2(e) scale, less the max) and one ex2.
   const float scale2 = s.scale * kLog2e;
   // Of the lane's two rows of each tile: the max in base 2, and the lane's part of the sum (its 16 of each step's 64
   // keys; the rescales are the row's, the same in its four lanes, so the parts are added up once at the end).
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     if constexpr (kDropout) {
 #pragma unroll
       for (int m = 0; m < M; ++m)
-        stage_query_rows(dropout_bytes + m * kWarpDropoutBytes, s, row_starts[m], warp_query[m], first_key);
+        stage_query_rows(keep_area + m * kWarpKeepBytes, s, row_starts[m], warp_query[m], first_key);
     }
   };
   const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     // Dropout zeroes the probabilities it drops as they become bf16 pairs; the keep scale comes at the end.
     const auto kept_slice = [&](int m, int kk) {
       const FragmentA a = fragments_as_a(p[m], kk);
-      if constexpr (kDropout) return kept_query_pairs(a, dropout_bytes + m * kWarpDropoutBytes, kk);
+      if constexpr (kDropout) return kept_query_pairs(a, keep_area + m * kWarpKeepBytes, kk);
       return a;
     };
     accumulate_rows_with<D, M>([&](int m, int n) -> FragmentC & { return acc[m][n]; }, kept_slice, v_tile);
@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   load_rows_as_a<D>(q_rows, q_tile, 16 * warp);
   load_rows_as_a<D>(dout_rows, dout_tile, 16 * warp);
 
-  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (probability_base2)
+  const float scale2 = s.scale * kLog2e;  // probability_base2's: the scores stay raw, the lse is in base 2
   float row_lse2[2], row_delta[2];
   int64_t keys_seen[2];
 #pragma unroll
@@ -185,7 +185,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t key_end = s.keys_for(last_query);
   const uint64_t row_start = kDropout ? staged_row_start(s, b, h, warp_query) : 0u;  // of the row the lane stages
   const auto prepare = [&](int64_t first_key, int) {
-    if constexpr (kDropout) stage_query_rows(m.dropout_bytes, s, row_start, warp_query, first_key);
+    if constexpr (kDropout) stage_query_rows(m.keep_area, s, row_start, warp_query, first_key);
   };
   const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
     FragmentC scores[8], dps[8];
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const uint32_t keep = kDropout ? query_keep_word(m.dropout_bytes, lane_row(half), j / 2) : 0u;
+        const uint32_t keep = kDropout ? query_keep_word(m.keep_area, lane_row(half), j / 2) : 0u;
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const float dp = dps[j].x[2 * half + e];
@@ -240,11 +240,11 @@ __global__ void __launch_bounds__(kBlockThreads)
   clear(dv_acc);
   const float * head_lse = lse + head_index * s.tq;
   const float * head_delta = delta + head_index * s.tq;
-  const float scale2 = s.scale * kLog2e;  // scores and lse in base 2 (probability_base2)
+  const float scale2 = s.scale * kLog2e;  // probability_base2's: the scores stay raw, the lse is in base 2
 
   const auto prepare = [&](int64_t first_query, int buffer) {
     load_step_values(m.step_values + 2 * kStepRows * buffer, head_lse, head_delta, first_query, s.tq);
-    if constexpr (kDropout) stage_key_rows(m.dropout_bytes, s, b, h, warp_key, first_query);
+    if constexpr (kDropout) stage_key_rows(m.keep_area, s, b, h, warp_key, first_query);
   };
   const auto compute = [&](int64_t first_query, const bf16 * q_tile, const bf16 * dout_tile, int buffer) {
     const float * lse2_values = m.step_values + 2 * kStepRows * buffer;
@@ -274,7 +274,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     uint32_t keep[8];  // of C fragment j (kDropout)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      keep[j] = kDropout ? key_keep_word(m.dropout_bytes, j) : 0u;
+      keep[j] = kDropout ? key_keep_word(m.keep_area, j) : 0u;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int column = lane_column(j, e);
@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
     // dS^T to shared memory for dq first, so that the stores complete behind the two products.
     if constexpr (kAddsDq) store_fragments<D>(m.score_gradients, 16 * warp, dps);
-    __syncwarp();  // the lanes together again after their dropout branches, for mma.sync and ldmatrix
+    __syncwarp();  // the lanes together again after the mask branch, for mma.sync and ldmatrix
     const auto kept_slice = [&](int k) {
       const FragmentA a = fragments_as_a(scores, k);
       if constexpr (kDropout) return kept_key_pairs(a, keep[2 * k], keep[2 * k + 1]);
@@ -316,8 +316,6 @@ __global__ void __launch_bounds__(kBlockThreads)
 #endif
 }
 
-}  // namespace
-
 // Calls run(std::bool_constant<kDropout>{}) for kDropout = whether the op drops probabilities: the kernels without
 // dropout carry none of its work.
 template <typename Run>
@@ -328,6 +326,8 @@ void for_dropout(const AttentionShape & s, Run run) {
     run(std::false_type{});
   }
 }
+
+}  // namespace
 
 void mma_attention_forward(const AttentionForward & op, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);

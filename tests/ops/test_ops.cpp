@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 #include <tuple>
 
@@ -173,6 +174,23 @@ TEST_F(OpValidation, LayerNormBackwardRefusesAnInputGradientOverWhatItReads) {
     return;
   }
   FAIL() << "no layernorm_backward among the ops' cases";
+}
+
+// The GPU kernels take the scores' max before scaling them (so need a positive scale) and flush subnormals to 0.
+TEST_F(OpValidation, AttentionRefusesAScaleThatIsNotAPositiveNormalNumber) {
+  for (const OpDesc & valid : one_of_each_op(run)) {
+    if (!std::holds_alternative<AttentionForward>(valid)) continue;
+    ASSERT_EQ(message_of(valid), "");
+    for (const float scale : {0.0f, -0.125f, 1e-40f, std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN()}) {
+      AttentionForward op = std::get<AttentionForward>(valid);
+      op.params.scale = scale;
+      const std::string message = message_of(op);
+      EXPECT_NE(message.find("must be a positive normal number"), std::string::npos) << scale << ": " << message;
+    }
+    return;
+  }
+  FAIL() << "no attention_forward among the ops' cases";
 }
 
 TEST_F(OpValidation, WrongDtypeOrShapeNamesTheOpTheOperandAndTheExpectation) {
