@@ -2,7 +2,7 @@
 # attention_sass_counts.sh: the instructions of a step of each mma.sync attention kernel (head size 64, bf16, sm_90),
 # counted without a GPU, on the path a training step at the paper's shapes takes: a copy of the sources is compiled
 # with the cold paths cut (every step taken as one the causal diagonal does not cut, every operand as 16-byte
-# aligned), and bench/sass_loops.py reads each kernel's main loop. Static counts: they say how much issue work a
+# aligned), and bench/sass_loops.awk reads each kernel's main loop. Static counts: they say how much issue work a
 # change removed, not how fast a GPU runs it (bench/gpu_notes.md has both).
 #
 # usage: bench/attention_sass_counts.sh [TREE]
@@ -32,4 +32,9 @@ sed -i 's/if (vector_aligned(rows)) {/if (true || vector_aligned(rows)) {/' "$cu
   --generate-code=arch=compute_90,code=sm_90 --expt-relaxed-constexpr -std=c++17 -x cu \
   -c "$cuda/kernels_attention_mma.cu" -o "$work/mma.o"
 "$cuobjdump" -sass "$work/mma.o" > "$work/mma.sass"
-python3 "$here/bench/sass_loops.py" "$work/mma.sass" Li64E13__nv_bfloat16
+awk -v part=Li64E13__nv_bfloat16 -f "$here/bench/sass_loops.awk" "$work/mma.sass" |
+  while IFS=$'\t' read -r mangled instructions hmma mix; do
+    kernel=$(c++filt "$mangled" |
+      sed -e 's/(anonymous namespace):://' -e 's/(.*//' -e 's/.*:://' -e 's/__nv_bfloat16/bf16/')
+    echo "$kernel: $instructions instructions, HMMA $hmma: $mix"
+  done

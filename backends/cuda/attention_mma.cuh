@@ -222,8 +222,8 @@ __device__ inline void clear(FragmentC (&fragments)[N]) {
   for (int n = 0; n < N; ++n) fragments[n] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
 }
 
-// Dropout (backends/attention_dropout.h) as masks: each random byte becomes a keep bit (0x80 where the probability
-// is kept, else 0), and prmt's sign replication widens a keep bit into the mask that zeroes a dropped f32, or both
+// Dropout (backends/attention_dropout.h) as masks: each random byte becomes a keep bit (its bit 7, set where the
+// probability is kept), and prmt's sign replication widens a keep bit into the mask that zeroes a dropped f32, or both
 // halves of a pair of bf16 probabilities, in one AND. The keep scale 1 / (1 - p) multiplies the sums over keys once
 // (the forward's output, dV), or is folded into the score gradient's fma, rather than each probability.
 
