@@ -388,18 +388,6 @@ __device__ inline void hide_unseen_keys(FragmentC (&scores)[8], int64_t first_ke
         if (first_key + lane_column(j, e) >= keys_seen[half]) scores[j].x[2 * half + e] = -INFINITY;
 }
 
-// The softmax in base 2 without a pass that scales the scores first: a probability is 2^(s scale2 - m2) for its
-// raw score s (-inf where hidden), scale2 = log2(e) scale and m2 its row's max or lse in base 2; one fma and one ex2.
-__device__ inline float probability_base2(float score, float scale2, float row_value2) {
-  return exp2_approx(fmaf(score, scale2, -row_value2));
-}
-// The score gradient of a probability p: p (dp / (1 - p_drop) - delta), where kept_dp is its dO . v product, zeroed
-// where dropout dropped the probability (kDropout), and keep_scale 1 / (1 - p_drop).
-template <bool kDropout>
-__device__ inline float score_gradient_of(float p, float kept_dp, float delta, float keep_scale) {
-  return p * (kDropout ? fmaf(kept_dp, keep_scale, -delta) : kept_dp - delta);
-}
-
 // A warp's [16, D] result rows (row0 + lane_row, up to `limit`) times `factor` into `target` (f32 or bf16); each
 // row's own factor where `row_factors` is given.
 template <int D, typename T>

@@ -71,20 +71,27 @@ constexpr float kLog2e = 1.4426950408889634f;
 // key (lse -inf), so that 2^(score2 - lse2) is 0 for each of its entries.
 __device__ inline float base2_lse(float lse) { return lse == -INFINITY ? INFINITY : lse * kLog2e; }
 
-// The backward of one probability from its score in base 2 (score2 = log2(e) scale s, or -inf where hidden) and its
-// row's base2_lse: p = 2^(score2 - lse2) and f its dropout factor give the probability as kept, p f, and the score
-// gradient ds = p (dp f - delta).
+// The softmax in base 2 without a pass that scales the scores first: a probability is 2^(s scale2 - m2) for its
+// raw score s (-inf where hidden), scale2 = log2(e) scale and m2 its row's max or lse in base 2; one fma and one ex2.
+__device__ inline float probability_base2(float score, float scale2, float row_value2) {
+  return exp2_approx(fmaf(score, scale2, -row_value2));
+}
+// The score gradient of a probability p: p (dp / (1 - p_drop) - delta), where kept_dp is its dO . v product, zeroed
+// where dropout dropped the probability (kDropout), and keep_scale 1 / (1 - p_drop).
+template <bool kDropout>
+__device__ inline float score_gradient_of(float p, float kept_dp, float delta, float keep_scale) {
+  return p * (kDropout ? fmaf(kept_dp, keep_scale, -delta) : kept_dp - delta);
+}
+
+// The WMMA kernels' backward of one probability, from its score s, its row's lse, whether the key is visible and its
+// dropout factor f (0 or the keep scale): the probability as kept, p f, and the score gradient ds = p (dp f - delta).
 struct ScoreGradient {
   float kept, ds;
 };
-__device__ inline ScoreGradient score_gradient_base2(float score2, float dp, float lse2, float delta, float f) {
-  const float p = exp2_approx(score2 - lse2);
-  return {p * f, p * (dp * f - delta)};
-}
-// The same from a score s, its row's lse and whether the key is visible (the WMMA kernels).
 __device__ inline ScoreGradient score_gradient(float score, float dp, float lse, float delta, float f, bool visible,
                                                float scale) {
-  return score_gradient_base2(visible ? score * scale * kLog2e : -INFINITY, dp, base2_lse(lse), delta, f);
+  const float p = probability_base2(visible ? score : -INFINITY, scale * kLog2e, base2_lse(lse));
+  return {p * f, score_gradient_of<true>(p, dp, delta, f)};
 }
 
 // Whether every row of a bf16 operand starts on 16 bytes (its base and strides), so that a tile loads in 16-byte
