@@ -112,6 +112,14 @@ class Device {
   // through the TMA unit, which needs 16 (the ROCm build asks the same, untested there); oneDNN runs such products
   // no faster on padded rows (`kosmos bench ops` times both), so the CPU asks for none.
   virtual size_t matmul_row_alignment() const { return 1; }
+  // The i32 words in which this device records the dropout masks of an attention forward for its backward
+  // (AttentionForward::keep), or 0 where its backward draws them again (no dropout, or kernels that do not record).
+  // The CUDA backend's mma.sync kernels record (kernels_attention_mma.cu); they spend fewer issue slots reading a
+  // bit than drawing it, and the backward would draw each twice (dq, then dk and dv).
+  virtual int64_t attention_keep_words(const AttentionForward & op) const {
+    static_cast<void>(op);
+    return 0;
+  }
   // Copies between views of equal dtype and dims, each dense; either side may be host memory.
   virtual void copy(TensorView dst, TensorView src, Stream & stream) = 0;
 

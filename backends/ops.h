@@ -157,6 +157,10 @@ struct AttentionForward {
   TensorView k;    // [B, H, Tk, dh] like q
   TensorView v;    // [B, H, Tk, dh] like q
   AttentionParams params;
+  // [Device::attention_keep_words(op)] i32, or absent: where the device records the dropout masks it drew for the
+  // backward (opaque: a GPU's mma.sync kernels keep one bit a probability), so that the backward reads them instead
+  // of drawing them again.
+  TensorView keep;
 };
 struct AttentionBackward {
   TensorView dq;    // [B, H, Tq, dh] f32|bf16, overwritten
@@ -169,6 +173,7 @@ struct AttentionBackward {
   TensorView out;   // [B, H, Tq, dh] f32|bf16 from the forward
   TensorView lse;   // [B, H, Tq] f32 from the forward
   AttentionParams params;
+  TensorView keep;  // the forward's AttentionForward::keep as it wrote it, or absent (the masks are drawn again)
 };
 
 // xPos (torchscale XPOS, kosmos-spec section 4) on [B, H, T, dh] views, head_dim even: rotates interleaved pairs

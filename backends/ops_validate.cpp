@@ -316,16 +316,26 @@ void validate_attention_operands(const Checker & check, const TensorView & q, co
   KOSMOS_CHECK(tk > 0 || tq == 0, check.op, ": k ", describe(k), " has no keys for ", tq, " queries");
 }
 
+// The dropout masks' record, where given: dense i32 words (their count is the device's, checked where it writes).
+void validate_attention_keep(const Checker & check, const TensorView & keep) {
+  if (!keep.present()) return;
+  check.dtype("keep", keep, {DType::kI32});
+  check.ndim("keep", keep, 1, 1);
+  check.dense("keep", keep);
+}
+
 void validate_op(const AttentionForward & op) {
   const Checker check{"attention_forward"};
   validate_attention_operands(check, op.q, op.k, op.v, op.out, op.lse);
   validate_attention_params(check, op.params, op.q.dim(1));
+  validate_attention_keep(check, op.keep);
 }
 
 void validate_op(const AttentionBackward & op) {
   const Checker check{"attention_backward"};
   validate_attention_operands(check, op.q, op.k, op.v, op.out, op.lse);
   validate_attention_params(check, op.params, op.q.dim(1));
+  validate_attention_keep(check, op.keep);
   for (const auto & [name, view, ref_name, ref] :
        {std::tuple<const char *, TensorView, const char *, TensorView>{"dq", op.dq, "q", op.q},
         {"dk", op.dk, "k", op.k}, {"dv", op.dv, "v", op.v}, {"dout", op.dout, "out", op.out}}) {

@@ -20,12 +20,16 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$tree/backends" "$work/"
 cuda=$work/backends/cuda
 # The cold paths: the steps that the causal diagonal or the end of the rows cuts (1 of a row's 32 at 2048 tokens),
-# in the kernels' two spellings (before 24936eb the mask went through query_scores_base2's flag), and the
-# element-by-element tile loads of unaligned operands.
+# in the kernels' two spellings (before 24936eb the mask went through query_scores_base2's flag), the
+# element-by-element tile loads of unaligned operands,
 sed -i -e 's/if (!s\.sees_all(/if (false \&\& !s.sees_all(/' \
   -e 's/query_scores_base2(\(.*\), !s\.sees_all(/query_scores_base2(\1, false \&\& !s.sees_all(/' \
   "$cuda/kernels_attention_mma.cu"
 sed -i 's/if (vector_aligned(rows)) {/if (true || vector_aligned(rows)) {/' "$cuda/attention_tiles.cuh"
+# and the element-by-element copy of a backward step's keep bits whose first row is no multiple of 8 (since the keep
+# record; a causal step of a key block where Tk - Tq is not one).
+[ ! -e "$cuda/attention_mma.cuh" ] ||
+  sed -i 's/if (first_row % 8 == 0) {/if (true || first_row % 8 == 0) {/' "$cuda/attention_mma.cuh"
 [ "$(grep -c 'false && !s.sees_all' "$cuda/kernels_attention_mma.cu")" -eq 3 ] ||
   { echo "attention_sass_counts.sh: expected three masked-step tests to cut in $tree" >&2; exit 1; }
 "$nvcc" -I"$work" -I"$tree" -isystem=/usr/local/cuda/include -O3 -DNDEBUG -DOMPI_SKIP_MPICXX=1 -w \

@@ -111,9 +111,10 @@ void BM_Attention(benchmark::State & state, bool with_backward) {
   params.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   params.causal = causal;
   for (auto _ : state) {
-    op_run(*bench.device, AttentionForward{out, lse, q, k, v, params}, *bench.stream);
+    op_run(*bench.device, AttentionForward{out, lse, q, k, v, params, TensorView{}}, *bench.stream);
     if (with_backward)
-      op_run(*bench.device, AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params}, *bench.stream);
+      op_run(*bench.device, AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params, TensorView{}},
+             *bench.stream);
   }
   const double matmuls = with_backward ? 7.0 : 2.0;
   report_rate(state, matmuls * 2.0 * batch * heads * length * length * head_dim * (causal ? 0.5 : 1.0));

@@ -111,6 +111,7 @@ Hardware hardware_preset(const std::string & name) {
     KOSMOS_FAIL("--gpu ", name, " is not a machine the planner knows; choose h100, h200, mi250, mi300x or cpu");
   }
   h.reduction_overlaps_backward = name == "h100" || name == "h200";
+  h.records_attention_dropout = name == "h100" || name == "h200";
   return h;
 }
 
@@ -331,7 +332,15 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   // recomputation only the f32 input is kept, and one layer's whole set is live.
   const double e = d.embed_dim, f = d.ffn_dim, tp = layout.tp;
   const double gathered = layout.tp > 1 ? e + f : 0.0;
-  const double one_layer = tokens * (8.0 * e + act * (3.0 * e + 4.0 * e / tp + f + f / tp + gathered));
+  // A GPU that keeps the attention's dropout masks adds a bit a probability, over whole 64-key steps and 128-query
+  // blocks (kernels_attention_mma.cu's record), its heads' share of them.
+  const double length = static_cast<double>(work.length);
+  const double kept_masks = hw.records_attention_dropout && d.attention_dropout > 0.0
+                                ? static_cast<double>(micro) * static_cast<double>(d.heads) / tp *
+                                      std::ceil(length / 64.0) * 64.0 * std::ceil(length / 128.0) * 128.0 / 8.0
+                                : 0.0;
+  const double one_layer =
+      tokens * (8.0 * e + act * (3.0 * e + 4.0 * e / tp + f + f / tp + gathered)) + kept_masks;
   const double per_layer = layout.recompute ? tokens * 4.0 * e : one_layer;
   // A layer's backward takes, while the micro-batch's other layers are still held, the gradients at the residual
   // stream's three points in f32 and, in the activation dtype, those at the FFN's hidden layer, the attention,

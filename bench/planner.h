@@ -32,6 +32,9 @@ struct Hardware {
   // on its own stream); not where this system stages collectives through blocking MPI calls (ROCm: Debian has no
   // RCCL) nor on the CPU (MPI moves the data inside its calls, on the cores that compute).
   bool reduction_overlaps_backward = false;
+  // Whether the attention's forward keeps its dropout masks for the backward, a bit a probability
+  // (Device::attention_keep_words): the CUDA backend's mma.sync kernels do.
+  bool records_attention_dropout = false;
   // The share of memory_gib a layout may fill; the rest is for what the planner does not count (the CUDA context,
   // NCCL's buffers, library workspaces, kernels' scratch) and for its own error (within 15% of measured, README).
   double usable_fraction = 0.9;

@@ -201,20 +201,29 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
       params.seed = 7;
       const std::string suffix =
           std::string(operands == DType::kF32 ? "" : " bf16") + (dropout_p > 0.0f ? " dropout" : "");
-      timings.push_back({"attention forward" + suffix, shape, causal_flops, 0.0, [&bench, o, lse, q, k, v, params] {
-                           bench.op(AttentionForward{o, lse, q, k, v, params});
+      // With the record of the dropout masks where the device keeps one, as the layers run them (the forward's
+      // timing runs first and writes it).
+      AttentionForward forward{o, lse, q, k, v, params, TensorView{}};
+      if (const int64_t words = bench.device().attention_keep_words(forward); words > 0)
+        forward.keep = bench.tensor(DType::kI32, {words}, 0.0f);
+      timings.push_back({"attention forward" + suffix, shape, causal_flops, 0.0, [&bench, forward] {
+                           bench.op(forward);
                          }});
-      timings.push_back({"attention backward" + suffix, shape, 2.5 * causal_flops, 0.0,
-                         [&bench, dq, dk, dv, dout, q, k, v, o, lse, params] {
-                           bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, params});
+      const AttentionBackward backward{dq, dk, dv, dout, q, k, v, o, lse, params, forward.keep};
+      timings.push_back({"attention backward" + suffix, shape, 2.5 * causal_flops, 0.0, [&bench, backward] {
+                           bench.op(backward);
                          }});
+      if (forward.keep.present()) {  // what the record saves: the backward given none draws the masks again
+        AttentionBackward redrawn = backward;
+        redrawn.keep = TensorView{};
+        timings.push_back({"attention backward" + suffix + " redrawn", shape, 2.5 * causal_flops, 0.0,
+                           [&bench, redrawn] { bench.op(redrawn); }});
+      }
       if (operands == DType::kBF16) {  // --attention-backward atomic: one pass, dq added up by atomics
-        AttentionParams atomic = params;
-        atomic.deterministic = false;
+        AttentionBackward atomic = backward;
+        atomic.params.deterministic = false;
         timings.push_back({"attention backward" + suffix + " atomic", shape, 2.5 * causal_flops, 0.0,
-                           [&bench, dq, dk, dv, dout, q, k, v, o, lse, atomic] {
-                             bench.op(AttentionBackward{dq, dk, dv, dout, q, k, v, o, lse, atomic});
-                           }});
+                           [&bench, atomic] { bench.op(atomic); }});
       }
     }
     if (operands == DType::kF32)

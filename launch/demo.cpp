@@ -90,8 +90,8 @@ void time_attention(std::ostream & out, Device & device, Stream & stream) {
   std::vector<double> times;
   for (int repeat = 0; repeat < 11; ++repeat) {
     const auto start = std::chrono::steady_clock::now();
-    op_run(device, AttentionForward{out_t, lse.view, q, k, v, params}, stream);
-    op_run(device, AttentionBackward{dq, dk, dv, dout, q, k, v, out_t, lse.view, params}, stream);
+    op_run(device, AttentionForward{out_t, lse.view, q, k, v, params, TensorView{}}, stream);
+    op_run(device, AttentionBackward{dq, dk, dv, dout, q, k, v, out_t, lse.view, params, TensorView{}}, stream);
     stream.synchronize();
     if (repeat > 0) times.push_back(seconds_since(start));  // the first run warms caches
   }

@@ -38,12 +38,12 @@ struct LatentAttention {
   }
   void forward(Runtime & rt, TensorView out, TensorView lse, TensorView q, TensorView kv,
                const AttentionParams & params) const {
-    rt.run(AttentionForward{queries(out), lse, queries(q), keys(kv), values(kv), params});
+    rt.run(AttentionForward{queries(out), lse, queries(q), keys(kv), values(kv), params, TensorView{}});
   }
   void backward(Runtime & rt, TensorView dq, TensorView dkv, TensorView dout, TensorView q, TensorView kv,
                 TensorView out, TensorView lse, const AttentionParams & params) const {
     rt.run(AttentionBackward{queries(dq), keys(dkv), values(dkv), queries(dout), queries(q), keys(kv), values(kv),
-                             queries(out), lse, params});
+                             queries(out), lse, params, TensorView{}});
   }
 };
 

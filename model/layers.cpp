@@ -298,8 +298,11 @@ namespace {
 // q | k | v [rows, 3 w] as the attention reads them: themselves (f32 with f32 weights, or bf16 activations), or with
 // fp16 weights a bf16 copy in the arena, which a GPU multiplies on tensor cores (bf16, not f16: the attention's
 // operands need its range).
+DType attention_operand_dtype(const BlockWeights & w) {
+  return w.q.weight.dtype == DType::kF32 ? DType::kF32 : DType::kBF16;
+}
 TensorView attention_operands(Runtime & rt, const BlockWeights & w, const TensorView & qkv) {
-  return matmul_operand(rt, qkv, w.q.weight.dtype == DType::kF32 ? DType::kF32 : DType::kBF16);
+  return matmul_operand(rt, qkv, attention_operand_dtype(w));
 }
 
 // A [rows, cols] activation inside a sub-layer, in the block's activation dtype.
@@ -351,11 +354,23 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
   s.attention = take_activation(rt, o, rows, width);
   s.lse = rt.take({o.batch, heads, o.length});
   const AttentionParams params = attention_params(o, width / heads, heads, tp);
+  auto as_heads = [&](const TensorView & q_k_v, int part) {
+    return heads_view(columns(q_k_v, part * width, width), o.batch, o.length, heads);
+  };
+  const auto op_on = [&](const TensorView & q_k_v) {
+    return AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, as_heads(q_k_v, 0),
+                            as_heads(q_k_v, 1), as_heads(q_k_v, 2), params, TensorView{}};
+  };
+  // The record of the dropout masks that the device keeps for the backward, sized by the operands' shapes and dtype
+  // (it reads no data for that) and taken before the mark that gives a cast copy of them back.
+  TensorView operands_as_cast = s.qkv;
+  operands_as_cast.dtype = attention_operand_dtype(w);
+  if (const int64_t words = rt.device.attention_keep_words(op_on(operands_as_cast)); words > 0)
+    s.keep = rt.arena.take(DType::kI32, {words});
   const Arena::Mark operands = rt.arena.mark();
-  const TensorView qkv = attention_operands(rt, w, s.qkv);
-  auto as_heads = [&](int part) { return heads_view(columns(qkv, part * width, width), o.batch, o.length, heads); };
-  rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, as_heads(0), as_heads(1),
-                          as_heads(2), params});
+  AttentionForward attention = op_on(attention_operands(rt, w, s.qkv));
+  attention.keep = s.keep;
+  rt.run(attention);
   rt.arena.rewind(operands);
   attention_finish(rt, w, o, tp, x_mid, s);
 }
@@ -497,7 +512,7 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
   AttentionParams params = attention_params(o, head_dim, heads, tp);
   params.causal = cached == 0;  // one new position sees every cached one
   rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, keys,
-                          cache.values_view(total), params});
+                          cache.values_view(total), params, TensorView{}});
   attention_finish(rt, w, o, tp, rt.take({rows, w.q.in()}), s);
   ffn_forward(rt, w, o, tp, out, s, true);
   rt.arena.rewind(layer);
@@ -559,7 +574,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   const TensorView q = columns(qkv, 0, width), k = columns(qkv, width, width), v = columns(qkv, 2 * width, width);
   const AttentionParams params = attention_params(o, width / heads, heads, tp);
   rt.run(AttentionBackward{as_heads(dq), as_heads(dk), as_heads(dv), as_heads(d_attention), as_heads(q), as_heads(k),
-                           as_heads(v), as_heads(s.attention), s.lse, params});
+                           as_heads(v), as_heads(s.attention), s.lse, params, s.keep});
   rt.arena.rewind(operands);
   if (o.xpos) {
     rt.run(XPosBackward{as_heads(dq), as_heads(dq), {0, false, o.xpos_scale_base}});

@@ -153,6 +153,7 @@ struct ProjectionSaved {
 // blocks without an FFN sub-LN (CLIP): Magneto's sub-LN normalises the activation's output on the fly.
 struct BlockSaved {
   TensorView x, h_attention, qkv, attention, lse, x_mid, h_ffn, hidden, activated;
+  TensorView keep;  // the attention's dropout masks as the device records them (AttentionForward::keep), or absent
   ProjectionSaved attention_end, ffn_end;  // sub-LN and out_proj; sub-LN and fc2
   LayerNorm::Saved ln_attention, ln_ffn;
 };

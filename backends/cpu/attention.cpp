@@ -104,7 +104,7 @@ void cpu_op(CpuContext & ctx, const AttentionForward & op) {
   if (any_narrow({op.out, op.q, op.k, op.v})) {  // bf16: widened exactly, the same f32 attention, rounded once
     WidenedOperands wide(ctx);
     cpu_op(ctx, AttentionForward{wide.output(op.out), op.lse, wide.input(op.q), wide.input(op.k), wide.input(op.v),
-                                 op.params});
+                                 op.params, op.keep});
     wide.finish();
     return;
   }
@@ -183,7 +183,7 @@ void cpu_op(CpuContext & ctx, const AttentionBackward & op) {
     WidenedOperands wide(ctx);
     cpu_op(ctx, AttentionBackward{wide.output(op.dq), wide.output(op.dk), wide.output(op.dv), wide.input(op.dout),
                                   wide.input(op.q), wide.input(op.k), wide.input(op.v), wide.input(op.out), op.lse,
-                                  op.params});
+                                  op.params, op.keep});
     wide.finish();
     return;
   }

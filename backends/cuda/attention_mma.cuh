@@ -222,6 +222,31 @@ __device__ inline void clear(FragmentC (&fragments)[N]) {
   for (int n = 0; n < N; ++n) fragments[n] = FragmentC{{0.0f, 0.0f, 0.0f, 0.0f}};
 }
 
+// The keep record (Device::attention_keep_words): the forward's keep bits, one bit a probability, for the backward,
+// which reads them where it would otherwise draw them again (twice: for dq and for dk, dv). An entry is the 16 bits of
+// one (row, 16-key group), at [head_index][group][row], so that the backward's steps copy whole 16-byte pieces of it
+// (a step's four groups times 64 rows) beside their tiles. Bit 4t + i of an entry keeps key 2t, 2t + 1, 2t + 8 or
+// 2t + 9 of the group (i = 0 to 3): nibble t holds the keys whose bits a query-row lane t reads as one keep word, and
+// one multiplication widens it into that word; a key-row lane takes two rows' bits of key g and g + 8 the same way.
+// Rows run to a whole number of the forward's 128-row blocks, groups to whole 64-key steps.
+struct KeepRecord {
+  uint16_t * bits;  // null: none
+  int64_t groups, rows;
+  __device__ uint16_t * column(int64_t head_index, int64_t group) const {
+    return bits + (head_index * groups + group) * rows;
+  }
+};
+constexpr int64_t kKeepRecordRows = 2 * kBlockRows;  // the mma.sync forward's block of two query tiles
+inline KeepRecord keep_record_of(void * bits, const AttentionShape & s) {
+  const int64_t steps = (s.tk + kStepRows - 1) / kStepRows;
+  const int64_t rows = (s.tq + kKeepRecordRows - 1) / kKeepRecordRows * kKeepRecordRows;
+  return {static_cast<uint16_t *>(bits), steps * (kStepRows / AttentionDropout::kGroup), rows};
+}
+inline int64_t keep_record_words(const AttentionShape & s) {
+  const KeepRecord shape = keep_record_of(nullptr, s);
+  return (s.batch * s.heads * shape.groups * shape.rows + 1) / 2;
+}
+
 // Dropout (backends/attention_dropout.h) as masks: each random byte becomes a keep bit (its bit 7, set where the
 // probability is kept), and prmt's sign replication widens a keep bit into the mask that zeroes a dropped f32, or both
 // halves of a pair of bf16 probabilities, in one AND. The keep scale 1 / (1 - p) multiplies the sums over keys once
@@ -259,41 +284,73 @@ __device__ inline float kept_value(float value, uint32_t keep, int b) {
   return __uint_as_float(__float_as_uint(value) & byte_permute(keep, 0u, element_mask_selector(b)));
 }
 
-// A warp's keep bits for one step, in shared memory.
-// Query rows (forward, dq): [16 rows][4 key groups][4 words], rows kQueryRowBytes apart. Word t of a group holds the
-// bits of its keys 2t, 2t + 1, 2t + 8 and 2t + 9 in bytes 0 to 3: those the lanes with t = lane % 4 hold of a row in
-// the C fragments of the group (columns 8j + 2t + e, j = 2 group and 2 group + 1), so a lane reads a word a row and
-// group. Rows of 20 words put the 32 words a warp reads at once (8 rows, 4 lanes) in distinct banks. Lane l stages
-// row l / 2 at the groups l % 2 and l % 2 + 2.
-// Key rows (dk, dv): [32 query pairs][8 words], word g < 8 of pair i holding the bits of (query 2i, key g), (2i,
-// g + 8), (2i + 1, g) and (2i + 1, g + 8) of the warp's 16 keys: those lane (g, t) holds in its C fragment of columns
-// 2i and 2i + 1 (i = 4j + t), at banks 8t + g. Lane l stages pair l.
+// The four query-row keep words of one (row, group) from its Philox block: word t holds the bits of keys 2t, 2t + 1,
+// 2t + 8 and 2t + 9 in bytes 0 to 3, those the lanes with t = lane % 4 hold of a row in the C fragments of the group
+// (columns 8j + 2t + e, j = 2 group and 2 group + 1).
+__device__ inline uint4 query_keep_words(const PhiloxBlock & bits, uint32_t threshold) {
+  uint32_t w[4];  // keys 4i .. 4i + 3, the lower key in the lower byte
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = keep_bits(bits.lane[i], threshold);
+  return make_uint4(byte_permute(w[0], w[2], 0x5410u), byte_permute(w[0], w[2], 0x7632u),
+                    byte_permute(w[1], w[3], 0x5410u), byte_permute(w[1], w[3], 0x7632u));
+}
+// Bit 7 of each byte of a keep word, as the four low bits (byte b to bit b): the product sums the four bits into
+// bits 28 to 31 with nothing else landing there.
+__device__ inline uint32_t keep_nibble(uint32_t word) { return ((word & 0x80808080u) * 0x00204081u) >> 28; }
+// The record entry of a (row, group) from its four query-row keep words: nibble t from word t.
+__device__ inline uint16_t keep_record_entry(const uint4 & words) {
+  return static_cast<uint16_t>(keep_nibble(words.x) | (keep_nibble(words.y) << 4) | (keep_nibble(words.z) << 8) |
+                               (keep_nibble(words.w) << 12));
+}
+// Query-row keep word t (as query_keep_words makes it) from a record entry: nibble t's bit i to bit 7 of byte i.
+__device__ inline uint32_t query_keep_word_of(uint32_t entry, int t) {
+  return ((entry >> (4 * t)) & 0xFu) * 0x10204080u;
+}
+// A key-row keep word from the entries of two consecutive query rows (the lower in the low half): bytes 0 to 3 keep
+// (first row, key g), (first row, g + 8), (second row, g) and (second row, g + 8). Key g's bit is `shift` =
+// 4 (g / 2) + g % 2, key g + 8's two above it; the product moves the four bits to the bytes' bit 7.
+__device__ inline int key_keep_shift(int g) { return 4 * (g / 2) + g % 2; }
+__device__ inline uint32_t key_keep_word_of(uint32_t entries, int shift) {
+  return ((entries >> shift) & 0x00050005u) * 0x2080u;
+}
+
+// The forward stages a warp's keep bits for one step in shared memory: [16 rows][4 key groups][4 words] of
+// query_keep_words, rows kQueryRowBytes apart, so that a lane reads a word a row and group. Rows of 20 words put the
+// 32 words a warp reads at once (8 rows, 4 lanes) in distinct banks. Lane l stages row l / 2 at the groups l % 2 and
+// l % 2 + 2, and writes their record entries where the op keeps a record.
 constexpr int kQueryRowBytes = 80;
 constexpr int kWarpKeepBytes = 16 * kQueryRowBytes;
-static_assert(kQueryRowBytes >= kStepRows && kQueryRowBytes % 16 == 0 && kWarpKeepBytes >= 32 * 8 * 4,
-              "a warp's keep bits");
+static_assert(kQueryRowBytes >= kStepRows && kQueryRowBytes % 16 == 0, "a warp's keep bits");
 
 // The Philox counter of the first block of the row that this lane stages (row lane / 2 of the warp's 16 from
 // warp_query), worked out once: the row stays the lane's from step to step.
 __device__ inline uint64_t staged_row_start(const AttentionShape & s, int64_t b, int64_t h, int64_t warp_query) {
   return s.dropout.row_start(s.dropout_row(b, h, warp_query + lane_index() / 2));
 }
-__device__ inline void stage_query_rows(unsigned char * area, const AttentionShape & s, uint64_t row_start,
-                                        int64_t warp_query, int64_t first_key) {
+// The record gets every entry of the forward's steps, zero past the last row and key, so that the backward (whose
+// steps read no entry that the forward's do not) never reads an entry that was not written. `entries`: the record's
+// entry of the lane's row in group column lane % 2 (lane_entries), worked out once.
+__device__ inline uint16_t * lane_entries(const KeepRecord & record, int64_t head_index, int64_t warp_query) {
+  return record.column(head_index, lane_index() % 2) + warp_query + lane_index() / 2;
+}
+__device__ inline void stage_query_rows(unsigned char * area, uint16_t * entries, int64_t record_rows,
+                                        const AttentionShape & s, uint64_t row_start, int64_t warp_query,
+                                        int64_t first_key) {
   __syncwarp();  // the warp is done reading the previous step's bits
   const int lane = lane_index(), row = lane / 2;
-  if (warp_query + row >= s.tq) return;  // rows past the end are never read
+  const bool inside = warp_query + row < s.tq;
+  uint16_t * step_entries = entries + first_key / 16 * record_rows;
 #pragma unroll
   for (int g = 0; g < 2; ++g) {
     const int group = lane % 2 + 2 * g;
-    if (first_key + 16 * group >= s.tk) continue;
-    const PhiloxBlock bits = s.dropout.group_from(row_start, first_key + 16 * group);
-    uint32_t w[4];  // keys 4i .. 4i + 3, the lower key in the lower byte
-#pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = keep_bits(bits.lane[i], s.dropout.threshold);
-    *reinterpret_cast<uint4 *>(area + row * kQueryRowBytes + 16 * group) =
-        make_uint4(byte_permute(w[0], w[2], 0x5410u), byte_permute(w[0], w[2], 0x7632u),
-                   byte_permute(w[1], w[3], 0x5410u), byte_permute(w[1], w[3], 0x7632u));
+    uint16_t entry = 0u;
+    if (inside && first_key + 16 * group < s.tk) {  // others are never read
+      const uint4 words = query_keep_words(s.dropout.group_from(row_start, first_key + 16 * group),
+                                           s.dropout.threshold);
+      *reinterpret_cast<uint4 *>(area + row * kQueryRowBytes + 16 * group) = words;
+      entry = keep_record_entry(words);
+    }
+    step_entries[2 * g * record_rows] = entry;
   }
 }
 // The lane's word of row `row` (of the warp's 16) and key group `group` (0 to 3).
@@ -303,9 +360,9 @@ __device__ inline uint32_t query_keep_word(const unsigned char * area, int row, 
 // Element (j, half, e) of a step's query-row C fragments (row lane_row(half), column lane_column(j, e)) is byte
 // query_keep_byte(j, e) of query_keep_word(lane_row(half), j / 2).
 constexpr int query_keep_byte(int j, int e) { return 2 * (j % 2) + e; }
-// The A fragment of depth slice `group` of the warp's probabilities with the dropped ones zeroed.
-__device__ inline FragmentA kept_query_pairs(FragmentA a, const unsigned char * area, int group) {
-  const uint32_t row0 = query_keep_word(area, lane_row(0), group), row8 = query_keep_word(area, lane_row(1), group);
+// The A fragment of depth slice `group` of the warp's probabilities with the dropped ones zeroed, from the keep words
+// of the lane's two rows in that group.
+__device__ inline FragmentA kept_query_pairs(FragmentA a, uint32_t row0, uint32_t row8) {
   constexpr uint32_t kEven = pair_mask_selector(query_keep_byte(0, 0), query_keep_byte(0, 1));  // C fragment 2 group
   constexpr uint32_t kOdd = pair_mask_selector(query_keep_byte(1, 0), query_keep_byte(1, 1));   // and 2 group + 1
   a.x[0] &= byte_permute(row0, 0u, kEven);
@@ -315,44 +372,41 @@ __device__ inline FragmentA kept_query_pairs(FragmentA a, const unsigned char * 
   return a;
 }
 
-__device__ inline void stage_key_rows(unsigned char * area, const AttentionShape & s, int64_t b, int64_t h,
-                                      int64_t warp_key, int64_t first_query) {
-  __syncwarp();  // the warp is done reading the previous step's bits
-  const int lane = lane_index();
-  if (warp_key >= s.tk) return;  // never read
-  uint32_t w[2][4];  // queries 2 lane + e: keys 4i .. 4i + 3, the lower key in the lower byte (none kept past the end)
-#pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    const int64_t query = first_query + 2 * lane + e;
-    const PhiloxBlock bits =
-        query < s.tq ? s.dropout.group(s.dropout_row(b, h, query), warp_key) : PhiloxBlock{{0u, 0u, 0u, 0u}};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) w[e][i] = query < s.tq ? keep_bits(bits.lane[i], s.dropout.threshold) : 0u;
-  }
-  uint32_t words[8];
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {  // keys g, g + 8 for g = 4 half .. 4 half + 3
-    uint32_t low[2], high[2];             // per query: keys 4 half + (0, 8, 1, 9), then + (2, 10, 3, 11)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      low[e] = byte_permute(w[e][half], w[e][half + 2], 0x5140u);
-      high[e] = byte_permute(w[e][half], w[e][half + 2], 0x7362u);
+// The backward's keep bits for one step: the record's entries of the step's four groups (the key block's, or the
+// step's keys) for its 64 query rows (the step's, or the query block's), [4 groups][64 rows], copied beside the step's
+// tiles (by cp.async where the rows start on 16 bytes: always but for a causal step whose first query is not a
+// multiple of 8), rows past the last query zero. Thread i < 32 copies 8 rows of group i / 8.
+constexpr size_t kStepKeepBytes = 4 * kStepRows * sizeof(uint16_t);
+__device__ inline void copy_step_keep(uint16_t * target, const KeepRecord & record, int64_t head_index,
+                                      int64_t first_group, int64_t first_row, int64_t limit) {
+  const int thread = static_cast<int>(threadIdx.x);
+  if (first_row % 8 == 0) {
+    if (thread >= 4 * kStepRows / 8) return;
+    const int group = thread / 8, row = 8 * (thread % 8);
+    auto * vector = reinterpret_cast<uint4 *>(target + group * kStepRows + row);
+    if (first_row + row >= limit) {
+      *vector = make_uint4(0u, 0u, 0u, 0u);
+    } else {
+      copy_async_16(vector, record.column(head_index, first_group + group) + first_row + row);
     }
-    words[4 * half] = byte_permute(low[0], low[1], 0x5410u);
-    words[4 * half + 1] = byte_permute(low[0], low[1], 0x7632u);
-    words[4 * half + 2] = byte_permute(high[0], high[1], 0x5410u);
-    words[4 * half + 3] = byte_permute(high[0], high[1], 0x7632u);
+    return;
   }
-  auto * target = reinterpret_cast<uint4 *>(area + 32 * lane);
-  target[0] = make_uint4(words[0], words[1], words[2], words[3]);
-  target[1] = make_uint4(words[4], words[5], words[6], words[7]);
+  for (int index = thread; index < 4 * kStepRows; index += kBlockThreads) {
+    const int group = index / kStepRows, row = index % kStepRows;
+    target[index] = first_row + row < limit ? record.column(head_index, first_group + group)[first_row + row] : 0u;
+  }
 }
-// The lane's word of C fragment j (columns 8j .. 8j + 7 of the step's queries).
-__device__ inline uint32_t key_keep_word(const unsigned char * area, int j) {
-  const int lane = lane_index();
-  return *reinterpret_cast<const uint32_t *>(area + 4 * (8 * (4 * j + lane % 4) + lane / 4));
+// The keep word of row `row` (of the step's 64) and group `group` for query-row lane t.
+__device__ inline uint32_t step_query_keep_word(const uint16_t * step_keep, int row, int group, int t) {
+  return query_keep_word_of(step_keep[group * kStepRows + row], t);
 }
-// Element (j, half, e) of a step's key-row C fragments is byte key_keep_byte(half, e) of key_keep_word(j).
+// The keep word of key-row C fragment j (the step's queries 8j .. 8j + 7) for the lane's keys of `group`.
+__device__ inline uint32_t step_key_keep_word(const uint16_t * step_keep, int group, int j, int shift) {
+  const uint32_t entries =
+      *reinterpret_cast<const uint32_t *>(step_keep + group * kStepRows + 8 * j + 2 * (lane_index() % 4));
+  return key_keep_word_of(entries, shift);
+}
+// Element (j, half, e) of a step's key-row C fragments is byte key_keep_byte(half, e) of its keep word.
 constexpr int key_keep_byte(int half, int e) { return half + 2 * e; }
 // The A fragment of depth slice k (C fragments 2k and 2k + 1) of the warp's probabilities with the dropped ones
 // zeroed, from those fragments' keep words.
@@ -407,18 +461,21 @@ __device__ void store_rows(const HeadRowsOf<T> & target, int64_t b, int64_t h, i
 
 // Steps over rows [first, end) of the streamed side, 64 at a time, its two operands (k and v, or q and dout)
 // double-buffered in `buffers` (four [64, D] tiles): the copies for step i + 1 are issued by cp.async right after
-// step i's barrier and land while step i computes. Before the barrier, prepare(row, buffer) writes what the step
-// needs besides (dropout keep bits, lse and delta); then compute(row, a_tile, b_tile, buffer).
-template <int D, typename A, typename B, typename Prepare, typename Compute>
+// step i's barrier and land while step i computes, with those of copy_more(row, buffer) (the backward's keep bits).
+// Before the barrier, prepare(row, buffer) writes what the step needs besides (the forward's dropout keep bits, lse
+// and delta); then compute(row, a_tile, b_tile, buffer).
+template <int D, typename A, typename B, typename CopyMore, typename Prepare, typename Compute>
 __device__ __forceinline__ void stream_steps(unsigned char * buffers, const HeadRowsOf<const A> & a,
                                              const HeadRowsOf<const B> & b_rows, int64_t b, int64_t h, int64_t first,
-                                             int64_t end, int64_t limit, Prepare prepare, Compute compute) {
+                                             int64_t end, int64_t limit, CopyMore copy_more, Prepare prepare,
+                                             Compute compute) {
   const auto tile = [&](int buffer, int which) {
     return reinterpret_cast<bf16 *>(buffers + (2 * buffer + which) * TileLayout<D>::half_tile);
   };
   const auto issue = [&](int buffer, int64_t row) {
     load_tile<D, A, true>(tile(buffer, 0), a, b, h, row, limit);
     load_tile<D, B, true>(tile(buffer, 1), b_rows, b, h, row, limit);
+    copy_more(row, buffer);
     commit_async_copies();
   };
   if (first < end) issue(0, first);
@@ -447,25 +504,26 @@ __device__ inline void load_step_values(float * target, const float * lse, const
   }
 }
 
-// Shared memory: the own tiles (the forward's query tiles, two backward), the four streamed ones, the warps' dropout
-// keep bits, and backward two buffers of the step's 64 lse and delta values, then where the dk, dv kernel also adds dq
-// (`with_dq`) the step's [64 keys, 64 queries] score gradients in bf16.
+// Shared memory: the own tiles (the forward's query tiles, two backward), the four streamed ones, the forward's
+// warps' dropout keep bits, and backward two buffers of the step's keep bits (copy_step_keep) and two of its 64 lse
+// and delta values, then where the dk, dv kernel also adds dq (`with_dq`) the step's [64 keys, 64 queries] score
+// gradients in bf16.
 template <int D>
 constexpr size_t forward_shared(int query_tiles = 1) {  // the block's query tiles, each with its dropout keep bits
   return (query_tiles + 4) * TileLayout<D>::half_tile + query_tiles * kWarps * kWarpKeepBytes;
 }
 template <int D>
 constexpr size_t backward_shared(bool with_dq = false) {
-  return 6 * TileLayout<D>::half_tile + kWarps * kWarpKeepBytes + 4 * sizeof(float) * kStepRows +
+  return 6 * TileLayout<D>::half_tile + 2 * kStepKeepBytes + 4 * sizeof(float) * kStepRows +
          (with_dq ? TileLayout<D>::step_tile : 0);
 }
 
-// A backward block's shared memory as backward_shared<D>() lays it out, and this warp's keep bits.
+// A backward block's shared memory as backward_shared<D>() lays it out.
 template <int D>
 struct BackwardShared {
-  bf16 * own[2];            // q and dout (dq), k and v (dk, dv)
+  bf16 * own[2];             // q and dout (dq), k and v (dk, dv)
   unsigned char * streamed;  // the other two, twice
-  unsigned char * keep_area;  // this warp's keep bits
+  uint16_t * step_keep;      // [2 buffers][4 groups][64 rows] of keep record entries
   float * step_values;       // [2 buffers][lse (base 2), delta][64] (dk, dv)
   bf16 * score_gradients;    // [64 keys, 64 queries], rows step_row apart (dk, dv adding dq)
   __device__ explicit BackwardShared(unsigned char * shared) {
@@ -473,10 +531,11 @@ struct BackwardShared {
     own[0] = reinterpret_cast<bf16 *>(shared);
     own[1] = reinterpret_cast<bf16 *>(shared + tile);
     streamed = shared + 2 * tile;
-    keep_area = shared + 6 * tile + (threadIdx.x / kLanes) * kWarpKeepBytes;
-    step_values = reinterpret_cast<float *>(shared + 6 * tile + kWarps * kWarpKeepBytes);
+    step_keep = reinterpret_cast<uint16_t *>(shared + 6 * tile);
+    step_values = reinterpret_cast<float *>(shared + 6 * tile + 2 * kStepKeepBytes);
     score_gradients = reinterpret_cast<bf16 *>(shared + backward_shared<D>(false));
   }
+  __device__ uint16_t * keep_of(int buffer) const { return step_keep + buffer * (kStepKeepBytes / sizeof(uint16_t)); }
 };
 // ldmatrix reads 16-byte rows: the score-gradient tile starts on 16 bytes, as its rows do.
 static_assert(backward_shared<32>(false) % 16 == 0 && backward_shared<64>(false) % 16 == 0 &&

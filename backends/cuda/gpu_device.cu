@@ -157,6 +157,9 @@ class GpuDevice final : public Device {
   }
   bool host_accessible() const override { return false; }
   size_t matmul_row_alignment() const override { return 16; }  // cuBLASLt's TMA kernels (see Device)
+  int64_t attention_keep_words(const AttentionForward & op) const override {
+    return kosmos::KOSMOS_GPU_NAMESPACE::attention_keep_words(context_, op);
+  }
   bool is_host_memory(const void * pointer) const override { return !is_device_memory(pointer); }
 
   Buffer allocate(size_t bytes, BufferUse) override {

@@ -40,7 +40,8 @@ enum ScratchSlot : int {
   kScratchGemmWorkspace = 8,  // cuBLASLt's workspace (matmul.cu)
   kScratchAttentionDq = 9,    // the mma.sync attention backward's dq sums, where it adds them up by atomics
   kScratchEmbedding = 10,     // the embedding backward's grouping of the tokens by row (kernels_positions.cu)
-  kScratchWidened = 11,       // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchAttentionKeep = 11,  // the mma.sync attention backward's dropout keep record, where the op gives none
+  kScratchWidened = 12,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 
@@ -112,11 +113,20 @@ void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t str
 void tensor_core_attention_backward(const AttentionBackward & op, const float * delta, cudaStream_t stream);
 // kernels_attention_mma.cu: the same on mma.sync, every score in registers; head sizes 32 and 64.
 inline bool mma_attention_takes(int64_t head_dim) { return head_dim == 32 || head_dim == 64; }
-void mma_attention_forward(const AttentionForward & op, cudaStream_t stream);
+// The words of the dropout keep record they write forward (AttentionForward::keep) and read backward (0 without
+// dropout).
+int64_t mma_attention_keep_words(const AttentionForward & op);
+// Without a record to keep (AttentionForward::keep), the forward writes one to ctx's scratch.
+void mma_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream);
 // dq_sums: null for the two-kernel backward (run to run the same bits), else [B*H*Tq, head_dim] f32 scratch into
 // which the one-kernel backward adds dq up by atomics (AttentionParams::deterministic), for the caller to cast to dq.
-void mma_attention_backward(const AttentionBackward & op, const float * delta, float * dq_sums, cudaStream_t stream);
+// Without the forward's keep record (AttentionBackward::keep), one is drawn into ctx's scratch first.
+void mma_attention_backward(GpuContext & ctx, const AttentionBackward & op, const float * delta, float * dq_sums,
+                            cudaStream_t stream);
 #endif
+// kernels_attention.cu: the words of the dropout keep record the kernels that would run `op` keep (Device::
+// attention_keep_words): the mma.sync ones' on NVIDIA, none elsewhere.
+int64_t attention_keep_words(const GpuContext & ctx, const AttentionForward & op);
 
 // The largest head dimension the attention kernels hold per warp: 8 values per lane on NVIDIA's 32-wide warps,
 // 4 on CDNA's 64-wide waves.

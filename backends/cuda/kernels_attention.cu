@@ -243,15 +243,24 @@ bool on_mma(const GpuContext & ctx, const TensorView & q) {
 
 }  // namespace
 
+int64_t attention_keep_words(const GpuContext & ctx, const AttentionForward & op) {
+#ifndef KOSMOS_USE_ROCM
+  if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q) && on_mma(ctx, op.q)) return mma_attention_keep_words(op);
+#endif
+  static_cast<void>(ctx);
+  static_cast<void>(op);
+  return 0;
+}
+
 void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
 #ifndef KOSMOS_USE_ROCM
   if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q))
-    return on_mma(ctx, op.q) ? mma_attention_forward(op, stream) : tensor_core_attention_forward(op, stream);
+    return on_mma(ctx, op.q) ? mma_attention_forward(ctx, op, stream) : tensor_core_attention_forward(op, stream);
 #endif
   if (!all_f32({op.out, op.q})) {
     Widened wide(ctx, stream);
     gpu_op(ctx, AttentionForward{wide.output(op.out), op.lse, wide.input(op.q), wide.input(op.k), wide.input(op.v),
-                                 op.params},
+                                 op.params, op.keep},
            stream);
     return wide.finish();
   }
@@ -272,7 +281,7 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
     Widened wide(ctx, stream);
     gpu_op(ctx, AttentionBackward{wide.output(op.dq), wide.output(op.dk), wide.output(op.dv), wide.input(op.dout),
                                   wide.input(op.q), wide.input(op.k), wide.input(op.v), wide.input(op.out), op.lse,
-                                  op.params},
+                                  op.params, op.keep},
            stream);
     return wide.finish();
   }
@@ -281,11 +290,11 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
   launch_delta(delta, op.dout, op.out, s, stream);
 #ifndef KOSMOS_USE_ROCM
   if (tensor_cores && on_mma(ctx, op.q)) {
-    if (op.params.deterministic) return mma_attention_backward(op, delta, nullptr, stream);
+    if (op.params.deterministic) return mma_attention_backward(ctx, op, delta, nullptr, stream);
     // One pass: dq added up in f32 scratch, then cast into dq's dtype and strides.
     const TensorView dq_sums = make_view(ctx.scratch(kScratchAttentionDq, sizeof(float) * op.dq.numel(), stream),
                                          DType::kF32, {s.batch, s.heads, s.tq, s.head_dim});
-    mma_attention_backward(op, delta, dq_sums.as<float>(), stream);
+    mma_attention_backward(ctx, op, delta, dq_sums.as<float>(), stream);
     return gpu_op(ctx, Cast{op.dq, dq_sums}, stream);
   }
   if (tensor_cores) return tensor_core_attention_backward(op, delta, stream);

@@ -6,8 +6,10 @@
 // second product; no score goes through shared memory (but the one-pass backward's score gradients, for dq). The
 // streamed tiles are double-buffered, the next step's copied by cp.async while this one computes, and read by ldmatrix
 // (transposed where the tile's rows are the product's depth). Dropout (backends/attention_dropout.h) is staged per warp
-// in shared memory as keep bits: each lane makes two Philox blocks per step (and forward query tile), and reads a word
-// of bits per row and key group (forward, dq) or per C fragment (dk, dv) (attention_mma.cuh). The elementwise work
+// in shared memory as keep bits in the forward, each lane making two Philox blocks per step (and query tile), and
+// written to the keep record (one bit a probability) that the backward reads instead of drawing them again: each
+// step's bits come into shared memory with its tiles, and a lane widens a word of them per row and key group (dq) or
+// per C fragment (dk, dv) (attention_mma.cuh). The elementwise work
 // between the products competes with them for issue slots, so it is kept small (bench/attention_sass_counts.sh counts a
 // step's instructions): exponents in base 2 (one fma and one ex2 per probability, the scale times log2(e) folded into
 // the fma; a row that sees no key given lse +inf so its probabilities come out 0 without a test), the dropped
@@ -32,7 +34,7 @@ constexpr int kForwardTiles = 2;
 template <int D, typename O, int M, bool kDropout>
 __global__ void __launch_bounds__(kBlockThreads)
     mma_attention_forward_kernel(HeadRowsOf<O> out, float * lse, HeadRowsOf<const bf16> q, HeadRowsOf<const bf16> k,
-                                 HeadRowsOf<const bf16> v, AttentionShape s) {
+                                 HeadRowsOf<const bf16> v, KeepRecord record, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
   using L = TileLayout<D>;
   constexpr int kBlockQueries = M * kBlockRows;
@@ -77,14 +79,21 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   const int64_t last_query = (first_query + kBlockQueries < s.tq ? first_query + kBlockQueries : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);  // the block's last row sees the most keys
-  uint64_t row_starts[M];  // of the rows the lane stages (kDropout)
+  uint64_t row_starts[M];     // of the rows the lane stages (kDropout)
+  uint16_t * entries[M] = {};  // and their record entries
 #pragma unroll
-  for (int m = 0; m < M; ++m) row_starts[m] = kDropout ? staged_row_start(s, b, h, warp_query[m]) : 0u;
+  for (int m = 0; m < M; ++m) {
+    if constexpr (kDropout) {
+      row_starts[m] = staged_row_start(s, b, h, warp_query[m]);
+      entries[m] = lane_entries(record, head_index, warp_query[m]);
+    }
+  }
   const auto prepare = [&](int64_t first_key, int) {
     if constexpr (kDropout) {
 #pragma unroll
       for (int m = 0; m < M; ++m)
-        stage_query_rows(keep_area + m * kWarpKeepBytes, s, row_starts[m], warp_query[m], first_key);
+        stage_query_rows(keep_area + m * kWarpKeepBytes, entries[m], record.rows, s, row_starts[m], warp_query[m],
+                         first_key);
     }
   };
   const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
@@ -125,12 +134,15 @@ __global__ void __launch_bounds__(kBlockThreads)
     // Dropout zeroes the probabilities it drops as they become bf16 pairs; the keep scale comes at the end.
     const auto kept_slice = [&](int m, int kk) {
       const FragmentA a = fragments_as_a(p[m], kk);
-      if constexpr (kDropout) return kept_query_pairs(a, keep_area + m * kWarpKeepBytes, kk);
+      if constexpr (kDropout) {
+        const unsigned char * area = keep_area + m * kWarpKeepBytes;
+        return kept_query_pairs(a, query_keep_word(area, lane_row(0), kk), query_keep_word(area, lane_row(1), kk));
+      }
       return a;
     };
     accumulate_rows_with<D, M>([&](int m, int n) -> FragmentC & { return acc[m][n]; }, kept_slice, v_tile);
   };
-  stream_steps<D, bf16, bf16>(streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
+  stream_steps<D, bf16, bf16>(streamed, k, v, b, h, 0, key_end, s.tk, [](int64_t, int) {}, prepare, compute);
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     float inverse_sums[2];  // times the keep scale under dropout
@@ -151,7 +163,7 @@ template <int D, typename G, bool kDropout>
 __global__ void __launch_bounds__(kBlockThreads)
     mma_attention_dq_kernel(HeadRowsOf<G> dq, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
                             HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse, const float * delta,
-                            AttentionShape s) {
+                            KeepRecord record, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
   extern __shared__ __align__(128) unsigned char shared[];
   const BackwardShared<D> m(shared);
@@ -183,11 +195,11 @@ __global__ void __launch_bounds__(kBlockThreads)
 
   const int64_t last_query = (first_query + kBlockRows < s.tq ? first_query + kBlockRows : s.tq) - 1;
   const int64_t key_end = s.keys_for(last_query);
-  const uint64_t row_start = kDropout ? staged_row_start(s, b, h, warp_query) : 0u;  // of the row the lane stages
-  const auto prepare = [&](int64_t first_key, int) {
-    if constexpr (kDropout) stage_query_rows(m.keep_area, s, row_start, warp_query, first_key);
+  const auto copy_keep = [&](int64_t first_key, int buffer) {  // the step's groups of the block's rows
+    if constexpr (kDropout) copy_step_keep(m.keep_of(buffer), record, head_index, first_key / 16, first_query, s.tq);
   };
-  const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int) {
+  const int t = lane_index() % 4;
+  const auto compute = [&](int64_t first_key, const bf16 * k_tile, const bf16 * v_tile, int buffer) {
     FragmentC scores[8], dps[8];
     product_with_rows<D>(scores, q_rows, k_tile);  // S = Q K^T
     product_with_rows<D>(dps, dout_rows, v_tile);  // dP = dO V^T
@@ -196,7 +208,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const uint32_t keep = kDropout ? query_keep_word(m.keep_area, lane_row(half), j / 2) : 0u;
+        const uint32_t keep = kDropout ? step_query_keep_word(m.keep_of(buffer), 16 * warp + lane_row(half), j / 2, t)
+                                       : 0u;
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const float dp = dps[j].x[2 * half + e];
@@ -209,7 +222,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     __syncwarp();  // the lanes together before mma.sync and ldmatrix
     accumulate_product<D>(acc, scores, k_tile);  // dQ += dS K
   };
-  stream_steps<D, bf16, bf16>(m.streamed, k, v, b, h, 0, key_end, s.tk, prepare, compute);
+  stream_steps<D, bf16, bf16>(m.streamed, k, v, b, h, 0, key_end, s.tk, copy_keep, [](int64_t, int) {}, compute);
   const float scales[2] = {s.scale, s.scale};
   store_rows<D>(dq, b, h, warp_query, s.tq, acc, scales);
 #endif
@@ -222,7 +235,7 @@ template <int D, typename G, bool kAddsDq, bool kDropout>
 __global__ void __launch_bounds__(kBlockThreads)
     mma_attention_dkdv_kernel(HeadRowsOf<G> dk, HeadRowsOf<G> dv, HeadRowsOf<const G> dout, HeadRowsOf<const bf16> q,
                               HeadRowsOf<const bf16> k, HeadRowsOf<const bf16> v, const float * lse,
-                              const float * delta, float * dq_sums, AttentionShape s) {
+                              const float * delta, float * dq_sums, KeepRecord record, AttentionShape s) {
 #if __CUDA_ARCH__ >= 800
   extern __shared__ __align__(128) unsigned char shared[];
   const BackwardShared<D> m(shared);
@@ -242,10 +255,13 @@ __global__ void __launch_bounds__(kBlockThreads)
   const float * head_delta = delta + head_index * s.tq;
   const float scale2 = s.scale * kLog2e;  // probability_base2's: the scores stay raw, the lse is in base 2
 
+  const auto copy_keep = [&](int64_t first_query, int buffer) {  // the block's groups of the step's rows
+    if constexpr (kDropout) copy_step_keep(m.keep_of(buffer), record, head_index, first_key / 16, first_query, s.tq);
+  };
   const auto prepare = [&](int64_t first_query, int buffer) {
     load_step_values(m.step_values + 2 * kStepRows * buffer, head_lse, head_delta, first_query, s.tq);
-    if constexpr (kDropout) stage_key_rows(m.keep_area, s, b, h, warp_key, first_query);
   };
+  const int keep_shift = key_keep_shift(lane_index() / 4);  // of the lane's keys g and g + 8 in an entry
   const auto compute = [&](int64_t first_query, const bf16 * q_tile, const bf16 * dout_tile, int buffer) {
     const float * lse2_values = m.step_values + 2 * kStepRows * buffer;
     const float * delta_values = lse2_values + kStepRows;
@@ -274,7 +290,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     uint32_t keep[8];  // of C fragment j (kDropout)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      keep[j] = kDropout ? key_keep_word(m.keep_area, j) : 0u;
+      keep[j] = kDropout ? step_key_keep_word(m.keep_of(buffer), warp, j, keep_shift) : 0u;
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int column = lane_column(j, e);
@@ -308,12 +324,50 @@ __global__ void __launch_bounds__(kBlockThreads)
       add_rows_atomically<D>(dq_sums + head_index * s.tq * D, first_query + 16 * warp, s.tq, dq_acc, s.scale);
     }
   };
-  stream_steps<D, bf16, G>(m.streamed, q, dout, b, h, s.queries_from(first_key), s.tq, s.tq, prepare, compute);
+  stream_steps<D, bf16, G>(m.streamed, q, dout, b, h, s.queries_from(first_key), s.tq, s.tq, copy_keep, prepare,
+                           compute);
   const float keep_scale = kDropout ? s.dropout.keep_scale : 1.0f;
   const float dk_scales[2] = {s.scale, s.scale}, dv_scales[2] = {keep_scale, keep_scale};
   store_rows<D>(dk, b, h, warp_key, s.tk, dk_acc, dk_scales);
   store_rows<D>(dv, b, h, warp_key, s.tk, dv_acc, dv_scales);
 #endif
+}
+
+// The keep record of a backward given none (AttentionBackward::keep absent), drawn as the forward draws it: an entry
+// a thread, zero past the last row and key and beyond the keys that the rows' 64-row block sees (the backward's
+// steps read no further there).
+__global__ void keep_record_kernel(KeepRecord record, AttentionShape s, int64_t entries) {
+  KOSMOS_GRID_LOOP(index, entries) {
+    const int64_t row = index % record.rows, group = (index / record.rows) % record.groups;
+    const int64_t head_index = index / (record.rows * record.groups);
+    const int64_t b = head_index / s.heads, h = head_index % s.heads;
+    const int64_t block_last = (row | (kBlockRows - 1)) < s.tq - 1 ? (row | (kBlockRows - 1)) : s.tq - 1;
+    uint16_t entry = 0u;
+    if (row < s.tq && 16 * group < s.tk && (group / 4) * kStepRows < s.keys_for(block_last))
+      entry = keep_record_entry(query_keep_words(s.dropout.group(s.dropout_row(b, h, row), 16 * group),
+                                                 s.dropout.threshold));
+    record.bits[index] = entry;
+  }
+}
+
+// The keep record that the kernels write (forward) or read (backward) under dropout: the op's where it gives one
+// (checked against the words they need), else scratch, and `given` says which; none without dropout.
+struct OpKeepRecord {
+  KeepRecord record;
+  bool given;
+};
+template <typename Op>
+OpKeepRecord keep_record_for(GpuContext & ctx, const Op & op, const AttentionShape & s, const char * what,
+                             cudaStream_t stream) {
+  if (!s.dropout.active()) return {KeepRecord{nullptr, 0, 0}, false};
+  const int64_t words = keep_record_words(s);
+  if (!op.keep.present())
+    return {keep_record_of(ctx.scratch(kScratchAttentionKeep, sizeof(int32_t) * static_cast<size_t>(words), stream), s),
+            false};
+  KOSMOS_CHECK(op.keep.numel() >= words, what, ": keep holds ", op.keep.numel(), " words where the dropout masks of q ",
+               describe(op.q), " and k ", describe(op.k), " need ", words,
+               " (internal error: size it by Device::attention_keep_words)");
+  return {keep_record_of(op.keep.data, s), true};
 }
 
 // Calls run(std::bool_constant<kDropout>{}) for kDropout = whether the op drops probabilities: the kernels without
@@ -329,41 +383,60 @@ void for_dropout(const AttentionShape & s, Run run) {
 
 }  // namespace
 
-void mma_attention_forward(const AttentionForward & op, cudaStream_t stream) {
+int64_t mma_attention_keep_words(const AttentionForward & op) {
+  const AttentionShape s = shape_of(op.q, op.k, op.params);
+  return s.dropout.active() && s.batch * s.heads * s.tq > 0 ? keep_record_words(s) : 0;
+}
+
+void mma_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   if (s.batch * s.heads * s.tq == 0) return;
+  const KeepRecord record = keep_record_for(ctx, op, s, "attention_forward", stream).record;
   for_head_dim<32, 64>(s.head_dim, op.out.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
     for_dropout(s, [&](auto dropout) {
       constexpr int D = decltype(d)::value;
       constexpr bool kDropout = decltype(dropout)::value;
       using T = decltype(t);
-      if (s.tq <= kBlockRows)
-        return launch_forward<T>(mma_attention_forward_kernel<D, T, 1, kDropout>, forward_shared<D>(1),
-                                 "mma_attention_forward", op, s, stream, kBlockRows);
-      launch_forward<T>(mma_attention_forward_kernel<D, T, kForwardTiles, kDropout>, forward_shared<D>(kForwardTiles),
-                        "mma_attention_forward", op, s, stream, kForwardTiles * kBlockRows);
+      const auto run = [&](auto kernel, int tiles) {
+        launch(kernel, grid_of(s.tq, s, tiles * kBlockRows), forward_shared<D>(tiles), stream, "mma_attention_forward",
+               head_rows_of<T>(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q),
+               head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), record, s);
+      };
+      if (s.tq <= kBlockRows) return run(mma_attention_forward_kernel<D, T, 1, kDropout>, 1);
+      run(mma_attention_forward_kernel<D, T, kForwardTiles, kDropout>, kForwardTiles);
     });
   });
 }
 
-void mma_attention_backward(const AttentionBackward & op, const float * delta, float * dq_sums, cudaStream_t stream) {
+void mma_attention_backward(GpuContext & ctx, const AttentionBackward & op, const float * delta, float * dq_sums,
+                            cudaStream_t stream) {
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   if (s.batch * s.heads * s.tq == 0 || s.tk == 0) return;
+  const OpKeepRecord keep = keep_record_for(ctx, op, s, "attention_backward", stream);
+  const KeepRecord record = keep.record;
+  if (s.dropout.active() && !keep.given) {  // none kept: drawn here
+    const int64_t entries = s.batch * s.heads * record.groups * record.rows;
+    keep_record_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(record, s, entries);
+    KOSMOS_GPU_LAUNCHED("attention_keep_record");
+  }
   // dout's dtype is dq's (validated)
   for_head_dim<32, 64>(s.head_dim, op.dq.dtype == DType::kF32, "mma attention", [&](auto d, auto t) {
     for_dropout(s, [&](auto dropout) {
       constexpr int D = decltype(d)::value;
       constexpr bool kDropout = decltype(dropout)::value;
       using T = decltype(t);
-      if (dq_sums == nullptr)
-        return launch_backward<T>(mma_attention_dq_kernel<D, T, kDropout>,
-                                  mma_attention_dkdv_kernel<D, T, false, kDropout>, backward_shared<D>(),
-                                  "mma_attention_dq", "mma_attention_dkdv", op, delta, s, stream,
-                                  static_cast<float *>(nullptr));
+      if (dq_sums == nullptr) {
+        launch(mma_attention_dq_kernel<D, T, kDropout>, grid_of(s.tq, s), backward_shared<D>(), stream,
+               "mma_attention_dq", head_rows_of<T>(op.dq), head_rows_of<const T>(op.dout),
+               head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v),
+               op.lse.as<float>(), delta, record, s);
+        return launch_key_blocks<T>(mma_attention_dkdv_kernel<D, T, false, kDropout>, backward_shared<D>(),
+                                    "mma_attention_dkdv", op, delta, s, stream, static_cast<float *>(nullptr), record);
+      }
       const size_t sums = static_cast<size_t>(s.batch * s.heads * s.tq * D);
       KOSMOS_GPU_CHECK(cudaMemsetAsync(dq_sums, 0, sizeof(float) * sums, stream));
       launch_key_blocks<T>(mma_attention_dkdv_kernel<D, T, true, kDropout>, backward_shared<D>(true),
-                           "mma_attention_dkdv_dq", op, delta, s, stream, dq_sums);
+                           "mma_attention_dkdv_dq", op, delta, s, stream, dq_sums, record);
     });
   });
 }

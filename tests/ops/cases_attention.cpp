@@ -18,6 +18,9 @@ struct AttentionShape {
   DType dtype = DType::kF32;  // of q, k and v; bf16: values drawn exactly representable
   DType activations = DType::kF32;  // of out, dout, dq, dk and dv (bf16 activations: rounded once)
   bool deterministic = true;        // false: a GPU's bf16 backward may add dq up by atomics (AttentionParams)
+  // Where the device records the dropout masks (Device::attention_keep_words), the forward writes the record and the
+  // backward reads it, as the model runs them; false: none is given, and the backward draws the masks again.
+  bool keep_record = true;
 };
 
 OpCase attention_case(const AttentionShape & s) {
@@ -26,7 +29,7 @@ OpCase attention_case(const AttentionShape & s) {
        << (s.causal ? "_causal" : "_full") << (s.dropout_p > 0 ? "_dropout" : "") << (s.strided ? "_strided" : "")
        << (s.dtype != DType::kF32 ? std::string("_") + dtype_name(s.dtype) : "")
        << (s.activations != DType::kF32 ? std::string("_out_grads_") + dtype_name(s.activations) : "")
-       << (s.deterministic ? "" : "_atomic_dq");
+       << (s.deterministic ? "" : "_atomic_dq") << (s.keep_record ? "" : "_drawn_again");
   std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
   OpCase c;
   c.name = name.str();
@@ -76,12 +79,15 @@ OpCase attention_case(const AttentionShape & s) {
     const TensorView q = put(in.at("q"), s.dtype), k = put(in.at("k"), s.dtype), v = put(in.at("v"), s.dtype);
     const TensorView out = fresh(in.at("q").dims);
     const TensorView lse = run.output({s.batch, s.heads, s.tq}, DType::kF32);
-    run.op(AttentionForward{out, lse, q, k, v, params});
+    AttentionForward forward{out, lse, q, k, v, params, TensorView{}};
+    if (const int64_t words = run.device().attention_keep_words(forward); words > 0 && s.keep_record)
+      forward.keep = run.output({words}, DType::kI32);  // starts as 7777s: the backward reads what the forward wrote
+    run.op(forward);
     Named result{{"out", run.download(out)}, {"lse", run.download(lse)}};
     if (grads.empty()) return result;
     const TensorView dout = put(grads.at("dout"), s.activations);
     const TensorView dq = fresh(in.at("q").dims), dk = fresh(in.at("k").dims), dv = fresh(in.at("v").dims);
-    run.op(AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params});
+    run.op(AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params, forward.keep});
     result["dq"] = run.download(dq);
     result["dk"] = run.download(dk);
     result["dv"] = run.download(dv);
@@ -179,6 +185,10 @@ std::vector<OpCase> attention_cases() {
           // another rule from 128 on), in two passes and in one
           attention_case({1, 2, 130, 130, 64, true, 0.5f, false, 0, 0, DType::kBF16, DType::kBF16}),
           attention_case({1, 2, 90, 150, 32, true, 0.7f, true, 0, 0, DType::kBF16, DType::kBF16, false}),
+          // the backward given no record of the forward's masks, in two passes and in one: it draws them again
+          attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16, true, false}),
+          attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16, false, false}),
+          attention_case({1, 2, 150, 100, 64, true, 0.25f, false, 0, 0, DType::kBF16, DType::kF32, true, false}),
           xpos_case({1, 2, 9, 8}, 0, false, false),
           xpos_case({1, 2, 9, 8}, 0, true, false),
           xpos_case({2, 3, 7, 64}, 5, false, false),

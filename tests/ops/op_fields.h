@@ -30,11 +30,11 @@ inline Operands fields_of(Copy & op) { return {{"out", &op.out}, {"in", &op.in}}
 inline Operands fields_of(Patchify & op) { return {{"out", &op.out}, {"images", &op.images}}; }
 inline Operands fields_of(Fill & op) { return {{"out", &op.out}}; }
 inline Operands fields_of(AttentionForward & op) {
-  return {{"out", &op.out}, {"lse", &op.lse}, {"q", &op.q}, {"k", &op.k}, {"v", &op.v}};
+  return {{"out", &op.out}, {"lse", &op.lse}, {"q", &op.q}, {"k", &op.k}, {"v", &op.v}, {"keep", &op.keep}};
 }
 inline Operands fields_of(AttentionBackward & op) {
   return {{"dq", &op.dq}, {"dk", &op.dk}, {"dv", &op.dv}, {"dout", &op.dout}, {"q", &op.q},
-          {"k", &op.k},   {"v", &op.v},   {"out", &op.out}, {"lse", &op.lse}};
+          {"k", &op.k},   {"v", &op.v},   {"out", &op.out}, {"lse", &op.lse}, {"keep", &op.keep}};
 }
 inline Operands fields_of(XPosForward & op) { return {{"out", &op.out}, {"in", &op.in}}; }
 inline Operands fields_of(XPosBackward & op) { return {{"din", &op.din}, {"dout", &op.dout}}; }

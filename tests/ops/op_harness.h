@@ -28,6 +28,7 @@ struct Unsupported {
 class DeviceRun {
  public:
   DeviceRun(Device & device, Stream & stream) : device_(device), stream_(stream) {}
+  Device & device() { return device_; }
 
   TensorView upload(const Tensor & host, DType dtype);
   // An upload whose device layout is `host` with its axes permuted by `order` (device dim i = host dim order[i]),
