@@ -1,7 +1,7 @@
 // kernels_loss.cu: the fused softmax cross-entropy (one block per row: max and sum of exponentials in one read of
-// the row, the weighted loss per row, then one block adds the rows in order; the backward's gradient f32 or bf16),
-// the AdamW step, and the squared norm for global clipping (per-block partial sums in double, added in order by one
-// block), all deterministic.
+// the row, in 16-byte loads where its rows allow, the weighted loss per row, then one block adds the rows in order;
+// the backward's gradient f32 or bf16), the AdamW step, and the squared norm for global clipping (per-block partial
+// sums in double, added in order by one block), all deterministic.
 #include <cmath>
 
 #include "backends/cuda/gpu_kernels.h"
@@ -10,29 +10,47 @@
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
-// logits' rows lie `row_stride` elements apart (a head pads them; see CrossEntropyForward).
+// A thread's running max and sum of exponentials relative to it over the logits it reads (rescaled when the max
+// grows). A -inf logit adds nothing (its exponential is 0; -inf - -inf would be NaN); a NaN logit never raises the
+// max but stays in the sum, so the row's lse is NaN as on the CPU. A sum of 0 (no element, or only -inf) stays 0.
+struct RunningSum {
+  float max = -INFINITY, sum = 0.0f;
+  // Values taken at once: the max grows once for all of them.
+  template <int N>
+  __device__ void add(const float (&values)[N]) {
+    float new_max = max;
+#pragma unroll
+    for (int e = 0; e < N; ++e) new_max = fmaxf(new_max, values[e]);  // fmaxf passes over NaN
+    if (new_max != max) sum *= expf(max - new_max);  // max -inf: 0, as the sum so far is of nothing
+    max = new_max;
+#pragma unroll
+    for (int e = 0; e < N; ++e) sum += values[e] == -INFINITY ? 0.0f : expf(values[e] - max);
+  }
+};
+
+// logits' rows lie `row_stride` elements apart (a head pads them; see CrossEntropyForward); `packs` of 8 of each row
+// are read in 16-byte loads (where every row starts on 16 bytes; else 0), the rest one by one.
 __global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const float * logits, int64_t row_stride,
-                                          const int32_t * targets, const float * weights, int64_t vocab,
-                                          int64_t vocab_start) {
+                                          int64_t packs, const int32_t * targets, const float * weights,
+                                          int64_t vocab, int64_t vocab_start) {
   __shared__ float shared[kThreads / kWarp];
   const int64_t n = blockIdx.x;
   const float * row = logits + n * row_stride;
-  // One read of the row: each thread keeps a running max and its sum of exponentials relative to it (rescaled when
-  // the max grows), then the block brings the threads' sums to the row's max and adds them in a fixed order.
-  // A -inf logit adds nothing (its exponential is 0; -inf - -inf would be NaN); a NaN logit never raises the max
-  // but stays in the sum, so the row's lse is NaN as on the CPU. A sum of 0 (no element, or only -inf) stays 0.
-  float thread_max = -INFINITY, sum = 0.0f;
-  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
-    const float value = row[v];
-    if (value > thread_max) {
-      sum = sum * expf(thread_max - value) + 1.0f;
-      thread_max = value;
-    } else if (value != -INFINITY) {
-      sum += expf(value - thread_max);
-    }
+  // One read of the row into each thread's running sum, then the block brings the threads' sums to the row's max
+  // and adds them in a fixed order.
+  RunningSum running;
+  for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
+    float values[kPack];
+    load_pack(row, pack, values);
+    running.add(values);
   }
-  const float max_value = block_max(thread_max, shared);
-  if (sum != 0.0f) sum *= expf(thread_max - max_value);
+  for (int64_t v = packs * kPack + threadIdx.x; v < vocab; v += blockDim.x) {
+    const float value[1] = {row[v]};
+    running.add(value);
+  }
+  const float max_value = block_max(running.max, shared);
+  float sum = running.sum;
+  if (sum != 0.0f) sum *= expf(running.max - max_value);
   sum = block_sum(sum, shared);
   if (threadIdx.x == 0) {
     const float row_lse = max_value + logf(sum);
@@ -52,22 +70,32 @@ __global__ void ordered_sum_kernel(float * out, const double * values, int64_t c
   if (threadIdx.x == 0) out[0] = static_cast<float>(sum * scale) + (accumulate ? out[0] : 0.0f);
 }
 
-// dlogits f32, or bf16 for a bf16 head (rounded once, as a cast of the f32 gradient would).
+// dlogits f32, or bf16 for a bf16 head (rounded once, as a cast of the f32 gradient would); `packs` of 8 of each row
+// in 16-byte loads and stores (where both tensors' rows start on 16 bytes; else 0), the rest one by one.
+__device__ inline float logit_gradient(float logit, float lse, float factor, bool target) {
+  if (factor == 0.0f) return 0.0f;
+  const float value = factor * expf(logit - lse);
+  return target ? value - factor : value;
+}
 template <typename T>
 __global__ void cross_entropy_backward_kernel(T * dlogits, int64_t dlogits_row_stride, const float * logits,
-                                              int64_t logits_row_stride, const int32_t * targets,
+                                              int64_t logits_row_stride, int64_t packs, const int32_t * targets,
                                               const float * weights, const float * lse, int64_t vocab,
                                               int64_t vocab_start, float scale) {
   const int64_t n = blockIdx.x;
-  const float factor = scale * weights[n];
+  const float factor = scale * weights[n], row_lse = lse[n];
   const float * row = logits + n * logits_row_stride;
   T * grad = dlogits + n * dlogits_row_stride;
   const int64_t local = static_cast<int64_t>(targets[n]) - vocab_start;
-  for (int64_t v = threadIdx.x; v < vocab; v += blockDim.x) {
-    float value = factor == 0.0f ? 0.0f : factor * expf(row[v] - lse[n]);
-    if (factor != 0.0f && v == local) value -= factor;
-    put(grad[v], value);
+  for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
+    float values[kPack];
+    load_pack(row, pack, values);
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) values[e] = logit_gradient(values[e], row_lse, factor, pack * kPack + e == local);
+    store_pack(grad, pack, values);
   }
+  for (int64_t v = packs * kPack + threadIdx.x; v < vocab; v += blockDim.x)
+    put(grad[v], logit_gradient(row[v], row_lse, factor, v == local));
 }
 
 // AdamW with the bias corrections folded into step_size = lr / (1 - b1^t) and inverse_sqrt_correction2 =
@@ -125,6 +153,19 @@ __global__ void squared_partials_kernel(double * partials, const float * in, int
   if (threadIdx.x == 0) partials[blockIdx.x] = sum;
 }
 
+// The whole packs of 8 in each row of `cols` elements, where every row of each of the tensors (base, row stride in
+// elements, dtype) starts on 16 bytes; else 0.
+struct RowsOf {
+  const void * base;
+  int64_t row_stride;
+  DType dtype;
+};
+int64_t row_packs(int64_t cols, std::initializer_list<RowsOf> tensors) {
+  for (const RowsOf & t : tensors)
+    if (!aligned_to_pack(t.base) || t.row_stride * static_cast<int64_t>(dtype_size(t.dtype)) % 16 != 0) return 0;
+  return cols / kPack;
+}
+
 }  // namespace
 
 void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t stream) {
@@ -134,8 +175,9 @@ void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t strea
     return;
   }
   auto * row_loss = static_cast<double *>(ctx.scratch(kScratchRows, sizeof(double) * rows, stream));
+  const int64_t packs = row_packs(vocab, {{op.logits.data, op.logits.stride(0), DType::kF32}});
   cross_entropy_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      op.lse.as<float>(), row_loss, op.logits.as<float>(), op.logits.stride(0), op.targets.as<int32_t>(),
+      op.lse.as<float>(), row_loss, op.logits.as<float>(), op.logits.stride(0), packs, op.targets.as<int32_t>(),
       op.weights.as<float>(), vocab, op.vocab_start);
   KOSMOS_GPU_LAUNCHED("cross_entropy_rows");
   ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.loss.as<float>(), row_loss, rows, op.loss_scale, false);
@@ -145,10 +187,12 @@ void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t strea
 void gpu_op(GpuContext &, const CrossEntropyBackward & op, cudaStream_t stream) {
   const int64_t rows = op.logits.dim(0), vocab = op.logits.dim(1);
   if (rows == 0) return;
+  const int64_t packs = row_packs(vocab, {{op.logits.data, op.logits.stride(0), DType::kF32},
+                                         {op.dlogits.data, op.dlogits.stride(0), op.dlogits.dtype}});
   with_storage(op.dlogits.dtype, [&](auto element) {
     using T = decltype(element);
     cross_entropy_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        static_cast<T *>(op.dlogits.data), op.dlogits.stride(0), op.logits.as<float>(), op.logits.stride(0),
+        static_cast<T *>(op.dlogits.data), op.dlogits.stride(0), op.logits.as<float>(), op.logits.stride(0), packs,
         op.targets.as<int32_t>(), op.weights.as<float>(), op.lse.as<float>(), vocab, op.vocab_start,
         op.dloss * op.loss_scale);
   });
