@@ -28,8 +28,11 @@ sed -i -e 's/if (!s\.sees_all(/if (false \&\& !s.sees_all(/' \
 sed -i 's/if (vector_aligned(rows)) {/if (true || vector_aligned(rows)) {/' "$cuda/attention_tiles.cuh"
 # and the element-by-element copy of a backward step's keep bits whose first row is no multiple of 8 (since the keep
 # record; a causal step of a key block where Tk - Tq is not one).
-[ ! -e "$cuda/attention_mma.cuh" ] ||
+if grep -q 'copy_step_keep' "$cuda/attention_mma.cuh" 2> /dev/null; then
   sed -i 's/if (first_row % 8 == 0) {/if (true || first_row % 8 == 0) {/' "$cuda/attention_mma.cuh"
+  grep -q 'if (true || first_row % 8 == 0) {' "$cuda/attention_mma.cuh" ||
+    { echo "attention_sass_counts.sh: expected the keep copy's alignment test to cut in $tree" >&2; exit 1; }
+fi
 [ "$(grep -c 'false && !s.sees_all' "$cuda/kernels_attention_mma.cu")" -eq 3 ] ||
   { echo "attention_sass_counts.sh: expected three masked-step tests to cut in $tree" >&2; exit 1; }
 "$nvcc" -I"$work" -I"$tree" -isystem=/usr/local/cuda/include -O3 -DNDEBUG -DOMPI_SKIP_MPICXX=1 -w \

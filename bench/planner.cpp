@@ -333,9 +333,12 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   const double e = d.embed_dim, f = d.ffn_dim, tp = layout.tp;
   const double gathered = layout.tp > 1 ? e + f : 0.0;
   // A GPU that keeps the attention's dropout masks adds a bit a probability, over whole 64-key steps and 128-query
-  // blocks (kernels_attention_mma.cu's record), its heads' share of them.
+  // blocks (kernels_attention_mma.cu's record), its heads' share of them: on the mma.sync kernels, which take bf16
+  // operands of head size 32 or 64.
   const double length = static_cast<double>(work.length);
-  const double kept_masks = hw.records_attention_dropout && d.attention_dropout > 0.0
+  const int64_t head_dim = d.embed_dim / d.heads;
+  const bool masks_kept = hw.records_attention_dropout && act < 4.0 && (head_dim == 32 || head_dim == 64);
+  const double kept_masks = masks_kept && d.attention_dropout > 0.0
                                 ? static_cast<double>(micro) * static_cast<double>(d.heads) / tp *
                                       std::ceil(length / 64.0) * 64.0 * std::ceil(length / 128.0) * 128.0 / 8.0
                                 : 0.0;

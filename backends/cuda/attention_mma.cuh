@@ -1,7 +1,8 @@
 // attention_mma.cuh: the warp-level pieces of the mma.sync attention kernels (kernels_attention_mma.cu): the fragments
 // of mma.m16n8k16 and the two products built from them (scores from a warp's rows against a streamed tile, and
-// fragments times a tile read transposed), dropout's keep bits staged per warp and the masks made of them, the
-// online-softmax helpers, the double-buffered stream of tiles, and the backward's shared-memory layout. Compute
+// fragments times a tile read transposed), dropout's keep bits (staged per warp in the forward and written to the
+// keep record, copied a step at a time in the backward) and the masks made of them, the online-softmax helpers, the
+// double-buffered stream of tiles, and the backward's shared-memory layout. Compute
 // capability 8.0 or newer; the emulated GPU runs the same code on its host versions of the instructions
 // (backends/emulated/warp_matrices.h).
 #pragma once

@@ -206,7 +206,8 @@ using DqKernel = void (*)(HeadRowsOf<T>, HeadRowsOf<const T>, HeadRowsOf<const b
                           HeadRowsOf<const bf16>, const float *, const float *, AttentionShape);
 
 // The forward over the query tiles; the backward's dq kernel over the query tiles and dk, dv one over the key tiles,
-// which takes `extra` arguments before the shape where an implementation's has more (the mma.sync one's dq sums).
+// which takes `extra` arguments before the shape where an implementation's has more (the mma.sync one's dq sums and
+// dropout keep record; its forward and dq kernels, which take the record too, are launched by it).
 template <typename T>
 void launch_forward(ForwardKernel<T> kernel, size_t shared, const char * name, const AttentionForward & op,
                     const AttentionShape & s, cudaStream_t stream, int block_rows = kBlockRows) {

@@ -40,7 +40,7 @@ enum ScratchSlot : int {
   kScratchGemmWorkspace = 8,  // cuBLASLt's workspace (matmul.cu)
   kScratchAttentionDq = 9,    // the mma.sync attention backward's dq sums, where it adds them up by atomics
   kScratchEmbedding = 10,     // the embedding backward's grouping of the tokens by row (kernels_positions.cu)
-  kScratchAttentionKeep = 11,  // the mma.sync attention backward's dropout keep record, where the op gives none
+  kScratchAttentionKeep = 11,  // the mma.sync attention's dropout keep record, where the op gives none to keep
   kScratchWidened = 12,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };

@@ -30,6 +30,7 @@ using namespace attention_mma;
 // reads from shared memory then feeds M row tiles' products. Two where the queries fill more than one tile (a
 // decoder's), one where they fit in one (the resampler's 64 latents, decoding), whose second would compute nothing.
 constexpr int kForwardTiles = 2;
+static_assert(kKeepRecordRows == kForwardTiles * kBlockRows, "the keep record's rows come in the forward's blocks");
 
 template <int D, typename O, int M, bool kDropout>
 __global__ void __launch_bounds__(kBlockThreads)
@@ -367,6 +368,9 @@ OpKeepRecord keep_record_for(GpuContext & ctx, const Op & op, const AttentionSha
   KOSMOS_CHECK(op.keep.numel() >= words, what, ": keep holds ", op.keep.numel(), " words where the dropout masks of q ",
                describe(op.q), " and k ", describe(op.k), " need ", words,
                " (internal error: size it by Device::attention_keep_words)");
+  KOSMOS_CHECK(reinterpret_cast<uintptr_t>(op.keep.data) % 16 == 0, what, ": keep ", describe(op.keep),
+               " does not start on 16 bytes, which the kernels copy it in (internal error: give it a buffer of its own "
+               "or an arena's take)");
   return {keep_record_of(op.keep.data, s), true};
 }
 

@@ -185,6 +185,8 @@ std::vector<OpCase> attention_cases() {
           // another rule from 128 on), in two passes and in one
           attention_case({1, 2, 130, 130, 64, true, 0.5f, false, 0, 0, DType::kBF16, DType::kBF16}),
           attention_case({1, 2, 90, 150, 32, true, 0.7f, true, 0, 0, DType::kBF16, DType::kBF16, false}),
+          // queries that fit in one forward tile (its blocks of 64 rows) with dropout: the record of 128-row blocks
+          attention_case({1, 2, 40, 40, 64, true, 0.2f, false, 0, 0, DType::kBF16, DType::kBF16}),
           // the backward given no record of the forward's masks, in two passes and in one: it draws them again
           attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16, true, false}),
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16, false, false}),
