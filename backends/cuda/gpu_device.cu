@@ -34,6 +34,7 @@ void * GpuContext::scratch(int slot, size_t bytes, cudaStream_t stream) {
     return buffer.data();
   }
   KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));  // kernels may still read the old block
+  scratch_tags_[slot] = ScratchTag{};                // the new block holds nothing yet
   buffer = Buffer();
   buffer = device_.allocate((bytes + 255) / 256 * 256 * 2, BufferUse::kScratch);  // room to grow
   return buffer.data();

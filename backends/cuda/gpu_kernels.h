@@ -2,6 +2,7 @@
 // on the given stream. Included by the .cu files only (after gpu_common.cuh); gpu_device.cu dispatches to these.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -32,7 +33,7 @@ enum ScratchSlot : int {
   kScratchReduce = 0,
   kScratchRows = 1,
   kScratchAttention = 2,
-  kScratchTable = 3,          // xPos's factors
+  kScratchTable = 3,          // xPos's factors for queries (upscaled)
   kScratchColumnSums = 4,     // add_column_sums' partial sums, inside one call
   kScratchActivated = 5,      // a LayerNorm's activated input, where it runs as its parts (kernels_norm.cu)
   kScratchActivatedGrad = 6,  // and the gradient at it
@@ -41,7 +42,8 @@ enum ScratchSlot : int {
   kScratchAttentionDq = 9,    // the mma.sync attention backward's dq sums, where it adds them up by atomics
   kScratchEmbedding = 10,     // the embedding backward's grouping of the tokens by row (kernels_positions.cu)
   kScratchAttentionKeep = 11,  // the mma.sync attention's dropout keep record, where the op gives none to keep
-  kScratchWidened = 12,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchTableDown = 12,      // and for keys (downscaled)
+  kScratchWidened = 13,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 
@@ -65,6 +67,10 @@ class GpuContext {
   // where the device reserves address ranges (Device::reserve), with no wait; elsewhere it moves to a buffer of twice
   // the size asked, after waiting for the stream, so that kernels still reading the old block are done.
   void * scratch(int slot, size_t bytes, cudaStream_t stream);
+  // What the slot's user last wrote there, in its own terms (all 0: nothing it may reuse): it sets the tag after
+  // writing and reads it to skip making the same contents again; a slot that moves to another buffer drops it.
+  using ScratchTag = std::array<uint64_t, 2>;
+  ScratchTag & scratch_tag(int slot) { return scratch_tags_[slot]; }
 
  private:
   GemmPath gemm_path_;
@@ -74,6 +80,7 @@ class GpuContext {
   Device & device_;
   bool ranges_reserved_ = true;  // false once the device has answered reserve() with none
   Buffer scratch_[kScratchSlots];
+  ScratchTag scratch_tags_[kScratchSlots] = {};
 };
 
 void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream);

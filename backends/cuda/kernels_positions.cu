@@ -1,8 +1,9 @@
 // kernels_positions.cu: what turns ids and positions into vectors on the GPU: the token embedding (vocab-slice
 // aware gather; a scatter-add backward that groups the tokens by row, then adds each row's in token order, so the
 // sums are deterministic), fairseq's sinusoidal positions, and xPos (kosmos-spec section 4) with its factors
-// computed in double into a table per op, as the CPU's are.
+// computed in double into a table, as the CPU's are (kept while the next op asks for the same one).
 #include <algorithm>
+#include <cstring>
 
 #include "backends/cuda/gpu_kernels.h"
 #include "backends/cuda/vector_access.cuh"
@@ -135,7 +136,7 @@ __global__ void sinusoidal_kernel(float * out, const int32_t * positions, int64_
 // The factors of xPos per (row t, pair i), computed in double as the CPU's table is: table[t * pairs + i] =
 // {scale cos(p theta_i), scale sin(p theta_i)} with p = offset + t, theta_i = 10000^(-2i/dh) and scale =
 // zeta_i^(centred p / scale_base), zeta_i = (2i + 0.4 dh) / (1.4 dh) (reciprocal when downscaling). One small kernel
-// per op, so that the pass over the activations does no double-precision arithmetic.
+// per table, so that the pass over the activations does no double-precision arithmetic.
 __global__ void xpos_table_kernel(float2 * table, int64_t length, int64_t head_dim, XPosParams params) {
   const int64_t pairs = head_dim / 2;
   const double min_position = floor(-static_cast<double>(length + params.offset) / 2.0);
@@ -204,14 +205,34 @@ bool strides_hold_packs(const TensorView & view) {
   return view.dim(3) % kPack == 0 && aligned_to_pack(view.data);
 }
 
+// The tag of a table's contents (GpuContext::scratch_tag): every input of xpos_table_kernel but the scale's
+// direction, which picks the slot: the length, offset and head size packed (lengths and offsets below 2^24, head
+// sizes below 2^15; beyond, none, and the table is made every time), and the scale base's bits.
+GpuContext::ScratchTag xpos_table_tag(int64_t length, int64_t head_dim, const XPosParams & params) {
+  const bool packs = length < (1 << 24) && params.offset >= 0 && params.offset < (1 << 24) && head_dim < (1 << 15);
+  if (!packs) return {};
+  uint32_t scale_bits = 0;
+  std::memcpy(&scale_bits, &params.scale_base, sizeof scale_bits);
+  const uint64_t shape = (uint64_t{1} << 63) | (static_cast<uint64_t>(length) << 39) |
+                         (static_cast<uint64_t>(params.offset) << 15) | static_cast<uint64_t>(head_dim);
+  return {shape, scale_bits};
+}
+
 void xpos_apply(GpuContext & ctx, const TensorView & out, const TensorView & in, const XPosParams & params, float sign,
                 cudaStream_t stream) {
   const int64_t pairs_total = in.numel() / 2;
   if (pairs_total == 0) return;
   const int64_t length = in.dim(2), head_dim = in.dim(3), entries = length * (head_dim / 2);
-  auto * table = static_cast<float2 *>(ctx.scratch(kScratchTable, sizeof(float2) * entries, stream));
-  xpos_table_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(table, length, head_dim, params);
-  KOSMOS_GPU_LAUNCHED("xpos_table");
+  // A training step's layers all rotate by the same two tables (queries up, keys down): each made once, where its
+  // slot still holds it.
+  const int slot = params.downscale ? kScratchTableDown : kScratchTable;
+  auto * table = static_cast<float2 *>(ctx.scratch(slot, sizeof(float2) * entries, stream));
+  const GpuContext::ScratchTag tag = xpos_table_tag(length, head_dim, params);
+  if (tag == GpuContext::ScratchTag{} || ctx.scratch_tag(slot) != tag) {
+    xpos_table_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(table, length, head_dim, params);
+    KOSMOS_GPU_LAUNCHED("xpos_table");
+    ctx.scratch_tag(slot) = tag;
+  }
   if (in.dtype != DType::kF16 && strides_hold_packs(in) && strides_hold_packs(out)) {
     const int64_t packs_total = in.numel() / kPack;
     with_storage(in.dtype, [&](auto element) {

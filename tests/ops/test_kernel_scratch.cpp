@@ -1,7 +1,8 @@
 // test_kernel_scratch.cpp: on every backend, the working memory of the kernels themselves (on a GPU: cuBLASLt's
 // workspace, a bias staged for its epilogue, a LayerNorm's partial sums and activated input) is taken by the first
 // pass over a step's ops and never again by the passes after it, and on the GPU backends the device counts it in
-// Device::memory(). Also: a product with alpha 0 leaves C to beta and the bias, even where A holds inf (as BLAS).
+// Device::memory(). Also: a product with alpha 0 leaves C to beta and the bias, even where A holds inf (as BLAS), and
+// the xPos tables a GPU keeps from op to op follow each op's parameters.
 #include <gtest/gtest.h>
 
 #include <limits>
@@ -65,6 +66,34 @@ TEST_P(KernelScratchOnBackend, AProductWithAlphaZeroIgnoresItsOperands) {
                 run.upload(bias, DType::kF32), false, false, 0.0f, 0.5f});
   const Tensor out = run.download(c);
   for (double value : out.v) EXPECT_EQ(value, 0.5 * 2.0 + 0.5);
+}
+
+// The GPUs keep the last table of xPos factors of each direction for the next op that asks for the same one: a run of
+// ops whose length, offset, direction or scale base change, and return, gets each op's own rotation.
+TEST_P(KernelScratchOnBackend, XPosTablesFollowTheirParameters) {
+  std::unique_ptr<Device> device = create_test_device(GetParam());
+  std::unique_ptr<Stream> stream = device->create_stream();
+  DeviceRun run(*device, *stream);
+  std::mt19937_64 rng(9);
+  struct Rotation {
+    int64_t length, offset;
+    bool downscale;
+    double scale_base;
+  };
+  const std::vector<Rotation> rotations = {{12, 0, false, 512.0}, {12, 0, true, 512.0}, {12, 3, false, 512.0},
+                                           {12, 0, false, 512.0}, {9, 0, false, 512.0}, {12, 0, false, 256.0},
+                                           {12, 0, true, 512.0}};
+  for (const Rotation & r : rotations) {
+    // [1, 2, length, 16] f32 in and out.
+    const Tensor x = random_tensor(rng, {1, 2, r.length, 16});
+    const TensorView in = run.upload(x, DType::kF32), out = run.output(x.dims, DType::kF32);
+    run.op(XPosForward{out, in, {r.offset, r.downscale, static_cast<float>(r.scale_base)}});
+    const Tensor got = run.download(out), want = reference::xpos(x, r.offset, r.downscale, r.scale_base);
+    for (size_t i = 0; i < want.v.size(); ++i)
+      ASSERT_NEAR(got.v[i], want.v[i], 1e-5 * (1.0 + std::abs(want.v[i])))
+          << "length " << r.length << ", offset " << r.offset << (r.downscale ? ", down" : ", up") << ", scale base "
+          << r.scale_base << ", element " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, KernelScratchOnBackend, ::testing::ValuesIn(testable_backends()),
