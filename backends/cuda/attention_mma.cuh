@@ -318,7 +318,7 @@ __device__ inline uint32_t key_keep_word_of(uint32_t entries, int shift) {
 // The forward stages a warp's keep bits for one step in shared memory: [16 rows][4 key groups][4 words] of
 // query_keep_words, rows kQueryRowBytes apart, so that a lane reads a word a row and group. Rows of 20 words put the
 // 32 words a warp reads at once (8 rows, 4 lanes) in distinct banks. Lane l stages row l / 2 at the groups l % 2 and
-// l % 2 + 2, and writes their record entries where the op keeps a record.
+// l % 2 + 2, and writes their record entries (to the op's keep, or to scratch where it gives none).
 constexpr int kQueryRowBytes = 80;
 constexpr int kWarpKeepBytes = 16 * kQueryRowBytes;
 static_assert(kQueryRowBytes >= kStepRows && kQueryRowBytes % 16 == 0, "a warp's keep bits");
