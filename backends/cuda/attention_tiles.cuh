@@ -197,22 +197,22 @@ __device__ inline BlockRows block_rows(const AttentionShape & s, bool query_tile
   return {place.head_index, place.head_index / heads, place.head_index % heads, place.tile * block_rows};
 }
 
-// The kernels of one implementation, over T (f32 or bf16: the output forward, dout and the gradients backward).
-template <typename T>
-using ForwardKernel = void (*)(HeadRowsOf<T>, float *, HeadRowsOf<const bf16>, HeadRowsOf<const bf16>,
-                               HeadRowsOf<const bf16>, AttentionShape);
-template <typename T>
-using DqKernel = void (*)(HeadRowsOf<T>, HeadRowsOf<const T>, HeadRowsOf<const bf16>, HeadRowsOf<const bf16>,
-                          HeadRowsOf<const bf16>, const float *, const float *, AttentionShape);
-
-// The forward over the query tiles; the backward's dq kernel over the query tiles and dk, dv one over the key tiles,
-// which takes `extra` arguments before the shape where an implementation's has more (the mma.sync one's dq sums and
-// dropout keep record; its forward and dq kernels, which take the record too, are launched by it).
-template <typename T>
-void launch_forward(ForwardKernel<T> kernel, size_t shared, const char * name, const AttentionForward & op,
-                    const AttentionShape & s, cudaStream_t stream, int block_rows = kBlockRows) {
+// The forward over the query tiles (`block_rows` a block); the backward's dq kernel over the query tiles and its dk, dv
+// one over the key tiles. T (f32 or bf16) is the output's dtype forward, dout's and the gradients' backward. Each
+// kernel takes `extra` arguments before the shape where an implementation's has more (the mma.sync ones' dropout
+// keep record, after the dk, dv kernel's dq sums).
+template <typename T, typename ForwardKernel, typename... Extra>
+void launch_forward(ForwardKernel kernel, size_t shared, const char * name, const AttentionForward & op,
+                    const AttentionShape & s, cudaStream_t stream, int block_rows, Extra... extra) {
   launch(kernel, grid_of(s.tq, s, block_rows), shared, stream, name, head_rows_of<T>(op.out), op.lse.as<float>(),
-         head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), s);
+         head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), extra..., s);
+}
+template <typename T, typename DqKernel, typename... Extra>
+void launch_query_blocks(DqKernel dq, size_t shared, const char * name, const AttentionBackward & op,
+                         const float * delta, const AttentionShape & s, cudaStream_t stream, Extra... extra) {
+  launch(dq, grid_of(s.tq, s), shared, stream, name, head_rows_of<T>(op.dq), head_rows_of<const T>(op.dout),
+         head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v),
+         op.lse.as<float>(), delta, extra..., s);
 }
 template <typename T, typename DkDvKernel, typename... Extra>
 void launch_key_blocks(DkDvKernel dkdv, size_t shared, const char * name, const AttentionBackward & op,
@@ -220,15 +220,6 @@ void launch_key_blocks(DkDvKernel dkdv, size_t shared, const char * name, const 
   launch(dkdv, grid_of(s.tk, s), shared, stream, name, head_rows_of<T>(op.dk), head_rows_of<T>(op.dv),
          head_rows_of<const T>(op.dout), head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k),
          head_rows_of<const bf16>(op.v), op.lse.as<float>(), delta, extra..., s);
-}
-template <typename T, typename DkDvKernel, typename... Extra>
-void launch_backward(DqKernel<T> dq, DkDvKernel dkdv, size_t shared, const char * dq_name, const char * dkdv_name,
-                     const AttentionBackward & op, const float * delta, const AttentionShape & s, cudaStream_t stream,
-                     Extra... extra) {
-  launch(dq, grid_of(s.tq, s), shared, stream, dq_name, head_rows_of<T>(op.dq), head_rows_of<const T>(op.dout),
-         head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v),
-         op.lse.as<float>(), delta, s);
-  launch_key_blocks<T>(dkdv, shared, dkdv_name, op, delta, s, stream, extra...);
 }
 
 // Calls run(std::integral_constant<int, D>{}, T{}) for the head size D among `HeadDims` and T = float where `f32`,

@@ -402,9 +402,8 @@ void mma_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaSt
       constexpr bool kDropout = decltype(dropout)::value;
       using T = decltype(t);
       const auto run = [&](auto kernel, int tiles) {
-        launch(kernel, grid_of(s.tq, s, tiles * kBlockRows), forward_shared<D>(tiles), stream, "mma_attention_forward",
-               head_rows_of<T>(op.out), op.lse.as<float>(), head_rows_of<const bf16>(op.q),
-               head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v), record, s);
+        launch_forward<T>(kernel, forward_shared<D>(tiles), "mma_attention_forward", op, s, stream, tiles * kBlockRows,
+                          record);
       };
       if (s.tq <= kBlockRows) return run(mma_attention_forward_kernel<D, T, 1, kDropout>, 1);
       run(mma_attention_forward_kernel<D, T, kForwardTiles, kDropout>, kForwardTiles);
@@ -430,10 +429,8 @@ void mma_attention_backward(GpuContext & ctx, const AttentionBackward & op, cons
       constexpr bool kDropout = decltype(dropout)::value;
       using T = decltype(t);
       if (dq_sums == nullptr) {
-        launch(mma_attention_dq_kernel<D, T, kDropout>, grid_of(s.tq, s), backward_shared<D>(), stream,
-               "mma_attention_dq", head_rows_of<T>(op.dq), head_rows_of<const T>(op.dout),
-               head_rows_of<const bf16>(op.q), head_rows_of<const bf16>(op.k), head_rows_of<const bf16>(op.v),
-               op.lse.as<float>(), delta, record, s);
+        launch_query_blocks<T>(mma_attention_dq_kernel<D, T, kDropout>, backward_shared<D>(), "mma_attention_dq", op,
+                               delta, s, stream, record);
         return launch_key_blocks<T>(mma_attention_dkdv_kernel<D, T, false, kDropout>, backward_shared<D>(),
                                     "mma_attention_dkdv", op, delta, s, stream, static_cast<float *>(nullptr), record);
       }

@@ -449,7 +449,8 @@ void tensor_core_attention_forward(const AttentionForward & op, cudaStream_t str
   for_head_dim<32, 64, 128>(s.head_dim, op.out.dtype == DType::kF32, "WMMA attention", [&](auto d, auto t) {
     constexpr int D = decltype(d)::value;
     using T = decltype(t);
-    launch_forward<T>(tc_attention_forward_kernel<D, T>, forward_shared<D>(), "tc_attention_forward", op, s, stream);
+    launch_forward<T>(tc_attention_forward_kernel<D, T>, forward_shared<D>(), "tc_attention_forward", op, s, stream,
+                      kBlockRows);
   });
 }
 
@@ -460,8 +461,9 @@ void tensor_core_attention_backward(const AttentionBackward & op, const float * 
   for_head_dim<32, 64, 128>(s.head_dim, op.dq.dtype == DType::kF32, "WMMA attention", [&](auto d, auto t) {
     constexpr int D = decltype(d)::value;
     using T = decltype(t);
-    launch_backward<T>(tc_attention_dq_kernel<D, T>, tc_attention_dkdv_kernel<D, T>, backward_shared<D>(),
-                       "tc_attention_dq", "tc_attention_dkdv", op, delta, s, stream);
+    launch_query_blocks<T>(tc_attention_dq_kernel<D, T>, backward_shared<D>(), "tc_attention_dq", op, delta, s, stream);
+    launch_key_blocks<T>(tc_attention_dkdv_kernel<D, T>, backward_shared<D>(), "tc_attention_dkdv", op, delta, s,
+                         stream);
   });
 }
 
