@@ -282,6 +282,18 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     timings.push_back({"bias backward bf16", dims({tokens, ffn}), 0.0, bytes, [&bench, dbias, h] {
                          bench.op(BiasBackward{dbias, h});
                        }});
+    // The FFN's sub-LN over its GELU in one pass, as the layers run it at bf16 (twice a step with --recompute ffn).
+    const TensorView w = bench.tensor(DType::kF32, {ffn}, 1.0f), b = bench.tensor(DType::kF32, {ffn});
+    const TensorView dw = bench.tensor(DType::kF32, {ffn}), db = bench.tensor(DType::kF32, {ffn});
+    const TensorView mean = bench.tensor(DType::kF32, {tokens}), rstd = bench.tensor(DType::kF32, {tokens}, 1.0f);
+    timings.push_back({"layernorm forward gelu bf16", dims({tokens, ffn}), 0.0, 2.0 * bytes,
+                       [&bench, g, mean, rstd, h, w, b] {
+                         bench.op(LayerNormForward{g, mean, rstd, h, w, b, 1e-5f, Activation::kGelu});
+                       }});
+    timings.push_back({"layernorm backward gelu bf16", dims({tokens, ffn}), 0.0, 3.0 * bytes,
+                       [&bench, dh_, dw, db, g, h, w, mean, rstd] {
+                         bench.op(LayerNormBackward{dh_, dw, db, g, h, w, mean, rstd, 1e-5f, Activation::kGelu});
+                       }});
   }
   {
     const TensorView logits = bench.tensor(DType::kF32, {tokens, vocab}),

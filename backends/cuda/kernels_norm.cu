@@ -1,9 +1,12 @@
 // kernels_norm.cu: LayerNorm forward/backward and L2 normalisation forward/backward on the GPU: one block per row
 // (the LayerNorm backward: per 32 rows), statistics in fp32 through block sums (mean first, then the centred
 // variance, as the CPU's oneDNN does), and the LayerNorm weight and bias gradients as deterministic column sums.
-// LayerNorm rows of up to 8192 aligned columns (every row of the model) go in packs: one 8-column pack per thread,
-// held in registers between the passes, so each element is read from memory once; these apply an input activation
-// on the fly. Other rows with an input activation run as its parts through f32 scratch.
+// LayerNorm rows of up to 8192 aligned columns (every row of the model) go in packs: 8-column packs held in
+// registers between the passes (up to four a thread in the forward, one in the backward), so each element is read
+// from memory once; these apply an input activation on the fly. Other rows with an input activation run as its
+// parts through f32 scratch.
+#include <type_traits>
+
 #include "backends/cuda/activation_maps.cuh"
 #include "backends/cuda/gpu_kernels.h"
 #include "backends/cuda/vector_access.cuh"
@@ -181,18 +184,29 @@ __global__ void l2_normalize_backward_kernel(float * din, const float * dout, co
 
 unsigned row_blocks(const TensorView & view) { return static_cast<unsigned>(view.rows()); }
 
-// The packed LayerNorm kernels: a block per row (the backward: per kFusedRows rows) of ceil(cols / 8) threads in
-// whole warps, thread t holding columns [8 t, 8 t + 8). cols is a multiple of 8 up to kPackedColumns; every tensor
-// 16-byte aligned.
+// The packed LayerNorm kernels take rows of a multiple of 8 columns, up to kPackedColumns, every tensor 16-byte
+// aligned; a thread holds whole 8-column packs in registers between the passes. The forward gives a row a block of at
+// most kForwardRowThreads threads, kPacks packs each, so that several rows share an SM and one row's loads overlap
+// another's sums (a 1024-thread block for each row of 8192 left an SM two rows, and its memory idle through their
+// sums). The backward gives each thread one pack of every row of its block's kFusedRows rows.
+constexpr int kForwardRowThreads = 256;
+constexpr int kMaxPacksPerThread = 4;
 constexpr int kMaxRowThreads = 1024;
-constexpr int64_t kPackedColumns = int64_t{kMaxRowThreads} * kPack;
+constexpr int64_t kPackedColumns = int64_t{kForwardRowThreads} * kMaxPacksPerThread * kPack;
+static_assert(kPackedColumns == int64_t{kMaxRowThreads} * kPack, "the forward and the backward take the same rows");
+static_assert(kMaxRowThreads / kWarp <= kWarp, "block_sum_pair adds up the warps' sums in one warp");
 
 bool packed_rows(int64_t cols, std::initializer_list<const void *> pointers) {
   return cols > 0 && cols % kPack == 0 && cols <= kPackedColumns && aligned_to_pack(pointers);
 }
-unsigned packed_row_threads(int64_t cols) {
-  const int64_t packs = cols / kPack;
-  return static_cast<unsigned>((packs + kWarp - 1) / kWarp * kWarp);
+// Whole warps over `packs` packs of a row, `per_thread` packs to a thread.
+unsigned packed_row_threads(int64_t cols, int per_thread = 1) {
+  const int64_t threads = (cols / kPack + per_thread - 1) / per_thread;
+  return static_cast<unsigned>((threads + kWarp - 1) / kWarp * kWarp);
+}
+// The forward's packs per thread: the fewest that keep a row's block within kForwardRowThreads.
+int forward_packs_per_thread(int64_t cols) {
+  return static_cast<int>((cols / kPack + kForwardRowThreads - 1) / kForwardRowThreads);
 }
 
 // The activation a LayerNorm applies to its input first (LayerNormForward::activation), as a kernel argument.
@@ -204,38 +218,58 @@ InputActivation input_activation(const std::optional<Activation> & activation) {
   return {activation.has_value(), activation.value_or(Activation::kGelu)};
 }
 
-template <typename Out, typename In>
-__global__ void __launch_bounds__(kMaxRowThreads)
+// x = act(x) over a pack, the kind's branch taken once for the pack rather than per element.
+__device__ inline void activate(float (&x)[kPack], Activation kind) {
+  if (kind == Activation::kGelu) {
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) x[e] = ActivationMap{Activation::kGelu}(x[e]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) x[e] = ActivationMap{Activation::kQuickGelu}(x[e]);
+  }
+}
+
+// Thread t holds packs t, t + blockDim.x, ... (kPacks of them), each pack's loads coalesced over the block.
+template <int kPacks, typename Out, typename In>
+__global__ void __launch_bounds__(kForwardRowThreads)
     layernorm_forward_packed_kernel(Out * out, float * mean_out, float * rstd_out, const In * in, const float * weight,
                                     const float * bias, int64_t cols, float eps, InputActivation activation) {
-  __shared__ float shared[kMaxRowThreads / kWarp];
-  const int64_t row = blockIdx.x, pack = threadIdx.x;
-  const bool mine = pack * kPack < cols;
-  float x[kPack] = {};
-  if (mine) {
-    load_pack(in + row * cols, pack, x);
-    if (activation.on) {
+  __shared__ float shared[kForwardRowThreads / kWarp];
+  const int64_t row = blockIdx.x, packs = cols / kPack;
+  float x[kPacks][kPack] = {};
 #pragma unroll
-      for (int e = 0; e < kPack; ++e) x[e] = ActivationMap{activation.kind}(x[e]);
-    }
+  for (int p = 0; p < kPacks; ++p) {
+    const int64_t pack = threadIdx.x + int64_t{p} * blockDim.x;
+    if (pack < packs) load_pack(in + row * cols, pack, x[p]);
   }
   float sum = 0.0f;
 #pragma unroll
-  for (int e = 0; e < kPack; ++e) sum += x[e];
+  for (int p = 0; p < kPacks; ++p) {
+    if (activation.on) activate(x[p], activation.kind);  // both kinds map the padding's 0 to 0
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) sum += x[p][e];
+  }
   const float mean = block_sum(sum, shared) / static_cast<float>(cols);
   float squares = 0.0f;
-  if (mine) {
 #pragma unroll
-    for (int e = 0; e < kPack; ++e) squares += (x[e] - mean) * (x[e] - mean);
+  for (int p = 0; p < kPacks; ++p) {
+    if (threadIdx.x + int64_t{p} * blockDim.x < packs) {
+#pragma unroll
+      for (int e = 0; e < kPack; ++e) squares += (x[p][e] - mean) * (x[p][e] - mean);
+    }
   }
   const float rstd = rsqrtf(block_sum(squares, shared) / static_cast<float>(cols) + eps);
-  if (mine) {
-    float w[kPack], b[kPack];
-    load_pack(weight, pack, w);
-    load_pack(bias, pack, b);
 #pragma unroll
-    for (int e = 0; e < kPack; ++e) x[e] = (x[e] - mean) * rstd * w[e] + b[e];
-    store_pack(out + row * cols, pack, x);
+  for (int p = 0; p < kPacks; ++p) {
+    const int64_t pack = threadIdx.x + int64_t{p} * blockDim.x;
+    if (pack < packs) {
+      float w[kPack], b[kPack];
+      load_pack(weight, pack, w);
+      load_pack(bias, pack, b);
+#pragma unroll
+      for (int e = 0; e < kPack; ++e) x[p][e] = (x[p][e] - mean) * rstd * w[e] + b[e];
+      store_pack(out + row * cols, pack, x[p]);
+    }
   }
   if (threadIdx.x == 0) {
     mean_out[row] = mean;
@@ -243,49 +277,81 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
 }
 
+// The sums of a and b over the block's threads, to every thread, in one round of shared memory: each warp's sums,
+// then every warp adds those up across its lanes (a block has at most kWarp warps) in the same fixed order. Where
+// block_sum has every thread read and add all the warps' sums (at 1024 threads, 96 instructions a thread a row,
+// more than the LayerNorm's own work on its pack), this takes one load and five shuffles a sum.
+__device__ inline void block_sum_pair(float & a, float & b, float2 * shared) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+  a = warp_sum(a);
+  b = warp_sum(b);
+  if (lane == 0) shared[warp] = make_float2(a, b);
+  __syncthreads();
+  const float2 mine = lane < warps ? shared[lane] : make_float2(0.0f, 0.0f);
+  a = warp_sum(mine.x);
+  b = warp_sum(mine.y);
+  __syncthreads();
+}
+
 // The fused backward in packs: din row by row as layernorm_backward_kernel (plus residual_gradient where given: din
 // is f32 then), and the block's weight and bias gradient sums per column into partials [blocks, 2, cols], as
-// layernorm_backward_fused_kernel.
-template <typename DIn, typename DOut, typename In>
+// layernorm_backward_fused_kernel. A row's two sums share one round of shared memory, and 16-bit rows' packs come in
+// while the row before is worked on: at 8192 columns a block has an SM to itself (64 registers a thread), so
+// nothing else would hide its loads. f32 packs are loaded as they are needed (one row ahead they would spill; their
+// rows are the model's 2048-wide ones, four blocks to an SM, which hide each other's loads). kGeluInput (the input
+// goes through GELU first, as the Magneto FFN's sub-LN takes it) is a template parameter: at 64 registers, GELU' kept
+// for a row takes eight of them, and a kind chosen per element would branch in every one.
+template <bool kGeluInput, typename DIn, typename DOut, typename In>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_backward_packed_kernel(DIn * din, const DOut * dout, const In * in, const float * weight,
                                      const float * mean, const float * rstd, int64_t rows, int64_t cols,
-                                     float * partials, InputActivation activation, const float * residual_gradient) {
-  __shared__ float shared[kMaxRowThreads / kWarp];
+                                     float * partials, const float * residual_gradient) {
+  __shared__ float2 shared[kMaxRowThreads / kWarp];
   const int64_t pack = threadIdx.x;
   const bool mine = pack * kPack < cols;
-  float w[kPack] = {}, weight_sum[kPack] = {}, bias_sum[kPack] = {};
-  if (mine) load_pack(weight, pack, w);
+  float weight_sum[kPack] = {}, bias_sum[kPack] = {};
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kFusedRows;
   const int64_t last = first + kFusedRows < rows ? first + kFusedRows : rows;
+  constexpr bool kAhead = sizeof(DOut) == 2 && sizeof(In) == 2;
+  RawPack<DOut> loaded_dy{};
+  RawPack<In> loaded_in{};
+  const auto load_row = [&](int64_t row) {
+    loaded_dy = load_raw_pack(dout + row * cols, pack);
+    loaded_in = load_raw_pack(in + row * cols, pack);
+  };
+  if (kAhead && mine) load_row(first);
   for (int64_t row = first; row < last; ++row) {
     const float mu = mean[row], r = rstd[row];
-    float dy[kPack] = {}, xhat[kPack] = {};
+    float dy[kPack] = {}, g[kPack] = {}, xhat[kPack] = {}, slope[kGeluInput ? kPack : 1];
     if (mine) {
-      load_pack(dout + row * cols, pack, dy);
-      load_pack(in + row * cols, pack, xhat);
+      if (!kAhead) load_row(row);
+      widen_pack(loaded_dy, dy);
+      widen_pack(loaded_in, xhat);
+      if (kAhead && row + 1 < last) load_row(row + 1);
+      load_pack(weight, pack, g);  // the weight, times dy below
     }
-    float sum_g = 0.0f, sum_g_xhat = 0.0f, slope[kPack];
-    if (mine) {
+    float sum_g = 0.0f, sum_g_xhat = 0.0f;
 #pragma unroll
-      for (int e = 0; e < kPack; ++e) {
-        slope[e] = activation.on ? ActivationGradientMap{activation.kind}(1.0f, xhat[e]) : 1.0f;
-        if (activation.on) xhat[e] = ActivationMap{activation.kind}(xhat[e]);
-        xhat[e] = (xhat[e] - mu) * r;
-        const float g = dy[e] * w[e];
-        sum_g += g;
-        sum_g_xhat += g * xhat[e];
+    for (int e = 0; e < kPack; ++e) {
+      if constexpr (kGeluInput) {
+        slope[e] = ActivationGradientMap{Activation::kGelu}(1.0f, xhat[e]);
+        xhat[e] = ActivationMap{Activation::kGelu}(xhat[e]);
       }
+      xhat[e] = (xhat[e] - mu) * r;  // beyond the row (not mine), dy and g are 0
+      g[e] *= dy[e];
+      sum_g += g[e];
+      sum_g_xhat += g[e] * xhat[e];
+      weight_sum[e] += dy[e] * xhat[e];
+      bias_sum[e] += dy[e];
     }
-    const float mean_g = block_sum(sum_g, shared) / static_cast<float>(cols);
-    const float mean_g_xhat = block_sum(sum_g_xhat, shared) / static_cast<float>(cols);
+    block_sum_pair(sum_g, sum_g_xhat, shared);
+    const float mean_g = sum_g / static_cast<float>(cols), mean_g_xhat = sum_g_xhat / static_cast<float>(cols);
     if (mine) {
       float result[kPack];
 #pragma unroll
       for (int e = 0; e < kPack; ++e) {
-        result[e] = r * (dy[e] * w[e] - mean_g - xhat[e] * mean_g_xhat) * slope[e];
-        weight_sum[e] += dy[e] * xhat[e];
-        bias_sum[e] += dy[e];
+        result[e] = r * (g[e] - mean_g - xhat[e] * mean_g_xhat);
+        if constexpr (kGeluInput) result[e] *= slope[e];
       }
       if (residual_gradient != nullptr) {
         float residual[kPack];
@@ -303,8 +369,21 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
 }
 
+// f(std::integral_constant<int, packs>{}) for the forward's packs per thread, 1 to kMaxPacksPerThread.
+template <typename F>
+void with_packs_per_thread(int packs, F && f) {
+  switch (packs) {
+    case 1: f(std::integral_constant<int, 1>{}); return;
+    case 2: f(std::integral_constant<int, 2>{}); return;
+    case 3: f(std::integral_constant<int, 3>{}); return;
+    case 4: f(std::integral_constant<int, 4>{}); return;
+  }
+  KOSMOS_FAIL("layernorm forward: ", packs, " packs a thread (internal error: packed_rows() takes rows of at most ",
+              kPackedColumns, " columns, ", kMaxPacksPerThread, " packs a thread)");
+}
+
 // f(Element{}) for a LayerNorm activation's dtype: float or Bf16Bits (with_storage less f16, which LayerNorm does
-// not take: 8 instantiations of the backward kernel instead of 27).
+// not take: 8 dtype instantiations of each kernel instead of 27).
 template <typename F>
 void with_activation_storage(DType dtype, F && f) {
   switch (dtype) {
@@ -327,6 +406,17 @@ TensorView activated_scratch(GpuContext & ctx, int slot, const TensorView & in, 
   return widened;
 }
 
+template <bool kGeluInput, typename DIn, typename DOut, typename In>
+void launch_layernorm_backward_packed(const LayerNormBackward & op, int64_t blocks, float * partials,
+                                      cudaStream_t stream) {
+  const int64_t cols = op.in.dim(-1);
+  const auto kernel = layernorm_backward_packed_kernel<kGeluInput, DIn, DOut, In>;
+  kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), 0, stream>>>(
+      static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data), static_cast<const In *>(op.in.data),
+      op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), op.in.rows(), cols, partials,
+      op.residual_gradient.as<float>());
+}
+
 }  // namespace
 
 void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream) {
@@ -345,10 +435,13 @@ void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream) 
       with_activation_storage(op.in.dtype, [&](auto in_element) {
         using Out = decltype(out_element);
         using In = decltype(in_element);
-        layernorm_forward_packed_kernel<<<row_blocks(op.in), packed_row_threads(cols), 0, stream>>>(
-            static_cast<Out *>(op.out.data), op.mean.as<float>(), op.rstd.as<float>(),
-            static_cast<const In *>(op.in.data), op.weight.as<float>(), op.bias.as<float>(), cols, op.eps,
-            input_activation(op.activation));
+        with_packs_per_thread(forward_packs_per_thread(cols), [&](auto packs_per_thread) {
+          const auto kernel = layernorm_forward_packed_kernel<decltype(packs_per_thread)::value, Out, In>;
+          kernel<<<row_blocks(op.in), packed_row_threads(cols, packs_per_thread), 0, stream>>>(
+              static_cast<Out *>(op.out.data), op.mean.as<float>(), op.rstd.as<float>(),
+              static_cast<const In *>(op.in.data), op.weight.as<float>(), op.bias.as<float>(), cols, op.eps,
+              input_activation(op.activation));
+        });
       });
     });
     KOSMOS_GPU_LAUNCHED("layernorm_forward_packed");
@@ -368,8 +461,13 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
   float * partials = nullptr;
   if (cols <= kFusedColumns)
     partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * 2 * blocks * cols, stream));
-  const bool packed = partials != nullptr && packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data,
-                                                                 partials, op.residual_gradient.data});
+  // The packed kernel applies an input GELU where the three activations share a dtype, as the model's FFN sub-LN has
+  // them (fewer instantiations); other activated rows go through scratch below.
+  const bool packed = partials != nullptr &&
+                      packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data, partials,
+                                         op.residual_gradient.data}) &&
+                      (!op.activation || (*op.activation == Activation::kGelu && op.din.dtype == op.in.dtype &&
+                                          op.dout.dtype == op.in.dtype));
   if (op.residual_gradient.present() && !packed) {  // the other kernels take no residual: added after them
     LayerNormBackward plain = op;
     plain.residual_gradient = TensorView{};
@@ -393,19 +491,21 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
   const NormGradOperands operands{op.din.data, op.dout.data, op.in.data, op.din.dtype, op.dout.dtype, op.in.dtype};
   if (partials != nullptr) {
     if (packed) {
-      with_activation_storage(op.din.dtype, [&](auto din_element) {
-        with_activation_storage(op.dout.dtype, [&](auto dout_element) {
-          with_activation_storage(op.in.dtype, [&](auto in_element) {
-            using DIn = decltype(din_element);
-            using DOut = decltype(dout_element);
-            using In = decltype(in_element);
-            layernorm_backward_packed_kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), 0, stream>>>(
-                static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data),
-                static_cast<const In *>(op.in.data), op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(),
-                rows, cols, partials, input_activation(op.activation), op.residual_gradient.as<float>());
+      if (op.activation) {
+        with_activation_storage(op.in.dtype, [&](auto element) {
+          using T = decltype(element);
+          launch_layernorm_backward_packed<true, T, T, T>(op, blocks, partials, stream);
+        });
+      } else {
+        with_activation_storage(op.din.dtype, [&](auto din_element) {
+          with_activation_storage(op.dout.dtype, [&](auto dout_element) {
+            with_activation_storage(op.in.dtype, [&](auto in_element) {
+              launch_layernorm_backward_packed<false, decltype(din_element), decltype(dout_element),
+                                               decltype(in_element)>(op, blocks, partials, stream);
+            });
           });
         });
-      });
+      }
       KOSMOS_GPU_LAUNCHED("layernorm_backward_packed");
     } else {
       layernorm_backward_fused_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(

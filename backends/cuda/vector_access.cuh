@@ -34,27 +34,47 @@ __device__ inline uint32_t pack_pair(__half, float low, float high) {
          (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(high))) << 16);
 }
 
-// Pack `pack` of `base` (elements [8 pack, 8 pack + 8)), base 16-byte aligned: f32 in two 16-byte moves, the
-// 16-bit formats in one.
-__device__ inline void load_pack(const float * base, int64_t pack, float (&values)[kPack]) {
+// A pack as loaded, before it is widened to floats: two 16-byte words for f32, one for the 16-bit formats. A kernel
+// that loads the next row's packs while it works on this row's holds them so, in half the registers of floats.
+template <typename T>
+struct RawPack {
+  static_assert(std::is_same_v<T, Bf16Bits> || std::is_same_v<T, __half>, "a 16-bit float: Bf16Bits or __half");
+  uint4 words;
+};
+template <>
+struct RawPack<float> {
+  float4 first, second;
+};
+
+// Pack `pack` of `base` (elements [8 pack, 8 pack + 8)), base 16-byte aligned, as loaded; then as floats.
+__device__ inline RawPack<float> load_raw_pack(const float * base, int64_t pack) {
   const float4 * source = reinterpret_cast<const float4 *>(base + pack * kPack);
-  const float4 first = source[0], second = source[1];
-  values[0] = first.x, values[1] = first.y, values[2] = first.z, values[3] = first.w;
-  values[4] = second.x, values[5] = second.y, values[6] = second.z, values[7] = second.w;
+  return {source[0], source[1]};
 }
+template <typename Half>
+__device__ inline RawPack<Half> load_raw_pack(const Half * base, int64_t pack) {
+  return {*reinterpret_cast<const uint4 *>(base + pack * kPack)};
+}
+__device__ inline void widen_pack(const RawPack<float> & raw, float (&values)[kPack]) {
+  values[0] = raw.first.x, values[1] = raw.first.y, values[2] = raw.first.z, values[3] = raw.first.w;
+  values[4] = raw.second.x, values[5] = raw.second.y, values[6] = raw.second.z, values[7] = raw.second.w;
+}
+template <typename Half>
+__device__ inline void widen_pack(const RawPack<Half> & raw, float (&values)[kPack]) {
+  unpack_pair(Half{}, raw.words.x, values[0], values[1]);
+  unpack_pair(Half{}, raw.words.y, values[2], values[3]);
+  unpack_pair(Half{}, raw.words.z, values[4], values[5]);
+  unpack_pair(Half{}, raw.words.w, values[6], values[7]);
+}
+template <typename T>
+__device__ inline void load_pack(const T * base, int64_t pack, float (&values)[kPack]) {
+  widen_pack(load_raw_pack(base, pack), values);
+}
+
 __device__ inline void store_pack(float * base, int64_t pack, const float (&values)[kPack]) {
   float4 * target = reinterpret_cast<float4 *>(base + pack * kPack);
   target[0] = make_float4(values[0], values[1], values[2], values[3]);
   target[1] = make_float4(values[4], values[5], values[6], values[7]);
-}
-template <typename Half>
-__device__ inline void load_pack(const Half * base, int64_t pack, float (&values)[kPack]) {
-  static_assert(std::is_same_v<Half, Bf16Bits> || std::is_same_v<Half, __half>, "a 16-bit float: Bf16Bits or __half");
-  const uint4 words = *reinterpret_cast<const uint4 *>(base + pack * kPack);
-  unpack_pair(Half{}, words.x, values[0], values[1]);
-  unpack_pair(Half{}, words.y, values[2], values[3]);
-  unpack_pair(Half{}, words.z, values[4], values[5]);
-  unpack_pair(Half{}, words.w, values[6], values[7]);
 }
 template <typename Half>
 __device__ inline void store_pack(Half * base, int64_t pack, const float (&values)[kPack]) {

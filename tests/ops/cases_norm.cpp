@@ -133,6 +133,8 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({40, 2048}, 1.0, 0.0),  // the decoder's width, over two blocks
           layernorm_case({33, 8192}, 1.0, 0.0),  // the FFN's width: every column slot of the fused backward
           layernorm_case({3, 8200}, 1.0, 0.0),   // wider than the GPU's fused backward takes (8192)
+          // The GPU's forward holds 2 and 3 packs a thread here, the last thread's later packs past the row.
+          layernorm_case({5, 2056}, 1.0, 1.0), layernorm_case({3, 5000}, 1.0, 0.0),
           layernorm_case({9, 256}, 1.0, 2.0, DType::kF32, DType::kBF16, DType::kF32),   // a pre-LN, bf16 out
           layernorm_case({9, 1024}, 1.0, 0.5, DType::kBF16, DType::kBF16, DType::kBF16),  // a sub-LN, bf16 throughout
           // The FFN's sub-LN over its GELU: in the GPU's packs (bf16 as the model runs it, f32), and as its parts.
@@ -140,6 +142,11 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({5, 64}, 2.0, 0.0, DType::kF32, DType::kF32, DType::kF32, Activation::kQuickGelu),
           layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, Activation::kGelu),
           layernorm_case({3, 8200}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu),
+          // ... at the model's FFN width (the GPU's backward: a row's loads ahead of the row before, the last block
+          // one row), and with f32 gradients of a bf16 input (the GPU's packed backward takes GELU only where its
+          // three activations share a dtype: these go through its parts).
+          layernorm_case({33, 8192}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu),
+          layernorm_case({9, 256}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kF32, Activation::kGelu),
           // A pre-LN's backward with the residual path's gradient added: in the GPU's packs (the model's widths and
           // dtypes), and through the other kernels then an add (an odd width, one wider than the packs).
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
