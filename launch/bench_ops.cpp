@@ -16,6 +16,7 @@
 #include "launch/launch.h"
 #include "model/config.h"
 #include "model/kosmos.h"
+#include "model/layers.h"
 
 namespace kosmos {
 namespace {
@@ -230,6 +231,12 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
       timings.push_back({"xpos forward", dims({batch, heads, length, dh}), 0.0, 2.0 * f * q.numel(), [&bench, q] {
                            bench.op(XPosForward{q, q, XPosParams{}});
                          }});
+  }
+  {  // xPos as the layers run it at bf16: in place on q, a column window of the q | k | v rows
+    const TensorView qkv = bench.tensor(DType::kBF16, {tokens, 3 * d});
+    const TensorView q = model::heads_view(slice(qkv, 1, 0, d), batch, length, heads);
+    timings.push_back({"xpos forward bf16 in qkv", dims({batch, heads, length, dh}), 0.0, 2.0 * 2.0 * q.numel(),
+                       [&bench, q] { bench.op(XPosForward{q, q, XPosParams{}}); }});
   }
   {
     const TensorView x = bench.tensor(DType::kF32, {tokens, d}), y = bench.tensor(DType::kF32, {tokens, d});

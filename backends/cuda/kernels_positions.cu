@@ -199,6 +199,46 @@ __global__ void xpos_packed_kernel(T * out, Layout out_layout, const T * in, Lay
   }
 }
 
+// The same over position rows that hold every head side by side, as the model's q and k are (column windows of
+// q | k | v: [B, H, T, dh] with heads adjacent): a row (b, t) is heads * dh contiguous elements at row * row_stride.
+// A block takes a row at a time, each thread the packs at one place within the heads (blockDim is a multiple of the
+// packs of a head), so a thread reads its four pairs' factors once a row (L1 holds the row's 256 bytes for the
+// block) and divides in 32 bits once a row, where xpos_packed_kernel reads the factors again for every pack and takes
+// three 64-bit divisions a pack.
+template <typename T>
+__global__ void xpos_rows_kernel(T * out, int64_t out_row_stride, const T * in, int64_t in_row_stride, uint32_t rows,
+                                 uint32_t length, int head_dim, int heads, const float2 * table, float sign) {
+  const int head_packs = head_dim / kPack, row_packs = heads * head_packs, pairs = head_dim / 2;
+  const int first_pair = static_cast<int>(threadIdx.x) % head_packs * (kPack / 2);
+  for (uint32_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float2 * factors = table + static_cast<int64_t>(row % length) * pairs + first_pair;
+    float2 mine[kPack / 2];
+#pragma unroll
+    for (int q = 0; q < kPack / 2; ++q) mine[q] = factors[q];
+    for (int j = threadIdx.x; j < row_packs; j += blockDim.x) {
+      float values[kPack];
+      load_pack(in + row * in_row_stride, j, values);
+#pragma unroll
+      for (int q = 0; q < kPack / 2; ++q) {
+        const float2 rotated = xpos_rotate(values[2 * q], values[2 * q + 1], mine[q], sign);
+        values[2 * q] = rotated.x;
+        values[2 * q + 1] = rotated.y;
+      }
+      store_pack(out + row * out_row_stride, j, values);
+    }
+  }
+}
+
+// xpos_rows_kernel's grid: enough blocks for every SM many times over, each looping over rows.
+constexpr int64_t kXPosRowBlocks = 4096;
+
+// Whether a [B, H, T, dh] view holds its heads side by side in position rows (xpos_rows_kernel), 16-byte aligned.
+bool heads_in_rows(const TensorView & view) {
+  const int64_t head_dim = view.dim(3);
+  return view.strides[3] == 1 && view.strides[1] == head_dim && view.strides[0] == view.dim(2) * view.strides[2] &&
+         view.strides[2] % kPack == 0 && head_dim % kPack == 0 && aligned_to_pack(view.data);
+}
+
 bool strides_hold_packs(const TensorView & view) {
   for (int axis = 0; axis < 3; ++axis)
     if (view.strides[axis] % kPack != 0) return false;
@@ -232,6 +272,21 @@ void xpos_apply(GpuContext & ctx, const TensorView & out, const TensorView & in,
     xpos_table_kernel<<<blocks_for(entries), kThreads, 0, stream>>>(table, length, head_dim, params);
     KOSMOS_GPU_LAUNCHED("xpos_table");
     ctx.scratch_tag(slot) = tag;
+  }
+  const int64_t rows = in.dim(0) * length, head_packs = head_dim / kPack;
+  if (in.dtype != DType::kF16 && heads_in_rows(in) && heads_in_rows(out) && rows < (int64_t{1} << 31) &&
+      head_packs <= kThreads && in.dim(1) * head_packs < (int64_t{1} << 31)) {
+    const unsigned threads = static_cast<unsigned>(kThreads / head_packs * head_packs);
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(rows, kXPosRowBlocks));
+    with_storage(in.dtype, [&](auto element) {
+      using T = decltype(element);
+      xpos_rows_kernel<<<blocks, threads, 0, stream>>>(
+          static_cast<T *>(out.data), out.strides[2], static_cast<const T *>(in.data), in.strides[2],
+          static_cast<uint32_t>(rows), static_cast<uint32_t>(length), static_cast<int>(head_dim),
+          static_cast<int>(in.dim(1)), table, sign);
+    });
+    KOSMOS_GPU_LAUNCHED("xpos_rows");
+    return;
   }
   if (in.dtype != DType::kF16 && strides_hold_packs(in) && strides_hold_packs(out)) {
     const int64_t packs_total = in.numel() / kPack;

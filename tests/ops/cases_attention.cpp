@@ -96,11 +96,18 @@ OpCase attention_case(const AttentionShape & s) {
   return c;
 }
 
+// How an xPos case lays out its [B, H, T, dh] tensors on the device: dense; as [B, T, H, dh] (heads side by side in
+// position rows); or so, in a column window of rows twice as wide again (the model's q or k in q | k | v).
+enum class XPosLayout { kDense, kHeadsInRows, kQkvWindow };
+
 // dtype: of in, out and the gradients; bf16 rounds the rotated values once (2^-9 relative).
-OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, bool strided, DType dtype = DType::kF32) {
+OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPosLayout layout,
+                 DType dtype = DType::kF32) {
+  static const char * const kLayoutNames[] = {"", "_strided", "_in_qkv"};
   std::ostringstream name;
   name << "xpos_" << dims[0] << "x" << dims[1] << "_t" << dims[2] << "_d" << dims[3] << "_offset" << offset
-       << (downscale ? "_down" : "_up") << (strided ? "_strided" : "") << (dtype == DType::kF32 ? "" : "_bf16");
+       << (downscale ? "_down" : "_up") << kLayoutNames[static_cast<int>(layout)]
+       << (dtype == DType::kF32 ? "" : "_bf16");
   std::mt19937_64 rng(dims[2] * 7 + offset);
   OpCase c;
   c.name = name.str();
@@ -116,19 +123,64 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, bool
   c.reference_backward = [offset, downscale](const Named &, const Named & grads) {
     return Named{{"din", reference::xpos_backward(grads.at("dout"), offset, downscale, kScaleBase)}};
   };
-  c.device = [dims, offset, downscale, strided, dtype](DeviceRun & run, const Named & in, const Named & grads) {
-    const std::vector<int> layout{0, 2, 1, 3};
-    auto put = [&](const Tensor & host) {
-      return strided ? run.upload_permuted(host, layout, dtype) : run.upload(host, dtype);
+  c.device = [dims, offset, downscale, layout, dtype](DeviceRun & run, const Named & in, const Named & grads) {
+    const int64_t batch = dims[0], heads = dims[1], length = dims[2], head_dim = dims[3];
+    const int64_t width = heads * head_dim;
+    // [B, H, T, dh] on the host <-> [B T, H dh] position rows.
+    const auto place_of = [&](int64_t b, int64_t h, int64_t t, int64_t e) {
+      return std::pair<int64_t, int64_t>{((b * heads + h) * length + t) * head_dim + e,
+                                         (b * length + t) * width + h * head_dim + e};
+    };
+    const auto to_rows = [&](const Tensor & host) {
+      Tensor rows({batch * length, width});
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t h = 0; h < heads; ++h)
+          for (int64_t t = 0; t < length; ++t)
+            for (int64_t e = 0; e < head_dim; ++e) {
+              const auto [logical, stored] = place_of(b, h, t, e);
+              rows.v[stored] = host.v[logical];
+            }
+      return rows;
+    };
+    const auto from_rows = [&](const Tensor & rows) {
+      Tensor host(dims);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t h = 0; h < heads; ++h)
+          for (int64_t t = 0; t < length; ++t)
+            for (int64_t e = 0; e < head_dim; ++e) {
+              const auto [logical, stored] = place_of(b, h, t, e);
+              host.v[logical] = rows.v[stored];
+            }
+      return host;
+    };
+    // The device tensor, and the view the op takes of it.
+    const auto put = [&](const Tensor & host) {
+      switch (layout) {
+        case XPosLayout::kDense: return run.upload(host, dtype);
+        case XPosLayout::kHeadsInRows: return run.upload_permuted(host, {0, 2, 1, 3}, dtype);
+        case XPosLayout::kQkvWindow: return run.upload_window(to_rows(host), 2 * width, dtype);
+      }
+      return TensorView{};
+    };
+    const auto as_heads = [&](TensorView view) {
+      if (layout != XPosLayout::kQkvWindow) return view;
+      const int64_t row_stride = view.strides[0];
+      view.ndim = 4;
+      view.dims = {batch, heads, length, head_dim};
+      view.strides = {length * row_stride, head_dim, row_stride, 1};
+      return view;
+    };
+    const auto get = [&](const TensorView & view) {
+      return layout == XPosLayout::kQkvWindow ? from_rows(run.download(view)) : run.download(view);
     };
     const XPosParams params{offset, downscale, static_cast<float>(kScaleBase)};
     const TensorView x = put(in.at("in")), out = put(Tensor(dims, 7777.0));
-    run.op(XPosForward{out, x, params});
-    Named result{{"out", run.download(out)}};
+    run.op(XPosForward{as_heads(out), as_heads(x), params});
+    Named result{{"out", get(out)}};
     if (grads.empty()) return result;
     const TensorView dout = put(grads.at("dout"));
-    run.op(XPosBackward{dout, dout, params});  // in place, as the attention layer uses it
-    result["din"] = run.download(dout);
+    run.op(XPosBackward{as_heads(dout), as_heads(dout), params});  // in place, as the attention layer uses it
+    result["din"] = get(dout);
     return result;
   };
   return c;
@@ -191,14 +243,19 @@ std::vector<OpCase> attention_cases() {
           attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16, true, false}),
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16, false, false}),
           attention_case({1, 2, 150, 100, 64, true, 0.25f, false, 0, 0, DType::kBF16, DType::kF32, true, false}),
-          xpos_case({1, 2, 9, 8}, 0, false, false),
-          xpos_case({1, 2, 9, 8}, 0, true, false),
-          xpos_case({2, 3, 7, 64}, 5, false, false),
-          xpos_case({2, 3, 70, 64}, 0, true, true),
-          xpos_case({1, 4, 1, 32}, 100, false, false),
-          xpos_case({2, 3, 70, 64}, 0, false, true, DType::kBF16),
-          xpos_case({1, 2, 9, 8}, 3, true, false, DType::kBF16),
-          xpos_case({1, 3, 5, 6}, 2, false, true)};  // a head size the GPU's 8-element packs do not fit
+          xpos_case({1, 2, 9, 8}, 0, false, XPosLayout::kDense),
+          xpos_case({1, 2, 9, 8}, 0, true, XPosLayout::kDense),
+          xpos_case({2, 3, 7, 64}, 5, false, XPosLayout::kDense),
+          xpos_case({2, 3, 70, 64}, 0, true, XPosLayout::kHeadsInRows),
+          xpos_case({1, 4, 1, 32}, 100, false, XPosLayout::kDense),
+          xpos_case({2, 3, 70, 64}, 0, false, XPosLayout::kHeadsInRows, DType::kBF16),
+          xpos_case({1, 2, 9, 8}, 3, true, XPosLayout::kDense, DType::kBF16),
+          xpos_case({1, 3, 5, 6}, 2, false, XPosLayout::kHeadsInRows),  // a head size the 8-element packs do not fit
+          // The model's q and k, windows of q | k | v: the GPU's kernel over position rows, one pack a thread (heads
+          // of 64 and of 32), and two (36 heads of 64: 288 packs a row over 256 threads).
+          xpos_case({2, 4, 33, 64}, 0, false, XPosLayout::kQkvWindow),
+          xpos_case({2, 5, 17, 32}, 0, true, XPosLayout::kQkvWindow, DType::kBF16),
+          xpos_case({1, 36, 5, 64}, 3, true, XPosLayout::kQkvWindow, DType::kBF16)};
 }
 
 }  // namespace kosmos::testing
