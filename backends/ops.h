@@ -50,7 +50,9 @@ const char * activation_name(Activation kind);
 // With `activation`, x = act(in) computed in f32 and not stored or rounded (Magneto's FFN sub-LN over its GELU in
 // one pass), and the backward's din is the gradient at `in`: act'(in) times the LayerNorm's. The backward may add
 // `residual_gradient` to din in the same pass: the gradient of a residual path that joins the LayerNorm's input (a
-// pre-LN block's x + sublayer(LN(x))), din then f32 like it and apart from every operand.
+// pre-LN block's x + sublayer(LN(x))), din then f32 like it and apart from every operand. With `din_column_sums` it
+// also adds up din's columns as din holds them (rounded to its dtype): the bias gradient of the linear layer whose
+// output `in` is (fc1 before the FFN's sub-LN), without another pass over din.
 struct LayerNormForward {
   TensorView out;     // [.., C] f32|bf16
   TensorView mean;    // [rows] f32, saved for backward
@@ -73,6 +75,7 @@ struct LayerNormBackward {
   float eps = 1e-5f;
   std::optional<Activation> activation = std::nullopt;
   TensorView residual_gradient = TensorView{};  // [.., C] f32 or absent, added to din
+  TensorView din_column_sums = TensorView{};    // [C] f32 or absent, accumulated: the sums of din's columns
 };
 
 // Computed in f32 on f32 or bf16 tensors (all of one op's tensors in one dtype).

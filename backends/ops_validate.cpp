@@ -190,6 +190,13 @@ void validate_op(const LayerNormBackward & op) {
     KOSMOS_CHECK(!views_overlap(op.din, view), "layernorm_backward: din ", describe(op.din), " overlaps ", name, " ",
                  describe(view), "; expected separate views (the weight and bias gradients read ", name,
                  " after din is written)");
+  if (op.din_column_sums.present()) {
+    check.dtype("din_column_sums", op.din_column_sums, {DType::kF32});
+    KOSMOS_CHECK(op.din_column_sums.ndim == 1 && op.din_column_sums.dim(0) == op.in.dim(-1), "layernorm_backward: "
+                 "din_column_sums ", describe(op.din_column_sums), " for in ", describe(op.in), "; expected [",
+                 op.in.dim(-1), "] (a sum per column)");
+    check.dense("din_column_sums", op.din_column_sums);
+  }
   if (!op.residual_gradient.present()) return;
   check.dtype("residual_gradient", op.residual_gradient, {DType::kF32});
   check.same_shape("residual_gradient", op.residual_gradient, "in", op.in);

@@ -117,12 +117,12 @@ LayerNorm::Saved LayerNorm::forward(Runtime & rt, TensorView y, TensorView x,
 }
 
 void LayerNorm::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved,
-                         TensorView residual_gradient) const {
+                         TensorView residual_gradient, TensorView dx_column_sums) const {
   // A frozen LayerNorm still passes the gradient through; its parameter gradients go to scratch.
   const TensorView dw = trainable ? dweight : rt.take({weight.dim(0)});
   const TensorView db = trainable ? dbias : rt.take({weight.dim(0)});
   rt.run(LayerNormBackward{dx, dw, db, dy, x, weight, saved.mean, saved.rstd, eps, saved.activation,
-                           residual_gradient});
+                           residual_gradient, dx_column_sums});
 }
 
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps) {
@@ -272,9 +272,13 @@ void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projecti
 
 // Its backward: d_local [rows, local width] (local's dtype), the gradient at this rank's columns of `local` (before
 // the activation, where the sub-LN applied one), from dy [rows, width] f32 (or bf16, the dropout's gradient rounded
-// once for the bf16 matmuls).
+// once for the bf16 matmuls). Given d_local_column_sums (without tp, with a sub-LN), the sub-LN's backward also adds
+// up d_local's columns into it.
 void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
-                         const Linear & projection, TensorView d_local, TensorView dy, const ProjectionSaved & saved) {
+                         const Linear & projection, TensorView d_local, TensorView dy, const ProjectionSaved & saved,
+                         TensorView d_local_column_sums = TensorView{}) {
+  KOSMOS_CHECK(!d_local_column_sums.present() || (!tp && sub_ln), "the sums of a projection's input gradient come "
+               "from its sub-LN's backward without tensor parallelism (internal error)");
   const int64_t rows = dy.dim(0);
   const DType dtype = d_local.dtype;
   const TensorView d_normed = !tp && !sub_ln ? d_local : rt.arena.take(dtype, {rows, saved.whole.dim(1)});
@@ -287,7 +291,7 @@ void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<
   }
   if (!sub_ln) return;
   const TensorView d_whole = tp ? rt.arena.take(dtype, {rows, saved.whole.dim(1)}) : d_local;
-  sub_ln->backward(rt, d_whole, d_normed, saved.whole, saved.stats);
+  sub_ln->backward(rt, d_whole, d_normed, saved.whole, saved.stats, TensorView{}, d_local_column_sums);
   if (tp) rt.run(Copy{d_local, my_columns(d_whole, *tp)});
 }
 
@@ -545,15 +549,21 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     rt.run(DropoutBackward{d_ffn_out, dout, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}});
   }
   const TensorView d_hidden = take_activation(rt, o, rows, hidden_width);
+  // fc1's bias gradient: the sums of d_hidden's columns, which the sub-LN's backward adds up as it writes them
+  // (without tensor parallelism, whose sub-LN sees every rank's columns), or fc1's backward from d_hidden.
+  Linear fc1 = w.fc1;
+  const bool sums_from_sub_ln = w.ln_inner_ffn && !tp && fc1.trainable && fc1.bias.present();
   if (w.ln_inner_ffn) {  // the sub-LN's backward goes through the activation too (ffn_tail)
-    projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_hidden, d_ffn_out, s.ffn_end);
+    projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_hidden, d_ffn_out, s.ffn_end,
+                        sums_from_sub_ln ? fc1.dbias : TensorView{});
+    if (sums_from_sub_ln) fc1.bias = fc1.dbias = TensorView{};
   } else {
     const TensorView d_activated = take_activation(rt, o, rows, hidden_width);
     projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_activated, d_ffn_out, s.ffn_end);
     rt.run(ActivationBackward{d_hidden, d_activated, s.hidden, o.activation});
   }
   const TensorView d_h_ffn = rt.take({rows, model_width});
-  w.fc1.backward(rt, d_h_ffn, d_hidden, s.h_ffn, false);
+  fc1.backward(rt, d_h_ffn, d_hidden, s.h_ffn, false);
   if (tp) tp->all_reduce(d_h_ffn, parallel::ReduceOp::kSum, rt.stream);  // column-parallel: sum the input gradient
   const TensorView d_x_mid = rt.take({rows, model_width});
   w.ln_ffn.backward(rt, d_x_mid, d_h_ffn, s.x_mid, s.ln_ffn, dout);  // dout: the residual path's gradient

@@ -68,9 +68,10 @@ struct LayerNorm {
   // y = LN(x), or LN(act(x)) with an activation (ops.h: one pass, act(x) neither stored nor rounded).
   Saved forward(Runtime & rt, TensorView y, TensorView x, std::optional<Activation> activation = std::nullopt) const;
   // dx (overwritten, the gradient at x) from dy, plus residual_gradient where given (f32, the gradient of a residual
-  // path joining x: one pass for both); weight and bias gradients accumulate when trainable.
+  // path joining x: one pass for both); weight and bias gradients accumulate when trainable. dx_column_sums [C] f32,
+  // where given, accumulates the sums of dx's columns (the bias gradient of the linear layer whose output x is).
   void backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved,
-                TensorView residual_gradient = TensorView{}) const;
+                TensorView residual_gradient = TensorView{}, TensorView dx_column_sums = TensorView{}) const;
 };
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps);
 

@@ -81,6 +81,13 @@ void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
 }
 
 void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
+  if (op.din_column_sums.present()) {  // din first, then its columns' sums as it holds them
+    LayerNormBackward plain = op;
+    plain.din_column_sums = TensorView{};
+    cpu_op(ctx, plain);
+    cpu_op(ctx, BiasBackward{op.din_column_sums, op.din});
+    return;
+  }
   if (op.residual_gradient.present()) {  // the LayerNorm's gradient, then the residual path's added to it
     LayerNormBackward plain = op;
     plain.residual_gradient = TensorView{};

@@ -277,6 +277,14 @@ __global__ void __launch_bounds__(kForwardRowThreads)
   }
 }
 
+// value as a T holds it: itself in f32, rounded to nearest even in bf16.
+template <typename T>
+__device__ inline float as_stored(float value) {
+  T slot;
+  put(slot, value);
+  return to_float(slot);
+}
+
 // The sums of a and b over the block's threads, to every thread, in one round of shared memory: each warp's sums,
 // then every warp adds those up across its lanes (a block has at most kWarp warps) in the same fixed order. Where
 // block_sum has every thread read and add all the warps' sums (at 1024 threads, 96 instructions a thread a row,
@@ -300,16 +308,21 @@ __device__ inline void block_sum_pair(float & a, float & b, float2 * shared) {
 // nothing else would hide its loads. f32 packs are loaded as they are needed (one row ahead they would spill; their
 // rows are the model's 2048-wide ones, four blocks to an SM, which hide each other's loads). kGeluInput (the input
 // goes through GELU first, as the Magneto FFN's sub-LN takes it) is a template parameter: at 64 registers, GELU' kept
-// for a row takes eight of them, and a kind chosen per element would branch in every one.
+// for a row takes eight of them, and a kind chosen per element would branch in every one. With sums_din the block
+// also adds up din's columns as din holds them, in dynamic shared memory ([cols] f32: no registers are left), into
+// a third row of partials [blocks, 3, cols].
 template <bool kGeluInput, typename DIn, typename DOut, typename In>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_backward_packed_kernel(DIn * din, const DOut * dout, const In * in, const float * weight,
                                      const float * mean, const float * rstd, int64_t rows, int64_t cols,
-                                     float * partials, const float * residual_gradient) {
+                                     float * partials, const float * residual_gradient, bool sums_din) {
   __shared__ float2 shared[kMaxRowThreads / kWarp];
+  extern __shared__ __align__(16) unsigned char din_sum_bytes[];
+  float * din_sums = reinterpret_cast<float *>(din_sum_bytes);  // each thread its own pack's columns
   const int64_t pack = threadIdx.x;
   const bool mine = pack * kPack < cols;
   float weight_sum[kPack] = {}, bias_sum[kPack] = {};
+  if (sums_din && mine) store_pack(din_sums, pack, bias_sum);  // zeros
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kFusedRows;
   const int64_t last = first + kFusedRows < rows ? first + kFusedRows : rows;
   constexpr bool kAhead = sizeof(DOut) == 2 && sizeof(In) == 2;
@@ -360,12 +373,24 @@ __global__ void __launch_bounds__(kMaxRowThreads)
         for (int e = 0; e < kPack; ++e) result[e] += residual[e];
       }
       store_pack(din + row * cols, pack, result);
+      if (sums_din) {
+        float running[kPack];
+        load_pack(din_sums, pack, running);
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) running[e] += as_stored<DIn>(result[e]);
+        store_pack(din_sums, pack, running);
+      }
     }
   }
   if (mine) {
-    float * block_partials = partials + static_cast<int64_t>(blockIdx.x) * 2 * cols;
+    float * block_partials = partials + static_cast<int64_t>(blockIdx.x) * (sums_din ? 3 : 2) * cols;
     store_pack(block_partials, pack, weight_sum);
     store_pack(block_partials + cols, pack, bias_sum);
+    if (sums_din) {
+      float running[kPack];
+      load_pack(din_sums, pack, running);
+      store_pack(block_partials + 2 * cols, pack, running);
+    }
   }
 }
 
@@ -410,11 +435,13 @@ template <bool kGeluInput, typename DIn, typename DOut, typename In>
 void launch_layernorm_backward_packed(const LayerNormBackward & op, int64_t blocks, float * partials,
                                       cudaStream_t stream) {
   const int64_t cols = op.in.dim(-1);
+  const bool sums_din = op.din_column_sums.present();
+  const size_t din_sum_bytes = sums_din ? sizeof(float) * static_cast<size_t>(cols) : 0;
   const auto kernel = layernorm_backward_packed_kernel<kGeluInput, DIn, DOut, In>;
-  kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), 0, stream>>>(
+  kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), din_sum_bytes, stream>>>(
       static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data), static_cast<const In *>(op.in.data),
       op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), op.in.rows(), cols, partials,
-      op.residual_gradient.as<float>());
+      op.residual_gradient.as<float>(), sums_din);
 }
 
 }  // namespace
@@ -456,11 +483,12 @@ void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream) 
 void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream) {
   const int64_t rows = op.in.rows(), cols = op.in.dim(-1);
   if (rows == 0) return;
-  // The fused kernels' per-block weight and bias gradient sums, [blocks, 2, cols].
-  const int64_t blocks = (rows + kFusedRows - 1) / kFusedRows;
+  // The fused kernels' per-block weight and bias gradient sums, [blocks, parts, cols] (and din's column sums, the
+  // packed kernel's third part, where asked for).
+  const int64_t blocks = (rows + kFusedRows - 1) / kFusedRows, parts = op.din_column_sums.present() ? 3 : 2;
   float * partials = nullptr;
   if (cols <= kFusedColumns)
-    partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * 2 * blocks * cols, stream));
+    partials = static_cast<float *>(ctx.scratch(kScratchRows, sizeof(float) * parts * blocks * cols, stream));
   // The packed kernel applies an input GELU where the three activations share a dtype, as the model's FFN sub-LN has
   // them (fewer instantiations); other activated rows go through scratch below.
   const bool packed = partials != nullptr &&
@@ -468,6 +496,13 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
                                          op.residual_gradient.data}) &&
                       (!op.activation || (*op.activation == Activation::kGelu && op.din.dtype == op.in.dtype &&
                                           op.dout.dtype == op.in.dtype));
+  if (op.din_column_sums.present() && !packed) {  // the other kernels sum no din: din first, then its columns
+    LayerNormBackward plain = op;
+    plain.din_column_sums = TensorView{};
+    gpu_op(ctx, plain, stream);
+    gpu_op(ctx, BiasBackward{op.din_column_sums, op.din}, stream);
+    return;
+  }
   if (op.residual_gradient.present() && !packed) {  // the other kernels take no residual: added after them
     LayerNormBackward plain = op;
     plain.residual_gradient = TensorView{};
@@ -512,8 +547,11 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
           operands, op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), rows, cols, partials);
       KOSMOS_GPU_LAUNCHED("layernorm_backward_fused");
     }
-    add_column_sums(ctx, op.dweight.as<float>(), partials, DType::kF32, blocks, cols, 2 * cols, stream);
-    add_column_sums(ctx, op.dbias.as<float>(), partials + cols, DType::kF32, blocks, cols, 2 * cols, stream);
+    add_column_sums(ctx, op.dweight.as<float>(), partials, DType::kF32, blocks, cols, parts * cols, stream);
+    add_column_sums(ctx, op.dbias.as<float>(), partials + cols, DType::kF32, blocks, cols, parts * cols, stream);
+    if (op.din_column_sums.present())
+      add_column_sums(ctx, op.din_column_sums.as<float>(), partials + 2 * cols, DType::kF32, blocks, cols,
+                      parts * cols, stream);
     return;
   }
   layernorm_backward_kernel<<<row_blocks(op.in), kThreads, 0, stream>>>(operands, op.weight.as<float>(),

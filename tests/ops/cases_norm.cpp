@@ -11,10 +11,12 @@ namespace {
 // gradients at the pre-LNs, bf16 throughout at the sub-LNs). A bf16 output or din rounds once (2^-9 relative).
 // With `activation` the LayerNorm normalises act(in) (the FFN's sub-LN over its GELU) and din is the gradient at in.
 // With `residual` the backward adds a residual path's f32 gradient to din (a pre-LN block's input; din f32): the
-// forward's second output `skip` = in stands for that path, and its gradient is the one added.
+// forward's second output `skip` = in stands for that path, and its gradient is the one added. With `din_sums` the
+// backward also adds up din's columns (fc1's bias gradient before the FFN's sub-LN).
 OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DType in_dtype = DType::kF32,
                       DType out_dtype = DType::kF32, DType grad_dtype = DType::kF32,
-                      std::optional<Activation> activation = std::nullopt, bool residual = false) {
+                      std::optional<Activation> activation = std::nullopt, bool residual = false,
+                      bool din_sums = false) {
   std::ostringstream name;
   name << "layernorm";
   for (int64_t size : dims) name << "_" << size;
@@ -22,6 +24,7 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     name << "_" << dtype_name(in_dtype) << "_" << dtype_name(out_dtype) << "_grads_" << dtype_name(grad_dtype);
   if (activation) name << "_of_" << activation_name(*activation);
   if (residual) name << "_plus_residual";
+  if (din_sums) name << "_summing_din";
   const int64_t cols = dims.back();
   std::mt19937_64 rng(cols * 17 + dims.front());
   OpCase c;
@@ -56,16 +59,23 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     if (residual) out["skip"] = in.at("in");
     return out;
   };
-  c.reference_backward = [normalised, through_activation, residual](const Named & in, const Named & grads) {
+  c.reference_backward = [normalised, through_activation, residual, din_sums](const Named & in, const Named & grads) {
     const reference::LayerNormGrads g =
         reference::layernorm_backward(grads.at("dout"), normalised(in.at("in")), in.at("weight"), kEps);
     Tensor din = through_activation(g.din, in.at("in"));
     if (residual)
       for (size_t i = 0; i < din.v.size(); ++i) din.v[i] += grads.at("dskip").v[i];
-    return Named{{"din", din}, {"dweight", g.dweight}, {"dbias", g.dbias}};
+    Named result{{"din", din}, {"dweight", g.dweight}, {"dbias", g.dbias}};
+    if (din_sums) {
+      const int64_t cols = din.dims.back();
+      Tensor sums({cols}, 0.0);
+      for (size_t i = 0; i < din.v.size(); ++i) sums.v[i % cols] += din.v[i];
+      result["din_column_sums"] = sums;
+    }
+    return result;
   };
-  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation, residual](DeviceRun & run, const Named & in,
-                                                                                 const Named & grads) {
+  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation, residual, din_sums](
+                 DeviceRun & run, const Named & in, const Named & grads) {
     int64_t rows = 1;
     for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
     const TensorView x = run.upload(in.at("in"), in_dtype);
@@ -80,9 +90,11 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     const TensorView din = run.output(dims, grad_dtype);
     const TensorView dweight = run.accumulator({cols}), dbias = run.accumulator({cols});
     const TensorView residual_gradient = residual ? run.upload(grads.at("dskip"), DType::kF32) : TensorView{};
+    const TensorView column_sums = din_sums ? run.accumulator({cols}) : TensorView{};
     run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps), activation,
-                             residual_gradient});
+                             residual_gradient, column_sums});
     result["din"] = run.download(din);
+    if (din_sums) result["din_column_sums"] = run.download_accumulated(column_sums);
     result["dweight"] = run.download_accumulated(dweight);
     result["dbias"] = run.download_accumulated(dbias);
     return result;
@@ -147,6 +159,13 @@ std::vector<OpCase> norm_cases() {
           // three activations share a dtype: these go through its parts).
           layernorm_case({33, 8192}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu),
           layernorm_case({9, 256}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kF32, Activation::kGelu),
+          // ... adding up din's columns as well (fc1's bias gradient): in the GPU's packs at the model's dtypes
+          // (bf16 throughout, and f32), and through its parts (mixed dtypes; a residual and an odd width).
+          layernorm_case({40, 2048}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
+                         true),
+          layernorm_case({33, 1024}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, Activation::kGelu, false, true),
+          layernorm_case({9, 256}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kF32, Activation::kGelu, false, true),
+          layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, std::nullopt, true, true),
           // A pre-LN's backward with the residual path's gradient added: in the GPU's packs (the model's widths and
           // dtypes), and through the other kernels then an add (an odd width, one wider than the packs).
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
