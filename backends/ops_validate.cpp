@@ -196,6 +196,12 @@ void validate_op(const LayerNormBackward & op) {
                  "din_column_sums ", describe(op.din_column_sums), " for in ", describe(op.in), "; expected [",
                  op.in.dim(-1), "] (a sum per column)");
     check.dense("din_column_sums", op.din_column_sums);
+    for (const auto & [name, view] :
+         {std::pair<const char *, TensorView>{"din", op.din}, {"dout", op.dout}, {"in", op.in}, {"weight", op.weight},
+          {"dweight", op.dweight}, {"dbias", op.dbias}, {"residual_gradient", op.residual_gradient}})
+      KOSMOS_CHECK(!views_overlap(op.din_column_sums, view), "layernorm_backward: din_column_sums ",
+                   describe(op.din_column_sums), " overlaps ", name, " ", describe(view), "; expected a [",
+                   op.in.dim(-1), "] f32 vector apart from every operand");
   }
   if (!op.residual_gradient.present()) return;
   check.dtype("residual_gradient", op.residual_gradient, {DType::kF32});

@@ -3,8 +3,9 @@
 // variance, as the CPU's oneDNN does), and the LayerNorm weight and bias gradients as deterministic column sums.
 // LayerNorm rows of up to 8192 aligned columns (every row of the model) go in packs: 8-column packs held in
 // registers between the passes (up to four a thread in the forward, one in the backward), so each element is read
-// from memory once; these apply an input activation on the fly. Other rows with an input activation run as its
-// parts through f32 scratch.
+// from memory once; these apply an input activation on the fly (the backward: GELU, where its three activations
+// share a dtype, as the model's FFN sub-LN has them). Other rows with an input activation run as its parts through
+// f32 scratch.
 #include <type_traits>
 
 #include "backends/cuda/activation_maps.cuh"
@@ -199,7 +200,7 @@ static_assert(kMaxRowThreads / kWarp <= kWarp, "block_sum_pair adds up the warps
 bool packed_rows(int64_t cols, std::initializer_list<const void *> pointers) {
   return cols > 0 && cols % kPack == 0 && cols <= kPackedColumns && aligned_to_pack(pointers);
 }
-// Whole warps over `packs` packs of a row, `per_thread` packs to a thread.
+// Whole warps over the packs of a row of `cols` columns, `per_thread` packs to a thread.
 unsigned packed_row_threads(int64_t cols, int per_thread = 1) {
   const int64_t threads = (cols / kPack + per_thread - 1) / per_thread;
   return static_cast<unsigned>((threads + kWarp - 1) / kWarp * kWarp);
@@ -287,8 +288,8 @@ __device__ inline float as_stored(float value) {
 
 // The sums of a and b over the block's threads, to every thread, in one round of shared memory: each warp's sums,
 // then every warp adds those up across its lanes (a block has at most kWarp warps) in the same fixed order. Where
-// block_sum has every thread read and add all the warps' sums (at 1024 threads, 96 instructions a thread a row,
-// more than the LayerNorm's own work on its pack), this takes one load and five shuffles a sum.
+// two block_sums have every thread read and add all 32 warps' sums twice a row (more instructions than the
+// LayerNorm's own work on its pack), this takes one load and five shuffles a sum.
 __device__ inline void block_sum_pair(float & a, float & b, float2 * shared) {
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
   a = warp_sum(a);
@@ -305,8 +306,9 @@ __device__ inline void block_sum_pair(float & a, float & b, float2 * shared) {
 // is f32 then), and the block's weight and bias gradient sums per column into partials [blocks, 2, cols], as
 // layernorm_backward_fused_kernel. A row's two sums share one round of shared memory, and 16-bit rows' packs come in
 // while the row before is worked on: at 8192 columns a block has an SM to itself (64 registers a thread), so
-// nothing else would hide its loads. f32 packs are loaded as they are needed (one row ahead they would spill; their
-// rows are the model's 2048-wide ones, four blocks to an SM, which hide each other's loads). kGeluInput (the input
+// nothing else would hide its loads. f32 packs are loaded as they are needed: one row ahead they would spill (at
+// bf16 precision the model's f32 rows are its 2048-wide pre-LNs, four blocks to an SM, which hide each other's
+// loads; an f32 run's 8192-wide sub-LN goes without). kGeluInput (the input
 // goes through GELU first, as the Magneto FFN's sub-LN takes it) is a template parameter: at 64 registers, GELU' kept
 // for a row takes eight of them, and a kind chosen per element would branch in every one. With sums_din the block
 // also adds up din's columns as din holds them, in dynamic shared memory ([cols] f32: no registers are left), into
@@ -408,7 +410,7 @@ void with_packs_per_thread(int packs, F && f) {
 }
 
 // f(Element{}) for a LayerNorm activation's dtype: float or Bf16Bits (with_storage less f16, which LayerNorm does
-// not take: 8 dtype instantiations of each kernel instead of 27).
+// not take: 8 dtype combinations of the backward kernel instead of 27, 4 of the forward instead of 9).
 template <typename F>
 void with_activation_storage(DType dtype, F && f) {
   switch (dtype) {

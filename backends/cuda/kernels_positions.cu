@@ -201,10 +201,10 @@ __global__ void xpos_packed_kernel(T * out, Layout out_layout, const T * in, Lay
 
 // The same over position rows that hold every head side by side, as the model's q and k are (column windows of
 // q | k | v: [B, H, T, dh] with heads adjacent): a row (b, t) is heads * dh contiguous elements at row * row_stride.
-// A block takes a row at a time, each thread the packs at one place within the heads (blockDim is a multiple of the
-// packs of a head), so a thread reads its four pairs' factors once a row (L1 holds the row's 256 bytes for the
-// block) and divides in 32 bits once a row, where xpos_packed_kernel reads the factors again for every pack and takes
-// three 64-bit divisions a pack.
+// A block takes a row at a time with a thread for each pack of up to kXPosThreadHeads heads, so each thread works at
+// one place within a head on every kXPosThreadHeads-th head of the row: it reads its four pairs' factors once a row
+// and uses them for all those heads, and splits no index by division (xpos_packed_kernel divides every pack's index
+// into (b, h, t, j) and reads 32 bytes of factors for every 16-byte pack).
 template <typename T>
 __global__ void xpos_rows_kernel(T * out, int64_t out_row_stride, const T * in, int64_t in_row_stride, uint32_t rows,
                                  uint32_t length, int head_dim, int heads, const float2 * table, float sign) {
@@ -229,8 +229,11 @@ __global__ void xpos_rows_kernel(T * out, int64_t out_row_stride, const T * in, 
   }
 }
 
-// xpos_rows_kernel's grid: enough blocks for every SM many times over, each looping over rows.
+// xpos_rows_kernel's grid: enough blocks for every SM many times over, each looping over rows; and how many heads
+// of a row its threads take at once (the model's 32 heads of 64: 64 threads, four packs each a row).
 constexpr int64_t kXPosRowBlocks = 4096;
+constexpr int64_t kXPosThreadHeads = 8;
+constexpr int64_t kMaxBlockThreads = 1024;
 
 // Whether a [B, H, T, dh] view holds its heads side by side in position rows (xpos_rows_kernel), 16-byte aligned.
 bool heads_in_rows(const TensorView & view) {
@@ -273,10 +276,11 @@ void xpos_apply(GpuContext & ctx, const TensorView & out, const TensorView & in,
     KOSMOS_GPU_LAUNCHED("xpos_table");
     ctx.scratch_tag(slot) = tag;
   }
-  const int64_t rows = in.dim(0) * length, head_packs = head_dim / kPack;
+  const int64_t rows = in.dim(0) * length, heads = in.dim(1), head_packs = head_dim / kPack;
+  const int64_t row_threads = head_packs * std::min(heads, kXPosThreadHeads);
   if (in.dtype != DType::kF16 && heads_in_rows(in) && heads_in_rows(out) && rows < (int64_t{1} << 31) &&
-      head_packs <= kThreads && in.dim(1) * head_packs < (int64_t{1} << 31)) {
-    const unsigned threads = static_cast<unsigned>(kThreads / head_packs * head_packs);
+      row_threads <= kMaxBlockThreads && heads * head_packs < (int64_t{1} << 31)) {
+    const unsigned threads = static_cast<unsigned>(row_threads);
     const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(rows, kXPosRowBlocks));
     with_storage(in.dtype, [&](auto element) {
       using T = decltype(element);

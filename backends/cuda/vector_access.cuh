@@ -4,6 +4,7 @@
 // over the tail; host code picks the storage type once per launch with with_storage().
 #pragma once
 
+#include <cstring>
 #include <initializer_list>
 #include <type_traits>
 
@@ -23,7 +24,14 @@ __device__ inline void unpack_pair(Bf16Bits, uint32_t word, float & low, float &
   high = __uint_as_float(word & 0xffff0000u);
 }
 __device__ inline uint32_t pack_pair(Bf16Bits, float low, float high) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);  // one cvt.rn.bf16x2.f32 for both
+  uint32_t word;
+  memcpy(&word, &pair, sizeof word);
+  return word;
+#else
   return static_cast<uint32_t>(float_to_bf16_bits(low)) | (static_cast<uint32_t>(float_to_bf16_bits(high)) << 16);
+#endif
 }
 __device__ inline void unpack_pair(__half, uint32_t word, float & low, float & high) {
   low = __half2float(__ushort_as_half(static_cast<unsigned short>(word & 0xffffu)));

@@ -76,6 +76,8 @@ inline __half __float2half_rn(float value) { return {kosmos::float_to_f16(value)
 inline unsigned short __half_as_ushort(__half value) { return value.bits; }
 inline __half __ushort_as_half(unsigned short bits) { return {bits}; }
 inline __nv_bfloat16 __float2bfloat16(float value) { return __nv_bfloat16(value); }
+inline __nv_bfloat16 __float2bfloat16_rn(float value) { return __nv_bfloat16(value); }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 value) { return value.bits; }
 inline float __bfloat162float(__nv_bfloat16 value) { return static_cast<float>(value); }
 inline __nv_bfloat162 __floats2bfloat162_rn(float low, float high) { return {__nv_bfloat16(low), __nv_bfloat16(high)}; }
 

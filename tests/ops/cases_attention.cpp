@@ -97,13 +97,14 @@ OpCase attention_case(const AttentionShape & s) {
 }
 
 // How an xPos case lays out its [B, H, T, dh] tensors on the device: dense; as [B, T, H, dh] (heads side by side in
-// position rows); or so, in a column window of rows twice as wide again (the model's q or k in q | k | v).
-enum class XPosLayout { kDense, kHeadsInRows, kQkvWindow };
+// position rows); so, in a column window of rows twice as wide again (the model's q or k in q | k | v); or as
+// [H, B, T, dh] (strided, heads not in rows).
+enum class XPosLayout { kDense, kHeadsInRows, kQkvWindow, kHeadsOutermost };
 
 // dtype: of in, out and the gradients; bf16 rounds the rotated values once (2^-9 relative).
 OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPosLayout layout,
                  DType dtype = DType::kF32) {
-  static const char * const kLayoutNames[] = {"", "_strided", "_in_qkv"};
+  static const char * const kLayoutNames[] = {"", "_strided", "_in_qkv", "_heads_outermost"};
   std::ostringstream name;
   name << "xpos_" << dims[0] << "x" << dims[1] << "_t" << dims[2] << "_d" << dims[3] << "_offset" << offset
        << (downscale ? "_down" : "_up") << kLayoutNames[static_cast<int>(layout)]
@@ -159,6 +160,7 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPos
         case XPosLayout::kDense: return run.upload(host, dtype);
         case XPosLayout::kHeadsInRows: return run.upload_permuted(host, {0, 2, 1, 3}, dtype);
         case XPosLayout::kQkvWindow: return run.upload_window(to_rows(host), 2 * width, dtype);
+        case XPosLayout::kHeadsOutermost: return run.upload_permuted(host, {1, 0, 2, 3}, dtype);
       }
       return TensorView{};
     };
@@ -251,11 +253,15 @@ std::vector<OpCase> attention_cases() {
           xpos_case({2, 3, 70, 64}, 0, false, XPosLayout::kHeadsInRows, DType::kBF16),
           xpos_case({1, 2, 9, 8}, 3, true, XPosLayout::kDense, DType::kBF16),
           xpos_case({1, 3, 5, 6}, 2, false, XPosLayout::kHeadsInRows),  // a head size the 8-element packs do not fit
-          // The model's q and k, windows of q | k | v: the GPU's kernel over position rows, one pack a thread (heads
-          // of 64 and of 32), and two (36 heads of 64: 288 packs a row over 256 threads).
+          // The model's q and k, windows of q | k | v: the GPU's kernel over position rows, a block of up to 8 heads'
+          // threads (4 heads of 64, 5 of 32: a pack a thread; 36 heads of 64: 4 or 5 packs a thread).
           xpos_case({2, 4, 33, 64}, 0, false, XPosLayout::kQkvWindow),
           xpos_case({2, 5, 17, 32}, 0, true, XPosLayout::kQkvWindow, DType::kBF16),
-          xpos_case({1, 36, 5, 64}, 3, true, XPosLayout::kQkvWindow, DType::kBF16)};
+          xpos_case({1, 36, 5, 64}, 3, true, XPosLayout::kQkvWindow, DType::kBF16),
+          // ... heads of 3 packs (24 threads a block, 90 heads: 270 packs a row, 11 or 12 a thread).
+          xpos_case({1, 90, 3, 24}, 0, false, XPosLayout::kQkvWindow),
+          // Strided, but not in position rows: the GPU's general packed kernel.
+          xpos_case({2, 3, 9, 64}, 1, false, XPosLayout::kHeadsOutermost, DType::kBF16)};
 }
 
 }  // namespace kosmos::testing

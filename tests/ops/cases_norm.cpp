@@ -166,6 +166,10 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({33, 1024}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, Activation::kGelu, false, true),
           layernorm_case({9, 256}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kF32, Activation::kGelu, false, true),
           layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, std::nullopt, true, true),
+          // ... in the packs with a residual added (no activation), and at the FFN's width (1024 threads a block).
+          layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true, true),
+          layernorm_case({33, 8192}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
+                         true),
           // A pre-LN's backward with the residual path's gradient added: in the GPU's packs (the model's widths and
           // dtypes), and through the other kernels then an add (an odd width, one wider than the packs).
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),

@@ -18,8 +18,10 @@ inline Operands fields_of(LayerNormForward & op) {
           {"bias", &op.bias}};
 }
 inline Operands fields_of(LayerNormBackward & op) {
-  return {{"din", &op.din}, {"dweight", &op.dweight}, {"dbias", &op.dbias}, {"dout", &op.dout}, {"in", &op.in},
-          {"weight", &op.weight}, {"mean", &op.mean}, {"rstd", &op.rstd}};
+  return {{"din", &op.din},     {"dweight", &op.dweight}, {"dbias", &op.dbias},
+          {"dout", &op.dout},   {"in", &op.in},           {"weight", &op.weight},
+          {"mean", &op.mean},   {"rstd", &op.rstd},       {"residual_gradient", &op.residual_gradient},
+          {"din_column_sums", &op.din_column_sums}};
 }
 inline Operands fields_of(ActivationForward & op) { return {{"out", &op.out}, {"in", &op.in}}; }
 inline Operands fields_of(ActivationBackward & op) { return {{"din", &op.din}, {"dout", &op.dout}, {"in", &op.in}}; }

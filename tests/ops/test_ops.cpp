@@ -176,6 +176,30 @@ TEST_F(OpValidation, LayerNormBackwardRefusesAnInputGradientOverWhatItReads) {
   FAIL() << "no layernorm_backward among the ops' cases";
 }
 
+TEST_F(OpValidation, LayerNormBackwardChecksTheColumnSumsOfDin) {
+  for (const OpDesc & valid : one_of_each_op(run)) {
+    if (!std::holds_alternative<LayerNormBackward>(valid)) continue;
+    const LayerNormBackward base = std::get<LayerNormBackward>(valid);
+    const int64_t cols = base.in.dim(-1);
+    std::vector<float> apart(static_cast<size_t>(cols) + 1);  // validation reads no data
+    LayerNormBackward good = base, bf16 = base, longer = base, over_din = base;
+    good.din_column_sums = make_view(apart.data(), DType::kF32, {cols});
+    bf16.din_column_sums = make_view(apart.data(), DType::kBF16, {cols});
+    longer.din_column_sums = make_view(apart.data(), DType::kF32, {cols + 1});
+    over_din.din_column_sums = make_view(base.din.data, DType::kF32, {cols});
+    EXPECT_EQ(message_of(good), "");
+    for (const auto & [op, expected] : {std::pair<LayerNormBackward, std::string>{bf16, "din_column_sums"},
+                                        {longer, "expected [" + std::to_string(cols) + "]"},
+                                        {over_din, "overlaps din"}}) {
+      const std::string message = message_of(op);
+      EXPECT_NE(message.find("layernorm_backward: din_column_sums"), std::string::npos) << message;
+      EXPECT_NE(message.find(expected), std::string::npos) << message;
+    }
+    return;
+  }
+  FAIL() << "no layernorm_backward among the ops' cases";
+}
+
 // The GPU kernels take the scores' max before scaling them (so need a positive scale) and flush subnormals to 0.
 TEST_F(OpValidation, AttentionRefusesAScaleThatIsNotAPositiveNormalNumber) {
   for (const OpDesc & valid : one_of_each_op(run)) {
