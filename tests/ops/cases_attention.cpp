@@ -127,39 +127,28 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPos
   c.device = [dims, offset, downscale, layout, dtype](DeviceRun & run, const Named & in, const Named & grads) {
     const int64_t batch = dims[0], heads = dims[1], length = dims[2], head_dim = dims[3];
     const int64_t width = heads * head_dim;
-    // [B, H, T, dh] on the host <-> [B T, H dh] position rows.
-    const auto place_of = [&](int64_t b, int64_t h, int64_t t, int64_t e) {
-      return std::pair<int64_t, int64_t>{((b * heads + h) * length + t) * head_dim + e,
-                                         (b * length + t) * width + h * head_dim + e};
-    };
-    const auto to_rows = [&](const Tensor & host) {
-      Tensor rows({batch * length, width});
+    // [B, H, T, dh] on the host to [B T, H dh] position rows (into_rows), or back.
+    const auto rearranged = [&](const Tensor & source, bool into_rows) {
+      Tensor target(into_rows ? std::vector<int64_t>{batch * length, width} : dims);
       for (int64_t b = 0; b < batch; ++b)
         for (int64_t h = 0; h < heads; ++h)
           for (int64_t t = 0; t < length; ++t)
             for (int64_t e = 0; e < head_dim; ++e) {
-              const auto [logical, stored] = place_of(b, h, t, e);
-              rows.v[stored] = host.v[logical];
+              const int64_t logical = ((b * heads + h) * length + t) * head_dim + e;
+              const int64_t stored = (b * length + t) * width + h * head_dim + e;
+              if (into_rows)
+                target.v[stored] = source.v[logical];
+              else
+                target.v[logical] = source.v[stored];
             }
-      return rows;
-    };
-    const auto from_rows = [&](const Tensor & rows) {
-      Tensor host(dims);
-      for (int64_t b = 0; b < batch; ++b)
-        for (int64_t h = 0; h < heads; ++h)
-          for (int64_t t = 0; t < length; ++t)
-            for (int64_t e = 0; e < head_dim; ++e) {
-              const auto [logical, stored] = place_of(b, h, t, e);
-              host.v[logical] = rows.v[stored];
-            }
-      return host;
+      return target;
     };
     // The device tensor, and the view the op takes of it.
     const auto put = [&](const Tensor & host) {
       switch (layout) {
         case XPosLayout::kDense: return run.upload(host, dtype);
         case XPosLayout::kHeadsInRows: return run.upload_permuted(host, {0, 2, 1, 3}, dtype);
-        case XPosLayout::kQkvWindow: return run.upload_window(to_rows(host), 2 * width, dtype);
+        case XPosLayout::kQkvWindow: return run.upload_window(rearranged(host, true), 2 * width, dtype);
         case XPosLayout::kHeadsOutermost: return run.upload_permuted(host, {1, 0, 2, 3}, dtype);
       }
       return TensorView{};
@@ -173,7 +162,7 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPos
       return view;
     };
     const auto get = [&](const TensorView & view) {
-      return layout == XPosLayout::kQkvWindow ? from_rows(run.download(view)) : run.download(view);
+      return layout == XPosLayout::kQkvWindow ? rearranged(run.download(view), false) : run.download(view);
     };
     const XPosParams params{offset, downscale, static_cast<float>(kScaleBase)};
     const TensorView x = put(in.at("in")), out = put(Tensor(dims, 7777.0));
