@@ -282,11 +282,14 @@ print("%-24s %10s %12s %10s %10s %10s" % ("what", "step s", "tokens/s", "TFLOP/s
 for name, step, tokens, tflops, peak, card in rows:
     print("%-24s %10.3f %12.0f %10.1f %10.1f %10.1f" % (name, step, tokens, tflops, peak, card))
 PY
-# The bf16 products and attention at the paper's widths (ops_bench), the head's on dense and on padded rows.
-if [ -f "$logs/ops_bench.log" ]; then
-  echo "== bf16 ops at kosmos1 widths (ops_bench.log)"
-  grep -E '^(matmul .*bf16|attention .*bf16)' "$logs/ops_bench.log"
-fi
+# The bf16 products, attention, the FFN's GELU sub-LN and xPos at the paper's widths, for one sequence (ops_bench)
+# and for the step's eight (ops_bench_step_rows); the head's products on dense and on padded rows.
+for bench_log in ops_bench ops_bench_step_rows; do
+  if [ -f "$logs/$bench_log.log" ]; then
+    echo "== bf16 ops at kosmos1 widths ($bench_log.log)"
+    grep -E '^(matmul .*bf16|attention .*bf16|layernorm .*gelu|xpos .*bf16)' "$logs/$bench_log.log"
+  fi
+done
 } 2>&1 | tee "$logs/table.txt"
 cat "$summary"
 pack
