@@ -32,6 +32,7 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
   train.steps = options.steps;
   train.warmup = std::min<int64_t>(train.warmup, options.steps);
   train.log_every = options.steps;
+  train.profile_after = options.warmup;  // --profile times the timed steps only
   train.metrics = (std::filesystem::temp_directory_path() /
                    ("kosmos_bench_" + std::to_string(::getpid()) + ".jsonl")).string();
   std::ostringstream log;

@@ -63,6 +63,7 @@ struct TrainOptions {
   std::string metrics;               // JSON lines file, one object per step
   int64_t log_every = 10;            // print a step line every N steps
   bool profile = false;              // print time per op at the end
+  int64_t profile_after = 0;         // steps run before --profile starts timing (bench: its untimed warm-up steps)
   int dp = 0, pp = 1, tp = 1;        // process grid (dp 0: all ranks not used by pp x tp)
   int64_t global_batch = 0;          // sequences per step over all dp ranks; 0: batch x micro_batches x dp
   bool zero1 = false;                // shard the optimizer over dp (ZeRO-1)

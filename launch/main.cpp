@@ -195,6 +195,12 @@ int main(int argc, char ** argv) {
       "print the time spent in each op at the end, and on a GPU in each matmul and attention shape (timed by events "
       "on the GPU's stream, with no wait per op)";
   train_app->add_flag("--profile", train.profile, profile_help);
+  train_app->add_option("--profile-after", train.profile_after,
+                        "steps run before --profile starts timing, so that the first step's one-off work (choosing "
+                        "GEMM algorithms, loading kernels, sizing memory) stays out of the table (kosmos bench: its "
+                        "--warmup)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   train_app->add_option("--dp", train.dp, "data-parallel ranks (0: every rank pp x tp leaves)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);

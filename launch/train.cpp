@@ -312,8 +312,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   log << resumed.str();
   if (first_step > options.steps) log << "nothing to train: the checkpoint is at step " << first_step - 1
                                       << " and --steps is " << options.steps << "\n";
-  device->set_profiling(options.profile);
   const auto start = std::chrono::steady_clock::now();
+  auto profile_start = start;  // when --profile began timing (after --profile-after steps)
   double first_loss = 0.0, last_loss = 0.0;
   int64_t tokens = 0;
   int64_t skipped_steps = 0;  // updates skipped for a NaN or infinite loss or gradient norm
@@ -331,6 +331,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     }
     if (step == options.stall_step && grid.world().rank() == options.stall_rank)  // the test hook
       watchdog.stall_next_call(options.stall_seconds);
+    if (options.profile && step == first_step + options.profile_after) {
+      device->set_profiling(true);
+      profile_start = std::chrono::steady_clock::now();
+    }
     device->reset_peak();  // each step's own peak (the first includes sizing the arena)
     const model::StepStats stats = trainer.step(rt, micro, step, seed);
     next_sample += global_batch;
@@ -423,7 +427,14 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     std::vector<std::vector<float>> values = trainer.collect_parameters(rt);  // every shard and stage to the leader
     if (leader) io::save_weights(table, std::move(values), options.save_weights);
   }
-  if (options.profile && leader) print_profile(log, device->profile(), steps_run, seconds);
+  if (options.profile && leader) {
+    const int64_t steps_profiled = std::max<int64_t>(0, steps_run - options.profile_after);
+    if (steps_profiled == 0)
+      log << "--profile: no step timed (" << steps_run << " run, --profile-after " << options.profile_after << ")\n";
+    else
+      print_profile(log, device->profile(), steps_profiled,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - profile_start).count());
+  }
   return 0;
 }
 
