@@ -71,7 +71,7 @@ const BackendEntry & BackendRegistry::resolve(const std::string & choice) const 
     return entry;
   }
   KOSMOS_FAIL("--backend ", choice, " is not a backend name; choose auto, cpu, cuda or rocm (or cuda's kernel "
-              "variants cuda-owngemm and cuda-wmma; available here: ", join(available_names()), ")");
+              "variants cuda-owngemm, cuda-wmma and cuda-cudnn; available here: ", join(available_names()), ")");
 }
 
 std::unique_ptr<Device> BackendRegistry::create(const std::string & choice, int ordinal) const {

@@ -13,10 +13,12 @@
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
 #   5. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   6. a profiled paper step (the time per op; no op may have left its fast path);
-#   7. the variants: the paper step with --attention-backward atomic and on cuda-wmma; the tiny preset's fp16 run
+#   7. the variants: the paper step with --attention-backward atomic, with it on cuda-cudnn (cuDNN's fused attention,
+#      whose op cases run too; no cuDNN warning may appear) and on cuda-wmma; the tiny preset's fp16 run
 #      (dynamic loss scaling) within 1e-2 of the CPU's, and --recompute attention (the attention sub-layers and FFN
 #      tails again) against the run without; `kosmos bench ops` at the kosmos1 shapes on cuda and on cuda-wmma (the
-#      f32 and the bf16 tensor-core attention side by side, both bf16 backwards); the paper step without
+#      f32 and the bf16 tensor-core attention side by side, both bf16 backwards), and for the step's rows on cuda and
+#      on cuda-cudnn (cuDNN's attention in the rows "... atomic"); the paper step without
 #      recomputation (about 55 GiB by the planner), with attention (38) and with layer (31) (the table has the
 #      device memory peaks: our buffers' count, and all the card had in use as nvidia-smi saw it);
 # then one table. Each stage has its own time limit and logs into WORK_DIR; a failing stage does not stop the
@@ -166,7 +168,13 @@ fast_paths() {
   grep -q '^  matmul' "$1" || { echo "no profile in $1"; return 1; }
   ! grep -E '\((own GEMM|f32 kernels)\)' "$1"
 }
-export -f compare cross on_card checked_gtest fast_paths
+# cudnn_ran LOG: a run on cuda-cudnn whose log has no cuDNN warning: cuDNN was found and took the graphs (else the
+# mma.sync kernels ran the attention, and its numbers are theirs).
+cudnn_ran() {
+  [ -f "$1" ] || { echo "no log $1"; return 1; }
+  ! grep -E 'warning: (cuDNN declined|--backend cuda-cudnn)' "$1"
+}
+export -f compare cross on_card checked_gtest fast_paths cudnn_ran
 export kosmos logs
 
 # A bundle that does not start here (a library missing from it or from the image) fails every stage: say why, once.
@@ -183,7 +191,7 @@ stage machine 60 bash -c "nvidia-smi; '$kosmos' info"
 # Every op case on the CUDA backend; its kernel variants' further down (each backend in a process of its own, so
 # that a kernel that brings its process down costs one backend's results).
 stage ops_cuda 180 checked_gtest '/cuda_' "$bundle/bin/kosmos_op_tests" \
-  --gtest_filter='*cuda*:XPosVector*-*cuda_owngemm*:*cuda_wmma*' --gtest_output="xml:$logs/ops_cuda.xml"
+  --gtest_filter='*cuda*:XPosVector*-*cuda_owngemm*:*cuda_wmma*:*cuda_cudnn*' --gtest_output="xml:$logs/ops_cuda.xml"
 stage nccl 60 checked_gtest 'NcclComm\..*/cuda[[:space:]]' "$bundle/bin/kosmos_mpi_tests" --gtest_filter='*NcclComm.*'
 
 tiny=(train --preset tiny --steps 5 --seed 1 --log-every 1)
@@ -219,6 +227,18 @@ stage fast_paths 10 fast_paths "$logs/profile_kosmos1.log"
 # The same step with the attention backward in one pass (dq added up by atomics), against the two passes above.
 stage step_kosmos1_atomic 240 on_card step_kosmos1_atomic "$kosmos" "${paper[@]}" --recompute ffn \
   --attention-backward atomic --steps 3 --warmup 1 --out "$logs/step_kosmos1_atomic.json"
+# ... and on cuDNN's fused attention (cuda-cudnn takes the ops whose dropout masks and dq order may be its own: those
+# of --attention-backward atomic), which must have run it.
+paper_cudnn=("${paper[@]}")
+paper_cudnn[4]=cuda-cudnn  # --backend's value
+stage step_kosmos1_cudnn 240 on_card step_kosmos1_cudnn "$kosmos" "${paper_cudnn[@]}" --recompute ffn \
+  --attention-backward atomic --steps 3 --warmup 1 --out "$logs/step_kosmos1_cudnn.json"
+stage cudnn_ran 10 cudnn_ran "$logs/step_kosmos1_cudnn.log"
+# Every op case on cuda-cudnn: cuDNN runs those without dropout in any order against the fp64 reference; those with
+# dropout in any order draw cuDNN's masks, which test_cudnn_attention.cpp reads off the forward and checks instead.
+stage ops_cuda_cudnn 150 checked_gtest "/cuda_cudnn_ CudnnDropout" "$bundle/bin/kosmos_op_tests" \
+  --gtest_filter='*cuda_cudnn*-*_dropout*_atomic_dq*' --gtest_output="xml:$logs/ops_cuda_cudnn.xml"
+stage cudnn_ran_ops 10 cudnn_ran "$logs/ops_cuda_cudnn.log"
 # The same step with the WMMA attention kernels, against the mma.sync ones above.
 paper_wmma=("${paper[@]}")
 paper_wmma[4]=cuda-wmma  # --backend's value
@@ -236,6 +256,7 @@ stage ops_bench 150 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 
 stage ops_bench_wmma 120 "$kosmos" bench ops --preset kosmos1 --backend cuda-wmma --batch 1 --length 2048
 # ... and over the paper step's 8 sequences (16384 rows, as the step's products run).
 stage ops_bench_step_rows 120 "$kosmos" bench ops --preset kosmos1 --backend cuda --batch 8 --length 2048
+stage ops_bench_cudnn 120 "$kosmos" bench ops --preset kosmos1 --backend cuda-cudnn --batch 8 --length 2048
 for recompute in none attention layer; do
   stage "step_kosmos1_$recompute" 240 on_card "step_kosmos1_$recompute" "$kosmos" "${paper[@]}" \
     --recompute "$recompute" --steps 3 --warmup 1 \
@@ -255,6 +276,7 @@ def card_gib(name):  # the most nvidia-smi saw in use during the stage
     except (OSError, ValueError):
         return float("nan")
 for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_atomic", "kosmos bf16 rc ffn atomic"),
+                    ("step_kosmos1_cudnn", "kosmos bf16 rc ffn cudnn"),
                     ("step_kosmos1_wmma", "kosmos bf16 rc ffn wmma"),
                     ("step_kosmos1_none", "kosmos bf16"),
                     ("step_kosmos1_attention", "kosmos bf16 rc attn"), ("step_kosmos1_layer", "kosmos bf16 rc layer")):
@@ -284,8 +306,9 @@ for name, step, tokens, tflops, peak, card in rows:
     print("%-24s %10.3f %12.0f %10.1f %10.1f %10.1f" % (name, step, tokens, tflops, peak, card))
 PY
 # The bf16 products, attention, the FFN's GELU sub-LN and xPos at the paper's widths, for one sequence (ops_bench)
-# and for the step's eight (ops_bench_step_rows); the head's products on dense and on padded rows.
-for bench_log in ops_bench ops_bench_step_rows; do
+# and for the step's eight (ops_bench_step_rows); the head's products on dense and on padded rows; and the step's
+# attention on cuda-cudnn (its rows "... atomic" cuDNN's).
+for bench_log in ops_bench ops_bench_step_rows ops_bench_cudnn; do
   if [ -f "$logs/$bench_log.log" ]; then
     echo "== bf16 ops at kosmos1 widths ($bench_log.log)"
     grep -E '^(matmul .*bf16|attention .*bf16|layernorm .*gelu|xpos .*bf16)' "$logs/$bench_log.log"

@@ -225,6 +225,11 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
         atomic.params.deterministic = false;
         timings.push_back({"attention backward" + suffix + " atomic", shape, 2.5 * causal_flops, 0.0,
                            [&bench, atomic] { bench.op(atomic); }});
+        // ... and its forward: cuDNN's on cuda-cudnn, elsewhere the kernels of the forward above.
+        AttentionForward any_order = forward;
+        any_order.params.deterministic = false;
+        timings.push_back({"attention forward" + suffix + " atomic", shape, causal_flops, 0.0,
+                           [&bench, any_order] { bench.op(any_order); }});
       }
     }
     if (operands == DType::kF32)

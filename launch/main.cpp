@@ -56,11 +56,14 @@ CLI::Option * add_backend_option(CLI::App * app, std::string & backend) {
       ->add_option("--backend", backend,
                    "device backend: auto, cpu, cuda or rocm; cuda-owngemm and cuda-wmma are cuda with every matmul on "
                    "the own GEMM kernel, or bf16 attention on the WMMA kernels, to compare them with the standard ones; "
+                   "cuda-cudnn runs bf16 attention on cuDNN's fused kernels where cuDNN 9 is found and the op allows "
+                   "its dropout masks and dq's varying order (--attention-backward atomic); "
                    "emulated, emulated-wmma and emulated-rocm (the ROCm build's kernels, in waves of 64) run the GPU "
                    "kernels on the host's cores (slow; to test them without a GPU)")
       ->capture_default_str()
       ->check(CLI::IsMember(
-          {"auto", "cpu", "cuda", "cuda-owngemm", "cuda-wmma", "rocm", "emulated", "emulated-wmma", "emulated-rocm"}));
+          {"auto", "cpu", "cuda", "cuda-owngemm", "cuda-wmma", "cuda-cudnn", "rocm", "emulated", "emulated-wmma",
+           "emulated-rocm"}));
 }
 
 }  // namespace

@@ -154,6 +154,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   KOSMOS_CHECK(options.attention_backward == "deterministic" || options.attention_backward == "atomic",
                "--attention-backward ", options.attention_backward, ": use deterministic or atomic");
   kosmos_model.set_deterministic_attention(options.attention_backward == "deterministic");
+  if (device->backend() == "cuda-cudnn" && options.attention_backward == "deterministic")
+    log << "warning: --backend cuda-cudnn runs the decoder's attention on cuDNN only with --attention-backward atomic "
+           "(cuDNN adds dq up in any order and draws its own dropout masks); with deterministic the mma.sync kernels "
+           "run it\n";
   model::OptimizerConfig optimizer;
   optimizer.peak_lr = options.lr;
   optimizer.warmup_steps = std::min(options.warmup, options.steps);

@@ -20,7 +20,7 @@
 
 namespace kosmos::parallel {
 
-// The backends whose devices nccl_comm takes: "cuda" and its variants ("cuda-owngemm", "cuda-wmma").
+// The backends whose devices nccl_comm takes: "cuda" and its variants ("cuda-owngemm", "cuda-wmma", "cuda-cudnn").
 inline bool takes_nccl(const std::string & backend) { return backend == "cuda" || backend.rfind("cuda-", 0) == 0; }
 // Those emulated_nccl_comm takes: the emulated GPU's CUDA build ("emulated-rocm" stages, as ROCm does).
 inline bool takes_emulated_nccl(const std::string & backend) {

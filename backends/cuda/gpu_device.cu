@@ -336,8 +336,9 @@ BackendEntry backend_entry(GpuVariant variant) {
   entry.available = true;
   entry.device_count = visible_devices;
   const GemmPath gemm = own_gemm ? GemmPath::kOwnKernels : GemmPath::kLibrary;
-  const AttentionKernels attention =
-      variant == GpuVariant::kWmmaAttention ? AttentionKernels::kWmma : AttentionKernels::kMma;
+  const AttentionKernels attention = variant == GpuVariant::kWmmaAttention    ? AttentionKernels::kWmma
+                                     : variant == GpuVariant::kCudnnAttention ? AttentionKernels::kCudnn
+                                                                              : AttentionKernels::kMma;
   entry.create = [gemm, attention, name = entry.name](int ordinal) -> std::unique_ptr<Device> {
     const int count = visible_devices();
     KOSMOS_CHECK(ordinal >= 0 && ordinal < count, "--backend ", name, " --device ", ordinal, ": ", count,

@@ -17,8 +17,10 @@ enum class GpuVariant : uint8_t {
   kStandard,       // "cuda": cuBLASLt, mma.sync attention (WMMA for head sizes it does not take); "rocm": own GEMMs
   kOwnGemm,        // "cuda-owngemm": every Matmul on the own tiled kernel (the ROCm GEMM path)
   kWmmaAttention,  // "cuda-wmma": bf16 attention on the WMMA kernels for every head size they take
+  kCudnnAttention, // "cuda-cudnn": bf16 attention on cuDNN's fused kernels where cuDNN takes it (cudnn_attention.cu)
 };
-constexpr GpuVariant kGpuVariants[] = {GpuVariant::kStandard, GpuVariant::kOwnGemm, GpuVariant::kWmmaAttention};
+constexpr GpuVariant kGpuVariants[] = {GpuVariant::kStandard, GpuVariant::kOwnGemm, GpuVariant::kWmmaAttention,
+                                       GpuVariant::kCudnnAttention};
 
 // "cuda", "cuda-owngemm", "cuda-wmma" (base "cuda"), and likewise for another base.
 inline std::string gpu_backend_name(const std::string & base, GpuVariant variant) {
@@ -26,6 +28,7 @@ inline std::string gpu_backend_name(const std::string & base, GpuVariant variant
     case GpuVariant::kStandard: return base;
     case GpuVariant::kOwnGemm: return base + "-owngemm";
     case GpuVariant::kWmmaAttention: return base + "-wmma";
+    case GpuVariant::kCudnnAttention: return base + "-cudnn";
   }
   return base;
 }

@@ -25,8 +25,13 @@ enum class GemmPath : uint8_t { kLibrary, kOwnKernels };
 
 // Which tensor-core kernels run bf16 attention on NVIDIA: the mma.sync ones (kernels_attention_mma.cu) where they
 // take the head size, else the WMMA ones (kernels_attention_tc.cu); or the WMMA ones always (the backend
-// "cuda-wmma", to compare the two).
-enum class AttentionKernels : uint8_t { kMma, kWmma };
+// "cuda-wmma", to compare the two); or cuDNN's fused attention where it takes the op, else the mma.sync ones (the
+// backend "cuda-cudnn", cudnn_attention.cu).
+enum class AttentionKernels : uint8_t { kMma, kWmma, kCudnn };
+
+struct CudnnAttention;  // cudnn_attention.cu: cuDNN's library, handle and plans, for AttentionKernels::kCudnn
+void delete_cudnn_attention(CudnnAttention * state);
+using CudnnAttentionOwner = std::unique_ptr<CudnnAttention, void (*)(CudnnAttention *)>;
 
 // Scratch slots, one per user that may hold it across kernels of one op.
 enum ScratchSlot : int {
@@ -43,7 +48,8 @@ enum ScratchSlot : int {
   kScratchEmbedding = 10,     // the embedding backward's grouping of the tokens by row (kernels_positions.cu)
   kScratchAttentionKeep = 11,  // the mma.sync attention's dropout keep record, where the op gives none to keep
   kScratchTableDown = 12,      // and for keys (downscaled)
-  kScratchWidened = 13,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchCudnn = 13,          // cuDNN's attention: its generator state, the backward's f32 sums, its workspace
+  kScratchWidened = 14,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 
@@ -71,6 +77,8 @@ class GpuContext {
   // writing and reads it to skip making the same contents again; a slot that moves to another buffer drops it.
   using ScratchTag = std::array<uint64_t, 2>;
   ScratchTag & scratch_tag(int slot) { return scratch_tags_[slot]; }
+  // cuDNN's attention state, made on first use (cudnn_attention.cu), also from the const query of the keep record.
+  CudnnAttentionOwner & cudnn_attention() const { return cudnn_attention_; }
 
  private:
   GemmPath gemm_path_;
@@ -81,6 +89,7 @@ class GpuContext {
   bool ranges_reserved_ = true;  // false once the device has answered reserve() with none
   Buffer scratch_[kScratchSlots];
   ScratchTag scratch_tags_[kScratchSlots] = {};
+  mutable CudnnAttentionOwner cudnn_attention_{nullptr, nullptr};
 };
 
 void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream);
@@ -130,6 +139,17 @@ void mma_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaSt
 // Without the forward's keep record (AttentionBackward::keep), one is drawn into ctx's scratch first.
 void mma_attention_backward(GpuContext & ctx, const AttentionBackward & op, const float * delta, float * dq_sums,
                             cudaStream_t stream);
+#endif
+#ifdef KOSMOS_CUDNN_ATTENTION
+// cudnn_attention.cu (the backend cuda-cudnn; not in the emulated and ROCm builds): whether cuDNN's fused attention
+// runs `op`: cuDNN 9 found, bf16 q, k, v and out in [B, H, T, dh] views of 16-byte rows, a head size of a multiple of
+// 8 up to 128, causal only with as many queries as keys, an op that lets the masks be cuDNN's and dq's order vary
+// (AttentionParams::deterministic false), and plans made both ways (kept per layout). Then the forward; and the
+// backward, which runs where its forward did (returns false where it did not, and fails where it cannot follow a
+// forward with dropout there: only cuDNN draws those masks again).
+bool cudnn_attention_takes(const GpuContext & ctx, const AttentionForward & op);
+void cudnn_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream);
+bool cudnn_attention_backward(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream);
 #endif
 // kernels_attention.cu: the words of the dropout keep record the kernels that would run `op` keep (Device::
 // attention_keep_words): the mma.sync ones' on NVIDIA, none elsewhere.

@@ -12,6 +12,9 @@
 #endif
 
 #include <string>
+#if !defined(KOSMOS_USE_ROCM)
+#include <dlfcn.h>
+#endif
 
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
@@ -30,13 +33,21 @@ std::string library_versions() {
   return "GEMMs on the own tiled kernels (no hipBLASLt or rocBLAS in this build), collectives over MPI through host "
          "memory (no RCCL)";
 #else
+  // cuDNN, which the backend cuda-cudnn opens at run time for its attention (cudnn_attention.cu), as it would.
+  std::string cudnn = "cuda-cudnn's attention: no libcudnn.so.9 found (cuda-cudnn runs the mma.sync kernels)";
+  if (void * library = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL)) {
+    if (const auto version = reinterpret_cast<size_t (*)()>(dlsym(library, "cudnnGetVersion")))
+      cudnn = "cuda-cudnn's attention on cuDNN " + std::to_string(version() / 10000) + "." +
+              std::to_string(version() / 100 % 100) + "." + std::to_string(version() % 100);
+    dlclose(library);
+  }
   const size_t lt = cublasLtGetVersion();
   int nccl = 0;
   ncclGetVersion(&nccl);
   return "GEMMs on cuBLASLt " + std::to_string(lt / 10000) + "." + std::to_string((lt / 100) % 100) + "." +
          std::to_string(lt % 100) + " (the own tiled kernels where it declines), NCCL " + std::to_string(nccl / 10000) +
          "." + std::to_string((nccl / 100) % 100) + "." + std::to_string(nccl % 100) +
-         " (the collectives of GPU buffers; point-to-point transfers over MPI through host memory)";
+         " (the collectives of GPU buffers; point-to-point transfers over MPI through host memory), " + cudnn;
 #endif
 }
 

@@ -244,6 +244,9 @@ bool on_mma(const GpuContext & ctx, const TensorView & q) {
 }  // namespace
 
 int64_t attention_keep_words(const GpuContext & ctx, const AttentionForward & op) {
+#ifdef KOSMOS_CUDNN_ATTENTION
+  if (cudnn_attention_takes(ctx, op)) return 0;  // cuDNN draws its masks again
+#endif
 #ifndef KOSMOS_USE_ROCM
   if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q) && on_mma(ctx, op.q)) return mma_attention_keep_words(op);
 #endif
@@ -253,6 +256,9 @@ int64_t attention_keep_words(const GpuContext & ctx, const AttentionForward & op
 }
 
 void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
+#ifdef KOSMOS_CUDNN_ATTENTION
+  if (cudnn_attention_takes(ctx, op)) return cudnn_attention_forward(ctx, op, stream);
+#endif
 #ifndef KOSMOS_USE_ROCM
   if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q))
     return on_mma(ctx, op.q) ? mma_attention_forward(ctx, op, stream) : tensor_core_attention_forward(op, stream);
@@ -276,6 +282,9 @@ void gpu_op(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream)
   const AttentionShape s = shape_of(op.q, op.k, op.params);
   const int64_t query_rows = s.batch * s.heads * s.tq, key_rows = s.batch * s.heads * s.tk;
   if (query_rows == 0 && key_rows > 0) return zero_key_gradients(ctx, op, stream);
+#ifdef KOSMOS_CUDNN_ATTENTION
+  if (cudnn_attention_backward(ctx, op, stream)) return;
+#endif
   const bool tensor_cores = op.q.dtype != DType::kF32 && on_tensor_cores(op.q);
   if (!tensor_cores && !all_f32({op.dq, op.dout, op.q, op.out})) {
     Widened wide(ctx, stream);

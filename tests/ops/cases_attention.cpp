@@ -76,6 +76,9 @@ OpCase attention_case(const AttentionShape & s) {
     params.head_start = s.head_start;
     params.heads_total = s.heads_total;
     params.deterministic = s.deterministic;
+    // cuda-cudnn draws dropout masks of its own where it may (test_cudnn_attention.cpp checks those).
+    if (run.device().backend() == "cuda-cudnn" && s.dropout_p > 0.0f && !s.deterministic)
+      throw Unsupported{"cuDNN's own dropout masks, not the reference's (test_cudnn_attention.cpp checks them)"};
     const TensorView q = put(in.at("q"), s.dtype), k = put(in.at("k"), s.dtype), v = put(in.at("v"), s.dtype);
     const TensorView out = fresh(in.at("q").dims);
     const TensorView lse = run.output({s.batch, s.heads, s.tq}, DType::kF32);
@@ -224,6 +227,11 @@ std::vector<OpCase> attention_cases() {
           attention_case({2, 2, 130, 130, 64, true, 0.1f, false, 1, 4, DType::kBF16, DType::kBF16, false}),
           attention_case({1, 2, 100, 150, 32, true, 0.25f, true, 1, 4, DType::kBF16, DType::kBF16, false}),
           attention_case({1, 2, 150, 100, 64, true, 0.25f, false, 0, 0, DType::kBF16, DType::kF32, false}),
+          // ... without dropout, where cuda-cudnn runs them on cuDNN: causal over strided [B, T, H, dh] windows, full
+          // over ragged tiles, and at head size 32
+          attention_case({2, 2, 128, 128, 64, true, 0.0f, true, 0, 0, DType::kBF16, DType::kBF16, false}),
+          attention_case({1, 3, 77, 77, 64, false, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16, false}),
+          attention_case({1, 2, 100, 100, 32, true, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16, false}),
           // dropout at and above p = 0.5: thresholds of 128 and more (the GPU's kernels compare the random bytes by
           // another rule from 128 on), in two passes and in one
           attention_case({1, 2, 130, 130, 64, true, 0.5f, false, 0, 0, DType::kBF16, DType::kBF16}),

@@ -85,7 +85,7 @@ std::vector<OpCase> optimizer_cases();     // AdamW, squared norm
 const std::vector<OpCase> & all_op_cases();
 
 // The backends the op tests run on: every registered one that sees a device here (the CPU always; with CUDA, its
-// kernel variants cuda-owngemm and cuda-wmma too).
+// kernel variants cuda-owngemm, cuda-wmma and cuda-cudnn too).
 std::vector<std::string> testable_backends();
 std::unique_ptr<Device> create_test_device(const std::string & backend);
 // The backend's name as a test name takes it, '-' as '_' ("cuda-wmma" -> "cuda_wmma"): GoogleTest takes letters,
