@@ -137,6 +137,13 @@ struct Plan {
   int64_t workspace_bytes = 0;
 };
 
+// What cuDNN's heuristics and engines answered for one graph.
+struct PlanAttempt {
+  int64_t engines_offered = 0;
+  std::vector<cudnnStatus_t> refusals;  // of the engines that made no plan, in order
+  std::string reasons;                  // their statuses and cuDNN's messages
+};
+
 // Builds one graph's descriptors into a Plan: tensors, then operations in order, then the plan.
 class GraphBuilder {
  public:
@@ -237,30 +244,43 @@ class GraphBuilder {
     finalize(graph, "the operation graph");
     return graph;
   }
-  // The graph, the engines cuDNN's heuristics offer for it in their order, and the first of them that makes a plan,
-  // with its workspace.
-  void finish(cudnnHandle_t handle) {
+  // The graph, the engines cuDNN's heuristics offer for it in their order, and the first of them that makes a plan
+  // (Plan::execution, with its workspace): for the device of `handle`, or for the one `device_json` describes (cuDNN's
+  // JSON of device properties: plans made without the device, as cuDNN 9.8 and later allow). What each engine that
+  // made none answered, in order, in the returned PlanAttempt.
+  PlanAttempt try_plans(cudnnHandle_t handle, const std::string & device_json = "") {
+    cudnnBackendDescriptor_t device = nullptr;
+    if (!device_json.empty()) {
+      device = make(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+      set(device, CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+          static_cast<int64_t>(device_json.size()), device_json.data());
+      finalize(device, "the device's properties");
+    }
     const cudnnBackendDescriptor_t graph = this->graph(handle);
     const cudnnBackendDescriptor_t heuristics = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
     set(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph);
     const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
     set(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+    if (device != nullptr) set(heuristics, CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device);
     finalize(heuristics, "the heuristics query");
     int64_t offered = 0;
     declined_unless_success(lib_, lib_.get_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &offered, nullptr),
                             "counting the engines offered");
-    if (offered == 0) throw CudnnDeclined("cuDNN's heuristics offer no engine for the graph: " + last_error());
     std::vector<cudnnBackendDescriptor_t> configs(static_cast<size_t>(offered));
     for (cudnnBackendDescriptor_t & config : configs) config = make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-    declined_unless_success(lib_, lib_.get_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, offered, &offered,
-                                                      configs.data()),
-                            "reading the engines offered");
-    std::string refusals;
+    if (offered > 0)  // the count asked for may exceed the engines that take the graph: `offered` becomes those
+      declined_unless_success(lib_, lib_.get_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                        CUDNN_TYPE_BACKEND_DESCRIPTOR, offered, &offered,
+                                                        configs.data()),
+                              "reading the engines offered");
+    PlanAttempt attempt;
+    attempt.engines_offered = offered;
     for (int64_t i = 0; i < offered; ++i) {
       const cudnnBackendDescriptor_t candidate = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      set(candidate, kPlanHandle, CUDNN_TYPE_HANDLE, 1, &handle);
+      if (handle != nullptr) set(candidate, kPlanHandle, CUDNN_TYPE_HANDLE, 1, &handle);
+      if (device != nullptr)
+        set(candidate, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device);
       set(candidate, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &configs[i]);
       const cudnnStatus_t status = lib_.finalize(candidate);
       if (status == CUDNN_STATUS_SUCCESS) {
@@ -268,11 +288,21 @@ class GraphBuilder {
         declined_unless_success(lib_, lib_.get_attribute(candidate, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                                           CUDNN_TYPE_INT64, 1, nullptr, &plan_.workspace_bytes),
                                 "reading the plan's workspace size");
-        return;
+        return attempt;
       }
-      refusals += (refusals.empty() ? "" : "; ") + status_text(lib_, status);
+      attempt.refusals.push_back(status);
+      attempt.reasons += (attempt.reasons.empty() ? "" : "; ") + status_text(lib_, status);
     }
-    throw CudnnDeclined("none of the " + std::to_string(offered) + " engines offered makes a plan: " + refusals);
+    if (offered == 0) attempt.reasons = "cuDNN's heuristics offer no engine for the graph: " + last_error();
+    return attempt;
+  }
+  // The same on `handle`'s device, declined where no engine makes a plan.
+  void finish(cudnnHandle_t handle) {
+    const PlanAttempt attempt = try_plans(handle);
+    if (plan_.execution == nullptr)
+      throw CudnnDeclined(attempt.engines_offered == 0 ? attempt.reasons
+                                                       : "none of the " + std::to_string(attempt.engines_offered) +
+                                                             " engines offered makes a plan: " + attempt.reasons);
   }
 
  private:
@@ -557,19 +587,18 @@ struct CudnnAttention {
 
 void delete_cudnn_attention(CudnnAttention * state) { delete state; }
 
-std::string cudnn_attention_graph_problem(int64_t batch, int64_t heads, int64_t length, int64_t head_dim,
-                                          bool causal, float dropout_p, bool backward) {
+CudnnGraphCheck check_cudnn_attention_graph(int64_t batch, int64_t heads, int64_t length, int64_t head_dim, bool causal,
+                                            float dropout_p, bool backward, const std::string & device_json) {
   CudnnLibrary lib;
-  const std::string unavailable = open_library(lib);
-  if (!unavailable.empty()) return unavailable;
-  std::string problem;
+  CudnnGraphCheck check;
+  check.refused = open_library(lib);
+  if (!check.refused.empty()) return check;
   {
     GraphLayout layout{};
     layout.batch = batch;
     layout.heads = heads;
     layout.tq = layout.tk = length;
     layout.head_dim = head_dim;
-    // [B, T, H, dh] windows of q | k | v rows, as the model's; the output and gradients [B, T, H, dh] dense rows.
     const int64_t row = 3 * heads * head_dim;
     layout.q = layout.k = layout.v = layout.dq = layout.dk = layout.dv = {length * row, head_dim, row, 1};
     layout.out = layout.dout = {length * heads * head_dim, head_dim, heads * head_dim, 1};
@@ -579,13 +608,22 @@ std::string cudnn_attention_graph_problem(int64_t batch, int64_t heads, int64_t 
     GraphBuilder builder(lib, plan);
     try {
       backward ? build_backward(builder, layout) : build_forward(builder, layout);
-      builder.graph(nullptr);
+      if (device_json.empty()) {
+        builder.graph(nullptr);
+      } else {
+        const PlanAttempt attempt = builder.try_plans(nullptr, device_json);
+        check.engines_offered = attempt.engines_offered;
+        check.plan_made = plan.execution != nullptr;
+        for (const cudnnStatus_t status : attempt.refusals)
+          ++(status == CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER ? check.compiled_unloaded : check.other_refusals);
+        check.reasons = attempt.reasons;
+      }
     } catch (const CudnnDeclined & declined) {
-      problem = declined.what();
+      check.refused = declined.what();
     }
   }
   dlclose(lib.library);
-  return problem;
+  return check;
 }
 
 namespace {
