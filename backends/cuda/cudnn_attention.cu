@@ -67,6 +67,11 @@ void declined_unless_success(const CudnnLibrary & lib, cudnnStatus_t status, con
   if (status != CUDNN_STATUS_SUCCESS) throw CudnnDeclined(std::string(what) + ": " + status_text(lib, status));
 }
 
+constexpr size_t kOldestCudnn = 91000;
+// Before 9.16 the backward needs a padding mask when the keys are not a multiple of 128 (cudnn-frontend works around
+// a bug so): such layouts are left to the mma.sync kernels there.
+constexpr size_t kWholeKeyTilesBefore = 91600;
+
 // Opens cuDNN 9 as the loader finds libraries (LD_LIBRARY_PATH, then the system's); "" or why not.
 std::string open_library(CudnnLibrary & lib) {
   for (const char * name : {"libcudnn.so.9", "libcudnn.so"})
@@ -87,10 +92,12 @@ std::string open_library(CudnnLibrary & lib) {
                      find(lib.get_attribute, "cudnnBackendGetAttribute") &&
                      find(lib.finalize, "cudnnBackendFinalize") && find(lib.execute, "cudnnBackendExecute");
   if (!found) return "the cuDNN library found lacks the backend API of cuDNN 9 (" + std::string(dlerror()) + ")";
+  // The graphs are cudnn-frontend's for cuDNN 9.10 and later: before 9.10 its mask fills with the lowest f32 rather
+  // than -inf, and before 9.6 it zeroes dq's f32 sums itself.
   const size_t version = lib.get_version();
-  if (version < 90000)
+  if (version < kOldestCudnn)
     return "cuDNN " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) +
-           " is older than 9, whose graph this builds";
+           " is older than 9.10, for which these graphs are made";
   return "";
 }
 
@@ -453,7 +460,7 @@ void build_backward(GraphBuilder & g, const GraphLayout & l) {
   const auto dv = g.bound(kDv, CUDNN_DATA_BFLOAT16, keys, l.dv);
   const auto delta = g.bound(kDeltaScratch, CUDNN_DATA_FLOAT, c.row_stats, c.row_stats_strides);
   const auto dq_sums = g.bound(kDqSums, CUDNN_DATA_FLOAT, queries, dense(queries));
-  const auto keep = dropout ? g.scalar(kKeep) : nullptr;
+  const auto keep = g.scalar(kKeep);  // 1 without dropout, as cudnn-frontend's graph has it
   const auto scores = [&](cudnnDataType_t type = CUDNN_DATA_FLOAT) {
     return g.virtual_tensor(type, c.scores, c.scores_strides);
   };
@@ -463,16 +470,12 @@ void build_backward(GraphBuilder & g, const GraphLayout & l) {
     return g.virtual_tensor(CUDNN_DATA_BFLOAT16, {l.batch, l.heads, l.tk, l.tq}, strides);
   };
   const cudnnBackendDescriptor_t mask = dropout ? keep_mask(g, c, l) : nullptr;
-  // delta = rowsum(dO O), times the keep probability with dropout (the kept probabilities' scale undone).
+  // delta = rowsum(dO O) times the keep probability (the kept probabilities' scale undone; 1 without dropout).
   const auto products = g.virtual_tensor(CUDNN_DATA_FLOAT, queries, dense(queries));
   g.pointwise(CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, dout, out, products);
-  if (dropout) {
-    const auto sums = g.virtual_tensor(CUDNN_DATA_FLOAT, c.row_stats, c.row_stats_strides);
-    g.reduce(CUDNN_REDUCE_TENSOR_ADD, products, sums);
-    g.pointwise(CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, sums, keep, delta);
-  } else {
-    g.reduce(CUDNN_REDUCE_TENSOR_ADD, products, delta);
-  }
+  const auto sums = g.virtual_tensor(CUDNN_DATA_FLOAT, c.row_stats, c.row_stats_strides);
+  g.reduce(CUDNN_REDUCE_TENSOR_ADD, products, sums);
+  g.pointwise(CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, sums, keep, delta);
   // P again, from the saved lse.
   const auto raw = scores(), scaled = scores(), centred = scores(), probabilities = scores();
   g.matmul(q, k_t, raw);
@@ -520,7 +523,7 @@ void build_backward(GraphBuilder & g, const GraphLayout & l) {
 
 __global__ void write_generator_state_kernel(int64_t * words, int64_t seed, int64_t offset) {
   words[0] = seed;
-  words[1] = offset;
+  words[2] = offset;  // each tensor on 16 bytes, as their descriptors say
 }
 
 // splitmix64's finaliser: the generator's seed from the op's seed, first row and head slice, so that layers,
@@ -558,7 +561,7 @@ struct CudnnAttention {
     const std::vector<int64_t> key = layout.key(backward);
     const auto found = plans.find(key);
     if (found != plans.end()) return found->second.get();
-    std::unique_ptr<Plan> & made = plans[key];
+    std::unique_ptr<Plan> made;  // kept only whole: declined (null) or made
     try {
       if (handle == nullptr) declined_unless_success(lib, lib.create(&handle), "creating a cuDNN handle");
       made = std::make_unique<Plan>(lib);
@@ -575,7 +578,7 @@ struct CudnnAttention {
                    static_cast<long long>(layout.tk), static_cast<long long>(layout.head_dim),
                    layout.causal ? " causal" : "", layout.dropout_p > 0.0f ? " with dropout" : "", declined.what());
     }
-    return made.get();
+    return (plans[key] = std::move(made)).get();
   }
 
   CudnnLibrary lib;
@@ -689,9 +692,9 @@ void execute(GpuContext & ctx, CudnnAttention & state, const Plan & plan, Bindin
                        (row_bytes * static_cast<size_t>(head_dim) + 255) / 256 * 256 +
                        static_cast<size_t>(plan.workspace_bytes);
   char * cursor = static_cast<char *>(ctx.scratch(kScratchCudnn, bytes, stream));
-  auto * words = static_cast<int64_t *>(carve(cursor, 2 * sizeof(int64_t)));
+  auto * words = static_cast<int64_t *>(carve(cursor, 4 * sizeof(int64_t)));  // seed, offset 16 bytes apart
   bindings.pointers[kSeed] = words;
-  bindings.pointers[kOffset] = words + 1;
+  bindings.pointers[kOffset] = words + 2;
   if (query_rows > 0) {
     bindings.pointers[kDeltaScratch] = carve(cursor, row_bytes);
     bindings.pointers[kDqSums] = carve(cursor, row_bytes * static_cast<size_t>(head_dim));
@@ -740,7 +743,8 @@ bool cudnn_attention_takes(const GpuContext & ctx, const AttentionForward & op) 
       !fits(op.out, DType::kBF16) || head_dim % 8 != 0 || head_dim > 128 || op.q.dim(2) == 0 || op.k.dim(2) == 0)
     return false;
   if (op.params.causal && op.q.dim(2) != op.k.dim(2)) return false;  // cuDNN's mask starts at the first key
-  if (op.lse.dtype != DType::kF32 || !op.lse.is_contiguous()) return false;
+  if (op.lse.dtype != DType::kF32 || !op.lse.is_contiguous() || reinterpret_cast<uintptr_t>(op.lse.data) % 16 != 0)
+    return false;
   CudnnAttention & state = state_of(ctx);
   if (!state.unavailable.empty()) {
     if (!state.warned)
@@ -749,6 +753,7 @@ bool cudnn_attention_takes(const GpuContext & ctx, const AttentionForward & op) 
     state.warned = true;
     return false;
   }
+  if (state.lib.get_version() < kWholeKeyTilesBefore && op.k.dim(2) % 128 != 0) return false;
   // Both ways, so that a forward that ran here (whose dropout masks only cuDNN draws) has its backward.
   const GraphLayout layout = layout_of(op);
   return state.plan(layout, false) != nullptr && state.plan(layout, true) != nullptr;

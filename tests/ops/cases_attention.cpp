@@ -76,9 +76,15 @@ OpCase attention_case(const AttentionShape & s) {
     params.head_start = s.head_start;
     params.heads_total = s.heads_total;
     params.deterministic = s.deterministic;
-    // cuda-cudnn draws dropout masks of its own where it may (test_cudnn_attention.cpp checks those).
-    if (run.device().backend() == "cuda-cudnn" && s.dropout_p > 0.0f && !s.deterministic)
-      throw Unsupported{"cuDNN's own dropout masks, not the reference's (test_cudnn_attention.cpp checks them)"};
+    // cuda-cudnn draws dropout masks of its own where cuDNN takes the op (cudnn_attention_takes: bf16 out, a head
+    // size of a multiple of 8 up to 128, causal only with as many queries as keys, dq in any order); the others run
+    // on the mma.sync kernels with the reference's masks. test_cudnn_attention.cpp checks cuDNN's.
+    const bool cudnn_masks = s.dropout_p > 0.0f && !s.deterministic && s.activations == DType::kBF16 &&
+                             s.dtype == DType::kBF16 && s.head_dim % 8 == 0 && s.head_dim <= 128 &&
+                             (!s.causal || s.tq == s.tk) && s.tq > 0;
+    if (run.device().backend() == "cuda-cudnn" && cudnn_masks)
+      throw Unsupported{"cuDNN draws its own dropout masks, not the reference's (test_cudnn_attention.cpp checks "
+                        "them)"};
     const TensorView q = put(in.at("q"), s.dtype), k = put(in.at("k"), s.dtype), v = put(in.at("v"), s.dtype);
     const TensorView out = fresh(in.at("q").dims);
     const TensorView lse = run.output({s.batch, s.heads, s.tq}, DType::kF32);
