@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends/error.h"
+#include "backends/splitmix.h"
 #include "launch/files.h"
 #include "launch/launch.h"
 #include "model/config.h"
@@ -43,13 +44,9 @@ class OpBench {
     const size_t drawn = std::min<size_t>(count, size_t{1} << 20);
     std::vector<unsigned char> host(drawn * element);
     uint64_t state = 0x5EED0000ull + buffers_.size();
-    for (size_t index = 0; index < drawn; ++index) {
-      state += 0x9E3779B97F4A7C15ull;
-      uint64_t bits = (state ^ (state >> 30)) * 0xBF58476D1CE4E5B9ull;
-      bits = (bits ^ (bits >> 27)) * 0x94D049BB133111EBull;
+    for (size_t index = 0; index < drawn; ++index)
       store_from_float(host.data(), dtype, static_cast<int64_t>(index),
-                       static_cast<float>((bits ^ (bits >> 31)) >> 40) * 0x1p-23f - 1.0f);
-    }
+                       static_cast<float>(splitmix64_next(state) >> 40) * 0x1p-23f - 1.0f);
     for (size_t done = 0; done < count; done += drawn) {
       const int64_t part = static_cast<int64_t>(std::min(drawn, count - done));
       // Each copy from host memory waits for itself, so `host` may be read again at once.

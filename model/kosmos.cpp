@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "backends/error.h"
+#include "backends/splitmix.h"
 
 namespace kosmos::model {
 namespace {
@@ -14,11 +15,8 @@ enum DropoutSiteId : uint64_t { kEmbedding = 1, kAttention = 2, kAttentionOutput
 
 // A Philox key for one dropout site of one step (splitmix64 of the parts): independent streams per site and step.
 uint64_t site_key(uint64_t seed, int64_t step, uint64_t site, int64_t layer) {
-  uint64_t x = seed ^ (static_cast<uint64_t>(step) * 0x9E3779B97F4A7C15ull) ^ (site << 56) ^
-               (static_cast<uint64_t>(layer) * 0xD1B54A32D192ED03ull);
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
+  return splitmix64_mix(seed ^ (static_cast<uint64_t>(step) * kSplitmixStep) ^ (site << 56) ^
+                        (static_cast<uint64_t>(layer) * 0xD1B54A32D192ED03ull));
 }
 
 template <typename T>

@@ -23,12 +23,12 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <sstream>
 #include <stdexcept>
 #include <vector>
 
 #include "backends/cuda/cudnn_attention.h"
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/splitmix.h"
 
 namespace kosmos::cuda {
 namespace {
@@ -76,9 +76,13 @@ constexpr size_t kWholeKeyTilesBefore = 91600;
 std::string open_library(CudnnLibrary & lib) {
   for (const char * name : {"libcudnn.so.9", "libcudnn.so"})
     if ((lib.library = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+  const auto loader_error = [] {
+    const char * error = dlerror();
+    return std::string(error != nullptr ? error : "no message");
+  };
   if (lib.library == nullptr)
-    return std::string("cannot open libcudnn.so.9 (") + dlerror() +
-           "); put the folder of cuDNN 9's libraries on LD_LIBRARY_PATH";
+    return "cannot open libcudnn.so.9 (" + loader_error() + "); put the folder of cuDNN 9's libraries on "
+           "LD_LIBRARY_PATH";
   const auto find = [&](auto & entry, const char * symbol) {
     entry = reinterpret_cast<std::remove_reference_t<decltype(entry)>>(dlsym(lib.library, symbol));
     return entry != nullptr;
@@ -91,7 +95,7 @@ std::string open_library(CudnnLibrary & lib) {
                      find(lib.set_attribute, "cudnnBackendSetAttribute") &&
                      find(lib.get_attribute, "cudnnBackendGetAttribute") &&
                      find(lib.finalize, "cudnnBackendFinalize") && find(lib.execute, "cudnnBackendExecute");
-  if (!found) return "the cuDNN library found lacks the backend API of cuDNN 9 (" + std::string(dlerror()) + ")";
+  if (!found) return "the cuDNN library found lacks the backend API of cuDNN 9 (" + loader_error() + ")";
   // The graphs are cudnn-frontend's for cuDNN 9.10 and later: before 9.10 its mask fills with the lowest f32 rather
   // than -inf, and before 9.6 it zeroes dq's f32 sums itself.
   const size_t version = lib.get_version();
@@ -182,11 +186,11 @@ class GraphBuilder {
     if (axis >= 0) set(math, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis);
     finalize(math, "a pointwise descriptor");
     const cudnnBackendDescriptor_t op = make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-    set(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &math);
-    set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
-    if (b != nullptr) set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b);
-    if (t != nullptr) set(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t);
-    set(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+    link(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, math);
+    link(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
+    if (b != nullptr) link(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, b);
+    if (t != nullptr) link(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, t);
+    link(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
     const float one = 1.0f;
     set(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one);
     set(op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one);
@@ -199,10 +203,10 @@ class GraphBuilder {
     set(math, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32);
     finalize(math, "a matmul descriptor");
     const cudnnBackendDescriptor_t op = make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a);
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b);
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c);
-    set(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &math);
+    link(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, a);
+    link(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, b);
+    link(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, c);
+    link(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, math);
     add_operation(op, "a matmul operation");
   }
   // y = the max or sum of x over the dimensions where y has size 1, in f32.
@@ -213,16 +217,16 @@ class GraphBuilder {
     set(math, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &how);
     finalize(math, "a reduction descriptor");
     const cudnnBackendDescriptor_t op = make(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
-    set(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
-    set(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
-    set(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &math);
+    link(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, x);
+    link(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, y);
+    link(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, math);
     add_operation(op, "a reduction operation");
   }
   // y: x seen through other dimensions and strides (a transpose).
   void reshape(cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
     const cudnnBackendDescriptor_t op = make(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
-    set(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
-    set(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+    link(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, x);
+    link(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, y);
     add_operation(op, "a reshape operation");
   }
   // y: 1 with probability `keep`, else 0, from Philox at (seed, offset).
@@ -234,10 +238,10 @@ class GraphBuilder {
     set(draw, CUDNN_ATTR_RNG_BERNOULLI_DIST_PROBABILITY, CUDNN_TYPE_DOUBLE, 1, &keep);
     finalize(draw, "a Bernoulli generator");
     const cudnnBackendDescriptor_t op = make(CUDNN_BACKEND_OPERATION_RNG_DESCRIPTOR);
-    set(op, CUDNN_ATTR_OPERATION_RNG_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
-    set(op, CUDNN_ATTR_OPERATION_RNG_SEED, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &seed);
-    set(op, CUDNN_ATTR_OPERATION_RNG_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &draw);
-    set(op, CUDNN_ATTR_OPERATION_RNG_OFFSET_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &offset);
+    link(op, CUDNN_ATTR_OPERATION_RNG_YDESC, y);
+    link(op, CUDNN_ATTR_OPERATION_RNG_SEED, seed);
+    link(op, CUDNN_ATTR_OPERATION_RNG_DESC, draw);
+    link(op, CUDNN_ATTR_OPERATION_RNG_OFFSET_DESC, offset);
     add_operation(op, "a random-number operation");
   }
 
@@ -265,10 +269,10 @@ class GraphBuilder {
     }
     const cudnnBackendDescriptor_t graph = this->graph(handle);
     const cudnnBackendDescriptor_t heuristics = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    set(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph);
+    link(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph);
     const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
     set(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-    if (device != nullptr) set(heuristics, CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device);
+    if (device != nullptr) link(heuristics, CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, device);
     finalize(heuristics, "the heuristics query");
     int64_t offered = 0;
     declined_unless_success(lib_, lib_.get_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_RESULTS,
@@ -287,8 +291,8 @@ class GraphBuilder {
       const cudnnBackendDescriptor_t candidate = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
       if (handle != nullptr) set(candidate, kPlanHandle, CUDNN_TYPE_HANDLE, 1, &handle);
       if (device != nullptr)
-        set(candidate, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device);
-      set(candidate, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &configs[i]);
+        link(candidate, CUDNN_ATTR_EXECUTION_PLAN_DEVICEPROP, device);
+      link(candidate, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, configs[i]);
       const cudnnStatus_t status = lib_.finalize(candidate);
       if (status == CUDNN_STATUS_SUCCESS) {
         plan_.execution = candidate;
@@ -334,6 +338,10 @@ class GraphBuilder {
     if (status != CUDNN_STATUS_SUCCESS)
       throw CudnnDeclined("setting attribute " + std::to_string(static_cast<int>(name)) + ": " +
                           status_text(lib_, status));
+  }
+  // An attribute whose value is another descriptor.
+  void link(cudnnBackendDescriptor_t descriptor, cudnnBackendAttributeName_t name, cudnnBackendDescriptor_t target) {
+    set(descriptor, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &target);
   }
   void finalize(cudnnBackendDescriptor_t descriptor, const char * what) {
     declined_unless_success(lib_, lib_.finalize(descriptor), what);
@@ -526,14 +534,6 @@ __global__ void write_generator_state_kernel(int64_t * words, int64_t seed, int6
   words[2] = offset;  // each tensor on 16 bytes, as their descriptors say
 }
 
-// splitmix64's finaliser: the generator's seed from the op's seed, first row and head slice, so that layers,
-// micro-batches and head slices draw apart.
-uint64_t mixed(uint64_t value) {
-  value = (value ^ (value >> 30)) * 0xbf58476d1ce4e5b9ull;
-  value = (value ^ (value >> 27)) * 0x94d049bb133111ebull;
-  return value ^ (value >> 31);
-}
-
 Dims strides_of(const TensorView & view) { return {view.stride(0), view.stride(1), view.stride(2), view.stride(3)}; }
 
 bool fits(const TensorView & view, DType dtype) {  // 16-byte rows of a bf16 [B, H, T, dh] view
@@ -701,9 +701,10 @@ void execute(GpuContext & ctx, CudnnAttention & state, const Plan & plan, Bindin
   }
   void * workspace = plan.workspace_bytes > 0 ? carve(cursor, static_cast<size_t>(plan.workspace_bytes)) : nullptr;
   if (params.dropout_p > 0.0f) {  // the same in the forward and its backward: the same masks
-    const uint64_t slice = mixed(params.first_row ^ mixed(static_cast<uint64_t>(params.head_start)));
-    const uint64_t seed = mixed(params.seed ^ slice);
-    write_generator_state_kernel<<<1, 1, 0, stream>>>(words, static_cast<int64_t>(seed), 0);
+    // The generator's seed from the op's seed, first row and head slice: layers, micro-batches and slices draw apart.
+    const uint64_t slice = splitmix64_mix(params.first_row ^ splitmix64_mix(static_cast<uint64_t>(params.head_start)));
+    const uint64_t seed = splitmix64_mix(params.seed ^ slice);
+    write_generator_state_kernel<<<1, 1, 0, stream>>>(words, static_cast<int64_t>(seed >> 1), 0);  // non-negative
     KOSMOS_GPU_LAUNCHED("write_generator_state");
   }
   std::vector<int64_t> uids;
