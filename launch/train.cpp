@@ -418,7 +418,8 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       break;
     }
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const auto end = std::chrono::steady_clock::now();
+  const double seconds = std::chrono::duration<double>(end - start).count();
   const int64_t steps_run = std::max<int64_t>(0, last_step - first_step + 1);
   log << "trained " << steps_run << " steps in " << std::fixed << std::setprecision(1) << seconds << " s ("
       << std::setprecision(0) << tokens / seconds << " tokens/s); loss " << std::setprecision(4) << first_loss
@@ -436,8 +437,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     if (steps_profiled == 0)
       log << "--profile: no step timed (" << steps_run << " run, --profile-after " << options.profile_after << ")\n";
     else
-      print_profile(log, device->profile(), steps_profiled,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - profile_start).count());
+      print_profile(log, device->profile(), steps_profiled, std::chrono::duration<double>(end - profile_start).count());
   }
   return 0;
 }

@@ -20,10 +20,10 @@ struct CudnnGraphCheck {
 };
 
 // Builds the attention graph (forward or backward) for [batch, heads, length, head_dim] operands laid out as the
-// model's (q, k and v column windows of the q | k | v rows, the output and gradients in [B, T, H, dh] rows) through
-// the operation graph, which cuDNN checks descriptor by descriptor as it is made. With `device_json` (cuDNN's JSON of
-// a device's properties), also asks cuDNN's heuristics for engines for that device and has each make its plan, as
-// cuDNN 9.8 and later allow without the device.
+// model's (q, k and v, and their gradients, column windows of the q | k | v rows; the output and its gradient in
+// [B, T, H, dh] rows) through the operation graph, which cuDNN checks descriptor by descriptor as it is made. With
+// `device_json` (cuDNN's JSON of a device's properties), also asks cuDNN's heuristics for engines for that device
+// and has each make its plan, as cuDNN 9.8 and later allow without the device.
 CudnnGraphCheck check_cudnn_attention_graph(int64_t batch, int64_t heads, int64_t length, int64_t head_dim, bool causal,
                                             float dropout_p, bool backward, const std::string & device_json = "");
 

@@ -35,7 +35,9 @@ std::string library_versions() {
 #else
   // cuDNN, which the backend cuda-cudnn opens at run time for its attention (cudnn_attention.cu), as it would.
   std::string cudnn = "cuda-cudnn's attention: no libcudnn.so.9 found (cuda-cudnn runs the mma.sync kernels)";
-  if (void * library = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL)) {
+  void * library = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
+  if (library == nullptr) library = dlopen("libcudnn.so", RTLD_NOW | RTLD_LOCAL);  // as cudnn_attention.cu looks
+  if (library != nullptr) {
     if (const auto version = reinterpret_cast<size_t (*)()>(dlsym(library, "cudnnGetVersion")))
       cudnn = "cuda-cudnn's attention on cuDNN " + std::to_string(version() / 10000) + "." +
               std::to_string(version() / 100 % 100) + "." + std::to_string(version() % 100);
