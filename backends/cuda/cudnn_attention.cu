@@ -55,12 +55,16 @@ struct CudnnDeclined : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string status_text(const CudnnLibrary & lib, cudnnStatus_t status) {
-  std::string text = lib.error_string(status);
+// cuDNN's message about its last failure ("" where it gives none).
+std::string last_message(const CudnnLibrary & lib) {
   char detail[512] = "";
   lib.last_error(detail, sizeof detail);
-  if (detail[0] != '\0') text += std::string(" (") + detail + ")";
-  return text;
+  return detail;
+}
+
+std::string status_text(const CudnnLibrary & lib, cudnnStatus_t status) {
+  const std::string detail = last_message(lib);
+  return lib.error_string(status) + (detail.empty() ? "" : " (" + detail + ")");
 }
 
 void declined_unless_success(const CudnnLibrary & lib, cudnnStatus_t status, const char * what) {
@@ -144,7 +148,8 @@ struct Plan {
   const CudnnLibrary & lib;
   std::vector<cudnnBackendDescriptor_t> descriptors;
   cudnnBackendDescriptor_t execution = nullptr;
-  std::vector<std::pair<Binding, int64_t>> bound;  // binding, tensor uid
+  std::vector<Binding> bound;   // what each tensor given memory or a value at execution is
+  std::vector<int64_t> uids;    // and its uid, in the same order
   int64_t workspace_bytes = 0;
 };
 
@@ -163,7 +168,8 @@ class GraphBuilder {
   // A tensor the plan gives memory to at execution (`binding`), or an intermediate of the graph.
   cudnnBackendDescriptor_t bound(Binding binding, cudnnDataType_t type, const Dims & dims, const Dims & strides) {
     const cudnnBackendDescriptor_t tensor = make_tensor(type, dims, strides, false, false);
-    plan_.bound.emplace_back(binding, next_uid_ - 1);
+    plan_.bound.push_back(binding);
+    plan_.uids.push_back(next_uid_ - 1);
     return tensor;
   }
   cudnnBackendDescriptor_t virtual_tensor(cudnnDataType_t type, const Dims & dims, const Dims & strides) {
@@ -172,7 +178,8 @@ class GraphBuilder {
   // A host f32 scalar passed by value.
   cudnnBackendDescriptor_t scalar(Binding binding) {
     const cudnnBackendDescriptor_t tensor = make_tensor(CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, false, true);
-    plan_.bound.emplace_back(binding, next_uid_ - 1);
+    plan_.bound.push_back(binding);
+    plan_.uids.push_back(next_uid_ - 1);
     return tensor;
   }
 
@@ -322,9 +329,8 @@ class GraphBuilder {
   static constexpr auto kPlanHandle = static_cast<cudnnBackendAttributeName_t>(400);   // EXECUTION_PLAN_HANDLE
 
   std::string last_error() const {
-    char detail[512] = "";
-    lib_.last_error(detail, sizeof detail);
-    return detail[0] != '\0' ? detail : "(cuDNN gives no reason; CUDNN_LOGLEVEL_DBG=2 prints its log)";
+    const std::string detail = last_message(lib_);
+    return detail.empty() ? "(cuDNN gives no reason; CUDNN_LOGLEVEL_DBG=2 prints its log)" : detail;
   }
   cudnnBackendDescriptor_t make(cudnnBackendDescriptorType_t type) {
     cudnnBackendDescriptor_t descriptor = nullptr;
@@ -707,12 +713,8 @@ void execute(GpuContext & ctx, CudnnAttention & state, const Plan & plan, Bindin
     write_generator_state_kernel<<<1, 1, 0, stream>>>(words, static_cast<int64_t>(seed >> 1), 0);  // non-negative
     KOSMOS_GPU_LAUNCHED("write_generator_state");
   }
-  std::vector<int64_t> uids;
-  std::vector<void *> pointers;
-  for (const auto & [binding, uid] : plan.bound) {
-    uids.push_back(uid);
-    pointers.push_back(bindings.pointers[binding]);
-  }
+  std::vector<void *> pointers;  // in the order of plan.uids
+  for (const Binding binding : plan.bound) pointers.push_back(bindings.pointers[binding]);
   const CudnnLibrary & lib = state.lib;
   const auto check = [&](cudnnStatus_t status, const char * call) {
     KOSMOS_CHECK(status == CUDNN_STATUS_SUCCESS, "cuDNN's ", call, " failed for the attention: ",
@@ -723,7 +725,7 @@ void execute(GpuContext & ctx, CudnnAttention & state, const Plan & plan, Bindin
   cudnnBackendDescriptor_t pack = nullptr;
   check(lib.create_descriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack), "cudnnBackendCreateDescriptor");
   cudnnStatus_t status = lib.set_attribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64,
-                                           static_cast<int64_t>(uids.size()), uids.data());
+                                           static_cast<int64_t>(plan.uids.size()), plan.uids.data());
   if (status == CUDNN_STATUS_SUCCESS)
     status = lib.set_attribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR,
                                static_cast<int64_t>(pointers.size()), pointers.data());
