@@ -71,7 +71,8 @@ void declined_unless_success(const CudnnLibrary & lib, cudnnStatus_t status, con
   if (status != CUDNN_STATUS_SUCCESS) throw CudnnDeclined(std::string(what) + ": " + status_text(lib, status));
 }
 
-constexpr size_t kOldestCudnn = 91000;
+// 9.10.2: cudnn-frontend refuses bf16 attention on 9.10.0 and 9.10.1 for known bugs.
+constexpr size_t kOldestCudnn = 91002;
 // Before 9.16 the backward needs a padding mask when the keys are not a multiple of 128 (cudnn-frontend works around
 // a bug so): such layouts are left to the mma.sync kernels there.
 constexpr size_t kWholeKeyTilesBefore = 91600;
@@ -104,8 +105,9 @@ std::string open_library(CudnnLibrary & lib) {
   // than -inf, and before 9.6 it zeroes dq's f32 sums itself.
   const size_t version = lib.get_version();
   if (version < kOldestCudnn)
-    return "cuDNN " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) +
-           " is older than 9.10, for which these graphs are made";
+    return "cuDNN " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." +
+           std::to_string(version % 100) + " is older than 9.10.2, which these graphs need; put a newer cuDNN 9's "
+           "libraries on LD_LIBRARY_PATH";
   return "";
 }
 
@@ -746,6 +748,7 @@ bool cudnn_attention_takes(const GpuContext & ctx, const AttentionForward & op) 
       !fits(op.out, DType::kBF16) || head_dim % 8 != 0 || head_dim > 128 || op.q.dim(2) == 0 || op.k.dim(2) == 0)
     return false;
   if (op.params.causal && op.q.dim(2) != op.k.dim(2)) return false;  // cuDNN's mask starts at the first key
+  if (op.q.dim(2) == 1 && op.k.dim(2) == 1) return false;  // cudnn-frontend refuses a backward of one query and key
   if (op.lse.dtype != DType::kF32 || !op.lse.is_contiguous() || reinterpret_cast<uintptr_t>(op.lse.data) % 16 != 0)
     return false;
   CudnnAttention & state = state_of(ctx);

@@ -235,9 +235,15 @@ void zero_key_gradients(GpuContext & ctx, const AttentionBackward & op, cudaStre
 }
 
 #ifndef KOSMOS_USE_ROCM
-// Whether tensor-core attention runs on the mma.sync kernels (else on the WMMA ones).
+// Whether tensor-core attention runs on the mma.sync kernels (else on the WMMA ones). On cuda-cudnn this is asked
+// only of ops cuDNN did not take: they run as on cuda.
 bool on_mma(const GpuContext & ctx, const TensorView & q) {
-  return ctx.attention_kernels() == AttentionKernels::kMma && mma_attention_takes(q.dim(3));
+  switch (ctx.attention_kernels()) {
+    case AttentionKernels::kMma:
+    case AttentionKernels::kCudnn: return mma_attention_takes(q.dim(3));
+    case AttentionKernels::kWmma: return false;
+  }
+  return false;
 }
 #endif
 

@@ -3,9 +3,11 @@
 // GPU (the CUDA mma.sync kernels); where there is one, the backward reads it (a record of all zeros, every
 // probability dropped, changes its gradients) and gives the same bits as a backward that draws the masks again. The
 // WMMA kernels (emulated-wmma) and the ROCm build keep none.
-// The op cases (cases_attention.cpp) check both backwards against the fp64 reference.
+// The op cases (cases_attention.cpp) check both backwards against the fp64 reference. An op cuda-cudnn leaves to
+// our kernels runs on the mma.sync ones, as on cuda (seen by its record, on the emulated GPU).
 #include <gtest/gtest.h>
 
+#include "backends/cuda/gpu_device.h"
 #include "tests/ops/op_harness.h"
 
 namespace kosmos::testing {
@@ -56,6 +58,26 @@ TEST_P(AttentionKeepOnBackend, TheBackwardReadsTheForwardsRecordAndMatchesDrawin
     EXPECT_NE(recorded[g].v, all_dropped[g].v) << "gradient " << g << ": the backward did not read the record";
   }
 }
+
+#ifdef KOSMOS_USE_GPU_EMULATION
+// The cuda-cudnn variant built for the emulated GPU (which has no cuDNN, so it takes no op) dispatches what cuDNN
+// declines as cuda-cudnn does on a GPU: the mma.sync kernels, which keep a record, not the WMMA ones, which keep none.
+TEST(AttentionKeepOnCudnnVariant, AnOpCudnnDeclinesRunsOnTheMmaKernels) {
+  const BackendEntry entry = emulated::backend_entry(GpuVariant::kCudnnAttention);
+  ASSERT_EQ(entry.name, "emulated-cudnn");
+  std::unique_ptr<Device> device = entry.create(0);
+  std::unique_ptr<Stream> stream = device->create_stream();
+  DeviceRun run(*device, *stream);
+  const std::vector<int64_t> dims{1, 2, 130, 64};  // bf16 q, k, v, out [1, 2, 130, 64]; lse [1, 2, 130] f32
+  const TensorView q = run.output(dims, DType::kBF16), out = run.output(dims, DType::kBF16);
+  AttentionParams params;
+  params.scale = 0.125f;
+  params.causal = true;
+  params.dropout_p = 0.1f;
+  const AttentionForward forward{out, run.output({1, 2, 130}, DType::kF32), q, q, q, params, TensorView{}};
+  EXPECT_GT(device->attention_keep_words(forward), 0) << "the op went to the WMMA kernels";
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(Devices, AttentionKeepOnBackend, ::testing::ValuesIn(testable_backends()),
                          [](const auto & info) { return test_name_of_backend(info.param); });
