@@ -221,9 +221,12 @@ stage peer 420 env OUT="$logs" PYTHONUNBUFFERED=1 LD_LIBRARY_PATH="$image_librar
 # Checkpoints across backends (a point of issue 7's "done when"), before the variants below.
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
-# Every op case on cuda-owngemm (the own GEMM kernel) and cuda-wmma (attention on the WMMA kernels).
+# Every op case on cuda-owngemm (the own GEMM kernel) and cuda-wmma (attention on the WMMA kernels, which keep no
+# dropout record: test_attention_keep.cpp skips there by design).
 for variant in owngemm wmma; do
-  stage "ops_cuda_$variant" 150 checked_gtest "/cuda_${variant}_" "$bundle/bin/kosmos_op_tests" \
+  allowed=""
+  [ "$variant" = wmma ] && allowed="keeps no record"
+  stage "ops_cuda_$variant" 150 checked_gtest_skipping "$allowed" "/cuda_${variant}_" "$bundle/bin/kosmos_op_tests" \
     --gtest_filter="*cuda_$variant*" --gtest_output="xml:$logs/ops_cuda_$variant.xml"
 done
 # Where the paper step's time goes: each op timed by events on the GPU's stream, over the two steps after the

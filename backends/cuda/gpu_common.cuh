@@ -19,6 +19,14 @@
 #define KOSMOS_GPU_NAMESPACE cuda
 #endif
 
+// KOSMOS_BF16_CONVERT_INSTRUCTIONS: bf16 rounding by sm_80's cvt.rn.bf16(x2).f32 (NVIDIA, compute capability 8.0
+// or newer). HIP defines no __CUDA_ARCH__; the emulated ROCm build, whose surface defines it, takes ROCm's path too.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(KOSMOS_USE_ROCM)
+#define KOSMOS_BF16_CONVERT_INSTRUCTIONS 1
+#else
+#define KOSMOS_BF16_CONVERT_INSTRUCTIONS 0
+#endif
+
 #include <cmath>
 #include <cstdint>
 
@@ -70,7 +78,7 @@ __device__ inline float bf16_bits_to_float(uint16_t bits) { return __uint_as_flo
 // a NaN becomes the canonical NaN there, a quiet NaN of the same sign here), where the arithmetic below takes seven:
 // every 16-bit pack a kernel stores went through it eight times.
 __device__ inline uint16_t float_to_bf16_bits(float value) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if KOSMOS_BF16_CONVERT_INSTRUCTIONS
   return __bfloat16_as_ushort(__float2bfloat16_rn(value));
 #else
   uint32_t bits = __float_as_uint(value);

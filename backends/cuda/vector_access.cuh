@@ -24,7 +24,7 @@ __device__ inline void unpack_pair(Bf16Bits, uint32_t word, float & low, float &
   high = __uint_as_float(word & 0xffff0000u);
 }
 __device__ inline uint32_t pack_pair(Bf16Bits, float low, float high) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if KOSMOS_BF16_CONVERT_INSTRUCTIONS
   const __nv_bfloat162 pair = __floats2bfloat162_rn(low, high);  // one cvt.rn.bf16x2.f32 for both
   uint32_t word;
   memcpy(&word, &pair, sizeof word);

@@ -261,6 +261,9 @@ std::vector<OpCase> attention_cases() {
           xpos_case({2, 4, 33, 64}, 0, false, XPosLayout::kQkvWindow),
           xpos_case({2, 5, 17, 32}, 0, true, XPosLayout::kQkvWindow, DType::kBF16),
           xpos_case({1, 36, 5, 64}, 3, true, XPosLayout::kQkvWindow, DType::kBF16),
+          // ... more position rows (2 x 2100) than the GPU's grid has blocks (4096), as at the paper step's 16384:
+          // a block takes several rows, each with its own position's factors.
+          xpos_case({2, 2, 2100, 32}, 0, false, XPosLayout::kQkvWindow, DType::kBF16),
           // ... heads of 3 packs (24 threads a block, 90 heads: 270 packs a row, 11 or 12 a thread).
           xpos_case({1, 90, 3, 24}, 0, false, XPosLayout::kQkvWindow),
           // Strided, but not in position rows: the GPU's general packed kernel.

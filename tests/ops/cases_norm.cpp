@@ -170,6 +170,10 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true, true),
           layernorm_case({33, 8192}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
                          true),
+          // ... over enough rows (65 blocks' partials) that the GPU adds its partials up in two passes, as at the
+          // paper step's 16384 rows, over a partials row of three parts.
+          layernorm_case({2080, 64}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
+                         true),
           // A pre-LN's backward with the residual path's gradient added: in the GPU's packs (the model's widths and
           // dtypes), and through the other kernels then an add (an odd width, one wider than the packs).
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
