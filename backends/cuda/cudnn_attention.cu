@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <vector>
 
@@ -594,6 +595,9 @@ struct CudnnAttention {
   bool warned = false;      // the warning that says so, given
   cudnnHandle_t handle = nullptr;
   std::map<std::vector<int64_t>, std::unique_ptr<Plan>> plans;
+  // The lse of each forward that last ran here with dropout (its backward must run here: only cuDNN draws its masks
+  // again); a forward elsewhere into the same lse takes it off.
+  std::set<const void *> masked_forwards;
 };
 
 void delete_cudnn_attention(CudnnAttention * state) { delete state; }
@@ -765,8 +769,15 @@ bool cudnn_attention_takes(const GpuContext & ctx, const AttentionForward & op) 
   return state.plan(layout, false) != nullptr && state.plan(layout, true) != nullptr;
 }
 
-void cudnn_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
+bool cudnn_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
+  if (ctx.attention_kernels() != AttentionKernels::kCudnn) return false;
   CudnnAttention & state = state_of(ctx);
+  const bool here = cudnn_attention_takes(ctx, op);
+  if (here && op.params.dropout_p > 0.0f)
+    state.masked_forwards.insert(op.lse.data);
+  else
+    state.masked_forwards.erase(op.lse.data);
+  if (!here) return false;
   const Plan * plan = state.plan(layout_of(op), false);
   KOSMOS_CHECK(plan != nullptr, "cudnn_attention_forward: an op cudnn_attention_takes declined");
   Bindings bindings(op.params);
@@ -776,27 +787,33 @@ void cudnn_attention_forward(GpuContext & ctx, const AttentionForward & op, cuda
   bindings.pointers[kOut] = op.out.data;
   bindings.pointers[kLse] = op.lse.data;
   execute(ctx, state, *plan, bindings, op.params, 0, 0, stream);
+  return true;
 }
 
 bool cudnn_attention_backward(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream) {
+  if (ctx.attention_kernels() != AttentionKernels::kCudnn) return false;
+  CudnnAttention & state = state_of(ctx);
+  // Its forward ran here with dropout: so must it (only cuDNN draws those masks again). With dropout and a forward
+  // elsewhere, it must not (those masks are the kernels' own).
+  const bool must = op.params.dropout_p > 0.0f && state.masked_forwards.count(op.lse.data) > 0;
+  if (op.params.dropout_p > 0.0f && !must) return false;
   const AttentionForward forward = forward_of(op);
-  if (!cudnn_attention_takes(ctx, forward)) return false;
-  // Its forward ran here: so must it, with dropout (only cuDNN draws those masks again).
-  const bool must = op.params.dropout_p > 0.0f;
-  GraphLayout layout = layout_of(forward);
+  const bool views_fit = cudnn_attention_takes(ctx, forward);
   const bool gradients_fit = fits(op.dout, DType::kBF16) && fits(op.dq, DType::kBF16) &&
                              fits(op.dk, DType::kBF16) && fits(op.dv, DType::kBF16);
   const Plan * plan = nullptr;
-  if (gradients_fit) {
+  if (views_fit && gradients_fit) {
+    GraphLayout layout = layout_of(forward);
     layout.dout = strides_of(op.dout);
     layout.dq = strides_of(op.dq);
     layout.dk = strides_of(op.dk);
     layout.dv = strides_of(op.dv);
-    plan = state_of(ctx).plan(layout, true);
+    plan = state.plan(layout, true);
   }
   if (plan == nullptr) {
     KOSMOS_CHECK(!must, "--backend cuda-cudnn: the attention forward ran on cuDNN with dropout, but cuDNN cannot run "
-                 "its backward (", gradients_fit ? "it declined the gradients' layout, warned above" :
+                 "its backward (", !views_fit ? "it does not take the q, k, v, out and lse the backward was given" :
+                 gradients_fit ? "it declined the gradients' layout, warned above" :
                  "the gradients are not bf16 [B, H, T, dh] views with 16-byte rows", "), and only cuDNN draws its "
                  "masks again; run with --backend cuda");
     return false;
@@ -811,8 +828,7 @@ bool cudnn_attention_backward(GpuContext & ctx, const AttentionBackward & op, cu
   bindings.pointers[kDq] = op.dq.data;
   bindings.pointers[kDk] = op.dk.data;
   bindings.pointers[kDv] = op.dv.data;
-  execute(ctx, state_of(ctx), *plan, bindings, op.params, op.q.dim(0) * op.q.dim(1) * op.q.dim(2), op.q.dim(3),
-          stream);
+  execute(ctx, state, *plan, bindings, op.params, op.q.dim(0) * op.q.dim(1) * op.q.dim(2), op.q.dim(3), stream);
   return true;
 }
 

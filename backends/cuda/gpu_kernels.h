@@ -144,11 +144,11 @@ void mma_attention_backward(GpuContext & ctx, const AttentionBackward & op, cons
 // cudnn_attention.cu (the backend cuda-cudnn; not in the emulated and ROCm builds): whether cuDNN's fused attention
 // runs `op`: cuDNN 9 found, bf16 q, k, v and out in [B, H, T, dh] views of 16-byte rows, a head size of a multiple of
 // 8 up to 128, causal only with as many queries as keys, an op that lets the masks be cuDNN's and dq's order vary
-// (AttentionParams::deterministic false), and plans made both ways (kept per layout). Then the forward; and the
-// backward, which runs where its forward did (returns false where it did not, and fails where it cannot follow a
-// forward with dropout there: only cuDNN draws those masks again).
+// (AttentionParams::deterministic false), and plans made both ways (kept per layout). Then the forward and the
+// backward, each false where cuDNN does not run it. With dropout the backward runs where its forward did (known by
+// its lse), and fails where its forward ran on cuDNN and it cannot: only cuDNN draws those masks again.
 bool cudnn_attention_takes(const GpuContext & ctx, const AttentionForward & op);
-void cudnn_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream);
+bool cudnn_attention_forward(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream);
 bool cudnn_attention_backward(GpuContext & ctx, const AttentionBackward & op, cudaStream_t stream);
 #endif
 // kernels_attention.cu: the words of the dropout keep record the kernels that would run `op` keep (Device::

@@ -263,7 +263,7 @@ int64_t attention_keep_words(const GpuContext & ctx, const AttentionForward & op
 
 void gpu_op(GpuContext & ctx, const AttentionForward & op, cudaStream_t stream) {
 #ifdef KOSMOS_CUDNN_ATTENTION
-  if (cudnn_attention_takes(ctx, op)) return cudnn_attention_forward(ctx, op, stream);
+  if (cudnn_attention_forward(ctx, op, stream)) return;
 #endif
 #ifndef KOSMOS_USE_ROCM
   if (op.q.dtype != DType::kF32 && on_tensor_cores(op.q))
