@@ -112,6 +112,14 @@ class Device {
   // through the TMA unit, which needs 16 (the ROCm build asks the same, untested there); oneDNN runs such products
   // no faster on padded rows (`kosmos bench ops` times both), so the CPU asks for none.
   virtual size_t matmul_row_alignment() const { return 1; }
+  // GEMM tuning (--gemm-tuning): a product whose shape, strides, dtypes and alignments are new to the device times up
+  // to `candidates` of its GEMM library's algorithms for it, best first by the library's heuristic, on the product's
+  // own operands, and keeps the fastest for the rest of the run (0 or 1: the heuristic's first, untimed; set it
+  // before the first product). The clock decides, so two tuned runs may choose differently and their results differ
+  // in the last bits. Devices with one kernel per product (the CPU's oneDNN, ROCm's own kernels) ignore it.
+  virtual void set_gemm_tuning(int candidates) { static_cast<void>(candidates); }
+  // What the tuning chose so far, in lines for a log; "" where nothing was tuned.
+  virtual std::string gemm_tuning_report() const { return {}; }
   // The i32 words in which this device records the dropout masks of an attention forward for its backward
   // (AttentionForward::keep), or 0 where its backward draws them again (no dropout, or kernels that do not record).
   // The CUDA backend's mma.sync kernels record (kernels_attention_mma.cu); they spend fewer issue slots reading a

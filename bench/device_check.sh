@@ -13,7 +13,7 @@
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
 #   5. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   6. a profiled paper step (the time per op; no op may have left its fast path);
-#   7. the variants: the paper step with --attention-backward atomic, with it on cuda-cudnn (cuDNN's fused attention,
+#   7. the variants: the paper step with --gemm-tuning 8, with --attention-backward atomic, with it on cuda-cudnn (cuDNN's fused attention,
 #      whose op cases run too; no cuDNN warning may appear) and on cuda-wmma; the tiny preset's fp16 run
 #      (dynamic loss scaling) within 1e-2 of the CPU's, and --recompute attention (the attention sub-layers and FFN
 #      tails again) against the run without; `kosmos bench ops` at the kosmos1 shapes on cuda and on cuda-wmma (the
@@ -235,6 +235,10 @@ stage profile_kosmos1 240 "$kosmos" "${paper[@]}" --recompute ffn --steps 3 --wa
 # ... in which no op may have left its fast path (the profile names a product off cuBLASLt "(own GEMM)", a bf16
 # attention widened "(f32 kernels)"; tests/check_gpu_fast_paths.cmake checks the same on the emulated GPU).
 stage fast_paths 10 fast_paths "$logs/profile_kosmos1.log"
+# The same step with GEMM tuning: each new product shape times cuBLASLt's first 8 algorithms and keeps the fastest
+# (the log ends with what it chose and what the timings say it saves), against the heuristic's first choices above.
+stage step_kosmos1_tuned 240 on_card step_kosmos1_tuned "$kosmos" "${paper[@]}" --recompute ffn --gemm-tuning 8 \
+  --steps 4 --warmup 1 --out "$logs/step_kosmos1_tuned.json"
 # The same step with the attention backward in one pass (dq added up by atomics), against the two passes above.
 stage step_kosmos1_atomic 240 on_card step_kosmos1_atomic "$kosmos" "${paper[@]}" --recompute ffn \
   --attention-backward atomic --steps 3 --warmup 1 --out "$logs/step_kosmos1_atomic.json"
@@ -286,7 +290,8 @@ def card_gib(name):  # the most nvidia-smi saw in use during the stage
         return max(float(line) for line in open(os.path.join(logs, name + ".card")) if line.strip()) / 1024
     except (OSError, ValueError):
         return float("nan")
-for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_atomic", "kosmos bf16 rc ffn atomic"),
+for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_tuned", "kosmos bf16 rc ffn tuned"),
+                    ("step_kosmos1_atomic", "kosmos bf16 rc ffn atomic"),
                     ("step_kosmos1_cudnn", "kosmos bf16 rc ffn cudnn"),
                     ("step_kosmos1_wmma", "kosmos bf16 rc ffn wmma"),
                     ("step_kosmos1_none", "kosmos bf16"),

@@ -74,7 +74,8 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
                                  {"dp", dp}, {"pp", train.pp}, {"tp", train.tp},
                                  {"micro_batches", train.micro_batches}, {"schedule", train.schedule},
                                  {"chunks", train.chunks}, {"zero1", train.zero1}, {"precision", train.precision},
-                                 {"recompute", train.recompute}};
+                                 {"recompute", train.recompute},
+                                 {"attention_backward", train.attention_backward}, {"gemm_tuning", train.gemm_tuning}};
   const std::string header = log.str();  // the run's description, up to its first step line
   out << header.substr(0, header.find("\nstep ") + 1) << "bench: " << seconds.size() << " timed steps (after "
       << options.warmup << " warm-up): median " << std::fixed << std::setprecision(4) << median(seconds) << " s/step, "
@@ -82,7 +83,10 @@ int run_bench(std::ostream & out, const BackendRegistry & registry, const BenchO
       << median(tflops_causal) << " TFLOP/s causal (" << median(tflops_full) << " full)";
   if (train.peak_tflops > 0) out << ", MFU " << std::setprecision(1) << 100.0 * median(mfu) << "% causal";
   out << ", device memory peak " << std::setprecision(2) << device_peak_gib << " GiB\n";
-  const size_t profile = header.find("time per op over ");  // --profile's table, after the steps
+  const size_t tuning = header.find("GEMM tuning: ");  // --gemm-tuning's report, then --profile's table
+  const size_t profile = header.find("time per op over ");
+  if (tuning != std::string::npos)
+    out << header.substr(tuning, profile == std::string::npos ? std::string::npos : profile - tuning);
   if (train.profile && profile != std::string::npos) out << header.substr(profile);
   if (!options.out.empty()) {
     std::ofstream file(options.out, std::ios::trunc);

@@ -136,6 +136,15 @@ int main(int argc, char ** argv) {
   const auto attention_backwards = CLI::IsMember({"deterministic", "atomic"});
   train_app->add_option("--attention-backward", train.attention_backward, attention_backward_help)
       ->capture_default_str()->check(attention_backwards);
+  const std::string gemm_tuning_help =
+      "on a GPU with cuBLASLt: a product of a shape (with strides, dtypes and alignments) not seen before times up to "
+      "N of cuBLASLt's algorithms for it, best first by its heuristic, on its own operands (the median of 3 runs "
+      "each), and keeps the fastest for the rest of the run, the heuristic's first unless another is 2% faster. "
+      "0 or 1: the heuristic's first, untimed, the same choice run after run. It costs the first step a few ms a "
+      "shape; the run's end reports what it chose. The clock decides, so two tuned runs may choose differently and "
+      "their results differ in the last bits. The CPU and ROCm backends have one kernel per product and ignore it";
+  train_app->add_option("--gemm-tuning", train.gemm_tuning, gemm_tuning_help)->capture_default_str()
+      ->check(CLI::Range(0, 64));
   const std::string head_chunk_help =
       "rows of logits the head and the loss compute at once (the whole micro-batch's logits never exist); 0: as many "
       "as fit 256 MiB of f32";
@@ -397,6 +406,8 @@ int main(int argc, char ** argv) {
       ->capture_default_str()->check(recomputations);
   bench_app->add_option("--attention-backward", bench.train.attention_backward, attention_backward_help)
       ->capture_default_str()->check(attention_backwards);
+  bench_app->add_option("--gemm-tuning", bench.train.gemm_tuning, gemm_tuning_help)->capture_default_str()
+      ->check(CLI::Range(0, 64));
   bench_app->add_option("--head-chunk-rows", bench.train.head_chunk_rows, head_chunk_help)
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")

@@ -104,6 +104,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
 
   std::unique_ptr<Device> device = options.device >= 0 ? registry.create(options.backend, options.device)
                                                        : registry.create_for_local_rank(options.backend, options.local_rank);
+  device->set_gemm_tuning(options.gemm_tuning);  // before any product: plans made earlier are not tuned again
   // The process grid: data, pipeline and tensor parallelism.
   std::unique_ptr<parallel::Comm> transport = world_for(*device);
   parallel::Watchdog watchdog(parallel::WatchdogOptions{
@@ -432,6 +433,7 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
     std::vector<std::vector<float>> values = trainer.collect_parameters(rt);  // every shard and stage to the leader
     if (leader) io::save_weights(table, std::move(values), options.save_weights);
   }
+  if (leader) log << device->gemm_tuning_report();  // "GEMM tuning: ..." where a product was tuned
   if (options.profile && leader) {
     const int64_t steps_profiled = std::max<int64_t>(0, steps_run - options.profile_after);
     if (steps_profiled == 0)

@@ -103,7 +103,8 @@ fi
   grep -q 'libstand-in' "$out/broken_packed/start.log"; } ||
   { echo "the failed start is not reported:"; cat "$out/broken.log"; failed=1; }
 for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer \
-  resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_atomic step_kosmos1_cudnn cudnn_ran \
+  resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_tuned step_kosmos1_atomic step_kosmos1_cudnn \
+  cudnn_ran \
   cudnn_ran_ops ops_bench_cudnn step_kosmos1_wmma tiny_cuda_fp16 \
   tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma ops_bench_step_rows \
   step_kosmos1_none step_kosmos1_attention step_kosmos1_layer; do
@@ -123,8 +124,8 @@ grep -q '^device_check: 0 tests passed matching /cuda_$' "$out/logs/ops_cuda.log
   { echo "ops_cuda.log does not say that no CUDA case passed"; failed=1; }
 grep -q '^\[       OK \] XPosVector\.' "$out/logs/ops_cuda.log" ||
   { echo "ops_cuda.log shows no test run: the op tests did not start"; failed=1; }
-for row in "kosmos bf16 rc ffn" "kosmos bf16 rc ffn atomic" "kosmos bf16 rc ffn cudnn" "kosmos bf16 rc ffn wmma" \
-  "kosmos bf16" \
+for row in "kosmos bf16 rc ffn" "kosmos bf16 rc ffn tuned" "kosmos bf16 rc ffn atomic" "kosmos bf16 rc ffn cudnn" \
+  "kosmos bf16 rc ffn wmma" "kosmos bf16" \
   "kosmos bf16 rc attn" "kosmos bf16 rc layer" "pytorch eager" "pytorch compile"; do
   grep -qE "^$row +[0-9]" "$out/run.log" || { echo "the table has no row '$row'"; failed=1; }
 done

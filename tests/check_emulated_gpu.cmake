@@ -10,11 +10,15 @@
 #      under --precision bf16 (the paper-size step's flags in device_check.sh); --attention-backward atomic (dq
 #      added up by atomics, in another order) within 1e-3 of the bf16 run at 160 positions;
 #   4. a checkpoint of 3 steps on the CPU resumes on emulated to step 6, and the reverse, within 1e-4 of 6 steps on
-#      the CPU (the HDF5 checkpoint does not depend on the backend).
+#      the CPU (the HDF5 checkpoint does not depend on the backend);
+#   5. --gemm-tuning 3 under --precision bf16 trains bit for bit what the untuned run trains (the emulated library's
+#      algorithms compute alike: the timed runs must leave every product's C as it was, the weight gradients that
+#      add to theirs included), and its output says what the tuning chose.
 # cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DOUT=<prefix> -DMODEL=<tiny_head32.json> -P check_emulated_gpu.cmake
 set(common train --preset tiny --seed 1 --log-every 100 --model-config ${MODEL})
 
-# run(NAME ARGS...): kosmos with the common arguments and ARGS, metrics and weights under OUT_NAME.
+# run(NAME ARGS...): kosmos with the common arguments and ARGS, metrics and weights under OUT_NAME; its output in
+# the caller's NAME_output.
 function(run name)
   execute_process(COMMAND ${KOSMOS} ${common} ${ARGN} --metrics ${OUT}_${name}.jsonl
                           --save-weights ${OUT}_${name}.safetensors
@@ -22,6 +26,7 @@ function(run name)
   if(NOT status EQUAL 0)
     message(FATAL_ERROR "the ${name} run (${ARGN}) exited with ${status}:\n${output}")
   endif()
+  set(${name}_output "${output}" PARENT_SCOPE)
 endfunction()
 
 # agree(A B TOLERANCE [--whole-model]): B's steps and weights against A's.
@@ -52,6 +57,14 @@ run(emulated_recompute --steps 5 --backend emulated --recompute attention)
 agree(emulated emulated_recompute 0)
 run(emulated_bf16_recompute_ffn --steps 5 --backend emulated --precision bf16 --recompute ffn)
 agree(emulated_bf16 emulated_bf16_recompute_ffn 0)
+run(emulated_bf16_tuned --steps 5 --backend emulated --precision bf16 --gemm-tuning 3)
+agree(emulated_bf16 emulated_bf16_tuned 0)
+if(NOT emulated_bf16_tuned_output MATCHES "GEMM tuning: [0-9]+ product plans [^\n]* timed up to 3 of cuBLASLt's")
+  message(FATAL_ERROR "the --gemm-tuning run does not report its tuning:\n${emulated_bf16_tuned_output}")
+endif()
+if(emulated_bf16_output MATCHES "GEMM tuning")
+  message(FATAL_ERROR "the run without --gemm-tuning reports a tuning:\n${emulated_bf16_output}")
+endif()
 # (at 160 positions, three blocks of 64, so that dq's sums meet)
 run(emulated_bf16_160 --steps 5 --backend emulated --precision bf16 --length 160)
 run(emulated_bf16_160_atomic --steps 5 --backend emulated --precision bf16 --length 160 --attention-backward atomic)

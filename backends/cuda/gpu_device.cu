@@ -158,6 +158,12 @@ class GpuDevice final : public Device {
   }
   bool host_accessible() const override { return false; }
   size_t matmul_row_alignment() const override { return 16; }  // cuBLASLt's TMA kernels (see Device)
+  void set_gemm_tuning(int candidates) override {
+    kosmos::KOSMOS_GPU_NAMESPACE::set_gemm_tuning(context_.gemm_plans(), candidates);
+  }
+  std::string gemm_tuning_report() const override {
+    return kosmos::KOSMOS_GPU_NAMESPACE::gemm_tuning_report(context_.gemm_plans());
+  }
   int64_t attention_keep_words(const AttentionForward & op) const override {
     return kosmos::KOSMOS_GPU_NAMESPACE::attention_keep_words(context_, op);
   }

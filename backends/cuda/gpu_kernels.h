@@ -18,6 +18,10 @@ void delete_gemm_plans(GemmPlans * plans);
 using GemmPlansOwner = std::unique_ptr<GemmPlans, void (*)(GemmPlans *)>;
 GemmPlansOwner make_gemm_plans(int ordinal);  // on that device
 const char * gemm_library_name();  // "cuBLASLt", or the own kernels' name
+// GEMM tuning (Device::set_gemm_tuning): how many of the library's algorithms a new plan times, and what the tuning
+// has chosen so far, for a log ("" while nothing was tuned).
+void set_gemm_tuning(GemmPlans & plans, int candidates);
+std::string gemm_tuning_report(const GemmPlans & plans);
 
 // Which GEMM runs a Matmul: the vendor library where it takes the case, else the own tiled kernel; or the own
 // kernel always (the ROCm build without hipBLASLt, and the test that checks that kernel on an NVIDIA card).
@@ -65,6 +69,7 @@ class GpuContext {
   GemmPath gemm_path() const { return gemm_path_; }
   AttentionKernels attention_kernels() const { return attention_kernels_; }
   GemmPlans & gemm_plans() { return *gemm_plans_; }
+  const GemmPlans & gemm_plans() const { return *gemm_plans_; }
   // Work handed to a slower kernel than its fast path: a product cuBLASLt declined (or whose layout rules it out)
   // on the own GEMM kernel, bf16 attention widened to the f32 kernels. --profile times such ops apart.
   int64_t slow_paths() const { return slow_paths_; }

@@ -1,10 +1,14 @@
 // matmul.cu: Matmul on the GPU. The vendor path is cuBLASLt (fp32 compute; f32 operands in full fp32, bf16 and f16
-// operands with fp32 accumulation; the bias as an epilogue), with the algorithm chosen once per shape and alignment. The own
+// operands with fp32 accumulation; the bias as an epilogue), with the algorithm chosen once per shape and alignment (the
+// heuristic's first, or with GEMM tuning the fastest of its first few, timed on the product itself). The own
 // path is a tiled kernel for any strides, batch, transposes, alpha, beta and bias, in the same source for CUDA and
 // HIP: it runs where cuBLASLt declines a case, on ROCm without hipBLASLt, and in the test that checks it on NVIDIA.
 // Row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T, so B goes first to cuBLASLt.
+#include <algorithm>
 #include <cstdio>
+#include <iomanip>
 #include <sstream>
+#include <vector>
 
 #include "backends/cuda/gpu_kernels.h"
 
@@ -136,6 +140,8 @@ struct GemmPlans {};
 void delete_gemm_plans(GemmPlans * plans) { std::default_delete<GemmPlans>()(plans); }
 GemmPlansOwner make_gemm_plans(int) { return GemmPlansOwner(std::make_unique<GemmPlans>().release(), delete_gemm_plans); }
 const char * gemm_library_name() { return "own tiled kernels (no hipBLASLt in this build)"; }
+void set_gemm_tuning(GemmPlans &, int) {}  // one kernel: nothing to choose from
+std::string gemm_tuning_report(const GemmPlans &) { return {}; }
 
 void gpu_op(GpuContext &, const Matmul & op, cudaStream_t stream) {
   const GemmProblem p = problem_of(op);
@@ -173,13 +179,23 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what Hopper's best kern
 
 struct GemmPlans {
   cublasLtHandle_t handle = nullptr;  // its workspace is scratch (kScratchGemmWorkspace), counted with the device's
-  // The heuristic's choice per (shape, strides, dtypes, alignments); `found` false: cuBLASLt declined the case;
-  // `stage_bias`: the bias goes to the epilogue through scratch (with_staged_bias).
+  int tuning_candidates = 1;  // set_gemm_tuning: the heuristic's algorithms a new plan times (1: its first, untimed)
+  // The algorithm per (shape, strides, dtypes, alignments); `found` false: cuBLASLt declined the case;
+  // `stage_bias`: the bias goes to the epilogue through scratch (with_staged_bias); `calls`: the products run on it.
   struct Plan {
     bool found = false, stage_bias = false;
     cublasLtMatmulAlgo_t algo{};
+    int64_t calls = 0;
   };
   std::unordered_map<std::string, Plan> plans;
+  // What tuning timed for a plan: its candidates, the one kept (0: the heuristic's first), and the medians of the
+  // first and of the kept, in ms (negative: cuBLASLt declined that one at the call).
+  struct Tuning {
+    std::string key;
+    int candidates = 0, kept = 0;
+    float first_ms = 0.0f, kept_ms = 0.0f;
+  };
+  std::vector<Tuning> tunings;  // in the order the plans were made
 };
 
 void delete_gemm_plans(GemmPlans * plans) {
@@ -200,6 +216,8 @@ const char * gemm_library_name() {
   return "cuBLASLt";
 #endif
 }
+
+void set_gemm_tuning(GemmPlans & plans, int candidates) { plans.tuning_candidates = std::max(1, candidates); }
 
 namespace {
 
@@ -311,10 +329,11 @@ std::string plan_key(const GemmProblem & p) {
   return key.str();
 }
 
-// The heuristic's algorithm for the product, or none where cuBLASLt declines it (NOT_SUPPORTED, or no result). Any
-// other status means the descriptors are wrong, a bug of ours: the product is declined too (training goes on, on
-// the own kernel, and --profile shows it), with a warning that names the product and the status, once per plan.
-bool find_algorithm(GemmPlans & plans, const GemmProblem & p, cublasLtMatmulAlgo_t & algo) {
+// The heuristic's first `wanted` algorithms for the product, best first by its estimate; none where cuBLASLt
+// declines it (NOT_SUPPORTED, or no result). Any other status means the descriptors are wrong, a bug of ours: the
+// product is declined too (training goes on, on the own kernel, and --profile shows it), with a warning that names
+// the product and the status, once per plan.
+std::vector<cublasLtMatmulAlgo_t> heuristic_algorithms(GemmPlans & plans, const GemmProblem & p, int wanted) {
   LtDescriptors d;
   describe(d, p);
   KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.preference));
@@ -331,17 +350,105 @@ bool find_algorithm(GemmPlans & plans, const GemmProblem & p, cublasLtMatmulAlgo
                                                            &align_c, sizeof align_c));
   KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                            &align_c, sizeof align_c));
-  cublasLtMatmulHeuristicResult_t result{};
+  std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(wanted));
   int returned = 0;
-  const cublasStatus_t status =
-      cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference, 1, &result, &returned);
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference,
+                                                               wanted, results.data(), &returned);
   if (status != CUBLAS_STATUS_SUCCESS && status != CUBLAS_STATUS_NOT_SUPPORTED)
     warn_own_kernel(std::string("cuBLASLt's heuristic answered status ") + std::to_string(static_cast<int>(status)) +
                         " (" + blas_status_name(status) + ")",
                     plan_key(p));
-  if (status != CUBLAS_STATUS_SUCCESS || returned == 0) return false;
-  algo = result.algo;
-  return true;
+  std::vector<cublasLtMatmulAlgo_t> algorithms;
+  if (status != CUBLAS_STATUS_SUCCESS) return algorithms;
+  for (int i = 0; i < returned && i < wanted; ++i)
+    if (results[static_cast<size_t>(i)].state == CUBLAS_STATUS_SUCCESS)
+      algorithms.push_back(results[static_cast<size_t>(i)].algo);
+  return algorithms;
+}
+
+// One cuBLASLt call of the product on `algo`: D = alpha op(A) op(B) + beta C (+ bias), D over C. Returns the call's
+// status (NOT_SUPPORTED: it declined the algorithm, before queueing any work).
+cublasStatus_t launch_product(GpuContext & ctx, GemmPlans & plans, const GemmProblem & q,
+                              const cublasLtMatmulAlgo_t & algo, cudaStream_t stream) {
+  void * workspace = ctx.scratch(kScratchGemmWorkspace, kWorkspaceBytes, stream);
+  LtDescriptors d;
+  describe(d, q);
+  return cublasLtMatmul(plans.handle, d.op, &q.alpha, q.b.data, d.a, q.a.data, d.b, &q.beta, q.c, d.c, q.c, d.c,
+                        &algo, workspace, kWorkspaceBytes, stream);
+}
+
+constexpr int kTimedRuns = 3;  // runs timed per candidate, after one untimed (its first launch loads the kernel)
+// A candidate replaces the heuristic's first choice only if its median is at least 2% less: a closer call is as
+// likely the clock's noise, and keeping the first then keeps a run's choices those of an untuned run.
+constexpr float kTuningMargin = 0.98f;
+// With beta != 0 every timed run adds to C again, so C is kept on the host meanwhile and put back: not for more than
+// this (such a product keeps the heuristic's first choice).
+constexpr size_t kMostKeptBytes = size_t{1} << 30;
+
+// The bytes from C's first element to its last, gaps between rows and batches included: what a run may write.
+size_t c_span_bytes(const GemmProblem & q) {
+  const int64_t elements = (q.batch - 1) * q.c_batch_stride + (q.m - 1) * q.c_row_stride + q.n;
+  return static_cast<size_t>(elements) * dtype_size(q.c_dtype);
+}
+
+// Timing events, destroyed however the scope ends.
+struct TimingEvents {
+  cudaEvent_t marks[kTimedRuns + 1] = {};
+  TimingEvents() {
+    for (cudaEvent_t & mark : marks) KOSMOS_GPU_CHECK(cudaEventCreateWithFlags(&mark, 0));
+  }
+  ~TimingEvents() {
+    for (cudaEvent_t mark : marks)
+      if (mark != nullptr) KOSMOS_GPU_IGNORE(cudaEventDestroy(mark));
+  }
+  TimingEvents(const TimingEvents &) = delete;
+  TimingEvents & operator=(const TimingEvents &) = delete;
+};
+
+// The median of kTimedRuns runs of the product on `algo` (ms), after one untimed; -1 where cuBLASLt declines the
+// algorithm at the call. Waits for the runs.
+float median_ms(GpuContext & ctx, GemmPlans & plans, const GemmProblem & q, const cublasLtMatmulAlgo_t & algo,
+                cudaStream_t stream) {
+  if (launch_product(ctx, plans, q, algo, stream) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+  TimingEvents events;
+  KOSMOS_GPU_CHECK(cudaEventRecord(events.marks[0], stream));
+  for (int run = 1; run <= kTimedRuns; ++run) {
+    if (launch_product(ctx, plans, q, algo, stream) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+    KOSMOS_GPU_CHECK(cudaEventRecord(events.marks[run], stream));
+  }
+  KOSMOS_GPU_CHECK(cudaEventSynchronize(events.marks[kTimedRuns]));
+  float times[kTimedRuns];
+  for (int run = 0; run < kTimedRuns; ++run)
+    KOSMOS_GPU_CHECK(cudaEventElapsedTime(&times[run], events.marks[run], events.marks[run + 1]));
+  std::sort(times, times + kTimedRuns);
+  return times[kTimedRuns / 2];
+}
+
+// GEMM tuning: the fastest of `algorithms` (the heuristic's, best first) on the product itself, by their medians;
+// the first unless another is kTuningMargin faster. C is left as it was (with beta != 0 through a copy on the host),
+// for the caller's run. Records the outcome in plans.tunings under `key`.
+cublasLtMatmulAlgo_t tuned_algorithm(GpuContext & ctx, GemmPlans & plans, const GemmProblem & q,
+                                     const std::vector<cublasLtMatmulAlgo_t> & algorithms, const std::string & key,
+                                     cudaStream_t stream) {
+  std::vector<unsigned char> kept_c;  // C's span, while the timed runs add to it
+  if (q.beta != 0.0f) {
+    if (c_span_bytes(q) > kMostKeptBytes) return algorithms.front();
+    kept_c.resize(c_span_bytes(q));
+    KOSMOS_GPU_CHECK(cudaMemcpyAsync(kept_c.data(), q.c, kept_c.size(), cudaMemcpyDefault, stream));
+  }
+  std::vector<float> medians;
+  for (const cublasLtMatmulAlgo_t & algo : algorithms) medians.push_back(median_ms(ctx, plans, q, algo, stream));
+  if (!kept_c.empty()) {
+    KOSMOS_GPU_CHECK(cudaMemcpyAsync(q.c, kept_c.data(), kept_c.size(), cudaMemcpyDefault, stream));
+    KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));  // before kept_c goes
+  }
+  size_t kept = 0;
+  for (size_t i = 1; i < medians.size(); ++i)
+    if (medians[i] >= 0.0f && (medians[kept] < 0.0f || medians[i] < medians[kept])) kept = i;
+  if (medians[0] >= 0.0f && medians[kept] > kTuningMargin * medians[0]) kept = 0;
+  plans.tunings.push_back(
+      {key, static_cast<int>(algorithms.size()), static_cast<int>(kept), medians[0], medians[kept]});
+  return algorithms[kept];
 }
 
 // Whether the epilogue takes the bias as given: in C's dtype (the bias type cublasLt.h documents for it) and
@@ -373,18 +480,19 @@ void run_planned(GpuContext & ctx, const GemmProblem & p, cudaStream_t stream) {
     GemmPlans::Plan plan;
     if (runs_on_library(p)) {
       plan.stage_bias = p.bias != nullptr && !bias_as_given(p);
-      plan.found = find_algorithm(plans, plan.stage_bias ? with_staged_bias(ctx, p, stream) : p, plan.algo);
+      const GemmProblem q = plan.stage_bias ? with_staged_bias(ctx, p, stream) : p;
+      const std::vector<cublasLtMatmulAlgo_t> algorithms = heuristic_algorithms(plans, q, plans.tuning_candidates);
+      plan.found = !algorithms.empty();
+      if (plan.found)
+        plan.algo = algorithms.size() > 1 ? tuned_algorithm(ctx, plans, q, algorithms, key, stream) : algorithms[0];
     }
     found = plans.plans.emplace(key, plan).first;
   }
   GemmPlans::Plan & plan = found->second;
+  ++plan.calls;
   if (plan.found) {
     const GemmProblem q = plan.stage_bias ? with_staged_bias(ctx, p, stream) : p;
-    void * workspace = ctx.scratch(kScratchGemmWorkspace, kWorkspaceBytes, stream);
-    LtDescriptors d;
-    describe(d, q);
-    const cublasStatus_t status = cublasLtMatmul(plans.handle, d.op, &q.alpha, q.b.data, d.a, q.a.data, d.b, &q.beta,
-                                                 q.c, d.c, q.c, d.c, &plan.algo, workspace, kWorkspaceBytes, stream);
+    const cublasStatus_t status = launch_product(ctx, plans, q, plan.algo, stream);
     if (status == CUBLAS_STATUS_SUCCESS) return;
     if (status != CUBLAS_STATUS_NOT_SUPPORTED)
       KOSMOS_FAIL("cuBLASLt call cublasLtMatmul failed with status ", static_cast<int>(status), " (",
@@ -475,6 +583,45 @@ void run_split(GpuContext & ctx, const GemmProblem & p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+std::string gemm_tuning_report(const GemmPlans & plans) {
+  if (plans.tunings.empty()) return {};
+  int changed = 0, rescued = 0;
+  int64_t calls = 0;
+  double first_ms = 0.0, saved_ms = 0.0;  // over every call so far of the plans whose first choice ran
+  std::ostringstream changes;
+  changes << std::fixed << std::setprecision(3);
+  for (const GemmPlans::Tuning & tuning : plans.tunings) {
+    const int64_t plan_calls = plans.plans.at(tuning.key).calls;
+    if (tuning.kept != 0) {
+      ++changed;
+      changes << "  " << tuning.key << ": algorithm " << tuning.kept + 1 << " of " << tuning.candidates << ", "
+              << tuning.kept_ms << " ms against ";
+      if (tuning.first_ms >= 0.0f)
+        changes << tuning.first_ms << " ms for the first";
+      else
+        changes << "the first, which cuBLASLt declined at the call";
+      changes << " (" << plan_calls << " calls)\n";
+    }
+    if (tuning.first_ms < 0.0f) {
+      rescued += tuning.kept != 0;
+      continue;
+    }
+    calls += plan_calls;
+    first_ms += static_cast<double>(plan_calls) * tuning.first_ms;
+    saved_ms += static_cast<double>(plan_calls) * (tuning.first_ms - tuning.kept_ms);
+  }
+  std::ostringstream report;
+  report << std::fixed << std::setprecision(1) << "GEMM tuning: " << plans.tunings.size() << " product plans "
+         << kPlanKeyFields << " timed up to " << plans.tuning_candidates << " of cuBLASLt's algorithms each (the "
+         << "median of " << kTimedRuns << " runs); " << changed << " kept another than the heuristic's first";
+  if (rescued > 0) report << " (" << rescued << " of them because cuBLASLt declined the first at the call)";
+  report << "; by those medians the " << calls << " products run so far on tuned plans took " << saved_ms
+         << " ms less than the heuristic's first choices would (" << first_ms << " ms)";
+  if (rescued > 0) report << ", not counting those " << rescued;
+  report << "\n" << changes.str();
+  return report.str();
+}
 
 void gpu_op(GpuContext & ctx, const Matmul & op, cudaStream_t stream) {
   const GemmProblem p = problem_of(op);

@@ -13,13 +13,18 @@
 //    less aligned than promised (up to 16 bytes, a vector load's width), or with a smaller workspace;
 //  - cublasLtMatmul reads and writes device memory only (every operand's whole extent inside one buffer of
 //    runtime.cpp) and reads C only where beta != 0; D = alpha op(A) op(B) + beta C (+ bias[row]), f32 accumulation.
+//  - asked for more than one algorithm, the heuristic lists kListedAlgorithms, alike but for the first, which takes
+//    kSlowFirstMs longer a call: cuBLASLt's first choice is its estimate, not always the fastest on the card, and
+//    this gives GEMM tuning (matmul.cu) a faster one to find. Asked for one, it answers that one, without the wait.
 // A refusal names its reason on standard error (as CUBLASLT_LOG_LEVEL=1 would), since a status alone says little.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/emulated/shim/cublasLt.h"
@@ -52,6 +57,9 @@ namespace {
 constexpr uint64_t kAlgoMagic = 0x6b6f736d6f734c74;  // marks an algorithm this heuristic made
 constexpr size_t kClaimedWorkspace = size_t{1} << 20;
 constexpr uint32_t kWidestLoad = 16;  // the alignment beyond which a kernel's pointer needs nothing more
+constexpr int kListedAlgorithms = 3;    // the most one heuristic call lists
+constexpr int kSlowFirstMs = 2;         // the first's extra time a call, where more than one was asked for
+constexpr uint64_t kSlowMark = uint64_t{1} << 32;  // in algo.data[6], above the bias alignment: the slow first
 
 cublasStatus_t refuse(const char * call, const std::string & why) {
   std::fprintf(stderr, "emulated cuBLASLt: %s: %s\n", call, why.c_str());
@@ -276,7 +284,7 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
 }
 
 // algo.data: [0] the magic, [1] the descriptors' fingerprint, [2..5] the alignments of A, B, C and D it assumes,
-// [6] the bias's, [7] the workspace it needs.
+// [6] the bias's (with kSlowMark on the slow first of a list), [7] the workspace it needs.
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
                                               cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                                               cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
@@ -291,20 +299,24 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   const cublasStatus_t status = check_problem(call, desc, a, b, c, d, problem);
   if (status != CUBLAS_STATUS_SUCCESS) return status;
   const auto assumed = [](uint32_t promised) { return std::min(promised, kWidestLoad); };
-  cublasLtMatmulHeuristicResult_t & result = results[0];
-  result = {};
-  result.algo.data[0] = kAlgoMagic;
-  result.algo.data[1] = fingerprint(*desc, *a, *b, *c, *d);
-  result.algo.data[2] = assumed(preference->align_a);
-  result.algo.data[3] = assumed(preference->align_b);
-  result.algo.data[4] = assumed(preference->align_c);
-  result.algo.data[5] = assumed(preference->align_d);
-  result.algo.data[6] = desc->epilogue == CUBLASLT_EPILOGUE_BIAS ? assumed(alignment_of(desc->bias)) : 1;
-  result.workspaceSize = std::min<uint64_t>(preference->max_workspace, kClaimedWorkspace);
-  result.algo.data[7] = result.workspaceSize;
-  result.state = CUBLAS_STATUS_SUCCESS;
-  result.wavesCount = 1.0f;
-  *returned = 1;
+  const int listed = std::min(requested, kListedAlgorithms);
+  for (int i = 0; i < listed; ++i) {
+    cublasLtMatmulHeuristicResult_t & result = results[i];
+    result = {};
+    result.algo.data[0] = kAlgoMagic;
+    result.algo.data[1] = fingerprint(*desc, *a, *b, *c, *d);
+    result.algo.data[2] = assumed(preference->align_a);
+    result.algo.data[3] = assumed(preference->align_b);
+    result.algo.data[4] = assumed(preference->align_c);
+    result.algo.data[5] = assumed(preference->align_d);
+    result.algo.data[6] = (desc->epilogue == CUBLASLT_EPILOGUE_BIAS ? assumed(alignment_of(desc->bias)) : 1) |
+                          (i == 0 && listed > 1 ? kSlowMark : 0);
+    result.workspaceSize = std::min<uint64_t>(preference->max_workspace, kClaimedWorkspace);
+    result.algo.data[7] = result.workspaceSize;
+    result.state = CUBLAS_STATUS_SUCCESS;
+    result.wavesCount = 1.0f;
+  }
+  *returned = listed;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -348,10 +360,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   if (c == d && !(c_layout->type == d_layout->type && c_layout->ld == d_layout->ld &&
                   c_layout->stride == d_layout->stride))
     return refuse(call, "C and D are one buffer but their layouts differ");
+  const uint64_t bias_alignment = algo->data[6] % kSlowMark;
   if (with_bias) {
-    if (alignment_of(desc->bias) < algo->data[6])
+    if (alignment_of(desc->bias) < bias_alignment)
       return refuse(call, "the bias is " + std::to_string(alignment_of(desc->bias)) +
-                              "-byte aligned; the algorithm was chosen for " + std::to_string(algo->data[6]));
+                              "-byte aligned; the algorithm was chosen for " + std::to_string(bias_alignment));
     if (!kosmos_emulation::is_device_range(desc->bias, problem.m * element_bytes(d_layout->type)))
       return refuse(call, "the bias vector of " + std::to_string(problem.m) + " is not inside one device buffer");
   }
@@ -360,6 +373,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     return refuse(call, "the algorithm needs " + std::to_string(algo->data[7]) + " bytes of device workspace; " +
                             std::to_string(workspace_bytes) + " were given");
 
+  if (algo->data[6] >= kSlowMark) std::this_thread::sleep_for(std::chrono::milliseconds(kSlowFirstMs));
   // Per batch: op(A) as rows of k and op(B) as columns of k, widened to f32 once, then each element of D one dot.
   const cudaDataType_t bias_type = d_layout->type;
   std::vector<float> a_rows(problem.m * problem.k), b_columns(problem.n * problem.k);

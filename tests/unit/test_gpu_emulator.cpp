@@ -5,7 +5,8 @@
 // after which the next launch runs; reserved address ranges keep the driver's rules (access only once granted,
 // unmapping whole mappings, freeing addresses only once unmapped) and give their memory back, and a device whose
 // driver refuses one of those calls grows its arenas in separate buffers and says why; a product cuBLASLt declines
-// at the call runs on the own GEMM kernel, and a buffer freed while an error unwinds waits for no queued work.
+// at the call runs on the own GEMM kernel, GEMM tuning keeps the fastest of the library's algorithms and leaves C as
+// it was, and a buffer freed while an error unwinds waits for no queued work.
 // Kernels here are written against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>`
 // launch.
 #include <gtest/gtest.h>
@@ -302,35 +303,56 @@ TEST(GpuEmulator, AReservationRefusedAfterTheTrialIsReportedOnceAndFallsBack) {
   EXPECT_TRUE(device->reserve(kosmos::BufferUse::kActivations).is_reserved());
 }
 
+// A 3 x 5 by 5 x 4 f32 product on a device, checked against its values worked out here.
+class SmallProduct {
+ public:
+  static constexpr int64_t m = 3, k = 5, n = 4;
+  SmallProduct(kosmos::Device & device, kosmos::Stream & stream)
+      : device_(device),
+        stream_(stream),
+        a_(m * k),
+        b_(k * n),
+        ab_(m * n, 0.0f),
+        a_memory_(device.allocate(sizeof(float) * m * k, kosmos::BufferUse::kActivations)),
+        b_memory_(device.allocate(sizeof(float) * k * n, kosmos::BufferUse::kActivations)),
+        c_memory_(device.allocate(sizeof(float) * m * n, kosmos::BufferUse::kActivations)) {
+    for (size_t i = 0; i < a_.size(); ++i) a_[i] = 0.25f * static_cast<float>(i) - 1.0f;
+    for (size_t i = 0; i < b_.size(); ++i) b_[i] = 0.5f - 0.125f * static_cast<float>(i);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c)
+        for (int64_t j = 0; j < k; ++j) ab_[r * n + c] += a_[r * k + j] * b_[j * n + c];
+    device.copy(a_view(), kosmos::make_view(a_.data(), kosmos::DType::kF32, {m, k}), stream);
+    device.copy(b_view(), kosmos::make_view(b_.data(), kosmos::DType::kF32, {k, n}), stream);
+  }
+  // C set to `start` everywhere, then C = A B + beta C: checks every element.
+  void check(float beta, float start) {
+    std::vector<float> c(m * n, start);
+    device_.copy(c_view(), kosmos::make_view(c.data(), kosmos::DType::kF32, {m, n}), stream_);
+    kosmos::Matmul op;
+    op.c = c_view(), op.a = a_view(), op.b = b_view(), op.beta = beta;
+    device_.run(op, stream_);
+    device_.copy(kosmos::make_view(c.data(), kosmos::DType::kF32, {m, n}), c_view(), stream_);
+    for (size_t i = 0; i < c.size(); ++i)
+      EXPECT_NEAR(c[i], ab_[i] + beta * start, 1e-5f) << "element " << i << " of C = A B + " << beta << " C";
+  }
+
+ private:
+  kosmos::TensorView a_view() const { return a_memory_.view(kosmos::DType::kF32, {m, k}); }
+  kosmos::TensorView b_view() const { return b_memory_.view(kosmos::DType::kF32, {k, n}); }
+  kosmos::TensorView c_view() const { return c_memory_.view(kosmos::DType::kF32, {m, n}); }
+  kosmos::Device & device_;
+  kosmos::Stream & stream_;
+  std::vector<float> a_, b_, ab_;
+  kosmos::Buffer a_memory_, b_memory_, c_memory_;
+};
+
 // cuBLASLt may decline, at the call, the algorithm its heuristic chose for the same descriptors: the product then
 // runs on the own GEMM kernel, for that call and for the rest of the run, with one warning; --profile names it.
 TEST(GpuEmulator, AProductCublasLtDeclinesAtTheCallRunsOnTheOwnKernel) {
   const kosmos::BackendRegistry registry;
   std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
   std::unique_ptr<kosmos::Stream> stream = device->create_stream();
-  constexpr int64_t m = 3, k = 5, n = 4;
-  std::vector<float> a(m * k), b(k * n), expected(m * n, 0.0f);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = 0.25f * static_cast<float>(i) - 1.0f;
-  for (size_t i = 0; i < b.size(); ++i) b[i] = 0.5f - 0.125f * static_cast<float>(i);
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t c = 0; c < n; ++c)
-      for (int64_t j = 0; j < k; ++j) expected[r * n + c] += a[r * k + j] * b[j * n + c];
-  const kosmos::Buffer a_memory = device->allocate(sizeof(float) * a.size(), kosmos::BufferUse::kActivations);
-  const kosmos::Buffer b_memory = device->allocate(sizeof(float) * b.size(), kosmos::BufferUse::kActivations);
-  const kosmos::Buffer c_memory = device->allocate(sizeof(float) * m * n, kosmos::BufferUse::kActivations);
-  const kosmos::TensorView a_view = a_memory.view(kosmos::DType::kF32, {m, k});
-  const kosmos::TensorView b_view = b_memory.view(kosmos::DType::kF32, {k, n});
-  const kosmos::TensorView c_view = c_memory.view(kosmos::DType::kF32, {m, n});
-  device->copy(a_view, kosmos::make_view(a.data(), kosmos::DType::kF32, {m, k}), *stream);
-  device->copy(b_view, kosmos::make_view(b.data(), kosmos::DType::kF32, {k, n}), *stream);
-  const auto product = [&] {
-    kosmos::Matmul op;
-    op.c = c_view, op.a = a_view, op.b = b_view;
-    device->run(op, *stream);
-    std::vector<float> c(m * n, 0.0f);
-    device->copy(kosmos::make_view(c.data(), kosmos::DType::kF32, {m, n}), c_view, *stream);
-    for (size_t i = 0; i < c.size(); ++i) EXPECT_NEAR(c[i], expected[i], 1e-5f) << "element " << i;
-  };
+  SmallProduct product(*device, *stream);
   const auto calls = [&](const std::string & name) {  // over every shape (a GPU's names carry it after a tab)
     int64_t total = 0;
     for (const auto & [op, time] : device->profile())
@@ -338,21 +360,51 @@ TEST(GpuEmulator, AProductCublasLtDeclinesAtTheCallRunsOnTheOwnKernel) {
     return total;
   };
   device->set_profiling(true);
-  product();  // on cuBLASLt: its plan found
+  product.check(0.0f, 0.0f);  // on cuBLASLt: its plan found
   std::string said;
   {
     const RefusedCall refused("cublasLtMatmul");
     said = stderr_of([&] {
-      product();
-      product();
+      product.check(0.0f, 0.0f);
+      product.check(0.0f, 0.0f);
     });
   }
-  product();  // the plan stays on the own kernel
+  product.check(0.0f, 0.0f);  // the plan stays on the own kernel
   EXPECT_EQ(calls("matmul"), 1);
   EXPECT_EQ(calls("matmul (own GEMM)"), 3);
   const std::string warning = "cuBLASLt declined (NOT_SUPPORTED) the algorithm its heuristic chose for the product";
   ASSERT_NE(said.find(warning), std::string::npos) << said;
   EXPECT_EQ(said.find(warning, said.find(warning) + 1), std::string::npos) << "said twice: " << said;
+}
+
+// --gemm-tuning: a new product plan times the heuristic's first algorithms on the product and keeps the fastest
+// (the emulated library lists three when asked for more than one, its first 2 ms a call slower), once per plan. The
+// timed runs leave C as it was, also where the product adds to it (beta 1), so every call gives its own result.
+TEST(GpuEmulator, GemmTuningKeepsTheFastestAlgorithmAndLeavesCAsItWas) {
+  const kosmos::BackendRegistry registry;
+  std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
+  std::unique_ptr<kosmos::Stream> stream = device->create_stream();
+  device->set_gemm_tuning(3);
+  SmallProduct product(*device, *stream);
+  EXPECT_EQ(device->gemm_tuning_report(), "");
+  product.check(0.0f, 0.0f);
+  product.check(1.0f, 0.5f);   // another plan: C is read
+  product.check(1.0f, -2.0f);  // the plans as made, not timed again
+  product.check(0.0f, 7.0f);
+  const std::string report = device->gemm_tuning_report();
+  EXPECT_NE(report.find("GEMM tuning: 2 product plans"), std::string::npos) << report;
+  EXPECT_NE(report.find("timed up to 3 of cuBLASLt's algorithms"), std::string::npos) << report;
+  EXPECT_NE(report.find("2 kept another than the heuristic's first"), std::string::npos) << report;
+  EXPECT_NE(report.find("the 4 products run so far"), std::string::npos) << report;
+  const size_t kept_line = report.find(" of 3, ");
+  ASSERT_NE(kept_line, std::string::npos) << report;
+  EXPECT_NE(report.find(" (2 calls)", kept_line), std::string::npos) << report;
+
+  std::unique_ptr<kosmos::Device> untuned = registry.create("emulated", 0);
+  std::unique_ptr<kosmos::Stream> untuned_stream = untuned->create_stream();
+  SmallProduct same(*untuned, *untuned_stream);
+  same.check(1.0f, 0.5f);
+  EXPECT_EQ(untuned->gemm_tuning_report(), "") << "a device not asked to tune timed a product";
 }
 
 // cudaFree waits for all of a device's work. A buffer freed while an error unwinds, when a stream of the device
