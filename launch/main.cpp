@@ -147,7 +147,7 @@ int main(int argc, char ** argv) {
       ->check(CLI::Range(0, 64));
   const std::string head_chunk_help =
       "rows of logits the head and the loss compute at once (the whole micro-batch's logits never exist); 0: as many "
-      "as fit 256 MiB of f32";
+      "as fit 512 MiB of f32, in whole 128s where that many fit (a GPU's GEMM library wants rows in multiples of 16)";
   train_app->add_option("--head-chunk-rows", train.head_chunk_rows, head_chunk_help)
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   train_app->add_option("--non-finite", train.non_finite,

@@ -409,11 +409,15 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   rt.stream.synchronize();
 }
 
+int64_t KosmosModel::default_head_chunk_rows(int64_t vocab_local) {
+  const int64_t fitting = std::max<int64_t>(1, kHeadChunkElements / vocab_local);
+  return fitting >= kHeadChunkRowMultiple ? fitting / kHeadChunkRowMultiple * kHeadChunkRowMultiple : fitting;
+}
+
 double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s,
                                         std::vector<float> * logits_out) const {
   const int64_t rows = s.normed.dim(0), width = s.normed.dim(1), vocab = vocab_local();
-  const int64_t chunk = std::min(rows, head_chunk_rows_ > 0 ? head_chunk_rows_
-                                                           : std::max<int64_t>(1, kHeadChunkElements / vocab));
+  const int64_t chunk = std::min(rows, head_chunk_rows_ > 0 ? head_chunk_rows_ : default_head_chunk_rows(vocab));
   const int64_t chunks = (rows + chunk - 1) / chunk;
   if (backward) s.d_normed = rt.take({rows, width});
   const Arena::Mark temporaries = rt.arena.mark();

@@ -117,9 +117,16 @@ class KosmosModel {
   // Whether the decoder layers' attention backward gives the same bits run after run (AttentionParams::deterministic;
   // true unless set).
   void set_deterministic_attention(bool deterministic) { deterministic_attention_ = deterministic; }
-  // Rows of logits the head and loss compute at once (0: as many as fit kHeadChunkElements, 256 MiB of f32).
+  // Rows of logits the head and loss compute at once (0: default_head_chunk_rows).
   void set_head_chunk_rows(int64_t rows) { head_chunk_rows_ = rows; }
-  static constexpr int64_t kHeadChunkElements = int64_t{1} << 26;
+  // The default: as many rows of `vocab_local` logits as fit kHeadChunkElements (512 MiB of f32), in whole
+  // kHeadChunkRowMultiple where that many fit. Rows of 1024 or more that are no multiple of 16 would have matmul.cu
+  // split each of the head's three products in two (its GEMM library's whole-tile kernels want multiples of 16),
+  // the second a few rows long yet reading the head's weight, or its f32 gradient, whole: kosmos1's 1048 rows a chunk
+  // cost three such products a chunk, sixteen chunks a step.
+  static int64_t default_head_chunk_rows(int64_t vocab_local);
+  static constexpr int64_t kHeadChunkElements = int64_t{1} << 27;
+  static constexpr int64_t kHeadChunkRowMultiple = 128;
   // The elements between rows of the head's logits (or their gradient) in `dtype`: the vocabulary rounded up so that
   // a row is a multiple of `alignment` bytes (Device::matmul_row_alignment; kosmos.cpp's take_logits says why).
   static int64_t head_row_pitch(int64_t vocab, DType dtype, size_t alignment);

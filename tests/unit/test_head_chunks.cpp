@@ -1,7 +1,8 @@
 // test_head_chunks.cpp: the head and loss computed over chunks of rows give the loss and every gradient of the
 // whole batch in one chunk (the default at this size, also while the logits are returned to the host), for several
 // chunks and a last chunk that is short; and on the emulated GPU, whose logits rows are padded to 16 bytes (an odd
-// vocabulary's), the CPU's dense rows' loss, logits and gradients.
+// vocabulary's), the CPU's dense rows' loss, logits and gradients; the default chunk is the most whole 128 rows that
+// fit its budget of f32 logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -96,6 +97,24 @@ TEST(HeadChunks, PaddedLogitsRowsOnTheEmulatedGpuGiveTheCpusResults) {
     ASSERT_EQ(gpu.logits.size(), cpu.logits.size());
     const Difference logits = compare(cpu.logits, gpu.logits);
     EXPECT_LT(logits.worst, 1e-5 * logits.largest);
+  }
+}
+
+// The default chunk: the most rows that fit the budget of f32 logits, in whole 128s where 128 fit (so that on a GPU
+// none of the head's products has a row count its GEMM library would split), else as many as fit, at least one.
+TEST(HeadChunks, DefaultRowsAreTheMostWhole128sThatFitTheBudget) {
+  constexpr int64_t kBudget = KosmosModel::kHeadChunkElements, kMultiple = KosmosModel::kHeadChunkRowMultiple;
+  const int64_t vocabularies[] = {64007, 32003, 131, kBudget / 200, kBudget / 100, kBudget * 2};
+  for (const int64_t vocab : vocabularies) {
+    const int64_t rows = KosmosModel::default_head_chunk_rows(vocab);
+    ASSERT_GE(rows, 1) << "vocabulary " << vocab;
+    if (kBudget / vocab >= kMultiple) {
+      EXPECT_EQ(rows % kMultiple, 0) << "vocabulary " << vocab << ": " << rows << " rows";
+      EXPECT_LE(rows * vocab, kBudget) << "vocabulary " << vocab << ": " << rows << " rows";
+      EXPECT_GT((rows + kMultiple) * vocab, kBudget) << "vocabulary " << vocab << ": " << rows << " rows";
+    } else {
+      EXPECT_EQ(rows, std::max<int64_t>(1, kBudget / vocab)) << "vocabulary " << vocab;
+    }
   }
 }
 
