@@ -142,7 +142,9 @@ int main(int argc, char ** argv) {
       "each), and keeps the fastest for the rest of the run, the heuristic's first unless another is 2% faster. "
       "0 or 1: the heuristic's first, untimed, the same choice run after run. It costs the first step a few ms a "
       "shape; the run's end reports what it chose. The clock decides, so two tuned runs may choose differently and "
-      "their results differ in the last bits. The CPU and ROCm backends have one kernel per product and ignore it";
+      "their results differ in the last bits (so it is refused with --tp > 1, whose ranks must agree). Where C is "
+      "narrower than f32, only algorithms that add split-k parts in f32 (or split nothing) are timed. The CPU and "
+      "ROCm backends have one kernel per product and ignore it";
   train_app->add_option("--gemm-tuning", train.gemm_tuning, gemm_tuning_help)->capture_default_str()
       ->check(CLI::Range(0, 64));
   const std::string head_chunk_help =

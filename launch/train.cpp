@@ -112,6 +112,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       transport->rank(), transport->size()});
   std::unique_ptr<parallel::Comm> world = parallel::watched_comm(std::move(transport), watchdog);
   const parallel::GridShape shape = parallel::grid_for(world->size(), options.dp, options.pp, options.tp);
+  KOSMOS_CHECK(options.gemm_tuning <= 1 || shape.tp == 1, "--gemm-tuning ", options.gemm_tuning, " with --tp ",
+               shape.tp, ": each tensor-parallel rank would time its products on its own clock and could keep other "
+               "algorithms than its peers, and the activations the ranks replicate would then differ in their last "
+               "bits; use --gemm-tuning 0 with --tp > 1");
   const parallel::ScheduleKind schedule = parallel::schedule_from_name(options.schedule);
   const int chunks = parallel::model_chunks(schedule, options.chunks);
   if (shape.pp > 1 && schedule == parallel::ScheduleKind::kInterleaved)

@@ -350,6 +350,13 @@ std::vector<cublasLtMatmulAlgo_t> heuristic_algorithms(GemmPlans & plans, const 
                                                            &align_c, sizeof align_c));
   KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                            &align_c, sizeof align_c));
+  if (wanted > 1 && p.c_dtype != DType::kF32) {
+    // Runners-up may split k and add the parts up in C's dtype (in place, or through the workspace in it): tuning
+    // picks by time alone, so it picks among those that add the parts in f32, or split nothing.
+    const uint32_t in_f32 = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+    KOSMOS_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        d.preference, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &in_f32, sizeof in_f32));
+  }
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(wanted));
   int returned = 0;
   const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(plans.handle, d.op, d.a, d.b, d.c, d.c, d.preference,
@@ -366,15 +373,20 @@ std::vector<cublasLtMatmulAlgo_t> heuristic_algorithms(GemmPlans & plans, const 
   return algorithms;
 }
 
-// One cuBLASLt call of the product on `algo`: D = alpha op(A) op(B) + beta C (+ bias), D over C. Returns the call's
-// status (NOT_SUPPORTED: it declined the algorithm, before queueing any work).
-cublasStatus_t launch_product(GpuContext & ctx, GemmPlans & plans, const GemmProblem & q,
-                              const cublasLtMatmulAlgo_t & algo, cudaStream_t stream) {
-  void * workspace = ctx.scratch(kScratchGemmWorkspace, kWorkspaceBytes, stream);
-  LtDescriptors d;
-  describe(d, q);
+// One cuBLASLt call of the product `q` as `d` describes it, on `algo`: D = alpha op(A) op(B) + beta C (+ bias), D over
+// C, with kWorkspaceBytes of `workspace`. Returns the call's status (NOT_SUPPORTED: it declined the algorithm, before
+// queueing any work).
+cublasStatus_t launch_product(const GemmPlans & plans, const LtDescriptors & d, const GemmProblem & q,
+                              const cublasLtMatmulAlgo_t & algo, void * workspace, cudaStream_t stream) {
   return cublasLtMatmul(plans.handle, d.op, &q.alpha, q.b.data, d.a, q.a.data, d.b, &q.beta, q.c, d.c, q.c, d.c,
                         &algo, workspace, kWorkspaceBytes, stream);
+}
+
+// A cublasLtMatmul status other than success or NOT_SUPPORTED (a decline): a failure, named with the product.
+[[noreturn]] void fail_product(cublasStatus_t status, const std::string & key) {
+  KOSMOS_FAIL("cuBLASLt call cublasLtMatmul failed with status ", static_cast<int>(status), " (",
+              blas_status_name(status), ") for the product ", key, " ", kPlanKeyFields,
+              "; --backend cuda-owngemm runs every product on the own GEMM kernel instead");
 }
 
 constexpr int kTimedRuns = 3;  // runs timed per candidate, after one untimed (its first launch loads the kernel)
@@ -405,15 +417,24 @@ struct TimingEvents {
   TimingEvents & operator=(const TimingEvents &) = delete;
 };
 
-// The median of kTimedRuns runs of the product on `algo` (ms), after one untimed; -1 where cuBLASLt declines the
-// algorithm at the call. Waits for the runs.
-float median_ms(GpuContext & ctx, GemmPlans & plans, const GemmProblem & q, const cublasLtMatmulAlgo_t & algo,
-                cudaStream_t stream) {
-  if (launch_product(ctx, plans, q, algo, stream) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+// The median of kTimedRuns runs of the product `key` on `algo` (ms), after one untimed, queued back to back (the
+// descriptors made once, so that the host keeps ahead of all but the smallest products); -1 where cuBLASLt declines
+// the algorithm at the call. Waits for the runs.
+float median_ms(GpuContext & ctx, const GemmPlans & plans, const GemmProblem & q, const cublasLtMatmulAlgo_t & algo,
+                const std::string & key, cudaStream_t stream) {
+  void * workspace = ctx.scratch(kScratchGemmWorkspace, kWorkspaceBytes, stream);
+  LtDescriptors d;
+  describe(d, q);
+  const auto launched = [&] {  // false: declined
+    const cublasStatus_t status = launch_product(plans, d, q, algo, workspace, stream);
+    if (status != CUBLAS_STATUS_SUCCESS && status != CUBLAS_STATUS_NOT_SUPPORTED) fail_product(status, key);
+    return status == CUBLAS_STATUS_SUCCESS;
+  };
+  if (!launched()) return -1.0f;
   TimingEvents events;
   KOSMOS_GPU_CHECK(cudaEventRecord(events.marks[0], stream));
   for (int run = 1; run <= kTimedRuns; ++run) {
-    if (launch_product(ctx, plans, q, algo, stream) != CUBLAS_STATUS_SUCCESS) return -1.0f;
+    if (!launched()) return -1.0f;
     KOSMOS_GPU_CHECK(cudaEventRecord(events.marks[run], stream));
   }
   KOSMOS_GPU_CHECK(cudaEventSynchronize(events.marks[kTimedRuns]));
@@ -437,7 +458,7 @@ cublasLtMatmulAlgo_t tuned_algorithm(GpuContext & ctx, GemmPlans & plans, const 
     KOSMOS_GPU_CHECK(cudaMemcpyAsync(kept_c.data(), q.c, kept_c.size(), cudaMemcpyDefault, stream));
   }
   std::vector<float> medians;
-  for (const cublasLtMatmulAlgo_t & algo : algorithms) medians.push_back(median_ms(ctx, plans, q, algo, stream));
+  for (const cublasLtMatmulAlgo_t & algo : algorithms) medians.push_back(median_ms(ctx, plans, q, algo, key, stream));
   if (!kept_c.empty()) {
     KOSMOS_GPU_CHECK(cudaMemcpyAsync(q.c, kept_c.data(), kept_c.size(), cudaMemcpyDefault, stream));
     KOSMOS_GPU_CHECK(cudaStreamSynchronize(stream));  // before kept_c goes
@@ -492,12 +513,12 @@ void run_planned(GpuContext & ctx, const GemmProblem & p, cudaStream_t stream) {
   ++plan.calls;
   if (plan.found) {
     const GemmProblem q = plan.stage_bias ? with_staged_bias(ctx, p, stream) : p;
-    const cublasStatus_t status = launch_product(ctx, plans, q, plan.algo, stream);
+    void * workspace = ctx.scratch(kScratchGemmWorkspace, kWorkspaceBytes, stream);
+    LtDescriptors d;
+    describe(d, q);
+    const cublasStatus_t status = launch_product(plans, d, q, plan.algo, workspace, stream);
     if (status == CUBLAS_STATUS_SUCCESS) return;
-    if (status != CUBLAS_STATUS_NOT_SUPPORTED)
-      KOSMOS_FAIL("cuBLASLt call cublasLtMatmul failed with status ", static_cast<int>(status), " (",
-                  blas_status_name(status), ") for the product ", key, " ", kPlanKeyFields,
-                  "; --backend cuda-owngemm runs every product on the own GEMM kernel instead");
+    if (status != CUBLAS_STATUS_NOT_SUPPORTED) fail_product(status, key);
     // The call declined the algorithm the heuristic chose for these very descriptors (a status it returns before
     // queueing work): the plan goes to the own kernel, for this call and the rest of the run, as a declined
     // heuristic does.

@@ -50,6 +50,7 @@ struct EmulatedLtMatrixLayout {
 struct EmulatedLtPreference {
   uint64_t max_workspace = 0;
   uint32_t align_a = 256, align_b = 256, align_c = 256, align_d = 256;
+  uint32_t reduction_mask = CUBLASLT_REDUCTION_SCHEME_MASK;  // kept; no emulated algorithm splits k
 };
 
 namespace {
@@ -271,6 +272,8 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
   switch (attribute) {
     case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES:
       return store(preference->max_workspace, value, bytes, call, "MAX_WORKSPACE_BYTES");
+    case CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK:
+      return store(preference->reduction_mask, value, bytes, call, "REDUCTION_SCHEME_MASK");
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES:
       return store(preference->align_a, value, bytes, call, "MIN_ALIGNMENT_A_BYTES");
     case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES:
