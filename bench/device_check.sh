@@ -13,8 +13,9 @@
 #      (.device/peer/torch_kosmos.py eager, then compile) on the same card;
 #   5. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   6. a profiled paper step (the time per op; no op may have left its fast path);
-#   7. the variants: the paper step with --gemm-tuning 8, with --attention-backward atomic, with it on cuda-cudnn (cuDNN's fused attention,
-#      whose op cases run too; no cuDNN warning may appear) and on cuda-wmma; the tiny preset's fp16 run
+#   7. the variants: the paper step with --gemm-tuning 8, with --attention-backward atomic, with it on cuda-cudnn
+#      (cuDNN's fused attention, whose op cases run too; no cuDNN warning may appear), then the fastest of those
+#      combined (best_step), and on cuda-wmma; the tiny preset's fp16 run
 #      (dynamic loss scaling) within 1e-2 of the CPU's, and --recompute attention (the attention sub-layers and FFN
 #      tails again) against the run without; `kosmos bench ops` at the kosmos1 shapes on cuda and on cuda-wmma (the
 #      f32 and the bf16 tensor-core attention side by side, both bf16 backwards), and for the step's rows on cuda and
@@ -182,7 +183,38 @@ cudnn_ran() {
   [ -f "$1" ] || { echo "no log $1"; return 1; }
   ! grep -E 'warning: (cuDNN declined|--backend cuda-cudnn)' "$1"
 }
-export -f compare cross on_card checked_gtest checked_gtest_skipping fast_paths cudnn_ran
+# best_step ARGS...: `kosmos ARGS` (the paper step, with --backend) with the fastest of the variants timed before it
+# combined: the attention of the fastest of step_kosmos1 (mma.sync, two passes), step_kosmos1_atomic (one pass) and
+# step_kosmos1_cudnn (cuDNN, if its cudnn_ran stage passed), and --gemm-tuning 8 if step_kosmos1_tuned beat
+# step_kosmos1; run on the card (on_card) as step_kosmos1_best, saying what it combined.
+best_step() {
+  local choice backend name tuning extra i
+  choice=$(python3 - "$logs" "$(cat "$logs/done/cudnn_ran" 2> /dev/null)" << 'PY'
+import json, os, sys
+logs, cudnn_ran = sys.argv[1], sys.argv[2] == "exit 0"
+def seconds(name):
+    try:
+        return json.load(open(os.path.join(logs, name + ".json")))["step_seconds_median"]
+    except (OSError, ValueError, KeyError):
+        return float("inf")
+attention = [("step_kosmos1", "cuda", ""), ("step_kosmos1_atomic", "cuda", "--attention-backward atomic")]
+if cudnn_ran:
+    attention.append(("step_kosmos1_cudnn", "cuda-cudnn", "--attention-backward atomic"))
+name, backend, flags = min(attention, key=lambda variant: seconds(variant[0]))
+print(backend, name, "tuned" if seconds("step_kosmos1_tuned") < seconds("step_kosmos1") else "untuned", flags)
+PY
+  ) || return 1
+  read -r backend name tuning extra <<< "$choice"
+  local args=("$@")
+  for i in "${!args[@]}"; do
+    [ "${args[$i]}" = --backend ] && args[$((i + 1))]=$backend
+  done
+  [ "$tuning" = tuned ] && args+=(--gemm-tuning 8)
+  echo "device_check: the fastest attention was ${name}'s (--backend $backend $extra), GEMM $tuning"
+  # shellcheck disable=SC2086  # extra: the variant's flags, split into words
+  on_card step_kosmos1_best "$kosmos" "${args[@]}" $extra
+}
+export -f compare cross on_card checked_gtest checked_gtest_skipping fast_paths cudnn_ran best_step
 export kosmos logs
 
 # A bundle that does not start here (a library missing from it or from the image) fails every stage: say why, once.
@@ -254,6 +286,9 @@ stage cudnn_ran 10 cudnn_ran "$logs/step_kosmos1_cudnn.log"
 stage ops_cuda_cudnn 150 checked_gtest_skipping "cuDNN draws its own dropout masks" "/cuda_cudnn_ CudnnDropout" \
   "$bundle/bin/kosmos_op_tests" --gtest_filter='*cuda_cudnn*' --gtest_output="xml:$logs/ops_cuda_cudnn.xml"
 stage cudnn_ran_ops 10 cudnn_ran "$logs/ops_cuda_cudnn.log"
+# The fastest of the variants above combined (best_step says which), the step to quote.
+stage step_kosmos1_best 240 best_step "${paper[@]}" --recompute ffn --steps 4 --warmup 1 \
+  --out "$logs/step_kosmos1_best.json"
 # The same step with the WMMA attention kernels, against the mma.sync ones above.
 paper_wmma=("${paper[@]}")
 paper_wmma[4]=cuda-wmma  # --backend's value
@@ -290,7 +325,8 @@ def card_gib(name):  # the most nvidia-smi saw in use during the stage
         return max(float(line) for line in open(os.path.join(logs, name + ".card")) if line.strip()) / 1024
     except (OSError, ValueError):
         return float("nan")
-for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_tuned", "kosmos bf16 rc ffn tuned"),
+for name, label in (("step_kosmos1", "kosmos bf16 rc ffn"), ("step_kosmos1_best", "kosmos bf16 rc ffn best"),
+                    ("step_kosmos1_tuned", "kosmos bf16 rc ffn tuned"),
                     ("step_kosmos1_atomic", "kosmos bf16 rc ffn atomic"),
                     ("step_kosmos1_cudnn", "kosmos bf16 rc ffn cudnn"),
                     ("step_kosmos1_wmma", "kosmos bf16 rc ffn wmma"),

@@ -8,7 +8,7 @@
 # comparisons, the resumes across backends, the profile and its fast paths, the steps and the op benchmarks); the op
 # tests and the NCCL tests fail, since no CUDA case ran (gtest alone would pass them: its filter matched nothing, or
 # the tests skipped); the table has the card's name and a row for each of our steps and each of the peer's modes,
-# and says that it left out the cut line.
+# and says that it left out the cut line; the combined step says which variants it combined.
 # Usage: check_device_check.sh KOSMOS OP_TESTS MPI_TESTS COMPARE_RUNS OUT_DIR (the build's binaries)
 set -euo pipefail
 kosmos=$(realpath "$1") op_tests=$(realpath "$2") mpi_tests=$(realpath "$3") compare_runs=$(realpath "$4") out=$5
@@ -104,7 +104,7 @@ fi
   { echo "the failed start is not reported:"; cat "$out/broken.log"; failed=1; }
 for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer \
   resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_tuned step_kosmos1_atomic step_kosmos1_cudnn \
-  cudnn_ran \
+  cudnn_ran step_kosmos1_best \
   cudnn_ran_ops ops_bench_cudnn step_kosmos1_wmma tiny_cuda_fp16 \
   tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma ops_bench_step_rows \
   step_kosmos1_none step_kosmos1_attention step_kosmos1_layer; do
@@ -124,11 +124,14 @@ grep -q '^device_check: 0 tests passed matching /cuda_$' "$out/logs/ops_cuda.log
   { echo "ops_cuda.log does not say that no CUDA case passed"; failed=1; }
 grep -q '^\[       OK \] XPosVector\.' "$out/logs/ops_cuda.log" ||
   { echo "ops_cuda.log shows no test run: the op tests did not start"; failed=1; }
-for row in "kosmos bf16 rc ffn" "kosmos bf16 rc ffn tuned" "kosmos bf16 rc ffn atomic" "kosmos bf16 rc ffn cudnn" \
+for row in "kosmos bf16 rc ffn" "kosmos bf16 rc ffn best" "kosmos bf16 rc ffn tuned" "kosmos bf16 rc ffn atomic" \
+  "kosmos bf16 rc ffn cudnn" \
   "kosmos bf16 rc ffn wmma" "kosmos bf16" \
   "kosmos bf16 rc attn" "kosmos bf16 rc layer" "pytorch eager" "pytorch compile"; do
   grep -qE "^$row +[0-9]" "$out/run.log" || { echo "the table has no row '$row'"; failed=1; }
 done
+grep -qE '^device_check: the fastest attention was step_kosmos1(_atomic|_cudnn)?.s \(--backend ' \
+  "$out/logs/step_kosmos1_best.log" || { echo "step_kosmos1_best does not say what it combined"; failed=1; }
 grep -q '^no row for a line of .*anchor.jsonl' "$out/run.log" ||
   { echo "the cut-off line of the peer's results is not reported"; failed=1; }
 grep -q '^== table (card: stand-in card)' "$out/run.log" || { echo "the table does not name the card"; failed=1; }
