@@ -12,7 +12,7 @@
 //    it claims (1 MiB, as a split-K kernel would): cublasLtMatmul refuses it with other descriptors, with pointers
 //    less aligned than promised (up to 16 bytes, a vector load's width), or with a smaller workspace;
 //  - cublasLtMatmul reads and writes device memory only (every operand's whole extent inside one buffer of
-//    runtime.cpp) and reads C only where beta != 0; D = alpha op(A) op(B) + beta C (+ bias[row]), f32 accumulation.
+//    runtime.cpp) and reads C only where beta != 0; D = alpha op(A) op(B) + beta C (+ bias[row]), f32 accumulation;
 //  - asked for more than one algorithm, the heuristic lists kListedAlgorithms, alike but for the first, which takes
 //    kSlowFirstMs longer a call: cuBLASLt's first choice is its estimate, not always the fastest on the card, and
 //    this gives GEMM tuning (matmul.cu) a faster one to find. Asked for one, it answers that one, without the wait.
