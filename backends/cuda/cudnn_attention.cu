@@ -29,6 +29,7 @@
 
 #include "backends/cuda/cudnn_attention.h"
 #include "backends/cuda/gpu_kernels.h"
+#include "backends/cuda/gpu_probe.h"
 #include "backends/splitmix.h"
 
 namespace kosmos::cuda {
@@ -106,9 +107,8 @@ std::string open_library(CudnnLibrary & lib) {
   // than -inf, and before 9.6 it zeroes dq's f32 sums itself.
   const size_t version = lib.get_version();
   if (version < kOldestCudnn)
-    return "cuDNN " + std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." +
-           std::to_string(version % 100) + " is older than 9.10.2, which these graphs need; put a newer cuDNN 9's "
-           "libraries on LD_LIBRARY_PATH";
+    return "cuDNN " + dotted_version(version) + " is older than 9.10.2, which these graphs need; put a newer cuDNN "
+           "9's libraries on LD_LIBRARY_PATH";
   return "";
 }
 

@@ -33,24 +33,19 @@ std::string library_versions() {
   return "GEMMs on the own tiled kernels (no hipBLASLt or rocBLAS in this build), collectives over MPI through host "
          "memory (no RCCL)";
 #else
-  // cuBLASLt, NCCL and cuDNN number their versions alike: major * 10000 + minor * 100 + patch.
-  const auto dotted = [](size_t version) {
-    return std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." +
-           std::to_string(version % 100);
-  };
   // cuDNN, which the backend cuda-cudnn opens at run time for its attention (cudnn_attention.cu), as it would.
   std::string cudnn = "cuda-cudnn's attention: no libcudnn.so.9 found (cuda-cudnn runs the mma.sync kernels)";
   void * library = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
   if (library == nullptr) library = dlopen("libcudnn.so", RTLD_NOW | RTLD_LOCAL);  // as cudnn_attention.cu looks
   if (library != nullptr) {
     if (const auto version = reinterpret_cast<size_t (*)()>(dlsym(library, "cudnnGetVersion")))
-      cudnn = "cuda-cudnn's attention on cuDNN " + dotted(version());
+      cudnn = "cuda-cudnn's attention on cuDNN " + dotted_version(version());
     dlclose(library);
   }
   int nccl = 0;
   ncclGetVersion(&nccl);
-  return "GEMMs on cuBLASLt " + dotted(cublasLtGetVersion()) + " (the own tiled kernels where it declines), NCCL " +
-         dotted(static_cast<size_t>(nccl)) +
+  return "GEMMs on cuBLASLt " + dotted_version(cublasLtGetVersion()) +
+         " (the own tiled kernels where it declines), NCCL " + dotted_version(static_cast<size_t>(nccl)) +
          " (the collectives of GPU buffers; point-to-point transfers over MPI through host memory), " + cudnn;
 #endif
 }

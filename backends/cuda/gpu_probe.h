@@ -2,6 +2,7 @@
 // The same source (gpu_probe.cu) is compiled by nvcc as kosmos::cuda::probe() and by hipcc as kosmos::rocm::probe().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,6 +23,12 @@ struct GpuProbe {
   std::string error;            // why no device is visible, when none is
   std::vector<GpuDeviceInfo> devices;
 };
+
+// A version numbered major * 10000 + minor * 100 + patch (cuBLASLt's, NCCL's, cuDNN's) as "major.minor.patch".
+inline std::string dotted_version(size_t version) {
+  return std::to_string(version / 10000) + "." + std::to_string(version / 100 % 100) + "." +
+         std::to_string(version % 100);
+}
 
 namespace cuda {
 GpuProbe probe();
