@@ -56,6 +56,7 @@ struct BlockRun {
   std::vector<unsigned char> shared;
   unsigned char * shared_begin = nullptr;
   size_t shared_bytes = 0;
+  bool copies_land_at_issue = false;  // cp.async's copies: at once (odd blocks) or at the thread's wait (even ones)
   jmp_buf scheduler{};
   Fiber * current = nullptr;
   bool moved = false;  // whether any thread arrived, left a barrier or returned in this pass
@@ -213,7 +214,12 @@ void fault(const std::string & message) {
   _longjmp(r.scheduler, 1);
 }
 
-void defer_copy_16(void * target, const void * source) { run().current->copies.push_back({target, source}); }
+void start_copy_16(void * target, const void * source) {
+  if (run().copies_land_at_issue)
+    std::memcpy(target, source, 16);
+  else
+    run().current->copies.push_back({target, source});
+}
 void complete_copies() {
   for (const PendingCopy & copy : run().current->copies) std::memcpy(copy.target, copy.source, 16);
   run().current->copies.clear();
@@ -269,6 +275,10 @@ std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, int
         // other in odd ones: two threads that share memory without a barrier between them run in both orders
         // somewhere in a grid of two blocks or more, so a missing barrier shows as a wrong result.
         bool descending = (bx + by + bz) % 2 == 1;
+        // cp.async's copies land at the earliest (at issue) in odd blocks and at the latest (at the wait) in even
+        // ones: a read of a target before its wait shows in the even blocks, and a copy issued into shared memory
+        // that other threads still read (a missing barrier before refilling a buffer) shows in the odd ones.
+        r.copies_land_at_issue = (bx + by + bz) % 2 == 1;
         while (r.live > 0 && r.fault.empty()) {
           r.moved = false;
           for (size_t i = 0; i < threads; ++i) {

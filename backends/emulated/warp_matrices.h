@@ -71,12 +71,12 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void * row, bool transposed) {
   finish_exchange();
 }
 
-// cp.async.cg.shared.global 16 bytes: done when the thread waits (wait_group 0), not before.
+// cp.async.cg.shared.global 16 bytes: landing at the latest the thread's wait (wait_group 0); block_runner.h says when.
 inline void copy_async_16(void * shared_target, const void * global_source) {
   if (reinterpret_cast<uintptr_t>(shared_target) % 16 != 0 || reinterpret_cast<uintptr_t>(global_source) % 16 != 0)
     fault("cp.async of 16 bytes: source and target must be 16-byte aligned");
   if (!in_dynamic_shared(shared_target, 16)) fault("cp.async: the target is not in shared memory");
-  defer_copy_16(shared_target, global_source);
+  start_copy_16(shared_target, global_source);
 }
 inline void commit_async_copies() {}
 inline void wait_async_copies() { complete_copies(); }

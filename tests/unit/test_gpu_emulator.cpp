@@ -1,6 +1,7 @@
 // test_gpu_emulator.cpp: the emulated GPU (backends/emulated) runs kernels as the hardware would and faults where the
 // hardware's rules are broken: shuffles exchange lanes, __syncthreads orders shared memory (and its absence shows),
-// mma.sync and ldmatrix follow the PTX ISA's fragment layouts (against a plain product), and a misaligned ldmatrix,
+// cp.async's copies land at the latest or at once (so that a race on their targets shows), mma.sync and ldmatrix
+// follow the PTX ISA's fragment layouts (against a plain product), and a misaligned ldmatrix,
 // a lane leaving its warp mid-collective, a deadlock and a read past a buffer's end fail the launch with a message,
 // after which the next launch runs; reserved address ranges keep the driver's rules (access only once granted,
 // unmapping whole mappings, freeing addresses only once unmapped) and give their memory back, and a device whose
@@ -116,6 +117,28 @@ void crossed_barriers_kernel(int * out) {
   out[threadIdx.x] = 1;
 }
 
+// A buffer refilled by cp.async: each thread's 16-byte slot holds its index, then each thread reads its neighbour's
+// slot and refills its own with `fresh` (fresh[4 t] = 1000 + t), waiting for the refill after a barrier (as a
+// pipeline does, computing on the other buffer meanwhile); with `read_first` it reads and waits at a barrier before
+// the refill, as a double buffer must, else it starts the refill first. out[block * threads + t] is what thread t
+// read in that block: t + 1 (mod threads) when the read came before the neighbour's refill.
+void refill_kernel(float * out, const float * fresh, bool read_first) {
+  auto * const slots = reinterpret_cast<float *>(kosmos_emulation::dynamic_shared());
+  const int thread = static_cast<int>(threadIdx.x), threads = static_cast<int>(blockDim.x);
+  for (int i = 0; i < 4; ++i) slots[4 * thread + i] = static_cast<float>(thread);
+  __syncthreads();
+  float seen = -1.0f;
+  if (read_first) {
+    seen = slots[4 * ((thread + 1) % threads)];
+    __syncthreads();
+  }
+  kosmos_emulation::copy_async_16(slots + 4 * thread, fresh + 4 * thread);
+  if (!read_first) seen = slots[4 * ((thread + 1) % threads)];
+  __syncthreads();
+  kosmos_emulation::wait_async_copies();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = seen;
+}
+
 TEST(GpuEmulator, ShufflesExchangeLanes) {
   std::vector<int> out(64, -1);
   ASSERT_EQ(launch(shuffle_kernel, 1, 64, 0, out.data(), 5), "");
@@ -129,6 +152,29 @@ TEST(GpuEmulator, SyncthreadsOrdersSharedMemoryAndItsAbsenceShows) {
   // Without the barrier thread 0 reads its partner's slot before the partner wrote it: poison (NaN), not 127.
   ASSERT_EQ(launch(reverse_kernel, 1, 128, 128 * sizeof(float), out.data(), false), "");
   EXPECT_TRUE(std::isnan(out[0])) << out[0];
+}
+
+// cp.async's copies land at the thread's wait in even blocks and at once in odd ones: a refill started before the
+// other threads' reads goes unseen in block 0 (every read finds the old bytes) and shows in block 1 (some thread
+// finds its neighbour's new value).
+TEST(GpuEmulator, CpAsyncLandsAtTheWaitOrAtOnceSoRacesOnItsTargetShow) {
+  constexpr int kThreads = 64;
+  std::vector<float> fresh(4 * kThreads), out(2 * kThreads, -1.0f);
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < 4; ++i) fresh[4 * t + i] = static_cast<float>(1000 + t);
+  ASSERT_EQ(launch(refill_kernel, 2, kThreads, 4 * kThreads * sizeof(float), out.data(), fresh.data(), true), "");
+  for (int i = 0; i < 2 * kThreads; ++i) EXPECT_EQ(out[i], (i % kThreads + 1) % kThreads) << i;
+  ASSERT_EQ(launch(refill_kernel, 2, kThreads, 4 * kThreads * sizeof(float), out.data(), fresh.data(), false), "");
+  int refilled_too_soon = 0;
+  for (int i = 0; i < 2 * kThreads; ++i) {
+    const float neighbour = static_cast<float>((i % kThreads + 1) % kThreads);
+    if (i < kThreads)
+      EXPECT_EQ(out[i], neighbour) << i;
+    else
+      EXPECT_TRUE(out[i] == neighbour || out[i] == 1000.0f + neighbour) << i << ": " << out[i];
+    refilled_too_soon += out[i] == 1000.0f + neighbour;
+  }
+  EXPECT_GT(refilled_too_soon, 0) << "in block 1, a refill started before the other threads' reads went unseen";
 }
 
 TEST(GpuEmulator, MmaFollowsThePtxFragmentLayout) {
