@@ -52,7 +52,10 @@ const char * activation_name(Activation kind);
 // `residual_gradient` to din in the same pass: the gradient of a residual path that joins the LayerNorm's input (a
 // pre-LN block's x + sublayer(LN(x))), din then f32 like it and apart from every operand. With `din_column_sums` it
 // also adds up din's columns as din holds them (rounded to its dtype): the bias gradient of the linear layer whose
-// output `in` is (fc1 before the FFN's sub-LN), without another pass over din.
+// output `in` is (fc1 before the FFN's sub-LN), without another pass over din. With `out` (and the forward's `bias`)
+// it writes the forward's output again, the same values LayerNormForward wrote from these operands and statistics:
+// a model that did not keep the output (the input of the product after it, fc2's) has it back for that product's
+// weight gradient from the pass that reads the input anyway, instead of running the forward again.
 struct LayerNormForward {
   TensorView out;     // [.., C] f32|bf16
   TensorView mean;    // [rows] f32, saved for backward
@@ -76,6 +79,8 @@ struct LayerNormBackward {
   std::optional<Activation> activation = std::nullopt;
   TensorView residual_gradient = TensorView{};  // [.., C] f32 or absent, added to din
   TensorView din_column_sums = TensorView{};    // [C] f32 or absent, accumulated: the sums of din's columns
+  TensorView out = TensorView{};   // [.., C] f32|bf16 or absent, overwritten: the forward's output made again
+  TensorView bias = TensorView{};  // [C] f32, the forward's bias, where out is given (else absent)
 };
 
 // Computed in f32 on f32 or bf16 tensors (all of one op's tensors in one dtype).

@@ -203,6 +203,22 @@ void validate_op(const LayerNormBackward & op) {
                    describe(op.din_column_sums), " overlaps ", name, " ", describe(view), "; expected a [",
                    op.in.dim(-1), "] f32 vector apart from every operand");
   }
+  KOSMOS_CHECK(op.out.present() == op.bias.present(), "layernorm_backward: out ", describe(op.out), " and bias ",
+               describe(op.bias), "; expected both (the forward's output made again needs its bias) or neither");
+  if (op.out.present()) {
+    check.dtype("bias", op.bias, {DType::kF32});
+    check.dims("bias", op.bias, {op.in.dim(-1)}, "one value per feature of in " + describe(op.in));
+    check.dense("bias", op.bias);
+    check.dtype("out", op.out, {DType::kF32, DType::kBF16});
+    check.same_shape("out", op.out, "in", op.in);
+    check.dense("out", op.out);
+    for (const auto & [name, view] :
+         {std::pair<const char *, TensorView>{"din", op.din}, {"dout", op.dout}, {"in", op.in}, {"weight", op.weight},
+          {"bias", op.bias}, {"dweight", op.dweight}, {"dbias", op.dbias}, {"mean", op.mean}, {"rstd", op.rstd},
+          {"residual_gradient", op.residual_gradient}, {"din_column_sums", op.din_column_sums}})
+      KOSMOS_CHECK(!views_overlap(op.out, view), "layernorm_backward: out ", describe(op.out), " overlaps ", name, " ",
+                   describe(view), "; expected the forward's output made again apart from every operand");
+  }
   if (!op.residual_gradient.present()) return;
   check.dtype("residual_gradient", op.residual_gradient, {DType::kF32});
   check.same_shape("residual_gradient", op.residual_gradient, "in", op.in);

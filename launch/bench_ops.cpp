@@ -291,7 +291,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     timings.push_back({"bias backward bf16", dims({tokens, ffn}), 0.0, bytes, [&bench, dbias, h] {
                          bench.op(BiasBackward{dbias, h});
                        }});
-    // The FFN's sub-LN over its GELU in one pass, as the layers run it at bf16 (twice a step with --recompute ffn).
+    // The FFN's sub-LN over its GELU in one pass, as the layers run it at bf16.
     const TensorView w = bench.tensor(DType::kF32, {ffn}, 1.0f), b = bench.tensor(DType::kF32, {ffn});
     const TensorView dw = bench.tensor(DType::kF32, {ffn}), db = bench.tensor(DType::kF32, {ffn});
     const TensorView mean = bench.tensor(DType::kF32, {tokens}), rstd = bench.tensor(DType::kF32, {tokens}, 1.0f);
@@ -308,6 +308,14 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                        [&bench, dh_, dw, db, g, h, w, mean, rstd, dbias] {
                          bench.op(LayerNormBackward{dh_, dw, db, g, h, w, mean, rstd, 1e-5f, Activation::kGelu,
                                                     TensorView{}, dbias});
+                       }});
+    // ... and making the sub-LN's output again as the layers do with --recompute ffn (fc2's input, which they do not
+    // keep), instead of running "layernorm forward gelu bf16" once more.
+    const TensorView remade = bench.tensor(DType::kBF16, {tokens, ffn});
+    timings.push_back({"layernorm backward gelu bf16 + din sums + out", dims({tokens, ffn}), 0.0, 4.0 * bytes,
+                       [&bench, dh_, dw, db, g, h, w, mean, rstd, dbias, remade, b] {
+                         bench.op(LayerNormBackward{dh_, dw, db, g, h, w, mean, rstd, 1e-5f, Activation::kGelu,
+                                                    TensorView{}, dbias, remade, b});
                        }});
   }
   {

@@ -72,28 +72,48 @@ void Linear::forward(Runtime & rt, TensorView y, TensorView x) const {
 }
 
 void Linear::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, bool accumulate_dx) const {
-  const TensorView dw = trainable ? dweight : TensorView{}, db = trainable && bias.present() ? dbias : TensorView{};
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView dy_operand = matmul_operand(rt, dy, weight.dtype);
-  const TensorView x_operand = dw.present() ? matmul_operand(rt, x, weight.dtype) : x;
-  if (rt.deferred_weight_gradients == nullptr || !trainable) {
-    matmul_backward(rt.device, MatmulBackward{dx, dw, db, dy_operand, x_operand, weight, false, true, 1.0f, accumulate_dx},
-                    rt.stream);
-    rt.arena.rewind(temporaries);
-    return;
-  }
-  // Input gradient now; the weight and bias gradients when the W pass asks for them (which keeps the cast operands
-  // until the arena is reset).
-  matmul_backward(rt.device,
-                  MatmulBackward{dx, TensorView{}, TensorView{}, dy_operand, x_operand, weight, false, true, 1.0f,
-                                 accumulate_dx},
+  input_gradient(rt, dx, dy_operand, accumulate_dx);
+  if (!weight_gradients(rt, dy_operand, x)) rt.arena.rewind(temporaries);
+}
+
+void Linear::backward_input(Runtime & rt, TensorView dx, TensorView dy, bool accumulate_dx) const {
+  const Arena::Mark temporaries = rt.arena.mark();
+  input_gradient(rt, dx, matmul_operand(rt, dy, weight.dtype), accumulate_dx);
+  rt.arena.rewind(temporaries);
+}
+
+void Linear::backward_weight(Runtime & rt, TensorView dy, TensorView x) const {
+  const Arena::Mark temporaries = rt.arena.mark();
+  if (!weight_gradients(rt, matmul_operand(rt, dy, weight.dtype), x)) rt.arena.rewind(temporaries);
+}
+
+void Linear::input_gradient(Runtime & rt, TensorView dx, TensorView dy_operand, bool accumulate_dx) const {
+  if (!dx.present()) return;
+  matmul_backward(rt.device, MatmulBackward{dx, TensorView{}, TensorView{}, dy_operand, TensorView{}, weight, false,
+                                            true, 1.0f, accumulate_dx},
                   rt.stream);
+}
+
+bool Linear::weight_gradients(Runtime & rt, TensorView dy_operand, TensorView x) const {
+  if (!trainable) return false;
+  const TensorView db = bias.present() ? dbias : TensorView{};
+  const TensorView x_operand = matmul_operand(rt, x, weight.dtype);
+  if (rt.deferred_weight_gradients == nullptr) {
+    matmul_backward(rt.device, MatmulBackward{TensorView{}, dweight, db, dy_operand, x_operand, weight, false, true},
+                    rt.stream);
+    return false;
+  }
+  // The W pass runs them later; the cast operands stay (the caller does not take them back) until the arena is
+  // reset.
   Device & device = rt.device;
   Stream & stream = rt.stream;
-  const TensorView w = weight;
+  const TensorView dw = dweight, w = weight;
   rt.deferred_weight_gradients->push_back([&device, &stream, dw, db, dy_operand, x_operand, w] {
     matmul_backward(device, MatmulBackward{TensorView{}, dw, db, dy_operand, x_operand, w, false, true}, stream);
   });
+  return true;
 }
 
 Linear make_linear(const ModelState & state, const std::string & prefix, bool bias) {
@@ -111,18 +131,26 @@ Linear make_linear(const ModelState & state, const std::string & prefix, bool bi
 
 LayerNorm::Saved LayerNorm::forward(Runtime & rt, TensorView y, TensorView x,
                                     std::optional<Activation> activation) const {
-  Saved saved{rt.take({x.rows()}), rt.take({x.rows()}), activation};
-  rt.run(LayerNormForward{y, saved.mean, saved.rstd, x, weight, bias, eps, activation});
+  const Saved saved = take_saved(rt, x.rows(), activation);
+  forward_into(rt, y, x, saved);
   return saved;
 }
 
+LayerNorm::Saved LayerNorm::take_saved(Runtime & rt, int64_t rows, std::optional<Activation> activation) const {
+  return Saved{rt.take({rows}), rt.take({rows}), activation};
+}
+
+void LayerNorm::forward_into(Runtime & rt, TensorView y, TensorView x, const Saved & saved) const {
+  rt.run(LayerNormForward{y, saved.mean, saved.rstd, x, weight, bias, eps, saved.activation});
+}
+
 void LayerNorm::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved,
-                         TensorView residual_gradient, TensorView dx_column_sums) const {
+                         TensorView residual_gradient, TensorView dx_column_sums, TensorView y_again) const {
   // A frozen LayerNorm still passes the gradient through; its parameter gradients go to scratch.
   const TensorView dw = trainable ? dweight : rt.take({weight.dim(0)});
   const TensorView db = trainable ? dbias : rt.take({weight.dim(0)});
   rt.run(LayerNormBackward{dx, dw, db, dy, x, weight, saved.mean, saved.rstd, eps, saved.activation,
-                           residual_gradient, dx_column_sums});
+                           residual_gradient, dx_column_sums, y_again, y_again.present() ? bias : TensorView{}});
 }
 
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps) {
@@ -236,9 +264,11 @@ void row_parallel_backward(Runtime & rt, const Linear & shard, TensorView dx_loc
 // dropout(projection(sub_ln(local))), in two parts: sublayer_norm, then sublayer_project. `local` is this rank's
 // columns; with `tp` the sub-LN normalises all ranks' columns gathered and the projection is row-parallel. Without a
 // sub-LN (CLIP), normed = whole = local. whole and normed have local's dtype. With `activation` the sub-LN
-// normalises act(whole) (the FFN's hidden layer through its GELU, in the same pass).
+// normalises act(whole) (the FFN's hidden layer through its GELU, in the same pass). Given `stats` (taken before,
+// with that activation), the sub-LN's statistics go there.
 ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
-                              TensorView local, std::optional<Activation> activation = std::nullopt) {
+                              TensorView local, std::optional<Activation> activation = std::nullopt,
+                              const LayerNorm::Saved * stats = nullptr) {
   KOSMOS_CHECK(sub_ln || !activation, "an activation fused into a sub-LN needs the sub-LN (internal error)");
   const int64_t rows = local.dim(0), ranks = tp ? tp->size() : 1;
   ProjectionSaved saved{local, local, {}};
@@ -249,7 +279,10 @@ ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::opti
   saved.normed = saved.whole;
   if (sub_ln) {
     saved.normed = rt.arena.take(local.dtype, {rows, saved.whole.dim(1)});
-    saved.stats = sub_ln->forward(rt, saved.normed, saved.whole, activation);
+    KOSMOS_CHECK(!stats || stats->activation == activation, "a sub-LN's statistics taken for another activation "
+                 "(internal error)");
+    saved.stats = stats ? *stats : sub_ln->take_saved(rt, rows, activation);
+    sub_ln->forward_into(rt, saved.normed, saved.whole, saved.stats);
   }
   return saved;
 }
@@ -273,7 +306,9 @@ void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projecti
 // Its backward: d_local [rows, local width] (local's dtype), the gradient at this rank's columns of `local` (before
 // the activation, where the sub-LN applied one), from dy [rows, width] f32 (or bf16, the dropout's gradient rounded
 // once for the bf16 matmuls). Given d_local_column_sums (without tp, with a sub-LN), the sub-LN's backward also adds
-// up d_local's columns into it.
+// up d_local's columns into it. Where `saved` holds no normed (the forward gave it back: remakes_ffn_end), the
+// projection's input gradient comes first, then the sub-LN's backward, which makes normed again as it goes, then the
+// projection's weight gradient from it.
 void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<LayerNorm> & sub_ln,
                          const Linear & projection, TensorView d_local, TensorView dy, const ProjectionSaved & saved,
                          TensorView d_local_column_sums = TensorView{}) {
@@ -282,6 +317,15 @@ void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<
   const int64_t rows = dy.dim(0);
   const DType dtype = d_local.dtype;
   const TensorView d_normed = !tp && !sub_ln ? d_local : rt.arena.take(dtype, {rows, saved.whole.dim(1)});
+  if (!saved.normed.present()) {
+    KOSMOS_CHECK(sub_ln && !tp, "only a sub-LN without tensor parallelism makes its output again in its backward "
+                 "(internal error)");
+    projection.backward_input(rt, d_normed, dy, false);
+    const TensorView normed = rt.arena.take(saved.whole.dtype, {rows, saved.whole.dim(1)});
+    sub_ln->backward(rt, d_local, d_normed, saved.whole, saved.stats, TensorView{}, d_local_column_sums, normed);
+    projection.backward_weight(rt, dy, normed);
+    return;
+  }
   if (tp) {  // each rank's columns of the gradient from its shard, then gathered for the sub-LN
     const TensorView d_mine = rt.arena.take(dtype, {rows, d_local.dim(1)});
     row_parallel_backward(rt, projection, d_mine, dy, my_columns(saved.normed, *tp));
@@ -380,33 +424,17 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
 }
 
 // The FFN's tail from its hidden layer s.hidden: the activation and the sub-LN (no matmul), into s.ffn_end; with a
-// sub-LN in one pass over the hidden layer, else the activation into s.activated first.
-void ffn_tail(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, BlockSaved & s) {
+// sub-LN in one pass over the hidden layer (its statistics into `stats` where given), else the activation into
+// s.activated first.
+void ffn_tail(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, BlockSaved & s,
+              const LayerNorm::Saved * stats = nullptr) {
   if (w.ln_inner_ffn) {
-    s.ffn_end = sublayer_norm(rt, tp, w.ln_inner_ffn, s.hidden, o.activation);
+    s.ffn_end = sublayer_norm(rt, tp, w.ln_inner_ffn, s.hidden, o.activation, stats);
     return;
   }
   s.activated = take_activation(rt, o, s.hidden.dim(0), s.hidden.dim(1));
   rt.run(ActivationForward{s.activated, s.hidden, o.activation});
   s.ffn_end = sublayer_norm(rt, tp, w.ln_inner_ffn, s.activated);
-}
-
-// The FFN sub-layer: out = x_mid + dropout(fc2(sub_LN(act(fc1(LN(x_mid)))))), x_mid from s. Without keep_tail the
-// tail's activations (after the activation, the sub-LN's) are given back at the end; the backward makes them again.
-void ffn_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
-                 BlockSaved & s, bool keep_tail) {
-  const int64_t rows = s.x_mid.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
-  s.h_ffn = take_activation(rt, o, rows, model_width);
-  s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
-  s.hidden = take_activation(rt, o, rows, hidden_width);
-  w.fc1.forward(rt, s.hidden, s.h_ffn);
-  const Arena::Mark tail = rt.arena.mark();
-  ffn_tail(rt, w, o, tp, s);
-  sublayer_project(rt, tp, w.fc2, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}, out, s.x_mid,
-                   s.ffn_end);
-  if (keep_tail) return;
-  rt.arena.rewind(tail);
-  s.activated = TensorView{}, s.ffn_end = ProjectionSaved{};
 }
 
 // Whether the backward makes the FFN's tail again (ffn_tail) from the kept hidden layer.
@@ -418,6 +446,37 @@ bool recomputes_ffn_tail(Recompute recompute) {
     case Recompute::kLayer: return false;  // the whole forward runs again, keeping everything
   }
   return false;
+}
+
+// Whether a block that recomputes the FFN's tail has its sub-LN's backward make the sub-LN's output (fc2's input)
+// again (LayerNormBackward::out) instead of running the tail's forward again: the forward keeps the sub-LN's
+// statistics only, and the GELU and the normalisation run once more inside the backward's pass, which works them out
+// anyway. Not with tensor parallelism, whose sub-LN reads the hidden layer gathered from every rank (the tail's
+// recomputation gathers it again), nor without a sub-LN (CLIP keeps no statistics to work from).
+bool remakes_ffn_end(const BlockOptions & o, const BlockWeights & w, parallel::Comm * tp) {
+  return recomputes_ffn_tail(o.recompute) && w.ln_inner_ffn && !tp;
+}
+
+// The FFN sub-layer: out = x_mid + dropout(fc2(sub_LN(act(fc1(LN(x_mid)))))), x_mid from s. Without keep_tail the
+// tail's activations (after the activation, the sub-LN's) are given back at the end; the backward makes them again
+// (where remakes_ffn_end, from the sub-LN's statistics, which stay).
+void ffn_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
+                 BlockSaved & s, bool keep_tail) {
+  const int64_t rows = s.x_mid.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
+  s.h_ffn = take_activation(rt, o, rows, model_width);
+  s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
+  s.hidden = take_activation(rt, o, rows, hidden_width);
+  w.fc1.forward(rt, s.hidden, s.h_ffn);
+  const bool keep_stats = !keep_tail && remakes_ffn_end(o, w, tp);
+  const LayerNorm::Saved stats = keep_stats ? w.ln_inner_ffn->take_saved(rt, rows, o.activation) : LayerNorm::Saved{};
+  const Arena::Mark tail = rt.arena.mark();
+  ffn_tail(rt, w, o, tp, s, keep_stats ? &stats : nullptr);
+  sublayer_project(rt, tp, w.fc2, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}, out, s.x_mid,
+                   s.ffn_end);
+  if (keep_tail) return;
+  rt.arena.rewind(tail);
+  s.activated = TensorView{};
+  s.ffn_end = keep_stats ? ProjectionSaved{s.hidden, TensorView{}, stats} : ProjectionSaved{};
 }
 
 parallel::Comm * split_over(const BlockOptions & o, const BlockWeights & w) {
@@ -539,7 +598,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     attention_forward(rt, w, o, tp, rt.take({rows, model_width}), saved.x, s);
     s.x_mid = saved.x_mid;
   }
-  if (recomputes_ffn_tail(o.recompute)) ffn_tail(rt, w, o, tp, s);
+  if (recomputes_ffn_tail(o.recompute) && !remakes_ffn_end(o, w, tp)) ffn_tail(rt, w, o, tp, s);
   // out = x_mid + dropout(fc2(LN_inner_ffn(act(fc1(LN_ffn(x_mid))))))
   // The dropouts' gradients feed only the projections' matmuls (and bias sums), so they are made in the activations'
   // dtype: a bf16 run rounds them once here instead of in a cast of an f32 copy.

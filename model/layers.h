@@ -53,6 +53,16 @@ struct Linear {
   void forward(Runtime & rt, TensorView y, TensorView x) const;
   // dx = dy W (or += when accumulate_dx; skipped when dx is absent); dW += dy^T x; db += sum of dy rows.
   void backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, bool accumulate_dx) const;
+  // The same in two calls, for a caller that has x only after dx (a LayerNorm's backward makes it again): dx now,
+  // then dW and db (deferred to a zero-bubble W pass as backward's are).
+  void backward_input(Runtime & rt, TensorView dx, TensorView dy, bool accumulate_dx) const;
+  void backward_weight(Runtime & rt, TensorView dy, TensorView x) const;
+
+ private:
+  void input_gradient(Runtime & rt, TensorView dx, TensorView dy_operand, bool accumulate_dx) const;
+  // dW and db from dy as the matmuls read it; true when they were left to the W pass, whose closure reads the cast
+  // operands, so that the caller must not take them back.
+  bool weight_gradients(Runtime & rt, TensorView dy_operand, TensorView x) const;
 };
 Linear make_linear(const ModelState & state, const std::string & prefix, bool bias);
 
@@ -67,11 +77,16 @@ struct LayerNorm {
   };
   // y = LN(x), or LN(act(x)) with an activation (ops.h: one pass, act(x) neither stored nor rounded).
   Saved forward(Runtime & rt, TensorView y, TensorView x, std::optional<Activation> activation = std::nullopt) const;
+  // The same into statistics taken before (take_saved), for a caller that keeps them but gives y back.
+  Saved take_saved(Runtime & rt, int64_t rows, std::optional<Activation> activation = std::nullopt) const;
+  void forward_into(Runtime & rt, TensorView y, TensorView x, const Saved & saved) const;
   // dx (overwritten, the gradient at x) from dy, plus residual_gradient where given (f32, the gradient of a residual
   // path joining x: one pass for both); weight and bias gradients accumulate when trainable. dx_column_sums [C] f32,
   // where given, accumulates the sums of dx's columns (the bias gradient of the linear layer whose output x is).
+  // y_again, where given, is overwritten with the forward's y (the same values), made in the same pass.
   void backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved,
-                TensorView residual_gradient = TensorView{}, TensorView dx_column_sums = TensorView{}) const;
+                TensorView residual_gradient = TensorView{}, TensorView dx_column_sums = TensorView{},
+                TensorView y_again = TensorView{}) const;
 };
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps);
 
@@ -106,7 +121,8 @@ BlockWeights make_magneto_block(const ModelState & state, const std::string & pr
 //     38 bytes per row and d);
 //   kFfn: all but the FFN's tail: its sub-LN's output (and under tp the sub-LN's gathered input; CLIP's blocks also
 //     the activation's output), which the backward makes again from the kept hidden layer in one elementwise pass and
-//     no matmul. A Magneto layer keeps 13 of the 17 (30 of the 38 bytes);
+//     no matmul: without tp, the sub-LN's own backward pass, from the sub-LN's kept statistics
+//     (LayerNormBackward::out), so that no forward runs again. A Magneto layer keeps 13 of the 17 (30 of the 38 bytes);
 //   kAttention: the FFN sub-layer's input, LayerNorm output and hidden layer; the attention sub-layer (LayerNorm, q,
 //     k, v, xPos, attention, sub-LN, out_proj) and the FFN's tail run again. A Magneto layer keeps 7 of the 17 (18 of
 //     the 38 bytes) for about 1/8 more of its FLOPs (kosmos1 at 2048 positions);

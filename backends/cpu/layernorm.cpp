@@ -3,7 +3,7 @@
 // back (var = 1/rstd^2 - eps) into scratch. Weight and bias gradients come out of oneDNN and are added (+=). The
 // LayerNorm of an activation runs as its parts, act(in) in f32 scratch (widened exactly), then the LayerNorm of it;
 // its backward as the LayerNorm's into f32 scratch, then act' (the same ops an f32 model runs one by one); a residual
-// gradient is added after.
+// gradient is added after, and the forward's output asked of the backward is the forward run again.
 #include <cmath>
 #include <ios>
 #include <sstream>
@@ -15,7 +15,14 @@
 namespace kosmos::cpu {
 namespace {
 
-enum ScratchSlot { kVariance = 0, kWeightGrad = 1, kBiasGrad = 2, kActivated = 3, kActivatedGrad = 4 };
+enum ScratchSlot {
+  kVariance = 0,
+  kWeightGrad = 1,
+  kBiasGrad = 2,
+  kActivated = 3,
+  kActivatedGrad = 4,
+  kRemadeStats = 5,  // the statistics of the forward run again for LayerNormBackward::out
+};
 
 // act(in) as dense f32 [.., C] in scratch slot kActivated (ActivationForward widens a 16-bit input exactly).
 TensorView activated_input(CpuContext & ctx, const TensorView & in, Activation kind) {
@@ -81,6 +88,17 @@ void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
 }
 
 void cpu_op(CpuContext & ctx, const LayerNormBackward & op) {
+  if (op.out.present()) {  // the backward, then the forward again into out (its statistics, the same, to scratch)
+    LayerNormBackward plain = op;
+    plain.out = plain.bias = TensorView{};
+    cpu_op(ctx, plain);
+    const int64_t rows = op.in.rows();
+    float * stats = ctx.scratch(kRemadeStats, static_cast<size_t>(2 * rows));
+    cpu_op(ctx, LayerNormForward{op.out, make_view(stats, DType::kF32, {rows}),
+                                 make_view(stats + rows, DType::kF32, {rows}), op.in, op.weight, op.bias, op.eps,
+                                 op.activation});
+    return;
+  }
   if (op.din_column_sums.present()) {  // din first, then its columns' sums as it holds them
     LayerNormBackward plain = op;
     plain.din_column_sums = TensorView{};

@@ -53,7 +53,8 @@ enum ScratchSlot : int {
   kScratchAttentionKeep = 11,  // the mma.sync attention's dropout keep record, where the op gives none to keep
   kScratchTableDown = 12,      // and for keys (downscaled)
   kScratchCudnn = 13,          // cuDNN's attention: its generator state, the backward's f32 sums, its workspace
-  kScratchWidened = 14,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
+  kScratchRemadeStats = 14,    // a LayerNorm backward's statistics, where it runs the forward again for its out
+  kScratchWidened = 15,        // the first of 8: an attention's bf16 tensors as f32 for the f32 kernels
   kScratchSlots = kScratchWidened + 8
 };
 

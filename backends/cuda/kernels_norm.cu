@@ -230,6 +230,13 @@ __device__ inline void activate(float (&x)[kPack], Activation kind) {
   }
 }
 
+// A LayerNorm's output element in two steps, x (act(in) where it has an activation) normalised by its row's
+// statistics, then scaled and shifted: the same expressions in the forward and in the backward that makes the
+// forward's output again from the normalised row it holds (LayerNormBackward::out), so that the two give the same
+// values.
+__device__ inline float normalised(float x, float mean, float rstd) { return (x - mean) * rstd; }
+__device__ inline float affine(float xhat, float weight, float bias) { return xhat * weight + bias; }
+
 // Thread t holds packs t, t + blockDim.x, ... (kPacks of them), each pack's loads coalesced over the block.
 template <int kPacks, typename Out, typename In>
 __global__ void __launch_bounds__(kForwardRowThreads)
@@ -268,7 +275,7 @@ __global__ void __launch_bounds__(kForwardRowThreads)
       load_pack(weight, pack, w);
       load_pack(bias, pack, b);
 #pragma unroll
-      for (int e = 0; e < kPack; ++e) x[p][e] = (x[p][e] - mean) * rstd * w[e] + b[e];
+      for (int e = 0; e < kPack; ++e) x[p][e] = affine(normalised(x[p][e], mean, rstd), w[e], b[e]);
       store_pack(out + row * cols, pack, x[p]);
     }
   }
@@ -312,12 +319,16 @@ __device__ inline void block_sum_pair(float & a, float & b, float2 * shared) {
 // goes through GELU first, as the Magneto FFN's sub-LN takes it) is a template parameter: at 64 registers, GELU' kept
 // for a row takes eight of them, and a kind chosen per element would branch in every one. With sums_din the block
 // also adds up din's columns as din holds them, in dynamic shared memory ([cols] f32: no registers are left), into
-// a third row of partials [blocks, 3, cols].
-template <bool kGeluInput, typename DIn, typename DOut, typename In>
+// a third row of partials [blocks, 3, cols]. kRemakeOut (the GELU input's kernels only) also writes the forward's
+// output `out` (in's dtype) from the normalised row it holds, with `bias`: the Magneto FFN's sub-LN output, which fc2's
+// weight gradient reads and a run that recomputes the FFN's tail does not keep.
+template <bool kGeluInput, bool kRemakeOut, typename DIn, typename DOut, typename In>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layernorm_backward_packed_kernel(DIn * din, const DOut * dout, const In * in, const float * weight,
                                      const float * mean, const float * rstd, int64_t rows, int64_t cols,
-                                     float * partials, const float * residual_gradient, bool sums_din) {
+                                     float * partials, const float * residual_gradient, bool sums_din, In * out,
+                                     const float * bias) {
+  static_assert(!kRemakeOut || kGeluInput, "the forward's output is made again by the GELU input's kernels only");
   __shared__ float2 shared[kMaxRowThreads / kWarp];
   extern __shared__ __align__(16) unsigned char din_sum_bytes[];
   float * din_sums = reinterpret_cast<float *>(din_sum_bytes);  // each thread its own pack's columns
@@ -352,7 +363,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
         slope[e] = ActivationGradientMap{Activation::kGelu}(1.0f, xhat[e]);
         xhat[e] = ActivationMap{Activation::kGelu}(xhat[e]);
       }
-      xhat[e] = (xhat[e] - mu) * r;  // beyond the row (not mine), dy and g are 0
+      xhat[e] = normalised(xhat[e], mu, r);  // beyond the row (not mine), dy and g are 0
       g[e] *= dy[e];
       sum_g += g[e];
       sum_g_xhat += g[e] * xhat[e];
@@ -375,6 +386,14 @@ __global__ void __launch_bounds__(kMaxRowThreads)
         for (int e = 0; e < kPack; ++e) result[e] += residual[e];
       }
       store_pack(din + row * cols, pack, result);
+      if constexpr (kRemakeOut) {  // after din's store, the weight and bias in the registers result held
+        float scale[kPack], shift[kPack];
+        load_pack(weight, pack, scale);
+        load_pack(bias, pack, shift);
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) scale[e] = affine(xhat[e], scale[e], shift[e]);
+        store_pack(out + row * cols, pack, scale);
+      }
       if (sums_din) {
         float running[kPack];
         load_pack(din_sums, pack, running);
@@ -433,17 +452,17 @@ TensorView activated_scratch(GpuContext & ctx, int slot, const TensorView & in, 
   return widened;
 }
 
-template <bool kGeluInput, typename DIn, typename DOut, typename In>
+template <bool kGeluInput, bool kRemakeOut, typename DIn, typename DOut, typename In>
 void launch_layernorm_backward_packed(const LayerNormBackward & op, int64_t blocks, float * partials,
                                       cudaStream_t stream) {
   const int64_t cols = op.in.dim(-1);
   const bool sums_din = op.din_column_sums.present();
   const size_t din_sum_bytes = sums_din ? sizeof(float) * static_cast<size_t>(cols) : 0;
-  const auto kernel = layernorm_backward_packed_kernel<kGeluInput, DIn, DOut, In>;
+  const auto kernel = layernorm_backward_packed_kernel<kGeluInput, kRemakeOut, DIn, DOut, In>;
   kernel<<<static_cast<unsigned>(blocks), packed_row_threads(cols), din_sum_bytes, stream>>>(
       static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data), static_cast<const In *>(op.in.data),
       op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), op.in.rows(), cols, partials,
-      op.residual_gradient.as<float>(), sums_din);
+      op.residual_gradient.as<float>(), sums_din, static_cast<In *>(op.out.data), op.bias.as<float>());
 }
 
 }  // namespace
@@ -495,9 +514,21 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
   // them (fewer instantiations); other activated rows go through scratch below.
   const bool packed = partials != nullptr &&
                       packed_rows(cols, {op.din.data, op.dout.data, op.in.data, op.weight.data, partials,
-                                         op.residual_gradient.data}) &&
+                                         op.residual_gradient.data, op.out.data, op.bias.data}) &&
                       (!op.activation || (*op.activation == Activation::kGelu && op.din.dtype == op.in.dtype &&
                                           op.dout.dtype == op.in.dtype));
+  // The packed GELU kernels write the forward's output as they go (in in's dtype); elsewhere the forward runs again
+  // after the backward, its statistics (the same as the saved ones) to scratch.
+  const bool remakes_in_pass = packed && op.activation && op.out.dtype == op.in.dtype;
+  if (op.out.present() && !remakes_in_pass) {
+    LayerNormBackward plain = op;
+    plain.out = plain.bias = TensorView{};
+    gpu_op(ctx, plain, stream);
+    auto * stats = static_cast<float *>(ctx.scratch(kScratchRemadeStats, sizeof(float) * 2 * rows, stream));
+    const TensorView mean = make_view(stats, DType::kF32, {rows}), rstd = make_view(stats + rows, DType::kF32, {rows});
+    gpu_op(ctx, LayerNormForward{op.out, mean, rstd, op.in, op.weight, op.bias, op.eps, op.activation}, stream);
+    return;
+  }
   if (op.din_column_sums.present() && !packed) {  // the other kernels sum no din: din first, then its columns
     LayerNormBackward plain = op;
     plain.din_column_sums = TensorView{};
@@ -531,13 +562,16 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
       if (op.activation) {
         with_activation_storage(op.in.dtype, [&](auto element) {
           using T = decltype(element);
-          launch_layernorm_backward_packed<true, T, T, T>(op, blocks, partials, stream);
+          if (op.out.present())
+            launch_layernorm_backward_packed<true, true, T, T, T>(op, blocks, partials, stream);
+          else
+            launch_layernorm_backward_packed<true, false, T, T, T>(op, blocks, partials, stream);
         });
       } else {
         with_activation_storage(op.din.dtype, [&](auto din_element) {
           with_activation_storage(op.dout.dtype, [&](auto dout_element) {
             with_activation_storage(op.in.dtype, [&](auto in_element) {
-              launch_layernorm_backward_packed<false, decltype(din_element), decltype(dout_element),
+              launch_layernorm_backward_packed<false, false, decltype(din_element), decltype(dout_element),
                                                decltype(in_element)>(op, blocks, partials, stream);
             });
           });

@@ -1,4 +1,6 @@
 // cases_norm.cpp: LayerNorm and L2-normalise, forward and backward, over odd and model-sized rows.
+#include <gtest/gtest.h>
+
 #include <optional>
 #include <sstream>
 
@@ -12,11 +14,12 @@ namespace {
 // With `activation` the LayerNorm normalises act(in) (the FFN's sub-LN over its GELU) and din is the gradient at in.
 // With `residual` the backward adds a residual path's f32 gradient to din (a pre-LN block's input; din f32): the
 // forward's second output `skip` = in stands for that path, and its gradient is the one added. With `din_sums` the
-// backward also adds up din's columns (fc1's bias gradient before the FFN's sub-LN).
+// backward also adds up din's columns (fc1's bias gradient before the FFN's sub-LN). With `remake_out` the backward
+// also writes the forward's output again (`out_again`: the reference's out, and the device forward's bit for bit).
 OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DType in_dtype = DType::kF32,
                       DType out_dtype = DType::kF32, DType grad_dtype = DType::kF32,
                       std::optional<Activation> activation = std::nullopt, bool residual = false,
-                      bool din_sums = false) {
+                      bool din_sums = false, bool remake_out = false) {
   std::ostringstream name;
   name << "layernorm";
   for (int64_t size : dims) name << "_" << size;
@@ -25,6 +28,7 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
   if (activation) name << "_of_" << activation_name(*activation);
   if (residual) name << "_plus_residual";
   if (din_sums) name << "_summing_din";
+  if (remake_out) name << "_remaking_out";
   const int64_t cols = dims.back();
   std::mt19937_64 rng(cols * 17 + dims.front());
   OpCase c;
@@ -59,7 +63,8 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     if (residual) out["skip"] = in.at("in");
     return out;
   };
-  c.reference_backward = [normalised, through_activation, residual, din_sums](const Named & in, const Named & grads) {
+  c.reference_backward = [normalised, through_activation, residual, din_sums, remake_out](const Named & in,
+                                                                                         const Named & grads) {
     const reference::LayerNormGrads g =
         reference::layernorm_backward(grads.at("dout"), normalised(in.at("in")), in.at("weight"), kEps);
     Tensor din = through_activation(g.din, in.at("in"));
@@ -72,9 +77,11 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
       for (size_t i = 0; i < din.v.size(); ++i) sums.v[i % cols] += din.v[i];
       result["din_column_sums"] = sums;
     }
+    if (remake_out)
+      result["out_again"] = reference::layernorm(normalised(in.at("in")), in.at("weight"), in.at("bias"), kEps).out;
     return result;
   };
-  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation, residual, din_sums](
+  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation, residual, din_sums, remake_out](
                  DeviceRun & run, const Named & in, const Named & grads) {
     int64_t rows = 1;
     for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
@@ -91,8 +98,17 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     const TensorView dweight = run.accumulator({cols}), dbias = run.accumulator({cols});
     const TensorView residual_gradient = residual ? run.upload(grads.at("dskip"), DType::kF32) : TensorView{};
     const TensorView column_sums = din_sums ? run.accumulator({cols}) : TensorView{};
+    const TensorView out_again = remake_out ? run.output(dims, out_dtype) : TensorView{};
     run.op(LayerNormBackward{din, dweight, dbias, dout, x, weight, mean, rstd, static_cast<float>(kEps), activation,
-                             residual_gradient, column_sums});
+                             residual_gradient, column_sums, out_again, remake_out ? bias : TensorView{}});
+    if (remake_out) {
+      result["out_again"] = run.download(out_again);
+      const Tensor & first = result.at("out");
+      int64_t differing = 0;
+      for (size_t i = 0; i < first.v.size(); ++i) differing += result.at("out_again").v[i] != first.v[i];
+      EXPECT_EQ(differing, 0) << "the backward's out differs from the forward's at " << differing << " of "
+                              << first.v.size() << " elements";
+    }
     result["din"] = run.download(din);
     if (din_sums) result["din_column_sums"] = run.download_accumulated(column_sums);
     result["dweight"] = run.download_accumulated(dweight);
@@ -174,6 +190,20 @@ std::vector<OpCase> norm_cases() {
           // paper step's 16384 rows, over a partials row of three parts.
           layernorm_case({2080, 64}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
                          true),
+          // ... making the forward's output again as it goes (the FFN's sub-LN when the tail is recomputed): in the
+          // GPU's GELU packs (bf16 with din's sums as the model runs it, its width; f32), and by the forward run again
+          // after the backward elsewhere (mixed dtypes, too wide, no activation with a residual at an odd width).
+          layernorm_case({40, 2048}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
+                         true, true),
+          layernorm_case({33, 8192}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
+                         false, true),
+          layernorm_case({33, 1024}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, Activation::kGelu, false, false,
+                         true),
+          layernorm_case({9, 256}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kF32, Activation::kGelu, false, true,
+                         true),
+          layernorm_case({3, 8200}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu, false,
+                         false, true),
+          layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, std::nullopt, true, false, true),
           // A pre-LN's backward with the residual path's gradient added: in the GPU's packs (the model's widths and
           // dtypes), and through the other kernels then an add (an odd width, one wider than the packs).
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),

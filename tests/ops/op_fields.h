@@ -21,7 +21,8 @@ inline Operands fields_of(LayerNormBackward & op) {
   return {{"din", &op.din},     {"dweight", &op.dweight}, {"dbias", &op.dbias},
           {"dout", &op.dout},   {"in", &op.in},           {"weight", &op.weight},
           {"mean", &op.mean},   {"rstd", &op.rstd},       {"residual_gradient", &op.residual_gradient},
-          {"din_column_sums", &op.din_column_sums}};
+          {"din_column_sums", &op.din_column_sums},       {"out", &op.out},
+          {"bias", &op.bias}};
 }
 inline Operands fields_of(ActivationForward & op) { return {{"out", &op.out}, {"in", &op.in}}; }
 inline Operands fields_of(ActivationBackward & op) { return {{"din", &op.din}, {"dout", &op.dout}, {"in", &op.in}}; }
