@@ -218,6 +218,10 @@ void validate_op(const LayerNormBackward & op) {
           {"residual_gradient", op.residual_gradient}, {"din_column_sums", op.din_column_sums}})
       KOSMOS_CHECK(!views_overlap(op.out, view), "layernorm_backward: out ", describe(op.out), " overlaps ", name, " ",
                    describe(view), "; expected the forward's output made again apart from every operand");
+    for (const auto & [name, view] : {std::pair<const char *, TensorView>{"din", op.din}, {"dweight", op.dweight},
+                                      {"dbias", op.dbias}, {"din_column_sums", op.din_column_sums}})
+      KOSMOS_CHECK(!views_overlap(op.bias, view), "layernorm_backward: bias ", describe(op.bias), " overlaps ", name,
+                   " ", describe(view), "; expected the forward's bias apart from the gradients the op writes");
   }
   if (!op.residual_gradient.present()) return;
   check.dtype("residual_gradient", op.residual_gradient, {DType::kF32});

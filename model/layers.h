@@ -121,8 +121,9 @@ BlockWeights make_magneto_block(const ModelState & state, const std::string & pr
 //     38 bytes per row and d);
 //   kFfn: all but the FFN's tail: its sub-LN's output (and under tp the sub-LN's gathered input; CLIP's blocks also
 //     the activation's output), which the backward makes again from the kept hidden layer in one elementwise pass and
-//     no matmul: without tp, the sub-LN's own backward pass, from the sub-LN's kept statistics
-//     (LayerNormBackward::out), so that no forward runs again. A Magneto layer keeps 13 of the 17 (30 of the 38 bytes);
+//     no matmul: without tp, the sub-LN's own backward, from the sub-LN's kept statistics (LayerNormBackward::out:
+//     a GPU's packed GELU kernels write it in their pass; the other paths run the forward again inside the op). A
+//     Magneto layer keeps 13 of the 17 (30 of the 38 bytes);
 //   kAttention: the FFN sub-layer's input, LayerNorm output and hidden layer; the attention sub-layer (LayerNorm, q,
 //     k, v, xPos, attention, sub-LN, out_proj) and the FFN's tail run again. A Magneto layer keeps 7 of the 17 (18 of
 //     the 38 bytes) for about 1/8 more of its FLOPs (kosmos1 at 2048 positions);
@@ -157,7 +158,8 @@ struct BlockOptions {
 DType activation_dtype(DType compute_dtype);
 
 // What the (optional) sub-LN and projection at the end of a sub-layer keep: `whole`, the sub-LN's input (with tensor
-// parallelism every rank's columns gathered, else this rank's input itself), `normed`, its output.
+// parallelism every rank's columns gathered, else this rank's input itself), `normed`, its output, which is absent
+// where the sub-LN's backward makes it again from `stats` (the FFN's, layers.cpp remakes_ffn_end).
 struct ProjectionSaved {
   TensorView whole, normed;
   LayerNorm::Saved stats;
@@ -166,8 +168,10 @@ struct ProjectionSaved {
 // What the backward needs, kept from the forward (in the arena, x and x_mid f32, the rest in BlockOptions'
 // activations dtype; [rows, width] but for this rank's columns).
 // With recomputation only x (kLayer), or x and the FFN's part from x_mid to the hidden layer (kAttention), or all but
-// the FFN's tail (kFfn: activated and ffn_end) are present. `activated` (the activation's output) is kept only by
-// blocks without an FFN sub-LN (CLIP): Magneto's sub-LN normalises the activation's output on the fly.
+// the FFN's tail (kFfn: activated and ffn_end) are present; with kAttention and kFfn a Magneto block without tensor
+// parallelism also keeps ffn_end's statistics (and its whole, the hidden layer). `activated` (the activation's
+// output) is kept only by blocks without an FFN sub-LN (CLIP): Magneto's sub-LN normalises the activation's output
+// on the fly.
 struct BlockSaved {
   TensorView x, h_attention, qkv, attention, lse, x_mid, h_ffn, hidden, activated;
   TensorView keep;  // the attention's dropout masks as the device records them (AttentionForward::keep), or absent

@@ -15,6 +15,26 @@
 namespace kosmos::KOSMOS_GPU_NAMESPACE {
 namespace {
 
+// x as the compiler must take it, rounded: the operation that made it is not fused with the one that reads it. nvcc
+// and hipcc fuse a product and a following sum into one FMA where they see fit, so that GELU's last product and the
+// normalisation's subtraction could round once in a backward and twice in a forward. (The emulated build is
+// compiled with -ffp-contract=off.)
+__device__ inline float unfused(float x) {
+#if defined(KOSMOS_GPU_EMULATION)
+#elif defined(KOSMOS_USE_ROCM)
+  asm volatile("" : "+v"(x));
+#else
+  asm volatile("" : "+f"(x));
+#endif
+  return x;
+}
+
+// A LayerNorm's output element in two steps, x (act(in) where it has an activation) normalised by its row's
+// statistics, then scaled and shifted (one FMA): the same operations, rounded alike, in every forward kernel and in
+// the backward that makes the forward's output again from the normalised row it holds (LayerNormBackward::out).
+__device__ inline float normalised(float x, float mean, float rstd) { return (unfused(x) - mean) * rstd; }
+__device__ inline float affine(float xhat, float weight, float bias) { return fmaf(xhat, weight, bias); }
+
 // The activations are f32 or bf16 (each its own dtype, read and written through load_float / store_float); the
 // statistics, parameters and sums are f32.
 __global__ void layernorm_forward_kernel(void * out, DType out_dtype, float * mean_out, float * rstd_out,
@@ -32,7 +52,8 @@ __global__ void layernorm_forward_kernel(void * out, DType out_dtype, float * me
   }
   const float rstd = rsqrtf(block_sum(squares, shared) / static_cast<float>(cols) + eps);
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
-    store_float(out, out_dtype, base + c, (load_float(in, in_dtype, base + c) - mean) * rstd * weight[c] + bias[c]);
+    store_float(out, out_dtype, base + c, affine(normalised(load_float(in, in_dtype, base + c), mean, rstd),
+                                                 weight[c], bias[c]));
   if (threadIdx.x == 0) {
     mean_out[row] = mean;
     rstd_out[row] = rstd;
@@ -230,13 +251,6 @@ __device__ inline void activate(float (&x)[kPack], Activation kind) {
   }
 }
 
-// A LayerNorm's output element in two steps, x (act(in) where it has an activation) normalised by its row's
-// statistics, then scaled and shifted: the same expressions in the forward and in the backward that makes the
-// forward's output again from the normalised row it holds (LayerNormBackward::out), so that the two give the same
-// values.
-__device__ inline float normalised(float x, float mean, float rstd) { return (x - mean) * rstd; }
-__device__ inline float affine(float xhat, float weight, float bias) { return xhat * weight + bias; }
-
 // Thread t holds packs t, t + blockDim.x, ... (kPacks of them), each pack's loads coalesced over the block.
 template <int kPacks, typename Out, typename In>
 __global__ void __launch_bounds__(kForwardRowThreads)
@@ -386,20 +400,20 @@ __global__ void __launch_bounds__(kMaxRowThreads)
         for (int e = 0; e < kPack; ++e) result[e] += residual[e];
       }
       store_pack(din + row * cols, pack, result);
-      if constexpr (kRemakeOut) {  // after din's store, the weight and bias in the registers result held
-        float scale[kPack], shift[kPack];
-        load_pack(weight, pack, scale);
-        load_pack(bias, pack, shift);
-#pragma unroll
-        for (int e = 0; e < kPack; ++e) scale[e] = affine(xhat[e], scale[e], shift[e]);
-        store_pack(out + row * cols, pack, scale);
-      }
       if (sums_din) {
         float running[kPack];
         load_pack(din_sums, pack, running);
 #pragma unroll
         for (int e = 0; e < kPack; ++e) running[e] += as_stored<DIn>(result[e]);
         store_pack(din_sums, pack, running);
+      }
+      if constexpr (kRemakeOut) {  // last, when result is dead: the weight and bias loaded again into its registers
+        float scale[kPack], shift[kPack];
+        load_pack(weight, pack, scale);
+        load_pack(bias, pack, shift);
+#pragma unroll
+        for (int e = 0; e < kPack; ++e) scale[e] = affine(xhat[e], scale[e], shift[e]);
+        store_pack(out + row * cols, pack, scale);
       }
     }
   }

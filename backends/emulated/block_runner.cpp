@@ -56,7 +56,7 @@ struct BlockRun {
   std::vector<unsigned char> shared;
   unsigned char * shared_begin = nullptr;
   size_t shared_bytes = 0;
-  bool copies_land_at_issue = false;  // cp.async's copies: at once (odd blocks) or at the thread's wait (even ones)
+  bool copies_land_at_issue = false;  // cp.async's copies: at once, or at the thread's wait
   jmp_buf scheduler{};
   Fiber * current = nullptr;
   bool moved = false;  // whether any thread arrived, left a barrier or returned in this pass
@@ -275,10 +275,11 @@ std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, int
         // other in odd ones: two threads that share memory without a barrier between them run in both orders
         // somewhere in a grid of two blocks or more, so a missing barrier shows as a wrong result.
         bool descending = (bx + by + bz) % 2 == 1;
-        // cp.async's copies land at the earliest (at issue) in odd blocks and at the latest (at the wait) in even
-        // ones: a read of a target before its wait shows in the even blocks, and a copy issued into shared memory
-        // that other threads still read (a missing barrier before refilling a buffer) shows in the odd ones.
-        r.copies_land_at_issue = (bx + by + bz) % 2 == 1;
+        // cp.async's copies land at the latest (at the wait) in blocks 0 and 1 of every four, and at the earliest
+        // (at issue) in blocks 2 and 3: a read of a target before its wait shows in the first, and a copy issued into
+        // shared memory that other threads still read (a missing barrier before refilling a buffer) in the second,
+        // with the threads in either order.
+        r.copies_land_at_issue = (bx + by + bz) / 2 % 2 == 1;
         while (r.live > 0 && r.fault.empty()) {
           r.moved = false;
           for (size_t i = 0; i < threads; ++i) {

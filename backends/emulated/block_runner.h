@@ -46,9 +46,9 @@ bool in_dynamic_shared(const void * pointer, size_t bytes);
 [[noreturn]] void fault(const std::string & message);
 std::string describe_address(const void * address);  // runtime.cpp: where the address lies among device buffers
 
-// 16-byte copies that cp.async started: in even blocks done at the thread's wait (or when it returns), so that a
-// read of a target before the wait sees the old bytes; in odd blocks done at once, so that a copy into bytes other
-// threads still read shows. The hardware may land them anywhere between the two.
+// 16-byte copies that cp.async started: in blocks 0 and 1 of every four done at the thread's wait (or when it
+// returns), so that a read of a target before the wait sees the old bytes; in blocks 2 and 3 done at once, so that a
+// copy into bytes other threads still read shows. The hardware may land them anywhere between the two.
 void start_copy_16(void * target, const void * source);
 void complete_copies();
 

@@ -200,6 +200,39 @@ TEST_F(OpValidation, LayerNormBackwardChecksTheColumnSumsOfDin) {
   FAIL() << "no layernorm_backward among the ops' cases";
 }
 
+// The forward's output made again by the backward needs the forward's bias with it, each of its shape, apart from
+// every operand (the bias from the gradients the op writes).
+TEST_F(OpValidation, LayerNormBackwardChecksTheForwardsOutputAndItsBias) {
+  for (const OpDesc & valid : one_of_each_op(run)) {
+    if (!std::holds_alternative<LayerNormBackward>(valid)) continue;
+    const LayerNormBackward base = std::get<LayerNormBackward>(valid);
+    const int64_t cols = base.in.dim(-1);
+    std::vector<float> out_place(static_cast<size_t>(base.in.numel())), bias_place(static_cast<size_t>(cols) + 1);
+    LayerNormBackward good = base;  // validation reads no data
+    good.out = make_view(out_place.data(), DType::kF32, base.in.ndim, base.in.dims.data());
+    good.bias = make_view(bias_place.data(), DType::kF32, {cols});
+    LayerNormBackward no_bias = good, longer_bias = good, i32_out = good, out_over_din = good, bias_over_dbias = good;
+    no_bias.bias = TensorView{};
+    longer_bias.bias = make_view(bias_place.data(), DType::kF32, {cols + 1});
+    i32_out.out.dtype = DType::kI32;
+    out_over_din.out = make_view(base.din.data, base.din.dtype, base.in.ndim, base.in.dims.data());
+    bias_over_dbias.bias = base.dbias;
+    EXPECT_EQ(message_of(good), "");
+    for (const auto & [op, expected] :
+         {std::pair<LayerNormBackward, std::string>{no_bias, "expected both"},
+          {longer_bias, "bias"},
+          {i32_out, "out"},
+          {out_over_din, "out " + describe(out_over_din.out) + " overlaps din"},
+          {bias_over_dbias, "bias " + describe(base.dbias) + " overlaps dbias"}}) {
+      const std::string message = message_of(op);
+      EXPECT_NE(message.find("layernorm_backward"), std::string::npos) << message;
+      EXPECT_NE(message.find(expected), std::string::npos) << expected << " in: " << message;
+    }
+    return;
+  }
+  FAIL() << "no layernorm_backward among the ops' cases";
+}
+
 // The GPU kernels take the scores' max before scaling them (so need a positive scale) and flush subnormals to 0.
 TEST_F(OpValidation, AttentionRefusesAScaleThatIsNotAPositiveNormalNumber) {
   for (const OpDesc & valid : one_of_each_op(run)) {

@@ -154,27 +154,28 @@ TEST(GpuEmulator, SyncthreadsOrdersSharedMemoryAndItsAbsenceShows) {
   EXPECT_TRUE(std::isnan(out[0])) << out[0];
 }
 
-// cp.async's copies land at the thread's wait in even blocks and at once in odd ones: a refill started before the
-// other threads' reads goes unseen in block 0 (every read finds the old bytes) and shows in block 1 (some thread
-// finds its neighbour's new value).
+// cp.async's copies land at the thread's wait in blocks 0 and 1 and at once in blocks 2 and 3: a refill started
+// before the other threads' reads goes unseen in the first two (every read finds the old bytes) and shows in each of
+// the other two (some thread finds its neighbour's new value), whose threads run in opposite orders.
 TEST(GpuEmulator, CpAsyncLandsAtTheWaitOrAtOnceSoRacesOnItsTargetShow) {
-  constexpr int kThreads = 64;
-  std::vector<float> fresh(4 * kThreads), out(2 * kThreads, -1.0f);
+  constexpr int kThreads = 64, kBlocks = 4;
+  std::vector<float> fresh(4 * kThreads), out(kBlocks * kThreads, -1.0f);
   for (int t = 0; t < kThreads; ++t)
     for (int i = 0; i < 4; ++i) fresh[4 * t + i] = static_cast<float>(1000 + t);
-  ASSERT_EQ(launch(refill_kernel, 2, kThreads, 4 * kThreads * sizeof(float), out.data(), fresh.data(), true), "");
-  for (int i = 0; i < 2 * kThreads; ++i) EXPECT_EQ(out[i], (i % kThreads + 1) % kThreads) << i;
-  ASSERT_EQ(launch(refill_kernel, 2, kThreads, 4 * kThreads * sizeof(float), out.data(), fresh.data(), false), "");
-  int refilled_too_soon = 0;
-  for (int i = 0; i < 2 * kThreads; ++i) {
+  const size_t shared = 4 * kThreads * sizeof(float);
+  ASSERT_EQ(launch(refill_kernel, kBlocks, kThreads, shared, out.data(), fresh.data(), true), "");
+  for (int i = 0; i < kBlocks * kThreads; ++i) EXPECT_EQ(out[i], (i % kThreads + 1) % kThreads) << i;
+  ASSERT_EQ(launch(refill_kernel, kBlocks, kThreads, shared, out.data(), fresh.data(), false), "");
+  int refilled_too_soon[kBlocks] = {};
+  for (int i = 0; i < kBlocks * kThreads; ++i) {
     const float neighbour = static_cast<float>((i % kThreads + 1) % kThreads);
-    if (i < kThreads)
-      EXPECT_EQ(out[i], neighbour) << i;
-    else
-      EXPECT_TRUE(out[i] == neighbour || out[i] == 1000.0f + neighbour) << i << ": " << out[i];
-    refilled_too_soon += out[i] == 1000.0f + neighbour;
+    EXPECT_TRUE(out[i] == neighbour || out[i] == 1000.0f + neighbour) << i << ": " << out[i];
+    refilled_too_soon[i / kThreads] += out[i] == 1000.0f + neighbour;
   }
-  EXPECT_GT(refilled_too_soon, 0) << "in block 1, a refill started before the other threads' reads went unseen";
+  EXPECT_EQ(refilled_too_soon[0], 0);
+  EXPECT_EQ(refilled_too_soon[1], 0);
+  EXPECT_GT(refilled_too_soon[2], 0) << "in block 2, a refill started before the other threads' reads went unseen";
+  EXPECT_GT(refilled_too_soon[3], 0) << "in block 3, a refill started before the other threads' reads went unseen";
 }
 
 TEST(GpuEmulator, MmaFollowsThePtxFragmentLayout) {
