@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <ucontext.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -212,6 +213,25 @@ void fault(const std::string & message) {
               std::to_string(r.current->index.y) + ", " + std::to_string(r.current->index.z) + "))";
   r.current->started = false;  // its stack holds this thread's frames: the next thread starts the loop afresh
   _longjmp(r.scheduler, 1);
+}
+
+namespace {
+std::atomic<int64_t> bank_requests{0}, bank_conflicted{0};
+std::atomic<int> bank_worst{0};
+}  // namespace
+
+void count_bank_passes(int passes) {
+  ++bank_requests;
+  if (passes > 1) ++bank_conflicted;
+  int worst = bank_worst.load();
+  while (passes > worst && !bank_worst.compare_exchange_weak(worst, passes)) {
+  }
+}
+BankCounts bank_counts() { return {bank_requests.load(), bank_conflicted.load(), bank_worst.load()}; }
+void reset_bank_counts() {
+  bank_requests = 0;
+  bank_conflicted = 0;
+  bank_worst = 0;
 }
 
 void start_copy_16(void * target, const void * source) {

@@ -52,6 +52,18 @@ std::string describe_address(const void * address);  // runtime.cpp: where the a
 void start_copy_16(void * target, const void * source);
 void complete_copies();
 
+// Shared-memory banks as ldmatrix meets them: each 8 x 8 matrix it loads is one 128-byte request of 8 row
+// addresses, which the hardware serves in as many passes as the most distinct 4-byte words any of the 32 banks
+// holds (one where the rows fall in distinct banks). Counted over every launch since the last reset.
+struct BankCounts {
+  int64_t requests = 0;    // matrices loaded
+  int64_t conflicted = 0;  // of them, those that took more than one pass
+  int worst = 0;           // the most passes one took
+};
+void count_bank_passes(int passes);
+BankCounts bank_counts();
+void reset_bank_counts();
+
 // Runs `body` once per thread of the grid, in warps of `warp_lanes`. Returns the fault's message (a bad launch
 // shape, or the first thread's fault), or an empty string. Launches from several host threads take turns.
 std::string run_grid(Index3 grid, Index3 block, size_t dynamic_shared_bytes, int warp_lanes,

@@ -1,12 +1,13 @@
 // warp_matrices.h: the tensor-core instructions of the attention kernels, emulated per the PTX ISA on the warp's
 // exchange slots (block_runner.h), with the hardware's preconditions checked (a fault, not a wrong answer, where one
-// fails): mma.sync m16n8k16 bf16 -> f32, ldmatrix .x4 (plain and .trans), cp.async 16 bytes with its commit and
-// wait, ex2.approx, prmt; and nvcuda::wmma's 16x16x16 fragments, whose element-to-lane mapping CUDA leaves opaque: here
-// every lane holds the whole tile, and a store writes only the lane's share; none of them waits for the other
-// lanes, so that memory one lane reads before a __syncwarp after other lanes' stores is stale, as it may be on the
-// hardware. Included by cuda_surface.h.
+// fails): mma.sync m16n8k16 bf16 -> f32, ldmatrix .x4 (plain and .trans; its shared-memory bank conflicts counted),
+// cp.async 16 bytes with its commit and wait, ex2.approx, prmt; and nvcuda::wmma's 16x16x16 fragments, whose
+// element-to-lane mapping CUDA leaves opaque: here every lane holds the whole tile, and a store writes only the
+// lane's share; none of them waits for the other lanes, so that memory one lane reads before a __syncwarp after
+// other lanes' stores is stale, as it may be on the hardware. Included by cuda_surface.h.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -59,6 +60,23 @@ inline void ldmatrix_x4(uint32_t (&r)[4], const void * row, bool transposed) {
                                                                                                  : "outside shared memory"));
   std::memcpy(exchange_slots(own), &row, sizeof row);
   begin_exchange();
+  if (own == 0) {  // each matrix's 8 rows of 4 words (16-byte aligned): the passes its banks take (block_runner.h)
+    for (int m = 0; m < 4; ++m) {
+      int words_in_bank[32] = {}, passes = 1;
+      uintptr_t rows[8];
+      for (int i = 0; i < 8; ++i) {
+        std::memcpy(&rows[i], exchange_slots(8 * m + i), sizeof rows[i]);
+        bool repeated = false;  // rows at one address are read once
+        for (int before = 0; before < i; ++before) repeated = repeated || rows[before] == rows[i];
+        if (repeated) continue;
+        for (uintptr_t word = rows[i] / 4; word < rows[i] / 4 + 4; ++word) {
+          const int bank = static_cast<int>(word % 32);
+          passes = std::max(passes, ++words_in_bank[bank]);
+        }
+      }
+      count_bank_passes(passes);
+    }
+  }
   const auto element = [](int matrix, int i, int j) {
     const uint16_t * address;
     std::memcpy(&address, exchange_slots(8 * matrix + i), sizeof address);

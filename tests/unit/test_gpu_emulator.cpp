@@ -1,7 +1,8 @@
 // test_gpu_emulator.cpp: the emulated GPU (backends/emulated) runs kernels as the hardware would and faults where the
 // hardware's rules are broken: shuffles exchange lanes, __syncthreads orders shared memory (and its absence shows),
 // cp.async's copies land at the latest or at once (so that a race on their targets shows), mma.sync and ldmatrix
-// follow the PTX ISA's fragment layouts (against a plain product), and a misaligned ldmatrix,
+// follow the PTX ISA's fragment layouts (against a plain product), the attention's ldmatrix loads meet no bank
+// conflicts, and a misaligned ldmatrix,
 // a lane leaving its warp mid-collective, a deadlock and a read past a buffer's end fail the launch with a message,
 // after which the next launch runs; reserved address ranges keep the driver's rules (access only once granted,
 // unmapping whole mappings, freeing addresses only once unmapped) and give their memory back, and a device whose
@@ -392,6 +393,45 @@ class SmallProduct {
   std::vector<float> a_, b_, ab_;
   kosmos::Buffer a_memory_, b_memory_, c_memory_;
 };
+
+// The mma.sync attention kernels read their shared-memory tiles by ldmatrix without bank conflicts (rows padded by
+// 16 bytes, attention_tiles.cuh): every matrix of the forward and of the two-pass backward is served in one pass,
+// at the model's head size 64 in bf16, causal, over a query block and a half (a step the diagonal cuts).
+TEST(GpuEmulator, TheAttentionKernelsLoadTheirTilesWithoutBankConflicts) {
+  const kosmos::BackendRegistry registry;
+  std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
+  std::unique_ptr<kosmos::Stream> stream = device->create_stream();
+  constexpr int64_t kHeads = 2, kLength = 192, kHeadDim = 64;
+  std::vector<kosmos::Buffer> buffers;
+  const auto tensor = [&](kosmos::DType dtype, std::vector<int64_t> dims, float value) {
+    int64_t count = 1;
+    for (const int64_t size : dims) count *= size;
+    buffers.push_back(device->allocate(static_cast<size_t>(count) * kosmos::dtype_size(dtype),
+                                       kosmos::BufferUse::kActivations));
+    const kosmos::TensorView view =
+        kosmos::make_view(buffers.back().data(), dtype, static_cast<int>(dims.size()), dims.data());
+    device->run(kosmos::Fill{view, value}, *stream);
+    return view;
+  };
+  const std::vector<int64_t> heads{1, kHeads, kLength, kHeadDim};
+  const kosmos::TensorView q = tensor(kosmos::DType::kBF16, heads, 0.5f), k = tensor(kosmos::DType::kBF16, heads, 0.25f),
+                           v = tensor(kosmos::DType::kBF16, heads, 1.0f), out = tensor(kosmos::DType::kBF16, heads, 0.0f),
+                           dout = tensor(kosmos::DType::kBF16, heads, 1.0f);
+  const kosmos::TensorView dq = tensor(kosmos::DType::kBF16, heads, 0.0f), dk = tensor(kosmos::DType::kBF16, heads, 0.0f),
+                           dv = tensor(kosmos::DType::kBF16, heads, 0.0f);
+  const kosmos::TensorView lse = tensor(kosmos::DType::kF32, {1, kHeads, kLength}, 0.0f);
+  kosmos::AttentionParams params;
+  params.scale = 0.125f;
+  params.causal = true;
+  kosmos_emulation::reset_bank_counts();
+  device->run(kosmos::AttentionForward{out, lse, q, k, v, params, kosmos::TensorView{}}, *stream);
+  device->run(kosmos::AttentionBackward{dq, dk, dv, dout, q, k, v, out, lse, params, kosmos::TensorView{}}, *stream);
+  stream->synchronize();
+  const kosmos_emulation::BankCounts counts = kosmos_emulation::bank_counts();
+  EXPECT_GT(counts.requests, 0) << "no ldmatrix ran: the attention took another path than the mma.sync kernels";
+  EXPECT_EQ(counts.conflicted, 0) << "of " << counts.requests << " matrices loaded, the worst in " << counts.worst
+                                  << " passes";
+}
 
 // cuBLASLt may decline, at the call, the algorithm its heuristic chose for the same descriptors: the product then
 // runs on the own GEMM kernel, for that call and for the rest of the run, with one warning; --profile names it.
