@@ -414,11 +414,9 @@ TEST(GpuEmulator, TheAttentionKernelsLoadTheirTilesWithoutBankConflicts) {
     return view;
   };
   const std::vector<int64_t> heads{1, kHeads, kLength, kHeadDim};
-  const kosmos::TensorView q = tensor(kosmos::DType::kBF16, heads, 0.5f), k = tensor(kosmos::DType::kBF16, heads, 0.25f),
-                           v = tensor(kosmos::DType::kBF16, heads, 1.0f), out = tensor(kosmos::DType::kBF16, heads, 0.0f),
-                           dout = tensor(kosmos::DType::kBF16, heads, 1.0f);
-  const kosmos::TensorView dq = tensor(kosmos::DType::kBF16, heads, 0.0f), dk = tensor(kosmos::DType::kBF16, heads, 0.0f),
-                           dv = tensor(kosmos::DType::kBF16, heads, 0.0f);
+  const auto bf16 = [&](float value) { return tensor(kosmos::DType::kBF16, heads, value); };
+  const kosmos::TensorView q = bf16(0.5f), k = bf16(0.25f), v = bf16(1.0f), out = bf16(0.0f), dout = bf16(1.0f);
+  const kosmos::TensorView dq = bf16(0.0f), dk = bf16(0.0f), dv = bf16(0.0f);
   const kosmos::TensorView lse = tensor(kosmos::DType::kF32, {1, kHeads, kLength}, 0.0f);
   kosmos::AttentionParams params;
   params.scale = 0.125f;
