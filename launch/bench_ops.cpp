@@ -366,9 +366,12 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                        }});
   }
 
+  size_t name_width = 40;  // the longest op name and a space
+  for (const OpTiming & timing : timings) name_width = std::max(name_width, timing.name.size() + 1);
+  const int names = static_cast<int>(name_width);
   out << "kosmos bench ops: " << options.preset << " shapes (" << batch << " x " << length << " tokens) on "
       << device->name() << " (" << device->description() << ")\n"
-      << std::left << std::setw(40) << "op" << std::setw(36) << "shape" << std::right << std::setw(11) << "ms"
+      << std::left << std::setw(names) << "op" << std::setw(36) << "shape" << std::right << std::setw(11) << "ms"
       << std::setw(12) << "GFLOP/s" << std::setw(10) << "GB/s"
       << "\n";
   std::ostringstream csv;
@@ -383,7 +386,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     const bool bf16 = timing.name.find(" bf16") != std::string::npos;
     if (timing.name.rfind("matmul", 0) == 0 && !bf16) best_matmul = std::max(best_matmul, gflops);
     if (timing.name == "adamw step") best_bandwidth = gbs;  // the largest stream: memory, not cache
-    out << std::left << std::setw(40) << timing.name << std::setw(36) << timing.shape << std::right << std::fixed
+    out << std::left << std::setw(names) << timing.name << std::setw(36) << timing.shape << std::right << std::fixed
         << std::setprecision(3) << std::setw(11) << seconds * 1e3 << std::setprecision(1) << std::setw(12)
         << (timing.flops > 0 ? gflops : 0.0) << std::setw(10) << (timing.bytes > 0 ? gbs : 0.0) << "\n";
     csv << timing.name << ",\"" << timing.shape << "\"," << seconds * 1e3 << ',' << gflops << ',' << gbs << "\n";
