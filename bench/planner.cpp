@@ -225,14 +225,17 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   costs.layer /= layout.tp;
   costs.head /= layout.tp;
   const std::vector<model::StageRange> stages = model::partition_stages(config, virtual_stages, costs);
+  // Recomputation runs a layer's forward (a third of its training FLOPs) again but for fc2 (model/layers.h kLayer).
+  const double recomputed_forward =
+      costs.layer / 3.0 - 2.0 * static_cast<double>(d.embed_dim) * static_cast<double>(d.ffn_dim) * tokens / layout.tp;
   double heaviest = 0.0, heaviest_layers = 0.0;
   for (int stage = 0; stage < layout.pp; ++stage) {
     double flops = 0.0, layers = 0.0;
     for (int chunk = 0; chunk < layout.chunks; ++chunk) {
       const model::StageRange & range = stages[static_cast<size_t>(chunk * layout.pp + stage)];
       const double count = static_cast<double>(range.layer_end - range.layer_begin);
-      flops += count * costs.layer * (layout.recompute ? 4.0 / 3.0 : 1.0) + (range.first ? costs.image_path : 0.0) +
-               (range.last ? costs.head : 0.0);
+      flops += count * (costs.layer + (layout.recompute ? recomputed_forward : 0.0)) +
+               (range.first ? costs.image_path : 0.0) + (range.last ? costs.head : 0.0);
       layers += count;
     }
     if (flops > heaviest) {

@@ -287,9 +287,12 @@ ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::opti
   return saved;
 }
 
-// The projection's f32 output is a temporary, given back after the residual add (one pass with the dropout).
+// The projection's f32 output is a temporary, given back after the residual add (one pass with the dropout). An
+// absent `out` (a recomputation in the backward, which needs what the sub-layer keeps but not its output) skips the
+// projection: every rank alike, so that tensor parallelism's all-reduce is skipped on all of them.
 void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projection, const DropoutSite & dropout,
                       TensorView out, TensorView residual, const ProjectionSaved & saved) {
+  if (!out.present()) return;
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView y = rt.take({out.dim(0), out.dim(1)});
   if (tp)
@@ -590,12 +593,14 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   // What the forward did not keep, run again from the kept input: the same ops on the same values with the same
   // dropout keys give the same activations.
   BlockSaved s = saved;
+  // The block's output and (kAttention) x_mid are not made again: their last projections (fc2, out_proj) are
+  // skipped, whose outputs only the residual stream reads.
   if (o.recompute == Recompute::kLayer) {
     BlockOptions keep_all = o;
     keep_all.recompute = Recompute::kNone;
-    block_forward(rt, w, keep_all, rt.take({rows, model_width}), saved.x, &s);
+    block_forward(rt, w, keep_all, TensorView{}, saved.x, &s);
   } else if (o.recompute == Recompute::kAttention) {
-    attention_forward(rt, w, o, tp, rt.take({rows, model_width}), saved.x, s);
+    attention_forward(rt, w, o, tp, TensorView{}, saved.x, s);
     s.x_mid = saved.x_mid;
   }
   if (recomputes_ffn_tail(o.recompute) && !remakes_ffn_end(o, w, tp)) ffn_tail(rt, w, o, tp, s);

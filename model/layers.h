@@ -124,11 +124,12 @@ BlockWeights make_magneto_block(const ModelState & state, const std::string & pr
 //     no matmul: without tp, the sub-LN's own backward, from the sub-LN's kept statistics (LayerNormBackward::out:
 //     a GPU's packed GELU kernels write it in their pass; the other paths run the forward again inside the op). A
 //     Magneto layer keeps 13 of the 17 (30 of the 38 bytes);
-//   kAttention: the FFN sub-layer's input, LayerNorm output and hidden layer; the attention sub-layer (LayerNorm, q,
-//     k, v, xPos, attention, sub-LN, out_proj) and the FFN's tail run again. A Magneto layer keeps 7 of the 17 (18 of
-//     the 38 bytes) for about 1/8 more of its FLOPs (kosmos1 at 2048 positions);
-//   kLayer: the block's input only; the whole forward runs again. A layer keeps one [rows, d] f32 of the 17 (of the
-//     38 bytes, 4) for one more forward (a third more FLOPs).
+//   kAttention: the FFN sub-layer's input, LayerNorm output and hidden layer; the attention sub-layer up to out_proj
+//     (LayerNorm, q, k, v, xPos, attention, sub-LN) and the FFN's tail run again. A Magneto layer keeps 7 of the 17
+//     (18 of the 38 bytes) for about 1/10 more of its FLOPs (kosmos1 at 2048 positions);
+//   kLayer: the block's input only; the whole forward but fc2 runs again (fc2's output, like out_proj's under
+//     kAttention, only the residual stream reads). A layer keeps one [rows, d] f32 of the 17 (of the 38 bytes, 4) for
+//     about 23% more FLOPs (a whole forward would be a third).
 enum class Recompute : uint8_t { kNone, kFfn, kAttention, kLayer };
 const char * recompute_name(Recompute recompute);  // "none", "ffn", "attention", "layer"
 std::optional<Recompute> parse_recompute(const std::string & name);
@@ -180,7 +181,8 @@ struct BlockSaved {
 };
 
 // out = block(x); x and out are [batch*length, width]. Saves what the backward needs (as o.recompute says) when
-// `saved` is given; the arena takes back every other temporary before it returns.
+// `saved` is given; the arena takes back every other temporary before it returns. An absent `out` (the backward's
+// recomputation, which needs only what is saved) skips the FFN's last projection, fc2, and the residual add.
 void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView out, TensorView x,
                    BlockSaved * saved);
 // dx (overwritten) from dout; parameter gradients accumulate. Its temporaries (recomputed activations too) are

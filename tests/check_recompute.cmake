@@ -1,9 +1,12 @@
 # check_recompute.cmake: activation recomputation changes memory, not the training function: 3 AdamW steps of the
 # small preset (dropout on, same seed and batch) with --recompute none, ffn, attention and layer; every loss,
 # gradient norm and final parameter agrees bit for bit (the recomputed forward runs the same ops on the same values
-# with the same dropout keys), and the last step's device memory peak falls from each setting to the next.
+# with the same dropout keys), and the last step's device memory peak falls from each setting to the next. The
+# recomputation makes only what the backward reads: by --profile's op counts, --recompute attention runs no residual
+# dropout again (out_proj's output, which only the residual stream reads, is not made again) and --recompute layer
+# two more products a layer than attention (out_proj and fc1, not fc2) where attention runs one more than ffn (qkv).
 # cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DOUT=<prefix> -P check_recompute.cmake
-set(common train --preset small --steps 3 --seed 5 --batch 4 --length 128 --log-every 100)
+set(common train --preset small --steps 3 --seed 5 --batch 4 --length 128 --log-every 100 --profile)
 set(previous_peak "")
 foreach(recompute none ffn attention layer)
   execute_process(COMMAND ${KOSMOS} ${common} --recompute ${recompute} --metrics ${OUT}_${recompute}.jsonl
@@ -33,4 +36,23 @@ foreach(recompute none ffn attention layer)
                         "${previous_peak} GiB")
   endif()
   set(previous_peak ${peak})
+  foreach(op matmul dropout_forward)
+    string(REGEX MATCH "\n  ${op} +[0-9.]+ s +[0-9.]+ % +([0-9]+) calls" found "${output}")
+    if(NOT found)
+      message(FATAL_ERROR "no ${op} line in the --recompute ${recompute} run's profile:\n${output}")
+    endif()
+    set(${op}_${recompute} ${CMAKE_MATCH_1})
+  endforeach()
 endforeach()
+if(NOT dropout_forward_attention EQUAL dropout_forward_ffn)
+  message(FATAL_ERROR "--recompute attention ran ${dropout_forward_attention} dropouts, ffn ${dropout_forward_ffn}: "
+                      "the recomputation made a residual dropout (out_proj's output) the backward does not read")
+endif()
+math(EXPR per_attention "${matmul_attention} - ${matmul_ffn}")
+math(EXPR per_layer "${matmul_layer} - ${matmul_attention}")
+math(EXPR twice "2 * ${per_attention}")
+if(per_attention LESS_EQUAL 0 OR NOT per_layer EQUAL twice)
+  message(FATAL_ERROR "matmuls: ffn ${matmul_ffn}, attention ${matmul_attention}, layer ${matmul_layer}; expected "
+                      "layer to recompute twice as many more than attention as attention does more than ffn (out_proj "
+                      "and fc1 against qkv)")
+endif()

@@ -34,7 +34,9 @@ TEST(Planner, OneFOneBIdlesByTheTextbookFraction) {
   }
 }
 
-TEST(Planner, RecomputationTradesMemoryForAThirdMoreLayerWork) {
+// Recomputation runs each layer's forward again but for fc2: for kosmos1's layers (fc2 8 of a forward's 26 d^2 FLOPs
+// a token at 2048 positions) about 18/78 more of their training work, less than the third a whole forward would be.
+TEST(Planner, RecomputationTradesMemoryForLessThanAThirdMoreLayerWork) {
   const model::KosmosConfig config = model::preset("kosmos1");
   const Hardware h100 = without_links(hardware_preset("h100"));
   Workload work;
@@ -45,7 +47,7 @@ TEST(Planner, RecomputationTradesMemoryForAThirdMoreLayerWork) {
   const Prediction a = predict(config, h100, work, plain, 1), b = predict(config, h100, work, recomputed, 1);
   EXPECT_LT(b.memory_gib, a.memory_gib);
   EXPECT_GT(b.compute_seconds, a.compute_seconds);
-  EXPECT_LT(b.compute_seconds, a.compute_seconds * 4.0 / 3.0 + 1e-9);  // the image path and head are not redone
+  EXPECT_LT(b.compute_seconds, a.compute_seconds * (1.0 + 18.5 / 78.0));  // the image path and head are not redone
 }
 
 TEST(Planner, TheReductionHidesBehindTheLastBackwardWhereTheMachineOverlapsThem) {
