@@ -323,10 +323,12 @@ void projection_backward(Runtime & rt, parallel::Comm * tp, const std::optional<
   if (!saved.normed.present()) {
     KOSMOS_CHECK(sub_ln && !tp, "only a sub-LN without tensor parallelism makes its output again in its backward "
                  "(internal error)");
-    projection.backward_input(rt, d_normed, dy, false);
+    // dy as the matmuls read it, cast once for both halves (a view of dy itself unless the weights are fp16).
+    const TensorView dy_operand = matmul_operand(rt, dy, projection.weight.dtype);
+    projection.backward_input(rt, d_normed, dy_operand, false);
     const TensorView normed = rt.arena.take(saved.whole.dtype, {rows, saved.whole.dim(1)});
     sub_ln->backward(rt, d_local, d_normed, saved.whole, saved.stats, TensorView{}, d_local_column_sums, normed);
-    projection.backward_weight(rt, dy, normed);
+    projection.backward_weight(rt, dy_operand, normed);
     return;
   }
   if (tp) {  // each rank's columns of the gradient from its shard, then gathered for the sub-LN
