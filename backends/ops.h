@@ -38,6 +38,13 @@ struct BiasBackward {
   TensorView dout;   // [rows, N] f32|bf16|f16, rows may be strided (a column slice of a wider gradient)
 };
 
+// The dropout of a site (DropoutForward below, and the join a LayerNormForward may make first).
+struct DropoutParams {
+  float p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
 enum class Activation : uint8_t {
   kGelu,       // x * Phi(x) with the exact erf (PyTorch F.gelu default)
   kQuickGelu,  // x * sigmoid(1.702 x) (OpenAI CLIP)
@@ -56,6 +63,9 @@ const char * activation_name(Activation kind);
 // it writes the forward's output again, the same values LayerNormForward wrote from these operands and statistics:
 // a model that did not keep the output (the input of the product after it, fc2's) has it back for that product's
 // weight gradient from the pass that reads the input anyway, instead of running the forward again.
+// With `added` the forward makes its input first, in = residual + dropout(added) (f32, written: DropoutForward's
+// values), a sub-layer's end joining the residual stream, and normalises that: the pre-LN after it (the FFN's, after
+// the attention) in the same pass, which saves reading the sum back.
 struct LayerNormForward {
   TensorView out;     // [.., C] f32|bf16
   TensorView mean;    // [rows] f32, saved for backward
@@ -65,6 +75,9 @@ struct LayerNormForward {
   TensorView bias;    // [C] f32
   float eps = 1e-5f;
   std::optional<Activation> activation = std::nullopt;
+  TensorView added = TensorView{};     // [.., C] f32 or absent: in is residual + dropout(added), written
+  TensorView residual = TensorView{};  // [.., C] f32, where added is given (else absent)
+  DropoutParams dropout = {};          // added's dropout (p 0: none)
 };
 struct LayerNormBackward {
   TensorView din;      // [.., C] f32|bf16, overwritten
@@ -257,15 +270,12 @@ struct CrossEntropyBackward {
   float dloss = 1.0f;
 };
 
-// Inverted dropout: element n (linear index of the dense tensor) is kept when Philox(seed, offset + n) gives a
-// uniform >= p, and scaled by 1/(1-p). The forward may add a residual in the same pass, out = residual +
-// dropout(in) (the end of a sub-layer; the residual's gradient is dout itself); out may alias in or residual. The
-// backward regenerates the same mask; its din may be bf16, rounded once, when it feeds a bf16 matmul.
-struct DropoutParams {
-  float p = 0.0f;
-  uint64_t seed = 0;
-  uint64_t offset = 0;
-};
+// Inverted dropout (DropoutParams, above): element n (linear index of the dense tensor) is kept when Philox(seed,
+// offset + n) gives a uniform >= p, and scaled by 1/(1-p). The forward may add a residual in the same pass, out =
+// residual + dropout(in) (the end of a sub-layer; the residual's gradient is dout itself); out may alias in or
+// residual. The backward regenerates the same mask; its din may be bf16, rounded once, when it feeds a bf16 matmul.
+// With `din_column_sums` the backward also adds up din's columns (over its last dim) as din holds them: the bias
+// gradient of the projection whose output was dropped (out_proj, fc2), without another pass over din.
 struct DropoutForward {
   TensorView out;       // [...] f32
   TensorView in;        // [...] f32
@@ -273,9 +283,10 @@ struct DropoutForward {
   DropoutParams params;
 };
 struct DropoutBackward {
-  TensorView din;   // [...] f32|bf16, overwritten
-  TensorView dout;  // [...] f32
+  TensorView din;   // [..., C] f32|bf16, overwritten
+  TensorView dout;  // [..., C] f32
   DropoutParams params;
+  TensorView din_column_sums = TensorView{};  // [C] f32 or absent, accumulated: the sums of din's columns
 };
 
 // One AdamW step (PyTorch form, decoupled weight decay, bias correction with 1-based `step`):

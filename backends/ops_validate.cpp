@@ -175,6 +175,23 @@ void validate_op(const LayerNormForward & op) {
   check.dtype("out", op.out, {DType::kF32, DType::kBF16});
   check.same_shape("out", op.out, "in", op.in);
   check.dense("out", op.out);
+  KOSMOS_CHECK(op.added.present() == op.residual.present(), "layernorm_forward: added ", describe(op.added),
+               " and residual ", describe(op.residual), "; expected both (in = residual + dropout(added)) or neither");
+  if (!op.added.present()) return;
+  KOSMOS_CHECK(!op.activation, "layernorm_forward: an activation (", activation_name(*op.activation),
+               ") with added ", describe(op.added), "; expected one or the other (a join makes an f32 input)");
+  for (const auto & [name, view] :
+       {std::pair<const char *, TensorView>{"in", op.in}, {"added", op.added}, {"residual", op.residual}}) {
+    check.dtype(name, view, {DType::kF32});
+    check.same_shape(name, view, "in", op.in);
+    check.dense(name, view);
+  }
+  check.scalar_range("dropout.p", op.dropout.p, 0.0, 0.999, "the probability of dropping an element of added");
+  for (const auto & [name, view] :
+       {std::pair<const char *, TensorView>{"out", op.out}, {"mean", op.mean}, {"rstd", op.rstd},
+        {"weight", op.weight}, {"bias", op.bias}})
+    KOSMOS_CHECK(!views_overlap(op.in, view), "layernorm_forward: in ", describe(op.in), " overlaps ", name, " ",
+                 describe(view), "; expected the joined input (written) apart from the normalisation's operands");
 }
 
 void validate_op(const LayerNormBackward & op) {
@@ -488,6 +505,17 @@ void validate_op(const DropoutBackward & op) {
   KOSMOS_CHECK(op.din.dtype == op.dout.dtype || !views_overlap(op.din, op.dout), "dropout_backward: din ",
                describe(op.din), " overlaps dout ", describe(op.dout), "; in place works only in one dtype");
   check.scalar_range("p", op.params.p, 0.0, 0.999, "the probability of dropping an element");
+  if (!op.din_column_sums.present()) return;
+  const int64_t cols = op.din.ndim > 0 ? op.din.dim(-1) : 1;
+  check.dtype("din_column_sums", op.din_column_sums, {DType::kF32});
+  KOSMOS_CHECK(op.din.ndim > 0 && op.din_column_sums.ndim == 1 && op.din_column_sums.dim(0) == cols,
+               "dropout_backward: din_column_sums ", describe(op.din_column_sums), " for din ", describe(op.din),
+               "; expected [", cols, "] (a sum per column of din's last dim)");
+  check.dense("din_column_sums", op.din_column_sums);
+  for (const auto & [name, view] : {std::pair<const char *, TensorView>{"din", op.din}, {"dout", op.dout}})
+    KOSMOS_CHECK(!views_overlap(op.din_column_sums, view), "dropout_backward: din_column_sums ",
+                 describe(op.din_column_sums), " overlaps ", name, " ", describe(view), "; expected a [", cols,
+                 "] f32 vector apart from din and dout");
 }
 
 void validate_op(const AdamWStep & op) {

@@ -266,6 +266,28 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     timings.push_back({"dropout + residual", dims({tokens, d}), 0.0, 3.0 * bytes, [&bench, y, x] {
                          bench.op(DropoutForward{y, x, y, DropoutParams{0.1f, 7, 0}});
                        }});
+    // The FFN's pre-LN joining its input first (the attention's dropout and residual add) into a bf16 output, as
+    // the layers run it, instead of "dropout + residual" then a LayerNorm.
+    const TensorView h = bench.tensor(DType::kBF16, {tokens, d}), joined = bench.tensor(DType::kF32, {tokens, d});
+    timings.push_back({"layernorm forward bf16 joining dropout + residual", dims({tokens, d}), 0.0,
+                       3.5 * bytes, [&bench, h, mean, rstd, joined, w, b, x, y] {
+                         bench.op(LayerNormForward{h, mean, rstd, joined, w, b, 1e-5f, std::nullopt, x, y,
+                                                   DropoutParams{0.1f, 7, 0}});
+                       }});
+    // out_proj's and fc2's output gradients at bf16 activations, and their bias gradients: after the dropout's
+    // backward, or added up in its pass, as the layers have it do.
+    const TensorView d_projected = bench.tensor(DType::kBF16, {tokens, d});
+    const double mixed = 6.0 * tokens * d;  // f32 read, bf16 written
+    timings.push_back({"dropout backward bf16", dims({tokens, d}), 0.0, mixed, [&bench, d_projected, x] {
+                         bench.op(DropoutBackward{d_projected, x, DropoutParams{0.1f, 7, 0}});
+                       }});
+    timings.push_back({"bias backward bf16", dims({tokens, d}), 0.0, 2.0 * tokens * d, [&bench, db, d_projected] {
+                         bench.op(BiasBackward{db, d_projected});
+                       }});
+    timings.push_back({"dropout backward bf16 + bias sums", dims({tokens, d}), 0.0, mixed,
+                       [&bench, d_projected, x, db] {
+                         bench.op(DropoutBackward{d_projected, x, DropoutParams{0.1f, 7, 0}, db});
+                       }});
   }
   {
     const TensorView h = bench.tensor(DType::kF32, {tokens, ffn}), g = bench.tensor(DType::kF32, {tokens, ffn});

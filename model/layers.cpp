@@ -144,6 +144,13 @@ void LayerNorm::forward_into(Runtime & rt, TensorView y, TensorView x, const Sav
   rt.run(LayerNormForward{y, saved.mean, saved.rstd, x, weight, bias, eps, saved.activation});
 }
 
+void LayerNorm::forward_joining(Runtime & rt, TensorView y, TensorView x, TensorView added, TensorView residual,
+                                const DropoutSite & dropout, const Saved & saved) const {
+  KOSMOS_CHECK(!saved.activation, "a LayerNorm that joins its input normalises no activation (internal error)");
+  rt.run(LayerNormForward{y, saved.mean, saved.rstd, x, weight, bias, eps, std::nullopt, added, residual,
+                          {dropout.p, dropout.seed, dropout.offset}});
+}
+
 void LayerNorm::backward(Runtime & rt, TensorView dx, TensorView dy, TensorView x, const Saved & saved,
                          TensorView residual_gradient, TensorView dx_column_sums, TensorView y_again) const {
   // A frozen LayerNorm still passes the gradient through; its parameter gradients go to scratch.
@@ -287,11 +294,23 @@ ProjectionSaved sublayer_norm(Runtime & rt, parallel::Comm * tp, const std::opti
   return saved;
 }
 
-// The projection's f32 output is a temporary, given back after the residual add (one pass with the dropout). An
-// absent `out` (a recomputation in the backward, which needs what the sub-layer keeps but not its output) skips the
-// projection: every rank alike, so that tensor parallelism's all-reduce is skipped on all of them.
+// The pre-LN that reads a sub-layer's output next (the FFN's, after the attention), run in the sub-layer's last pass:
+// its output and statistics, taken before the sub-layer's temporaries.
+struct NextNorm {
+  const LayerNorm * ln;
+  TensorView y;
+  LayerNorm::Saved saved;
+};
+
+// The projection's f32 output is a temporary, given back after the residual add (one pass with the dropout, and with
+// `next`'s LayerNorm where given). An absent `out` (a recomputation in the backward, which needs what the sub-layer
+// keeps but not its output) skips the projection: every rank alike, so that tensor parallelism's all-reduce is
+// skipped on all of them.
 void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projection, const DropoutSite & dropout,
-                      TensorView out, TensorView residual, const ProjectionSaved & saved) {
+                      TensorView out, TensorView residual, const ProjectionSaved & saved,
+                      const NextNorm * next = nullptr) {
+  KOSMOS_CHECK(out.present() || !next, "a sub-layer's output that is not made has no LayerNorm after it "
+               "(internal error)");
   if (!out.present()) return;
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView y = rt.take({out.dim(0), out.dim(1)});
@@ -299,7 +318,9 @@ void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projecti
     row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
   else
     projection.forward(rt, y, saved.normed);
-  if (dropout.p > 0.0f)
+  if (next)
+    next->ln->forward_joining(rt, next->y, out, y, residual, dropout, next->saved);
+  else if (dropout.p > 0.0f)
     rt.run(DropoutForward{out, y, residual, {dropout.p, dropout.seed, dropout.offset}});
   else
     rt.run(Add{out, residual, y});
@@ -383,18 +404,26 @@ void attention_inputs(Runtime & rt, const BlockWeights & w, const BlockOptions &
 }
 
 // The attention sub-layer after the attention core (s.attention): sub-LN and out_proj, dropout, and the residual
-// into x_mid [rows, width].
+// into x_mid [rows, width], then (where x_mid is made) the FFN's pre-LN in the same pass, into `ffn_norm`.
 void attention_finish(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp,
-                      TensorView x_mid, BlockSaved & s) {
+                      TensorView x_mid, BlockSaved & s, const NextNorm * ffn_norm) {
   s.attention_end = sublayer_norm(rt, tp, w.ln_inner_attention, s.attention);
-  sublayer_project(rt, tp, w.out, o.output_dropout, x_mid, s.x, s.attention_end);
+  sublayer_project(rt, tp, w.out, o.output_dropout, x_mid, s.x, s.attention_end, x_mid.present() ? ffn_norm : nullptr);
   s.x_mid = x_mid;
 }
 
+// The FFN's input LN_ffn(x_mid), which the attention's last pass makes (attention_finish): its output and statistics
+// into s, taken before the attention's temporaries.
+NextNorm ffn_input(Runtime & rt, const BlockWeights & w, const BlockOptions & o, int64_t rows, BlockSaved & s) {
+  s.h_ffn = take_activation(rt, o, rows, w.q.in());
+  s.ln_ffn = w.ln_ffn.take_saved(rt, rows);
+  return NextNorm{&w.ln_ffn, s.h_ffn, s.ln_ffn};
+}
+
 // The whole attention sub-layer of a training or prompt forward: x_mid = x + dropout(out_proj(sub_LN(attention(
-// xPos(q), xPos(k), v)))) with q, k, v from LN(x).
+// xPos(q), xPos(k), v)))) with q, k, v from LN(x), and the FFN's LN(x_mid) where ffn_norm is given.
 void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp,
-                       TensorView x_mid, TensorView x, BlockSaved & s) {
+                       TensorView x_mid, TensorView x, BlockSaved & s, const NextNorm * ffn_norm = nullptr) {
   const int64_t rows = x.dim(0), width = w.q.out();
   const int64_t heads = tp ? o.heads / tp->size() : o.heads;  // this rank's heads
   attention_inputs(rt, w, o, x, s);
@@ -425,7 +454,7 @@ void attention_forward(Runtime & rt, const BlockWeights & w, const BlockOptions 
   attention.keep = s.keep;
   rt.run(attention);
   rt.arena.rewind(operands);
-  attention_finish(rt, w, o, tp, x_mid, s);
+  attention_finish(rt, w, o, tp, x_mid, s, ffn_norm);
 }
 
 // The FFN's tail from its hidden layer s.hidden: the activation and the sub-LN (no matmul), into s.ffn_end; with a
@@ -462,14 +491,13 @@ bool remakes_ffn_end(const BlockOptions & o, const BlockWeights & w, parallel::C
   return recomputes_ffn_tail(o.recompute) && w.ln_inner_ffn && !tp;
 }
 
-// The FFN sub-layer: out = x_mid + dropout(fc2(sub_LN(act(fc1(LN(x_mid)))))), x_mid from s. Without keep_tail the
-// tail's activations (after the activation, the sub-LN's) are given back at the end; the backward makes them again
-// (where remakes_ffn_end, from the sub-LN's statistics, which stay).
+// The FFN sub-layer: out = x_mid + dropout(fc2(sub_LN(act(fc1(LN(x_mid)))))), x_mid and LN(x_mid) (s.h_ffn, made
+// with x_mid) from s. Without keep_tail the tail's activations (after the activation, the sub-LN's) are given back
+// at the end; the backward makes them again (where remakes_ffn_end, from the sub-LN's statistics, which stay).
 void ffn_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, parallel::Comm * tp, TensorView out,
                  BlockSaved & s, bool keep_tail) {
-  const int64_t rows = s.x_mid.dim(0), hidden_width = w.fc1.out(), model_width = w.q.in();
-  s.h_ffn = take_activation(rt, o, rows, model_width);
-  s.ln_ffn = w.ln_ffn.forward(rt, s.h_ffn, s.x_mid);
+  KOSMOS_CHECK(s.h_ffn.present(), "the FFN's input LN(x_mid) comes with x_mid (internal error)");
+  const int64_t rows = s.x_mid.dim(0), hidden_width = w.fc1.out();
   s.hidden = take_activation(rt, o, rows, hidden_width);
   w.fc1.forward(rt, s.hidden, s.h_ffn);
   const bool keep_stats = !keep_tail && remakes_ffn_end(o, w, tp);
@@ -482,6 +510,22 @@ void ffn_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o, p
   rt.arena.rewind(tail);
   s.activated = TensorView{};
   s.ffn_end = keep_stats ? ProjectionSaved{s.hidden, TensorView{}, stats} : ProjectionSaved{};
+}
+
+// The gradient at a sub-layer's last projection's output (out_proj's, fc2's) from dout, the one at the sub-layer's
+// output: dout itself without dropout, else the dropout's backward in the activations' dtype (it feeds only the
+// projection's matmuls, so a bf16 run rounds it once here instead of in a cast of an f32 copy). That pass also adds
+// up the projection's bias gradient (DropoutBackward::din_column_sums), whose bias `projection` then loses, so that
+// its backward does not read the gradient once more for it.
+TensorView projection_output_gradient(Runtime & rt, const BlockOptions & o, const DropoutSite & dropout,
+                                      TensorView dout, Linear & projection) {
+  if (dropout.p <= 0.0f) return dout;
+  const TensorView d_projected = take_activation(rt, o, dout.dim(0), dout.dim(1));
+  const bool sums_bias = projection.trainable && projection.bias.present();
+  rt.run(DropoutBackward{d_projected, dout, {dropout.p, dropout.seed, dropout.offset},
+                         sums_bias ? projection.dbias : TensorView{}});
+  if (sums_bias) projection.bias = projection.dbias = TensorView{};
+  return d_projected;
 }
 
 parallel::Comm * split_over(const BlockOptions & o, const BlockWeights & w) {
@@ -518,19 +562,19 @@ void block_forward(Runtime & rt, const BlockWeights & w, const BlockOptions & o,
   const int64_t rows = x.dim(0), model_width = w.q.in();
   BlockSaved s;
   const Arena::Mark layer = rt.arena.mark();
+  const TensorView x_mid = rt.take({rows, model_width});
+  const NextNorm ffn_norm = ffn_input(rt, w, o, rows, s);
+  const Arena::Mark attention = rt.arena.mark();
+  attention_forward(rt, w, o, tp, x_mid, x, s, &ffn_norm);
   if (saved == nullptr || o.recompute == Recompute::kLayer) {  // nothing but the input is kept
-    attention_forward(rt, w, o, tp, rt.take({rows, model_width}), x, s);
     ffn_forward(rt, w, o, tp, out, s, true);
     rt.arena.rewind(layer);
     if (saved) *saved = BlockSaved{}, saved->x = x;
     return;
   }
-  const TensorView x_mid = rt.take({rows, model_width});
-  const Arena::Mark attention = rt.arena.mark();
-  attention_forward(rt, w, o, tp, x_mid, x, s);
   if (o.recompute == Recompute::kAttention) {  // the FFN's activations and x_mid are kept, the attention's not
     rt.arena.rewind(attention);
-    s = BlockSaved{}, s.x = x, s.x_mid = x_mid;
+    s = BlockSaved{}, s.x = x, s.x_mid = x_mid, s.h_ffn = ffn_norm.y, s.ln_ffn = ffn_norm.saved;
   }
   ffn_forward(rt, w, o, tp, out, s, !recomputes_ffn_tail(o.recompute));
   *saved = s;
@@ -581,7 +625,9 @@ void block_decode(Runtime & rt, const BlockWeights & w, const BlockOptions & o, 
   params.causal = cached == 0;  // one new position sees every cached one
   rt.run(AttentionForward{heads_view(s.attention, o.batch, o.length, heads), s.lse, q_heads, keys,
                           cache.values_view(total), params, TensorView{}});
-  attention_finish(rt, w, o, tp, rt.take({rows, w.q.in()}), s);
+  const TensorView x_mid = rt.take({rows, w.q.in()});
+  const NextNorm ffn_norm = ffn_input(rt, w, o, rows, s);
+  attention_finish(rt, w, o, tp, x_mid, s, &ffn_norm);
   ffn_forward(rt, w, o, tp, out, s, true);
   rt.arena.rewind(layer);
 }
@@ -607,25 +653,21 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   }
   if (recomputes_ffn_tail(o.recompute) && !remakes_ffn_end(o, w, tp)) ffn_tail(rt, w, o, tp, s);
   // out = x_mid + dropout(fc2(LN_inner_ffn(act(fc1(LN_ffn(x_mid))))))
-  // The dropouts' gradients feed only the projections' matmuls (and bias sums), so they are made in the activations'
-  // dtype: a bf16 run rounds them once here instead of in a cast of an f32 copy.
-  TensorView d_ffn_out = dout;
-  if (o.output_dropout.p > 0.0f) {
-    d_ffn_out = take_activation(rt, o, rows, model_width);
-    rt.run(DropoutBackward{d_ffn_out, dout, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}});
-  }
+  Linear fc2 = w.fc2;
+  const TensorView d_ffn_out =
+      projection_output_gradient(rt, o, {o.output_dropout.p, o.ffn_dropout_seed, o.output_dropout.offset}, dout, fc2);
   const TensorView d_hidden = take_activation(rt, o, rows, hidden_width);
   // fc1's bias gradient: the sums of d_hidden's columns, which the sub-LN's backward adds up as it writes them
   // (without tensor parallelism, whose sub-LN sees every rank's columns), or fc1's backward from d_hidden.
   Linear fc1 = w.fc1;
   const bool sums_from_sub_ln = w.ln_inner_ffn && !tp && fc1.trainable && fc1.bias.present();
   if (w.ln_inner_ffn) {  // the sub-LN's backward goes through the activation too (ffn_tail)
-    projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_hidden, d_ffn_out, s.ffn_end,
+    projection_backward(rt, tp, w.ln_inner_ffn, fc2, d_hidden, d_ffn_out, s.ffn_end,
                         sums_from_sub_ln ? fc1.dbias : TensorView{});
     if (sums_from_sub_ln) fc1.bias = fc1.dbias = TensorView{};
   } else {
     const TensorView d_activated = take_activation(rt, o, rows, hidden_width);
-    projection_backward(rt, tp, w.ln_inner_ffn, w.fc2, d_activated, d_ffn_out, s.ffn_end);
+    projection_backward(rt, tp, w.ln_inner_ffn, fc2, d_activated, d_ffn_out, s.ffn_end);
     rt.run(ActivationBackward{d_hidden, d_activated, s.hidden, o.activation});
   }
   const TensorView d_h_ffn = rt.take({rows, model_width});
@@ -635,13 +677,10 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
   w.ln_ffn.backward(rt, d_x_mid, d_h_ffn, s.x_mid, s.ln_ffn, dout);  // dout: the residual path's gradient
 
   // x_mid = x + dropout(out_proj(LN_inner_attn(attention(xpos(q), xpos(k), v))))
-  TensorView d_projected = d_x_mid;
-  if (o.output_dropout.p > 0.0f) {
-    d_projected = take_activation(rt, o, rows, model_width);
-    rt.run(DropoutBackward{d_projected, d_x_mid, {o.output_dropout.p, o.output_dropout.seed, o.output_dropout.offset}});
-  }
+  Linear out_proj = w.out;
+  const TensorView d_projected = projection_output_gradient(rt, o, o.output_dropout, d_x_mid, out_proj);
   const TensorView d_attention = take_activation(rt, o, rows, width);
-  projection_backward(rt, tp, w.ln_inner_attention, w.out, d_attention, d_projected, s.attention_end);
+  projection_backward(rt, tp, w.ln_inner_attention, out_proj, d_attention, d_projected, s.attention_end);
   const TensorView dqkv = take_activation(rt, o, rows, 3 * width);
   const TensorView dq = columns(dqkv, 0, width), dk = columns(dqkv, width, width), dv = columns(dqkv, 2 * width, width);
   auto as_heads = [&](TensorView view) { return heads_view(view, o.batch, o.length, heads); };

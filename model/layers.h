@@ -66,6 +66,14 @@ struct Linear {
 };
 Linear make_linear(const ModelState & state, const std::string & prefix, bool bias);
 
+// Dropout randomness of one site: the Philox key and where this micro-batch starts among the whole batch's draws,
+// the global index of its first element (activations), or of its first probability row (attention, see ops.h).
+struct DropoutSite {
+  float p = 0.0f;
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+
 struct LayerNorm {
   TensorView weight, bias, dweight, dbias;  // [C] f32
   float eps = 1e-5f;
@@ -80,6 +88,10 @@ struct LayerNorm {
   // The same into statistics taken before (take_saved), for a caller that keeps them but gives y back.
   Saved take_saved(Runtime & rt, int64_t rows, std::optional<Activation> activation = std::nullopt) const;
   void forward_into(Runtime & rt, TensorView y, TensorView x, const Saved & saved) const;
+  // ... with x made in the same pass, x = residual + dropout(added) (f32, written): a sub-layer's output joining the
+  // residual stream where this LayerNorm reads it next (ops.h LayerNormForward::added).
+  void forward_joining(Runtime & rt, TensorView y, TensorView x, TensorView added, TensorView residual,
+                       const DropoutSite & dropout, const Saved & saved) const;
   // dx (overwritten, the gradient at x) from dy, plus residual_gradient where given (f32, the gradient of a residual
   // path joining x: one pass for both); weight and bias gradients accumulate when trainable. dx_column_sums [C] f32,
   // where given, accumulates the sums of dx's columns (the bias gradient of the linear layer whose output x is).
@@ -89,14 +101,6 @@ struct LayerNorm {
                 TensorView y_again = TensorView{}) const;
 };
 LayerNorm make_layernorm(const ModelState & state, const std::string & prefix, double eps);
-
-// Dropout randomness of one site: the Philox key and where this micro-batch starts among the whole batch's draws,
-// the global index of its first element (activations), or of its first probability row (attention, see ops.h).
-struct DropoutSite {
-  float p = 0.0f;
-  uint64_t seed = 0;
-  uint64_t offset = 0;
-};
 
 // A pre-LN transformer block. CLIP: x += out(attn(LN1 x)); x += fc2(act(fc1(LN2 x))). Magneto adds the sub-LNs
 // (inner_attn_ln before out_proj, ffn_layernorm before fc2), xPos on q and k, causal masking and dropout.

@@ -1,6 +1,7 @@
 // dropout.cpp: inverted dropout with Philox masks regenerated in the backward (no mask is stored), with the
-// forward's optional residual add and the backward's f32 or bf16 gradient. Threads take chunks of the flat tensor;
-// a chunk draws exactly the elements a whole-tensor draw would.
+// forward's optional residual add and the backward's f32 or bf16 gradient (and its column sums, the bias gradient
+// before the dropout: a second pass here, one on a GPU). Threads take chunks of the flat tensor; a chunk draws
+// exactly the elements a whole-tensor draw would.
 #include <algorithm>
 #include <vector>
 
@@ -48,6 +49,9 @@ void dropout_apply(const TensorView & out, const TensorView & in, const TensorVi
 }  // namespace
 
 void cpu_op(CpuContext &, const DropoutForward & op) { dropout_apply(op.out, op.in, op.residual, op.params); }
-void cpu_op(CpuContext &, const DropoutBackward & op) { dropout_apply(op.din, op.dout, TensorView{}, op.params); }
+void cpu_op(CpuContext & ctx, const DropoutBackward & op) {
+  dropout_apply(op.din, op.dout, TensorView{}, op.params);
+  if (op.din_column_sums.present()) cpu_op(ctx, BiasBackward{op.din_column_sums, op.din});  // din as it holds it
+}
 
 }  // namespace kosmos::cpu

@@ -3,7 +3,8 @@
 // back (var = 1/rstd^2 - eps) into scratch. Weight and bias gradients come out of oneDNN and are added (+=). The
 // LayerNorm of an activation runs as its parts, act(in) in f32 scratch (widened exactly), then the LayerNorm of it;
 // its backward as the LayerNorm's into f32 scratch, then act' (the same ops an f32 model runs one by one); a residual
-// gradient is added after, and the forward's output asked of the backward is the forward run again.
+// gradient is added after, and the forward's output asked of the backward is the forward run again. A forward that
+// joins its input first (LayerNormForward::added) runs the dropout, then itself.
 #include <cmath>
 #include <ios>
 #include <sstream>
@@ -51,6 +52,13 @@ std::string layernorm_key(const char * kind, int64_t rows, int64_t cols, float e
 }  // namespace
 
 void cpu_op(CpuContext & ctx, const LayerNormForward & op) {
+  if (op.added.present()) {  // the join (DropoutForward's pass), then the LayerNorm of what it wrote
+    cpu_op(ctx, DropoutForward{op.in, op.added, op.residual, op.dropout});
+    LayerNormForward plain = op;
+    plain.added = plain.residual = TensorView{};
+    cpu_op(ctx, plain);
+    return;
+  }
   if (op.activation) {
     LayerNormForward plain = op;
     plain.in = activated_input(ctx, op.in, *op.activation);

@@ -169,5 +169,8 @@ constexpr int64_t kMaxHeadDim = 256;
 // an order fixed by the shape (deterministic): the bias and LayerNorm parameter gradients (kernels_column_sums.cu).
 void add_column_sums(GpuContext & ctx, float * sums, const void * matrix, DType dtype, int64_t rows, int64_t cols,
                      int64_t row_stride, cudaStream_t stream);
+// DropoutBackward with din_column_sums in one pass that drops, stores and adds up (the sums as add_column_sums
+// adds them); false, having run nothing, where din and dout do not go in packs (then: the dropout, then the sums).
+bool dropout_gradient_with_column_sums(GpuContext & ctx, const DropoutBackward & op, cudaStream_t stream);
 
 }  // namespace kosmos::KOSMOS_GPU_NAMESPACE

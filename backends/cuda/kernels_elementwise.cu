@@ -186,22 +186,6 @@ __global__ void fill_i32_kernel(int32_t * out, int64_t count, int32_t value) {
   KOSMOS_GRID_LOOP(i, count) out[i] = value;
 }
 
-// The dropout factors of stream elements [first, first + 8): two Philox blocks when first is a multiple of 4 (every
-// tensor the model drops starts so), else each element's block on its own.
-__device__ inline void dropout_pack_factors(const DropoutDraw & draw, uint64_t first, float (&factors)[kPack]) {
-  if ((first & 3u) == 0) {
-    const PhiloxBlock low = philox_block(draw.seed, first >> 2), high = philox_block(draw.seed, (first >> 2) + 1);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      factors[e] = dropout_factor_of(draw, low.lane[e]);
-      factors[e + 4] = dropout_factor_of(draw, high.lane[e]);
-    }
-    return;
-  }
-#pragma unroll
-  for (int e = 0; e < kPack; ++e) factors[e] = dropout_factor_of(draw, philox_bits(draw.seed, first + e));
-}
-
 // out[i] = residual[i] + in[i] * factor(offset + i), without the residual where it is null; in and residual f32.
 template <typename Out>
 __global__ void dropout_kernel(Out * out, const float * in, const float * residual, int64_t count, int64_t packs,
@@ -210,19 +194,15 @@ __global__ void dropout_kernel(Out * out, const float * in, const float * residu
     float values[kPack], factors[kPack];
     load_pack(in, pack, values);
     dropout_pack_factors(draw, offset + static_cast<uint64_t>(pack) * kPack, factors);
+    float kept[kPack] = {};
+    if (residual != nullptr) load_pack(residual, pack, kept);
 #pragma unroll
-    for (int e = 0; e < kPack; ++e) values[e] *= factors[e];
-    if (residual != nullptr) {
-      float kept[kPack];
-      load_pack(residual, pack, kept);
-#pragma unroll
-      for (int e = 0; e < kPack; ++e) values[e] += kept[e];
-    }
+    for (int e = 0; e < kPack; ++e) values[e] = dropped_onto(kept[e], values[e], factors[e]);
     store_pack(out, pack, values);
   }
   KOSMOS_TAIL_LOOP(i, packs, count) {
-    const float dropped = in[i] * dropout_factor_of(draw, philox_bits(draw.seed, offset + static_cast<uint64_t>(i)));
-    put(out[i], residual != nullptr ? residual[i] + dropped : dropped);
+    const float factor = dropout_factor_of(draw, philox_bits(draw.seed, offset + static_cast<uint64_t>(i)));
+    put(out[i], dropped_onto(residual != nullptr ? residual[i] : 0.0f, in[i], factor));
   }
 }
 
@@ -328,8 +308,10 @@ void gpu_op(GpuContext &, const DropoutForward & op, cudaStream_t stream) {
   launch_dropout(op.out, op.in, op.residual, op.params, stream, "dropout_forward");
 }
 
-void gpu_op(GpuContext &, const DropoutBackward & op, cudaStream_t stream) {
+void gpu_op(GpuContext & ctx, const DropoutBackward & op, cudaStream_t stream) {
+  if (op.din_column_sums.present() && dropout_gradient_with_column_sums(ctx, op, stream)) return;
   launch_dropout(op.din, op.dout, TensorView{}, op.params, stream, "dropout_backward");
+  if (op.din_column_sums.present()) gpu_op(ctx, BiasBackward{op.din_column_sums, op.din}, stream);
 }
 
 }  // namespace kosmos::KOSMOS_GPU_NAMESPACE

@@ -251,18 +251,54 @@ __device__ inline void activate(float (&x)[kPack], Activation kind) {
   }
 }
 
-// Thread t holds packs t, t + blockDim.x, ... (kPacks of them), each pack's loads coalesced over the block.
-template <int kPacks, typename Out, typename In>
+// The join a forward makes its input from (LayerNormForward::added): in = residual + dropout(added), f32.
+struct JoinOperands {
+  float * in;  // written
+  const float * added;
+  const float * residual;
+  DropoutDraw draw;
+  uint64_t offset;
+};
+JoinOperands join_operands(const LayerNormForward & op) {
+  if (!op.added.present()) return JoinOperands{};
+  return {op.in.as<float>(), op.added.as<float>(), op.residual.as<float>(),
+          dropout_draw(op.dropout.seed, op.dropout.p), op.dropout.offset};
+}
+// Pack `pack` of the row starting at element `start`, joined (as DropoutForward with a residual makes it) and stored;
+// without dropout (p 0: every factor 1, CLIP's blocks) no Philox is drawn.
+__device__ inline void join_pack(const JoinOperands & join, int64_t start, int64_t pack, float (&x)[kPack]) {
+  float kept[kPack], factors[kPack];
+  load_pack(join.added + start, pack, x);
+  load_pack(join.residual + start, pack, kept);
+  if (join.draw.threshold > 0) {
+    dropout_pack_factors(join.draw, join.offset + static_cast<uint64_t>(start + pack * kPack), factors);
+  } else {
+#pragma unroll
+    for (int e = 0; e < kPack; ++e) factors[e] = join.draw.keep_scale;
+  }
+#pragma unroll
+  for (int e = 0; e < kPack; ++e) x[e] = dropped_onto(kept[e], x[e], factors[e]);
+  store_pack(join.in + start, pack, x);
+}
+
+// Thread t holds packs t, t + blockDim.x, ... (kPacks of them), each pack's loads coalesced over the block. With
+// kJoins the packs come from join_pack (In is float; `in` is join.in).
+template <int kPacks, bool kJoins, typename Out, typename In>
 __global__ void __launch_bounds__(kForwardRowThreads)
     layernorm_forward_packed_kernel(Out * out, float * mean_out, float * rstd_out, const In * in, const float * weight,
-                                    const float * bias, int64_t cols, float eps, InputActivation activation) {
+                                    const float * bias, int64_t cols, float eps, InputActivation activation,
+                                    JoinOperands join) {
   __shared__ float shared[kForwardRowThreads / kWarp];
   const int64_t row = blockIdx.x, packs = cols / kPack;
   float x[kPacks][kPack] = {};
 #pragma unroll
   for (int p = 0; p < kPacks; ++p) {
     const int64_t pack = threadIdx.x + int64_t{p} * blockDim.x;
-    if (pack < packs) load_pack(in + row * cols, pack, x[p]);
+    if (pack >= packs) continue;
+    if constexpr (kJoins)
+      join_pack(join, row * cols, pack, x[p]);
+    else
+      load_pack(in + row * cols, pack, x[p]);
   }
   float sum = 0.0f;
 #pragma unroll
@@ -297,14 +333,6 @@ __global__ void __launch_bounds__(kForwardRowThreads)
     mean_out[row] = mean;
     rstd_out[row] = rstd;
   }
-}
-
-// value as a T holds it: itself in f32, rounded to nearest even in bf16.
-template <typename T>
-__device__ inline float as_stored(float value) {
-  T slot;
-  put(slot, value);
-  return to_float(slot);
 }
 
 // The sums of a and b over the block's threads, to every thread, in one round of shared memory: each warp's sums,
@@ -484,7 +512,15 @@ void launch_layernorm_backward_packed(const LayerNormBackward & op, int64_t bloc
 void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream) {
   const int64_t cols = op.in.dim(-1);
   if (op.in.rows() == 0) return;
-  const bool packed = packed_rows(cols, {op.out.data, op.in.data, op.weight.data, op.bias.data});
+  const bool packed = packed_rows(cols, {op.out.data, op.in.data, op.weight.data, op.bias.data}) &&
+                      (!op.added.present() || aligned_to_pack({op.added.data, op.residual.data}));
+  if (op.added.present() && !packed) {  // the join first, then the LayerNorm of what it wrote
+    gpu_op(ctx, DropoutForward{op.in, op.added, op.residual, op.dropout}, stream);
+    LayerNormForward plain = op;
+    plain.added = plain.residual = TensorView{};
+    gpu_op(ctx, plain, stream);
+    return;
+  }
   if (op.activation && !packed) {
     LayerNormForward plain = op;
     plain.in = activated_scratch(ctx, kScratchActivated, op.in, op.activation, stream);
@@ -493,16 +529,25 @@ void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream) 
     return;
   }
   if (packed) {
+    const auto launch = [&](auto kernel, auto out_element, auto in_element, auto packs_per_thread) {
+      using Out = decltype(out_element);
+      using In = decltype(in_element);
+      kernel<<<row_blocks(op.in), packed_row_threads(cols, packs_per_thread), 0, stream>>>(
+          static_cast<Out *>(op.out.data), op.mean.as<float>(), op.rstd.as<float>(),
+          static_cast<const In *>(op.in.data), op.weight.as<float>(), op.bias.as<float>(), cols, op.eps,
+          input_activation(op.activation), join_operands(op));
+    };
     with_activation_storage(op.out.dtype, [&](auto out_element) {
-      with_activation_storage(op.in.dtype, [&](auto in_element) {
-        using Out = decltype(out_element);
-        using In = decltype(in_element);
-        with_packs_per_thread(forward_packs_per_thread(cols), [&](auto packs_per_thread) {
-          const auto kernel = layernorm_forward_packed_kernel<decltype(packs_per_thread)::value, Out, In>;
-          kernel<<<row_blocks(op.in), packed_row_threads(cols, packs_per_thread), 0, stream>>>(
-              static_cast<Out *>(op.out.data), op.mean.as<float>(), op.rstd.as<float>(),
-              static_cast<const In *>(op.in.data), op.weight.as<float>(), op.bias.as<float>(), cols, op.eps,
-              input_activation(op.activation));
+      using Out = decltype(out_element);
+      with_packs_per_thread(forward_packs_per_thread(cols), [&](auto packs_per_thread) {
+        constexpr int kPacks = decltype(packs_per_thread)::value;
+        if (op.added.present()) {  // an f32 input, made in the pass
+          launch(layernorm_forward_packed_kernel<kPacks, true, Out, float>, out_element, float{}, packs_per_thread);
+          return;
+        }
+        with_activation_storage(op.in.dtype, [&](auto in_element) {
+          using In = decltype(in_element);
+          launch(layernorm_forward_packed_kernel<kPacks, false, Out, In>, out_element, in_element, packs_per_thread);
         });
       });
     });

@@ -42,6 +42,14 @@ __device__ inline uint32_t pack_pair(__half, float low, float high) {
          (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(high))) << 16);
 }
 
+// value as a T holds it: itself in f32, rounded to nearest even in bf16.
+template <typename T>
+__device__ inline float as_stored(float value) {
+  T slot;
+  put(slot, value);
+  return to_float(slot);
+}
+
 // A pack as loaded, before it is widened to floats: two 16-byte words for f32, one for the 16-bit formats. A kernel
 // that loads the next row's packs while it works on this row's holds them so, in half the registers of floats.
 template <typename T>
@@ -90,6 +98,28 @@ __device__ inline void store_pack(Half * base, int64_t pack, const float (&value
   *reinterpret_cast<uint4 *>(base + pack * kPack) =
       make_uint4(pack_pair(Half{}, values[0], values[1]), pack_pair(Half{}, values[2], values[3]),
                  pack_pair(Half{}, values[4], values[5]), pack_pair(Half{}, values[6], values[7]));
+}
+
+// The dropout factors of stream elements [first, first + 8): two Philox blocks when first is a multiple of 4 (every
+// tensor the model drops starts so), else each element's block on its own.
+__device__ inline void dropout_pack_factors(const DropoutDraw & draw, uint64_t first, float (&factors)[kPack]) {
+  if ((first & 3u) == 0) {
+    const PhiloxBlock low = philox_block(draw.seed, first >> 2), high = philox_block(draw.seed, (first >> 2) + 1);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      factors[e] = dropout_factor_of(draw, low.lane[e]);
+      factors[e + 4] = dropout_factor_of(draw, high.lane[e]);
+    }
+    return;
+  }
+#pragma unroll
+  for (int e = 0; e < kPack; ++e) factors[e] = dropout_factor_of(draw, philox_bits(draw.seed, first + e));
+}
+
+// residual + value * factor rounded once (one FMA), as every dropout that adds a residual computes it: the join of
+// a LayerNorm forward gives the same bits as DropoutForward.
+__device__ inline float dropped_onto(float residual, float value, float factor) {
+  return fmaf(value, factor, residual);
 }
 
 inline bool aligned_to_pack(const void * data) { return reinterpret_cast<uintptr_t>(data) % 16 == 0; }

@@ -198,13 +198,15 @@ OpCase fill_case(std::vector<int64_t> dims, DType dtype, float value) {
   return c;
 }
 
-// With `residual` the forward adds it (out = residual + dropout(in)); din_dtype is the backward's gradient dtype.
+// With `residual` the forward adds it (out = residual + dropout(in)); din_dtype is the backward's gradient dtype;
+// with `din_sums` the backward also adds up din's columns (the bias gradient before the dropout).
 OpCase dropout_case(std::vector<int64_t> dims, float p, uint64_t seed, uint64_t offset, bool residual = false,
-                    DType din_dtype = DType::kF32) {
+                    DType din_dtype = DType::kF32, bool din_sums = false) {
   std::mt19937_64 rng(dims.back() * 19 + offset);
   OpCase c;
   c.name = "dropout" + dims_name(dims) + "_p" + std::to_string(static_cast<int>(p * 100)) + "_offset" +
-           std::to_string(offset) + (residual ? "_residual" : "") + (din_dtype == DType::kF32 ? "" : "_bf16_din");
+           std::to_string(offset) + (residual ? "_residual" : "") + (din_dtype == DType::kF32 ? "" : "_bf16_din") +
+           (din_sums ? "_summing_din" : "");
   if (din_dtype != DType::kF32) c.tolerance = 1e-5;  // din rounds to bf16 once
   c.inputs["in"] = random_tensor(rng, dims);
   c.differentiable = {"in"};
@@ -219,20 +221,30 @@ OpCase dropout_case(std::vector<int64_t> dims, float p, uint64_t seed, uint64_t 
       for (int64_t i = 0; i < out.numel(); ++i) out.v[i] += in.at("residual").v[i];
     return Named{{"out", out}};
   };
-  c.reference_backward = [p, seed, offset, residual](const Named &, const Named & grads) {
+  c.reference_backward = [p, seed, offset, residual, din_sums](const Named &, const Named & grads) {
     Named result{{"din", reference::dropout(grads.at("dout"), p, seed, offset)}};
     if (residual) result["dresidual"] = grads.at("dout");
+    if (din_sums) {
+      const Tensor & din = result.at("din");
+      const int64_t cols = din.dims.back();
+      Tensor sums({cols}, 0.0);
+      for (size_t i = 0; i < din.v.size(); ++i) sums.v[i % cols] += din.v[i];
+      result["din_column_sums"] = sums;
+    }
     return result;
   };
-  c.device = [dims, p, seed, offset, residual, din_dtype](DeviceRun & run, const Named & in, const Named & grads) {
+  c.device = [dims, p, seed, offset, residual, din_dtype, din_sums](DeviceRun & run, const Named & in,
+                                                                    const Named & grads) {
     const TensorView x = run.upload(in.at("in"), DType::kF32), out = run.output(dims, DType::kF32);
     const TensorView kept = residual ? run.upload(in.at("residual"), DType::kF32) : TensorView{};
     run.op(DropoutForward{out, x, kept, {p, seed, offset}});
     Named result{{"out", run.download(out)}};
     if (grads.empty()) return result;
     const TensorView dout = run.upload(grads.at("dout"), DType::kF32), din = run.output(dims, din_dtype);
-    run.op(DropoutBackward{din, dout, {p, seed, offset}});
+    const TensorView column_sums = din_sums ? run.accumulator({dims.back()}) : TensorView{};
+    run.op(DropoutBackward{din, dout, {p, seed, offset}, column_sums});
     result["din"] = run.download(din);
+    if (din_sums) result["din_column_sums"] = run.download_accumulated(column_sums);
     if (residual) result["dresidual"] = run.download(dout);  // the residual's gradient is dout itself
     return result;
   };
@@ -277,6 +289,12 @@ std::vector<OpCase> elementwise_cases() {
   cases.push_back(dropout_case({3, 5000}, 0.3f, 9, 7));  // several 4096-element chunks, each at its own offset
   cases.push_back(dropout_case({24, 100}, 0.1f, 11, 8, true, DType::kBF16));  // a sub-layer's end: packs of 8
   cases.push_back(dropout_case({5, 21}, 0.2f, 3, 2, true));  // packs that start inside a Philox block, and a tail
+  // With the bias gradient: out_proj's and fc2's (chunks of rows, a column block with one pack), rows of 3 dims,
+  // packs that start inside a Philox block, and widths no pack fits (the dropout, then the sums).
+  cases.push_back(dropout_case({200, 264}, 0.1f, 13, 8, false, DType::kBF16, true));
+  cases.push_back(dropout_case({3, 40, 96}, 0.1f, 13, 4, false, DType::kF32, true));
+  cases.push_back(dropout_case({70, 24}, 0.3f, 17, 2, false, DType::kBF16, true));
+  cases.push_back(dropout_case({13, 7}, 0.5f, 5, 3, false, DType::kF32, true));
   return cases;
 }
 

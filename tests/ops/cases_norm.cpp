@@ -118,6 +118,56 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
   return c;
 }
 
+// A LayerNorm forward that makes its input first, in = residual + dropout(added) (`joined`, written; a sub-layer's
+// end joining the residual stream before the next pre-LN), at dropout p (0: a plain residual add) and offset. The
+// joined input is checked against the fp64 reference and bit for bit against the device's DropoutForward. Its
+// backward is LayerNormBackward's, then DropoutBackward's, each tested on its own.
+OpCase layernorm_joining_case(std::vector<int64_t> dims, float p, uint64_t offset, DType out_dtype) {
+  std::ostringstream name;
+  name << "layernorm";
+  for (int64_t size : dims) name << "_" << size;
+  name << "_" << dtype_name(out_dtype) << "_joining_p" << static_cast<int>(p * 100) << "_offset" << offset;
+  const int64_t cols = dims.back();
+  constexpr uint64_t kSeed = 23;
+  std::mt19937_64 rng(cols * 29 + offset);
+  OpCase c;
+  c.name = name.str();
+  c.inputs["added"] = random_tensor(rng, dims);
+  c.inputs["residual"] = random_tensor(rng, dims, 2.0);
+  c.inputs["weight"] = random_tensor(rng, {cols});
+  c.inputs["bias"] = random_tensor(rng, {cols});
+  if (out_dtype != DType::kF32) c.tolerance = 1e-5;
+  constexpr double kEps = 1e-5;
+  c.reference_forward = [p, offset](const Named & in) {
+    Tensor joined = reference::dropout(in.at("added"), p, kSeed, offset);
+    for (size_t i = 0; i < joined.v.size(); ++i) joined.v[i] += in.at("residual").v[i];
+    const reference::LayerNormOut r = reference::layernorm(joined, in.at("weight"), in.at("bias"), kEps);
+    return Named{{"out", r.out}, {"mean", r.mean}, {"rstd", r.rstd}, {"joined", joined}};
+  };
+  c.device = [dims, p, offset, out_dtype](DeviceRun & run, const Named & in, const Named &) {
+    int64_t rows = 1;
+    for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
+    const TensorView added = run.upload(in.at("added"), DType::kF32);
+    const TensorView residual = run.upload(in.at("residual"), DType::kF32);
+    const TensorView weight = run.upload(in.at("weight"), DType::kF32), bias = run.upload(in.at("bias"), DType::kF32);
+    const TensorView joined = run.output(dims, DType::kF32), out = run.output(dims, out_dtype);
+    const TensorView mean = run.output({rows}, DType::kF32), rstd = run.output({rows}, DType::kF32);
+    run.op(LayerNormForward{out, mean, rstd, joined, weight, bias, static_cast<float>(kEps), std::nullopt, added,
+                            residual, {p, kSeed, offset}});
+    Named result{{"out", run.download(out)}, {"mean", run.download(mean)}, {"rstd", run.download(rstd)},
+                 {"joined", run.download(joined)}};
+    const TensorView dropped = run.output(dims, DType::kF32);
+    run.op(DropoutForward{dropped, added, residual, {p, kSeed, offset}});
+    const Tensor alone = run.download(dropped);
+    int64_t differing = 0;
+    for (size_t i = 0; i < alone.v.size(); ++i) differing += alone.v[i] != result.at("joined").v[i];
+    EXPECT_EQ(differing, 0) << "the joined input differs from DropoutForward's at " << differing << " of "
+                            << alone.v.size() << " elements";
+    return result;
+  };
+  return c;
+}
+
 OpCase l2_normalize_case(std::vector<int64_t> dims) {
   std::ostringstream name;
   name << "l2normalize";
@@ -212,6 +262,13 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
           layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, std::nullopt, true),
           layernorm_case({3, 8200}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
+          // A pre-LN that joins its input first (the FFN's, after the attention's dropout and residual add): in the
+          // GPU's packs at the model's width and dtypes (1 pack a thread; 2, with an offset inside a Philox block;
+          // no dropout), and through the dropout then the LayerNorm (an odd width).
+          layernorm_joining_case({40, 2048}, 0.1f, 8, DType::kBF16),
+          layernorm_joining_case({3, 5, 4096}, 0.3f, 2, DType::kF32),
+          layernorm_joining_case({9, 256}, 0.0f, 0, DType::kBF16),
+          layernorm_joining_case({7, 33}, 0.2f, 3, DType::kF32),
           l2_normalize_case({1, 3}),
           l2_normalize_case({257, 64}),         l2_normalize_case({2, 3, 1024})};
 }

@@ -14,8 +14,8 @@ using Operands = std::vector<std::pair<const char *, TensorView *>>;
 inline Operands fields_of(Matmul & op) { return {{"c", &op.c}, {"a", &op.a}, {"b", &op.b}, {"bias", &op.bias}}; }
 inline Operands fields_of(BiasBackward & op) { return {{"dbias", &op.dbias}, {"dout", &op.dout}}; }
 inline Operands fields_of(LayerNormForward & op) {
-  return {{"out", &op.out}, {"mean", &op.mean}, {"rstd", &op.rstd}, {"in", &op.in}, {"weight", &op.weight},
-          {"bias", &op.bias}};
+  return {{"out", &op.out},       {"mean", &op.mean},   {"rstd", &op.rstd},         {"in", &op.in},
+          {"weight", &op.weight}, {"bias", &op.bias},   {"added", &op.added},       {"residual", &op.residual}};
 }
 inline Operands fields_of(LayerNormBackward & op) {
   return {{"din", &op.din},     {"dweight", &op.dweight}, {"dbias", &op.dbias},
@@ -57,7 +57,9 @@ inline Operands fields_of(CrossEntropyBackward & op) {
 inline Operands fields_of(DropoutForward & op) {
   return {{"out", &op.out}, {"in", &op.in}, {"residual", &op.residual}};
 }
-inline Operands fields_of(DropoutBackward & op) { return {{"din", &op.din}, {"dout", &op.dout}}; }
+inline Operands fields_of(DropoutBackward & op) {
+  return {{"din", &op.din}, {"dout", &op.dout}, {"din_column_sums", &op.din_column_sums}};
+}
 inline Operands fields_of(AdamWStep & op) {
   return {{"param", &op.param}, {"m", &op.m}, {"v", &op.v}, {"grad", &op.grad}};
 }

@@ -176,6 +176,65 @@ TEST_F(OpValidation, LayerNormBackwardRefusesAnInputGradientOverWhatItReads) {
   FAIL() << "no layernorm_backward among the ops' cases";
 }
 
+TEST_F(OpValidation, LayerNormForwardChecksWhatItJoins) {
+  for (const OpDesc & valid : one_of_each_op(run)) {
+    if (!std::holds_alternative<LayerNormForward>(valid)) continue;
+    const LayerNormForward base = std::get<LayerNormForward>(valid);
+    const int64_t count = base.in.numel();
+    std::vector<float> apart(static_cast<size_t>(2 * count));  // validation reads no data
+    LayerNormForward good = base;
+    good.in.dtype = DType::kF32;
+    good.added = make_view(apart.data(), DType::kF32, base.in.ndim, base.in.dims.data());
+    good.residual = make_view(apart.data() + count, DType::kF32, base.in.ndim, base.in.dims.data());
+    good.dropout = {0.1f, 3, 0};
+    LayerNormForward alone = good, activated = good, narrow = good, too_likely = good, over_out = good;
+    alone.residual = TensorView{};
+    activated.activation = Activation::kGelu;
+    narrow.added.dtype = DType::kBF16;
+    too_likely.dropout.p = 1.0f;
+    over_out.in = good.out;
+    over_out.in.dtype = DType::kF32;
+    EXPECT_EQ(message_of(good), "");
+    for (const auto & [op, expected] : {std::pair<LayerNormForward, std::string>{alone, "expected both"},
+                                        {activated, "expected one or the other"},
+                                        {narrow, "added"},
+                                        {too_likely, "dropout.p"},
+                                        {over_out, "overlaps out"}}) {
+      const std::string message = message_of(op);
+      EXPECT_NE(message.find("layernorm_forward:"), std::string::npos) << message;
+      EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
+    }
+    return;
+  }
+  FAIL() << "no layernorm_forward among the ops' cases";
+}
+
+TEST_F(OpValidation, DropoutBackwardChecksTheColumnSumsOfDin) {
+  for (const OpDesc & valid : one_of_each_op(run)) {
+    if (!std::holds_alternative<DropoutBackward>(valid)) continue;
+    const DropoutBackward base = std::get<DropoutBackward>(valid);
+    const int64_t cols = base.din.dim(-1);
+    std::vector<float> apart(static_cast<size_t>(cols) + 1);  // validation reads no data
+    DropoutBackward good = base, bf16 = base, longer = base, over_din = base, over_dout = base;
+    good.din_column_sums = make_view(apart.data(), DType::kF32, {cols});
+    bf16.din_column_sums = make_view(apart.data(), DType::kBF16, {cols});
+    longer.din_column_sums = make_view(apart.data(), DType::kF32, {cols + 1});
+    over_din.din_column_sums = make_view(base.din.data, DType::kF32, {cols});
+    over_dout.din_column_sums = make_view(base.dout.data, DType::kF32, {cols});
+    EXPECT_EQ(message_of(good), "");
+    for (const auto & [op, expected] : {std::pair<DropoutBackward, std::string>{bf16, "din_column_sums"},
+                                        {longer, "expected [" + std::to_string(cols) + "]"},
+                                        {over_din, "overlaps din"},
+                                        {over_dout, "overlaps dout"}}) {
+      const std::string message = message_of(op);
+      EXPECT_NE(message.find("dropout_backward: din_column_sums"), std::string::npos) << message;
+      EXPECT_NE(message.find(expected), std::string::npos) << message;
+    }
+    return;
+  }
+  FAIL() << "no dropout_backward among the ops' cases";
+}
+
 TEST_F(OpValidation, LayerNormBackwardChecksTheColumnSumsOfDin) {
   for (const OpDesc & valid : one_of_each_op(run)) {
     if (!std::holds_alternative<LayerNormBackward>(valid)) continue;
