@@ -70,7 +70,7 @@ struct LayerNormForward {
   TensorView out;     // [.., C] f32|bf16
   TensorView mean;    // [rows] f32, saved for backward
   TensorView rstd;    // [rows] f32, saved for backward
-  TensorView in;      // [.., C] f32|bf16
+  TensorView in;      // [.., C] f32|bf16 (f32, and written, where added is given)
   TensorView weight;  // [C] f32
   TensorView bias;    // [C] f32
   float eps = 1e-5f;

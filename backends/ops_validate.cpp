@@ -177,7 +177,12 @@ void validate_op(const LayerNormForward & op) {
   check.dense("out", op.out);
   KOSMOS_CHECK(op.added.present() == op.residual.present(), "layernorm_forward: added ", describe(op.added),
                " and residual ", describe(op.residual), "; expected both (in = residual + dropout(added)) or neither");
-  if (!op.added.present()) return;
+  if (!op.added.present()) {
+    KOSMOS_CHECK(op.dropout.p == 0.0f && op.dropout.seed == 0 && op.dropout.offset == 0, "layernorm_forward: dropout "
+                 "p = ", op.dropout.p, ", seed ", op.dropout.seed, ", offset ", op.dropout.offset, " without added; "
+                 "expected the dropout of a join only with its added and residual (else leave it at its defaults)");
+    return;
+  }
   KOSMOS_CHECK(!op.activation, "layernorm_forward: an activation (", activation_name(*op.activation),
                ") with added ", describe(op.added), "; expected one or the other (a join makes an f32 input)");
   for (const auto & [name, view] :
@@ -192,6 +197,18 @@ void validate_op(const LayerNormForward & op) {
         {"weight", op.weight}, {"bias", op.bias}})
     KOSMOS_CHECK(!views_overlap(op.in, view), "layernorm_forward: in ", describe(op.in), " overlaps ", name, " ",
                  describe(view), "; expected the joined input (written) apart from the normalisation's operands");
+  for (const auto & [name, view] :
+       {std::pair<const char *, TensorView>{"added", op.added}, {"residual", op.residual}}) {
+    // in may be the very view it is made from (in place, element by element), never part of it; the outputs are
+    // written while other rows still read the join's operands.
+    const bool same = view.data == op.in.data;  // same dtype and shape, both dense: checked above
+    KOSMOS_CHECK(same || !views_overlap(op.in, view), "layernorm_forward: in ", describe(op.in), " overlaps ", name,
+                 " ", describe(view), "; expected the joined input apart from it or the same view (in place)");
+    for (const auto & [output, written] :
+         {std::pair<const char *, TensorView>{"out", op.out}, {"mean", op.mean}, {"rstd", op.rstd}})
+      KOSMOS_CHECK(!views_overlap(written, view), "layernorm_forward: ", output, " ", describe(written), " overlaps ",
+                   name, " ", describe(view), "; expected the outputs apart from what the join reads");
+  }
 }
 
 void validate_op(const LayerNormBackward & op) {

@@ -48,7 +48,8 @@ struct MatrixRows {
   }
 };
 // din = dout times the dropout's factors, [rows, cols] dense (cols a multiple of 8, both 16-byte aligned), stored in
-// Out as the dropout kernel stores it and given back as stored, for the sums.
+// Out as the dropout kernel stores it (each product rounded on its own, by dropped_onto: no compiler may fuse it into
+// the sum after it) and given back as stored, for the sums.
 template <typename Out>
 struct DropoutGradientRows {
   static constexpr int kRowsUnrolled = 1;  // each pack's Philox blocks take registers enough (4 rows: 208 a thread)
@@ -63,7 +64,7 @@ struct DropoutGradientRows {
     load_pack(dout + first, 0, values);
     dropout_pack_factors(draw, offset + static_cast<uint64_t>(first), factors);
 #pragma unroll
-    for (int e = 0; e < kPack; ++e) values[e] = as_stored<Out>(values[e] * factors[e]);
+    for (int e = 0; e < kPack; ++e) values[e] = as_stored<Out>(dropped_onto(0.0f, values[e], factors[e]));
     store_pack(din + first, 0, values);
   }
 };

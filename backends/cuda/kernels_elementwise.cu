@@ -1,6 +1,7 @@
 // kernels_elementwise.cu: the elementwise ops on the GPU (GELU and QuickGELU forward/backward, add with a trailing
 // broadcast, scale, cast, strided copy, patchify, fill, dropout with the residual add). Dense tensors go in packs of
 // 8 elements per thread (vector_access.cuh), strided ones and broadcasts one element per thread; grid-stride loops.
+// The dropout's backward that also sums its gradient's columns runs in kernels_column_sums.cu.
 #include "backends/cuda/activation_maps.cuh"
 #include "backends/cuda/gpu_kernels.h"
 #include "backends/cuda/vector_access.cuh"

@@ -4,8 +4,9 @@
 // LayerNorm rows of up to 8192 aligned columns (every row of the model) go in packs: 8-column packs held in
 // registers between the passes (up to four a thread in the forward, one in the backward), so each element is read
 // from memory once; these apply an input activation on the fly (the backward: GELU, where its three activations
-// share a dtype, as the model's FFN sub-LN has them). Other rows with an input activation run as its parts through
-// f32 scratch.
+// share a dtype, as the model's FFN sub-LN has them), and the forward may make its input from a sub-layer's output
+// and the residual stream in the same pass (a join: in = residual + dropout(added), written as DropoutForward would).
+// Other rows with an input activation or a join run as their parts (through f32 scratch, or the dropout first).
 #include <type_traits>
 
 #include "backends/cuda/activation_maps.cuh"

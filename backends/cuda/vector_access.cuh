@@ -1,7 +1,8 @@
 // vector_access.cuh: packs of 8 consecutive elements of an f32, bf16 or f16 buffer as floats, moved in 16-byte loads
 // and stores (two for f32), for the memory-bound kernels: one scalar 2-byte load per thread keeps too few bytes in
 // flight to fill HBM. A kernel reads whole packs over the 16-byte-aligned body of its tensors and element by element
-// over the tail; host code picks the storage type once per launch with with_storage().
+// over the tail; host code picks the storage type once per launch with with_storage(). Also the dropout factors of a
+// pack and the one rounding of a dropout onto a residual, which every kernel that drops shares.
 #pragma once
 
 #include <cstring>

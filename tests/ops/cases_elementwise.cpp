@@ -1,6 +1,6 @@
 // cases_elementwise.cpp: GELU and QuickGELU (forward and backward), add (also in place, the residual), scale, cast
 // between f32/bf16/f16, fill, and Philox dropout (forward and backward, whole and at an offset, with the residual
-// add and a bf16 gradient).
+// add and a bf16 gradient, and the backward's column sums of its gradient).
 #include <sstream>
 
 #include "tests/ops/op_harness.h"

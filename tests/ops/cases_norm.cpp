@@ -1,4 +1,5 @@
-// cases_norm.cpp: LayerNorm and L2-normalise, forward and backward, over odd and model-sized rows.
+// cases_norm.cpp: LayerNorm and L2-normalise, forward and backward, over odd and model-sized rows; the LayerNorm
+// forward that joins its input first (a dropout and residual add).
 #include <gtest/gtest.h>
 
 #include <optional>
@@ -264,8 +265,10 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({3, 8200}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
           // A pre-LN that joins its input first (the FFN's, after the attention's dropout and residual add): in the
           // GPU's packs at the model's width and dtypes (1 pack a thread; 2, with an offset inside a Philox block;
-          // no dropout), and through the dropout then the LayerNorm (an odd width).
+          // no dropout; 4 packs a thread, the most Philox in registers), and through the dropout then the LayerNorm
+          // (an odd width).
           layernorm_joining_case({40, 2048}, 0.1f, 8, DType::kBF16),
+          layernorm_joining_case({4, 8192}, 0.1f, 0, DType::kBF16),
           layernorm_joining_case({3, 5, 4096}, 0.3f, 2, DType::kF32),
           layernorm_joining_case({9, 256}, 0.0f, 0, DType::kBF16),
           layernorm_joining_case({7, 33}, 0.2f, 3, DType::kF32),

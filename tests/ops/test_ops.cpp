@@ -188,7 +188,10 @@ TEST_F(OpValidation, LayerNormForwardChecksWhatItJoins) {
     good.residual = make_view(apart.data() + count, DType::kF32, base.in.ndim, base.in.dims.data());
     good.dropout = {0.1f, 3, 0};
     LayerNormForward alone = good, activated = good, narrow = good, too_likely = good, over_out = good;
+    LayerNormForward out_over_added = good, stray = base;
     alone.residual = TensorView{};
+    out_over_added.out.data = good.added.data;
+    stray.dropout = {0.1f, 3, 0};
     activated.activation = Activation::kGelu;
     narrow.added.dtype = DType::kBF16;
     too_likely.dropout.p = 1.0f;
@@ -199,7 +202,9 @@ TEST_F(OpValidation, LayerNormForwardChecksWhatItJoins) {
                                         {activated, "expected one or the other"},
                                         {narrow, "added"},
                                         {too_likely, "dropout.p"},
-                                        {over_out, "overlaps out"}}) {
+                                        {over_out, "overlaps out"},
+                                        {out_over_added, "overlaps added"},
+                                        {stray, "without added"}}) {
       const std::string message = message_of(op);
       EXPECT_NE(message.find("layernorm_forward:"), std::string::npos) << message;
       EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
