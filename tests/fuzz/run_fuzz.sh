@@ -3,6 +3,7 @@
 # UndefinedBehaviorSanitizer; each target compiles only the parser it fuzzes and what that needs), seeds each from
 # the project's own files, and runs each for SECONDS. Any crash, sanitizer report or leak fails the run; libFuzzer
 # writes the input that caused it into OUT_DIR (crash-*), to be added as a regression test. Prints the executions.
+# The targets build, then run, as many at a time as there are cores (ctest runs this test alone).
 # Usage: tests/fuzz/run_fuzz.sh OUT_DIR [SECONDS]     (apt-get install clang-15 libclang-common-15-dev)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -12,10 +13,17 @@ clang=$(command -v clang++-15 || true)
 [ -n "$clang" ] || { echo "run_fuzz.sh: clang++-15 is missing: apt-get install clang-15 libclang-common-15-dev"; exit 77; }
 mkdir -p "$out"
 flags=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$root")
-build() {  # build NAME SOURCES-AND-LIBRARIES...
+at_once=$(nproc)
+pids=()
+build() {  # build NAME SOURCES-AND-LIBRARIES... in the background, waiting first while at_once builds run
   local name=$1
   shift
-  "$clang" "${flags[@]}" "$@" -o "$out/$name"
+  if [ "${#pids[@]}" -ge "$at_once" ]; then
+    wait "${pids[0]}" || { echo "run_fuzz.sh: a fuzz target failed to build"; exit 1; }
+    pids=("${pids[@]:1}")
+  fi
+  "$clang" "${flags[@]}" "$@" -o "$out/$name" &
+  pids+=($!)
 }
 core=("$root/backends/error.cpp" "$root/backends/dtype.cpp" "$root/backends/tensor.cpp")
 build fuzz_safetensors "$root/tests/fuzz/fuzz_safetensors.cpp" "$root/io/safetensors.cpp" "${core[@]}"
@@ -26,6 +34,7 @@ build fuzz_document "$root/tests/fuzz/fuzz_document.cpp" "$root/io/document.cpp"
 read -r -a hdf5_flags <<< "$(pkg-config --cflags --libs hdf5-openmpi)"
 build fuzz_checkpoint_meta "$root/tests/fuzz/fuzz_checkpoint_meta.cpp" "$root/io/checkpoint_meta.cpp" \
   "$root/io/hdf5.cpp" "${core[@]}" "${hdf5_flags[@]}"
+for pid in "${pids[@]}"; do wait "$pid" || { echo "run_fuzz.sh: a fuzz target failed to build"; exit 1; }; done
 
 # Seeds: what the project itself reads.
 targets=(safetensors image model_config run_config document checkpoint_meta)
@@ -41,9 +50,8 @@ for target in "${targets[@]}"; do
   find "$root/tests/fuzz/regressions" -name "${target}_*" -exec cp {} "$out/corpus_$target/" \;
 done
 
-status=0
-for target in "${targets[@]}"; do
-  log="$out/fuzz_$target.log"
+fuzz() {  # fuzz TARGET: runs it for $seconds, says what came of it; non-zero on a crash, report or leak
+  local target=$1 log="$out/fuzz_$1.log"
   if (cd "$out" && ASAN_OPTIONS=detect_leaks=1 "./fuzz_$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 "corpus_$target" > "$log" 2>&1); then
     runs=$(grep -o "stat::number_of_executed_units: *[0-9]*" "$log" | grep -o "[0-9]*$" || echo "?")
@@ -51,7 +59,16 @@ for target in "${targets[@]}"; do
   else
     echo "fuzz_$target: FAILED (see $log; the input is in $out/crash-* or leak-*)"
     tail -n 30 "$log"
-    status=1
+    return 1
   fi
+}
+status=0
+for ((first = 0; first < ${#targets[@]}; first += at_once)); do  # at_once targets at a time
+  pids=()
+  for target in "${targets[@]:first:at_once}"; do
+    fuzz "$target" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 done
 exit $status
