@@ -3,7 +3,8 @@
 # within 1e-5 relative (or -DTOLERANCE). cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DRANKS=2
 #   -DOUT=<prefix> "-DLAYOUT=--dp;2" ["-DBOTH=--micro-batches;4"] -P check_layout_invariance.cmake (BOTH: both runs)
 # -DEXPECT_OVERLAP=1 also asks every step of the layout's metrics for a data-parallel reduction that started while
-# the backward still ran (reduce_overlap > 0). -DGLOBAL_BATCH=N: N sequences per step instead of 8.
+# the backward still ran (reduce_overlap > 0). -DGLOBAL_BATCH=N: N sequences per step instead of 8. -DLENGTH=N:
+# N positions per sequence instead of 40.
 if(NOT DEFINED BOTH OR BOTH STREQUAL "")
   set(BOTH --micro-batches 2)
 endif()
@@ -13,7 +14,11 @@ endif()
 if(NOT DEFINED GLOBAL_BATCH OR GLOBAL_BATCH STREQUAL "")
   set(GLOBAL_BATCH 8)
 endif()
-set(common train --preset tiny --steps 5 --seed 9 --global-batch ${GLOBAL_BATCH} --length 40 --log-every 100 ${BOTH})
+if(NOT DEFINED LENGTH OR LENGTH STREQUAL "")
+  set(LENGTH 40)
+endif()
+set(common train --preset tiny --steps 5 --seed 9 --global-batch ${GLOBAL_BATCH} --length ${LENGTH} --log-every 100
+           ${BOTH})
 execute_process(COMMAND ${KOSMOS} ${common} --metrics ${OUT}_single.jsonl --save-weights ${OUT}_single.safetensors
                 RESULT_VARIABLE status OUTPUT_QUIET)
 if(NOT status EQUAL 0)

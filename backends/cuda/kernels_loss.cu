@@ -2,6 +2,7 @@
 // the row, in 16-byte loads where its rows allow, the weighted loss per row, then one block adds the rows in order;
 // the backward's gradient f32 or bf16), the AdamW step, and the squared norm for global clipping (per-block partial
 // sums in double, added in order by one block), all deterministic.
+#include <algorithm>
 #include <cmath>
 
 #include "backends/cuda/gpu_kernels.h"
@@ -134,9 +135,9 @@ __global__ void adamw_kernel(float * param, float * m, float * v, const float * 
   }
 }
 
-// Partial sums of the squared norm: 1024 blocks of 256 threads striding over any count, enough to fill an H100/H200
-// (about 8 blocks on each of its 132 SMs) with the loads that keep its memory busy; a fixed count, so that the order
-// of the sum is fixed too.
+// Partial sums of the squared norm: at most 1024 blocks of 256 threads striding over any count, enough to fill an
+// H100/H200 (about 8 blocks on each of its 132 SMs) with the loads that keep its memory busy; fewer where the count
+// fills fewer. The grid depends on the count alone, so that the order of the sum is fixed for each tensor.
 constexpr unsigned kNormBlocks = 1024;
 
 __global__ void squared_partials_kernel(double * partials, const float * in, int64_t count, int64_t packs) {
@@ -221,11 +222,13 @@ void gpu_op(GpuContext &, const AdamWStep & op, cudaStream_t stream) {
 void gpu_op(GpuContext & ctx, const SquaredNorm & op, cudaStream_t stream) {
   const int64_t count = op.in.numel();
   if (count == 0) return;
-  auto * partials = static_cast<double *>(ctx.scratch(kScratchReduce, sizeof(double) * kNormBlocks, stream));
-  squared_partials_kernel<<<kNormBlocks, kThreads, 0, stream>>>(partials, op.in.as<float>(), count,
-                                                                 packs_of(count, {op.in.data}));
+  const int64_t packs = packs_of(count, {op.in.data});
+  // A small tensor (a bias, one tensor-parallel shard of many) takes the blocks it fills, not the whole grid.
+  const unsigned blocks = std::min(kNormBlocks, pack_blocks(count, packs));
+  auto * partials = static_cast<double *>(ctx.scratch(kScratchReduce, sizeof(double) * blocks, stream));
+  squared_partials_kernel<<<blocks, kThreads, 0, stream>>>(partials, op.in.as<float>(), count, packs);
   KOSMOS_GPU_LAUNCHED("squared_norm_partials");
-  ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.out.as<float>(), partials, kNormBlocks, 1.0, true);
+  ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.out.as<float>(), partials, blocks, 1.0, true);
   KOSMOS_GPU_LAUNCHED("squared_norm_sum");
 }
 

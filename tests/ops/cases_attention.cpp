@@ -2,6 +2,7 @@
 // ragged tiles, Philox dropout on a head slice, strided [B, T, H, dh] operands) and xPos (up/down scale, offsets,
 // strided), forward and backward.
 #include <cmath>
+#include <set>
 #include <sstream>
 
 #include "tests/ops/op_harness.h"
@@ -28,11 +29,13 @@ OpCase attention_case(const AttentionShape & s) {
   name << "attention_" << s.batch << "x" << s.heads << "_q" << s.tq << "_k" << s.tk << "_d" << s.head_dim
        << (s.causal ? "_causal" : "_full") << (s.dropout_p > 0 ? "_dropout" : "") << (s.strided ? "_strided" : "")
        << (s.dtype != DType::kF32 ? std::string("_") + dtype_name(s.dtype) : "")
-       << (s.activations != DType::kF32 ? std::string("_out_grads_") + dtype_name(s.activations) : "")
-       << (s.deterministic ? "" : "_atomic_dq") << (s.keep_record ? "" : "_drawn_again");
+       << (s.activations != DType::kF32 ? std::string("_out_grads_") + dtype_name(s.activations) : "");
+  const std::string plain_name = name.str();  // the name without the tensor-core kernels' variants
+  name << (s.deterministic ? "" : "_atomic_dq") << (s.keep_record ? "" : "_drawn_again");
   std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
   OpCase c;
   c.name = name.str();
+  if (!s.deterministic || !s.keep_record) c.scalar_kernels_twin = plain_name;  // if there is one (below)
   // bf16 operands: a GPU's tensor-core kernel rounds the probabilities and score gradients to bf16 (2^-9).
   c.tolerance = s.dtype == DType::kF32 && s.activations == DType::kF32 ? 1e-10 : 1e-4;
   c.grad_dtype = s.activations;
@@ -188,8 +191,25 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPos
 
 }  // namespace
 
+// A case whose shape is there for the tensor-core kernels' tiles and block order; `twin`: a case of the same head
+// size, mask, dropout and dtypes, over which the scalar kernels run the same code.
+OpCase tensor_core_geometry(OpCase c, const char * twin) {
+  c.scalar_kernels_twin = twin;
+  return c;
+}
+
+// A variant for the tensor-core kernels (atomics, masks drawn again) whose plain case is in `cases` names it as its
+// twin; without one it has no twin and runs everywhere.
+std::vector<OpCase> with_scalar_kernels_twins(std::vector<OpCase> cases) {
+  std::set<std::string> names;
+  for (const OpCase & c : cases) names.insert(c.name);
+  for (OpCase & c : cases)
+    if (!names.count(c.scalar_kernels_twin)) c.scalar_kernels_twin.clear();
+  return cases;
+}
+
 std::vector<OpCase> attention_cases() {
-  return {attention_case({1, 1, 1, 1, 8, false}),
+  return with_scalar_kernels_twins({attention_case({1, 1, 1, 1, 8, false}),
           attention_case({2, 3, 37, 37, 16, false}),
           attention_case({2, 3, 37, 37, 16, true}),
           attention_case({1, 2, 64, 64, 64, true}),
@@ -223,10 +243,15 @@ std::vector<OpCase> attention_cases() {
           // whole 64-row tiles, where the last steps need no mask either (192: the mma.sync forward's second block of
           // 128 rows half empty); and 34 (batch, head) pairs, over two whole groups of 16 heads and a part of one in
           // the GPU's block order (backends/attention_block_order.h), whose 64 queries fill one forward tile
-          attention_case({1, 3, 192, 192, 64, true, 0.1f, false, 0, 0, DType::kBF16, DType::kBF16}),
-          attention_case({2, 17, 64, 128, 64, false, 0.0f, false, 0, 0, DType::kBF16}),
+          tensor_core_geometry(attention_case({1, 3, 192, 192, 64, true, 0.1f, false, 0, 0, DType::kBF16,
+                                               DType::kBF16}),
+                               "attention_2x2_q130_k130_d64_causal_dropout_bf16_out_grads_bf16"),
+          tensor_core_geometry(attention_case({2, 17, 64, 128, 64, false, 0.0f, false, 0, 0, DType::kBF16}),
+                               "attention_1x3_q77_k77_d64_full_bf16"),
           // whole 128-row forward blocks, both tiles unmasked in the same steps: causal at 64, full with dropout at 32
-          attention_case({1, 2, 256, 256, 64, true, 0.0f, false, 0, 0, DType::kBF16, DType::kBF16}),
+          tensor_core_geometry(attention_case({1, 2, 256, 256, 64, true, 0.0f, false, 0, 0, DType::kBF16,
+                                               DType::kBF16}),
+                               "attention_2x2_q130_k130_d64_causal_strided_bf16_out_grads_bf16"),
           attention_case({1, 2, 128, 128, 32, false, 0.1f, false, 0, 0, DType::kBF16}),
           // the backward in one pass over the key blocks, dq added up by atomics: dropout on a head slice, strided
           // operands with causal Tq < Tk, rows that see no key (Tq > Tk)
@@ -267,7 +292,7 @@ std::vector<OpCase> attention_cases() {
           // ... heads of 3 packs (24 threads a block, 90 heads: 270 packs a row, 11 or 12 a thread).
           xpos_case({1, 90, 3, 24}, 0, false, XPosLayout::kQkvWindow),
           // Strided, but not in position rows: the GPU's general packed kernel.
-          xpos_case({2, 3, 9, 64}, 1, false, XPosLayout::kHeadsOutermost, DType::kBF16)};
+          xpos_case({2, 3, 9, 64}, 1, false, XPosLayout::kHeadsOutermost, DType::kBF16)});
 }
 
 }  // namespace kosmos::testing

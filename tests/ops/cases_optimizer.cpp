@@ -78,7 +78,8 @@ std::vector<OpCase> optimizer_cases() {
           adamw_case(4099, 10, 0.01f, 0.5f, DType::kBF16),  // 512 packs and a tail of 3
           adamw_case(21, 3, 0.0f, 1.0f, DType::kF16),
           squared_norm_case({1, 1}),
-          squared_norm_case({100, 1001})};
+          squared_norm_case({100, 1001}),
+          squared_norm_case({2100, 1001})};  // more packs than the GPU's grid of at most 1024 x 256 threads
 }
 
 }  // namespace kosmos::testing

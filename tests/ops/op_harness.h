@@ -73,6 +73,12 @@ struct OpCase {
   std::function<Named(const Named & inputs, const Named & output_grads)> reference_backward;
   // The device computation: the forward outputs, plus "d<input>" gradients when output_grads is not empty.
   std::function<Named(DeviceRun & run, const Named & inputs, const Named & output_grads)> device;
+  // Set on a case that exists for the tensor-core attention kernels alone (their tile geometry, the one-pass
+  // backward's atomics, masks drawn again without the forward's record): the case whose computation it repeats on
+  // the scalar attention kernels, which keep no record and add dq up in one order. The emulated ROCm build has only
+  // those, and there such a case would cost 3 to 70 s of the emulator's time for nothing new: it is not run there
+  // (a real ROCm device runs it).
+  std::string scalar_kernels_twin;
 };
 
 // All op cases, by family (ops_cases_*.cpp).
