@@ -189,8 +189,6 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPos
   return c;
 }
 
-}  // namespace
-
 // A case whose shape is there for the tensor-core kernels' tiles and block order; `twin`: a case of the same head
 // size, mask, dropout and dtypes, over which the scalar kernels run the same code.
 OpCase tensor_core_geometry(OpCase c, const char * twin) {
@@ -198,18 +196,20 @@ OpCase tensor_core_geometry(OpCase c, const char * twin) {
   return c;
 }
 
-// A variant for the tensor-core kernels (atomics, masks drawn again) whose plain case is in `cases` names it as its
-// twin; without one it has no twin and runs everywhere.
+// A variant for the tensor-core kernels (atomics, masks drawn again: its twin its own name less the variant's
+// suffix) whose plain case is not in `cases` has no twin, and runs everywhere.
 std::vector<OpCase> with_scalar_kernels_twins(std::vector<OpCase> cases) {
   std::set<std::string> names;
   for (const OpCase & c : cases) names.insert(c.name);
-  for (OpCase & c : cases)
-    if (!names.count(c.scalar_kernels_twin)) c.scalar_kernels_twin.clear();
+  for (OpCase & c : cases) {
+    const bool variant = c.name.rfind(c.scalar_kernels_twin, 0) == 0;
+    if (variant && !names.count(c.scalar_kernels_twin)) c.scalar_kernels_twin.clear();
+  }
   return cases;
 }
 
-std::vector<OpCase> attention_cases() {
-  return with_scalar_kernels_twins({attention_case({1, 1, 1, 1, 8, false}),
+std::vector<OpCase> attention_and_xpos_case_list() {
+  return {attention_case({1, 1, 1, 1, 8, false}),
           attention_case({2, 3, 37, 37, 16, false}),
           attention_case({2, 3, 37, 37, 16, true}),
           attention_case({1, 2, 64, 64, 64, true}),
@@ -292,7 +292,11 @@ std::vector<OpCase> attention_cases() {
           // ... heads of 3 packs (24 threads a block, 90 heads: 270 packs a row, 11 or 12 a thread).
           xpos_case({1, 90, 3, 24}, 0, false, XPosLayout::kQkvWindow),
           // Strided, but not in position rows: the GPU's general packed kernel.
-          xpos_case({2, 3, 9, 64}, 1, false, XPosLayout::kHeadsOutermost, DType::kBF16)});
+          xpos_case({2, 3, 9, 64}, 1, false, XPosLayout::kHeadsOutermost, DType::kBF16)};
 }
+
+}  // namespace
+
+std::vector<OpCase> attention_cases() { return with_scalar_kernels_twins(attention_and_xpos_case_list()); }
 
 }  // namespace kosmos::testing
