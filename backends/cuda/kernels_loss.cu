@@ -137,7 +137,8 @@ __global__ void adamw_kernel(float * param, float * m, float * v, const float * 
 
 // Partial sums of the squared norm: at most 1024 blocks of 256 threads striding over any count, enough to fill an
 // H100/H200 (about 8 blocks on each of its 132 SMs) with the loads that keep its memory busy; fewer where the count
-// fills fewer. The grid depends on the count alone, so that the order of the sum is fixed for each tensor.
+// fills fewer. The grid depends on the count and on whether the tensor starts on 16 bytes (as the packs do), so that
+// the order of the sum is fixed for each tensor at its address.
 constexpr unsigned kNormBlocks = 1024;
 
 __global__ void squared_partials_kernel(double * partials, const float * in, int64_t count, int64_t packs) {

@@ -32,16 +32,20 @@ OpCase attention_case(const AttentionShape & s) {
        << (s.activations != DType::kF32 ? std::string("_out_grads_") + dtype_name(s.activations) : "");
   const std::string plain_name = name.str();  // the name without the tensor-core kernels' variants
   name << (s.deterministic ? "" : "_atomic_dq") << (s.keep_record ? "" : "_drawn_again");
-  std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
   OpCase c;
   c.name = name.str();
   if (!s.deterministic || !s.keep_record) c.scalar_kernels_twin = plain_name;  // if there is one (below)
   // bf16 operands: a GPU's tensor-core kernel rounds the probabilities and score gradients to bf16 (2^-9).
   c.tolerance = s.dtype == DType::kF32 && s.activations == DType::kF32 ? 1e-10 : 1e-4;
   c.grad_dtype = s.activations;
-  c.inputs["q"] = random_tensor(rng, {s.batch, s.heads, s.tq, s.head_dim}, 1.0, s.dtype);
-  c.inputs["k"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
-  c.inputs["v"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
+  c.draw_inputs = [s] {
+    std::mt19937_64 rng(s.tq * 1000 + s.tk * 10 + s.head_dim);
+    Named in;
+    in["q"] = random_tensor(rng, {s.batch, s.heads, s.tq, s.head_dim}, 1.0, s.dtype);
+    in["k"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
+    in["v"] = random_tensor(rng, {s.batch, s.heads, s.tk, s.head_dim}, 1.0, s.dtype);
+    return in;
+  };
   c.differentiable = {"q", "k", "v"};
   c.graded_outputs = {"out"};
   reference::AttentionConfig config;
@@ -121,12 +125,14 @@ OpCase xpos_case(std::vector<int64_t> dims, int64_t offset, bool downscale, XPos
   name << "xpos_" << dims[0] << "x" << dims[1] << "_t" << dims[2] << "_d" << dims[3] << "_offset" << offset
        << (downscale ? "_down" : "_up") << kLayoutNames[static_cast<int>(layout)]
        << (dtype == DType::kF32 ? "" : "_bf16");
-  std::mt19937_64 rng(dims[2] * 7 + offset);
   OpCase c;
   c.name = name.str();
   c.tolerance = dtype == DType::kF32 ? 1e-12 : 1e-5;
   c.grad_dtype = dtype;
-  c.inputs["in"] = random_tensor(rng, dims, 1.0, dtype);
+  c.draw_inputs = [dims, offset, dtype] {
+    std::mt19937_64 rng(dims[2] * 7 + offset);
+    return Named{{"in", random_tensor(rng, dims, 1.0, dtype)}};
+  };
   c.differentiable = {"in"};
   c.graded_outputs = {"out"};
   constexpr double kScaleBase = 512.0;
@@ -196,15 +202,12 @@ OpCase tensor_core_geometry(OpCase c, const char * twin) {
   return c;
 }
 
-// A variant for the tensor-core kernels (atomics, masks drawn again: its twin its own name less the variant's
-// suffix) whose plain case is not in `cases` has no twin, and runs everywhere.
+// A variant for the tensor-core kernels whose plain case is not in `cases` has no twin, and runs everywhere.
 std::vector<OpCase> with_scalar_kernels_twins(std::vector<OpCase> cases) {
   std::set<std::string> names;
   for (const OpCase & c : cases) names.insert(c.name);
-  for (OpCase & c : cases) {
-    const bool variant = c.name.rfind(c.scalar_kernels_twin, 0) == 0;
-    if (variant && !names.count(c.scalar_kernels_twin)) c.scalar_kernels_twin.clear();
-  }
+  for (OpCase & c : cases)
+    if (c.is_variant_of_twin() && !names.count(c.scalar_kernels_twin)) c.scalar_kernels_twin.clear();
   return cases;
 }
 

@@ -16,10 +16,12 @@ std::string dims_name(const std::vector<int64_t> & dims) {
 
 // dtype: of in, out, dout and din; bf16 rounds the output and the gradient once (2^-9 relative).
 OpCase activation_case(Activation kind, std::vector<int64_t> dims, DType dtype = DType::kF32) {
-  std::mt19937_64 rng(dims.back() + static_cast<int>(kind));
   OpCase c;
   c.name = std::string(activation_name(kind)) + dims_name(dims) + (dtype == DType::kF32 ? "" : "_bf16");
-  c.inputs["in"] = random_tensor(rng, dims, 3.0, dtype);
+  c.draw_inputs = [kind, dims, dtype] {
+    std::mt19937_64 rng(dims.back() + static_cast<int>(kind));
+    return Named{{"in", random_tensor(rng, dims, 3.0, dtype)}};
+  };
   c.grad_dtype = dtype;
   if (dtype != DType::kF32) c.tolerance = 1e-5;
   c.differentiable = {"in"};
@@ -45,12 +47,16 @@ OpCase activation_case(Activation kind, std::vector<int64_t> dims, DType dtype =
 }
 
 OpCase add_case(std::vector<int64_t> dims, bool in_place, DType dtype, double tolerance) {
-  std::mt19937_64 rng(dims.back() * 3);
   OpCase c;
   c.name = std::string(in_place ? "residual_add" : "add") + dims_name(dims) + "_" + dtype_name(dtype);
   c.tolerance = tolerance;
-  c.inputs["a"] = random_tensor(rng, dims, 1.0, dtype);
-  c.inputs["b"] = random_tensor(rng, dims, 1.0, dtype);
+  c.draw_inputs = [dims, dtype] {
+    std::mt19937_64 rng(dims.back() * 3);
+    Named in;
+    in["a"] = random_tensor(rng, dims, 1.0, dtype);
+    in["b"] = random_tensor(rng, dims, 1.0, dtype);
+    return in;
+  };
   c.reference_forward = [](const Named & in) {
     Tensor out = in.at("a");
     for (int64_t i = 0; i < out.numel(); ++i) out.v[i] += in.at("b").v[i];
@@ -67,12 +73,16 @@ OpCase add_case(std::vector<int64_t> dims, bool in_place, DType dtype, double to
 
 // b covers a's trailing dims only: added to every leading index.
 OpCase broadcast_add_case(std::vector<int64_t> a_dims, std::vector<int64_t> b_dims) {
-  std::mt19937_64 rng(a_dims.front() * 5 + b_dims.back());
   OpCase c;
   c.name = "add_broadcast" + dims_name(a_dims) + "_by" + dims_name(b_dims);
   c.tolerance = 1e-13;
-  c.inputs["a"] = random_tensor(rng, a_dims);
-  c.inputs["b"] = random_tensor(rng, b_dims);
+  c.draw_inputs = [a_dims, b_dims] {
+    std::mt19937_64 rng(a_dims.front() * 5 + b_dims.back());
+    Named in;
+    in["a"] = random_tensor(rng, a_dims);
+    in["b"] = random_tensor(rng, b_dims);
+    return in;
+  };
   c.reference_forward = [](const Named & in) {
     Tensor out = in.at("a");
     const Tensor & b = in.at("b");
@@ -90,11 +100,13 @@ OpCase broadcast_add_case(std::vector<int64_t> a_dims, std::vector<int64_t> b_di
 
 // Copy between a strided view and a dense one, in either direction (layouts as the attention views use them).
 OpCase copy_case(std::vector<int64_t> dims, bool strided_in, bool strided_out) {
-  std::mt19937_64 rng(dims.back() * 23 + strided_in);
   OpCase c;
   c.name = "copy" + dims_name(dims) + (strided_in ? "_stridedin" : "") + (strided_out ? "_stridedout" : "");
   c.tolerance = 0.0;
-  c.inputs["in"] = random_tensor(rng, dims);
+  c.draw_inputs = [dims, strided_in] {
+    std::mt19937_64 rng(dims.back() * 23 + strided_in);
+    return Named{{"in", random_tensor(rng, dims)}};
+  };
   c.reference_forward = [](const Named & in) { return Named{{"out", in.at("in")}}; };
   c.device = [dims, strided_in, strided_out](DeviceRun & run, const Named & in, const Named &) {
     const std::vector<int> layout{0, 2, 1, 3};
@@ -107,12 +119,14 @@ OpCase copy_case(std::vector<int64_t> dims, bool strided_in, bool strided_out) {
 }
 
 OpCase patchify_case(int64_t images, int64_t channels, int64_t height, int64_t width, int64_t patch) {
-  std::mt19937_64 rng(height * 3 + width);
   OpCase c;
   c.name = "patchify_" + std::to_string(images) + "x" + std::to_string(channels) + "x" + std::to_string(height) +
            "x" + std::to_string(width) + "_p" + std::to_string(patch);
   c.tolerance = 0.0;
-  c.inputs["images"] = random_tensor(rng, {images, channels, height, width});
+  c.draw_inputs = [images, channels, height, width] {
+    std::mt19937_64 rng(height * 3 + width);
+    return Named{{"images", random_tensor(rng, {images, channels, height, width})}};
+  };
   const int64_t across = width / patch, patches = (height / patch) * across;
   c.reference_forward = [=](const Named & in) {
     const Tensor & pixels = in.at("images");
@@ -136,10 +150,12 @@ OpCase patchify_case(int64_t images, int64_t channels, int64_t height, int64_t w
 }
 
 OpCase scale_case(std::vector<int64_t> dims, float alpha) {
-  std::mt19937_64 rng(dims.back() * 11);
   OpCase c;
   c.name = "scale" + dims_name(dims);
-  c.inputs["in"] = random_tensor(rng, dims);
+  c.draw_inputs = [dims] {
+    std::mt19937_64 rng(dims.back() * 11);
+    return Named{{"in", random_tensor(rng, dims)}};
+  };
   c.reference_forward = [alpha](const Named & in) {
     Tensor out = in.at("in");
     for (double & x : out.v) x *= alpha;
@@ -158,14 +174,17 @@ OpCase scale_case(std::vector<int64_t> dims, float alpha) {
 // permuted_out: the output as a [B, H, T, dh] view of [B, T, H, dh] memory, as the attention backward casts dq
 // from its f32 sums into the heads' view of the q|k|v gradient.
 OpCase cast_case(std::vector<int64_t> dims, DType from, DType to, int64_t window_pad = 0, bool permuted_out = false) {
-  std::mt19937_64 rng(dims.back() * 13 + static_cast<int>(to));
   OpCase c;
   c.name = std::string("cast") + dims_name(dims) + "_" + dtype_name(from) + "to" + dtype_name(to) +
            (window_pad > 0 ? "_window" : "") + (permuted_out ? "_permutedout" : "");
   c.tolerance = 0.0;
-  c.inputs["in"] = random_tensor(rng, dims, 100.0, from);
-  if (from == DType::kF16)
-    for (double & x : c.inputs["in"].v) x = f16_to_float(float_to_f16(static_cast<float>(x)));
+  c.draw_inputs = [dims, from, to] {
+    std::mt19937_64 rng(dims.back() * 13 + static_cast<int>(to));
+    Tensor in = random_tensor(rng, dims, 100.0, from);
+    if (from == DType::kF16)
+      for (double & x : in.v) x = f16_to_float(float_to_f16(static_cast<float>(x)));
+    return Named{{"in", in}};
+  };
   c.reference_forward = [to](const Named & in) {
     Tensor out = in.at("in");
     for (double & x : out.v) {
@@ -202,18 +221,20 @@ OpCase fill_case(std::vector<int64_t> dims, DType dtype, float value) {
 // with `din_sums` the backward also adds up din's columns (the bias gradient before the dropout).
 OpCase dropout_case(std::vector<int64_t> dims, float p, uint64_t seed, uint64_t offset, bool residual = false,
                     DType din_dtype = DType::kF32, bool din_sums = false) {
-  std::mt19937_64 rng(dims.back() * 19 + offset);
   OpCase c;
   c.name = "dropout" + dims_name(dims) + "_p" + std::to_string(static_cast<int>(p * 100)) + "_offset" +
            std::to_string(offset) + (residual ? "_residual" : "") + (din_dtype == DType::kF32 ? "" : "_bf16_din") +
            (din_sums ? "_summing_din" : "");
   if (din_dtype != DType::kF32) c.tolerance = 1e-5;  // din rounds to bf16 once
-  c.inputs["in"] = random_tensor(rng, dims);
+  c.draw_inputs = [dims, offset, residual] {
+    std::mt19937_64 rng(dims.back() * 19 + offset);
+    Named in;
+    in["in"] = random_tensor(rng, dims);
+    if (residual) in["residual"] = random_tensor(rng, dims);
+    return in;
+  };
   c.differentiable = {"in"};
-  if (residual) {
-    c.inputs["residual"] = random_tensor(rng, dims);
-    c.differentiable.push_back("residual");
-  }
+  if (residual) c.differentiable.push_back("residual");
   c.graded_outputs = {"out"};
   c.reference_forward = [p, seed, offset, residual](const Named & in) {
     Tensor out = reference::dropout(in.at("in"), p, seed, offset);

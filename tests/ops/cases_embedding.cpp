@@ -21,14 +21,18 @@ OpCase embedding_case(int64_t count, int64_t vocab, int64_t width, int64_t vocab
   std::ostringstream name;
   name << "embedding_n" << count << "_v" << vocab << "_d" << width << "_slice" << vocab_start << "_" << table_rows
        << "_pad" << (padding_idx < 0 ? std::string("none") : std::to_string(padding_idx));
-  std::mt19937_64 rng(count * 3 + vocab);
   OpCase c;
   c.name = name.str();
   c.tolerance = tolerance;
-  std::vector<int32_t> ids = random_ids(rng, count, 0, static_cast<int32_t>(vocab));
-  if (padding_idx >= 0) ids[0] = static_cast<int32_t>(padding_idx);
-  c.inputs["ids"] = from_ints(ids);
-  c.inputs["table"] = random_tensor(rng, {table_rows, width});
+  c.draw_inputs = [count, vocab, width, table_rows, padding_idx] {
+    std::mt19937_64 rng(count * 3 + vocab);
+    std::vector<int32_t> ids = random_ids(rng, count, 0, static_cast<int32_t>(vocab));
+    if (padding_idx >= 0) ids[0] = static_cast<int32_t>(padding_idx);
+    Named in;
+    in["ids"] = from_ints(ids);
+    in["table"] = random_tensor(rng, {table_rows, width});
+    return in;
+  };
   c.differentiable = {"table"};
   c.graded_outputs = {"out"};
   c.gradient_blocked = [=](const std::string &, int64_t index) {  // the padding row is frozen, as in PyTorch
@@ -60,7 +64,7 @@ OpCase sinusoidal_case(std::vector<int32_t> positions, int64_t width, int64_t pa
   OpCase c;
   c.name = "sinusoidal_n" + std::to_string(positions.size()) + "_d" + std::to_string(width);
   c.tolerance = 1e-13;
-  c.inputs["positions"] = from_ints(positions);
+  c.draw_inputs = [positions] { return Named{{"positions", from_ints(positions)}}; };
   c.reference_forward = [width, padding_idx](const Named & in) {
     return Named{{"out", reference::sinusoidal_positions(to_ints(in.at("positions")), width, padding_idx)}};
   };
@@ -86,24 +90,26 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
   if (dlogits_dtype != DType::kF32) name << "_" << dtype_name(dlogits_dtype) << "_grad";
   if (masked) name << "_masked";
   if (logits_pad > 0 || dlogits_pad > 0) name << "_rows_padded" << logits_pad << "_" << dlogits_pad;
-  std::mt19937_64 rng(rows * 7 + vocab);
   OpCase c;
   c.name = name.str();
-  c.inputs["logits"] = random_tensor(rng, {rows, vocab}, scale);
-  std::vector<int32_t> targets = random_ids(rng, rows, 0, static_cast<int32_t>(vocab_total));
   const auto is_masked = [masked](int64_t column) { return masked && column % 5 == 1; };
-  if (masked) {
+  c.draw_inputs = [rows, vocab, vocab_start, vocab_total, scale, is_masked] {
+    std::mt19937_64 rng(rows * 7 + vocab);
+    Named in;
+    in["logits"] = random_tensor(rng, {rows, vocab}, scale);
+    std::vector<int32_t> targets = random_ids(rng, rows, 0, static_cast<int32_t>(vocab_total));
     for (int64_t i = 0; i < rows * vocab; ++i)
-      if (is_masked(i % vocab)) c.inputs["logits"].v[i] = -std::numeric_limits<double>::infinity();
+      if (is_masked(i % vocab)) in["logits"].v[i] = -std::numeric_limits<double>::infinity();
     for (int32_t & target : targets)
       if (is_masked(target - vocab_start)) --target;
-    c.gradient_blocked = [is_masked, vocab](const std::string &, int64_t i) { return is_masked(i % vocab); };
-  }
-  c.inputs["targets"] = from_ints(targets);
-  Tensor weights({rows}, 1.0);
-  for (int64_t n = 2; n < rows; n += 3) weights.v[n] = 0.0;  // masked rows: no loss, no gradient
-  if (rows > 1) weights.v[1] = 0.5;
-  c.inputs["weights"] = weights;
+    in["targets"] = from_ints(targets);
+    Tensor weights({rows}, 1.0);
+    for (int64_t n = 2; n < rows; n += 3) weights.v[n] = 0.0;  // masked rows: no loss, no gradient
+    if (rows > 1) weights.v[1] = 0.5;
+    in["weights"] = weights;
+    return in;
+  };
+  if (masked) c.gradient_blocked = [is_masked, vocab](const std::string &, int64_t i) { return is_masked(i % vocab); };
   c.differentiable = {"logits"};
   c.graded_outputs = {"loss"};
   if (dlogits_dtype != DType::kF32) c.tolerance = 1e-5;

@@ -33,20 +33,23 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
        << (s.alpha != 1.0f || s.beta != 0.0f ? "_alphabeta" : "") << (s.batched_a ? "" : "_shareda")
        << (s.row_pad ? "_windows" : "") << (s.unit_batch ? "_unit_batch" : "") << "_" << dtype_name(s.dtype)
        << (s.out_dtype != s.dtype ? std::string("to") + dtype_name(s.out_dtype) : "");
-  std::mt19937_64 rng(s.m * 131 + s.n * 7 + s.k);
   OpCase c;
   c.name = name.str();
   c.tolerance = tolerance;
   c.grad_dtype = s.dtype;  // dC reaches the backward in the operands' dtype (Linear casts it so with bf16 weights)
   const int64_t shared_batch = s.unit_batch ? 1 : 0;
-  c.inputs["a"] = random_tensor(rng, with_batch(s.batched_a ? s.batch : shared_batch, s.trans_a ? std::vector<int64_t>{s.k, s.m}
-                                                                    : std::vector<int64_t>{s.m, s.k}), 1.0, s.dtype);
-  c.inputs["b"] = random_tensor(rng, with_batch(s.batched_b ? s.batch : shared_batch, s.trans_b ? std::vector<int64_t>{s.n, s.k}
-                                                                                      : std::vector<int64_t>{s.k, s.n}),
-                                1.0, s.dtype);
   const std::vector<int64_t> c_dims = s.flat_c ? std::vector<int64_t>{s.batch * s.m, s.n} : with_batch(s.batch, {s.m, s.n});
-  if (s.bias) c.inputs["bias"] = random_tensor(rng, {s.n});
-  if (s.beta != 0.0f) c.inputs["c_old"] = random_tensor(rng, c_dims, 1.0, s.out_dtype);
+  c.draw_inputs = [s, shared_batch, c_dims] {
+    std::mt19937_64 rng(s.m * 131 + s.n * 7 + s.k);
+    const std::vector<int64_t> a_dims = s.trans_a ? std::vector<int64_t>{s.k, s.m} : std::vector<int64_t>{s.m, s.k};
+    const std::vector<int64_t> b_dims = s.trans_b ? std::vector<int64_t>{s.n, s.k} : std::vector<int64_t>{s.k, s.n};
+    Named in;
+    in["a"] = random_tensor(rng, with_batch(s.batched_a ? s.batch : shared_batch, a_dims), 1.0, s.dtype);
+    in["b"] = random_tensor(rng, with_batch(s.batched_b ? s.batch : shared_batch, b_dims), 1.0, s.dtype);
+    if (s.bias) in["bias"] = random_tensor(rng, {s.n});
+    if (s.beta != 0.0f) in["c_old"] = random_tensor(rng, c_dims, 1.0, s.out_dtype);
+    return in;
+  };
   c.differentiable = {"a", "b"};
   if (s.bias) c.differentiable.push_back("bias");
   c.graded_outputs = {"c"};
@@ -94,13 +97,15 @@ OpCase matmul_case(const MatmulShape & s, double tolerance) {
 // BiasBackward on its own (matmul_backward uses it for the bias): dbias += column sums of dout, a dtype's values
 // (f32 or bf16), its rows `pad` elements apart beyond their width (a column window of a wider gradient; f32 only).
 OpCase bias_backward_case(int64_t rows, int64_t cols, DType dtype = DType::kF32, int64_t pad = 0) {
-  std::mt19937_64 rng(rows * 3 + cols);
   OpCase c;
   c.name = "bias_backward_" + std::to_string(rows) + "x" + std::to_string(cols) +
            (dtype == DType::kF32 ? "" : "_" + std::string(dtype_name(dtype))) +
            (pad == 0 ? "" : "_window" + std::to_string(pad));
   c.tolerance = 1e-13;
-  c.inputs["dout"] = random_tensor(rng, {rows, cols}, 1.0, dtype);
+  c.draw_inputs = [rows, cols, dtype] {
+    std::mt19937_64 rng(rows * 3 + cols);
+    return Named{{"dout", random_tensor(rng, {rows, cols}, 1.0, dtype)}};
+  };
   c.reference_forward = [](const Named & in) {
     const Tensor & dout = in.at("dout");
     Tensor sums({dout.dim(1)});

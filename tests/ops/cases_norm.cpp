@@ -31,18 +31,22 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
   if (din_sums) name << "_summing_din";
   if (remake_out) name << "_remaking_out";
   const int64_t cols = dims.back();
-  std::mt19937_64 rng(cols * 17 + dims.front());
   OpCase c;
   c.name = name.str();
-  c.inputs["in"] = random_tensor(rng, dims, scale);
-  for (double & x : c.inputs["in"].v) x = static_cast<float>(x + shift);  // a mean far from 0 tests the variance
-  if (in_dtype == DType::kBF16)
-    for (double & x : c.inputs["in"].v) x = bf16_to_float(float_to_bf16(static_cast<float>(x)));
+  c.draw_inputs = [dims, scale, shift, in_dtype, cols] {
+    std::mt19937_64 rng(cols * 17 + dims.front());
+    Named in;
+    in["in"] = random_tensor(rng, dims, scale);
+    for (double & x : in["in"].v) x = static_cast<float>(x + shift);  // a mean far from 0 tests the variance
+    if (in_dtype == DType::kBF16)
+      for (double & x : in["in"].v) x = bf16_to_float(float_to_bf16(static_cast<float>(x)));
+    in["weight"] = random_tensor(rng, {cols});
+    in["bias"] = random_tensor(rng, {cols});
+    return in;
+  };
   const bool rounded = out_dtype != DType::kF32 || grad_dtype != DType::kF32;
   if (rounded) c.tolerance = 1e-5;
   c.grad_dtype = grad_dtype;
-  c.inputs["weight"] = random_tensor(rng, {cols});
-  c.inputs["bias"] = random_tensor(rng, {cols});
   c.differentiable = {"in", "weight", "bias"};
   c.graded_outputs = {"out"};
   if (residual) c.graded_outputs.push_back("skip");
@@ -130,13 +134,17 @@ OpCase layernorm_joining_case(std::vector<int64_t> dims, float p, uint64_t offse
   name << "_" << dtype_name(out_dtype) << "_joining_p" << static_cast<int>(p * 100) << "_offset" << offset;
   const int64_t cols = dims.back();
   constexpr uint64_t kSeed = 23;
-  std::mt19937_64 rng(cols * 29 + offset);
   OpCase c;
   c.name = name.str();
-  c.inputs["added"] = random_tensor(rng, dims);
-  c.inputs["residual"] = random_tensor(rng, dims, 2.0);
-  c.inputs["weight"] = random_tensor(rng, {cols});
-  c.inputs["bias"] = random_tensor(rng, {cols});
+  c.draw_inputs = [dims, offset, cols] {
+    std::mt19937_64 rng(cols * 29 + offset);
+    Named in;
+    in["added"] = random_tensor(rng, dims);
+    in["residual"] = random_tensor(rng, dims, 2.0);
+    in["weight"] = random_tensor(rng, {cols});
+    in["bias"] = random_tensor(rng, {cols});
+    return in;
+  };
   if (out_dtype != DType::kF32) c.tolerance = 1e-5;
   constexpr double kEps = 1e-5;
   c.reference_forward = [p, offset](const Named & in) {
@@ -173,10 +181,12 @@ OpCase l2_normalize_case(std::vector<int64_t> dims) {
   std::ostringstream name;
   name << "l2normalize";
   for (int64_t size : dims) name << "_" << size;
-  std::mt19937_64 rng(dims.back() * 5 + dims.front());
   OpCase c;
   c.name = name.str();
-  c.inputs["in"] = random_tensor(rng, dims);
+  c.draw_inputs = [dims] {
+    std::mt19937_64 rng(dims.back() * 5 + dims.front());
+    return Named{{"in", random_tensor(rng, dims)}};
+  };
   c.differentiable = {"in"};
   c.graded_outputs = {"out"};
   constexpr double kEps = 1e-12;

@@ -8,15 +8,19 @@ namespace {
 // `copy` bf16 or f16: the step also writes the compute copy, checked against the reference's update rounded to that
 // dtype (f32: no copy). The copy cases take a larger lr, so that a copy left at the old values stands out.
 OpCase adamw_case(int64_t count, int64_t step, float weight_decay, float grad_scale, DType copy = DType::kF32) {
-  std::mt19937_64 rng(count + step);
   OpCase c;
   c.name = "adamw_n" + std::to_string(count) + "_step" + std::to_string(step);
   c.tolerance = 1e-11;
-  c.inputs["param"] = random_tensor(rng, {count});
-  c.inputs["m"] = random_tensor(rng, {count}, 0.1);
-  c.inputs["v"] = random_tensor(rng, {count}, 0.1);
-  for (double & x : c.inputs["v"].v) x = static_cast<float>(x * x);  // a second moment is never negative
-  c.inputs["grad"] = random_tensor(rng, {count});
+  c.draw_inputs = [count, step] {
+    std::mt19937_64 rng(count + step);
+    Named in;
+    in["param"] = random_tensor(rng, {count});
+    in["m"] = random_tensor(rng, {count}, 0.1);
+    in["v"] = random_tensor(rng, {count}, 0.1);
+    for (double & x : in["v"].v) x = static_cast<float>(x * x);  // a second moment is never negative
+    in["grad"] = random_tensor(rng, {count});
+    return in;
+  };
   constexpr float kBeta1 = 0.9f, kBeta2 = 0.98f, kEps = 1e-6f;  // KOSMOS-1's AdamW
   const float lr = copy == DType::kF32 ? 2e-4f : 2e-2f;         // KOSMOS-1's lr; one that moves a bf16 value
   if (copy != DType::kF32) {
@@ -53,11 +57,13 @@ OpCase adamw_case(int64_t count, int64_t step, float weight_decay, float grad_sc
 }
 
 OpCase squared_norm_case(std::vector<int64_t> dims) {
-  std::mt19937_64 rng(dims.back());
   OpCase c;
   c.name = "squared_norm_" + std::to_string(dims.front()) + "x" + std::to_string(dims.back());
   c.tolerance = 1e-13;
-  c.inputs["in"] = random_tensor(rng, dims);
+  c.draw_inputs = [dims] {
+    std::mt19937_64 rng(dims.back());
+    return Named{{"in", random_tensor(rng, dims)}};
+  };
   c.reference_forward = [](const Named & in) {
     return Named{{"sum", Tensor({1}, reference::squared_norm(in.at("in")))}};
   };
