@@ -92,14 +92,18 @@ __global__ void layernorm_backward_kernel(NormGradOperands t, const float * weig
 // The fused backward for rows of up to kFusedColumns: din as above, row by row, over kFusedRows rows per block,
 // while each thread sums dout * xhat and dout over the block's rows for its columns (c = thread + k * blockDim) in
 // registers; the block's sums go to partials [blocks, 2, cols] (weight then bias), which column sums reduce in a
-// fixed order. dout and x are read once less than by the two-kernel path.
+// fixed order. dout and x are read once less than by the two-kernel path. The activations' storage types are template
+// parameters (float or Bf16Bits): with the dtypes as arguments, the compiler copied the unrolled loops for every
+// combination of load_float's four cases (120,000 lines of PTX, most of this file's two minutes of cicc).
 constexpr int kFusedRows = 32;
 constexpr int kFusedColumnsPerThread = 32;
 constexpr int64_t kFusedColumns = int64_t{kFusedColumnsPerThread} * kThreads;
 
+template <typename DIn, typename DOut, typename In>
 __global__ void __launch_bounds__(kThreads)
-    layernorm_backward_fused_kernel(NormGradOperands t, const float * weight, const float * mean, const float * rstd,
-                                    int64_t rows, int64_t cols, float * partials) {
+    layernorm_backward_fused_kernel(DIn * din, const DOut * dout, const In * in, const float * weight,
+                                    const float * mean, const float * rstd, int64_t rows, int64_t cols,
+                                    float * partials) {
   __shared__ float shared[kThreads / kWarp];
   float weight_sum[kFusedColumnsPerThread], bias_sum[kFusedColumnsPerThread];
 #pragma unroll
@@ -114,9 +118,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kFusedColumnsPerThread; ++k) {
       const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
       if (c < cols) {
-        const float g = load_float(t.dout, t.dout_dtype, base + c) * weight[c];
+        const float g = to_float(dout[base + c]) * weight[c];
         sum_g += g;
-        sum_g_xhat += g * (load_float(t.in, t.in_dtype, base + c) - mu) * r;
+        sum_g_xhat += g * (to_float(in[base + c]) - mu) * r;
       }
     }
     const float mean_g = block_sum(sum_g, shared) / static_cast<float>(cols);
@@ -125,9 +129,9 @@ __global__ void __launch_bounds__(kThreads)
     for (int k = 0; k < kFusedColumnsPerThread; ++k) {
       const int64_t c = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
       if (c < cols) {
-        const float dy = load_float(t.dout, t.dout_dtype, base + c);
-        const float xhat = (load_float(t.in, t.in_dtype, base + c) - mu) * r;
-        store_float(t.din, t.din_dtype, base + c, r * (dy * weight[c] - mean_g - xhat * mean_g_xhat));
+        const float dy = to_float(dout[base + c]);
+        const float xhat = (to_float(in[base + c]) - mu) * r;
+        put(din[base + c], r * (dy * weight[c] - mean_g - xhat * mean_g_xhat));
         weight_sum[k] += dy * xhat;
         bias_sum[k] += dy;
       }
@@ -639,8 +643,20 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
       }
       KOSMOS_GPU_LAUNCHED("layernorm_backward_packed");
     } else {
-      layernorm_backward_fused_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-          operands, op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), rows, cols, partials);
+      with_activation_storage(op.din.dtype, [&](auto din_element) {
+        with_activation_storage(op.dout.dtype, [&](auto dout_element) {
+          with_activation_storage(op.in.dtype, [&](auto in_element) {
+            using DIn = decltype(din_element);
+            using DOut = decltype(dout_element);
+            using In = decltype(in_element);
+            const auto kernel = layernorm_backward_fused_kernel<DIn, DOut, In>;
+            kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+                static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data),
+                static_cast<const In *>(op.in.data), op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(),
+                rows, cols, partials);
+          });
+        });
+      });
       KOSMOS_GPU_LAUNCHED("layernorm_backward_fused");
     }
     add_column_sums(ctx, op.dweight.as<float>(), partials, DType::kF32, blocks, cols, parts * cols, stream);

@@ -226,6 +226,9 @@ std::vector<OpCase> norm_cases() {
           layernorm_case({5, 2056}, 1.0, 1.0), layernorm_case({3, 5000}, 1.0, 0.0),
           layernorm_case({9, 256}, 1.0, 2.0, DType::kF32, DType::kBF16, DType::kF32),   // a pre-LN, bf16 out
           layernorm_case({9, 1024}, 1.0, 0.5, DType::kBF16, DType::kBF16, DType::kBF16),  // a sub-LN, bf16 throughout
+          // Rows the GPU's packs do not take (33 columns), 16-bit: its fused backward's loads and stores of each dtype.
+          layernorm_case({7, 33}, 1.0, 0.5, DType::kBF16, DType::kBF16, DType::kBF16),
+          layernorm_case({7, 33}, 1.0, 0.5, DType::kBF16, DType::kF32, DType::kF32),
           // The FFN's sub-LN over its GELU: in the GPU's packs (bf16 as the model runs it, f32), and as its parts.
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kBF16, DType::kBF16, DType::kBF16, Activation::kGelu),
           layernorm_case({5, 64}, 2.0, 0.0, DType::kF32, DType::kF32, DType::kF32, Activation::kQuickGelu),
