@@ -3,7 +3,7 @@
 # bench/device_bundle.sh made on the build machine (.device/bundle.tar.xz, carried to the GPU machine):
 #   1. the machine: nvidia-smi and `kosmos info`;
 #   2. every op case on the CUDA backend against the fp64 reference (on cuda-owngemm, the own GEMM kernel, and on
-#      cuda-wmma, attention on the WMMA kernels instead of mma.sync, after stage 5);
+#      cuda-wmma, attention on the WMMA kernels instead of mma.sync, in stage 7);
 #   3. the NCCL communicator on this GPU (one rank: its one-rank, host and point-to-point paths; the collectives
 #      themselves need two or more GPUs, where `mpirun -np N kosmos_mpi_tests` runs them);
 #      the tiny preset trained 5 steps on CUDA and on the CPU: losses within 1e-2 relative (fp32), and CUDA's
@@ -15,7 +15,8 @@
 #   6. a profiled paper step (the time per op; no op may have left its fast path);
 #   7. the variants: the paper step with --gemm-tuning 8, with --attention-backward atomic, with it on cuda-cudnn
 #      (cuDNN's fused attention, whose op cases run too; no cuDNN warning may appear), then the fastest of those
-#      combined (best_step), and on cuda-wmma; the tiny preset's fp16 run
+#      combined (best_step), then every op case on cuda-owngemm and cuda-wmma, and the step on cuda-wmma; the tiny
+#      preset's fp16 run
 #      (dynamic loss scaling) within 1e-2 of the CPU's, and --recompute attention (the attention sub-layers and FFN
 #      tails again) against the run without; `kosmos bench ops` at the kosmos1 shapes on cuda and on cuda-wmma (the
 #      f32 and the bf16 tensor-core attention side by side, both bf16 backwards), and for the step's rows on cuda and

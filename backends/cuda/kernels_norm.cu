@@ -94,7 +94,8 @@ __global__ void layernorm_backward_kernel(NormGradOperands t, const float * weig
 // registers; the block's sums go to partials [blocks, 2, cols] (weight then bias), which column sums reduce in a
 // fixed order. dout and x are read once less than by the two-kernel path. The activations' storage types are template
 // parameters (float or Bf16Bits): with the dtypes as arguments, the compiler copied the unrolled loops for every
-// combination of load_float's four cases (120,000 lines of PTX, most of this file's two minutes of cicc).
+// combination of load_float's four cases (120,000 lines of PTX; this file's nvcc took 426 s for sm_80 and sm_90, 49
+// without them).
 constexpr int kFusedRows = 32;
 constexpr int kFusedColumnsPerThread = 32;
 constexpr int64_t kFusedColumns = int64_t{kFusedColumnsPerThread} * kThreads;
