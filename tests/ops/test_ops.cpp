@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -158,20 +159,43 @@ std::vector<size_t> reference_gradient_cases() {
 INSTANTIATE_TEST_SUITE_P(Ops, ReferenceGradient, ::testing::ValuesIn(reference_gradient_cases()),
                          [](const ::testing::TestParamInfo<size_t> & info) { return all_op_cases()[info.param].name; });
 
-// The first recorded instance of every op, taken from running all cases on the CPU backend.
-std::vector<OpDesc> one_of_each_op(DeviceRun & run) {
+// The first recorded instance of each op, from the ops' cases run on the CPU backend in order until `enough(ops)`
+// holds for those found so far (or every case has run).
+template <typename Enough>
+std::vector<OpDesc> first_instances(DeviceRun & run, Enough enough) {
+  std::vector<OpDesc> ops;
+  std::set<std::string> seen;
+  size_t looked_at = 0;
   for (const OpCase & c : all_op_cases()) {
     const Named outputs = c.reference_forward(c.inputs());
     try {
       c.device(run, c.inputs(), output_gradients(c, outputs));
     } catch (const Unsupported &) {  // e.g. bf16 on a CPU without AVX-512: the f32 cases still record the op
     }
+    for (; looked_at < run.recorded().size(); ++looked_at) {
+      const OpDesc & op = run.recorded()[looked_at];
+      if (seen.insert(op_name(op)).second) ops.push_back(op);
+    }
+    if (enough(ops)) break;
   }
-  std::vector<OpDesc> ops;
-  std::set<std::string> seen;
-  for (const OpDesc & op : run.recorded())
-    if (seen.insert(op_name(op)).second) ops.push_back(op);
   return ops;
+}
+
+// One instance of every op there is.
+std::vector<OpDesc> one_of_each_op(DeviceRun & run) {
+  return first_instances(run,
+                         [](const std::vector<OpDesc> & ops) { return ops.size() == std::variant_size_v<OpDesc>; });
+}
+
+// The first instance of Op among the cases (the cases before it run, the rest do not), or none.
+template <typename Op>
+std::optional<Op> first_of(DeviceRun & run) {
+  const auto holds = [](const OpDesc & op) { return std::holds_alternative<Op>(op); };
+  const std::vector<OpDesc> ops = first_instances(
+      run, [&](const std::vector<OpDesc> & found) { return std::any_of(found.begin(), found.end(), holds); });
+  const auto op = std::find_if(ops.begin(), ops.end(), holds);
+  if (op == ops.end()) return std::nullopt;
+  return std::get<Op>(*op);
 }
 
 // What validation (the first step of op_run) says of an op; empty when it accepts it. The op is never run: a
@@ -200,157 +224,139 @@ TEST_F(OpValidation, EveryOpIsCovered) {
 }
 
 TEST_F(OpValidation, LayerNormBackwardRefusesAnInputGradientOverWhatItReads) {
-  for (const OpDesc & valid : one_of_each_op(run)) {
-    if (!std::holds_alternative<LayerNormBackward>(valid)) continue;
-    LayerNormBackward over_dout = std::get<LayerNormBackward>(valid), over_in = over_dout;
-    over_dout.din = over_dout.dout;
-    over_in.din = over_in.in;
-    for (const auto & [op, read] : {std::pair<LayerNormBackward, std::string>{over_dout, "dout"}, {over_in, "in"}}) {
-      const std::string message = message_of(op);
-      EXPECT_NE(message.find("layernorm_backward: din"), std::string::npos) << message;
-      EXPECT_NE(message.find("overlaps " + read), std::string::npos) << message;
-    }
-    return;
+  const std::optional<LayerNormBackward> valid = first_of<LayerNormBackward>(run);
+  ASSERT_TRUE(valid) << "no layernorm_backward among the ops' cases";
+  LayerNormBackward over_dout = *valid, over_in = over_dout;
+  over_dout.din = over_dout.dout;
+  over_in.din = over_in.in;
+  for (const auto & [op, read] : {std::pair<LayerNormBackward, std::string>{over_dout, "dout"}, {over_in, "in"}}) {
+    const std::string message = message_of(op);
+    EXPECT_NE(message.find("layernorm_backward: din"), std::string::npos) << message;
+    EXPECT_NE(message.find("overlaps " + read), std::string::npos) << message;
   }
-  FAIL() << "no layernorm_backward among the ops' cases";
 }
 
 TEST_F(OpValidation, LayerNormForwardChecksWhatItJoins) {
-  for (const OpDesc & valid : one_of_each_op(run)) {
-    if (!std::holds_alternative<LayerNormForward>(valid)) continue;
-    const LayerNormForward base = std::get<LayerNormForward>(valid);
-    const int64_t count = base.in.numel();
-    std::vector<float> apart(static_cast<size_t>(2 * count));  // validation reads no data
-    LayerNormForward good = base;
-    good.in.dtype = DType::kF32;
-    good.added = make_view(apart.data(), DType::kF32, base.in.ndim, base.in.dims.data());
-    good.residual = make_view(apart.data() + count, DType::kF32, base.in.ndim, base.in.dims.data());
-    good.dropout = {0.1f, 3, 0};
-    LayerNormForward alone = good, activated = good, narrow = good, too_likely = good, over_out = good;
-    LayerNormForward out_over_added = good, stray = base;
-    alone.residual = TensorView{};
-    out_over_added.out.data = good.added.data;
-    stray.dropout = {0.1f, 3, 0};
-    activated.activation = Activation::kGelu;
-    narrow.added.dtype = DType::kBF16;
-    too_likely.dropout.p = 1.0f;
-    over_out.in = good.out;
-    over_out.in.dtype = DType::kF32;
-    EXPECT_EQ(message_of(good), "");
-    for (const auto & [op, expected] : {std::pair<LayerNormForward, std::string>{alone, "expected both"},
-                                        {activated, "expected one or the other"},
-                                        {narrow, "added"},
-                                        {too_likely, "dropout.p"},
-                                        {over_out, "overlaps out"},
-                                        {out_over_added, "overlaps added"},
-                                        {stray, "without added"}}) {
-      const std::string message = message_of(op);
-      EXPECT_NE(message.find("layernorm_forward:"), std::string::npos) << message;
-      EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
-    }
-    return;
+  const std::optional<LayerNormForward> valid = first_of<LayerNormForward>(run);
+  ASSERT_TRUE(valid) << "no layernorm_forward among the ops' cases";
+  const LayerNormForward base = *valid;
+  const int64_t count = base.in.numel();
+  std::vector<float> apart(static_cast<size_t>(2 * count));  // validation reads no data
+  LayerNormForward good = base;
+  good.in.dtype = DType::kF32;
+  good.added = make_view(apart.data(), DType::kF32, base.in.ndim, base.in.dims.data());
+  good.residual = make_view(apart.data() + count, DType::kF32, base.in.ndim, base.in.dims.data());
+  good.dropout = {0.1f, 3, 0};
+  LayerNormForward alone = good, activated = good, narrow = good, too_likely = good, over_out = good;
+  LayerNormForward out_over_added = good, stray = base;
+  alone.residual = TensorView{};
+  out_over_added.out.data = good.added.data;
+  stray.dropout = {0.1f, 3, 0};
+  activated.activation = Activation::kGelu;
+  narrow.added.dtype = DType::kBF16;
+  too_likely.dropout.p = 1.0f;
+  over_out.in = good.out;
+  over_out.in.dtype = DType::kF32;
+  EXPECT_EQ(message_of(good), "");
+  for (const auto & [op, expected] : {std::pair<LayerNormForward, std::string>{alone, "expected both"},
+                                      {activated, "expected one or the other"},
+                                      {narrow, "added"},
+                                      {too_likely, "dropout.p"},
+                                      {over_out, "overlaps out"},
+                                      {out_over_added, "overlaps added"},
+                                      {stray, "without added"}}) {
+    const std::string message = message_of(op);
+    EXPECT_NE(message.find("layernorm_forward:"), std::string::npos) << message;
+    EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
   }
-  FAIL() << "no layernorm_forward among the ops' cases";
 }
 
 TEST_F(OpValidation, DropoutBackwardChecksTheColumnSumsOfDin) {
-  for (const OpDesc & valid : one_of_each_op(run)) {
-    if (!std::holds_alternative<DropoutBackward>(valid)) continue;
-    const DropoutBackward base = std::get<DropoutBackward>(valid);
-    const int64_t cols = base.din.dim(-1);
-    std::vector<float> apart(static_cast<size_t>(cols) + 1);  // validation reads no data
-    DropoutBackward good = base, bf16 = base, longer = base, over_din = base, over_dout = base;
-    good.din_column_sums = make_view(apart.data(), DType::kF32, {cols});
-    bf16.din_column_sums = make_view(apart.data(), DType::kBF16, {cols});
-    longer.din_column_sums = make_view(apart.data(), DType::kF32, {cols + 1});
-    over_din.din_column_sums = make_view(base.din.data, DType::kF32, {cols});
-    over_dout.din_column_sums = make_view(base.dout.data, DType::kF32, {cols});
-    EXPECT_EQ(message_of(good), "");
-    for (const auto & [op, expected] : {std::pair<DropoutBackward, std::string>{bf16, "din_column_sums"},
-                                        {longer, "expected [" + std::to_string(cols) + "]"},
-                                        {over_din, "overlaps din"},
-                                        {over_dout, "overlaps dout"}}) {
-      const std::string message = message_of(op);
-      EXPECT_NE(message.find("dropout_backward: din_column_sums"), std::string::npos) << message;
-      EXPECT_NE(message.find(expected), std::string::npos) << message;
-    }
-    return;
+  const std::optional<DropoutBackward> valid = first_of<DropoutBackward>(run);
+  ASSERT_TRUE(valid) << "no dropout_backward among the ops' cases";
+  const DropoutBackward base = *valid;
+  const int64_t cols = base.din.dim(-1);
+  std::vector<float> apart(static_cast<size_t>(cols) + 1);  // validation reads no data
+  DropoutBackward good = base, bf16 = base, longer = base, over_din = base, over_dout = base;
+  good.din_column_sums = make_view(apart.data(), DType::kF32, {cols});
+  bf16.din_column_sums = make_view(apart.data(), DType::kBF16, {cols});
+  longer.din_column_sums = make_view(apart.data(), DType::kF32, {cols + 1});
+  over_din.din_column_sums = make_view(base.din.data, DType::kF32, {cols});
+  over_dout.din_column_sums = make_view(base.dout.data, DType::kF32, {cols});
+  EXPECT_EQ(message_of(good), "");
+  for (const auto & [op, expected] : {std::pair<DropoutBackward, std::string>{bf16, "din_column_sums"},
+                                      {longer, "expected [" + std::to_string(cols) + "]"},
+                                      {over_din, "overlaps din"},
+                                      {over_dout, "overlaps dout"}}) {
+    const std::string message = message_of(op);
+    EXPECT_NE(message.find("dropout_backward: din_column_sums"), std::string::npos) << message;
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
   }
-  FAIL() << "no dropout_backward among the ops' cases";
 }
 
 TEST_F(OpValidation, LayerNormBackwardChecksTheColumnSumsOfDin) {
-  for (const OpDesc & valid : one_of_each_op(run)) {
-    if (!std::holds_alternative<LayerNormBackward>(valid)) continue;
-    const LayerNormBackward base = std::get<LayerNormBackward>(valid);
-    const int64_t cols = base.in.dim(-1);
-    std::vector<float> apart(static_cast<size_t>(cols) + 1);  // validation reads no data
-    LayerNormBackward good = base, bf16 = base, longer = base, over_din = base;
-    good.din_column_sums = make_view(apart.data(), DType::kF32, {cols});
-    bf16.din_column_sums = make_view(apart.data(), DType::kBF16, {cols});
-    longer.din_column_sums = make_view(apart.data(), DType::kF32, {cols + 1});
-    over_din.din_column_sums = make_view(base.din.data, DType::kF32, {cols});
-    EXPECT_EQ(message_of(good), "");
-    for (const auto & [op, expected] : {std::pair<LayerNormBackward, std::string>{bf16, "din_column_sums"},
-                                        {longer, "expected [" + std::to_string(cols) + "]"},
-                                        {over_din, "overlaps din"}}) {
-      const std::string message = message_of(op);
-      EXPECT_NE(message.find("layernorm_backward: din_column_sums"), std::string::npos) << message;
-      EXPECT_NE(message.find(expected), std::string::npos) << message;
-    }
-    return;
+  const std::optional<LayerNormBackward> valid = first_of<LayerNormBackward>(run);
+  ASSERT_TRUE(valid) << "no layernorm_backward among the ops' cases";
+  const LayerNormBackward base = *valid;
+  const int64_t cols = base.in.dim(-1);
+  std::vector<float> apart(static_cast<size_t>(cols) + 1);  // validation reads no data
+  LayerNormBackward good = base, bf16 = base, longer = base, over_din = base;
+  good.din_column_sums = make_view(apart.data(), DType::kF32, {cols});
+  bf16.din_column_sums = make_view(apart.data(), DType::kBF16, {cols});
+  longer.din_column_sums = make_view(apart.data(), DType::kF32, {cols + 1});
+  over_din.din_column_sums = make_view(base.din.data, DType::kF32, {cols});
+  EXPECT_EQ(message_of(good), "");
+  for (const auto & [op, expected] : {std::pair<LayerNormBackward, std::string>{bf16, "din_column_sums"},
+                                      {longer, "expected [" + std::to_string(cols) + "]"},
+                                      {over_din, "overlaps din"}}) {
+    const std::string message = message_of(op);
+    EXPECT_NE(message.find("layernorm_backward: din_column_sums"), std::string::npos) << message;
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
   }
-  FAIL() << "no layernorm_backward among the ops' cases";
 }
 
 // The forward's output made again by the backward needs the forward's bias with it, each of its shape, apart from
 // every operand (the bias from the gradients the op writes).
 TEST_F(OpValidation, LayerNormBackwardChecksTheForwardsOutputAndItsBias) {
-  for (const OpDesc & valid : one_of_each_op(run)) {
-    if (!std::holds_alternative<LayerNormBackward>(valid)) continue;
-    const LayerNormBackward base = std::get<LayerNormBackward>(valid);
-    const int64_t cols = base.in.dim(-1);
-    std::vector<float> out_place(static_cast<size_t>(base.in.numel())), bias_place(static_cast<size_t>(cols) + 1);
-    LayerNormBackward good = base;  // validation reads no data
-    good.out = make_view(out_place.data(), DType::kF32, base.in.ndim, base.in.dims.data());
-    good.bias = make_view(bias_place.data(), DType::kF32, {cols});
-    LayerNormBackward no_bias = good, longer_bias = good, i32_out = good, out_over_din = good, bias_over_dbias = good;
-    no_bias.bias = TensorView{};
-    longer_bias.bias = make_view(bias_place.data(), DType::kF32, {cols + 1});
-    i32_out.out.dtype = DType::kI32;
-    out_over_din.out = make_view(base.din.data, base.din.dtype, base.in.ndim, base.in.dims.data());
-    bias_over_dbias.bias = base.dbias;
-    EXPECT_EQ(message_of(good), "");
-    for (const auto & [op, expected] :
-         {std::pair<LayerNormBackward, std::string>{no_bias, "expected both"},
-          {longer_bias, "bias"},
-          {i32_out, "out"},
-          {out_over_din, "out " + describe(out_over_din.out) + " overlaps din"},
-          {bias_over_dbias, "bias " + describe(base.dbias) + " overlaps dbias"}}) {
-      const std::string message = message_of(op);
-      EXPECT_NE(message.find("layernorm_backward"), std::string::npos) << message;
-      EXPECT_NE(message.find(expected), std::string::npos) << expected << " in: " << message;
-    }
-    return;
+  const std::optional<LayerNormBackward> valid = first_of<LayerNormBackward>(run);
+  ASSERT_TRUE(valid) << "no layernorm_backward among the ops' cases";
+  const LayerNormBackward base = *valid;
+  const int64_t cols = base.in.dim(-1);
+  std::vector<float> out_place(static_cast<size_t>(base.in.numel())), bias_place(static_cast<size_t>(cols) + 1);
+  LayerNormBackward good = base;  // validation reads no data
+  good.out = make_view(out_place.data(), DType::kF32, base.in.ndim, base.in.dims.data());
+  good.bias = make_view(bias_place.data(), DType::kF32, {cols});
+  LayerNormBackward no_bias = good, longer_bias = good, i32_out = good, out_over_din = good, bias_over_dbias = good;
+  no_bias.bias = TensorView{};
+  longer_bias.bias = make_view(bias_place.data(), DType::kF32, {cols + 1});
+  i32_out.out.dtype = DType::kI32;
+  out_over_din.out = make_view(base.din.data, base.din.dtype, base.in.ndim, base.in.dims.data());
+  bias_over_dbias.bias = base.dbias;
+  EXPECT_EQ(message_of(good), "");
+  for (const auto & [op, expected] :
+       {std::pair<LayerNormBackward, std::string>{no_bias, "expected both"},
+        {longer_bias, "bias"},
+        {i32_out, "out"},
+        {out_over_din, "out " + describe(out_over_din.out) + " overlaps din"},
+        {bias_over_dbias, "bias " + describe(base.dbias) + " overlaps dbias"}}) {
+    const std::string message = message_of(op);
+    EXPECT_NE(message.find("layernorm_backward"), std::string::npos) << message;
+    EXPECT_NE(message.find(expected), std::string::npos) << expected << " in: " << message;
   }
-  FAIL() << "no layernorm_backward among the ops' cases";
 }
 
 // The GPU kernels take the scores' max before scaling them (so need a positive scale) and flush subnormals to 0.
 TEST_F(OpValidation, AttentionRefusesAScaleThatIsNotAPositiveNormalNumber) {
-  for (const OpDesc & valid : one_of_each_op(run)) {
-    if (!std::holds_alternative<AttentionForward>(valid)) continue;
-    ASSERT_EQ(message_of(valid), "");
-    for (const float scale : {0.0f, -0.125f, 1e-40f, std::numeric_limits<float>::infinity(),
-                              std::numeric_limits<float>::quiet_NaN()}) {
-      AttentionForward op = std::get<AttentionForward>(valid);
-      op.params.scale = scale;
-      const std::string message = message_of(op);
-      EXPECT_NE(message.find("must be a positive normal number"), std::string::npos) << scale << ": " << message;
-    }
-    return;
+  const std::optional<AttentionForward> valid = first_of<AttentionForward>(run);
+  ASSERT_TRUE(valid) << "no attention_forward among the ops' cases";
+  ASSERT_EQ(message_of(*valid), "");
+  for (const float scale : {0.0f, -0.125f, 1e-40f, std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN()}) {
+    AttentionForward op = *valid;
+    op.params.scale = scale;
+    const std::string message = message_of(op);
+    EXPECT_NE(message.find("must be a positive normal number"), std::string::npos) << scale << ": " << message;
   }
-  FAIL() << "no attention_forward among the ops' cases";
 }
 
 TEST_F(OpValidation, WrongDtypeOrShapeNamesTheOpTheOperandAndTheExpectation) {
