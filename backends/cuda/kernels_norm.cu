@@ -490,6 +490,16 @@ void with_activation_storage(DType dtype, F && f) {
               "lets only f32 and bf16 through)");
 }
 
+// f(DIn{}, DOut{}, In{}) for a LayerNorm backward's din, dout and in dtypes (each float or Bf16Bits).
+template <typename F>
+void with_backward_storage(const LayerNormBackward & op, F && f) {
+  with_activation_storage(op.din.dtype, [&](auto din_element) {
+    with_activation_storage(op.dout.dtype, [&](auto dout_element) {
+      with_activation_storage(op.in.dtype, [&](auto in_element) { f(din_element, dout_element, in_element); });
+    });
+  });
+}
+
 // act(in) as a dense f32 view in `slot` (the parts of a LayerNorm of an activation the packed kernels do not take).
 TensorView activated_scratch(GpuContext & ctx, int slot, const TensorView & in, const std::optional<Activation> & kind,
                              cudaStream_t stream) {
@@ -633,30 +643,22 @@ void gpu_op(GpuContext & ctx, const LayerNormBackward & op, cudaStream_t stream)
             launch_layernorm_backward_packed<true, false, T, T, T>(op, blocks, partials, stream);
         });
       } else {
-        with_activation_storage(op.din.dtype, [&](auto din_element) {
-          with_activation_storage(op.dout.dtype, [&](auto dout_element) {
-            with_activation_storage(op.in.dtype, [&](auto in_element) {
-              launch_layernorm_backward_packed<false, false, decltype(din_element), decltype(dout_element),
-                                               decltype(in_element)>(op, blocks, partials, stream);
-            });
-          });
+        with_backward_storage(op, [&](auto din_element, auto dout_element, auto in_element) {
+          launch_layernorm_backward_packed<false, false, decltype(din_element), decltype(dout_element),
+                                           decltype(in_element)>(op, blocks, partials, stream);
         });
       }
       KOSMOS_GPU_LAUNCHED("layernorm_backward_packed");
     } else {
-      with_activation_storage(op.din.dtype, [&](auto din_element) {
-        with_activation_storage(op.dout.dtype, [&](auto dout_element) {
-          with_activation_storage(op.in.dtype, [&](auto in_element) {
-            using DIn = decltype(din_element);
-            using DOut = decltype(dout_element);
-            using In = decltype(in_element);
-            const auto kernel = layernorm_backward_fused_kernel<DIn, DOut, In>;
-            kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-                static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data),
-                static_cast<const In *>(op.in.data), op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(),
-                rows, cols, partials);
-          });
-        });
+      with_backward_storage(op, [&](auto din_element, auto dout_element, auto in_element) {
+        using DIn = decltype(din_element);
+        using DOut = decltype(dout_element);
+        using In = decltype(in_element);
+        const auto kernel = layernorm_backward_fused_kernel<DIn, DOut, In>;
+        kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+            static_cast<DIn *>(op.din.data), static_cast<const DOut *>(op.dout.data),
+            static_cast<const In *>(op.in.data), op.weight.as<float>(), op.mean.as<float>(), op.rstd.as<float>(), rows,
+            cols, partials);
       });
       KOSMOS_GPU_LAUNCHED("layernorm_backward_fused");
     }
