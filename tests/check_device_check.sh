@@ -8,7 +8,8 @@
 # comparisons, the resumes across backends, the profile and its fast paths, the steps and the op benchmarks); the op
 # tests and the NCCL tests fail, since no CUDA case ran (gtest alone would pass them: its filter matched nothing, or
 # the tests skipped); the table has the card's name and a row for each of our steps and each of the peer's modes,
-# and says that it left out the cut line; the combined step says which variants it combined.
+# and says that it left out the cut line; the combined step says which variants it combined; with the peer's eager
+# mode out of memory (as on an H100), the compiled row stays and the table says why eager has none.
 # Usage: check_device_check.sh KOSMOS OP_TESTS MPI_TESTS COMPARE_RUNS OUT_DIR (the build's binaries)
 set -euo pipefail
 kosmos=$(realpath "$1") op_tests=$(realpath "$2") mpi_tests=$(realpath "$3") compare_runs=$(realpath "$4") out=$5
@@ -44,6 +45,8 @@ esac
 EOF
 cat > "$bundle/peer/torch_kosmos.py" << 'EOF'
 import json, os, sys
+if "eager" in sys.argv and os.environ.get("PEER_OUT_OF_MEMORY"):  # as on an H100, where eager's 86 GiB do not fit
+    sys.exit("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.95 GiB (stand-in)")
 with open(os.path.join(os.environ["OUT"], "anchor.jsonl"), "a") as anchor:
     for mode in sys.argv[1:]:
         line = json.dumps(dict(label=mode, step_s_median=2.0, tokens_per_s=8192.0, tflops=100.0, peak_gib=50.0))
@@ -63,11 +66,18 @@ run_check() {  # run_check LOG [DEADLINE_S [WORK_DIR]]
 # A call that measures one change runs the stages it names alone.
 STAGES="machine tiny_cpu" run_check "$out/named_stages.log" 560 "$out/named_stages"
 run_check "$out/first_call.log" 20
+# The peer's eager mode out of memory: the compiled row stays, and the table says why eager has none.
+PEER_OUT_OF_MEMORY=1 STAGES="peer_compile peer_eager" run_check "$out/eager_oom.log" 560 "$out/eager_oom"
 run_check "$out/run.log"
 
 failed=0
 [ "$(awk '{print $1}' "$out/named_stages/summary.txt" | tr '\n' ' ')" = "machine tiny_cpu " ] ||
   { echo "STAGES=\"machine tiny_cpu\" ran other stages too:"; cat "$out/named_stages/summary.txt"; failed=1; }
+{ grep -qE '^pytorch compile +[0-9]' "$out/eager_oom.log" &&
+  grep -q '^no row for pytorch eager: torch.OutOfMemoryError' "$out/eager_oom.log" &&
+  grep -qE '^peer_eager +exit 1 ' "$out/eager_oom/summary.txt"; } ||
+  { echo "with the peer's eager mode out of memory, the table lost the compiled row or did not say why:"
+    sed -n '/^== table/,$p' "$out/eager_oom.log"; failed=1; }
 # A stage's status: its last run's (a stage cut by the first call's deadline ran again in the second).
 status_of() { awk -v name="$1" '$1 == name && $2 == "exit" {status = $3} END {print status}' "$out/logs/summary.txt"; }
 grep -q '^== machine: finished by an earlier call' "$out/run.log" ||
@@ -102,9 +112,9 @@ fi
 { grep -q 'kosmos does not start on this machine' "$out/broken.log" &&
   grep -q 'libstand-in' "$out/broken_packed/start.log"; } ||
   { echo "the failed start is not reported:"; cat "$out/broken.log"; failed=1; }
-for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer \
-  resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_tuned step_kosmos1_atomic step_kosmos1_cudnn \
-  cudnn_ran step_kosmos1_best \
+for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer_compile \
+  peer_eager resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_tuned step_kosmos1_atomic \
+  step_kosmos1_cudnn cudnn_ran step_kosmos1_best \
   cudnn_ran_ops ops_bench_cudnn step_kosmos1_wmma tiny_cuda_fp16 \
   tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma ops_bench_step_rows \
   step_kosmos1_none step_kosmos1_attention step_kosmos1_layer; do
