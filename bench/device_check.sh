@@ -10,19 +10,20 @@
 #      --precision bf16 run within 2e-2 of the CPU's fp32 one;
 #   4. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
 #      and --recompute ffn (about 47 GiB by estimate, under the goal's 60), and the PyTorch peer
-#      (.device/peer/torch_kosmos.py compile, then eager, each in its own process) on the same card;
+#      (.device/peer/torch_kosmos.py compile; eager, in a process of its own, after the variants of 7) on the
+#      same card;
 #   5. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   6. a profiled paper step (the time per op; no op may have left its fast path);
 #   7. the variants: the paper step with --gemm-tuning 8, with --attention-backward atomic, with it on cuda-cudnn
 #      (cuDNN's fused attention, whose op cases run too; no cuDNN warning may appear), then the fastest of those
-#      combined (best_step), then every op case on cuda-owngemm and cuda-wmma, and the step on cuda-wmma; the tiny
-#      preset's fp16 run
-#      (dynamic loss scaling) within 1e-2 of the CPU's, and --recompute attention (the attention sub-layers and FFN
-#      tails again) against the run without; `kosmos bench ops` at the kosmos1 shapes on cuda and on cuda-wmma (the
-#      f32 and the bf16 tensor-core attention side by side, both bf16 backwards), and for the step's rows on cuda and
-#      on cuda-cudnn (cuDNN's attention in the rows "... atomic"); the paper step without
-#      recomputation (about 55 GiB by the planner), with attention (38) and with layer (31) (the table has the
-#      device memory peaks: our buffers' count, and all the card had in use as nvidia-smi saw it);
+#      combined (best_step), then the peer's eager mode, then every op case on cuda-owngemm and cuda-wmma, and the
+#      step on cuda-wmma; the tiny preset's fp16 run (dynamic loss scaling) within 1e-2 of the CPU's, and
+#      --recompute attention (the attention sub-layers and FFN tails again) against the run without; `kosmos bench
+#      ops` at the kosmos1 shapes on cuda and on cuda-wmma (the f32 and the bf16 tensor-core attention side by side,
+#      both bf16 backwards), and for the step's rows on cuda and on cuda-cudnn (cuDNN's attention in the rows "...
+#      atomic"); the paper step without recomputation (about 55 GiB by the planner), with attention (38) and with
+#      layer (31) (the table has the device memory peaks: our buffers' count, and all the card had in use as
+#      nvidia-smi saw it);
 # then one table. Each stage has its own time limit and logs into WORK_DIR; a failing stage does not stop the
 # others, and the run as a whole stops starting stages near DEADLINE_S (below).
 # The device call brings back at most 8 files, so the logs travel packed: after every stage, LOGDIR gets
@@ -254,10 +255,10 @@ paper=(bench --preset kosmos1 --backend cuda --precision bf16 --batch 8 --length
        --one-image-per-sequence)
 stage step_kosmos1 300 on_card step_kosmos1 "$kosmos" "${paper[@]}" --recompute ffn --steps 4 --warmup 1 \
   --out "$logs/step_kosmos1.json"
-# The peer's two modes in processes of their own, compiled first (the goal's measure): eager peaked at 85.7 GiB on
-# the H200 of 2026-12-04, more than an H100 holds, and its running out of memory must not cost the compiled row.
+# The peer's two modes in processes of their own: compiled here (the goal's measure), eager after the combined step
+# below. Eager peaked at 85.7 GiB on the H200 of 2026-12-04, more than an H100 holds, and its running out of memory
+# must not cost the compiled row.
 [ -z "$skip_compile" ] && stage peer_compile 330 peer compile
-stage peer_eager 150 peer eager
 # Checkpoints across backends (a point of issue 7's "done when"), before the variants below.
 stage resume_cpu_cuda 180 cross cpu cuda
 stage resume_cuda_cpu 180 cross cuda cpu
@@ -289,6 +290,7 @@ stage cudnn_ran_ops 10 cudnn_ran "$logs/ops_cuda_cudnn.log"
 # The fastest of the variants above combined (best_step says which), the step to quote.
 stage step_kosmos1_best 240 best_step "${paper[@]}" --recompute ffn --steps 4 --warmup 1 \
   --out "$logs/step_kosmos1_best.json"
+stage peer_eager 150 peer eager
 # Every op case on cuda-owngemm (the own GEMM kernel) and cuda-wmma (attention on the WMMA kernels, which keep no
 # dropout record: test_attention_keep.cpp skips there by design): backends the paper step does not use, so after
 # the steps that measure it (the 2026-12-04 call needed all its 539 s for fewer stages than there are now).
