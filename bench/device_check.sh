@@ -291,6 +291,9 @@ stage cudnn_ran_ops 10 cudnn_ran "$logs/ops_cuda_cudnn.log"
 stage step_kosmos1_best 240 best_step "${paper[@]}" --recompute ffn --steps 4 --warmup 1 \
   --out "$logs/step_kosmos1_best.json"
 stage peer_eager 150 peer eager
+# The card's ceilings as PyTorch measures them (a bf16 product of 8192 cubed, a 1 GiB device copy): the rates that
+# `kosmos bench ops`' products and memory-bound ops read against.
+stage peer_ceilings 60 peer ceilings
 # Every op case on cuda-owngemm (the own GEMM kernel) and cuda-wmma (attention on the WMMA kernels, which keep no
 # dropout record: test_attention_keep.cpp skips there by design): backends the paper step does not use, so after
 # the steps that measure it (the 2026-12-04 call needed all its 539 s for fewer stages than there are now).
@@ -359,6 +362,9 @@ if os.path.exists(anchor):
         except ValueError:
             print("no row for a line of %s: %r" % (anchor, line[:80]))
             continue
+        if r.get("label") == "ceilings":
+            print("card ceilings by PyTorch: bf16 product 8192^3 %.0f TFLOP/s, device copy %.2f TB/s (read + write)"
+                  % (r.get("bf16_gemm_tflops", float("nan")), r.get("d2d_tb_s", float("nan"))))
         if "step_s_median" in r:
             rows.append(("pytorch " + r["label"], r["step_s_median"], r.get("tokens_per_s", float("nan")),
                          r.get("tflops", float("nan")), r.get("peak_gib", float("nan")), float("nan")))

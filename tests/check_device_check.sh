@@ -7,9 +7,10 @@
 # peer writes, then a line cut off. Checked: every stage but the two below passes (the trainings and their
 # comparisons, the resumes across backends, the profile and its fast paths, the steps and the op benchmarks); the op
 # tests and the NCCL tests fail, since no CUDA case ran (gtest alone would pass them: its filter matched nothing, or
-# the tests skipped); the table has the card's name and a row for each of our steps and each of the peer's modes,
-# and says that it left out the cut line; the combined step says which variants it combined; with the peer's eager
-# mode out of memory (as on an H100), the compiled row stays and the table says why eager has none.
+# the tests skipped); the table has the card's name, a row for each of our steps and each of the peer's modes and
+# the card's ceilings as the peer measures them, and says that it left out the cut line; the combined step says which
+# variants it combined; with the peer's eager mode out of memory (as on an H100), the compiled row stays and the table
+# says why eager has none.
 # Usage: check_device_check.sh KOSMOS OP_TESTS MPI_TESTS COMPARE_RUNS OUT_DIR (the build's binaries)
 set -euo pipefail
 kosmos=$(realpath "$1") op_tests=$(realpath "$2") mpi_tests=$(realpath "$3") compare_runs=$(realpath "$4") out=$5
@@ -49,7 +50,9 @@ if "eager" in sys.argv and os.environ.get("PEER_OUT_OF_MEMORY"):  # as on an H10
     sys.exit("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.95 GiB (stand-in)")
 with open(os.path.join(os.environ["OUT"], "anchor.jsonl"), "a") as anchor:
     for mode in sys.argv[1:]:
-        line = json.dumps(dict(label=mode, step_s_median=2.0, tokens_per_s=8192.0, tflops=100.0, peak_gib=50.0))
+        line = json.dumps(dict(label="ceilings", gpu="stand-in card", bf16_gemm_tflops=700.0, d2d_tb_s=3.9)
+                          if mode == "ceilings" else
+                          dict(label=mode, step_s_median=2.0, tokens_per_s=8192.0, tflops=100.0, peak_gib=50.0))
         print(line)
         anchor.write(line + "\n")
     anchor.write('{"label": "cut off')  # as a peer stopped by the stage's limit while writing may leave
@@ -113,8 +116,8 @@ fi
   grep -q 'libstand-in' "$out/broken_packed/start.log"; } ||
   { echo "the failed start is not reported:"; cat "$out/broken.log"; failed=1; }
 for name in machine tiny_cpu tiny_cuda tiny_compare tiny_cuda_bf16 tiny_compare_bf16 step_kosmos1 peer_compile \
-  peer_eager resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_tuned step_kosmos1_atomic \
-  step_kosmos1_cudnn cudnn_ran step_kosmos1_best \
+  peer_eager peer_ceilings resume_cpu_cuda resume_cuda_cpu profile_kosmos1 fast_paths step_kosmos1_tuned \
+  step_kosmos1_atomic step_kosmos1_cudnn cudnn_ran step_kosmos1_best \
   cudnn_ran_ops ops_bench_cudnn step_kosmos1_wmma tiny_cuda_fp16 \
   tiny_compare_fp16 tiny_cuda_recompute tiny_compare_recompute ops_bench ops_bench_wmma ops_bench_step_rows \
   step_kosmos1_none step_kosmos1_attention step_kosmos1_layer; do
@@ -145,6 +148,9 @@ grep -qE '^device_check: the fastest attention was step_kosmos1(_atomic|_cudnn)?
 grep -q '^no row for a line of .*anchor.jsonl' "$out/run.log" ||
   { echo "the cut-off line of the peer's results is not reported"; failed=1; }
 grep -q '^== table (card: stand-in card)' "$out/run.log" || { echo "the table does not name the card"; failed=1; }
+grep -qF 'card ceilings by PyTorch: bf16 product 8192^3 700 TFLOP/s, device copy 3.90 TB/s' "$out/run.log" ||
+  { echo "the table does not give the card's ceilings"; failed=1; }
+grep -q '^pytorch ceilings' "$out/run.log" && { echo "the ceilings made a step row"; failed=1; }
 if [ "$failed" != 0 ]; then
   sed -n '/^== table/,$p' "$out/run.log"
   exit 1
