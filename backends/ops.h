@@ -246,11 +246,12 @@ struct SinusoidalPositions {
 // Rows with weight 0 carry no loss. logits may be a vocab slice starting at vocab_start: targets outside it
 // contribute only through lse (the vocab-parallel version adds its all-reduces between the row passes). logits and
 // dlogits have dense rows at any row stride >= V_local (a caller pads them as the GEMMs that write and read them
-// want: Device::matmul_row_alignment).
+// want: Device::matmul_row_alignment). bf16 logits (a bf16 head's product, as PyTorch's autocast leaves them) are
+// widened as they are read: every sum, the lse and the gradient are f32 either way.
 struct CrossEntropyForward {
   TensorView loss;     // [1] f32
   TensorView lse;      // [N] f32, saved for backward
-  TensorView logits;   // [N, V_local] f32, rows dense
+  TensorView logits;   // [N, V_local] f32|bf16, rows dense
   TensorView targets;  // [N] i32
   TensorView weights;  // [N] f32 loss mask / weights
   int64_t vocab_start = 0;
@@ -259,8 +260,8 @@ struct CrossEntropyForward {
 };
 struct CrossEntropyBackward {
   TensorView dlogits;  // [N, V_local] f32|bf16|f16 (rounded once, for a 16-bit head), rows dense, overwritten:
-                       // dloss * loss_scale * w_n * (softmax - onehot)
-  TensorView logits;   // [N, V_local] f32, rows dense
+                       // dloss * loss_scale * w_n * (softmax - onehot); may be logits itself (same dtype and stride)
+  TensorView logits;   // [N, V_local] f32|bf16, rows dense
   TensorView targets;  // [N] i32
   TensorView weights;  // [N] f32
   TensorView lse;      // [N] f32 from the forward

@@ -470,7 +470,7 @@ void validate_op(const SinusoidalPositions & op) {
 void validate_cross_entropy(const Checker & check, const TensorView & logits, const TensorView & targets,
                             const TensorView & weights, const TensorView & lse, int64_t vocab_start,
                             int64_t vocab_total) {
-  check.dtype("logits", logits, {DType::kF32});
+  check.dtype("logits", logits, {DType::kF32, DType::kBF16});
   check.ndim("logits", logits, 2, 2);
   check.dense_rows("logits", logits);
   const int64_t rows = logits.dim(0);

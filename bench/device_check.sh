@@ -379,13 +379,13 @@ print("%-24s %10s %12s %10s %10s %10s" % ("what", "step s", "tokens/s", "TFLOP/s
 for name, step, tokens, tflops, peak, card in rows:
     print("%-24s %10.3f %12.0f %10.1f %10.1f %10.1f" % (name, step, tokens, tflops, peak, card))
 PY
-# The bf16 products, attention, the FFN's GELU sub-LN and xPos at the paper's widths, for one sequence (ops_bench)
-# and for the step's eight (ops_bench_step_rows); the head's products on dense and on padded rows; and the step's
-# attention on cuda-cudnn (its rows "... atomic" cuDNN's).
+# The bf16 products, attention, the FFN's GELU sub-LN, xPos and the loss at the paper's widths, for one sequence
+# (ops_bench) and for the step's eight (ops_bench_step_rows); the head's products on dense and on padded rows; and the
+# step's attention on cuda-cudnn (its rows "... atomic" cuDNN's).
 for bench_log in ops_bench ops_bench_step_rows ops_bench_cudnn; do
   if [ -f "$logs/$bench_log.log" ]; then
     echo "== bf16 ops at kosmos1 widths ($bench_log.log)"
-    grep -E '^(matmul .*bf16|attention .*bf16|layernorm .*gelu|xpos .*bf16)' "$logs/$bench_log.log"
+    grep -E '^(matmul .*bf16|attention .*bf16|layernorm .*gelu|xpos .*bf16|cross_entropy)' "$logs/$bench_log.log"
   fi
 done
 } 2>&1 | tee "$logs/table.txt"

@@ -374,13 +374,13 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   // Each stage holds the activations of the micro-batches its schedule has in flight (an arena each, as large as
   // a micro-batch's deepest: its chunks' layers, the boundaries it received, and one layer's backward), and keeps
   // every boundary it sends (as many as it receives) until the step ends. The last stage's head and loss hold one
-  // chunk of rows' f32 logits and their gradient (bf16 for a bf16 head, else f32) at a time (model/kosmos.h), before
+  // chunk of rows' logits at a time, their gradient over them (bf16 on a GPU, f32 on the CPU; model/kosmos.h), before
   // the backward.
   const int chunks = parallel::model_chunks(layout.schedule, layout.chunks);
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;
   const double logit_rows = std::min(  // as the model's chunks (kosmos.cpp), of its vocab_local()
       tokens, static_cast<double>(model::KosmosModel::default_head_chunk_rows(d.vocab_size / layout.tp)));
-  const double logits = logit_rows * vocab_local * (4.0 + (act < 4.0 ? act : 4.0));
+  const double logits = logit_rows * vocab_local * act;
   const double boundary = tokens * e * 4.0;
   double fullest = 0.0;
   for (int stage = 0; stage < layout.pp; ++stage) {

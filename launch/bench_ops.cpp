@@ -341,8 +341,16 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                        }});
   }
   {
-    const TensorView logits = bench.tensor(DType::kF32, {tokens, vocab}),
-                     dlogits = bench.tensor(DType::kF32, {tokens, vocab});
+    // The loss over logits laid out as the model lays them out (rows padded as the device's products want them,
+    // KosmosModel::head_row_pitch): f32 as an f32 head gives them, with the gradient f32 or bf16 (an f16 head's takes
+    // as long), and bf16 as a bf16 head gives them (--precision bf16), its gradient stored over them.
+    const size_t alignment = bench.device().matmul_row_alignment();
+    const auto logits_rows = [&](DType dtype) {
+      const int64_t pitch = model::KosmosModel::head_row_pitch(vocab, dtype, alignment);
+      return slice(bench.tensor(dtype, {tokens, pitch}), 1, 0, vocab);
+    };
+    const TensorView logits = logits_rows(DType::kF32), dlogits = logits_rows(DType::kF32);
+    const TensorView dlogits_bf16 = logits_rows(DType::kBF16), logits_bf16 = logits_rows(DType::kBF16);
     const TensorView targets = bench.tensor(DType::kI32, {tokens}, 1.0f),
                      weights = bench.tensor(DType::kF32, {tokens}, 1.0f);
     const TensorView loss = bench.tensor(DType::kF32, {1}), lse = bench.tensor(DType::kF32, {tokens});
@@ -355,10 +363,18 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
                        [&bench, dlogits, logits, targets, weights, lse] {
                          bench.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse});
                        }});
-    const TensorView dlogits_bf16 = bench.tensor(DType::kBF16, {tokens, vocab});  // a bf16 head's
     timings.push_back({"cross_entropy backward bf16", dims({tokens, vocab}), 0.0, 1.5 * bytes,
                        [&bench, dlogits_bf16, logits, targets, weights, lse] {
                          bench.op(CrossEntropyBackward{dlogits_bf16, logits, targets, weights, lse});
+                       }});
+    timings.push_back({"cross_entropy forward bf16 logits", dims({tokens, vocab}), 0.0, 0.5 * bytes,
+                       [&bench, loss, lse, logits_bf16, targets, weights] {
+                         bench.op(CrossEntropyForward{loss, lse, logits_bf16, targets, weights});
+                       }});
+    // Over the logits (what it reads then is the gradient of the run before: the same work and bytes).
+    timings.push_back({"cross_entropy backward bf16 logits in place", dims({tokens, vocab}), 0.0, bytes,
+                       [&bench, logits_bf16, targets, weights, lse] {
+                         bench.op(CrossEntropyBackward{logits_bf16, logits_bf16, targets, weights, lse});
                        }});
     const TensorView table = bench.tensor(DType::kF32, {vocab, d}), embedded = bench.tensor(DType::kF32, {tokens, d});
     timings.push_back(

@@ -115,9 +115,10 @@ int main(int argc, char ** argv) {
   const std::string precision_help =
       "fp32, or bf16 or fp16 (mixed precision): every matmul reads 16-bit copies of the weights (remade after each "
       "update) and accumulates in f32; master weights, parameter gradients and AdamW moments stay f32. bf16 keeps "
-      "the activations inside each layer (and their gradients) in bf16, the residual stream in f32; fp16 keeps "
-      "them in f32 and casts each matmul operand. LayerNorm statistics, softmax and the loss are f32 in all. fp16 "
-      "needs loss scaling: --non-finite auto is reduce-scale with it. Checkpoints hold the f32 values either way";
+      "the activations inside each layer (and their gradients) and the head's logits in bf16, the residual stream "
+      "in f32; fp16 keeps them in f32 and casts each matmul operand. LayerNorm statistics, softmax and the loss "
+      "are f32 in all (the loss widens bf16 logits as it reads them). fp16 needs loss scaling: --non-finite auto "
+      "is reduce-scale with it. Checkpoints hold the f32 values either way";
   const auto precisions = CLI::IsMember({"fp32", "bf16", "fp16"});
   train_app->add_option("--precision", train.precision, precision_help)->capture_default_str()->check(precisions);
   const std::string recompute_help =

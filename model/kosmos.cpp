@@ -37,18 +37,20 @@ TensorView take_logits(Runtime & rt, DType dtype, int64_t rows, int64_t vocab) {
   return slice(rt.arena.take(dtype, {rows, pitch}), 1, 0, vocab);
 }
 
-// Copies take_logits' f32 rows to `host` [rows, vocab], dense (padded rows through a staging copy of them whole).
+// Copies take_logits' f32 or bf16 rows to `host` [rows, vocab] as f32, dense (padded or bf16 rows through a staging
+// copy of them whole).
 void download_logits(Runtime & rt, const TensorView & logits, float * host) {
   const int64_t rows = logits.dim(0), vocab = logits.dim(1), pitch = rows > 1 ? logits.stride(0) : vocab;
-  if (pitch == vocab) {
+  if (pitch == vocab && logits.dtype == DType::kF32) {
     rt.device.copy(make_view(host, DType::kF32, {rows, vocab}), make_view(logits.data, DType::kF32, {rows, vocab}),
                    rt.stream);
     return;
   }
-  std::vector<float> padded(static_cast<size_t>(rows * pitch));
-  rt.device.copy(make_view(padded.data(), DType::kF32, {rows, pitch}),
-                 make_view(logits.data, DType::kF32, {rows, pitch}), rt.stream);
-  for (int64_t r = 0; r < rows; ++r) std::copy_n(padded.data() + r * pitch, vocab, host + r * vocab);
+  std::vector<unsigned char> staged(static_cast<size_t>(rows * pitch) * dtype_size(logits.dtype));
+  rt.device.copy(make_view(staged.data(), logits.dtype, {rows, pitch}),
+                 make_view(logits.data, logits.dtype, {rows, pitch}), rt.stream);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t v = 0; v < vocab; ++v) host[r * vocab + v] = load_as_float(staged.data(), logits.dtype, r * pitch + v);
 }
 
 // fairseq / HF positions: padding-aware, counting from padding_idx + 1; pads get padding_idx (a zero row).
@@ -421,12 +423,18 @@ double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool 
   const int64_t chunks = (rows + chunk - 1) / chunk;
   if (backward) s.d_normed = rt.take({rows, width});
   const Arena::Mark temporaries = rt.arena.mark();
-  const TensorView logits = take_logits(rt, DType::kF32, chunk, vocab), lse = rt.take({chunk});
-  const TensorView losses = rt.take({chunks});
   const Linear projection = head();
-  // The logits' gradient in the head's matmul dtype (bf16 or f16 where the head multiplies in 16 bits: rounded once
-  // by the loss's backward, with no cast, which would lay it out in dense rows), else f32.
-  const TensorView d_logits = backward ? take_logits(rt, projection.weight.dtype, chunk, vocab) : TensorView{};
+  // The logits in bf16 where the head multiplies in bf16 (as PyTorch's autocast leaves them; the loss widens them
+  // and works in f32), else f32 (an f16 head's too: its range is too narrow for the logits). Their gradient in the
+  // head's matmul dtype (rounded once by the loss's backward, with no cast, which would lay it out in dense rows):
+  // over the logits themselves where the two dtypes agree (bf16 or f32).
+  const DType logits_dtype = projection.weight.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
+  const TensorView logits = take_logits(rt, logits_dtype, chunk, vocab), lse = rt.take({chunk});
+  const TensorView losses = rt.take({chunks});
+  TensorView d_logits;
+  if (backward)
+    d_logits =
+        projection.weight.dtype == logits_dtype ? logits : take_logits(rt, projection.weight.dtype, chunk, vocab);
   const int64_t vocab_total = split() ? config_.decoder.vocab_size : 0;
   Runtime now = rt;  // the head's weight gradient is not deferred to a zero-bubble W pass
   now.deferred_weight_gradients = nullptr;

@@ -149,11 +149,12 @@ class KosmosModel {
   int64_t vocab_local() const;
   // The output projection (tied or not; this rank's vocabulary rows) as a Linear without bias.
   Linear head() const;
-  // The head and the loss (scaled by s.loss_scale) over chunks of rows, each chunk's logits [rows, V] f32 (this
-  // rank's [rows, V/tp] under tensor parallelism) living only while it is processed, so that the whole batch's
-  // logits never exist on the device (`logits_out`, when given, receives them on the host); with `backward` the
-  // loss's gradient goes through the head at once: its weight gradient accumulates and its input gradient (summed
-  // over the tp ranks) is kept in s.d_normed.
+  // The head and the loss (scaled by s.loss_scale) over chunks of rows, each chunk's logits [rows, V] (this
+  // rank's [rows, V/tp] under tensor parallelism; bf16 from a bf16 head, else f32) living only while it is
+  // processed, so that the whole batch's logits never exist on the device (`logits_out`, when given, receives them
+  // on the host, as f32); with `backward` the loss's gradient (over the logits, where it has their dtype) goes
+  // through the head at once: its weight gradient accumulates and its input gradient (summed over the tp ranks) is
+  // kept in s.d_normed.
   double head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s,
                              std::vector<float> * logits_out) const;
   // Vocabulary parallelism over `lse.dim(0)` rows with host loss weights `weights`: every rank's slice's log-sum-exp

@@ -1,6 +1,7 @@
 // cross_entropy.cpp: fused softmax + cross-entropy over the vocab. The forward is three row passes (max, sum of
 // exponentials, target logit); a vocab-parallel version all-reduces between them. The backward needs only the
-// saved log-sum-exp, so it is the same with or without a vocab split; a bf16 gradient is rounded from the f32 one.
+// saved log-sum-exp, so it is the same with or without a vocab split; a bf16 gradient is rounded from the f32 one,
+// and bf16 logits are widened to f32 first.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -40,7 +41,14 @@ LossRows loss_rows(const Op & op, const char * name) {
 
 }  // namespace
 
-void cpu_op(CpuContext &, const CrossEntropyForward & op) {
+void cpu_op(CpuContext & ctx, const CrossEntropyForward & op) {
+  if (any_narrow({op.logits})) {  // a bf16 head's logits
+    WidenedOperands wide(ctx);
+    CrossEntropyForward widened = op;
+    widened.logits = wide.input(op.logits);
+    cpu_op(ctx, widened);
+    return;
+  }
   const auto [rows, vocab, row_stride, logits, targets, weights] = loss_rows(op, "cross_entropy_forward");
   float * lse = op.lse.as<float>();
   double total = 0.0;
@@ -56,9 +64,10 @@ void cpu_op(CpuContext &, const CrossEntropyForward & op) {
 }
 
 void cpu_op(CpuContext & ctx, const CrossEntropyBackward & op) {
-  if (any_narrow({op.dlogits})) {  // a bf16 head's gradient: computed in f32, rounded once
+  if (any_narrow({op.dlogits, op.logits})) {  // a 16-bit head's gradient (computed in f32, rounded once), its logits
     WidenedOperands wide(ctx);
     CrossEntropyBackward widened = op;
+    widened.logits = wide.input(op.logits);  // read before the gradient is stored over them, when in place
     widened.dlogits = wide.output(op.dlogits);
     cpu_op(ctx, widened);
     wide.finish();

@@ -1,7 +1,8 @@
 // kernels_loss.cu: the fused softmax cross-entropy (one block per row: max and sum of exponentials in one read of
 // the row, in 16-byte loads where its rows allow, the weighted loss per row, then one block adds the rows in order;
-// the backward's gradient f32 or bf16), the AdamW step, and the squared norm for global clipping (per-block partial
-// sums in double, added in order by one block), all deterministic.
+// logits f32 or bf16, the backward's gradient f32, bf16 or f16, in place over them or not), the AdamW step, and the
+// squared norm for global clipping (per-block partial sums in double, added in order by one block), all
+// deterministic.
 #include <algorithm>
 #include <cmath>
 
@@ -29,14 +30,16 @@ struct RunningSum {
   }
 };
 
-// logits' rows lie `row_stride` elements apart (a head pads them; see CrossEntropyForward); `packs` of 8 of each row
-// are read in 16-byte loads (where every row starts on 16 bytes; else 0), the rest one by one.
-__global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const float * logits, int64_t row_stride,
+// logits (L: float, or Bf16Bits for a bf16 head) have rows `row_stride` elements apart (a head pads them; see
+// CrossEntropyForward); `packs` of 8 of each row are read in 16-byte loads (where every row starts on 16 bytes; else
+// 0), the rest one by one, each widened to f32.
+template <typename L>
+__global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const L * logits, int64_t row_stride,
                                           int64_t packs, const int32_t * targets, const float * weights,
                                           int64_t vocab, int64_t vocab_start) {
   __shared__ float shared[kThreads / kWarp];
   const int64_t n = blockIdx.x;
-  const float * row = logits + n * row_stride;
+  const L * row = logits + n * row_stride;
   // One read of the row into each thread's running sum, then the block brings the threads' sums to the row's max
   // and adds them in a fixed order.
   RunningSum running;
@@ -46,7 +49,7 @@ __global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const 
     running.add(values);
   }
   for (int64_t v = packs * kPack + threadIdx.x; v < vocab; v += blockDim.x) {
-    const float value[1] = {row[v]};
+    const float value[1] = {to_float(row[v])};
     running.add(value);
   }
   const float max_value = block_max(running.max, shared);
@@ -57,7 +60,7 @@ __global__ void cross_entropy_rows_kernel(float * lse, double * row_loss, const 
     const float row_lse = max_value + logf(sum);
     lse[n] = row_lse;
     const int64_t local = static_cast<int64_t>(targets[n]) - vocab_start;
-    const float target_logit = local >= 0 && local < vocab ? row[local] : 0.0f;
+    const float target_logit = local >= 0 && local < vocab ? to_float(row[local]) : 0.0f;
     row_loss[n] = weights[n] != 0.0f ? static_cast<double>(weights[n]) * (row_lse - target_logit) : 0.0;
   }
 }
@@ -71,21 +74,23 @@ __global__ void ordered_sum_kernel(float * out, const double * values, int64_t c
   if (threadIdx.x == 0) out[0] = static_cast<float>(sum * scale) + (accumulate ? out[0] : 0.0f);
 }
 
-// dlogits f32, or bf16 for a bf16 head (rounded once, as a cast of the f32 gradient would); `packs` of 8 of each row
-// in 16-byte loads and stores (where both tensors' rows start on 16 bytes; else 0), the rest one by one.
+// dlogits (T) f32, or bf16 for a bf16 head (rounded once, as a cast of the f32 gradient would), from logits (L) f32
+// or bf16, or over them (in place: each thread reads its pack or element before it stores the gradient there);
+// `packs` of 8 of each row in 16-byte loads and stores (where both tensors' rows start on 16 bytes; else 0), the rest
+// one by one.
 __device__ inline float logit_gradient(float logit, float lse, float factor, bool target) {
   if (factor == 0.0f) return 0.0f;
   const float value = factor * expf(logit - lse);
   return target ? value - factor : value;
 }
-template <typename T>
-__global__ void cross_entropy_backward_kernel(T * dlogits, int64_t dlogits_row_stride, const float * logits,
+template <typename T, typename L>
+__global__ void cross_entropy_backward_kernel(T * dlogits, int64_t dlogits_row_stride, const L * logits,
                                               int64_t logits_row_stride, int64_t packs, const int32_t * targets,
                                               const float * weights, const float * lse, int64_t vocab,
                                               int64_t vocab_start, float scale) {
   const int64_t n = blockIdx.x;
   const float factor = scale * weights[n], row_lse = lse[n];
-  const float * row = logits + n * logits_row_stride;
+  const L * row = logits + n * logits_row_stride;
   T * grad = dlogits + n * dlogits_row_stride;
   const int64_t local = static_cast<int64_t>(targets[n]) - vocab_start;
   for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
@@ -96,7 +101,7 @@ __global__ void cross_entropy_backward_kernel(T * dlogits, int64_t dlogits_row_s
     store_pack(grad, pack, values);
   }
   for (int64_t v = packs * kPack + threadIdx.x; v < vocab; v += blockDim.x)
-    put(grad[v], logit_gradient(row[v], row_lse, factor, v == local));
+    put(grad[v], logit_gradient(to_float(row[v]), row_lse, factor, v == local));
 }
 
 // AdamW with the bias corrections folded into step_size = lr / (1 - b1^t) and inverse_sqrt_correction2 =
@@ -177,10 +182,13 @@ void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t strea
     return;
   }
   auto * row_loss = static_cast<double *>(ctx.scratch(kScratchRows, sizeof(double) * rows, stream));
-  const int64_t packs = row_packs(vocab, {{op.logits.data, op.logits.stride(0), DType::kF32}});
-  cross_entropy_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-      op.lse.as<float>(), row_loss, op.logits.as<float>(), op.logits.stride(0), packs, op.targets.as<int32_t>(),
-      op.weights.as<float>(), vocab, op.vocab_start);
+  const int64_t packs = row_packs(vocab, {{op.logits.data, op.logits.stride(0), op.logits.dtype}});
+  with_f32_or_bf16_storage(op.logits.dtype, "cross_entropy_forward", [&](auto logit_element) {
+    using L = decltype(logit_element);
+    cross_entropy_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        op.lse.as<float>(), row_loss, static_cast<const L *>(op.logits.data), op.logits.stride(0), packs,
+        op.targets.as<int32_t>(), op.weights.as<float>(), vocab, op.vocab_start);
+  });
   KOSMOS_GPU_LAUNCHED("cross_entropy_rows");
   ordered_sum_kernel<<<1, kThreads, 0, stream>>>(op.loss.as<float>(), row_loss, rows, op.loss_scale, false);
   KOSMOS_GPU_LAUNCHED("cross_entropy_sum");
@@ -189,14 +197,17 @@ void gpu_op(GpuContext & ctx, const CrossEntropyForward & op, cudaStream_t strea
 void gpu_op(GpuContext &, const CrossEntropyBackward & op, cudaStream_t stream) {
   const int64_t rows = op.logits.dim(0), vocab = op.logits.dim(1);
   if (rows == 0) return;
-  const int64_t packs = row_packs(vocab, {{op.logits.data, op.logits.stride(0), DType::kF32},
+  const int64_t packs = row_packs(vocab, {{op.logits.data, op.logits.stride(0), op.logits.dtype},
                                          {op.dlogits.data, op.dlogits.stride(0), op.dlogits.dtype}});
   with_storage(op.dlogits.dtype, [&](auto element) {
-    using T = decltype(element);
-    cross_entropy_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
-        static_cast<T *>(op.dlogits.data), op.dlogits.stride(0), op.logits.as<float>(), op.logits.stride(0), packs,
-        op.targets.as<int32_t>(), op.weights.as<float>(), op.lse.as<float>(), vocab, op.vocab_start,
-        op.dloss * op.loss_scale);
+    with_f32_or_bf16_storage(op.logits.dtype, "cross_entropy_backward", [&](auto logit_element) {
+      using T = decltype(element);
+      using L = decltype(logit_element);
+      cross_entropy_backward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+          static_cast<T *>(op.dlogits.data), op.dlogits.stride(0), static_cast<const L *>(op.logits.data),
+          op.logits.stride(0), packs, op.targets.as<int32_t>(), op.weights.as<float>(), op.lse.as<float>(), vocab,
+          op.vocab_start, op.dloss * op.loss_scale);
+    });
   });
   KOSMOS_GPU_LAUNCHED("cross_entropy_backward");
 }

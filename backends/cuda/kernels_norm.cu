@@ -476,18 +476,11 @@ void with_packs_per_thread(int packs, F && f) {
               kPackedColumns, " columns, ", kMaxPacksPerThread, " packs a thread)");
 }
 
-// f(Element{}) for a LayerNorm activation's dtype: float or Bf16Bits (with_storage less f16, which LayerNorm does
-// not take: 8 dtype combinations of the backward kernel instead of 27, 4 of the forward instead of 9).
+// f(Element{}) for a LayerNorm activation's dtype: float or Bf16Bits (LayerNorm takes no f16: 8 dtype combinations
+// of the backward kernel instead of 27, 4 of the forward instead of 9).
 template <typename F>
 void with_activation_storage(DType dtype, F && f) {
-  switch (dtype) {
-    case DType::kF32: f(float{}); return;
-    case DType::kBF16: f(Bf16Bits{}); return;
-    case DType::kF16:
-    case DType::kI32: break;
-  }
-  KOSMOS_FAIL("layernorm on the GPU was given an ", dtype_name(dtype), " activation (internal error: validate() "
-              "lets only f32 and bf16 through)");
+  with_f32_or_bf16_storage(dtype, "layernorm", f);
 }
 
 // f(DIn{}, DOut{}, In{}) for a LayerNorm backward's din, dout and in dtypes (each float or Bf16Bits).

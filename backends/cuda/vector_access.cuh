@@ -155,6 +155,19 @@ void with_storage(DType dtype, F && f) {
               "bf16 and f16 through)");
 }
 
+// with_storage for a tensor that `op` takes in f32 or bf16 only: f(float{}) or f(Bf16Bits{}), no f16 instance.
+template <typename F>
+void with_f32_or_bf16_storage(DType dtype, const char * op, F && f) {
+  switch (dtype) {
+    case DType::kF32: f(float{}); return;
+    case DType::kBF16: f(Bf16Bits{}); return;
+    case DType::kF16:
+    case DType::kI32: break;
+  }
+  KOSMOS_FAIL(op, " on the GPU was given an ", dtype_name(dtype), " tensor (internal error: validate() lets only "
+              "f32 and bf16 through)");
+}
+
 // The grid's threads over the tail elements [8 packs, count), after KOSMOS_GRID_LOOP over the packs [0, packs).
 #define KOSMOS_TAIL_LOOP(index, packs, count)                                                                   \
   for (int64_t index = (packs) * kPack + static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; index < (count); \

@@ -4,6 +4,7 @@
 #include <limits>
 #include <sstream>
 
+#include "backends/error.h"
 #include "tests/ops/op_harness.h"
 
 namespace kosmos::testing {
@@ -82,21 +83,27 @@ OpCase sinusoidal_case(std::vector<int32_t> positions, int64_t width, int64_t pa
 // sums and gets no gradient (also where it is the first column a GPU thread reads); no target falls on one.
 // `logits_pad`, `dlogits_pad`: logits and dlogits with their rows that many elements further apart than the
 // vocabulary, as a GPU's head pads them, each by its own dtype (the padding must stay untouched).
+// `logits_dtype` bf16: a bf16 head's logits (drawn exact in bf16). `in_place`: dlogits is logits itself, as the model
+// has it where the two dtypes agree (dlogits_pad must then be logits_pad).
 OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int64_t vocab_total, double scale,
                           DType dlogits_dtype = DType::kF32, bool masked = false, int64_t logits_pad = 0,
-                          int64_t dlogits_pad = 0) {
+                          int64_t dlogits_pad = 0, DType logits_dtype = DType::kF32, bool in_place = false) {
+  KOSMOS_CHECK(!in_place || (dlogits_dtype == logits_dtype && dlogits_pad == logits_pad),
+               "cross_entropy_case: in place needs dlogits in logits' dtype and padding");
   std::ostringstream name;
   name << "cross_entropy_n" << rows << "_v" << vocab << "_slice" << vocab_start << "_of" << vocab_total;
+  if (logits_dtype != DType::kF32) name << "_" << dtype_name(logits_dtype) << "_logits";
   if (dlogits_dtype != DType::kF32) name << "_" << dtype_name(dlogits_dtype) << "_grad";
+  if (in_place) name << "_in_place";
   if (masked) name << "_masked";
   if (logits_pad > 0 || dlogits_pad > 0) name << "_rows_padded" << logits_pad << "_" << dlogits_pad;
   OpCase c;
   c.name = name.str();
   const auto is_masked = [masked](int64_t column) { return masked && column % 5 == 1; };
-  c.draw_inputs = [rows, vocab, vocab_start, vocab_total, scale, is_masked] {
+  c.draw_inputs = [rows, vocab, vocab_start, vocab_total, scale, is_masked, logits_dtype] {
     std::mt19937_64 rng(rows * 7 + vocab);
     Named in;
-    in["logits"] = random_tensor(rng, {rows, vocab}, scale);
+    in["logits"] = random_tensor(rng, {rows, vocab}, scale, logits_dtype);
     std::vector<int32_t> targets = random_ids(rng, rows, 0, static_cast<int32_t>(vocab_total));
     for (int64_t i = 0; i < rows * vocab; ++i)
       if (is_masked(i % vocab)) in["logits"].v[i] = -std::numeric_limits<double>::infinity();
@@ -124,10 +131,10 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
                                                                in.at("weights"), vocab_start, loss_scale,
                                                                grads.at("dloss").v[0])}};
   };
-  c.device = [rows, vocab, vocab_start, vocab_total, loss_scale, dlogits_dtype, logits_pad, dlogits_pad](
-                 DeviceRun & run, const Named & in, const Named & grads) {
-    const TensorView logits =
-        logits_pad > 0 ? run.upload_window(in.at("logits"), logits_pad) : run.upload(in.at("logits"), DType::kF32);
+  c.device = [rows, vocab, vocab_start, vocab_total, loss_scale, dlogits_dtype, logits_pad, dlogits_pad, logits_dtype,
+              in_place](DeviceRun & run, const Named & in, const Named & grads) {
+    const TensorView logits = logits_pad > 0 ? run.upload_window(in.at("logits"), logits_pad, logits_dtype)
+                                             : run.upload(in.at("logits"), logits_dtype);
     const TensorView targets = run.upload(in.at("targets"), DType::kI32);
     const TensorView weights = run.upload(in.at("weights"), DType::kF32);
     const TensorView loss = run.output({1}, DType::kF32), lse = run.output({rows}, DType::kF32);
@@ -135,9 +142,10 @@ OpCase cross_entropy_case(int64_t rows, int64_t vocab, int64_t vocab_start, int6
     run.op(CrossEntropyForward{loss, lse, logits, targets, weights, vocab_start, vocab_total, scale});
     Named result{{"loss", run.download(loss)}, {"lse", run.download(lse)}};
     if (grads.empty()) return result;
-    const TensorView dlogits = dlogits_pad > 0
-                                   ? run.upload_window(Tensor({rows, vocab}, 7777.0), dlogits_pad, dlogits_dtype)
-                                   : run.output({rows, vocab}, dlogits_dtype);
+    const TensorView dlogits = in_place          ? logits
+                               : dlogits_pad > 0 ? run.upload_window(Tensor({rows, vocab}, 7777.0), dlogits_pad,
+                                                                     dlogits_dtype)
+                                                 : run.output({rows, vocab}, dlogits_dtype);
     run.op(CrossEntropyBackward{dlogits, logits, targets, weights, lse, vocab_start, vocab_total, scale,
                                 static_cast<float>(grads.at("dloss").v[0])});
     result["dlogits"] = run.download(dlogits);
@@ -166,7 +174,14 @@ std::vector<OpCase> embedding_cases() {
           cross_entropy_case(9, 700, 0, 700, 2.0, DType::kF32, true),
           cross_entropy_case(13, 301, 0, 301, 3.0, DType::kF32, false, 3, 3),      // both rows 304 apart
           cross_entropy_case(11, 301, 0, 301, 3.0, DType::kBF16, false, 3, 11),  // a bf16 head's: 304 and 312
-          cross_entropy_case(10, 301, 0, 301, 3.0, DType::kF16, false, 3, 3)};    // an f16 head's: 304 both
+          cross_entropy_case(10, 301, 0, 301, 3.0, DType::kF16, false, 3, 3),    // an f16 head's: 304 both
+          // A bf16 head's logits: rows unaligned (3001 columns); rows of 304 in 16-byte packs with the gradient over
+          // them (the model's way); a vocab slice, and -inf columns, with f32 gradients; an f32 head's in place.
+          cross_entropy_case(24, 3001, 0, 3001, 4.0, DType::kBF16, false, 0, 0, DType::kBF16),
+          cross_entropy_case(11, 301, 0, 301, 3.0, DType::kBF16, false, 3, 3, DType::kBF16, true),
+          cross_entropy_case(20, 64, 32, 128, 1.0, DType::kF32, false, 0, 0, DType::kBF16),
+          cross_entropy_case(9, 700, 0, 700, 2.0, DType::kF32, true, 0, 0, DType::kBF16),
+          cross_entropy_case(13, 301, 0, 301, 3.0, DType::kF32, false, 3, 3, DType::kF32, true)};
 }
 
 }  // namespace kosmos::testing

@@ -1,8 +1,8 @@
 // test_head_chunks.cpp: the head and loss computed over chunks of rows give the loss and every gradient of the
 // whole batch in one chunk (the default at this size, also while the logits are returned to the host), for several
 // chunks and a last chunk that is short; and on the emulated GPU, whose logits rows are padded to 16 bytes (an odd
-// vocabulary's), the CPU's dense rows' loss, logits and gradients; the default chunk is the most whole 128 rows that
-// fit its budget of f32 logits.
+// vocabulary's), the CPU's dense rows' loss, logits and gradients; a bf16 head's logits are bf16, in chunks as in one;
+// the default chunk is the most whole 128 rows that fit its budget of f32 logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,14 +24,16 @@ struct Result {
 };
 
 // One micro-batch's forward and backward of the tiny model (with `vocab` tokens where given) on `backend`;
-// `chunk_rows` < 0: the default chunks (one here), with the logits returned to the host.
-Result run_tiny(int64_t chunk_rows, const std::string & backend = "cpu", int64_t vocab = 0) {
+// `chunk_rows` < 0: the default chunks (one here), with the logits returned to the host. `precision`: the matmuls'
+// dtype (ModelState's compute copy), bf16 for mixed precision.
+Result run_tiny(int64_t chunk_rows, const std::string & backend = "cpu", int64_t vocab = 0,
+                DType precision = DType::kF32) {
   KosmosConfig config = preset("tiny");
   if (vocab > 0) config.decoder.vocab_size = vocab;
   auto device = BackendRegistry().create(backend, 0);
   auto stream = device->create_stream();
   const ParameterTable table(config);
-  ModelState state(*device, table);
+  ModelState state(*device, table, precision);
   state.initialise(3, *stream);
   state.zero_grads(*stream);
   KosmosModel kosmos_model(config, state);
@@ -97,6 +99,34 @@ TEST(HeadChunks, PaddedLogitsRowsOnTheEmulatedGpuGiveTheCpusResults) {
     ASSERT_EQ(gpu.logits.size(), cpu.logits.size());
     const Difference logits = compare(cpu.logits, gpu.logits);
     EXPECT_LT(logits.worst, 1e-5 * logits.largest);
+  }
+}
+
+// Under bf16 the head's product stays in bf16 (as PyTorch's autocast leaves it) and the loss widens it: the logits
+// returned are bf16 values, where the f32 head's are not; chunks give the one chunk's loss, and its gradients to
+// 1e-3 of the largest (the gradient is stored over the logits, chunk by chunk). Not to 1e-5 as in f32: the CPU's
+// GEMM sums a row's products in an order that depends on how many rows it is given, and a last-bit difference
+// that a bf16 rounding (of the logits, of the head's input gradient) keeps is 2^-8 of the value; with the logits
+// in f32 the chunked gradients of this test differ by 4e-5 of the largest, in bf16 by 1.3e-4. A chunk's rows or
+// columns taken wrongly differ by far more.
+TEST(HeadChunks, ABf16HeadsLogitsAreBf16) {
+  const auto bf16_values = [](const std::vector<float> & values) {
+    return std::count_if(values.begin(), values.end(),
+                         [](float value) { return bf16_to_float(float_to_bf16(value)) == value; });
+  };
+  const Result f32 = run_tiny(-1);
+  ASSERT_FALSE(f32.logits.empty());
+  EXPECT_LT(bf16_values(f32.logits), static_cast<int64_t>(f32.logits.size()) / 10) << "f32 logits, mostly not bf16";
+  const Result whole = run_tiny(-1, "cpu", 0, DType::kBF16);
+  ASSERT_EQ(whole.logits.size(), f32.logits.size());
+  EXPECT_EQ(bf16_values(whole.logits), static_cast<int64_t>(whole.logits.size()));
+  EXPECT_NEAR(whole.loss, f32.loss, 1e-2 * std::abs(f32.loss));
+  for (int64_t chunk_rows : {16, 7}) {
+    const Result chunked = run_tiny(chunk_rows, "cpu", 0, DType::kBF16);
+    EXPECT_NEAR(chunked.loss, whole.loss, 1e-5 * std::abs(whole.loss)) << chunk_rows << " rows per chunk";
+    const Difference d = compare(whole.gradients, chunked.gradients);
+    EXPECT_LT(d.worst, 1e-3 * d.largest) << chunk_rows << " rows per chunk: largest gradient " << d.largest;
+    EXPECT_GT(d.largest, 0.0);
   }
 }
 
