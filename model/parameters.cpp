@@ -345,19 +345,28 @@ void ModelState::initialise(uint64_t seed, Stream & stream) {
     const int64_t columns = spec.columns();
     // Over the host's cores, each element its own draws: on one core this took about 48 ns an element (a normal
     // draw, on the build machine), 80 s for kosmos1's 1.67 B parameters, and most of the 45 s that every paper-size
-    // run on the GPU machine spent before its first step.
+    // run on the GPU machine spent before its first step. Element w draws the stream's elements 2w and 2w + 1,
+    // which lie in one Philox block (lanes 2 (w mod 2) and the next): made once, not once a draw.
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < spec.local_numel; ++i) {
       const int64_t whole = spec.local.whole_element(i, columns);
       if (whole / columns == spec.zero_row) continue;  // the padding row stays zero
-      const double u1 = (philox_bits(key, 2 * static_cast<uint64_t>(whole)) + 0.5) / 4294967296.0;
+      const auto draw = [&](const PhiloxBlock & block, uint32_t lane) {  // in (0, 1)
+        return (philox_lane(block, lane) + 0.5) / 4294967296.0;
+      };
+      const uint32_t lane = 2 * static_cast<uint32_t>(whole & 1);
       double value = 0.0;
       switch (spec.init) {
-        case Init::kZeros: value = 0.0; break;
+        case Init::kZeros: break;
         case Init::kOnes: value = 1.0; break;
-        case Init::kUniformFanIn: value = (2.0 * u1 - 1.0) / std::sqrt(spec.init_arg); break;
+        case Init::kUniformFanIn: {
+          const double u1 = draw(philox_block(key, static_cast<uint64_t>(whole) >> 1), lane);
+          value = (2.0 * u1 - 1.0) / std::sqrt(spec.init_arg);
+          break;
+        }
         case Init::kNormal: {  // Box-Muller on two draws
-          const double u2 = (philox_bits(key, 2 * static_cast<uint64_t>(whole) + 1) + 0.5) / 4294967296.0;
+          const PhiloxBlock block = philox_block(key, static_cast<uint64_t>(whole) >> 1);
+          const double u1 = draw(block, lane), u2 = draw(block, lane + 1);
           value = spec.init_arg * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
           break;
         }
