@@ -347,7 +347,7 @@ void ModelState::initialise(uint64_t seed, Stream & stream) {
     // draw, on the build machine), 80 s for kosmos1's 1.67 B parameters, and most of the 45 s that every paper-size
     // run on the GPU machine spent before its first step. Element w draws the stream's elements 2w and 2w + 1,
     // which lie in one Philox block (lanes 2 (w mod 2) and the next): made once, not once a draw (38 -> 26 ns an
-    // element, measured as above).
+    // element by perf on the build machine, which had measured the 48 ns above another way).
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < spec.local_numel; ++i) {
       const int64_t whole = spec.local.whole_element(i, columns);
