@@ -10,8 +10,8 @@
 #      --precision bf16 run within 2e-2 of the CPU's fp32 one;
 #   4. the paper-size step (kosmos1, micro-batch 8 x 2048, --precision bf16: bf16 activations) with `kosmos bench`
 #      and --recompute ffn (about 47 GiB by estimate, under the goal's 60), and the PyTorch peer
-#      (.device/peer/torch_kosmos.py compile; eager, in a process of its own, after the variants of 7) on the
-#      same card;
+#      (.device/peer/torch_kosmos.py compile; eager, in a process of its own, after the combined step of 7, then
+#      the card's ceilings as PyTorch measures them) on the same card;
 #   5. checkpoints across backends: 3 steps on the CPU resumed on CUDA to 6, and the reverse, against all-CPU;
 #   6. a profiled paper step (the time per op; no op may have left its fast path);
 #   7. the variants: the paper step with --gemm-tuning 8, with --attention-backward atomic, with it on cuda-cudnn
@@ -331,7 +331,7 @@ done
 {
 echo "== table (card: $(nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null | head -n 1))"
 python3 - "$logs" << 'PY'
-import json, os, sys
+import json, os, re, sys
 logs = sys.argv[1]
 rows = []
 def card_gib(name):  # the most nvidia-smi saw in use during the stage
@@ -371,7 +371,7 @@ if os.path.exists(anchor):
 for mode in ("compile", "eager"):  # a mode that left no row: the error its log ends with (out of memory, say)
     log = os.path.join(logs, "peer_%s.log" % mode)
     if os.path.exists(log) and not any(row[0].startswith("pytorch") and mode in row[0] for row in rows):
-        errors = [line.strip() for line in open(log, errors="replace") if "Error" in line]
+        errors = [line.strip() for line in open(log, errors="replace") if re.match(r"[\w.]*(Error|Exception)\b", line)]
         print("no row for pytorch %s: %s" % (mode, errors[-1][:200] if errors else "no result; see " + log))
 # peak GiB: ours, the most our buffers (arenas, weights, kernel scratch) held; the peer's, torch's
 # max_memory_allocated. card GiB: all the card had in use while our step ran (context and libraries included).

@@ -375,7 +375,8 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   // a micro-batch's deepest: its chunks' layers, the boundaries it received, and one layer's backward), and keeps
   // every boundary it sends (as many as it receives) until the step ends. The last stage's head and loss hold one
   // chunk of rows' logits at a time, their gradient over them (bf16 on a GPU, f32 on the CPU; model/kosmos.h), before
-  // the backward.
+  // the backward. (Under fp16, which the planner does not model, the logits stay f32 beside an f16 gradient: 6 bytes
+  // an element, not 2.)
   const int chunks = parallel::model_chunks(layout.schedule, layout.chunks);
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;
   const double logit_rows = std::min(  // as the model's chunks (kosmos.cpp), of its vocab_local()

@@ -121,12 +121,11 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   linear("matmul fc1", d, ffn);
   linear("matmul fc2", ffn, d);
   linear("matmul head", d, vocab);
-  // The products as the mixed-precision trainer runs them (--precision bf16): bf16 operands, the biases in f32, q|k|v
-  // and fc1 into bf16, fc2 and the head into f32; in the backward, the gradients (bf16) times the weights into f32
-  // (dx) and the gradients' transpose times the inputs added onto f32 (dw). The head's logits and their gradient
-  // with dense rows, and with rows padded to 16 bytes (KosmosModel::head_row_pitch), as the model lays them out
-  // where the device asks for it (Device::matmul_row_alignment): the two show what the padding gains or costs on
-  // this device.
+  // The products as the mixed-precision trainer runs them (--precision bf16): bf16 operands, the biases in f32, q|k|v,
+  // fc1 and the head into bf16, fc2 into f32; in the backward, the gradients (bf16) times the weights into f32 (dx)
+  // and the gradients' transpose times the inputs added onto f32 (dw). The head's logits and their gradient with
+  // dense rows, and with rows padded to 16 bytes (KosmosModel::head_row_pitch), as the model lays them out where the
+  // device asks for it (Device::matmul_row_alignment): the two show what the padding gains or costs on this device.
   const auto bf16_linear = [&](const std::string & name, int64_t in, int64_t width, DType out_dtype) {
     const TensorView x = bench.tensor(DType::kBF16, {tokens, in}), w = bench.tensor(DType::kBF16, {width, in});
     const TensorView bias = bench.tensor(DType::kF32, {width}), y = bench.tensor(out_dtype, {tokens, width});
@@ -157,7 +156,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
       const int64_t pitch = model::KosmosModel::head_row_pitch(vocab, dtype, alignment);
       return slice(bench.tensor(dtype, {tokens, pitch}), 1, 0, vocab);
     };
-    const TensorView logits = logits_rows(DType::kF32), d_logits = logits_rows(DType::kBF16);
+    const TensorView logits = logits_rows(DType::kBF16), d_logits = logits_rows(DType::kBF16);
     const TensorView d_normed = bench.tensor(DType::kF32, {tokens, d}), d_table = bench.tensor(DType::kF32, {vocab, d});
     const double flops = 2.0 * tokens * d * vocab;
     timings.push_back({"matmul head" + suffix, dims({tokens, d}) + " x " + dims({vocab, d}) + "^T", flops, 0.0,

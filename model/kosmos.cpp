@@ -49,8 +49,14 @@ void download_logits(Runtime & rt, const TensorView & logits, float * host) {
   std::vector<unsigned char> staged(static_cast<size_t>(rows * pitch) * dtype_size(logits.dtype));
   rt.device.copy(make_view(staged.data(), logits.dtype, {rows, pitch}),
                  make_view(logits.data, logits.dtype, {rows, pitch}), rt.stream);
-  for (int64_t r = 0; r < rows; ++r)
+  const auto * staged_f32 = reinterpret_cast<const float *>(staged.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    if (logits.dtype == DType::kF32) {
+      std::copy_n(staged_f32 + r * pitch, vocab, host + r * vocab);
+      continue;
+    }
     for (int64_t v = 0; v < vocab; ++v) host[r * vocab + v] = load_as_float(staged.data(), logits.dtype, r * pitch + v);
+  }
 }
 
 // fairseq / HF positions: padding-aware, counting from padding_idx + 1; pads get padding_idx (a zero row).

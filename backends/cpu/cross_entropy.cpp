@@ -68,7 +68,9 @@ void cpu_op(CpuContext & ctx, const CrossEntropyBackward & op) {
     WidenedOperands wide(ctx);
     CrossEntropyBackward widened = op;
     widened.logits = wide.input(op.logits);  // read before the gradient is stored over them, when in place
-    widened.dlogits = wide.output(op.dlogits);
+    // In place: the gradient over the widened logits too (the f32 pass works in place), then rounded over op's.
+    widened.dlogits = op.dlogits.data == op.logits.data ? wide.output_over(op.dlogits, widened.logits)
+                                                        : wide.output(op.dlogits);
     cpu_op(ctx, widened);
     wide.finish();
     return;

@@ -166,6 +166,11 @@ std::vector<OpCase> matmul_cases() {
   // rest first, with beta, then the bulk with the bias).
   cases.push_back(matmul_case({0, false, false, 21, 1031, 16, false, true, false, 1.0f, 0.0f, bf16, f32, true, 1},
                               1e-11));
+  // ... and the head's logits in bf16, as --precision bf16 keeps them (rows of 1032 and 40 bf16: 16-byte padded).
+  cases.push_back(matmul_case({0, false, false, 21, 1031, 16, false, true, false, 1.0f, 0.0f, bf16, bf16, true, 1},
+                              1e-4));
+  cases.push_back(matmul_case({0, false, false, 21, 37, 16, false, true, false, 1.0f, 0.0f, bf16, bf16, true, 3},
+                              1e-4));
   cases.push_back(matmul_case({0, false, false, 1030, 12, 1033, false, false, true, 0.5f, 0.75f, f32, f32}, 1e-9));
   // ... and batched (each part keeps the batch strides), with a bias split along n.
   cases.push_back(matmul_case({2, true, false, 3, 1031, 8, false, true, true, 1.0f, 0.0f, f32, f32}, 1e-11));
