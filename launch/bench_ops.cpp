@@ -108,6 +108,12 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
   const double f = 4.0;  // bytes of an f32 element
 
   const auto dims = [](const std::vector<int64_t> & shape) { return describe_dims(shape); };  // "[4, 7]"
+  // [tokens, vocab] logits (or their gradient) in rows padded to `alignment` bytes as the model's head pads them
+  // (KosmosModel::head_row_pitch).
+  const auto logits_rows = [&](DType dtype, size_t alignment) {
+    const int64_t pitch = model::KosmosModel::head_row_pitch(vocab, dtype, alignment);
+    return slice(bench.tensor(dtype, {tokens, pitch}), 1, 0, vocab);
+  };
   std::vector<OpTiming> timings;
   const auto linear = [&](const std::string & name, int64_t in, int64_t width) {
     const TensorView x = bench.tensor(DType::kF32, {tokens, in}), w = bench.tensor(DType::kF32, {width, in});
@@ -152,11 +158,7 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     const size_t alignment = padded ? 16 : 1;
     const std::string suffix = padded ? " bf16 padded" : " bf16";
     const TensorView normed = bench.tensor(DType::kBF16, {tokens, d}), table = bench.tensor(DType::kBF16, {vocab, d});
-    const auto logits_rows = [&](DType dtype) {
-      const int64_t pitch = model::KosmosModel::head_row_pitch(vocab, dtype, alignment);
-      return slice(bench.tensor(dtype, {tokens, pitch}), 1, 0, vocab);
-    };
-    const TensorView logits = logits_rows(DType::kBF16), d_logits = logits_rows(DType::kBF16);
+    const TensorView logits = logits_rows(DType::kBF16, alignment), d_logits = logits_rows(DType::kBF16, alignment);
     const TensorView d_normed = bench.tensor(DType::kF32, {tokens, d}), d_table = bench.tensor(DType::kF32, {vocab, d});
     const double flops = 2.0 * tokens * d * vocab;
     timings.push_back({"matmul head" + suffix, dims({tokens, d}) + " x " + dims({vocab, d}) + "^T", flops, 0.0,
@@ -344,12 +346,9 @@ int run_bench_ops(std::ostream & out, const BackendRegistry & registry, const Op
     // KosmosModel::head_row_pitch): f32 as an f32 head gives them, with the gradient f32 or bf16 (an f16 head's takes
     // as long), and bf16 as a bf16 head gives them (--precision bf16), its gradient stored over them.
     const size_t alignment = bench.device().matmul_row_alignment();
-    const auto logits_rows = [&](DType dtype) {
-      const int64_t pitch = model::KosmosModel::head_row_pitch(vocab, dtype, alignment);
-      return slice(bench.tensor(dtype, {tokens, pitch}), 1, 0, vocab);
-    };
-    const TensorView logits = logits_rows(DType::kF32), dlogits = logits_rows(DType::kF32);
-    const TensorView dlogits_bf16 = logits_rows(DType::kBF16), logits_bf16 = logits_rows(DType::kBF16);
+    const TensorView logits = logits_rows(DType::kF32, alignment), dlogits = logits_rows(DType::kF32, alignment);
+    const TensorView dlogits_bf16 = logits_rows(DType::kBF16, alignment),
+                     logits_bf16 = logits_rows(DType::kBF16, alignment);
     const TensorView targets = bench.tensor(DType::kI32, {tokens}, 1.0f),
                      weights = bench.tensor(DType::kF32, {tokens}, 1.0f);
     const TensorView loss = bench.tensor(DType::kF32, {1}), lse = bench.tensor(DType::kF32, {tokens});
