@@ -128,7 +128,8 @@ class Device {
     static_cast<void>(op);
     return 0;
   }
-  // Copies between views of equal dtype and dims, each dense; either side may be host memory.
+  // Copies between views of equal dtype and dims, each dense; either side may be host memory. On return the host
+  // side may be reused (from the host) or read (to the host); the device side is ordered on `stream` like an op's.
   virtual void copy(TensorView dst, TensorView src, Stream & stream) = 0;
 
   virtual std::unique_ptr<Stream> create_stream() = 0;

@@ -123,6 +123,7 @@ ncclResult_t check_comm(ncclComm_t comm, const char * what) {
 // Checks a call's type, reduction and buffers (each `bytes` long, emulated device memory); its communicator first.
 ncclResult_t check_call(ncclComm_t comm, const char * what, ncclDataType_t type, ncclRedOp_t op,
                         std::initializer_list<std::pair<const void *, size_t>> buffers) {
+  kosmos_emulation::run_queued_copies();  // the work queued before the collective
   if (element_bytes(type) == 0)
     return fail(comm, ncclInvalidArgument, std::string(what) + ": data type " + std::to_string(type) +
                                                " is not one the emulated NCCL reduces (i32, f32, f16, bf16)");

@@ -2,12 +2,14 @@
 // and from the host, exhaustive op dispatch to gpu_op(), optional per-op timing; its GpuContext; and the backend's
 // registry entry. Device memory is taken only when a Buffer is made or grown (the model's arenas and the kernels'
 // scratch), never given back inside a run: steps of the shapes seen before allocate nothing.
+#include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
 #include <set>
 #include <sstream>
 #include <type_traits>
+#include <vector>
 
 #include "backends/cuda/gpu_device.h"
 #include "backends/cuda/gpu_kernels.h"
@@ -83,6 +85,70 @@ class GpuEvent final : public Event {
  private:
   int ordinal_;
   cudaEvent_t event_ = nullptr;
+};
+
+// Pinned host memory through which a copy from the host reaches the device without waiting for the stream: the
+// source is copied here at once (the caller may reuse it on return) and the transfer queued behind the stream's work,
+// where a copy from pageable memory waited for all of it (the step's uploads of token ids and images stopped the
+// GPU until the host caught up). Taken in two halves in turn; before a half is written again, the transfers queued
+// from it last time have run (an event recorded after each, on whichever stream it went). A copy larger than a half,
+// or one made where pinned memory cannot be had, is not taken (the caller copies and waits, as before).
+class HostStaging {
+ public:
+  static constexpr size_t kHalfBytes = size_t{16} << 20;
+
+  HostStaging() = default;
+  HostStaging(const HostStaging &) = delete;
+  HostStaging & operator=(const HostStaging &) = delete;
+  ~HostStaging() {  // after ~GpuDevice's wait: nothing reads the halves any more
+    for (std::vector<cudaEvent_t> & events : queued_) spare_.insert(spare_.end(), events.begin(), events.end());
+    for (cudaEvent_t event : spare_) KOSMOS_GPU_IGNORE(cudaEventDestroy(event));
+    if (base_ != nullptr) KOSMOS_GPU_IGNORE(cudaFreeHost(base_));
+  }
+
+  // Queues `bytes` of host memory at `source` to device memory at `target` on `stream`; false where it did not.
+  bool copy_to_device(void * target, const void * source, size_t bytes, cudaStream_t stream) {
+    if (bytes > kHalfBytes || unavailable_) return false;
+    if (base_ == nullptr) {
+      void * base = nullptr;
+      if (cudaHostAlloc(&base, 2 * kHalfBytes, cudaHostAllocDefault) != cudaSuccess) {
+        KOSMOS_GPU_IGNORE(cudaGetLastError());  // no pinned memory: every copy waits, as before
+        unavailable_ = true;
+        return false;
+      }
+      base_ = static_cast<unsigned char *>(base);
+    }
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    if (used_ + rounded > kHalfBytes) {  // the other half, once the transfers queued from it have run
+      half_ ^= 1;
+      used_ = 0;
+      for (cudaEvent_t event : queued_[half_]) KOSMOS_GPU_CHECK(cudaEventSynchronize(event));
+      spare_.insert(spare_.end(), queued_[half_].begin(), queued_[half_].end());
+      queued_[half_].clear();
+    }
+    unsigned char * staged = base_ + static_cast<size_t>(half_) * kHalfBytes + used_;
+    used_ += rounded;
+    std::memcpy(staged, source, bytes);
+    KOSMOS_GPU_CHECK(cudaMemcpyAsync(target, staged, bytes, cudaMemcpyDefault, stream));
+    cudaEvent_t event = nullptr;
+    if (spare_.empty()) {
+      KOSMOS_GPU_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    } else {
+      event = spare_.back();
+      spare_.pop_back();
+    }
+    queued_[half_].push_back(event);
+    KOSMOS_GPU_CHECK(cudaEventRecord(event, stream));
+    return true;
+  }
+
+ private:
+  unsigned char * base_ = nullptr;  // two halves of kHalfBytes
+  bool unavailable_ = false;
+  int half_ = 0;
+  size_t used_ = 0;                        // bytes of the current half taken
+  std::vector<cudaEvent_t> queued_[2];     // recorded after each transfer from each half since it was last taken
+  std::vector<cudaEvent_t> spare_;         // made before, free to record again
 };
 
 cudaStream_t native_of(Stream & stream) {
@@ -201,9 +267,12 @@ class GpuDevice final : public Device {
     const cudaStream_t native = native_of(stream);
     const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype);
     if (bytes == 0) return;
+    const bool from_host = !is_device_memory(src.data), to_host = !is_device_memory(dst.data);
+    // From the host to the device through pinned memory, queued; else the host side may be pageable memory the
+    // caller reuses or reads at once: host copies are finished here.
+    if (from_host && !to_host && staging_.copy_to_device(dst.data, src.data, bytes, native)) return;
     KOSMOS_GPU_CHECK(cudaMemcpyAsync(dst.data, src.data, bytes, cudaMemcpyDefault, native));
-    // The host side may be pageable memory the caller reuses or reads at once: finish host copies here.
-    if (!is_device_memory(dst.data) || !is_device_memory(src.data)) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
+    if (from_host || to_host) KOSMOS_GPU_CHECK(cudaStreamSynchronize(native));
   }
 
   std::unique_ptr<Stream> create_stream() override { return std::make_unique<GpuStream>(ordinal_, live_streams_); }
@@ -308,6 +377,7 @@ class GpuDevice final : public Device {
   std::shared_ptr<LiveStreams> live_streams_ = std::make_shared<LiveStreams>();  // before context_, as reserved_
   ReservedMemory reserved_;  // before context_: its scratch buffers go back through it
   GpuContext context_;
+  HostStaging staging_;  // copies from the host
   bool profiling_ = false;
   mutable GpuOpProfile profile_;  // read by profile(), which waits for the ops it has not read yet
 };

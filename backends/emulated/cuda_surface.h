@@ -181,7 +181,13 @@ cudaError_t cudaMalloc(void ** pointer, size_t bytes);
 cudaError_t cudaFree(void * pointer);
 cudaError_t cudaMemGetInfo(size_t * free_bytes, size_t * total_bytes);
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes * attributes, const void * pointer);
+// A copy whose source is pinned host memory (cudaHostAlloc's) reads it when the queue reaches it, as the hardware's
+// DMA does: at the next call that waits for the queue or queues work other than such copies (run_queued_copies),
+// not at the call; so that a source the host writes again before then shows. Every other copy runs at the call.
 cudaError_t cudaMemcpyAsync(void * dst, const void * src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream);
+constexpr unsigned cudaHostAllocDefault = 0;
+cudaError_t cudaHostAlloc(void ** pointer, size_t bytes, unsigned flags);  // host memory, counted as pinned
+cudaError_t cudaFreeHost(void * pointer);
 cudaError_t cudaMemsetAsync(void * dst, int value, size_t bytes, cudaStream_t stream);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t * stream, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
@@ -252,6 +258,10 @@ void record_failure(cudaError_t status, const std::string & message);
 void refuse_call(const std::string & symbol);
 bool call_refused(const char * symbol);
 
+// Runs the copies from pinned host memory that cudaMemcpyAsync queued (see there): every call that queues work or
+// waits for it calls this first (the runtime's, Launch, the emulated cuBLASLt and NCCL).
+void run_queued_copies();
+
 // `kernel<<<grid, block, shared, stream>>>(args)` as rewrite_launches.cmake writes it:
 // `Launch(grid, block, shared, stream).run([&](const auto &... a) { kernel(a...); })(args)`, so that a kernel
 // template's arguments are deduced from the call as nvcc deduces them. Runs the grid at once (one synchronous queue);
@@ -265,6 +275,7 @@ struct Launch {
   template <typename Body>
   auto run(Body body) const {
     return [launch = *this, body](auto... args) {
+      run_queued_copies();
       if (launch.shared > static_cast<size_t>(dynamic_shared_limit())) {
         record_failure(cudaErrorInvalidValue, "the launch asks for " + std::to_string(launch.shared) +
                                                   " bytes of dynamic shared memory, above the limit of " +

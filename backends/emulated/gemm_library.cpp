@@ -329,6 +329,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
                               cublasLtMatrixLayout_t d_layout, const cublasLtMatmulAlgo_t * algo, void * workspace,
                               size_t workspace_bytes, cudaStream_t) {
   constexpr const char * call = "cublasLtMatmul";
+  kosmos_emulation::run_queued_copies();  // the work queued before the product
   if (handle == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (alpha == nullptr || beta == nullptr || algo == nullptr) return refuse(call, "alpha, beta or algo is null");
   if (kosmos_emulation::call_refused(call)) return CUBLAS_STATUS_NOT_SUPPORTED;

@@ -1,16 +1,19 @@
 // runtime.cpp: the CUDA runtime calls of cuda_surface.h for the emulated GPU: one device whose memory is host memory
 // from cudaMalloc (poisoned with 0xff bytes, NaN in every float format, so that a kernel reading what nobody wrote
 // shows; each buffer ends at an inaccessible guard page, so that an access past its end faults the kernel), pointer
-// attributes from the live allocations, one synchronous queue behind every stream and event, and a launch failure
+// attributes from the live allocations, one synchronous queue behind every stream and event (in which only copies from
+// pinned host memory wait, until a call needs them: cudaMemcpyAsync), and a launch failure
 // that stays pending (stream synchronisation answers it) until cudaGetLastError takes it. Also the driver's virtual
 // memory calls, with the rules the driver enforces (granule multiples, whole mappings unmapped, access granted
 // before use, addresses freed only once unmapped); a reserved range past its mapped prefix faults as a guard does.
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "backends/emulated/cuda_surface.h"
 
@@ -60,6 +63,13 @@ struct State {
   cudaError_t described = cudaSuccess;  // the last failure's status and message, for cudaGetErrorString
   std::string description;
   std::string refused_call;  // refuse_call's
+  std::map<const unsigned char *, size_t> pinned;  // cudaHostAlloc's blocks by start, and their sizes
+  struct QueuedCopy {
+    void * dst;
+    const void * src;
+    size_t bytes;
+  };
+  std::vector<QueuedCopy> queued_copies;  // from pinned memory, not yet run (cudaMemcpyAsync)
 };
 
 State & state() {
@@ -108,6 +118,15 @@ bool is_device_range(const void * pointer, size_t bytes) {
   if (after == state().allocations.begin()) return false;
   const auto & [start, allocation] = *std::prev(after);
   return p + bytes <= start + allocation.bytes;
+}
+
+void run_queued_copies() {
+  std::vector<State::QueuedCopy> copies;
+  {
+    const std::lock_guard<std::mutex> lock(state().mutex);
+    copies.swap(state().queued_copies);
+  }
+  for (const State::QueuedCopy & copy : copies) std::memmove(copy.dst, copy.src, copy.bytes);
 }
 
 void record_failure(cudaError_t status, const std::string & message) {
@@ -180,6 +199,7 @@ cudaError_t cudaMalloc(void ** pointer, size_t bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaFree(void * pointer) {
+  kosmos_emulation::run_queued_copies();  // as the hardware's, it waits for the device
   if (pointer == nullptr) return cudaSuccess;
   const std::lock_guard<std::mutex> lock(state().mutex);
   const auto found = state().allocations.find(static_cast<unsigned char *>(pointer));
@@ -205,12 +225,43 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes * attributes, const v
   return cudaSuccess;
 }
 
+// A copy from pinned memory joins the queue behind the ones before it (so that a staging area the host writes again
+// while an earlier copy from it waits shows); any other runs the queue first, then itself.
 cudaError_t cudaMemcpyAsync(void * dst, const void * src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
-  if (bytes != 0) std::memmove(dst, src, bytes);
+  if (bytes == 0) return cudaSuccess;
+  {
+    const std::lock_guard<std::mutex> lock(state().mutex);
+    const auto * p = static_cast<const unsigned char *>(src);
+    auto after = state().pinned.upper_bound(p);
+    if (after != state().pinned.begin() && p + bytes <= std::prev(after)->first + std::prev(after)->second) {
+      state().queued_copies.push_back({dst, src, bytes});
+      return cudaSuccess;
+    }
+  }
+  kosmos_emulation::run_queued_copies();
+  std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void * dst, int value, size_t bytes, cudaStream_t) {
+  kosmos_emulation::run_queued_copies();
   std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaHostAlloc(void ** pointer, size_t bytes, unsigned) {
+  if (kosmos_emulation::call_refused("cudaHostAlloc")) return cudaErrorMemoryAllocation;
+  *pointer = std::malloc(bytes == 0 ? 1 : bytes);
+  if (*pointer == nullptr) return cudaErrorMemoryAllocation;
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  state().pinned[static_cast<const unsigned char *>(*pointer)] = bytes;
+  return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void * pointer) {
+  kosmos_emulation::run_queued_copies();  // as the hardware's, it waits for the device
+  {
+    const std::lock_guard<std::mutex> lock(state().mutex);
+    if (state().pinned.erase(static_cast<const unsigned char *>(pointer)) == 0) return cudaErrorInvalidValue;
+  }
+  std::free(pointer);
   return cudaSuccess;
 }
 
@@ -245,6 +296,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cu
 
 // A kernel's fault is sticky on the hardware: synchronisation answers it too.
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  kosmos_emulation::run_queued_copies();
   const std::lock_guard<std::mutex> lock(state().mutex);
   return state().failure;
 }

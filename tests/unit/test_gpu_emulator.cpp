@@ -8,13 +8,16 @@
 // unmapping whole mappings, freeing addresses only once unmapped) and give their memory back, and a device whose
 // driver refuses one of those calls grows its arenas in separate buffers and says why; a product cuBLASLt declines
 // at the call runs on the own GEMM kernel, GEMM tuning keeps the fastest of the library's algorithms and leaves C as
-// it was, and a buffer freed while an error unwinds waits for no queued work.
+// it was, a buffer freed while an error unwinds waits for no queued work, and copies from the host may reuse their
+// source at once and arrive whole.
 // Kernels here are written against cuda_surface.h and launched as rewrite_launches.cmake writes a `<<<...>>>`
 // launch.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -527,6 +530,47 @@ TEST(GpuEmulator, ABufferFreedWhileAnErrorUnwindsDoesNotWaitForQueuedWork) {
   EXPECT_EQ(cudaFree(left), cudaSuccess) << "the buffer left while unwinding is not one the device still holds";
   fail_holding_a_buffer();
   EXPECT_EQ(free_bytes(), before) << "a buffer not freed while unwinding with nothing queued";
+}
+
+// A device's copies from the host go through pinned staging without waiting for the stream (gpu_device.cu
+// HostStaging), and the emulator runs a copy from pinned memory only when a later call needs it, as the hardware's
+// DMA reads its source late. So: each source overwritten as soon as its copy returns, twelve uploads of 3 MiB queued
+// past both 16 MiB halves with no wait between them (the staging must wait for a half's earlier copies before writing
+// it again), then one larger than a half (which waits, as before), and a device with no pinned memory: every upload
+// arrives as it was when copied.
+TEST(GpuEmulator, CopiesFromTheHostMayReuseTheirSourceAtOnceAndArriveWhole) {
+  constexpr int64_t kSmall = int64_t{3} << 18, kLarge = int64_t{17} << 18;  // f32 elements: 3 and 17 MiB
+  const auto value = [](int copy, int64_t i) { return static_cast<float>(copy * 1000003 + i % 65521); };
+  const auto upload_all_and_check = [&](const std::string & refused) {
+    std::unique_ptr<RefusedCall> refusal;
+    if (!refused.empty()) refusal = std::make_unique<RefusedCall>(refused);
+    const kosmos::BackendRegistry registry;
+    std::unique_ptr<kosmos::Device> device = registry.create("emulated", 0);
+    const std::unique_ptr<kosmos::Stream> stream = device->create_stream();
+    std::vector<int64_t> sizes(13, kSmall);
+    sizes.back() = kLarge;  // after 12 small ones, 36 MiB queued through the halves
+    std::vector<kosmos::Buffer> targets;
+    std::vector<float> host;
+    for (size_t c = 0; c < sizes.size(); ++c) {
+      targets.push_back(device->allocate(sizeof(float) * sizes[c], kosmos::BufferUse::kActivations));
+      host.assign(static_cast<size_t>(sizes[c]), 0.0f);
+      for (int64_t i = 0; i < sizes[c]; ++i) host[static_cast<size_t>(i)] = value(static_cast<int>(c), i);
+      device->copy(targets.back().view(kosmos::DType::kF32, {sizes[c]}),
+                   kosmos::make_view(host.data(), kosmos::DType::kF32, {sizes[c]}), *stream);
+      std::fill(host.begin(), host.end(), -1.0f);  // the caller reuses its memory at once
+    }
+    for (size_t c = 0; c < sizes.size(); ++c) {
+      host.assign(static_cast<size_t>(sizes[c]), 0.0f);
+      device->copy(kosmos::make_view(host.data(), kosmos::DType::kF32, {sizes[c]}),
+                   targets[c].view(kosmos::DType::kF32, {sizes[c]}), *stream);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < sizes[c]; ++i) wrong += host[static_cast<size_t>(i)] != value(static_cast<int>(c), i);
+      EXPECT_EQ(wrong, 0) << "elements of upload " << c << " (" << sizes[c] / (1 << 18) << " MiB) that arrived "
+                          << "changed" << (refused.empty() ? "" : ", with " + refused + " refused");
+    }
+  };
+  upload_all_and_check("");
+  upload_all_and_check("cudaHostAlloc");
 }
 
 TEST(GpuEmulator, BadLaunchShapesFail) {
