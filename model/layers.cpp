@@ -384,6 +384,15 @@ TensorView take_activation(Runtime & rt, const BlockOptions & o, int64_t rows, i
   return rt.arena.take(o.activations, {rows, cols});
 }
 
+// The gradient at a pre-LN's output (the first projection's input gradient, which the LayerNorm's backward reads):
+// in the activation dtype, as PyTorch's autocast leaves a bf16 product's input gradient (halving its write and read,
+// 134 MB each at the paper step's 16384 x 2048 rows, twice a layer); f32 under tensor parallelism, whose ranks'
+// partial gradients are summed in it.
+TensorView take_layernorm_output_gradient(Runtime & rt, const BlockOptions & o, parallel::Comm * tp, int64_t rows,
+                                          int64_t cols) {
+  return tp ? rt.take({rows, cols}) : take_activation(rt, o, rows, cols);
+}
+
 // The attention sub-layer up to the attention core: LayerNorm, then this rank's q | k | v side by side.
 void attention_inputs(Runtime & rt, const BlockWeights & w, const BlockOptions & o, TensorView x, BlockSaved & s) {
   const int64_t rows = x.dim(0), width = w.q.out(), model_width = w.q.in();
@@ -670,7 +679,7 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     projection_backward(rt, tp, w.ln_inner_ffn, fc2, d_activated, d_ffn_out, s.ffn_end);
     rt.run(ActivationBackward{d_hidden, d_activated, s.hidden, o.activation});
   }
-  const TensorView d_h_ffn = rt.take({rows, model_width});
+  const TensorView d_h_ffn = take_layernorm_output_gradient(rt, o, tp, rows, model_width);
   fc1.backward(rt, d_h_ffn, d_hidden, s.h_ffn, false);
   if (tp) tp->all_reduce(d_h_ffn, parallel::ReduceOp::kSum, rt.stream);  // column-parallel: sum the input gradient
   const TensorView d_x_mid = rt.take({rows, model_width});
@@ -695,7 +704,9 @@ void block_backward(Runtime & rt, const BlockWeights & w, const BlockOptions & o
     rt.run(XPosBackward{as_heads(dq), as_heads(dq), {0, false, o.xpos_scale_base}});
     rt.run(XPosBackward{as_heads(dk), as_heads(dk), {0, true, o.xpos_scale_base}});
   }
-  const TensorView d_h_attention = rt.take({rows, model_width});
+  // One product writes it where q, k and v sit side by side; three add up into it otherwise, in f32.
+  const TensorView d_h_attention = w.qkv ? take_layernorm_output_gradient(rt, o, tp, rows, model_width)
+                                         : rt.take({rows, model_width});
   const Arena::Mark temporaries = rt.arena.mark();
   const TensorView h = matmul_operand(rt, s.h_attention, w.q.weight.dtype);  // cast once for all three
   if (w.qkv) {
