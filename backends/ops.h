@@ -75,7 +75,7 @@ struct LayerNormForward {
   TensorView bias;    // [C] f32
   float eps = 1e-5f;
   std::optional<Activation> activation = std::nullopt;
-  TensorView added = TensorView{};     // [.., C] f32 or absent: in is residual + dropout(added), written
+  TensorView added = TensorView{};     // [.., C] f32|bf16 or absent: in is residual + dropout(added), written
   TensorView residual = TensorView{};  // [.., C] f32, where added is given (else absent)
   DropoutParams dropout = {};          // added's dropout (p 0: none)
 };
@@ -279,7 +279,7 @@ struct CrossEntropyBackward {
 // gradient of the projection whose output was dropped (out_proj, fc2), without another pass over din.
 struct DropoutForward {
   TensorView out;       // [...] f32
-  TensorView in;        // [...] f32
+  TensorView in;        // [...] f32, or bf16 with a residual (a bf16 projection's output joining the residual stream)
   TensorView residual;  // [...] f32, or absent
   DropoutParams params;
 };

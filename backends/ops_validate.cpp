@@ -187,10 +187,12 @@ void validate_op(const LayerNormForward & op) {
                ") with added ", describe(op.added), "; expected one or the other (a join makes an f32 input)");
   for (const auto & [name, view] :
        {std::pair<const char *, TensorView>{"in", op.in}, {"added", op.added}, {"residual", op.residual}}) {
-    check.dtype(name, view, {DType::kF32});
+    check.dtype(name, view, {DType::kF32, DType::kBF16});
     check.same_shape(name, view, "in", op.in);
     check.dense(name, view);
   }
+  check.dtype("in", op.in, {DType::kF32});  // the join's sum, as residual
+  check.dtype("residual", op.residual, {DType::kF32});
   check.scalar_range("dropout.p", op.dropout.p, 0.0, 0.999, "the probability of dropping an element of added");
   for (const auto & [name, view] :
        {std::pair<const char *, TensorView>{"out", op.out}, {"mean", op.mean}, {"rstd", op.rstd},
@@ -201,7 +203,7 @@ void validate_op(const LayerNormForward & op) {
        {std::pair<const char *, TensorView>{"added", op.added}, {"residual", op.residual}}) {
     // in may be the very view it is made from (in place, element by element), never part of it; the outputs are
     // written while other rows still read the join's operands.
-    const bool same = view.data == op.in.data;  // same dtype and shape, both dense: checked above
+    const bool same = view.data == op.in.data && view.dtype == op.in.dtype;  // same shape, both dense: checked
     KOSMOS_CHECK(same || !views_overlap(op.in, view), "layernorm_forward: in ", describe(op.in), " overlaps ", name,
                  " ", describe(view), "; expected the joined input apart from it or the same view (in place)");
     for (const auto & [output, written] :
@@ -509,9 +511,12 @@ void validate_op(const CrossEntropyBackward & op) {
 
 void validate_op(const DropoutForward & op) {
   const Checker check{"dropout_forward"};
-  if (op.residual.present())
-    validate_elementwise(check, {{"in", op.in}, {"out", op.out}, {"residual", op.residual}}, {DType::kF32});
-  else
+  if (op.residual.present()) {
+    validate_elementwise(check, {{"out", op.out}, {"residual", op.residual}}, {DType::kF32});
+    validate_elementwise(check, {{"out", op.out}, {"in", op.in}}, {DType::kF32, DType::kBF16});
+    KOSMOS_CHECK(op.in.dtype == op.out.dtype || !views_overlap(op.in, op.out), "dropout_forward: in ",
+                 describe(op.in), " overlaps out ", describe(op.out), "; in place works only in one dtype");
+  } else
     validate_elementwise(check, {{"in", op.in}, {"out", op.out}}, {DType::kF32});
   check.scalar_range("p", op.params.p, 0.0, 0.999, "the probability of dropping an element");
 }

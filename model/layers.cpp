@@ -302,10 +302,12 @@ struct NextNorm {
   LayerNorm::Saved saved;
 };
 
-// The projection's f32 output is a temporary, given back after the residual add (one pass with the dropout, and with
-// `next`'s LayerNorm where given). An absent `out` (a recomputation in the backward, which needs what the sub-layer
-// keeps but not its output) skips the projection: every rank alike, so that tensor parallelism's all-reduce is
-// skipped on all of them.
+// The projection's output is a temporary, given back after the residual add (one pass with the dropout, and with
+// `next`'s LayerNorm where given), in its input's dtype as PyTorch's autocast leaves a bf16 product's (the add widens
+// it: 67 MB less written and read again a projection at the paper step's 16384 x 2048), but f32 under tensor
+// parallelism, whose ranks' partial products are summed in it. An absent `out` (a recomputation in the backward,
+// which needs what the sub-layer keeps but not its output) skips the projection: every rank alike, so that tensor
+// parallelism's all-reduce is skipped on all of them.
 void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projection, const DropoutSite & dropout,
                       TensorView out, TensorView residual, const ProjectionSaved & saved,
                       const NextNorm * next = nullptr) {
@@ -313,14 +315,14 @@ void sublayer_project(Runtime & rt, parallel::Comm * tp, const Linear & projecti
                "(internal error)");
   if (!out.present()) return;
   const Arena::Mark temporaries = rt.arena.mark();
-  const TensorView y = rt.take({out.dim(0), out.dim(1)});
+  const TensorView y = rt.arena.take(tp ? DType::kF32 : saved.normed.dtype, {out.dim(0), out.dim(1)});
   if (tp)
     row_parallel_forward(rt, *tp, projection, y, my_columns(saved.normed, *tp));
   else
     projection.forward(rt, y, saved.normed);
   if (next)
     next->ln->forward_joining(rt, next->y, out, y, residual, dropout, next->saved);
-  else if (dropout.p > 0.0f)
+  else if (dropout.p > 0.0f || y.dtype != out.dtype)  // (p 0: the plain add, widening y)
     rt.run(DropoutForward{out, y, residual, {dropout.p, dropout.seed, dropout.offset}});
   else
     rt.run(Add{out, residual, y});

@@ -151,9 +151,10 @@ struct BlockOptions {
   parallel::Comm * tp = nullptr;
   Recompute recompute = Recompute::kNone;  // the same in a block's forward and backward
   bool deterministic_attention = true;     // AttentionParams::deterministic
-  // The dtype of the activations inside the sub-layers and of their gradients (activation_dtype), the gradients at
-  // the pre-LNs' outputs included (but under tensor parallelism, which sums them over ranks). The residual stream
-  // (x, x_mid, out), the sub-layers' outputs and the gradients at their LayerNorms' inputs are f32 always.
+  // The dtype of the activations inside the sub-layers and of their gradients (activation_dtype), the sub-layers'
+  // outputs (the projections' before their dropout and residual add) and the gradients at the pre-LNs' outputs
+  // included, but for those two under tensor parallelism, which sums them over ranks. The residual stream (x, x_mid,
+  // out) and the gradients at the LayerNorms' inputs are f32 always.
   DType activations = DType::kF32;
 };
 

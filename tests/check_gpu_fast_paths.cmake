@@ -4,7 +4,7 @@
 # that matmul.cu's layout rules kept from it runs as "(own GEMM)", a bf16 attention widened to the f32 kernels as
 # "(f32 kernels)". Neither may appear: on a GPU either costs many times the op's time. The profile must list the
 # products and the attention, so that a run printing none of it cannot pass, and their shapes; the decoder's
-# input-gradient products into its pre-LNs write bf16.
+# input-gradient products into its pre-LNs and its projections before the residual add write bf16.
 # cmake -DKOSMOS=<exe> -DBACKEND=<emulated|emulated-wmma> -P check_gpu_fast_paths.cmake
 execute_process(COMMAND ${KOSMOS} train --preset small --backend ${BACKEND} --precision bf16 --recompute ffn
                         --steps 1 --warmup 0 --batch 2 --length 96 --seed 3 --profile
@@ -28,6 +28,12 @@ endif()
 foreach(depth 1024 768)
   if(NOT output MATCHES "matmul \\[[0-9]+, ${depth}\\] x \\[${depth}, 256\\] bf16 -> bf16")
     message(FATAL_ERROR "the profile on ${BACKEND} lists no ${depth}-deep input-gradient product into bf16:\n${output}")
+  endif()
+endforeach()
+# ... and its out_proj and fc2 products (256 and 1024 deep) their outputs before the residual add, likewise.
+foreach(depth 256 1024)
+  if(NOT output MATCHES "matmul \\[[0-9]+, ${depth}\\] x \\[256, ${depth}\\]\\^T bf16 -> bf16")
+    message(FATAL_ERROR "the profile on ${BACKEND} lists no ${depth}-deep projection into bf16:\n${output}")
   endif()
 endforeach()
 foreach(slow "(own GEMM)" "(f32 kernels)")

@@ -12,34 +12,40 @@
 namespace kosmos::cpu {
 namespace {
 
-// out = residual + in * mask (without residual where it is absent); in and residual f32, out f32 or bf16.
+// out = residual + in * mask (without residual where it is absent); residual f32, in f32 (or bf16, widened a chunk at
+// a time), out f32 or bf16.
 void dropout_apply(const TensorView & out, const TensorView & in, const TensorView & residual,
                    const DropoutParams & params) {
   constexpr int64_t kChunk = 4096;
   const int64_t count = in.numel();
-  const float * source = in.as<float>();
+  const bool widens = in.dtype != DType::kF32;
   const float * kept = residual.present() ? residual.as<float>() : nullptr;
 #pragma omp parallel
   {
-    std::vector<float> factors(kChunk, 1.0f);
+    std::vector<float> factors(kChunk, 1.0f), widened(widens ? kChunk : 0);
 #pragma omp for
     for (int64_t first = 0; first < count; first += kChunk) {
       const int64_t length = std::min(kChunk, count - first);
       if (params.p > 0.0f)
         dropout_factors(params.seed, params.offset + static_cast<uint64_t>(first), length, params.p, factors.data());
+      // The chunk's elements of in, as f32: source[j] is element first + j.
+      const float * source = widens ? widened.data() : in.as<float>() + first;
+      if (widens)
+        for (int64_t j = 0; j < length; ++j) widened[j] = load_as_float(in.data, in.dtype, first + j);
       if (out.dtype == DType::kF32) {
-        float * target = out.as<float>();
+        float * target = out.as<float>() + first;
         if (kept) {
+          const float * kept_chunk = kept + first;
 #pragma omp simd
-          for (int64_t i = first; i < first + length; ++i) target[i] = kept[i] + source[i] * factors[i - first];
+          for (int64_t j = 0; j < length; ++j) target[j] = kept_chunk[j] + source[j] * factors[j];
         } else {
 #pragma omp simd
-          for (int64_t i = first; i < first + length; ++i) target[i] = source[i] * factors[i - first];
+          for (int64_t j = 0; j < length; ++j) target[j] = source[j] * factors[j];
         }
       } else {
-        for (int64_t i = first; i < first + length; ++i) {
-          const float dropped = source[i] * factors[i - first];
-          store_from_float(out.data, out.dtype, i, kept ? kept[i] + dropped : dropped);
+        for (int64_t j = 0; j < length; ++j) {
+          const float dropped = source[j] * factors[j];
+          store_from_float(out.data, out.dtype, first + j, kept ? kept[first + j] + dropped : dropped);
         }
       }
     }

@@ -187,9 +187,10 @@ __global__ void fill_i32_kernel(int32_t * out, int64_t count, int32_t value) {
   KOSMOS_GRID_LOOP(i, count) out[i] = value;
 }
 
-// out[i] = residual[i] + in[i] * factor(offset + i), without the residual where it is null; in and residual f32.
-template <typename Out>
-__global__ void dropout_kernel(Out * out, const float * in, const float * residual, int64_t count, int64_t packs,
+// out[i] = residual[i] + in[i] * factor(offset + i), without the residual where it is null; residual f32, in f32
+// or bf16 (a bf16 projection's output joining the residual stream).
+template <typename Out, typename In>
+__global__ void dropout_kernel(Out * out, const In * in, const float * residual, int64_t count, int64_t packs,
                                DropoutDraw draw, uint64_t offset) {
   KOSMOS_GRID_LOOP(pack, packs) {
     float values[kPack], factors[kPack];
@@ -203,7 +204,7 @@ __global__ void dropout_kernel(Out * out, const float * in, const float * residu
   }
   KOSMOS_TAIL_LOOP(i, packs, count) {
     const float factor = dropout_factor_of(draw, philox_bits(draw.seed, offset + static_cast<uint64_t>(i)));
-    put(out[i], dropped_onto(residual != nullptr ? residual[i] : 0.0f, in[i], factor));
+    put(out[i], dropped_onto(residual != nullptr ? residual[i] : 0.0f, to_float(in[i]), factor));
   }
 }
 
@@ -213,10 +214,14 @@ void launch_dropout(const TensorView & out, const TensorView & in, const TensorV
   if (count == 0) return;
   const int64_t packs = packs_of(count, {out.data, in.data, residual.present() ? residual.data : nullptr});
   with_storage(out.dtype, [&](auto element) {
-    using Out = decltype(element);
-    dropout_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(
-        static_cast<Out *>(out.data), in.as<float>(), residual.present() ? residual.as<float>() : nullptr, count, packs,
-        dropout_draw(params.seed, params.p), params.offset);
+    with_f32_or_bf16_storage(in.dtype, name, [&](auto in_element) {
+      using Out = decltype(element);
+      using In = decltype(in_element);
+      dropout_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(
+          static_cast<Out *>(out.data), static_cast<const In *>(in.data),
+          residual.present() ? residual.as<float>() : nullptr, count, packs, dropout_draw(params.seed, params.p),
+          params.offset);
+    });
   });
   KOSMOS_GPU_LAUNCHED(name);
 }

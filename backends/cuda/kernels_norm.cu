@@ -257,24 +257,26 @@ __device__ inline void activate(float (&x)[kPack], Activation kind) {
   }
 }
 
-// The join a forward makes its input from (LayerNormForward::added): in = residual + dropout(added), f32.
+// The join a forward makes its input from (LayerNormForward::added): in = residual + dropout(added), f32; added f32
+// or bf16 (the kernel's Added).
 struct JoinOperands {
   float * in;  // written
-  const float * added;
+  const void * added;
   const float * residual;
   DropoutDraw draw;
   uint64_t offset;
 };
 JoinOperands join_operands(const LayerNormForward & op) {
   if (!op.added.present()) return JoinOperands{};
-  return {op.in.as<float>(), op.added.as<float>(), op.residual.as<float>(),
-          dropout_draw(op.dropout.seed, op.dropout.p), op.dropout.offset};
+  return {op.in.as<float>(), op.added.data, op.residual.as<float>(), dropout_draw(op.dropout.seed, op.dropout.p),
+          op.dropout.offset};
 }
 // Pack `pack` of the row starting at element `start`, joined (as DropoutForward with a residual makes it) and stored;
 // without dropout (p 0: every factor 1, CLIP's blocks) no Philox is drawn.
+template <typename Added>
 __device__ inline void join_pack(const JoinOperands & join, int64_t start, int64_t pack, float (&x)[kPack]) {
   float kept[kPack], factors[kPack];
-  load_pack(join.added + start, pack, x);
+  load_pack(static_cast<const Added *>(join.added) + start, pack, x);
   load_pack(join.residual + start, pack, kept);
   if (join.draw.threshold > 0) {
     dropout_pack_factors(join.draw, join.offset + static_cast<uint64_t>(start + pack * kPack), factors);
@@ -288,8 +290,8 @@ __device__ inline void join_pack(const JoinOperands & join, int64_t start, int64
 }
 
 // Thread t holds packs t, t + blockDim.x, ... (kPacks of them), each pack's loads coalesced over the block. With
-// kJoins the packs come from join_pack (In is float; `in` is join.in).
-template <int kPacks, bool kJoins, typename Out, typename In>
+// kJoins the packs come from join_pack, of added's storage type Added (In is float; `in` is join.in).
+template <int kPacks, bool kJoins, typename Out, typename In, typename Added = float>
 __global__ void __launch_bounds__(kForwardRowThreads)
     layernorm_forward_packed_kernel(Out * out, float * mean_out, float * rstd_out, const In * in, const float * weight,
                                     const float * bias, int64_t cols, float eps, InputActivation activation,
@@ -302,7 +304,7 @@ __global__ void __launch_bounds__(kForwardRowThreads)
     const int64_t pack = threadIdx.x + int64_t{p} * blockDim.x;
     if (pack >= packs) continue;
     if constexpr (kJoins)
-      join_pack(join, row * cols, pack, x[p]);
+      join_pack<Added>(join, row * cols, pack, x[p]);
     else
       load_pack(in + row * cols, pack, x[p]);
   }
@@ -551,7 +553,11 @@ void gpu_op(GpuContext & ctx, const LayerNormForward & op, cudaStream_t stream) 
       with_packs_per_thread(forward_packs_per_thread(cols), [&](auto packs_per_thread) {
         constexpr int kPacks = decltype(packs_per_thread)::value;
         if (op.added.present()) {  // an f32 input, made in the pass
-          launch(layernorm_forward_packed_kernel<kPacks, true, Out, float>, out_element, float{}, packs_per_thread);
+          with_activation_storage(op.added.dtype, [&](auto added_element) {
+            using Added = decltype(added_element);
+            launch(layernorm_forward_packed_kernel<kPacks, true, Out, float, Added>, out_element, float{},
+                   packs_per_thread);
+          });
           return;
         }
         with_activation_storage(op.in.dtype, [&](auto in_element) {

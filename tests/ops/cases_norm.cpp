@@ -17,15 +17,18 @@ namespace {
 // forward's second output `skip` = in stands for that path, and its gradient is the one added. With `din_sums` the
 // backward also adds up din's columns (fc1's bias gradient before the FFN's sub-LN). With `remake_out` the backward
 // also writes the forward's output again (`out_again`: the reference's out, and the device forward's bit for bit).
+// With `din_dtype` din has that dtype and dout grad_dtype (a pre-LN under bf16: dout bf16, as the first projection's
+// input gradient, and din f32, the residual stream's).
 OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DType in_dtype = DType::kF32,
                       DType out_dtype = DType::kF32, DType grad_dtype = DType::kF32,
                       std::optional<Activation> activation = std::nullopt, bool residual = false,
-                      bool din_sums = false, bool remake_out = false) {
+                      bool din_sums = false, bool remake_out = false, std::optional<DType> din_dtype = std::nullopt) {
   std::ostringstream name;
   name << "layernorm";
   for (int64_t size : dims) name << "_" << size;
   if (in_dtype != DType::kF32 || out_dtype != DType::kF32 || grad_dtype != DType::kF32)
     name << "_" << dtype_name(in_dtype) << "_" << dtype_name(out_dtype) << "_grads_" << dtype_name(grad_dtype);
+  if (din_dtype) name << "_din_" << dtype_name(*din_dtype);
   if (activation) name << "_of_" << activation_name(*activation);
   if (residual) name << "_plus_residual";
   if (din_sums) name << "_summing_din";
@@ -86,7 +89,7 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
       result["out_again"] = reference::layernorm(normalised(in.at("in")), in.at("weight"), in.at("bias"), kEps).out;
     return result;
   };
-  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation, residual, din_sums, remake_out](
+  c.device = [dims, cols, in_dtype, out_dtype, grad_dtype, activation, residual, din_sums, remake_out, din_dtype](
                  DeviceRun & run, const Named & in, const Named & grads) {
     int64_t rows = 1;
     for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
@@ -99,7 +102,7 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
     if (residual) result["skip"] = in.at("in");  // the identity path: nothing to run
     if (grads.empty()) return result;
     const TensorView dout = run.upload(grads.at("dout"), grad_dtype);
-    const TensorView din = run.output(dims, grad_dtype);
+    const TensorView din = run.output(dims, din_dtype.value_or(grad_dtype));
     const TensorView dweight = run.accumulator({cols}), dbias = run.accumulator({cols});
     const TensorView residual_gradient = residual ? run.upload(grads.at("dskip"), DType::kF32) : TensorView{};
     const TensorView column_sums = din_sums ? run.accumulator({cols}) : TensorView{};
@@ -127,19 +130,24 @@ OpCase layernorm_case(std::vector<int64_t> dims, double scale, double shift, DTy
 // end joining the residual stream before the next pre-LN), at dropout p (0: a plain residual add) and offset. The
 // joined input is checked against the fp64 reference and bit for bit against the device's DropoutForward. Its
 // backward is LayerNormBackward's, then DropoutBackward's, each tested on its own.
-OpCase layernorm_joining_case(std::vector<int64_t> dims, float p, uint64_t offset, DType out_dtype) {
+OpCase layernorm_joining_case(std::vector<int64_t> dims, float p, uint64_t offset, DType out_dtype,
+                              DType added_dtype = DType::kF32) {
   std::ostringstream name;
   name << "layernorm";
   for (int64_t size : dims) name << "_" << size;
-  name << "_" << dtype_name(out_dtype) << "_joining_p" << static_cast<int>(p * 100) << "_offset" << offset;
+  name << "_" << dtype_name(out_dtype) << "_joining";
+  if (added_dtype != DType::kF32) name << "_" << dtype_name(added_dtype);  // a bf16 projection's output
+  name << "_p" << static_cast<int>(p * 100) << "_offset" << offset;
   const int64_t cols = dims.back();
   constexpr uint64_t kSeed = 23;
   OpCase c;
   c.name = name.str();
-  c.draw_inputs = [dims, offset, cols] {
+  c.draw_inputs = [dims, offset, cols, added_dtype] {
     std::mt19937_64 rng(cols * 29 + offset);
     Named in;
     in["added"] = random_tensor(rng, dims);
+    if (added_dtype == DType::kBF16)
+      for (double & x : in["added"].v) x = bf16_to_float(float_to_bf16(static_cast<float>(x)));
     in["residual"] = random_tensor(rng, dims, 2.0);
     in["weight"] = random_tensor(rng, {cols});
     in["bias"] = random_tensor(rng, {cols});
@@ -153,10 +161,10 @@ OpCase layernorm_joining_case(std::vector<int64_t> dims, float p, uint64_t offse
     const reference::LayerNormOut r = reference::layernorm(joined, in.at("weight"), in.at("bias"), kEps);
     return Named{{"out", r.out}, {"mean", r.mean}, {"rstd", r.rstd}, {"joined", joined}};
   };
-  c.device = [dims, p, offset, out_dtype](DeviceRun & run, const Named & in, const Named &) {
+  c.device = [dims, p, offset, out_dtype, added_dtype](DeviceRun & run, const Named & in, const Named &) {
     int64_t rows = 1;
     for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
-    const TensorView added = run.upload(in.at("added"), DType::kF32);
+    const TensorView added = run.upload(in.at("added"), added_dtype);
     const TensorView residual = run.upload(in.at("residual"), DType::kF32);
     const TensorView weight = run.upload(in.at("weight"), DType::kF32), bias = run.upload(in.at("bias"), DType::kF32);
     const TensorView joined = run.output(dims, DType::kF32), out = run.output(dims, out_dtype);
@@ -275,6 +283,11 @@ std::vector<OpCase> norm_cases() {
           // dtypes), and through the other kernels then an add (an odd width, one wider than the packs).
           layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
           layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kF32, DType::kF32, std::nullopt, true),
+          // ... from a bf16 dout into an f32 din, as the layers run it under bf16: in the packs, at an odd width.
+          layernorm_case({40, 2048}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kBF16, std::nullopt, true, false,
+                         false, DType::kF32),
+          layernorm_case({7, 33}, 1.0, 0.5, DType::kF32, DType::kBF16, DType::kBF16, std::nullopt, true, false, false,
+                         DType::kF32),
           layernorm_case({3, 8200}, 1.0, 0.0, DType::kF32, DType::kBF16, DType::kF32, std::nullopt, true),
           // A pre-LN that joins its input first (the FFN's, after the attention's dropout and residual add): in the
           // GPU's packs at the model's width and dtypes (1 pack a thread; 2, with an offset inside a Philox block;
@@ -285,6 +298,11 @@ std::vector<OpCase> norm_cases() {
           layernorm_joining_case({3, 5, 4096}, 0.3f, 2, DType::kF32),
           layernorm_joining_case({9, 256}, 0.0f, 0, DType::kBF16),
           layernorm_joining_case({7, 33}, 0.2f, 3, DType::kF32),
+          // ... from a bf16 projection's output (as the layers run under bf16): in the GPU's packs, through
+          // DropoutForward first (an odd width), and without dropout (CLIP's blocks).
+          layernorm_joining_case({40, 2048}, 0.1f, 8, DType::kBF16, DType::kBF16),
+          layernorm_joining_case({7, 33}, 0.2f, 3, DType::kF32, DType::kBF16),
+          layernorm_joining_case({9, 256}, 0.0f, 0, DType::kBF16, DType::kBF16),
           l2_normalize_case({1, 3}),
           l2_normalize_case({257, 64}),         l2_normalize_case({2, 3, 1024})};
 }

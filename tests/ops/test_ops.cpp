@@ -248,25 +248,58 @@ TEST_F(OpValidation, LayerNormForwardChecksWhatItJoins) {
   good.residual = make_view(apart.data() + count, DType::kF32, base.in.ndim, base.in.dims.data());
   good.dropout = {0.1f, 3, 0};
   LayerNormForward alone = good, activated = good, narrow = good, too_likely = good, over_out = good;
-  LayerNormForward out_over_added = good, stray = base;
+  LayerNormForward out_over_added = good, stray = base, bf16_added = good, bf16_residual = good;
   alone.residual = TensorView{};
   out_over_added.out.data = good.added.data;
   stray.dropout = {0.1f, 3, 0};
   activated.activation = Activation::kGelu;
-  narrow.added.dtype = DType::kBF16;
+  narrow.added.dtype = DType::kF16;
+  bf16_added.added.dtype = DType::kBF16;  // a bf16 projection's output: taken
+  bf16_residual.residual.dtype = DType::kBF16;
   too_likely.dropout.p = 1.0f;
   over_out.in = good.out;
   over_out.in.dtype = DType::kF32;
   EXPECT_EQ(message_of(good), "");
+  EXPECT_EQ(message_of(bf16_added), "");
   for (const auto & [op, expected] : {std::pair<LayerNormForward, std::string>{alone, "expected both"},
                                       {activated, "expected one or the other"},
                                       {narrow, "added"},
+                                      {bf16_residual, "residual"},
                                       {too_likely, "dropout.p"},
                                       {over_out, "overlaps out"},
                                       {out_over_added, "overlaps added"},
                                       {stray, "without added"}}) {
     const std::string message = message_of(op);
     EXPECT_NE(message.find("layernorm_forward:"), std::string::npos) << message;
+    EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
+  }
+}
+
+// A dropout forward onto the residual stream reads f32 or bf16 (a bf16 projection's output) into f32, never in place
+// across the two dtypes.
+TEST_F(OpValidation, DropoutForwardTakesABf16InputOnlyApartFromItsF32Output) {
+  const std::optional<DropoutForward> valid = first_of<DropoutForward>(run);
+  ASSERT_TRUE(valid) << "no dropout_forward among the ops' cases";
+  const int64_t count = valid->in.numel();
+  std::vector<float> apart(static_cast<size_t>(3 * count));  // validation reads no data
+  const auto view_at = [&](int64_t part, DType dtype) {
+    return make_view(apart.data() + part * count, dtype, valid->in.ndim, valid->in.dims.data());
+  };
+  DropoutForward good{view_at(0, DType::kF32), view_at(1, DType::kBF16), view_at(2, DType::kF32), {0.1f, 3, 0}};
+  DropoutForward over_out = good, bf16_out = good, bf16_residual = good, f16_in = good, bf16_alone = good;
+  over_out.in.data = good.out.data;
+  bf16_out.out.dtype = DType::kBF16;
+  bf16_residual.residual.dtype = DType::kBF16;
+  f16_in.in.dtype = DType::kF16;
+  bf16_alone.residual = TensorView{};
+  EXPECT_EQ(message_of(good), "");
+  for (const auto & [op, expected] : {std::pair<DropoutForward, std::string>{over_out, "in place works only in one"},
+                                      {bf16_out, "out"},
+                                      {bf16_residual, "residual"},
+                                      {f16_in, "in"},
+                                      {bf16_alone, "in"}}) {
+    const std::string message = message_of(op);
+    EXPECT_NE(message.find("dropout_forward:"), std::string::npos) << message;
     EXPECT_NE(message.find(expected), std::string::npos) << expected << ": " << message;
   }
 }
