@@ -49,7 +49,7 @@ class OpBench {
                        static_cast<float>(splitmix64_next(state) >> 40) * 0x1p-23f - 1.0f);
     for (size_t done = 0; done < count; done += drawn) {
       const int64_t part = static_cast<int64_t>(std::min(drawn, count - done));
-      // Each copy from host memory waits for itself, so `host` may be read again at once.
+      // A copy from host memory has taken its source when it returns, so `host` may be used again at once.
       device_.copy(make_view(static_cast<unsigned char *>(view.data) + done * element, dtype, {part}),
                    make_view(host.data(), dtype, {part}), stream_);
     }

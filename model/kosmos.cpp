@@ -195,7 +195,7 @@ double KosmosModel::vocab_parallel_correction(Runtime & rt, const float * weight
     if (tensor_parallel_->rank() == 0) correction += weight * whole[n];
   }
   host.data = whole.data();
-  rt.device.copy(lse, host, rt.stream);  // waits: `whole` goes out of scope
+  rt.device.copy(lse, host, rt.stream);  // `whole` may go out of scope: the copy has taken it
   return correction;
 }
 

@@ -88,8 +88,8 @@ struct LayerNorm {
   // The same into statistics taken before (take_saved), for a caller that keeps them but gives y back.
   Saved take_saved(Runtime & rt, int64_t rows, std::optional<Activation> activation = std::nullopt) const;
   void forward_into(Runtime & rt, TensorView y, TensorView x, const Saved & saved) const;
-  // ... with x made in the same pass, x = residual + dropout(added) (f32, written): a sub-layer's output joining the
-  // residual stream where this LayerNorm reads it next (ops.h LayerNormForward::added).
+  // ... with x made in the same pass, x = residual + dropout(added) (f32, written; added f32 or bf16): a sub-layer's
+  // output joining the residual stream where this LayerNorm reads it next (ops.h LayerNormForward::added).
   void forward_joining(Runtime & rt, TensorView y, TensorView x, TensorView added, TensorView residual,
                        const DropoutSite & dropout, const Saved & saved) const;
   // dx (overwritten, the gradient at x) from dy, plus residual_gradient where given (f32, the gradient of a residual

@@ -76,7 +76,8 @@ class Comm {
   // The communicator this one wraps (a staged one wraps MPI), or null: how mpi_handle() finds MPI underneath.
   virtual Comm * wrapped() { return nullptr; }
   // Its collectives' device queue where they return once queued (NCCL), living as long as this communicator; null
-  // where every call finishes before it returns.
+  // where every call's communication finishes before it returns (a staged one's copy back into device memory is
+  // queued on the caller's stream, as an op is).
   virtual DeviceQueue * device_queue() { return nullptr; }
 };
 

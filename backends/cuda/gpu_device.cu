@@ -1,7 +1,9 @@
 // gpu_device.cu: GpuDevice, one GPU (CUDA, or ROCm through hipcc): device memory, streams and events, copies to
-// and from the host, exhaustive op dispatch to gpu_op(), optional per-op timing; its GpuContext; and the backend's
-// registry entry. Device memory is taken only when a Buffer is made or grown (the model's arenas and the kernels'
-// scratch), never given back inside a run: steps of the shapes seen before allocate nothing.
+// and from the host (to the device through pinned staging, queued), exhaustive op dispatch to gpu_op(), optional
+// per-op timing; its GpuContext; and the backend's registry entry. Device memory is taken only when a Buffer is made
+// or grown (the model's arenas and the kernels' scratch), never given back inside a run: steps of the shapes seen
+// before allocate nothing.
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -111,8 +113,12 @@ class HostStaging {
     if (bytes > kHalfBytes || unavailable_) return false;
     if (base_ == nullptr) {
       void * base = nullptr;
-      if (cudaHostAlloc(&base, 2 * kHalfBytes, cudaHostAllocDefault) != cudaSuccess) {
-        KOSMOS_GPU_IGNORE(cudaGetLastError());  // no pinned memory: every copy waits, as before
+      const cudaError_t status = cudaHostAlloc(&base, 2 * kHalfBytes, cudaHostAllocDefault);
+      if (status != cudaSuccess) {  // no pinned memory: every copy waits, as before, and the run says so once
+        KOSMOS_GPU_IGNORE(cudaGetLastError());
+        std::fprintf(stderr, "kosmos: warning: " KOSMOS_GPU_VENDOR " device: cudaHostAlloc of %zu bytes of pinned "
+                     "host memory failed (%s); copies from the host wait for the stream instead (check the memory "
+                     "lock limit, ulimit -l)\n", 2 * kHalfBytes, cudaGetErrorString(status));
         unavailable_ = true;
         return false;
       }
@@ -120,11 +126,12 @@ class HostStaging {
     }
     const size_t rounded = (bytes + 255) / 256 * 256;
     if (used_ + rounded > kHalfBytes) {  // the other half, once the transfers queued from it have run
+      std::vector<cudaEvent_t> & other = queued_[half_ ^ 1];
+      for (cudaEvent_t event : other) KOSMOS_GPU_CHECK(cudaEventSynchronize(event));
+      spare_.insert(spare_.end(), other.begin(), other.end());
+      other.clear();
       half_ ^= 1;
       used_ = 0;
-      for (cudaEvent_t event : queued_[half_]) KOSMOS_GPU_CHECK(cudaEventSynchronize(event));
-      spare_.insert(spare_.end(), queued_[half_].begin(), queued_[half_].end());
-      queued_[half_].clear();
     }
     unsigned char * staged = base_ + static_cast<size_t>(half_) * kHalfBytes + used_;
     used_ += rounded;

@@ -214,14 +214,18 @@ void launch_dropout(const TensorView & out, const TensorView & in, const TensorV
   if (count == 0) return;
   const int64_t packs = packs_of(count, {out.data, in.data, residual.present() ? residual.data : nullptr});
   with_storage(out.dtype, [&](auto element) {
-    with_f32_or_bf16_storage(in.dtype, name, [&](auto in_element) {
-      using Out = decltype(element);
+    using Out = decltype(element);
+    const auto launch = [&](auto in_element) {
       using In = decltype(in_element);
       dropout_kernel<<<pack_blocks(count, packs), kThreads, 0, stream>>>(
           static_cast<Out *>(out.data), static_cast<const In *>(in.data),
           residual.present() ? residual.as<float>() : nullptr, count, packs, dropout_draw(params.seed, params.p),
           params.offset);
-    });
+    };
+    if constexpr (std::is_same_v<Out, float>)
+      with_f32_or_bf16_storage(in.dtype, name, launch);
+    else
+      launch(float{});  // a 16-bit output (a backward's din) comes from an f32 input only (ops_validate.cpp)
   });
   KOSMOS_GPU_LAUNCHED(name);
 }

@@ -2,10 +2,10 @@
 // from cudaMalloc (poisoned with 0xff bytes, NaN in every float format, so that a kernel reading what nobody wrote
 // shows; each buffer ends at an inaccessible guard page, so that an access past its end faults the kernel), pointer
 // attributes from the live allocations, one synchronous queue behind every stream and event (in which only copies from
-// pinned host memory wait, until a call needs them: cudaMemcpyAsync), and a launch failure
-// that stays pending (stream synchronisation answers it) until cudaGetLastError takes it. Also the driver's virtual
-// memory calls, with the rules the driver enforces (granule multiples, whole mappings unmapped, access granted
-// before use, addresses freed only once unmapped); a reserved range past its mapped prefix faults as a guard does.
+// pinned host memory wait, until a call needs them: cudaMemcpyAsync), and a launch failure that stays pending (stream
+// synchronisation answers it) until cudaGetLastError takes it. Also the driver's virtual memory calls, with the rules
+// the driver enforces (granule multiples, whole mappings unmapped, access granted before use, addresses freed only once
+// unmapped); a reserved range past its mapped prefix faults as a guard does.
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -120,13 +120,27 @@ bool is_device_range(const void * pointer, size_t bytes) {
   return p + bytes <= start + allocation.bytes;
 }
 
+// Under the lock for the whole run, so that a call on another thread (the watchdog's prober polls events) returns
+// only once the copies queued before it have landed. A copy whose target is no longer device memory (an arena
+// unmapped while an error unwinds, which waits for nothing) fails as the hardware's would, instead of writing there.
 void run_queued_copies() {
-  std::vector<State::QueuedCopy> copies;
-  {
-    const std::lock_guard<std::mutex> lock(state().mutex);
-    copies.swap(state().queued_copies);
+  const std::lock_guard<std::mutex> lock(state().mutex);
+  for (const State::QueuedCopy & copy : state().queued_copies) {
+    const auto * p = static_cast<const unsigned char *>(copy.dst);
+    auto after = state().allocations.upper_bound(p);
+    const bool mapped =
+        after != state().allocations.begin() && p + copy.bytes <= std::prev(after)->first + std::prev(after)->second.bytes;
+    if (!mapped) {
+      if (state().failure == cudaSuccess) {
+        state().failure = state().described = cudaErrorIllegalAddress;
+        state().description = "a copy from pinned host memory into " + std::to_string(copy.bytes) +
+                              " bytes that are no longer device memory";
+      }
+      continue;
+    }
+    std::memmove(copy.dst, copy.src, copy.bytes);
   }
-  for (const State::QueuedCopy & copy : copies) std::memmove(copy.dst, copy.src, copy.bytes);
+  state().queued_copies.clear();
 }
 
 void record_failure(cudaError_t status, const std::string & message) {

@@ -532,6 +532,26 @@ TEST(GpuEmulator, ABufferFreedWhileAnErrorUnwindsDoesNotWaitForQueuedWork) {
   EXPECT_EQ(free_bytes(), before) << "a buffer not freed while unwinding with nothing queued";
 }
 
+// A copy from pinned host memory reads its source when the queue reaches it, as the hardware's DMA does: a source the
+// host writes again before then arrives as written then (which is how the staging below is shown to wait).
+TEST(GpuEmulator, ACopyFromPinnedMemoryReadsItsSourceWhenTheQueueReachesIt) {
+  void * pinned = nullptr;
+  void * device = nullptr;
+  ASSERT_EQ(cudaHostAlloc(&pinned, sizeof(float), cudaHostAllocDefault), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&device, sizeof(float)), cudaSuccess);
+  float * source = static_cast<float *>(pinned);
+  *source = 1.0f;
+  ASSERT_EQ(cudaMemcpyAsync(device, source, sizeof(float), cudaMemcpyDefault, nullptr), cudaSuccess);
+  *source = 2.0f;  // before the queue has run: the copy takes this
+  ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
+  float arrived = 0.0f;
+  ASSERT_EQ(cudaMemcpyAsync(&arrived, device, sizeof(float), cudaMemcpyDefault, nullptr), cudaSuccess);
+  EXPECT_EQ(arrived, 2.0f) << "the copy from pinned memory read its source at the call";
+  EXPECT_EQ(cudaFree(device), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(pinned), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(pinned), cudaErrorInvalidValue) << "freed twice";
+}
+
 // A device's copies from the host go through pinned staging without waiting for the stream (gpu_device.cu
 // HostStaging), and the emulator runs a copy from pinned memory only when a later call needs it, as the hardware's
 // DMA reads its source late. So: each source overwritten as soon as its copy returns, twelve uploads of 3 MiB queued
