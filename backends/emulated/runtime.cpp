@@ -127,9 +127,9 @@ void run_queued_copies() {
   const std::lock_guard<std::mutex> lock(state().mutex);
   for (const State::QueuedCopy & copy : state().queued_copies) {
     const auto * p = static_cast<const unsigned char *>(copy.dst);
-    auto after = state().allocations.upper_bound(p);
-    const bool mapped =
-        after != state().allocations.begin() && p + copy.bytes <= std::prev(after)->first + std::prev(after)->second.bytes;
+    const auto after = state().allocations.upper_bound(p);
+    const bool mapped = after != state().allocations.begin() &&
+                        p + copy.bytes <= std::prev(after)->first + std::prev(after)->second.bytes;
     if (!mapped) {
       if (state().failure == cudaSuccess) {
         state().failure = state().described = cudaErrorIllegalAddress;
