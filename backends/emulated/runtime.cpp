@@ -77,6 +77,17 @@ State & state() {
   return instance;
 }
 
+// Whether [pointer, pointer + bytes) lies inside one of `blocks` (a map by start address), each `length(entry)`
+// bytes long: device buffers, pinned host blocks. With the state's lock held.
+template <typename Blocks, typename Length>
+bool inside_one_of(const Blocks & blocks, const void * pointer, size_t bytes, Length length) {
+  const auto * p = static_cast<const unsigned char *>(pointer);
+  const auto after = blocks.upper_bound(p);
+  return after != blocks.begin() && p + bytes <= std::prev(after)->first + length(std::prev(after)->second);
+}
+size_t allocation_bytes(const Allocation & allocation) { return allocation.bytes; }
+size_t pinned_bytes(size_t bytes) { return bytes; }
+
 }  // namespace
 
 void refuse_call(const std::string & symbol) {
@@ -113,11 +124,7 @@ std::string describe_address(const void * address) {
 
 bool is_device_range(const void * pointer, size_t bytes) {
   const std::lock_guard<std::mutex> lock(state().mutex);
-  const auto * p = static_cast<const unsigned char *>(pointer);
-  auto after = state().allocations.upper_bound(p);
-  if (after == state().allocations.begin()) return false;
-  const auto & [start, allocation] = *std::prev(after);
-  return p + bytes <= start + allocation.bytes;
+  return inside_one_of(state().allocations, pointer, bytes, allocation_bytes);
 }
 
 // Under the lock for the whole run, so that a call on another thread (the watchdog's prober polls events) returns
@@ -126,11 +133,7 @@ bool is_device_range(const void * pointer, size_t bytes) {
 void run_queued_copies() {
   const std::lock_guard<std::mutex> lock(state().mutex);
   for (const State::QueuedCopy & copy : state().queued_copies) {
-    const auto * p = static_cast<const unsigned char *>(copy.dst);
-    const auto after = state().allocations.upper_bound(p);
-    const bool mapped = after != state().allocations.begin() &&
-                        p + copy.bytes <= std::prev(after)->first + std::prev(after)->second.bytes;
-    if (!mapped) {
+    if (!inside_one_of(state().allocations, copy.dst, copy.bytes, allocation_bytes)) {
       if (state().failure == cudaSuccess) {
         state().failure = state().described = cudaErrorIllegalAddress;
         state().description = "a copy from pinned host memory into " + std::to_string(copy.bytes) +
@@ -245,9 +248,7 @@ cudaError_t cudaMemcpyAsync(void * dst, const void * src, size_t bytes, cudaMemc
   if (bytes == 0) return cudaSuccess;
   {
     const std::lock_guard<std::mutex> lock(state().mutex);
-    const auto * p = static_cast<const unsigned char *>(src);
-    auto after = state().pinned.upper_bound(p);
-    if (after != state().pinned.begin() && p + bytes <= std::prev(after)->first + std::prev(after)->second) {
+    if (kosmos_emulation::inside_one_of(state().pinned, src, bytes, kosmos_emulation::pinned_bytes)) {
       state().queued_copies.push_back({dst, src, bytes});
       return cudaSuccess;
     }
