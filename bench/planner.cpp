@@ -349,11 +349,14 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
       tokens * (8.0 * e + act * (3.0 * e + 4.0 * e / tp + f + f / tp + gathered)) + kept_masks;
   const double per_layer = layout.recompute ? tokens * 4.0 * e : one_layer;
   // A layer's backward takes, while the micro-batch's other layers are still held, the gradients at the residual
-  // stream's three points in f32 and, in the activation dtype, those at the FFN's hidden layer, the attention,
-  // q | k | v, the two sub-LNs' inputs (under tp also gathered) and (training drops out) the two dropouts' outputs.
-  // Zero-bubble's B keeps them for its W pass, in every layer.
+  // stream's three points in f32; those at the two pre-LNs' outputs in the activation dtype, in f32 under tp (which
+  // sums them over ranks); and, in the activation dtype, those at the FFN's hidden layer, the attention, q | k | v,
+  // the two sub-LNs' inputs (under tp also gathered) and (training drops out) the two dropouts' outputs
+  // (model/layers.cpp block_backward). Zero-bubble's B keeps them for its W pass, in every layer.
   const double dropped = d.dropout > 0.0 ? 2.0 * e : 0.0;
-  const double layer_backward = tokens * (12.0 * e + act * (2.0 * f / tp + 5.0 * e / tp + gathered + dropped));
+  const double normed_inputs = 2.0 * e * (layout.tp > 1 ? 4.0 : act);
+  const double layer_backward =
+      tokens * (12.0 * e + normed_inputs + act * (2.0 * f / tp + 5.0 * e / tp + gathered + dropped));
   const bool deferred = layout.schedule == parallel::ScheduleKind::kZeroBubbleH1 && layout.pp > 1;
   // The first stage's micro-batch also keeps the embedded rows and x (f32) and the image path's activations: the
   // frozen CLIP layers' two turns of output and the trainable layers' outputs, the post-LayerNorm and the feature
