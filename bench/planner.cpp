@@ -383,7 +383,8 @@ Prediction predict_planned(const PlannedModel & planned_model, const Hardware & 
   const int chunks = parallel::model_chunks(layout.schedule, layout.chunks);
   const double vocab_local = static_cast<double>(d.vocab_size) / layout.tp;
   const double logit_rows = std::min(  // as the model's chunks (kosmos.cpp), of its vocab_local()
-      tokens, static_cast<double>(model::KosmosModel::default_head_chunk_rows(d.vocab_size / layout.tp)));
+      tokens, static_cast<double>(model::KosmosModel::default_head_chunk_rows(d.vocab_size / layout.tp,
+                                                                              static_cast<int64_t>(act))));
   const double logits = logit_rows * vocab_local * act;
   const double boundary = tokens * e * 4.0;
   double fullest = 0.0;

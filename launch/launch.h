@@ -85,7 +85,7 @@ struct TrainOptions {
   std::string recompute = "none";    // activations run again in the backward: none, attention, layer (model/layers.h)
   std::string attention_backward = "deterministic";  // deterministic or atomic (AttentionParams::deterministic)
   int gemm_tuning = 0;               // GEMM algorithms timed per new product shape (Device::set_gemm_tuning; 0: none)
-  int64_t head_chunk_rows = 0;       // rows of logits the head and loss compute at once (0: 512 MiB of f32 of them)
+  int64_t head_chunk_rows = 0;       // rows of logits the head and loss compute at once (0: 512 MiB of them)
   std::string non_finite = "auto";   // a NaN or infinite loss or gradient norm: skip the update, stop, or
                                      // reduce-scale (skip and halve the loss scale); auto: reduce-scale with
                                      // fp16, else skip

@@ -150,7 +150,8 @@ int main(int argc, char ** argv) {
       ->check(CLI::Range(0, 64));
   const std::string head_chunk_help =
       "rows of logits the head and the loss compute at once (the whole micro-batch's logits never exist); 0: as many "
-      "as fit 512 MiB of f32, in whole 128s where that many fit (a GPU's GEMM library wants rows in multiples of 16)";
+      "as fit 512 MiB of logits and their gradient (bf16 4096 rows of kosmos1's, f32 2048), in whole 128s where that "
+      "many fit (a GPU's GEMM library wants rows in multiples of 16)";
   train_app->add_option("--head-chunk-rows", train.head_chunk_rows, head_chunk_help)
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   train_app->add_option("--non-finite", train.non_finite,

@@ -28,6 +28,11 @@ TensorView upload(Runtime & rt, const std::vector<T> & host, DType dtype, std::i
   return view;
 }
 
+// The logits' dtype where the head multiplies in `matmul_dtype`: bf16 where the head multiplies in bf16 (as
+// PyTorch's autocast leaves them; the loss widens them and works in f32), else f32 (an f16 head's too: its range is
+// too narrow for the logits).
+DType head_logits_dtype(DType matmul_dtype) { return matmul_dtype == DType::kBF16 ? DType::kBF16 : DType::kF32; }
+
 // Logits [rows, vocab] (or their gradient) in `dtype`, in a buffer whose rows are padded as the device's GEMM
 // library wants (Device::matmul_row_alignment): each is the C or an operand of a head product, and on a GPU the
 // fastest kernels (Hopper's, which load through the TMA unit) need every leading dimension a multiple of 16 bytes,
@@ -417,24 +422,29 @@ void KosmosModel::stage_backward(Runtime & rt, const StageRange & range, const B
   rt.stream.synchronize();
 }
 
-int64_t KosmosModel::default_head_chunk_rows(int64_t vocab_local) {
-  const int64_t fitting = std::max<int64_t>(1, kHeadChunkElements / vocab_local);
+int64_t KosmosModel::default_head_chunk_rows(int64_t vocab_local, int64_t bytes_per_logit) {
+  const int64_t fitting = std::max<int64_t>(1, kHeadChunkBytes / (vocab_local * bytes_per_logit));
   return fitting >= kHeadChunkRowMultiple ? fitting / kHeadChunkRowMultiple * kHeadChunkRowMultiple : fitting;
+}
+
+int64_t KosmosModel::head_bytes_per_logit(DType matmul_dtype) {
+  const DType logits = head_logits_dtype(matmul_dtype);
+  return static_cast<int64_t>(dtype_size(logits) + (logits == matmul_dtype ? 0 : dtype_size(matmul_dtype)));
 }
 
 double KosmosModel::head_loss_in_chunks(Runtime & rt, const Batch & batch, bool backward, MicroState & s,
                                         std::vector<float> * logits_out) const {
   const int64_t rows = s.normed.dim(0), width = s.normed.dim(1), vocab = vocab_local();
-  const int64_t chunk = std::min(rows, head_chunk_rows_ > 0 ? head_chunk_rows_ : default_head_chunk_rows(vocab));
+  const Linear projection = head();
+  const int64_t default_rows = default_head_chunk_rows(vocab, head_bytes_per_logit(projection.weight.dtype));
+  const int64_t chunk = std::min(rows, head_chunk_rows_ > 0 ? head_chunk_rows_ : default_rows);
   const int64_t chunks = (rows + chunk - 1) / chunk;
   if (backward) s.d_normed = rt.take({rows, width});
   const Arena::Mark temporaries = rt.arena.mark();
-  const Linear projection = head();
-  // The logits in bf16 where the head multiplies in bf16 (as PyTorch's autocast leaves them; the loss widens them
-  // and works in f32), else f32 (an f16 head's too: its range is too narrow for the logits). Their gradient in the
-  // head's matmul dtype (rounded once by the loss's backward, with no cast, which would lay it out in dense rows):
-  // over the logits themselves where the two dtypes agree (bf16 or f32).
-  const DType logits_dtype = projection.weight.dtype == DType::kBF16 ? DType::kBF16 : DType::kF32;
+  // The logits in head_logits_dtype; their gradient in the head's matmul dtype (rounded once by the loss's backward,
+  // with no cast, which would lay it out in dense rows): over the logits themselves where the two dtypes agree (bf16
+  // or f32).
+  const DType logits_dtype = head_logits_dtype(projection.weight.dtype);
   const TensorView logits = take_logits(rt, logits_dtype, chunk, vocab), lse = rt.take({chunk});
   const TensorView losses = rt.take({chunks});
   TensorView d_logits;

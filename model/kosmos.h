@@ -119,13 +119,17 @@ class KosmosModel {
   void set_deterministic_attention(bool deterministic) { deterministic_attention_ = deterministic; }
   // Rows of logits the head and loss compute at once (0: default_head_chunk_rows).
   void set_head_chunk_rows(int64_t rows) { head_chunk_rows_ = rows; }
-  // The default: as many rows of `vocab_local` logits as fit kHeadChunkElements (512 MiB of f32), in whole
-  // kHeadChunkRowMultiple where that many fit. Rows of 1024 or more that are no multiple of 16 would have matmul.cu
-  // split each of the head's three products in two (its GEMM library's whole-tile kernels want multiples of 16),
-  // the second a few rows long yet reading the head's weight, or its f32 gradient, whole: kosmos1's 1048 rows a chunk
-  // cost three such products a chunk, sixteen chunks a step.
-  static int64_t default_head_chunk_rows(int64_t vocab_local);
-  static constexpr int64_t kHeadChunkElements = int64_t{1} << 27;
+  // The default: as many rows of `vocab_local` logits as fit kHeadChunkBytes (512 MiB) at `bytes_per_logit`
+  // (head_bytes_per_logit), in whole kHeadChunkRowMultiple where that many fit. Rows of 1024 or more that are no
+  // multiple of 16 would have matmul.cu split each of the head's three products in two (its GEMM library's
+  // whole-tile kernels want multiples of 16), the second a few rows long yet reading the head's weight, or its f32
+  // gradient, whole: kosmos1's 1048 rows a chunk cost three such products a chunk, sixteen chunks a step. Fewer,
+  // larger chunks also read the head's weight, and read and write its f32 gradient, fewer times a step.
+  static int64_t default_head_chunk_rows(int64_t vocab_local, int64_t bytes_per_logit);
+  // What a chunk holds for each logit where the head multiplies in `matmul_dtype`: the logits (bf16 under a bf16
+  // head, else f32) and their gradient (in matmul_dtype, over the logits where the two agree). bf16 2, f32 4, f16 6.
+  static int64_t head_bytes_per_logit(DType matmul_dtype);
+  static constexpr int64_t kHeadChunkBytes = int64_t{1} << 29;
   static constexpr int64_t kHeadChunkRowMultiple = 128;
   // The elements between rows of the head's logits (or their gradient) in `dtype`: the vocabulary rounded up so that
   // a row is a multiple of `alignment` bytes (Device::matmul_row_alignment; kosmos.cpp's take_logits says why).

@@ -2,7 +2,7 @@
 // whole batch in one chunk (the default at this size, also while the logits are returned to the host), for several
 // chunks and a last chunk that is short; and on the emulated GPU, whose logits rows are padded to 16 bytes (an odd
 // vocabulary's), the CPU's dense rows' loss, logits and gradients; a bf16 head's logits are bf16, in chunks as in one;
-// the default chunk is the most whole 128 rows that fit its budget of f32 logits.
+// the default chunk is the most whole 128 rows whose logits (and gradient) fit its budget.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -130,22 +130,38 @@ TEST(HeadChunks, ABf16HeadsLogitsAreBf16) {
   }
 }
 
-// The default chunk: the most rows that fit the budget of f32 logits, in whole 128s where 128 fit (so that on a GPU
-// none of the head's products has a row count its GEMM library would split), else as many as fit, at least one.
+// The default chunk: the most rows whose logits (and their gradient, where not over them) fit the budget, in whole
+// 128s where 128 fit (so that on a GPU none of the head's products has a row count its GEMM library would split),
+// else as many as fit, at least one. What a logit takes: bf16 logits with their gradient over them, f32 the same,
+// f32 logits beside an f16 gradient.
 TEST(HeadChunks, DefaultRowsAreTheMostWhole128sThatFitTheBudget) {
-  constexpr int64_t kBudget = KosmosModel::kHeadChunkElements, kMultiple = KosmosModel::kHeadChunkRowMultiple;
-  const int64_t vocabularies[] = {64007, 32003, 131, kBudget / 200, kBudget / 100, kBudget * 2};
-  for (const int64_t vocab : vocabularies) {
-    const int64_t rows = KosmosModel::default_head_chunk_rows(vocab);
-    ASSERT_GE(rows, 1) << "vocabulary " << vocab;
-    if (kBudget / vocab >= kMultiple) {
-      EXPECT_EQ(rows % kMultiple, 0) << "vocabulary " << vocab << ": " << rows << " rows";
-      EXPECT_LE(rows * vocab, kBudget) << "vocabulary " << vocab << ": " << rows << " rows";
-      EXPECT_GT((rows + kMultiple) * vocab, kBudget) << "vocabulary " << vocab << ": " << rows << " rows";
-    } else {
-      EXPECT_EQ(rows, std::max<int64_t>(1, kBudget / vocab)) << "vocabulary " << vocab;
+  EXPECT_EQ(KosmosModel::head_bytes_per_logit(DType::kBF16), 2);
+  EXPECT_EQ(KosmosModel::head_bytes_per_logit(DType::kF32), 4);
+  EXPECT_EQ(KosmosModel::head_bytes_per_logit(DType::kF16), 6);
+  constexpr int64_t kBudget = KosmosModel::kHeadChunkBytes, kMultiple = KosmosModel::kHeadChunkRowMultiple;
+  const int64_t vocabularies[] = {64007, 32003, 131, kBudget / 800, kBudget / 400, kBudget * 2};
+  for (const DType dtype : {DType::kBF16, DType::kF32, DType::kF16}) {
+    const int64_t bytes = KosmosModel::head_bytes_per_logit(dtype);
+    for (const int64_t vocab : vocabularies) {
+      const int64_t rows = KosmosModel::default_head_chunk_rows(vocab, bytes);
+      const std::string what = std::string("vocabulary ") + std::to_string(vocab) + ", " + dtype_name(dtype) + ": " +
+                               std::to_string(rows) + " rows";
+      ASSERT_GE(rows, 1) << what;
+      const int64_t fitting = kBudget / (vocab * bytes);
+      if (fitting >= kMultiple) {
+        EXPECT_EQ(rows % kMultiple, 0) << what;
+        EXPECT_LE(rows * vocab * bytes, kBudget) << what;
+        EXPECT_GT((rows + kMultiple) * vocab * bytes, kBudget) << what;
+      } else {
+        EXPECT_EQ(rows, std::max<int64_t>(1, fitting)) << what;
+      }
     }
   }
+  // kosmos1's vocabulary: 2048 rows of f32 logits, 4096 of bf16 ones (half the f32 gradient's reads and writes by
+  // the head's weight-gradient product), 1280 of f32 logits beside an f16 gradient.
+  EXPECT_EQ(KosmosModel::default_head_chunk_rows(64007, 4), 2048);
+  EXPECT_EQ(KosmosModel::default_head_chunk_rows(64007, 2), 4096);
+  EXPECT_EQ(KosmosModel::default_head_chunk_rows(64007, 6), 1280);
 }
 
 }  // namespace
