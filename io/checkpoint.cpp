@@ -4,7 +4,6 @@
 #include "io/checkpoint.h"
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -238,21 +237,6 @@ constexpr SlotPlace kSlots[] = {{model::ModelState::Slot::kValues, "/params"},
                                 {model::ModelState::Slot::kMoment1, "/optim/m"},
                                 {model::ModelState::Slot::kMoment2, "/optim/v"}};
 
-// The error of the lowest rank of `world` that has one (every rank's `error` is empty or its message), on every
-// rank; empty when no rank has one.
-std::string first_error_over(parallel::Comm & world, const std::string & error, Stream & stream) {
-  float negated_rank = -static_cast<float>(error.empty() ? world.size() : world.rank());  // the max is the lowest
-  world.all_reduce(make_view(&negated_rank, DType::kF32, {1}), parallel::ReduceOp::kMax, stream);
-  const int root = static_cast<int>(-negated_rank);
-  if (root == world.size()) return "";
-  int32_t length = static_cast<int32_t>(error.size());
-  world.broadcast(make_view(&length, DType::kI32, {1}), root, stream);
-  std::vector<int32_t> words((static_cast<size_t>(length) + 3) / 4 + 1, 0);  // the message, 4 bytes a word
-  std::memcpy(words.data(), error.data(), world.rank() == root ? error.size() : 0);
-  world.broadcast(make_view(words.data(), DType::kI32, {static_cast<int64_t>(words.size())}), root, stream);
-  return std::string(reinterpret_cast<const char *>(words.data()), static_cast<size_t>(length));
-}
-
 Handle open_parallel(const std::string & path, parallel::Comm & world, bool create) {
   Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   KOSMOS_H5_CHECK(H5Pset_fapl_mpio(access, parallel::mpi_handle(world), MPI_INFO_NULL), path,
@@ -386,7 +370,7 @@ std::pair<std::string, CheckpointInfo> read_newest_checkpoint(const std::vector<
     // Each rank reads the values of its stage's parameters and under ZeRO-1 only the moments of its own slice: a
     // damaged dataset may fail some ranks alone. The ranks agree, so that all take this file or all fall back to
     // the one before it.
-    error = first_error_over(world, error, stream);
+    error = parallel::first_error_over(world, error, stream);
     if (error.empty()) return {path, info};
     if (newest_error.empty()) newest_error = error;
     warnings.push_back("checkpoint " + path + " is damaged, trying the one before it: " + error);

@@ -1,9 +1,11 @@
 // prepare.cpp: `kosmos data prepare`: JSONL documents to packed, tokenised sequences and preprocessed images in
 // HDF5 shards, and the manifest (dataset.h). Also the manifest's own reading and writing.
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "backends/error.h"
 #include "io/dataset.h"
@@ -192,8 +194,8 @@ StreamInput parse_stream_argument(const std::string & text) {
     const std::string weight = input.path.substr(colon + 1);
     char * end = nullptr;
     input.weight = std::strtod(weight.c_str(), &end);
-    KOSMOS_CHECK(end && *end == '\0' && !weight.empty() && input.weight > 0, "--stream '", text, "': weight '",
-                 weight, "' is not a positive number");
+    KOSMOS_CHECK(end && *end == '\0' && !weight.empty() && input.weight > 0 && std::isfinite(input.weight),
+                 "--stream '", text, "': weight '", weight, "' is not a positive finite number");
     input.path = input.path.substr(0, colon);
   }
   for (char c : input.name)
@@ -268,6 +270,11 @@ void DatasetManifest::write(const std::string & dir) const {
 PrepareReport prepare_dataset(const PrepareOptions & options,
                               const std::function<void(const PrepareProgress &)> & progress) {
   KOSMOS_CHECK(!options.streams.empty(), "data prepare: no --stream given; add e.g. --stream caption=caption.jsonl");
+  // Each stream's shards are NAME-00000.h5, ...: a name given twice would have the second stream overwrite the first.
+  std::set<std::string> names;
+  for (const StreamInput & input : options.streams)
+    KOSMOS_CHECK(names.insert(input.name).second, "data prepare: two --stream arguments are named '", input.name,
+                 "'; give each stream a name of its own (NAME=FILE.jsonl)");
   KOSMOS_CHECK(options.length >= 8 && options.image_size >= 1 && options.image_slots >= 1 &&
                    options.shard_sequences >= 1,
                "data prepare: --length ", options.length, ", --image-size ", options.image_size, ", --image-slots ",

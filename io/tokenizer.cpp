@@ -83,14 +83,20 @@ void train_tokenizer(const std::string & corpus, const std::string & prefix, int
   KOSMOS_CHECK(std::filesystem::is_regular_file(corpus), "tokenizer train: corpus ", corpus,
                ": no such file; give a text file, one sentence per line");
   KOSMOS_CHECK(pieces >= 8, "tokenizer train: --vocab ", pieces, " is too small; use at least 8 pieces");
+  KOSMOS_CHECK(std::filesystem::file_size(corpus) > 0, "tokenizer train: corpus ", corpus,
+               " is empty; give a text file, one sentence per line");
   const std::string arguments = "--input=" + corpus + " --model_prefix=" + prefix + " --vocab_size=" +
                                 std::to_string(pieces) +
                                 " --model_type=unigram --character_coverage=1.0 --minloglevel=2"
                                 " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1"
                                 " --num_threads=1";  // one thread: the same corpus gives the same bytes
   const sentencepiece::util::Status status = sentencepiece::SentencePieceTrainer::Train(arguments);
+  // SentencePiece says "Vocabulary size too high" where the corpus holds fewer pieces than asked for; any other
+  // failure (its files are written last: a folder that cannot take them) has its own message.
+  const bool too_many_pieces = status.ToString().find("Vocabulary size too high") != std::string::npos;
   KOSMOS_CHECK(status.ok(), "tokenizer train on ", corpus, " with --vocab ", pieces, " failed: ", status.ToString(),
-               "; a small corpus supports only a small vocabulary (lower --vocab)");
+               too_many_pieces ? "; a small corpus supports only a small vocabulary (lower --vocab)"
+                               : "; check the corpus, and that --out's folder is writable");
 }
 
 }  // namespace kosmos::io

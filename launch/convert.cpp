@@ -28,6 +28,16 @@ int run_convert(std::ostream & out, const BackendRegistry & registry, const Conv
   KOSMOS_CHECK(to_checkpoint || to_weights, "kosmos convert ", options.input, " ", options.output,
                ": converts FILE.safetensors to FILE.h5 (a checkpoint) or FILE.h5 to FILE.safetensors; name the files "
                "with those extensions");
+  if (to_checkpoint && std::filesystem::exists(options.output)) {  // a trained checkpoint keeps its AdamW state
+    int64_t step = 0;
+    try {
+      step = io::read_checkpoint_info(options.output).step;
+    } catch (const Error &) {  // not a checkpoint: replaced as any output file is
+    }
+    KOSMOS_CHECK(step == 0, "kosmos convert: ", options.output, " is the checkpoint of training step ", step,
+                 " (with its AdamW moments), which a converted file (step 0, zero moments) would replace; give another "
+                 "output path, or remove it first");
+  }
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
   KOSMOS_CHECK(world->size() == 1, "kosmos convert runs on one rank; launch it without mpirun (got ", world->size(),
                " ranks)");

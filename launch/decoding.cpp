@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <numeric>
 
 #include "backends/error.h"
@@ -20,6 +21,9 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
   const int given = !source.checkpoint.empty() + !source.weights.empty() + !source.hf_dir.empty();
   KOSMOS_CHECK(given == 1, "give one model: --checkpoint FILE.h5 (or a run folder), --model-config FILE with "
                "--weights FILE.safetensors, or --hf DIR");
+  KOSMOS_CHECK(source.model_config.empty() || !source.weights.empty(), "--model-config ", source.model_config,
+               " goes with --weights only: ", source.checkpoint.empty() ? "--hf's config.json" : "the checkpoint's own",
+               " record says what the model is; leave --model-config out");
   LoadedModel loaded;
   std::string checkpoint;
   if (!source.checkpoint.empty()) {
@@ -185,10 +189,35 @@ std::vector<float> decode_logits(LoadedModel & loaded, const model::Batch & batc
   return logits;
 }
 
+void check_tokenizer_matches(const io::Tokenizer & tokenizer, const std::string & path,
+                             const model::KosmosConfig & config) {
+  KOSMOS_CHECK(tokenizer.vocab_size() <= config.decoder.vocab_size && tokenizer.image() == config.tokens.image,
+               "--tokenizer ", path, " has ", tokenizer.vocab_size(), " ids (<image> ", tokenizer.image(),
+               ") but the model ", config.decoder.vocab_size, " (<image> ", config.tokens.image,
+               "); give the tokenizer the model was trained with");
+}
+
 std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batch & prompts, int64_t max_new,
                                          const Sampling & sampling, bool ignore_eos,
                                          std::vector<std::vector<float>> * step_logits) {
   const int64_t rows = prompts.batch, vocab = loaded.config.decoder.vocab_size;
+  const int64_t choices = sampling.vocab_limit > 0 ? std::min(sampling.vocab_limit, vocab) : vocab;
+  // Learned absolute positions end with their table (position ids start at pad + 1): as many new tokens as it has
+  // room for after the prompt (the last new token is never read back), said once where that is fewer than asked.
+  const model::DecoderConfig & dc = loaded.config.decoder;
+  if (dc.abs_pos == model::AbsolutePositions::kLearned) {
+    const int64_t room = dc.max_positions - loaded.config.tokens.pad - prompts.length;
+    KOSMOS_CHECK(room > 0, "the prompt's ", prompts.length, " positions fill the learned position table (",
+                 "max_target_positions ", dc.max_positions, ", ids from pad + 1 = ", loaded.config.tokens.pad + 1,
+                 "); shorten the prompt");
+    if (max_new > room) {
+      if (loaded.grid->world().rank() == 0)
+        std::cerr << "note: generating at most " << room << " new tokens, not " << max_new
+                  << ": the learned position table (max_target_positions " << dc.max_positions
+                  << ") ends there after the prompt's " << prompts.length << " positions\n";
+      max_new = room;
+    }
+  }
   std::vector<std::vector<int32_t>> generated(static_cast<size_t>(rows));
   std::vector<bool> done(static_cast<size_t>(rows), false);
   // The prompt once (its images through the image path), then one token per row per step against the cache.
@@ -204,7 +233,8 @@ std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batc
     for (int64_t b = 0; b < rows; ++b) {
       const int32_t token = done[static_cast<size_t>(b)]
                                 ? static_cast<int32_t>(loaded.config.tokens.pad)
-                                : pick(logits.data() + b * vocab, vocab, sampling, static_cast<uint64_t>(step * rows + b));
+                                : pick(logits.data() + b * vocab, choices, sampling,
+                                       static_cast<uint64_t>(step * rows + b));
       next.tokens.push_back(token);
       if (!done[static_cast<size_t>(b)]) generated[static_cast<size_t>(b)].push_back(token);
       if (!ignore_eos && token == loaded.config.tokens.eos) done[static_cast<size_t>(b)] = true;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "backends/registry.h"
+#include "io/tokenizer.h"
 #include "model/kosmos.h"
 #include "parallel/comm.h"
 
@@ -55,7 +56,15 @@ struct Sampling {
   int64_t top_k = 0;         // 0: all
   double top_p = 1.0;        // nucleus mass
   uint64_t seed = 1;
+  // Ids at or above it are never picked (0: none left out): a tokenizer's count where the model's vocabulary is
+  // padded past it (a dataset's, rounded up to 64), whose extra ids no text holds.
+  int64_t vocab_limit = 0;
 };
+
+// Checks that `tokenizer` (read from `path`) is the one whose ids the model reads: its ids within the model's
+// vocabulary and its <image> the model's. An error naming both and the fix otherwise.
+void check_tokenizer_matches(const io::Tokenizer & tokenizer, const std::string & path,
+                             const model::KosmosConfig & config);
 
 // Continues every row of `prompts` (B rows of one length, with their images and slots) by up to `max_new` tokens,
 // stopping a row at </s> unless `ignore_eos`, with a KV cache: the prompt runs once, then one token per row per

@@ -2,6 +2,7 @@
 // caption.jsonl and interleaved.jsonl, or any in that form) and perplexity on a prepared dataset; results as JSON.
 // Captioning prompts with the image alone and scores the first three words ("a red circle": the object's colour
 // and shape) and the whole caption; VQA prompts with the document up to its last "answer:" and scores the answer.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include <sstream>
 
 #include "backends/error.h"
+#include "io/dataset.h"
 #include "io/image.h"
 #include "io/loader.h"
 #include "io/tokenizer.h"
@@ -118,7 +120,9 @@ std::vector<std::string> answer_all(LoadedModel & loaded, const io::Tokenizer & 
         }
       }
       batch.image_slots = model::find_image_slots(batch.tokens, batch.batch, batch.length, loaded.config);
-      const std::vector<std::vector<int32_t>> generated = decode(loaded, batch, max_new, Sampling{}, false);
+      Sampling greedy;
+      greedy.vocab_limit = tokenizer.vocab_size();  // no padding id of a dataset's vocabulary
+      const std::vector<std::vector<int32_t>> generated = decode(loaded, batch, max_new, greedy, false);
       for (size_t m = first; m < last; ++m) answers[members[m]] = tokenizer.decode(generated[m - first]);
       answered += last - first;
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -137,10 +141,20 @@ nlohmann::json perplexity(LoadedModel & loaded, const EvalOptions & options, std
   KOSMOS_CHECK(options.batch % replicas.size() == 0, "kosmos eval --data: --batch ", options.batch,
                " sequences do not split over the ", replicas.size(), " data-parallel replicas (ranks / (pp x tp)); "
                "give a multiple of ", replicas.size());
+  // As many batches as the dataset holds sequences for, at most: the loader goes on into another epoch of the same
+  // sequences, which would count them twice.
+  int64_t held = 0;
+  for (const io::StreamInfo & stream : io::DatasetManifest::read(options.data).streams) held += stream.sequences;
+  KOSMOS_CHECK(held >= options.batch, "kosmos eval --data: ", options.data, " holds ", held,
+               " sequences, fewer than one --batch of ", options.batch, "; give --batch ", held, " or less");
+  const int64_t batches = std::min(options.batches, held / options.batch);
+  if (batches < options.batches)
+    out << "note: " << options.data << " holds " << held << " sequences: perplexity on " << batches
+        << " batches of " << options.batch << ", not the " << options.batches << " --batches asked\n";
   io::DataLoader loader(options.data, loaded.config, options.seed);
   const auto start = std::chrono::steady_clock::now();
   double loss = 0.0, counted = 0.0;
-  for (int64_t b = 0; b < options.batches; ++b) {
+  for (int64_t b = 0; b < batches; ++b) {
     const model::Batch batch = loader.next_step(options.batch, replicas.rank(), replicas.size(), 1)[0];
     float sums[2] = {static_cast<float>(forward_loss(loaded, batch)), 0.0f};  // summed loss, counted positions
     for (float w : batch.loss_weights) sums[1] += w;
@@ -148,18 +162,18 @@ nlohmann::json perplexity(LoadedModel & loaded, const EvalOptions & options, std
     loss += sums[0];
     counted += sums[1];
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    progress << "\r  " << b + 1 << "/" << options.batches << " batches, ETA " << std::fixed << std::setprecision(1)
-             << elapsed / static_cast<double>(b + 1) * static_cast<double>(options.batches - b - 1) << " s   "
+    progress << "\r  " << b + 1 << "/" << batches << " batches, ETA " << std::fixed << std::setprecision(1)
+             << elapsed / static_cast<double>(b + 1) * static_cast<double>(batches - b - 1) << " s   "
              << std::flush;
   }
   progress << "\n";
   loader.wait();
-  KOSMOS_CHECK(counted > 0.0, "kosmos eval --data: no position of the ", options.batches * options.batch,
+  KOSMOS_CHECK(counted > 0.0, "kosmos eval --data: no position of the ", batches * options.batch,
                " sequences read from ", options.data, " carries a loss; check the dataset");
-  out << "perplexity on " << options.batches * options.batch << " sequences of " << options.data << ": "
+  out << "perplexity on " << batches * options.batch << " sequences of " << options.data << ": "
       << std::defaultfloat << std::setprecision(5) << std::exp(loss / counted) << " (loss " << loss / counted
       << " per token)\n";
-  return {{"data", options.data}, {"sequences", options.batches * options.batch}, {"tokens", counted},
+  return {{"data", options.data}, {"sequences", batches * options.batch}, {"tokens", counted},
           {"loss", loss / counted}, {"perplexity", std::exp(loss / counted)}};
 }
 
@@ -168,12 +182,17 @@ nlohmann::json perplexity(LoadedModel & loaded, const EvalOptions & options, std
 int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const EvalOptions & options) {
   KOSMOS_CHECK(!options.captions.empty() || !options.vqa.empty() || !options.data.empty(),
                "kosmos eval: nothing to evaluate; give --captions FILE.jsonl, --vqa FILE.jsonl or --data DIR");
+  KOSMOS_CHECK(options.min_colour_shape <= 0.0 || !options.captions.empty(), "kosmos eval: --min-colour-shape ",
+               options.min_colour_shape, " needs --captions FILE.jsonl, whose colour and shape accuracy it checks");
   LoadedModel loaded = load_model(registry, options.model);
   const bool leader = loaded.grid->world().rank() == 0;  // every rank decodes the same tokens
   std::ostringstream silent;
   std::ostream & out = leader ? all_ranks : silent;
   std::optional<io::Tokenizer> tokenizer;  // read for captions and VQA only
-  if (!options.captions.empty() || !options.vqa.empty()) tokenizer.emplace(options.tokenizer);
+  if (!options.captions.empty() || !options.vqa.empty()) {
+    tokenizer.emplace(options.tokenizer);
+    check_tokenizer_matches(*tokenizer, options.tokenizer, loaded.config);
+  }
   nlohmann::json results = {{"checkpoint", loaded.description}};
   const auto start = std::chrono::steady_clock::now();
   for (const bool vqa : {false, true}) {
@@ -204,7 +223,6 @@ int run_eval(std::ostream & all_ranks, const BackendRegistry & registry, const E
   results["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   int code = 0;
   if (options.min_colour_shape > 0.0) {
-    KOSMOS_CHECK(results.contains("captioning"), "--min-colour-shape needs --captions");
     const double accuracy = results["captioning"]["colour_shape_match"].get<double>();
     if (accuracy < options.min_colour_shape) {
       out << "colour and shape accuracy " << accuracy << " is below --min-colour-shape " << options.min_colour_shape

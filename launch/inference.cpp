@@ -2,6 +2,7 @@
 // decoding). The model comes from a checkpoint, safetensors weights with a config, or an HF Kosmos-2 folder; the
 // prompt from token ids and preprocessed pixels (to check kosmos against PyTorch token for token) or from image
 // files and text through the tokenizer.
+#include <optional>
 #include <sstream>
 
 #include "backends/error.h"
@@ -58,10 +59,7 @@ model::Batch prompt_batch(const LoadedModel & loaded, const InferenceOptions & o
       ++batch.image_count;
     }
     const io::Tokenizer tokenizer(options.tokenizer);
-    KOSMOS_CHECK(tokenizer.vocab_size() <= config.decoder.vocab_size && tokenizer.image() == config.tokens.image,
-                 "--tokenizer ", options.tokenizer, " has ", tokenizer.vocab_size(), " ids (<image> ", tokenizer.image(),
-                 ") but the model ", config.decoder.vocab_size, " (<image> ", config.tokens.image,
-                 "); give the tokenizer the model was trained with");
+    check_tokenizer_matches(tokenizer, options.tokenizer, config);
     batch.tokens = prompt_tokens(config, batch.image_count, tokenizer.encode(options.prompt));
   }
   for (int32_t id : batch.tokens)
@@ -91,14 +89,20 @@ int run_generate(std::ostream & all_ranks, const BackendRegistry & registry, con
   std::ostringstream silent;
   std::ostream & out = loaded.grid->world().rank() == 0 ? all_ranks : silent;  // every rank has the same tokens
   const model::Batch batch = prompt_batch(loaded, options);
-  const std::vector<int32_t> generated =
-      decode(loaded, batch, options.max_new_tokens, options.sampling, options.ignore_eos)[0];
+  // A text prompt's tokenizer (prompt_batch checked it against the model): its text holds none of the ids a
+  // dataset's model has past it (padding of the vocabulary), so none is generated either.
+  std::optional<io::Tokenizer> tokenizer;
+  Sampling sampling = options.sampling;
+  if (!options.prompt.empty() || !options.images.empty()) {
+    tokenizer.emplace(options.tokenizer);
+    sampling.vocab_limit = tokenizer->vocab_size();
+  }
+  const std::vector<int32_t> generated = decode(loaded, batch, options.max_new_tokens, sampling, options.ignore_eos)[0];
   if (options.print_ids) {
     for (size_t i = 0; i < generated.size(); ++i) out << (i ? "," : "") << generated[i];
     out << "\n";
-  } else if (!options.prompt.empty() || !options.images.empty()) {
-    const io::Tokenizer tokenizer(options.tokenizer);
-    out << options.prompt << tokenizer.decode(generated) << "\n";
+  } else if (tokenizer) {
+    out << options.prompt << tokenizer->decode(generated) << "\n";
   } else {
     out << "generated " << generated.size() << " token(s); use --print-ids to print them\n";
   }

@@ -52,6 +52,7 @@ struct TrainOptions {
   int64_t steps = 200;
   uint64_t seed = 1;
   int64_t batch = 8;                 // sequences per micro-batch
+  bool batch_given = false;          // --batch was given (main.cpp): --global-batch then says it goes unused
   int64_t length = 0;                // positions per sequence; 0: the smallest that fits the synthetic samples
   int64_t micro_batches = 1;         // gradient accumulation
   double lr = 2e-3;                  // peak learning rate

@@ -6,10 +6,12 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <unistd.h>
 
 #include "backends/error.h"
 #include "launch/launch.h"
@@ -66,6 +68,43 @@ CLI::Option * add_backend_option(CLI::App * app, std::string & backend) {
            "emulated-rocm"}));
 }
 
+// Numbers above 0, or at least 0, with errors that say so in words (CLI11's own give the range in the digits of the
+// largest double).
+CLI::Validator sign_check(bool zero_allowed) {
+  return CLI::Validator(
+      [zero_allowed](std::string & text) -> std::string {
+        double value = 0.0;
+        if (!CLI::detail::lexical_cast(text, value)) return "'" + text + "' is not a number";
+        if (zero_allowed ? value >= 0.0 : value > 0.0) return "";
+        return (zero_allowed ? "must be 0 or more, got " : "must be above 0, got ") + text;
+      },
+      zero_allowed ? "NONNEGATIVE" : "POSITIVE");
+}
+const CLI::Validator kPositive = sign_check(false), kNonNegative = sign_check(true);
+
+// A file the command writes (or a prefix of the files it writes): its folder must exist and be writable, checked
+// as the command line is read, before the work whose results go there.
+const CLI::Validator kWritableFile(
+    [](std::string & path) -> std::string {
+      const std::filesystem::path file(path);
+      const std::filesystem::path folder = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
+      if (!std::filesystem::is_directory(folder))
+        return "the folder " + folder.string() + " does not exist; create it, or give a path in another folder";
+      if (access(folder.c_str(), W_OK) != 0)
+        return "the folder " + folder.string() + " is not writable; give a path in a folder you may write";
+      if (std::filesystem::is_directory(file)) return path + " is a folder; give a file's path";
+      if (std::filesystem::exists(file) && access(path.c_str(), W_OK) != 0)
+        return path + " exists and is not writable; give another path";
+      return "";
+    },
+    "FILE");
+
+// An on/off option that is on unless --no-NAME is given: both spellings, and its default written as "true" by
+// --print-config (CLI11 takes no default from a flag's variable and would write "false").
+CLI::Option * add_switch(CLI::App * app, const std::string & name, bool & value, const std::string & help) {
+  return app->add_flag("--" + name + ",!--no-" + name, value, help)->default_str(value ? "true" : "false");
+}
+
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -93,8 +132,10 @@ int main(int argc, char ** argv) {
   add_backend_option(demo, demo_options.backend);
   demo->add_option("--device", demo_options.device, "device ordinal within the backend")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  demo->add_option("--steps", demo_options.steps, "AdamW steps")->capture_default_str()->check(CLI::Range(1, 100000));
+      ->check(kNonNegative);
+  demo->add_option("--steps", demo_options.steps, "AdamW steps (2 at least: the check compares the last loss with the "
+                   "first, which the first update has not yet changed)")
+      ->capture_default_str()->check(CLI::Range(2, 100000));
   demo->add_option("--seed", demo_options.seed, "seed of the data, the initialisation and dropout")
       ->capture_default_str();
 
@@ -123,10 +164,11 @@ int main(int argc, char ** argv) {
   train_app->add_option("--precision", train.precision, precision_help)->capture_default_str()->check(precisions);
   const std::string recompute_help =
       "activation recomputation in the transformer layers: none keeps every activation the backward reads; ffn makes "
-      "the FFN's GELU and sub-LN outputs again from its hidden layer (a third less activation memory, two "
-      "elementwise passes); attention also runs each layer's attention sub-layer again (about 60% less, for about "
-      "1/8 more layer FLOPs); layer keeps only each layer's input and runs the whole layer again (about 1/20 of "
-      "the activations for a third more FLOPs). The gradients are the same";
+      "the FFN's sub-LN output (over GELU) again from its hidden layer (about a fifth less activation memory, one "
+      "elementwise pass, on a GPU's decoder layers none); attention also runs each layer's attention sub-layer up "
+      "to out_proj again (about 60% less, for about 1/10 more layer FLOPs); layer keeps only each layer's input and "
+      "runs the layer again but for fc2 (about 1/10 of the activations for about 23% more FLOPs). The gradients are "
+      "the same";
   const auto recomputations = CLI::IsMember({"none", "ffn", "attention", "layer"});
   train_app->add_option("--recompute", train.recompute, recompute_help)->capture_default_str()->check(recomputations);
   const std::string attention_backward_help =
@@ -153,7 +195,7 @@ int main(int argc, char ** argv) {
       "as fit 512 MiB of logits and their gradient (bf16 4096 rows of kosmos1's, f32 2048), in whole 128s where that "
       "many fit (a GPU's GEMM library wants rows in multiples of 16)";
   train_app->add_option("--head-chunk-rows", train.head_chunk_rows, head_chunk_help)
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   train_app->add_option("--non-finite", train.non_finite,
                         "a NaN or infinite loss or gradient norm (seen by every rank at the same step): skip that "
                         "step's update and count it in the metrics, stop the run with an error, or reduce-scale: "
@@ -164,15 +206,15 @@ int main(int argc, char ** argv) {
                         "the backward computes the gradients of the loss times this power of two, divided by it "
                         "before clipping (exact: the update does not depend on it); 0: 1, or 65536 with "
                         "--non-finite reduce-scale, which on resume continues from the checkpoint's scale")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   train_app->add_option("--loss-scale-window", train.loss_scale_window,
                         "with --non-finite reduce-scale: finite steps in a row after which the loss scale doubles")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   train_app->add_option("--watchdog-timeout", train.watchdog_timeout,
                         "seconds a collective or point-to-point call may take (an NCCL one until the GPU has "
                         "finished it) before every rank reports who waits for whom and the job ends (0: no "
                         "watchdog)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   train_app->add_option("--watchdog-dir", train.watchdog_dir,
                         "folder for the ranks' status files (default: one per job under the temp folder)");
   train_app->add_option("--debug-stall-rank", train.stall_rank, "test hook: this world rank stalls ...")->group("");
@@ -182,23 +224,24 @@ int main(int argc, char ** argv) {
   train_app->add_option("--debug-poison-step", train.poison_step,
                         "test hook: world rank 0 writes a NaN into its gradients at this step")
       ->group("");  // hidden: for the tests
-  train_app->add_option("--steps", train.steps, "optimizer steps")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--steps", train.steps, "optimizer steps")->capture_default_str()->check(kPositive);
   train_app->add_option("--seed", train.seed, "seed of initialisation, data and dropout")->capture_default_str();
-  train_app->add_option("--batch", train.batch, "sequences per micro-batch")->capture_default_str()->check(CLI::PositiveNumber);
+  train_app->add_option("--batch", train.batch, "sequences per micro-batch")->capture_default_str()->check(kPositive);
   train_app->add_option("--length", train.length, "positions per sequence (0: the shortest that fits a sample)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   train_app->add_option("--micro-batches", train.micro_batches, "micro-batches accumulated per optimizer step")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  train_app->add_option("--lr", train.lr, "peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+      ->check(kPositive);
+  train_app->add_option("--lr", train.lr, "peak learning rate")->capture_default_str()->check(kPositive);
   train_app->add_option("--warmup", train.warmup, "linear warm-up steps, then linear decay to 0 at --steps")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   train_app->add_option("--clip", train.clip, "global gradient-norm clip (0: off)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train_app->add_option("--weight-decay", train.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+      ->check(kNonNegative);
+  train_app->add_option("--weight-decay", train.weight_decay, "AdamW decoupled weight decay")->capture_default_str()
+      ->check(kNonNegative);
   train_app->add_option("--data", train.data,
                         "a prepared dataset folder (kosmos data prepare); its vocabulary and sequence length replace "
                         "the preset's (default: built-in synthetic image-caption batches)")
@@ -206,7 +249,10 @@ int main(int argc, char ** argv) {
   const std::string one_image_help = "the built-in synthetic batches with one image in every sequence, as the PyTorch "
                                      "peer's (by default every third sequence holds two)";
   train_app->add_flag("--one-image-per-sequence", train.one_image_per_sequence, one_image_help);
-  train_app->add_option("--metrics", train.metrics, "write one JSON object per step to this file");
+  train_app->add_option("--metrics", train.metrics,
+                        "write one JSON object per step to this file (a resumed run keeps the lines of the steps "
+                        "up to its checkpoint and appends)")
+      ->check(kWritableFile);
   const std::string profile_help =
       "print the time spent in each op at the end, and on a GPU in each matmul and attention shape (timed by events "
       "on the GPU's stream, with no wait per op)";
@@ -216,19 +262,19 @@ int main(int argc, char ** argv) {
                         "GEMM algorithms, loading kernels, sizing memory) stays out of the table (kosmos bench: its "
                         "--warmup)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   train_app->add_option("--dp", train.dp, "data-parallel ranks (0: every rank pp x tp leaves)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train_app->add_option("--pp", train.pp, "pipeline stages")->capture_default_str()->check(CLI::PositiveNumber);
-  train_app->add_option("--tp", train.tp, "tensor-parallel ranks: split decoder heads, FFN and vocabulary")->capture_default_str()->check(CLI::PositiveNumber);
+      ->check(kNonNegative);
+  train_app->add_option("--pp", train.pp, "pipeline stages")->capture_default_str()->check(kPositive);
+  train_app->add_option("--tp", train.tp, "tensor-parallel ranks: split decoder heads, FFN and vocabulary")->capture_default_str()->check(kPositive);
   train_app->add_option("--global-batch", train.global_batch,
                         "sequences per step over all data-parallel ranks (0: batch x micro-batches x dp)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   train_app->add_option("--chunks", train.chunks, "model chunks (virtual stages) per stage with --schedule interleaved")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   train_app->add_option("--stage-layers", train.stage_layers,
                         "decoder layers per pipeline (virtual) stage, e.g. 2,4,4,2 (default: the cost model's split)")
       ->delimiter(',');
@@ -240,34 +286,34 @@ int main(int argc, char ** argv) {
       "data parallelism: start each gradient bucket's reduction (all-reduce, or with --zero1 a reduce to the rank "
       "whose slice holds it) during the step's last backward that writes it, as soon as its gradients are final "
       "(--no-overlap-reduce: all buckets after the backwards)";
-  train_app->add_flag("--overlap-reduce,!--no-overlap-reduce", train.overlap_reduce, overlap_help)
-      ->capture_default_str();
+  add_switch(train_app, "overlap-reduce", train.overlap_reduce, overlap_help);
   const std::string bucket_help =
       "MiB of f32 gradients per data-parallel reduction: smaller buckets start sooner during the backward, larger "
       "ones pay the per-call latency less often";
   train_app->add_option("--reduce-bucket-mib", train.reduce_bucket_mib, bucket_help)
       ->capture_default_str()->check(CLI::Range(0.001, 4096.0));
-  train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file");
+  train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file")
+      ->check(kWritableFile);
   train_app->add_option("--save-dir", train.save_dir,
                         "write HDF5 checkpoints (step_<N>.h5, `latest`) of the whole training state to this folder");
   train_app->add_option("--save-every", train.save_every, "a checkpoint every N steps (0: only after the last step)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   train_app->add_option("--keep", train.keep, "complete checkpoints kept in --save-dir, the newest (0: all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   train_app->add_option("--resume", train.resume,
                         "continue from a checkpoint: auto (the newest in --save-dir, else start fresh), a step_<N>.h5 "
                         "file or a folder of them; works under any --dp/--pp/--tp");
   train_app->add_option("--stop-at", train.stop_at,
                         "stop after this step, checkpointing it, though the schedule runs to --steps (a job's share "
                         "of a long run; 0: run to --steps)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   train_app->add_option("--peak-tflops", train.peak_tflops,
                         "one device's peak TFLOP/s (e.g. 989 for an H100's dense bf16): the step lines then show MFU "
                         "= model FLOPs / (time x ranks x peak), causal and full attention")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   train_app->add_option("--log-every", train.log_every, "print a step line every N steps")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
 
   const std::string demo_tokenizer = std::string(KOSMOS_DATA_DIR) + "/tokenizer/kosmos-demo.model";
   kosmos::InferenceOptions inference;
@@ -301,25 +347,26 @@ int main(int argc, char ** argv) {
     sub->add_option("--image-token-id", inference.image_token_id, "the <image> id (default: from the config)");
   }
   generate_app->add_option("--pp", inference.model.pp, "pipeline stages the model is split over (under mpirun)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   generate_app->add_option("--tp", inference.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   const std::string inference_precision_help =
       "fp32, or bf16 or fp16: the matmuls read a 16-bit copy of the weights and 16-bit copies of their inputs and "
       "accumulate in f32 (LayerNorm, softmax and attention stay f32)";
   generate_app->add_option("--precision", inference.model.precision, inference_precision_help)
       ->capture_default_str()->check(precisions);
   generate_app->add_option("--temperature", inference.sampling.temperature, "sampling temperature (0: greedy)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   generate_app->add_option("--top-k", inference.sampling.top_k, "sample among the k likeliest (0: all)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   generate_app->add_option("--top-p", inference.sampling.top_p, "sample within this probability mass (nucleus)")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   generate_app->add_option("--seed", inference.sampling.seed, "seed of the sampling")->capture_default_str();
-  forward_app->add_option("--out", inference.out, "where to write the logits [T, V] (.npy)")->capture_default_str();
+  forward_app->add_option("--out", inference.out, "where to write the logits [T, V] (.npy)")
+      ->capture_default_str()->check(kWritableFile);
   generate_app->add_option("--max-new-tokens", inference.max_new_tokens, "tokens to generate")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   generate_app->add_flag("--ignore-eos", inference.ignore_eos, "do not stop at </s>");
   generate_app->add_flag("--print-ids", inference.print_ids, "print the generated ids, comma-separated");
 
@@ -331,9 +378,9 @@ int main(int argc, char ** argv) {
       ->required();
   add_backend_option(eval_app, evaluation.model.backend);
   eval_app->add_option("--pp", evaluation.model.pp, "pipeline stages the model is split over (under mpirun)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   eval_app->add_option("--tp", evaluation.model.tp, "tensor-parallel ranks the model is split over (under mpirun)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   eval_app->add_option("--precision", evaluation.model.precision, inference_precision_help)
       ->capture_default_str()->check(precisions);
   eval_app->add_option("--tokenizer", evaluation.tokenizer, "SentencePiece .model the model was trained with")
@@ -347,14 +394,15 @@ int main(int argc, char ** argv) {
   eval_app->add_option("--data", evaluation.data, "a prepared dataset: perplexity over --batches batches")
       ->check(CLI::ExistingDirectory);
   eval_app->add_option("--batches", evaluation.batches, "perplexity: batches")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   eval_app->add_option("--batch", evaluation.batch, "prompts or sequences per forward")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   eval_app->add_option("--limit", evaluation.limit, "documents read from each JSONL")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   eval_app->add_option("--max-new-tokens", evaluation.max_new_tokens, "tokens generated per prompt at most")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  eval_app->add_option("--out", evaluation.out, "write the results (and a few examples) as JSON here");
+      ->capture_default_str()->check(kPositive);
+  eval_app->add_option("--out", evaluation.out, "write the results (and a few examples) as JSON here")
+      ->check(kWritableFile);
   eval_app->add_option("--min-colour-shape", evaluation.min_colour_shape,
                        "exit 1 when the captions' colour-and-shape accuracy is below this (0 to 1)")
       ->capture_default_str()->check(CLI::Range(0.0, 1.0));
@@ -388,21 +436,20 @@ int main(int argc, char ** argv) {
       ->check(CLI::ExistingFile);
   add_backend_option(bench_app, bench.train.backend);
   bench_app->add_option("--batch", bench.train.batch, "sequences per micro-batch")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   bench_app->add_option("--length", bench.train.length, "positions per sequence")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   bench_app->add_option("--micro-batches", bench.train.micro_batches, "micro-batches per step")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   bench_app->add_option("--dp", bench.train.dp, "data-parallel ranks (0: what pp x tp leave)")->capture_default_str();
-  bench_app->add_option("--pp", bench.train.pp, "pipeline stages")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_app->add_option("--pp", bench.train.pp, "pipeline stages")->capture_default_str()->check(kPositive);
   bench_app->add_option("--tp", bench.train.tp, "tensor-parallel ranks")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   bench_app->add_option("--schedule", bench.train.schedule, "pipeline schedule")->capture_default_str();
   bench_app->add_option("--chunks", bench.train.chunks, "model chunks per stage (--schedule interleaved)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   bench_app->add_flag("--zero1", bench.train.zero1, "shard the AdamW state over the data-parallel ranks (ZeRO-1)");
-  bench_app->add_flag("--overlap-reduce,!--no-overlap-reduce", bench.train.overlap_reduce, overlap_help)
-      ->capture_default_str();
+  add_switch(bench_app, "overlap-reduce", bench.train.overlap_reduce, overlap_help);
   bench_app->add_option("--reduce-bucket-mib", bench.train.reduce_bucket_mib, bucket_help)
       ->capture_default_str()->check(CLI::Range(0.001, 4096.0));
   bench_app->add_option("--precision", bench.train.precision, precision_help)->capture_default_str()->check(precisions);
@@ -413,16 +460,16 @@ int main(int argc, char ** argv) {
   bench_app->add_option("--gemm-tuning", bench.train.gemm_tuning, gemm_tuning_help)->capture_default_str()
       ->check(CLI::Range(0, 64));
   bench_app->add_option("--head-chunk-rows", bench.train.head_chunk_rows, head_chunk_help)
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   bench_app->add_option("--data", bench.train.data, "a prepared dataset instead of the synthetic batches")
       ->check(CLI::ExistingDirectory);
   bench_app->add_flag("--one-image-per-sequence", bench.train.one_image_per_sequence, one_image_help);
-  bench_app->add_option("--steps", bench.steps, "steps run")->capture_default_str()->check(CLI::PositiveNumber);
+  bench_app->add_option("--steps", bench.steps, "steps run")->capture_default_str()->check(kPositive);
   bench_app->add_option("--warmup", bench.warmup, "first steps left out of the timing")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   bench_app->add_option("--peak-tflops", bench.train.peak_tflops, "one device's peak TFLOP/s, for MFU")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  bench_app->add_option("--out", bench.out, "write the medians as JSON here");
+      ->capture_default_str()->check(kNonNegative);
+  bench_app->add_option("--out", bench.out, "write the medians as JSON here")->check(kWritableFile);
   bench_app->add_flag("--profile", bench.train.profile, profile_help);
   bench_app->require_subcommand(0, 1);
   // `kosmos bench step` is `kosmos bench`: its options fall through to the parent's.
@@ -433,16 +480,18 @@ int main(int argc, char ** argv) {
               "the Comm and through plain MPI (nccl-tests' bus bandwidth), under mpirun with 2+ ranks");
   bench_comm->add_option("--backend", comm_bench.backend, "whose buffers: cpu, cuda or rocm")->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda", "rocm"}));
-  bench_comm->add_option("--min-bytes", comm_bench.min_bytes, "smallest message")->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  bench_comm->add_option("--max-bytes", comm_bench.max_bytes, "largest message (sizes double from the smallest)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+  bench_comm->add_option("--min-bytes", comm_bench.min_bytes, "smallest message (a size: 8, 4K, 64M; K = 1024)")
+      ->capture_default_str()->transform(CLI::AsSizeValue(false))->check(kPositive);
+  bench_comm->add_option("--max-bytes", comm_bench.max_bytes,
+                         "largest message (sizes double from the smallest; a size: 64M, 1G; K = 1024)")
+      ->capture_default_str()->transform(CLI::AsSizeValue(false))->check(kPositive);
   bench_comm->add_option("--seconds-per-size", comm_bench.seconds_per_size, "time spent per operation and size")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  bench_comm->add_option("--out", comm_bench.out, "every result as JSON");
-  bench_comm->add_option("--csv", comm_bench.csv, "every result as CSV");
+      ->capture_default_str()->check(kPositive);
+  bench_comm->add_option("--out", comm_bench.out, "every result as JSON")->check(kWritableFile);
+  bench_comm->add_option("--csv", comm_bench.csv, "every result as CSV")->check(kWritableFile);
   bench_comm->add_option("--calibration-out", comm_bench.calibration_out,
-                         "the link's alpha and bus bandwidth as JSON, for kosmos plan --calibration");
+                         "the link's alpha and bus bandwidth as JSON, for kosmos plan --calibration")
+      ->check(kWritableFile);
   kosmos::OpsBenchOptions ops_bench;
   CLI::App * bench_ops = bench_app->add_subcommand(
       "ops", "GFLOP/s of the matmuls and attention and GB/s of the other ops at a preset's shapes, on one backend");
@@ -450,37 +499,38 @@ int main(int argc, char ** argv) {
   bench_ops->add_option("--preset", ops_bench.preset, "whose shapes: tiny, small, kosmos1, kosmos2")
       ->capture_default_str()->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
   bench_ops->add_option("--batch", ops_bench.batch, "sequences of the micro-batch")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   bench_ops->add_option("--length", ops_bench.length, "positions per sequence")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   bench_ops->add_option("--optimizer-elements", ops_bench.optimizer_elements, "parameters of the AdamW step timed")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   bench_ops->add_option("--seconds-per-op", ops_bench.seconds_per_op, "time spent on each op")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  bench_ops->add_option("--out", ops_bench.out, "every result as JSON");
-  bench_ops->add_option("--csv", ops_bench.csv, "every result as CSV");
+      ->capture_default_str()->check(kPositive);
+  bench_ops->add_option("--out", ops_bench.out, "every result as JSON")->check(kWritableFile);
+  bench_ops->add_option("--csv", ops_bench.csv, "every result as CSV")->check(kWritableFile);
   bench_ops->add_option("--calibration-out", ops_bench.calibration_out,
-                        "the best matmul rate and memory bandwidth as JSON, for kosmos plan --calibration");
+                        "the best matmul rate and memory bandwidth as JSON, for kosmos plan --calibration")
+      ->check(kWritableFile);
 
   // `kosmos plan`: the layout planner.
   kosmos::PlanOptions plan;
   CLI::App * plan_app = app.add_subcommand(
       "plan", "predict step time, memory and MFU of the layouts of N devices (or of one --layout) and rank them");
-  plan_app->add_option("--gpus", plan.gpus, "devices of the job")->capture_default_str()->check(CLI::PositiveNumber);
+  plan_app->add_option("--gpus", plan.gpus, "devices of the job")->capture_default_str()->check(kPositive);
   plan_app->add_option("--gpu", plan.gpu, "machine: h100, h200, mi250, mi300x, or cpu (this project's VM)")
       ->capture_default_str()->check(CLI::IsMember({"h100", "h200", "mi250", "mi300x", "cpu"}));
   plan_app->add_option("--nodes", plan.nodes, "nodes (0: devices / devices per node, rounded up)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   plan_app->add_option("--preset", plan.preset, "model: tiny, small, kosmos1, kosmos2")->capture_default_str()
       ->check(CLI::IsMember({"tiny", "small", "kosmos1", "kosmos2"}));
   plan_app->add_option("--model-config", plan.model_config, "JSON applied over the preset")->check(CLI::ExistingFile);
   plan_app->add_option("--global-batch-tokens", plan.global_batch_tokens, "tokens per step (or --global-batch)")
-      ->check(CLI::NonNegativeNumber);
-  plan_app->add_option("--global-batch", plan.global_batch, "sequences per step")->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
+  plan_app->add_option("--global-batch", plan.global_batch, "sequences per step")->check(kNonNegative);
   plan_app->add_option("--length", plan.length, "positions per sequence")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   plan_app->add_option("--images-per-sequence", plan.images_per_sequence, "images per sequence on average")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   plan_app->add_option("--calibration", plan.calibration,
                        "JSON of measured machine rates (matmul_tflops, memory_gbs, intra_alpha_us, intra_gbs, ...; "
                        "`kosmos bench comm --out` writes the link rates)")
@@ -490,8 +540,8 @@ int main(int argc, char ** argv) {
       ->check(CLI::ExistingFile);
   plan_app->add_option("--layout", plan.layout,
                        "predict one layout: dp=2,pp=2,tp=1,m=4,schedule=1f1b[,chunks=2][,zero1][,recompute]");
-  plan_app->add_option("--top", plan.top, "layouts printed")->capture_default_str()->check(CLI::PositiveNumber);
-  plan_app->add_option("--out", plan.out, "write every prediction as JSON here");
+  plan_app->add_option("--top", plan.top, "layouts printed")->capture_default_str()->check(kPositive);
+  plan_app->add_option("--out", plan.out, "write every prediction as JSON here")->check(kWritableFile);
 
   // `kosmos data synth | prepare`.
   kosmos::DataOptions data;
@@ -521,11 +571,11 @@ int main(int argc, char ** argv) {
   prepare_app->add_option("--image-slots", data.image_slots, "slots after each <image>: the connector's latents")
       ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{4096}));
   prepare_app->add_option("--shard-sequences", data.shard_sequences, "sequences per shard file")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   prepare_app->add_flag("--skip-bad", data.skip_bad,
                         "count, report and skip bad documents (malformed lines, unreadable images, too long) instead "
                         "of stopping at the first");
-  prepare_app->add_flag("!--no-progress", data.progress, "no progress bar");
+  add_switch(prepare_app, "progress", data.progress, "a progress bar on stderr (--no-progress: none)");
 
   // `kosmos tokenizer train | encode | decode`.
   kosmos::TokenizerOptions tokenizer;
@@ -537,7 +587,8 @@ int main(int argc, char ** argv) {
       ->required()->check(CLI::ExistingFile);
   tokenizer_train->add_option("--vocab", tokenizer.vocab, "SentencePiece pieces (kosmos adds <pad>, <mask> and 5 tags)")
       ->capture_default_str()->check(CLI::Range(int64_t{8}, int64_t{1} << 20));
-  tokenizer_train->add_option("--out", tokenizer.out, "model prefix: writes PREFIX.model and PREFIX.vocab")->required();
+  tokenizer_train->add_option("--out", tokenizer.out, "model prefix: writes PREFIX.model and PREFIX.vocab")
+      ->required()->check(kWritableFile);
   CLI::App * tokenizer_encode = tokenizer_app->add_subcommand("encode", "print the ids of a text");
   tokenizer_encode->add_option("text", tokenizer.text, "the text")->required();
   CLI::App * tokenizer_decode = tokenizer_app->add_subcommand("decode", "print the text of ids");
@@ -562,7 +613,38 @@ int main(int argc, char ** argv) {
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError & error) {
-      code = app.exit(error);
+      const std::string unknown_key = "INI was not able to parse ";
+      const std::string what = error.what();
+      if (dynamic_cast<const CLI::ConfigError *>(&error) != nullptr && what.rfind(unknown_key, 0) == 0) {
+        // CLI11 names neither the file nor the problem: a key no option of its section has.
+        const CLI::Option * config = app.get_config_ptr();
+        const std::string file = config != nullptr && config->count() > 0 ? config->as<std::string>() : "--config";
+        const std::string report = "[rank " + std::to_string(world_rank()) + "] error: " + file + ": no option '" +
+                                   what.substr(unknown_key.size()) + "' (a section's keys are its subcommand's long "
+                                   "options, as `kosmos SUBCOMMAND --print-config` writes them)\n";
+        std::fwrite(report.data(), 1, report.size(), stderr);
+        code = error.get_exit_code();
+      } else if (dynamic_cast<const CLI::RequiredError *>(&error) != nullptr && app.get_subcommands().empty()) {
+        // No subcommand, where a word was given in its place: a misspelt one (`kosmos trian`).
+        std::string word;
+        for (int i = 1; i < argc && word.empty(); ++i) {
+          const std::string arg = argv[i];
+          if (arg == "--config") ++i;  // its value
+          else if (arg.empty() || arg[0] != '-') word = arg;
+        }
+        if (word.empty()) {
+          code = app.exit(error);
+        } else {
+          std::string names;
+          for (const CLI::App * sub : app.get_subcommands({})) names += (names.empty() ? "" : ", ") + sub->get_name();
+          const std::string report = "[rank " + std::to_string(world_rank()) + "] error: no subcommand '" + word +
+                                     "'; the subcommands: " + names + " (kosmos --help says what each does)\n";
+          std::fwrite(report.data(), 1, report.size(), stderr);
+          code = error.get_exit_code();
+        }
+      } else {
+        code = app.exit(error);
+      }
       // A bad command line on some ranks only (a file that exists on one node) must not leave the others waiting.
       if (code != 0 && world_size() > 1) {
         std::this_thread::sleep_for(kReportGrace);  // the other ranks print the same line first
@@ -589,6 +671,7 @@ int main(int argc, char ** argv) {
       return 0;
     }
     train.run_config = effective;
+    train.batch_given = train_app->count("--batch") > 0;
     train.local_rank = kosmos::check_launch().local_rank;
     const kosmos::BackendRegistry registry;
     if (*info) {

@@ -101,6 +101,12 @@ int run_plan(std::ostream & out, const PlanOptions & options) {
     hardware = bench::calibrated(hardware, read_text_file(options.calibration), options.calibration);
   const int nodes =
       options.nodes > 0 ? options.nodes : (options.gpus + hardware.devices_per_node - 1) / hardware.devices_per_node;
+  KOSMOS_CHECK(options.nodes == 0 || (options.nodes <= options.gpus && options.gpus % options.nodes == 0), "--nodes ",
+               options.nodes, " does not split --gpus ", options.gpus, " evenly; give a node count that divides it, "
+               "or 0 (devices per node: ", hardware.devices_per_node, " on ", options.gpu, ")");
+  KOSMOS_CHECK(options.global_batch == 0 || options.global_batch_tokens == 0, "kosmos plan: --global-batch ",
+               options.global_batch, " and --global-batch-tokens ", options.global_batch_tokens,
+               " both give the batch; give one of them");
   bench::Workload workload;
   workload.length = options.length;
   workload.images_per_sequence = options.images_per_sequence;

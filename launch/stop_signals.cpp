@@ -1,10 +1,11 @@
-// stop_signals.cpp: the watcher thread of StopSignals: sigwait for SIGTERM/SIGUSR1, then either record a stop
-// request or, before catch_stops(), end the process with the signal's default action.
+// stop_signals.cpp: the watcher thread of StopSignals: sigwait for SIGTERM, SIGUSR1 and SIGINT, then either record a
+// stop request or, before catch_stops() (and at a second SIGINT), end the process with the signal's default action.
 #include "launch/stop_signals.h"
 
 #include <pthread.h>
 
 #include <csignal>
+#include <cstdio>
 #include <thread>
 
 #include "backends/error.h"
@@ -23,6 +24,7 @@ sigset_t stop_signal_set() {
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGINT);
   return set;
 }
 
@@ -31,7 +33,12 @@ void watch(const std::shared_ptr<StopSignals::State> & state) {
   for (;;) {
     int signal = 0;
     if (sigwait(&set, &signal) != 0) continue;
-    if (state->catching.load()) {
+    // A second Ctrl-C does not wait for the step to end.
+    if (state->catching.load() && !(signal == SIGINT && state->requested.load() == SIGINT)) {
+      if (signal == SIGINT && state->requested.load() == 0) {
+        const char note[] = "\nkosmos: stopping after this step with a checkpoint; Ctrl-C again to end at once\n";
+        std::fwrite(note, 1, sizeof note - 1, stderr);
+      }
       state->requested.store(signal);
       continue;
     }
@@ -50,8 +57,8 @@ void watch(const std::shared_ptr<StopSignals::State> & state) {
 StopSignals::StopSignals() : state_(std::make_shared<State>()) {
   const sigset_t set = stop_signal_set();
   const int status = pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  KOSMOS_CHECK(status == 0, "could not block SIGTERM and SIGUSR1 for the signal watcher (pthread_sigmask error ",
-               status, ")");
+  KOSMOS_CHECK(status == 0, "could not block SIGTERM, SIGUSR1 and SIGINT for the signal watcher (pthread_sigmask "
+               "error ", status, ")");
   std::thread(watch, state_).detach();
 }
 

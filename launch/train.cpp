@@ -15,6 +15,7 @@
 #include "io/checkpoint.h"
 #include "io/checkpoint_dir.h"
 #include "io/loader.h"
+#include "io/metrics_file.h"
 #include "io/synthetic.h"
 #include "io/weights.h"
 #include "launch/files.h"
@@ -132,6 +133,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
                " does not split into --dp ", shape.dp, " x --micro-batches ", options.micro_batches,
                " equal micro-batches; make it a multiple of ", shape.dp * options.micro_batches);
   const int64_t micro_batch = global_batch / (shape.dp * options.micro_batches);
+  if (leader && options.batch_given && options.global_batch > 0 && options.batch != micro_batch)
+    out << "note: --global-batch " << options.global_batch << " makes micro-batches of " << micro_batch
+        << " sequences (over --dp " << shape.dp << " x --micro-batches " << options.micro_batches << "); --batch "
+        << options.batch << " is not used\n";
   // Pipeline cuts from the cost model (about one image per sequence), unless --stage-layers gives them.
   const std::vector<model::StageRange> stages = model::partition_stages(
       config, shape.pp * chunks, model::stage_costs(config, micro_batch, length, micro_batch), options.stage_layers);
@@ -194,12 +199,13 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 
-  if (!options.save_dir.empty()) {
-    std::error_code error;
-    if (leader) std::filesystem::create_directories(options.save_dir, error);
-    KOSMOS_CHECK(!error, "--save-dir ", options.save_dir, ": cannot create it (", error.message(),
-                 "); choose a writable folder");
-    grid.world().barrier();
+  if (!options.save_dir.empty()) {  // rank 0 makes it; every rank says so where it cannot
+    parallel::check_together(grid.world(), *stream, [&] {
+      std::error_code error;
+      if (leader) std::filesystem::create_directories(options.save_dir, error);
+      KOSMOS_CHECK(!error, "--save-dir ", options.save_dir, ": cannot create it (", error.message(),
+                   "); choose a writable folder");
+    });
   }
   // Resume: values, AdamW moments, step, seed and data position from a checkpoint of any layout.
   int64_t first_step = 1;
@@ -274,11 +280,15 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
         << std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() << " s\n";
   };
 
+  // Rank 0 writes it: a resumed run keeps the lines of the steps up to its checkpoint's (io/metrics_file.h).
   std::ofstream metrics;
-  if (!options.metrics.empty() && leader) {
-    metrics.open(options.metrics, std::ios::trunc);
-    KOSMOS_CHECK(metrics, "--metrics ", options.metrics, ": cannot open for writing; check the folder exists");
-  }
+  int64_t metrics_kept = 0;
+  parallel::check_together(grid.world(), *stream, [&] {
+    if (!options.metrics.empty() && leader) metrics = io::open_metrics(options.metrics, first_step - 1, &metrics_kept);
+  });
+  if (metrics_kept > 0)
+    resumed << "--metrics " << options.metrics << ": appending after its " << metrics_kept << " lines of steps up to "
+            << first_step - 1 << "\n";
   log << "kosmos train: preset " << options.preset << ", " << table.count() << " parameters ("
       << table.trainable_count() << " trainable), device " << device->name() << " (" << device->description()
       << ")\n";
@@ -327,6 +337,10 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   int64_t tokens = 0;
   int64_t skipped_steps = 0;  // updates skipped for a NaN or infinite loss or gradient norm
   int64_t last_step = options.stop_at > 0 ? std::min(options.stop_at, options.steps) : options.steps;
+  if (last_step < first_step)
+    log << "nothing to train: the run resumed after step " << first_step - 1 << ", and "
+        << (options.stop_at > 0 && options.stop_at < options.steps ? "--stop-at " : "--steps ") << last_step
+        << " ends it there or before; raise --steps to train on\n";
   for (int64_t step = first_step; step <= last_step; ++step) {
     // This dp rank's share of the step's global batch, in micro-batches, by global sample index.
     std::vector<model::Batch> micro;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "backends/device.h"
+#include "backends/error.h"
 #include "parallel/grid.h"
 
 namespace kosmos::parallel {
@@ -99,5 +100,24 @@ class ProcessGrid {
 
 // MPI_COMM_WORLD as a Comm (MPI must be initialised; it is not finalised here).
 std::unique_ptr<Comm> mpi_world();
+
+// The error of the lowest rank of `world` that has one (every rank's `error` is empty or its message), on every
+// rank; empty when no rank has one. Collective over `world`.
+std::string first_error_over(Comm & world, const std::string & error, Stream & stream);
+
+// Runs `check` on this rank (a check only some ranks make: rank 0 opens a file the others never touch), then throws
+// on every rank the Error of the lowest rank whose check threw one, so that each rank says what failed and how to
+// fix it, where otherwise one rank would and the others would be ended by its abort. Collective over `world`.
+template <typename Check>
+void check_together(Comm & world, Stream & stream, Check && check) {
+  std::string error;
+  try {
+    check();
+  } catch (const Error & failure) {
+    error = failure.what();
+  }
+  error = first_error_over(world, error, stream);
+  if (!error.empty()) throw Error(error);
+}
 
 }  // namespace kosmos::parallel

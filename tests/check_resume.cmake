@@ -1,7 +1,8 @@
 # check_resume.cmake: a run stopped and resumed from its HDF5 checkpoint continues the uninterrupted run: 10 AdamW
 # steps in one go under SAVE_LAYOUT; the same run stopped after step 5 (--stop-at) with a checkpoint; then steps
 # 6-10 resumed from it under RESUME_LAYOUT. Steps 6-10 (loss, gradient norm) and the final parameters must agree
-# within TOLERANCE (0: bit for bit, for the same layout).
+# within TOLERANCE (0: bit for bit, for the same layout). Both parts write one metrics file: the resumed run appends,
+# so it must hold all ten steps, each once (kosmos_compare_runs refuses a step written twice).
 # cmake -DKOSMOS=<exe> -DCOMPARE=<tool> -DMPIEXEC=<mpirun> -DOUT=<prefix> -DSAVE_RANKS=4 "-DSAVE_LAYOUT=--pp;2;--tp;2"
 #       -DRESUME_RANKS=4 "-DRESUME_LAYOUT=--tp;4" -DTOLERANCE=1e-5 ["-DDATA=--data;DIR"] -P check_resume.cmake
 if(NOT DEFINED DATA OR DATA STREQUAL "")
@@ -23,7 +24,9 @@ endfunction()
 
 file(REMOVE_RECURSE ${OUT}_checkpoints)
 run_kosmos(${SAVE_RANKS} ${SAVE_LAYOUT} --metrics ${OUT}_whole.jsonl --save-weights ${OUT}_whole.safetensors)
-run_kosmos(${SAVE_RANKS} ${SAVE_LAYOUT} --stop-at 5 --save-dir ${OUT}_checkpoints --save-every 2 --keep 2)
+file(REMOVE ${OUT}_resumed.jsonl)
+run_kosmos(${SAVE_RANKS} ${SAVE_LAYOUT} --stop-at 5 --save-dir ${OUT}_checkpoints --save-every 2 --keep 2
+           --metrics ${OUT}_resumed.jsonl)
 if(NOT EXISTS ${OUT}_checkpoints/step_00000005.h5 OR NOT EXISTS ${OUT}_checkpoints/step_00000004.h5 OR
    EXISTS ${OUT}_checkpoints/step_00000002.h5)
   message(FATAL_ERROR "expected the checkpoints of steps 4 and 5 (--keep 2) in ${OUT}_checkpoints")
@@ -33,7 +36,13 @@ run_kosmos(${RESUME_RANKS} ${RESUME_LAYOUT} --save-dir ${OUT}_checkpoints --resu
 execute_process(COMMAND ${COMPARE} ${OUT}_whole.jsonl ${OUT}_resumed.jsonl ${OUT}_whole.safetensors
                         ${OUT}_resumed.safetensors ${TOLERANCE}
                 RESULT_VARIABLE same)
+file(STRINGS ${OUT}_resumed.jsonl resumed_lines)
+list(LENGTH resumed_lines resumed_count)
+if(NOT resumed_count EQUAL 10)
+  message(FATAL_ERROR "${OUT}_resumed.jsonl holds ${resumed_count} lines; expected steps 1-5 of the stopped run and "
+                      "6-10 of the resumed one")
+endif()
 if(NOT same EQUAL 0)
-  message(FATAL_ERROR "resumed under '${RESUME_LAYOUT}' from a checkpoint of '${SAVE_LAYOUT}': steps 6-10 differ "
+  message(FATAL_ERROR "resumed under '${RESUME_LAYOUT}' from a checkpoint of '${SAVE_LAYOUT}': steps 1-10 differ "
                       "from the uninterrupted run beyond ${TOLERANCE}")
 endif()

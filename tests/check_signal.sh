@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # check_signal.sh: SIGTERM (what Slurm sends before preemption or the time limit) in the middle of a 2-rank run makes
 # every rank finish its step, write a complete checkpoint and exit 0; the run resumed from it gives the losses of
-# the uninterrupted run bit for bit. The same for SIGUSR1 sent to mpirun, which forwards it to the ranks.
-# Usage: check_signal.sh KOSMOS COMPARE MPIEXEC OUT_PREFIX TERM|USR1
+# the uninterrupted run bit for bit. The same for SIGUSR1 sent to mpirun, which forwards it to the ranks, and for
+# SIGINT (Ctrl-C) to a run of one process without mpirun.
+# Usage: check_signal.sh KOSMOS COMPARE MPIEXEC OUT_PREFIX TERM|USR1|INT
 set -euo pipefail
 kosmos=$1 compare=$2 mpiexec=$3 out=$4 signal=$5
 rm -rf "$out"_*
-launch=("$mpiexec" --allow-run-as-root --oversubscribe -np 2 env OMP_NUM_THREADS=1)
-common=(train --preset tiny --steps 3000 --stop-at 80 --seed 4 --global-batch 8 --length 40 --log-every 1000 --dp 2)
+common=(train --preset tiny --steps 3000 --stop-at 80 --seed 4 --global-batch 8 --length 40 --log-every 1000)
+if [ "$signal" = INT ]; then
+  launch=(env OMP_NUM_THREADS=1)
+  set -m  # job control: a background job of a script would otherwise ignore SIGINT
+else
+  launch=("$mpiexec" --allow-run-as-root --oversubscribe -np 2 env OMP_NUM_THREADS=1)
+  common+=(--dp 2)
+fi
 
 "${launch[@]}" "$kosmos" "${common[@]}" --save-dir "$out"_whole --metrics "$out"_whole.jsonl \
   --save-weights "$out"_whole.safetensors > "$out"_whole.log 2>&1
@@ -21,6 +28,8 @@ for _ in $(seq 1 600); do  # until 10 steps are done (at most 60 s)
 done
 if [ "$signal" = TERM ]; then  # to every rank, as Slurm does
   pkill -TERM -f -- "^$kosmos train .*--save-dir ${out}_stopped" || true  # the ranks, not mpirun
+elif [ "$signal" = INT ]; then  # Ctrl-C: env has become kosmos itself
+  kill -INT "$launcher"
 else  # to mpirun, which forwards it
   kill -USR1 "$launcher"
 fi

@@ -33,7 +33,9 @@ int main(int argc, char ** argv) {
       for (std::string line; std::getline(in, line);) {
         nlohmann::json step = nlohmann::json::parse(line);
         const int64_t number = step.at("step").get<int64_t>();
-        steps[number] = std::move(step);
+        // A resumed run appends to its metrics file: each step must be there once.
+        if (!steps.emplace(number, std::move(step)).second)
+          throw std::runtime_error(std::string(path) + " holds step " + std::to_string(number) + " twice");
       }
       return steps;
     };
