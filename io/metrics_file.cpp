@@ -21,7 +21,8 @@ bool logs_a_step_up_to(const std::string & line, int64_t last_step) {
 std::ofstream open_metrics(const std::string & path, int64_t resumed_step, int64_t * kept) {
   std::string keep;  // the lines kept, each with its newline
   int64_t lines = 0;
-  if (resumed_step > 0 && std::filesystem::exists(path)) {
+  std::error_code exists_error;
+  if (resumed_step > 0 && std::filesystem::exists(path, exists_error)) {
     std::ifstream in(path);
     KOSMOS_CHECK(in, "--metrics ", path, ": cannot read the resumed run's steps from it; check its permissions");
     for (std::string line; std::getline(in, line);) {

@@ -203,7 +203,8 @@ std::vector<std::vector<int32_t>> decode(LoadedModel & loaded, const model::Batc
   const int64_t rows = prompts.batch, vocab = loaded.config.decoder.vocab_size;
   const int64_t choices = sampling.vocab_limit > 0 ? std::min(sampling.vocab_limit, vocab) : vocab;
   // Learned absolute positions end with their table (position ids start at pad + 1): as many new tokens as it has
-  // room for after the prompt (the last new token is never read back), said once where that is fewer than asked.
+  // room for after the prompt (the last new token is never read back), said by rank 0 where that is fewer than
+  // asked (by each call: eval's once per batch of prompts).
   const model::DecoderConfig & dc = loaded.config.decoder;
   if (dc.abs_pos == model::AbsolutePositions::kLearned) {
     const int64_t room = dc.max_positions - loaded.config.tokens.pad - prompts.length;

@@ -141,8 +141,9 @@ nlohmann::json perplexity(LoadedModel & loaded, const EvalOptions & options, std
   KOSMOS_CHECK(options.batch % replicas.size() == 0, "kosmos eval --data: --batch ", options.batch,
                " sequences do not split over the ", replicas.size(), " data-parallel replicas (ranks / (pp x tp)); "
                "give a multiple of ", replicas.size());
-  // As many batches as the dataset holds sequences for, at most: the loader goes on into another epoch of the same
-  // sequences, which would count them twice.
+  // As many batches as the dataset holds sequences for, at most: the loader would go on into another epoch of the
+  // same sequences and count them twice. (With several streams, one whose weight outpaces its size may still begin
+  // another epoch sooner: the loader draws each sample's stream by weight.)
   int64_t held = 0;
   for (const io::StreamInfo & stream : io::DatasetManifest::read(options.data).streams) held += stream.sequences;
   KOSMOS_CHECK(held >= options.batch, "kosmos eval --data: ", options.data, " holds ", held,

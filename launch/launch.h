@@ -105,7 +105,7 @@ struct RankLabel {
   std::string coordinates;
 };
 
-// A stop asked for from outside (StopSignals' watcher sets the flag to SIGTERM's or SIGUSR1's number).
+// A stop asked for from outside (StopSignals' watcher sets the flag to SIGTERM's, SIGUSR1's or SIGINT's number).
 struct StopRequest {
   const std::atomic<int> * signal = nullptr;
   int requested() const { return signal ? signal->load() : 0; }

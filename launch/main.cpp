@@ -5,15 +5,15 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
-#include <unistd.h>
 
 #include "backends/error.h"
+#include "launch/files.h"
 #include "launch/launch.h"
 #include "launch/stop_signals.h"
 
@@ -75,28 +75,19 @@ CLI::Validator sign_check(bool zero_allowed) {
       [zero_allowed](std::string & text) -> std::string {
         double value = 0.0;
         if (!CLI::detail::lexical_cast(text, value)) return "'" + text + "' is not a number";
-        if (zero_allowed ? value >= 0.0 : value > 0.0) return "";
-        return (zero_allowed ? "must be 0 or more, got " : "must be above 0, got ") + text;
+        if (std::isfinite(value) && (zero_allowed ? value >= 0.0 : value > 0.0)) return "";
+        return (zero_allowed ? "must be a finite number, 0 or more, got " : "must be a finite number above 0, got ") +
+               text;
       },
       zero_allowed ? "NONNEGATIVE" : "POSITIVE");
 }
 const CLI::Validator kPositive = sign_check(false), kNonNegative = sign_check(true);
 
-// A file the command writes (or a prefix of the files it writes): its folder must exist and be writable, checked
-// as the command line is read, before the work whose results go there.
+// A file the command writes (or a prefix of the files it writes), checked as the command line is read, before the
+// work whose results go there (kosmos::output_path_problem). By world rank 0 alone, which writes them: a folder on
+// its node only is no error on the others.
 const CLI::Validator kWritableFile(
-    [](std::string & path) -> std::string {
-      const std::filesystem::path file(path);
-      const std::filesystem::path folder = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
-      if (!std::filesystem::is_directory(folder))
-        return "the folder " + folder.string() + " does not exist; create it, or give a path in another folder";
-      if (access(folder.c_str(), W_OK) != 0)
-        return "the folder " + folder.string() + " is not writable; give a path in a folder you may write";
-      if (std::filesystem::is_directory(file)) return path + " is a folder; give a file's path";
-      if (std::filesystem::exists(file) && access(path.c_str(), W_OK) != 0)
-        return path + " exists and is not writable; give another path";
-      return "";
-    },
+    [](std::string & path) -> std::string { return world_rank() == 0 ? kosmos::output_path_problem(path) : ""; },
     "FILE");
 
 // An on/off option that is on unless --no-NAME is given: both spellings, and its default written as "true" by
@@ -108,7 +99,7 @@ CLI::Option * add_switch(CLI::App * app, const std::string & name, bool & value,
 }  // namespace
 
 int main(int argc, char ** argv) {
-  kosmos::StopSignals stop_signals;  // before MPI_Init: its threads and OpenMP's never see SIGTERM/SIGUSR1
+  kosmos::StopSignals stop_signals;  // before MPI_Init: its threads and OpenMP's never see SIGTERM, SIGUSR1, SIGINT
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
 
@@ -249,10 +240,10 @@ int main(int argc, char ** argv) {
   const std::string one_image_help = "the built-in synthetic batches with one image in every sequence, as the PyTorch "
                                      "peer's (by default every third sequence holds two)";
   train_app->add_flag("--one-image-per-sequence", train.one_image_per_sequence, one_image_help);
+  // --metrics and --save-weights may lie in --save-dir, which the run makes: run_train checks them after that.
   train_app->add_option("--metrics", train.metrics,
                         "write one JSON object per step to this file (a resumed run keeps the lines of the steps "
-                        "up to its checkpoint and appends)")
-      ->check(kWritableFile);
+                        "up to its checkpoint and appends)");
   const std::string profile_help =
       "print the time spent in each op at the end, and on a GPU in each matmul and attention shape (timed by events "
       "on the GPU's stream, with no wait per op)";
@@ -267,7 +258,8 @@ int main(int argc, char ** argv) {
       ->capture_default_str()
       ->check(kNonNegative);
   train_app->add_option("--pp", train.pp, "pipeline stages")->capture_default_str()->check(kPositive);
-  train_app->add_option("--tp", train.tp, "tensor-parallel ranks: split decoder heads, FFN and vocabulary")->capture_default_str()->check(kPositive);
+  train_app->add_option("--tp", train.tp, "tensor-parallel ranks: split decoder heads, FFN and vocabulary")
+      ->capture_default_str()->check(kPositive);
   train_app->add_option("--global-batch", train.global_batch,
                         "sequences per step over all data-parallel ranks (0: batch x micro-batches x dp)")
       ->capture_default_str()
@@ -292,8 +284,7 @@ int main(int argc, char ** argv) {
       "ones pay the per-call latency less often";
   train_app->add_option("--reduce-bucket-mib", train.reduce_bucket_mib, bucket_help)
       ->capture_default_str()->check(CLI::Range(0.001, 4096.0));
-  train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file")
-      ->check(kWritableFile);
+  train_app->add_option("--save-weights", train.save_weights, "write the final parameters to this safetensors file");
   train_app->add_option("--save-dir", train.save_dir,
                         "write HDF5 checkpoints (step_<N>.h5, `latest`) of the whole training state to this folder");
   train_app->add_option("--save-every", train.save_every, "a checkpoint every N steps (0: only after the last step)")
@@ -412,7 +403,8 @@ int main(int argc, char ** argv) {
       "convert", "convert FILE.safetensors (peer names) to an HDF5 checkpoint FILE.h5, or FILE.h5 to FILE.safetensors");
   convert_app->add_option("input", convert.input, "the file to read (.safetensors or .h5)")
       ->required()->check(CLI::ExistingFile);
-  convert_app->add_option("output", convert.output, "the file to write (.h5 or .safetensors)")->required();
+  convert_app->add_option("output", convert.output, "the file to write (.h5 or .safetensors)")
+      ->required()->check(kWritableFile);
   convert_app->add_option("--preset", convert.preset, "safetensors -> h5: the model the weights belong to")
       ->capture_default_str();
   convert_app->add_option("--model-config", convert.model_config, "safetensors -> h5: kosmos JSON over the preset")

@@ -13,29 +13,34 @@
 namespace kosmos {
 
 struct StopSignals::State {
+  sigset_t watched;  // SIGTERM, SIGUSR1, and SIGINT unless the process was started with it ignored
   std::atomic<bool> catching{false};
+  std::atomic<bool> interrupted{false};  // a SIGINT came: a second one does not wait for the step to end
   std::atomic<int> requested{0};
 };
 
 namespace {
 
+// The signals to watch. SIGINT stays out where the process was started ignoring it (a background job of a shell
+// script, by POSIX's convention): a blocked signal is queued for sigwait whatever its disposition, so watching it
+// would have a Ctrl-C meant for the script stop this process.
 sigset_t stop_signal_set() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGUSR1);
-  sigaddset(&set, SIGINT);
+  struct sigaction interrupt {};
+  if (sigaction(SIGINT, nullptr, &interrupt) == 0 && interrupt.sa_handler != SIG_IGN) sigaddset(&set, SIGINT);
   return set;
 }
 
 void watch(const std::shared_ptr<StopSignals::State> & state) {
-  const sigset_t set = stop_signal_set();
   for (;;) {
     int signal = 0;
-    if (sigwait(&set, &signal) != 0) continue;
-    // A second Ctrl-C does not wait for the step to end.
-    if (state->catching.load() && !(signal == SIGINT && state->requested.load() == SIGINT)) {
-      if (signal == SIGINT && state->requested.load() == 0) {
+    if (sigwait(&state->watched, &signal) != 0) continue;
+    if (state->catching.load() && !(signal == SIGINT && state->interrupted.load())) {
+      if (signal == SIGINT) {
+        state->interrupted.store(true);
         const char note[] = "\nkosmos: stopping after this step with a checkpoint; Ctrl-C again to end at once\n";
         std::fwrite(note, 1, sizeof note - 1, stderr);
       }
@@ -55,8 +60,8 @@ void watch(const std::shared_ptr<StopSignals::State> & state) {
 }  // namespace
 
 StopSignals::StopSignals() : state_(std::make_shared<State>()) {
-  const sigset_t set = stop_signal_set();
-  const int status = pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  state_->watched = stop_signal_set();
+  const int status = pthread_sigmask(SIG_BLOCK, &state_->watched, nullptr);
   KOSMOS_CHECK(status == 0, "could not block SIGTERM, SIGUSR1 and SIGINT for the signal watcher (pthread_sigmask "
                "error ", status, ")");
   std::thread(watch, state_).detach();

@@ -1,7 +1,8 @@
 // stop_signals.h: SIGTERM and SIGUSR1 (what Slurm sends before preemption or the time limit, and what mpirun
-// forwards), and SIGINT (Ctrl-C on a run without mpirun), received by one watcher thread with sigwait, never by a
-// compute thread. A handler that interrupts a thread inside oneDNN's JIT kernels corrupted its stack (seen as crashes
-// in matmul under a signal storm), so the signals are blocked in every other thread and the kernels never see them.
+// forwards), and SIGINT (Ctrl-C on a run without mpirun; not where the process started with SIGINT ignored, as a
+// background job of a shell script does), received by one watcher thread with sigwait, never by a compute thread.
+// A handler that interrupts a thread inside oneDNN's JIT kernels corrupted its stack (seen as crashes in matmul
+// under a signal storm), so the signals are blocked in every other thread and the kernels never see them.
 #pragma once
 
 #include <atomic>

@@ -199,14 +199,19 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
   model::Arena arena(*device);
   model::Runtime rt{*device, *stream, arena};
 
-  if (!options.save_dir.empty()) {  // rank 0 makes it; every rank says so where it cannot
-    parallel::check_together(grid.world(), *stream, [&] {
+  // Rank 0 makes --save-dir, then checks where --save-weights and --metrics go (they may lie in it), before any
+  // step; every rank says so where it cannot.
+  parallel::check_together(grid.world(), *stream, [&] {
+    if (!leader) return;
+    if (!options.save_dir.empty()) {
       std::error_code error;
-      if (leader) std::filesystem::create_directories(options.save_dir, error);
+      std::filesystem::create_directories(options.save_dir, error);
       KOSMOS_CHECK(!error, "--save-dir ", options.save_dir, ": cannot create it (", error.message(),
                    "); choose a writable folder");
-    });
-  }
+    }
+    check_output_path("--save-weights", options.save_weights);
+    check_output_path("--metrics", options.metrics);
+  });
   // Resume: values, AdamW moments, step, seed and data position from a checkpoint of any layout.
   int64_t first_step = 1;
   int64_t next_sample = 0;  // the synthetic set's next global sample index
@@ -329,18 +334,17 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       << " sequences of " << length << " positions per step (" << options.micro_batches << " micro-batches of "
       << micro_batch << " per dp rank), seed " << seed << "\n";
   log << resumed.str();
-  if (first_step > options.steps) log << "nothing to train: the checkpoint is at step " << first_step - 1
-                                      << " and --steps is " << options.steps << "\n";
   const auto start = std::chrono::steady_clock::now();
   auto profile_start = start;  // when --profile began timing (after --profile-after steps)
   double first_loss = 0.0, last_loss = 0.0;
   int64_t tokens = 0;
   int64_t skipped_steps = 0;  // updates skipped for a NaN or infinite loss or gradient norm
   int64_t last_step = options.stop_at > 0 ? std::min(options.stop_at, options.steps) : options.steps;
-  if (last_step < first_step)
-    log << "nothing to train: the run resumed after step " << first_step - 1 << ", and "
-        << (options.stop_at > 0 && options.stop_at < options.steps ? "--stop-at " : "--steps ") << last_step
-        << " ends it there or before; raise --steps to train on\n";
+  if (last_step < first_step) {
+    const char * limit = options.stop_at > 0 && options.stop_at < options.steps ? "--stop-at" : "--steps";
+    log << "nothing to train: the checkpoint is at step " << first_step - 1 << " and " << limit << " is "
+        << last_step << "; raise " << limit << " to train on\n";
+  }
   for (int64_t step = first_step; step <= last_step; ++step) {
     // This dp rank's share of the step's global batch, in micro-batches, by global sample index.
     std::vector<model::Batch> micro;

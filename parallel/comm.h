@@ -3,6 +3,7 @@
 // stream it is ordered on. A group of one rank returns at once.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -106,8 +107,9 @@ std::unique_ptr<Comm> mpi_world();
 std::string first_error_over(Comm & world, const std::string & error, Stream & stream);
 
 // Runs `check` on this rank (a check only some ranks make: rank 0 opens a file the others never touch), then throws
-// on every rank the Error of the lowest rank whose check threw one, so that each rank says what failed and how to
-// fix it, where otherwise one rank would and the others would be ended by its abort. Collective over `world`.
+// on every rank the error of the lowest rank whose check threw (an Error, or any other std::exception, whose text it
+// carries), so that each rank says what failed and how to fix it, where otherwise one rank would and the others
+// would be ended by its abort. Collective over `world`.
 template <typename Check>
 void check_together(Comm & world, Stream & stream, Check && check) {
   std::string error;
@@ -115,6 +117,8 @@ void check_together(Comm & world, Stream & stream, Check && check) {
     check();
   } catch (const Error & failure) {
     error = failure.what();
+  } catch (const std::exception & failure) {
+    error = std::string("unexpected failure: ") + failure.what();
   }
   error = first_error_over(world, error, stream);
   if (!error.empty()) throw Error(error);
