@@ -25,12 +25,24 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
                " goes with --weights only: ", source.checkpoint.empty() ? "--hf's config.json" : "the checkpoint's own",
                " record says what the model is; leave --model-config out");
   LoadedModel loaded;
-  std::string checkpoint;
+  // A checkpoint file, or a run folder's checkpoints newest first: a damaged one falls back to the one before it, as
+  // `train --resume auto` does (the model config from the first whose record reads, the values from the first whose
+  // data read on every rank).
+  std::vector<std::string> checkpoints;
   if (!source.checkpoint.empty()) {
-    checkpoint = io::resolve_resume(source.checkpoint, "", "--checkpoint");
-    loaded.config = model::config_from_json(io::read_checkpoint_info(checkpoint).model_config,
-                                            model::preset(source.preset), checkpoint + " (/meta model_config)");
-    loaded.description = checkpoint;
+    const std::vector<std::string> candidates = io::resume_candidates(source.checkpoint, "", "--checkpoint");
+    std::string first_error;
+    for (size_t i = 0; i < candidates.size() && checkpoints.empty(); ++i) {
+      try {
+        loaded.config = model::config_from_json(io::read_checkpoint_info(candidates[i]).model_config,
+                                                model::preset(source.preset), candidates[i] + " (/meta model_config)");
+        checkpoints.assign(candidates.begin() + static_cast<std::ptrdiff_t>(i), candidates.end());
+      } catch (const Error & error) {
+        if (first_error.empty()) first_error = error.what();
+      }
+    }
+    KOSMOS_CHECK(!checkpoints.empty(), first_error, candidates.size() > 1 ? " (and every older checkpoint too)" : "");
+    loaded.description = checkpoints.front();
   } else if (!source.hf_dir.empty()) {
     loaded.config = model::config_from_hf_kosmos2(read_text_file(source.hf_dir + "/config.json"),
                                                   source.hf_dir + "/config.json");
@@ -56,8 +68,12 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
       model::TensorParallelRank{loaded.grid->coord().tp, shape.tp});
   loaded.state = std::make_unique<model::ModelState>(*loaded.device, *loaded.table,
                                                      precision_dtype(source.precision));
-  if (!checkpoint.empty()) {
-    io::read_checkpoint(checkpoint, *loaded.state, false, loaded.grid->world(), *loaded.stream);
+  if (!checkpoints.empty()) {
+    std::vector<std::string> warnings;
+    loaded.description = io::read_newest_checkpoint(checkpoints, *loaded.state, false, loaded.grid->world(),
+                                                    *loaded.stream, warnings).first;
+    if (loaded.grid->world().rank() == 0)
+      for (const std::string & warning : warnings) std::cerr << "warning: " << warning << "\n";
   } else {
     const std::string weights = source.hf_dir.empty() ? source.weights : source.hf_dir + "/model.safetensors";
     const io::WeightsReport report = io::load_weights(*loaded.state, io::SafetensorsFile(weights), *loaded.stream);

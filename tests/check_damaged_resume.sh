@@ -4,6 +4,8 @@
 # checksum failed, resume from step 3, and end bit-identical to an uninterrupted run.
 # With MPIEXEC the runs are 2 ranks of --dp 2 --zero1 and the flipped byte lies in a moment of rank 1's ZeRO-1 slice,
 # which rank 1 alone reads: both ranks must still fall back to step 3 together (no hang, the same state).
+# `generate --checkpoint` on the run folder falls back the same way where the flipped byte lies in a parameter (it
+# reads no moments: on 2 ranks the newest checkpoint is whole for it).
 # Usage: check_damaged_resume.sh KOSMOS FLIP_CHUNK_BYTE COMPARE OUT_PREFIX [MPIEXEC]
 set -euo pipefail
 kosmos=$1 flip=$2 compare=$3 out=$4
@@ -19,6 +21,12 @@ rm -rf "$out"_*
 "${launch[@]}" "$kosmos" "${common[@]}" --save-dir "$out"_run --save-every 3 --keep 0 --stop-at 6 \
   > "$out"_first.log 2>&1 || { cat "$out"_first.log; exit 1; }
 "$flip" "$out"_run/step_00000006.h5 "$dataset"
+"${launch[@]}" "$kosmos" generate --checkpoint "$out"_run --tokens 0,5,6 --max-new-tokens 2 --print-ids \
+  > "$out"_generate.log 2>&1 || { cat "$out"_generate.log; echo "generate failed on ${out}_run"; exit 1; }
+if [ ${#launch[@]} -eq 0 ]; then
+  grep -q "warning: checkpoint .*step_00000006.h5 is damaged, trying the one before it: .*$dataset" \
+    "$out"_generate.log || { cat "$out"_generate.log; echo "generate did not fall back past step_00000006.h5"; exit 1; }
+fi
 "${launch[@]}" "$kosmos" "${common[@]}" --save-dir "$out"_run --resume auto --metrics "$out"_resumed.jsonl \
   --save-weights "$out"_resumed.safetensors > "$out"_resumed.log 2>&1 || { cat "$out"_resumed.log; exit 1; }
 grep -q "warning: checkpoint .*step_00000006.h5 is damaged, trying the one before it: .*$dataset" "$out"_resumed.log ||
