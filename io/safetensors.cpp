@@ -96,7 +96,12 @@ SafetensorsFile::SafetensorsFile(const std::string & path) : path_(path) {
     KOSMOS_CHECK(header.is_object(), path, ": the header must be a JSON object of tensors");
     const uint64_t data_bytes = size_ - data_start_;
     for (const auto & item : header.items()) {
-      if (item.key() == "__metadata__") continue;
+      if (item.key() == "__metadata__") {  // string -> string by the format; anything else is no metadata of ours
+        if (item.value().is_object())
+          for (const auto & field : item.value().items())
+            if (field.value().is_string()) metadata_[field.key()] = field.value().get<std::string>();
+        continue;
+      }
       const std::string & name = item.key();
       const Json & value = item.value();
       SafetensorsEntry entry;
@@ -189,8 +194,15 @@ std::vector<float> SafetensorsFile::read_f32(const std::string & name) const {
   return values;
 }
 
-void write_safetensors(const std::string & path, const std::map<std::string, SafetensorsTensor> & tensors) {
+std::string SafetensorsFile::metadata(const std::string & key) const {
+  const auto found = metadata_.find(key);
+  return found == metadata_.end() ? std::string() : found->second;
+}
+
+void write_safetensors(const std::string & path, const std::map<std::string, SafetensorsTensor> & tensors,
+                       const std::map<std::string, std::string> & metadata) {
   Json header = Json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto & [name, tensor] : tensors) {
     const uint64_t bytes = tensor.values.size() * 4;

@@ -38,6 +38,8 @@ class SafetensorsFile {
   const SafetensorsEntry & entry(const std::string & name) const;
   // The tensor converted to f32, in row-major order.
   std::vector<float> read_f32(const std::string & name) const;
+  // The header's "__metadata__" entry `key` (a string), or "" where there is none (other values are left alone).
+  std::string metadata(const std::string & key) const;
 
  private:
   std::string path_;
@@ -45,13 +47,16 @@ class SafetensorsFile {
   size_t size_ = 0;
   uint64_t data_start_ = 0;
   std::map<std::string, SafetensorsEntry> entries_;
+  std::map<std::string, std::string> metadata_;
 };
 
-// Writes f32 tensors (name -> shape and values) as a safetensors file, names in sorted order.
+// Writes f32 tensors (name -> shape and values) as a safetensors file, names in sorted order, with `metadata`
+// (string -> string) as its "__metadata__" where there is any.
 struct SafetensorsTensor {
   std::vector<int64_t> shape;
   std::vector<float> values;
 };
-void write_safetensors(const std::string & path, const std::map<std::string, SafetensorsTensor> & tensors);
+void write_safetensors(const std::string & path, const std::map<std::string, SafetensorsTensor> & tensors,
+                       const std::map<std::string, std::string> & metadata = {});
 
 }  // namespace kosmos::io

@@ -119,7 +119,8 @@ std::vector<std::string> peer_names_for(const std::string & name, const model::P
   KOSMOS_FAIL("peer_names_for: unknown weight names ", static_cast<int>(names), " (known: seed, hf-kosmos2)");
 }
 
-void save_weights(const model::ModelState & state, const std::string & path, Stream & stream, WeightNames names) {
+void save_weights(const model::ModelState & state, const std::string & path, Stream & stream, WeightNames names,
+                  const std::string & model_config) {
   KOSMOS_CHECK(state.table().holds_whole_model(), "save_weights: this rank holds only its pipeline stage's or "
                "tensor-parallel rank's part of the parameters; save them through Trainer::collect_parameters (internal "
                "error)");
@@ -131,11 +132,11 @@ void save_weights(const model::ModelState & state, const std::string & path, Str
     state.device().copy(target, state.value(spec), stream);
     stream.synchronize();
   }
-  save_weights(state.table(), std::move(values), path, names);
+  save_weights(state.table(), std::move(values), path, names, model_config);
 }
 
 void save_weights(const model::ParameterTable & table, std::vector<std::vector<float>> values, const std::string & path,
-                  WeightNames names) {
+                  WeightNames names, const std::string & model_config) {
   const std::vector<model::ParameterSpec> & specs = table.specs();
   KOSMOS_CHECK(values.size() == specs.size(), "save_weights: ", values.size(), " tensors for ", specs.size(),
                " parameters (internal error)");
@@ -147,7 +148,9 @@ void save_weights(const model::ParameterTable & table, std::vector<std::vector<f
     for (size_t n = 0; n < peer_names.size(); ++n)  // the last name takes the values, the others a copy
       tensors[peer_names[n]] = {specs[i].shape, n + 1 < peer_names.size() ? values[i] : std::move(values[i])};
   }
-  write_safetensors(path, tensors);
+  std::map<std::string, std::string> metadata;
+  if (!model_config.empty()) metadata[kModelConfigKey] = model_config;
+  write_safetensors(path, tensors, metadata);
 }
 
 }  // namespace kosmos::io

@@ -37,10 +37,13 @@ std::vector<std::string> peer_names_for(const std::string & name, const model::P
                                         WeightNames names);
 
 // Writes every parameter of the model, f32, under the peer's names: from a state that holds them all, or from
-// their host values in table order (Trainer::collect_parameters gathers them from the pipeline stages).
+// their host values in table order (Trainer::collect_parameters gathers them from the pipeline stages). With
+// `model_config` (model::config_to_json) the file's metadata keeps it as kModelConfigKey, so that the file alone
+// says which model it is (a dataset's vocabulary and special ids, which no preset has).
 void save_weights(const model::ModelState & state, const std::string & path, Stream & stream,
-                  WeightNames names = WeightNames::kSeed);
+                  WeightNames names = WeightNames::kSeed, const std::string & model_config = "");
 void save_weights(const model::ParameterTable & table, std::vector<std::vector<float>> values, const std::string & path,
-                  WeightNames names = WeightNames::kSeed);
+                  WeightNames names = WeightNames::kSeed, const std::string & model_config = "");
+constexpr const char * kModelConfigKey = "kosmos_model_config";
 
 }  // namespace kosmos::io

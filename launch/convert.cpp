@@ -9,6 +9,7 @@
 
 #include "backends/error.h"
 #include "io/checkpoint.h"
+#include "io/safetensors.h"
 #include "io/weights.h"
 #include "launch/files.h"
 #include "launch/launch.h"
@@ -41,13 +42,18 @@ int run_convert(std::ostream & out, const BackendRegistry & registry, const Conv
   std::unique_ptr<parallel::Comm> world = parallel::mpi_world();
   KOSMOS_CHECK(world->size() == 1, "kosmos convert runs on one rank; launch it without mpirun (got ", world->size(),
                " ranks)");
-  // The model: from the checkpoint's own record, or from the preset and config the weights were made with.
+  // The model: from the checkpoint's own record, or from the preset and the config the weights were made with
+  // (--model-config, else the one our own safetensors files keep in their metadata, else the preset's).
   model::KosmosConfig config = model::preset(options.preset);
   if (to_weights) {
     config = model::config_from_json(io::read_checkpoint_info(options.input).model_config, config,
                                      options.input + " (/meta model_config)");
   } else if (!options.model_config.empty()) {
     config = model::config_from_json(read_text_file(options.model_config), config, options.model_config);
+  } else {
+    const std::string kept = io::SafetensorsFile(options.input).metadata(io::kModelConfigKey);
+    if (!kept.empty())
+      config = model::config_from_json(kept, config, options.input + " (__metadata__ " + io::kModelConfigKey + ")");
   }
   model::validate(config);
   std::unique_ptr<Device> device = registry.create("cpu", 0);
@@ -89,7 +95,8 @@ int run_convert(std::ostream & out, const BackendRegistry & registry, const Conv
     const io::CheckpointInfo info = io::read_checkpoint(options.input, state, false, *world, *stream);
     out << "[1/2] read " << table.specs().size() << " parameters of step " << info.step << " from " << options.input
         << " in " << lap() << "\n";
-    io::save_weights(state, options.output, *stream, io::weight_names_from(options.names));
+    io::save_weights(state, options.output, *stream, io::weight_names_from(options.names),
+                     model::config_to_json(config));
     out << "[2/2] wrote " << options.output << " in " << options.names << " names in " << lap() << "\n";
   }
   return 0;

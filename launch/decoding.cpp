@@ -10,6 +10,7 @@
 #include "backends/philox.h"
 #include "io/checkpoint.h"
 #include "io/checkpoint_dir.h"
+#include "io/safetensors.h"
 #include "io/weights.h"
 #include "launch/files.h"
 #include "launch/launch.h"
@@ -48,9 +49,17 @@ LoadedModel load_model(const BackendRegistry & registry, const ModelSource & sou
                                                   source.hf_dir + "/config.json");
     loaded.description = source.hf_dir;
   } else {
-    KOSMOS_CHECK(!source.model_config.empty(), "--weights needs --model-config (the model the weights belong to)");
-    loaded.config = model::config_from_json(read_text_file(source.model_config), model::preset(source.preset),
-                                            source.model_config);
+    // --model-config, else the one our own safetensors files keep in their metadata (io::save_weights).
+    const std::string kept =
+        source.model_config.empty() ? io::SafetensorsFile(source.weights).metadata(io::kModelConfigKey) : "";
+    KOSMOS_CHECK(!source.model_config.empty() || !kept.empty(), "--weights ", source.weights, " needs --model-config "
+                 "(the model the weights belong to): the file does not say (a peer's file, or ours from before the "
+                 "model config went into its metadata)");
+    loaded.config = source.model_config.empty()
+                        ? model::config_from_json(kept, model::preset(source.preset),
+                                                  source.weights + " (__metadata__ " + io::kModelConfigKey + ")")
+                        : model::config_from_json(read_text_file(source.model_config), model::preset(source.preset),
+                                                  source.model_config);
     loaded.description = source.weights;
   }
   if (image_token_id >= 0) loaded.config.tokens.image = image_token_id;

@@ -453,7 +453,9 @@ int run_train(std::ostream & out, const BackendRegistry & registry, const TrainO
       log << "warning: the replicated parameters differ over the tensor-parallel ranks (relative spread " << spread
           << " of their sum of squares); saving tp rank 0's copy\n";
     std::vector<std::vector<float>> values = trainer.collect_parameters(rt);  // every shard and stage to the leader
-    if (leader) io::save_weights(table, std::move(values), options.save_weights);
+    if (leader)
+      io::save_weights(table, std::move(values), options.save_weights, io::WeightNames::kSeed,
+                       model::config_to_json(config));
   }
   if (leader) log << device->gemm_tuning_report();  // "GEMM tuning: ..." where a product was tuned
   if (options.profile && leader) {

@@ -1,13 +1,15 @@
 // test_golden_convert.cpp: `kosmos convert` round trips the peers' own files bit for bit: the seed composition's
 // weights (kosmos1) and HF Kosmos-2's (kosmos2) into an HDF5 checkpoint and back into safetensors in the same
 // peer's names. Every parameter comes back with its name, shape and bits; only buffers (position ids, xPos scales)
-// are left out. make_golden.py --check-export loads such a file into the PyTorch peers.
+// are left out; the exported file's metadata keeps the model config, so that it converts back without one.
+// make_golden.py --check-export loads such a file into the PyTorch peers.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <sstream>
 
 #include "backends/registry.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "launch/launch.h"
@@ -54,6 +56,15 @@ TEST_P(GoldenConvert, SafetensorsToCheckpointAndBackIsBitExact) {
     EXPECT_TRUE(exported.entries().count(name)) << name << " is missing from the exported file";
   }
   EXPECT_EQ(static_cast<int64_t>(exported.entries().size()), parameters) << log.str();
+
+  // The exported file keeps the model's config in its metadata: converted back without --model-config (over the
+  // kosmos1 preset, which the kosmos2 fixture is not), it is the same model.
+  EXPECT_EQ(exported.metadata(io::kModelConfigKey), io::read_checkpoint_info(own + ".h5").model_config);
+  ConvertOptions again;
+  again.input = own + ".safetensors";
+  again.output = own + "_again.h5";
+  ASSERT_EQ(run_convert(log, registry, again), 0) << log.str();
+  EXPECT_EQ(io::read_checkpoint_info(again.output).model_config, io::read_checkpoint_info(own + ".h5").model_config);
 }
 
 INSTANTIATE_TEST_SUITE_P(Peers, GoldenConvert,
