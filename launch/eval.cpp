@@ -15,7 +15,6 @@
 #include <sstream>
 
 #include "backends/error.h"
-#include "io/dataset.h"
 #include "io/image.h"
 #include "io/loader.h"
 #include "io/tokenizer.h"
@@ -144,15 +143,15 @@ nlohmann::json perplexity(LoadedModel & loaded, const EvalOptions & options, std
   // As many batches as the dataset holds sequences for, at most: the loader would go on into another epoch of the
   // same sequences and count them twice. (With several streams, one whose weight outpaces its size may still begin
   // another epoch sooner: the loader draws each sample's stream by weight.)
+  io::DataLoader loader(options.data, loaded.config, options.seed);
   int64_t held = 0;
-  for (const io::StreamInfo & stream : io::DatasetManifest::read(options.data).streams) held += stream.sequences;
+  for (const io::StreamInfo & stream : loader.manifest().streams) held += stream.sequences;
   KOSMOS_CHECK(held >= options.batch, "kosmos eval --data: ", options.data, " holds ", held,
                " sequences, fewer than one --batch of ", options.batch, "; give --batch ", held, " or less");
   const int64_t batches = std::min(options.batches, held / options.batch);
   if (batches < options.batches)
     out << "note: " << options.data << " holds " << held << " sequences: perplexity on " << batches
         << " batches of " << options.batch << ", not the " << options.batches << " --batches asked\n";
-  io::DataLoader loader(options.data, loaded.config, options.seed);
   const auto start = std::chrono::steady_clock::now();
   double loss = 0.0, counted = 0.0;
   for (int64_t b = 0; b < batches; ++b) {

@@ -33,8 +33,10 @@ std::vector<int32_t> parse_ids(const std::string & text) {
   return ids;
 }
 
-// The one-sequence prompt: ids with .npy pixels, or image files and text.
-model::Batch prompt_batch(const LoadedModel & loaded, const InferenceOptions & options) {
+// The one-sequence prompt: ids with .npy pixels, or image files and text, whose tokenizer (checked against the
+// model) it leaves in `tokenizer` for the generated text.
+model::Batch prompt_batch(const LoadedModel & loaded, const InferenceOptions & options,
+                          std::optional<io::Tokenizer> & tokenizer) {
   const model::KosmosConfig & config = loaded.config;
   const model::VisionConfig & v = config.vision;
   model::Batch batch;
@@ -58,9 +60,9 @@ model::Batch prompt_batch(const LoadedModel & loaded, const InferenceOptions & o
       batch.images.insert(batch.images.end(), pixels.begin(), pixels.end());
       ++batch.image_count;
     }
-    const io::Tokenizer tokenizer(options.tokenizer);
-    check_tokenizer_matches(tokenizer, options.tokenizer, config);
-    batch.tokens = prompt_tokens(config, batch.image_count, tokenizer.encode(options.prompt));
+    tokenizer.emplace(options.tokenizer);
+    check_tokenizer_matches(*tokenizer, options.tokenizer, config);
+    batch.tokens = prompt_tokens(config, batch.image_count, tokenizer->encode(options.prompt));
   }
   for (int32_t id : batch.tokens)
     KOSMOS_CHECK(id < config.decoder.vocab_size, "--tokens: id ", id, " is outside the vocabulary [0, ",
@@ -77,7 +79,8 @@ model::Batch prompt_batch(const LoadedModel & loaded, const InferenceOptions & o
 
 int run_forward(std::ostream & out, const BackendRegistry & registry, const InferenceOptions & options) {
   LoadedModel loaded = load_model(registry, options.model, options.image_token_id);
-  const model::Batch batch = prompt_batch(loaded, options);
+  std::optional<io::Tokenizer> tokenizer;
+  const model::Batch batch = prompt_batch(loaded, options, tokenizer);
   const std::vector<float> logits = forward_logits(loaded, batch);
   io::write_npy(options.out, {batch.length, loaded.config.decoder.vocab_size}, logits);
   out << "wrote logits [" << batch.length << ", " << loaded.config.decoder.vocab_size << "] to " << options.out << "\n";
@@ -88,15 +91,12 @@ int run_generate(std::ostream & all_ranks, const BackendRegistry & registry, con
   LoadedModel loaded = load_model(registry, options.model, options.image_token_id);
   std::ostringstream silent;
   std::ostream & out = loaded.grid->world().rank() == 0 ? all_ranks : silent;  // every rank has the same tokens
-  const model::Batch batch = prompt_batch(loaded, options);
-  // A text prompt's tokenizer (prompt_batch checked it against the model): its text holds none of the ids a
-  // dataset's model has past it (padding of the vocabulary), so none is generated either.
   std::optional<io::Tokenizer> tokenizer;
+  const model::Batch batch = prompt_batch(loaded, options, tokenizer);
+  // A text prompt's tokenizer: its text holds none of the ids a dataset's model has past it (padding of the
+  // vocabulary), so none is generated either.
   Sampling sampling = options.sampling;
-  if (!options.prompt.empty() || !options.images.empty()) {
-    tokenizer.emplace(options.tokenizer);
-    sampling.vocab_limit = tokenizer->vocab_size();
-  }
+  if (tokenizer) sampling.vocab_limit = tokenizer->vocab_size();
   const std::vector<int32_t> generated = decode(loaded, batch, options.max_new_tokens, sampling, options.ignore_eos)[0];
   if (options.print_ids) {
     for (size_t i = 0; i < generated.size(); ++i) out << (i ? "," : "") << generated[i];
